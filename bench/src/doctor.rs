@@ -1,0 +1,395 @@
+//! `miglab doctor`: every prerequisite, found or missing, with the exact fix.
+
+use crate::accel;
+use crate::paths;
+use crate::process::run_tool;
+use serde::Serialize;
+use std::fmt;
+use std::process::Command;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(10);
+pub const QEMU_MIN: (u32, u32) = (8, 2);
+pub const VIRTIOFSD_MIN: (u32, u32) = (1, 11);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Ok,
+    Missing,
+    /// Absent, but miglab works around it.
+    Warn,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub verdict: Verdict,
+    pub found: String,
+    pub fix: String,
+    /// A lab cannot run without it.
+    pub required: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    /// Whether a lab can run here.
+    pub fn lab_can_run(&self) -> bool {
+        self.checks
+            .iter()
+            .all(|c| !c.required || c.verdict == Verdict::Ok)
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let w = self
+            .checks
+            .iter()
+            .map(|c| c.name.len())
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        let fw = self
+            .checks
+            .iter()
+            .map(|c| c.found.len())
+            .max()
+            .unwrap_or(5)
+            .clamp(5, 60);
+        writeln!(f, "{:<w$}  {:<7}  {:<fw$}  fix", "check", "status", "found")?;
+        for c in &self.checks {
+            let status = match (c.verdict, c.required) {
+                (Verdict::Ok, _) => "ok",
+                (Verdict::Missing, true) => "MISSING",
+                (Verdict::Missing, false) | (Verdict::Warn, _) => "warn",
+            };
+            let fix = if c.verdict == Verdict::Ok {
+                ""
+            } else {
+                c.fix.as_str()
+            };
+            let found: String = c.found.chars().take(fw).collect();
+            writeln!(f, "{:<w$}  {:<7}  {:<fw$}  {}", c.name, status, found, fix)?;
+        }
+        if self.lab_can_run() {
+            write!(f, "a lab can run here")
+        } else {
+            write!(f, "a lab cannot run here: fix the MISSING rows (as root: `ci/setup` installs everything)")
+        }
+    }
+}
+
+fn check(name: &str, required: bool, result: Result<String, String>, fix: &str) -> Check {
+    let (verdict, found) = match result {
+        Ok(found) => (Verdict::Ok, found),
+        Err(found) => (Verdict::Missing, found),
+    };
+    Check {
+        name: name.into(),
+        verdict,
+        found,
+        fix: fix.into(),
+        required,
+    }
+}
+
+/// `X.Y` of the first version-looking word after `prefix` in `text`.
+pub fn parse_version(text: &str, prefix: &str) -> Option<(u32, u32)> {
+    let rest = &text[text.find(prefix)? + prefix.len()..];
+    let word = rest.split_whitespace().next()?;
+    let mut it = word
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty());
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+fn tool_version(
+    tool: &str,
+    arg: &str,
+    prefix: &str,
+    min: Option<(u32, u32)>,
+) -> Result<String, String> {
+    let path = paths::find_tool(tool).ok_or_else(|| "not found".to_string())?;
+    let out = run_tool(Command::new(&path).arg(arg), T).map_err(|e| e.to_string())?;
+    let text = format!("{}{}", out.stdout, out.stderr);
+    let v = parse_version(&text, prefix);
+    match (v, min) {
+        (Some(v), Some(m)) if v < m => Err(format!(
+            "{}.{} at {} (need >= {}.{})",
+            v.0,
+            v.1,
+            path.display(),
+            m.0,
+            m.1
+        )),
+        (Some(v), _) => Ok(format!("{}.{} at {}", v.0, v.1, path.display())),
+        (None, Some(_)) => Err(format!("unknown version at {}", path.display())),
+        (None, None) => Ok(path.display().to_string()),
+    }
+}
+
+fn present(tool: &str) -> Result<String, String> {
+    paths::find_tool(tool)
+        .map(|p| p.display().to_string())
+        .ok_or_else(|| "not found".into())
+}
+
+/// A scratch network namespace for the netns/tbf/netem probes, removed on drop.
+struct ScratchNs(String);
+
+impl ScratchNs {
+    fn new() -> Result<Self, String> {
+        let name = format!("miglab-doctor-{}", std::process::id());
+        run_tool(
+            Command::new(paths::tool("ip")).args(["netns", "add", &name]),
+            T,
+        )
+        .map_err(|e| e.to_string())?;
+        let ns = ScratchNs(name);
+        // veth, not dummy: the dummy module is not in every kernel (it is not here).
+        ns.ip(&["link", "add", "d0", "type", "veth", "peer", "name", "d1"])?;
+        Ok(ns)
+    }
+    fn ip(&self, args: &[&str]) -> Result<(), String> {
+        run_tool(
+            Command::new(paths::tool("ip"))
+                .args(["-n", &self.0])
+                .args(args),
+            T,
+        )
+        .map(drop)
+        .map_err(|e| e.to_string())
+    }
+    fn tc(&self, args: &[&str]) -> Result<(), String> {
+        run_tool(
+            Command::new(paths::tool("tc"))
+                .args(["-n", &self.0])
+                .args(args),
+            T,
+        )
+        .map(drop)
+        .map_err(|e| e.to_string())
+    }
+}
+
+impl Drop for ScratchNs {
+    fn drop(&mut self) {
+        let _ = run_tool(
+            Command::new(paths::tool("ip")).args(["netns", "del", &self.0]),
+            T,
+        );
+    }
+}
+
+/// Runs every check.
+pub fn run() -> Report {
+    let mut checks = Vec::new();
+    let root = nix::unistd::geteuid().is_root();
+    checks.push(check(
+        "root",
+        true,
+        if root {
+            Ok("uid 0".into())
+        } else {
+            Err(format!("uid {}", nix::unistd::geteuid()))
+        },
+        "run miglab as root (namespaces, mounts)",
+    ));
+    let setup = "run `ci/setup` as root";
+    checks.push(check(
+        "qemu",
+        true,
+        tool_version("qemu-system-x86_64", "--version", "version", Some(QEMU_MIN)),
+        "QEMU >= 8.2 migrates vhost-user-fs; on Debian 12 `ci/setup` installs it from bookworm-backports",
+    ));
+    checks.push(check(
+        "virtiofsd",
+        true,
+        tool_version("virtiofsd", "--version", "virtiofsd", Some(VIRTIOFSD_MIN)),
+        "`ci/setup` builds virtiofsd 1.14.0 into /opt/miglab/bin (cargo install --locked)",
+    ));
+    checks.push(check(
+        "ceph",
+        true,
+        tool_version("ceph-mon", "--version", "ceph version", None),
+        setup,
+    ));
+    for t in [
+        "ceph-mgr",
+        "ceph-osd",
+        "ceph-mds",
+        "ceph-fuse",
+        "ceph",
+        "monmaptool",
+    ] {
+        checks.push(check(t, true, present(t), setup));
+    }
+    let py = paths::system_python();
+    checks.push(check(
+        "python3-rados",
+        true,
+        run_tool(Command::new(&py).args(["-c", "import rados"]), T)
+            .map(|_| format!("{}", py.display()))
+            .map_err(|_| format!("{} cannot import rados", py.display())),
+        "apt-get install python3-rados (or `ci/setup`)",
+    ));
+    for t in ["ip", "tc", "nft"] {
+        checks.push(check(t, true, present(t), setup));
+    }
+    checks.push(check(
+        "busybox",
+        false,
+        present("busybox"),
+        "apt-get install busybox-static (guest image)",
+    ));
+    checks.push(check(
+        "fio",
+        false,
+        present("fio"),
+        "apt-get install fio (storage baselines)",
+    ));
+    checks.push(check(
+        "fuse",
+        true,
+        if std::path::Path::new("/dev/fuse").exists() {
+            Ok("/dev/fuse".into())
+        } else {
+            Err("no /dev/fuse".into())
+        },
+        "modprobe fuse",
+    ));
+
+    let ns = if root {
+        ScratchNs::new()
+    } else {
+        Err("needs root".into())
+    };
+    checks.push(check(
+        "netns",
+        true,
+        ns.as_ref()
+            .map(|_| "ip netns add works".to_string())
+            .map_err(|e| e.clone()),
+        "network namespaces and veth need root and CONFIG_NET_NS",
+    ));
+    let tbf = match &ns {
+        Ok(ns) => ns.tc(&[
+            "qdisc", "add", "dev", "d0", "root", "tbf", "rate", "1mbit", "burst", "32k", "latency",
+            "50ms",
+        ]),
+        Err(e) => Err(e.clone()),
+    };
+    checks.push(check(
+        "tbf",
+        true,
+        tbf.map(|_| "tc qdisc tbf works".into()),
+        "the kernel needs sch_tbf (link shaping)",
+    ));
+    let netem = match &ns {
+        Ok(ns) => ns.tc(&[
+            "qdisc", "add", "dev", "d1", "root", "netem", "delay", "10ms",
+        ]),
+        Err(e) => Err(e.clone()),
+    };
+    let mut netem = check(
+        "netem",
+        false,
+        netem
+            .map(|_| "tc qdisc netem works".into())
+            .map_err(|_| "no sch_netem in this kernel".into()),
+        "not needed: delay comes from Ceph's ms_inject_delay and miglab's TCP proxy",
+    );
+    if netem.verdict == Verdict::Missing {
+        netem.verdict = Verdict::Warn;
+    }
+    checks.push(netem);
+    drop(ns);
+
+    let a = accel::detect();
+    checks.push(Check {
+        name: "accelerator".into(),
+        verdict: if a.accel == accel::Accel::Kvm {
+            Verdict::Ok
+        } else {
+            Verdict::Warn
+        },
+        found: format!("{}: {}", a.accel, a.reason),
+        fix: "guests run under TCG (slower boots and migrations; results record it)".into(),
+        required: false,
+    });
+    let kernel = paths::guest_kernel_dir().join("boot");
+    let k = std::fs::read_dir(&kernel).ok().and_then(|d| {
+        d.filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().contains("vmlinuz"))
+    });
+    checks.push(check(
+        "guest-kernel",
+        false,
+        k.map(|p| p.display().to_string()).ok_or_else(|| format!("nothing in {}", kernel.display())),
+        "`ci/setup` downloads and unpacks the distribution kernel (needed for VMs, not for the lab)",
+    ));
+    Report { checks }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_read_from_real_banners() {
+        assert_eq!(
+            parse_version(
+                "QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)",
+                "version"
+            ),
+            Some((10, 0))
+        );
+        assert_eq!(
+            parse_version(
+                "QEMU emulator version 7.2.15 (Debian 1:7.2+dfsg-7)",
+                "version"
+            ),
+            Some((7, 2))
+        );
+        assert_eq!(
+            parse_version("virtiofsd 1.14.0", "virtiofsd"),
+            Some((1, 14))
+        );
+        assert_eq!(
+            parse_version(
+                "ceph version 16.2.15 (618f440892089921c3e944a991122ddc44e60516) pacific",
+                "ceph version"
+            ),
+            Some((16, 2))
+        );
+        assert!(parse_version("nothing here", "version").is_none());
+        assert!((7, 2) < QEMU_MIN && (10, 0) >= QEMU_MIN);
+    }
+
+    #[test]
+    fn a_missing_required_check_blocks_the_lab_but_a_warning_does_not() {
+        let ok = |name: &str, required| check(name, required, Ok("x".into()), "");
+        let mut r = Report {
+            checks: vec![
+                ok("a", true),
+                check("netem", false, Err("no".into()), "fine"),
+            ],
+        };
+        assert!(r.lab_can_run());
+        r.checks
+            .push(check("ceph", true, Err("not found".into()), "run ci/setup"));
+        assert!(!r.lab_can_run());
+        let text = r.to_string();
+        assert!(
+            text.contains("MISSING")
+                && text.contains("run ci/setup")
+                && text.contains("cannot run")
+        );
+    }
+}

@@ -1,0 +1,16 @@
+//! miglab: live-migration benchmarking and fault injection for QEMU guests whose file system is
+//! CephFS shared through virtio-fs.
+//!
+//! The library is the whole tool; `main.rs` only parses arguments and calls [`cli::run`].
+
+pub mod accel;
+pub mod cli;
+pub mod doctor;
+pub mod interrupt;
+pub mod paths;
+pub mod process;
+pub mod topology;
+pub mod wait;
+
+pub use topology::lab::{Lab, LabOptions};
+pub use topology::{DaemonId, Host, Topology};

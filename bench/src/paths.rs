@@ -1,0 +1,59 @@
+//! Where miglab finds its tools and keeps its state. Every location can be overridden from the
+//! environment, and defaults match what `ci/setup` installs.
+
+use std::path::{Path, PathBuf};
+
+/// Where `ci/setup` installs virtiofsd (`$MIGLAB_PREFIX/bin`).
+pub fn prefix() -> PathBuf {
+    env_path("MIGLAB_PREFIX").unwrap_or_else(|| PathBuf::from("/opt/miglab"))
+}
+
+/// Where `ci/setup` unpacks the guest kernel and miglab caches images.
+pub fn cache() -> PathBuf {
+    env_path("MIGLAB_CACHE").unwrap_or_else(|| PathBuf::from("/var/cache/miglab"))
+}
+
+/// The parent of every lab directory (`<root>/<lab name>`), outside any repository.
+pub fn lab_root() -> PathBuf {
+    env_path("MIGLAB_LAB_ROOT").unwrap_or_else(|| PathBuf::from("/var/lib/miglab"))
+}
+
+/// The unpacked distribution kernel package.
+pub fn guest_kernel_dir() -> PathBuf {
+    cache().join("kernel/current")
+}
+
+/// The distribution's Python, which has the `rados` binding (a pyenv or venv one does not).
+pub fn system_python() -> PathBuf {
+    env_path("MIGLAB_PYTHON").unwrap_or_else(|| PathBuf::from("/usr/bin/python3"))
+}
+
+fn env_path(var: &str) -> Option<PathBuf> {
+    std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// Finds an executable: `$PATH`, then the sbin directories (root's tools), then our prefix.
+pub fn find_tool(name: &str) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.extend(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from));
+    dirs.push(prefix().join("bin"));
+    dirs.into_iter()
+        .map(|d| d.join(name))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// Like [`find_tool`], but falls back to the bare name so that the spawn error names it.
+pub fn tool(name: &str) -> PathBuf {
+    find_tool(name).unwrap_or_else(|| PathBuf::from(name))
+}

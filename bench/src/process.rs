@@ -1,0 +1,710 @@
+//! The one supervisor every child process of miglab belongs to.
+//!
+//! Each child runs in its own process group with its output appended to a log file, so that a
+//! whole daemon (and anything it forks) can be signalled at once and nothing is inherited from
+//! the terminal. Stopping is SIGTERM, a grace period, SIGKILL, and reaping with a deadline; a
+//! process that survives all of that is an error, never silently ignored.
+//!
+//! Every child is also written to a [`Ledger`] (the lab's state file) the moment it exists, so
+//! a later `miglab` can stop it by pid even after this one was killed. Records carry the
+//! process start time, which protects against pid reuse.
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ProcessError {
+    #[error("could not open the log {path} for {name}: {source}")]
+    OpenLog {
+        name: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("could not open the network namespace {path} for {name}: {source}")]
+    OpenNetns {
+        name: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("could not start {name} ({program}): {source}; `miglab doctor` lists what is missing")]
+    Spawn {
+        name: String,
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("could not signal {name} (pid {pid}) with {signal}: {source}")]
+    Signal {
+        name: String,
+        pid: i32,
+        signal: Signal,
+        source: nix::Error,
+    },
+    #[error(
+        "{name} (pid {pid}) still runs after SIGKILL and {waited:.1?}: pids {survivors:?} linger"
+    )]
+    Lingering {
+        name: String,
+        pid: i32,
+        waited: Duration,
+        survivors: Vec<i32>,
+    },
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct ProcessSpec {
+    pub name: String,
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    /// Enter this network namespace (only the network one: mounts stay shared) before exec.
+    pub netns: Option<PathBuf>,
+    pub log: PathBuf,
+    pub env: Vec<(OsString, OsString)>,
+    /// stdin and stdout are pipes (taken with [`Supervisor::take_pipes`]) instead of null/log.
+    pub piped: bool,
+}
+
+impl ProcessSpec {
+    pub fn new(
+        name: impl Into<String>,
+        program: impl Into<PathBuf>,
+        log: impl Into<PathBuf>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            program: program.into(),
+            args: Vec::new(),
+            netns: None,
+            log: log.into(),
+            env: Vec::new(),
+            piped: false,
+        }
+    }
+
+    pub fn piped(mut self) -> Self {
+        self.piped = true;
+        self
+    }
+
+    pub fn arg(mut self, a: impl Into<OsString>) -> Self {
+        self.args.push(a.into());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn in_netns(mut self, path: Option<PathBuf>) -> Self {
+        self.netns = path;
+        self
+    }
+
+    pub fn env(mut self, k: impl Into<OsString>, v: impl Into<OsString>) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    fn command_line(&self) -> String {
+        let mut s = self.program.display().to_string();
+        for a in &self.args {
+            s.push(' ');
+            s.push_str(&a.to_string_lossy());
+        }
+        s
+    }
+}
+
+/// A started process, as it is remembered in the state file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcRecord {
+    pub name: String,
+    pub pid: i32,
+    /// `starttime` from /proc/<pid>/stat: a pid with another start time is somebody else.
+    pub start_ticks: u64,
+    pub log: PathBuf,
+}
+
+/// Where started and ended processes are written down (the lab's state file).
+pub trait Ledger: Send + Sync {
+    fn started(&self, rec: &ProcRecord);
+    fn ended(&self, rec: &ProcRecord);
+}
+
+/// Timeouts of the supervisor: configuration, not constants in code.
+#[derive(Debug, Clone, Copy)]
+pub struct StopPolicy {
+    pub grace: Duration,
+    pub reap: Duration,
+}
+
+impl Default for StopPolicy {
+    fn default() -> Self {
+        Self {
+            grace: Duration::from_secs(5),
+            reap: Duration::from_secs(5),
+        }
+    }
+}
+
+pub struct Supervisor {
+    policy: StopPolicy,
+    children: Mutex<HashMap<i32, Child>>,
+    ledger: Option<Arc<dyn Ledger>>,
+}
+
+impl std::fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Supervisor {
+    pub fn new(policy: StopPolicy, ledger: Option<Arc<dyn Ledger>>) -> Self {
+        Self {
+            policy,
+            children: Mutex::new(HashMap::new()),
+            ledger,
+        }
+    }
+
+    pub fn policy(&self) -> StopPolicy {
+        self.policy
+    }
+
+    /// Starts `spec` in its own process group, output appended to its log.
+    pub fn spawn(&self, spec: &ProcessSpec) -> Result<ProcRecord, ProcessError> {
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&spec.log)
+            .map_err(|source| ProcessError::OpenLog {
+                name: spec.name.clone(),
+                path: spec.log.clone(),
+                source,
+            })?;
+        // A header separates restarts of the same daemon in one log.
+        let _ = writeln!(
+            log,
+            "==== miglab: {} starts: {}",
+            spec.name,
+            spec.command_line()
+        );
+        let stderr = log.try_clone().map_err(|source| ProcessError::OpenLog {
+            name: spec.name.clone(),
+            path: spec.log.clone(),
+            source,
+        })?;
+        let mut cmd = Command::new(&spec.program);
+        cmd.args(&spec.args)
+            .stderr(Stdio::from(stderr))
+            .process_group(0);
+        if spec.piped {
+            cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+        } else {
+            cmd.stdin(Stdio::null()).stdout(Stdio::from(log));
+        }
+        for (k, v) in &spec.env {
+            cmd.env(k, v);
+        }
+        if let Some(ns) = &spec.netns {
+            enter_netns(&mut cmd, ns).map_err(|source| ProcessError::OpenNetns {
+                name: spec.name.clone(),
+                path: ns.clone(),
+                source,
+            })?;
+        }
+        let child = cmd.spawn().map_err(|source| ProcessError::Spawn {
+            name: spec.name.clone(),
+            program: spec.program.display().to_string(),
+            source,
+        })?;
+        let pid = child.id() as i32;
+        let rec = ProcRecord {
+            name: spec.name.clone(),
+            pid,
+            start_ticks: proc_stat(pid).map(|s| s.start_ticks).unwrap_or(0),
+            log: spec.log.clone(),
+        };
+        if let Some(l) = &self.ledger {
+            l.started(&rec);
+        }
+        self.lock().insert(pid, child);
+        Ok(rec)
+    }
+
+    /// The pipes of a child started with [`ProcessSpec::piped`].
+    pub fn take_pipes(
+        &self,
+        rec: &ProcRecord,
+    ) -> Option<(std::process::ChildStdin, std::process::ChildStdout)> {
+        let mut children = self.lock();
+        let child = children.get_mut(&rec.pid)?;
+        Some((child.stdin.take()?, child.stdout.take()?))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Child>> {
+        // A poisoned map still holds valid children; keep using it.
+        self.children.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reaps our own child if it has exited; returns its exit description.
+    fn reap(&self, pid: i32) -> Option<String> {
+        let mut children = self.lock();
+        let child = children.get_mut(&pid)?;
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                children.remove(&pid);
+                Some(status.to_string())
+            }
+            _ => None,
+        }
+    }
+
+    /// `Some(description)` once the process has exited (reaping it if it is ours).
+    pub fn exit_status(&self, rec: &ProcRecord) -> Option<String> {
+        if let Some(s) = self.reap(rec.pid) {
+            return Some(s);
+        }
+        if is_alive(rec) {
+            None
+        } else {
+            Some("exited".to_string())
+        }
+    }
+
+    /// Sends `signal` to the whole process group of `rec`, if it is still the same process.
+    pub fn signal(&self, rec: &ProcRecord, signal: Signal) -> Result<(), ProcessError> {
+        if !is_alive(rec) {
+            return Ok(());
+        }
+        match killpg(Pid::from_raw(rec.pid), signal) {
+            Ok(()) | Err(nix::Error::ESRCH) => Ok(()),
+            Err(source) => Err(ProcessError::Signal {
+                name: rec.name.clone(),
+                pid: rec.pid,
+                signal,
+                source,
+            }),
+        }
+    }
+
+    /// SIGTERM → grace → SIGKILL → reap with a deadline. Errors if anything of the group lingers.
+    pub fn stop(&self, rec: &ProcRecord) -> Result<(), ProcessError> {
+        let result = self.stop_group(rec);
+        if result.is_ok() {
+            if let Some(l) = &self.ledger {
+                l.ended(rec);
+            }
+        }
+        result
+    }
+
+    fn stop_group(&self, rec: &ProcRecord) -> Result<(), ProcessError> {
+        let pgid = rec.pid;
+        let gone = |s: &Self| {
+            s.reap(pgid);
+            !is_alive(rec) && group_members(pgid).is_empty()
+        };
+        if gone(self) {
+            return Ok(());
+        }
+        self.signal_group(rec, Signal::SIGTERM)?;
+        // A frozen (SIGSTOPped) process only acts on SIGTERM once it runs again.
+        self.signal_group(rec, Signal::SIGCONT)?;
+        if poll(self.policy.grace, || gone(self)) {
+            return Ok(());
+        }
+        self.signal_group(rec, Signal::SIGKILL)?;
+        if poll(self.policy.reap, || gone(self)) {
+            return Ok(());
+        }
+        Err(ProcessError::Lingering {
+            name: rec.name.clone(),
+            pid: rec.pid,
+            waited: self.policy.grace + self.policy.reap,
+            survivors: group_members(pgid),
+        })
+    }
+
+    fn signal_group(&self, rec: &ProcRecord, signal: Signal) -> Result<(), ProcessError> {
+        // The group may outlive its leader, so this does not check the leader's identity.
+        if group_members(rec.pid).is_empty() && !is_alive(rec) {
+            return Ok(());
+        }
+        match killpg(Pid::from_raw(rec.pid), signal) {
+            Ok(()) | Err(nix::Error::ESRCH) => Ok(()),
+            Err(source) => Err(ProcessError::Signal {
+                name: rec.name.clone(),
+                pid: rec.pid,
+                signal,
+                source,
+            }),
+        }
+    }
+
+    /// Stops every child this supervisor started and still owns, newest first.
+    pub fn stop_all(&self) -> Vec<ProcessError> {
+        let mut pids: Vec<i32> = self.lock().keys().copied().collect();
+        pids.sort_unstable_by(|a, b| b.cmp(a));
+        let mut errors = Vec::new();
+        for pid in pids {
+            let rec = ProcRecord {
+                name: format!("pid {pid}"),
+                pid,
+                start_ticks: proc_stat(pid).map(|s| s.start_ticks).unwrap_or(0),
+                log: PathBuf::new(),
+            };
+            if let Err(e) = self.stop(&rec) {
+                errors.push(e);
+            }
+        }
+        errors
+    }
+}
+
+/// The outcome of a short-lived tool (ip, tc, nft, ceph-mon --mkfs, ...).
+#[derive(Debug)]
+pub struct ToolOutput {
+    pub stdout: String,
+    pub stderr: String,
+}
+
+#[derive(Debug, Error)]
+pub enum ToolError {
+    #[error("could not run {program}: {source}; `miglab doctor` lists what is missing")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("`{command}` did not finish within {timeout:.0?} and was killed")]
+    TimedOut { command: String, timeout: Duration },
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Failed {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+}
+
+/// Runs a short-lived tool in its own process group, with a deadline after which the whole
+/// group is killed. Non-zero exit is an error carrying stderr.
+pub fn run_tool(cmd: &mut Command, timeout: Duration) -> Result<ToolOutput, ToolError> {
+    let command = describe(cmd);
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(|source| ToolError::Spawn { program, source })?;
+    // Drain both pipes on threads so that a chatty tool cannot block on a full pipe.
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_string(&mut s);
+            }
+            s
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let start = Instant::now();
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status;
+        }
+        if start.elapsed() >= timeout {
+            let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            let _ = child.wait();
+            return Err(ToolError::TimedOut { command, timeout });
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    if status.success() {
+        Ok(ToolOutput { stdout, stderr })
+    } else {
+        Err(ToolError::Failed {
+            command,
+            status: status.to_string(),
+            stderr: stderr.trim().to_string(),
+        })
+    }
+}
+
+/// `program arg arg`, for messages.
+pub fn describe(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Makes `cmd` enter the network namespace at `path` (and only that one: the mount namespace
+/// stays shared, so FUSE mounts made inside remain visible to everyone) before exec.
+pub fn enter_netns(cmd: &mut Command, path: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    if !path.exists() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no such network namespace",
+        ));
+    }
+    let cpath = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: open, setns and close are async-signal-safe syscalls; cpath is owned by the
+    // closure and outlives the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(cpath.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let r = libc::setns(fd, libc::CLONE_NEWNET);
+            let err = std::io::Error::last_os_error();
+            libc::close(fd);
+            if r != 0 {
+                return Err(err);
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
+fn poll(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if done() {
+            return true;
+        }
+        if start.elapsed() >= timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The fields of /proc/<pid>/stat miglab needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    pub state: char,
+    pub pgrp: i32,
+    pub start_ticks: u64,
+}
+
+pub fn parse_stat(text: &str) -> Option<ProcStat> {
+    // The command name may hold spaces and parentheses: the fields start after the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(ProcStat {
+        state: fields.first()?.chars().next()?,
+        pgrp: fields.get(2)?.parse().ok()?,
+        start_ticks: fields.get(19)?.parse().ok()?,
+    })
+}
+
+pub fn proc_stat(pid: i32) -> Option<ProcStat> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Whether the process `rec` names still exists (zombies count as gone).
+pub fn is_alive(rec: &ProcRecord) -> bool {
+    match proc_stat(rec.pid) {
+        Some(s) => s.state != 'Z' && (rec.start_ticks == 0 || s.start_ticks == rec.start_ticks),
+        None => false,
+    }
+}
+
+/// Live (non-zombie) members of process group `pgid`.
+pub fn group_members(pgid: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| matches!(proc_stat(pid), Some(s) if s.pgrp == pgid && s.state != 'Z'))
+        .collect()
+}
+
+/// Resident memory of a process in KiB.
+pub fn rss_kib(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// The last `lines` lines of a log file, for error messages.
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let Ok(mut f) = File::open(path) else {
+        return format!("(no log at {})", path.display());
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(16 * 1024)));
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_a_hostile_command_name() {
+        let line =
+            "4242 (a) b (c)) S 1 4240 4240 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
+        let s = parse_stat(line).expect("parses");
+        assert_eq!(
+            s,
+            ProcStat {
+                state: 'S',
+                pgrp: 4240,
+                start_ticks: 987654
+            }
+        );
+    }
+
+    #[test]
+    fn log_tail_keeps_the_last_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("x.log");
+        std::fs::write(&p, "1\n2\n3\n4\n").expect("write");
+        assert_eq!(log_tail(&p, 2), "3\n4");
+        assert!(log_tail(&dir.path().join("none"), 2).contains("no log"));
+    }
+
+    struct Book(Mutex<Vec<String>>);
+    impl Ledger for Book {
+        fn started(&self, rec: &ProcRecord) {
+            self.0.lock().expect("book").push(format!("+{}", rec.name));
+        }
+        fn ended(&self, rec: &ProcRecord) {
+            self.0.lock().expect("book").push(format!("-{}", rec.name));
+        }
+    }
+
+    /// A child that ignores SIGTERM (and has a grandchild that does too) is killed after the
+    /// grace period, the whole group is reaped, and the ledger hears of both ends.
+    #[test]
+    fn escalates_to_sigkill_on_a_child_that_ignores_sigterm() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let book = Arc::new(Book(Mutex::new(Vec::new())));
+        let policy = StopPolicy {
+            grace: Duration::from_millis(300),
+            reap: Duration::from_secs(5),
+        };
+        let sup = Supervisor::new(policy, Some(book.clone()));
+        let spec = ProcessSpec::new("stubborn", "/bin/sh", dir.path().join("stubborn.log"))
+            .arg("-c")
+            .arg("trap '' TERM; sh -c \"trap '' TERM; echo grandchild; sleep 30\" & echo ready; wait");
+        let rec = sup.spawn(&spec).expect("spawn");
+        assert!(poll(Duration::from_secs(5), || log_tail(&rec.log, 5)
+            .contains("grandchild")));
+        assert!(
+            group_members(rec.pid).len() >= 2,
+            "child and grandchild share the group"
+        );
+
+        let start = Instant::now();
+        sup.stop(&rec).expect("stopped");
+        let took = start.elapsed();
+        assert!(
+            took >= policy.grace,
+            "SIGTERM alone must not have stopped it ({took:?})"
+        );
+        assert!(!is_alive(&rec));
+        assert!(group_members(rec.pid).is_empty(), "grandchild reaped too");
+        assert_eq!(
+            *book.0.lock().expect("book"),
+            vec!["+stubborn", "-stubborn"]
+        );
+        assert!(log_tail(&rec.log, 10).contains("miglab: stubborn starts"));
+    }
+
+    #[test]
+    fn a_polite_child_stops_within_the_grace_period() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let policy = StopPolicy {
+            grace: Duration::from_secs(10),
+            reap: Duration::from_secs(5),
+        };
+        let sup = Supervisor::new(policy, None);
+        let rec = sup
+            .spawn(&ProcessSpec::new("sleeper", "/bin/sleep", dir.path().join("s.log")).arg("30"))
+            .expect("spawn");
+        let start = Instant::now();
+        sup.stop(&rec).expect("stopped");
+        assert!(start.elapsed() < policy.grace);
+        assert_eq!(sup.exit_status(&rec).as_deref(), Some("exited"));
+    }
+
+    #[test]
+    fn a_tool_that_hangs_is_killed_at_its_deadline() {
+        let e = run_tool(Command::new("sleep").arg("30"), Duration::from_millis(100))
+            .expect_err("hangs");
+        assert!(matches!(e, ToolError::TimedOut { .. }), "{e}");
+        let e = run_tool(
+            Command::new("sh").args(["-c", "echo oops >&2; exit 3"]),
+            Duration::from_secs(5),
+        )
+        .expect_err("fails");
+        assert!(e.to_string().contains("oops"), "{e}");
+        let ok = run_tool(Command::new("echo").arg("hi"), Duration::from_secs(5)).expect("runs");
+        assert_eq!(ok.stdout, "hi\n");
+    }
+
+    #[test]
+    fn a_missing_program_names_itself() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sup = Supervisor::new(StopPolicy::default(), None);
+        let err = sup
+            .spawn(&ProcessSpec::new(
+                "ghost",
+                "/nonexistent/ceph-ghost",
+                dir.path().join("g.log"),
+            ))
+            .expect_err("must fail");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("/nonexistent/ceph-ghost") && msg.contains("miglab doctor"),
+            "{msg}"
+        );
+    }
+}

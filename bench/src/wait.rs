@@ -1,0 +1,83 @@
+//! Deadlines. Every wait in miglab polls a real condition until a deadline and gives up early
+//! when the user interrupts.
+
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum WaitError<E> {
+    #[error("timed out after {0:.1?} waiting for {1}")]
+    TimedOut(Duration, String),
+    #[error("interrupted while waiting for {0}")]
+    Interrupted(String),
+    #[error(transparent)]
+    Failed(E),
+}
+
+/// Polls `check` every `period` until it returns `Ok(Some(_))`, fails, the deadline passes or
+/// the user interrupts.
+pub fn until<T, E>(
+    what: &str,
+    timeout: Duration,
+    period: Duration,
+    mut check: impl FnMut() -> Result<Option<T>, E>,
+) -> Result<T, WaitError<E>> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().map_err(WaitError::Failed)? {
+            return Ok(v);
+        }
+        if crate::interrupt::requested() {
+            return Err(WaitError::Interrupted(what.to_string()));
+        }
+        let elapsed = start.elapsed();
+        if elapsed >= timeout {
+            return Err(WaitError::TimedOut(elapsed, what.to_string()));
+        }
+        std::thread::sleep(period.min(timeout - elapsed));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn returns_the_value_once_ready() {
+        let mut n = 0;
+        let v: Result<u32, WaitError<()>> = until(
+            "n to reach 3",
+            Duration::from_secs(5),
+            Duration::from_millis(1),
+            || {
+                n += 1;
+                Ok((n >= 3).then_some(n))
+            },
+        );
+        assert_eq!(v.expect("ready"), 3);
+    }
+
+    #[test]
+    fn times_out_naming_what_it_waited_for() {
+        let v: Result<(), WaitError<()>> = until(
+            "never",
+            Duration::from_millis(20),
+            Duration::from_millis(5),
+            || Ok(None),
+        );
+        let e = v.expect_err("must time out");
+        assert!(matches!(e, WaitError::TimedOut(d, _) if d >= Duration::from_millis(20)));
+        assert!(matches!(&e, WaitError::TimedOut(_, what) if what == "never"));
+    }
+
+    #[test]
+    fn a_failing_check_stops_the_wait() {
+        let v: Result<(), WaitError<&str>> = until(
+            "x",
+            Duration::from_secs(5),
+            Duration::from_millis(1),
+            || Err("boom"),
+        );
+        assert!(matches!(v, Err(WaitError::Failed("boom"))));
+    }
+}
