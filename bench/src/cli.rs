@@ -66,6 +66,10 @@ pub enum LabCmd {
         clients: usize,
         #[arg(long, value_enum, default_value_t = ObjectStore::Bluestore)]
         objectstore: ObjectStore,
+        /// A ceph.conf setting over miglab's own, as SECTION:KEY=VALUE (repeatable),
+        /// e.g. `--ceph-conf osd:osd_op_num_shards=2`.
+        #[arg(long = "ceph-conf", value_name = "SECTION:KEY=VALUE")]
+        ceph_conf: Vec<crate::topology::ceph::ConfOverride>,
         /// Seconds to wait for the cluster to become ready.
         #[arg(long, default_value_t = 90)]
         ready_timeout: u64,
@@ -171,6 +175,7 @@ fn lab_cmd(cmd: LabCmd) -> Result<ExitCode, LabError> {
             subnet,
             clients,
             objectstore,
+            ceph_conf,
             ready_timeout,
             timings,
         } => {
@@ -180,6 +185,7 @@ fn lab_cmd(cmd: LabCmd) -> Result<ExitCode, LabError> {
                 subnet,
                 clients,
                 objectstore,
+                conf_overrides: ceph_conf,
                 ready_timeout: Duration::from_secs(ready_timeout),
                 ..LabOptions::default()
             };

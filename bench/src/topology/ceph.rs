@@ -36,6 +36,44 @@ pub struct ClusterSpec {
     pub objectstore: ObjectStore,
     /// Apparent size of each BlueStore block file (sparse) or MemStore's capacity.
     pub osd_bytes: u64,
+    /// Settings given by the user, applied over miglab's own (`--ceph-conf osd:key=value`).
+    #[serde(default)]
+    pub overrides: Vec<ConfOverride>,
+}
+
+/// One ceph.conf setting in one section (`global`, `osd`, `osd.1`, `client.c1`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfOverride {
+    pub section: String,
+    pub key: String,
+    pub value: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("'{0}' is not a ceph.conf setting: write SECTION:KEY=VALUE, e.g. osd:osd_op_num_shards=2")]
+pub struct BadOverride(String);
+
+impl std::str::FromStr for ConfOverride {
+    type Err = BadOverride;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BadOverride(s.to_string());
+        let (section, kv) = s.split_once(':').ok_or_else(bad)?;
+        let (key, value) = kv.split_once('=').ok_or_else(bad)?;
+        let key = key.trim();
+        let word = |w: &str| {
+            !w.is_empty()
+                && w.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        };
+        if !word(section) || !word(key) || value.contains('\n') {
+            return Err(bad());
+        }
+        Ok(Self {
+            section: section.into(),
+            key: key.into(),
+            value: value.trim().into(),
+        })
+    }
 }
 
 impl ClusterSpec {
@@ -49,6 +87,7 @@ impl ClusterSpec {
                 ObjectStore::Bluestore => 10 << 30,
                 ObjectStore::Memstore => 4 << 30,
             },
+            overrides: Vec::new(),
         }
     }
 }
@@ -82,10 +121,17 @@ pub fn render_conf(layout: &LabLayout, spec: &ClusterSpec) -> String {
     let logs = layout.log_dir();
     let logs = logs.display();
     let mut out = String::new();
+    let overrides = &spec.overrides;
     let section = |out: &mut String, name: &str, entries: &[(&str, String)]| {
         let _ = writeln!(out, "[{name}]");
+        let mine = overrides.iter().filter(|o| o.section == name);
         for (k, v) in entries {
-            let _ = writeln!(out, "    {k} = {v}");
+            if !mine.clone().any(|o| o.key == *k) {
+                let _ = writeln!(out, "    {k} = {v}");
+            }
+        }
+        for o in mine {
+            let _ = writeln!(out, "    {} = {}", o.key, o.value);
         }
         out.push('\n');
     };
@@ -186,6 +232,16 @@ pub fn render_conf(layout: &LabLayout, spec: &ClusterSpec) -> String {
         &[("public_addr", gw), ("mds_data", format!("{d}/mds/$name"))],
     );
     section(&mut out, "client", &[("client_mount_timeout", "60".into())]);
+    let mut extra: Vec<&str> = Vec::new();
+    for o in overrides {
+        let known = ["global", "mon", "mgr", "osd", "mds", "client"].contains(&o.section.as_str());
+        if !known && !extra.contains(&o.section.as_str()) {
+            extra.push(&o.section);
+        }
+    }
+    for name in extra {
+        section(&mut out, name, &[]);
+    }
     out
 }
 
@@ -492,6 +548,34 @@ mod tests {
                     assert!(v.starts_with("/var/lib/miglab/default/"), "{line}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn overrides_replace_defaults_and_open_new_sections() {
+        let mut spec = ClusterSpec::new(ObjectStore::Bluestore);
+        for o in [
+            "global:mds_beacon_grace=20",
+            "osd.1:debug_osd=20",
+            "mds:mds_cache_memory_limit = 1G",
+        ] {
+            spec.overrides.push(o.parse().expect(o));
+        }
+        let conf = render_conf(&layout(), &spec);
+        assert_eq!(conf_value(&conf, "global", "mds_beacon_grace"), Some("20"));
+        assert_eq!(
+            conf.matches("mds_beacon_grace").count(),
+            1,
+            "replaced, not repeated"
+        );
+        assert_eq!(conf_value(&conf, "osd.1", "debug_osd"), Some("20"));
+        assert_eq!(
+            conf_value(&conf, "mds", "mds_cache_memory_limit"),
+            Some("1G")
+        );
+        for bad in ["osd", "osd:x", ":x=1", "o sd:x=1", "osd:=1"] {
+            let e = bad.parse::<ConfOverride>().expect_err(bad);
+            assert!(e.to_string().contains("SECTION:KEY=VALUE"));
         }
     }
 

@@ -126,6 +126,8 @@ pub struct LabOptions {
     pub subnet: Option<String>,
     pub clients: usize,
     pub objectstore: ObjectStore,
+    /// ceph.conf settings applied over miglab's own.
+    pub conf_overrides: Vec<ceph::ConfOverride>,
     /// From the first daemon start to PGs active+clean and an MDS active.
     pub ready_timeout: Duration,
     /// For one-shot steps: mkfs, the admin connection, mounts.
@@ -141,12 +143,16 @@ impl Default for LabOptions {
             subnet: None,
             clients: 2,
             objectstore: ObjectStore::Bluestore,
+            conf_overrides: Vec::new(),
             ready_timeout: Duration::from_secs(90),
             step_timeout: Duration::from_secs(60),
             stop: StopPolicy::default(),
         }
     }
 }
+
+/// Whether the cluster reached a bring-up milestone, given the PG count it must have.
+type Milestone = fn(&Status, u32) -> bool;
 
 /// A client host of the local lab: a network namespace on the lab bridge.
 #[derive(Debug, Clone)]
@@ -182,7 +188,7 @@ pub struct Lab {
     sup: Supervisor,
     admin: Mutex<Option<Admin>>,
     hosts: Vec<LabHost>,
-    timings: Timings,
+    timings: Mutex<Timings>,
     stop: StopPolicy,
     step_timeout: Duration,
 }
@@ -269,7 +275,8 @@ impl Lab {
         for d in [layout.dir.clone(), layout.log_dir(), layout.run_dir()] {
             std::fs::create_dir_all(&d).map_err(io(format!("create {}", d.display())))?;
         }
-        let cluster = ClusterSpec::new(opts.objectstore);
+        let mut cluster = ClusterSpec::new(opts.objectstore);
+        cluster.overrides = opts.conf_overrides.clone();
         let state = Arc::new(StateFile::create(
             layout.state_file(),
             LabState::new(layout.clone(), cluster),
@@ -313,7 +320,7 @@ impl Lab {
             sup,
             admin: Mutex::new(None),
             hosts,
-            timings: Timings::new(),
+            timings: Mutex::new(Timings::new()),
             stop,
             step_timeout,
         }
@@ -343,8 +350,17 @@ impl Lab {
         &self.layout
     }
 
-    pub fn timings(&self) -> &Timings {
-        &self.timings
+    /// When each bring-up phase started and how long it took (phases overlap).
+    pub fn timings(&self) -> Timings {
+        self.timings_lock().clone()
+    }
+
+    fn timings_lock(&self) -> MutexGuard<'_, Timings> {
+        self.timings.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn mark(&self, phase: &str, start: Instant) {
+        self.timings_lock().record(phase, start);
     }
 
     pub fn state(&self) -> LabState {
@@ -397,7 +413,7 @@ impl Lab {
             })?;
             net::create_host(&c.netns, &c.veth, &layout.bridge, c.addr, layout.prefix)?;
         }
-        self.timings.record("network", t);
+        self.mark("network", t);
 
         let t = Instant::now();
         let clients: Vec<String> = layout.clients.iter().map(|c| c.name.clone()).collect();
@@ -418,7 +434,7 @@ impl Lab {
         }
         std::fs::create_dir_all(ceph_dir.join(format!("mgr/mgr.{MGR_ID}")))
             .map_err(io("create mgr dir"))?;
-        self.timings.record("files", t);
+        self.mark("files", t);
 
         // OSD mkfs needs no monitor (the fsid is in ceph.conf): run it while the mon starts.
         let t_mkfs = Instant::now();
@@ -474,6 +490,7 @@ impl Lab {
         )?;
         let mon = DaemonId::new(DaemonKind::Mon, MON_ID);
         self.sup.spawn(&self.daemon_spec(&mon))?;
+        let t_daemons = Instant::now();
         // The manager and the MDSs need only the monitor; they come up as standbys meanwhile.
         self.sup
             .spawn(&self.daemon_spec(&DaemonId::new(DaemonKind::Mgr, MGR_ID)))?;
@@ -482,7 +499,7 @@ impl Lab {
                 .spawn(&self.daemon_spec(&DaemonId::new(DaemonKind::Mds, m.as_str())))?;
         }
         self.connect_admin()?;
-        self.timings.record("mon", t);
+        self.mark("mon", t);
 
         let t = Instant::now();
         {
@@ -502,26 +519,44 @@ impl Lab {
                 json!({ "fs_name": FS_NAME, "metadata": "cephfs_metadata", "data": "cephfs_data" }),
             )?;
         }
-        self.timings.record("pools+fs", t);
+        self.mark("pools+fs", t);
 
         for h in mkfs {
             h.join()
                 .map_err(|_| LabError::Wait("an OSD mkfs thread panicked".into()))??;
         }
-        self.timings.record("osd-mkfs", t_mkfs);
+        self.mark("osd-mkfs", t_mkfs);
 
-        let t = Instant::now();
+        let t_osds = Instant::now();
         for i in 0..cluster.osds {
             self.sup
                 .spawn(&self.daemon_spec(&DaemonId::new(DaemonKind::Osd, i.to_string())))?;
         }
-        self.timings.record("osd-start", t);
 
+        // Milestones are stamped when the readiness poll first sees them, each from the
+        // start of the daemons it depends on.
+        let min_pgs = 2 * PG_PER_POOL;
+        let mut pending: Vec<(&str, Instant, Milestone)> = vec![
+            ("mgr", t_daemons, |s, _| s.mgrmap.available),
+            ("osd-start", t_osds, |s, _| s.osds_all_up()),
+            ("mds", t_daemons, |s, _| !s.active_mds().is_empty()),
+            ("pgs-clean", t_osds, |s, min| s.pgs_clean(min)),
+        ];
+        let mut observe = |s: &Status| {
+            pending.retain(|(name, start, reached)| {
+                let done = reached(s, min_pgs);
+                if done {
+                    self.mark(name, *start);
+                }
+                !done
+            });
+        };
         // ceph-fuse gives up at once without an active MDS, which usually comes before the
         // PGs are clean: mount as soon as it exists, then wait for the rest.
-        let t = Instant::now();
-        self.wait_ready(opts.ready_timeout, |s| !s.active_mds().is_empty())?;
-        self.timings.record("mds", t);
+        self.wait_ready(opts.ready_timeout, |s| {
+            observe(s);
+            !s.active_mds().is_empty()
+        })?;
         let t_mounts = Instant::now();
         for c in &layout.clients {
             std::fs::create_dir_all(&c.mount)
@@ -529,12 +564,13 @@ impl Lab {
             self.state.update(|s| s.mounts.push(c.mount.clone()))?;
             self.sup.spawn(&self.fuse_spec(c))?;
         }
-        let min_pgs = 2 * PG_PER_POOL;
-        self.wait_ready(opts.ready_timeout, |s| s.ready(min_pgs))?;
-        self.timings.record("pgs-clean", t);
+        self.wait_ready(opts.ready_timeout, |s| {
+            observe(s);
+            s.ready(min_pgs)
+        })?;
         self.wait_mounts(opts.step_timeout)?;
-        self.timings.record("mounts", t_mounts);
-        self.timings.finish();
+        self.mark("mounts", t_mounts);
+        self.timings_lock().finish();
         Ok(())
     }
 
@@ -615,7 +651,7 @@ impl Lab {
     pub fn wait_ready(
         &self,
         timeout: Duration,
-        cond: impl Fn(&Status) -> bool,
+        mut cond: impl FnMut(&Status) -> bool,
     ) -> Result<Status, LabError> {
         let mut last = Status::default();
         let r = wait::until("the cluster to become ready", timeout, POLL, || {
@@ -693,7 +729,8 @@ impl Lab {
             .snapshot()
             .processes
             .iter()
-            .filter(|p| process::is_alive(p))
+            // The admin channel is miglab's, not the lab's: it goes when miglab exits.
+            .filter(|p| p.name != "admin" && process::is_alive(p))
             .filter_map(|p| process::rss_kib(p.pid))
             .sum()
     }
@@ -977,7 +1014,7 @@ pub fn status(name: &str, root: &Path) -> Result<LabStatus, LabError> {
 pub fn leftovers(state: &LabState) -> Vec<String> {
     let mut v = Vec::new();
     for p in &state.processes {
-        if process::is_alive(p) || !process::group_members(p.pid).is_empty() {
+        if process::is_alive(p) || process::group_exists(p.pid) {
             v.push(format!("process {} (pid {})", p.name, p.pid));
         }
     }
