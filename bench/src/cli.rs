@@ -1,15 +1,49 @@
 //! The `miglab` command line: argument definitions and their dispatch to the library.
 
+mod image;
+mod lab;
+mod vm;
+
 use crate::doctor;
+use crate::image::ImageError;
+use crate::migration::MigrationError;
 use crate::paths;
 use crate::topology::ceph::ObjectStore;
-use crate::topology::lab::{self, Lab, LabError, LabOptions};
-use crate::topology::{DaemonId, Topology};
+use crate::topology::lab::LabError;
+use crate::topology::DaemonId;
+use crate::vm::{AccelWish, FsCache, VmError};
 use clap::{Parser, Subcommand};
-use miglab_faults::{DaemonAction, LinkShape};
+use miglab_faults::DaemonAction;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use thiserror::Error;
+
+/// Everything a command can fail with; printed once, then mapped to the exit code.
+#[derive(Debug, Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Lab(#[from] LabError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    #[error(transparent)]
+    Migration(#[from] MigrationError),
+    #[error("could not start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("{0}")]
+    Check(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Lab(e) => e.exit_code(),
+            CliError::Vm(VmError::Lab(e)) => e.exit_code(),
+            _ => 1,
+        }
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -34,6 +68,102 @@ pub enum Cmd {
         #[command(subcommand)]
         command: LabCmd,
     },
+    /// The guest image: kernel, modules, busybox and the guest agent.
+    Image {
+        #[command(subcommand)]
+        command: ImageCmd,
+    },
+    /// VMs on the lab's client hosts.
+    Vm {
+        #[command(subcommand)]
+        command: VmCmd,
+    },
+    /// Live-migrate a VM between the lab's hosts, hop after hop, and print each hop's figures.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VmName {
+    #[command(flatten)]
+    pub lab: LabName,
+    /// The VM's name.
+    #[arg(long, default_value = "vm0")]
+    pub vm: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VmCmd {
+    /// Boot a VM on a host and start the seed's read loop in it.
+    Up {
+        #[command(flatten)]
+        vm: VmName,
+        #[arg(long, default_value = "c1")]
+        host: String,
+        #[arg(long, default_value_t = 512)]
+        memory_mib: u64,
+        #[arg(long, default_value_t = 1)]
+        vcpus: u32,
+        #[arg(long, value_enum, default_value_t = AccelWish::Auto)]
+        accel: AccelWish,
+        /// virtiofsd's cache mode.
+        #[arg(long, value_enum, default_value_t = FsCache::Never)]
+        fs_cache: FsCache,
+        /// Appended to the guest kernel's command line.
+        #[arg(long)]
+        cmdline: Option<String>,
+        /// Boot only; do not start the read loop.
+        #[arg(long)]
+        no_workload: bool,
+        /// Seconds to wait for the agent's hello.
+        #[arg(long, default_value_t = 60)]
+        boot_timeout: u64,
+    },
+    /// Stop every instance of a VM.
+    Down {
+        #[command(flatten)]
+        vm: VmName,
+    },
+    /// Print the VM's serial console, every instance in order.
+    Console {
+        #[command(flatten)]
+        vm: VmName,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub vm: VmName,
+    /// Number of hops: c1 → c2 → c1 → ...
+    #[arg(long, default_value_t = 1)]
+    pub hops: u32,
+    /// QEMU's downtime-limit, ms.
+    #[arg(long)]
+    pub downtime_limit_ms: Option<u64>,
+    /// QEMU's max-bandwidth, bytes per second.
+    #[arg(long)]
+    pub max_bandwidth: Option<u64>,
+    /// Use multifd with this many channels.
+    #[arg(long)]
+    pub multifd_channels: Option<u8>,
+    /// Seconds before a hop is cancelled.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+    /// Print the records as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCmd {
+    /// Build the image (or reuse the cached one whose inputs are the same).
+    Build {
+        /// The static guest agent [default: built from the source tree].
+        #[arg(long)]
+        agent: Option<PathBuf>,
+    },
+    /// Show the current image.
+    Show,
 }
 
 #[derive(Debug, clap::Args)]
@@ -146,7 +276,7 @@ pub fn run(args: Args) -> ExitCode {
     }
 }
 
-fn dispatch(args: Args) -> Result<ExitCode, LabError> {
+fn dispatch(args: Args) -> Result<ExitCode, CliError> {
     match args.command {
         Cmd::Doctor { json } => {
             let report = doctor::run();
@@ -164,163 +294,9 @@ fn dispatch(args: Args) -> Result<ExitCode, LabError> {
                 ExitCode::FAILURE
             })
         }
-        Cmd::Lab { command } => lab_cmd(command),
-    }
-}
-
-fn lab_cmd(cmd: LabCmd) -> Result<ExitCode, LabError> {
-    match cmd {
-        LabCmd::Up {
-            lab: name,
-            subnet,
-            clients,
-            objectstore,
-            ceph_conf,
-            ready_timeout,
-            timings,
-        } => {
-            let opts = LabOptions {
-                name: name.name.clone(),
-                root: name.root(),
-                subnet,
-                clients,
-                objectstore,
-                conf_overrides: ceph_conf,
-                ready_timeout: Duration::from_secs(ready_timeout),
-                ..LabOptions::default()
-            };
-            eprintln!(
-                "miglab: bringing up lab '{}' in {}",
-                opts.name,
-                opts.root.join(&opts.name).display()
-            );
-            let lab = Lab::up(&opts)?;
-            let summary = lab.status().map(|s| s.summary()).unwrap_or_default();
-            println!("lab '{}' is up: {summary}", opts.name);
-            for h in lab.hosts() {
-                println!(
-                    "  {}  {}  CephFS at {}",
-                    h.name(),
-                    h.address(),
-                    h.mount_point().display()
-                );
-            }
-            if timings {
-                println!("\n{}", lab.timings());
-                // Idle: measured after the readiness wait, with nothing running on the mounts.
-                println!(
-                    "idle resident memory: {:.0} MiB",
-                    lab.rss_kib() as f64 / 1024.0
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        LabCmd::Down { lab } => {
-            lab::down(&lab.name, &lab.root(), Default::default())?;
-            println!(
-                "lab '{}' is down; logs kept in {}",
-                lab.name,
-                lab.root().join(format!("{}.logs", lab.name)).display()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        LabCmd::Status { lab, json } => {
-            let s = lab::status(&lab.name, &lab.root())?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
-            } else {
-                print_status(&s);
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        LabCmd::Daemon {
-            lab,
-            daemon,
-            action,
-        } => {
-            let l = Lab::open(&lab.name, &lab.root())?;
-            l.daemon(&daemon, action)?;
-            println!("{daemon}: {action} done");
-            Ok(ExitCode::SUCCESS)
-        }
-        LabCmd::Tell {
-            lab,
-            daemon,
-            key,
-            value,
-        } => {
-            let l = Lab::open(&lab.name, &lab.root())?;
-            l.config_set(&daemon, &key, &value)?;
-            println!("{daemon}: {key} = {value}");
-            Ok(ExitCode::SUCCESS)
-        }
-        LabCmd::Link {
-            lab,
-            host,
-            rate_kbit,
-            cut,
-            heal,
-            unshape,
-        } => {
-            let l = Lab::open(&lab.name, &lab.root())?;
-            if let Some(r) = rate_kbit {
-                l.shape_link(&host, Some(LinkShape::rate(r)))?;
-            }
-            if unshape {
-                l.shape_link(&host, None)?;
-            }
-            if cut || heal {
-                l.cut_link(&host, cut)?;
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        LabCmd::Exec { lab, host, command } => {
-            let l = Lab::open(&lab.name, &lab.root())?;
-            let h = l.host(&host)?;
-            let mut cmd = h.command(&command[0]);
-            cmd.args(&command[1..]);
-            let status = cmd.status().map_err(|source| LabError::Io {
-                what: format!("run {}", command[0]),
-                source,
-            })?;
-            Ok(ExitCode::from(
-                status.code().unwrap_or(1).clamp(0, 255) as u8
-            ))
-        }
-    }
-}
-
-fn print_status(s: &lab::LabStatus) {
-    println!("lab '{}' ({:?}) at {}", s.name, s.phase, s.dir.display());
-    println!(
-        "health: {}",
-        s.health.as_deref().unwrap_or("monitor not answering")
-    );
-    println!(
-        "\n{:<14} {:>8}  {:<8} {:>9}",
-        "process", "pid", "state", "rss MiB"
-    );
-    for p in &s.processes {
-        let rss = p
-            .rss_kib
-            .map(|r| format!("{:.0}", r as f64 / 1024.0))
-            .unwrap_or_else(|| "-".into());
-        println!("{:<14} {:>8}  {:<8} {:>9}", p.name, p.pid, p.state, rss);
-    }
-    println!(
-        "{:<14} {:>8}  {:<8} {:>9.0}",
-        "total",
-        "",
-        "",
-        s.rss_kib as f64 / 1024.0
-    );
-    println!("\n{:<6} {:<8} path", "host", "mounted");
-    for m in &s.mounts {
-        println!(
-            "{:<6} {:<8} {}",
-            m.host,
-            if m.mounted { "yes" } else { "NO" },
-            m.path.display()
-        );
+        Cmd::Lab { command } => Ok(lab::lab_cmd(command)?),
+        Cmd::Image { command } => Ok(image::image_cmd(command)?),
+        Cmd::Vm { command } => vm::vm_cmd(command),
+        Cmd::Migrate(m) => vm::migrate_cmd(m),
     }
 }

@@ -5,11 +5,16 @@
 
 pub mod accel;
 pub mod cli;
+pub mod control;
 pub mod doctor;
+pub mod image;
 pub mod interrupt;
+pub mod migration;
 pub mod paths;
 pub mod process;
+pub mod qmp;
 pub mod topology;
+pub mod vm;
 pub mod wait;
 
 pub use topology::lab::{Lab, LabOptions};

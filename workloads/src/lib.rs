@@ -1,5 +1,8 @@
-//! miglab-workloads: the I/O workloads a guest runs during a migration, their job specs, the
-//! record wire format and data verification.
+//! miglab-workloads: what runs inside the guest. The control protocol spoken between the host
+//! and the guest agent, the workloads the agent runs, and the agent itself
+//! (`src/bin/miglab-agent.rs`, built static and placed in the guest image as `/init`).
 //!
-//! The lab issue only lays out the workspace; the guest agent and the engine arrive with the
-//! workload issue. Nothing here is used yet.
+//! This crate knows nothing of QEMU or Ceph: the host side only needs [`control`].
+
+pub mod control;
+pub mod readloop;

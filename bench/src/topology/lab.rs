@@ -756,8 +756,43 @@ impl Lab {
             .ok_or_else(|| LabError::UnknownHost(name.into()))
     }
 
-    pub fn lab_hosts(&self) -> &[LabHost] {
-        &self.hosts
+    /// The supervisor every process of this lab (VMs included) is started through.
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.sup
+    }
+
+    /// Records a VM instance in the state file (before its processes start).
+    pub fn record_vm(&self, vm: crate::vm::VmRecord) -> Result<(), LabError> {
+        self.state.update(|s| {
+            s.vms.retain(|v| v.instance() != vm.instance());
+            s.vms.push(vm);
+        })?;
+        Ok(())
+    }
+
+    /// Forgets a VM instance that has been stopped.
+    pub fn forget_vm(&self, instance: &str) -> Result<(), LabError> {
+        self.state
+            .update(|s| s.vms.retain(|v| v.instance() != instance))?;
+        Ok(())
+    }
+
+    /// The VM instances this lab runs.
+    pub fn vms(&self) -> Vec<crate::vm::VmRecord> {
+        self.state.snapshot().vms
+    }
+
+    /// The newest record of a process by name.
+    pub fn process(&self, name: &str) -> Option<ProcRecord> {
+        self.state.snapshot().process(name).cloned()
+    }
+
+    /// The local host `name`.
+    pub fn lab_host(&self, name: &str) -> Result<&LabHost, LabError> {
+        self.hosts
+            .iter()
+            .find(|h| h.name() == name)
+            .ok_or_else(|| LabError::UnknownHost(name.into()))
     }
 }
 
@@ -1090,19 +1125,13 @@ pub fn down(name: &str, root: &Path, stop: StopPolicy) -> Result<(), LabError> {
             problems.push(e.to_string());
         }
     }
-    // Unmount before stopping ceph-fuse, so the kernel is not left with a dead FUSE connection.
-    for m in state.mounts.iter().rev() {
-        if is_fuse_mounted(m) {
-            unmount(m);
-        }
-    }
-    for tier in 0..=2 {
+    let stop_tier_of = |tier: u8, problems: &mut Vec<String>| {
         let batch: Vec<&ProcRecord> = state
             .processes
             .iter()
             .filter(|p| stop_tier(&p.name) == tier)
             .collect();
-        // Daemons of one tier stop in parallel: each may wait seconds for its peers.
+        // Processes of one tier stop in parallel: each may wait seconds for its peers.
         let errors: Vec<String> = std::thread::scope(|s| {
             let handles: Vec<_> = batch.iter().map(|p| s.spawn(|| sup.stop(p))).collect();
             handles
@@ -1115,6 +1144,17 @@ pub fn down(name: &str, root: &Path, stop: StopPolicy) -> Result<(), LabError> {
                 .collect()
         });
         problems.extend(errors);
+    };
+    // VMs first: virtiofsd holds files open on the CephFS mounts.
+    stop_tier_of(0, &mut problems);
+    // Unmount before stopping ceph-fuse, so the kernel is not left with a dead FUSE connection.
+    for m in state.mounts.iter().rev() {
+        if is_fuse_mounted(m) {
+            unmount(m);
+        }
+    }
+    for tier in 1..=3 {
+        stop_tier_of(tier, &mut problems);
     }
     // Unrecorded processes of this lab (should not exist): stop them the same way.
     let conf = state.layout.conf().display().to_string();
@@ -1155,15 +1195,17 @@ pub fn down(name: &str, root: &Path, stop: StopPolicy) -> Result<(), LabError> {
     Ok(())
 }
 
-/// Processes stop in tiers: clients first, then the daemons that report their shutdown to the
-/// monitor (an OSD whose monitor is gone waits 5 s for it), the monitor last.
+/// Processes stop in tiers: VMs, then clients, then the daemons that report their shutdown
+/// to the monitor (an OSD whose monitor is gone waits 5 s for it), the monitor last.
 fn stop_tier(name: &str) -> u8 {
-    if name.starts_with("mon.") {
-        2
-    } else if ["osd.", "mds.", "mgr."].iter().any(|p| name.starts_with(p)) {
-        1
-    } else {
+    if name.starts_with("qemu.") || name.starts_with("virtiofsd.") {
         0
+    } else if name.starts_with("mon.") {
+        3
+    } else if ["osd.", "mds.", "mgr."].iter().any(|p| name.starts_with(p)) {
+        2
+    } else {
+        1
     }
 }
 

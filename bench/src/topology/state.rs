@@ -56,6 +56,9 @@ pub struct LabState {
     /// Links currently cut off by the partition table.
     #[serde(default)]
     pub partitioned: Vec<String>,
+    /// VM instances (QEMU + virtiofsd) running on the lab's hosts.
+    #[serde(default)]
+    pub vms: Vec<crate::vm::VmRecord>,
 }
 
 impl LabState {
@@ -72,6 +75,7 @@ impl LabState {
             links: Vec::new(),
             nft_tables: Vec::new(),
             partitioned: Vec::new(),
+            vms: Vec::new(),
         }
     }
 

@@ -1,0 +1,45 @@
+//! `miglab image ...`
+
+use super::ImageCmd;
+use crate::image::{self, GuestImage, ImageError, ImageInputs};
+use crate::paths;
+use std::process::ExitCode;
+
+pub(super) fn image_cmd(cmd: ImageCmd) -> Result<ExitCode, ImageError> {
+    match cmd {
+        ImageCmd::Build { agent } => {
+            let agent = match agent {
+                Some(a) => a,
+                None => {
+                    let tree = image::source_tree()
+                        .ok_or_else(|| ImageError::NoAgent("--agent".into()))?;
+                    image::build_agent(&tree)?
+                }
+            };
+            let (img, reused) = image::build(&ImageInputs::defaults(agent), &paths::cache())?;
+            print_image(&img, if reused { "reused" } else { "built" });
+            Ok(ExitCode::SUCCESS)
+        }
+        ImageCmd::Show => {
+            print_image(&GuestImage::current(&paths::cache())?, "current");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print_image(img: &GuestImage, what: &str) {
+    let m = &img.manifest;
+    println!("guest image {} ({what}) in {}", m.key, img.dir.display());
+    println!(
+        "  kernel     {} (vmlinux {:.1} MiB)",
+        m.kernel_release,
+        m.vmlinux_bytes as f64 / 1048576.0
+    );
+    println!(
+        "  initramfs  {:.1} MiB: modules {}",
+        m.initramfs_bytes as f64 / 1048576.0,
+        m.modules.join(" ")
+    );
+    println!("  agent      sha256 {}", &m.agent_sha256[..16]);
+    println!("  busybox    {}", m.busybox.as_deref().unwrap_or("none"));
+}

@@ -1,0 +1,165 @@
+//! `miglab lab ...`
+
+use super::LabCmd;
+use crate::topology::lab::{self, Lab, LabError, LabOptions};
+use crate::topology::Topology;
+use miglab_faults::LinkShape;
+use std::process::ExitCode;
+use std::time::Duration;
+
+pub(super) fn lab_cmd(cmd: LabCmd) -> Result<ExitCode, LabError> {
+    match cmd {
+        LabCmd::Up {
+            lab: name,
+            subnet,
+            clients,
+            objectstore,
+            ceph_conf,
+            ready_timeout,
+            timings,
+        } => {
+            let opts = LabOptions {
+                name: name.name.clone(),
+                root: name.root(),
+                subnet,
+                clients,
+                objectstore,
+                conf_overrides: ceph_conf,
+                ready_timeout: Duration::from_secs(ready_timeout),
+                ..LabOptions::default()
+            };
+            eprintln!(
+                "miglab: bringing up lab '{}' in {}",
+                opts.name,
+                opts.root.join(&opts.name).display()
+            );
+            let lab = Lab::up(&opts)?;
+            let summary = lab.status().map(|s| s.summary()).unwrap_or_default();
+            println!("lab '{}' is up: {summary}", opts.name);
+            for h in lab.hosts() {
+                println!(
+                    "  {}  {}  CephFS at {}",
+                    h.name(),
+                    h.address(),
+                    h.mount_point().display()
+                );
+            }
+            if timings {
+                println!("\n{}", lab.timings());
+                // Idle: measured after the readiness wait, with nothing running on the mounts.
+                println!(
+                    "idle resident memory: {:.0} MiB",
+                    lab.rss_kib() as f64 / 1024.0
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCmd::Down { lab } => {
+            lab::down(&lab.name, &lab.root(), Default::default())?;
+            println!(
+                "lab '{}' is down; logs kept in {}",
+                lab.name,
+                lab.root().join(format!("{}.logs", lab.name)).display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCmd::Status { lab, json } => {
+            let s = lab::status(&lab.name, &lab.root())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+            } else {
+                print_status(&s);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCmd::Daemon {
+            lab,
+            daemon,
+            action,
+        } => {
+            let l = Lab::open(&lab.name, &lab.root())?;
+            l.daemon(&daemon, action)?;
+            println!("{daemon}: {action} done");
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCmd::Tell {
+            lab,
+            daemon,
+            key,
+            value,
+        } => {
+            let l = Lab::open(&lab.name, &lab.root())?;
+            l.config_set(&daemon, &key, &value)?;
+            println!("{daemon}: {key} = {value}");
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCmd::Link {
+            lab,
+            host,
+            rate_kbit,
+            cut,
+            heal,
+            unshape,
+        } => {
+            let l = Lab::open(&lab.name, &lab.root())?;
+            if let Some(r) = rate_kbit {
+                l.shape_link(&host, Some(LinkShape::rate(r)))?;
+            }
+            if unshape {
+                l.shape_link(&host, None)?;
+            }
+            if cut || heal {
+                l.cut_link(&host, cut)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCmd::Exec { lab, host, command } => {
+            let l = Lab::open(&lab.name, &lab.root())?;
+            let h = l.host(&host)?;
+            let mut cmd = h.command(&command[0]);
+            cmd.args(&command[1..]);
+            let status = cmd.status().map_err(|source| LabError::Io {
+                what: format!("run {}", command[0]),
+                source,
+            })?;
+            Ok(ExitCode::from(
+                status.code().unwrap_or(1).clamp(0, 255) as u8
+            ))
+        }
+    }
+}
+
+fn print_status(s: &lab::LabStatus) {
+    println!("lab '{}' ({:?}) at {}", s.name, s.phase, s.dir.display());
+    println!(
+        "health: {}",
+        s.health.as_deref().unwrap_or("monitor not answering")
+    );
+    println!(
+        "\n{:<14} {:>8}  {:<8} {:>9}",
+        "process", "pid", "state", "rss MiB"
+    );
+    for p in &s.processes {
+        let rss = p
+            .rss_kib
+            .map(|r| format!("{:.0}", r as f64 / 1024.0))
+            .unwrap_or_else(|| "-".into());
+        println!("{:<14} {:>8}  {:<8} {:>9}", p.name, p.pid, p.state, rss);
+    }
+    println!(
+        "{:<14} {:>8}  {:<8} {:>9.0}",
+        "total",
+        "",
+        "",
+        s.rss_kib as f64 / 1024.0
+    );
+    println!("\n{:<6} {:<8} path", "host", "mounted");
+    for m in &s.mounts {
+        println!(
+            "{:<6} {:<8} {}",
+            m.host,
+            if m.mounted { "yes" } else { "NO" },
+            m.path.display()
+        );
+    }
+}

@@ -1,0 +1,371 @@
+//! `miglab vm ...` and `miglab migrate`.
+
+use super::{CliError, MigrateArgs, VmCmd, VmName};
+use crate::migration::{self, MigrationOptions, Quiet};
+use crate::topology::lab::Lab;
+use crate::topology::Host;
+use crate::vm::{Vm, VmError, VmRecord, VmSpec};
+use miglab_reports::{MigrationParams, MigrationRecord, Outcome};
+use miglab_workloads::control::{Command, Status};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// The file the seed's read loop reads, relative to CephFS's root, and what it holds.
+pub const HELLO_FILE: &str = "miglab/hello";
+pub const HELLO_TEXT: &str = "Hello world\n";
+
+const AGENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)
+}
+
+fn open_lab(v: &VmName) -> Result<Lab, CliError> {
+    Ok(Lab::open(&v.lab.name, &v.lab.root())?)
+}
+
+/// The instance that currently runs the guest.
+fn current(lab: &Lab, vm: &str) -> Result<VmRecord, CliError> {
+    lab.vms()
+        .into_iter()
+        .filter(|r| r.spec.name == vm && !r.incoming)
+        .max_by_key(|r| r.generation)
+        .ok_or_else(|| VmError::NoVm(vm.into()).into())
+}
+
+/// Writes the read loop's file through `host`'s CephFS mount.
+pub fn write_hello(host: &dyn Host) -> Result<(), VmError> {
+    let path = host.mount_point().join(HELLO_FILE);
+    let io = |what: &str| {
+        let what = format!("{what} {}", path.display());
+        move |source| VmError::Io { what, source }
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io("create the directory of"))?;
+    }
+    std::fs::write(&path, HELLO_TEXT).map_err(io("write"))
+}
+
+/// Starts the seed's read loop in the guest.
+pub async fn start_read_loop(vm: &mut Vm) -> Result<(), VmError> {
+    let cmd = Command::ReadLoop {
+        path: HELLO_FILE.into(),
+        expect: Some(HELLO_TEXT.into()),
+        pause_us: 0,
+    };
+    vm.control.request(cmd, AGENT_TIMEOUT).await?;
+    Ok(())
+}
+
+pub(super) fn vm_cmd(cmd: VmCmd) -> Result<ExitCode, CliError> {
+    match cmd {
+        VmCmd::Up {
+            vm,
+            host,
+            memory_mib,
+            vcpus,
+            accel,
+            fs_cache,
+            cmdline,
+            no_workload,
+            boot_timeout,
+        } => {
+            let lab = open_lab(&vm)?;
+            if lab.vms().iter().any(|r| r.spec.name == vm.vm) {
+                return Err(VmError::VmExists(vm.vm).into());
+            }
+            let spec = VmSpec {
+                name: vm.vm.clone(),
+                vcpus,
+                memory_mib,
+                accel: accel.resolve(),
+                fs_cache,
+                cmdline_extra: cmdline,
+                bzimage: false,
+                boot_timeout_ms: boot_timeout * 1000,
+            };
+            runtime()?.block_on(async {
+                let mut v = match Vm::start(&lab, &spec, &host, 0, false).await {
+                    Ok(v) => v,
+                    Err(e) => {
+                        stop_all(&lab, &spec.name).await;
+                        return Err(CliError::from(e));
+                    }
+                };
+                let hello = v.hello.clone();
+                println!(
+                    "{} is up on {host} ({}, {} MiB, {} vCPU): agent hello after {:.0} ms, kernel {}",
+                    v.instance(),
+                    spec.accel,
+                    spec.memory_mib,
+                    spec.vcpus,
+                    v.boot_ms.unwrap_or_default(),
+                    hello.as_ref().map(|h| h.kernel.as_str()).unwrap_or("?"),
+                );
+                if let Some(e) = hello.and_then(|h| h.setup_error) {
+                    println!("warning: the agent reported a setup problem: {e}");
+                }
+                if !no_workload {
+                    write_hello(lab.lab_host(&host)?)?;
+                    start_read_loop(&mut v).await?;
+                    println!("read loop running on /mnt/cephfs/{HELLO_FILE}");
+                }
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+        VmCmd::Down { vm } => {
+            let lab = open_lab(&vm)?;
+            if !lab.vms().iter().any(|r| r.spec.name == vm.vm) {
+                return Err(VmError::NoVm(vm.vm).into());
+            }
+            runtime()?.block_on(stop_all(&lab, &vm.vm));
+            println!("{} is down", vm.vm);
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCmd::Console { vm } => {
+            let lab = open_lab(&vm)?;
+            let dir = lab.layout().dir.join("vms").join(&vm.vm);
+            let mut instances: Vec<_> = std::fs::read_dir(&dir)
+                .map_err(|_| VmError::NoVm(vm.vm.clone()))?
+                .flatten()
+                .map(|e| e.path())
+                .collect();
+            // host.generation: order by generation.
+            instances.sort_by_key(|p| {
+                p.extension()
+                    .and_then(|e| e.to_str())
+                    .and_then(|g| g.parse::<u32>().ok())
+            });
+            for p in instances {
+                println!("==== {} ====", p.display());
+                print!(
+                    "{}",
+                    std::fs::read_to_string(p.join("console.log")).unwrap_or_default()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Stops every instance of `vm`, through QMP where it answers, else through the supervisor.
+async fn stop_all(lab: &Lab, vm: &str) {
+    for r in lab.vms().into_iter().filter(|r| r.spec.name == vm) {
+        match Vm::attach(lab, &r).await {
+            Ok(v) => {
+                if let Err(e) = v.stop(lab).await {
+                    eprintln!("miglab: stopping {}: {e}", r.instance());
+                }
+            }
+            Err(_) => {
+                for name in [r.qemu_name(), r.virtiofsd_name()] {
+                    if let Some(p) = lab.process(&name) {
+                        let _ = tokio::task::block_in_place(|| lab.supervisor().stop(&p));
+                    }
+                }
+                let _ = lab.forget_vm(&r.instance());
+            }
+        }
+    }
+}
+
+/// The host after `from` in the lab's order (c1 → c2 → c1 with two hosts).
+pub fn next_host(hosts: &[String], from: &str) -> String {
+    let i = hosts.iter().position(|h| h == from).unwrap_or(0);
+    hosts[(i + 1) % hosts.len()].clone()
+}
+
+/// The guest's read loop across one hop: it must have gone on, without errors, in the same
+/// boot.
+pub fn check_continuity(before: &Status, after: &Status) -> Result<(), String> {
+    if after.boot_id != before.boot_id {
+        return Err(format!(
+            "the guest rebooted (boot id {} became {})",
+            before.boot_id, after.boot_id
+        ));
+    }
+    if after.ops <= before.ops {
+        return Err(format!(
+            "the read loop made no progress ({} reads before, {} after)",
+            before.ops, after.ops
+        ));
+    }
+    if after.errors != before.errors {
+        return Err(format!(
+            "the read loop had {} errors during the hop: {}",
+            after.errors - before.errors,
+            after.last_error.as_deref().unwrap_or("?")
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn migrate_cmd(m: MigrateArgs) -> Result<ExitCode, CliError> {
+    let lab = open_lab(&m.vm)?;
+    let opts = MigrationOptions {
+        params: MigrationParams {
+            downtime_limit_ms: m.downtime_limit_ms,
+            max_bandwidth: m.max_bandwidth,
+            multifd_channels: m.multifd_channels,
+        },
+        timeout: Duration::from_secs(m.timeout),
+        ..MigrationOptions::default()
+    };
+    let hosts: Vec<String> = lab
+        .layout()
+        .clients
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
+    runtime()?.block_on(async {
+        let rec = current(&lab, &m.vm.vm)?;
+        let mut vm = Vm::attach(&lab, &rec).await?;
+        if !vm
+            .control
+            .status(AGENT_TIMEOUT)
+            .await
+            .map_err(VmError::from)?
+            .running
+        {
+            start_read_loop(&mut vm).await?;
+        }
+        let mut records = Vec::new();
+        let mut problems = Vec::new();
+        if !m.json {
+            println!("{}", hop_header());
+        }
+        for hop in 1..=m.hops {
+            let before = vm
+                .control
+                .status(AGENT_TIMEOUT)
+                .await
+                .map_err(VmError::from)?;
+            let to = next_host(&hosts, &vm.record.host);
+            let (next, record) = migration::migrate(&lab, vm, &to, &opts, &mut Quiet).await?;
+            vm = next;
+            // Let the guest run a little on its new host before judging the read loop.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let after = vm
+                .control
+                .status(AGENT_TIMEOUT)
+                .await
+                .map_err(VmError::from)?;
+            let continuity = check_continuity(&before, &after);
+            if !m.json {
+                println!(
+                    "{}",
+                    hop_row(hop, &record, after.ops - before.ops, &continuity)
+                );
+            }
+            if let Err(e) = &continuity {
+                problems.push(format!("hop {hop}: {e}"));
+            }
+            if let Outcome::Failed { error } = &record.outcome {
+                problems.push(format!("hop {hop}: migration failed: {error}"));
+            }
+            if let Outcome::TimedOut { after_ms } = &record.outcome {
+                problems.push(format!("hop {hop}: cancelled after {after_ms} ms"));
+            }
+            records.push(record);
+        }
+        if m.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&records).unwrap_or_default()
+            );
+        }
+        if problems.is_empty() {
+            Ok(ExitCode::SUCCESS)
+        } else {
+            Err(CliError::Check(problems.join("\n")))
+        }
+    })
+}
+
+pub fn hop_header() -> String {
+    format!(
+        "{:>3}  {:<9} {:<10} {:>8} {:>9} {:>9} {:>8} {:>8} {:>6} {:>9}  read loop",
+        "hop",
+        "route",
+        "outcome",
+        "total ms",
+        "downtime",
+        "paused ms",
+        "wall ms",
+        "MB sent",
+        "passes",
+        "reads"
+    )
+}
+
+pub fn hop_row(
+    hop: u32,
+    r: &MigrationRecord,
+    reads: u64,
+    continuity: &Result<(), String>,
+) -> String {
+    let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+    let outcome = match &r.outcome {
+        Outcome::Completed => "completed".to_string(),
+        Outcome::Failed { .. } => "FAILED".to_string(),
+        Outcome::TimedOut { .. } => "TIMED OUT".to_string(),
+    };
+    format!(
+        "{:>3}  {:<9} {:<10} {:>8} {:>9} {:>9} {:>8.0} {:>8.1} {:>6} {:>9}  {}",
+        hop,
+        format!("{}→{}", r.from, r.to),
+        outcome,
+        opt(r.total_time_ms),
+        opt(r.downtime_ms),
+        r.phases
+            .paused_ms
+            .map(|p| format!("{p:.0}"))
+            .unwrap_or_else(|| "-".into()),
+        r.wall_ms,
+        r.transferred_bytes.unwrap_or(0) as f64 / 1e6,
+        r.phases.passes,
+        reads,
+        match continuity {
+            Ok(()) => "continuous".to_string(),
+            Err(e) => format!("BROKEN: {e}"),
+        }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hops_ping_pong_between_hosts() {
+        let hosts = vec!["c1".to_string(), "c2".to_string()];
+        assert_eq!(next_host(&hosts, "c1"), "c2");
+        assert_eq!(next_host(&hosts, "c2"), "c1");
+        let three = vec!["c1".to_string(), "c2".to_string(), "c3".to_string()];
+        assert_eq!(next_host(&three, "c3"), "c1");
+    }
+
+    #[test]
+    fn continuity_needs_progress_no_errors_and_the_same_boot() {
+        let s = |boot: &str, ops, errors| Status {
+            boot_id: boot.into(),
+            ops,
+            errors,
+            ..Status::default()
+        };
+        assert!(check_continuity(&s("a", 10, 0), &s("a", 20, 0)).is_ok());
+        assert!(check_continuity(&s("a", 10, 0), &s("a", 10, 0))
+            .expect_err("stalled")
+            .contains("no progress"));
+        assert!(check_continuity(&s("a", 10, 0), &s("a", 20, 1))
+            .expect_err("errors")
+            .contains("1 errors"));
+        assert!(check_continuity(&s("a", 10, 0), &s("b", 20, 0))
+            .expect_err("reboot")
+            .contains("rebooted"));
+    }
+}

@@ -1,0 +1,360 @@
+//! The guest image: the distribution's kernel (as an ELF vmlinux for PVH boot, the bzImage kept
+//! as a fallback) and an initramfs miglab assembles itself: the virtio, FUSE, virtio-fs and
+//! virtio-console modules, busybox for debugging, and the guest agent as `/init`.
+//!
+//! Images are cached under `<cache>/images/<key>`, the key a hash of every input, so a build
+//! with unchanged inputs costs only the hashing.
+
+pub mod cpio;
+pub mod kernel;
+pub mod kmod;
+
+use crate::paths;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use thiserror::Error;
+
+/// Bump when the image layout changes, so old cached images are not reused.
+const FORMAT: u32 = 1;
+
+/// The modules the guest needs; their dependencies are added.
+pub const GUEST_MODULES: &[&str] = &["virtio_pci", "virtio_console", "virtiofs"];
+
+/// Applets linked to busybox in the image (for `rdinit=/bin/sh` debugging).
+const BUSYBOX_APPLETS: &[&str] = &[
+    "sh", "ls", "cat", "mount", "umount", "dmesg", "ps", "echo", "sleep", "poweroff",
+];
+
+#[derive(Debug, Error)]
+pub enum ImageError {
+    #[error("no guest kernel in {0}: run `ci/setup`, which downloads and unpacks the distribution's kernel package")]
+    NoKernel(PathBuf),
+    #[error("no guest agent at {0}: build it with `miglab image build` from the source tree, or pass --agent")]
+    NoAgent(PathBuf),
+    #[error("no guest image in {0}: run `miglab image build` (ci/setup does)")]
+    NotBuilt(PathBuf),
+    #[error("could not {what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("the guest kernel {path}: {source}")]
+    Kernel {
+        path: PathBuf,
+        source: kernel::KernelError,
+    },
+    #[error(transparent)]
+    Kmod(#[from] kmod::KmodError),
+    #[error("the image manifest {path} is damaged ({source}): run `miglab image build`")]
+    Manifest {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("building the guest agent failed: {0}")]
+    AgentBuild(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ImageError {
+    let what = what.into();
+    move |source| ImageError::Io { what, source }
+}
+
+/// What went into an image, and what came out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub key: String,
+    pub kernel_release: String,
+    /// The package directory the kernel came from.
+    pub kernel_package: String,
+    pub modules: Vec<String>,
+    pub agent_sha256: String,
+    pub busybox: Option<String>,
+    pub vmlinux_bytes: u64,
+    pub initramfs_bytes: u64,
+    pub build_ms: u64,
+}
+
+/// A built image.
+#[derive(Debug, Clone)]
+pub struct GuestImage {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+}
+
+impl GuestImage {
+    /// The ELF kernel, booted through PVH.
+    pub fn vmlinux(&self) -> PathBuf {
+        self.dir.join("vmlinux")
+    }
+    /// The original bzImage, for a QEMU that cannot boot the ELF.
+    pub fn bzimage(&self) -> PathBuf {
+        self.dir.join("bzImage")
+    }
+    pub fn initramfs(&self) -> PathBuf {
+        self.dir.join("initramfs.img")
+    }
+
+    /// The image `miglab image build` made last.
+    pub fn current(cache: &Path) -> Result<Self, ImageError> {
+        let dir = cache.join("images/current");
+        let path = dir.join("manifest.json");
+        let text = std::fs::read_to_string(&path)
+            .map_err(|_| ImageError::NotBuilt(cache.join("images")))?;
+        let manifest = serde_json::from_str(&text).map_err(|source| ImageError::Manifest {
+            path: path.clone(),
+            source,
+        })?;
+        let dir = std::fs::canonicalize(&dir).map_err(io(format!("resolve {}", dir.display())))?;
+        Ok(Self { dir, manifest })
+    }
+}
+
+/// The inputs of an image.
+#[derive(Debug, Clone)]
+pub struct ImageInputs {
+    /// The unpacked kernel package (`boot/vmlinuz-*`, `lib/modules/*`).
+    pub kernel_package: PathBuf,
+    /// The static guest agent.
+    pub agent: PathBuf,
+    /// A static busybox, if one is to be included.
+    pub busybox: Option<PathBuf>,
+}
+
+impl ImageInputs {
+    /// The defaults: the kernel `ci/setup` unpacked, busybox from the system, and `agent`.
+    pub fn defaults(agent: PathBuf) -> Self {
+        Self {
+            kernel_package: paths::guest_kernel_dir(),
+            agent,
+            busybox: paths::find_tool("busybox"),
+        }
+    }
+}
+
+fn hex(d: &[u8]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn sha256(data: &[u8]) -> String {
+    hex(&Sha256::digest(data))
+}
+
+/// The kernel release and bzImage in an unpacked kernel package.
+fn find_kernel(pkg: &Path) -> Result<(String, PathBuf), ImageError> {
+    let boot = pkg.join("boot");
+    let rd = std::fs::read_dir(&boot).map_err(|_| ImageError::NoKernel(pkg.to_path_buf()))?;
+    rd.flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("vmlinuz-")
+                .map(|r| (r.to_string(), e.path()))
+        })
+        .max()
+        .ok_or_else(|| ImageError::NoKernel(pkg.to_path_buf()))
+}
+
+/// Builds the image for `inputs` into `cache`, or reuses the cached one. Returns the image
+/// and whether it was reused.
+pub fn build(inputs: &ImageInputs, cache: &Path) -> Result<(GuestImage, bool), ImageError> {
+    let start = Instant::now();
+    let (release, bz_path) = find_kernel(&inputs.kernel_package)?;
+    let bz = std::fs::read(&bz_path).map_err(io(format!("read {}", bz_path.display())))?;
+    let tree = kmod::ModuleTree::open(&inputs.kernel_package.join("lib/modules").join(&release))?;
+    let modules = tree.resolve(GUEST_MODULES)?;
+    let agent =
+        std::fs::read(&inputs.agent).map_err(|_| ImageError::NoAgent(inputs.agent.clone()))?;
+    let busybox = match &inputs.busybox {
+        Some(p) => Some(std::fs::read(p).map_err(io(format!("read {}", p.display())))?),
+        None => None,
+    };
+    let module_bytes = modules
+        .iter()
+        .map(|p| Ok((kmod::module_name(p), kmod::read_module(p)?)))
+        .collect::<Result<Vec<_>, kmod::KmodError>>()?;
+
+    let mut h = Sha256::new();
+    h.update(FORMAT.to_le_bytes());
+    h.update(&bz);
+    for (name, data) in &module_bytes {
+        h.update(name.as_bytes());
+        h.update(data);
+    }
+    h.update(&agent);
+    h.update(busybox.as_deref().unwrap_or_default());
+    let key = hex(&h.finalize())[..16].to_string();
+
+    let images = cache.join("images");
+    let dir = images.join(&key);
+    if dir.join("manifest.json").exists() {
+        point_current(&images, &key)?;
+        return Ok((GuestImage::current(cache)?, true));
+    }
+
+    let tmp = images.join(format!("{key}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(io(format!("create {}", tmp.display())))?;
+    let vmlinux = kernel::extract_vmlinux(&bz).map_err(|source| ImageError::Kernel {
+        path: bz_path.clone(),
+        source,
+    })?;
+    std::fs::write(tmp.join("vmlinux"), &vmlinux).map_err(io("write vmlinux"))?;
+    std::fs::write(tmp.join("bzImage"), &bz).map_err(io("write bzImage"))?;
+
+    let initramfs = initramfs(&module_bytes, &agent, busybox.as_deref())
+        .map_err(io("assemble the initramfs"))?;
+    std::fs::write(tmp.join("initramfs.img"), &initramfs).map_err(io("write the initramfs"))?;
+
+    let manifest = Manifest {
+        format: FORMAT,
+        key: key.clone(),
+        kernel_release: release,
+        kernel_package: inputs.kernel_package.display().to_string(),
+        modules: module_bytes.iter().map(|(n, _)| n.clone()).collect(),
+        agent_sha256: sha256(&agent),
+        busybox: inputs.busybox.as_ref().map(|p| p.display().to_string()),
+        vmlinux_bytes: vmlinux.len() as u64,
+        initramfs_bytes: initramfs.len() as u64,
+        build_ms: start.elapsed().as_millis() as u64,
+    };
+    let text = serde_json::to_string_pretty(&manifest)
+        .map_err(|e| io("encode manifest")(std::io::Error::other(e)))?;
+    std::fs::write(tmp.join("manifest.json"), text).map_err(io("write manifest"))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&tmp, &dir).map_err(io(format!("move the image into {}", dir.display())))?;
+    point_current(&images, &key)?;
+    Ok((GuestImage::current(cache)?, false))
+}
+
+/// Points `images/current` at `key`, atomically.
+fn point_current(images: &Path, key: &str) -> Result<(), ImageError> {
+    let tmp = images.join(format!("current.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(key, &tmp).map_err(io("link the current image"))?;
+    std::fs::rename(&tmp, images.join("current")).map_err(io("link the current image"))
+}
+
+/// The initramfs: a gzip'd newc cpio archive.
+pub fn initramfs(
+    modules: &[(String, Vec<u8>)],
+    agent: &[u8],
+    busybox: Option<&[u8]>,
+) -> std::io::Result<Vec<u8>> {
+    // Fast compression: the guest decompresses under TCG, where every cycle shows.
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut w = cpio::CpioWriter::new(gz);
+    for d in [
+        "/dev",
+        "/proc",
+        "/sys",
+        "/tmp",
+        "/mnt",
+        "/mnt/cephfs",
+        "/bin",
+        "/etc",
+        "/etc/miglab",
+        "/lib",
+        "/lib/modules",
+    ] {
+        w.dir(d)?;
+    }
+    // The kernel opens /dev/console for init before devtmpfs is mounted.
+    w.char_dev("/dev/console", 5, 1)?;
+    let mut list = String::new();
+    for (name, data) in modules {
+        let path = format!("/lib/modules/{name}.ko");
+        w.file(&path, 0o644, data)?;
+        list.push_str(&path);
+        list.push('\n');
+    }
+    w.file("/etc/miglab/modules", 0o644, list.as_bytes())?;
+    w.file("/init", 0o755, agent)?;
+    if let Some(bb) = busybox {
+        w.file("/bin/busybox", 0o755, bb)?;
+        for a in BUSYBOX_APPLETS {
+            w.symlink(&format!("/bin/{a}"), "busybox")?;
+        }
+    }
+    w.finish()?.finish()
+}
+
+/// The source tree this miglab was built from, if it is still there.
+pub fn source_tree() -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()?
+        .to_path_buf();
+    root.join("Cargo.toml").exists().then_some(root)
+}
+
+/// Builds the static guest agent from the source tree with cargo and returns its path.
+pub fn build_agent(tree: &Path) -> Result<PathBuf, ImageError> {
+    let target = "x86_64-unknown-linux-gnu";
+    let out =
+        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .current_dir(tree)
+            .args([
+                "build",
+                "--release",
+                "--locked",
+                "-p",
+                "miglab-workloads",
+                "--bin",
+                "miglab-agent",
+                "--target",
+                target,
+            ])
+            // A separate target directory per triple keeps the host build's flags apart.
+            .env(
+                "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+                "-C target-feature=+crt-static -C strip=symbols",
+            )
+            .output()
+            .map_err(|e| ImageError::AgentBuild(format!("could not run cargo: {e}")))?;
+    if !out.status.success() {
+        let _ = std::io::stderr().write_all(&out.stderr);
+        return Err(ImageError::AgentBuild(format!(
+            "cargo exited with {}",
+            out.status
+        )));
+    }
+    Ok(tree
+        .join("target")
+        .join(target)
+        .join("release/miglab-agent"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_initramfs_holds_init_modules_and_their_order() {
+        let mods = vec![
+            ("virtio".to_string(), b"m1".to_vec()),
+            ("virtiofs".to_string(), b"m2".to_vec()),
+        ];
+        let gz = initramfs(&mods, b"\x7fELF agent", Some(b"bb")).expect("build");
+        let mut raw = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut raw)
+            .expect("gunzip");
+        let text = String::from_utf8_lossy(&raw);
+        for name in [
+            "init",
+            "dev/console",
+            "lib/modules/virtiofs.ko",
+            "etc/miglab/modules",
+            "bin/sh",
+            "mnt/cephfs",
+        ] {
+            assert!(text.contains(&format!("{name}\0")), "{name} missing");
+        }
+        assert!(
+            text.contains("/lib/modules/virtio.ko\n/lib/modules/virtiofs.ko\n"),
+            "load order"
+        );
+        assert!(text.ends_with("TRAILER!!!\0\0\0\0") || text.contains("TRAILER!!!"));
+    }
+}

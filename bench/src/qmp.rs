@@ -1,0 +1,184 @@
+//! QMP over a unix socket through the `qapi` crate: typed commands with a deadline, and the
+//! event stream polled on its own task, every event stamped with the host's monotonic clock
+//! the moment it arrives (QMP's own timestamps are wall clock).
+
+use futures::StreamExt;
+use qapi::futures::{QapiService, QmpStreamTokio};
+use qapi::qmp;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use thiserror::Error;
+use tokio::io::WriteHalf;
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+
+type Service = QapiService<QmpStreamTokio<WriteHalf<UnixStream>>>;
+
+#[derive(Debug, Error)]
+pub enum QmpError {
+    #[error("no QMP greeting on {path} within {timeout:.0?}")]
+    Connect { path: PathBuf, timeout: Duration },
+    #[error("QMP `{command}` failed: {error}")]
+    Command {
+        command: &'static str,
+        error: String,
+    },
+    #[error("QMP `{command}` got no answer within {timeout:.0?}")]
+    TimedOut {
+        command: &'static str,
+        timeout: Duration,
+    },
+}
+
+/// A QMP event and when it reached miglab.
+#[derive(Debug, Clone)]
+pub struct Stamped {
+    pub at: Instant,
+    pub event: qmp::Event,
+}
+
+impl Stamped {
+    /// The event's name and its detail (a MIGRATION status, a MIGRATION_PASS number).
+    pub fn describe(&self) -> (String, Option<String>) {
+        let v = serde_json::to_value(&self.event).unwrap_or_default();
+        let name = v
+            .get("event")
+            .and_then(|e| e.as_str())
+            .unwrap_or("?")
+            .to_string();
+        let data = v.get("data");
+        let detail = match name.as_str() {
+            "MIGRATION" => data
+                .and_then(|d| d.get("status"))
+                .and_then(|s| s.as_str())
+                .map(str::to_string),
+            "MIGRATION_PASS" => data.and_then(|d| d.get("pass")).map(|p| p.to_string()),
+            _ => None,
+        };
+        (name, detail)
+    }
+}
+
+/// One QMP connection.
+pub struct Qmp {
+    path: PathBuf,
+    service: Service,
+    events: mpsc::UnboundedReceiver<Stamped>,
+    reader: tokio::task::JoinHandle<()>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Qmp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Qmp")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Qmp {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl Qmp {
+    /// Connects (retrying until the socket accepts) and negotiates capabilities. `gone` is
+    /// asked between attempts, so a QEMU that died is reported at once, not at the deadline.
+    pub async fn connect<E>(
+        path: &Path,
+        timeout: Duration,
+        mut gone: impl FnMut() -> Result<(), E>,
+    ) -> Result<Result<Self, QmpError>, E> {
+        let start = Instant::now();
+        loop {
+            gone()?;
+            let left = timeout.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return Ok(Err(QmpError::Connect {
+                    path: path.into(),
+                    timeout,
+                }));
+            }
+            let attempt = async {
+                let negotiation = QmpStreamTokio::open_uds(path).await.ok()?;
+                negotiation.negotiate().await.ok()
+            };
+            if let Ok(Some(stream)) = tokio::time::timeout(left, attempt).await {
+                let (service, mut events) = stream.into_parts();
+                let (tx, rx) = mpsc::unbounded_channel();
+                // The event stream must be polled for command replies to arrive too.
+                let reader = tokio::spawn(async move {
+                    while let Some(item) = events.next().await {
+                        match item {
+                            Ok(event) => {
+                                if tx
+                                    .send(Stamped {
+                                        at: Instant::now(),
+                                        event,
+                                    })
+                                    .is_err()
+                                {
+                                    break;
+                                }
+                            }
+                            // An event this schema does not know: skip it, keep reading.
+                            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => continue,
+                            Err(_) => break,
+                        }
+                    }
+                });
+                return Ok(Ok(Self {
+                    path: path.into(),
+                    service,
+                    events: rx,
+                    reader,
+                    timeout: Duration::from_secs(10),
+                }));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Runs a command with the connection's deadline.
+    pub async fn execute<C>(&self, command: C) -> Result<C::Ok, QmpError>
+    where
+        C: qapi::Command,
+        QmpStreamTokio<WriteHalf<UnixStream>>:
+            futures::Sink<qapi::Execute<C, u32>, Error = std::io::Error> + Unpin,
+    {
+        match tokio::time::timeout(self.timeout, self.service.execute(command)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(QmpError::Command {
+                command: C::NAME,
+                error: e.to_string(),
+            }),
+            Err(_) => Err(QmpError::TimedOut {
+                command: C::NAME,
+                timeout: self.timeout,
+            }),
+        }
+    }
+
+    /// The next event, if one arrives within `wait`.
+    pub async fn next_event(&mut self, wait: Duration) -> Option<Stamped> {
+        tokio::time::timeout(wait, self.events.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Every event that has already arrived.
+    pub fn drain_events(&mut self) -> Vec<Stamped> {
+        let mut v = Vec::new();
+        while let Ok(e) = self.events.try_recv() {
+            v.push(e);
+        }
+        v
+    }
+
+    /// Whether the guest is running (`query-status`).
+    pub async fn running(&self) -> Result<bool, QmpError> {
+        Ok(self.execute(qmp::query_status {}).await?.running)
+    }
+}

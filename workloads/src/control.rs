@@ -1,0 +1,137 @@
+//! The control protocol: JSON lines over the `miglab.control` virtio-serial port. The host
+//! sends [`Command`]s, the agent answers with [`Message`]s. Every command gets exactly one
+//! answer; the agent also sends a `Hello` by itself once it has booted.
+
+use serde::{Deserialize, Serialize};
+
+/// The virtio-serial port names, as given to QEMU and found by the agent in sysfs.
+pub const CONTROL_PORT: &str = "miglab.control";
+pub const RECORDS_PORT: &str = "miglab.records";
+/// The virtio-fs tag under which the host's CephFS mount is shared.
+pub const FS_TAG: &str = "cephfs";
+/// Where the agent mounts it in the guest.
+pub const GUEST_MOUNT: &str = "/mnt/cephfs";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case")]
+pub enum Command {
+    /// Answered with `Hello` (the host may send it until the agent is up).
+    Hello,
+    /// Answered with `Status`.
+    Status,
+    /// Starts the seed's workload: open, read, close `path` in a loop, checking its content.
+    ReadLoop {
+        /// Relative to the guest's CephFS mount.
+        path: String,
+        /// Expected content; a read that differs counts as an error.
+        expect: Option<String>,
+        /// Pause between iterations.
+        #[serde(default)]
+        pause_us: u64,
+    },
+    /// Stops the running workload (answered with the final `Status`).
+    Stop,
+    /// Powers the guest off (answered with `Ok` first).
+    Poweroff,
+}
+
+impl Command {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Hello => "hello",
+            Command::Status => "status",
+            Command::ReadLoop { .. } => "read-loop",
+            Command::Stop => "stop",
+            Command::Poweroff => "poweroff",
+        }
+    }
+}
+
+/// What the agent knows about itself, sent once it has booted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    pub agent_version: String,
+    /// `uname -r` of the guest.
+    pub kernel: String,
+    /// Random per boot: a different one after a migration means the guest rebooted.
+    pub boot_id: String,
+    /// Guest uptime (CLOCK_BOOTTIME) when the hello was sent.
+    pub uptime_ms: u64,
+    /// Time spent loading kernel modules in the agent.
+    pub modules_ms: u64,
+    /// Whether the virtio-fs mount worked.
+    pub fs_mounted: bool,
+    /// Why setup went wrong, if it did (the agent keeps running to say so).
+    pub setup_error: Option<String>,
+}
+
+/// Counters of the running (or last) workload.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub boot_id: String,
+    pub workload: Option<String>,
+    pub running: bool,
+    /// Completed iterations without error.
+    pub ops: u64,
+    pub errors: u64,
+    pub last_error: Option<String>,
+    /// Guest monotonic clock at the answer.
+    pub uptime_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "msg", rename_all = "kebab-case")]
+pub enum Message {
+    Hello(Hello),
+    Status(Status),
+    Ok { cmd: String },
+    Error { cmd: Option<String>, error: String },
+}
+
+/// Encodes one line (with the trailing newline).
+pub fn encode<T: Serialize>(v: &T) -> String {
+    // These types always serialize: no maps with non-string keys, no failing Serialize impls.
+    let mut s = serde_json::to_string(v)
+        .unwrap_or_else(|e| format!("{{\"msg\":\"error\",\"error\":\"{e}\"}}"));
+    s.push('\n');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_and_messages_round_trip_as_lines() {
+        let cmds = [
+            Command::Hello,
+            Command::Status,
+            Command::ReadLoop {
+                path: "hello".into(),
+                expect: Some("Hello world\n".into()),
+                pause_us: 1000,
+            },
+            Command::Stop,
+            Command::Poweroff,
+        ];
+        for c in cmds {
+            let line = encode(&c);
+            assert!(line.ends_with('\n') && !line[..line.len() - 1].contains('\n'));
+            assert_eq!(serde_json::from_str::<Command>(&line).expect("parses"), c);
+        }
+        let m = Message::Status(Status {
+            ops: 7,
+            boot_id: "b".into(),
+            ..Status::default()
+        });
+        assert_eq!(
+            serde_json::from_str::<Message>(&encode(&m)).expect("parses"),
+            m
+        );
+        let wire = r#"{"cmd":"read-loop","path":"f","expect":null}"#;
+        assert!(matches!(
+            serde_json::from_str::<Command>(wire),
+            Ok(Command::ReadLoop { pause_us: 0, .. })
+        ));
+    }
+}
