@@ -111,6 +111,9 @@ pub enum VmCmd {
         /// Appended to the guest kernel's command line.
         #[arg(long)]
         cmdline: Option<String>,
+        /// An extra virtiofsd option (repeatable), e.g. `--virtiofsd-arg=--thread-pool-size=4`.
+        #[arg(long = "virtiofsd-arg", allow_hyphen_values = true)]
+        virtiofsd_args: Vec<String>,
         /// Boot only; do not start the read loop.
         #[arg(long)]
         no_workload: bool,

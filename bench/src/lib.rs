@@ -13,6 +13,7 @@ pub mod migration;
 pub mod paths;
 pub mod process;
 pub mod qmp;
+pub mod readloop;
 pub mod topology;
 pub mod vm;
 pub mod wait;

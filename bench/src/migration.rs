@@ -160,6 +160,12 @@ impl Timeline {
     }
 }
 
+/// The host after `from` in the lab's order: hops ping-pong c1 → c2 → c1 with two hosts.
+pub fn next_host(hosts: &[String], from: &str) -> String {
+    let i = hosts.iter().position(|h| h == from).unwrap_or(0);
+    hosts[(i + 1) % hosts.len()].clone()
+}
+
 /// Migrates `src` to host `to`. Returns the instance that runs the guest afterwards (the new
 /// one, or the source when the migration failed or timed out) and the record of the hop.
 pub async fn migrate(
@@ -386,5 +392,19 @@ fn empty_info() -> qmp::MigrationInfo {
         total_time: None,
         vfio: None,
         xbzrle_cache: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hops_ping_pong_between_hosts() {
+        let hosts = vec!["c1".to_string(), "c2".to_string()];
+        assert_eq!(next_host(&hosts, "c1"), "c2");
+        assert_eq!(next_host(&hosts, "c2"), "c1");
+        let three = vec!["c1".to_string(), "c2".to_string(), "c3".to_string()];
+        assert_eq!(next_host(&three, "c3"), "c1");
     }
 }

@@ -596,7 +596,11 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     let _ = f.read_to_end(&mut buf);
     let text = String::from_utf8_lossy(&buf);
     // Ceph doubles the newlines it writes to stderr; blank lines carry nothing.
-    let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    // miglab's own start headers (a whole command line) are noise in an error message.
+    let all: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("==== miglab:"))
+        .collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
@@ -673,7 +677,8 @@ mod tests {
             *book.0.lock().expect("book"),
             vec!["+stubborn", "-stubborn"]
         );
-        assert!(log_tail(&rec.log, 10).contains("miglab: stubborn starts"));
+        let log = std::fs::read_to_string(&rec.log).expect("log");
+        assert!(log.contains("miglab: stubborn starts"));
     }
 
     #[test]

@@ -131,6 +131,9 @@ pub struct VmSpec {
     /// Boot the bzImage instead of the ELF vmlinux (slower; for QEMUs without PVH).
     pub bzimage: bool,
     pub boot_timeout_ms: u64,
+    /// Extra virtiofsd options (`--thread-pool-size=4`, ...).
+    #[serde(default)]
+    pub virtiofsd_args: Vec<String>,
 }
 
 impl VmSpec {
@@ -144,6 +147,7 @@ impl VmSpec {
             cmdline_extra: None,
             bzimage: false,
             boot_timeout_ms: 60_000,
+            virtiofsd_args: Vec::new(),
         }
     }
 }
@@ -293,6 +297,18 @@ pub fn check_qemu() -> Result<String, VmError> {
     }
 }
 
+/// The end of a guest console, led by the kernel's panic line if there is one (a panic's
+/// stack dump would push it out of the tail).
+pub fn console_summary(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let panic = text.lines().find(|l| l.contains("Kernel panic"));
+    let tail = process::log_tail(path, 15);
+    match panic {
+        Some(p) if !tail.contains(p.trim()) => format!("{}\n...\n{tail}", p.trim()),
+        _ => tail,
+    }
+}
+
 /// One VM instance as the lab's state file remembers it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VmRecord {
@@ -341,12 +357,35 @@ fn died(lab: &Lab, rec: &ProcRecord) -> Option<String> {
 
 impl Vm {
     /// Starts an instance of `spec` on `host`: booted, or waiting for an incoming migration.
+    /// If anything fails, whatever was started for it is stopped again.
     pub async fn start(
         lab: &Lab,
         spec: &VmSpec,
         host: &str,
         generation: u32,
         incoming: bool,
+    ) -> Result<Vm, VmError> {
+        let mut started = Vec::new();
+        let result = Self::start_inner(lab, spec, host, generation, incoming, &mut started).await;
+        if result.is_err() {
+            let sup = lab.supervisor();
+            tokio::task::block_in_place(|| {
+                for p in started.iter().rev() {
+                    let _ = sup.stop(p);
+                }
+            });
+            let _ = lab.forget_vm(&format!("{}@{host}#{generation}", spec.name));
+        }
+        result
+    }
+
+    async fn start_inner(
+        lab: &Lab,
+        spec: &VmSpec,
+        host: &str,
+        generation: u32,
+        incoming: bool,
+        started: &mut Vec<ProcRecord>,
     ) -> Result<Vm, VmError> {
         check_qemu()?;
         let image = GuestImage::current(&paths::cache())?;
@@ -385,8 +424,10 @@ impl Vm {
                 files.virtiofsd_log(),
             )
             .args(virtiofsd_args(&h.mount_point(), &files, spec.fs_cache))
+            .args(&spec.virtiofsd_args)
             .in_netns(netns.clone()),
         )?;
+        started.push(vfsd.clone());
         let timeout = Duration::from_secs(10);
         let start = Instant::now();
         while !files.virtiofsd().exists() {
@@ -428,6 +469,7 @@ impl Vm {
             ))
             .in_netns(netns),
         )?;
+        started.push(qemu.clone());
         let qemu_died = |lab: &Lab| -> Result<(), VmError> {
             match died(lab, &qemu) {
                 Some(status) => Err(VmError::QemuDied {
@@ -435,8 +477,8 @@ impl Vm {
                     status,
                     tail: format!(
                         "{}\n{}",
-                        process::log_tail(&qemu.log, 10),
-                        process::log_tail(&files.console(), 10)
+                        process::log_tail(&qemu.log, 5),
+                        console_summary(&files.console())
                     ),
                 }),
                 None => Ok(()),
@@ -467,10 +509,17 @@ impl Vm {
                         instance,
                         timeout: boot_timeout,
                         console: files.console(),
-                        tail: process::log_tail(&files.console(), 20),
+                        tail: console_summary(&files.console()),
                     })
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    // The control socket closes when QEMU exits: report the exit, which says why.
+                    for _ in 0..100 {
+                        qemu_died(lab)?;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    return Err(e.into());
+                }
             }
         }
         Ok(Vm {

@@ -1,18 +1,13 @@
 //! `miglab vm ...` and `miglab migrate`.
 
 use super::{CliError, MigrateArgs, VmCmd, VmName};
-use crate::migration::{self, MigrationOptions, Quiet};
+use crate::migration::{self, next_host, MigrationOptions, Quiet};
+use crate::readloop::{check_continuity, start_read_loop, write_hello, HELLO_FILE};
 use crate::topology::lab::Lab;
-use crate::topology::Host;
 use crate::vm::{Vm, VmError, VmRecord, VmSpec};
 use miglab_reports::{MigrationParams, MigrationRecord, Outcome};
-use miglab_workloads::control::{Command, Status};
 use std::process::ExitCode;
 use std::time::Duration;
-
-/// The file the seed's read loop reads, relative to CephFS's root, and what it holds.
-pub const HELLO_FILE: &str = "miglab/hello";
-pub const HELLO_TEXT: &str = "Hello world\n";
 
 const AGENT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -37,30 +32,6 @@ fn current(lab: &Lab, vm: &str) -> Result<VmRecord, CliError> {
         .ok_or_else(|| VmError::NoVm(vm.into()).into())
 }
 
-/// Writes the read loop's file through `host`'s CephFS mount.
-pub fn write_hello(host: &dyn Host) -> Result<(), VmError> {
-    let path = host.mount_point().join(HELLO_FILE);
-    let io = |what: &str| {
-        let what = format!("{what} {}", path.display());
-        move |source| VmError::Io { what, source }
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io("create the directory of"))?;
-    }
-    std::fs::write(&path, HELLO_TEXT).map_err(io("write"))
-}
-
-/// Starts the seed's read loop in the guest.
-pub async fn start_read_loop(vm: &mut Vm) -> Result<(), VmError> {
-    let cmd = Command::ReadLoop {
-        path: HELLO_FILE.into(),
-        expect: Some(HELLO_TEXT.into()),
-        pause_us: 0,
-    };
-    vm.control.request(cmd, AGENT_TIMEOUT).await?;
-    Ok(())
-}
-
 pub(super) fn vm_cmd(cmd: VmCmd) -> Result<ExitCode, CliError> {
     match cmd {
         VmCmd::Up {
@@ -71,6 +42,7 @@ pub(super) fn vm_cmd(cmd: VmCmd) -> Result<ExitCode, CliError> {
             accel,
             fs_cache,
             cmdline,
+            virtiofsd_args,
             no_workload,
             boot_timeout,
         } => {
@@ -87,6 +59,7 @@ pub(super) fn vm_cmd(cmd: VmCmd) -> Result<ExitCode, CliError> {
                 cmdline_extra: cmdline,
                 bzimage: false,
                 boot_timeout_ms: boot_timeout * 1000,
+                virtiofsd_args,
             };
             runtime()?.block_on(async {
                 let mut v = match Vm::start(&lab, &spec, &host, 0, false).await {
@@ -171,37 +144,6 @@ async fn stop_all(lab: &Lab, vm: &str) {
             }
         }
     }
-}
-
-/// The host after `from` in the lab's order (c1 → c2 → c1 with two hosts).
-pub fn next_host(hosts: &[String], from: &str) -> String {
-    let i = hosts.iter().position(|h| h == from).unwrap_or(0);
-    hosts[(i + 1) % hosts.len()].clone()
-}
-
-/// The guest's read loop across one hop: it must have gone on, without errors, in the same
-/// boot.
-pub fn check_continuity(before: &Status, after: &Status) -> Result<(), String> {
-    if after.boot_id != before.boot_id {
-        return Err(format!(
-            "the guest rebooted (boot id {} became {})",
-            before.boot_id, after.boot_id
-        ));
-    }
-    if after.ops <= before.ops {
-        return Err(format!(
-            "the read loop made no progress ({} reads before, {} after)",
-            before.ops, after.ops
-        ));
-    }
-    if after.errors != before.errors {
-        return Err(format!(
-            "the read loop had {} errors during the hop: {}",
-            after.errors - before.errors,
-            after.last_error.as_deref().unwrap_or("?")
-        ));
-    }
-    Ok(())
 }
 
 pub(super) fn migrate_cmd(m: MigrateArgs) -> Result<ExitCode, CliError> {
@@ -334,38 +276,4 @@ pub fn hop_row(
             Err(e) => format!("BROKEN: {e}"),
         }
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hops_ping_pong_between_hosts() {
-        let hosts = vec!["c1".to_string(), "c2".to_string()];
-        assert_eq!(next_host(&hosts, "c1"), "c2");
-        assert_eq!(next_host(&hosts, "c2"), "c1");
-        let three = vec!["c1".to_string(), "c2".to_string(), "c3".to_string()];
-        assert_eq!(next_host(&three, "c3"), "c1");
-    }
-
-    #[test]
-    fn continuity_needs_progress_no_errors_and_the_same_boot() {
-        let s = |boot: &str, ops, errors| Status {
-            boot_id: boot.into(),
-            ops,
-            errors,
-            ..Status::default()
-        };
-        assert!(check_continuity(&s("a", 10, 0), &s("a", 20, 0)).is_ok());
-        assert!(check_continuity(&s("a", 10, 0), &s("a", 10, 0))
-            .expect_err("stalled")
-            .contains("no progress"));
-        assert!(check_continuity(&s("a", 10, 0), &s("a", 20, 1))
-            .expect_err("errors")
-            .contains("1 errors"));
-        assert!(check_continuity(&s("a", 10, 0), &s("b", 20, 0))
-            .expect_err("reboot")
-            .contains("rebooted"));
-    }
 }

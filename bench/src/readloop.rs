@@ -1,0 +1,91 @@
+//! The seed's workload, driven from the host: a file on CephFS that the guest reads in a loop,
+//! and the check that the loop went on across a migration.
+
+use crate::topology::Host;
+use crate::vm::{Vm, VmError};
+use miglab_workloads::control::{Command, Status};
+use std::time::Duration;
+
+/// The file the read loop reads, relative to CephFS's root, and what it holds.
+pub const HELLO_FILE: &str = "miglab/hello";
+pub const HELLO_TEXT: &str = "Hello world\n";
+
+const AGENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Writes the read loop's file through `host`'s CephFS mount.
+pub fn write_hello(host: &dyn Host) -> Result<(), VmError> {
+    let path = host.mount_point().join(HELLO_FILE);
+    let io = |what: &str| {
+        let what = format!("{what} {}", path.display());
+        move |source| VmError::Io { what, source }
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io("create the directory of"))?;
+    }
+    std::fs::write(&path, HELLO_TEXT).map_err(io("write"))
+}
+
+/// Starts the read loop in the guest.
+pub async fn start_read_loop(vm: &mut Vm) -> Result<(), VmError> {
+    let cmd = Command::ReadLoop {
+        path: HELLO_FILE.into(),
+        expect: Some(HELLO_TEXT.into()),
+        pause_us: 0,
+    };
+    vm.control.request(cmd, AGENT_TIMEOUT).await?;
+    Ok(())
+}
+
+/// The read loop's counters, now.
+pub async fn status(vm: &mut Vm) -> Result<Status, VmError> {
+    Ok(vm.control.status(AGENT_TIMEOUT).await?)
+}
+
+/// The read loop across a hop: it must have gone on, without errors, in the same boot.
+pub fn check_continuity(before: &Status, after: &Status) -> Result<(), String> {
+    if after.boot_id != before.boot_id {
+        return Err(format!(
+            "the guest rebooted (boot id {} became {})",
+            before.boot_id, after.boot_id
+        ));
+    }
+    if after.ops <= before.ops {
+        return Err(format!(
+            "the read loop made no progress ({} reads before, {} after)",
+            before.ops, after.ops
+        ));
+    }
+    if after.errors != before.errors {
+        return Err(format!(
+            "the read loop had {} errors: {}",
+            after.errors - before.errors,
+            after.last_error.as_deref().unwrap_or("?")
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continuity_needs_progress_no_errors_and_the_same_boot() {
+        let s = |boot: &str, ops, errors| Status {
+            boot_id: boot.into(),
+            ops,
+            errors,
+            ..Status::default()
+        };
+        assert!(check_continuity(&s("a", 10, 0), &s("a", 20, 0)).is_ok());
+        assert!(check_continuity(&s("a", 10, 0), &s("a", 10, 0))
+            .expect_err("stalled")
+            .contains("no progress"));
+        assert!(check_continuity(&s("a", 10, 0), &s("a", 20, 1))
+            .expect_err("errors")
+            .contains("1 errors"));
+        assert!(check_continuity(&s("a", 10, 0), &s("b", 20, 0))
+            .expect_err("reboot")
+            .contains("rebooted"));
+    }
+}
