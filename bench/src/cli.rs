@@ -80,6 +80,28 @@ pub enum Cmd {
     },
     /// Live-migrate a VM between the lab's hosts, hop after hop, and print each hop's figures.
     Migrate(MigrateArgs),
+    /// Figures: measured on the real lab, printed, never asserted.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCmd {
+    /// QEMU start → agent hello, over several boots on a host of a running lab.
+    Boot {
+        #[command(flatten)]
+        vm: VmName,
+        #[arg(long, default_value = "c1")]
+        host: String,
+        #[arg(long, default_value_t = 5)]
+        count: u32,
+        #[arg(long, value_enum, default_value_t = AccelWish::Auto)]
+        accel: AccelWish,
+        #[arg(long, default_value_t = 512)]
+        memory_mib: u64,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -164,6 +186,12 @@ pub enum ImageCmd {
         /// The static guest agent [default: built from the source tree].
         #[arg(long)]
         agent: Option<PathBuf>,
+        /// How the initramfs is stored.
+        #[arg(long, value_enum, default_value_t = crate::image::Compression::None)]
+        compress: crate::image::Compression,
+        /// Leave busybox out (it is there only for debugging: `--cmdline rdinit=/bin/sh`).
+        #[arg(long)]
+        no_busybox: bool,
     },
     /// Show the current image.
     Show,
@@ -301,5 +329,6 @@ fn dispatch(args: Args) -> Result<ExitCode, CliError> {
         Cmd::Image { command } => Ok(image::image_cmd(command)?),
         Cmd::Vm { command } => vm::vm_cmd(command),
         Cmd::Migrate(m) => vm::migrate_cmd(m),
+        Cmd::Bench { command } => vm::bench_cmd(command),
     }
 }

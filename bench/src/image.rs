@@ -18,7 +18,17 @@ use std::time::Instant;
 use thiserror::Error;
 
 /// Bump when the image layout changes, so old cached images are not reused.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
+
+/// How the initramfs is stored. Uncompressed is the default: the guest unpacks it under TCG,
+/// where gunzip of ~4 MiB cost ~100 ms of boot (1.95 s → 1.85 s measured).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    None,
+    Gzip,
+}
 
 /// The modules the guest needs; their dependencies are added.
 pub const GUEST_MODULES: &[&str] = &["virtio_pci", "virtio_console", "virtiofs"];
@@ -73,6 +83,7 @@ pub struct Manifest {
     pub modules: Vec<String>,
     pub agent_sha256: String,
     pub busybox: Option<String>,
+    pub compression: Compression,
     pub vmlinux_bytes: u64,
     pub initramfs_bytes: u64,
     pub build_ms: u64,
@@ -122,6 +133,7 @@ pub struct ImageInputs {
     pub agent: PathBuf,
     /// A static busybox, if one is to be included.
     pub busybox: Option<PathBuf>,
+    pub compression: Compression,
 }
 
 impl ImageInputs {
@@ -131,6 +143,7 @@ impl ImageInputs {
             kernel_package: paths::guest_kernel_dir(),
             agent,
             busybox: paths::find_tool("busybox"),
+            compression: Compression::default(),
         }
     }
 }
@@ -185,6 +198,7 @@ pub fn build(inputs: &ImageInputs, cache: &Path) -> Result<(GuestImage, bool), I
     }
     h.update(&agent);
     h.update(busybox.as_deref().unwrap_or_default());
+    h.update([inputs.compression as u8]);
     let key = hex(&h.finalize())[..16].to_string();
 
     let images = cache.join("images");
@@ -204,8 +218,13 @@ pub fn build(inputs: &ImageInputs, cache: &Path) -> Result<(GuestImage, bool), I
     std::fs::write(tmp.join("vmlinux"), &vmlinux).map_err(io("write vmlinux"))?;
     std::fs::write(tmp.join("bzImage"), &bz).map_err(io("write bzImage"))?;
 
-    let initramfs = initramfs(&module_bytes, &agent, busybox.as_deref())
-        .map_err(io("assemble the initramfs"))?;
+    let initramfs = initramfs(
+        &module_bytes,
+        &agent,
+        busybox.as_deref(),
+        inputs.compression,
+    )
+    .map_err(io("assemble the initramfs"))?;
     std::fs::write(tmp.join("initramfs.img"), &initramfs).map_err(io("write the initramfs"))?;
 
     let manifest = Manifest {
@@ -216,6 +235,7 @@ pub fn build(inputs: &ImageInputs, cache: &Path) -> Result<(GuestImage, bool), I
         modules: module_bytes.iter().map(|(n, _)| n.clone()).collect(),
         agent_sha256: sha256(&agent),
         busybox: inputs.busybox.as_ref().map(|p| p.display().to_string()),
+        compression: inputs.compression,
         vmlinux_bytes: vmlinux.len() as u64,
         initramfs_bytes: initramfs.len() as u64,
         build_ms: start.elapsed().as_millis() as u64,
@@ -237,15 +257,14 @@ fn point_current(images: &Path, key: &str) -> Result<(), ImageError> {
     std::fs::rename(&tmp, images.join("current")).map_err(io("link the current image"))
 }
 
-/// The initramfs: a gzip'd newc cpio archive.
+/// The initramfs: a newc cpio archive, compressed or not.
 pub fn initramfs(
     modules: &[(String, Vec<u8>)],
     agent: &[u8],
     busybox: Option<&[u8]>,
+    compression: Compression,
 ) -> std::io::Result<Vec<u8>> {
-    // Fast compression: the guest decompresses under TCG, where every cycle shows.
-    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    let mut w = cpio::CpioWriter::new(gz);
+    let mut w = cpio::CpioWriter::new(Vec::new());
     for d in [
         "/dev",
         "/proc",
@@ -278,7 +297,15 @@ pub fn initramfs(
             w.symlink(&format!("/bin/{a}"), "busybox")?;
         }
     }
-    w.finish()?.finish()
+    let raw = w.finish()?;
+    match compression {
+        Compression::None => Ok(raw),
+        Compression::Gzip => {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gz.write_all(&raw)?;
+            gz.finish()
+        }
+    }
 }
 
 /// The source tree this miglab was built from, if it is still there.
@@ -336,10 +363,13 @@ mod tests {
             ("virtio".to_string(), b"m1".to_vec()),
             ("virtiofs".to_string(), b"m2".to_vec()),
         ];
-        let gz = initramfs(&mods, b"\x7fELF agent", Some(b"bb")).expect("build");
+        let gz = initramfs(&mods, b"\x7fELF agent", Some(b"bb"), Compression::Gzip).expect("build");
         let mut raw = Vec::new();
         std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut raw)
             .expect("gunzip");
+        let plain =
+            initramfs(&mods, b"\x7fELF agent", Some(b"bb"), Compression::None).expect("build");
+        assert_eq!(plain, raw, "gzip only compresses");
         let text = String::from_utf8_lossy(&raw);
         for name in [
             "init",

@@ -48,7 +48,7 @@ impl Command {
 }
 
 /// What the agent knows about itself, sent once it has booted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Hello {
     pub agent_version: String,
     /// `uname -r` of the guest.

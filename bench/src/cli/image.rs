@@ -7,7 +7,11 @@ use std::process::ExitCode;
 
 pub(super) fn image_cmd(cmd: ImageCmd) -> Result<ExitCode, ImageError> {
     match cmd {
-        ImageCmd::Build { agent } => {
+        ImageCmd::Build {
+            agent,
+            compress,
+            no_busybox,
+        } => {
             let agent = match agent {
                 Some(a) => a,
                 None => {
@@ -16,7 +20,12 @@ pub(super) fn image_cmd(cmd: ImageCmd) -> Result<ExitCode, ImageError> {
                     image::build_agent(&tree)?
                 }
             };
-            let (img, reused) = image::build(&ImageInputs::defaults(agent), &paths::cache())?;
+            let mut inputs = ImageInputs::defaults(agent);
+            inputs.compression = compress;
+            if no_busybox {
+                inputs.busybox = None;
+            }
+            let (img, reused) = image::build(&inputs, &paths::cache())?;
             print_image(&img, if reused { "reused" } else { "built" });
             Ok(ExitCode::SUCCESS)
         }

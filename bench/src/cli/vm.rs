@@ -1,6 +1,6 @@
 //! `miglab vm ...` and `miglab migrate`.
 
-use super::{CliError, MigrateArgs, VmCmd, VmName};
+use super::{BenchCmd, CliError, MigrateArgs, VmCmd, VmName};
 use crate::migration::{self, next_host, MigrationOptions, Quiet};
 use crate::readloop::{check_continuity, start_read_loop, write_hello, HELLO_FILE};
 use crate::topology::lab::Lab;
@@ -276,4 +276,58 @@ pub fn hop_row(
             Err(e) => format!("BROKEN: {e}"),
         }
     )
+}
+
+pub(super) fn bench_cmd(cmd: BenchCmd) -> Result<ExitCode, CliError> {
+    match cmd {
+        BenchCmd::Boot {
+            vm,
+            host,
+            count,
+            accel,
+            memory_mib,
+        } => {
+            let lab = open_lab(&vm)?;
+            let name = format!("{}-boot", vm.vm);
+            let spec = VmSpec {
+                accel: accel.resolve(),
+                memory_mib,
+                ..VmSpec::new(&name)
+            };
+            let image = crate::image::GuestImage::current(&crate::paths::cache())?;
+            println!(
+                "boot: QEMU start → agent hello, {} MiB, {} on {host}, image {} (kernel {}, initramfs {:?} {:.1} MiB)",
+                spec.memory_mib,
+                spec.accel,
+                image.manifest.key,
+                image.manifest.kernel_release,
+                image.manifest.compression,
+                image.manifest.initramfs_bytes as f64 / 1048576.0
+            );
+            let mut ms = Vec::new();
+            runtime()?.block_on(async {
+                for i in 1..=count {
+                    let v = Vm::start(&lab, &spec, &host, i, false).await?;
+                    let boot = v.boot_ms.unwrap_or_default();
+                    let h = v.hello.clone().unwrap_or_default();
+                    println!(
+                        "  boot {i}: {boot:>6.0} ms  (guest uptime at hello {} ms, modules {} ms)",
+                        h.uptime_ms, h.modules_ms
+                    );
+                    ms.push(boot);
+                    v.stop(&lab).await?;
+                }
+                Ok::<(), CliError>(())
+            })?;
+            ms.sort_by(f64::total_cmp);
+            let median = ms[ms.len() / 2];
+            println!(
+                "median {median:.0} ms, min {:.0} ms, max {:.0} ms over {} boots",
+                ms[0],
+                ms[ms.len() - 1],
+                ms.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
