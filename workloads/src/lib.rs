@@ -5,4 +5,8 @@
 //! This crate knows nothing of QEMU or Ceph: the host side only needs [`control`].
 
 pub mod control;
+pub mod engine;
+pub mod job;
 pub mod readloop;
+pub mod record;
+pub mod verify;
