@@ -38,32 +38,23 @@ pub fn choose(cpuinfo: &str, kvm_openable: bool) -> AccelChoice {
         .unwrap_or_default();
     let hw = flags.iter().find(|f| **f == "vmx" || **f == "svm");
     match (kvm_openable, hw) {
-        (true, Some(flag)) => AccelChoice {
-            accel: Accel::Kvm,
-            reason: format!("/dev/kvm usable and the CPU has {flag}"),
-        },
+        (true, Some(flag)) => {
+            AccelChoice { accel: Accel::Kvm, reason: format!("/dev/kvm usable and the CPU has {flag}") }
+        }
         (true, None) => AccelChoice {
             accel: Accel::Tcg,
-            reason:
-                "/dev/kvm exists but the CPU has neither vmx nor svm (a PVM host): a stock guest \
+            reason: "/dev/kvm exists but the CPU has neither vmx nor svm (a PVM host): a stock guest \
                      kernel cannot run under it"
-                    .into(),
+                .into(),
         },
-        (false, _) => AccelChoice {
-            accel: Accel::Tcg,
-            reason: "/dev/kvm cannot be opened".into(),
-        },
+        (false, _) => AccelChoice { accel: Accel::Tcg, reason: "/dev/kvm cannot be opened".into() },
     }
 }
 
 /// The choice for this machine.
 pub fn detect() -> AccelChoice {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let kvm = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok();
+    let kvm = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
     choose(&cpuinfo, kvm)
 }
 

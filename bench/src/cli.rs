@@ -312,18 +312,11 @@ fn dispatch(args: Args) -> Result<ExitCode, CliError> {
         Cmd::Doctor { json } => {
             let report = doctor::run();
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                );
+                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
             } else {
                 println!("{report}");
             }
-            Ok(if report.lab_can_run() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(if report.lab_can_run() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Cmd::Lab { command } => Ok(lab::lab_cmd(command)?),
         Cmd::Image { command } => Ok(image::image_cmd(command)?),

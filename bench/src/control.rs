@@ -12,24 +12,15 @@ use tokio::net::UnixStream;
 #[derive(Debug, Error)]
 pub enum ControlError {
     #[error("could not connect to the control port {path}: {source}")]
-    Connect {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Connect { path: PathBuf, source: std::io::Error },
     #[error("the control port closed")]
     Closed,
     #[error("the agent did not answer `{command}` within {timeout:.1?}")]
-    TimedOut {
-        command: &'static str,
-        timeout: Duration,
-    },
+    TimedOut { command: &'static str, timeout: Duration },
     #[error("the agent sent something unreadable: {0}")]
     Protocol(String),
     #[error("the agent refused `{command}`: {error}")]
-    Refused {
-        command: &'static str,
-        error: String,
-    },
+    Refused { command: &'static str, error: String },
     #[error("control port I/O: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -46,16 +37,9 @@ impl Control {
     pub async fn connect(path: &Path) -> Result<Self, ControlError> {
         let s = UnixStream::connect(path)
             .await
-            .map_err(|source| ControlError::Connect {
-                path: path.into(),
-                source,
-            })?;
+            .map_err(|source| ControlError::Connect { path: path.into(), source })?;
         let (r, w) = s.into_split();
-        Ok(Self {
-            lines: BufReader::new(r).lines(),
-            write: w,
-            hello: None,
-        })
+        Ok(Self { lines: BufReader::new(r).lines(), write: w, hello: None })
     }
 
     async fn send(&mut self, cmd: &Command) -> Result<(), ControlError> {
@@ -63,11 +47,7 @@ impl Control {
         Ok(())
     }
 
-    async fn receive(
-        &mut self,
-        command: &'static str,
-        timeout: Duration,
-    ) -> Result<Message, ControlError> {
+    async fn receive(&mut self, command: &'static str, timeout: Duration) -> Result<Message, ControlError> {
         let line = tokio::time::timeout(timeout, self.lines.next_line())
             .await
             .map_err(|_| ControlError::TimedOut { command, timeout })??
@@ -77,11 +57,7 @@ impl Control {
 
     /// Waits for the agent's hello, asking for it every `ping` (the unsolicited one may have
     /// been sent before anyone listened).
-    pub async fn wait_hello(
-        &mut self,
-        timeout: Duration,
-        ping: Duration,
-    ) -> Result<Hello, ControlError> {
+    pub async fn wait_hello(&mut self, timeout: Duration, ping: Duration) -> Result<Hello, ControlError> {
         if let Some(h) = self.hello.take() {
             return Ok(h);
         }
@@ -89,10 +65,7 @@ impl Control {
         loop {
             let left = timeout.saturating_sub(start.elapsed());
             if left.is_zero() {
-                return Err(ControlError::TimedOut {
-                    command: "hello",
-                    timeout,
-                });
+                return Err(ControlError::TimedOut { command: "hello", timeout });
             }
             match self.receive("hello", ping.min(left)).await {
                 Ok(Message::Hello(h)) => return Ok(h),
@@ -103,22 +76,13 @@ impl Control {
     }
 
     /// Sends a command and returns its answer (hellos in between are kept aside).
-    pub async fn request(
-        &mut self,
-        cmd: Command,
-        timeout: Duration,
-    ) -> Result<Message, ControlError> {
+    pub async fn request(&mut self, cmd: Command, timeout: Duration) -> Result<Message, ControlError> {
         let name = cmd.name();
         self.send(&cmd).await?;
         loop {
             match self.receive(name, timeout).await? {
                 Message::Hello(h) if name != "hello" => self.hello = Some(h),
-                Message::Error { error, .. } => {
-                    return Err(ControlError::Refused {
-                        command: name,
-                        error,
-                    })
-                }
+                Message::Error { error, .. } => return Err(ControlError::Refused { command: name, error }),
                 m => return Ok(m),
             }
         }
@@ -127,9 +91,7 @@ impl Control {
     pub async fn status(&mut self, timeout: Duration) -> Result<Status, ControlError> {
         match self.request(Command::Status, timeout).await? {
             Message::Status(s) => Ok(s),
-            m => Err(ControlError::Protocol(format!(
-                "expected a status, got {m:?}"
-            ))),
+            m => Err(ControlError::Protocol(format!("expected a status, got {m:?}"))),
         }
     }
 }

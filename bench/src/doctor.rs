@@ -39,28 +39,14 @@ pub struct Report {
 impl Report {
     /// Whether a lab can run here.
     pub fn lab_can_run(&self) -> bool {
-        self.checks
-            .iter()
-            .all(|c| !c.required || c.verdict == Verdict::Ok)
+        self.checks.iter().all(|c| !c.required || c.verdict == Verdict::Ok)
     }
 }
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let w = self
-            .checks
-            .iter()
-            .map(|c| c.name.len())
-            .max()
-            .unwrap_or(5)
-            .max(5);
-        let fw = self
-            .checks
-            .iter()
-            .map(|c| c.found.len())
-            .max()
-            .unwrap_or(5)
-            .clamp(5, 60);
+        let w = self.checks.iter().map(|c| c.name.len()).max().unwrap_or(5).max(5);
+        let fw = self.checks.iter().map(|c| c.found.len()).max().unwrap_or(5).clamp(5, 60);
         writeln!(f, "{:<w$}  {:<7}  {:<fw$}  fix", "check", "status", "found")?;
         for c in &self.checks {
             let status = match (c.verdict, c.required) {
@@ -68,11 +54,7 @@ impl fmt::Display for Report {
                 (Verdict::Missing, true) => "MISSING",
                 (Verdict::Missing, false) | (Verdict::Warn, _) => "warn",
             };
-            let fix = if c.verdict == Verdict::Ok {
-                ""
-            } else {
-                c.fix.as_str()
-            };
+            let fix = if c.verdict == Verdict::Ok { "" } else { c.fix.as_str() };
             let found: String = c.found.chars().take(fw).collect();
             writeln!(f, "{:<w$}  {:<7}  {:<fw$}  {}", c.name, status, found, fix)?;
         }
@@ -89,44 +71,26 @@ fn check(name: &str, required: bool, result: Result<String, String>, fix: &str) 
         Ok(found) => (Verdict::Ok, found),
         Err(found) => (Verdict::Missing, found),
     };
-    Check {
-        name: name.into(),
-        verdict,
-        found,
-        fix: fix.into(),
-        required,
-    }
+    Check { name: name.into(), verdict, found, fix: fix.into(), required }
 }
 
 /// `X.Y` of the first version-looking word after `prefix` in `text`.
 pub fn parse_version(text: &str, prefix: &str) -> Option<(u32, u32)> {
     let rest = &text[text.find(prefix)? + prefix.len()..];
     let word = rest.split_whitespace().next()?;
-    let mut it = word
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty());
+    let mut it = word.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty());
     Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
 }
 
-fn tool_version(
-    tool: &str,
-    arg: &str,
-    prefix: &str,
-    min: Option<(u32, u32)>,
-) -> Result<String, String> {
+fn tool_version(tool: &str, arg: &str, prefix: &str, min: Option<(u32, u32)>) -> Result<String, String> {
     let path = paths::find_tool(tool).ok_or_else(|| "not found".to_string())?;
     let out = run_tool(Command::new(&path).arg(arg), T).map_err(|e| e.to_string())?;
     let text = format!("{}{}", out.stdout, out.stderr);
     let v = parse_version(&text, prefix);
     match (v, min) {
-        (Some(v), Some(m)) if v < m => Err(format!(
-            "{}.{} at {} (need >= {}.{})",
-            v.0,
-            v.1,
-            path.display(),
-            m.0,
-            m.1
-        )),
+        (Some(v), Some(m)) if v < m => {
+            Err(format!("{}.{} at {} (need >= {}.{})", v.0, v.1, path.display(), m.0, m.1))
+        }
         (Some(v), _) => Ok(format!("{}.{} at {}", v.0, v.1, path.display())),
         (None, Some(_)) => Err(format!("unknown version at {}", path.display())),
         (None, None) => Ok(path.display().to_string()),
@@ -134,9 +98,7 @@ fn tool_version(
 }
 
 fn present(tool: &str) -> Result<String, String> {
-    paths::find_tool(tool)
-        .map(|p| p.display().to_string())
-        .ok_or_else(|| "not found".into())
+    paths::find_tool(tool).map(|p| p.display().to_string()).ok_or_else(|| "not found".into())
 }
 
 /// A scratch network namespace for the netns/tbf/netem probes, removed on drop.
@@ -145,44 +107,28 @@ struct ScratchNs(String);
 impl ScratchNs {
     fn new() -> Result<Self, String> {
         let name = format!("miglab-doctor-{}", std::process::id());
-        run_tool(
-            Command::new(paths::tool("ip")).args(["netns", "add", &name]),
-            T,
-        )
-        .map_err(|e| e.to_string())?;
+        run_tool(Command::new(paths::tool("ip")).args(["netns", "add", &name]), T)
+            .map_err(|e| e.to_string())?;
         let ns = ScratchNs(name);
         // veth, not dummy: the dummy module is not in every kernel (it is not here).
         ns.ip(&["link", "add", "d0", "type", "veth", "peer", "name", "d1"])?;
         Ok(ns)
     }
     fn ip(&self, args: &[&str]) -> Result<(), String> {
-        run_tool(
-            Command::new(paths::tool("ip"))
-                .args(["-n", &self.0])
-                .args(args),
-            T,
-        )
-        .map(drop)
-        .map_err(|e| e.to_string())
+        run_tool(Command::new(paths::tool("ip")).args(["-n", &self.0]).args(args), T)
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
     fn tc(&self, args: &[&str]) -> Result<(), String> {
-        run_tool(
-            Command::new(paths::tool("tc"))
-                .args(["-n", &self.0])
-                .args(args),
-            T,
-        )
-        .map(drop)
-        .map_err(|e| e.to_string())
+        run_tool(Command::new(paths::tool("tc")).args(["-n", &self.0]).args(args), T)
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 }
 
 impl Drop for ScratchNs {
     fn drop(&mut self) {
-        let _ = run_tool(
-            Command::new(paths::tool("ip")).args(["netns", "del", &self.0]),
-            T,
-        );
+        let _ = run_tool(Command::new(paths::tool("ip")).args(["netns", "del", &self.0]), T);
     }
 }
 
@@ -193,11 +139,7 @@ pub fn run() -> Report {
     checks.push(check(
         "root",
         true,
-        if root {
-            Ok("uid 0".into())
-        } else {
-            Err(format!("uid {}", nix::unistd::geteuid()))
-        },
+        if root { Ok("uid 0".into()) } else { Err(format!("uid {}", nix::unistd::geteuid())) },
         "run miglab as root (namespaces, mounts)",
     ));
     let setup = "run `ci/setup` as root";
@@ -213,20 +155,8 @@ pub fn run() -> Report {
         tool_version("virtiofsd", "--version", "virtiofsd", Some(VIRTIOFSD_MIN)),
         "`ci/setup` builds virtiofsd 1.14.0 into /opt/miglab/bin (cargo install --locked)",
     ));
-    checks.push(check(
-        "ceph",
-        true,
-        tool_version("ceph-mon", "--version", "ceph version", None),
-        setup,
-    ));
-    for t in [
-        "ceph-mgr",
-        "ceph-osd",
-        "ceph-mds",
-        "ceph-fuse",
-        "ceph",
-        "monmaptool",
-    ] {
+    checks.push(check("ceph", true, tool_version("ceph-mon", "--version", "ceph version", None), setup));
+    for t in ["ceph-mgr", "ceph-osd", "ceph-mds", "ceph-fuse", "ceph", "monmaptool"] {
         checks.push(check(t, true, present(t), setup));
     }
     let py = paths::system_python();
@@ -241,18 +171,8 @@ pub fn run() -> Report {
     for t in ["ip", "tc", "nft"] {
         checks.push(check(t, true, present(t), setup));
     }
-    checks.push(check(
-        "busybox",
-        false,
-        present("busybox"),
-        "apt-get install busybox-static (guest image)",
-    ));
-    checks.push(check(
-        "fio",
-        false,
-        present("fio"),
-        "apt-get install fio (storage baselines)",
-    ));
+    checks.push(check("busybox", false, present("busybox"), "apt-get install busybox-static (guest image)"));
+    checks.push(check("fio", false, present("fio"), "apt-get install fio (storage baselines)"));
     checks.push(check(
         "fuse",
         true,
@@ -264,23 +184,16 @@ pub fn run() -> Report {
         "modprobe fuse",
     ));
 
-    let ns = if root {
-        ScratchNs::new()
-    } else {
-        Err("needs root".into())
-    };
+    let ns = if root { ScratchNs::new() } else { Err("needs root".into()) };
     checks.push(check(
         "netns",
         true,
-        ns.as_ref()
-            .map(|_| "ip netns add works".to_string())
-            .map_err(|e| e.clone()),
+        ns.as_ref().map(|_| "ip netns add works".to_string()).map_err(|e| e.clone()),
         "network namespaces and veth need root and CONFIG_NET_NS",
     ));
     let tbf = match &ns {
         Ok(ns) => ns.tc(&[
-            "qdisc", "add", "dev", "d0", "root", "tbf", "rate", "1mbit", "burst", "32k", "latency",
-            "50ms",
+            "qdisc", "add", "dev", "d0", "root", "tbf", "rate", "1mbit", "burst", "32k", "latency", "50ms",
         ]),
         Err(e) => Err(e.clone()),
     };
@@ -291,17 +204,13 @@ pub fn run() -> Report {
         "the kernel needs sch_tbf (link shaping)",
     ));
     let netem = match &ns {
-        Ok(ns) => ns.tc(&[
-            "qdisc", "add", "dev", "d1", "root", "netem", "delay", "10ms",
-        ]),
+        Ok(ns) => ns.tc(&["qdisc", "add", "dev", "d1", "root", "netem", "delay", "10ms"]),
         Err(e) => Err(e.clone()),
     };
     let mut netem = check(
         "netem",
         false,
-        netem
-            .map(|_| "tc qdisc netem works".into())
-            .map_err(|_| "no sch_netem in this kernel".into()),
+        netem.map(|_| "tc qdisc netem works".into()).map_err(|_| "no sch_netem in this kernel".into()),
         "not needed: delay comes from Ceph's ms_inject_delay and miglab's TCP proxy",
     );
     if netem.verdict == Verdict::Missing {
@@ -313,20 +222,14 @@ pub fn run() -> Report {
     let a = accel::detect();
     checks.push(Check {
         name: "accelerator".into(),
-        verdict: if a.accel == accel::Accel::Kvm {
-            Verdict::Ok
-        } else {
-            Verdict::Warn
-        },
+        verdict: if a.accel == accel::Accel::Kvm { Verdict::Ok } else { Verdict::Warn },
         found: format!("{}: {}", a.accel, a.reason),
         fix: "guests run under TCG (slower boots and migrations; results record it)".into(),
         required: false,
     });
     let kernel = paths::guest_kernel_dir().join("boot");
     let k = std::fs::read_dir(&kernel).ok().and_then(|d| {
-        d.filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .find(|p| p.to_string_lossy().contains("vmlinuz"))
+        d.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| p.to_string_lossy().contains("vmlinuz"))
     });
     checks.push(check(
         "guest-kernel",
@@ -344,23 +247,14 @@ mod tests {
     #[test]
     fn versions_are_read_from_real_banners() {
         assert_eq!(
-            parse_version(
-                "QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)",
-                "version"
-            ),
+            parse_version("QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)", "version"),
             Some((10, 0))
         );
         assert_eq!(
-            parse_version(
-                "QEMU emulator version 7.2.15 (Debian 1:7.2+dfsg-7)",
-                "version"
-            ),
+            parse_version("QEMU emulator version 7.2.15 (Debian 1:7.2+dfsg-7)", "version"),
             Some((7, 2))
         );
-        assert_eq!(
-            parse_version("virtiofsd 1.14.0", "virtiofsd"),
-            Some((1, 14))
-        );
+        assert_eq!(parse_version("virtiofsd 1.14.0", "virtiofsd"), Some((1, 14)));
         assert_eq!(
             parse_version(
                 "ceph version 16.2.15 (618f440892089921c3e944a991122ddc44e60516) pacific",
@@ -375,21 +269,11 @@ mod tests {
     #[test]
     fn a_missing_required_check_blocks_the_lab_but_a_warning_does_not() {
         let ok = |name: &str, required| check(name, required, Ok("x".into()), "");
-        let mut r = Report {
-            checks: vec![
-                ok("a", true),
-                check("netem", false, Err("no".into()), "fine"),
-            ],
-        };
+        let mut r = Report { checks: vec![ok("a", true), check("netem", false, Err("no".into()), "fine")] };
         assert!(r.lab_can_run());
-        r.checks
-            .push(check("ceph", true, Err("not found".into()), "run ci/setup"));
+        r.checks.push(check("ceph", true, Err("not found".into()), "run ci/setup"));
         assert!(!r.lab_can_run());
         let text = r.to_string();
-        assert!(
-            text.contains("MISSING")
-                && text.contains("run ci/setup")
-                && text.contains("cannot run")
-        );
+        assert!(text.contains("MISSING") && text.contains("run ci/setup") && text.contains("cannot run"));
     }
 }

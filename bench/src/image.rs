@@ -34,35 +34,27 @@ pub enum Compression {
 pub const GUEST_MODULES: &[&str] = &["virtio_pci", "virtio_console", "virtiofs"];
 
 /// Applets linked to busybox in the image (for `rdinit=/bin/sh` debugging).
-const BUSYBOX_APPLETS: &[&str] = &[
-    "sh", "ls", "cat", "mount", "umount", "dmesg", "ps", "echo", "sleep", "poweroff",
-];
+const BUSYBOX_APPLETS: &[&str] =
+    &["sh", "ls", "cat", "mount", "umount", "dmesg", "ps", "echo", "sleep", "poweroff"];
 
 #[derive(Debug, Error)]
 pub enum ImageError {
     #[error("no guest kernel in {0}: run `ci/setup`, which downloads and unpacks the distribution's kernel package")]
     NoKernel(PathBuf),
-    #[error("no guest agent at {0}: build it with `miglab image build` from the source tree, or pass --agent")]
+    #[error(
+        "no guest agent at {0}: build it with `miglab image build` from the source tree, or pass --agent"
+    )]
     NoAgent(PathBuf),
     #[error("no guest image in {0}: run `miglab image build` (ci/setup does)")]
     NotBuilt(PathBuf),
     #[error("could not {what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
+    Io { what: String, source: std::io::Error },
     #[error("the guest kernel {path}: {source}")]
-    Kernel {
-        path: PathBuf,
-        source: kernel::KernelError,
-    },
+    Kernel { path: PathBuf, source: kernel::KernelError },
     #[error(transparent)]
     Kmod(#[from] kmod::KmodError),
     #[error("the image manifest {path} is damaged ({source}): run `miglab image build`")]
-    Manifest {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
+    Manifest { path: PathBuf, source: serde_json::Error },
     #[error("building the guest agent failed: {0}")]
     AgentBuild(String),
 }
@@ -113,12 +105,9 @@ impl GuestImage {
     pub fn current(cache: &Path) -> Result<Self, ImageError> {
         let dir = cache.join("images/current");
         let path = dir.join("manifest.json");
-        let text = std::fs::read_to_string(&path)
-            .map_err(|_| ImageError::NotBuilt(cache.join("images")))?;
-        let manifest = serde_json::from_str(&text).map_err(|source| ImageError::Manifest {
-            path: path.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(&path).map_err(|_| ImageError::NotBuilt(cache.join("images")))?;
+        let manifest = serde_json::from_str(&text)
+            .map_err(|source| ImageError::Manifest { path: path.clone(), source })?;
         let dir = std::fs::canonicalize(&dir).map_err(io(format!("resolve {}", dir.display())))?;
         Ok(Self { dir, manifest })
     }
@@ -163,8 +152,7 @@ fn find_kernel(pkg: &Path) -> Result<(String, PathBuf), ImageError> {
     rd.flatten()
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            name.strip_prefix("vmlinuz-")
-                .map(|r| (r.to_string(), e.path()))
+            name.strip_prefix("vmlinuz-").map(|r| (r.to_string(), e.path()))
         })
         .max()
         .ok_or_else(|| ImageError::NoKernel(pkg.to_path_buf()))
@@ -178,8 +166,7 @@ pub fn build(inputs: &ImageInputs, cache: &Path) -> Result<(GuestImage, bool), I
     let bz = std::fs::read(&bz_path).map_err(io(format!("read {}", bz_path.display())))?;
     let tree = kmod::ModuleTree::open(&inputs.kernel_package.join("lib/modules").join(&release))?;
     let modules = tree.resolve(GUEST_MODULES)?;
-    let agent =
-        std::fs::read(&inputs.agent).map_err(|_| ImageError::NoAgent(inputs.agent.clone()))?;
+    let agent = std::fs::read(&inputs.agent).map_err(|_| ImageError::NoAgent(inputs.agent.clone()))?;
     let busybox = match &inputs.busybox {
         Some(p) => Some(std::fs::read(p).map_err(io(format!("read {}", p.display())))?),
         None => None,
@@ -211,20 +198,13 @@ pub fn build(inputs: &ImageInputs, cache: &Path) -> Result<(GuestImage, bool), I
     let tmp = images.join(format!("{key}.tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(io(format!("create {}", tmp.display())))?;
-    let vmlinux = kernel::extract_vmlinux(&bz).map_err(|source| ImageError::Kernel {
-        path: bz_path.clone(),
-        source,
-    })?;
+    let vmlinux = kernel::extract_vmlinux(&bz)
+        .map_err(|source| ImageError::Kernel { path: bz_path.clone(), source })?;
     std::fs::write(tmp.join("vmlinux"), &vmlinux).map_err(io("write vmlinux"))?;
     std::fs::write(tmp.join("bzImage"), &bz).map_err(io("write bzImage"))?;
 
-    let initramfs = initramfs(
-        &module_bytes,
-        &agent,
-        busybox.as_deref(),
-        inputs.compression,
-    )
-    .map_err(io("assemble the initramfs"))?;
+    let initramfs = initramfs(&module_bytes, &agent, busybox.as_deref(), inputs.compression)
+        .map_err(io("assemble the initramfs"))?;
     std::fs::write(tmp.join("initramfs.img"), &initramfs).map_err(io("write the initramfs"))?;
 
     let manifest = Manifest {
@@ -310,47 +290,38 @@ pub fn initramfs(
 
 /// The source tree this miglab was built from, if it is still there.
 pub fn source_tree() -> Option<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()?
-        .to_path_buf();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?.to_path_buf();
     root.join("Cargo.toml").exists().then_some(root)
 }
 
 /// Builds the static guest agent from the source tree with cargo and returns its path.
 pub fn build_agent(tree: &Path) -> Result<PathBuf, ImageError> {
     let target = "x86_64-unknown-linux-gnu";
-    let out =
-        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-            .current_dir(tree)
-            .args([
-                "build",
-                "--release",
-                "--locked",
-                "-p",
-                "miglab-workloads",
-                "--bin",
-                "miglab-agent",
-                "--target",
-                target,
-            ])
-            // A separate target directory per triple keeps the host build's flags apart.
-            .env(
-                "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
-                "-C target-feature=+crt-static -C strip=symbols",
-            )
-            .output()
-            .map_err(|e| ImageError::AgentBuild(format!("could not run cargo: {e}")))?;
+    let out = std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .current_dir(tree)
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "miglab-workloads",
+            "--bin",
+            "miglab-agent",
+            "--target",
+            target,
+        ])
+        // A separate target directory per triple keeps the host build's flags apart.
+        .env(
+            "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+            "-C target-feature=+crt-static -C strip=symbols",
+        )
+        .output()
+        .map_err(|e| ImageError::AgentBuild(format!("could not run cargo: {e}")))?;
     if !out.status.success() {
         let _ = std::io::stderr().write_all(&out.stderr);
-        return Err(ImageError::AgentBuild(format!(
-            "cargo exited with {}",
-            out.status
-        )));
+        return Err(ImageError::AgentBuild(format!("cargo exited with {}", out.status)));
     }
-    Ok(tree
-        .join("target")
-        .join(target)
-        .join("release/miglab-agent"))
+    Ok(tree.join("target").join(target).join("release/miglab-agent"))
 }
 
 #[cfg(test)]
@@ -359,32 +330,19 @@ mod tests {
 
     #[test]
     fn the_initramfs_holds_init_modules_and_their_order() {
-        let mods = vec![
-            ("virtio".to_string(), b"m1".to_vec()),
-            ("virtiofs".to_string(), b"m2".to_vec()),
-        ];
+        let mods = vec![("virtio".to_string(), b"m1".to_vec()), ("virtiofs".to_string(), b"m2".to_vec())];
         let gz = initramfs(&mods, b"\x7fELF agent", Some(b"bb"), Compression::Gzip).expect("build");
         let mut raw = Vec::new();
-        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut raw)
-            .expect("gunzip");
-        let plain =
-            initramfs(&mods, b"\x7fELF agent", Some(b"bb"), Compression::None).expect("build");
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut raw).expect("gunzip");
+        let plain = initramfs(&mods, b"\x7fELF agent", Some(b"bb"), Compression::None).expect("build");
         assert_eq!(plain, raw, "gzip only compresses");
         let text = String::from_utf8_lossy(&raw);
-        for name in [
-            "init",
-            "dev/console",
-            "lib/modules/virtiofs.ko",
-            "etc/miglab/modules",
-            "bin/sh",
-            "mnt/cephfs",
-        ] {
+        for name in
+            ["init", "dev/console", "lib/modules/virtiofs.ko", "etc/miglab/modules", "bin/sh", "mnt/cephfs"]
+        {
             assert!(text.contains(&format!("{name}\0")), "{name} missing");
         }
-        assert!(
-            text.contains("/lib/modules/virtio.ko\n/lib/modules/virtiofs.ko\n"),
-            "load order"
-        );
+        assert!(text.contains("/lib/modules/virtio.ko\n/lib/modules/virtiofs.ko\n"), "load order");
         assert!(text.ends_with("TRAILER!!!\0\0\0\0") || text.contains("TRAILER!!!"));
     }
 }

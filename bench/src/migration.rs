@@ -81,26 +81,12 @@ fn status_str(s: &Option<qmp::MigrationStatus>) -> String {
 
 async fn set_capabilities(vm: &Vm, side: Side, multifd: bool) -> Result<(), MigrationError> {
     use qmp::{MigrationCapability as C, MigrationCapabilityStatus as S};
-    let mut caps = vec![
-        S {
-            capability: C::events,
-            state: true,
-        },
-        S {
-            capability: C::return_path,
-            state: true,
-        },
-    ];
+    let mut caps =
+        vec![S { capability: C::events, state: true }, S { capability: C::return_path, state: true }];
     if multifd {
-        caps.push(S {
-            capability: C::multifd,
-            state: true,
-        });
+        caps.push(S { capability: C::multifd, state: true });
     }
-    vm.qmp
-        .execute(qmp::migrate_set_capabilities { capabilities: caps })
-        .await
-        .map_err(qmp_err(side))?;
+    vm.qmp.execute(qmp::migrate_set_capabilities { capabilities: caps }).await.map_err(qmp_err(side))?;
     Ok(())
 }
 
@@ -118,15 +104,9 @@ async fn set_parameters(vm: &Vm, side: Side, p: &MigrationParams) -> Result<(), 
         v.insert("multifd-channels".into(), c.into());
     }
     let params: qmp::MigrateSetParameters = serde_json::from_value(v.into()).map_err(|e| {
-        qmp_err(side)(QmpError::Command {
-            command: "migrate-set-parameters",
-            error: e.to_string(),
-        })
+        qmp_err(side)(QmpError::Command { command: "migrate-set-parameters", error: e.to_string() })
     })?;
-    vm.qmp
-        .execute(qmp::migrate_set_parameters(params))
-        .await
-        .map_err(qmp_err(side))?;
+    vm.qmp.execute(qmp::migrate_set_parameters(params)).await.map_err(qmp_err(side))?;
     Ok(())
 }
 
@@ -143,20 +123,13 @@ impl Timeline {
         } else {
             -(self.t0.duration_since(s.at).as_secs_f64() * 1e3)
         };
-        let e = TimelineEvent {
-            t_ms,
-            side,
-            event,
-            detail,
-        };
+        let e = TimelineEvent { t_ms, side, event, detail };
         self.events.push(e.clone());
         e
     }
 
     fn saw(&self, side: Side, event: &str) -> bool {
-        self.events
-            .iter()
-            .any(|e| e.side == side && e.event == event)
+        self.events.iter().any(|e| e.side == side && e.event == event)
     }
 }
 
@@ -220,24 +193,14 @@ async fn drive(
     if multifd {
         set_parameters(dst, Side::Destination, &opts.params).await?;
     }
-    let addr = lab
-        .lab_host(&dst.record.host)
-        .map_err(VmError::from)?
-        .address();
+    let addr = lab.lab_host(&dst.record.host).map_err(VmError::from)?.address();
     let uri = format!("tcp:{addr}:{}", opts.port);
     dst.qmp
-        .execute(qmp::migrate_incoming {
-            uri: Some(uri.clone()),
-            channels: None,
-            exit_on_error: Some(false),
-        })
+        .execute(qmp::migrate_incoming { uri: Some(uri.clone()), channels: None, exit_on_error: Some(false) })
         .await
         .map_err(qmp_err(Side::Destination))?;
 
-    let mut tl = Timeline {
-        t0: Instant::now(),
-        events: Vec::new(),
-    };
+    let mut tl = Timeline { t0: Instant::now(), events: Vec::new() };
     for e in dst.qmp.drain_events() {
         tl.add(Side::Destination, &e);
     }
@@ -246,12 +209,7 @@ async fn drive(
     }
     tl.t0 = Instant::now();
     src.qmp
-        .execute(qmp::migrate {
-            uri: Some(uri),
-            channels: None,
-            detach: None,
-            resume: None,
-        })
+        .execute(qmp::migrate { uri: Some(uri), channels: None, detach: None, resume: None })
         .await
         .map_err(qmp_err(Side::Source))?;
 
@@ -270,11 +228,7 @@ async fn drive(
         }
         if last_poll.elapsed() >= opts.poll {
             last_poll = Instant::now();
-            let i = src
-                .qmp
-                .execute(qmp::query_migrate {})
-                .await
-                .map_err(qmp_err(Side::Source))?;
+            let i = src.qmp.execute(qmp::query_migrate {}).await.map_err(qmp_err(Side::Source))?;
             match status_str(&i.status).as_str() {
                 "completed" => {
                     info = Some(i);
@@ -297,18 +251,13 @@ async fn drive(
             let settle = Instant::now();
             while settle.elapsed() < Duration::from_secs(10) {
                 if let Ok(i) = src.qmp.execute(qmp::query_migrate {}).await {
-                    if matches!(
-                        status_str(&i.status).as_str(),
-                        "cancelled" | "failed" | "completed"
-                    ) {
+                    if matches!(status_str(&i.status).as_str(), "cancelled" | "failed" | "completed") {
                         break;
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            break Outcome::TimedOut {
-                after_ms: opts.timeout.as_millis() as u64,
-            };
+            break Outcome::TimedOut { after_ms: opts.timeout.as_millis() as u64 };
         }
     };
     // Wall time ends when the guest runs again: on the destination after success (its RESUME),
@@ -336,8 +285,7 @@ async fn drive(
         if Instant::now() >= settle_deadline {
             if outcome == Outcome::Completed {
                 outcome = Outcome::Failed {
-                    error: "the source completed but the destination never resumed the guest"
-                        .into(),
+                    error: "the source completed but the destination never resumed the guest".into(),
                 };
             }
             break;

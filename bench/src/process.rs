@@ -26,39 +26,15 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum ProcessError {
     #[error("could not open the log {path} for {name}: {source}")]
-    OpenLog {
-        name: String,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    OpenLog { name: String, path: PathBuf, source: std::io::Error },
     #[error("could not open the network namespace {path} for {name}: {source}")]
-    OpenNetns {
-        name: String,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    OpenNetns { name: String, path: PathBuf, source: std::io::Error },
     #[error("could not start {name} ({program}): {source}; `miglab doctor` lists what is missing")]
-    Spawn {
-        name: String,
-        program: String,
-        source: std::io::Error,
-    },
+    Spawn { name: String, program: String, source: std::io::Error },
     #[error("could not signal {name} (pid {pid}) with {signal}: {source}")]
-    Signal {
-        name: String,
-        pid: i32,
-        signal: Signal,
-        source: nix::Error,
-    },
-    #[error(
-        "{name} (pid {pid}) still runs after SIGKILL and {waited:.1?}: pids {survivors:?} linger"
-    )]
-    Lingering {
-        name: String,
-        pid: i32,
-        waited: Duration,
-        survivors: Vec<i32>,
-    },
+    Signal { name: String, pid: i32, signal: Signal, source: nix::Error },
+    #[error("{name} (pid {pid}) still runs after SIGKILL and {waited:.1?}: pids {survivors:?} linger")]
+    Lingering { name: String, pid: i32, waited: Duration, survivors: Vec<i32> },
 }
 
 /// What to run.
@@ -76,11 +52,7 @@ pub struct ProcessSpec {
 }
 
 impl ProcessSpec {
-    pub fn new(
-        name: impl Into<String>,
-        program: impl Into<PathBuf>,
-        log: impl Into<PathBuf>,
-    ) -> Self {
+    pub fn new(name: impl Into<String>, program: impl Into<PathBuf>, log: impl Into<PathBuf>) -> Self {
         Self {
             name: name.into(),
             program: program.into(),
@@ -156,10 +128,7 @@ pub struct StopPolicy {
 
 impl Default for StopPolicy {
     fn default() -> Self {
-        Self {
-            grace: Duration::from_secs(5),
-            reap: Duration::from_secs(5),
-        }
+        Self { grace: Duration::from_secs(5), reap: Duration::from_secs(5) }
     }
 }
 
@@ -171,19 +140,13 @@ pub struct Supervisor {
 
 impl std::fmt::Debug for Supervisor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Supervisor")
-            .field("policy", &self.policy)
-            .finish_non_exhaustive()
+        f.debug_struct("Supervisor").field("policy", &self.policy).finish_non_exhaustive()
     }
 }
 
 impl Supervisor {
     pub fn new(policy: StopPolicy, ledger: Option<Arc<dyn Ledger>>) -> Self {
-        Self {
-            policy,
-            children: Mutex::new(HashMap::new()),
-            ledger,
-        }
+        Self { policy, children: Mutex::new(HashMap::new()), ledger }
     }
 
     pub fn policy(&self) -> StopPolicy {
@@ -192,31 +155,18 @@ impl Supervisor {
 
     /// Starts `spec` in its own process group, output appended to its log.
     pub fn spawn(&self, spec: &ProcessSpec) -> Result<ProcRecord, ProcessError> {
-        let mut log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&spec.log)
-            .map_err(|source| ProcessError::OpenLog {
-                name: spec.name.clone(),
-                path: spec.log.clone(),
-                source,
-            })?;
+        let mut log = OpenOptions::new().create(true).append(true).open(&spec.log).map_err(|source| {
+            ProcessError::OpenLog { name: spec.name.clone(), path: spec.log.clone(), source }
+        })?;
         // A header separates restarts of the same daemon in one log.
-        let _ = writeln!(
-            log,
-            "==== miglab: {} starts: {}",
-            spec.name,
-            spec.command_line()
-        );
+        let _ = writeln!(log, "==== miglab: {} starts: {}", spec.name, spec.command_line());
         let stderr = log.try_clone().map_err(|source| ProcessError::OpenLog {
             name: spec.name.clone(),
             path: spec.log.clone(),
             source,
         })?;
         let mut cmd = Command::new(&spec.program);
-        cmd.args(&spec.args)
-            .stderr(Stdio::from(stderr))
-            .process_group(0);
+        cmd.args(&spec.args).stderr(Stdio::from(stderr)).process_group(0);
         if spec.piped {
             cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
         } else {
@@ -298,12 +248,7 @@ impl Supervisor {
         }
         match killpg(Pid::from_raw(rec.pid), signal) {
             Ok(()) | Err(nix::Error::ESRCH) => Ok(()),
-            Err(source) => Err(ProcessError::Signal {
-                name: rec.name.clone(),
-                pid: rec.pid,
-                signal,
-                source,
-            }),
+            Err(source) => Err(ProcessError::Signal { name: rec.name.clone(), pid: rec.pid, signal, source }),
         }
     }
 
@@ -352,12 +297,7 @@ impl Supervisor {
         }
         match killpg(Pid::from_raw(rec.pid), signal) {
             Ok(()) | Err(nix::Error::ESRCH) => Ok(()),
-            Err(source) => Err(ProcessError::Signal {
-                name: rec.name.clone(),
-                pid: rec.pid,
-                signal,
-                source,
-            }),
+            Err(source) => Err(ProcessError::Signal { name: rec.name.clone(), pid: rec.pid, signal, source }),
         }
     }
 
@@ -391,18 +331,11 @@ pub struct ToolOutput {
 #[derive(Debug, Error)]
 pub enum ToolError {
     #[error("could not run {program}: {source}; `miglab doctor` lists what is missing")]
-    Spawn {
-        program: String,
-        source: std::io::Error,
-    },
+    Spawn { program: String, source: std::io::Error },
     #[error("`{command}` did not finish within {timeout:.0?} and was killed")]
     TimedOut { command: String, timeout: Duration },
     #[error("`{command}` failed ({status}): {stderr}")]
-    Failed {
-        command: String,
-        status: String,
-        stderr: String,
-    },
+    Failed { command: String, status: String, stderr: String },
 }
 
 /// Runs a short-lived tool in its own process group, with a deadline after which the whole
@@ -427,18 +360,8 @@ pub fn run_tool(cmd: &mut Command, timeout: Duration) -> Result<ToolOutput, Tool
             s
         })
     };
-    let out = drain(
-        child
-            .stdout
-            .take()
-            .map(|r| Box::new(r) as Box<dyn Read + Send>),
-    );
-    let err = drain(
-        child
-            .stderr
-            .take()
-            .map(|r| Box::new(r) as Box<dyn Read + Send>),
-    );
+    let out = drain(child.stdout.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
+    let err = drain(child.stderr.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
     let start = Instant::now();
     let status = loop {
         if let Ok(Some(status)) = child.try_wait() {
@@ -456,11 +379,7 @@ pub fn run_tool(cmd: &mut Command, timeout: Duration) -> Result<ToolOutput, Tool
     if status.success() {
         Ok(ToolOutput { stdout, stderr })
     } else {
-        Err(ToolError::Failed {
-            command,
-            status: status.to_string(),
-            stderr: stderr.trim().to_string(),
-        })
+        Err(ToolError::Failed { command, status: status.to_string(), stderr: stderr.trim().to_string() })
     }
 }
 
@@ -478,10 +397,7 @@ pub fn describe(cmd: &Command) -> String {
 pub fn enter_netns(cmd: &mut Command, path: &Path) -> std::io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     if !path.exists() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            "no such network namespace",
-        ));
+        return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no such network namespace"));
     }
     let cpath = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
@@ -597,10 +513,8 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     let text = String::from_utf8_lossy(&buf);
     // Ceph doubles the newlines it writes to stderr; blank lines carry nothing.
     // miglab's own start headers (a whole command line) are noise in an error message.
-    let all: Vec<&str> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with("==== miglab:"))
-        .collect();
+    let all: Vec<&str> =
+        text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("==== miglab:")).collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
@@ -610,17 +524,9 @@ mod tests {
 
     #[test]
     fn parses_stat_with_a_hostile_command_name() {
-        let line =
-            "4242 (a) b (c)) S 1 4240 4240 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
+        let line = "4242 (a) b (c)) S 1 4240 4240 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
         let s = parse_stat(line).expect("parses");
-        assert_eq!(
-            s,
-            ProcStat {
-                state: 'S',
-                pgrp: 4240,
-                start_ticks: 987654
-            }
-        );
+        assert_eq!(s, ProcStat { state: 'S', pgrp: 4240, start_ticks: 987654 });
     }
 
     #[test]
@@ -648,17 +554,13 @@ mod tests {
     fn escalates_to_sigkill_on_a_child_that_ignores_sigterm() {
         let dir = tempfile::tempdir().expect("tempdir");
         let book = Arc::new(Book(Mutex::new(Vec::new())));
-        let policy = StopPolicy {
-            grace: Duration::from_millis(300),
-            reap: Duration::from_secs(5),
-        };
+        let policy = StopPolicy { grace: Duration::from_millis(300), reap: Duration::from_secs(5) };
         let sup = Supervisor::new(policy, Some(book.clone()));
         let spec = ProcessSpec::new("stubborn", "/bin/sh", dir.path().join("stubborn.log"))
             .arg("-c")
             .arg("trap '' TERM; sh -c \"trap '' TERM; echo grandchild; sleep 30\" & echo ready; wait");
         let rec = sup.spawn(&spec).expect("spawn");
-        assert!(poll(Duration::from_secs(5), || log_tail(&rec.log, 5)
-            .contains("grandchild")));
+        assert!(poll(Duration::from_secs(5), || log_tail(&rec.log, 5).contains("grandchild")));
         assert!(
             poll(Duration::from_secs(5), || group_members(rec.pid).len() >= 2),
             "child and grandchild share the group"
@@ -667,16 +569,10 @@ mod tests {
         let start = Instant::now();
         sup.stop(&rec).expect("stopped");
         let took = start.elapsed();
-        assert!(
-            took >= policy.grace,
-            "SIGTERM alone must not have stopped it ({took:?})"
-        );
+        assert!(took >= policy.grace, "SIGTERM alone must not have stopped it ({took:?})");
         assert!(!is_alive(&rec));
         assert!(!group_exists(rec.pid), "grandchild reaped too");
-        assert_eq!(
-            *book.0.lock().expect("book"),
-            vec!["+stubborn", "-stubborn"]
-        );
+        assert_eq!(*book.0.lock().expect("book"), vec!["+stubborn", "-stubborn"]);
         let log = std::fs::read_to_string(&rec.log).expect("log");
         assert!(log.contains("miglab: stubborn starts"));
     }
@@ -684,10 +580,7 @@ mod tests {
     #[test]
     fn a_polite_child_stops_within_the_grace_period() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let policy = StopPolicy {
-            grace: Duration::from_secs(10),
-            reap: Duration::from_secs(5),
-        };
+        let policy = StopPolicy { grace: Duration::from_secs(10), reap: Duration::from_secs(5) };
         let sup = Supervisor::new(policy, None);
         let rec = sup
             .spawn(&ProcessSpec::new("sleeper", "/bin/sleep", dir.path().join("s.log")).arg("30"))
@@ -700,14 +593,10 @@ mod tests {
 
     #[test]
     fn a_tool_that_hangs_is_killed_at_its_deadline() {
-        let e = run_tool(Command::new("sleep").arg("30"), Duration::from_millis(100))
-            .expect_err("hangs");
+        let e = run_tool(Command::new("sleep").arg("30"), Duration::from_millis(100)).expect_err("hangs");
         assert!(matches!(e, ToolError::TimedOut { .. }), "{e}");
-        let e = run_tool(
-            Command::new("sh").args(["-c", "echo oops >&2; exit 3"]),
-            Duration::from_secs(5),
-        )
-        .expect_err("fails");
+        let e = run_tool(Command::new("sh").args(["-c", "echo oops >&2; exit 3"]), Duration::from_secs(5))
+            .expect_err("fails");
         assert!(e.to_string().contains("oops"), "{e}");
         let ok = run_tool(Command::new("echo").arg("hi"), Duration::from_secs(5)).expect("runs");
         assert_eq!(ok.stdout, "hi\n");
@@ -718,16 +607,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let sup = Supervisor::new(StopPolicy::default(), None);
         let err = sup
-            .spawn(&ProcessSpec::new(
-                "ghost",
-                "/nonexistent/ceph-ghost",
-                dir.path().join("g.log"),
-            ))
+            .spawn(&ProcessSpec::new("ghost", "/nonexistent/ceph-ghost", dir.path().join("g.log")))
             .expect_err("must fail");
         let msg = err.to_string();
-        assert!(
-            msg.contains("/nonexistent/ceph-ghost") && msg.contains("miglab doctor"),
-            "{msg}"
-        );
+        assert!(msg.contains("/nonexistent/ceph-ghost") && msg.contains("miglab doctor"), "{msg}");
     }
 }

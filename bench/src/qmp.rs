@@ -19,15 +19,9 @@ pub enum QmpError {
     #[error("no QMP greeting on {path} within {timeout:.0?}")]
     Connect { path: PathBuf, timeout: Duration },
     #[error("QMP `{command}` failed: {error}")]
-    Command {
-        command: &'static str,
-        error: String,
-    },
+    Command { command: &'static str, error: String },
     #[error("QMP `{command}` got no answer within {timeout:.0?}")]
-    TimedOut {
-        command: &'static str,
-        timeout: Duration,
-    },
+    TimedOut { command: &'static str, timeout: Duration },
 }
 
 /// A QMP event and when it reached miglab.
@@ -41,17 +35,10 @@ impl Stamped {
     /// The event's name and its detail (a MIGRATION status, a MIGRATION_PASS number).
     pub fn describe(&self) -> (String, Option<String>) {
         let v = serde_json::to_value(&self.event).unwrap_or_default();
-        let name = v
-            .get("event")
-            .and_then(|e| e.as_str())
-            .unwrap_or("?")
-            .to_string();
+        let name = v.get("event").and_then(|e| e.as_str()).unwrap_or("?").to_string();
         let data = v.get("data");
         let detail = match name.as_str() {
-            "MIGRATION" => data
-                .and_then(|d| d.get("status"))
-                .and_then(|s| s.as_str())
-                .map(str::to_string),
+            "MIGRATION" => data.and_then(|d| d.get("status")).and_then(|s| s.as_str()).map(str::to_string),
             "MIGRATION_PASS" => data.and_then(|d| d.get("pass")).map(|p| p.to_string()),
             _ => None,
         };
@@ -70,9 +57,7 @@ pub struct Qmp {
 
 impl std::fmt::Debug for Qmp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Qmp")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
+        f.debug_struct("Qmp").field("path", &self.path).finish_non_exhaustive()
     }
 }
 
@@ -95,10 +80,7 @@ impl Qmp {
             gone()?;
             let left = timeout.saturating_sub(start.elapsed());
             if left.is_zero() {
-                return Ok(Err(QmpError::Connect {
-                    path: path.into(),
-                    timeout,
-                }));
+                return Ok(Err(QmpError::Connect { path: path.into(), timeout }));
             }
             let attempt = async {
                 let negotiation = QmpStreamTokio::open_uds(path).await.ok()?;
@@ -112,13 +94,7 @@ impl Qmp {
                     while let Some(item) = events.next().await {
                         match item {
                             Ok(event) => {
-                                if tx
-                                    .send(Stamped {
-                                        at: Instant::now(),
-                                        event,
-                                    })
-                                    .is_err()
-                                {
+                                if tx.send(Stamped { at: Instant::now(), event }).is_err() {
                                     break;
                                 }
                             }
@@ -149,23 +125,14 @@ impl Qmp {
     {
         match tokio::time::timeout(self.timeout, self.service.execute(command)).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(QmpError::Command {
-                command: C::NAME,
-                error: e.to_string(),
-            }),
-            Err(_) => Err(QmpError::TimedOut {
-                command: C::NAME,
-                timeout: self.timeout,
-            }),
+            Ok(Err(e)) => Err(QmpError::Command { command: C::NAME, error: e.to_string() }),
+            Err(_) => Err(QmpError::TimedOut { command: C::NAME, timeout: self.timeout }),
         }
     }
 
     /// The next event, if one arrives within `wait`.
     pub async fn next_event(&mut self, wait: Duration) -> Option<Stamped> {
-        tokio::time::timeout(wait, self.events.recv())
-            .await
-            .ok()
-            .flatten()
+        tokio::time::timeout(wait, self.events.recv()).await.ok().flatten()
     }
 
     /// Every event that has already arrived.

@@ -4,6 +4,7 @@
 use crate::topology::Host;
 use crate::vm::{Vm, VmError};
 use miglab_workloads::control::{Command, Status};
+use miglab_workloads::job::{ReadLoopJob, Workload};
 use std::time::Duration;
 
 /// The file the read loop reads, relative to CephFS's root, and what it holds.
@@ -27,11 +28,8 @@ pub fn write_hello(host: &dyn Host) -> Result<(), VmError> {
 
 /// Starts the read loop in the guest.
 pub async fn start_read_loop(vm: &mut Vm) -> Result<(), VmError> {
-    let cmd = Command::ReadLoop {
-        path: HELLO_FILE.into(),
-        expect: Some(HELLO_TEXT.into()),
-        pause_us: 0,
-    };
+    let job = ReadLoopJob { path: HELLO_FILE.into(), content: HELLO_TEXT.into(), pause_us: 0, runtime: None };
+    let cmd = Command::Start { workload: Workload::ReadLoop(job), seed: 0 };
     vm.control.request(cmd, AGENT_TIMEOUT).await?;
     Ok(())
 }
@@ -44,10 +42,7 @@ pub async fn status(vm: &mut Vm) -> Result<Status, VmError> {
 /// The read loop across a hop: it must have gone on, without errors, in the same boot.
 pub fn check_continuity(before: &Status, after: &Status) -> Result<(), String> {
     if after.boot_id != before.boot_id {
-        return Err(format!(
-            "the guest rebooted (boot id {} became {})",
-            before.boot_id, after.boot_id
-        ));
+        return Err(format!("the guest rebooted (boot id {} became {})", before.boot_id, after.boot_id));
     }
     if after.ops <= before.ops {
         return Err(format!(
@@ -55,10 +50,11 @@ pub fn check_continuity(before: &Status, after: &Status) -> Result<(), String> {
             before.ops, after.ops
         ));
     }
-    if after.errors != before.errors {
+    if after.errors != before.errors || after.mismatches != before.mismatches {
         return Err(format!(
-            "the read loop had {} errors: {}",
+            "the read loop had {} errors and {} mismatched reads: {}",
             after.errors - before.errors,
+            after.mismatches - before.mismatches,
             after.last_error.as_deref().unwrap_or("?")
         ));
     }
@@ -71,21 +67,12 @@ mod tests {
 
     #[test]
     fn continuity_needs_progress_no_errors_and_the_same_boot() {
-        let s = |boot: &str, ops, errors| Status {
-            boot_id: boot.into(),
-            ops,
-            errors,
-            ..Status::default()
-        };
+        let s = |boot: &str, ops, errors| Status { boot_id: boot.into(), ops, errors, ..Status::default() };
         assert!(check_continuity(&s("a", 10, 0), &s("a", 20, 0)).is_ok());
         assert!(check_continuity(&s("a", 10, 0), &s("a", 10, 0))
             .expect_err("stalled")
             .contains("no progress"));
-        assert!(check_continuity(&s("a", 10, 0), &s("a", 20, 1))
-            .expect_err("errors")
-            .contains("1 errors"));
-        assert!(check_continuity(&s("a", 10, 0), &s("b", 20, 0))
-            .expect_err("reboot")
-            .contains("rebooted"));
+        assert!(check_continuity(&s("a", 10, 0), &s("a", 20, 1)).expect_err("errors").contains("1 errors"));
+        assert!(check_continuity(&s("a", 10, 0), &s("b", 20, 0)).expect_err("reboot").contains("rebooted"));
     }
 }

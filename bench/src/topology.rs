@@ -53,10 +53,7 @@ impl DaemonKind {
 
 impl DaemonId {
     pub fn new(kind: DaemonKind, id: impl Into<String>) -> Self {
-        Self {
-            kind,
-            id: id.into(),
-        }
+        Self { kind, id: id.into() }
     }
 }
 
@@ -82,10 +79,7 @@ impl FromStr for DaemonId {
             "mds" => DaemonKind::Mds,
             _ => return Err(bad()),
         };
-        let valid = !id.is_empty()
-            && id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        let valid = !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if !valid || (kind == DaemonKind::Osd && id.parse::<u32>().is_err()) {
             return Err(bad());
         }

@@ -40,39 +40,19 @@ pub enum VmError {
     #[error("could not run qemu-system-x86_64: {0}; `ci/setup` installs it")]
     NoQemu(String),
     #[error("virtiofsd for {instance} died before QEMU connected ({status}); the end of its log:\n{tail}")]
-    VirtiofsdDied {
-        instance: String,
-        status: String,
-        tail: String,
-    },
+    VirtiofsdDied { instance: String, status: String, tail: String },
     #[error("virtiofsd for {instance} did not create its socket within {timeout:.0?}; the end of its log:\n{tail}")]
-    VirtiofsdNoSocket {
-        instance: String,
-        timeout: Duration,
-        tail: String,
-    },
+    VirtiofsdNoSocket { instance: String, timeout: Duration, tail: String },
     #[error("QEMU for {instance} exited ({status}); the end of its log:\n{tail}")]
-    QemuDied {
-        instance: String,
-        status: String,
-        tail: String,
-    },
+    QemuDied { instance: String, status: String, tail: String },
     #[error("the guest {instance} did not say hello within {timeout:.0?}; the end of its console ({console}):\n{tail}")]
-    NeverBooted {
-        instance: String,
-        timeout: Duration,
-        console: PathBuf,
-        tail: String,
-    },
+    NeverBooted { instance: String, timeout: Duration, console: PathBuf, tail: String },
     #[error("no VM '{0}' in this lab: start one with `miglab vm up`")]
     NoVm(String),
     #[error("VM '{0}' already runs in this lab: `miglab vm down` first, or choose another --vm")]
     VmExists(String),
     #[error("could not {what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
+    Io { what: String, source: std::io::Error },
 }
 
 /// How virtiofsd caches: `never` sends every guest read to CephFS, which is what a migration
@@ -255,17 +235,11 @@ pub fn qemu_args(
         "-device".into(),
         "virtio-serial-pci,id=vser0".into(),
         "-chardev".into(),
-        format!(
-            "socket,id=control,path={},server=on,wait=off",
-            p(files.control())
-        ),
+        format!("socket,id=control,path={},server=on,wait=off", p(files.control())),
         "-device".into(),
         format!("virtserialport,id=controlport,bus=vser0.0,chardev=control,name={CONTROL_PORT}"),
         "-chardev".into(),
-        format!(
-            "socket,id=records,path={},server=on,wait=off",
-            p(files.records())
-        ),
+        format!("socket,id=records,path={},server=on,wait=off", p(files.records())),
         "-device".into(),
         format!("virtserialport,id=recordsport,bus=vser0.0,chardev=records,name={RECORDS_PORT}"),
         "-qmp".into(),
@@ -334,10 +308,7 @@ impl VmRecord {
         format!("qemu.{}.{}.{}", self.spec.name, self.host, self.generation)
     }
     pub fn virtiofsd_name(&self) -> String {
-        format!(
-            "virtiofsd.{}.{}.{}",
-            self.spec.name, self.host, self.generation
-        )
+        format!("virtiofsd.{}.{}.{}", self.spec.name, self.host, self.generation)
     }
 }
 
@@ -395,18 +366,11 @@ impl Vm {
         let image = GuestImage::current(&paths::cache())?;
         let h = lab.lab_host(host)?;
         let files = VmFiles {
-            dir: lab
-                .layout()
-                .dir
-                .join("vms")
-                .join(&spec.name)
-                .join(format!("{host}.{generation}")),
+            dir: lab.layout().dir.join("vms").join(&spec.name).join(format!("{host}.{generation}")),
         };
         let _ = std::fs::remove_dir_all(&files.dir);
-        std::fs::create_dir_all(&files.dir).map_err(|source| VmError::Io {
-            what: format!("create {}", files.dir.display()),
-            source,
-        })?;
+        std::fs::create_dir_all(&files.dir)
+            .map_err(|source| VmError::Io { what: format!("create {}", files.dir.display()), source })?;
         let record = VmRecord {
             spec: spec.clone(),
             host: host.into(),
@@ -422,14 +386,10 @@ impl Vm {
 
         // virtiofsd first: QEMU connects to its socket at start.
         let vfsd = sup.spawn(
-            &ProcessSpec::new(
-                record.virtiofsd_name(),
-                paths::tool("virtiofsd"),
-                files.virtiofsd_log(),
-            )
-            .args(virtiofsd_args(&h.mount_point(), &files, spec.fs_cache))
-            .args(&spec.virtiofsd_args)
-            .in_netns(netns.clone()),
+            &ProcessSpec::new(record.virtiofsd_name(), paths::tool("virtiofsd"), files.virtiofsd_log())
+                .args(virtiofsd_args(&h.mount_point(), &files, spec.fs_cache))
+                .args(&spec.virtiofsd_args)
+                .in_netns(netns.clone()),
         )?;
         started.push(vfsd.clone());
         let timeout = Duration::from_secs(10);
@@ -452,26 +412,12 @@ impl Vm {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
 
-        let kernel = if spec.bzimage {
-            image.bzimage()
-        } else {
-            image.vmlinux()
-        };
+        let kernel = if spec.bzimage { image.bzimage() } else { image.vmlinux() };
         let t_qemu = Instant::now();
         let qemu = sup.spawn(
-            &ProcessSpec::new(
-                record.qemu_name(),
-                paths::tool("qemu-system-x86_64"),
-                files.qemu_log(),
-            )
-            .args(qemu_args(
-                spec,
-                &kernel,
-                &image.initramfs(),
-                &files,
-                incoming,
-            ))
-            .in_netns(netns),
+            &ProcessSpec::new(record.qemu_name(), paths::tool("qemu-system-x86_64"), files.qemu_log())
+                .args(qemu_args(spec, &kernel, &image.initramfs(), &files, incoming))
+                .in_netns(netns),
         )?;
         started.push(qemu.clone());
         let qemu_died = |lab: &Lab| -> Result<(), VmError> {
@@ -526,25 +472,14 @@ impl Vm {
                 }
             }
         }
-        Ok(Vm {
-            record,
-            qmp: q,
-            control,
-            qemu,
-            virtiofsd: vfsd,
-            hello,
-            boot_ms,
-        })
+        Ok(Vm { record, qmp: q, control, qemu, virtiofsd: vfsd, hello, boot_ms })
     }
 
     /// Attaches to an instance started by another miglab process.
     pub async fn attach(lab: &Lab, record: &VmRecord) -> Result<Vm, VmError> {
-        let qemu = lab
-            .process(&record.qemu_name())
-            .ok_or_else(|| VmError::NoVm(record.spec.name.clone()))?;
-        let virtiofsd = lab
-            .process(&record.virtiofsd_name())
-            .ok_or_else(|| VmError::NoVm(record.spec.name.clone()))?;
+        let qemu = lab.process(&record.qemu_name()).ok_or_else(|| VmError::NoVm(record.spec.name.clone()))?;
+        let virtiofsd =
+            lab.process(&record.virtiofsd_name()).ok_or_else(|| VmError::NoVm(record.spec.name.clone()))?;
         if died(lab, &qemu).is_some() {
             return Err(VmError::QemuDied {
                 instance: record.instance(),
@@ -552,20 +487,10 @@ impl Vm {
                 tail: process::log_tail(&record.files.qemu_log(), 10),
             });
         }
-        let q = Qmp::connect(&record.files.qmp(), Duration::from_secs(10), || {
-            Ok::<(), VmError>(())
-        })
-        .await??;
+        let q =
+            Qmp::connect(&record.files.qmp(), Duration::from_secs(10), || Ok::<(), VmError>(())).await??;
         let control = Control::connect(&record.files.control()).await?;
-        Ok(Vm {
-            record: record.clone(),
-            qmp: q,
-            control,
-            qemu,
-            virtiofsd,
-            hello: None,
-            boot_ms: None,
-        })
+        Ok(Vm { record: record.clone(), qmp: q, control, qemu, virtiofsd, hello: None, boot_ms: None })
     }
 
     pub fn instance(&self) -> String {
@@ -594,30 +519,16 @@ mod tests {
     use super::*;
 
     fn spec(accel: Accel) -> VmSpec {
-        VmSpec {
-            accel,
-            ..VmSpec::new("vm0")
-        }
+        VmSpec { accel, ..VmSpec::new("vm0") }
     }
 
     fn args(accel: Accel, incoming: bool) -> Vec<String> {
-        let files = VmFiles {
-            dir: "/lab/vms/vm0/c1.0".into(),
-        };
-        qemu_args(
-            &spec(accel),
-            Path::new("/img/vmlinux"),
-            Path::new("/img/initramfs.img"),
-            &files,
-            incoming,
-        )
+        let files = VmFiles { dir: "/lab/vms/vm0/c1.0".into() };
+        qemu_args(&spec(accel), Path::new("/img/vmlinux"), Path::new("/img/initramfs.img"), &files, incoming)
     }
 
     fn value_of<'a>(a: &'a [String], flag: &str) -> Vec<&'a str> {
-        a.windows(2)
-            .filter(|w| w[0] == flag)
-            .map(|w| w[1].as_str())
-            .collect()
+        a.windows(2).filter(|w| w[0] == flag).map(|w| w[1].as_str()).collect()
     }
 
     #[test]
@@ -625,19 +536,13 @@ mod tests {
         let a = args(Accel::Tcg, false);
         assert_eq!(value_of(&a, "-accel"), ["tcg"]);
         assert_eq!(value_of(&a, "-cpu"), ["max"]);
-        assert_eq!(
-            value_of(&a, "-object"),
-            ["memory-backend-memfd,id=mem,size=512M,share=on"]
-        );
+        assert_eq!(value_of(&a, "-object"), ["memory-backend-memfd,id=mem,size=512M,share=on"]);
         assert_eq!(value_of(&a, "-numa"), ["node,memdev=mem"]);
         let devices = value_of(&a, "-device");
         assert!(devices.contains(&"vhost-user-fs-pci,id=fs0,chardev=vfs,tag=cephfs"));
         assert!(devices.iter().any(|d| d.contains("name=miglab.control")));
         assert!(devices.iter().any(|d| d.contains("name=miglab.records")));
-        assert_eq!(
-            value_of(&a, "-qmp"),
-            ["unix:/lab/vms/vm0/c1.0/qmp.sock,server=on,wait=off"]
-        );
+        assert_eq!(value_of(&a, "-qmp"), ["unix:/lab/vms/vm0/c1.0/qmp.sock,server=on,wait=off"]);
         assert_eq!(value_of(&a, "-kernel"), ["/img/vmlinux"]);
         assert!(value_of(&a, "-append")[0].starts_with("console=ttyS0 quiet panic=-1"));
         assert!(a.contains(&"-no-reboot".to_string()));
@@ -656,9 +561,7 @@ mod tests {
     fn source_and_destination_differ_only_in_files_and_incoming() {
         // Migration needs identical devices on both sides.
         let src = args(Accel::Tcg, false);
-        let files = VmFiles {
-            dir: "/lab/vms/vm0/c2.1".into(),
-        };
+        let files = VmFiles { dir: "/lab/vms/vm0/c2.1".into() };
         let dst = qemu_args(
             &spec(Accel::Tcg),
             Path::new("/img/vmlinux"),
@@ -666,11 +569,8 @@ mod tests {
             &files,
             true,
         );
-        let norm = |v: &[String]| {
-            v.iter()
-                .map(|s| s.replace("c1.0", "X").replace("c2.1", "X"))
-                .collect::<Vec<_>>()
-        };
+        let norm =
+            |v: &[String]| v.iter().map(|s| s.replace("c1.0", "X").replace("c2.1", "X")).collect::<Vec<_>>();
         assert_eq!(norm(&dst)[..dst.len() - 2], norm(&src)[..]);
     }
 

@@ -45,26 +45,18 @@ mod tests {
     #[test]
     fn returns_the_value_once_ready() {
         let mut n = 0;
-        let v: Result<u32, WaitError<()>> = until(
-            "n to reach 3",
-            Duration::from_secs(5),
-            Duration::from_millis(1),
-            || {
+        let v: Result<u32, WaitError<()>> =
+            until("n to reach 3", Duration::from_secs(5), Duration::from_millis(1), || {
                 n += 1;
                 Ok((n >= 3).then_some(n))
-            },
-        );
+            });
         assert_eq!(v.expect("ready"), 3);
     }
 
     #[test]
     fn times_out_naming_what_it_waited_for() {
-        let v: Result<(), WaitError<()>> = until(
-            "never",
-            Duration::from_millis(20),
-            Duration::from_millis(5),
-            || Ok(None),
-        );
+        let v: Result<(), WaitError<()>> =
+            until("never", Duration::from_millis(20), Duration::from_millis(5), || Ok(None));
         let e = v.expect_err("must time out");
         assert!(matches!(e, WaitError::TimedOut(d, _) if d >= Duration::from_millis(20)));
         assert!(matches!(&e, WaitError::TimedOut(_, what) if what == "never"));
@@ -72,12 +64,8 @@ mod tests {
 
     #[test]
     fn a_failing_check_stops_the_wait() {
-        let v: Result<(), WaitError<&str>> = until(
-            "x",
-            Duration::from_secs(5),
-            Duration::from_millis(1),
-            || Err("boom"),
-        );
+        let v: Result<(), WaitError<&str>> =
+            until("x", Duration::from_secs(5), Duration::from_millis(1), || Err("boom"));
         assert!(matches!(v, Err(WaitError::Failed("boom"))));
     }
 }

@@ -13,11 +13,7 @@ use std::net::{SocketAddrV4, TcpStream};
 use std::time::Duration;
 
 fn options(name: &str, root: &std::path::Path) -> LabOptions {
-    LabOptions {
-        name: name.into(),
-        root: root.into(),
-        ..LabOptions::default()
-    }
+    LabOptions { name: name.into(), root: root.into(), ..LabOptions::default() }
 }
 
 /// Connects to `addr` from inside a network namespace (setns applies to this thread only).
@@ -35,10 +31,7 @@ fn connects_from(netns: std::path::PathBuf, addr: SocketAddrV4) -> bool {
 #[ignore = "needs the lab (root, Ceph, namespaces): cargo test -- --include-ignored"]
 fn lab_serves_cephfs_to_both_hosts_and_survives_an_osd_kill() {
     let root = lab_root();
-    let _down = DownOnDrop {
-        name: "t-life",
-        root: root.path(),
-    };
+    let _down = DownOnDrop { name: "t-life", root: root.path() };
     let lab = Lab::up(&options("t-life", root.path())).unwrap_or_else(|e| panic!("lab up: {e}"));
     let state = lab.state();
     let c1 = lab.host("c1").expect("c1").mount_point();
@@ -46,136 +39,74 @@ fn lab_serves_cephfs_to_both_hosts_and_survives_an_osd_kill() {
 
     // A file written through c1 is read through c2: one CephFS, two clients.
     std::fs::write(c1.join("hello"), b"Hello world\n").expect("write via c1");
-    assert_eq!(
-        std::fs::read(c2.join("hello")).expect("read via c2"),
-        b"Hello world\n"
-    );
+    assert_eq!(std::fs::read(c2.join("hello")).expect("read via c2"), b"Hello world\n");
 
     // Hosts are real namespaces with their own address.
-    let out = lab
-        .host("c1")
-        .expect("c1")
-        .command("ip")
-        .args(["-4", "-o", "addr"])
-        .output()
-        .expect("ip");
+    let out = lab.host("c1").expect("c1").command("ip").args(["-4", "-o", "addr"]).output().expect("ip");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains(&lab.layout().clients[0].addr.to_string()),
-        "{text}"
-    );
+    assert!(text.contains(&lab.layout().clients[0].addr.to_string()), "{text}");
     let gateway = format!("inet {}/", lab.layout().gateway);
-    assert!(
-        !text.contains(&gateway),
-        "c1 sees the root namespace: {text}"
-    );
+    assert!(!text.contains(&gateway), "c1 sees the root namespace: {text}");
 
     // kill -9 osd.1: the cluster notices, I/O through the mounts goes on (degraded).
     let osd1: DaemonId = "osd.1".parse().expect("id");
     lab.daemon(&osd1, DaemonAction::Kill).expect("kill osd.1");
-    lab.wait_ready(Duration::from_secs(30), |s| s.osdmap.num_up_osds == 2)
-        .expect("osd.1 marked down");
+    lab.wait_ready(Duration::from_secs(30), |s| s.osdmap.num_up_osds == 2).expect("osd.1 marked down");
     let (a, b) = (c1.clone(), c2.clone());
     within("I/O with osd.1 down", Duration::from_secs(60), move || {
         for i in 0..20 {
             let data = format!("write {i} while osd.1 is down\n").repeat(1000);
             std::fs::write(a.join(format!("degraded-{i}")), &data).expect("write degraded");
-            assert_eq!(
-                std::fs::read_to_string(b.join(format!("degraded-{i}"))).expect("read"),
-                data
-            );
+            assert_eq!(std::fs::read_to_string(b.join(format!("degraded-{i}"))).expect("read"), data);
         }
     });
 
     // Restart it: every OSD up and in, every PG active+clean again.
-    lab.daemon(&osd1, DaemonAction::Restart)
-        .expect("restart osd.1");
-    let s = lab
-        .wait_ready(Duration::from_secs(90), |s| s.healthy(16))
-        .expect("healthy again");
+    lab.daemon(&osd1, DaemonAction::Restart).expect("restart osd.1");
+    let s = lab.wait_ready(Duration::from_secs(90), |s| s.healthy(16)).expect("healthy again");
     assert_eq!(s.osdmap.num_up_osds, 3);
-    assert_eq!(
-        std::fs::read_to_string(c2.join("degraded-19"))
-            .expect("read")
-            .lines()
-            .count(),
-        1000
-    );
+    assert_eq!(std::fs::read_to_string(c2.join("degraded-19")).expect("read").lines().count(), 1000);
 
     // Freeze and resume a daemon; change a setting at runtime.
     let mds_a: DaemonId = "mds.a".parse().expect("id");
     lab.daemon(&mds_a, DaemonAction::Freeze).expect("freeze");
     let st = lab::status("t-life", root.path()).expect("status");
-    assert_eq!(
-        st.processes
-            .iter()
-            .find(|p| p.name == "mds.a")
-            .map(|p| p.state.as_str()),
-        Some("frozen")
-    );
+    assert_eq!(st.processes.iter().find(|p| p.name == "mds.a").map(|p| p.state.as_str()), Some("frozen"));
     lab.daemon(&mds_a, DaemonAction::Resume).expect("resume");
-    lab.config_set(&osd1, "osd_recovery_sleep", "0.1")
-        .expect("tell");
+    lab.config_set(&osd1, "osd_recovery_sleep", "0.1").expect("tell");
 
     // Shape c1's link with tbf, then restore it.
-    lab.shape_link("c1", Some(LinkShape::rate(50_000)))
-        .expect("shape");
+    lab.shape_link("c1", Some(LinkShape::rate(50_000))).expect("shape");
     let qd = std::process::Command::new("tc")
         .args(["qdisc", "show", "dev", &state.layout.clients[0].veth])
         .output()
         .expect("tc");
-    assert!(
-        String::from_utf8_lossy(&qd.stdout).contains("tbf"),
-        "no tbf on c1's link"
-    );
+    assert!(String::from_utf8_lossy(&qd.stdout).contains("tbf"), "no tbf on c1's link");
     lab.shape_link("c1", None).expect("unshape");
 
     // Cut c2 off: it cannot reach the monitor until healed; c1 still can.
     let mon = SocketAddrV4::new(state.layout.gateway, state.layout.mon_port);
     let ns = |i: usize| lab.hosts()[i].netns_path().expect("a lab host has a netns");
-    assert!(
-        connects_from(ns(1), mon),
-        "c2 reaches the monitor before the cut"
-    );
+    assert!(connects_from(ns(1), mon), "c2 reaches the monitor before the cut");
     lab.cut_link("c2", true).expect("cut");
-    assert!(
-        !connects_from(ns(1), mon),
-        "c2 still reaches the monitor while cut"
-    );
-    assert!(
-        connects_from(ns(0), mon),
-        "c1 lost the monitor though only c2 was cut"
-    );
+    assert!(!connects_from(ns(1), mon), "c2 still reaches the monitor while cut");
+    assert!(connects_from(ns(0), mon), "c1 lost the monitor though only c2 was cut");
     lab.cut_link("c2", false).expect("heal");
-    assert!(
-        connects_from(ns(1), mon),
-        "c2 cannot reach the monitor after the heal"
-    );
-    lab.cut_link("c2", true)
-        .expect("cut again, left for teardown to undo");
+    assert!(connects_from(ns(1), mon), "c2 cannot reach the monitor after the heal");
+    lab.cut_link("c2", true).expect("cut again, left for teardown to undo");
 
     let state = lab.state();
     lab.down().unwrap_or_else(|e| panic!("lab down: {e}"));
     assert_nothing_left(&state);
-    assert!(
-        root.path().join("t-life.logs/osd.1.log").exists(),
-        "logs are kept after down"
-    );
+    assert!(root.path().join("t-life.logs/osd.1.log").exists(), "logs are kept after down");
 }
 
 #[test]
 #[ignore = "needs the lab (root, Ceph, namespaces): cargo test -- --include-ignored"]
 fn memstore_lab_comes_up_and_down() {
     let root = lab_root();
-    let _down = DownOnDrop {
-        name: "t-mem",
-        root: root.path(),
-    };
-    let opts = LabOptions {
-        objectstore: ObjectStore::Memstore,
-        clients: 1,
-        ..options("t-mem", root.path())
-    };
+    let _down = DownOnDrop { name: "t-mem", root: root.path() };
+    let opts = LabOptions { objectstore: ObjectStore::Memstore, clients: 1, ..options("t-mem", root.path()) };
     let lab = Lab::up(&opts).unwrap_or_else(|e| panic!("lab up: {e}"));
     assert_eq!(lab.hosts().len(), 1);
     let conf = std::fs::read_to_string(lab.layout().conf()).expect("conf");
@@ -191,15 +122,9 @@ fn memstore_lab_comes_up_and_down() {
 #[ignore = "needs the lab (root, Ceph, namespaces): cargo test -- --include-ignored"]
 fn lab_up_killed_midway_is_cleaned_by_lab_down() {
     let root = lab_root();
-    let _down = DownOnDrop {
-        name: "t-kill",
-        root: root.path(),
-    };
-    let mut child = miglab()
-        .args(["lab", "up", "--name", "t-kill", "--root"])
-        .arg(root.path())
-        .spawn()
-        .expect("spawn");
+    let _down = DownOnDrop { name: "t-kill", root: root.path() };
+    let mut child =
+        miglab().args(["lab", "up", "--name", "t-kill", "--root"]).arg(root.path()).spawn().expect("spawn");
     // Midway: daemons are running, the cluster is not ready yet.
     eventually("lab up to start daemons", Duration::from_secs(30), || {
         state_of(root.path(), "t-kill").is_some_and(|s| s.processes.len() >= 4)
@@ -207,21 +132,11 @@ fn lab_up_killed_midway_is_cleaned_by_lab_down() {
     child.kill().expect("SIGKILL miglab");
     child.wait().expect("reap");
     let state = state_of(root.path(), "t-kill").expect("state survives");
-    assert!(
-        state.processes.iter().any(miglab::process::is_alive),
-        "daemons outlive a killed miglab"
-    );
+    assert!(state.processes.iter().any(miglab::process::is_alive), "daemons outlive a killed miglab");
 
-    let out = miglab()
-        .args(["lab", "down", "--name", "t-kill", "--root"])
-        .arg(root.path())
-        .output()
-        .expect("down");
-    assert!(
-        out.status.success(),
-        "lab down failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out =
+        miglab().args(["lab", "down", "--name", "t-kill", "--root"]).arg(root.path()).output().expect("down");
+    assert!(out.status.success(), "lab down failed: {}", String::from_utf8_lossy(&out.stderr));
     // miglab wrote nothing after the kill: the state read then lists everything there was.
     assert_nothing_left(&state);
 }
@@ -230,29 +145,18 @@ fn lab_up_killed_midway_is_cleaned_by_lab_down() {
 #[ignore = "needs the lab (root, Ceph, namespaces): cargo test -- --include-ignored"]
 fn ctrl_c_during_lab_up_tears_everything_down() {
     let root = lab_root();
-    let _down = DownOnDrop {
-        name: "t-int",
-        root: root.path(),
-    };
-    let child = miglab()
-        .args(["lab", "up", "--name", "t-int", "--root"])
-        .arg(root.path())
-        .spawn()
-        .expect("spawn");
+    let _down = DownOnDrop { name: "t-int", root: root.path() };
+    let child =
+        miglab().args(["lab", "up", "--name", "t-int", "--root"]).arg(root.path()).spawn().expect("spawn");
     eventually("lab up to start daemons", Duration::from_secs(30), || {
         state_of(root.path(), "t-int").is_some_and(|s| s.processes.len() >= 4)
     });
     let state = state_of(root.path(), "t-int").expect("state");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .expect("SIGINT");
-    let out = within(
-        "miglab to stop after Ctrl-C",
-        Duration::from_secs(60),
-        move || child.wait_with_output().expect("wait"),
-    );
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT)
+        .expect("SIGINT");
+    let out = within("miglab to stop after Ctrl-C", Duration::from_secs(60), move || {
+        child.wait_with_output().expect("wait")
+    });
     assert_eq!(out.status.code(), Some(130), "interrupt exit code");
     assert_nothing_left(&state);
 }
@@ -264,48 +168,27 @@ fn bad_input_fails_clearly_and_leaves_nothing() {
 
     // A daemon that dies at start: its name, and the end of its log, and nothing left.
     let opts = LabOptions {
-        conf_overrides: vec!["mds.b:keyring=/nonexistent/keyring"
-            .parse()
-            .expect("override")],
+        conf_overrides: vec!["mds.b:keyring=/nonexistent/keyring".parse().expect("override")],
         ..options("t-bad", root.path())
     };
     let e = Lab::up(&opts).expect_err("mds.b cannot authenticate");
-    assert!(
-        matches!(e, LabError::DaemonDied { ref name, .. } if name == "mds.b"),
-        "{e}"
-    );
-    assert!(
-        e.to_string().contains("/nonexistent/keyring"),
-        "log tail missing: {e}"
-    );
-    assert!(
-        !root.path().join("t-bad").exists(),
-        "lab directory left after a failed up"
-    );
+    assert!(matches!(e, LabError::DaemonDied { ref name, .. } if name == "mds.b"), "{e}");
+    assert!(e.to_string().contains("/nonexistent/keyring"), "log tail missing: {e}");
+    assert!(!root.path().join("t-bad").exists(), "lab directory left after a failed up");
     assert!(!std::path::Path::new("/run/netns/miglab-t-bad-c1").exists());
 
     // A cluster that never gets ready: deadline, then `ceph status`.
-    let opts = LabOptions {
-        ready_timeout: Duration::from_millis(300),
-        ..options("t-slow", root.path())
-    };
+    let opts = LabOptions { ready_timeout: Duration::from_millis(300), ..options("t-slow", root.path()) };
     let e = Lab::up(&opts).expect_err("cannot be ready in 300 ms");
     assert!(matches!(e, LabError::NotReady { .. }), "{e}");
-    assert!(
-        e.to_string().contains("\"fsid\""),
-        "ceph status missing: {e}"
-    );
+    assert!(e.to_string().contains("\"fsid\""), "ceph status missing: {e}");
     assert!(!root.path().join("t-slow").exists());
 
     // A busy port.
-    let layout =
-        miglab::topology::layout::LabLayout::new("t-port", root.path(), None, 2).expect("layout");
+    let layout = miglab::topology::layout::LabLayout::new("t-port", root.path(), None, 2).expect("layout");
     let _hold = std::net::TcpListener::bind(("0.0.0.0", layout.mon_port)).expect("hold the port");
     let e = Lab::up(&options("t-port", root.path())).expect_err("port busy");
-    assert!(
-        matches!(e, LabError::PortBusy { port, .. } if port == layout.mon_port),
-        "{e}"
-    );
+    assert!(matches!(e, LabError::PortBusy { port, .. } if port == layout.mon_port), "{e}");
     drop(_hold);
 
     // An existing lab directory.
@@ -322,24 +205,15 @@ fn bad_input_fails_clearly_and_leaves_nothing() {
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("/nonexistent/python3") && err.contains("ci/setup"),
-        "{err}"
-    );
+    assert!(err.contains("/nonexistent/python3") && err.contains("ci/setup"), "{err}");
     assert!(!root.path().join("t-miss").exists());
 
     // Unknown things named by the user.
-    let out = miglab()
-        .args(["lab", "daemon", "osd.x", "kill"])
-        .output()
-        .expect("run");
+    let out = miglab().args(["lab", "daemon", "osd.x", "kill"]).output().expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("osd.<n>"));
-    let out = miglab()
-        .args(["lab", "down", "--name", "t-none", "--root"])
-        .arg(root.path())
-        .output()
-        .expect("run");
+    let out =
+        miglab().args(["lab", "down", "--name", "t-none", "--root"]).arg(root.path()).output().expect("run");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no lab named 't-none'"));
 }

@@ -13,34 +13,21 @@ use miglab_reports::{MigrationParams, Outcome, Side, TimelineEvent};
 use std::time::Duration;
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
 }
 
 fn lab(name: &str, root: &std::path::Path) -> Lab {
-    Lab::up(&LabOptions {
-        name: name.into(),
-        root: root.into(),
-        ..LabOptions::default()
-    })
-    .unwrap_or_else(|e| panic!("lab up: {e}"))
+    Lab::up(&LabOptions { name: name.into(), root: root.into(), ..LabOptions::default() })
+        .unwrap_or_else(|e| panic!("lab up: {e}"))
 }
 
 /// Boots vm0 on c1 with the read loop running.
 async fn boot(lab: &Lab) -> Vm {
     write_hello(lab.host("c1").expect("c1")).expect("hello file");
-    let mut vm = Vm::start(lab, &VmSpec::new("vm0"), "c1", 0, false)
-        .await
-        .unwrap_or_else(|e| panic!("vm start: {e}"));
+    let mut vm =
+        Vm::start(lab, &VmSpec::new("vm0"), "c1", 0, false).await.unwrap_or_else(|e| panic!("vm start: {e}"));
     let hello = vm.hello.clone().expect("booted");
-    assert!(
-        hello.fs_mounted,
-        "virtio-fs not mounted: {:?}",
-        hello.setup_error
-    );
+    assert!(hello.fs_mounted, "virtio-fs not mounted: {:?}", hello.setup_error);
     assert_eq!(hello.setup_error, None);
     start_read_loop(&mut vm).await.expect("read loop");
     vm
@@ -59,26 +46,18 @@ fn no_vm_processes_left(lab: &Lab) {
 #[ignore = "needs the lab (root, Ceph, QEMU): cargo test -- --include-ignored"]
 fn a_guest_reading_cephfs_migrates_three_hops_without_a_gap_in_its_reads() {
     let root = lab_root();
-    let _down = DownOnDrop {
-        name: "t-vm",
-        root: root.path(),
-    };
+    let _down = DownOnDrop { name: "t-vm", root: root.path() };
     let lab = lab("t-vm", root.path());
     runtime().block_on(async {
         let mut vm = boot(&lab).await;
         let opts = MigrationOptions::default();
         for (hop, to) in ["c2", "c1", "c2"].into_iter().enumerate() {
             let before = status(&mut vm).await.expect("status before");
-            let (next, rec) = migration::migrate(&lab, vm, to, &opts, &mut Quiet)
-                .await
-                .expect("migrate");
+            let (next, rec) = migration::migrate(&lab, vm, to, &opts, &mut Quiet).await.expect("migrate");
             vm = next;
             assert!(rec.completed(), "hop {hop}: {:?}", rec.outcome);
             assert_eq!(vm.record.host, to);
-            assert!(
-                rec.downtime_ms.is_some() && rec.total_time_ms.is_some(),
-                "QEMU's figures: {rec:?}"
-            );
+            assert!(rec.downtime_ms.is_some() && rec.total_time_ms.is_some(), "QEMU's figures: {rec:?}");
             assert!(rec.transferred_bytes.unwrap_or(0) > 1 << 20, "RAM was sent");
             let p = &rec.phases;
             assert!(
@@ -106,10 +85,7 @@ fn a_guest_reading_cephfs_migrates_three_hops_without_a_gap_in_its_reads() {
 #[ignore = "needs the lab (root, Ceph, QEMU): cargo test -- --include-ignored"]
 fn killing_the_destination_virtiofsd_fails_the_migration_and_the_source_goes_on() {
     let root = lab_root();
-    let _down = DownOnDrop {
-        name: "t-vfsd",
-        root: root.path(),
-    };
+    let _down = DownOnDrop { name: "t-vfsd", root: root.path() };
     let lab = lab("t-vfsd", root.path());
     runtime().block_on(async {
         let mut vm = boot(&lab).await;
@@ -122,34 +98,21 @@ fn killing_the_destination_virtiofsd_fails_the_migration_and_the_source_goes_on(
                 && e.event == "MIGRATION"
                 && e.detail.as_deref() == Some("active")
             {
-                sup.signal(&dst.virtiofsd, nix::sys::signal::Signal::SIGKILL)
-                    .expect("kill virtiofsd");
+                sup.signal(&dst.virtiofsd, nix::sys::signal::Signal::SIGKILL).expect("kill virtiofsd");
                 killed = true;
             }
         };
-        let (mut vm, rec) = migration::migrate(
-            &lab,
-            vm,
-            "c2",
-            &MigrationOptions::default(),
-            &mut kill_dst_virtiofsd,
-        )
-        .await
-        .expect("migrate");
-        assert!(
-            killed,
-            "the migration never went active: {:?}",
-            rec.timeline
-        );
+        let (mut vm, rec) =
+            migration::migrate(&lab, vm, "c2", &MigrationOptions::default(), &mut kill_dst_virtiofsd)
+                .await
+                .expect("migrate");
+        assert!(killed, "the migration never went active: {:?}", rec.timeline);
         match &rec.outcome {
             Outcome::Failed { error } => assert!(!error.is_empty()),
             o => panic!("expected a failed migration, got {o:?}"),
         }
         assert_eq!(vm.record.host, "c1", "the guest stays on the source");
-        assert!(
-            vm.qmp.running().await.expect("query-status"),
-            "return-path resumed the source"
-        );
+        assert!(vm.qmp.running().await.expect("query-status"), "return-path resumed the source");
         tokio::time::sleep(Duration::from_millis(500)).await;
         let after = status(&mut vm).await.expect("status after");
         check_continuity(&before, &after).unwrap_or_else(|e| panic!("{e}"));
@@ -165,10 +128,7 @@ fn killing_the_destination_virtiofsd_fails_the_migration_and_the_source_goes_on(
 #[ignore = "needs the lab (root, Ceph, QEMU): cargo test -- --include-ignored"]
 fn vm_failures_are_named_and_clean_up_after_themselves() {
     let root = lab_root();
-    let _down = DownOnDrop {
-        name: "t-vmbad",
-        root: root.path(),
-    };
+    let _down = DownOnDrop { name: "t-vmbad", root: root.path() };
     let lab = lab("t-vmbad", root.path());
     runtime().block_on(async {
         // A guest that never says hello: a shell instead of the agent.
@@ -177,32 +137,20 @@ fn vm_failures_are_named_and_clean_up_after_themselves() {
             boot_timeout_ms: 5_000,
             ..VmSpec::new("vm-sh")
         };
-        let e = Vm::start(&lab, &spec, "c1", 0, false)
-            .await
-            .expect_err("never says hello");
+        let e = Vm::start(&lab, &spec, "c1", 0, false).await.expect_err("never says hello");
         assert!(matches!(e, VmError::NeverBooted { .. }), "{e}");
         no_vm_processes_left(&lab);
 
         // A kernel that panics: QEMU exits, and the console says why.
-        let spec = VmSpec {
-            cmdline_extra: Some("rdinit=/nonexistent".into()),
-            ..VmSpec::new("vm-panic")
-        };
-        let e = Vm::start(&lab, &spec, "c1", 0, false)
-            .await
-            .expect_err("panics");
+        let spec = VmSpec { cmdline_extra: Some("rdinit=/nonexistent".into()), ..VmSpec::new("vm-panic") };
+        let e = Vm::start(&lab, &spec, "c1", 0, false).await.expect_err("panics");
         assert!(matches!(e, VmError::QemuDied { .. }), "{e}");
         assert!(e.to_string().contains("Kernel panic"), "{e}");
         no_vm_processes_left(&lab);
 
         // A virtiofsd that dies before QEMU connects.
-        let spec = VmSpec {
-            virtiofsd_args: vec!["--no-such-option".into()],
-            ..VmSpec::new("vm-vfsd")
-        };
-        let e = Vm::start(&lab, &spec, "c1", 0, false)
-            .await
-            .expect_err("virtiofsd dies");
+        let spec = VmSpec { virtiofsd_args: vec!["--no-such-option".into()], ..VmSpec::new("vm-vfsd") };
+        let e = Vm::start(&lab, &spec, "c1", 0, false).await.expect_err("virtiofsd dies");
         assert!(matches!(e, VmError::VirtiofsdDied { .. }), "{e}");
         assert!(e.to_string().contains("no-such-option"), "{e}");
         no_vm_processes_left(&lab);
@@ -212,26 +160,16 @@ fn vm_failures_are_named_and_clean_up_after_themselves() {
         let mut vm = boot(&lab).await;
         let before = status(&mut vm).await.expect("status");
         let opts = MigrationOptions {
-            params: MigrationParams {
-                max_bandwidth: Some(100_000),
-                ..MigrationParams::default()
-            },
+            params: MigrationParams { max_bandwidth: Some(100_000), ..MigrationParams::default() },
             timeout: Duration::from_secs(2),
             ..MigrationOptions::default()
         };
-        let (mut vm, rec) = migration::migrate(&lab, vm, "c2", &opts, &mut Quiet)
-            .await
-            .expect("migrate");
-        assert!(
-            matches!(rec.outcome, Outcome::TimedOut { after_ms: 2000 }),
-            "{:?}",
-            rec.outcome
-        );
+        let (mut vm, rec) = migration::migrate(&lab, vm, "c2", &opts, &mut Quiet).await.expect("migrate");
+        assert!(matches!(rec.outcome, Outcome::TimedOut { after_ms: 2000 }), "{:?}", rec.outcome);
         assert_eq!(vm.record.host, "c1");
         assert!(vm.qmp.running().await.expect("query-status"));
         tokio::time::sleep(Duration::from_millis(300)).await;
-        check_continuity(&before, &status(&mut vm).await.expect("status"))
-            .unwrap_or_else(|e| panic!("{e}"));
+        check_continuity(&before, &status(&mut vm).await.expect("status")).unwrap_or_else(|e| panic!("{e}"));
         vm.stop(&lab).await.expect("stop");
         no_vm_processes_left(&lab);
     });

@@ -22,13 +22,7 @@ pub enum DaemonAction {
 }
 
 impl DaemonAction {
-    pub const ALL: [DaemonAction; 5] = [
-        Self::Stop,
-        Self::Freeze,
-        Self::Resume,
-        Self::Kill,
-        Self::Restart,
-    ];
+    pub const ALL: [DaemonAction; 5] = [Self::Stop, Self::Freeze, Self::Resume, Self::Kill, Self::Restart];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -54,10 +48,7 @@ pub struct UnknownAction(pub String);
 impl FromStr for DaemonAction {
     type Err = UnknownAction;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|a| a.as_str() == s)
-            .ok_or_else(|| UnknownAction(s.to_string()))
+        Self::ALL.into_iter().find(|a| a.as_str() == s).ok_or_else(|| UnknownAction(s.to_string()))
     }
 }
 
@@ -75,11 +66,7 @@ impl LinkShape {
     pub fn rate(rate_kbit: u64) -> Self {
         // Big enough to reach the rate at 1000 Hz timers, small enough to shape.
         let burst_bytes = (rate_kbit * 1000 / 8 / 100).max(16 * 1024);
-        Self {
-            rate_kbit,
-            burst_bytes,
-            latency_ms: 100,
-        }
+        Self { rate_kbit, burst_bytes, latency_ms: 100 }
     }
 }
 

@@ -69,9 +69,7 @@ impl Phases {
         let first = |side: Side, name: &str, detail: Option<&str>| {
             ev.iter()
                 .find(|e| {
-                    e.side == side
-                        && e.event == name
-                        && (detail.is_none() || e.detail.as_deref() == detail)
+                    e.side == side && e.event == name && (detail.is_none() || e.detail.as_deref() == detail)
                 })
                 .map(|e| e.t_ms)
         };
@@ -80,10 +78,7 @@ impl Phases {
             .find(|e| {
                 e.side == Side::Source
                     && e.event == "MIGRATION"
-                    && matches!(
-                        e.detail.as_deref(),
-                        Some("completed" | "failed" | "cancelled")
-                    )
+                    && matches!(e.detail.as_deref(), Some("completed" | "failed" | "cancelled"))
             })
             .map(|e| e.t_ms);
         let stop_ms = first(Side::Source, "STOP", None);
@@ -97,10 +92,8 @@ impl Phases {
                 (Some(s), Some(r)) if r >= s => Some(r - s),
                 _ => None,
             },
-            passes: ev
-                .iter()
-                .filter(|e| e.side == Side::Source && e.event == "MIGRATION_PASS")
-                .count() as u32,
+            passes: ev.iter().filter(|e| e.side == Side::Source && e.event == "MIGRATION_PASS").count()
+                as u32,
         }
     }
 }
@@ -139,12 +132,7 @@ mod tests {
     use super::*;
 
     fn ev(t: f64, side: Side, event: &str, detail: Option<&str>) -> TimelineEvent {
-        TimelineEvent {
-            t_ms: t,
-            side,
-            event: event.into(),
-            detail: detail.map(Into::into),
-        }
+        TimelineEvent { t_ms: t, side, event: event.into(), detail: detail.map(Into::into) }
     }
 
     /// The events a real TCG migration of 512 MiB delivered, shuffled as two QMP streams may
@@ -185,10 +173,7 @@ mod tests {
         ];
         let p = Phases::from_timeline(&events);
         assert_eq!(p.end_ms, Some(510.0));
-        assert_eq!(
-            p.resume_ms, None,
-            "the source's RESUME is not the destination's"
-        );
+        assert_eq!(p.resume_ms, None, "the source's RESUME is not the destination's");
         assert_eq!(p.paused_ms, None);
     }
 
@@ -197,9 +182,7 @@ mod tests {
         let r = MigrationRecord {
             from: "c1".into(),
             to: "c2".into(),
-            outcome: Outcome::Failed {
-                error: "Unable to write to socket".into(),
-            },
+            outcome: Outcome::Failed { error: "Unable to write to socket".into() },
             params: MigrationParams::default(),
             total_time_ms: None,
             downtime_ms: None,

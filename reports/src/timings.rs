@@ -34,11 +34,7 @@ fn ms(d: Duration) -> f64 {
 
 impl Timings {
     pub fn new() -> Self {
-        Self {
-            origin: Instant::now(),
-            phases: Vec::new(),
-            total_ms: 0.0,
-        }
+        Self { origin: Instant::now(), phases: Vec::new(), total_ms: 0.0 }
     }
 
     /// Records a phase that ran from `start` until now.
@@ -74,11 +70,7 @@ impl fmt::Display for Timings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{:<16} {:>9} {:>9}", "phase", "start ms", "took ms")?;
         for p in &self.phases {
-            writeln!(
-                f,
-                "{:<16} {:>9.0} {:>9.0}",
-                p.name, p.start_ms, p.duration_ms
-            )?;
+            writeln!(f, "{:<16} {:>9.0} {:>9.0}", p.name, p.start_ms, p.duration_ms)?;
         }
         write!(f, "{:<16} {:>9} {:>9.0}", "total", "", self.total_ms)
     }

@@ -2,6 +2,8 @@
 //! sends [`Command`]s, the agent answers with [`Message`]s. Every command gets exactly one
 //! answer; the agent also sends a `Hello` by itself once it has booted.
 
+use crate::job::Workload;
+use crate::verify::VerifyReport;
 use serde::{Deserialize, Serialize};
 
 /// The virtio-serial port names, as given to QEMU and found by the agent in sysfs.
@@ -19,16 +21,15 @@ pub enum Command {
     Hello,
     /// Answered with `Status`.
     Status,
-    /// Starts the seed's workload: open, read, close `path` in a loop, checking its content.
-    ReadLoop {
-        /// Relative to the guest's CephFS mount.
-        path: String,
-        /// Expected content; a read that differs counts as an error.
-        expect: Option<String>,
-        /// Pause between iterations.
+    /// Starts a workload (files are laid out first; `Status.laying_out` says when that is
+    /// done). Op records and heartbeats flow on the records port.
+    Start {
+        workload: Workload,
         #[serde(default)]
-        pause_us: u64,
+        seed: u64,
     },
+    /// Stops the workload, then reads back everything it wrote (answered with `Verify`).
+    Verify,
     /// Stops the running workload (answered with the final `Status`).
     Stop,
     /// Powers the guest off (answered with `Ok` first).
@@ -40,7 +41,8 @@ impl Command {
         match self {
             Command::Hello => "hello",
             Command::Status => "status",
-            Command::ReadLoop { .. } => "read-loop",
+            Command::Start { .. } => "start",
+            Command::Verify => "verify",
             Command::Stop => "stop",
             Command::Poweroff => "poweroff",
         }
@@ -71,10 +73,21 @@ pub struct Status {
     pub boot_id: String,
     pub workload: Option<String>,
     pub running: bool,
-    /// Completed iterations without error.
+    /// Workers still laying out files (the timed part has not begun).
+    #[serde(default)]
+    pub laying_out: u32,
+    /// Completed ops without error.
     pub ops: u64,
     pub errors: u64,
+    /// Reads whose data did not verify.
+    #[serde(default)]
+    pub mismatches: u64,
+    #[serde(default)]
+    pub bytes: u64,
     pub last_error: Option<String>,
+    /// Records dropped because the records port did not keep up.
+    #[serde(default)]
+    pub records_dropped: u64,
     /// Guest monotonic clock at the answer.
     pub uptime_ms: u64,
 }
@@ -84,6 +97,7 @@ pub struct Status {
 pub enum Message {
     Hello(Hello),
     Status(Status),
+    Verify(VerifyReport),
     Ok { cmd: String },
     Error { cmd: Option<String>, error: String },
 }
@@ -91,8 +105,8 @@ pub enum Message {
 /// Encodes one line (with the trailing newline).
 pub fn encode<T: Serialize>(v: &T) -> String {
     // These types always serialize: no maps with non-string keys, no failing Serialize impls.
-    let mut s = serde_json::to_string(v)
-        .unwrap_or_else(|e| format!("{{\"msg\":\"error\",\"error\":\"{e}\"}}"));
+    let mut s =
+        serde_json::to_string(v).unwrap_or_else(|e| format!("{{\"msg\":\"error\",\"error\":\"{e}\"}}"));
     s.push('\n');
     s
 }
@@ -100,17 +114,15 @@ pub fn encode<T: Serialize>(v: &T) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::ReadLoopJob;
 
     #[test]
     fn commands_and_messages_round_trip_as_lines() {
         let cmds = [
             Command::Hello,
             Command::Status,
-            Command::ReadLoop {
-                path: "hello".into(),
-                expect: Some("Hello world\n".into()),
-                pause_us: 1000,
-            },
+            Command::Start { workload: Workload::ReadLoop(ReadLoopJob::default()), seed: 3 },
+            Command::Verify,
             Command::Stop,
             Command::Poweroff,
         ];
@@ -119,19 +131,9 @@ mod tests {
             assert!(line.ends_with('\n') && !line[..line.len() - 1].contains('\n'));
             assert_eq!(serde_json::from_str::<Command>(&line).expect("parses"), c);
         }
-        let m = Message::Status(Status {
-            ops: 7,
-            boot_id: "b".into(),
-            ..Status::default()
-        });
-        assert_eq!(
-            serde_json::from_str::<Message>(&encode(&m)).expect("parses"),
-            m
-        );
-        let wire = r#"{"cmd":"read-loop","path":"f","expect":null}"#;
-        assert!(matches!(
-            serde_json::from_str::<Command>(wire),
-            Ok(Command::ReadLoop { pause_us: 0, .. })
-        ));
+        let m = Message::Status(Status { ops: 7, boot_id: "b".into(), ..Status::default() });
+        assert_eq!(serde_json::from_str::<Message>(&encode(&m)).expect("parses"), m);
+        let wire = r#"{"cmd":"start","workload":{"kind":"fio","rw":"randread"}}"#;
+        assert!(matches!(serde_json::from_str::<Command>(wire), Ok(Command::Start { seed: 0, .. })));
     }
 }

@@ -20,10 +20,7 @@ use std::time::{Duration, Instant};
 
 /// CLOCK_MONOTONIC in ns: the clock of every record.
 pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -142,15 +139,7 @@ impl Ctx {
             self.counters.mismatches.fetch_add(1, Ordering::Relaxed);
         }
         if Instant::now() >= self.record_from {
-            self.sink.push(OpRecord {
-                op,
-                flags,
-                job,
-                submit_ns,
-                complete_ns,
-                bytes: bytes as u32,
-                status,
-            });
+            self.sink.push(OpRecord { op, flags, job, submit_ns, complete_ns, bytes: bytes as u32, status });
         }
     }
 }
@@ -191,9 +180,7 @@ struct Pacer {
 impl Pacer {
     fn new(ops_per_s: Option<f64>) -> Self {
         Self {
-            interval: ops_per_s
-                .filter(|r| *r > 0.0)
-                .map(|r| Duration::from_secs_f64(1.0 / r)),
+            interval: ops_per_s.filter(|r| *r > 0.0).map(|r| Duration::from_secs_f64(1.0 / r)),
             next: Instant::now(),
         }
     }
@@ -223,8 +210,8 @@ unsafe impl Send for Aligned {}
 
 impl Aligned {
     fn new(len: usize) -> Self {
-        let layout = std::alloc::Layout::from_size_align(len.max(1), 4096)
-            .unwrap_or(std::alloc::Layout::new::<u8>());
+        let layout =
+            std::alloc::Layout::from_size_align(len.max(1), 4096).unwrap_or(std::alloc::Layout::new::<u8>());
         // SAFETY: layout has non-zero size.
         let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
         if ptr.is_null() {
@@ -269,26 +256,14 @@ pub struct Running {
 
 impl std::fmt::Debug for Running {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Running")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
+        f.debug_struct("Running").field("name", &self.name).finish_non_exhaustive()
     }
 }
 
 enum Verifier {
-    Fio {
-        jobs: Vec<Arc<FioFiles>>,
-        bs: u64,
-        root: PathBuf,
-    },
-    ReadLoop {
-        path: PathBuf,
-        content: Vec<u8>,
-    },
-    Metadata {
-        live: Vec<Arc<Mutex<Vec<String>>>>,
-        dirs: Vec<PathBuf>,
-    },
+    Fio { jobs: Vec<Arc<FioFiles>>, bs: u64, root: PathBuf },
+    ReadLoop { path: PathBuf, content: Vec<u8> },
+    Metadata { live: Vec<Arc<Mutex<Vec<String>>>>, dirs: Vec<PathBuf> },
 }
 
 impl Running {
@@ -313,11 +288,7 @@ impl Running {
                 let mut buf = vec![0u8; *bs as usize];
                 for (j, files) in jobs.iter().enumerate() {
                     for (f, path) in files.paths.iter().enumerate() {
-                        let rel = path
-                            .strip_prefix(root)
-                            .unwrap_or(path)
-                            .display()
-                            .to_string();
+                        let rel = path.strip_prefix(root).unwrap_or(path).display().to_string();
                         let file = File::open(path);
                         for b in 0..files.blocks_per_file {
                             let offset = b * bs;
@@ -332,11 +303,7 @@ impl Running {
                             report.blocks += 1;
                             let mismatch = result.is_err();
                             if let Err(problem) = result {
-                                report.add(BadBlock {
-                                    path: rel.clone(),
-                                    offset,
-                                    problem,
-                                });
+                                report.add(BadBlock { path: rel.clone(), offset, problem });
                             }
                             sink.push(OpRecord {
                                 op: Op::Verify,
@@ -429,10 +396,7 @@ fn ctx(
 }
 
 fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, String> {
-    std::thread::Builder::new()
-        .name(name.clone())
-        .spawn(f)
-        .map_err(|e| format!("start thread {name}: {e}"))
+    std::thread::Builder::new().name(name.clone()).spawn(f).map_err(|e| format!("start thread {name}: {e}"))
 }
 
 fn start_read_loop(
@@ -445,11 +409,7 @@ fn start_read_loop(
     let path = root.join(&j.path);
     let content = j.content.clone().into_bytes();
     let c = ctx(&stop, &counters, &sink, 0.0, j.runtime);
-    let (p, want, pause) = (
-        path.clone(),
-        content.clone(),
-        Duration::from_micros(j.pause_us),
-    );
+    let (p, want, pause) = (path.clone(), content.clone(), Duration::from_micros(j.pause_us));
     let t = spawn("read-loop".into(), move || {
         while !c.done() {
             let submit = now_ns();
@@ -506,23 +466,13 @@ fn start_fio(
     let blocks_per_file = j.size.0 / j.bs.0;
     let mut jobs = Vec::new();
     for n in 0..j.numjobs {
-        let paths: Vec<PathBuf> = (0..j.nrfiles)
-            .map(|f| dir.join(format!("{}.{n}.{f}", j.name)))
-            .collect();
+        let paths: Vec<PathBuf> = (0..j.nrfiles).map(|f| dir.join(format!("{}.{n}.{f}", j.name))).collect();
         for p in &paths {
-            let f =
-                open_file(p, false, true).map_err(|e| format!("create {}: {e}", p.display()))?;
-            f.set_len(j.size.0)
-                .map_err(|e| format!("size {}: {e}", p.display()))?;
+            let f = open_file(p, false, true).map_err(|e| format!("create {}: {e}", p.display()))?;
+            f.set_len(j.size.0).map_err(|e| format!("size {}: {e}", p.display()))?;
         }
-        let generations = (0..blocks_per_file * j.nrfiles as u64)
-            .map(|_| AtomicU32::new(0))
-            .collect();
-        jobs.push(Arc::new(FioFiles {
-            paths,
-            blocks_per_file,
-            generations,
-        }));
+        let generations = (0..blocks_per_file * j.nrfiles as u64).map(|_| AtomicU32::new(0)).collect();
+        jobs.push(Arc::new(FioFiles { paths, blocks_per_file, generations }));
     }
     let workers = (j.numjobs * j.iodepth) as usize;
     // Every worker lays out its blocks, then all start the timed loop together.
@@ -531,14 +481,8 @@ fn start_fio(
     let mut threads = Vec::new();
     for (n, files) in jobs.iter().enumerate() {
         for w in 0..j.iodepth {
-            let (job, files, sink, stop, counters, barrier) = (
-                j.clone(),
-                files.clone(),
-                sink.clone(),
-                stop.clone(),
-                counters.clone(),
-                barrier.clone(),
-            );
+            let (job, files, sink, stop, counters, barrier) =
+                (j.clone(), files.clone(), sink.clone(), stop.clone(), counters.clone(), barrier.clone());
             let worker_seed = seed ^ ((n as u64) << 32) ^ w as u64;
             let file_base = (n * job.nrfiles as usize) as u32;
             threads.push(spawn(format!("{}.{n}.{w}", j.name), move || {
@@ -563,11 +507,7 @@ fn start_fio(
         counters,
         stop,
         threads,
-        verifier: Verifier::Fio {
-            jobs,
-            bs: j.bs.0,
-            root: root.to_path_buf(),
-        },
+        verifier: Verifier::Fio { jobs, bs: j.bs.0, root: root.to_path_buf() },
     })
 }
 
@@ -588,11 +528,8 @@ fn fio_worker(
     let bs = j.bs.0;
     let iodepth = j.iodepth as u64;
     let mut buf = Aligned::new(bs as usize);
-    let handles: Vec<std::io::Result<File>> = files
-        .paths
-        .iter()
-        .map(|p| open_file(p, j.direct, false))
-        .collect();
+    let handles: Vec<std::io::Result<File>> =
+        files.paths.iter().map(|p| open_file(p, j.direct, false)).collect();
     // The blocks this worker owns: every iodepth-th, across the job's files.
     let owned: Vec<(usize, u64)> = (0..files.paths.len())
         .flat_map(|f| (0..files.blocks_per_file).map(move |b| (f, b)))
@@ -692,10 +629,7 @@ fn fio_worker(
                     job,
                     submit,
                     0,
-                    Err((
-                        errno(&e),
-                        format!("write {}: {e}", files.paths[f].display()),
-                    )),
+                    Err((errno(&e), format!("write {}: {e}", files.paths[f].display()))),
                     false,
                 ),
             }
@@ -703,19 +637,8 @@ fn fio_worker(
             let every = if j.fsync > 0 { j.fsync } else { j.fdatasync } as u64;
             if every > 0 && writes % every == 0 {
                 let submit = now_ns();
-                let r = if j.fsync > 0 {
-                    fh.sync_all()
-                } else {
-                    fh.sync_data()
-                };
-                c.record(
-                    Op::Fsync,
-                    job,
-                    submit,
-                    0,
-                    r.map_err(|e| (errno(&e), format!("fsync: {e}"))),
-                    false,
-                );
+                let r = if j.fsync > 0 { fh.sync_all() } else { fh.sync_data() };
+                c.record(Op::Fsync, job, submit, 0, r.map_err(|e| (errno(&e), format!("fsync: {e}"))), false);
             }
         }
     }
@@ -782,14 +705,7 @@ fn start_metadata(
                     let name = local.swap_remove_back(i).unwrap_or_default();
                     (Op::Unlink, std::fs::remove_file(dir.join(name)))
                 };
-                c.record(
-                    op,
-                    n as u16,
-                    submit,
-                    0,
-                    r.map_err(|e| (errno(&e), format!("{op}: {e}"))),
-                    false,
-                );
+                c.record(op, n as u16, submit, 0, r.map_err(|e| (errno(&e), format!("{op}: {e}"))), false);
                 if let Ok(mut l) = names.lock() {
                     l.clear();
                     l.extend(local.iter().cloned());
@@ -797,13 +713,7 @@ fn start_metadata(
             }
         })?);
     }
-    Ok(Running {
-        name: j.name.clone(),
-        counters,
-        stop,
-        threads,
-        verifier: Verifier::Metadata { live, dirs },
-    })
+    Ok(Running { name: j.name.clone(), counters, stop, threads, verifier: Verifier::Metadata { live, dirs } })
 }
 
 #[cfg(test)]
@@ -846,11 +756,7 @@ mod tests {
         let recs = collect(&buf);
         assert!(recs.iter().any(|o| o.op == Op::Write) && recs.iter().any(|o| o.op == Op::Read));
         assert!(recs.iter().any(|o| o.op == Op::Fsync));
-        assert!(
-            recs.iter()
-                .all(|o| !o.failed() && o.flags & FLAG_MISMATCH == 0),
-            "clean run"
-        );
+        assert!(recs.iter().all(|o| !o.failed() && o.flags & FLAG_MISMATCH == 0), "clean run");
         assert_eq!(r.counters.mismatches.load(Ordering::Relaxed), 0);
         let report = r.verify(buf.as_ref());
         assert_eq!(report.blocks, 128);
@@ -882,10 +788,7 @@ mod tests {
         f.write_all_at(&old, 0).expect("write");
         let report = r.verify(buf.as_ref());
         assert!(
-            matches!(
-                report.bad.first().map(|b| &b.problem),
-                Some(Problem::Stale { found: 1, .. })
-            ),
+            matches!(report.bad.first().map(|b| &b.problem), Some(Problem::Stale { found: 1, .. })),
             "{:?}",
             report.bad
         );
@@ -912,16 +815,10 @@ mod tests {
     #[test]
     fn metadata_and_read_loop_run_and_verify() {
         let dir = tempfile::tempdir().expect("tmp");
-        let m = Workload::Metadata(MetadataJob {
-            files: 8,
-            ..toml::from_str("").expect("defaults")
-        });
+        let m = Workload::Metadata(MetadataJob { files: 8, ..toml::from_str("").expect("defaults") });
         let (r, buf) = run_for(&m, dir.path(), 100);
         let ops: Vec<Op> = collect(&buf).iter().map(|o| o.op).collect();
-        assert!(
-            ops.contains(&Op::Create) && ops.contains(&Op::Stat),
-            "{ops:?}"
-        );
+        assert!(ops.contains(&Op::Create) && ops.contains(&Op::Stat), "{ops:?}");
         assert_eq!(
             r.counters.errors.load(Ordering::Relaxed),
             0,
@@ -933,9 +830,7 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("miglab")).expect("mkdir");
         std::fs::write(dir.path().join("miglab/hello"), "Hello world\n").expect("write");
         let (r, buf) = run_for(&Workload::ReadLoop(ReadLoopJob::default()), dir.path(), 50);
-        assert!(collect(&buf)
-            .iter()
-            .all(|o| o.op == Op::ReadFile && o.flags == 0));
+        assert!(collect(&buf).iter().all(|o| o.op == Op::ReadFile && o.flags == 0));
         assert!(r.verify(buf.as_ref()).clean());
     }
 
@@ -943,10 +838,7 @@ mod tests {
     fn a_full_buffer_drops_and_counts() {
         let b = RecordBuffer::new(2);
         for _ in 0..5 {
-            b.push_record(&Record::Heartbeat {
-                seq: 0,
-                guest_ns: 0,
-            });
+            b.push_record(&Record::Heartbeat { seq: 0, guest_ns: 0 });
         }
         assert_eq!(b.dropped.load(Ordering::Relaxed), 3);
     }

@@ -17,10 +17,7 @@ impl FromStr for Size {
     type Err = BadSize;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let t = s.trim().to_ascii_lowercase();
-        let t = t
-            .strip_suffix("ib")
-            .or_else(|| t.strip_suffix('b'))
-            .unwrap_or(&t);
+        let t = t.strip_suffix("ib").or_else(|| t.strip_suffix('b')).unwrap_or(&t);
         let (num, mult) = match t.chars().last() {
             Some('k') => (&t[..t.len() - 1], 1u64 << 10),
             Some('m') => (&t[..t.len() - 1], 1 << 20),
@@ -29,9 +26,7 @@ impl FromStr for Size {
             _ => (t, 1),
         };
         let n: u64 = num.trim().parse().map_err(|_| BadSize(s.into()))?;
-        n.checked_mul(mult)
-            .map(Size)
-            .ok_or_else(|| BadSize(s.into()))
+        n.checked_mul(mult).map(Size).ok_or_else(|| BadSize(s.into()))
     }
 }
 
@@ -104,9 +99,7 @@ impl FromStr for Rw {
             "randwrite" => Ok(Rw::Randwrite),
             "readwrite" | "rw" => Ok(Rw::Readwrite),
             "randrw" => Ok(Rw::Randrw),
-            _ => Err(format!(
-                "unknown rw '{s}': use read, write, randread, randwrite, readwrite or randrw"
-            )),
+            _ => Err(format!("unknown rw '{s}': use read, write, randread, randwrite, readwrite or randrw")),
         }
     }
 }
@@ -206,9 +199,7 @@ impl FioJob {
     }
 
     pub fn dir(&self) -> String {
-        self.directory
-            .clone()
-            .unwrap_or_else(|| format!("miglab/{}", self.name))
+        self.directory.clone().unwrap_or_else(|| format!("miglab/{}", self.name))
     }
 
     /// Checks what serde cannot: sizes that fit together.
@@ -221,16 +212,10 @@ impl FioJob {
             ));
         }
         if self.bs.0 == 0 || self.size.0 < self.bs.0 {
-            return Err(format!(
-                "size {} must hold at least one block of bs {}",
-                self.size, self.bs
-            ));
+            return Err(format!("size {} must hold at least one block of bs {}", self.size, self.bs));
         }
         if self.size.0 % self.bs.0 != 0 {
-            return Err(format!(
-                "size {} is not a multiple of bs {}",
-                self.size, self.bs
-            ));
+            return Err(format!("size {} is not a multiple of bs {}", self.size, self.bs));
         }
         if self.bs.0 > u32::MAX as u64 {
             return Err(format!("bs {} is too large", self.bs));
@@ -284,17 +269,10 @@ impl MetadataJob {
         64
     }
     fn default_mix() -> MetadataMix {
-        MetadataMix {
-            create: 25,
-            stat: 50,
-            rename: 15,
-            unlink: 10,
-        }
+        MetadataMix { create: 25, stat: 50, rename: 15, unlink: 10 }
     }
     pub fn dir(&self) -> String {
-        self.directory
-            .clone()
-            .unwrap_or_else(|| format!("miglab/{}", self.name))
+        self.directory.clone().unwrap_or_else(|| format!("miglab/{}", self.name))
     }
 }
 
@@ -325,12 +303,7 @@ impl ReadLoopJob {
 
 impl Default for ReadLoopJob {
     fn default() -> Self {
-        Self {
-            path: Self::default_path(),
-            content: Self::default_content(),
-            pause_us: 0,
-            runtime: None,
-        }
+        Self { path: Self::default_path(), content: Self::default_content(), pause_us: 0, runtime: None }
     }
 }
 
@@ -400,18 +373,12 @@ mod tests {
         )
         .expect("parses");
         let Workload::Fio(j) = &w else { panic!("fio") };
-        assert_eq!(
-            (j.bs, j.size, j.numjobs, j.iodepth),
-            (Size(4096), Size(64 << 20), 1, 1)
-        );
+        assert_eq!((j.bs, j.size, j.numjobs, j.iodepth), (Size(4096), Size(64 << 20), 1, 1));
         assert_eq!(j.runtime, Some(30.0));
         assert_eq!(j.dir(), "miglab/randread-4k");
         assert!(w.validate().is_ok());
         let bad: Result<Workload, _> = toml::from_str("kind = \"fio\"\nrw = \"read\"\nbogus = 1\n");
-        assert!(bad
-            .expect_err("unknown field")
-            .to_string()
-            .contains("bogus"));
+        assert!(bad.expect_err("unknown field").to_string().contains("bogus"));
     }
 
     #[test]
@@ -419,18 +386,12 @@ mod tests {
         let mut j = FioJob::new("x", Rw::Write);
         j.bs = Size(4096);
         j.size = Size(6000);
-        assert!(j
-            .validate()
-            .expect_err("not a multiple")
-            .contains("multiple"));
+        assert!(j.validate().expect_err("not a multiple").contains("multiple"));
         j.size = Size(1024);
         assert!(j.validate().is_err());
         j.bs = Size(16);
         j.size = Size(1024);
-        assert!(j
-            .validate()
-            .expect_err("too small")
-            .contains("verify header"));
+        assert!(j.validate().expect_err("too small").contains("verify header"));
     }
 
     #[test]

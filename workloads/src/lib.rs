@@ -6,7 +6,7 @@
 
 pub mod control;
 pub mod engine;
+pub mod fio;
 pub mod job;
-pub mod readloop;
 pub mod record;
 pub mod verify;

@@ -154,23 +154,11 @@ impl Record {
             return Err(DecodeError::Version(b[0]));
         }
         let u64_at = |o: usize| {
-            u64::from_le_bytes([
-                b[o],
-                b[o + 1],
-                b[o + 2],
-                b[o + 3],
-                b[o + 4],
-                b[o + 5],
-                b[o + 6],
-                b[o + 7],
-            ])
+            u64::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3], b[o + 4], b[o + 5], b[o + 6], b[o + 7]])
         };
         let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
         match b[1] {
-            0 => Ok(Record::Heartbeat {
-                seq: u32_at(24),
-                guest_ns: u64_at(8),
-            }),
+            0 => Ok(Record::Heartbeat { seq: u32_at(24), guest_ns: u64_at(8) }),
             1 => Ok(Record::Op(OpRecord {
                 op: Op::from_u8(b[2]).ok_or(DecodeError::Op(b[2]))?,
                 flags: b[3],
@@ -216,9 +204,7 @@ impl Decoder {
         }
         let mut frames = chunk.chunks_exact(FRAME_LEN);
         for frame in &mut frames {
-            let frame: &[u8; FRAME_LEN] = frame
-                .try_into()
-                .expect("chunks_exact yields FRAME_LEN bytes");
+            let frame: &[u8; FRAME_LEN] = frame.try_into().expect("chunks_exact yields FRAME_LEN bytes");
             self.emit(frame, &mut f);
         }
         let rest = frames.remainder();
@@ -240,10 +226,7 @@ mod tests {
     use super::*;
 
     fn sample() -> Vec<Record> {
-        let mut v = vec![Record::Heartbeat {
-            seq: 0,
-            guest_ns: 1,
-        }];
+        let mut v = vec![Record::Heartbeat { seq: 0, guest_ns: 1 }];
         for (i, op) in Op::ALL.into_iter().enumerate() {
             v.push(Record::Op(OpRecord {
                 op,
@@ -254,10 +237,7 @@ mod tests {
                 bytes: u32::MAX - i as u32,
                 status: i as u32,
             }));
-            v.push(Record::Heartbeat {
-                seq: i as u32 + 1,
-                guest_ns: 1_000_000 * i as u64,
-            });
+            v.push(Record::Heartbeat { seq: i as u32 + 1, guest_ns: 1_000_000 * i as u64 });
         }
         v
     }
@@ -304,17 +284,8 @@ mod tests {
 
     #[test]
     fn bad_frames_are_counted_not_fatal() {
-        let mut bytes = Record::Heartbeat {
-            seq: 1,
-            guest_ns: 2,
-        }
-        .to_bytes()
-        .to_vec();
-        let mut bad = Record::Heartbeat {
-            seq: 2,
-            guest_ns: 3,
-        }
-        .to_bytes();
+        let mut bytes = Record::Heartbeat { seq: 1, guest_ns: 2 }.to_bytes().to_vec();
+        let mut bad = Record::Heartbeat { seq: 2, guest_ns: 3 }.to_bytes();
         bad[0] = 9;
         bytes.extend_from_slice(&bad);
         let mut unknown_op = Record::Op(OpRecord {
@@ -329,13 +300,7 @@ mod tests {
         .to_bytes();
         unknown_op[2] = 200;
         bytes.extend_from_slice(&unknown_op);
-        bytes.extend_from_slice(
-            &Record::Heartbeat {
-                seq: 3,
-                guest_ns: 4,
-            }
-            .to_bytes(),
-        );
+        bytes.extend_from_slice(&Record::Heartbeat { seq: 3, guest_ns: 4 }.to_bytes());
         let mut d = Decoder::new();
         let mut n = 0;
         d.feed(&bytes, |_| n += 1);

@@ -86,13 +86,7 @@ pub fn fill_block(buf: &mut [u8], file: u32, offset: u64, generation: u32, seed:
 }
 
 /// Checks one block read back; `expected` is the generation of the last acknowledged write.
-pub fn check_block(
-    buf: &[u8],
-    len: usize,
-    file: u32,
-    offset: u64,
-    expected: u32,
-) -> Result<(), Problem> {
+pub fn check_block(buf: &[u8], len: usize, file: u32, offset: u64, expected: u32) -> Result<(), Problem> {
     if buf.len() < HEADER_LEN || len < buf.len() || buf.iter().all(|b| *b == 0) {
         return Err(Problem::Missing);
     }
@@ -106,10 +100,7 @@ pub fn check_block(
     if checksum(&copy) != stored {
         return Err(Problem::Corrupt);
     }
-    let (f, o) = (
-        u32_at(4),
-        u64::from_le_bytes(buf[8..16].try_into().map_err(|_| Problem::NoHeader)?),
-    );
+    let (f, o) = (u32_at(4), u64::from_le_bytes(buf[8..16].try_into().map_err(|_| Problem::NoHeader)?));
     if (f, o) != (file, offset) {
         return Err(Problem::Misplaced { file: f, offset: o });
     }
@@ -149,18 +140,11 @@ impl VerifyReport {
     }
 
     pub fn mismatched(&self) -> u64 {
-        self.bad
-            .iter()
-            .filter(|b| b.problem != Problem::Missing)
-            .count() as u64
-            + self.bad_unlisted
+        self.bad.iter().filter(|b| b.problem != Problem::Missing).count() as u64 + self.bad_unlisted
     }
 
     pub fn missing(&self) -> u64 {
-        self.bad
-            .iter()
-            .filter(|b| b.problem == Problem::Missing)
-            .count() as u64
+        self.bad.iter().filter(|b| b.problem == Problem::Missing).count() as u64
     }
 
     pub fn clean(&self) -> bool {
@@ -177,31 +161,13 @@ mod tests {
         let mut b = vec![0u8; 4096];
         fill_block(&mut b, 3, 8192, 5, 42);
         assert_eq!(check_block(&b, b.len(), 3, 8192, 5), Ok(()));
-        assert_eq!(
-            check_block(&b, b.len(), 3, 8192, 6),
-            Err(Problem::Stale {
-                found: 5,
-                expected: 6
-            })
-        );
-        assert_eq!(
-            check_block(&b, b.len(), 3, 4096, 5),
-            Err(Problem::Misplaced {
-                file: 3,
-                offset: 8192
-            })
-        );
+        assert_eq!(check_block(&b, b.len(), 3, 8192, 6), Err(Problem::Stale { found: 5, expected: 6 }));
+        assert_eq!(check_block(&b, b.len(), 3, 4096, 5), Err(Problem::Misplaced { file: 3, offset: 8192 }));
         assert_eq!(check_block(&b, 100, 3, 8192, 5), Err(Problem::Missing));
         let mut flipped = b.clone();
         flipped[1000] ^= 0x01;
-        assert_eq!(
-            check_block(&flipped, b.len(), 3, 8192, 5),
-            Err(Problem::Corrupt)
-        );
-        assert_eq!(
-            check_block(&vec![0u8; 4096], 4096, 3, 8192, 5),
-            Err(Problem::Missing)
-        );
+        assert_eq!(check_block(&flipped, b.len(), 3, 8192, 5), Err(Problem::Corrupt));
+        assert_eq!(check_block(&vec![0u8; 4096], 4096, 3, 8192, 5), Err(Problem::Missing));
         let mut junk = vec![7u8; 4096];
         junk[0] = 1;
         assert_eq!(check_block(&junk, 4096, 3, 8192, 5), Err(Problem::NoHeader));
@@ -222,17 +188,9 @@ mod tests {
     fn reports_cap_their_lists() {
         let mut r = VerifyReport::default();
         for i in 0..1005 {
-            r.add(BadBlock {
-                path: "f".into(),
-                offset: i,
-                problem: Problem::Corrupt,
-            });
+            r.add(BadBlock { path: "f".into(), offset: i, problem: Problem::Corrupt });
         }
-        r.add(BadBlock {
-            path: "f".into(),
-            offset: 0,
-            problem: Problem::Missing,
-        });
+        r.add(BadBlock { path: "f".into(), offset: 0, problem: Problem::Missing });
         assert_eq!(r.bad.len(), 1000);
         assert_eq!(r.mismatched(), 1006);
         assert!(!r.clean());

@@ -7,16 +7,11 @@ use std::process::ExitCode;
 
 pub(super) fn image_cmd(cmd: ImageCmd) -> Result<ExitCode, ImageError> {
     match cmd {
-        ImageCmd::Build {
-            agent,
-            compress,
-            no_busybox,
-        } => {
+        ImageCmd::Build { agent, compress, no_busybox } => {
             let agent = match agent {
                 Some(a) => a,
                 None => {
-                    let tree = image::source_tree()
-                        .ok_or_else(|| ImageError::NoAgent("--agent".into()))?;
+                    let tree = image::source_tree().ok_or_else(|| ImageError::NoAgent("--agent".into()))?;
                     image::build_agent(&tree)?
                 }
             };
@@ -39,16 +34,8 @@ pub(super) fn image_cmd(cmd: ImageCmd) -> Result<ExitCode, ImageError> {
 fn print_image(img: &GuestImage, what: &str) {
     let m = &img.manifest;
     println!("guest image {} ({what}) in {}", m.key, img.dir.display());
-    println!(
-        "  kernel     {} (vmlinux {:.1} MiB)",
-        m.kernel_release,
-        m.vmlinux_bytes as f64 / 1048576.0
-    );
-    println!(
-        "  initramfs  {:.1} MiB: modules {}",
-        m.initramfs_bytes as f64 / 1048576.0,
-        m.modules.join(" ")
-    );
+    println!("  kernel     {} (vmlinux {:.1} MiB)", m.kernel_release, m.vmlinux_bytes as f64 / 1048576.0);
+    println!("  initramfs  {:.1} MiB: modules {}", m.initramfs_bytes as f64 / 1048576.0, m.modules.join(" "));
     println!("  agent      sha256 {}", &m.agent_sha256[..16]);
     println!("  busybox    {}", m.busybox.as_deref().unwrap_or("none"));
 }

@@ -9,15 +9,7 @@ use std::time::Duration;
 
 pub(super) fn lab_cmd(cmd: LabCmd) -> Result<ExitCode, LabError> {
     match cmd {
-        LabCmd::Up {
-            lab: name,
-            subnet,
-            clients,
-            objectstore,
-            ceph_conf,
-            ready_timeout,
-            timings,
-        } => {
+        LabCmd::Up { lab: name, subnet, clients, objectstore, ceph_conf, ready_timeout, timings } => {
             let opts = LabOptions {
                 name: name.name.clone(),
                 root: name.root(),
@@ -28,29 +20,17 @@ pub(super) fn lab_cmd(cmd: LabCmd) -> Result<ExitCode, LabError> {
                 ready_timeout: Duration::from_secs(ready_timeout),
                 ..LabOptions::default()
             };
-            eprintln!(
-                "miglab: bringing up lab '{}' in {}",
-                opts.name,
-                opts.root.join(&opts.name).display()
-            );
+            eprintln!("miglab: bringing up lab '{}' in {}", opts.name, opts.root.join(&opts.name).display());
             let lab = Lab::up(&opts)?;
             let summary = lab.status().map(|s| s.summary()).unwrap_or_default();
             println!("lab '{}' is up: {summary}", opts.name);
             for h in lab.hosts() {
-                println!(
-                    "  {}  {}  CephFS at {}",
-                    h.name(),
-                    h.address(),
-                    h.mount_point().display()
-                );
+                println!("  {}  {}  CephFS at {}", h.name(), h.address(), h.mount_point().display());
             }
             if timings {
                 println!("\n{}", lab.timings());
                 // Idle: measured after the readiness wait, with nothing running on the mounts.
-                println!(
-                    "idle resident memory: {:.0} MiB",
-                    lab.rss_kib() as f64 / 1024.0
-                );
+                println!("idle resident memory: {:.0} MiB", lab.rss_kib() as f64 / 1024.0);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -72,35 +52,19 @@ pub(super) fn lab_cmd(cmd: LabCmd) -> Result<ExitCode, LabError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        LabCmd::Daemon {
-            lab,
-            daemon,
-            action,
-        } => {
+        LabCmd::Daemon { lab, daemon, action } => {
             let l = Lab::open(&lab.name, &lab.root())?;
             l.daemon(&daemon, action)?;
             println!("{daemon}: {action} done");
             Ok(ExitCode::SUCCESS)
         }
-        LabCmd::Tell {
-            lab,
-            daemon,
-            key,
-            value,
-        } => {
+        LabCmd::Tell { lab, daemon, key, value } => {
             let l = Lab::open(&lab.name, &lab.root())?;
             l.config_set(&daemon, &key, &value)?;
             println!("{daemon}: {key} = {value}");
             Ok(ExitCode::SUCCESS)
         }
-        LabCmd::Link {
-            lab,
-            host,
-            rate_kbit,
-            cut,
-            heal,
-            unshape,
-        } => {
+        LabCmd::Link { lab, host, rate_kbit, cut, heal, unshape } => {
             let l = Lab::open(&lab.name, &lab.root())?;
             if let Some(r) = rate_kbit {
                 l.shape_link(&host, Some(LinkShape::rate(r)))?;
@@ -118,48 +82,25 @@ pub(super) fn lab_cmd(cmd: LabCmd) -> Result<ExitCode, LabError> {
             let h = l.host(&host)?;
             let mut cmd = h.command(&command[0]);
             cmd.args(&command[1..]);
-            let status = cmd.status().map_err(|source| LabError::Io {
-                what: format!("run {}", command[0]),
-                source,
-            })?;
-            Ok(ExitCode::from(
-                status.code().unwrap_or(1).clamp(0, 255) as u8
-            ))
+            let status = cmd
+                .status()
+                .map_err(|source| LabError::Io { what: format!("run {}", command[0]), source })?;
+            Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8))
         }
     }
 }
 
 fn print_status(s: &lab::LabStatus) {
     println!("lab '{}' ({:?}) at {}", s.name, s.phase, s.dir.display());
-    println!(
-        "health: {}",
-        s.health.as_deref().unwrap_or("monitor not answering")
-    );
-    println!(
-        "\n{:<14} {:>8}  {:<8} {:>9}",
-        "process", "pid", "state", "rss MiB"
-    );
+    println!("health: {}", s.health.as_deref().unwrap_or("monitor not answering"));
+    println!("\n{:<14} {:>8}  {:<8} {:>9}", "process", "pid", "state", "rss MiB");
     for p in &s.processes {
-        let rss = p
-            .rss_kib
-            .map(|r| format!("{:.0}", r as f64 / 1024.0))
-            .unwrap_or_else(|| "-".into());
+        let rss = p.rss_kib.map(|r| format!("{:.0}", r as f64 / 1024.0)).unwrap_or_else(|| "-".into());
         println!("{:<14} {:>8}  {:<8} {:>9}", p.name, p.pid, p.state, rss);
     }
-    println!(
-        "{:<14} {:>8}  {:<8} {:>9.0}",
-        "total",
-        "",
-        "",
-        s.rss_kib as f64 / 1024.0
-    );
+    println!("{:<14} {:>8}  {:<8} {:>9.0}", "total", "", "", s.rss_kib as f64 / 1024.0);
     println!("\n{:<6} {:<8} path", "host", "mounted");
     for m in &s.mounts {
-        println!(
-            "{:<6} {:<8} {}",
-            m.host,
-            if m.mounted { "yes" } else { "NO" },
-            m.path.display()
-        );
+        println!("{:<6} {:<8} {}", m.host, if m.mounted { "yes" } else { "NO" }, m.path.display());
     }
 }

@@ -108,17 +108,11 @@ pub(super) fn vm_cmd(cmd: VmCmd) -> Result<ExitCode, CliError> {
                 .map(|e| e.path())
                 .collect();
             // host.generation: order by generation.
-            instances.sort_by_key(|p| {
-                p.extension()
-                    .and_then(|e| e.to_str())
-                    .and_then(|g| g.parse::<u32>().ok())
-            });
+            instances
+                .sort_by_key(|p| p.extension().and_then(|e| e.to_str()).and_then(|g| g.parse::<u32>().ok()));
             for p in instances {
                 println!("==== {} ====", p.display());
-                print!(
-                    "{}",
-                    std::fs::read_to_string(p.join("console.log")).unwrap_or_default()
-                );
+                print!("{}", std::fs::read_to_string(p.join("console.log")).unwrap_or_default());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -157,22 +151,11 @@ pub(super) fn migrate_cmd(m: MigrateArgs) -> Result<ExitCode, CliError> {
         timeout: Duration::from_secs(m.timeout),
         ..MigrationOptions::default()
     };
-    let hosts: Vec<String> = lab
-        .layout()
-        .clients
-        .iter()
-        .map(|c| c.name.clone())
-        .collect();
+    let hosts: Vec<String> = lab.layout().clients.iter().map(|c| c.name.clone()).collect();
     runtime()?.block_on(async {
         let rec = current(&lab, &m.vm.vm)?;
         let mut vm = Vm::attach(&lab, &rec).await?;
-        if !vm
-            .control
-            .status(AGENT_TIMEOUT)
-            .await
-            .map_err(VmError::from)?
-            .running
-        {
+        if !vm.control.status(AGENT_TIMEOUT).await.map_err(VmError::from)?.running {
             start_read_loop(&mut vm).await?;
         }
         let mut records = Vec::new();
@@ -181,27 +164,16 @@ pub(super) fn migrate_cmd(m: MigrateArgs) -> Result<ExitCode, CliError> {
             println!("{}", hop_header());
         }
         for hop in 1..=m.hops {
-            let before = vm
-                .control
-                .status(AGENT_TIMEOUT)
-                .await
-                .map_err(VmError::from)?;
+            let before = vm.control.status(AGENT_TIMEOUT).await.map_err(VmError::from)?;
             let to = next_host(&hosts, &vm.record.host);
             let (next, record) = migration::migrate(&lab, vm, &to, &opts, &mut Quiet).await?;
             vm = next;
             // Let the guest run a little on its new host before judging the read loop.
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let after = vm
-                .control
-                .status(AGENT_TIMEOUT)
-                .await
-                .map_err(VmError::from)?;
+            let after = vm.control.status(AGENT_TIMEOUT).await.map_err(VmError::from)?;
             let continuity = check_continuity(&before, &after);
             if !m.json {
-                println!(
-                    "{}",
-                    hop_row(hop, &record, after.ops - before.ops, &continuity)
-                );
+                println!("{}", hop_row(hop, &record, after.ops - before.ops, &continuity));
             }
             if let Err(e) = &continuity {
                 problems.push(format!("hop {hop}: {e}"));
@@ -215,10 +187,7 @@ pub(super) fn migrate_cmd(m: MigrateArgs) -> Result<ExitCode, CliError> {
             records.push(record);
         }
         if m.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&records).unwrap_or_default()
-            );
+            println!("{}", serde_json::to_string_pretty(&records).unwrap_or_default());
         }
         if problems.is_empty() {
             Ok(ExitCode::SUCCESS)
@@ -244,12 +213,7 @@ pub fn hop_header() -> String {
     )
 }
 
-pub fn hop_row(
-    hop: u32,
-    r: &MigrationRecord,
-    reads: u64,
-    continuity: &Result<(), String>,
-) -> String {
+pub fn hop_row(hop: u32, r: &MigrationRecord, reads: u64, continuity: &Result<(), String>) -> String {
     let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
     let outcome = match &r.outcome {
         Outcome::Completed => "completed".to_string(),
@@ -263,10 +227,7 @@ pub fn hop_row(
         outcome,
         opt(r.total_time_ms),
         opt(r.downtime_ms),
-        r.phases
-            .paused_ms
-            .map(|p| format!("{p:.0}"))
-            .unwrap_or_else(|| "-".into()),
+        r.phases.paused_ms.map(|p| format!("{p:.0}")).unwrap_or_else(|| "-".into()),
         r.wall_ms,
         r.transferred_bytes.unwrap_or(0) as f64 / 1e6,
         r.phases.passes,
@@ -280,20 +241,10 @@ pub fn hop_row(
 
 pub(super) fn bench_cmd(cmd: BenchCmd) -> Result<ExitCode, CliError> {
     match cmd {
-        BenchCmd::Boot {
-            vm,
-            host,
-            count,
-            accel,
-            memory_mib,
-        } => {
+        BenchCmd::Boot { vm, host, count, accel, memory_mib } => {
             let lab = open_lab(&vm)?;
             let name = format!("{}-boot", vm.vm);
-            let spec = VmSpec {
-                accel: accel.resolve(),
-                memory_mib,
-                ..VmSpec::new(&name)
-            };
+            let spec = VmSpec { accel: accel.resolve(), memory_mib, ..VmSpec::new(&name) };
             let image = crate::image::GuestImage::current(&crate::paths::cache())?;
             println!(
                 "boot: QEMU start → agent hello, {} MiB, {} on {host}, image {} (kernel {}, initramfs {:?} {:.1} MiB)",

@@ -17,11 +17,7 @@ const S_IFCHR: u32 = 0o020000;
 
 impl<W: Write> CpioWriter<W> {
     pub fn new(out: W) -> Self {
-        Self {
-            out,
-            ino: 0,
-            written: 0,
-        }
+        Self { out, ino: 0, written: 0 }
     }
 
     fn pad(&mut self) -> io::Result<()> {
@@ -97,11 +93,8 @@ mod tests {
         loop {
             assert_eq!(&b[..6], b"070701");
             let field = |i: usize| {
-                u32::from_str_radix(
-                    std::str::from_utf8(&b[6 + i * 8..14 + i * 8]).expect("hex"),
-                    16,
-                )
-                .expect("hex")
+                u32::from_str_radix(std::str::from_utf8(&b[6 + i * 8..14 + i * 8]).expect("hex"), 16)
+                    .expect("hex")
             };
             let (mode, size, namesize) = (field(1), field(6) as usize, field(11) as usize);
             let name = String::from_utf8(b[110..110 + namesize - 1].to_vec()).expect("name");
@@ -128,10 +121,7 @@ mod tests {
         let e = parse(&bytes);
         assert_eq!(e.len(), 4);
         assert_eq!(e[0].0, "bin");
-        assert_eq!(
-            e[1],
-            ("init".into(), S_IFREG | 0o755, b"#!/bin/sh\n".to_vec())
-        );
+        assert_eq!(e[1], ("init".into(), S_IFREG | 0o755, b"#!/bin/sh\n".to_vec()));
         assert_eq!(e[2].2, b"busybox");
         assert_eq!(e[3].1 & S_IFCHR, S_IFCHR);
     }

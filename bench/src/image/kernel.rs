@@ -108,10 +108,7 @@ mod tests {
 
     #[test]
     fn refuses_what_it_cannot_read() {
-        assert!(matches!(
-            extract_vmlinux(b"nothing"),
-            Err(KernelError::NotBzImage)
-        ));
+        assert!(matches!(extract_vmlinux(b"nothing"), Err(KernelError::NotBzImage)));
         let e = extract_vmlinux(&fake_bzimage(b"BZh91AY&SY")).expect_err("bzip2");
         assert!(e.to_string().contains("bzip2"));
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());

@@ -13,10 +13,7 @@ pub enum KmodError {
     #[error("no kernel modules under {0}: is the kernel package unpacked? (`ci/setup`)")]
     NoModules(PathBuf),
     #[error("could not read module {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("module {path} is not a valid ELF object ({what})")]
     BadElf { path: PathBuf, what: &'static str },
     #[error("module '{name}' (needed by {needed_by}) is neither in the package nor built in")]
@@ -27,35 +24,23 @@ pub enum KmodError {
 
 /// A module's name as the kernel knows it: file stem, dashes as underscores.
 pub fn module_name(path: &Path) -> String {
-    let file = path
-        .file_name()
-        .and_then(|f| f.to_str())
-        .unwrap_or_default();
+    let file = path.file_name().and_then(|f| f.to_str()).unwrap_or_default();
     let stem = file.split(".ko").next().unwrap_or(file);
     stem.replace('-', "_")
 }
 
 /// Reads a module file, decompressing `.ko.xz` / `.ko.zst` / `.ko.gz`.
 pub fn read_module(path: &Path) -> Result<Vec<u8>, KmodError> {
-    let err = |source| KmodError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
+    let err = |source| KmodError::Read { path: path.to_path_buf(), source };
     let raw = std::fs::read(path).map_err(err)?;
     let name = path.to_string_lossy();
     let mut out = Vec::new();
     if name.ends_with(".xz") {
-        xz2::read::XzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(err)?;
+        xz2::read::XzDecoder::new(&raw[..]).read_to_end(&mut out).map_err(err)?;
     } else if name.ends_with(".zst") {
-        zstd::stream::read::Decoder::new(&raw[..])
-            .and_then(|mut d| d.read_to_end(&mut out))
-            .map_err(err)?;
+        zstd::stream::read::Decoder::new(&raw[..]).and_then(|mut d| d.read_to_end(&mut out)).map_err(err)?;
     } else if name.ends_with(".gz") {
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(err)?;
+        flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut out).map_err(err)?;
     } else {
         out = raw;
     }
@@ -83,15 +68,10 @@ pub fn modinfo(elf: &[u8]) -> Result<Vec<(String, String)>, &'static str> {
         Some((name, off, size))
     };
     let (_, stroff, strsize) = section(shstrndx).ok_or("no section names")?;
-    let strtab = elf
-        .get(stroff..stroff + strsize)
-        .ok_or("section names out of range")?;
+    let strtab = elf.get(stroff..stroff + strsize).ok_or("section names out of range")?;
     for i in 0..shnum {
         let (name, off, size) = section(i).ok_or("section header out of range")?;
-        let n = strtab
-            .get(name..)
-            .and_then(|s| s.split(|b| *b == 0).next())
-            .unwrap_or_default();
+        let n = strtab.get(name..).and_then(|s| s.split(|b| *b == 0).next()).unwrap_or_default();
         if n == b".modinfo" {
             let data = elf.get(off..off + size).ok_or(".modinfo out of range")?;
             return Ok(data
@@ -141,28 +121,18 @@ impl ModuleTree {
             .lines()
             .map(|l| module_name(Path::new(l)))
             .collect();
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            files,
-            builtin,
-        })
+        Ok(Self { dir: dir.to_path_buf(), files, builtin })
     }
 
     fn depends(&self, name: &str) -> Result<Vec<String>, KmodError> {
         let path = &self.files[name];
         let elf = read_module(path)?;
-        let info = modinfo(&elf).map_err(|what| KmodError::BadElf {
-            path: path.clone(),
-            what,
-        })?;
+        let info = modinfo(&elf).map_err(|what| KmodError::BadElf { path: path.clone(), what })?;
         Ok(info
             .into_iter()
             .filter(|(k, _)| k == "depends")
             .flat_map(|(_, v)| {
-                v.split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(|s| s.replace('-', "_"))
-                    .collect::<Vec<_>>()
+                v.split(',').filter(|s| !s.is_empty()).map(|s| s.replace('-', "_")).collect::<Vec<_>>()
             })
             .collect())
     }
@@ -193,10 +163,7 @@ impl ModuleTree {
             if self.builtin.contains(&name) {
                 return Ok(());
             }
-            return Err(KmodError::Missing {
-                name,
-                needed_by: needed_by.into(),
-            });
+            return Err(KmodError::Missing { name, needed_by: needed_by.into() });
         }
         if !visiting.insert(name.clone()) {
             return Err(KmodError::Cycle(name));
@@ -246,11 +213,7 @@ mod tests {
 
     #[test]
     fn reads_depends_from_modinfo() {
-        let m = fake_module(&[
-            "license=GPL",
-            "depends=virtio,virtio_ring",
-            "name=virtio_pci",
-        ]);
+        let m = fake_module(&["license=GPL", "depends=virtio,virtio_ring", "name=virtio_pci"]);
         let info = modinfo(&m).expect("modinfo");
         assert!(info.contains(&("depends".into(), "virtio,virtio_ring".into())));
         assert!(modinfo(b"\x7fELF").is_err());
@@ -264,21 +227,13 @@ mod tests {
         std::fs::create_dir_all(&k).expect("mkdir");
         std::fs::write(k.join("virtio_ring.ko"), fake_module(&["depends="])).expect("w");
         std::fs::write(k.join("virtio.ko"), fake_module(&["depends=virtio_ring"])).expect("w");
-        std::fs::write(
-            k.join("virtio_pci.ko"),
-            fake_module(&["depends=virtio,virtio_ring,builtin_thing"]),
-        )
-        .expect("w");
+        std::fs::write(k.join("virtio_pci.ko"), fake_module(&["depends=virtio,virtio_ring,builtin_thing"]))
+            .expect("w");
         let mut xz = xz2::write::XzEncoder::new(Vec::new(), 6);
-        xz.write_all(&fake_module(&["depends=virtio,fuse"]))
-            .expect("xz");
+        xz.write_all(&fake_module(&["depends=virtio,fuse"])).expect("xz");
         std::fs::write(k.join("virtiofs.ko.xz"), xz.finish().expect("xz")).expect("w");
         std::fs::write(k.join("fuse.ko"), fake_module(&["depends="])).expect("w");
-        std::fs::write(
-            root.path().join("modules.builtin"),
-            "kernel/lib/builtin-thing.ko\n",
-        )
-        .expect("w");
+        std::fs::write(root.path().join("modules.builtin"), "kernel/lib/builtin-thing.ko\n").expect("w");
 
         let tree = ModuleTree::open(root.path()).expect("open");
         let order: Vec<String> = tree
@@ -287,10 +242,7 @@ mod tests {
             .iter()
             .map(|p| module_name(p))
             .collect();
-        assert_eq!(
-            order,
-            ["virtio_ring", "virtio", "virtio_pci", "fuse", "virtiofs"]
-        );
+        assert_eq!(order, ["virtio_ring", "virtio", "virtio_pci", "fuse", "virtiofs"]);
 
         let e = tree.resolve(&["virtio_scsi"]).expect_err("missing");
         assert!(e.to_string().contains("virtio_scsi"));

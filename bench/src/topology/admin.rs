@@ -17,10 +17,7 @@ const SCRIPT: &str = include_str!("admin.py");
 #[derive(Debug, Error)]
 pub enum AdminError {
     #[error("could not write the admin helper to {path}: {source}")]
-    WriteScript {
-        path: String,
-        source: std::io::Error,
-    },
+    WriteScript { path: String, source: std::io::Error },
     #[error(transparent)]
     Start(#[from] ProcessError),
     #[error("the admin helper has no pipes")]
@@ -34,11 +31,7 @@ pub enum AdminError {
     #[error("the admin helper sent something unreadable: {0}")]
     Protocol(String),
     #[error("`{command}` failed ({rc}): {err}")]
-    Command {
-        command: String,
-        rc: i64,
-        err: String,
-    },
+    Command { command: String, rc: i64, err: String },
     #[error("could not parse `ceph status`: {0}")]
     Status(#[from] serde_json::Error),
 }
@@ -63,10 +56,8 @@ impl Admin {
         timeout: Duration,
     ) -> Result<Self, AdminError> {
         let script = dir.join("admin.py");
-        std::fs::write(&script, SCRIPT).map_err(|source| AdminError::WriteScript {
-            path: script.display().to_string(),
-            source,
-        })?;
+        std::fs::write(&script, SCRIPT)
+            .map_err(|source| AdminError::WriteScript { path: script.display().to_string(), source })?;
         let secs = timeout.as_secs().max(1).to_string();
         let spec = ProcessSpec::new("admin", python, log)
             .args([script.as_os_str(), conf.as_os_str(), keyring.as_os_str()])
@@ -85,16 +76,8 @@ impl Admin {
                     }
                 }
             })
-            .map_err(|source| AdminError::WriteScript {
-                path: "reader thread".into(),
-                source,
-            })?;
-        let mut admin = Self {
-            rec,
-            stdin: Some(stdin),
-            lines,
-            timeout,
-        };
+            .map_err(|source| AdminError::WriteScript { path: "reader thread".into(), source })?;
+        let mut admin = Self { rec, stdin: Some(stdin), lines, timeout };
         // The first reply says whether the connection was made (librados enforces `timeout`;
         // the extra seconds cover the Python start-up).
         let first = admin.receive("connect", timeout + Duration::from_secs(5))?;
@@ -111,13 +94,12 @@ impl Admin {
     fn receive(&mut self, command: &str, timeout: Duration) -> Result<Reply, AdminError> {
         match self.lines.recv_timeout(timeout) {
             Ok(line) => serde_json::from_str(&line).map_err(|_| AdminError::Protocol(line)),
-            Err(RecvTimeoutError::Timeout) => Err(AdminError::TimedOut {
-                command: command.to_string(),
-                timeout,
-            }),
-            Err(RecvTimeoutError::Disconnected) => Err(AdminError::Gone {
-                log: self.rec.log.display().to_string(),
-            }),
+            Err(RecvTimeoutError::Timeout) => {
+                Err(AdminError::TimedOut { command: command.to_string(), timeout })
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                Err(AdminError::Gone { log: self.rec.log.display().to_string() })
+            }
         }
     }
 
@@ -125,21 +107,14 @@ impl Admin {
     /// returns its output.
     pub fn command(&mut self, cmd: Value) -> Result<String, AdminError> {
         let text = cmd.to_string();
-        let stdin = self.stdin.as_mut().ok_or(AdminError::Gone {
-            log: self.rec.log.display().to_string(),
-        })?;
+        let stdin =
+            self.stdin.as_mut().ok_or(AdminError::Gone { log: self.rec.log.display().to_string() })?;
         writeln!(stdin, "{text}")
             .and_then(|_| stdin.flush())
-            .map_err(|_| AdminError::Gone {
-                log: self.rec.log.display().to_string(),
-            })?;
+            .map_err(|_| AdminError::Gone { log: self.rec.log.display().to_string() })?;
         let reply = self.receive(&text, self.timeout + Duration::from_secs(5))?;
         if reply.rc != 0 {
-            return Err(AdminError::Command {
-                command: text,
-                rc: reply.rc,
-                err: reply.err,
-            });
+            return Err(AdminError::Command { command: text, rc: reply.rc, err: reply.err });
         }
         Ok(reply.out)
     }

@@ -60,19 +60,12 @@ impl std::str::FromStr for ConfOverride {
         let (section, kv) = s.split_once(':').ok_or_else(bad)?;
         let (key, value) = kv.split_once('=').ok_or_else(bad)?;
         let key = key.trim();
-        let word = |w: &str| {
-            !w.is_empty()
-                && w.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-        };
+        let word =
+            |w: &str| !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
         if !word(section) || !word(key) || value.contains('\n') {
             return Err(bad());
         }
-        Ok(Self {
-            section: section.into(),
-            key: key.into(),
-            value: value.trim().into(),
-        })
+        Ok(Self { section: section.into(), key: key.into(), value: value.trim().into() })
     }
 }
 
@@ -100,14 +93,7 @@ pub const PG_PER_POOL: u32 = 8;
 fn random_uuid() -> String {
     let b: [u8; 16] = rand::random();
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-4{}-a{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[13..16],
-        &h[17..20],
-        &h[20..32]
-    )
+    format!("{}-{}-4{}-a{}-{}", &h[0..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
 }
 
 /// ceph.conf for a one-host cluster whose every file lives under the lab directory.
@@ -167,10 +153,7 @@ pub fn render_conf(layout: &LabLayout, spec: &ClusterSpec) -> String {
             ("mon_allow_pool_delete", "true".into()),
             ("mon_allow_pool_size_one", "true".into()),
             ("mon_warn_on_insecure_global_id_reclaim", "false".into()),
-            (
-                "mon_warn_on_insecure_global_id_reclaim_allowed",
-                "false".into(),
-            ),
+            ("mon_warn_on_insecure_global_id_reclaim_allowed", "false".into()),
             ("mon_warn_on_pool_no_redundancy", "false".into()),
             ("mon_data_avail_warn", "1".into()),
             ("mon_data_avail_crit", "0".into()),
@@ -197,14 +180,7 @@ pub fn render_conf(layout: &LabLayout, spec: &ClusterSpec) -> String {
             ("mon_initial_members", MON_ID.into()),
         ],
     );
-    section(
-        &mut out,
-        "mgr",
-        &[
-            ("public_addr", gw.clone()),
-            ("mgr_data", format!("{d}/mgr/$name")),
-        ],
-    );
+    section(&mut out, "mgr", &[("public_addr", gw.clone()), ("mgr_data", format!("{d}/mgr/$name"))]);
     let mut osd = vec![
         ("public_addr", gw.clone()),
         ("cluster_addr", gw.clone()),
@@ -226,11 +202,7 @@ pub fn render_conf(layout: &LabLayout, spec: &ClusterSpec) -> String {
         ObjectStore::Memstore => osd.push(("memstore_device_bytes", spec.osd_bytes.to_string())),
     }
     section(&mut out, "osd", &osd);
-    section(
-        &mut out,
-        "mds",
-        &[("public_addr", gw), ("mds_data", format!("{d}/mds/$name"))],
-    );
+    section(&mut out, "mds", &[("public_addr", gw), ("mds_data", format!("{d}/mds/$name"))]);
     section(&mut out, "client", &[("client_mount_timeout", "60".into())]);
     let mut extra: Vec<&str> = Vec::new();
     for o in overrides {
@@ -247,9 +219,7 @@ pub fn render_conf(layout: &LabLayout, spec: &ClusterSpec) -> String {
 
 /// A cephx secret: AES key, creation time, 16 random bytes, base64 as Ceph encodes it.
 pub fn gen_secret() -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let mut raw = Vec::with_capacity(28);
     raw.extend_from_slice(&1u16.to_le_bytes()); // CEPH_CRYPTO_AES
     raw.extend_from_slice(&(now.as_secs() as u32).to_le_bytes());
@@ -269,38 +239,19 @@ pub struct KeyEntry {
 /// Every entity of the lab, with its capabilities. All keys go into the monitor's mkfs keyring,
 /// which imports them into the auth database at once: no `ceph auth` round trips at start.
 pub fn entities(spec: &ClusterSpec, clients: &[String]) -> Vec<KeyEntry> {
-    let e = |entity: String, caps: &[(&'static str, &'static str)]| KeyEntry {
-        entity,
-        caps: caps.to_vec(),
-    };
+    let e = |entity: String, caps: &[(&'static str, &'static str)]| KeyEntry { entity, caps: caps.to_vec() };
     let mut v = vec![
         e("mon.".into(), &[("mon", "allow *")]),
         e(
             "client.admin".into(),
-            &[
-                ("mon", "allow *"),
-                ("osd", "allow *"),
-                ("mds", "allow *"),
-                ("mgr", "allow *"),
-            ],
+            &[("mon", "allow *"), ("osd", "allow *"), ("mds", "allow *"), ("mgr", "allow *")],
         ),
-        e(
-            format!("mgr.{MGR_ID}"),
-            &[
-                ("mon", "allow profile mgr"),
-                ("osd", "allow *"),
-                ("mds", "allow *"),
-            ],
-        ),
+        e(format!("mgr.{MGR_ID}"), &[("mon", "allow profile mgr"), ("osd", "allow *"), ("mds", "allow *")]),
     ];
     for i in 0..spec.osds {
         v.push(e(
             format!("osd.{i}"),
-            &[
-                ("mon", "allow profile osd"),
-                ("mgr", "allow profile osd"),
-                ("osd", "allow *"),
-            ],
+            &[("mon", "allow profile osd"), ("mgr", "allow profile osd"), ("osd", "allow *")],
         ));
     }
     for m in &spec.mds {
@@ -317,12 +268,7 @@ pub fn entities(spec: &ClusterSpec, clients: &[String]) -> Vec<KeyEntry> {
     for c in clients {
         v.push(e(
             format!("client.{c}"),
-            &[
-                ("mon", "allow r"),
-                ("mgr", "allow r"),
-                ("mds", "allow rw"),
-                ("osd", "allow rw"),
-            ],
+            &[("mon", "allow r"), ("mgr", "allow r"), ("mds", "allow rw"), ("osd", "allow rw")],
         ));
     }
     v
@@ -425,12 +371,7 @@ impl Status {
     }
 
     pub fn clean_pgs(&self) -> u32 {
-        self.pgmap
-            .pgs_by_state
-            .iter()
-            .filter(|s| s.state_name == "active+clean")
-            .map(|s| s.count)
-            .sum()
+        self.pgmap.pgs_by_state.iter().filter(|s| s.state_name == "active+clean").map(|s| s.count).sum()
     }
 
     /// Every PG active+clean, and at least `min_pgs` of them (the pool PGs this lab created;
@@ -440,12 +381,7 @@ impl Status {
     }
 
     pub fn active_mds(&self) -> Vec<&str> {
-        self.fsmap
-            .by_rank
-            .iter()
-            .filter(|r| r.status == "up:active")
-            .map(|r| r.name.as_str())
-            .collect()
+        self.fsmap.by_rank.iter().filter(|r| r.status == "up:active").map(|r| r.name.as_str()).collect()
     }
 
     pub fn osds_all_up(&self) -> bool {
@@ -475,11 +411,7 @@ impl Status {
             self.osdmap.num_osds,
             self.clean_pgs(),
             self.pgmap.num_pgs,
-            if mds.is_empty() {
-                "none active".to_string()
-            } else {
-                mds.join(",") + " active"
-            }
+            if mds.is_empty() { "none active".to_string() } else { mds.join(",") + " active" }
         )
     }
 }
@@ -516,30 +448,17 @@ mod tests {
         let conf = render_conf(&layout(), &spec);
         let g = |k| conf_value(&conf, "global", k);
         assert_eq!(g("fsid"), Some(spec.fsid.as_str()));
-        assert_eq!(
-            g("mon_host"),
-            Some("[v2:10.77.0.1:40000,v1:10.77.0.1:40001]")
-        );
+        assert_eq!(g("mon_host"), Some("[v2:10.77.0.1:40000,v1:10.77.0.1:40001]"));
         assert_eq!(g("osd_crush_chooseleaf_type"), Some("0"));
         assert_eq!(g("mon_osd_reporter_subtree_level"), Some("osd"));
         assert_eq!(g("ms_bind_port_min"), Some("40002"));
         assert_eq!(g("ms_bind_port_max"), Some("40049"));
         assert_eq!(g("mgr_stats_period"), Some("1"));
-        let grace: f64 = g("mds_beacon_grace")
-            .and_then(|v| v.parse().ok())
-            .expect("grace");
-        let interval: f64 = g("mds_beacon_interval")
-            .and_then(|v| v.parse().ok())
-            .expect("interval");
+        let grace: f64 = g("mds_beacon_grace").and_then(|v| v.parse().ok()).expect("grace");
+        let interval: f64 = g("mds_beacon_interval").and_then(|v| v.parse().ok()).expect("interval");
         assert!(grace > 5.0 + interval, "a dead MDS must be failed over");
-        assert_eq!(
-            conf_value(&conf, "osd", "osd_objectstore"),
-            Some("bluestore")
-        );
-        assert_eq!(
-            conf_value(&conf, "osd", "bluestore_block_create"),
-            Some("true")
-        );
+        assert_eq!(conf_value(&conf, "osd", "osd_objectstore"), Some("bluestore"));
+        assert_eq!(conf_value(&conf, "osd", "bluestore_block_create"), Some("true"));
         assert_eq!(conf_value(&conf, "mon", "public_addr"), Some("10.77.0.1"));
         // Nothing outside the lab directory: every path-valued setting is under it.
         for line in conf.lines() {
@@ -554,25 +473,14 @@ mod tests {
     #[test]
     fn overrides_replace_defaults_and_open_new_sections() {
         let mut spec = ClusterSpec::new(ObjectStore::Bluestore);
-        for o in [
-            "global:mds_beacon_grace=20",
-            "osd.1:debug_osd=20",
-            "mds:mds_cache_memory_limit = 1G",
-        ] {
+        for o in ["global:mds_beacon_grace=20", "osd.1:debug_osd=20", "mds:mds_cache_memory_limit = 1G"] {
             spec.overrides.push(o.parse().expect(o));
         }
         let conf = render_conf(&layout(), &spec);
         assert_eq!(conf_value(&conf, "global", "mds_beacon_grace"), Some("20"));
-        assert_eq!(
-            conf.matches("mds_beacon_grace").count(),
-            1,
-            "replaced, not repeated"
-        );
+        assert_eq!(conf.matches("mds_beacon_grace").count(), 1, "replaced, not repeated");
         assert_eq!(conf_value(&conf, "osd.1", "debug_osd"), Some("20"));
-        assert_eq!(
-            conf_value(&conf, "mds", "mds_cache_memory_limit"),
-            Some("1G")
-        );
+        assert_eq!(conf_value(&conf, "mds", "mds_cache_memory_limit"), Some("1G"));
         for bad in ["osd", "osd:x", ":x=1", "o sd:x=1", "osd:=1"] {
             let e = bad.parse::<ConfOverride>().expect_err(bad);
             assert!(e.to_string().contains("SECTION:KEY=VALUE"));
@@ -583,14 +491,8 @@ mod tests {
     fn memstore_conf_sizes_the_store() {
         let spec = ClusterSpec::new(ObjectStore::Memstore);
         let conf = render_conf(&layout(), &spec);
-        assert_eq!(
-            conf_value(&conf, "osd", "osd_objectstore"),
-            Some("memstore")
-        );
-        assert_eq!(
-            conf_value(&conf, "osd", "memstore_device_bytes"),
-            Some("4294967296")
-        );
+        assert_eq!(conf_value(&conf, "osd", "osd_objectstore"), Some("memstore"));
+        assert_eq!(conf_value(&conf, "osd", "memstore_device_bytes"), Some("4294967296"));
     }
 
     #[test]
@@ -605,16 +507,9 @@ mod tests {
     fn keyring_names_every_entity_with_caps() {
         let spec = ClusterSpec::new(ObjectStore::Bluestore);
         let k = render_keyring(&entities(&spec, &["c1".into(), "c2".into()]));
-        for e in [
-            "[mon.]",
-            "[client.admin]",
-            "[mgr.x]",
-            "[osd.0]",
-            "[osd.2]",
-            "[mds.a]",
-            "[mds.b]",
-            "[client.c2]",
-        ] {
+        for e in
+            ["[mon.]", "[client.admin]", "[mgr.x]", "[osd.0]", "[osd.2]", "[mds.a]", "[mds.b]", "[client.c2]"]
+        {
             assert!(k.contains(e), "{e} missing");
         }
         assert!(k.contains("caps mon = \"allow profile osd\""));

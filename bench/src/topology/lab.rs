@@ -11,9 +11,7 @@ use super::net::{self, NetError};
 use super::state::{LabState, Phase, StateError, StateFile};
 use super::{DaemonId, DaemonKind, Host, Topology};
 use crate::paths;
-use crate::process::{
-    self, ProcRecord, ProcessError, ProcessSpec, StopPolicy, Supervisor, ToolError,
-};
+use crate::process::{self, ProcRecord, ProcessError, ProcessSpec, StopPolicy, Supervisor, ToolError};
 use crate::wait::{self, WaitError};
 use miglab_faults::{DaemonAction, LinkShape};
 use miglab_reports::Timings;
@@ -39,11 +37,7 @@ pub enum LabError {
     #[error("{tool} not found: {fix}")]
     MissingTool { tool: String, fix: String },
     #[error("lab '{name}' already exists at {dir} ({what}): run `miglab lab down --name {name}` first, or choose another --name")]
-    Exists {
-        name: String,
-        dir: PathBuf,
-        what: String,
-    },
+    Exists { name: String, dir: PathBuf, what: String },
     #[error("no lab named '{name}' at {dir}: start one with `miglab lab up --name {name}`")]
     NotFound { name: String, dir: PathBuf },
     #[error("port {port} on {addr} is busy (another lab or service uses it): choose another --name, or stop whatever listens there")]
@@ -59,30 +53,13 @@ pub enum LabError {
     #[error(transparent)]
     Admin(#[from] AdminError),
     #[error("could not {what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
+    Io { what: String, source: std::io::Error },
     #[error("{name} died at start ({status}); the end of its log {log}:\n{tail}")]
-    DaemonDied {
-        name: String,
-        status: String,
-        log: PathBuf,
-        tail: String,
-    },
+    DaemonDied { name: String, status: String, log: PathBuf, tail: String },
     #[error("the cluster was not ready after {timeout:.0?} ({summary}); ceph status:\n{status}")]
-    NotReady {
-        timeout: Duration,
-        summary: String,
-        status: String,
-    },
+    NotReady { timeout: Duration, summary: String, status: String },
     #[error("CephFS did not appear at {mount} for host {host} within {timeout:.0?}; the end of ceph-fuse's log:\n{tail}")]
-    MountFailed {
-        host: String,
-        mount: PathBuf,
-        timeout: Duration,
-        tail: String,
-    },
+    MountFailed { host: String, mount: PathBuf, timeout: Duration, tail: String },
     #[error("{0}")]
     Wait(String),
     #[error("interrupted: {0}; everything started so far was torn down")]
@@ -195,10 +172,7 @@ pub struct Lab {
 
 impl std::fmt::Debug for Lab {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lab")
-            .field("name", &self.layout.name)
-            .field("dir", &self.layout.dir)
-            .finish()
+        f.debug_struct("Lab").field("name", &self.layout.name).field("dir", &self.layout.dir).finish()
     }
 }
 
@@ -213,28 +187,13 @@ pub fn preflight() -> Result<(), LabError> {
         return Err(LabError::NotRoot);
     }
     let fix = "run `ci/setup` (or `miglab doctor` for the whole list)".to_string();
-    for t in [
-        "ceph-mon",
-        "ceph-mgr",
-        "ceph-osd",
-        "ceph-mds",
-        "ceph-fuse",
-        "ceph",
-        "monmaptool",
-        "ip",
-    ] {
+    for t in ["ceph-mon", "ceph-mgr", "ceph-osd", "ceph-mds", "ceph-fuse", "ceph", "monmaptool", "ip"] {
         if paths::find_tool(t).is_none() {
-            return Err(LabError::MissingTool {
-                tool: t.into(),
-                fix,
-            });
+            return Err(LabError::MissingTool { tool: t.into(), fix });
         }
     }
     if !paths::system_python().exists() {
-        return Err(LabError::MissingTool {
-            tool: paths::system_python().display().to_string(),
-            fix,
-        });
+        return Err(LabError::MissingTool { tool: paths::system_python().display().to_string(), fix });
     }
     if !Path::new("/dev/fuse").exists() {
         return Err(LabError::MissingTool {
@@ -263,11 +222,7 @@ impl Lab {
                 Ok(s) => format!("its state says {:?}", s.phase).to_lowercase(),
                 Err(_) => "the directory exists".into(),
             };
-            return Err(LabError::Exists {
-                name: layout.name.clone(),
-                dir: layout.dir.clone(),
-                what,
-            });
+            return Err(LabError::Exists { name: layout.name.clone(), dir: layout.dir.clone(), what });
         }
         for port in [layout.mon_port, layout.mon_port + 1] {
             check_port_free(layout.gateway, port)?;
@@ -277,10 +232,7 @@ impl Lab {
         }
         let mut cluster = ClusterSpec::new(opts.objectstore);
         cluster.overrides = opts.conf_overrides.clone();
-        let state = Arc::new(StateFile::create(
-            layout.state_file(),
-            LabState::new(layout.clone(), cluster),
-        )?);
+        let state = Arc::new(StateFile::create(layout.state_file(), LabState::new(layout.clone(), cluster))?);
         let mut lab = Lab::with_state(layout, state, opts.stop, opts.step_timeout);
         match lab.build(opts) {
             Ok(()) => {
@@ -308,11 +260,7 @@ impl Lab {
         stop: StopPolicy,
         step_timeout: Duration,
     ) -> Self {
-        let hosts = layout
-            .clients
-            .iter()
-            .map(|c| LabHost { layout: c.clone() })
-            .collect();
+        let hosts = layout.clients.iter().map(|c| LabHost { layout: c.clone() }).collect();
         let sup = Supervisor::new(stop, Some(state.clone() as Arc<dyn process::Ledger>));
         Self {
             layout,
@@ -330,20 +278,12 @@ impl Lab {
     pub fn open(name: &str, root: &Path) -> Result<Lab, LabError> {
         let layout = LabLayout::new(name, root, None, 1)?;
         if !layout.state_file().exists() {
-            return Err(LabError::NotFound {
-                name: name.into(),
-                dir: layout.dir,
-            });
+            return Err(LabError::NotFound { name: name.into(), dir: layout.dir });
         }
         let state = Arc::new(StateFile::open(&layout.state_file())?);
         // The recorded layout is the truth (it may have a custom subnet or client count).
         let layout = state.snapshot().layout;
-        Ok(Lab::with_state(
-            layout,
-            state,
-            StopPolicy::default(),
-            LabOptions::default().step_timeout,
-        ))
+        Ok(Lab::with_state(layout, state, StopPolicy::default(), LabOptions::default().step_timeout))
     }
 
     pub fn layout(&self) -> &LabLayout {
@@ -378,13 +318,9 @@ impl Lab {
     /// The command line of a daemon: in the foreground (`-f`) so that the supervisor owns the
     /// very process it started.
     fn daemon_spec(&self, id: &DaemonId) -> ProcessSpec {
-        ProcessSpec::new(
-            id.to_string(),
-            paths::tool(&id.kind.program()),
-            self.log(&id.to_string()),
-        )
-        .args(["-f", "-i", &id.id])
-        .args(self.conf_args())
+        ProcessSpec::new(id.to_string(), paths::tool(&id.kind.program()), self.log(&id.to_string()))
+            .args(["-f", "-i", &id.id])
+            .args(self.conf_args())
     }
 
     fn fuse_spec(&self, host: &ClientLayout) -> ProcessSpec {
@@ -417,30 +353,23 @@ impl Lab {
 
         let t = Instant::now();
         let clients: Vec<String> = layout.clients.iter().map(|c| c.name.clone()).collect();
-        std::fs::write(layout.conf(), ceph::render_conf(&layout, &cluster))
-            .map_err(io("write ceph.conf"))?;
-        std::fs::write(
-            layout.keyring(),
-            ceph::render_keyring(&ceph::entities(&cluster, &clients)),
-        )
-        .map_err(io("write the keyring"))?;
+        std::fs::write(layout.conf(), ceph::render_conf(&layout, &cluster)).map_err(io("write ceph.conf"))?;
+        std::fs::write(layout.keyring(), ceph::render_keyring(&ceph::entities(&cluster, &clients)))
+            .map_err(io("write the keyring"))?;
         let ceph_dir = layout.ceph_dir();
         for d in ["mon", "mgr", "mds", "osd", "crash"] {
             std::fs::create_dir_all(ceph_dir.join(d)).map_err(io(format!("create {d} dir")))?;
         }
         for m in &cluster.mds {
-            std::fs::create_dir_all(ceph_dir.join(format!("mds/mds.{m}")))
-                .map_err(io("create mds dir"))?;
+            std::fs::create_dir_all(ceph_dir.join(format!("mds/mds.{m}"))).map_err(io("create mds dir"))?;
         }
-        std::fs::create_dir_all(ceph_dir.join(format!("mgr/mgr.{MGR_ID}")))
-            .map_err(io("create mgr dir"))?;
+        std::fs::create_dir_all(ceph_dir.join(format!("mgr/mgr.{MGR_ID}"))).map_err(io("create mgr dir"))?;
         self.mark("files", t);
 
         // OSD mkfs needs no monitor (the fsid is in ceph.conf): run it while the mon starts.
         let t_mkfs = Instant::now();
-        let osd_uuids: Vec<String> = (0..cluster.osds)
-            .map(|_| ceph::ClusterSpec::new(cluster.objectstore).fsid)
-            .collect();
+        let osd_uuids: Vec<String> =
+            (0..cluster.osds).map(|_| ceph::ClusterSpec::new(cluster.objectstore).fsid).collect();
         let mkfs: Vec<_> = (0..cluster.osds)
             .map(|i| {
                 let dir = ceph_dir.join(format!("osd/{i}"));
@@ -455,8 +384,7 @@ impl Lab {
                 ]);
                 let timeout = self.step_timeout;
                 std::thread::spawn(move || -> Result<(), LabError> {
-                    std::fs::create_dir_all(&dir)
-                        .map_err(io(format!("create {}", dir.display())))?;
+                    std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
                     process::run_tool(&mut cmd, timeout)?;
                     Ok(())
                 })
@@ -492,11 +420,9 @@ impl Lab {
         self.sup.spawn(&self.daemon_spec(&mon))?;
         let t_daemons = Instant::now();
         // The manager and the MDSs need only the monitor; they come up as standbys meanwhile.
-        self.sup
-            .spawn(&self.daemon_spec(&DaemonId::new(DaemonKind::Mgr, MGR_ID)))?;
+        self.sup.spawn(&self.daemon_spec(&DaemonId::new(DaemonKind::Mgr, MGR_ID)))?;
         for m in &cluster.mds {
-            self.sup
-                .spawn(&self.daemon_spec(&DaemonId::new(DaemonKind::Mds, m.as_str())))?;
+            self.sup.spawn(&self.daemon_spec(&DaemonId::new(DaemonKind::Mds, m.as_str())))?;
         }
         self.connect_admin()?;
         self.mark("mon", t);
@@ -509,10 +435,7 @@ impl Lab {
                 admin.mon("osd new", json!({ "uuid": uuid, "id": i }))?;
             }
             for pool in ["cephfs_metadata", "cephfs_data"] {
-                admin.mon(
-                    "osd pool create",
-                    json!({ "pool": pool, "pg_num": PG_PER_POOL }),
-                )?;
+                admin.mon("osd pool create", json!({ "pool": pool, "pg_num": PG_PER_POOL }))?;
             }
             admin.mon(
                 "fs new",
@@ -522,15 +445,13 @@ impl Lab {
         self.mark("pools+fs", t);
 
         for h in mkfs {
-            h.join()
-                .map_err(|_| LabError::Wait("an OSD mkfs thread panicked".into()))??;
+            h.join().map_err(|_| LabError::Wait("an OSD mkfs thread panicked".into()))??;
         }
         self.mark("osd-mkfs", t_mkfs);
 
         let t_osds = Instant::now();
         for i in 0..cluster.osds {
-            self.sup
-                .spawn(&self.daemon_spec(&DaemonId::new(DaemonKind::Osd, i.to_string())))?;
+            self.sup.spawn(&self.daemon_spec(&DaemonId::new(DaemonKind::Osd, i.to_string())))?;
         }
 
         // Milestones are stamped when the readiness poll first sees them, each from the
@@ -559,8 +480,7 @@ impl Lab {
         })?;
         let t_mounts = Instant::now();
         for c in &layout.clients {
-            std::fs::create_dir_all(&c.mount)
-                .map_err(io(format!("create {}", c.mount.display())))?;
+            std::fs::create_dir_all(&c.mount).map_err(io(format!("create {}", c.mount.display())))?;
             self.state.update(|s| s.mounts.push(c.mount.clone()))?;
             self.sup.spawn(&self.fuse_spec(c))?;
         }
@@ -622,29 +542,16 @@ impl Lab {
     /// If a recorded daemon has died, the error that says so (with its log).
     fn explain_dead_daemon(&self) -> Option<LabError> {
         let state = self.state.snapshot();
-        state
-            .processes
-            .iter()
-            .filter(|p| p.name != "admin")
-            .find_map(|p| {
-                let status = self.sup.exit_status(p)?;
-                // Ceph's own log often holds the reason when stderr does not.
-                let ceph_log = self.layout.log_dir().join(format!("{}.log", p.name));
-                let mut tail = process::log_tail(&p.log, 15);
-                if ceph_log.exists() {
-                    tail = format!(
-                        "{tail}\n--- {}:\n{}",
-                        ceph_log.display(),
-                        process::log_tail(&ceph_log, 15)
-                    );
-                }
-                Some(LabError::DaemonDied {
-                    name: p.name.clone(),
-                    status,
-                    log: p.log.clone(),
-                    tail,
-                })
-            })
+        state.processes.iter().filter(|p| p.name != "admin").find_map(|p| {
+            let status = self.sup.exit_status(p)?;
+            // Ceph's own log often holds the reason when stderr does not.
+            let ceph_log = self.layout.log_dir().join(format!("{}.log", p.name));
+            let mut tail = process::log_tail(&p.log, 15);
+            if ceph_log.exists() {
+                tail = format!("{tail}\n--- {}:\n{}", ceph_log.display(), process::log_tail(&ceph_log, 15));
+            }
+            Some(LabError::DaemonDied { name: p.name.clone(), status, log: p.log.clone(), tail })
+        })
     }
 
     /// Polls the cluster until `cond` holds, failing early if a daemon dies.
@@ -738,12 +645,7 @@ impl Lab {
     /// Stops the lab: everything in the state file, then the checks for leftovers.
     pub fn down(self) -> Result<(), LabError> {
         let name = self.layout.name.clone();
-        let root = self
-            .layout
-            .dir
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
+        let root = self.layout.dir.parent().map(Path::to_path_buf).unwrap_or_default();
         let stop = self.stop;
         self.close_admin();
         drop(self);
@@ -751,9 +653,7 @@ impl Lab {
     }
 
     fn host_layout(&self, name: &str) -> Result<&ClientLayout, LabError> {
-        self.layout
-            .client(name)
-            .ok_or_else(|| LabError::UnknownHost(name.into()))
+        self.layout.client(name).ok_or_else(|| LabError::UnknownHost(name.into()))
     }
 
     /// The supervisor every process of this lab (VMs included) is started through.
@@ -772,8 +672,7 @@ impl Lab {
 
     /// Forgets a VM instance that has been stopped.
     pub fn forget_vm(&self, instance: &str) -> Result<(), LabError> {
-        self.state
-            .update(|s| s.vms.retain(|v| v.instance() != instance))?;
+        self.state.update(|s| s.vms.retain(|v| v.instance() != instance))?;
         Ok(())
     }
 
@@ -789,10 +688,7 @@ impl Lab {
 
     /// The local host `name`.
     pub fn lab_host(&self, name: &str) -> Result<&LabHost, LabError> {
-        self.hosts
-            .iter()
-            .find(|h| h.name() == name)
-            .ok_or_else(|| LabError::UnknownHost(name.into()))
+        self.hosts.iter().find(|h| h.name() == name).ok_or_else(|| LabError::UnknownHost(name.into()))
     }
 }
 
@@ -819,16 +715,9 @@ impl Topology for Lab {
 
     fn daemons(&self) -> Vec<DaemonId> {
         let c = self.state.snapshot().cluster;
-        let mut v = vec![
-            DaemonId::new(DaemonKind::Mon, MON_ID),
-            DaemonId::new(DaemonKind::Mgr, MGR_ID),
-        ];
+        let mut v = vec![DaemonId::new(DaemonKind::Mon, MON_ID), DaemonId::new(DaemonKind::Mgr, MGR_ID)];
         v.extend((0..c.osds).map(|i| DaemonId::new(DaemonKind::Osd, i.to_string())));
-        v.extend(
-            c.mds
-                .iter()
-                .map(|m| DaemonId::new(DaemonKind::Mds, m.as_str())),
-        );
+        v.extend(c.mds.iter().map(|m| DaemonId::new(DaemonKind::Mds, m.as_str())));
         v
     }
 
@@ -858,18 +747,16 @@ impl Topology for Lab {
     fn config_set(&self, id: &DaemonId, key: &str, value: &str) -> Result<(), LabError> {
         self.known_daemon(id)?;
         process::run_tool(
-            Command::new(paths::tool("ceph"))
-                .args(self.conf_args())
-                .args([
-                    "--connect-timeout",
-                    "10",
-                    "tell",
-                    &id.to_string(),
-                    "config",
-                    "set",
-                    key,
-                    value,
-                ]),
+            Command::new(paths::tool("ceph")).args(self.conf_args()).args([
+                "--connect-timeout",
+                "10",
+                "tell",
+                &id.to_string(),
+                "config",
+                "set",
+                key,
+                value,
+            ]),
             self.step_timeout,
         )?;
         Ok(())
@@ -902,18 +789,13 @@ impl Topology for Lab {
 
 /// Whether a FUSE file system is mounted exactly at `path`.
 pub fn is_fuse_mounted(path: &Path) -> bool {
-    mounts_under(path)
-        .iter()
-        .any(|(p, fstype)| p == path && fstype.starts_with("fuse"))
+    mounts_under(path).iter().any(|(p, fstype)| p == path && fstype.starts_with("fuse"))
 }
 
 /// Mount points at or below `dir`, with their file-system types, from /proc/self/mountinfo.
 pub fn mounts_under(dir: &Path) -> Vec<(PathBuf, String)> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    parse_mountinfo(&text)
-        .into_iter()
-        .filter(|(p, _)| p.starts_with(dir))
-        .collect()
+    parse_mountinfo(&text).into_iter().filter(|(p, _)| p.starts_with(dir)).collect()
 }
 
 pub fn parse_mountinfo(text: &str) -> Vec<(PathBuf, String)> {
@@ -933,10 +815,7 @@ fn unescape_mount(s: &str) -> String {
     let b = s.as_bytes();
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v as char);
             i += 4;
@@ -980,10 +859,7 @@ pub struct MountStatus {
 pub fn status(name: &str, root: &Path) -> Result<LabStatus, LabError> {
     let layout = LabLayout::new(name, root, None, 1)?;
     if !layout.state_file().exists() {
-        return Err(LabError::NotFound {
-            name: name.into(),
-            dir: layout.dir,
-        });
+        return Err(LabError::NotFound { name: name.into(), dir: layout.dir });
     }
     let state = StateFile::load(&layout.state_file())?;
     let processes: Vec<ProcessStatus> = state
@@ -1028,10 +904,7 @@ pub fn status(name: &str, root: &Path) -> Result<LabStatus, LabError> {
     )
     .ok()
     .and_then(|o| serde_json::from_str::<serde_json::Value>(&o.stdout).ok());
-    let health = ceph
-        .as_ref()
-        .and_then(|v| Status::parse(&v.to_string()).ok())
-        .map(|s| s.summary());
+    let health = ceph.as_ref().and_then(|v| Status::parse(&v.to_string()).ok()).map(|s| s.summary());
     let rss_kib = processes.iter().filter_map(|p| p.rss_kib).sum();
     Ok(LabStatus {
         name: name.into(),
@@ -1105,14 +978,10 @@ pub fn down(name: &str, root: &Path, stop: StopPolicy) -> Result<(), LabError> {
     if !layout.state_file().exists() {
         if layout.dir.exists() {
             // A lab killed before it wrote its state had created nothing but the directory.
-            std::fs::remove_dir_all(&layout.dir)
-                .map_err(io(format!("remove {}", layout.dir.display())))?;
+            std::fs::remove_dir_all(&layout.dir).map_err(io(format!("remove {}", layout.dir.display())))?;
             return Ok(());
         }
-        return Err(LabError::NotFound {
-            name: name.into(),
-            dir: layout.dir,
-        });
+        return Err(LabError::NotFound { name: name.into(), dir: layout.dir });
     }
     let file = Arc::new(StateFile::open(&layout.state_file())?);
     file.update(|s| s.phase = Phase::Stopping)?;
@@ -1126,11 +995,7 @@ pub fn down(name: &str, root: &Path, stop: StopPolicy) -> Result<(), LabError> {
         }
     }
     let stop_tier_of = |tier: u8, problems: &mut Vec<String>| {
-        let batch: Vec<&ProcRecord> = state
-            .processes
-            .iter()
-            .filter(|p| stop_tier(&p.name) == tier)
-            .collect();
+        let batch: Vec<&ProcRecord> = state.processes.iter().filter(|p| stop_tier(&p.name) == tier).collect();
         // Processes of one tier stop in parallel: each may wait seconds for its peers.
         let errors: Vec<String> = std::thread::scope(|s| {
             let handles: Vec<_> = batch.iter().map(|p| s.spawn(|| sup.stop(p))).collect();
@@ -1228,13 +1093,7 @@ mod tests {
                     89 29 0:53 / /var/lib/miglab/t/mnt/with\\040space rw - fuse ceph-fuse rw\n";
         let m = parse_mountinfo(text);
         assert_eq!(m.len(), 3);
-        assert_eq!(
-            m[1],
-            (
-                PathBuf::from("/var/lib/miglab/t/mnt/c1"),
-                "fuse.ceph-fuse".to_string()
-            )
-        );
+        assert_eq!(m[1], (PathBuf::from("/var/lib/miglab/t/mnt/c1"), "fuse.ceph-fuse".to_string()));
         assert_eq!(m[2].0, PathBuf::from("/var/lib/miglab/t/mnt/with space"));
     }
 }

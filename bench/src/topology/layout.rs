@@ -10,7 +10,9 @@ use thiserror::Error;
 pub enum LayoutError {
     #[error("lab name '{0}' is not valid: use 1 to 16 characters from a-z, 0-9 and '-'")]
     BadName(String),
-    #[error("subnet '{0}' is not valid: give an IPv4 network with a prefix of /16 to /28, e.g. 10.77.3.0/24")]
+    #[error(
+        "subnet '{0}' is not valid: give an IPv4 network with a prefix of /16 to /28, e.g. 10.77.3.0/24"
+    )]
     BadSubnet(String),
     #[error("lab needs {0} client hosts, but only 1 to 8 are supported")]
     BadClientCount(usize),
@@ -57,17 +59,13 @@ pub fn slot(name: &str) -> u16 {
         return 0;
     }
     // FNV-1a: stable across Rust versions, unlike the std hasher.
-    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-    });
+    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
     1 + (h % 250) as u16
 }
 
 pub fn validate_name(name: &str) -> Result<(), LayoutError> {
     let ok = (1..=16).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.starts_with('-');
     if ok {
         Ok(())
@@ -90,12 +88,7 @@ pub fn parse_subnet(s: &str) -> Result<(Ipv4Addr, u8), LayoutError> {
 
 impl LabLayout {
     /// The layout of lab `name` under `root`, on `subnet` if given (else 10.77.<slot>.0/24).
-    pub fn new(
-        name: &str,
-        root: &Path,
-        subnet: Option<&str>,
-        clients: usize,
-    ) -> Result<Self, LayoutError> {
+    pub fn new(name: &str, root: &Path, subnet: Option<&str>, clients: usize) -> Result<Self, LayoutError> {
         validate_name(name)?;
         if !(1..=8).contains(&clients) {
             return Err(LayoutError::BadClientCount(clients));
@@ -139,12 +132,7 @@ impl LabLayout {
 
     /// `mon_host` as Ceph wants it: msgr2 and msgr1 addresses of the one monitor.
     pub fn mon_host(&self) -> String {
-        format!(
-            "[v2:{g}:{p2},v1:{g}:{p1}]",
-            g = self.gateway,
-            p2 = self.mon_port,
-            p1 = self.mon_port + 1
-        )
+        format!("[v2:{g}:{p2},v1:{g}:{p1}]", g = self.gateway, p2 = self.mon_port, p1 = self.mon_port + 1)
     }
 
     pub fn state_file(&self) -> PathBuf {
@@ -180,10 +168,7 @@ mod tests {
         assert_eq!(l.clients[1].addr, Ipv4Addr::new(10, 77, 0, 12));
         assert_eq!(l.clients[1].netns, "miglab-default-c2");
         assert_eq!(l.mon_host(), "[v2:10.77.0.1:40000,v1:10.77.0.1:40001]");
-        assert_eq!(
-            l.clients[0].mount,
-            Path::new("/var/lib/miglab/default/mnt/c1")
-        );
+        assert_eq!(l.clients[0].mount, Path::new("/var/lib/miglab/default/mnt/c1"));
     }
 
     #[test]
@@ -216,10 +201,7 @@ mod tests {
             assert!(e.to_string().contains("a-z"), "{e}");
         }
         for bad in ["10.0.0.0", "10.0.0.0/8", "10.0.0.0/30", "x/24"] {
-            assert!(
-                LabLayout::new("x", Path::new("/x"), Some(bad), 2).is_err(),
-                "{bad}"
-            );
+            assert!(LabLayout::new("x", Path::new("/x"), Some(bad), 2).is_err(), "{bad}");
         }
         assert!(LabLayout::new("x", Path::new("/x"), None, 0).is_err());
     }

@@ -22,24 +22,15 @@ pub enum NetError {
 }
 
 fn run(program: &str, args: &[&str]) -> Result<ToolOutput, NetError> {
-    Ok(run_tool(
-        Command::new(tool(program)).args(args),
-        TOOL_TIMEOUT,
-    )?)
+    Ok(run_tool(Command::new(tool(program)).args(args), TOOL_TIMEOUT)?)
 }
 
 /// Feeds `script` to `ip -batch -` (one process for many link commands).
 fn ip_batch(netns: Option<&str>, script: &str) -> Result<(), NetError> {
-    let path = std::env::temp_dir().join(format!(
-        "ip-{}-{}.batch",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
+    let path =
+        std::env::temp_dir().join(format!("ip-{}-{}.batch", std::process::id(), rand::random::<u32>()));
     std::fs::write(&path, script).map_err(|e| {
-        NetError::Tool(ToolError::Spawn {
-            program: format!("ip batch file {}", path.display()),
-            source: e,
-        })
+        NetError::Tool(ToolError::Spawn { program: format!("ip batch file {}", path.display()), source: e })
     })?;
     let p = path.to_string_lossy().into_owned();
     let result = match netns {
@@ -65,10 +56,7 @@ pub fn netns_exists(name: &str) -> bool {
 /// Creates the bridge with the lab's gateway address.
 pub fn create_bridge(bridge: &str, gateway: Ipv4Addr, prefix: u8) -> Result<(), NetError> {
     if link_exists(bridge) {
-        return Err(NetError::Busy {
-            what: "bridge",
-            name: bridge.into(),
-        });
+        return Err(NetError::Busy { what: "bridge", name: bridge.into() });
     }
     ip_batch(
         None,
@@ -89,16 +77,10 @@ pub fn create_host(
     prefix: u8,
 ) -> Result<(), NetError> {
     if netns_exists(netns) {
-        return Err(NetError::Busy {
-            what: "network namespace",
-            name: netns.into(),
-        });
+        return Err(NetError::Busy { what: "network namespace", name: netns.into() });
     }
     if link_exists(veth) {
-        return Err(NetError::Busy {
-            what: "link",
-            name: veth.into(),
-        });
+        return Err(NetError::Busy { what: "link", name: veth.into() });
     }
     run("ip", &["netns", "add", netns])?;
     ip_batch(
@@ -109,10 +91,7 @@ pub fn create_host(
              link set {veth} up\n"
         ),
     )?;
-    ip_batch(
-        Some(netns),
-        &format!("link set lo up\naddr add {addr}/{prefix} dev eth0\nlink set eth0 up\n"),
-    )
+    ip_batch(Some(netns), &format!("link set lo up\naddr add {addr}/{prefix} dev eth0\nlink set eth0 up\n"))
 }
 
 /// Deletes a link; a link already gone is fine.
@@ -137,17 +116,9 @@ pub fn shape(netns: &str, veth: &str, shape: Option<LinkShape>) -> Result<(), Ne
             let rate = format!("{}kbit", s.rate_kbit);
             let burst = s.burst_bytes.to_string();
             let latency = format!("{}ms", s.latency_ms);
-            let tbf = [
-                "root", "tbf", "rate", &rate, "burst", &burst, "latency", &latency,
-            ];
-            run(
-                "tc",
-                &[&["qdisc", "replace", "dev", veth][..], &tbf].concat(),
-            )?;
-            run(
-                "tc",
-                &[&["-n", netns, "qdisc", "replace", "dev", "eth0"][..], &tbf].concat(),
-            )?;
+            let tbf = ["root", "tbf", "rate", &rate, "burst", &burst, "latency", &latency];
+            run("tc", &[&["qdisc", "replace", "dev", veth][..], &tbf].concat())?;
+            run("tc", &[&["-n", netns, "qdisc", "replace", "dev", "eth0"][..], &tbf].concat())?;
         }
         None => {
             // Deleting the root qdisc restores the default; "no qdisc" errors mean nothing to do.
@@ -165,11 +136,7 @@ pub fn partition_script(table: &str, cut: &[String]) -> String {
     if cut.is_empty() {
         return s;
     }
-    let set = cut
-        .iter()
-        .map(|l| format!("\"{l}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let set = cut.iter().map(|l| format!("\"{l}\"")).collect::<Vec<_>>().join(", ");
     s.push_str(&format!(
         "table bridge {table} {{\n\
          \tchain input {{ type filter hook input priority 0; policy accept; iifname {{ {set} }} drop; }}\n\
@@ -185,10 +152,7 @@ pub fn partition(table: &str, cut: &[String]) -> Result<(), NetError> {
     let script = partition_script(table, cut);
     let path = std::env::temp_dir().join(format!("miglab-{table}-{}.nft", std::process::id()));
     std::fs::write(&path, script).map_err(|e| {
-        NetError::Tool(ToolError::Spawn {
-            program: format!("nft script {}", path.display()),
-            source: e,
-        })
+        NetError::Tool(ToolError::Spawn { program: format!("nft script {}", path.display()), source: e })
     })?;
     let r = run("nft", &["-f", &path.to_string_lossy()]);
     let _ = std::fs::remove_file(&path);
@@ -214,9 +178,7 @@ mod tests {
     fn partition_script_drops_both_directions_of_each_cut_link() {
         let s = partition_script("miglab_t", &["ml3c1".into()]);
         assert!(s.starts_with("table bridge miglab_t {}\ndelete table bridge miglab_t\n"));
-        assert!(
-            s.contains("hook input") && s.contains("hook output") && s.contains("hook forward")
-        );
+        assert!(s.contains("hook input") && s.contains("hook output") && s.contains("hook forward"));
         assert_eq!(s.matches("\"ml3c1\"").count(), 4);
         let healed = partition_script("miglab_t", &[]);
         assert!(!healed.contains("chain"));

@@ -15,20 +15,11 @@ pub const STATE_VERSION: u32 = 1;
 #[derive(Debug, Error)]
 pub enum StateError {
     #[error("could not read the lab state {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("the lab state {path} is damaged ({source}); remove the lab by hand or fix the file")]
-    Parse {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
+    Parse { path: PathBuf, source: serde_json::Error },
     #[error("could not write the lab state {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Write { path: PathBuf, source: std::io::Error },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,31 +86,20 @@ pub struct StateFile {
 impl StateFile {
     /// Creates the file for a new lab.
     pub fn create(path: PathBuf, state: LabState) -> Result<Self, StateError> {
-        let f = Self {
-            path,
-            state: Mutex::new(state),
-        };
+        let f = Self { path, state: Mutex::new(state) };
         f.save()?;
         Ok(f)
     }
 
     pub fn load(path: &Path) -> Result<LabState, StateError> {
-        let text = std::fs::read_to_string(path).map_err(|source| StateError::Read {
-            path: path.into(),
-            source,
-        })?;
-        serde_json::from_str(&text).map_err(|source| StateError::Parse {
-            path: path.into(),
-            source,
-        })
+        let text =
+            std::fs::read_to_string(path).map_err(|source| StateError::Read { path: path.into(), source })?;
+        serde_json::from_str(&text).map_err(|source| StateError::Parse { path: path.into(), source })
     }
 
     /// Takes over the state of an existing lab.
     pub fn open(path: &Path) -> Result<Self, StateError> {
-        Ok(Self {
-            path: path.into(),
-            state: Mutex::new(Self::load(path)?),
-        })
+        Ok(Self { path: path.into(), state: Mutex::new(Self::load(path)?) })
     }
 
     pub fn path(&self) -> &Path {
@@ -147,10 +127,7 @@ impl StateFile {
 }
 
 fn write_atomic(path: &Path, state: &LabState) -> Result<(), StateError> {
-    let err = |source| StateError::Write {
-        path: path.into(),
-        source,
-    };
+    let err = |source| StateError::Write { path: path.into(), source };
     let tmp = path.with_extension("json.tmp");
     let text = serde_json::to_string_pretty(state).map_err(|e| err(std::io::Error::other(e)))?;
     std::fs::write(&tmp, text).map_err(err)?;
@@ -179,20 +156,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let layout = LabLayout::new("t", dir.path(), None, 2).expect("layout");
         let path = dir.path().join("state.json");
-        let f = StateFile::create(
-            path.clone(),
-            LabState::new(layout, ClusterSpec::new(ObjectStore::Memstore)),
-        )
-        .expect("create");
-        let rec = ProcRecord {
-            name: "mon.a".into(),
-            pid: 42,
-            start_ticks: 7,
-            log: "/x".into(),
-        };
+        let f =
+            StateFile::create(path.clone(), LabState::new(layout, ClusterSpec::new(ObjectStore::Memstore)))
+                .expect("create");
+        let rec = ProcRecord { name: "mon.a".into(), pid: 42, start_ticks: 7, log: "/x".into() };
         f.started(&rec);
-        f.update(|s| s.netns.push("miglab-t-c1".into()))
-            .expect("update");
+        f.update(|s| s.netns.push("miglab-t-c1".into())).expect("update");
         let on_disk = StateFile::load(&path).expect("load");
         assert_eq!(on_disk.processes, vec![rec.clone()]);
         assert_eq!(on_disk.netns, vec!["miglab-t-c1"]);

@@ -10,15 +10,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Why a lab test is ignored in a plain `cargo test`; `ci/test` runs them.
-pub const NEEDS_LAB: &str =
-    "needs the lab (root, Ceph, namespaces): cargo test -- --include-ignored";
+pub const NEEDS_LAB: &str = "needs the lab (root, Ceph, namespaces): cargo test -- --include-ignored";
 
 /// A lab root of its own, removed at the end (it is outside the repository).
 pub fn lab_root() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("miglab-test-")
-        .tempdir_in("/var/tmp")
-        .expect("lab root")
+    tempfile::Builder::new().prefix("miglab-test-").tempdir_in("/var/tmp").expect("lab root")
 }
 
 pub fn miglab() -> Command {
@@ -34,75 +30,39 @@ pub fn assert_nothing_left(state: &LabState) {
     let left = leftovers(state);
     assert!(left.is_empty(), "left behind: {left:?}");
     for c in &state.layout.clients {
-        assert!(
-            !Path::new("/run/netns").join(&c.netns).exists(),
-            "netns {} left",
-            c.netns
-        );
-        assert!(
-            !Path::new("/sys/class/net").join(&c.veth).exists(),
-            "veth {} left",
-            c.veth
-        );
+        assert!(!Path::new("/run/netns").join(&c.netns).exists(), "netns {} left", c.netns);
+        assert!(!Path::new("/sys/class/net").join(&c.veth).exists(), "veth {} left", c.veth);
     }
-    assert!(
-        !Path::new("/sys/class/net")
-            .join(&state.layout.bridge)
-            .exists(),
-        "bridge left"
-    );
+    assert!(!Path::new("/sys/class/net").join(&state.layout.bridge).exists(), "bridge left");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     let dir = state.layout.dir.display().to_string();
     assert!(!mounts.contains(&dir), "a mount under {dir} is left");
-    let nft = Command::new("nft")
-        .args(["list", "tables"])
-        .output()
-        .expect("nft");
+    let nft = Command::new("nft").args(["list", "tables"]).output().expect("nft");
     let tables = String::from_utf8_lossy(&nft.stdout);
-    assert!(
-        !tables.contains(&state.layout.nft_table),
-        "nft table left: {tables}"
-    );
+    assert!(!tables.contains(&state.layout.nft_table), "nft table left: {tables}");
     for p in &state.processes {
-        assert!(
-            !miglab::process::is_alive(p),
-            "{} (pid {}) still runs",
-            p.name,
-            p.pid
-        );
+        assert!(!miglab::process::is_alive(p), "{} (pid {}) still runs", p.name, p.pid);
     }
-    assert!(
-        !state.layout.dir.exists(),
-        "lab directory {} left",
-        state.layout.dir.display()
-    );
+    assert!(!state.layout.dir.exists(), "lab directory {} left", state.layout.dir.display());
 }
 
 /// Polls `cond` until it holds or `timeout` passes.
 pub fn eventually(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 /// Runs `f` on a thread and fails if it does not finish within `timeout` (I/O on a FUSE
 /// mount of a broken cluster can block forever).
-pub fn within<T: Send + 'static>(
-    what: &str,
-    timeout: Duration,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
+pub fn within<T: Send + 'static>(what: &str, timeout: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(f());
     });
-    rx.recv_timeout(timeout)
-        .unwrap_or_else(|_| panic!("{what} did not finish within {timeout:?}"))
+    rx.recv_timeout(timeout).unwrap_or_else(|_| panic!("{what} did not finish within {timeout:?}"))
 }
 
 pub fn path_in(root: &Path, parts: &[&str]) -> PathBuf {

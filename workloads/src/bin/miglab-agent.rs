@@ -6,7 +6,8 @@
 //! reports their counters. PID 1 must never exit, so every failure is reported, not fatal.
 
 use miglab_workloads::control::{self, Command, Hello, Message, Status};
-use miglab_workloads::readloop::{Counters, ReadLoop};
+use miglab_workloads::engine::{self, RecordBuffer, Running};
+use miglab_workloads::record::Record;
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -23,19 +24,14 @@ fn log(msg: &str) {
 }
 
 fn uptime_ms() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
 fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
 fn boot_id() -> String {
@@ -52,18 +48,13 @@ fn mount(source: &str, target: &str, fstype: &str, data: Option<&str>) -> Result
     let _ = std::fs::create_dir_all(target);
     let (src, tgt, fs) = (cstr(source), cstr(target), cstr(fstype));
     let data = data.map(cstr);
-    let dptr = data
-        .as_ref()
-        .map_or(std::ptr::null(), |d| d.as_ptr() as *const libc::c_void);
+    let dptr = data.as_ref().map_or(std::ptr::null(), |d| d.as_ptr() as *const libc::c_void);
     // SAFETY: all pointers are valid NUL-terminated strings (or null data) for the call.
     let r = unsafe { libc::mount(src.as_ptr(), tgt.as_ptr(), fs.as_ptr(), 0, dptr) };
     if r == 0 {
         Ok(())
     } else {
-        Err(format!(
-            "mount {fstype} {source} on {target}: {}",
-            std::io::Error::last_os_error()
-        ))
+        Err(format!("mount {fstype} {source} on {target}: {}", std::io::Error::last_os_error()))
     }
 }
 
@@ -72,12 +63,7 @@ fn load_module(path: &str) -> Result<(), String> {
     let params = cstr("");
     // SAFETY: finit_module reads the module from the fd we hold open for the call.
     let r = unsafe {
-        libc::syscall(
-            libc::SYS_finit_module,
-            std::os::unix::io::AsRawFd::as_raw_fd(&f),
-            params.as_ptr(),
-            0,
-        )
+        libc::syscall(libc::SYS_finit_module, std::os::unix::io::AsRawFd::as_raw_fd(&f), params.as_ptr(), 0)
     };
     let err = std::io::Error::last_os_error();
     if r == 0 || err.raw_os_error() == Some(libc::EEXIST) {
@@ -90,21 +76,15 @@ fn load_module(path: &str) -> Result<(), String> {
 /// What PID 1 has to do before anything else.
 fn setup(hello: &mut Hello) {
     let mut errors = Vec::new();
-    for (src, dst, fs) in [
-        ("proc", "/proc", "proc"),
-        ("sysfs", "/sys", "sysfs"),
-        ("devtmpfs", "/dev", "devtmpfs"),
-    ] {
+    for (src, dst, fs) in
+        [("proc", "/proc", "proc"), ("sysfs", "/sys", "sysfs"), ("devtmpfs", "/dev", "devtmpfs")]
+    {
         if let Err(e) = mount(src, dst, fs, None) {
             errors.push(e);
         }
     }
     let start = Instant::now();
-    for m in std::fs::read_to_string(MODULE_LIST)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| !l.is_empty())
-    {
+    for m in std::fs::read_to_string(MODULE_LIST).unwrap_or_default().lines().filter(|l| !l.is_empty()) {
         if let Err(e) = load_module(m) {
             errors.push(e);
         }
@@ -143,29 +123,30 @@ fn find_port(name: &str, timeout: Duration) -> Option<PathBuf> {
 
 struct Agent {
     hello: Hello,
-    counters: Arc<Counters>,
-    workload: Option<(String, std::thread::JoinHandle<()>)>,
+    records: Arc<RecordBuffer>,
+    workload: Option<Running>,
 }
 
 impl Agent {
     fn status(&self) -> Status {
-        let c = &self.counters;
-        Status {
+        let mut st = Status {
             boot_id: self.hello.boot_id.clone(),
-            workload: self.workload.as_ref().map(|(n, _)| n.clone()),
-            running: c.running.load(Ordering::Relaxed),
-            ops: c.ops.load(Ordering::Relaxed),
-            errors: c.errors.load(Ordering::Relaxed),
-            last_error: c.last_error.lock().ok().and_then(|l| l.clone()),
+            records_dropped: self.records.dropped.load(Ordering::Relaxed),
             uptime_ms: uptime_ms(),
+            ..Status::default()
+        };
+        if let Some(w) = &self.workload {
+            let c = &w.counters;
+            st.workload = Some(w.name.clone());
+            st.running = !w.finished();
+            st.laying_out = c.laying_out.load(Ordering::Relaxed);
+            st.ops = c.ops.load(Ordering::Relaxed);
+            st.errors = c.errors.load(Ordering::Relaxed);
+            st.mismatches = c.mismatches.load(Ordering::Relaxed);
+            st.bytes = c.bytes.load(Ordering::Relaxed);
+            st.last_error = c.last_error.lock().ok().and_then(|l| l.clone());
         }
-    }
-
-    fn stop_workload(&mut self) {
-        if let Some((_, handle)) = self.workload.take() {
-            self.counters.stop.store(true, Ordering::Relaxed);
-            let _ = handle.join();
-        }
+        st
     }
 
     fn handle(&mut self, cmd: Command) -> Message {
@@ -176,47 +157,68 @@ impl Agent {
                 Message::Hello(h)
             }
             Command::Status => Message::Status(self.status()),
-            Command::ReadLoop {
-                path,
-                expect,
-                pause_us,
-            } => {
-                if self.workload.is_some() {
+            Command::Start { workload, seed } => {
+                if self.workload.as_ref().is_some_and(|w| !w.finished()) {
                     return Message::Error {
-                        cmd: Some("read-loop".into()),
+                        cmd: Some("start".into()),
                         error: "a workload is already running".into(),
                     };
                 }
-                let job = ReadLoop {
-                    path: Path::new(control::GUEST_MOUNT).join(path),
-                    expect: expect.map(String::into_bytes),
-                    pause: Duration::from_micros(pause_us),
-                };
-                self.counters = Arc::new(Counters::default());
-                let c = self.counters.clone();
-                match std::thread::Builder::new()
-                    .name("read-loop".into())
-                    .spawn(move || job.run(&c))
-                {
-                    Ok(h) => {
-                        self.workload = Some(("read-loop".into(), h));
-                        Message::Ok {
-                            cmd: "read-loop".into(),
-                        }
+                match engine::start(&workload, Path::new(control::GUEST_MOUNT), self.records.clone(), seed) {
+                    Ok(r) => {
+                        self.workload = Some(r);
+                        Message::Ok { cmd: "start".into() }
                     }
-                    Err(e) => Message::Error {
-                        cmd: Some("read-loop".into()),
-                        error: e.to_string(),
-                    },
+                    Err(e) => Message::Error { cmd: Some("start".into()), error: e },
                 }
             }
+            Command::Verify => match &mut self.workload {
+                Some(w) => {
+                    w.stop();
+                    Message::Verify(w.verify(self.records.as_ref()))
+                }
+                None => Message::Error { cmd: Some("verify".into()), error: "no workload has run".into() },
+            },
             Command::Stop => {
-                self.stop_workload();
+                if let Some(w) = &mut self.workload {
+                    w.stop();
+                }
                 Message::Status(self.status())
             }
-            Command::Poweroff => Message::Ok {
-                cmd: "poweroff".into(),
-            },
+            Command::Poweroff => Message::Ok { cmd: "poweroff".into() },
+        }
+    }
+}
+
+/// Streams the record buffer to the records port, with a heartbeat every millisecond. The
+/// schedule is absolute, so heartbeats do not drift; after a pause (a migration) it restarts
+/// from now instead of bursting the missed ones.
+fn stream_records(port: File, records: Arc<RecordBuffer>) {
+    let mut port = port;
+    let period = 1_000_000u64;
+    let mut next = engine::now_ns() + period;
+    let mut seq = 0u32;
+    let mut chunk = Vec::new();
+    loop {
+        let ts = libc::timespec {
+            tv_sec: (next / 1_000_000_000) as libc::time_t,
+            tv_nsec: (next % 1_000_000_000) as libc::c_long,
+        };
+        // SAFETY: clock_nanosleep reads the timespec we own; a null remainder is allowed.
+        unsafe {
+            libc::clock_nanosleep(libc::CLOCK_MONOTONIC, libc::TIMER_ABSTIME, &ts, std::ptr::null_mut())
+        };
+        let now = engine::now_ns();
+        records.push_record(&Record::Heartbeat { seq, guest_ns: now });
+        seq = seq.wrapping_add(1);
+        records.take(&mut chunk);
+        // Blocks while no host is connected; the buffer's cap bounds what waits meanwhile.
+        if port.write_all(&chunk).is_err() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        next += period;
+        if now > next + 100 * period {
+            next = now + period;
         }
     }
 }
@@ -278,16 +280,25 @@ fn main() {
         Err(e) => idle_forever(&format!("dup {}: {e}", port.display())),
     };
     hello.uptime_ms = uptime_ms();
-    log(&format!(
-        "up after {} ms (modules {} ms)",
-        hello.uptime_ms, hello.modules_ms
-    ));
+    log(&format!("up after {} ms (modules {} ms)", hello.uptime_ms, hello.modules_ms));
     let _ = out.write_all(control::encode(&Message::Hello(hello.clone())).as_bytes());
-    let mut agent = Agent {
-        hello,
-        counters: Arc::new(Counters::default()),
-        workload: None,
-    };
+    // Up to ~1 s of records at a high op rate wait in memory for a slow reader.
+    let records = Arc::new(RecordBuffer::new(1 << 18));
+    match find_port(control::RECORDS_PORT, Duration::from_secs(2))
+        .map(|p| OpenOptions::new().write(true).open(&p))
+    {
+        Some(Ok(port)) => {
+            let r = records.clone();
+            if let Err(e) =
+                std::thread::Builder::new().name("records".into()).spawn(move || stream_records(port, r))
+            {
+                log(&format!("records thread: {e}"));
+            }
+        }
+        Some(Err(e)) => log(&format!("open the records port: {e}")),
+        None => log("no records port: op records are not streamed"),
+    }
+    let mut agent = Agent { hello, records, workload: None };
     let mut line = String::new();
     loop {
         line.clear();
@@ -314,15 +325,14 @@ fn main() {
                 let reply = agent.handle(cmd);
                 if off {
                     let _ = out.write_all(control::encode(&reply).as_bytes());
-                    agent.stop_workload();
+                    if let Some(w) = &mut agent.workload {
+                        w.stop();
+                    }
                     poweroff();
                 }
                 reply
             }
-            Err(e) => Message::Error {
-                cmd: None,
-                error: format!("bad command {:?}: {e}", line.trim()),
-            },
+            Err(e) => Message::Error { cmd: None, error: format!("bad command {:?}: {e}", line.trim()) },
         };
         let _ = out.write_all(control::encode(&reply).as_bytes());
     }

@@ -1,0 +1,222 @@
+//! Import of fio job files: an INI file whose options miglab supports becomes [`FioJob`]s,
+//! one per job section, with `[global]` options inherited. Any other option is an error that
+//! names it and lists what is supported — a silently ignored option would make the comparison
+//! with fio a lie.
+
+use crate::job::{FioJob, Rw, Size};
+
+/// The options miglab understands, and the ones it accepts because they change nothing here.
+pub const SUPPORTED: &[&str] = &[
+    "rw",
+    "readwrite",
+    "bs",
+    "blocksize",
+    "size",
+    "nrfiles",
+    "numjobs",
+    "iodepth",
+    "rwmixread",
+    "rwmixwrite",
+    "runtime",
+    "ramp_time",
+    "rate",
+    "rate_iops",
+    "fsync",
+    "fdatasync",
+    "direct",
+    "directory",
+    "verify",
+    "name",
+    "ioengine",
+    "time_based",
+    "group_reporting",
+    "thread",
+    "invalidate",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FioError {
+    #[error("line {line}: option '{option}' is not supported; miglab supports: {}", SUPPORTED.join(", "))]
+    Unsupported { line: usize, option: String },
+    #[error("line {line}: {option}={value}: {why}")]
+    BadValue { line: usize, option: String, value: String, why: String },
+    #[error("line {line}: '{text}' is neither a [section] nor option=value")]
+    Syntax { line: usize, text: String },
+    #[error("job '{job}' has no rw option")]
+    NoRw { job: String },
+    #[error("job '{job}': {why}")]
+    Invalid { job: String, why: String },
+    #[error("the file has no job sections")]
+    NoJobs,
+}
+
+/// Seconds from fio's time values: `30`, `30s`, `500ms`, `2m`, `1h`.
+fn seconds(v: &str) -> Option<f64> {
+    let v = v.trim().to_ascii_lowercase();
+    let (num, mult) = if let Some(n) = v.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = v.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (v.as_str(), 1.0)
+    };
+    num.trim().parse::<f64>().ok().filter(|s| *s >= 0.0).map(|s| s * mult)
+}
+
+fn apply(job: &mut FioJob, line: usize, option: &str, value: &str) -> Result<(), FioError> {
+    let bad = |why: String| FioError::BadValue { line, option: option.into(), value: value.into(), why };
+    let size = |v: &str| v.parse::<Size>().map_err(|e| bad(e.to_string()));
+    let int = |v: &str| v.trim().parse::<u64>().map_err(|_| bad("not a whole number".into()));
+    let flag = |v: &str| Ok::<bool, FioError>(!matches!(v.trim(), "0" | "false" | "none" | ""));
+    match option {
+        "rw" | "readwrite" => job.rw = value.trim().parse::<Rw>().map_err(bad)?,
+        // fio allows "bs=4k,8k" (read,write); miglab uses one size for both.
+        "bs" | "blocksize" => job.bs = size(value.split(',').next().unwrap_or(value))?,
+        "size" => job.size = size(value)?,
+        "nrfiles" => job.nrfiles = int(value)? as u32,
+        "numjobs" => job.numjobs = int(value)? as u32,
+        "iodepth" => job.iodepth = int(value)? as u32,
+        "rwmixread" => job.rwmixread = int(value)?.min(100) as u8,
+        "rwmixwrite" => job.rwmixread = 100 - int(value)?.min(100) as u8,
+        "runtime" => job.runtime = Some(seconds(value).ok_or_else(|| bad("not a time".into()))?),
+        "ramp_time" => job.ramp_time = seconds(value).ok_or_else(|| bad("not a time".into()))?,
+        "rate" => job.rate = Some(size(value.split(',').next().unwrap_or(value))?),
+        "rate_iops" => job.rate_iops = Some(int(value.split(',').next().unwrap_or(value))?),
+        "fsync" => job.fsync = int(value)? as u32,
+        "fdatasync" => job.fdatasync = int(value)? as u32,
+        "direct" => job.direct = flag(value)?,
+        "directory" => job.directory = Some(value.trim().trim_start_matches('/').to_string()),
+        "verify" => job.verify = flag(value)?,
+        "name" => job.name = value.trim().to_string(),
+        "ioengine" => {
+            if !matches!(value.trim(), "psync" | "sync" | "pvsync") {
+                return Err(bad("miglab does synchronous I/O only (psync, sync)".into()));
+            }
+        }
+        "time_based" | "group_reporting" | "thread" | "invalidate" => {}
+        _ => return Err(FioError::Unsupported { line, option: option.into() }),
+    }
+    Ok(())
+}
+
+/// Options of one section, with their line numbers.
+type Options = Vec<(usize, String, String)>;
+
+/// Parses a fio job file.
+pub fn parse(text: &str) -> Result<Vec<FioJob>, FioError> {
+    let mut global: Options = Vec::new();
+    let mut sections: Vec<(String, Options)> = Vec::new();
+    let mut in_global = false;
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let l = raw.trim();
+        if l.is_empty() || l.starts_with('#') || l.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = l.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            in_global = name.trim() == "global";
+            if !in_global {
+                sections.push((name.trim().to_string(), Vec::new()));
+            }
+            continue;
+        }
+        let (k, v) = match l.split_once('=') {
+            Some((k, v)) => (k.trim().to_string(), v.trim().to_string()),
+            // Bare options are flags: `direct` means direct=1.
+            None if !l.contains(char::is_whitespace) => (l.to_string(), "1".to_string()),
+            None => return Err(FioError::Syntax { line, text: l.into() }),
+        };
+        if in_global {
+            global.push((line, k, v));
+        } else if let Some((_, opts)) = sections.last_mut() {
+            opts.push((line, k, v));
+        } else {
+            return Err(FioError::Syntax { line, text: format!("{l} (an option before any [section])") });
+        }
+    }
+    if sections.is_empty() {
+        return Err(FioError::NoJobs);
+    }
+    sections
+        .into_iter()
+        .map(|(name, opts)| {
+            let mut job = FioJob::new(&name, Rw::Read);
+            let mut has_rw = false;
+            for (line, k, v) in global.iter().chain(opts.iter()) {
+                has_rw |= k == "rw" || k == "readwrite";
+                apply(&mut job, *line, k, v)?;
+            }
+            if !has_rw {
+                return Err(FioError::NoRw { job: name });
+            }
+            job.validate().map_err(|why| FioError::Invalid { job: job.name.clone(), why })?;
+            Ok(job)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_supported_file_becomes_the_expected_jobs() {
+        let jobs = parse(
+            "; the comparison jobs\n\
+             [global]\n\
+             ioengine=psync\n\
+             direct=1\n\
+             size=64m\n\
+             runtime=30s\n\
+             time_based\n\
+             \n\
+             [randread-4k]\n\
+             rw=randread\n\
+             bs=4k\n\
+             iodepth=1\n\
+             \n\
+             [seqwrite-1m]\n\
+             rw=write\n\
+             bs=1M\n\
+             fsync=16\n\
+             rwmixwrite=30\n",
+        )
+        .expect("parses");
+        assert_eq!(jobs.len(), 2);
+        let r = &jobs[0];
+        assert_eq!(
+            (r.name.as_str(), r.rw, r.bs, r.size),
+            ("randread-4k", Rw::Randread, Size(4096), Size(64 << 20))
+        );
+        assert!(r.direct);
+        assert_eq!(r.runtime, Some(30.0));
+        let w = &jobs[1];
+        assert_eq!((w.rw, w.bs, w.fsync, w.rwmixread), (Rw::Write, Size(1 << 20), 16, 70));
+    }
+
+    #[test]
+    fn an_unsupported_option_is_named_with_the_list() {
+        let e = parse("[j]\nrw=read\nzonemode=zbd\n").expect_err("unsupported");
+        let msg = e.to_string();
+        assert_eq!(e, FioError::Unsupported { line: 3, option: "zonemode".into() });
+        assert!(msg.contains("zonemode") && msg.contains("rwmixread") && msg.contains("line 3"), "{msg}");
+        let e = parse("[j]\nrw=read\nioengine=libaio\n").expect_err("engine");
+        assert!(e.to_string().contains("synchronous"));
+        assert!(matches!(parse("[j]\nbs=4k\n"), Err(FioError::NoRw { .. })));
+        assert!(matches!(parse("[global]\nrw=read\n"), Err(FioError::NoJobs)));
+        assert!(matches!(parse("[j]\nrw=read\nbs=4q\n"), Err(FioError::BadValue { .. })));
+        assert!(matches!(parse("[j]\nrw=read\nsize=6000\n"), Err(FioError::Invalid { .. })));
+    }
+
+    #[test]
+    fn times_have_units() {
+        assert_eq!(seconds("30"), Some(30.0));
+        assert_eq!(seconds("2m"), Some(120.0));
+        assert_eq!(seconds("500ms"), Some(0.5));
+        assert_eq!(seconds("x"), None);
+    }
+}
