@@ -5,6 +5,7 @@
 
 pub mod accel;
 pub mod cli;
+pub mod collect;
 pub mod control;
 pub mod doctor;
 pub mod image;
