@@ -31,6 +31,8 @@ pub enum CliError {
     Migration(#[from] MigrationError),
     #[error("could not start the async runtime: {0}")]
     Runtime(std::io::Error),
+    #[error(transparent)]
+    Run(#[from] crate::run::RunError),
     #[error("{0}")]
     Check(String),
 }
@@ -40,6 +42,8 @@ impl CliError {
         match self {
             CliError::Lab(e) => e.exit_code(),
             CliError::Vm(VmError::Lab(e)) => e.exit_code(),
+            CliError::Run(crate::run::RunError::Interrupted) => 130,
+            CliError::Run(crate::run::RunError::Lab(e)) => e.exit_code(),
             _ => 1,
         }
     }
@@ -80,6 +84,20 @@ pub enum Cmd {
     },
     /// Live-migrate a VM between the lab's hosts, hop after hop, and print each hop's figures.
     Migrate(MigrateArgs),
+    /// Run a scenario: lab, guest, workload, migrations, verification; write the result directory.
+    Run {
+        /// The scenario (TOML), e.g. scenarios/smoke.toml.
+        scenario: PathBuf,
+        /// Results go to <out>/<scenario>/<repetition>/.
+        #[arg(long, default_value = "results")]
+        out: PathBuf,
+        /// Parent of lab directories [default: $MIGLAB_LAB_ROOT or /var/lib/miglab].
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Override the scenario's repetitions.
+        #[arg(long)]
+        repetitions: Option<u32>,
+    },
     /// Figures: measured on the real lab, printed, never asserted.
     Bench {
         #[command(subcommand)]
@@ -323,5 +341,15 @@ fn dispatch(args: Args) -> Result<ExitCode, CliError> {
         Cmd::Vm { command } => vm::vm_cmd(command),
         Cmd::Migrate(m) => vm::migrate_cmd(m),
         Cmd::Bench { command } => vm::bench_cmd(command),
+        Cmd::Run { scenario, out, root, repetitions } => {
+            let opts = crate::run::RunOptions {
+                scenario,
+                out,
+                lab_root: root.unwrap_or_else(paths::lab_root),
+                repetitions,
+            };
+            crate::run::run(&opts)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

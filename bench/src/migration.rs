@@ -7,6 +7,7 @@
 //! arrive; `query-migrate` on the source is polled for the status and QEMU's own figures.
 
 use crate::qmp::{QmpError, Stamped};
+use crate::stream::RecordStream;
 use crate::topology::lab::Lab;
 use crate::topology::Host;
 use crate::vm::{Vm, VmError};
@@ -23,6 +24,8 @@ pub enum MigrationError {
     Qmp { side: Side, source: QmpError },
     #[error("the VM already runs on {0}: migrate it to another host")]
     SameHost(String),
+    #[error(transparent)]
+    Records(#[from] crate::stream::StreamError),
 }
 
 fn qmp_err(side: Side) -> impl FnOnce(QmpError) -> MigrationError {
@@ -147,6 +150,7 @@ pub async fn migrate(
     to: &str,
     opts: &MigrationOptions,
     observer: &mut dyn Observer,
+    records: Option<&RecordStream>,
 ) -> Result<(Vm, MigrationRecord), MigrationError> {
     if src.record.host == to {
         return Err(MigrationError::SameHost(to.into()));
@@ -160,6 +164,13 @@ pub async fn migrate(
         .unwrap_or(0)
         + 1;
     let mut dst = Vm::start(lab, &src.record.spec, to, generation, true).await?;
+    // The guest's records continue on the destination's socket after the switch-over.
+    if let Some(r) = records {
+        if let Err(e) = r.attach(&dst.record.files.records()).await {
+            let _ = dst.stop(lab).await;
+            return Err(e.into());
+        }
+    }
     let result = drive(lab, &mut src, &mut dst, opts, observer).await;
     let record = match result {
         Ok(r) => r,

@@ -53,7 +53,8 @@ fn a_guest_reading_cephfs_migrates_three_hops_without_a_gap_in_its_reads() {
         let opts = MigrationOptions::default();
         for (hop, to) in ["c2", "c1", "c2"].into_iter().enumerate() {
             let before = status(&mut vm).await.expect("status before");
-            let (next, rec) = migration::migrate(&lab, vm, to, &opts, &mut Quiet).await.expect("migrate");
+            let (next, rec) =
+                migration::migrate(&lab, vm, to, &opts, &mut Quiet, None).await.expect("migrate");
             vm = next;
             assert!(rec.completed(), "hop {hop}: {:?}", rec.outcome);
             assert_eq!(vm.record.host, to);
@@ -103,7 +104,7 @@ fn killing_the_destination_virtiofsd_fails_the_migration_and_the_source_goes_on(
             }
         };
         let (mut vm, rec) =
-            migration::migrate(&lab, vm, "c2", &MigrationOptions::default(), &mut kill_dst_virtiofsd)
+            migration::migrate(&lab, vm, "c2", &MigrationOptions::default(), &mut kill_dst_virtiofsd, None)
                 .await
                 .expect("migrate");
         assert!(killed, "the migration never went active: {:?}", rec.timeline);
@@ -164,7 +165,8 @@ fn vm_failures_are_named_and_clean_up_after_themselves() {
             timeout: Duration::from_secs(2),
             ..MigrationOptions::default()
         };
-        let (mut vm, rec) = migration::migrate(&lab, vm, "c2", &opts, &mut Quiet).await.expect("migrate");
+        let (mut vm, rec) =
+            migration::migrate(&lab, vm, "c2", &opts, &mut Quiet, None).await.expect("migrate");
         assert!(matches!(rec.outcome, Outcome::TimedOut { after_ms: 2000 }), "{:?}", rec.outcome);
         assert_eq!(vm.record.host, "c1");
         assert!(vm.qmp.running().await.expect("query-status"));

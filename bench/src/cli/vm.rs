@@ -166,7 +166,7 @@ pub(super) fn migrate_cmd(m: MigrateArgs) -> Result<ExitCode, CliError> {
         for hop in 1..=m.hops {
             let before = vm.control.status(AGENT_TIMEOUT).await.map_err(VmError::from)?;
             let to = next_host(&hosts, &vm.record.host);
-            let (next, record) = migration::migrate(&lab, vm, &to, &opts, &mut Quiet).await?;
+            let (next, record) = migration::migrate(&lab, vm, &to, &opts, &mut Quiet, None).await?;
             vm = next;
             // Let the guest run a little on its new host before judging the read loop.
             tokio::time::sleep(Duration::from_millis(200)).await;
