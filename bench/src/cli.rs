@@ -97,6 +97,9 @@ pub enum Cmd {
         /// Override the scenario's repetitions.
         #[arg(long)]
         repetitions: Option<u32>,
+        /// Run on this lab instead of the scenario's (a running one is reused).
+        #[arg(long)]
+        lab: Option<String>,
     },
     /// Figures: measured on the real lab, printed, never asserted.
     Bench {
@@ -341,12 +344,13 @@ fn dispatch(args: Args) -> Result<ExitCode, CliError> {
         Cmd::Vm { command } => vm::vm_cmd(command),
         Cmd::Migrate(m) => vm::migrate_cmd(m),
         Cmd::Bench { command } => vm::bench_cmd(command),
-        Cmd::Run { scenario, out, root, repetitions } => {
+        Cmd::Run { scenario, out, root, repetitions, lab } => {
             let opts = crate::run::RunOptions {
                 scenario,
                 out,
                 lab_root: root.unwrap_or_else(paths::lab_root),
                 repetitions,
+                lab_name: lab,
             };
             crate::run::run(&opts)?;
             Ok(ExitCode::SUCCESS)

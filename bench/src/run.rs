@@ -70,6 +70,8 @@ pub struct RunOptions {
     pub lab_root: PathBuf,
     /// Overrides the scenario's repetitions.
     pub repetitions: Option<u32>,
+    /// Overrides the scenario's lab name.
+    pub lab_name: Option<String>,
 }
 
 const AGENT: Duration = Duration::from_secs(30);
@@ -150,7 +152,10 @@ pub fn provenance(spec_accel: accel::Accel) -> Provenance {
 
 /// Runs every repetition of a scenario; returns the result directories.
 pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
-    let (scenario, text) = Scenario::load(&opts.scenario)?;
+    let (mut scenario, text) = Scenario::load(&opts.scenario)?;
+    if let Some(n) = &opts.lab_name {
+        scenario.lab.name = n.clone();
+    }
     let workload = scenario.workload(&opts.scenario)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
