@@ -230,7 +230,13 @@ impl Collector {
     /// time between the last heartbeat before a pause and the first after it is taken to be
     /// after the pause: within one heartbeat period (the resolution) nothing tells which.
     fn host_of(&self, g: u64) -> Option<Instant> {
-        let i = self.ring.partition_point(|(hg, _)| *hg < g);
+        let n = self.ring.len();
+        // Fast path: most ops belong to the newest batch, between the last two heartbeats.
+        let i = if n >= 2 && self.ring[n - 2].0 < g && g <= self.ring[n - 1].0 {
+            n - 1
+        } else {
+            self.ring.partition_point(|(hg, _)| *hg < g)
+        };
         let (hg, hh) = if i == self.ring.len() { *self.ring.back()? } else { self.ring[i] };
         Some(if g >= hg {
             hh + Duration::from_nanos(g - hg)

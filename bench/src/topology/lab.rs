@@ -622,6 +622,16 @@ impl Lab {
             .ok_or_else(|| LabError::UnknownDaemon(id.to_string()))
     }
 
+    /// Waits until `rec` is stopped (`frozen`) or not.
+    fn wait_state(&self, rec: &ProcRecord, id: &DaemonId, frozen: bool) -> Result<(), LabError> {
+        let what = format!("{id} to be {}", if frozen { "frozen" } else { "running" });
+        wait::until(&what, Duration::from_secs(5), Duration::from_millis(5), || {
+            let st = process::proc_stat(rec.pid).map(|s| s.state);
+            Ok::<_, LabError>((matches!(st, Some('T' | 't')) == frozen || st.is_none()).then_some(()))
+        })?;
+        Ok(())
+    }
+
     fn known_daemon(&self, id: &DaemonId) -> Result<(), LabError> {
         if self.daemons().contains(id) {
             Ok(())
@@ -726,8 +736,18 @@ impl Topology for Lab {
         use nix::sys::signal::Signal;
         match action {
             DaemonAction::Stop => self.sup.stop(&self.daemon_record(id)?)?,
-            DaemonAction::Freeze => self.sup.signal(&self.daemon_record(id)?, Signal::SIGSTOP)?,
-            DaemonAction::Resume => self.sup.signal(&self.daemon_record(id)?, Signal::SIGCONT)?,
+            // Signals take effect asynchronously: return once the daemon is seen stopped or
+            // running, so that what the caller does next happens after the fault.
+            DaemonAction::Freeze => {
+                let rec = self.daemon_record(id)?;
+                self.sup.signal(&rec, Signal::SIGSTOP)?;
+                self.wait_state(&rec, id, true)?;
+            }
+            DaemonAction::Resume => {
+                let rec = self.daemon_record(id)?;
+                self.sup.signal(&rec, Signal::SIGCONT)?;
+                self.wait_state(&rec, id, false)?;
+            }
             DaemonAction::Kill => {
                 let rec = self.daemon_record(id)?;
                 self.sup.signal(&rec, Signal::SIGKILL)?;
