@@ -110,6 +110,27 @@ pub enum Cmd {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCmd {
+    /// miglab's engine against fio, in host mode on a host's CephFS mount, same jobs.
+    Fio {
+        #[command(flatten)]
+        lab: LabName,
+        #[arg(long, default_value = "c1")]
+        host: String,
+        /// Seconds each side runs.
+        #[arg(long, default_value_t = 20)]
+        secs: u64,
+        /// fio job files (every job of each) [default: 4k randread qd1 and 1M sequential write].
+        #[arg(long)]
+        job: Vec<PathBuf>,
+    },
+    /// The collector's memory over a long run at a high op rate (synthetic stream, no lab).
+    Collector {
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+        /// Ops per second (each batch of 1 ms ends with a heartbeat).
+        #[arg(long, default_value_t = 100_000)]
+        rate: u64,
+    },
     /// QEMU start → agent hello, over several boots on a host of a running lab.
     Boot {
         #[command(flatten)]

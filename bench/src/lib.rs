@@ -8,6 +8,7 @@ pub mod cli;
 pub mod collect;
 pub mod control;
 pub mod doctor;
+pub mod hostmode;
 pub mod image;
 pub mod interrupt;
 pub mod migration;

@@ -4,6 +4,7 @@ use super::{BenchCmd, CliError, MigrateArgs, VmCmd, VmName};
 use crate::migration::{self, next_host, MigrationOptions, Quiet};
 use crate::readloop::{check_continuity, start_read_loop, write_hello, HELLO_FILE};
 use crate::topology::lab::Lab;
+use crate::topology::Host;
 use crate::vm::{Vm, VmError, VmRecord, VmSpec};
 use miglab_reports::{MigrationParams, MigrationRecord, Outcome};
 use std::process::ExitCode;
@@ -241,6 +242,11 @@ pub fn hop_row(hop: u32, r: &MigrationRecord, reads: u64, continuity: &Result<()
 
 pub(super) fn bench_cmd(cmd: BenchCmd) -> Result<ExitCode, CliError> {
     match cmd {
+        BenchCmd::Fio { lab, host, secs, job } => bench_fio(&lab, &host, secs, &job),
+        BenchCmd::Collector { minutes, rate } => {
+            bench_collector(minutes, rate);
+            Ok(ExitCode::SUCCESS)
+        }
         BenchCmd::Boot { vm, host, count, accel, memory_mib } => {
             let lab = open_lab(&vm)?;
             let name = format!("{}-boot", vm.vm);
@@ -281,4 +287,135 @@ pub(super) fn bench_cmd(cmd: BenchCmd) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn default_fio_jobs() -> Vec<miglab_workloads::job::FioJob> {
+    use miglab_workloads::job::{FioJob, Rw, Size};
+    // direct=1, as the storage baselines in FIELD-NOTES: the page cache would measure memory.
+    let mut r = FioJob::new("randread-4k", Rw::Randread);
+    r.bs = Size(4096);
+    r.size = Size(64 << 20);
+    r.direct = true;
+    let mut w = FioJob::new("seqwrite-1m", Rw::Write);
+    w.bs = Size(1 << 20);
+    w.size = Size(256 << 20);
+    w.direct = true;
+    vec![r, w]
+}
+
+fn bench_fio(
+    lab: &super::LabName,
+    host: &str,
+    secs: u64,
+    files: &[std::path::PathBuf],
+) -> Result<ExitCode, CliError> {
+    use crate::hostmode;
+    let l = Lab::open(&lab.name, &lab.root())?;
+    let mount = l.lab_host(host)?.mount_point();
+    let mut jobs = Vec::new();
+    for f in files {
+        let text =
+            std::fs::read_to_string(f).map_err(|e| CliError::Check(format!("read {}: {e}", f.display())))?;
+        jobs.extend(
+            miglab_workloads::fio::parse(&text)
+                .map_err(|e| CliError::Check(format!("{}: {e}", f.display())))?,
+        );
+    }
+    if jobs.is_empty() {
+        jobs = default_fio_jobs();
+    }
+    println!("engine vs fio on {host}'s CephFS mount (ceph-fuse), host mode, {secs} s each, psync");
+    println!("{:<14} {:<7} {:>10} {:>9} {:>9} {:>9}", "job", "tool", "IOPS", "MiB/s", "p50 us", "p99 us");
+    for job in jobs {
+        let mut job = job;
+        job.runtime = None;
+        job.verify = true;
+        let (c, _) = hostmode::run(
+            &miglab_workloads::job::Workload::Fio(job.clone()),
+            &mount,
+            Duration::from_secs(secs),
+            1,
+            false,
+        )
+        .map_err(|e| CliError::Check(e.to_string()))?;
+        let e = hostmode::engine_figures(&c, &job, secs as f64);
+        let f = hostmode::run_fio(&job, &mount.join(format!("fio-{}", job.name)), secs)
+            .map_err(|e| CliError::Check(e.to_string()))?;
+        for (tool, x) in [("miglab", &e), ("fio", &f)] {
+            println!(
+                "{:<14} {:<7} {:>10.0} {:>9.1} {:>9.0} {:>9.0}",
+                job.name, tool, x.iops, x.mib_s, x.p50_us, x.p99_us
+            );
+        }
+        println!(
+            "{:<14} {:<7} {:>9.2}x {:>8.2}x {:>8.2}x {:>8.2}x",
+            job.name,
+            "ratio",
+            e.iops / f.iops.max(1e-9),
+            e.mib_s / f.mib_s.max(1e-9),
+            e.p50_us / f.p50_us.max(1e-9),
+            e.p99_us / f.p99_us.max(1e-9)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rss_kib() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Feeds the collector a synthetic stream of `minutes` of host time at `rate` ops/s and prints
+/// its memory before and after.
+fn bench_collector(minutes: u64, rate: u64) {
+    use crate::collect::Collector;
+    use miglab_workloads::record::{Op, OpRecord, Record};
+    use std::time::Instant;
+    let (rss0, _) = rss_kib();
+    let t0 = Instant::now();
+    let mut c = Collector::new(t0);
+    let per_ms = (rate / 1000).max(1);
+    let mut chunk = Vec::with_capacity((per_ms as usize + 1) * 32);
+    let mut g = 1_000_000_000u64;
+    let start = Instant::now();
+    let total_ms = minutes * 60_000;
+    for ms in 0..total_ms {
+        chunk.clear();
+        for i in 0..per_ms {
+            let lat = 200_000 + (i * 7919 + ms) % 600_000;
+            let op = OpRecord {
+                op: Op::Read,
+                flags: 0,
+                job: 0,
+                submit_ns: g - lat,
+                complete_ns: g,
+                bytes: 4096,
+                status: 0,
+            };
+            chunk.extend_from_slice(&Record::Op(op).to_bytes());
+            g += 1_000_000 / per_ms;
+        }
+        chunk.extend_from_slice(&Record::Heartbeat { seq: ms as u32, guest_ns: g }.to_bytes());
+        c.feed(&chunk, t0 + Duration::from_millis(ms));
+    }
+    let (rss1, hwm) = rss_kib();
+    let fed = start.elapsed();
+    let r = c.finish(t0 + Duration::from_millis(total_ms));
+    println!(
+        "collector: {minutes} min at {rate} ops/s = {} records in {:.1} s; RSS {} MiB before, {} MiB after (peak {} MiB); series {} buckets, interval log {} KiB",
+        r.records,
+        fed.as_secs_f64(),
+        rss0 / 1024,
+        rss1 / 1024,
+        hwm / 1024,
+        r.series.len(),
+        r.hlog.len() / 1024
+    );
 }

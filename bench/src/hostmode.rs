@@ -1,0 +1,210 @@
+//! Host mode: the guest's engine run directly on a host's CephFS mount, without a VM. It gives
+//! the storage baseline the guest's figures are compared with, and the comparison with fio on
+//! the same mount (`miglab bench fio`).
+
+use crate::collect::{Collected, Collector};
+use crate::interrupt;
+use crate::paths;
+use crate::process::{self, ToolError};
+use miglab_workloads::engine::{self, now_ns, RecordBuffer};
+use miglab_workloads::job::{FioJob, Rw, Workload};
+use miglab_workloads::record::Record;
+use miglab_workloads::verify::VerifyReport;
+use serde::Serialize;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum HostModeError {
+    #[error("the workload could not start: {0}")]
+    Start(String),
+    #[error("the workload's files were not laid out within {0:.0?}")]
+    Layout(Duration),
+    #[error("interrupted")]
+    Interrupted,
+    #[error(transparent)]
+    Fio(#[from] ToolError),
+    #[error("fio's output could not be read: {0}")]
+    FioOutput(String),
+}
+
+/// Runs `w` under `root` for `duration` after its files are laid out; the collector is fed
+/// every millisecond with a heartbeat, as the guest's stream would be.
+pub fn run(
+    w: &Workload,
+    root: &Path,
+    duration: Duration,
+    seed: u64,
+    verify: bool,
+) -> Result<(Collected, Option<VerifyReport>), HostModeError> {
+    let buf = Arc::new(RecordBuffer::new(1 << 20));
+    let mut running = engine::start(w, root, buf.clone(), seed).map_err(HostModeError::Start)?;
+    let layout_deadline = Instant::now() + Duration::from_secs(600);
+    while running.counters.laying_out.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+        if Instant::now() > layout_deadline {
+            running.stop();
+            return Err(HostModeError::Layout(Duration::from_secs(600)));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let t0 = Instant::now();
+    let mut c = Collector::new(t0);
+    let mut chunk = Vec::new();
+    let mut seq = 0;
+    // Records of the layout phase are not part of the measurement.
+    buf.take(&mut chunk);
+    while t0.elapsed() < duration && !running.finished() {
+        if interrupt::requested() {
+            running.stop();
+            return Err(HostModeError::Interrupted);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+        buf.push_record(&Record::Heartbeat { seq, guest_ns: now_ns() });
+        seq += 1;
+        buf.take(&mut chunk);
+        c.feed(&chunk, Instant::now());
+    }
+    running.stop();
+    buf.take(&mut chunk);
+    c.feed(&chunk, Instant::now());
+    let end = Instant::now();
+    let report = verify.then(|| running.verify(buf.as_ref()));
+    Ok((c.finish(end), report))
+}
+
+/// One side of the engine-vs-fio comparison.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Figures {
+    pub iops: f64,
+    pub mib_s: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+/// The engine's figures for the main op of `job` over `secs`.
+pub fn engine_figures(c: &Collected, job: &FioJob, secs: f64) -> Figures {
+    let op = if job.rw.read_percent(job.rwmixread) >= 50 { "read" } else { "write" };
+    let o = c.ops.iter().find(|o| o.op == op).cloned().unwrap_or_default();
+    Figures {
+        iops: o.count as f64 / secs,
+        mib_s: o.bytes as f64 / secs / 1048576.0,
+        p50_us: o.guest.p50_us as f64,
+        p99_us: o.guest.p99_us as f64,
+    }
+}
+
+/// fio's command line for `job` on `dir`, time-based for `secs`.
+pub fn fio_args(job: &FioJob, dir: &Path, secs: u64) -> Vec<String> {
+    let rw = match job.rw {
+        Rw::Read => "read",
+        Rw::Write => "write",
+        Rw::Randread => "randread",
+        Rw::Randwrite => "randwrite",
+        Rw::Readwrite => "readwrite",
+        Rw::Randrw => "randrw",
+    };
+    let mut a = vec![
+        format!("--name={}", job.name),
+        format!("--directory={}", dir.display()),
+        format!("--rw={rw}"),
+        format!("--bs={}", job.bs.0),
+        format!("--size={}", job.size.0),
+        format!("--nrfiles={}", job.nrfiles),
+        format!("--numjobs={}", job.numjobs),
+        format!("--rwmixread={}", job.rwmixread),
+        "--ioengine=psync".into(),
+        format!("--iodepth={}", job.iodepth),
+        format!("--direct={}", u8::from(job.direct)),
+        format!("--runtime={secs}"),
+        "--time_based".into(),
+        "--group_reporting".into(),
+        "--output-format=json".into(),
+    ];
+    if job.fsync > 0 {
+        a.push(format!("--fsync={}", job.fsync));
+    }
+    if job.fdatasync > 0 {
+        a.push(format!("--fdatasync={}", job.fdatasync));
+    }
+    a
+}
+
+/// Parses fio's JSON output into the figures of the main direction.
+pub fn parse_fio(json: &str, job: &FioJob) -> Result<Figures, HostModeError> {
+    // fio may print warnings before the JSON.
+    let start = json.find('{').ok_or_else(|| HostModeError::FioOutput("no JSON".into()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&json[start..]).map_err(|e| HostModeError::FioOutput(e.to_string()))?;
+    let dir = if job.rw.read_percent(job.rwmixread) >= 50 { "read" } else { "write" };
+    let j = &v["jobs"][0][dir];
+    let pct = |p: &str| j["clat_ns"]["percentile"][p].as_f64().unwrap_or(0.0) / 1000.0;
+    Ok(Figures {
+        iops: j["iops"].as_f64().unwrap_or(0.0),
+        mib_s: j["bw_bytes"].as_f64().unwrap_or(0.0) / 1048576.0,
+        p50_us: pct("50.000000"),
+        p99_us: pct("99.000000"),
+    })
+}
+
+/// Runs fio with `job` on `dir` for `secs`.
+pub fn run_fio(job: &FioJob, dir: &Path, secs: u64) -> Result<Figures, HostModeError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| HostModeError::FioOutput(format!("create {}: {e}", dir.display())))?;
+    let out = process::run_tool(
+        Command::new(paths::tool("fio")).args(fio_args(job, dir, secs)),
+        Duration::from_secs(secs + 600),
+    )?;
+    parse_fio(&out.stdout, job)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use miglab_workloads::job::Size;
+
+    #[test]
+    fn fio_gets_the_same_job() {
+        let mut j = FioJob::new("r", Rw::Randread);
+        j.bs = Size(4096);
+        j.fsync = 4;
+        let a = fio_args(&j, Path::new("/m/c1/x"), 10);
+        for want in [
+            "--rw=randread",
+            "--bs=4096",
+            "--ioengine=psync",
+            "--runtime=10",
+            "--directory=/m/c1/x",
+            "--fsync=4",
+        ] {
+            assert!(a.contains(&want.to_string()), "{want} in {a:?}");
+        }
+    }
+
+    #[test]
+    fn fio_json_is_read() {
+        let json = r#"note: a warning first
+{"jobs":[{"read":{"iops":3012.5,"bw_bytes":12339200,"clat_ns":{"percentile":{"50.000000":301056,"99.000000":1105920}}},
+          "write":{"iops":0,"bw_bytes":0}}]}"#;
+        let f = parse_fio(json, &FioJob::new("r", Rw::Randread)).expect("parses");
+        assert_eq!(f.iops, 3012.5);
+        assert!((f.p50_us - 301.056).abs() < 1e-6 && (f.p99_us - 1105.92).abs() < 1e-6);
+        assert!((f.mib_s - 11.767).abs() < 0.01);
+    }
+
+    #[test]
+    fn host_mode_runs_the_engine_and_collects() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut j = FioJob::new("hm", Rw::Randrw);
+        j.size = Size(256 << 10);
+        let (c, report) =
+            run(&Workload::Fio(j.clone()), dir.path(), Duration::from_millis(300), 1, true).expect("run");
+        assert!(c.ops.iter().any(|o| o.op == "read" && o.count > 0));
+        assert!(c.heartbeats > 100, "{} heartbeats", c.heartbeats);
+        assert!(report.expect("verified").clean());
+        let f = engine_figures(&c, &j, 0.3);
+        assert!(f.iops > 0.0 && f.p50_us > 0.0);
+    }
+}
