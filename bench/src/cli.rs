@@ -100,6 +100,10 @@ pub enum Cmd {
         /// Run on this lab instead of the scenario's (a running one is reused).
         #[arg(long)]
         lab: Option<String>,
+        /// Host mode: run the workload on c1's CephFS mount for this many seconds, without a VM
+        /// or migrations (the storage baseline of the scenario).
+        #[arg(long, value_name = "SECS")]
+        host_mode: Option<f64>,
     },
     /// Figures: measured on the real lab, printed, never asserted.
     Bench {
@@ -365,13 +369,14 @@ fn dispatch(args: Args) -> Result<ExitCode, CliError> {
         Cmd::Vm { command } => vm::vm_cmd(command),
         Cmd::Migrate(m) => vm::migrate_cmd(m),
         Cmd::Bench { command } => vm::bench_cmd(command),
-        Cmd::Run { scenario, out, root, repetitions, lab } => {
+        Cmd::Run { scenario, out, root, repetitions, lab, host_mode } => {
             let opts = crate::run::RunOptions {
                 scenario,
                 out,
                 lab_root: root.unwrap_or_else(paths::lab_root),
                 repetitions,
                 lab_name: lab,
+                host_mode: host_mode.map(std::time::Duration::from_secs_f64),
             };
             crate::run::run(&opts)?;
             Ok(ExitCode::SUCCESS)

@@ -72,6 +72,9 @@ pub struct RunOptions {
     pub repetitions: Option<u32>,
     /// Overrides the scenario's lab name.
     pub lab_name: Option<String>,
+    /// Run the workload directly on the first host's CephFS mount for this long, without a VM
+    /// or migrations: the storage baseline of the scenario.
+    pub host_mode: Option<Duration>,
 }
 
 const AGENT: Duration = Duration::from_secs(30);
@@ -182,8 +185,14 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
     let mut dirs = Vec::new();
     let mut failure = None;
     for rep in 1..=opts.repetitions.unwrap_or(scenario.repetitions) {
-        let dir = opts.out.join(&scenario.name).join(rep.to_string());
-        match rt.block_on(repetition(&lab, &scenario, &text, &workload, rep, &dir)) {
+        let dir_name =
+            if opts.host_mode.is_some() { format!("{}-host", scenario.name) } else { scenario.name.clone() };
+        let dir = opts.out.join(dir_name).join(rep.to_string());
+        let outcome = match opts.host_mode {
+            Some(d) => host_repetition(&lab, &scenario, &text, &workload, rep, &dir, d),
+            None => rt.block_on(repetition(&lab, &scenario, &text, &workload, rep, &dir)),
+        };
+        match outcome {
             Ok(()) => dirs.push(dir),
             Err(e) => {
                 failure = Some(match e {
@@ -384,6 +393,70 @@ async fn drive(
         vm.control.request(Command::Stop, AGENT).await?;
     }
     Ok(())
+}
+
+/// One repetition in host mode: the engine on the first host's mount, no VM.
+fn host_repetition(
+    lab: &Lab,
+    s: &Scenario,
+    text: &str,
+    workload: &Workload,
+    rep: u32,
+    dir: &Path,
+    duration: Duration,
+) -> Result<(), RunError> {
+    let started = Instant::now();
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir.join("logs")).map_err(io(format!("create {}", dir.display())))?;
+    let mut result = RunResult::new(&format!("{}-host", s.name), rep, s.seed);
+    result.started_at = now_rfc3339();
+    result.scenario_text = text.into();
+    result.workload = serde_json::to_string(workload).unwrap_or_default();
+    result.provenance = provenance(accel::Accel::Tcg);
+    result.provenance.accelerator = "none (host mode)".into();
+    result.provenance.accelerator_reason = "the engine ran on the host, without a VM".into();
+    let host = &lab.layout().clients[0];
+    if let Workload::ReadLoop(j) = workload {
+        let path = host.mount.join(&j.path);
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d).map_err(io(format!("create {}", d.display())))?;
+        }
+        std::fs::write(&path, &j.content).map_err(io(format!("write {}", path.display())))?;
+    }
+    say(&s.name, rep, &format!("host mode on {}'s CephFS mount for {:.0?}", host.name, duration));
+    let outcome = crate::hostmode::run(workload, &host.mount, duration, s.seed, s.run.verify);
+    match outcome {
+        Ok((c, report)) => {
+            if let Some(v) = report {
+                result.verification = Some(Verification {
+                    blocks: v.blocks,
+                    mismatched: v.mismatched(),
+                    missing: v.missing(),
+                    bad: v.bad.iter().filter_map(|b| serde_json::to_value(b).ok()).collect(),
+                });
+            }
+            fill(&mut result, c, dir)?;
+            result.status = RunStatus::Completed;
+        }
+        Err(e) => {
+            result.status = if matches!(e, crate::hostmode::HostModeError::Interrupted) {
+                RunStatus::Aborted
+            } else {
+                RunStatus::Failed
+            };
+            result.error = Some(e.to_string());
+        }
+    }
+    result.duration_ms = started.elapsed().as_secs_f64() * 1e3;
+    let json =
+        serde_json::to_vec_pretty(&result).map_err(|e| io("encode the result")(std::io::Error::other(e)))?;
+    write_atomic(&dir.join("result.json"), &json).map_err(io("write result.json"))?;
+    summary(&result, dir);
+    match result.status {
+        RunStatus::Completed => Ok(()),
+        RunStatus::Aborted => Err(RunError::Interrupted),
+        RunStatus::Failed => Err(RunError::Workload(result.error.unwrap_or_default())),
+    }
 }
 
 /// Copies the VM instances' logs and the lab's logs into the result.

@@ -32,6 +32,7 @@ fn the_smoke_scenario_measures_the_pause_and_loses_nothing() {
         lab_root: root.path().into(),
         repetitions: None,
         lab_name: Some("t-smoke".into()),
+        host_mode: None,
     };
     let dirs = run(&opts).unwrap_or_else(|e| panic!("run: {e}"));
     assert_eq!(dirs, vec![out.join("smoke/1")]);
