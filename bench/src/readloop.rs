@@ -5,6 +5,7 @@ use crate::topology::Host;
 use crate::vm::{Vm, VmError};
 use miglab_workloads::control::{Command, Status};
 use miglab_workloads::job::{ReadLoopJob, Workload};
+use std::path::Path;
 use std::time::Duration;
 
 /// The file the read loop reads, relative to CephFS's root, and what it holds.
@@ -13,9 +14,14 @@ pub const HELLO_TEXT: &str = "Hello world\n";
 
 const AGENT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Writes the read loop's file through `host`'s CephFS mount.
-pub fn write_hello(host: &dyn Host) -> Result<(), VmError> {
-    let path = host.mount_point().join(HELLO_FILE);
+/// The seed's job: [`HELLO_TEXT`] in [`HELLO_FILE`].
+pub fn hello_job() -> ReadLoopJob {
+    ReadLoopJob { path: HELLO_FILE.into(), content: HELLO_TEXT.into(), pause_us: 0, runtime: None }
+}
+
+/// Writes the file a read-loop job reads, under a host's CephFS `mount`.
+pub fn prepare(mount: &Path, job: &ReadLoopJob) -> Result<(), VmError> {
+    let path = mount.join(&job.path);
     let io = |what: &str| {
         let what = format!("{what} {}", path.display());
         move |source| VmError::Io { what, source }
@@ -23,13 +29,17 @@ pub fn write_hello(host: &dyn Host) -> Result<(), VmError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io("create the directory of"))?;
     }
-    std::fs::write(&path, HELLO_TEXT).map_err(io("write"))
+    std::fs::write(&path, &job.content).map_err(io("write"))
+}
+
+/// Writes the seed's file through `host`'s CephFS mount.
+pub fn write_hello(host: &dyn Host) -> Result<(), VmError> {
+    prepare(&host.mount_point(), &hello_job())
 }
 
 /// Starts the read loop in the guest.
 pub async fn start_read_loop(vm: &mut Vm) -> Result<(), VmError> {
-    let job = ReadLoopJob { path: HELLO_FILE.into(), content: HELLO_TEXT.into(), pause_us: 0, runtime: None };
-    let cmd = Command::Start { workload: Workload::ReadLoop(job), seed: 0 };
+    let cmd = Command::Start { workload: Workload::ReadLoop(hello_job()), seed: 0 };
     vm.control.request(cmd, AGENT_TIMEOUT).await?;
     Ok(())
 }

@@ -23,6 +23,7 @@ use miglab_reports::result::{events_csv, timeline_csv, write_atomic};
 use miglab_reports::{Provenance, RunResult, RunStatus, Verification};
 use miglab_workloads::control::{Command, Message, Status};
 use miglab_workloads::job::Workload;
+use miglab_workloads::verify::VerifyReport;
 use std::path::{Path, PathBuf};
 use std::process::Command as Cmd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -234,11 +235,7 @@ async fn repetition(
         virtiofsd_args: s.guest.virtiofsd_args.clone(),
         ..VmSpec::new(&format!("{}-{rep}", s.name))
     };
-    let mut result = RunResult::new(&s.name, rep, s.seed);
-    result.started_at = now_rfc3339();
-    result.scenario_text = text.into();
-    result.workload = serde_json::to_string(workload).unwrap_or_default();
-    result.provenance = provenance(spec.accel);
+    let mut result = new_result(&s.name, s, text, workload, rep, spec.accel);
     let write = |r: &RunResult| -> Result<(), RunError> {
         let json =
             serde_json::to_vec_pretty(r).map_err(|e| io("encode the result")(std::io::Error::other(e)))?;
@@ -289,12 +286,7 @@ async fn drive(
 ) -> Result<(), RunError> {
     let hosts: Vec<String> = lab.layout().clients.iter().map(|c| c.name.clone()).collect();
     if let Workload::ReadLoop(j) = workload {
-        let h = lab.lab_host(&hosts[0])?;
-        let path = h.mount_point().join(&j.path);
-        if let Some(d) = path.parent() {
-            std::fs::create_dir_all(d).map_err(io(format!("create {}", d.display())))?;
-        }
-        std::fs::write(&path, &j.content).map_err(io(format!("write {}", path.display())))?;
+        crate::readloop::prepare(&lab.lab_host(&hosts[0])?.mount_point(), j)?;
     }
     let t = Instant::now();
     let vm = Vm::start(lab, spec, &hosts[0], 0, false).await?;
@@ -380,12 +372,7 @@ async fn drive(
                         v.missing()
                     ),
                 );
-                result.verification = Some(Verification {
-                    blocks: v.blocks,
-                    mismatched: v.mismatched(),
-                    missing: v.missing(),
-                    bad: v.bad.iter().filter_map(|b| serde_json::to_value(b).ok()).collect(),
-                });
+                result.verification = Some(verification(&v));
             }
             m => return Err(RunError::Workload(format!("verify answered {m:?}"))),
         }
@@ -408,32 +395,19 @@ fn host_repetition(
     let started = Instant::now();
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir.join("logs")).map_err(io(format!("create {}", dir.display())))?;
-    let mut result = RunResult::new(&format!("{}-host", s.name), rep, s.seed);
-    result.started_at = now_rfc3339();
-    result.scenario_text = text.into();
-    result.workload = serde_json::to_string(workload).unwrap_or_default();
-    result.provenance = provenance(accel::Accel::Tcg);
+    let mut result = new_result(&format!("{}-host", s.name), s, text, workload, rep, accel::Accel::Tcg);
     result.provenance.accelerator = "none (host mode)".into();
     result.provenance.accelerator_reason = "the engine ran on the host, without a VM".into();
     let host = &lab.layout().clients[0];
     if let Workload::ReadLoop(j) = workload {
-        let path = host.mount.join(&j.path);
-        if let Some(d) = path.parent() {
-            std::fs::create_dir_all(d).map_err(io(format!("create {}", d.display())))?;
-        }
-        std::fs::write(&path, &j.content).map_err(io(format!("write {}", path.display())))?;
+        crate::readloop::prepare(&host.mount, j)?;
     }
     say(&s.name, rep, &format!("host mode on {}'s CephFS mount for {:.0?}", host.name, duration));
     let outcome = crate::hostmode::run(workload, &host.mount, duration, s.seed, s.run.verify);
     match outcome {
         Ok((c, report)) => {
             if let Some(v) = report {
-                result.verification = Some(Verification {
-                    blocks: v.blocks,
-                    mismatched: v.mismatched(),
-                    missing: v.missing(),
-                    bad: v.bad.iter().filter_map(|b| serde_json::to_value(b).ok()).collect(),
-                });
+                result.verification = Some(verification(&v));
             }
             fill(&mut result, c, dir)?;
             result.status = RunStatus::Completed;
@@ -457,6 +431,33 @@ fn host_repetition(
         RunStatus::Aborted => Err(RunError::Interrupted),
         RunStatus::Failed => Err(RunError::Workload(result.error.unwrap_or_default())),
     }
+}
+
+/// The agent's report as the result keeps it.
+fn verification(v: &VerifyReport) -> Verification {
+    Verification {
+        blocks: v.blocks,
+        mismatched: v.mismatched(),
+        missing: v.missing(),
+        bad: v.bad.iter().filter_map(|b| serde_json::to_value(b).ok()).collect(),
+    }
+}
+
+/// A result for one repetition, before anything ran.
+fn new_result(
+    name: &str,
+    s: &Scenario,
+    text: &str,
+    workload: &Workload,
+    rep: u32,
+    accel: accel::Accel,
+) -> RunResult {
+    let mut r = RunResult::new(name, rep, s.seed);
+    r.started_at = now_rfc3339();
+    r.scenario_text = text.into();
+    r.workload = serde_json::to_string(workload).unwrap_or_default();
+    r.provenance = provenance(accel);
+    r
 }
 
 /// Copies the VM instances' logs and the lab's logs into the result.
