@@ -120,9 +120,12 @@ pub enum BenchCmd {
         lab: LabName,
         #[arg(long, default_value = "c1")]
         host: String,
-        /// Seconds each side runs.
-        #[arg(long, default_value_t = 20)]
+        /// Seconds each side runs, per round.
+        #[arg(long, default_value_t = 15)]
         secs: u64,
+        /// Rounds, alternating miglab and fio; the medians are compared (the machine is noisy).
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
         /// fio job files (every job of each) [default: 4k randread qd1 and 1M sequential write].
         #[arg(long)]
         job: Vec<PathBuf>,

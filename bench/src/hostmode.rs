@@ -118,6 +118,7 @@ pub fn fio_args(job: &FioJob, dir: &Path, secs: u64) -> Vec<String> {
         "--ioengine=psync".into(),
         format!("--iodepth={}", job.iodepth),
         format!("--direct={}", u8::from(job.direct)),
+        format!("--invalidate={}", u8::from(job.invalidate)),
         format!("--runtime={secs}"),
         "--time_based".into(),
         "--group_reporting".into(),

@@ -120,7 +120,21 @@ impl Ctx {
         result: Result<(), (u32, String)>,
         mismatch: bool,
     ) {
-        let complete_ns = now_ns();
+        self.record_at(op, job, submit_ns, now_ns(), bytes, result, mismatch)
+    }
+
+    /// Like `record`, with the completion time taken by the caller (before any checking).
+    #[allow(clippy::too_many_arguments)] // one record's fields
+    fn record_at(
+        &self,
+        op: Op,
+        job: u16,
+        submit_ns: u64,
+        complete_ns: u64,
+        bytes: u64,
+        result: Result<(), (u32, String)>,
+        mismatch: bool,
+    ) {
         let mut flags = 0;
         let status = match result {
             Ok(()) => {
@@ -548,6 +562,20 @@ fn fio_worker(
             }
         }
     }
+    if j.invalidate {
+        for fh in handles.iter().flatten() {
+            let _ = fh.sync_data();
+            // SAFETY: posix_fadvise only reads its arguments; the fd is open.
+            unsafe {
+                libc::posix_fadvise(
+                    std::os::unix::io::AsRawFd::as_raw_fd(fh),
+                    0,
+                    0,
+                    libc::POSIX_FADV_DONTNEED,
+                )
+            };
+        }
+    }
     counters.laying_out.fetch_sub(1, Ordering::Relaxed);
     barrier.wait();
     if owned.is_empty() {
@@ -564,15 +592,18 @@ fn fio_worker(
     let read_pct = j.rw.read_percent(j.rwmixread) as u64;
     let mut next = 0usize;
     let mut writes = 0u64;
+    let mut order: Vec<usize> = (0..owned.len()).collect();
     while !c.done() {
         pacer.wait();
-        let i = if j.rw.random() {
-            rng.below(owned.len() as u64) as usize
-        } else {
-            let i = next;
-            next = (next + 1) % owned.len();
-            i
-        };
+        // Random jobs visit every block once per pass in a new random order, as fio does by
+        // default (its "random map"); sequential jobs walk the blocks in order.
+        if j.rw.random() && next == 0 {
+            for k in (1..order.len()).rev() {
+                order.swap(k, rng.below(k as u64 + 1) as usize);
+            }
+        }
+        let i = order[next];
+        next = (next + 1) % order.len();
         let (f, b) = owned[i];
         let offset = b * bs;
         let fh = match &handles[f] {
@@ -593,8 +624,11 @@ fn fio_worker(
         let gen = files.generation(f, b);
         if rng.below(100) < read_pct {
             let submit = now_ns();
-            match fh.read_at(buf.as_mut(), offset) {
+            let r = fh.read_at(buf.as_mut(), offset);
+            let complete = now_ns();
+            match r {
                 Ok(n) => {
+                    // Checked after the completion time is taken: verification is not latency.
                     let mismatch = j.verify
                         && check_block(
                             buf.as_mut(),
@@ -604,12 +638,13 @@ fn fio_worker(
                             gen.load(Ordering::Relaxed),
                         )
                         .is_err();
-                    c.record(Op::Read, job, submit, n as u64, Ok(()), mismatch);
+                    c.record_at(Op::Read, job, submit, complete, n as u64, Ok(()), mismatch);
                 }
-                Err(e) => c.record(
+                Err(e) => c.record_at(
                     Op::Read,
                     job,
                     submit,
+                    complete,
                     0,
                     Err((errno(&e), format!("read {}: {e}", files.paths[f].display()))),
                     false,

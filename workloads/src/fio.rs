@@ -97,7 +97,8 @@ fn apply(job: &mut FioJob, line: usize, option: &str, value: &str) -> Result<(),
                 return Err(bad("miglab does synchronous I/O only (psync, sync)".into()));
             }
         }
-        "time_based" | "group_reporting" | "thread" | "invalidate" => {}
+        "invalidate" => job.invalidate = flag(value)?,
+        "time_based" | "group_reporting" | "thread" => {}
         _ => return Err(FioError::Unsupported { line, option: option.into() }),
     }
     Ok(())

@@ -166,6 +166,10 @@ pub struct FioJob {
     /// Write verifiable blocks and keep their generations, so `verify` can check them.
     #[serde(default = "FioJob::default_verify")]
     pub verify: bool,
+    /// Drop the files' pages from the page cache after laying them out (fio's default), so
+    /// the first reads are not served from memory the layout just filled.
+    #[serde(default = "FioJob::default_verify")]
+    pub invalidate: bool,
 }
 
 impl FioJob {
@@ -195,6 +199,7 @@ impl FioJob {
             direct: false,
             directory: None,
             verify: true,
+            invalidate: true,
         }
     }
 

@@ -242,7 +242,7 @@ pub fn hop_row(hop: u32, r: &MigrationRecord, reads: u64, continuity: &Result<()
 
 pub(super) fn bench_cmd(cmd: BenchCmd) -> Result<ExitCode, CliError> {
     match cmd {
-        BenchCmd::Fio { lab, host, secs, job } => bench_fio(&lab, &host, secs, &job),
+        BenchCmd::Fio { lab, host, secs, rounds, job } => bench_fio(&lab, &host, secs, rounds, &job),
         BenchCmd::Collector { minutes, rate } => {
             bench_collector(minutes, rate);
             Ok(ExitCode::SUCCESS)
@@ -307,9 +307,10 @@ fn bench_fio(
     lab: &super::LabName,
     host: &str,
     secs: u64,
+    rounds: u32,
     files: &[std::path::PathBuf],
 ) -> Result<ExitCode, CliError> {
-    use crate::hostmode;
+    use crate::hostmode::{self, Figures};
     let l = Lab::open(&lab.name, &lab.root())?;
     let mount = l.lab_host(host)?.mount_point();
     let mut jobs = Vec::new();
@@ -324,23 +325,35 @@ fn bench_fio(
     if jobs.is_empty() {
         jobs = default_fio_jobs();
     }
-    println!("engine vs fio on {host}'s CephFS mount (ceph-fuse), host mode, {secs} s each, psync");
+    let rounds = rounds.max(1);
+    println!("engine vs fio on {host}'s CephFS mount (ceph-fuse), host mode, psync, {rounds} alternating rounds of {secs} s; medians");
     println!("{:<14} {:<7} {:>10} {:>9} {:>9} {:>9}", "job", "tool", "IOPS", "MiB/s", "p50 us", "p99 us");
+    let median = |v: &[Figures]| {
+        let m = |f: fn(&Figures) -> f64| {
+            let mut x: Vec<f64> = v.iter().map(f).collect();
+            x.sort_by(f64::total_cmp);
+            x[x.len() / 2]
+        };
+        Figures {
+            iops: m(|f| f.iops),
+            mib_s: m(|f| f.mib_s),
+            p50_us: m(|f| f.p50_us),
+            p99_us: m(|f| f.p99_us),
+        }
+    };
     for job in jobs {
         let mut job = job;
         job.runtime = None;
-        job.verify = true;
-        let (c, _) = hostmode::run(
-            &miglab_workloads::job::Workload::Fio(job.clone()),
-            &mount,
-            Duration::from_secs(secs),
-            1,
-            false,
-        )
-        .map_err(|e| CliError::Check(e.to_string()))?;
-        let e = hostmode::engine_figures(&c, &job, secs as f64);
-        let f = hostmode::run_fio(&job, &mount.join(format!("fio-{}", job.name)), secs)
-            .map_err(|e| CliError::Check(e.to_string()))?;
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let w = miglab_workloads::job::Workload::Fio(job.clone());
+            let (c, _) = hostmode::run(&w, &mount, Duration::from_secs(secs), 1, false)
+                .map_err(|e| CliError::Check(e.to_string()))?;
+            ours.push(hostmode::engine_figures(&c, &job, secs as f64));
+            let dir = mount.join(format!("fio-{}", job.name));
+            theirs.push(hostmode::run_fio(&job, &dir, secs).map_err(|e| CliError::Check(e.to_string()))?);
+        }
+        let (e, f) = (median(&ours), median(&theirs));
         for (tool, x) in [("miglab", &e), ("fio", &f)] {
             println!(
                 "{:<14} {:<7} {:>10.0} {:>9.1} {:>9.0} {:>9.0}",
