@@ -297,8 +297,8 @@ pub fn source_tree() -> Option<PathBuf> {
 /// Builds the static guest agent from the source tree with cargo and returns its path.
 pub fn build_agent(tree: &Path) -> Result<PathBuf, ImageError> {
     let target = "x86_64-unknown-linux-gnu";
-    let out = std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .current_dir(tree)
+    let mut cmd = std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(tree)
         .args([
             "build",
             "--release",
@@ -314,13 +314,10 @@ pub fn build_agent(tree: &Path) -> Result<PathBuf, ImageError> {
         .env(
             "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
             "-C target-feature=+crt-static -C strip=symbols",
-        )
-        .output()
-        .map_err(|e| ImageError::AgentBuild(format!("could not run cargo: {e}")))?;
-    if !out.status.success() {
-        let _ = std::io::stderr().write_all(&out.stderr);
-        return Err(ImageError::AgentBuild(format!("cargo exited with {}", out.status)));
-    }
+        );
+    // A cold build takes a few minutes on two cores; an hour means something is wrong.
+    crate::process::run_tool(&mut cmd, std::time::Duration::from_secs(3600))
+        .map_err(|e| ImageError::AgentBuild(e.to_string()))?;
     Ok(tree.join("target").join(target).join("release/miglab-agent"))
 }
 
