@@ -236,11 +236,7 @@ async fn repetition(
         ..VmSpec::new(&format!("{}-{rep}", s.name))
     };
     let mut result = new_result(&s.name, s, text, workload, rep, spec.accel);
-    let write = |r: &RunResult| -> Result<(), RunError> {
-        let json =
-            serde_json::to_vec_pretty(r).map_err(|e| io("encode the result")(std::io::Error::other(e)))?;
-        write_atomic(&dir.join("result.json"), &json).map_err(io("write result.json"))
-    };
+    let write = |r: &RunResult| write_result(dir, r);
     // An interrupted or crashed run leaves this one, marked aborted.
     write(&result)?;
 
@@ -422,15 +418,19 @@ fn host_repetition(
         }
     }
     result.duration_ms = started.elapsed().as_secs_f64() * 1e3;
-    let json =
-        serde_json::to_vec_pretty(&result).map_err(|e| io("encode the result")(std::io::Error::other(e)))?;
-    write_atomic(&dir.join("result.json"), &json).map_err(io("write result.json"))?;
+    write_result(dir, &result)?;
     summary(&result, dir);
     match result.status {
         RunStatus::Completed => Ok(()),
         RunStatus::Aborted => Err(RunError::Interrupted),
         RunStatus::Failed => Err(RunError::Workload(result.error.unwrap_or_default())),
     }
+}
+
+/// Writes `result.json` atomically.
+fn write_result(dir: &Path, r: &RunResult) -> Result<(), RunError> {
+    let json = serde_json::to_vec_pretty(r).map_err(|e| io("encode the result")(std::io::Error::other(e)))?;
+    write_atomic(&dir.join("result.json"), &json).map_err(io("write result.json"))
 }
 
 /// The agent's report as the result keeps it.
