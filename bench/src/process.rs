@@ -46,7 +46,6 @@ pub struct ProcessSpec {
     /// Enter this network namespace (only the network one: mounts stay shared) before exec.
     pub netns: Option<PathBuf>,
     pub log: PathBuf,
-    pub env: Vec<(OsString, OsString)>,
     /// stdin and stdout are pipes (taken with [`Supervisor::take_pipes`]) instead of null/log.
     pub piped: bool,
 }
@@ -59,7 +58,6 @@ impl ProcessSpec {
             args: Vec::new(),
             netns: None,
             log: log.into(),
-            env: Vec::new(),
             piped: false,
         }
     }
@@ -85,11 +83,6 @@ impl ProcessSpec {
 
     pub fn in_netns(mut self, path: Option<PathBuf>) -> Self {
         self.netns = path;
-        self
-    }
-
-    pub fn env(mut self, k: impl Into<OsString>, v: impl Into<OsString>) -> Self {
-        self.env.push((k.into(), v.into()));
         self
     }
 
@@ -149,10 +142,6 @@ impl Supervisor {
         Self { policy, children: Mutex::new(HashMap::new()), ledger }
     }
 
-    pub fn policy(&self) -> StopPolicy {
-        self.policy
-    }
-
     /// Starts `spec` in its own process group, output appended to its log.
     pub fn spawn(&self, spec: &ProcessSpec) -> Result<ProcRecord, ProcessError> {
         let mut log = OpenOptions::new().create(true).append(true).open(&spec.log).map_err(|source| {
@@ -171,9 +160,6 @@ impl Supervisor {
             cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
         } else {
             cmd.stdin(Stdio::null()).stdout(Stdio::from(log));
-        }
-        for (k, v) in &spec.env {
-            cmd.env(k, v);
         }
         if let Some(ns) = &spec.netns {
             enter_netns(&mut cmd, ns).map_err(|source| ProcessError::OpenNetns {
@@ -299,25 +285,6 @@ impl Supervisor {
             Ok(()) | Err(nix::Error::ESRCH) => Ok(()),
             Err(source) => Err(ProcessError::Signal { name: rec.name.clone(), pid: rec.pid, signal, source }),
         }
-    }
-
-    /// Stops every child this supervisor started and still owns, newest first.
-    pub fn stop_all(&self) -> Vec<ProcessError> {
-        let mut pids: Vec<i32> = self.lock().keys().copied().collect();
-        pids.sort_unstable_by(|a, b| b.cmp(a));
-        let mut errors = Vec::new();
-        for pid in pids {
-            let rec = ProcRecord {
-                name: format!("pid {pid}"),
-                pid,
-                start_ticks: proc_stat(pid).map(|s| s.start_ticks).unwrap_or(0),
-                log: PathBuf::new(),
-            };
-            if let Err(e) = self.stop(&rec) {
-                errors.push(e);
-            }
-        }
-        errors
     }
 }
 

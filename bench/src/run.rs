@@ -249,9 +249,7 @@ async fn repetition(
         None => None,
     };
     if let Some(vm) = vm_slot.take() {
-        let files = vm.record.files.clone();
         let _ = vm.stop(lab).await;
-        let _ = files;
     }
     copy_logs(lab, &spec.name, dir);
     if let Some(c) = collected {

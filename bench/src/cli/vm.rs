@@ -2,15 +2,13 @@
 
 use super::{BenchCmd, CliError, MigrateArgs, VmCmd, VmName};
 use crate::migration::{self, next_host, MigrationOptions, Quiet};
-use crate::readloop::{check_continuity, start_read_loop, write_hello, HELLO_FILE};
+use crate::readloop::{self, check_continuity, start_read_loop, write_hello, HELLO_FILE};
 use crate::topology::lab::Lab;
 use crate::topology::Host;
 use crate::vm::{Vm, VmError, VmRecord, VmSpec};
 use miglab_reports::{MigrationParams, MigrationRecord, Outcome};
 use std::process::ExitCode;
 use std::time::Duration;
-
-const AGENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_multi_thread()
@@ -156,7 +154,7 @@ pub(super) fn migrate_cmd(m: MigrateArgs) -> Result<ExitCode, CliError> {
     runtime()?.block_on(async {
         let rec = current(&lab, &m.vm.vm)?;
         let mut vm = Vm::attach(&lab, &rec).await?;
-        if !vm.control.status(AGENT_TIMEOUT).await.map_err(VmError::from)?.running {
+        if !readloop::status(&mut vm).await?.running {
             start_read_loop(&mut vm).await?;
         }
         let mut records = Vec::new();
@@ -165,13 +163,13 @@ pub(super) fn migrate_cmd(m: MigrateArgs) -> Result<ExitCode, CliError> {
             println!("{}", hop_header());
         }
         for hop in 1..=m.hops {
-            let before = vm.control.status(AGENT_TIMEOUT).await.map_err(VmError::from)?;
+            let before = readloop::status(&mut vm).await?;
             let to = next_host(&hosts, &vm.record.host);
             let (next, record) = migration::migrate(&lab, vm, &to, &opts, &mut Quiet, None).await?;
             vm = next;
             // Let the guest run a little on its new host before judging the read loop.
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let after = vm.control.status(AGENT_TIMEOUT).await.map_err(VmError::from)?;
+            let after = readloop::status(&mut vm).await?;
             let continuity = check_continuity(&before, &after);
             if !m.json {
                 println!("{}", hop_row(hop, &record, after.ops - before.ops, &continuity));

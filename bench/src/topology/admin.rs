@@ -87,10 +87,6 @@ impl Admin {
         Ok(admin)
     }
 
-    pub fn record(&self) -> &ProcRecord {
-        &self.rec
-    }
-
     fn receive(&mut self, command: &str, timeout: Duration) -> Result<Reply, AdminError> {
         match self.lines.recv_timeout(timeout) {
             Ok(line) => serde_json::from_str(&line).map_err(|_| AdminError::Protocol(line)),
