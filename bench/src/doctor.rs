@@ -3,6 +3,7 @@
 use crate::accel;
 use crate::paths;
 use crate::process::run_tool;
+use crate::topology::layout;
 use serde::Serialize;
 use std::fmt;
 use std::process::Command;
@@ -99,6 +100,33 @@ fn tool_version(tool: &str, arg: &str, prefix: &str, min: Option<(u32, u32)>) ->
 
 fn present(tool: &str) -> Result<String, String> {
     paths::find_tool(tool).map(|p| p.display().to_string()).ok_or_else(|| "not found".into())
+}
+
+/// Lab ports must lie outside the ephemeral range, or an outgoing connection could hold one.
+fn ephemeral_ports(range: &std::io::Result<String>) -> Check {
+    let lo = layout::PORT_BASE;
+    let hi = layout::PORT_BASE + 251 * layout::PORTS_PER_LAB - 1;
+    let parsed = range.as_ref().ok().and_then(|r| {
+        let mut it = r.split_whitespace().map(|n| n.parse::<u32>().ok());
+        Some((it.next()??, it.next()??))
+    });
+    let result = match parsed {
+        Some((a, b)) if b < lo as u32 || a > hi as u32 => {
+            Ok(format!("ephemeral {a}-{b}, lab ports {lo}-{hi}"))
+        }
+        Some((a, b)) => Err(format!("ephemeral {a}-{b} overlaps lab ports {lo}-{hi}")),
+        None => Err("cannot read net.ipv4.ip_local_port_range".into()),
+    };
+    let mut c = check(
+        "lab-ports",
+        false,
+        result,
+        &format!("reserve them: sysctl net.ipv4.ip_local_reserved_ports={lo}-{hi} (else a daemon may fail to bind)"),
+    );
+    if c.verdict == Verdict::Missing {
+        c.verdict = Verdict::Warn;
+    }
+    c
 }
 
 /// A scratch network namespace for the netns/tbf/netem probes, removed on drop.
@@ -211,13 +239,15 @@ pub fn run() -> Report {
         "netem",
         false,
         netem.map(|_| "tc qdisc netem works".into()).map_err(|_| "no sch_netem in this kernel".into()),
-        "not needed: delay comes from Ceph's ms_inject_delay and miglab's TCP proxy",
+        "optional: links are shaped with tbf (rate) and cut with nft; fixed delay needs netem",
     );
     if netem.verdict == Verdict::Missing {
         netem.verdict = Verdict::Warn;
     }
     checks.push(netem);
     drop(ns);
+
+    checks.push(ephemeral_ports(&std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")));
 
     let a = accel::detect();
     checks.push(Check {
@@ -243,6 +273,15 @@ pub fn run() -> Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_ephemeral_range_leaves_the_lab_ports_alone_and_a_wide_one_is_a_warning() {
+        assert_eq!(ephemeral_ports(&Ok("32768\t60999\n".into())).verdict, Verdict::Ok);
+        let wide = ephemeral_ports(&Ok("1024 65535".into()));
+        assert_eq!(wide.verdict, Verdict::Warn);
+        assert!(wide.found.contains("overlaps"), "{}", wide.found);
+        assert_eq!(ephemeral_ports(&Err(std::io::ErrorKind::NotFound.into())).verdict, Verdict::Warn);
+    }
 
     #[test]
     fn versions_are_read_from_real_banners() {

@@ -448,11 +448,11 @@ mod tests {
         let conf = render_conf(&layout(), &spec);
         let g = |k| conf_value(&conf, "global", k);
         assert_eq!(g("fsid"), Some(spec.fsid.as_str()));
-        assert_eq!(g("mon_host"), Some("[v2:10.77.0.1:40000,v1:10.77.0.1:40001]"));
+        assert_eq!(g("mon_host"), Some("[v2:10.77.0.1:20000,v1:10.77.0.1:20001]"));
         assert_eq!(g("osd_crush_chooseleaf_type"), Some("0"));
         assert_eq!(g("mon_osd_reporter_subtree_level"), Some("osd"));
-        assert_eq!(g("ms_bind_port_min"), Some("40002"));
-        assert_eq!(g("ms_bind_port_max"), Some("40049"));
+        assert_eq!(g("ms_bind_port_min"), Some("20002"));
+        assert_eq!(g("ms_bind_port_max"), Some("20049"));
         assert_eq!(g("mgr_stats_period"), Some("1"));
         let grace: f64 = g("mds_beacon_grace").and_then(|v| v.parse().ok()).expect("grace");
         let interval: f64 = g("mds_beacon_interval").and_then(|v| v.parse().ok()).expect("interval");

@@ -52,6 +52,12 @@ pub struct LabLayout {
     pub nft_table: String,
 }
 
+/// Lab ports sit below Linux's default ephemeral range (32768–60999): there an outgoing
+/// connection of any process could hold a daemon's port when the lab starts. Slot 250 ends at 32549.
+pub const PORT_BASE: u16 = 20000;
+pub const PORTS_PER_LAB: u16 = 50;
+const _: () = assert!(PORT_BASE as u32 + 251 * PORTS_PER_LAB as u32 <= 32768);
+
 /// Slots map a lab name to a subnet, a bridge and a port range. `default` is slot 0, the
 /// others hash into 1..=250 (a collision is caught at `lab up` as a busy bridge or port).
 pub fn slot(name: &str) -> u16 {
@@ -100,7 +106,7 @@ impl LabLayout {
         };
         let net = u32::from(network);
         let dir = root.join(name);
-        let mon_port = 40000 + slot * 50;
+        let mon_port = PORT_BASE + slot * PORTS_PER_LAB;
         let clients = (1..=clients)
             .map(|i| ClientLayout {
                 name: format!("c{i}"),
@@ -119,7 +125,7 @@ impl LabLayout {
             gateway: Ipv4Addr::from(net + 1),
             mon_port,
             port_min: mon_port + 2,
-            port_max: mon_port + 49,
+            port_max: mon_port + PORTS_PER_LAB - 1,
             clients,
             nft_table: format!("miglab_{}", name.replace('-', "_")),
             dir,
@@ -167,7 +173,7 @@ mod tests {
         assert_eq!(l.clients[0].addr, Ipv4Addr::new(10, 77, 0, 11));
         assert_eq!(l.clients[1].addr, Ipv4Addr::new(10, 77, 0, 12));
         assert_eq!(l.clients[1].netns, "miglab-default-c2");
-        assert_eq!(l.mon_host(), "[v2:10.77.0.1:40000,v1:10.77.0.1:40001]");
+        assert_eq!(l.mon_host(), "[v2:10.77.0.1:20000,v1:10.77.0.1:20001]");
         assert_eq!(l.clients[0].mount, Path::new("/var/lib/miglab/default/mnt/c1"));
     }
 
