@@ -123,8 +123,8 @@ pub enum BenchCmd {
         /// Seconds each side runs, per round.
         #[arg(long, default_value_t = 15)]
         secs: u64,
-        /// Rounds, alternating miglab and fio; the medians are compared (the machine is noisy).
-        #[arg(long, default_value_t = 3)]
+        /// Rounds, alternating miglab and fio; ratios are taken per round (the machine is noisy).
+        #[arg(long, default_value_t = 5)]
         rounds: u32,
         /// fio job files (every job of each) [default: 4k randread qd1 and 1M sequential write].
         #[arg(long)]

@@ -57,44 +57,59 @@ fn xorshift(mut x: u64) -> u64 {
     x
 }
 
-/// FNV-1a over 8-byte words, folding in a tail.
-fn checksum(words: &[u8]) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for c in words.chunks(8) {
-        let mut w = [0u8; 8];
-        w[..c.len()].copy_from_slice(c);
-        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0x100_0000_01b3);
-    }
-    h
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x100_0000_01b3;
+/// Words are spread over independent lanes (word i to lane i % LANES) so that the CPU can work
+/// on several at once: a single dependent chain made filling a 1 MiB block cost 0.7 ms.
+const LANES: usize = 4;
+
+fn word(c: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w[..c.len()].copy_from_slice(c);
+    u64::from_le_bytes(w)
 }
 
-/// The checksum of a block as if its checksum field (bytes 24..32, the fourth word) were zero,
-/// without copying the block.
-fn checksum_without_field(block: &[u8]) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for (i, c) in block.chunks(8).enumerate() {
-        let mut w = [0u8; 8];
-        if i != 3 {
-            w[..c.len()].copy_from_slice(c);
+/// FNV-1a per lane over 8-byte words (a tail is zero-padded), the lanes folded at the end. The
+/// checksum field (bytes 24..32, the fourth word) counts as zero, so a block is checked
+/// without copying it.
+fn checksum(block: &[u8]) -> u64 {
+    let mut h = [FNV_OFFSET; LANES];
+    let mut chunks = block.chunks_exact(8 * LANES);
+    for (n, c) in chunks.by_ref().enumerate() {
+        for (l, h) in h.iter_mut().enumerate() {
+            let w = if n == 0 && l == 3 { 0 } else { word(&c[8 * l..8 * l + 8]) };
+            *h = (*h ^ w).wrapping_mul(FNV_PRIME);
         }
-        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0x100_0000_01b3);
     }
-    h
+    let rest = chunks.remainder();
+    let first = block.len() < 8 * LANES;
+    for (l, c) in rest.chunks(8).enumerate() {
+        let w = if first && l == 3 { 0 } else { word(c) };
+        h[l] = (h[l] ^ w).wrapping_mul(FNV_PRIME);
+    }
+    h.iter().fold(FNV_OFFSET, |acc, x| (acc ^ x).wrapping_mul(FNV_PRIME))
 }
 
 /// Fills `buf` (one block) with the verifiable content of (`file`, `offset`, `generation`).
 pub fn fill_block(buf: &mut [u8], file: u32, offset: u64, generation: u32, seed: u64) {
-    let mut x = seed ^ (file as u64) << 40 ^ offset.rotate_left(17) ^ (generation as u64) << 8 | 1;
-    for c in buf[HEADER_LEN..].chunks_mut(8) {
-        x = xorshift(x);
-        c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
+    let base = seed ^ (file as u64) << 40 ^ offset.rotate_left(17) ^ (generation as u64) << 8 | 1;
+    let mut x: [u64; LANES] = std::array::from_fn(|l| xorshift(base.wrapping_add(l as u64 * FNV_PRIME)) | 1);
+    let payload = &mut buf[HEADER_LEN..];
+    let mut chunks = payload.chunks_exact_mut(8 * LANES);
+    for c in chunks.by_ref() {
+        for (l, x) in x.iter_mut().enumerate() {
+            *x = xorshift(*x);
+            c[8 * l..8 * l + 8].copy_from_slice(&x.to_le_bytes());
+        }
+    }
+    for (l, c) in chunks.into_remainder().chunks_mut(8).enumerate() {
+        c.copy_from_slice(&xorshift(x[l]).to_le_bytes()[..c.len()]);
     }
     buf[0..4].copy_from_slice(&MAGIC.to_le_bytes());
     buf[4..8].copy_from_slice(&file.to_le_bytes());
     buf[8..16].copy_from_slice(&offset.to_le_bytes());
     buf[16..20].copy_from_slice(&generation.to_le_bytes());
     buf[20..24].copy_from_slice(&(seed as u32).to_le_bytes());
-    buf[24..32].fill(0);
     let sum = checksum(buf);
     buf[24..32].copy_from_slice(&sum.to_le_bytes());
 }
@@ -109,7 +124,7 @@ pub fn check_block(buf: &[u8], len: usize, file: u32, offset: u64, expected: u32
         return Err(Problem::NoHeader);
     }
     let stored = u64::from_le_bytes(buf[24..32].try_into().map_err(|_| Problem::NoHeader)?);
-    if checksum_without_field(buf) != stored {
+    if checksum(buf) != stored {
         return Err(Problem::Corrupt);
     }
     let (f, o) = (u32_at(4), u64::from_le_bytes(buf[8..16].try_into().map_err(|_| Problem::NoHeader)?));
@@ -183,6 +198,20 @@ mod tests {
         let mut junk = vec![7u8; 4096];
         junk[0] = 1;
         assert_eq!(check_block(&junk, 4096, 3, 8192, 5), Err(Problem::NoHeader));
+    }
+
+    #[test]
+    fn odd_sizes_fill_and_check_and_a_flip_anywhere_is_caught() {
+        for len in [32usize, 40, 100, 4096 + 24] {
+            let mut b = vec![0u8; len];
+            fill_block(&mut b, 2, 64, 1, 5);
+            assert_eq!(check_block(&b, len, 2, 64, 1), Ok(()), "len {len}");
+            for at in [0usize, 4, 24, 31, len - 1] {
+                let mut f = b.clone();
+                f[at] ^= 0x80;
+                assert!(check_block(&f, len, 2, 64, 1).is_err(), "len {len}, flip at {at}");
+            }
+        }
     }
 
     #[test]

@@ -324,21 +324,8 @@ fn bench_fio(
         jobs = default_fio_jobs();
     }
     let rounds = rounds.max(1);
-    println!("engine vs fio on {host}'s CephFS mount (ceph-fuse), host mode, psync, {rounds} alternating rounds of {secs} s; medians");
+    println!("engine vs fio on {host}'s CephFS mount (ceph-fuse), host mode, psync, {rounds} alternating rounds of {secs} s; medians\nof each tool, and median and range of the ratios of neighbouring rounds");
     println!("{:<14} {:<7} {:>10} {:>9} {:>9} {:>9}", "job", "tool", "IOPS", "MiB/s", "p50 us", "p99 us");
-    let median = |v: &[Figures]| {
-        let m = |f: fn(&Figures) -> f64| {
-            let mut x: Vec<f64> = v.iter().map(f).collect();
-            x.sort_by(f64::total_cmp);
-            x[x.len() / 2]
-        };
-        Figures {
-            iops: m(|f| f.iops),
-            mib_s: m(|f| f.mib_s),
-            p50_us: m(|f| f.p50_us),
-            p99_us: m(|f| f.p99_us),
-        }
-    };
     for job in jobs {
         let mut job = job;
         job.runtime = None;
@@ -351,21 +338,30 @@ fn bench_fio(
             let dir = mount.join(format!("fio-{}", job.name));
             theirs.push(hostmode::run_fio(&job, &dir, secs).map_err(|e| CliError::Check(e.to_string()))?);
         }
-        let (e, f) = (median(&ours), median(&theirs));
-        for (tool, x) in [("miglab", &e), ("fio", &f)] {
+        let row = |tool: &str, x: &Figures| {
             println!(
                 "{:<14} {:<7} {:>10.0} {:>9.1} {:>9.0} {:>9.0}",
                 job.name, tool, x.iops, x.mib_s, x.p50_us, x.p99_us
-            );
-        }
+            )
+        };
+        row("miglab", &Figures::median(&ours));
+        row("fio", &Figures::median(&theirs));
+        // Ratios are taken per round, between neighbours in time, so that the machine's slow
+        // drifts cancel; their median and range are shown.
+        let paired: Vec<Figures> = ours.iter().zip(&theirs).map(|(e, f)| e.ratio_to(f)).collect();
+        let (mid, lo, hi) = (Figures::median(&paired), Figures::min(&paired), Figures::max(&paired));
         println!(
             "{:<14} {:<7} {:>9.2}x {:>8.2}x {:>8.2}x {:>8.2}x",
+            job.name, "ratio", mid.iops, mid.mib_s, mid.p50_us, mid.p99_us
+        );
+        println!(
+            "{:<14} {:<7} {:>10} {:>9} {:>9} {:>9}",
             job.name,
-            "ratio",
-            e.iops / f.iops.max(1e-9),
-            e.mib_s / f.mib_s.max(1e-9),
-            e.p50_us / f.p50_us.max(1e-9),
-            e.p99_us / f.p99_us.max(1e-9)
+            "range",
+            format!("{:.2}-{:.2}", lo.iops, hi.iops),
+            format!("{:.2}-{:.2}", lo.mib_s, hi.mib_s),
+            format!("{:.2}-{:.2}", lo.p50_us, hi.p50_us),
+            format!("{:.2}-{:.2}", lo.p99_us, hi.p99_us)
         );
     }
     Ok(ExitCode::SUCCESS)
