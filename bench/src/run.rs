@@ -224,8 +224,7 @@ async fn repetition(
     dir: &Path,
 ) -> Result<(), RunError> {
     let started = Instant::now();
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir.join("logs")).map_err(io(format!("create {}", dir.display())))?;
+    fresh_dir(dir)?;
     let spec = VmSpec {
         vcpus: s.guest.vcpus,
         memory_mib: s.guest.memory_mib,
@@ -387,11 +386,12 @@ fn host_repetition(
     duration: Duration,
 ) -> Result<(), RunError> {
     let started = Instant::now();
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir.join("logs")).map_err(io(format!("create {}", dir.display())))?;
+    fresh_dir(dir)?;
     let mut result = new_result(&format!("{}-host", s.name), s, text, workload, rep, accel::Accel::Tcg);
     result.provenance.accelerator = "none (host mode)".into();
     result.provenance.accelerator_reason = "the engine ran on the host, without a VM".into();
+    // An interrupted or crashed run leaves this one, marked aborted.
+    write_result(dir, &result)?;
     let host = &lab.layout().clients[0];
     if let Workload::ReadLoop(j) = workload {
         crate::readloop::prepare(&host.mount, j)?;
@@ -423,6 +423,12 @@ fn host_repetition(
         RunStatus::Aborted => Err(RunError::Interrupted),
         RunStatus::Failed => Err(RunError::Workload(result.error.unwrap_or_default())),
     }
+}
+
+/// An empty result directory for one repetition (a previous one of the same name is replaced).
+fn fresh_dir(dir: &Path) -> Result<(), RunError> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir.join("logs")).map_err(io(format!("create {}", dir.display())))
 }
 
 /// Writes `result.json` atomically.
