@@ -140,6 +140,9 @@ pub struct Collector {
     serializer: V2DeflateSerializer,
     open: Vec<OpenWindow>,
     closed: Vec<Window>,
+    /// Closed windows (index into `closed`) whose longest stall was still going at their end,
+    /// with the stall's start: the next completion says how long it really was.
+    trailing: Vec<(usize, Instant)>,
     /// Ops waiting for the heartbeat that ends their batch: an op that completed after a pause
     /// must be mapped through the heartbeat after the pause, which arrives just after it.
     pending: Vec<(OpRecord, Instant)>,
@@ -179,6 +182,7 @@ impl Collector {
             serializer: V2DeflateSerializer::new(),
             open: Vec::new(),
             closed: Vec::new(),
+            trailing: Vec::new(),
             pending: Vec::new(),
         }
     }
@@ -311,6 +315,7 @@ impl Collector {
             self.bucket.errors += 1;
         }
         self.last_completion = Some(at);
+        self.end_trailing_stalls(at, false);
         for w in &mut self.open {
             w.completion(at, o.failed());
         }
@@ -345,8 +350,13 @@ impl Collector {
                 w.guest_gap_ns = 0;
             }
         }
+        // A stall still going now, if it is the window's longest, is measured to its end later.
+        let trailing = w.last_completion.filter(|c| at.saturating_duration_since(*c) >= w.max_stall);
         if let Some(c) = w.last_completion {
             w.max_stall = w.max_stall.max(at.saturating_duration_since(c));
+        }
+        if let Some(c) = trailing {
+            self.trailing.push((self.closed.len(), c));
         }
         let win = Window {
             name: w.name,
@@ -355,12 +365,23 @@ impl Collector {
             heartbeat_gap_ms: w.max_hb_gap.as_secs_f64() * 1e3,
             guest_clock_gap_ms: w.guest_gap_ns as f64 / 1e6,
             io_stall_ms: w.max_stall.as_secs_f64() * 1e3,
+            io_stall_unended: trailing.is_some(),
             ops: w.ops,
             errors: w.errors,
             qemu_downtime_ms: None,
         };
         self.closed.push(win.clone());
         Some(win)
+    }
+
+    /// Stalls that outlived their window end at `at` (a completion, or the stream's end).
+    fn end_trailing_stalls(&mut self, at: Instant, unended: bool) {
+        for (i, start) in self.trailing.drain(..) {
+            if let Some(w) = self.closed.get_mut(i) {
+                w.io_stall_ms = w.io_stall_ms.max(at.saturating_duration_since(start).as_secs_f64() * 1e3);
+                w.io_stall_unended = unended;
+            }
+        }
     }
 
     /// Heartbeats and records so far (for progress lines).
@@ -374,6 +395,7 @@ impl Collector {
         for n in names {
             self.close_window(&n, end);
         }
+        self.end_trailing_stalls(end, true);
         self.advance(end);
         let rest = end.saturating_duration_since(self.interval_start);
         if !rest.is_zero() {
@@ -435,6 +457,46 @@ mod tests {
     /// A synthetic guest: each millisecond a batch of one 500 µs op and a heartbeat, then a
     /// 300 ms pause during which the guest clock stops (a migration's switch-over), then on
     /// again. The op in flight across the pause takes 1.5 guest-ms but 301 host-ms.
+    #[test]
+    fn a_stall_that_outlives_its_window_is_measured_to_the_completion_that_ends_it() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut c = Collector::new(t0);
+        let mut seq = 0;
+        let mut feed = |c: &mut Collector, ms: u64, with_op: bool| {
+            let g = (ms + 1) * 1000;
+            let mut b = Vec::new();
+            if with_op {
+                b.extend(op(g - 500, g));
+            }
+            b.extend(hb(seq, g));
+            seq += 1;
+            c.feed(&b, at(ms));
+        };
+        for ms in 0..100 {
+            feed(&mut c, ms, true);
+        }
+        c.open_window("migration 1", at(100));
+        // The guest runs on (heartbeats) but no op completes from 100 ms to 1500 ms.
+        for ms in 100..1500 {
+            feed(&mut c, ms, false);
+        }
+        let w = c.close_window("migration 1", at(600)).expect("window");
+        assert!(w.io_stall_unended, "{w:?}");
+        assert!((w.io_stall_ms - 501.0).abs() < 2.0, "provisional: {w:?}");
+        for ms in 1500..1600 {
+            feed(&mut c, ms, true);
+        }
+        // A second window whose stall is still going when the stream ends.
+        c.open_window("fault 1", at(1600));
+        let r = c.finish(at(2600));
+        let m = &r.windows[0];
+        assert!(!m.io_stall_unended, "{m:?}");
+        assert!((m.io_stall_ms - 1401.0).abs() < 2.0, "to the completion at 1500 ms: {m:?}");
+        let f = &r.windows[1];
+        assert!(f.io_stall_unended && (f.io_stall_ms - 1001.0).abs() < 2.0, "{f:?}");
+    }
+
     #[test]
     fn a_pause_shows_as_a_heartbeat_gap_the_guest_clock_did_not_see() {
         let t0 = Instant::now();

@@ -332,7 +332,7 @@ async fn drive(
             &s.name,
             rep,
             &format!(
-                "{name}: {} → {} {:?} in {:.0} ms; QEMU downtime {} ms, heartbeat gap {:.0} ms (guest clock {:.0} ms), I/O stall {:.0} ms; {hb} heartbeats, {ops} ops so far",
+                "{name}: {} → {} {:?} in {:.0} ms; QEMU downtime {} ms, heartbeat gap {:.0} ms (guest clock {:.0} ms), I/O stall {}{:.0} ms; {hb} heartbeats, {ops} ops so far",
                 record.from,
                 record.to,
                 record.outcome,
@@ -340,6 +340,7 @@ async fn drive(
                 record.downtime_ms.map(|d| d.to_string()).unwrap_or_else(|| "-".into()),
                 w.heartbeat_gap_ms,
                 w.guest_clock_gap_ms,
+                if w.io_stall_unended { "≥ " } else { "" },
                 w.io_stall_ms
             ),
         );
@@ -490,10 +491,15 @@ fn fill(result: &mut RunResult, c: Collected, dir: &Path) -> Result<(), RunError
     result.heartbeats = c.heartbeats;
     result.heartbeats_missing = c.heartbeats_missing;
     result.bad_frames = c.bad_frames;
-    // Windows closed by the driver carry QEMU's downtime; keep those, add any others.
+    // Windows closed by the driver carry QEMU's downtime; the collector's own copies know how
+    // long a stall that outlived its window lasted.
     for w in c.windows {
-        if !result.windows.iter().any(|x| x.name == w.name) {
-            result.windows.push(w);
+        match result.windows.iter_mut().find(|x| x.name == w.name) {
+            Some(x) => {
+                x.io_stall_ms = w.io_stall_ms;
+                x.io_stall_unended = w.io_stall_unended;
+            }
+            None => result.windows.push(w),
         }
     }
     result.series = c.series;
@@ -522,13 +528,14 @@ fn summary(r: &RunResult, dir: &Path) {
     }
     for (w, m) in r.windows.iter().zip(&r.migrations) {
         println!(
-            "  {:<12} {:?}: QEMU downtime {} ms, heartbeat gap {:.0} ms (guest clock {:.0} ms), I/O stall {:.0} ms",
+            "  {:<12} {:?}: QEMU downtime {} ms, heartbeat gap {:.0} ms (guest clock {:.0} ms), I/O stall {:.0} ms{}",
             w.name,
             m.outcome,
             w.qemu_downtime_ms.map(|d| d.to_string()).unwrap_or_else(|| "-".into()),
             w.heartbeat_gap_ms,
             w.guest_clock_gap_ms,
-            w.io_stall_ms
+            w.io_stall_ms,
+            if w.io_stall_unended { " (not ended when the stream ended)" } else { "" }
         );
     }
     if let Some(v) = &r.verification {

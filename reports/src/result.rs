@@ -61,8 +61,13 @@ pub struct Window {
     /// How far the guest's clock advanced across that gap; the difference to the gap is time
     /// the guest was frozen.
     pub guest_clock_gap_ms: f64,
-    /// The longest time without an op completing.
+    /// The longest time without an op completing, of the stalls that overlap the window. A
+    /// stall still going when the window closes is measured to the completion that ends it.
     pub io_stall_ms: f64,
+    /// The stall had not ended as of this report: at the window's close (in the progress line),
+    /// or at the end of the stream (in the result; `io_stall_ms` then counts to that end).
+    #[serde(default)]
+    pub io_stall_unended: bool,
     pub ops: u64,
     pub errors: u64,
     /// QEMU's own downtime, for a migration window.
