@@ -454,9 +454,6 @@ mod tests {
         .to_vec()
     }
 
-    /// A synthetic guest: each millisecond a batch of one 500 µs op and a heartbeat, then a
-    /// 300 ms pause during which the guest clock stops (a migration's switch-over), then on
-    /// again. The op in flight across the pause takes 1.5 guest-ms but 301 host-ms.
     #[test]
     fn a_stall_that_outlives_its_window_is_measured_to_the_completion_that_ends_it() {
         let t0 = Instant::now();
@@ -497,6 +494,9 @@ mod tests {
         assert!(f.io_stall_unended && (f.io_stall_ms - 1001.0).abs() < 2.0, "{f:?}");
     }
 
+    /// A synthetic guest: each millisecond a batch of one 500 µs op and a heartbeat, then a
+    /// 300 ms pause during which the guest clock stops (a migration's switch-over), then on
+    /// again. The op in flight across the pause takes 1.5 guest-ms but 301 host-ms.
     #[test]
     fn a_pause_shows_as_a_heartbeat_gap_the_guest_clock_did_not_see() {
         let t0 = Instant::now();

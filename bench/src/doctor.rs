@@ -104,8 +104,7 @@ fn present(tool: &str) -> Result<String, String> {
 
 /// Lab ports must lie outside the ephemeral range, or an outgoing connection could hold one.
 fn ephemeral_ports(range: &std::io::Result<String>) -> Check {
-    let lo = layout::PORT_BASE;
-    let hi = layout::PORT_BASE + 251 * layout::PORTS_PER_LAB - 1;
+    let (lo, hi) = (layout::PORT_BASE, layout::PORT_LAST);
     let parsed = range.as_ref().ok().and_then(|r| {
         let mut it = r.split_whitespace().map(|n| n.parse::<u32>().ok());
         Some((it.next()??, it.next()??))

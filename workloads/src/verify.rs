@@ -69,23 +69,23 @@ fn word(c: &[u8]) -> u64 {
     u64::from_le_bytes(w)
 }
 
+/// The checksum field is the header's fourth word (bytes 24..32).
+const SUM_WORD: usize = 3;
+
 /// FNV-1a per lane over 8-byte words (a tail is zero-padded), the lanes folded at the end. The
-/// checksum field (bytes 24..32, the fourth word) counts as zero, so a block is checked
-/// without copying it.
+/// checksum field counts as zero, so a block is checked without copying it. `block` holds at
+/// least a header, so the field always lies in the first full chunk.
 fn checksum(block: &[u8]) -> u64 {
     let mut h = [FNV_OFFSET; LANES];
     let mut chunks = block.chunks_exact(8 * LANES);
     for (n, c) in chunks.by_ref().enumerate() {
         for (l, h) in h.iter_mut().enumerate() {
-            let w = if n == 0 && l == 3 { 0 } else { word(&c[8 * l..8 * l + 8]) };
+            let w = if n == 0 && l == SUM_WORD { 0 } else { word(&c[8 * l..8 * l + 8]) };
             *h = (*h ^ w).wrapping_mul(FNV_PRIME);
         }
     }
-    let rest = chunks.remainder();
-    let first = block.len() < 8 * LANES;
-    for (l, c) in rest.chunks(8).enumerate() {
-        let w = if first && l == 3 { 0 } else { word(c) };
-        h[l] = (h[l] ^ w).wrapping_mul(FNV_PRIME);
+    for (h, c) in h.iter_mut().zip(chunks.remainder().chunks(8)) {
+        *h = (*h ^ word(c)).wrapping_mul(FNV_PRIME);
     }
     h.iter().fold(FNV_OFFSET, |acc, x| (acc ^ x).wrapping_mul(FNV_PRIME))
 }

@@ -52,11 +52,15 @@ pub struct LabLayout {
     pub nft_table: String,
 }
 
+/// Slots 0 (`default`) to 250.
+const SLOTS: u16 = 251;
 /// Lab ports sit below Linux's default ephemeral range (32768–60999): there an outgoing
-/// connection of any process could hold a daemon's port when the lab starts. Slot 250 ends at 32549.
+/// connection of any process could hold a daemon's port when the lab starts.
 pub const PORT_BASE: u16 = 20000;
 pub const PORTS_PER_LAB: u16 = 50;
-const _: () = assert!(PORT_BASE as u32 + 251 * PORTS_PER_LAB as u32 <= 32768);
+/// The last port any lab may use (32549).
+pub const PORT_LAST: u16 = PORT_BASE + SLOTS * PORTS_PER_LAB - 1;
+const _: () = assert!(PORT_LAST < 32768);
 
 /// Slots map a lab name to a subnet, a bridge and a port range. `default` is slot 0, the
 /// others hash into 1..=250 (a collision is caught at `lab up` as a busy bridge or port).
@@ -66,7 +70,7 @@ pub fn slot(name: &str) -> u16 {
     }
     // FNV-1a: stable across Rust versions, unlike the std hasher.
     let h = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
-    1 + (h % 250) as u16
+    1 + (h % (SLOTS as u64 - 1)) as u16
 }
 
 pub fn validate_name(name: &str) -> Result<(), LayoutError> {
