@@ -2,10 +2,11 @@
 //! the histograms. Target: ≥ 10 M records/s on one core.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use miglab::clock::RunClock;
 use miglab::collect::Collector;
 use miglab_workloads::record::{Decoder, Op, OpRecord, Record};
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A realistic stream: batches of 9 ops (4k reads of 100–900 µs) closed by a heartbeat.
 fn stream(records: usize) -> Vec<u8> {
@@ -49,8 +50,9 @@ fn benches(c: &mut Criterion) {
     });
     g.bench_function("decode+ingest", |b| {
         b.iter(|| {
-            let t0 = Instant::now();
-            let mut c = Collector::new(t0);
+            let clock = RunClock::start();
+            let t0 = clock.zero();
+            let mut c = Collector::new(clock);
             // 64 KiB reads, as the stream reader does, each with its arrival time.
             for (i, chunk) in bytes.chunks(64 * 1024).enumerate() {
                 c.feed(black_box(chunk), t0 + Duration::from_micros(i as u64 * 200));

@@ -1,10 +1,14 @@
 //! The `miglab` command line: argument definitions and their dispatch to the library.
 
+mod bench;
+mod check;
 mod image;
 mod lab;
+mod migrate;
+mod run;
 mod vm;
 
-use crate::doctor;
+use crate::exit::Classify;
 use crate::image::ImageError;
 use crate::migration::MigrationError;
 use crate::paths;
@@ -18,7 +22,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use thiserror::Error;
 
-/// Everything a command can fail with; printed once, then mapped to the exit code.
+/// Everything a command can fail with; printed once, then mapped to the exit code by
+/// [`crate::exit`].
 #[derive(Debug, Error)]
 pub enum CliError {
     #[error(transparent)]
@@ -29,24 +34,24 @@ pub enum CliError {
     Vm(#[from] VmError),
     #[error(transparent)]
     Migration(#[from] MigrationError),
+    #[error(transparent)]
+    Topology(#[from] crate::topology::TopologyError),
+    #[error(transparent)]
+    Exec(#[from] crate::run::ExecError),
+    #[error(transparent)]
+    Scenario(#[from] crate::scenario::ScenarioError),
     #[error("could not start the async runtime: {0}")]
     Runtime(std::io::Error),
     #[error(transparent)]
-    Run(#[from] crate::run::RunError),
+    Run(#[from] crate::session::RunError),
+    /// A check of what happened found a problem (a read loop that stopped, ...).
     #[error("{0}")]
     Check(String),
-}
-
-impl CliError {
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            CliError::Lab(e) => e.exit_code(),
-            CliError::Vm(VmError::Lab(e)) => e.exit_code(),
-            CliError::Run(crate::run::RunError::Interrupted) => 130,
-            CliError::Run(crate::run::RunError::Lab(e)) => e.exit_code(),
-            _ => 1,
-        }
-    }
+    /// A benchmark could not run.
+    #[error("{0}")]
+    Bench(String),
+    #[error("{0}")]
+    BadInput(String),
 }
 
 #[derive(Debug, Parser)]
@@ -84,10 +89,19 @@ pub enum Cmd {
     },
     /// Live-migrate a VM between the lab's hosts, hop after hop, and print each hop's figures.
     Migrate(MigrateArgs),
+    /// Validate a scenario completely, without a lab (`run` does the same first).
+    Check {
+        /// The scenario (TOML), e.g. scenarios/smoke.toml.
+        scenario: PathBuf,
+    },
     /// Run a scenario: lab, guest, workload, migrations, verification; write the result directory.
     Run {
         /// The scenario (TOML), e.g. scenarios/smoke.toml.
-        scenario: PathBuf,
+        #[arg(required_unless_present = "replay", conflicts_with = "replay")]
+        scenario: Option<PathBuf>,
+        /// Run the plan of an earlier result again (its result.json).
+        #[arg(long, value_name = "RESULT_JSON")]
+        replay: Option<PathBuf>,
         /// Results go to <out>/<scenario>/<repetition>/.
         #[arg(long, default_value = "results")]
         out: PathBuf,
@@ -351,38 +365,27 @@ pub fn run(args: Args) -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("miglab: error: {e}");
-            ExitCode::from(e.exit_code())
+            ExitCode::from(e.exit().code())
         }
     }
 }
 
 fn dispatch(args: Args) -> Result<ExitCode, CliError> {
     match args.command {
-        Cmd::Doctor { json } => {
-            let report = doctor::run();
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
-            } else {
-                println!("{report}");
-            }
-            Ok(if report.lab_can_run() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-        }
+        Cmd::Doctor { json } => Ok(check::doctor(json)),
+        Cmd::Check { scenario } => check::check(&scenario),
         Cmd::Lab { command } => Ok(lab::lab_cmd(command)?),
         Cmd::Image { command } => Ok(image::image_cmd(command)?),
         Cmd::Vm { command } => vm::vm_cmd(command),
-        Cmd::Migrate(m) => vm::migrate_cmd(m),
-        Cmd::Bench { command } => vm::bench_cmd(command),
-        Cmd::Run { scenario, out, root, repetitions, lab, host_mode } => {
-            let opts = crate::run::RunOptions {
-                scenario,
-                out,
-                lab_root: root.unwrap_or_else(paths::lab_root),
-                repetitions,
-                lab_name: lab,
-                host_mode: host_mode.map(std::time::Duration::from_secs_f64),
-            };
-            crate::run::run(&opts)?;
-            Ok(ExitCode::SUCCESS)
+        Cmd::Migrate(m) => migrate::migrate_cmd(m),
+        Cmd::Bench { command } => bench::bench_cmd(command),
+        Cmd::Run { scenario, replay, out, root, repetitions, lab, host_mode } => {
+            run::run_cmd(scenario, replay, out, root, repetitions, lab, host_mode)
         }
     }
+}
+
+/// A multi-threaded runtime of two workers (the machine has two cores).
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(CliError::Runtime)
 }

@@ -1,16 +1,25 @@
 //! The host side of the record stream: frames from the guest's records port, stamped with the
 //! host's monotonic clock on arrival, turned into latency histograms (guest clock, and host
-//! clock through heartbeat pairs), a 100 ms time series, an HdrHistogram interval log, and the
-//! gap figures of each migration or fault window.
+//! clock through heartbeat pairs), a 100 ms time series, an HdrHistogram interval log
+//! ([`hlog`]), and the gap figures of each migration or fault window ([`gaps`]). Every time is
+//! on the run clock.
+//!
+//! Only successful ops count as completions: they alone enter the latency histograms, the
+//! series' IOPS and throughput, and end an I/O stall. Failed ops are counted per kind, with a
+//! histogram of how long they took to fail.
 //!
 //! Memory is bounded whatever the run's length: histograms have fixed size, the heartbeat
 //! ring keeps the last [`HEARTBEAT_RING`] heartbeats, and only the 100 ms series (a few dozen
 //! bytes a bucket) and the compressed interval log grow with time.
 
-use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
-use hdrhistogram::serialization::V2DeflateSerializer;
+mod gaps;
+mod hlog;
+
+use crate::clock::RunClock;
+use gaps::{end_trailing, Figure, OpenWindow, Trailing};
 use hdrhistogram::Histogram;
-use miglab_reports::{Bucket, Latency, OpSummary, Window};
+use hlog::IntervalLog;
+use miglab_reports::{Bucket, Latency, OpSummary, Window, WindowKind};
 use miglab_workloads::record::{Decoder, Op, OpRecord, Record, FLAG_MISMATCH};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -20,14 +29,14 @@ pub const HEARTBEAT_RING: usize = 10_000;
 /// Highest latency the histograms hold: an hour, in µs.
 const MAX_US: u64 = 3_600_000_000;
 const BUCKET: Duration = Duration::from_millis(100);
-const INTERVAL: Duration = Duration::from_secs(1);
 
 fn hist(sigfig: u8) -> Histogram<u64> {
     // The bounds are constants that hdrhistogram accepts; failure here is a programming error.
     Histogram::new_with_bounds(1, MAX_US, sigfig).unwrap_or_else(|e| panic!("histogram bounds: {e}"))
 }
 
-fn latency(h: &Histogram<u64>) -> Latency {
+/// The percentiles a result keeps of a histogram.
+pub fn latency(h: &Histogram<u64>) -> Latency {
     if h.is_empty() {
         return Latency::default();
     }
@@ -39,6 +48,7 @@ fn latency(h: &Histogram<u64>) -> Latency {
         p90_us: h.value_at_quantile(0.9),
         p99_us: h.value_at_quantile(0.99),
         p999_us: h.value_at_quantile(0.999),
+        p9999_us: h.value_at_quantile(0.9999),
         max_us: h.max(),
     }
 }
@@ -46,9 +56,9 @@ fn latency(h: &Histogram<u64>) -> Latency {
 struct OpStats {
     guest: Histogram<u64>,
     host: Histogram<u64>,
-    interval: Histogram<u64>,
+    failed: Histogram<u64>,
     count: u64,
-    errors: u64,
+    failures: u64,
     mismatches: u64,
     bytes: u64,
 }
@@ -58,51 +68,23 @@ impl OpStats {
         Self {
             guest: hist(3),
             host: hist(3),
-            interval: hist(3),
+            failed: hist(2),
             count: 0,
-            errors: 0,
+            failures: 0,
             mismatches: 0,
             bytes: 0,
         }
     }
 }
 
-/// A window being measured.
-#[derive(Debug, Clone)]
-struct OpenWindow {
-    name: String,
-    start: Instant,
-    last_hb: Option<(Instant, u64)>,
-    last_completion: Option<Instant>,
-    max_hb_gap: Duration,
-    guest_gap_ns: u64,
-    max_stall: Duration,
-    ops: u64,
-    errors: u64,
-}
-
-impl OpenWindow {
-    fn heartbeat(&mut self, at: Instant, guest_ns: u64) {
-        if let Some((h, g)) = self.last_hb {
-            let gap = at.saturating_duration_since(h);
-            if gap > self.max_hb_gap {
-                self.max_hb_gap = gap;
-                self.guest_gap_ns = guest_ns.saturating_sub(g);
-            }
-        }
-        self.last_hb = Some((at, guest_ns));
-    }
-
-    fn completion(&mut self, at: Instant, failed: bool) {
-        if let Some(c) = self.last_completion {
-            self.max_stall = self.max_stall.max(at.saturating_duration_since(c));
-        }
-        self.last_completion = Some(at);
-        self.ops += 1;
-        if failed {
-            self.errors += 1;
-        }
-    }
+/// Arrival time minus the heartbeat's own guest time, relative to the smallest seen: how much
+/// later than its best a heartbeat was stamped. With a guest on the same clock as the host
+/// (host mode, tests) it is the delivery and stamping delay; across a migration pause it also
+/// jumps by the time the guest's clock stood still.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ArrivalLag {
+    pub p99_us: u64,
+    pub max_us: u64,
 }
 
 /// Everything the collector measured.
@@ -111,18 +93,21 @@ pub struct Collected {
     pub ops: Vec<OpSummary>,
     pub series: Vec<Bucket>,
     pub windows: Vec<Window>,
-    /// The HdrHistogram interval log (`latency.hlog`), one tagged histogram per op kind and
-    /// second, values in µs on the guest clock.
+    /// The HdrHistogram interval log (`latency.hlog`).
     pub hlog: Vec<u8>,
     pub heartbeats: u64,
     pub heartbeats_missing: u64,
     pub bad_frames: u64,
     pub records: u64,
+    /// Run clock of the first and last heartbeat.
+    pub first_heartbeat_ms: Option<f64>,
+    pub last_heartbeat_ms: Option<f64>,
+    pub arrival_lag: ArrivalLag,
 }
 
 /// The collector; feed it bytes in the guest's order with their arrival time.
 pub struct Collector {
-    t0: Instant,
+    clock: RunClock,
     decoder: Decoder,
     ops: BTreeMap<Op, OpStats>,
     ring: VecDeque<(u64, Instant)>,
@@ -130,22 +115,25 @@ pub struct Collector {
     heartbeats: u64,
     missing: u64,
     records: u64,
+    first_hb: Option<Instant>,
     last_completion: Option<Instant>,
     series: Vec<Bucket>,
     bucket: Bucket,
     bucket_hist: Histogram<u64>,
-    bucket_start: Instant,
-    interval_start: Instant,
-    hlog: Vec<u8>,
-    serializer: V2DeflateSerializer,
+    /// None until the first bytes arrive: the series starts there, not at the run's start.
+    bucket_start: Option<Instant>,
+    hlog: IntervalLog,
     open: Vec<OpenWindow>,
     closed: Vec<Window>,
-    /// Closed windows (index into `closed`) whose longest stall was still going at their end,
-    /// with the stall's start: the next completion says how long it really was.
-    trailing: Vec<(usize, Instant)>,
+    /// Gaps that outlived their windows: the next event says how long they really were.
+    trailing: Vec<Trailing>,
     /// Ops waiting for the heartbeat that ends their batch: an op that completed after a pause
     /// must be mapped through the heartbeat after the pause, which arrives just after it.
     pending: Vec<(OpRecord, Instant)>,
+    /// An instant and its CLOCK_MONOTONIC ns, to put arrival stamps on the guest's scale.
+    mono_base: (Instant, u64),
+    lag_min: Option<i128>,
+    lag: Histogram<u64>,
 }
 
 impl std::fmt::Debug for Collector {
@@ -155,16 +143,9 @@ impl std::fmt::Debug for Collector {
 }
 
 impl Collector {
-    pub fn new(t0: Instant) -> Self {
-        let mut hlog = Vec::new();
-        hlog.extend_from_slice(
-            b"#[miglab latency log: one histogram per op kind and second, values in us, guest clock]\n",
-        );
-        hlog.extend_from_slice(
-            b"\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"\n",
-        );
+    pub fn new(clock: RunClock) -> Self {
         Self {
-            t0,
+            clock,
             decoder: Decoder::new(),
             ops: BTreeMap::new(),
             ring: VecDeque::with_capacity(HEARTBEAT_RING),
@@ -172,23 +153,30 @@ impl Collector {
             heartbeats: 0,
             missing: 0,
             records: 0,
+            first_hb: None,
             last_completion: None,
             series: Vec::new(),
             bucket: Bucket::default(),
             bucket_hist: hist(2),
-            bucket_start: t0,
-            interval_start: t0,
-            hlog,
-            serializer: V2DeflateSerializer::new(),
+            bucket_start: None,
+            hlog: IntervalLog::new(clock.wall_zero(), MAX_US),
             open: Vec::new(),
             closed: Vec::new(),
             trailing: Vec::new(),
             pending: Vec::new(),
+            mono_base: (Instant::now(), miglab_workloads::engine::now_ns()),
+            lag_min: None,
+            lag: hist(2),
         }
     }
 
-    fn ms(&self, at: Instant) -> f64 {
-        at.saturating_duration_since(self.t0).as_secs_f64() * 1e3
+    /// CLOCK_MONOTONIC ns of `at` (what the guest's stamps are on, when it is this host).
+    fn mono_ns(&self, at: Instant) -> i128 {
+        let (i, ns) = self.mono_base;
+        match at.checked_duration_since(i) {
+            Some(d) => ns as i128 + d.as_nanos() as i128,
+            None => ns as i128 - i.duration_since(at).as_nanos() as i128,
+        }
     }
 
     /// Bytes that arrived at `at`, in the order the guest wrote them.
@@ -199,35 +187,28 @@ impl Collector {
         self.decoder = decoder;
     }
 
-    /// Closes the 100 ms buckets and 1 s intervals that ended before `at`.
+    /// Closes the 100 ms buckets and the log's intervals that ended before `at`.
     fn advance(&mut self, at: Instant) {
-        while at.saturating_duration_since(self.bucket_start) >= BUCKET {
-            self.bucket.t_ms = self.bucket_start.saturating_duration_since(self.t0).as_millis() as u64;
-            self.bucket.p99_us =
-                if self.bucket_hist.is_empty() { 0 } else { self.bucket_hist.value_at_quantile(0.99) };
-            self.series.push(std::mem::take(&mut self.bucket));
-            self.bucket_hist.reset();
-            self.bucket_start += BUCKET;
+        let zero = self.clock.zero();
+        let start = *self.bucket_start.get_or_insert_with(|| {
+            // The first bucket is the 100 ms slot of the run clock the stream began in.
+            let since = at.saturating_duration_since(zero).as_millis() as u64;
+            zero + Duration::from_millis(since - since % BUCKET.as_millis() as u64)
+        });
+        let mut start = start;
+        while at.saturating_duration_since(start) >= BUCKET {
+            self.close_bucket(start);
+            start += BUCKET;
         }
-        while at.saturating_duration_since(self.interval_start) >= INTERVAL {
-            self.write_interval(self.interval_start, INTERVAL);
-            self.interval_start += INTERVAL;
-        }
+        self.bucket_start = Some(start);
+        self.hlog.flush_before(at.saturating_duration_since(zero));
     }
 
-    fn write_interval(&mut self, start: Instant, len: Duration) {
-        let offset = start.saturating_duration_since(self.t0);
-        for (op, s) in self.ops.iter_mut() {
-            if s.interval.is_empty() {
-                continue;
-            }
-            if let Ok(mut w) =
-                IntervalLogWriterBuilder::new().begin_log_with(&mut self.hlog, &mut self.serializer)
-            {
-                let _ = w.write_histogram(&s.interval, offset, len, Tag::new(op.as_str()));
-            }
-            s.interval.reset();
-        }
+    fn close_bucket(&mut self, start: Instant) {
+        self.bucket.t_ms = start.saturating_duration_since(self.clock.zero()).as_millis() as u64;
+        self.bucket.p99_us = if self.bucket_hist.is_empty() { 0 } else { self.bucket_hist.value_at_quantile(0.99) };
+        self.series.push(std::mem::take(&mut self.bucket));
+        self.bucket_hist.reset();
     }
 
     /// The host time of guest time `g`, through the oldest heartbeat at or after it. A guest
@@ -242,11 +223,7 @@ impl Collector {
             self.ring.partition_point(|(hg, _)| *hg < g)
         };
         let (hg, hh) = if i == self.ring.len() { *self.ring.back()? } else { self.ring[i] };
-        Some(if g >= hg {
-            hh + Duration::from_nanos(g - hg)
-        } else {
-            hh.checked_sub(Duration::from_nanos(hg - g))?
-        })
+        Some(if g >= hg { hh + Duration::from_nanos(g - hg) } else { hh.checked_sub(Duration::from_nanos(hg - g))? })
     }
 
     fn record(&mut self, r: Record, at: Instant) {
@@ -258,14 +235,22 @@ impl Collector {
                 }
                 self.last_seq = Some(seq);
                 self.heartbeats += 1;
+                self.first_hb.get_or_insert(at);
                 self.bucket.heartbeats += 1;
                 if self.ring.len() == HEARTBEAT_RING {
                     self.ring.pop_front();
                 }
                 self.ring.push_back((guest_ns, at));
-                for w in &mut self.open {
-                    w.heartbeat(at, guest_ns);
+                let lag = self.mono_ns(at) - guest_ns as i128;
+                let min = *self.lag_min.get_or_insert(lag);
+                if lag < min {
+                    self.lag_min = Some(lag);
                 }
+                let _ = self.lag.record(((lag - self.lag_min.unwrap_or(lag)).max(0) / 1000) as u64 + 1);
+                for w in &mut self.open {
+                    w.heartbeats.event(at, Some(guest_ns));
+                }
+                self.end_trailing(Figure::Heartbeat, at, Some(guest_ns));
                 self.flush_pending();
             }
             Record::Op(o) => {
@@ -292,99 +277,78 @@ impl Collector {
         let guest_us = (o.latency_ns() / 1000).clamp(1, MAX_US);
         // Host latency: both ends mapped through the heartbeats in effect when they happened,
         // so a pause between submit and completion is counted.
-        let host_us = match (self.host_of(o.submit_ns), self.host_of(o.complete_ns)) {
-            (Some(s), Some(c)) => (c.saturating_duration_since(s).as_micros() as u64).clamp(1, MAX_US),
-            _ => guest_us,
-        };
+        let (submit, complete) = (self.host_of(o.submit_ns), self.host_of(o.complete_ns));
         let s = self.ops.entry(o.op).or_insert_with(OpStats::new);
-        s.count += 1;
-        s.bytes += o.bytes as u64;
-        if o.failed() {
-            s.errors += 1;
-        }
         if o.flags & FLAG_MISMATCH != 0 {
             s.mismatches += 1;
         }
+        if o.failed() {
+            s.failures += 1;
+            let _ = s.failed.record(guest_us);
+            self.bucket.errors += 1;
+            for w in &mut self.open {
+                w.errors += 1;
+            }
+            return;
+        }
+        let host_us = match (submit, complete) {
+            (Some(s), Some(c)) => (c.saturating_duration_since(s).as_micros() as u64).clamp(1, MAX_US),
+            _ => guest_us,
+        };
+        s.count += 1;
+        s.bytes += o.bytes as u64;
         let _ = s.guest.record(guest_us);
         let _ = s.host.record(host_us);
-        let _ = s.interval.record(guest_us);
+        let completed = complete.unwrap_or(at).saturating_duration_since(self.clock.zero());
+        self.hlog.record(o.op, completed, guest_us);
         let _ = self.bucket_hist.record(guest_us);
         self.bucket.ops += 1;
         self.bucket.bytes += o.bytes as u64;
-        if o.failed() {
-            self.bucket.errors += 1;
-        }
         self.last_completion = Some(at);
-        self.end_trailing_stalls(at, false);
         for w in &mut self.open {
-            w.completion(at, o.failed());
+            w.ops += 1;
+            w.stalls.event(at, None);
         }
+        self.end_trailing(Figure::Stall, at, None);
+    }
+
+    /// Gaps of `figure` that outlived their windows end at `at`.
+    fn end_trailing(&mut self, figure: Figure, at: Instant, guest_ns: Option<u64>) {
+        let closed = &mut self.closed;
+        self.trailing.retain(|t| {
+            if t.figure != figure {
+                return true;
+            }
+            if let Some(w) = closed.get_mut(t.window) {
+                end_trailing(w, t, at, guest_ns, false);
+            }
+            false
+        });
     }
 
     /// Starts measuring window `name` at `at`. Gaps that began before it count from the last
     /// heartbeat or completion seen.
-    pub fn open_window(&mut self, name: &str, at: Instant) {
+    pub fn open_window(&mut self, name: &str, kind: WindowKind, at: Instant) {
         let last_hb = self.ring.back().map(|(g, h)| (*h, *g));
-        self.open.push(OpenWindow {
-            name: name.into(),
-            start: at,
-            last_hb,
-            last_completion: self.last_completion,
-            max_hb_gap: Duration::ZERO,
-            guest_gap_ns: 0,
-            max_stall: Duration::ZERO,
-            ops: 0,
-            errors: 0,
-        });
+        self.open.push(OpenWindow::new(name, kind, at, last_hb, self.last_completion));
     }
 
-    /// Ends window `name` at `at`; a gap still open then counts up to `at`.
+    /// Ends window `name` at `at`; a gap still open then is measured to the event that ends
+    /// it, and reported provisionally (to `at`) here.
     pub fn close_window(&mut self, name: &str, at: Instant) -> Option<Window> {
         self.advance(at);
         let i = self.open.iter().position(|w| w.name == name)?;
-        let mut w = self.open.remove(i);
-        if let Some((h, _)) = w.last_hb {
-            let tail = at.saturating_duration_since(h);
-            if tail > w.max_hb_gap {
-                w.max_hb_gap = tail;
-                w.guest_gap_ns = 0;
-            }
+        let clock = self.clock;
+        let (win, trailing) = self.open.remove(i).close(at, |t| clock.ms(t));
+        let index = self.closed.len();
+        for (figure, start, guest_ns) in trailing {
+            self.trailing.push(Trailing { window: index, figure, start, guest_ns });
         }
-        // A stall still going now, if it is the window's longest, is measured to its end later.
-        let trailing = w.last_completion.filter(|c| at.saturating_duration_since(*c) >= w.max_stall);
-        if let Some(c) = w.last_completion {
-            w.max_stall = w.max_stall.max(at.saturating_duration_since(c));
-        }
-        if let Some(c) = trailing {
-            self.trailing.push((self.closed.len(), c));
-        }
-        let win = Window {
-            name: w.name,
-            start_ms: self.ms(w.start),
-            end_ms: self.ms(at),
-            heartbeat_gap_ms: w.max_hb_gap.as_secs_f64() * 1e3,
-            guest_clock_gap_ms: w.guest_gap_ns as f64 / 1e6,
-            io_stall_ms: w.max_stall.as_secs_f64() * 1e3,
-            io_stall_unended: trailing.is_some(),
-            ops: w.ops,
-            errors: w.errors,
-            qemu_downtime_ms: None,
-        };
         self.closed.push(win.clone());
         Some(win)
     }
 
-    /// Stalls that outlived their window end at `at` (a completion, or the stream's end).
-    fn end_trailing_stalls(&mut self, at: Instant, unended: bool) {
-        for (i, start) in self.trailing.drain(..) {
-            if let Some(w) = self.closed.get_mut(i) {
-                w.io_stall_ms = w.io_stall_ms.max(at.saturating_duration_since(start).as_secs_f64() * 1e3);
-                w.io_stall_unended = unended;
-            }
-        }
-    }
-
-    /// Heartbeats and records so far (for progress lines).
+    /// Heartbeats and successful ops so far.
     pub fn progress(&self) -> (u64, u64) {
         (self.heartbeats, self.ops.values().map(|s| s.count).sum())
     }
@@ -395,18 +359,19 @@ impl Collector {
         for n in names {
             self.close_window(&n, end);
         }
-        self.end_trailing_stalls(end, true);
-        self.advance(end);
-        let rest = end.saturating_duration_since(self.interval_start);
-        if !rest.is_zero() {
-            self.write_interval(self.interval_start, rest);
+        for t in std::mem::take(&mut self.trailing) {
+            if let Some(w) = self.closed.get_mut(t.window) {
+                end_trailing(w, &t, end, None, true);
+            }
         }
-        if self.bucket.ops > 0 || self.bucket.heartbeats > 0 {
-            self.bucket.t_ms = self.bucket_start.saturating_duration_since(self.t0).as_millis() as u64;
-            self.bucket.p99_us =
-                if self.bucket_hist.is_empty() { 0 } else { self.bucket_hist.value_at_quantile(0.99) };
-            self.series.push(std::mem::take(&mut self.bucket));
+        if self.bucket_start.is_some() {
+            self.advance(end);
+            if self.bucket.ops > 0 || self.bucket.heartbeats > 0 || self.bucket.errors > 0 {
+                let start = self.bucket_start.unwrap_or(end);
+                self.close_bucket(start);
+            }
         }
+        let last_hb = self.ring.back().map(|(_, h)| *h);
         Collected {
             ops: self
                 .ops
@@ -414,150 +379,30 @@ impl Collector {
                 .map(|(op, s)| OpSummary {
                     op: op.as_str().into(),
                     count: s.count,
-                    errors: s.errors,
+                    failed: s.failures,
                     mismatches: s.mismatches,
                     bytes: s.bytes,
                     guest: latency(&s.guest),
                     host: latency(&s.host),
+                    failed_latency: latency(&s.failed),
                 })
                 .collect(),
             series: self.series,
             windows: self.closed,
-            hlog: self.hlog,
+            hlog: self.hlog.finish(end.saturating_duration_since(self.clock.zero())),
             heartbeats: self.heartbeats,
             heartbeats_missing: self.missing,
             bad_frames: self.decoder.bad_frames,
             records: self.records,
+            first_heartbeat_ms: self.first_hb.map(|t| self.clock.ms(t)),
+            last_heartbeat_ms: last_hb.map(|t| self.clock.ms(t)),
+            arrival_lag: ArrivalLag {
+                p99_us: if self.lag.is_empty() { 0 } else { self.lag.value_at_quantile(0.99) - 1 },
+                max_us: if self.lag.is_empty() { 0 } else { self.lag.max() - 1 },
+            },
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn hb(seq: u32, g_us: u64) -> Vec<u8> {
-        Record::Heartbeat { seq, guest_ns: g_us * 1000 }.to_bytes().to_vec()
-    }
-
-    fn op(submit_us: u64, complete_us: u64) -> Vec<u8> {
-        Record::Op(OpRecord {
-            op: Op::Read,
-            flags: 0,
-            job: 0,
-            submit_ns: submit_us * 1000,
-            complete_ns: complete_us * 1000,
-            bytes: 4096,
-            status: 0,
-        })
-        .to_bytes()
-        .to_vec()
-    }
-
-    #[test]
-    fn a_stall_that_outlives_its_window_is_measured_to_the_completion_that_ends_it() {
-        let t0 = Instant::now();
-        let at = |ms: u64| t0 + Duration::from_millis(ms);
-        let mut c = Collector::new(t0);
-        let mut seq = 0;
-        let mut feed = |c: &mut Collector, ms: u64, with_op: bool| {
-            let g = (ms + 1) * 1000;
-            let mut b = Vec::new();
-            if with_op {
-                b.extend(op(g - 500, g));
-            }
-            b.extend(hb(seq, g));
-            seq += 1;
-            c.feed(&b, at(ms));
-        };
-        for ms in 0..100 {
-            feed(&mut c, ms, true);
-        }
-        c.open_window("migration 1", at(100));
-        // The guest runs on (heartbeats) but no op completes from 100 ms to 1500 ms.
-        for ms in 100..1500 {
-            feed(&mut c, ms, false);
-        }
-        let w = c.close_window("migration 1", at(600)).expect("window");
-        assert!(w.io_stall_unended, "{w:?}");
-        assert!((w.io_stall_ms - 501.0).abs() < 2.0, "provisional: {w:?}");
-        for ms in 1500..1600 {
-            feed(&mut c, ms, true);
-        }
-        // A second window whose stall is still going when the stream ends.
-        c.open_window("fault 1", at(1600));
-        let r = c.finish(at(2600));
-        let m = &r.windows[0];
-        assert!(!m.io_stall_unended, "{m:?}");
-        assert!((m.io_stall_ms - 1401.0).abs() < 2.0, "to the completion at 1500 ms: {m:?}");
-        let f = &r.windows[1];
-        assert!(f.io_stall_unended && (f.io_stall_ms - 1001.0).abs() < 2.0, "{f:?}");
-    }
-
-    /// A synthetic guest: each millisecond a batch of one 500 µs op and a heartbeat, then a
-    /// 300 ms pause during which the guest clock stops (a migration's switch-over), then on
-    /// again. The op in flight across the pause takes 1.5 guest-ms but 301 host-ms.
-    #[test]
-    fn a_pause_shows_as_a_heartbeat_gap_the_guest_clock_did_not_see() {
-        let t0 = Instant::now();
-        let at = |ms: u64| t0 + Duration::from_millis(ms);
-        let mut c = Collector::new(t0);
-        let mut seq = 0;
-        // Guest time runs with host time until the pause (guest ms = host ms + 1).
-        for ms in 0..500u64 {
-            let g = (ms + 1) * 1000;
-            c.feed(&[op(g - 500, g), hb(seq, g)].concat(), at(ms));
-            seq += 1;
-        }
-        c.open_window("migration 1", at(499));
-        // Last heartbeat: guest 500 ms at host 499 ms. Paused 300 ms. Then the op submitted at
-        // guest 499.8 ms completes at guest 501.3 ms, and the next heartbeat says 501.5 ms.
-        c.feed(&[op(499_800, 501_300), hb(seq, 501_500)].concat(), at(800));
-        seq += 1;
-        for ms in 801..1300u64 {
-            let g = 501_500 + (ms - 800) * 1000;
-            c.feed(&[op(g - 500, g), hb(seq, g)].concat(), at(ms));
-            seq += 1;
-        }
-        let w = c.close_window("migration 1", at(1300)).expect("window");
-        assert!((w.heartbeat_gap_ms - 301.0).abs() < 1.5, "{w:?}");
-        assert!(w.guest_clock_gap_ms < 2.0, "the guest clock stood still: {w:?}");
-        assert!((w.io_stall_ms - 301.0).abs() < 1.5, "{w:?}");
-        assert!(w.ops > 400);
-
-        let r = c.finish(at(1300));
-        let read = &r.ops[0];
-        assert_eq!(read.op, "read");
-        assert_eq!(read.count, 1000);
-        assert!(read.guest.max_us <= 1_600, "guest clock: {:?}", read.guest);
-        assert!(read.host.max_us >= 290_000, "host clock includes the pause: {:?}", read.host);
-        assert!(read.host.p50_us <= 600, "ops away from the pause are unchanged: {:?}", read.host);
-        assert_eq!(r.heartbeats, 1000);
-        assert_eq!(r.heartbeats_missing, 0);
-        assert_eq!(r.series.len(), 13);
-        assert_eq!(r.series[0].ops, 100);
-        assert!(r.series.iter().any(|b| b.ops == 0), "the pause is an empty bucket");
-        assert!(String::from_utf8_lossy(&r.hlog).matches("Tag=read").count() >= 1);
-    }
-
-    #[test]
-    fn lost_heartbeats_and_bad_frames_are_counted() {
-        let t0 = Instant::now();
-        let mut c = Collector::new(t0);
-        let mut garbage = hb(9, 9);
-        garbage[0] = 0xee;
-        c.feed(&[hb(1, 1), hb(4, 4), garbage].concat(), t0);
-        let r = c.finish(t0 + Duration::from_millis(1));
-        assert_eq!((r.heartbeats, r.heartbeats_missing, r.bad_frames), (2, 2, 1));
-    }
-
-    #[test]
-    fn a_window_still_open_at_the_end_counts_to_the_end() {
-        let t0 = Instant::now();
-        let mut c = Collector::new(t0);
-        c.feed(&hb(0, 0), t0);
-        c.open_window("fault", t0);
-        let r = c.finish(t0 + Duration::from_millis(250));
-        assert!((r.windows[0].heartbeat_gap_ms - 250.0).abs() < 1.0, "{:?}", r.windows);
-    }
-}
+mod tests;

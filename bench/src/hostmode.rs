@@ -2,14 +2,18 @@
 //! the storage baseline the guest's figures are compared with, and the comparison with fio on
 //! the same mount (`miglab bench fio`).
 
+use crate::clock::RunClock;
 use crate::collect::{Collected, Collector};
 use crate::interrupt;
 use crate::paths;
+use crate::plan::Plan;
 use crate::process::{self, ToolError};
+use crate::run::{ExecError, Execution};
+use crate::topology::Site;
 use miglab_workloads::engine::{self, now_ns, RecordBuffer};
 use miglab_workloads::job::{FioJob, Rw, Workload};
 use miglab_workloads::record::Record;
-use miglab_workloads::verify::VerifyReport;
+use miglab_workloads::verify::{RunTag, VerifyReport};
 use serde::Serialize;
 use std::path::Path;
 use std::process::Command;
@@ -32,26 +36,48 @@ pub enum HostModeError {
 }
 
 /// Runs `w` under `root` for `duration` after its files are laid out; the collector is fed
-/// every millisecond with a heartbeat, as the guest's stream would be.
+/// every millisecond with a heartbeat, as the guest's stream would be. Layout progress goes to
+/// `say` every few seconds.
 pub fn run(
     w: &Workload,
     root: &Path,
     duration: Duration,
-    seed: u64,
+    tag: RunTag,
     verify: bool,
+    clock: RunClock,
+    say: &dyn Fn(&str),
 ) -> Result<(Collected, Option<VerifyReport>), HostModeError> {
+    use std::sync::atomic::Ordering::Relaxed;
     let buf = Arc::new(RecordBuffer::new(1 << 20));
-    let mut running = engine::start(w, root, buf.clone(), seed).map_err(HostModeError::Start)?;
+    let mut running = engine::start(w, root, buf.clone(), tag).map_err(HostModeError::Start)?;
     let layout_deadline = Instant::now() + Duration::from_secs(600);
-    while running.counters.laying_out.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+    let (start, mut told) = (Instant::now(), Instant::now());
+    while running.counters.laying_out.load(Relaxed) > 0 {
         if Instant::now() > layout_deadline {
             running.stop();
             return Err(HostModeError::Layout(Duration::from_secs(600)));
         }
+        if interrupt::requested() {
+            running.stop();
+            return Err(HostModeError::Interrupted);
+        }
+        if told.elapsed() >= Duration::from_secs(3) {
+            told = Instant::now();
+            let c = &running.counters;
+            say(&format!(
+                "laying out files: {:.0} of {:.0} MiB",
+                c.layout_done.load(Relaxed) as f64 / 1048576.0,
+                c.layout_total.load(Relaxed) as f64 / 1048576.0
+            ));
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
+    let total = running.counters.layout_total.load(Relaxed);
+    if total > 0 {
+        say(&format!("laid out {:.0} MiB in {:.1} s", total as f64 / 1048576.0, start.elapsed().as_secs_f64()));
+    }
     let t0 = Instant::now();
-    let mut c = Collector::new(t0);
+    let mut c = Collector::new(clock);
     let mut chunk = Vec::new();
     let mut seq = 0;
     // Records of the layout phase are not part of the measurement.
@@ -71,8 +97,55 @@ pub fn run(
     buf.take(&mut chunk);
     c.feed(&chunk, Instant::now());
     let end = Instant::now();
-    let report = verify.then(|| running.verify(buf.as_ref()));
+    let report = verify.then(|| running.verify(buf.as_ref(), &interrupt::requested));
     Ok((c.finish(end), report))
+}
+
+/// A plan's workload in host mode on its start host's mount, as an [`Execution`] that the
+/// result is assembled from like any other.
+pub fn execute(site: &dyn Site, plan: &Plan, duration: Duration, clock: RunClock, say: &dyn Fn(&str)) -> Execution {
+    let nonce = rand::random();
+    let mut ex = Execution {
+        clock,
+        nonce,
+        migrations: Vec::new(),
+        collected: None,
+        verify: None,
+        verify_host: None,
+        verify_incomplete: false,
+        agent: None,
+        error: None,
+        cleanup: Vec::new(),
+    };
+    let mount = match site.host(&plan.start_host) {
+        Ok(h) => h.mount_point(),
+        Err(e) => {
+            ex.error = Some(e.into());
+            return ex;
+        }
+    };
+    if let Workload::ReadLoop(j) = &plan.workload {
+        if let Err(e) = crate::readloop::prepare(&mount, j) {
+            ex.error = Some(e.into());
+            return ex;
+        }
+    }
+    say(&format!("host mode on {}'s CephFS mount for {:.0?}", plan.start_host, duration));
+    let tag = RunTag { seed: plan.seeds.workload, nonce };
+    match run(&plan.workload, &mount, duration, tag, plan.run.verify, clock, say) {
+        Ok((c, report)) => {
+            ex.verify_incomplete = interrupt::requested() && report.is_some();
+            ex.collected = Some(c);
+            ex.verify = report;
+            ex.verify_host = ex.verify.as_ref().map(|_| plan.start_host.clone());
+            if interrupt::requested() {
+                ex.error = Some(ExecError::Interrupted);
+            }
+        }
+        Err(HostModeError::Interrupted) => ex.error = Some(ExecError::Interrupted),
+        Err(e) => ex.error = Some(ExecError::Workload(e.to_string())),
+    }
+    ex
 }
 
 /// One side of the engine-vs-fio comparison.
@@ -128,19 +201,36 @@ impl Figures {
     }
 }
 
-/// The engine's figures for the main op of `job` over `secs`.
-pub fn engine_figures(c: &Collected, job: &FioJob, secs: f64) -> Figures {
-    let op = if job.rw.read_percent(job.rwmixread) >= 50 { "read" } else { "write" };
-    let o = c.ops.iter().find(|o| o.op == op).cloned().unwrap_or_default();
-    Figures {
-        iops: o.count as f64 / secs,
-        mib_s: o.bytes as f64 / secs / 1048576.0,
-        p50_us: o.guest.p50_us as f64,
-        p99_us: o.guest.p99_us as f64,
-    }
+/// Both directions of a job (a direction it does not do is absent).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Sides {
+    pub read: Option<Figures>,
+    pub write: Option<Figures>,
 }
 
-/// fio's command line for `job` on `dir`, time-based for `secs`.
+fn directions(job: &FioJob) -> (bool, bool) {
+    let r = job.rw.read_percent(job.rwmixread);
+    (r > 0, r < 100)
+}
+
+/// The engine's figures for `job` over the `secs` measured (successful ops only: the
+/// collector counts nothing else; the ramp is not recorded at all).
+pub fn engine_figures(c: &Collected, job: &FioJob, secs: f64) -> Sides {
+    let side = |op: &str| {
+        let o = c.ops.iter().find(|o| o.op == op).cloned().unwrap_or_default();
+        Figures {
+            iops: o.count as f64 / secs,
+            mib_s: o.bytes as f64 / secs / 1048576.0,
+            p50_us: o.guest.p50_us as f64,
+            p99_us: o.guest.p99_us as f64,
+        }
+    };
+    let (r, w) = directions(job);
+    Sides { read: r.then(|| side("read")), write: w.then(|| side("write")) }
+}
+
+/// fio's command line for `job` on `dir`, time-based for `secs` after the job's ramp: every
+/// option the importer accepts is passed on, so both tools run the same job.
 pub fn fio_args(job: &FioJob, dir: &Path, secs: u64) -> Vec<String> {
     let rw = match job.rw {
         Rw::Read => "read",
@@ -159,7 +249,7 @@ pub fn fio_args(job: &FioJob, dir: &Path, secs: u64) -> Vec<String> {
         format!("--nrfiles={}", job.nrfiles),
         format!("--numjobs={}", job.numjobs),
         format!("--rwmixread={}", job.rwmixread),
-        "--ioengine=psync".into(),
+        format!("--ioengine={}", job.ioengine.as_str()),
         format!("--iodepth={}", job.iodepth),
         format!("--direct={}", u8::from(job.direct)),
         format!("--invalidate={}", u8::from(job.invalidate)),
@@ -168,39 +258,54 @@ pub fn fio_args(job: &FioJob, dir: &Path, secs: u64) -> Vec<String> {
         "--group_reporting".into(),
         "--output-format=json".into(),
     ];
+    if job.ramp_time > 0.0 {
+        a.push(format!("--ramp_time={}ms", (job.ramp_time * 1e3).round() as u64));
+    }
+    if let Some(r) = job.rate {
+        a.push(format!("--rate={}", r.0));
+    }
+    if let Some(r) = job.rate_iops {
+        a.push(format!("--rate_iops={r}"));
+    }
     if job.fsync > 0 {
         a.push(format!("--fsync={}", job.fsync));
     }
     if job.fdatasync > 0 {
         a.push(format!("--fdatasync={}", job.fdatasync));
     }
+    if job.end_fsync {
+        a.push("--end_fsync=1".into());
+    }
     a
 }
 
-/// Parses fio's JSON output into the figures of the main direction.
-pub fn parse_fio(json: &str, job: &FioJob) -> Result<Figures, HostModeError> {
+/// Parses fio's JSON output into the figures of each direction the job does.
+pub fn parse_fio(json: &str, job: &FioJob) -> Result<Sides, HostModeError> {
     // fio may print warnings before the JSON.
     let start = json.find('{').ok_or_else(|| HostModeError::FioOutput("no JSON".into()))?;
     let v: serde_json::Value =
         serde_json::from_str(&json[start..]).map_err(|e| HostModeError::FioOutput(e.to_string()))?;
-    let dir = if job.rw.read_percent(job.rwmixread) >= 50 { "read" } else { "write" };
-    let j = &v["jobs"][0][dir];
-    let pct = |p: &str| j["clat_ns"]["percentile"][p].as_f64().unwrap_or(0.0) / 1000.0;
-    Ok(Figures {
-        iops: j["iops"].as_f64().unwrap_or(0.0),
-        mib_s: j["bw_bytes"].as_f64().unwrap_or(0.0) / 1048576.0,
-        p50_us: pct("50.000000"),
-        p99_us: pct("99.000000"),
-    })
+    let side = |dir: &str| {
+        let j = &v["jobs"][0][dir];
+        let pct = |p: &str| j["clat_ns"]["percentile"][p].as_f64().unwrap_or(0.0) / 1000.0;
+        Figures {
+            iops: j["iops"].as_f64().unwrap_or(0.0),
+            mib_s: j["bw_bytes"].as_f64().unwrap_or(0.0) / 1048576.0,
+            p50_us: pct("50.000000"),
+            p99_us: pct("99.000000"),
+        }
+    };
+    let (r, w) = directions(job);
+    Ok(Sides { read: r.then(|| side("read")), write: w.then(|| side("write")) })
 }
 
-/// Runs fio with `job` on `dir` for `secs`.
-pub fn run_fio(job: &FioJob, dir: &Path, secs: u64) -> Result<Figures, HostModeError> {
+/// Runs fio with `job` on `dir` for `secs` (after its ramp).
+pub fn run_fio(job: &FioJob, dir: &Path, secs: u64) -> Result<Sides, HostModeError> {
     std::fs::create_dir_all(dir)
         .map_err(|e| HostModeError::FioOutput(format!("create {}: {e}", dir.display())))?;
     let out = process::run_tool(
         Command::new(paths::tool("fio")).args(fio_args(job, dir, secs)),
-        Duration::from_secs(secs + 600),
+        Duration::from_secs(secs + job.ramp_time as u64 + 600),
     )?;
     parse_fio(&out.stdout, job)
 }
@@ -228,6 +333,9 @@ mod tests {
         let mut j = FioJob::new("r", Rw::Randread);
         j.bs = Size(4096);
         j.fsync = 4;
+        j.ramp_time = 2.0;
+        j.rate_iops = Some(500);
+        j.end_fsync = true;
         let a = fio_args(&j, Path::new("/m/c1/x"), 10);
         for want in [
             "--rw=randread",
@@ -236,6 +344,9 @@ mod tests {
             "--runtime=10",
             "--directory=/m/c1/x",
             "--fsync=4",
+            "--ramp_time=2000ms",
+            "--rate_iops=500",
+            "--end_fsync=1",
         ] {
             assert!(a.contains(&want.to_string()), "{want} in {a:?}");
         }
@@ -246,7 +357,9 @@ mod tests {
         let json = r#"note: a warning first
 {"jobs":[{"read":{"iops":3012.5,"bw_bytes":12339200,"clat_ns":{"percentile":{"50.000000":301056,"99.000000":1105920}}},
           "write":{"iops":0,"bw_bytes":0}}]}"#;
-        let f = parse_fio(json, &FioJob::new("r", Rw::Randread)).expect("parses");
+        let sides = parse_fio(json, &FioJob::new("r", Rw::Randread)).expect("parses");
+        assert!(sides.write.is_none());
+        let f = sides.read.expect("read");
         assert_eq!(f.iops, 3012.5);
         assert!((f.p50_us - 301.056).abs() < 1e-6 && (f.p99_us - 1105.92).abs() < 1e-6);
         assert!((f.mib_s - 11.767).abs() < 0.01);
@@ -257,12 +370,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let mut j = FioJob::new("hm", Rw::Randrw);
         j.size = Size(256 << 10);
+        let tag = RunTag { seed: 1, nonce: 2 };
         let (c, report) =
-            run(&Workload::Fio(j.clone()), dir.path(), Duration::from_millis(300), 1, true).expect("run");
+            run(&Workload::Fio(j.clone()), dir.path(), Duration::from_millis(300), tag, true, RunClock::start(), &|_| {})
+                .expect("run");
         assert!(c.ops.iter().any(|o| o.op == "read" && o.count > 0));
         assert!(c.heartbeats > 100, "{} heartbeats", c.heartbeats);
         assert!(report.expect("verified").clean());
         let f = engine_figures(&c, &j, 0.3);
-        assert!(f.iops > 0.0 && f.p50_us > 0.0);
+        let (r, w) = (f.read.expect("read"), f.write.expect("write"));
+        assert!(r.iops > 0.0 && r.p50_us > 0.0 && w.iops > 0.0);
     }
 }

@@ -1,18 +1,25 @@
-//! Live migration of a VM between two hosts of the lab, driven over QMP on both sides.
+//! One hop: the live migration of a VM to another host, driven over QMP on both sides. `miglab
+//! migrate` and `miglab run` both go through [`migrate`].
 //!
 //! The destination is started with `-incoming defer` so that `events` and `return-path` can be
 //! enabled before `migrate-incoming` (with `exit-on-error` off, so a failed destination keeps
 //! its QMP up for diagnosis). Without return-path a destination that fails to load looks like
-//! success to the source, which then stays paused. Events of both sides are stamped as they
-//! arrive; `query-migrate` on the source is polled for the status and QEMU's own figures.
+//! success to the source, which then stays paused. Both sides' events are stamped by their
+//! reader tasks the moment they arrive and published on the [`Bus`] as typed observations;
+//! `query-migrate` on the source is polled for the status and QEMU's own figures.
 
-use crate::qmp::{QmpError, Stamped};
+use crate::link::MigrationLink;
+use crate::observe::{Bus, Figures, Observed};
+use crate::qmp::{status_of, QmpError, Stamped};
 use crate::stream::RecordStream;
-use crate::topology::lab::Lab;
-use crate::topology::Host;
-use crate::vm::{Vm, VmError};
-use miglab_reports::{MigrationParams, MigrationRecord, Outcome, Phases, Side, TimelineEvent};
+use crate::topology::{Site, TopologyError};
+use crate::vm::{ledger, Vm, VmError};
+use miglab_reports::{
+    MigrationParams, MigrationRecord, MigrationStatus, Outcome, Phases, QmpEvent, Side, TimelineEvent,
+};
 use qapi::qmp;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
@@ -20,12 +27,16 @@ use thiserror::Error;
 pub enum MigrationError {
     #[error(transparent)]
     Vm(#[from] VmError),
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
     #[error("{side:?} QEMU: {source}")]
     Qmp { side: Side, source: QmpError },
     #[error("the VM already runs on {0}: migrate it to another host")]
     SameHost(String),
     #[error(transparent)]
     Records(#[from] crate::stream::StreamError),
+    #[error("{error}; cleaning up also failed: {cleanup}")]
+    Cleanup { error: Box<MigrationError>, cleanup: String },
 }
 
 fn qmp_err(side: Side) -> impl FnOnce(QmpError) -> MigrationError {
@@ -42,6 +53,10 @@ pub struct MigrationOptions {
     pub port: u16,
     /// How often `query-migrate` is polled.
     pub poll: Duration,
+    /// How often a tick is published while the hop runs.
+    pub tick: Duration,
+    /// How the source reaches the destination.
+    pub link: MigrationLink,
 }
 
 impl Default for MigrationOptions {
@@ -51,41 +66,74 @@ impl Default for MigrationOptions {
             timeout: Duration::from_secs(120),
             port: 4444,
             poll: Duration::from_millis(50),
+            tick: Duration::from_millis(100),
+            link: MigrationLink::Direct,
         }
     }
 }
 
-/// What an observer of a running migration sees: every timeline event as it arrives, with
-/// both instances at hand (fault injection hooks in here).
-pub trait Observer {
-    fn on_event(&mut self, event: &TimelineEvent, source: &Vm, destination: &Vm);
+/// What a hop acts on and reports to.
+#[derive(Debug, Clone)]
+pub struct Hop<'a> {
+    pub site: &'a Arc<dyn Site>,
+    pub bus: &'a Bus,
+    /// The guest's record stream, which must follow the guest to the destination.
+    pub records: Option<&'a RecordStream>,
+    /// 1 for the run's first migration.
+    pub number: u32,
 }
 
-impl<F: FnMut(&TimelineEvent, &Vm, &Vm)> Observer for F {
-    fn on_event(&mut self, event: &TimelineEvent, source: &Vm, destination: &Vm) {
-        self(event, source, destination)
+/// The host after `from` in the site's order: hops ping-pong c1 → c2 → c1 with two hosts.
+pub fn next_host(hosts: &[String], from: &str) -> String {
+    let i = hosts.iter().position(|h| h == from).unwrap_or(0);
+    hosts[(i + 1) % hosts.len()].clone()
+}
+
+/// Migrates the guest running in `current` to host `to`. When the migration completes,
+/// `current` becomes the destination's instance and the source's is stopped; when it fails or
+/// times out, the destination's instance is stopped and `current` still runs the guest. On an
+/// error the destination is stopped too; `current` stays the caller's to stop.
+pub async fn migrate(
+    hop: &Hop<'_>,
+    current: &mut Vm,
+    to: &str,
+    opts: &MigrationOptions,
+) -> Result<MigrationRecord, MigrationError> {
+    if current.host() == to {
+        return Err(MigrationError::SameHost(to.into()));
     }
-}
-
-/// An observer that does nothing.
-#[derive(Debug, Default)]
-pub struct Quiet;
-
-impl Observer for Quiet {
-    fn on_event(&mut self, _: &TimelineEvent, _: &Vm, _: &Vm) {}
-}
-
-fn status_str(s: &Option<qmp::MigrationStatus>) -> String {
-    s.as_ref()
-        .and_then(|s| serde_json::to_value(s).ok())
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_else(|| "none".into())
+    let generation = ledger::next_generation(hop.site.as_ref(), &current.record.spec.name);
+    let mut dst = Vm::start(hop.site, &current.record.spec, to, generation, true).await?;
+    let driven = async {
+        // The guest's records continue on the destination's socket after the switch-over.
+        if let Some(r) = hop.records {
+            r.attach(&dst.record.files.records())?;
+        }
+        drive(hop, current, &mut dst, opts).await
+    }
+    .await;
+    let record = match driven {
+        Ok(r) => r,
+        Err(error) => {
+            return Err(match dst.stop().await {
+                Ok(()) => error,
+                Err(e) => MigrationError::Cleanup { error: Box::new(error), cleanup: e.to_string() },
+            })
+        }
+    };
+    if record.completed() {
+        dst.adopt().await?;
+        let source = std::mem::replace(current, dst);
+        source.stop().await?;
+    } else {
+        dst.stop().await?;
+    }
+    Ok(record)
 }
 
 async fn set_capabilities(vm: &Vm, side: Side, multifd: bool) -> Result<(), MigrationError> {
     use qmp::{MigrationCapability as C, MigrationCapabilityStatus as S};
-    let mut caps =
-        vec![S { capability: C::events, state: true }, S { capability: C::return_path, state: true }];
+    let mut caps = vec![S { capability: C::events, state: true }, S { capability: C::return_path, state: true }];
     if multifd {
         caps.push(S { capability: C::multifd, state: true });
     }
@@ -113,89 +161,51 @@ async fn set_parameters(vm: &Vm, side: Side, p: &MigrationParams) -> Result<(), 
     Ok(())
 }
 
-struct Timeline {
-    t0: Instant,
+/// The hop's timeline as it is built, and its publication on the bus.
+struct Timeline<'a> {
+    hop: &'a Hop<'a>,
     events: Vec<TimelineEvent>,
 }
 
-impl Timeline {
-    fn add(&mut self, side: Side, s: &Stamped) -> TimelineEvent {
-        let (event, detail) = s.describe();
-        let t_ms = if s.at >= self.t0 {
-            s.at.duration_since(self.t0).as_secs_f64() * 1e3
-        } else {
-            -(self.t0.duration_since(s.at).as_secs_f64() * 1e3)
-        };
-        let e = TimelineEvent { t_ms, side, event, detail };
-        self.events.push(e.clone());
-        e
+impl Timeline<'_> {
+    fn add(&mut self, side: Side, s: &Stamped) {
+        let event = s.typed();
+        self.events.push(TimelineEvent { t_ms: self.hop.bus.clock().ms(s.at), side, event: event.clone() });
+        self.hop.bus.publish_at(s.at, Observed::Qmp { hop: self.hop.number, side, event });
     }
 
-    fn saw(&self, side: Side, event: &str) -> bool {
-        self.events.iter().any(|e| e.side == side && e.event == event)
+    fn drain(&mut self, src: &mut Vm, dst: &mut Vm) {
+        for e in dst.qmp.drain_events() {
+            self.add(Side::Destination, &e);
+        }
+        for e in src.qmp.drain_events() {
+            self.add(Side::Source, &e);
+        }
+    }
+
+    fn saw(&self, side: Side, event: &QmpEvent) -> bool {
+        self.events.iter().any(|e| e.side == side && e.event == *event)
     }
 }
 
-/// The host after `from` in the lab's order: hops ping-pong c1 → c2 → c1 with two hosts.
-pub fn next_host(hosts: &[String], from: &str) -> String {
-    let i = hosts.iter().position(|h| h == from).unwrap_or(0);
-    hosts[(i + 1) % hosts.len()].clone()
-}
-
-/// Migrates `src` to host `to`. Returns the instance that runs the guest afterwards (the new
-/// one, or the source when the migration failed or timed out) and the record of the hop.
-pub async fn migrate(
-    lab: &Lab,
-    mut src: Vm,
-    to: &str,
-    opts: &MigrationOptions,
-    observer: &mut dyn Observer,
-    records: Option<&RecordStream>,
-) -> Result<(Vm, MigrationRecord), MigrationError> {
-    if src.record.host == to {
-        return Err(MigrationError::SameHost(to.into()));
-    }
-    let generation = lab
-        .vms()
-        .iter()
-        .filter(|v| v.spec.name == src.record.spec.name)
-        .map(|v| v.generation)
-        .max()
-        .unwrap_or(0)
-        + 1;
-    let mut dst = Vm::start(lab, &src.record.spec, to, generation, true).await?;
-    // The guest's records continue on the destination's socket after the switch-over.
-    if let Some(r) = records {
-        if let Err(e) = r.attach(&dst.record.files.records()).await {
-            let _ = dst.stop(lab).await;
-            return Err(e.into());
-        }
-    }
-    let result = drive(lab, &mut src, &mut dst, opts, observer).await;
-    let record = match result {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = dst.stop(lab).await;
-            return Err(e);
-        }
-    };
-    if record.completed() {
-        src.stop(lab).await?;
-        dst.record.incoming = false;
-        lab.record_vm(dst.record.clone()).map_err(VmError::from)?;
-        Ok((dst, record))
-    } else {
-        dst.stop(lab).await?;
-        Ok((src, record))
+fn figures(i: &qmp::MigrationInfo) -> Figures {
+    let ram = i.ram.as_ref();
+    Figures {
+        status: i.status.as_ref().and_then(status_of),
+        transferred_bytes: ram.map(|r| r.transferred as u64),
+        remaining_bytes: ram.map(|r| r.remaining as u64),
+        dirty_sync_count: ram.map(|r| r.dirty_sync_count as u64),
+        dirty_pages_rate: ram.map(|r| r.dirty_pages_rate as u64),
+        expected_downtime_ms: i.expected_downtime.map(|v| v as u64),
+        mbps: ram.map(|r| r.mbps),
     }
 }
 
 async fn drive(
-    lab: &Lab,
+    hop: &Hop<'_>,
     src: &mut Vm,
     dst: &mut Vm,
     opts: &MigrationOptions,
-    observer: &mut dyn Observer,
 ) -> Result<MigrationRecord, MigrationError> {
     let multifd = opts.params.multifd_channels.is_some();
     set_capabilities(src, Side::Source, multifd).await?;
@@ -204,89 +214,79 @@ async fn drive(
     if multifd {
         set_parameters(dst, Side::Destination, &opts.params).await?;
     }
-    let addr = lab.lab_host(&dst.record.host).map_err(VmError::from)?.address();
-    let uri = format!("tcp:{addr}:{}", opts.port);
+    let listen = SocketAddr::new(hop.site.migration_address(dst.host())?, opts.port);
     dst.qmp
-        .execute(qmp::migrate_incoming { uri: Some(uri.clone()), channels: None, exit_on_error: Some(false) })
+        .execute(qmp::migrate_incoming {
+            uri: Some(MigrationLink::destination_uri(listen)),
+            channels: None,
+            exit_on_error: Some(false),
+        })
         .await
         .map_err(qmp_err(Side::Destination))?;
 
-    let mut tl = Timeline { t0: Instant::now(), events: Vec::new() };
-    for e in dst.qmp.drain_events() {
-        tl.add(Side::Destination, &e);
-    }
-    for e in src.qmp.drain_events() {
-        tl.add(Side::Source, &e);
-    }
-    tl.t0 = Instant::now();
+    let mut tl = Timeline { hop, events: Vec::new() };
+    tl.drain(src, dst);
+    let uri = opts.link.source_uri(listen);
+    let t0 = Instant::now();
+    let started_ms = hop.bus.clock().ms(t0);
+    hop.bus.publish_at(t0, Observed::HopStarted { hop: hop.number, from: src.host().into(), to: dst.host().into() });
     src.qmp
-        .execute(qmp::migrate { uri: Some(uri), channels: None, detach: None, resume: None })
+        .execute(qmp::migrate { uri: Some(uri.clone()), channels: None, detach: None, resume: None })
         .await
         .map_err(qmp_err(Side::Source))?;
 
-    let deadline = tl.t0 + opts.timeout;
-    let mut last_poll = Instant::now() - opts.poll;
+    let deadline = tokio::time::Instant::from_std(t0 + opts.timeout);
+    let mut poll = tokio::time::interval(opts.poll);
+    let mut tick = tokio::time::interval(opts.tick);
     let mut info = None;
     let outcome = loop {
-        // Events first: they are what the timeline is made of.
-        if let Some(e) = src.qmp.next_event(Duration::from_millis(5)).await {
-            let ev = tl.add(Side::Source, &e);
-            observer.on_event(&ev, src, dst);
-        }
-        for e in dst.qmp.drain_events() {
-            let ev = tl.add(Side::Destination, &e);
-            observer.on_event(&ev, src, dst);
-        }
-        if last_poll.elapsed() >= opts.poll {
-            last_poll = Instant::now();
-            let i = src.qmp.execute(qmp::query_migrate {}).await.map_err(qmp_err(Side::Source))?;
-            match status_str(&i.status).as_str() {
-                "completed" => {
-                    info = Some(i);
-                    break Outcome::Completed;
-                }
-                "failed" | "cancelled" => {
-                    let error = i
-                        .error_desc
-                        .clone()
-                        .unwrap_or_else(|| format!("migration {}", status_str(&i.status)));
-                    info = Some(i);
-                    break Outcome::Failed { error };
-                }
-                _ => info = Some(i),
-            }
-        }
-        if Instant::now() >= deadline {
-            let _ = src.qmp.execute(qmp::migrate_cancel {}).await;
-            // Wait (bounded) for the cancel to settle so the source runs again.
-            let settle = Instant::now();
-            while settle.elapsed() < Duration::from_secs(10) {
-                if let Ok(i) = src.qmp.execute(qmp::query_migrate {}).await {
-                    if matches!(status_str(&i.status).as_str(), "cancelled" | "failed" | "completed") {
-                        break;
+        tokio::select! {
+            Some(e) = src.qmp.event() => tl.add(Side::Source, &e),
+            Some(e) = dst.qmp.event() => tl.add(Side::Destination, &e),
+            _ = tick.tick() => hop.bus.publish(Observed::Tick { hop: hop.number }),
+            _ = poll.tick() => {
+                let i = src.qmp.execute(qmp::query_migrate {}).await.map_err(qmp_err(Side::Source))?;
+                let f = figures(&i);
+                hop.bus.publish(Observed::Figures { hop: hop.number, figures: f.clone() });
+                let status = f.status;
+                info = Some(i);
+                match status {
+                    Some(MigrationStatus::Completed) => break Outcome::Completed,
+                    Some(s @ (MigrationStatus::Failed | MigrationStatus::Cancelled)) => {
+                        let error = info
+                            .as_ref()
+                            .and_then(|i| i.error_desc.clone())
+                            .unwrap_or_else(|| format!("migration {s}"));
+                        break Outcome::Failed { error, source_running: false };
                     }
+                    _ => {}
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            break Outcome::TimedOut { after_ms: opts.timeout.as_millis() as u64 };
+            _ = tokio::time::sleep_until(deadline) => {
+                let _ = src.qmp.execute(qmp::migrate_cancel {}).await;
+                // Wait (bounded) for the cancel to settle so the source runs again.
+                let settle = Instant::now();
+                while settle.elapsed() < Duration::from_secs(10) {
+                    if let Ok(i) = src.qmp.execute(qmp::query_migrate {}).await {
+                        if i.status.as_ref().and_then(status_of).is_some_and(MigrationStatus::is_final) {
+                            break;
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                break Outcome::TimedOut { after_ms: opts.timeout.as_millis() as u64, source_running: false };
+            }
         }
     };
-    // Wall time ends when the guest runs again: on the destination after success (its RESUME),
+    // The hop ends when the guest runs again: on the destination after success (its RESUME),
     // on the source otherwise.
     let mut outcome = outcome;
     let settle_deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        for e in dst.qmp.drain_events() {
-            let ev = tl.add(Side::Destination, &e);
-            observer.on_event(&ev, src, dst);
-        }
-        for e in src.qmp.drain_events() {
-            let ev = tl.add(Side::Source, &e);
-            observer.on_event(&ev, src, dst);
-        }
+        tl.drain(src, dst);
         let done = match outcome {
             Outcome::Completed => {
-                tl.saw(Side::Destination, "RESUME") || dst.qmp.running().await.unwrap_or(false)
+                tl.saw(Side::Destination, &QmpEvent::Resume) || dst.qmp.running().await.unwrap_or(false)
             }
             _ => src.qmp.running().await.unwrap_or(false),
         };
@@ -294,31 +294,39 @@ async fn drive(
             break;
         }
         if Instant::now() >= settle_deadline {
-            if outcome == Outcome::Completed {
-                outcome = Outcome::Failed {
-                    error: "the source completed but the destination never resumed the guest".into(),
-                };
-            }
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let wall_ms = match outcome {
-        Outcome::Completed => tl
-            .events
-            .iter()
-            .find(|e| e.side == Side::Destination && e.event == "RESUME")
-            .map(|e| e.t_ms)
-            .unwrap_or_else(|| tl.t0.elapsed().as_secs_f64() * 1e3),
-        _ => tl.t0.elapsed().as_secs_f64() * 1e3,
+    let source_running = src.qmp.running().await.unwrap_or(false);
+    outcome = match outcome {
+        Outcome::Completed if !tl.saw(Side::Destination, &QmpEvent::Resume) && !dst.qmp.running().await.unwrap_or(false) => {
+            Outcome::Failed {
+                error: "the source completed but the destination never resumed the guest".into(),
+                source_running,
+            }
+        }
+        Outcome::Failed { error, .. } => Outcome::Failed { error, source_running },
+        Outcome::TimedOut { after_ms, .. } => Outcome::TimedOut { after_ms, source_running },
+        o => o,
     };
+    let clock = hop.bus.clock();
+    let resume = tl.events.iter().find(|e| e.side == Side::Destination && e.event == QmpEvent::Resume);
+    let wall_ms = match (&outcome, resume) {
+        (Outcome::Completed, Some(r)) => r.t_ms - started_ms,
+        _ => clock.now_ms() - started_ms,
+    };
+    hop.bus.publish(Observed::HopEnded { hop: hop.number, outcome: outcome.clone() });
     let info = info.unwrap_or_else(empty_info);
     let ram = info.ram.as_ref();
     Ok(MigrationRecord {
-        from: src.record.host.clone(),
-        to: dst.record.host.clone(),
+        hop: hop.number,
+        from: src.host().into(),
+        to: dst.host().into(),
         outcome,
         params: opts.params.clone(),
+        uri,
+        started_ms,
         total_time_ms: info.total_time.map(|v| v as u64),
         downtime_ms: info.downtime.map(|v| v as u64),
         setup_time_ms: info.setup_time.map(|v| v as u64),

@@ -35,12 +35,34 @@ pub enum ProcessError {
     Signal { name: String, pid: i32, signal: Signal, source: nix::Error },
     #[error("{name} (pid {pid}) still runs after SIGKILL and {waited:.1?}: pids {survivors:?} linger")]
     Lingering { name: String, pid: i32, waited: Duration, survivors: Vec<i32> },
+    /// The process runs (or was stopped) but its record could not be written: a later
+    /// `lab down` may not know of it.
+    #[error("{name} (pid {pid}): the lab's state file could not record it ({source}); stop it with `kill -- -{pid}` if `lab down` leaves it")]
+    Ledger { name: String, pid: i32, source: LedgerError },
+}
+
+/// When a process stops at teardown, relative to the others: guests first (virtiofsd holds
+/// files open on the CephFS mounts), then clients, then the daemons that report their shutdown
+/// to the monitor (an OSD whose monitor is gone waits 5 s for it), the monitor last.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    Guest,
+    #[default]
+    Client,
+    Daemon,
+    Monitor,
+}
+
+impl Tier {
+    pub const ORDER: [Tier; 4] = [Tier::Guest, Tier::Client, Tier::Daemon, Tier::Monitor];
 }
 
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct ProcessSpec {
     pub name: String,
+    pub tier: Tier,
     pub program: PathBuf,
     pub args: Vec<OsString>,
     /// Enter this network namespace (only the network one: mounts stay shared) before exec.
@@ -54,12 +76,18 @@ impl ProcessSpec {
     pub fn new(name: impl Into<String>, program: impl Into<PathBuf>, log: impl Into<PathBuf>) -> Self {
         Self {
             name: name.into(),
+            tier: Tier::default(),
             program: program.into(),
             args: Vec::new(),
             netns: None,
             log: log.into(),
             piped: false,
         }
+    }
+
+    pub fn tier(mut self, tier: Tier) -> Self {
+        self.tier = tier;
+        self
     }
 
     pub fn piped(mut self) -> Self {
@@ -104,13 +132,20 @@ pub struct ProcRecord {
     /// `starttime` from /proc/<pid>/stat: a pid with another start time is somebody else.
     pub start_ticks: u64,
     pub log: PathBuf,
+    #[serde(default)]
+    pub tier: Tier,
 }
 
 /// Where started and ended processes are written down (the lab's state file).
 pub trait Ledger: Send + Sync {
-    fn started(&self, rec: &ProcRecord);
-    fn ended(&self, rec: &ProcRecord);
+    fn started(&self, rec: &ProcRecord) -> Result<(), LedgerError>;
+    fn ended(&self, rec: &ProcRecord) -> Result<(), LedgerError>;
 }
+
+/// A ledger could not write a record down.
+#[derive(Debug, Error)]
+#[error("{0}")]
+pub struct LedgerError(pub String);
 
 /// Timeouts of the supervisor: configuration, not constants in code.
 #[derive(Debug, Clone, Copy)]
@@ -179,11 +214,16 @@ impl Supervisor {
             pid,
             start_ticks: proc_stat(pid).map(|s| s.start_ticks).unwrap_or(0),
             log: spec.log.clone(),
+            tier: spec.tier,
         };
-        if let Some(l) = &self.ledger {
-            l.started(&rec);
-        }
         self.lock().insert(pid, child);
+        if let Some(l) = &self.ledger {
+            if let Err(source) = l.started(&rec) {
+                // Unrecorded, it could outlive us: stop it now rather than leak it.
+                let _ = self.stop_group(&rec);
+                return Err(ProcessError::Ledger { name: rec.name.clone(), pid, source });
+            }
+        }
         Ok(rec)
     }
 
@@ -240,13 +280,11 @@ impl Supervisor {
 
     /// SIGTERM → grace → SIGKILL → reap with a deadline. Errors if anything of the group lingers.
     pub fn stop(&self, rec: &ProcRecord) -> Result<(), ProcessError> {
-        let result = self.stop_group(rec);
-        if result.is_ok() {
-            if let Some(l) = &self.ledger {
-                l.ended(rec);
-            }
+        self.stop_group(rec)?;
+        if let Some(l) = &self.ledger {
+            l.ended(rec).map_err(|source| ProcessError::Ledger { name: rec.name.clone(), pid: rec.pid, source })?;
         }
-        result
+        Ok(())
     }
 
     fn stop_group(&self, rec: &ProcRecord) -> Result<(), ProcessError> {
@@ -507,12 +545,37 @@ mod tests {
 
     struct Book(Mutex<Vec<String>>);
     impl Ledger for Book {
-        fn started(&self, rec: &ProcRecord) {
+        fn started(&self, rec: &ProcRecord) -> Result<(), LedgerError> {
             self.0.lock().expect("book").push(format!("+{}", rec.name));
+            Ok(())
         }
-        fn ended(&self, rec: &ProcRecord) {
+        fn ended(&self, rec: &ProcRecord) -> Result<(), LedgerError> {
             self.0.lock().expect("book").push(format!("-{}", rec.name));
+            Ok(())
         }
+    }
+
+    struct Broken;
+    impl Ledger for Broken {
+        fn started(&self, _: &ProcRecord) -> Result<(), LedgerError> {
+            Err(LedgerError("disk full".into()))
+        }
+        fn ended(&self, _: &ProcRecord) -> Result<(), LedgerError> {
+            Err(LedgerError("disk full".into()))
+        }
+    }
+
+    /// A process whose record cannot be written is stopped again and the error says so.
+    #[test]
+    fn a_ledger_that_cannot_write_is_an_error_and_leaks_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sup = Supervisor::new(StopPolicy::default(), Some(Arc::new(Broken)));
+        let e = sup
+            .spawn(&ProcessSpec::new("sleeper", "/bin/sleep", dir.path().join("s.log")).arg("30"))
+            .expect_err("unrecorded");
+        let ProcessError::Ledger { pid, .. } = e else { panic!("{e}") };
+        assert!(!group_exists(pid), "the unrecorded process was stopped");
+        assert!(e.to_string().contains("disk full"));
     }
 
     /// A child that ignores SIGTERM (and has a grandchild that does too) is killed after the

@@ -5,6 +5,7 @@
 use futures::StreamExt;
 use qapi::futures::{QapiService, QmpStreamTokio};
 use qapi::qmp;
+use miglab_reports::{MigrationStatus, QmpEvent};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -32,18 +33,34 @@ pub struct Stamped {
 }
 
 impl Stamped {
-    /// The event's name and its detail (a MIGRATION status, a MIGRATION_PASS number).
-    pub fn describe(&self) -> (String, Option<String>) {
-        let v = serde_json::to_value(&self.event).unwrap_or_default();
-        let name = v.get("event").and_then(|e| e.as_str()).unwrap_or("?").to_string();
-        let data = v.get("data");
-        let detail = match name.as_str() {
-            "MIGRATION" => data.and_then(|d| d.get("status")).and_then(|s| s.as_str()).map(str::to_string),
-            "MIGRATION_PASS" => data.and_then(|d| d.get("pass")).map(|p| p.to_string()),
-            _ => None,
-        };
-        (name, detail)
+    /// The event as the timeline keeps it.
+    pub fn typed(&self) -> QmpEvent {
+        typed(&self.event)
     }
+}
+
+/// A QMP event as the timeline keeps it: the migration's own events typed, others by name.
+pub fn typed(event: &qmp::Event) -> QmpEvent {
+    match event {
+        qmp::Event::MIGRATION { data, .. } => {
+            match status_of(&data.status) {
+                Some(status) => QmpEvent::Migration { status },
+                None => QmpEvent::Other { name: "MIGRATION".into() },
+            }
+        }
+        qmp::Event::MIGRATION_PASS { data, .. } => QmpEvent::MigrationPass { pass: data.pass as u64 },
+        qmp::Event::STOP { .. } => QmpEvent::Stop,
+        qmp::Event::RESUME { .. } => QmpEvent::Resume,
+        other => {
+            let v = serde_json::to_value(other).unwrap_or_default();
+            QmpEvent::Other { name: v.get("event").and_then(|e| e.as_str()).unwrap_or("?").to_string() }
+        }
+    }
+}
+
+/// QEMU's status, as miglab's type.
+pub fn status_of(s: &qmp::MigrationStatus) -> Option<MigrationStatus> {
+    serde_json::to_value(s).ok().and_then(|v| v.as_str().and_then(MigrationStatus::parse))
 }
 
 /// One QMP connection.
@@ -133,6 +150,15 @@ impl Qmp {
     /// The next event, if one arrives within `wait`.
     pub async fn next_event(&mut self, wait: Duration) -> Option<Stamped> {
         tokio::time::timeout(wait, self.events.recv()).await.ok().flatten()
+    }
+
+    /// The next event; `None` once the connection is gone (then never ready again, so that a
+    /// `select!` over both sides keeps serving the other).
+    pub async fn event(&mut self) -> Option<Stamped> {
+        match self.events.recv().await {
+            Some(e) => Some(e),
+            None => std::future::pending().await,
+        }
     }
 
     /// Every event that has already arrived.

@@ -39,7 +39,7 @@ pub fn write_hello(host: &dyn Host) -> Result<(), VmError> {
 
 /// Starts the read loop in the guest.
 pub async fn start_read_loop(vm: &mut Vm) -> Result<(), VmError> {
-    let cmd = Command::Start { workload: Workload::ReadLoop(hello_job()), seed: 0 };
+    let cmd = Command::Start { workload: Workload::ReadLoop(hello_job()), seed: 0, nonce: 0 };
     vm.control.request(cmd, AGENT_TIMEOUT).await?;
     Ok(())
 }

@@ -1,13 +1,50 @@
-//! The scenario schema: what one `miglab run` does. TOML; a malformed file is an error with
-//! the file, line and column, and what to write instead.
+//! The scenario schema: what one `miglab run` does, in TOML. Checked completely before anything
+//! starts ([`Scenario::load`], and `miglab check`): a malformed file is an error with the file,
+//! line and column; a well-formed one that cannot run (a path outside the file system, a
+//! negative time, a guest the host cannot hold) is a list of problems, each with the file, the
+//! line and field, and what to write instead.
+//!
+//! The schema is data only: it imports no executor type.
 
 use crate::topology::ceph::ObjectStore;
-use crate::vm::{AccelWish, FsCache};
+use crate::vm::spec::{AccelWish, FsCache};
 use miglab_reports::MigrationParams;
 use miglab_workloads::job::Workload;
 use serde::{Deserialize, Serialize};
+use std::fmt;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
+
+/// One thing wrong with a scenario.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: Option<usize>,
+    /// `migration.warmup_s`, `workload.directory`, ...
+    pub field: String,
+    pub message: String,
+}
+
+/// Problems, one per line, each `file:line: field: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problems {
+    pub path: PathBuf,
+    pub list: Vec<Problem>,
+}
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.list.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            match p.line {
+                Some(l) => write!(f, "{}:{l}: {}: {}", self.path.display(), p.field, p.message)?,
+                None => write!(f, "{}: {}: {}", self.path.display(), p.field, p.message)?,
+            }
+        }
+        Ok(())
+    }
+}
 
 #[derive(Debug, Error)]
 pub enum ScenarioError {
@@ -15,8 +52,10 @@ pub enum ScenarioError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("{path}:{line}:{column}: {message}")]
     Parse { path: PathBuf, line: usize, column: usize, message: String },
+    #[error("{0}")]
+    Invalid(Problems),
     #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    FioFile { path: PathBuf, message: String },
 }
 
 fn one() -> u32 {
@@ -204,38 +243,175 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// The line where `key` is set in table `table` ("" for the top level); without the key, the
+/// table's header line.
+fn line_of(text: &str, table: &str, key: &str) -> Option<usize> {
+    let mut current = String::new();
+    let mut header = None;
+    for (i, l) in text.lines().enumerate() {
+        let t = l.trim();
+        if let Some(name) = t.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+            current = name.trim().to_string();
+            if current == table {
+                header = Some(i + 1);
+            }
+            continue;
+        }
+        let k = t.split('=').next().unwrap_or("").trim();
+        if current == table && !key.is_empty() && k == key && t.contains('=') {
+            return Some(i + 1);
+        }
+    }
+    header
+}
+
+/// virtiofsd options a scenario may not give: they would share something other than the
+/// host's CephFS mount, or move the socket QEMU connects to.
+const VIRTIOFSD_RESERVED: &[&str] = &["--shared-dir", "--socket-path", "--fd", "--socket-group", "-o", "--print-capabilities"];
+
+/// Limits a scenario's times must respect.
+const MAX_SECONDS: f64 = 86_400.0;
+
+/// Collects problems with their lines.
+struct Checker<'a> {
+    text: &'a str,
+    list: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn add(&mut self, table: &str, key: &str, message: String) {
+        let field = match (table.is_empty(), key.is_empty()) {
+            (true, _) => key.to_string(),
+            (false, true) => table.to_string(),
+            (false, false) => format!("{table}.{key}"),
+        };
+        self.list.push(Problem { line: line_of(self.text, table, key), field, message });
+    }
+
+    fn seconds(&mut self, table: &str, key: &str, v: f64, positive: bool) {
+        let bad = !v.is_finite() || v < 0.0 || (positive && v == 0.0) || v > MAX_SECONDS;
+        if bad {
+            let want = if positive { "more than 0" } else { "0 or more" };
+            self.add(table, key, format!("{v} is not a time: give seconds, {want} and at most {MAX_SECONDS}"));
+        }
+    }
+}
+
 impl Scenario {
+    /// Parses and checks everything that does not need the machine.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ScenarioError> {
         let s: Scenario = toml::from_str(text).map_err(|e| {
             let (line, column) = e.span().map_or((1, 1), |r| line_col(text, r.start));
-            ScenarioError::Parse { path: path.into(), line, column, message: e.message().to_string() }
+            // The parser gives no words for some errors (a value cut off at the end of the file).
+            let message = match e.message().trim() {
+                "" => "a value is missing or cut off here: complete it (a string in quotes, a number, true/false)".into(),
+                m => m.to_string(),
+            };
+            ScenarioError::Parse { path: path.into(), line, column, message }
         })?;
-        let invalid = |message: String| ScenarioError::Invalid { path: path.into(), message };
-        if s.name.is_empty() || !s.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)) {
-            return Err(invalid(format!(
-                "name '{}' must be letters, digits, '-' or '_' (it names the result directory)",
-                s.name
-            )));
+        let mut c = Checker { text, list: Vec::new() };
+        s.check_fields(&mut c);
+        if c.list.is_empty() {
+            Ok(s)
+        } else {
+            Err(ScenarioError::Invalid(Problems { path: path.into(), list: c.list }))
         }
-        if s.repetitions == 0 {
-            return Err(invalid("repetitions must be at least 1".into()));
-        }
-        match (&s.workload, &s.fio_file) {
-            (Some(w), None) => w.validate().map_err(|e| invalid(format!("workload: {e}")))?,
-            (None, Some(_)) => {}
-            _ => {
-                return Err(invalid(
-                    "give either a [workload] table or fio_file = \"job.fio\", not both or neither".into(),
-                ))
-            }
-        }
-        Ok(s)
     }
 
-    pub fn load(path: &Path) -> Result<(Self, String), ScenarioError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ScenarioError::Read { path: path.into(), source })?;
-        Ok((Self::parse(&text, path)?, text))
+    fn check_fields(&self, c: &mut Checker<'_>) {
+        if self.name.is_empty() || !self.name.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_".contains(ch)) {
+            c.add("", "name", format!("'{}' must be letters, digits, '-' or '_' (it names the result directory)", self.name));
+        }
+        if self.repetitions == 0 || self.repetitions > 10_000 {
+            c.add("", "repetitions", format!("{} must be between 1 and 10000", self.repetitions));
+        }
+        if crate::topology::layout::validate_name(&self.lab.name).is_err() {
+            c.add("lab", "name", format!("'{}': use 1 to 16 characters from a-z, 0-9 and '-'", self.lab.name));
+        }
+        let g = &self.guest;
+        if g.vcpus == 0 || g.vcpus > 64 {
+            c.add("guest", "vcpus", format!("{} must be between 1 and 64", g.vcpus));
+        }
+        if g.memory_mib < 128 || g.memory_mib > 1 << 20 {
+            c.add("guest", "memory_mib", format!("{} MiB: give 128 MiB or more (the guest's kernel needs it)", g.memory_mib));
+        }
+        if g.cmdline.as_deref().is_some_and(|l| l.contains('\n')) {
+            c.add("guest", "cmdline", "must be one line".into());
+        }
+        for a in &g.virtiofsd_args {
+            let flag = a.split('=').next().unwrap_or(a);
+            if !a.starts_with('-') {
+                c.add("guest", "virtiofsd_args", format!("'{a}' is not an option: write --option or --option=value"));
+            } else if VIRTIOFSD_RESERVED.contains(&flag) {
+                c.add(
+                    "guest",
+                    "virtiofsd_args",
+                    format!("'{flag}' is set by miglab (virtiofsd shares the host's CephFS mount on the instance's socket); remove it"),
+                );
+            }
+        }
+        let m = &self.migration;
+        if m.count > 1000 {
+            c.add("migration", "count", format!("{} migrations is more than the 1000 a run may make", m.count));
+        }
+        c.seconds("migration", "warmup_s", m.warmup_s, false);
+        c.seconds("migration", "settle_s", m.settle_s, false);
+        c.seconds("migration", "timeout_s", m.timeout_s, true);
+        if m.downtime_limit_ms == Some(0) {
+            c.add("migration", "downtime_limit_ms", "must be more than 0 (leave it out for QEMU's default)".into());
+        }
+        if m.max_bandwidth == Some(0) {
+            c.add("migration", "max_bandwidth", "must be more than 0 bytes/s (leave it out for QEMU's default)".into());
+        }
+        if m.multifd_channels == Some(0) {
+            c.add("migration", "multifd_channels", "must be 1 or more (leave it out for no multifd)".into());
+        }
+        c.seconds("run", "cooldown_s", self.run.cooldown_s, false);
+        c.seconds("run", "layout_timeout_s", self.run.layout_timeout_s, true);
+        match (&self.workload, &self.fio_file) {
+            (Some(w), None) => {
+                if let Err(e) = w.validate() {
+                    c.add("workload", "", e);
+                }
+            }
+            (None, Some(f)) => {
+                if f.is_absolute() || f.components().any(|x| matches!(x, std::path::Component::ParentDir)) {
+                    // A job file next to the scenario is fine; anywhere on the host is not.
+                    c.add("", "fio_file", format!("'{}' must be a path below the scenario's directory", f.display()));
+                }
+            }
+            _ => c.add("", "workload", "give either a [workload] table or fio_file = \"job.fio\", not both or neither".into()),
+        }
+    }
+
+    /// Parses and checks the scenario in `path`, its fio job file included.
+    pub fn load(path: &Path) -> Result<(Self, String, Workload), ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read { path: path.into(), source })?;
+        let s = Self::parse(&text, path)?;
+        let w = s.workload(path)?;
+        let mut c = Checker { text: &text, list: Vec::new() };
+        s.check_workload_fits(&w, &mut c);
+        if !c.list.is_empty() {
+            return Err(ScenarioError::Invalid(Problems { path: path.into(), list: c.list }));
+        }
+        Ok((s, text, w))
+    }
+
+    /// The guest's memory must hold what the engine tracks per block.
+    fn check_workload_fits(&self, w: &Workload, c: &mut Checker<'_>) {
+        let budget = self.guest.memory_mib * (1 << 20) / 4;
+        let need = w.tracked_bytes();
+        if need > budget {
+            c.add(
+                "workload",
+                "size",
+                format!(
+                    "the engine keeps {} MiB of state for this workload (8 bytes per block), more than a quarter of the guest's {} MiB: use a larger bs, a smaller size, or more guest.memory_mib",
+                    need >> 20,
+                    self.guest.memory_mib
+                ),
+            );
+        }
     }
 
     /// The workload, with a fio job file imported.
@@ -245,67 +421,15 @@ impl Scenario {
         }
         let file = self.fio_file.clone().unwrap_or_default();
         let p = scenario_path.parent().unwrap_or(Path::new(".")).join(file);
-        let text =
-            std::fs::read_to_string(&p).map_err(|source| ScenarioError::Read { path: p.clone(), source })?;
+        let text = std::fs::read_to_string(&p).map_err(|source| ScenarioError::Read { path: p.clone(), source })?;
         let jobs = miglab_workloads::fio::parse(&text)
-            .map_err(|e| ScenarioError::Invalid { path: p.clone(), message: e.to_string() })?;
+            .map_err(|e| ScenarioError::FioFile { path: p.clone(), message: e.to_string() })?;
         jobs.into_iter()
             .next()
             .map(Workload::Fio)
-            .ok_or_else(|| ScenarioError::Invalid { path: p, message: "no jobs".into() })
+            .ok_or_else(|| ScenarioError::FioFile { path: p, message: "no jobs".into() })
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use miglab_workloads::job::Rw;
-
-    #[test]
-    fn the_shipped_scenarios_parse() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-        let mut n = 0;
-        for e in std::fs::read_dir(&dir).expect("scenarios/") {
-            let p = e.expect("entry").path();
-            if p.extension().is_some_and(|x| x == "toml") {
-                let (s, _) = Scenario::load(&p).unwrap_or_else(|e| panic!("{e}"));
-                s.workload(&p).unwrap_or_else(|e| panic!("{e}"));
-                assert_eq!(
-                    p.file_stem().and_then(|f| f.to_str()),
-                    Some(s.name.as_str()),
-                    "file named after its scenario"
-                );
-                n += 1;
-            }
-        }
-        assert!(n >= 6, "{n} scenarios");
-    }
-
-    #[test]
-    fn defaults_fill_in_and_fio_fields_come_through() {
-        let s = Scenario::parse(
-            "name = \"x\"\n[workload]\nkind = \"fio\"\nrw = \"randwrite\"\nbs = \"8k\"\n",
-            Path::new("x.toml"),
-        )
-        .expect("parses");
-        assert_eq!(s.migration.count, 1);
-        assert_eq!(s.guest.memory_mib, 512);
-        let Some(Workload::Fio(j)) = &s.workload else { panic!("fio") };
-        assert_eq!((j.rw, j.bs.0), (Rw::Randwrite, 8192));
-    }
-
-    #[test]
-    fn malformed_files_name_the_line_and_column() {
-        let e =
-            Scenario::parse("name = \"x\"\n[workload]\nkind = \"fio\"\nrw = randread\n", Path::new("s.toml"))
-                .expect_err("bare word");
-        assert!(e.to_string().starts_with("s.toml:4:6:"), "{e}");
-        let e =
-            Scenario::parse("name = \"x\"\nsed = 3\n[workload]\nkind = \"read-loop\"\n", Path::new("s.toml"))
-                .expect_err("typo");
-        assert!(e.to_string().starts_with("s.toml:2:1:") && e.to_string().contains("sed"), "{e}");
-        let e = Scenario::parse("name = \"a b\"\n[workload]\nkind = \"read-loop\"\n", Path::new("s.toml"))
-            .expect_err("name");
-        assert!(e.to_string().contains("letters"), "{e}");
-    }
-}
+mod tests;

@@ -1,142 +1,209 @@
-//! Reading the guest's record stream from whichever QEMU runs the guest.
+//! Reading the guest's record stream from whichever QEMU runs the guest, on a thread of its own.
+//!
+//! Arrival stamps are only as good as the promptness of the reader, so the reader is a thread
+//! that does nothing else: it waits in `poll(2)` on the sockets, stamps bytes the moment `read`
+//! returns them, and feeds the collector. Nothing on the async runtime (a destination QEMU
+//! starting, QMP, fault injection) can delay it; where the system allows it runs SCHED_FIFO.
 //!
 //! During a migration the guest's byte stream is split between two sockets: everything up to
 //! the switch-over leaves through the source QEMU, the rest through the destination (a frame
 //! may even be cut in two). The destination's socket is connected before the switch-over and
 //! what it delivers is held back, stamped on arrival, until the source's socket has ended; then
 //! both are fed to one decoder in the guest's order.
+//!
+//! Windows open and close on the run's [`Bus`]: a hop's window opens at its `HopStarted` and
+//! closes at its `Settled`; the collector's figures for it go back on the bus as `WindowClosed`.
 
+use crate::clock::RunClock;
 use crate::collect::{Collected, Collector};
-use miglab_reports::Window;
+use crate::observe::{Bus, Observed};
+use miglab_reports::WindowKind;
+use std::io::Read;
+use std::os::unix::io::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::Instant;
 use thiserror::Error;
-use tokio::io::AsyncReadExt;
-use tokio::net::UnixStream;
-use tokio::sync::{mpsc, oneshot};
 
 #[derive(Debug, Error)]
 pub enum StreamError {
     #[error("could not connect to the records port {path}: {source}")]
     Connect { path: PathBuf, source: std::io::Error },
-    #[error("the record stream's task ended")]
+    #[error("could not start the record reader: {0}")]
+    Thread(std::io::Error),
+    #[error("the record reader ended early")]
     Gone,
 }
 
 enum Ctl {
     Attach(UnixStream),
-    Open(String, Instant),
-    Close(String, Instant, oneshot::Sender<Option<Window>>),
-    Progress(oneshot::Sender<(u64, u64)>),
-    Finish(Instant, oneshot::Sender<Collected>),
+    Finish(Instant),
 }
 
 /// The running reader; it owns the collector.
 #[derive(Debug)]
 pub struct RecordStream {
-    tx: mpsc::UnboundedSender<Ctl>,
+    tx: mpsc::Sender<Ctl>,
+    thread: Option<JoinHandle<Collected>>,
+    /// Whether the reader runs SCHED_FIFO (and if not, why).
+    pub realtime: Result<(), String>,
 }
 
-async fn read_some(s: &mut Option<UnixStream>, buf: &mut [u8]) -> std::io::Result<usize> {
-    match s {
-        Some(s) => s.read(buf).await,
-        None => std::future::pending().await,
+fn connect(path: &Path) -> Result<UnixStream, StreamError> {
+    let s = UnixStream::connect(path).map_err(|source| StreamError::Connect { path: path.into(), source })?;
+    s.set_nonblocking(true).map_err(|source| StreamError::Connect { path: path.into(), source })?;
+    Ok(s)
+}
+
+/// Asks for SCHED_FIFO for the calling thread: a stamp must not wait for a busy core.
+fn make_realtime() -> Result<(), String> {
+    let param = libc::sched_param { sched_priority: 10 };
+    // SAFETY: sched_setscheduler reads the param we own; 0 is the calling thread.
+    let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error().to_string())
     }
+}
+
+enum Read_ {
+    Data(usize),
+    Nothing,
+    Closed,
+}
+
+fn read_some(s: &mut UnixStream, buf: &mut [u8]) -> Read_ {
+    match s.read(buf) {
+        Ok(0) => Read_::Closed,
+        Ok(n) => Read_::Data(n),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::Interrupted => {
+            Read_::Nothing
+        }
+        Err(_) => Read_::Closed,
+    }
+}
+
+fn readable(s: &Option<UnixStream>) -> libc::pollfd {
+    libc::pollfd { fd: s.as_ref().map_or(-1, |s| s.as_raw_fd()), events: libc::POLLIN, revents: 0 }
 }
 
 impl RecordStream {
     /// Connects to the records socket of the instance that runs the guest now.
-    pub async fn connect(path: &Path, t0: Instant) -> Result<Self, StreamError> {
-        let s = UnixStream::connect(path)
-            .await
-            .map_err(|source| StreamError::Connect { path: path.into(), source })?;
-        let (tx, mut rx) = mpsc::unbounded_channel::<Ctl>();
-        tokio::spawn(async move {
-            let mut c = Collector::new(t0);
-            let mut current = Some(s);
-            let mut next: Option<UnixStream> = None;
-            let mut held: Vec<(Instant, Vec<u8>)> = Vec::new();
-            let (mut a, mut b) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
-            loop {
-                tokio::select! {
-                    biased;
-                    ctl = rx.recv() => match ctl {
-                        None => break,
-                        Some(Ctl::Attach(s)) => {
-                            next = Some(s);
-                            held.clear();
-                        }
-                        Some(Ctl::Open(name, at)) => c.open_window(&name, at),
-                        Some(Ctl::Close(name, at, reply)) => {
-                            let _ = reply.send(c.close_window(&name, at));
-                        }
-                        Some(Ctl::Progress(reply)) => {
-                            let _ = reply.send(c.progress());
-                        }
-                        Some(Ctl::Finish(at, reply)) => {
-                            let _ = reply.send(c.finish(at));
-                            break;
-                        }
-                    },
-                    r = read_some(&mut current, &mut a) => {
-                        let at = Instant::now();
-                        match r {
-                            Ok(n) if n > 0 => c.feed(&a[..n], at),
-                            // The source is gone: the destination's bytes come next.
-                            _ => {
-                                current = next.take();
-                                for (t, bytes) in held.drain(..) {
-                                    c.feed(&bytes, t);
+    pub fn connect(path: &Path, clock: RunClock, bus: &Bus) -> Result<Self, StreamError> {
+        let first = connect(path)?;
+        let (tx, rx) = mpsc::channel::<Ctl>();
+        let mut observations = bus.subscribe();
+        let bus = bus.clone();
+        let (rt_tx, rt_rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("records".into())
+            .spawn(move || {
+                let _ = rt_tx.send(make_realtime());
+                let mut c = Collector::new(clock);
+                let mut current = Some(first);
+                let mut next: Option<UnixStream> = None;
+                let mut held: Vec<(Instant, Vec<u8>)> = Vec::new();
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    // Short timeouts: control and observations are looked at between reads.
+                    let mut fds = [readable(&current), readable(&next)];
+                    // SAFETY: fds is a valid array of pollfd for the duration of the call.
+                    unsafe { libc::poll(fds.as_mut_ptr(), 2, 5) };
+                    if fds[0].revents != 0 {
+                        if let Some(s) = current.as_mut() {
+                            loop {
+                                match read_some(s, &mut buf) {
+                                    Read_::Data(n) => c.feed(&buf[..n], Instant::now()),
+                                    Read_::Nothing => break,
+                                    Read_::Closed => {
+                                        // The source is gone: the destination's bytes come next.
+                                        current = next.take();
+                                        for (t, bytes) in held.drain(..) {
+                                            c.feed(&bytes, t);
+                                        }
+                                        break;
+                                    }
                                 }
                             }
                         }
-                    },
-                    r = read_some(&mut next, &mut b) => {
-                        let at = Instant::now();
-                        match r {
-                            Ok(n) if n > 0 => held.push((at, b[..n].to_vec())),
-                            // The destination went away (a failed migration): forget it.
-                            _ => {
-                                next = None;
-                                held.clear();
+                    }
+                    if fds[1].revents != 0 {
+                        if let Some(s) = next.as_mut() {
+                            loop {
+                                match read_some(s, &mut buf) {
+                                    Read_::Data(n) => held.push((Instant::now(), buf[..n].to_vec())),
+                                    Read_::Nothing => break,
+                                    Read_::Closed => {
+                                        // The destination went away (a failed migration).
+                                        next = None;
+                                        held.clear();
+                                        break;
+                                    }
+                                }
                             }
                         }
-                    },
+                    }
+                    while let Ok(o) = observations.try_recv() {
+                        match o.what {
+                            Observed::HopStarted { hop, .. } => {
+                                c.open_window(&format!("migration {hop}"), WindowKind::Migration { hop }, o.at)
+                            }
+                            Observed::Settled { hop } => {
+                                if let Some(w) = c.close_window(&format!("migration {hop}"), o.at) {
+                                    bus.publish_at(o.at, Observed::WindowClosed(Box::new(w)));
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    match rx.try_recv() {
+                        Ok(Ctl::Attach(s)) => {
+                            next = Some(s);
+                            held.clear();
+                        }
+                        Ok(Ctl::Finish(at)) => {
+                            // Whatever arrived up to now belongs to the run.
+                            if let Some(s) = current.as_mut() {
+                                while let Read_::Data(n) = read_some(s, &mut buf) {
+                                    c.feed(&buf[..n], Instant::now());
+                                }
+                            }
+                            return c.finish(at);
+                        }
+                        Err(mpsc::TryRecvError::Empty) => {}
+                        Err(mpsc::TryRecvError::Disconnected) => return c.finish(Instant::now()),
+                    }
                 }
-            }
-        });
-        Ok(Self { tx })
+            })
+            .map_err(StreamError::Thread)?;
+        let realtime = rt_rx.recv().unwrap_or_else(|_| Err("the reader did not start".into()));
+        Ok(Self { tx, thread: Some(thread), realtime })
     }
 
     /// Connects to the records socket of a migration's destination, before the switch-over.
-    pub async fn attach(&self, path: &Path) -> Result<(), StreamError> {
-        let s = UnixStream::connect(path)
-            .await
-            .map_err(|source| StreamError::Connect { path: path.into(), source })?;
+    pub fn attach(&self, path: &Path) -> Result<(), StreamError> {
+        let s = connect(path)?;
         self.tx.send(Ctl::Attach(s)).map_err(|_| StreamError::Gone)
     }
 
-    pub fn open_window(&self, name: &str, at: Instant) -> Result<(), StreamError> {
-        self.tx.send(Ctl::Open(name.into(), at)).map_err(|_| StreamError::Gone)
+    /// Stops reading (what arrived until now counts) and returns what was measured. Blocks
+    /// until the reader has finished: call it off the async runtime.
+    pub fn finish(mut self, at: Instant) -> Result<Collected, StreamError> {
+        let _ = self.tx.send(Ctl::Finish(at));
+        let t = self.thread.take().ok_or(StreamError::Gone)?;
+        t.join().map_err(|_| StreamError::Gone)
     }
+}
 
-    pub async fn close_window(&self, name: &str, at: Instant) -> Result<Option<Window>, StreamError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send(Ctl::Close(name.into(), at, tx)).map_err(|_| StreamError::Gone)?;
-        rx.await.map_err(|_| StreamError::Gone)
-    }
-
-    /// (heartbeats, ops) so far.
-    pub async fn progress(&self) -> Result<(u64, u64), StreamError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send(Ctl::Progress(tx)).map_err(|_| StreamError::Gone)?;
-        rx.await.map_err(|_| StreamError::Gone)
-    }
-
-    pub async fn finish(self, at: Instant) -> Result<Collected, StreamError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send(Ctl::Finish(at, tx)).map_err(|_| StreamError::Gone)?;
-        rx.await.map_err(|_| StreamError::Gone)
+impl Drop for RecordStream {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = self.tx.send(Ctl::Finish(Instant::now()));
+            let _ = t.join();
+        }
     }
 }
 
@@ -144,13 +211,14 @@ impl RecordStream {
 mod tests {
     use super::*;
     use miglab_workloads::record::Record;
-    use tokio::io::AsyncWriteExt;
-    use tokio::net::UnixListener;
+    use std::io::Write;
+    use std::os::unix::net::UnixListener;
+    use std::time::Duration;
 
     /// A stream split mid-frame between two sockets, the second one's bytes arriving first,
     /// decodes as if it had been one.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_stream_split_across_two_qemus_is_read_in_the_guests_order() {
+    #[test]
+    fn a_stream_split_across_two_qemus_is_read_in_the_guests_order() {
         let dir = tempfile::tempdir().expect("tmp");
         let (p1, p2) = (dir.path().join("src.sock"), dir.path().join("dst.sock"));
         let (l1, l2) = (UnixListener::bind(&p1).expect("bind"), UnixListener::bind(&p2).expect("bind"));
@@ -158,19 +226,56 @@ mod tests {
             .flat_map(|i| Record::Heartbeat { seq: i, guest_ns: i as u64 * 1_000_000 }.to_bytes())
             .collect();
         let cut = 50 * 32 + 7;
-        let t0 = Instant::now();
-        let stream = RecordStream::connect(&p1, t0).await.expect("connect");
-        let (mut src, _) = l1.accept().await.expect("accept");
-        src.write_all(&bytes[..cut - 100]).await.expect("write");
-        stream.attach(&p2).await.expect("attach");
-        let (mut dst, _) = l2.accept().await.expect("accept");
+        let clock = RunClock::start();
+        let bus = Bus::new(clock);
+        let stream = RecordStream::connect(&p1, clock, &bus).expect("connect");
+        let (mut src, _) = l1.accept().expect("accept");
+        src.write_all(&bytes[..cut - 100]).expect("write");
+        stream.attach(&p2).expect("attach");
+        let (mut dst, _) = l2.accept().expect("accept");
         // The destination speaks before the source has finished.
-        dst.write_all(&bytes[cut..]).await.expect("write");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        src.write_all(&bytes[cut - 100..cut]).await.expect("write");
+        dst.write_all(&bytes[cut..]).expect("write");
+        std::thread::sleep(Duration::from_millis(50));
+        src.write_all(&bytes[cut - 100..cut]).expect("write");
         drop(src);
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        let c = stream.finish(Instant::now()).await.expect("finish");
+        std::thread::sleep(Duration::from_millis(50));
+        let c = stream.finish(Instant::now()).expect("finish");
         assert_eq!((c.heartbeats, c.heartbeats_missing, c.bad_frames), (100, 0, 0));
+    }
+
+    /// Windows follow the bus: a hop's window opens at HopStarted, closes at Settled, and its
+    /// figures come back on the bus.
+    #[test]
+    fn windows_open_and_close_on_the_bus() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("r.sock");
+        let l = UnixListener::bind(&p).expect("bind");
+        let clock = RunClock::start();
+        let bus = Bus::new(clock);
+        let mut seen = bus.subscribe();
+        let stream = RecordStream::connect(&p, clock, &bus).expect("connect");
+        let (mut w, _) = l.accept().expect("accept");
+        w.write_all(&Record::Heartbeat { seq: 0, guest_ns: 1 }.to_bytes()).expect("write");
+        bus.publish(Observed::HopStarted { hop: 1, from: "c1".into(), to: "c2".into() });
+        std::thread::sleep(Duration::from_millis(30));
+        w.write_all(&Record::Heartbeat { seq: 1, guest_ns: 2 }.to_bytes()).expect("write");
+        std::thread::sleep(Duration::from_millis(30));
+        bus.publish(Observed::Settled { hop: 1 });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let closed = loop {
+            assert!(Instant::now() < deadline, "no WindowClosed on the bus");
+            match seen.try_recv() {
+                Ok(o) => {
+                    if let Observed::WindowClosed(w) = o.what {
+                        break w;
+                    }
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        };
+        assert_eq!(closed.name, "migration 1");
+        assert!(closed.heartbeat_gap_ms.expect("gap") >= 20.0, "{closed:?}");
+        let c = stream.finish(Instant::now()).expect("finish");
+        assert_eq!(c.windows.len(), 1);
     }
 }

@@ -1,23 +1,50 @@
-//! Topologies: where the Ceph cluster, the client hosts and (later) the VMs live.
+//! Topologies: where the Ceph cluster, the client hosts and the VMs live.
 //!
-//! Scenarios talk to a [`Topology`], never to a concrete one, so that the local lab (namespaces
-//! on this machine) and an external one (an existing cluster and SSH-reached hosts) can run the
-//! same scenario.
+//! Everything above this module talks to the traits here, never to a concrete topology, so that
+//! the local lab (namespaces on this machine) and an external one (an existing cluster and
+//! SSH-reached hosts) run the same scenario:
+//!
+//! * [`Host`] — one client host: its address, its CephFS mount, commands inside it;
+//! * [`Site`] — what VMs and migrations act through: processes started on a host under the
+//!   site's one supervisor, a ledger of running instances (opaque records: the topology knows
+//!   nothing of VMs), where an instance keeps its files, a host's migration address;
+//! * [`Topology`] — a site whose Ceph cluster and links can be acted on (faults).
 
 pub mod admin;
 pub mod ceph;
 pub mod lab;
 pub mod layout;
+pub mod mountinfo;
 pub mod net;
 pub mod state;
 
+use crate::process::{ProcRecord, ProcessError, ProcessSpec};
+use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::str::FromStr;
+use thiserror::Error;
 
 pub use miglab_faults::{DaemonAction, LinkShape};
+pub use state::Instance;
+
+/// What a topology can fail with, whichever it is.
+#[derive(Debug, Error)]
+pub enum TopologyError {
+    #[error(transparent)]
+    Lab(#[from] Box<lab::LabError>),
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+}
+
+impl From<lab::LabError> for TopologyError {
+    fn from(e: lab::LabError) -> Self {
+        TopologyError::Lab(Box::new(e))
+    }
+}
 
 /// A Ceph daemon, as Ceph names it: `mon.a`, `mgr.x`, `osd.1`, `mds.b`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -100,19 +127,41 @@ pub trait Host: Send + Sync {
     fn netns_path(&self) -> Option<PathBuf>;
 }
 
-/// What every topology offers to scenarios and fault injectors.
-pub trait Topology {
-    type Error: std::error::Error + Send + Sync + 'static;
+/// What VMs and migrations act through.
+pub trait Site: Send + Sync + fmt::Debug {
+    /// The hosts VMs run on, in the site's order (hops ping-pong through them).
+    fn host_names(&self) -> Vec<String>;
+    fn host(&self, name: &str) -> Result<&dyn Host, TopologyError>;
+    /// Starts `spec` on `host`, supervised and recorded, so that `down` can always stop it.
+    fn spawn(&self, host: &str, spec: ProcessSpec) -> Result<ProcRecord, TopologyError>;
+    /// SIGTERM, grace, SIGKILL, reaped; the record is forgotten.
+    fn stop(&self, rec: &ProcRecord) -> Result<(), TopologyError>;
+    fn signal(&self, rec: &ProcRecord, signal: Signal) -> Result<(), TopologyError>;
+    /// `Some(how)` once the process has exited.
+    fn exit_status(&self, rec: &ProcRecord) -> Option<String>;
+    /// The newest record of a process by name.
+    fn process(&self, name: &str) -> Option<ProcRecord>;
+    /// Records an instance (before its processes start), replacing one of the same id.
+    fn record_instance(&self, id: &str, record: serde_json::Value) -> Result<(), TopologyError>;
+    fn forget_instance(&self, id: &str) -> Result<(), TopologyError>;
+    fn instances(&self) -> Vec<Instance>;
+    /// Below it, each instance has a directory of its own (sockets, logs).
+    fn instances_dir(&self) -> PathBuf;
+    /// Where a migration stream to `host` is sent.
+    fn migration_address(&self, host: &str) -> Result<IpAddr, TopologyError>;
+    /// The site's own logs (Ceph's), copied into each result.
+    fn log_dir(&self) -> PathBuf;
+}
 
-    fn hosts(&self) -> Vec<&dyn Host>;
-    fn host(&self, name: &str) -> Result<&dyn Host, Self::Error>;
+/// A site whose cluster and network can be acted on: what fault injection needs.
+pub trait Topology: Site {
     fn daemons(&self) -> Vec<DaemonId>;
-    /// Stop / freeze / resume / kill / restart a Ceph daemon.
-    fn daemon(&self, id: &DaemonId, action: DaemonAction) -> Result<(), Self::Error>;
+    /// Stop / freeze / resume / kill / restart a Ceph daemon; returns once its effect is seen.
+    fn daemon(&self, id: &DaemonId, action: DaemonAction) -> Result<(), TopologyError>;
     /// Changes a daemon's configuration at runtime (`ceph tell <daemon> config set`).
-    fn config_set(&self, id: &DaemonId, key: &str, value: &str) -> Result<(), Self::Error>;
+    fn config_set(&self, id: &DaemonId, key: &str, value: &str) -> Result<(), TopologyError>;
     /// Shapes (rate, burst, latency) or restores a host's link.
-    fn shape_link(&self, host: &str, shape: Option<LinkShape>) -> Result<(), Self::Error>;
+    fn shape_link(&self, host: &str, shape: Option<LinkShape>) -> Result<(), TopologyError>;
     /// Cuts a host off the lab network (packets dropped, the link stays up) or heals it.
-    fn cut_link(&self, host: &str, cut: bool) -> Result<(), Self::Error>;
+    fn cut_link(&self, host: &str, cut: bool) -> Result<(), TopologyError>;
 }

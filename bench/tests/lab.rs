@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use miglab::topology::ceph::ObjectStore;
 use miglab::topology::lab::{self, Lab, LabError, LabOptions};
-use miglab::topology::{DaemonId, Topology};
+use miglab::topology::{DaemonId, Site, Topology};
 use miglab_faults::{DaemonAction, LinkShape};
 use std::net::{SocketAddrV4, TcpStream};
 use std::time::Duration;
@@ -86,7 +86,8 @@ fn lab_serves_cephfs_to_both_hosts_and_survives_an_osd_kill() {
 
     // Cut c2 off: it cannot reach the monitor until healed; c1 still can.
     let mon = SocketAddrV4::new(state.layout.gateway, state.layout.mon_port);
-    let ns = |i: usize| lab.hosts()[i].netns_path().expect("a lab host has a netns");
+    let names = lab.host_names();
+    let ns = |i: usize| lab.host(&names[i]).expect("host").netns_path().expect("a lab host has a netns");
     assert!(connects_from(ns(1), mon), "c2 reaches the monitor before the cut");
     lab.cut_link("c2", true).expect("cut");
     assert!(!connects_from(ns(1), mon), "c2 still reaches the monitor while cut");
@@ -108,7 +109,7 @@ fn memstore_lab_comes_up_and_down() {
     let _down = DownOnDrop { name: "t-mem", root: root.path() };
     let opts = LabOptions { objectstore: ObjectStore::Memstore, clients: 1, ..options("t-mem", root.path()) };
     let lab = Lab::up(&opts).unwrap_or_else(|e| panic!("lab up: {e}"));
-    assert_eq!(lab.hosts().len(), 1);
+    assert_eq!(lab.host_names().len(), 1);
     let conf = std::fs::read_to_string(lab.layout().conf()).expect("conf");
     assert!(conf.contains("osd_objectstore = memstore"));
     let m = lab.host("c1").expect("c1").mount_point();
@@ -214,6 +215,6 @@ fn bad_input_fails_clearly_and_leaves_nothing() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("osd.<n>"));
     let out =
         miglab().args(["lab", "down", "--name", "t-none", "--root"]).arg(root.path()).output().expect("run");
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "a lab that does not exist is bad input");
     assert!(String::from_utf8_lossy(&out.stderr).contains("no lab named 't-none'"));
 }

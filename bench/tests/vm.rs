@@ -4,28 +4,33 @@
 mod common;
 
 use common::*;
-use miglab::migration::{self, MigrationOptions, Quiet};
+use miglab::clock::RunClock;
+use miglab::migration::{self, Hop, MigrationOptions};
+use miglab::observe::{Bus, Observed};
 use miglab::readloop::{check_continuity, start_read_loop, status, write_hello};
+use miglab::stream::RecordStream;
 use miglab::topology::lab::{Lab, LabOptions};
-use miglab::vm::{Vm, VmError, VmSpec};
-use miglab::Topology;
-use miglab_reports::{MigrationParams, Outcome, Side, TimelineEvent};
-use std::time::Duration;
+use miglab::topology::Site;
+use miglab::vm::{ledger, Vm, VmError, VmSpec};
+use miglab_reports::{MigrationParams, MigrationStatus, Outcome, QmpEvent, Side};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
 }
 
-fn lab(name: &str, root: &std::path::Path) -> Lab {
-    Lab::up(&LabOptions { name: name.into(), root: root.into(), ..LabOptions::default() })
-        .unwrap_or_else(|e| panic!("lab up: {e}"))
+fn lab(name: &str, root: &std::path::Path) -> Arc<Lab> {
+    Arc::new(
+        Lab::up(&LabOptions { name: name.into(), root: root.into(), ..LabOptions::default() })
+            .unwrap_or_else(|e| panic!("lab up: {e}")),
+    )
 }
 
 /// Boots vm0 on c1 with the read loop running.
-async fn boot(lab: &Lab) -> Vm {
-    write_hello(lab.host("c1").expect("c1")).expect("hello file");
-    let mut vm =
-        Vm::start(lab, &VmSpec::new("vm0"), "c1", 0, false).await.unwrap_or_else(|e| panic!("vm start: {e}"));
+async fn boot(site: &Arc<dyn Site>) -> Vm {
+    write_hello(site.host("c1").expect("c1")).expect("hello file");
+    let mut vm = Vm::start(site, &VmSpec::new("vm0"), "c1", 0, false).await.unwrap_or_else(|e| panic!("vm start: {e}"));
     let hello = vm.hello.clone().expect("booted");
     assert!(hello.fs_mounted, "virtio-fs not mounted: {:?}", hello.setup_error);
     assert_eq!(hello.setup_error, None);
@@ -34,7 +39,7 @@ async fn boot(lab: &Lab) -> Vm {
 }
 
 fn no_vm_processes_left(lab: &Lab) {
-    assert!(lab.vms().is_empty(), "VM records left: {:?}", lab.vms());
+    assert!(ledger::all(lab).is_empty(), "VM records left: {:?}", ledger::all(lab));
     for p in lab.state().processes {
         if p.name.starts_with("qemu.") || p.name.starts_with("virtiofsd.") {
             assert!(!miglab::process::is_alive(&p), "{} still runs", p.name);
@@ -42,44 +47,73 @@ fn no_vm_processes_left(lab: &Lab) {
     }
 }
 
+fn down(lab: Arc<Lab>) {
+    let state = lab.state();
+    Arc::try_unwrap(lab).unwrap_or_else(|_| panic!("the lab is still shared")).down().unwrap_or_else(|e| panic!("lab down: {e}"));
+    assert_nothing_left(&state);
+}
+
+/// Three hops with the read loop running and the record stream following the guest: every
+/// heartbeat arrives (none missing, no bad frame), the reads never stop, every window has its
+/// figures.
 #[test]
 #[ignore = "needs the lab (root, Ceph, QEMU): cargo test -- --include-ignored"]
-fn a_guest_reading_cephfs_migrates_three_hops_without_a_gap_in_its_reads() {
+fn a_guest_reading_cephfs_migrates_three_hops_and_its_record_stream_follows() {
     let root = lab_root();
     let _down = DownOnDrop { name: "t-vm", root: root.path() };
     let lab = lab("t-vm", root.path());
+    let site: Arc<dyn Site> = lab.clone();
     runtime().block_on(async {
-        let mut vm = boot(&lab).await;
+        let mut vm = boot(&site).await;
+        let clock = RunClock::start();
+        let bus = Bus::new(clock);
+        let stream = RecordStream::connect(&vm.record.files.records(), clock, &bus).expect("records");
         let opts = MigrationOptions::default();
-        for (hop, to) in ["c2", "c1", "c2"].into_iter().enumerate() {
+        for (i, to) in ["c2", "c1", "c2"].into_iter().enumerate() {
+            let n = i as u32 + 1;
             let before = status(&mut vm).await.expect("status before");
-            let (next, rec) =
-                migration::migrate(&lab, vm, to, &opts, &mut Quiet, None).await.expect("migrate");
-            vm = next;
-            assert!(rec.completed(), "hop {hop}: {:?}", rec.outcome);
-            assert_eq!(vm.record.host, to);
+            let hop = Hop { site: &site, bus: &bus, records: Some(&stream), number: n };
+            let rec = migration::migrate(&hop, &mut vm, to, &opts).await.expect("migrate");
+            assert!(rec.completed(), "hop {n}: {:?}", rec.outcome);
+            assert_eq!(vm.host(), to);
             assert!(rec.downtime_ms.is_some() && rec.total_time_ms.is_some(), "QEMU's figures: {rec:?}");
             assert!(rec.transferred_bytes.unwrap_or(0) > 1 << 20, "RAM was sent");
             let p = &rec.phases;
-            assert!(
-                p.stop_ms.is_some() && p.resume_ms.is_some(),
-                "source STOP and destination RESUME: {:?}",
-                rec.timeline
-            );
+            assert!(p.stop_ms.is_some() && p.resume_ms.is_some(), "source STOP and destination RESUME: {:?}", rec.timeline);
             assert!(p.paused_ms.expect("paused") >= 0.0);
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let after = status(&mut vm).await.expect("status after");
-            check_continuity(&before, &after).unwrap_or_else(|e| panic!("hop {hop}: {e}"));
+            assert!(rec.started_ms > 0.0 && p.resume_ms.expect("resume") > rec.started_ms, "one clock");
+            // The guest keeps reading on its new host.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let after = loop {
+                let s = status(&mut vm).await.expect("status after");
+                if s.ops > before.ops || Instant::now() > deadline {
+                    break s;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            check_continuity(&before, &after).unwrap_or_else(|e| panic!("hop {n}: {e}"));
             assert_eq!(after.errors, 0);
+            bus.publish(Observed::Settled { hop: n });
         }
+        // Heartbeats arrive after the last switch-over too.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let c = tokio::task::spawn_blocking(move || stream.finish(Instant::now())).await.expect("join").expect("finish");
+        assert_eq!((c.heartbeats_missing, c.bad_frames), (0, 0), "the stream followed the guest");
+        assert_eq!(c.windows.len(), 3);
+        for w in &c.windows {
+            let gap = w.heartbeat_gap_ms.unwrap_or_else(|| panic!("{}: {:?}", w.name, w.unmeasured));
+            assert!(gap > 0.0 && w.guest_clock_gap_ms.is_some() && !w.heartbeat_gap_unended, "{w:?}");
+            assert!(w.io_stall_ms.is_some() && !w.io_stall_unended, "{w:?}");
+        }
+        let last_resume = c.windows.last().map(|w| w.end_ms).unwrap_or_default();
+        assert!(c.last_heartbeat_ms.expect("heartbeats") > last_resume, "heard after the last hop");
         // Only the current instance runs: every source was stopped, its virtiofsd gone too.
-        assert_eq!(lab.vms().len(), 1);
-        vm.stop(&lab).await.expect("stop");
+        assert_eq!(ledger::all(lab.as_ref()).len(), 1);
+        vm.stop().await.expect("stop");
         no_vm_processes_left(&lab);
     });
-    let state = lab.state();
-    lab.down().unwrap_or_else(|e| panic!("lab down: {e}"));
-    assert_nothing_left(&state);
+    drop(site);
+    down(lab);
 }
 
 #[test]
@@ -88,41 +122,105 @@ fn killing_the_destination_virtiofsd_fails_the_migration_and_the_source_goes_on(
     let root = lab_root();
     let _down = DownOnDrop { name: "t-vfsd", root: root.path() };
     let lab = lab("t-vfsd", root.path());
+    let site: Arc<dyn Site> = lab.clone();
     runtime().block_on(async {
-        let mut vm = boot(&lab).await;
+        let mut vm = boot(&site).await;
         let before = status(&mut vm).await.expect("status");
-        let sup = lab.supervisor();
-        let mut killed = false;
-        let mut kill_dst_virtiofsd = |e: &TimelineEvent, _src: &Vm, dst: &Vm| {
-            if !killed
-                && e.side == Side::Source
-                && e.event == "MIGRATION"
-                && e.detail.as_deref() == Some("active")
-            {
-                sup.signal(&dst.virtiofsd, nix::sys::signal::Signal::SIGKILL).expect("kill virtiofsd");
-                killed = true;
+        let bus = Bus::new(RunClock::start());
+        // A subscriber kills the destination's virtiofsd once the source says `active`.
+        let mut seen = bus.subscribe();
+        let killer_site = site.clone();
+        let killer = tokio::spawn(async move {
+            while let Some(o) = seen.recv().await {
+                if let Observed::Qmp { side: Side::Source, event: QmpEvent::Migration { status: MigrationStatus::Active }, .. } = o.what {
+                    let dst = ledger::all(killer_site.as_ref()).into_iter().find(|r| r.incoming).expect("destination");
+                    let p = killer_site.process(&dst.virtiofsd_name()).expect("its virtiofsd");
+                    killer_site.signal(&p, nix::sys::signal::Signal::SIGKILL).expect("kill virtiofsd");
+                    return true;
+                }
             }
-        };
-        let (mut vm, rec) =
-            migration::migrate(&lab, vm, "c2", &MigrationOptions::default(), &mut kill_dst_virtiofsd, None)
-                .await
-                .expect("migrate");
-        assert!(killed, "the migration never went active: {:?}", rec.timeline);
+            false
+        });
+        let hop = Hop { site: &site, bus: &bus, records: None, number: 1 };
+        let rec = migration::migrate(&hop, &mut vm, "c2", &MigrationOptions::default()).await.expect("migrate");
+        assert!(killer.await.expect("killer"), "the migration never went active: {:?}", rec.timeline);
         match &rec.outcome {
-            Outcome::Failed { error } => assert!(!error.is_empty()),
+            Outcome::Failed { error, source_running } => {
+                assert!(!error.is_empty());
+                assert!(source_running, "return-path resumed the source");
+            }
             o => panic!("expected a failed migration, got {o:?}"),
         }
-        assert_eq!(vm.record.host, "c1", "the guest stays on the source");
-        assert!(vm.qmp.running().await.expect("query-status"), "return-path resumed the source");
+        assert_eq!(vm.host(), "c1", "the guest stays on the source");
+        assert!(vm.qmp.running().await.expect("query-status"));
         tokio::time::sleep(Duration::from_millis(500)).await;
         let after = status(&mut vm).await.expect("status after");
         check_continuity(&before, &after).unwrap_or_else(|e| panic!("{e}"));
         // The failed destination is gone.
-        assert_eq!(lab.vms().len(), 1);
-        vm.stop(&lab).await.expect("stop");
+        assert_eq!(ledger::all(lab.as_ref()).len(), 1);
+        vm.stop().await.expect("stop");
         no_vm_processes_left(&lab);
     });
-    lab.down().unwrap_or_else(|e| panic!("lab down: {e}"));
+    drop(site);
+    down(lab);
+}
+
+/// Kill the destination's QEMU, or the source's, at each step of a hop; or drop a hop halfway
+/// (an interrupt): nothing of either instance is left, and the errors say what happened.
+#[test]
+#[ignore = "needs the lab (root, Ceph, QEMU): cargo test -- --include-ignored"]
+fn a_hop_that_breaks_at_any_step_leaves_nothing_behind() {
+    let root = lab_root();
+    let _down = DownOnDrop { name: "t-break", root: root.path() };
+    let lab = lab("t-break", root.path());
+    let site: Arc<dyn Site> = lab.clone();
+    runtime().block_on(async {
+        let steps = [(Side::Destination, MigrationStatus::Setup), (Side::Source, MigrationStatus::Active), (Side::Source, MigrationStatus::Device)];
+        for (i, (victim, at)) in steps.into_iter().enumerate() {
+            let mut vm = boot(&site).await;
+            let bus = Bus::new(RunClock::start());
+            let mut seen = bus.subscribe();
+            let s = site.clone();
+            let killer = tokio::spawn(async move {
+                while let Some(o) = seen.recv().await {
+                    if let Observed::Qmp { side: Side::Source, event: QmpEvent::Migration { status }, .. } = o.what {
+                        if status == at || (at == MigrationStatus::Setup && status == MigrationStatus::Active) {
+                            let recs = ledger::all(s.as_ref());
+                            let r = recs.iter().find(|r| r.incoming == (victim == Side::Destination)).expect("instance");
+                            let p = s.process(&r.qemu_name()).expect("its qemu");
+                            s.signal(&p, nix::sys::signal::Signal::SIGKILL).expect("kill qemu");
+                            return;
+                        }
+                    }
+                }
+            });
+            let hop = Hop { site: &site, bus: &bus, records: None, number: 1 };
+            let r = migration::migrate(&hop, &mut vm, "c2", &MigrationOptions::default()).await;
+            killer.abort();
+            match r {
+                Ok(rec) => assert!(!rec.completed(), "step {i}: a killed QEMU cannot complete a migration: {rec:?}"),
+                Err(e) => assert!(!e.to_string().is_empty(), "step {i}"),
+            }
+            // Whatever state it is in, stopping what the caller holds cleans up.
+            let _ = vm.stop().await;
+            no_vm_processes_left(&lab);
+        }
+        // A hop dropped halfway (what an interrupt does): the guard stops the destination,
+        // the caller stops the source.
+        let mut vm = boot(&site).await;
+        let bus = Bus::new(RunClock::start());
+        let opts = MigrationOptions {
+            params: MigrationParams { max_bandwidth: Some(1_000_000), ..MigrationParams::default() },
+            ..MigrationOptions::default()
+        };
+        let hop = Hop { site: &site, bus: &bus, records: None, number: 1 };
+        let r = tokio::time::timeout(Duration::from_secs(3), migration::migrate(&hop, &mut vm, "c2", &opts)).await;
+        assert!(r.is_err(), "a 1 MB/s migration of 512 MiB cannot be done in 3 s");
+        vm.stop().await.expect("stop the source");
+        no_vm_processes_left(&lab);
+    });
+    drop(site);
+    down(lab);
 }
 
 #[test]
@@ -131,48 +229,45 @@ fn vm_failures_are_named_and_clean_up_after_themselves() {
     let root = lab_root();
     let _down = DownOnDrop { name: "t-vmbad", root: root.path() };
     let lab = lab("t-vmbad", root.path());
+    let site: Arc<dyn Site> = lab.clone();
     runtime().block_on(async {
         // A guest that never says hello: a shell instead of the agent.
-        let spec = VmSpec {
-            cmdline_extra: Some("rdinit=/bin/sh".into()),
-            boot_timeout_ms: 5_000,
-            ..VmSpec::new("vm-sh")
-        };
-        let e = Vm::start(&lab, &spec, "c1", 0, false).await.expect_err("never says hello");
+        let spec = VmSpec { cmdline_extra: Some("rdinit=/bin/sh".into()), boot_timeout_ms: 5_000, ..VmSpec::new("vm-sh") };
+        let e = Vm::start(&site, &spec, "c1", 0, false).await.expect_err("never says hello");
         assert!(matches!(e, VmError::NeverBooted { .. }), "{e}");
         no_vm_processes_left(&lab);
 
         // A kernel that panics: QEMU exits, and the console says why.
         let spec = VmSpec { cmdline_extra: Some("rdinit=/nonexistent".into()), ..VmSpec::new("vm-panic") };
-        let e = Vm::start(&lab, &spec, "c1", 0, false).await.expect_err("panics");
+        let e = Vm::start(&site, &spec, "c1", 0, false).await.expect_err("panics");
         assert!(matches!(e, VmError::QemuDied { .. }), "{e}");
         assert!(e.to_string().contains("Kernel panic"), "{e}");
         no_vm_processes_left(&lab);
 
         // A virtiofsd that dies before QEMU connects.
         let spec = VmSpec { virtiofsd_args: vec!["--no-such-option".into()], ..VmSpec::new("vm-vfsd") };
-        let e = Vm::start(&lab, &spec, "c1", 0, false).await.expect_err("virtiofsd dies");
+        let e = Vm::start(&site, &spec, "c1", 0, false).await.expect_err("virtiofsd dies");
         assert!(matches!(e, VmError::VirtiofsdDied { .. }), "{e}");
         assert!(e.to_string().contains("no-such-option"), "{e}");
         no_vm_processes_left(&lab);
 
         // A migration that cannot converge (100 kB/s for 512 MiB): deadline, cancel, report;
         // the guest goes on at the source.
-        let mut vm = boot(&lab).await;
+        let mut vm = boot(&site).await;
         let before = status(&mut vm).await.expect("status");
         let opts = MigrationOptions {
             params: MigrationParams { max_bandwidth: Some(100_000), ..MigrationParams::default() },
             timeout: Duration::from_secs(2),
             ..MigrationOptions::default()
         };
-        let (mut vm, rec) =
-            migration::migrate(&lab, vm, "c2", &opts, &mut Quiet, None).await.expect("migrate");
-        assert!(matches!(rec.outcome, Outcome::TimedOut { after_ms: 2000 }), "{:?}", rec.outcome);
-        assert_eq!(vm.record.host, "c1");
-        assert!(vm.qmp.running().await.expect("query-status"));
+        let bus = Bus::new(RunClock::start());
+        let hop = Hop { site: &site, bus: &bus, records: None, number: 1 };
+        let rec = migration::migrate(&hop, &mut vm, "c2", &opts).await.expect("migrate");
+        assert!(matches!(rec.outcome, Outcome::TimedOut { after_ms: 2000, source_running: true }), "{:?}", rec.outcome);
+        assert_eq!(vm.host(), "c1");
         tokio::time::sleep(Duration::from_millis(300)).await;
         check_continuity(&before, &status(&mut vm).await.expect("status")).unwrap_or_else(|e| panic!("{e}"));
-        vm.stop(&lab).await.expect("stop");
+        vm.stop().await.expect("stop");
         no_vm_processes_left(&lab);
     });
 
@@ -186,6 +281,7 @@ fn vm_failures_are_named_and_clean_up_after_themselves() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("miglab image build"), "{err}");
-    assert!(lab.vms().is_empty());
-    lab.down().unwrap_or_else(|e| panic!("lab down: {e}"));
+    assert!(ledger::all(lab.as_ref()).is_empty());
+    drop(site);
+    down(lab);
 }

@@ -1,38 +1,156 @@
-//! What one live migration did: QEMU's own figures and the phase timeline stamped on arrival.
+//! What one live migration did: QEMU's own figures and the typed timeline of both QEMUs' events,
+//! stamped on arrival on the run clock.
 
 use serde::{Deserialize, Serialize};
+use std::fmt;
 
 /// Which QEMU an event came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Side {
     Source,
     Destination,
 }
 
-/// One QMP event (or miglab action) on the migration's timeline.
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Source => "source",
+            Side::Destination => "destination",
+        }
+    }
+}
+
+/// QEMU's `MigrationStatus`, as its `MIGRATION` event and `query-migrate` report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MigrationStatus {
+    None,
+    Setup,
+    Cancelling,
+    Cancelled,
+    Active,
+    PostcopyActive,
+    PostcopyPaused,
+    PostcopyRecoverSetup,
+    PostcopyRecover,
+    Completed,
+    Failed,
+    Colo,
+    PreSwitchover,
+    Device,
+    WaitUnplug,
+}
+
+impl MigrationStatus {
+    pub const ALL: [MigrationStatus; 15] = [
+        Self::None,
+        Self::Setup,
+        Self::Cancelling,
+        Self::Cancelled,
+        Self::Active,
+        Self::PostcopyActive,
+        Self::PostcopyPaused,
+        Self::PostcopyRecoverSetup,
+        Self::PostcopyRecover,
+        Self::Completed,
+        Self::Failed,
+        Self::Colo,
+        Self::PreSwitchover,
+        Self::Device,
+        Self::WaitUnplug,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Setup => "setup",
+            Self::Cancelling => "cancelling",
+            Self::Cancelled => "cancelled",
+            Self::Active => "active",
+            Self::PostcopyActive => "postcopy-active",
+            Self::PostcopyPaused => "postcopy-paused",
+            Self::PostcopyRecoverSetup => "postcopy-recover-setup",
+            Self::PostcopyRecover => "postcopy-recover",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Colo => "colo",
+            Self::PreSwitchover => "pre-switchover",
+            Self::Device => "device",
+            Self::WaitUnplug => "wait-unplug",
+        }
+    }
+
+    /// The status QEMU names `s`, if it is one.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
+    /// Whether the migration is over.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+}
+
+impl fmt::Display for MigrationStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A QMP event that matters to a migration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum QmpEvent {
+    Migration { status: MigrationStatus },
+    /// The source started RAM pass `pass`.
+    MigrationPass { pass: u64 },
+    /// The guest's vCPUs stopped.
+    Stop,
+    /// The guest's vCPUs run again.
+    Resume,
+    /// Any other event, by name.
+    Other { name: String },
+}
+
+impl QmpEvent {
+    /// `(name, detail)` for a CSV row.
+    pub fn describe(&self) -> (String, String) {
+        match self {
+            QmpEvent::Migration { status } => ("MIGRATION".into(), status.to_string()),
+            QmpEvent::MigrationPass { pass } => ("MIGRATION_PASS".into(), pass.to_string()),
+            QmpEvent::Stop => ("STOP".into(), String::new()),
+            QmpEvent::Resume => ("RESUME".into(), String::new()),
+            QmpEvent::Other { name } => (name.clone(), String::new()),
+        }
+    }
+}
+
+/// One QMP event on the run's timeline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TimelineEvent {
-    /// Host monotonic time since the `migrate` command was sent (negative: before it).
+    /// Run clock: ms since the run started, stamped when the event reached miglab.
     pub t_ms: f64,
     pub side: Side,
-    /// `MIGRATION`, `MIGRATION_PASS`, `STOP`, `RESUME`, or a miglab action such as `fault`.
-    pub event: String,
-    /// The status of a MIGRATION event, the pass number of MIGRATION_PASS, a fault's name.
-    pub detail: Option<String>,
+    #[serde(flatten)]
+    pub event: QmpEvent,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum Outcome {
     Completed,
-    /// QEMU's error text; the source kept (or resumed) running the guest.
+    /// QEMU's error text; whether the source kept (or resumed) running the guest.
     Failed {
         error: String,
+        #[serde(default)]
+        source_running: bool,
     },
     /// The deadline passed; the migration was cancelled.
     TimedOut {
         after_ms: u64,
+        #[serde(default)]
+        source_running: bool,
     },
 }
 
@@ -45,13 +163,15 @@ pub struct MigrationParams {
     pub multifd_channels: Option<u8>,
 }
 
-/// The phases derived from the timeline, in ms since `migrate`.
+/// The phases derived from the timeline, on the run clock.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Phases {
     /// Source status `active`: setup is over, RAM is being sent.
     pub active_ms: Option<f64>,
     /// Source `STOP`: the guest is paused for the switch-over.
     pub stop_ms: Option<f64>,
+    /// Source status `device`: the device state (virtio-fs included) is being sent.
+    pub device_ms: Option<f64>,
     /// Destination `RESUME`: the guest runs again, on the destination.
     pub resume_ms: Option<f64>,
     /// Source status `completed`, `failed` or `cancelled`.
@@ -66,34 +186,26 @@ impl Phases {
     pub fn from_timeline(events: &[TimelineEvent]) -> Self {
         let mut ev: Vec<&TimelineEvent> = events.iter().collect();
         ev.sort_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
-        let first = |side: Side, name: &str, detail: Option<&str>| {
-            ev.iter()
-                .find(|e| {
-                    e.side == side && e.event == name && (detail.is_none() || e.detail.as_deref() == detail)
-                })
-                .map(|e| e.t_ms)
+        let first = |side: Side, want: &dyn Fn(&QmpEvent) -> bool| {
+            ev.iter().find(|e| e.side == side && want(&e.event)).map(|e| e.t_ms)
         };
-        let end = ev
-            .iter()
-            .find(|e| {
-                e.side == Side::Source
-                    && e.event == "MIGRATION"
-                    && matches!(e.detail.as_deref(), Some("completed" | "failed" | "cancelled"))
-            })
-            .map(|e| e.t_ms);
-        let stop_ms = first(Side::Source, "STOP", None);
-        let resume_ms = first(Side::Destination, "RESUME", None);
+        let status = |s: MigrationStatus| move |e: &QmpEvent| *e == QmpEvent::Migration { status: s };
+        let stop_ms = first(Side::Source, &|e| *e == QmpEvent::Stop);
+        let resume_ms = first(Side::Destination, &|e| *e == QmpEvent::Resume);
         Phases {
-            active_ms: first(Side::Source, "MIGRATION", Some("active")),
+            active_ms: first(Side::Source, &status(MigrationStatus::Active)),
             stop_ms,
+            device_ms: first(Side::Source, &status(MigrationStatus::Device)),
             resume_ms,
-            end_ms: end,
+            end_ms: first(Side::Source, &|e| matches!(e, QmpEvent::Migration { status } if status.is_final())),
             paused_ms: match (stop_ms, resume_ms) {
                 (Some(s), Some(r)) if r >= s => Some(r - s),
                 _ => None,
             },
-            passes: ev.iter().filter(|e| e.side == Side::Source && e.event == "MIGRATION_PASS").count()
-                as u32,
+            passes: ev
+                .iter()
+                .filter(|e| e.side == Side::Source && matches!(e.event, QmpEvent::MigrationPass { .. }))
+                .count() as u32,
         }
     }
 }
@@ -101,11 +213,17 @@ impl Phases {
 /// One hop of a guest from one host to another.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MigrationRecord {
+    /// 1 for the run's first migration.
+    pub hop: u32,
     pub from: String,
     pub to: String,
     #[serde(flatten)]
     pub outcome: Outcome,
     pub params: MigrationParams,
+    /// The URI the source sent the stream to (a proxy's address for a shaped link).
+    pub uri: String,
+    /// Run clock: when `migrate` was sent.
+    pub started_ms: f64,
     /// QEMU's figures from `query-migrate` on the source.
     pub total_time_ms: Option<u64>,
     pub downtime_ms: Option<u64>,
@@ -131,31 +249,37 @@ impl MigrationRecord {
 mod tests {
     use super::*;
 
-    fn ev(t: f64, side: Side, event: &str, detail: Option<&str>) -> TimelineEvent {
-        TimelineEvent { t_ms: t, side, event: event.into(), detail: detail.map(Into::into) }
+    fn ev(t: f64, side: Side, event: QmpEvent) -> TimelineEvent {
+        TimelineEvent { t_ms: t, side, event }
+    }
+
+    fn st(status: MigrationStatus) -> QmpEvent {
+        QmpEvent::Migration { status }
     }
 
     /// The events a real TCG migration of 512 MiB delivered, shuffled as two QMP streams may
     /// interleave them.
     #[test]
     fn phases_come_from_a_scripted_event_sequence() {
+        use MigrationStatus as M;
         use Side::*;
         let events = vec![
-            ev(920.0, Destination, "RESUME", None),
-            ev(0.4, Source, "MIGRATION", Some("setup")),
-            ev(1.1, Source, "MIGRATION", Some("active")),
-            ev(1.2, Source, "MIGRATION_PASS", Some("1")),
-            ev(-3.0, Destination, "MIGRATION", Some("setup")),
-            ev(640.0, Source, "MIGRATION_PASS", Some("2")),
-            ev(880.0, Source, "STOP", None),
-            ev(881.0, Source, "MIGRATION", Some("device")),
-            ev(905.0, Source, "MIGRATION", Some("completed")),
-            ev(30.0, Destination, "MIGRATION", Some("active")),
-            ev(919.0, Destination, "MIGRATION", Some("completed")),
+            ev(920.0, Destination, QmpEvent::Resume),
+            ev(0.4, Source, st(M::Setup)),
+            ev(1.1, Source, st(M::Active)),
+            ev(1.2, Source, QmpEvent::MigrationPass { pass: 1 }),
+            ev(-3.0, Destination, st(M::Setup)),
+            ev(640.0, Source, QmpEvent::MigrationPass { pass: 2 }),
+            ev(880.0, Source, QmpEvent::Stop),
+            ev(881.0, Source, st(M::Device)),
+            ev(905.0, Source, st(M::Completed)),
+            ev(30.0, Destination, st(M::Active)),
+            ev(919.0, Destination, st(M::Completed)),
         ];
         let p = Phases::from_timeline(&events);
         assert_eq!(p.active_ms, Some(1.1));
         assert_eq!(p.stop_ms, Some(880.0));
+        assert_eq!(p.device_ms, Some(881.0));
         assert_eq!(p.resume_ms, Some(920.0));
         assert_eq!(p.end_ms, Some(905.0));
         assert_eq!(p.paused_ms, Some(40.0));
@@ -164,12 +288,13 @@ mod tests {
 
     #[test]
     fn a_failed_migration_has_no_pause() {
+        use MigrationStatus as M;
         use Side::*;
         let events = vec![
-            ev(1.0, Source, "MIGRATION", Some("active")),
-            ev(500.0, Source, "STOP", None),
-            ev(510.0, Source, "MIGRATION", Some("failed")),
-            ev(512.0, Source, "RESUME", None),
+            ev(1.0, Source, st(M::Active)),
+            ev(500.0, Source, QmpEvent::Stop),
+            ev(510.0, Source, st(M::Failed)),
+            ev(512.0, Source, QmpEvent::Resume),
         ];
         let p = Phases::from_timeline(&events);
         assert_eq!(p.end_ms, Some(510.0));
@@ -178,12 +303,24 @@ mod tests {
     }
 
     #[test]
-    fn records_serialize_with_their_outcome() {
+    fn statuses_round_trip_through_qemus_names() {
+        for s in MigrationStatus::ALL {
+            assert_eq!(MigrationStatus::parse(s.as_str()), Some(s));
+            assert_eq!(serde_json::to_value(s).expect("json"), s.as_str());
+        }
+        assert_eq!(MigrationStatus::parse("bogus"), None);
+    }
+
+    #[test]
+    fn records_serialize_with_their_outcome_and_typed_events() {
         let r = MigrationRecord {
+            hop: 1,
             from: "c1".into(),
             to: "c2".into(),
-            outcome: Outcome::Failed { error: "Unable to write to socket".into() },
+            outcome: Outcome::Failed { error: "Unable to write to socket".into(), source_running: true },
             params: MigrationParams::default(),
+            uri: "tcp:10.77.0.12:4444".into(),
+            started_ms: 1500.0,
             total_time_ms: None,
             downtime_ms: None,
             setup_time_ms: None,
@@ -193,11 +330,13 @@ mod tests {
             mbps: None,
             wall_ms: 12.0,
             phases: Phases::default(),
-            timeline: vec![],
+            timeline: vec![ev(1501.0, Side::Source, st(MigrationStatus::Active))],
         };
         let j = serde_json::to_value(&r).expect("json");
         assert_eq!(j["outcome"], "failed");
         assert_eq!(j["error"], "Unable to write to socket");
+        assert_eq!(j["timeline"][0]["event"], "MIGRATION");
+        assert_eq!(j["timeline"][0]["status"], "active");
         let back: MigrationRecord = serde_json::from_value(j).expect("back");
         assert_eq!(back, r);
     }

@@ -1,13 +1,31 @@
 //! The result of one run: what ran, on what, and what it measured. `result.json` is this type;
 //! the CSV files are views of parts of it.
+//!
+//! Every time in a result is on the **run clock**: milliseconds since the run started, on the
+//! host's monotonic clock; `clock.started_at` says when that was.
 
 use crate::migration::MigrationRecord;
+use miglab_workloads::verify::ProblemCounts;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::Path;
 
 /// Bump when a field changes meaning or disappears (adding fields keeps the version).
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: one run clock, absent gaps, failed ops apart, typed timeline, the plan.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// What the run clock is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Clock {
+    /// RFC 3339 (UTC, ms) of the run clock's zero.
+    pub started_at: String,
+    pub started_unix_ms: u64,
+    pub unit: String,
+}
+
+impl Clock {
+    pub const UNIT: &'static str = "ms since the run started (host CLOCK_MONOTONIC)";
+}
 
 /// Latency percentiles of one op kind, in microseconds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -19,6 +37,7 @@ pub struct Latency {
     pub p90_us: u64,
     pub p99_us: u64,
     pub p999_us: u64,
+    pub p9999_us: u64,
     pub max_us: u64,
 }
 
@@ -26,52 +45,83 @@ pub struct Latency {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct OpSummary {
     pub op: String,
+    /// Ops that completed without error: the only ones in the latencies, IOPS and throughput.
     pub count: u64,
-    pub errors: u64,
+    /// Ops that returned an error.
+    pub failed: u64,
+    /// Reads whose data did not verify.
     pub mismatches: u64,
     pub bytes: u64,
     /// On the guest's clock (which stops while the guest is paused).
     pub guest: Latency,
     /// Mapped to the host's clock through heartbeat pairs: includes the pauses.
     pub host: Latency,
+    /// How long the failed ops took to fail (guest clock).
+    pub failed_latency: Latency,
 }
 
 /// One 100 ms bucket of the time series (host arrival time).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Bucket {
-    /// Start of the bucket, ms since the collector started.
+    /// Start of the bucket, run clock.
     pub t_ms: u64,
+    /// Successful ops and their bytes.
     pub ops: u64,
     pub bytes: u64,
     pub errors: u64,
-    /// p99 of the bucket's op latencies on the guest clock; 0 without ops.
+    /// p99 of the bucket's successful op latencies on the guest clock; 0 without ops.
     pub p99_us: u64,
     pub heartbeats: u32,
 }
 
-/// What the guest saw around a migration or a fault.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// What a window measures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum WindowKind {
+    /// Around migration `hop`, from `migrate` to the end of its settle time.
+    Migration { hop: u32 },
+    /// Around fault `index` of the plan, from its injection to its clearance.
+    Fault { index: u32 },
+}
+
+/// What the guest saw around a migration or a fault. A figure that could not be measured is
+/// absent, and `unmeasured` says why — it never reads 0.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Window {
     pub name: String,
+    #[serde(flatten)]
+    pub kind: WindowKind,
     pub start_ms: f64,
     pub end_ms: f64,
     /// The longest time without a heartbeat arriving at the host: how long the guest made no
     /// visible progress.
-    pub heartbeat_gap_ms: f64,
+    pub heartbeat_gap_ms: Option<f64>,
+    /// The longest gap had not ended when the stream ended (it counts to that end).
+    pub heartbeat_gap_unended: bool,
     /// How far the guest's clock advanced across that gap; the difference to the gap is time
-    /// the guest was frozen.
-    pub guest_clock_gap_ms: f64,
-    /// The longest time without an op completing, of the stalls that overlap the window. A
-    /// stall still going when the window closes is measured to the completion that ends it.
-    pub io_stall_ms: f64,
+    /// the guest was frozen. Absent when the gap did not end with a heartbeat.
+    pub guest_clock_gap_ms: Option<f64>,
+    /// The longest time without a successful op completing, of the stalls that overlap the
+    /// window. A stall still going when the window closes is measured to the completion that
+    /// ends it.
+    pub io_stall_ms: Option<f64>,
     /// The stall had not ended as of this report: at the window's close (in the progress line),
     /// or at the end of the stream (in the result; `io_stall_ms` then counts to that end).
-    #[serde(default)]
     pub io_stall_unended: bool,
+    /// Why a figure is absent.
+    pub unmeasured: Vec<String>,
+    /// Successful and failed ops that completed inside the window.
     pub ops: u64,
     pub errors: u64,
-    /// QEMU's own downtime, for a migration window.
-    pub qemu_downtime_ms: Option<u64>,
+}
+
+impl Window {
+    pub fn hop(&self) -> Option<u32> {
+        match self.kind {
+            WindowKind::Migration { hop } => Some(hop),
+            WindowKind::Fault { .. } => None,
+        }
+    }
 }
 
 /// What produced the numbers.
@@ -91,21 +141,51 @@ pub struct Provenance {
     pub hostname: Option<String>,
 }
 
-/// Verification at the end of a run.
+/// Verification at the end of a run, and during it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Verification {
     pub blocks: u64,
+    /// Blocks holding something other than the last successful write.
     pub mismatched: u64,
     pub missing: u64,
+    /// Writes that returned an error to the guest, yet landed.
+    pub errored_write_landed: u64,
+    /// Reads during the run whose data did not verify.
+    pub inline_mismatches: u64,
+    /// Every bad block, by problem.
+    pub counts: ProblemCounts,
+    /// How the pass read: `O_DIRECT`, or why not.
+    pub read_mode: String,
+    /// The host whose CephFS client served the pass's reads.
+    pub read_through: String,
+    /// The pass was cut short (interrupted).
+    pub incomplete: bool,
     /// The first bad blocks, as the agent listed them.
     pub bad: Vec<serde_json::Value>,
+}
+
+/// The guest's record stream as the host received it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StreamHealth {
+    pub records: u64,
+    pub heartbeats: u64,
+    /// Gaps in the heartbeats' sequence numbers.
+    pub heartbeats_missing: u64,
+    pub bad_frames: u64,
+    /// Records the agent dropped because the port did not keep up.
+    pub records_dropped: u64,
+    /// Run clock of the first and last heartbeat.
+    pub first_heartbeat_ms: Option<f64>,
+    pub last_heartbeat_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
+    /// Everything ran and nothing was wrong (or the run went as the scenario expected).
     Completed,
-    /// Something failed; `error` says what. Whatever was measured until then is kept.
+    /// Something failed or was wrong; `problems` and `error` say what. Whatever was measured
+    /// until then is kept.
     Failed,
     /// Interrupted (Ctrl-C) or killed: a partial result.
     Aborted,
@@ -118,22 +198,26 @@ pub struct RunResult {
     pub scenario: String,
     pub repetition: u32,
     pub seed: u64,
+    /// Random per run (hex): it marks this run's blocks, so an earlier run's cannot pass.
+    pub nonce: String,
     pub status: RunStatus,
+    /// Why the run failed, one line each (empty when it completed).
+    pub problems: Vec<String>,
+    /// The error that ended the run early, if one did.
     pub error: Option<String>,
-    pub started_at: String,
+    pub clock: Clock,
     pub duration_ms: f64,
     pub provenance: Provenance,
     /// The scenario as it was run (TOML text).
     pub scenario_text: String,
-    pub workload: String,
+    /// Everything the run did, resolved from the scenario (`miglab run --replay` runs it again).
+    pub plan: serde_json::Value,
+    pub workload: serde_json::Value,
     pub ops: Vec<OpSummary>,
     pub migrations: Vec<MigrationRecord>,
     pub windows: Vec<Window>,
     pub verification: Option<Verification>,
-    pub heartbeats: u64,
-    pub heartbeats_missing: u64,
-    pub records_dropped: u64,
-    pub bad_frames: u64,
+    pub stream: StreamHealth,
     pub series: Vec<Bucket>,
 }
 
@@ -144,23 +228,28 @@ impl RunResult {
             scenario: scenario.into(),
             repetition,
             seed,
+            nonce: String::new(),
             status: RunStatus::Aborted,
+            problems: Vec::new(),
             error: None,
-            started_at: String::new(),
+            clock: Clock::default(),
             duration_ms: 0.0,
             provenance: Provenance::default(),
             scenario_text: String::new(),
-            workload: String::new(),
+            plan: serde_json::Value::Null,
+            workload: serde_json::Value::Null,
             ops: Vec::new(),
             migrations: Vec::new(),
             windows: Vec::new(),
             verification: None,
-            heartbeats: 0,
-            heartbeats_missing: 0,
-            records_dropped: 0,
-            bad_frames: 0,
+            stream: StreamHealth::default(),
             series: Vec::new(),
         }
+    }
+
+    /// The window of migration `hop`.
+    pub fn migration_window(&self, hop: u32) -> Option<&Window> {
+        self.windows.iter().find(|w| w.hop() == Some(hop))
     }
 }
 
@@ -175,10 +264,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// `timeline.csv`: the 100 ms series.
+fn finish(w: csv::Writer<Vec<u8>>) -> Result<Vec<u8>, csv::Error> {
+    w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
+}
+
+/// `timeline.csv`: the 100 ms series, on the run clock.
 pub fn timeline_csv(series: &[Bucket]) -> Result<Vec<u8>, csv::Error> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(["t_ms", "ops_per_s", "mb_per_s", "p99_us", "errors", "heartbeats"])?;
+    w.write_record(["run_ms", "ops_per_s", "mb_per_s", "p99_us", "errors", "heartbeats"])?;
     for b in series {
         w.write_record([
             b.t_ms.to_string(),
@@ -189,58 +282,144 @@ pub fn timeline_csv(series: &[Bucket]) -> Result<Vec<u8>, csv::Error> {
             b.heartbeats.to_string(),
         ])?;
     }
-    w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
+    finish(w)
 }
 
-/// `events.csv`: migration phases and other events, in time order.
-pub fn events_csv(result: &RunResult) -> Result<Vec<u8>, csv::Error> {
-    let mut rows: Vec<(f64, String, String, String, String)> = Vec::new();
-    for (i, m) in result.migrations.iter().enumerate() {
+/// One row of `events.csv`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRow {
+    pub run_ms: f64,
+    /// What the event belongs to: `migration 2`, `fault 1`, ...
+    pub source: String,
+    /// `source`, `destination` (a QEMU), `host` (miglab itself).
+    pub side: String,
+    pub event: String,
+    pub detail: String,
+}
+
+/// Every event of a run on the run clock, in time order: both QEMUs' migration events, the
+/// windows, and whatever else the caller adds (faults).
+pub fn event_rows(result: &RunResult) -> Vec<EventRow> {
+    let mut rows = Vec::new();
+    for m in &result.migrations {
+        let source = format!("migration {}", m.hop);
+        rows.push(EventRow {
+            run_ms: m.started_ms,
+            source: source.clone(),
+            side: "host".into(),
+            event: "migrate".into(),
+            detail: format!("{} -> {} {}", m.from, m.to, m.uri),
+        });
         for e in &m.timeline {
-            rows.push((
-                e.t_ms,
-                format!("migration {}", i + 1),
-                format!("{:?}", e.side).to_lowercase(),
-                e.event.clone(),
-                e.detail.clone().unwrap_or_default(),
-            ));
+            let (event, detail) = e.event.describe();
+            rows.push(EventRow {
+                run_ms: e.t_ms,
+                source: source.clone(),
+                side: e.side.as_str().into(),
+                event,
+                detail,
+            });
         }
     }
     for w in &result.windows {
-        rows.push((w.start_ms, w.name.clone(), "host".into(), "window-open".into(), String::new()));
-        rows.push((w.end_ms, w.name.clone(), "host".into(), "window-close".into(), String::new()));
+        for (t, event) in [(w.start_ms, "window-open"), (w.end_ms, "window-close")] {
+            rows.push(EventRow {
+                run_ms: t,
+                source: w.name.clone(),
+                side: "host".into(),
+                event: event.into(),
+                detail: String::new(),
+            });
+        }
     }
-    rows.sort_by(|a, b| a.0.total_cmp(&b.0));
+    rows.sort_by(|a, b| a.run_ms.total_cmp(&b.run_ms));
+    rows
+}
+
+/// `events.csv`: [`event_rows`] with a header that names the clock.
+pub fn events_csv(rows: &[EventRow]) -> Result<Vec<u8>, csv::Error> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(["t_ms", "source", "side", "event", "detail"])?;
-    for (t, s, side, e, d) in rows {
-        w.write_record([format!("{t:.3}"), s, side, e, d])?;
+    w.write_record(["run_ms", "source", "side", "event", "detail"])?;
+    for r in rows {
+        w.write_record([format!("{:.3}", r.run_ms), r.source.clone(), r.side.clone(), r.event.clone(), r.detail.clone()])?;
     }
-    w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
+    finish(w)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::migration::{MigrationParams, MigrationStatus, Outcome, Phases, QmpEvent, Side, TimelineEvent};
+
+    fn window(hop: u32, start: f64, end: f64) -> Window {
+        Window {
+            name: format!("migration {hop}"),
+            kind: WindowKind::Migration { hop },
+            start_ms: start,
+            end_ms: end,
+            heartbeat_gap_ms: None,
+            heartbeat_gap_unended: false,
+            guest_clock_gap_ms: None,
+            io_stall_ms: None,
+            io_stall_unended: false,
+            unmeasured: vec!["no heartbeat before the window opened".into()],
+            ops: 0,
+            errors: 0,
+        }
+    }
 
     #[test]
-    fn a_result_round_trips_and_its_csvs_have_headers() {
+    fn a_result_round_trips_and_its_csvs_name_the_clock() {
         let mut r = RunResult::new("smoke", 1, 42);
         r.status = RunStatus::Completed;
         r.series.push(Bucket { t_ms: 100, ops: 12, bytes: 49152, errors: 0, p99_us: 800, heartbeats: 100 });
-        r.windows.push(Window {
-            name: "migration 1".into(),
-            start_ms: 5.0,
-            end_ms: 900.0,
-            ..Window::default()
-        });
+        r.windows.push(window(1, 5.0, 900.0));
         let j = serde_json::to_string(&r).expect("json");
         assert_eq!(serde_json::from_str::<RunResult>(&j).expect("back"), r);
-        assert!(j.contains("\"schema_version\":1"));
+        assert!(j.contains("\"schema_version\":2"));
+        assert!(j.contains("\"heartbeat_gap_ms\":null"), "absent, not 0: {j}");
+        assert!(j.contains("\"kind\":\"migration\",\"hop\":1"), "{j}");
         let t = String::from_utf8(timeline_csv(&r.series).expect("csv")).expect("utf8");
-        assert_eq!(t, "t_ms,ops_per_s,mb_per_s,p99_us,errors,heartbeats\n100,120,0.492,800,0,100\n");
-        let e = String::from_utf8(events_csv(&r).expect("csv")).expect("utf8");
-        assert!(e.starts_with("t_ms,source,side,event,detail\n5.000,migration 1,host,window-open,"));
+        assert_eq!(t, "run_ms,ops_per_s,mb_per_s,p99_us,errors,heartbeats\n100,120,0.492,800,0,100\n");
+        let e = String::from_utf8(events_csv(&event_rows(&r)).expect("csv")).expect("utf8");
+        assert!(e.starts_with("run_ms,source,side,event,detail\n5.000,migration 1,host,window-open,"), "{e}");
+    }
+
+    /// A migration's events and its window, on one clock, come out in time order.
+    #[test]
+    fn events_of_migrations_and_windows_interleave_in_time_order() {
+        let mut r = RunResult::new("x", 1, 1);
+        r.windows.push(window(1, 1000.0, 3000.0));
+        r.migrations.push(MigrationRecord {
+            hop: 1,
+            from: "c1".into(),
+            to: "c2".into(),
+            outcome: Outcome::Completed,
+            params: MigrationParams::default(),
+            uri: "tcp:10.0.0.2:4444".into(),
+            started_ms: 1000.5,
+            total_time_ms: Some(900),
+            downtime_ms: Some(20),
+            setup_time_ms: Some(1),
+            transferred_bytes: None,
+            ram_total_bytes: None,
+            dirty_sync_count: None,
+            mbps: None,
+            wall_ms: 950.0,
+            phases: Phases::default(),
+            timeline: vec![
+                TimelineEvent { t_ms: 1950.0, side: Side::Destination, event: QmpEvent::Resume },
+                TimelineEvent {
+                    t_ms: 1001.0,
+                    side: Side::Source,
+                    event: QmpEvent::Migration { status: MigrationStatus::Setup },
+                },
+            ],
+        });
+        let rows = event_rows(&r);
+        let names: Vec<&str> = rows.iter().map(|r| r.event.as_str()).collect();
+        assert_eq!(names, ["window-open", "migrate", "MIGRATION", "RESUME", "window-close"]);
+        assert!(rows.windows(2).all(|w| w[0].run_ms <= w[1].run_ms));
     }
 
     #[test]

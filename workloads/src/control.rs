@@ -27,6 +27,9 @@ pub enum Command {
         workload: Workload,
         #[serde(default)]
         seed: u64,
+        /// Random per run: with the seed, it marks every block this run writes.
+        #[serde(default)]
+        nonce: u64,
     },
     /// Stops the workload, then reads back everything it wrote (answered with `Verify`).
     Verify,
@@ -73,9 +76,14 @@ pub struct Status {
     pub boot_id: String,
     pub workload: Option<String>,
     pub running: bool,
-    /// Workers still laying out files (the timed part has not begun).
+    /// Jobs still laying out files (the timed part has not begun).
     #[serde(default)]
     pub laying_out: u32,
+    /// Bytes laid out so far, and in all.
+    #[serde(default)]
+    pub layout_done: u64,
+    #[serde(default)]
+    pub layout_total: u64,
     /// Completed ops without error.
     pub ops: u64,
     pub errors: u64,
@@ -121,7 +129,7 @@ mod tests {
         let cmds = [
             Command::Hello,
             Command::Status,
-            Command::Start { workload: Workload::ReadLoop(ReadLoopJob::default()), seed: 3 },
+            Command::Start { workload: Workload::ReadLoop(ReadLoopJob::default()), seed: 3, nonce: 9 },
             Command::Verify,
             Command::Stop,
             Command::Poweroff,

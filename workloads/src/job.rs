@@ -117,9 +117,37 @@ fn default_size() -> Size {
     Size(16 << 20)
 }
 
-/// A fio-style job: `numjobs` jobs, each with `nrfiles` files of `size` bytes, doing `rw` in
-/// blocks of `bs`, `iodepth` requests in flight per job (synchronous I/O, one thread per
-/// request slot).
+/// fio's `ioengine`. Only synchronous engines so far: one request in flight per job, whatever
+/// `iodepth` says, exactly as fio runs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IoEngine {
+    /// pread/pwrite.
+    #[default]
+    Psync,
+    /// read/write after lseek (miglab issues pread/pwrite: the same requests reach the file).
+    Sync,
+    /// preadv/pwritev of one vector (likewise).
+    Pvsync,
+}
+
+impl IoEngine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IoEngine::Psync => "psync",
+            IoEngine::Sync => "sync",
+            IoEngine::Pvsync => "pvsync",
+        }
+    }
+
+    /// Requests in flight per job with this engine and `iodepth` (synchronous engines: 1).
+    pub fn depth(self, _iodepth: u32) -> u32 {
+        1
+    }
+}
+
+/// A fio-style job, with fio's meanings: `numjobs` jobs, each with its own `nrfiles` files that
+/// share the job's `size`, doing `rw` in blocks of `bs`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FioJob {
@@ -128,20 +156,28 @@ pub struct FioJob {
     pub rw: Rw,
     #[serde(default = "default_bs")]
     pub bs: Size,
-    /// Per file.
+    /// Per job, split evenly across its `nrfiles` files (each rounded down to whole blocks).
     #[serde(default = "default_size")]
     pub size: Size,
     #[serde(default = "one")]
     pub nrfiles: u32,
     #[serde(default = "one")]
     pub numjobs: u32,
+    #[serde(default)]
+    pub ioengine: IoEngine,
+    /// Requests in flight per job; a synchronous engine has one, as in fio.
     #[serde(default = "one")]
     pub iodepth: u32,
     #[serde(default = "fifty")]
     pub rwmixread: u8,
-    /// Seconds; absent: until stopped.
+    /// Seconds after the ramp; absent: until stopped (or one pass, without `time_based`).
     #[serde(default)]
     pub runtime: Option<f64>,
+    /// Loop over the data until `runtime` (or until stopped). Without it a job ends after one
+    /// pass over its `size`, as fio's do. Scenario jobs default to it: a workload must outlast
+    /// its migrations.
+    #[serde(default = "yes")]
+    pub time_based: bool,
     /// Seconds at the start whose ops are not recorded.
     #[serde(default)]
     pub ramp_time: f64,
@@ -157,6 +193,9 @@ pub struct FioJob {
     /// fdatasync after every N writes (0: never).
     #[serde(default)]
     pub fdatasync: u32,
+    /// fsync every file when the job ends.
+    #[serde(default)]
+    pub end_fsync: bool,
     /// O_DIRECT.
     #[serde(default)]
     pub direct: bool,
@@ -164,20 +203,44 @@ pub struct FioJob {
     #[serde(default)]
     pub directory: Option<String>,
     /// Write verifiable blocks and keep their generations, so `verify` can check them.
-    #[serde(default = "FioJob::default_verify")]
+    #[serde(default = "yes")]
     pub verify: bool,
     /// Drop the files' pages from the page cache after laying them out (fio's default), so
     /// the first reads are not served from memory the layout just filled.
-    #[serde(default = "FioJob::default_verify")]
+    #[serde(default = "yes")]
     pub invalidate: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Checks that `p` names something inside the shared file system: relative, no `..`.
+pub fn check_relative(what: &str, p: &str) -> Result<(), String> {
+    let path = std::path::Path::new(p);
+    if p.is_empty() || path.is_absolute() {
+        return Err(format!(
+            "{what} '{p}' must be a path relative to the CephFS root (e.g. miglab/data): \
+             miglab only writes inside the shared file system"
+        ));
+    }
+    if path.components().any(|c| !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir)) {
+        return Err(format!("{what} '{p}' must not contain '..': it would leave the CephFS mount"));
+    }
+    Ok(())
+}
+
+fn check_seconds(what: &str, v: f64) -> Result<(), String> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(())
+    } else {
+        Err(format!("{what} = {v} must be a finite number of seconds, 0 or more"))
+    }
 }
 
 impl FioJob {
     fn default_name() -> String {
         "job".into()
-    }
-    fn default_verify() -> bool {
-        true
     }
 
     pub fn new(name: &str, rw: Rw) -> Self {
@@ -188,14 +251,17 @@ impl FioJob {
             size: default_size(),
             nrfiles: 1,
             numjobs: 1,
+            ioengine: IoEngine::Psync,
             iodepth: 1,
             rwmixread: 50,
             runtime: None,
+            time_based: true,
             ramp_time: 0.0,
             rate: None,
             rate_iops: None,
             fsync: 0,
             fdatasync: 0,
+            end_fsync: false,
             direct: false,
             directory: None,
             verify: true,
@@ -207,29 +273,78 @@ impl FioJob {
         self.directory.clone().unwrap_or_else(|| format!("miglab/{}", self.name))
     }
 
-    /// Checks what serde cannot: sizes that fit together.
+    /// Bytes of each file: the job's size shared by its files, in whole blocks.
+    pub fn file_size(&self) -> u64 {
+        let per = self.size.0 / u64::from(self.nrfiles.max(1));
+        per - per % self.bs.0.max(1)
+    }
+
+    pub fn blocks_per_file(&self) -> u64 {
+        self.file_size() / self.bs.0.max(1)
+    }
+
+    /// Blocks of every file of every job.
+    pub fn total_blocks(&self) -> u64 {
+        self.blocks_per_file() * u64::from(self.nrfiles) * u64::from(self.numjobs)
+    }
+
+    /// Requests in flight per job.
+    pub fn depth(&self) -> u32 {
+        self.ioengine.depth(self.iodepth)
+    }
+
+    /// Checks what serde cannot: sizes that fit together, times that are times, paths that
+    /// stay inside the file system.
     pub fn validate(&self) -> Result<(), String> {
-        if self.bs.0 < crate::verify::HEADER_LEN as u64 && self.verify {
+        if self.name.is_empty()
+            || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            || self.name.starts_with('.')
+        {
             return Err(format!(
-                "bs {} is smaller than a verify header ({} bytes)",
-                self.bs,
-                crate::verify::HEADER_LEN
+                "job name '{}' must be letters, digits, '-', '_' or '.' (it names the job's files)",
+                self.name
             ));
-        }
-        if self.bs.0 == 0 || self.size.0 < self.bs.0 {
-            return Err(format!("size {} must hold at least one block of bs {}", self.size, self.bs));
-        }
-        if self.size.0 % self.bs.0 != 0 {
-            return Err(format!("size {} is not a multiple of bs {}", self.size, self.bs));
-        }
-        if self.bs.0 > u32::MAX as u64 {
-            return Err(format!("bs {} is too large", self.bs));
         }
         if self.numjobs == 0 || self.nrfiles == 0 || self.iodepth == 0 {
             return Err("numjobs, nrfiles and iodepth must be at least 1".into());
         }
+        if self.numjobs > 256 || self.nrfiles > 4096 {
+            return Err(format!(
+                "numjobs {} and nrfiles {} are limited to 256 and 4096",
+                self.numjobs, self.nrfiles
+            ));
+        }
+        if self.bs.0 == 0 || self.bs.0 > u32::MAX as u64 {
+            return Err(format!("bs {} must be between 1 byte and 4 GiB", self.bs));
+        }
+        if self.verify && self.bs.0 < crate::verify::HEADER_LEN as u64 {
+            return Err(format!(
+                "bs {} is smaller than a verify header ({} bytes): use a larger bs or verify = false",
+                self.bs,
+                crate::verify::HEADER_LEN
+            ));
+        }
+        if self.file_size() == 0 {
+            return Err(format!(
+                "size {} split across {} files leaves less than one block of bs {} per file",
+                self.size, self.nrfiles, self.bs
+            ));
+        }
         if self.rwmixread > 100 {
             return Err(format!("rwmixread {} is over 100", self.rwmixread));
+        }
+        if let Some(r) = self.runtime {
+            check_seconds("runtime", r)?;
+        }
+        check_seconds("ramp_time", self.ramp_time)?;
+        if self.rate.is_some_and(|r| r.0 == 0) || self.rate_iops == Some(0) {
+            return Err("rate and rate_iops must be more than 0 (leave them out for no limit)".into());
+        }
+        if self.fsync > 0 && self.fdatasync > 0 {
+            return Err("give fsync or fdatasync, not both".into());
+        }
+        if let Some(d) = &self.directory {
+            check_relative("directory", d)?;
         }
         Ok(())
     }
@@ -333,10 +448,45 @@ impl Workload {
     pub fn validate(&self) -> Result<(), String> {
         match self {
             Workload::Fio(j) => j.validate(),
-            Workload::Metadata(j) if j.files == 0 || j.numjobs == 0 => {
-                Err("files and numjobs must be at least 1".into())
+            Workload::Metadata(j) => {
+                if j.files == 0 || j.numjobs == 0 {
+                    return Err("files and numjobs must be at least 1".into());
+                }
+                if j.files > 1_000_000 || j.numjobs > 256 {
+                    return Err("files and numjobs are limited to 1000000 and 256".into());
+                }
+                if let Some(r) = j.runtime {
+                    check_seconds("runtime", r)?;
+                }
+                if j.rate_iops == Some(0) {
+                    return Err("rate_iops must be more than 0 (leave it out for no limit)".into());
+                }
+                if j.mix.create == 0 {
+                    return Err("mix.create must be more than 0: nothing else can run without files".into());
+                }
+                match &j.directory {
+                    Some(d) => check_relative("directory", d),
+                    None => Ok(()),
+                }
             }
-            _ => Ok(()),
+            Workload::ReadLoop(j) => {
+                if let Some(r) = j.runtime {
+                    check_seconds("runtime", r)?;
+                }
+                check_relative("path", &j.path)
+            }
+        }
+    }
+
+    /// Memory the engine keeps per tracked item (a block's generations, a live file's name),
+    /// for checking that a workload fits the guest.
+    pub fn tracked_bytes(&self) -> u64 {
+        match self {
+            // Two u32 generations per block (acknowledged, errored).
+            Workload::Fio(j) => j.total_blocks().saturating_mul(8),
+            // A name per live file, at most twice the target population.
+            Workload::Metadata(j) => u64::from(j.files) * 2 * 64 * u64::from(j.numjobs),
+            Workload::ReadLoop(j) => j.content.len() as u64,
         }
     }
 }
@@ -391,12 +541,50 @@ mod tests {
         let mut j = FioJob::new("x", Rw::Write);
         j.bs = Size(4096);
         j.size = Size(6000);
-        assert!(j.validate().expect_err("not a multiple").contains("multiple"));
+        assert_eq!(j.file_size(), 4096, "rounded down to whole blocks, as fio does");
+        assert!(j.validate().is_ok());
         j.size = Size(1024);
-        assert!(j.validate().is_err());
+        assert!(j.validate().expect_err("no block").contains("less than one block"));
         j.bs = Size(16);
         j.size = Size(1024);
         assert!(j.validate().expect_err("too small").contains("verify header"));
+        j.bs = Size(4096);
+        j.size = Size(1 << 20);
+        j.runtime = Some(-1.0);
+        assert!(j.validate().expect_err("negative").contains("runtime"));
+        j.runtime = Some(f64::NAN);
+        assert!(j.validate().is_err());
+    }
+
+    #[test]
+    fn size_is_per_job_and_shared_by_its_files() {
+        let mut j = FioJob::new("x", Rw::Randread);
+        j.size = Size(64 << 20);
+        j.nrfiles = 4;
+        j.numjobs = 2;
+        assert_eq!(j.file_size(), 16 << 20);
+        assert_eq!(j.total_blocks(), 2 * 64 * 256);
+        assert_eq!(j.depth(), 1);
+        j.iodepth = 32;
+        assert_eq!(j.depth(), 1, "a synchronous engine has one request in flight");
+    }
+
+    #[test]
+    fn paths_stay_inside_the_file_system() {
+        for bad in ["/etc", "../x", "a/../../b", ""] {
+            let mut j = FioJob::new("x", Rw::Read);
+            j.directory = Some(bad.into());
+            assert!(j.validate().is_err(), "{bad}");
+            let r = Workload::ReadLoop(ReadLoopJob { path: bad.into(), ..ReadLoopJob::default() });
+            assert!(r.validate().is_err(), "{bad}");
+        }
+        let mut j = FioJob::new("x", Rw::Read);
+        j.directory = Some("miglab/./data".into());
+        assert!(j.validate().is_ok());
+        let mut j = FioJob::new("../x", Rw::Read);
+        assert!(j.validate().is_err(), "a job name is part of its files' paths");
+        j.name = "ok-name".into();
+        assert!(j.validate().is_ok());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use super::LabCmd;
 use crate::topology::lab::{self, Lab, LabError, LabOptions};
-use crate::topology::Topology;
+use crate::topology::Host;
 use miglab_faults::LinkShape;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -24,7 +24,8 @@ pub(super) fn lab_cmd(cmd: LabCmd) -> Result<ExitCode, LabError> {
             let lab = Lab::up(&opts)?;
             let summary = lab.status().map(|s| s.summary()).unwrap_or_default();
             println!("lab '{}' is up: {summary}", opts.name);
-            for h in lab.hosts() {
+            for name in lab.layout().clients.iter().map(|c| c.name.clone()) {
+                let h = lab.lab_host(&name)?;
                 println!("  {}  {}  CephFS at {}", h.name(), h.address(), h.mount_point().display());
             }
             if timings {
@@ -54,32 +55,32 @@ pub(super) fn lab_cmd(cmd: LabCmd) -> Result<ExitCode, LabError> {
         }
         LabCmd::Daemon { lab, daemon, action } => {
             let l = Lab::open(&lab.name, &lab.root())?;
-            l.daemon(&daemon, action)?;
+            l.daemon_action(&daemon, action)?;
             println!("{daemon}: {action} done");
             Ok(ExitCode::SUCCESS)
         }
         LabCmd::Tell { lab, daemon, key, value } => {
             let l = Lab::open(&lab.name, &lab.root())?;
-            l.config_set(&daemon, &key, &value)?;
+            l.tell(&daemon, &key, &value)?;
             println!("{daemon}: {key} = {value}");
             Ok(ExitCode::SUCCESS)
         }
         LabCmd::Link { lab, host, rate_kbit, cut, heal, unshape } => {
             let l = Lab::open(&lab.name, &lab.root())?;
             if let Some(r) = rate_kbit {
-                l.shape_link(&host, Some(LinkShape::rate(r)))?;
+                l.shape(&host, Some(LinkShape::rate(r)))?;
             }
             if unshape {
-                l.shape_link(&host, None)?;
+                l.shape(&host, None)?;
             }
             if cut || heal {
-                l.cut_link(&host, cut)?;
+                l.cut(&host, cut)?;
             }
             Ok(ExitCode::SUCCESS)
         }
         LabCmd::Exec { lab, host, command } => {
             let l = Lab::open(&lab.name, &lab.root())?;
-            let h = l.host(&host)?;
+            let h = l.lab_host(&host)?;
             let mut cmd = h.command(&command[0]);
             cmd.args(&command[1..]);
             let status = cmd

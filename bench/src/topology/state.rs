@@ -1,16 +1,25 @@
 //! The lab's state file: every process, mount, namespace, link and nft table the lab owns,
 //! written down *before* (or, for processes, the instant after) it is created, and rewritten
 //! atomically on each change. `lab down` needs nothing else, even after miglab was killed.
+//!
+//! Several miglab commands may work on one lab at once (`lab daemon osd.1 restart` during a
+//! `run`): every change takes an exclusive lock on `state.lock`, re-reads the file, applies
+//! itself and writes, so no command loses another's records.
 
 use super::ceph::ClusterSpec;
 use super::layout::LabLayout;
-use crate::process::{Ledger, ProcRecord};
+use crate::process::{Ledger, LedgerError, ProcRecord};
 use serde::{Deserialize, Serialize};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 use thiserror::Error;
 
-pub const STATE_VERSION: u32 = 1;
+pub const STATE_VERSION: u32 = 2;
+
+/// How long a change waits for another command's change to finish.
+const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Error)]
 pub enum StateError {
@@ -20,6 +29,8 @@ pub enum StateError {
     Parse { path: PathBuf, source: serde_json::Error },
     #[error("could not write the lab state {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
+    #[error("could not lock the lab state {path} within {timeout:.0?}: another miglab holds it ({source})")]
+    Lock { path: PathBuf, timeout: Duration, source: std::io::Error },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +40,13 @@ pub enum Phase {
     Up,
     Failed,
     Stopping,
+}
+
+/// Something a user of the lab (a VM instance) records, opaque to the lab.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    pub id: String,
+    pub record: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,9 +65,9 @@ pub struct LabState {
     /// Links currently cut off by the partition table.
     #[serde(default)]
     pub partitioned: Vec<String>,
-    /// VM instances (QEMU + virtiofsd) running on the lab's hosts.
+    /// Instances (VMs) running on the lab's hosts.
     #[serde(default)]
-    pub vms: Vec<crate::vm::VmRecord>,
+    pub instances: Vec<Instance>,
 }
 
 impl LabState {
@@ -66,7 +84,7 @@ impl LabState {
             links: Vec::new(),
             nft_tables: Vec::new(),
             partitioned: Vec::new(),
-            vms: Vec::new(),
+            instances: Vec::new(),
         }
     }
 
@@ -76,19 +94,45 @@ impl LabState {
     }
 }
 
-/// The state, shared by the lab and its supervisor, saved on every change.
+/// The state, shared by every command working on the lab, saved on every change.
 #[derive(Debug)]
 pub struct StateFile {
     path: PathBuf,
-    state: Mutex<LabState>,
+    /// The last state read or written, for when the file is gone (the lab was torn down).
+    last: Mutex<LabState>,
 }
 
+/// An exclusive `flock` on the lab's lock file, released when dropped.
+type Locked = nix::fcntl::Flock<File>;
+
 impl StateFile {
+    fn lock_path(path: &Path) -> PathBuf {
+        path.with_extension("lock")
+    }
+
+    fn lock(path: &Path) -> Result<Locked, StateError> {
+        use nix::fcntl::{Flock, FlockArg};
+        let lock = Self::lock_path(path);
+        let err = |source| StateError::Lock { path: lock.clone(), timeout: LOCK_TIMEOUT, source };
+        let mut f = File::options().create(true).truncate(false).write(true).open(&lock).map_err(err)?;
+        let start = Instant::now();
+        loop {
+            match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+                Ok(l) => return Ok(l),
+                Err((back, nix::Error::EWOULDBLOCK)) if start.elapsed() < LOCK_TIMEOUT => {
+                    f = back;
+                    std::thread::sleep(Duration::from_millis(2))
+                }
+                Err((_, e)) => return Err(err(std::io::Error::from(e))),
+            }
+        }
+    }
+
     /// Creates the file for a new lab.
     pub fn create(path: PathBuf, state: LabState) -> Result<Self, StateError> {
-        let f = Self { path, state: Mutex::new(state) };
-        f.save()?;
-        Ok(f)
+        let _l = Self::lock(&path)?;
+        write_atomic(&path, &state)?;
+        Ok(Self { path, last: Mutex::new(state) })
     }
 
     pub fn load(path: &Path) -> Result<LabState, StateError> {
@@ -99,76 +143,109 @@ impl StateFile {
 
     /// Takes over the state of an existing lab.
     pub fn open(path: &Path) -> Result<Self, StateError> {
-        Ok(Self { path: path.into(), state: Mutex::new(Self::load(path)?) })
+        Ok(Self { path: path.into(), last: Mutex::new(Self::load(path)?) })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, LabState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn last(&self) -> std::sync::MutexGuard<'_, LabState> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The state as it is on disk now (as it last was, if the file is gone).
     pub fn snapshot(&self) -> LabState {
-        self.lock().clone()
+        match Self::load(&self.path) {
+            Ok(s) => {
+                *self.last() = s.clone();
+                s
+            }
+            Err(_) => self.last().clone(),
+        }
     }
 
-    /// Applies `f` and saves; the change is on disk before this returns.
+    /// Locks, re-reads, applies `f` and saves; the change is on disk before this returns.
     pub fn update(&self, f: impl FnOnce(&mut LabState)) -> Result<(), StateError> {
-        let mut s = self.lock();
+        let mut last = self.last();
+        let _l = Self::lock(&self.path)?;
+        let mut s = match Self::load(&self.path) {
+            Ok(s) => s,
+            // Gone (a concurrent teardown): keep what we knew, so the change is not lost.
+            Err(StateError::Read { .. }) => last.clone(),
+            Err(e) => return Err(e),
+        };
         f(&mut s);
-        write_atomic(&self.path, &s)
-    }
-
-    fn save(&self) -> Result<(), StateError> {
-        write_atomic(&self.path, &self.lock())
+        write_atomic(&self.path, &s)?;
+        *last = s;
+        Ok(())
     }
 }
 
 fn write_atomic(path: &Path, state: &LabState) -> Result<(), StateError> {
     let err = |source| StateError::Write { path: path.into(), source };
-    let tmp = path.with_extension("json.tmp");
-    let text = serde_json::to_string_pretty(state).map_err(|e| err(std::io::Error::other(e)))?;
-    std::fs::write(&tmp, text).map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    let text = serde_json::to_vec_pretty(state).map_err(|e| err(std::io::Error::other(e)))?;
+    miglab_reports::result::write_atomic(path, &text).map_err(err)
 }
 
 impl Ledger for StateFile {
-    fn started(&self, rec: &ProcRecord) {
-        // A ledger that cannot write must not kill the process it records; the error shows
-        // up at the next update, which does propagate.
-        let _ = self.update(|s| s.processes.push(rec.clone()));
+    fn started(&self, rec: &ProcRecord) -> Result<(), LedgerError> {
+        self.update(|s| s.processes.push(rec.clone())).map_err(|e| LedgerError(e.to_string()))
     }
 
-    fn ended(&self, rec: &ProcRecord) {
-        let _ = self.update(|s| s.processes.retain(|p| p != rec));
+    fn ended(&self, rec: &ProcRecord) -> Result<(), LedgerError> {
+        self.update(|s| s.processes.retain(|p| p != rec)).map_err(|e| LedgerError(e.to_string()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::process::Tier;
     use crate::topology::ceph::ObjectStore;
+
+    fn new_file(dir: &Path) -> (PathBuf, StateFile) {
+        let layout = LabLayout::new("t", dir, None, 2).expect("layout");
+        let path = dir.join("state.json");
+        let f = StateFile::create(path.clone(), LabState::new(layout, ClusterSpec::new(ObjectStore::Memstore)))
+            .expect("create");
+        (path, f)
+    }
+
+    fn rec(name: &str, pid: i32) -> ProcRecord {
+        ProcRecord { name: name.into(), pid, start_ticks: 7, log: "/x".into(), tier: Tier::Daemon }
+    }
 
     #[test]
     fn every_change_is_on_disk_at_once() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let layout = LabLayout::new("t", dir.path(), None, 2).expect("layout");
-        let path = dir.path().join("state.json");
-        let f =
-            StateFile::create(path.clone(), LabState::new(layout, ClusterSpec::new(ObjectStore::Memstore)))
-                .expect("create");
-        let rec = ProcRecord { name: "mon.a".into(), pid: 42, start_ticks: 7, log: "/x".into() };
-        f.started(&rec);
+        let (path, f) = new_file(dir.path());
+        f.started(&rec("mon.a", 42)).expect("recorded");
         f.update(|s| s.netns.push("miglab-t-c1".into())).expect("update");
         let on_disk = StateFile::load(&path).expect("load");
-        assert_eq!(on_disk.processes, vec![rec.clone()]);
+        assert_eq!(on_disk.processes, vec![rec("mon.a", 42)]);
         assert_eq!(on_disk.netns, vec!["miglab-t-c1"]);
         assert_eq!(on_disk.process("mon.a").map(|p| p.pid), Some(42));
-        f.ended(&rec);
+        f.ended(&rec("mon.a", 42)).expect("recorded");
         assert!(StateFile::load(&path).expect("load").processes.is_empty());
         assert!(!path.with_extension("json.tmp").exists());
+    }
+
+    /// Two commands (two `StateFile`s on one file, as two processes have) add records at the
+    /// same time: none is lost.
+    #[test]
+    fn two_writers_do_not_lose_each_others_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, a) = new_file(dir.path());
+        let b = StateFile::open(&path).expect("open");
+        std::thread::scope(|s| {
+            s.spawn(|| (0..50).for_each(|i| a.started(&rec(&format!("a{i}"), i)).expect("a")));
+            s.spawn(|| (0..50).for_each(|i| b.started(&rec(&format!("b{i}"), 100 + i)).expect("b")));
+        });
+        let on_disk = StateFile::load(&path).expect("load");
+        assert_eq!(on_disk.processes.len(), 100, "every record of both writers is there");
+        // And each sees the other's.
+        assert_eq!(a.snapshot().processes.len(), 100);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use miglab_workloads::control::{self, Command, Hello, Message, Status};
 use miglab_workloads::engine::{self, RecordBuffer, Running};
 use miglab_workloads::record::Record;
+use miglab_workloads::verify::RunTag;
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -140,6 +141,8 @@ impl Agent {
             st.workload = Some(w.name.clone());
             st.running = !w.finished();
             st.laying_out = c.laying_out.load(Ordering::Relaxed);
+            st.layout_done = c.layout_done.load(Ordering::Relaxed);
+            st.layout_total = c.layout_total.load(Ordering::Relaxed);
             st.ops = c.ops.load(Ordering::Relaxed);
             st.errors = c.errors.load(Ordering::Relaxed);
             st.mismatches = c.mismatches.load(Ordering::Relaxed);
@@ -157,14 +160,19 @@ impl Agent {
                 Message::Hello(h)
             }
             Command::Status => Message::Status(self.status()),
-            Command::Start { workload, seed } => {
+            Command::Start { workload, seed, nonce } => {
                 if self.workload.as_ref().is_some_and(|w| !w.finished()) {
                     return Message::Error {
                         cmd: Some("start".into()),
                         error: "a workload is already running".into(),
                     };
                 }
-                match engine::start(&workload, Path::new(control::GUEST_MOUNT), self.records.clone(), seed) {
+                match engine::start(
+                    &workload,
+                    Path::new(control::GUEST_MOUNT),
+                    self.records.clone(),
+                    RunTag { seed, nonce },
+                ) {
                     Ok(r) => {
                         self.workload = Some(r);
                         Message::Ok { cmd: "start".into() }
@@ -175,7 +183,8 @@ impl Agent {
             Command::Verify => match &mut self.workload {
                 Some(w) => {
                     w.stop();
-                    Message::Verify(w.verify(self.records.as_ref()))
+                    // The host gives up on a verify pass by stopping the guest.
+                    Message::Verify(w.verify(self.records.as_ref(), &|| false))
                 }
                 None => Message::Error { cmd: Some("verify".into()), error: "no workload has run".into() },
             },

@@ -1,0 +1,158 @@
+//! Execution → RunResult, assembled once, one source per figure: migrations from the hop driver,
+//! windows, ops and the series from the collector, verification from the agent's pass (with the
+//! inline mismatches from the record stream), the run's status from [`verdict::problems`]. And
+//! the result directory's files, written atomically.
+
+use crate::clock::rfc3339;
+use crate::collect::Collected;
+use crate::paths;
+use crate::plan::Plan;
+use crate::process;
+use crate::run::Execution;
+use miglab_reports::result::{event_rows, events_csv, timeline_csv, write_atomic};
+use miglab_reports::{verdict, Clock, Provenance, RunResult, RunStatus, StreamHealth, Verification};
+use miglab_workloads::verify::VerifyReport;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// What produced the numbers: versions, accelerator, CPU, commit.
+pub fn provenance(accel: crate::accel::Accel, how: &str) -> Provenance {
+    let detected = crate::accel::detect();
+    let image = crate::image::GuestImage::current(&paths::cache()).ok();
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let first_line = |program: &str, arg: &str| -> Option<String> {
+        let out = process::run_tool(Command::new(paths::tool(program)).arg(arg), Duration::from_secs(10)).ok()?;
+        out.stdout.lines().next().map(|l| l.trim().to_string())
+    };
+    Provenance {
+        miglab_version: env!("CARGO_PKG_VERSION").into(),
+        git_commit: crate::image::source_tree().and_then(|t| {
+            let o = process::run_tool(
+                Command::new("git").arg("-C").arg(t).args(["rev-parse", "HEAD"]),
+                Duration::from_secs(5),
+            )
+            .ok()?;
+            Some(o.stdout.trim().to_string())
+        }),
+        qemu: first_line("qemu-system-x86_64", "--version"),
+        virtiofsd: first_line("virtiofsd", "--version"),
+        ceph: first_line("ceph", "--version"),
+        guest_kernel: image.as_ref().map(|i| i.manifest.kernel_release.clone()),
+        guest_image: image.as_ref().map(|i| i.manifest.key.clone()),
+        accelerator: accel.to_string(),
+        accelerator_reason: if how.is_empty() {
+            if accel == detected.accel {
+                detected.reason
+            } else {
+                "forced by the scenario".into()
+            }
+        } else {
+            how.into()
+        },
+        host_cpu: cpuinfo
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().into()),
+        host_kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|s| s.trim().into()),
+        hostname: std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|s| s.trim().into()),
+    }
+}
+
+/// The result of a repetition before anything ran: what a run that never finishes leaves.
+pub fn begun(plan: &Plan, scenario_text: &str, provenance: Provenance) -> RunResult {
+    let mut r = RunResult::new(&plan.scenario, plan.repetition, plan.seed);
+    r.scenario_text = scenario_text.into();
+    r.plan = serde_json::to_value(plan).unwrap_or_default();
+    r.workload = serde_json::to_value(&plan.workload).unwrap_or_default();
+    r.provenance = provenance;
+    r.error = Some("the run did not finish (interrupted or killed)".into());
+    r
+}
+
+fn verification(v: &VerifyReport, inline: u64, through: &str, incomplete: bool) -> Verification {
+    Verification {
+        blocks: v.blocks,
+        mismatched: v.mismatched(),
+        missing: v.missing(),
+        errored_write_landed: v.counts.errored_write_landed,
+        inline_mismatches: inline,
+        counts: v.counts,
+        read_mode: v.read_mode.clone(),
+        read_through: through.into(),
+        incomplete,
+        bad: v.bad.iter().filter_map(|b| serde_json::to_value(b).ok()).collect(),
+    }
+}
+
+/// Reads during the run whose data did not verify (the verify pass's own are counted there).
+fn inline_mismatches(c: &Collected) -> u64 {
+    c.ops.iter().filter(|o| o.op != "verify").map(|o| o.mismatches).sum()
+}
+
+/// The whole result of a repetition.
+pub fn assemble(mut r: RunResult, ex: &Execution, duration_ms: f64) -> RunResult {
+    r.clock = Clock { started_at: rfc3339(ex.clock.wall_zero()), started_unix_ms: ex.clock.unix_ms(), unit: Clock::UNIT.into() };
+    r.nonce = format!("{:016x}", ex.nonce);
+    r.duration_ms = duration_ms;
+    r.migrations = ex.migrations.clone();
+    if let Some(c) = &ex.collected {
+        r.ops = c.ops.clone();
+        r.windows = c.windows.clone();
+        r.series = c.series.clone();
+        r.stream = StreamHealth {
+            records: c.records,
+            heartbeats: c.heartbeats,
+            heartbeats_missing: c.heartbeats_missing,
+            bad_frames: c.bad_frames,
+            records_dropped: ex.agent.as_ref().map_or(0, |a| a.records_dropped),
+            first_heartbeat_ms: c.first_heartbeat_ms,
+            last_heartbeat_ms: c.last_heartbeat_ms,
+        };
+    }
+    let inline = ex.collected.as_ref().map_or(0, inline_mismatches);
+    r.verification = ex
+        .verify
+        .as_ref()
+        .map(|v| verification(v, inline, ex.verify_host.as_deref().unwrap_or(""), ex.verify_incomplete));
+    if r.verification.is_none() && (inline > 0 || ex.verify_incomplete) {
+        let empty = VerifyReport::default();
+        r.verification = Some(verification(&empty, inline, "", ex.verify_incomplete));
+    }
+    r.error = ex.error.as_ref().map(|e| e.to_string());
+    r.problems = verdict::problems(&r);
+    r.problems.extend(ex.cleanup.iter().cloned());
+    r.status = if ex.interrupted() {
+        RunStatus::Aborted
+    } else if ex.error.is_some() || !r.problems.is_empty() {
+        RunStatus::Failed
+    } else {
+        RunStatus::Completed
+    };
+    r
+}
+
+/// Writes `result.json` atomically.
+pub fn write_result(dir: &Path, r: &RunResult) -> std::io::Result<()> {
+    let json = serde_json::to_vec_pretty(r).map_err(std::io::Error::other)?;
+    write_atomic(&dir.join("result.json"), &json)
+}
+
+/// Writes every file of a result directory: `result.json`, `timeline.csv`, `events.csv`,
+/// `latency.hlog` (when the stream was read).
+pub fn write_outputs(dir: &Path, r: &RunResult, hlog: Option<&[u8]>) -> std::io::Result<()> {
+    write_result(dir, r)?;
+    write_atomic(&dir.join("timeline.csv"), &timeline_csv(&r.series).map_err(std::io::Error::other)?)?;
+    write_atomic(&dir.join("events.csv"), &events_csv(&event_rows(r)).map_err(std::io::Error::other)?)?;
+    if let Some(h) = hlog {
+        write_atomic(&dir.join("latency.hlog"), h)?;
+    }
+    Ok(())
+}
+
+/// An empty result directory for one repetition (a previous one of the same name is replaced).
+pub fn fresh_dir(dir: &Path) -> std::io::Result<()> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir.join("logs"))
+}

@@ -1,0 +1,119 @@
+//! miglab's engine against fio: the same job (every option the importer accepts is passed to
+//! both), the same data set size, on the same CephFS mount, in alternating rounds. Each side
+//! counts only successful ops over its measured period (after the ramp). The machine is noisy,
+//! so ratios are taken per round, between neighbours in time, and their median and range shown.
+
+use super::median;
+use crate::clock::RunClock;
+use crate::hostmode::{self, Figures, HostModeError, Sides};
+use miglab_workloads::job::{FioJob, Rw, Size, Workload};
+use miglab_workloads::verify::RunTag;
+use std::path::Path;
+use std::time::Duration;
+
+/// The two jobs the README's figures were first taken with (direct=1, as FIELD-NOTES' baselines:
+/// the page cache would measure memory).
+pub fn default_jobs() -> Vec<FioJob> {
+    let mut r = FioJob::new("randread-4k", Rw::Randread);
+    r.bs = Size(4096);
+    r.size = Size(64 << 20);
+    r.direct = true;
+    let mut w = FioJob::new("seqwrite-1m", Rw::Write);
+    w.bs = Size(1 << 20);
+    w.size = Size(256 << 20);
+    w.direct = true;
+    vec![r, w]
+}
+
+/// One direction's figures per round of both tools.
+#[derive(Debug, Default)]
+struct Rounds {
+    ours: Vec<Figures>,
+    theirs: Vec<Figures>,
+}
+
+fn col(v: &[Figures], f: fn(&Figures) -> f64) -> Vec<f64> {
+    v.iter().map(f).collect()
+}
+
+fn row(job: &str, dir: &str, tool: &str, v: &[Figures]) {
+    println!(
+        "{:<20} {:<5} {:<7} {:>10.0} {:>9.1} {:>9.0} {:>9.0}",
+        job,
+        dir,
+        tool,
+        median(&col(v, |f| f.iops)),
+        median(&col(v, |f| f.mib_s)),
+        median(&col(v, |f| f.p50_us)),
+        median(&col(v, |f| f.p99_us))
+    );
+}
+
+fn ratios(job: &str, dir: &str, r: &Rounds) {
+    let paired: Vec<Figures> = r.ours.iter().zip(&r.theirs).map(|(e, f)| e.ratio_to(f)).collect();
+    let cell = |f: fn(&Figures) -> f64| {
+        let v = col(&paired, f);
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        format!("{:.2}x ({lo:.2}-{hi:.2})", median(&v))
+    };
+    println!(
+        "{:<20} {:<5} {:<7} {:>22} {:>22} {:>22} {:>22}",
+        job,
+        dir,
+        "ratio",
+        cell(|f| f.iops),
+        cell(|f| f.mib_s),
+        cell(|f| f.p50_us),
+        cell(|f| f.p99_us)
+    );
+}
+
+fn push(r: &mut (Rounds, Rounds), s: Sides, ours: bool) {
+    for (side, rounds) in [(s.read, &mut r.0), (s.write, &mut r.1)] {
+        if let Some(f) = side {
+            if ours { rounds.ours.push(f) } else { rounds.theirs.push(f) }
+        }
+    }
+}
+
+/// Runs every job for `rounds` alternating rounds of `secs` (after each job's ramp) on `mount`.
+pub fn run(jobs: Vec<FioJob>, mount: &Path, secs: u64, rounds: u32) -> Result<(), HostModeError> {
+    let rounds = rounds.max(1);
+    println!(
+        "engine vs fio on {} (ceph-fuse), host mode, {rounds} alternating rounds of {secs} s; medians of each tool,\nthen the median (range) of the ratios miglab/fio of neighbouring rounds",
+        mount.display()
+    );
+    println!(
+        "{:<20} {:<5} {:<7} {:>10} {:>9} {:>9} {:>9}",
+        "job", "dir", "tool", "IOPS", "MiB/s", "p50 us", "p99 us"
+    );
+    for job in jobs {
+        let mut job = job;
+        job.runtime = None;
+        job.time_based = true;
+        job.directory = Some(format!("miglab-bench/{}", job.name));
+        let measured = Duration::from_secs(secs);
+        let with_ramp = measured + Duration::from_secs_f64(job.ramp_time);
+        let mut r = (Rounds::default(), Rounds::default());
+        for round in 1..=rounds {
+            let say = |m: &str| eprintln!("  [{} round {round}/{rounds}] {m}", job.name);
+            let tag = RunTag { seed: u64::from(round), nonce: rand::random() };
+            let (c, _) = hostmode::run(&Workload::Fio(job.clone()), mount, with_ramp, tag, false, RunClock::start(), &say)?;
+            let ours = hostmode::engine_figures(&c, &job, secs as f64);
+            say("miglab done, fio next");
+            let theirs = hostmode::run_fio(&job, &mount.join(format!("fio-{}", job.name)), secs)?;
+            push(&mut r, ours, true);
+            push(&mut r, theirs, false);
+        }
+        for (dir, rounds) in [("read", &r.0), ("write", &r.1)] {
+            if rounds.ours.is_empty() {
+                continue;
+            }
+            row(&job.name, dir, "miglab", &rounds.ours);
+            row(&job.name, dir, "fio", &rounds.theirs);
+            ratios(&job.name, dir, rounds);
+        }
+    }
+    Ok(())
+}

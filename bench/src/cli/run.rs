@@ -1,0 +1,43 @@
+//! `miglab run`.
+
+use super::CliError;
+use crate::paths;
+use crate::session::{self, RunOptions, Source};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+pub(super) fn run_cmd(
+    scenario: Option<PathBuf>,
+    replay: Option<PathBuf>,
+    out: PathBuf,
+    root: Option<PathBuf>,
+    repetitions: Option<u32>,
+    lab: Option<String>,
+    host_mode: Option<f64>,
+) -> Result<ExitCode, CliError> {
+    let source = match (scenario, replay) {
+        (Some(s), None) => Source::Scenario(s),
+        (None, Some(r)) => Source::Replay(r),
+        _ => return Err(CliError::BadInput("give a scenario or --replay RESULT_JSON, not both".into())),
+    };
+    let host_mode = match host_mode {
+        Some(s) if !(s.is_finite() && s > 0.0) => {
+            return Err(CliError::BadInput(format!("--host-mode {s}: give a number of seconds, more than 0")))
+        }
+        s => s.map(Duration::from_secs_f64),
+    };
+    if repetitions == Some(0) {
+        return Err(CliError::BadInput("--repetitions 0: give 1 or more".into()));
+    }
+    let opts = RunOptions {
+        source,
+        out,
+        lab_root: root.unwrap_or_else(paths::lab_root),
+        repetitions,
+        lab_name: lab,
+        host_mode,
+    };
+    session::run(&opts)?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,215 @@
+//! The collector on synthetic streams: pauses, stalls, failures, windows with nothing to
+//! measure, and a stream that stops.
+
+use super::*;
+use miglab_workloads::record::FLAG_ERROR;
+
+fn hb(seq: u32, g_us: u64) -> Vec<u8> {
+    Record::Heartbeat { seq, guest_ns: g_us * 1000 }.to_bytes().to_vec()
+}
+
+fn op_with(submit_us: u64, complete_us: u64, flags: u8) -> Vec<u8> {
+    Record::Op(OpRecord {
+        op: Op::Read,
+        flags,
+        job: 0,
+        submit_ns: submit_us * 1000,
+        complete_ns: complete_us * 1000,
+        bytes: if flags & FLAG_ERROR != 0 { 0 } else { 4096 },
+        status: if flags & FLAG_ERROR != 0 { 5 } else { 0 },
+    })
+    .to_bytes()
+    .to_vec()
+}
+
+fn op(submit_us: u64, complete_us: u64) -> Vec<u8> {
+    op_with(submit_us, complete_us, 0)
+}
+
+const MIG: WindowKind = WindowKind::Migration { hop: 1 };
+
+/// A guest on the run clock: batch `ms` (one op if `with_op`, then a heartbeat) arrives at
+/// host `ms`, with guest time `ms + 1` (in ms).
+struct Guest {
+    clock: RunClock,
+    seq: u32,
+}
+
+impl Guest {
+    fn at(&self, ms: u64) -> Instant {
+        self.clock.zero() + Duration::from_millis(ms)
+    }
+    fn batch(&mut self, c: &mut Collector, ms: u64, with_op: bool, failed: bool) {
+        let g = (ms + 1) * 1000;
+        let mut b = Vec::new();
+        if with_op {
+            b.extend(op_with(g - 500, g, if failed { FLAG_ERROR } else { 0 }));
+        }
+        b.extend(hb(self.seq, g));
+        self.seq += 1;
+        c.feed(&b, self.at(ms));
+    }
+}
+
+fn guest() -> (Collector, Guest) {
+    let clock = RunClock::start();
+    (Collector::new(clock), Guest { clock, seq: 0 })
+}
+
+#[test]
+fn a_stall_that_outlives_its_window_is_measured_to_the_completion_that_ends_it() {
+    let (mut c, mut g) = guest();
+    for ms in 0..100 {
+        g.batch(&mut c, ms, true, false);
+    }
+    c.open_window("migration 1", MIG, g.at(100));
+    // The guest runs on (heartbeats) but no op completes from 100 ms to 1500 ms.
+    for ms in 100..1500 {
+        g.batch(&mut c, ms, false, false);
+    }
+    let w = c.close_window("migration 1", g.at(600)).expect("window");
+    assert!(w.io_stall_unended, "{w:?}");
+    assert!((w.io_stall_ms.expect("provisional") - 501.0).abs() < 2.0, "provisional: {w:?}");
+    for ms in 1500..1600 {
+        g.batch(&mut c, ms, true, false);
+    }
+    // A second window whose stall is still going when the stream ends.
+    c.open_window("fault 1", WindowKind::Fault { index: 0 }, g.at(1600));
+    let r = c.finish(g.at(2600));
+    let m = &r.windows[0];
+    assert!(!m.io_stall_unended, "{m:?}");
+    assert!((m.io_stall_ms.expect("stall") - 1401.0).abs() < 2.0, "to the completion at 1500 ms: {m:?}");
+    let f = &r.windows[1];
+    assert!(f.io_stall_unended && (f.io_stall_ms.expect("stall") - 1001.0).abs() < 2.0, "{f:?}");
+    assert!(f.heartbeat_gap_unended, "no heartbeat after 1599 ms: {f:?}");
+    assert_eq!(f.guest_clock_gap_ms, None, "unknown: no heartbeat ended the gap");
+    assert!(!f.unmeasured.is_empty());
+}
+
+/// A synthetic guest: each millisecond a batch of one 500 µs op and a heartbeat, then a
+/// 300 ms pause during which the guest clock stops (a migration's switch-over), then on
+/// again. The op in flight across the pause takes 1.5 guest-ms but 301 host-ms.
+#[test]
+fn a_pause_shows_as_a_heartbeat_gap_the_guest_clock_did_not_see() {
+    let (mut c, g) = guest();
+    let at = |ms: u64| g.at(ms);
+    let mut seq = 0;
+    for ms in 0..500u64 {
+        let gt = (ms + 1) * 1000;
+        c.feed(&[op(gt - 500, gt), hb(seq, gt)].concat(), at(ms));
+        seq += 1;
+    }
+    c.open_window("migration 1", MIG, at(499));
+    // Last heartbeat: guest 500 ms at host 499 ms. Paused 300 ms. Then the op submitted at
+    // guest 499.8 ms completes at guest 501.3 ms, and the next heartbeat says 501.5 ms.
+    c.feed(&[op(499_800, 501_300), hb(seq, 501_500)].concat(), at(800));
+    seq += 1;
+    for ms in 801..1300u64 {
+        let gt = 501_500 + (ms - 800) * 1000;
+        c.feed(&[op(gt - 500, gt), hb(seq, gt)].concat(), at(ms));
+        seq += 1;
+    }
+    let w = c.close_window("migration 1", at(1300)).expect("window");
+    assert!((w.heartbeat_gap_ms.expect("gap") - 301.0).abs() < 1.5, "{w:?}");
+    assert!(w.guest_clock_gap_ms.expect("guest gap") < 2.0, "the guest clock stood still: {w:?}");
+    assert!((w.io_stall_ms.expect("stall") - 301.0).abs() < 1.5, "{w:?}");
+    assert!(w.ops > 400);
+    assert!(w.unmeasured.is_empty());
+
+    let r = c.finish(at(1300));
+    let read = &r.ops[0];
+    assert_eq!(read.op, "read");
+    assert_eq!(read.count, 1000);
+    assert!(read.guest.max_us <= 1_600, "guest clock: {:?}", read.guest);
+    assert!(read.host.max_us >= 290_000, "host clock includes the pause: {:?}", read.host);
+    assert!(read.host.p50_us <= 600, "ops away from the pause are unchanged: {:?}", read.host);
+    assert_eq!(r.heartbeats, 1000);
+    assert_eq!(r.heartbeats_missing, 0);
+    assert_eq!(r.series.len(), 13);
+    assert_eq!(r.series[0].ops, 100);
+    assert!(r.series.iter().any(|b| b.ops == 0), "the pause is an empty bucket");
+    let hlog = String::from_utf8_lossy(&r.hlog);
+    assert!(hlog.starts_with("#[miglab"), "{hlog}");
+    assert!(hlog.contains("#[Histogram log format version 1.3]"));
+    assert_eq!(hlog.matches("Tag=read,").count(), 2, "seconds 0 and 1: {hlog}");
+    assert_eq!(r.last_heartbeat_ms.map(|t| t.round()), Some(1299.0));
+}
+
+/// Failed ops are not completions: they end no stall, enter no latency histogram, no IOPS.
+#[test]
+fn failed_ops_are_counted_apart_and_end_no_stall() {
+    let (mut c, mut g) = guest();
+    for ms in 0..100 {
+        g.batch(&mut c, ms, true, false);
+    }
+    c.open_window("migration 1", MIG, g.at(100));
+    // 100 ms to 400 ms: every op fails.
+    for ms in 100..400 {
+        g.batch(&mut c, ms, true, true);
+    }
+    for ms in 400..500 {
+        g.batch(&mut c, ms, true, false);
+    }
+    let w = c.close_window("migration 1", g.at(500)).expect("window");
+    assert!((w.io_stall_ms.expect("stall") - 301.0).abs() < 1.5, "failures do not end a stall: {w:?}");
+    assert_eq!((w.ops, w.errors), (100, 300));
+    let r = c.finish(g.at(500));
+    let read = &r.ops[0];
+    assert_eq!((read.count, read.failed, read.bytes), (200, 300, 200 * 4096));
+    assert_eq!(read.guest.count, 200, "only successful ops have a latency");
+    assert_eq!(read.failed_latency.count, 300);
+    let ops: u64 = r.series.iter().map(|b| b.ops).sum();
+    let errors: u64 = r.series.iter().map(|b| b.errors).sum();
+    assert_eq!((ops, errors), (200, 300));
+}
+
+/// A window opened before anything arrived, closed before two heartbeats: absent, with why.
+#[test]
+fn a_window_with_nothing_to_measure_says_so_instead_of_zero() {
+    let (mut c, g) = guest();
+    c.open_window("migration 1", MIG, g.at(0));
+    let w = c.close_window("migration 1", g.at(50)).expect("window");
+    assert_eq!((w.heartbeat_gap_ms, w.guest_clock_gap_ms, w.io_stall_ms), (None, None, None));
+    assert_eq!(w.unmeasured.len(), 2, "{w:?}");
+    let r = c.finish(g.at(60));
+    assert_eq!(r.windows[0].heartbeat_gap_ms, None);
+    assert_eq!(r.first_heartbeat_ms, None);
+}
+
+#[test]
+fn lost_heartbeats_and_bad_frames_are_counted() {
+    let (mut c, g) = guest();
+    let mut garbage = hb(9, 9);
+    garbage[0] = 0xee;
+    c.feed(&[hb(1, 1), hb(4, 4), garbage].concat(), g.at(0));
+    let r = c.finish(g.at(1));
+    assert_eq!((r.heartbeats, r.heartbeats_missing, r.bad_frames), (2, 2, 1));
+}
+
+#[test]
+fn a_window_still_open_at_the_end_counts_to_the_end_and_is_unended() {
+    let (mut c, g) = guest();
+    c.feed(&hb(0, 0), g.at(0));
+    c.open_window("fault", WindowKind::Fault { index: 0 }, g.at(0));
+    let r = c.finish(g.at(250));
+    let w = &r.windows[0];
+    assert!((w.heartbeat_gap_ms.expect("gap") - 250.0).abs() < 1.0, "{w:?}");
+    assert!(w.heartbeat_gap_unended);
+}
+
+/// A heartbeat gap still open when its window closes is measured to the heartbeat that ends
+/// it, with the guest clock's advance across it.
+#[test]
+fn a_heartbeat_gap_that_outlives_its_window_ends_at_the_next_heartbeat() {
+    let (mut c, g) = guest();
+    c.feed(&hb(0, 1000), g.at(0));
+    c.open_window("migration 1", MIG, g.at(1));
+    let w = c.close_window("migration 1", g.at(100)).expect("window");
+    assert!((w.heartbeat_gap_ms.expect("provisional") - 100.0).abs() < 1.0);
+    c.feed(&hb(1, 3000), g.at(400));
+    let r = c.finish(g.at(401));
+    let w = &r.windows[0];
+    assert!((w.heartbeat_gap_ms.expect("gap") - 400.0).abs() < 1.0, "{w:?}");
+    assert!(!w.heartbeat_gap_unended);
+    assert!((w.guest_clock_gap_ms.expect("guest") - 2.0).abs() < 0.01, "{w:?}");
+}

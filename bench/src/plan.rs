@@ -1,0 +1,188 @@
+//! Scenario → Plan: everything one repetition will do, resolved before anything starts and
+//! written into `result.json` (`miglab run --replay` runs exactly that plan again).
+//!
+//! Deriving a plan is pure. Randomness comes from sub-seeds, one per purpose, each derived
+//! from the scenario's seed and the repetition: adding a fault never shifts the workload's
+//! random sequence, and repetitions differ from each other but not from run to run.
+
+use crate::migration::next_host;
+use crate::scenario::{GuestSpec, LabSpec, RunSpec, Scenario};
+use miglab_reports::MigrationParams;
+use miglab_workloads::job::Workload;
+use serde::{Deserialize, Serialize};
+
+/// Bump when a field changes meaning: a replay refuses plans of another version.
+pub const PLAN_VERSION: u32 = 1;
+
+/// One seed per purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seeds {
+    /// The workload's op sequence (the agent's engine).
+    pub workload: u64,
+    /// When faults fire inside their windows.
+    pub fault_timing: u64,
+    /// Which daemon, host or file a fault picks.
+    pub choices: u64,
+}
+
+/// splitmix64: a well-mixed 64-bit value from a counter.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl Seeds {
+    /// The sub-seeds of repetition `rep` of a scenario seeded with `seed`.
+    pub fn derive(seed: u64, rep: u32) -> Self {
+        let base = mix(seed ^ mix(u64::from(rep)));
+        Self { workload: mix(base ^ 1), fault_timing: mix(base ^ 2), choices: mix(base ^ 3) }
+    }
+}
+
+/// One migration of the plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HopPlan {
+    pub hop: u32,
+    pub from: String,
+    pub to: String,
+}
+
+/// How the migrations run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MigrationSettings {
+    pub params: MigrationParams,
+    pub warmup_s: f64,
+    pub settle_s: f64,
+    pub timeout_s: f64,
+}
+
+/// Everything one repetition does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub version: u32,
+    pub scenario: String,
+    pub repetition: u32,
+    pub seed: u64,
+    pub seeds: Seeds,
+    pub lab: LabSpec,
+    pub vm: String,
+    pub guest: GuestSpec,
+    pub workload: Workload,
+    /// The host the guest boots on.
+    pub start_host: String,
+    pub hops: Vec<HopPlan>,
+    pub migration: MigrationSettings,
+    pub run: RunSpec,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("the topology has {0} client hosts; a migration needs at least 2")]
+    TooFewHosts(usize),
+    #[error("{path}: no plan in it ({why}); replay needs a result.json written by `miglab run`")]
+    NoPlan { path: std::path::PathBuf, why: String },
+    #[error("{path}: a plan of version {found}, this miglab replays version {PLAN_VERSION}")]
+    Version { path: std::path::PathBuf, found: u32 },
+}
+
+impl Plan {
+    /// The plan of repetition `rep` of `s` (with its workload resolved) on `hosts`.
+    pub fn derive(s: &Scenario, workload: &Workload, rep: u32, hosts: &[String]) -> Result<Plan, PlanError> {
+        if hosts.len() < 2 && s.migration.count > 0 || hosts.is_empty() {
+            return Err(PlanError::TooFewHosts(hosts.len()));
+        }
+        let start = hosts[0].clone();
+        let mut at = start.clone();
+        let hops = (1..=s.migration.count)
+            .map(|hop| {
+                let to = next_host(hosts, &at);
+                let h = HopPlan { hop, from: at.clone(), to: to.clone() };
+                at = to;
+                h
+            })
+            .collect();
+        Ok(Plan {
+            version: PLAN_VERSION,
+            scenario: s.name.clone(),
+            repetition: rep,
+            seed: s.seed,
+            seeds: Seeds::derive(s.seed, rep),
+            lab: s.lab.clone(),
+            vm: format!("{}-{rep}", s.name),
+            guest: s.guest.clone(),
+            workload: workload.clone(),
+            start_host: start,
+            hops,
+            migration: MigrationSettings {
+                params: s.migration.params(),
+                warmup_s: s.migration.warmup_s,
+                settle_s: s.migration.settle_s,
+                timeout_s: s.migration.timeout_s,
+            },
+            run: s.run.clone(),
+        })
+    }
+
+    /// The plan a result was run with.
+    pub fn from_result(path: &std::path::Path, plan: &serde_json::Value) -> Result<Plan, PlanError> {
+        let version = plan.get("version").and_then(|v| v.as_u64()).unwrap_or(0) as u32;
+        if version != PLAN_VERSION {
+            return Err(PlanError::Version { path: path.into(), found: version });
+        }
+        serde_json::from_value(plan.clone()).map_err(|e| PlanError::NoPlan { path: path.into(), why: e.to_string() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn scenario(count: u32) -> Scenario {
+        let text = format!("name = \"p\"\nseed = 9\n[workload]\nkind = \"read-loop\"\n[migration]\ncount = {count}\n");
+        Scenario::parse(&text, Path::new("p.toml")).expect("parses")
+    }
+
+    fn hosts() -> Vec<String> {
+        vec!["c1".into(), "c2".into()]
+    }
+
+    #[test]
+    fn hops_ping_pong_and_the_plan_round_trips() {
+        let s = scenario(3);
+        let w = s.workload.clone().expect("inline");
+        let p = Plan::derive(&s, &w, 2, &hosts()).expect("plan");
+        let route: Vec<(&str, &str)> = p.hops.iter().map(|h| (h.from.as_str(), h.to.as_str())).collect();
+        assert_eq!(route, [("c1", "c2"), ("c2", "c1"), ("c1", "c2")]);
+        assert_eq!(p.vm, "p-2");
+        let json = serde_json::to_value(&p).expect("json");
+        assert_eq!(Plan::from_result(Path::new("r.json"), &json).expect("back"), p);
+    }
+
+    #[test]
+    fn same_seed_same_plan_and_sub_seeds_are_independent() {
+        let s = scenario(1);
+        let w = s.workload.clone().expect("inline");
+        assert_eq!(Plan::derive(&s, &w, 1, &hosts()).ok(), Plan::derive(&s, &w, 1, &hosts()).ok());
+        let a = Seeds::derive(9, 1);
+        assert_ne!(a, Seeds::derive(9, 2), "repetitions differ");
+        assert_ne!(a, Seeds::derive(10, 1), "seeds differ");
+        assert!(a.workload != a.fault_timing && a.fault_timing != a.choices);
+    }
+
+    #[test]
+    fn a_plan_needs_two_hosts_to_migrate() {
+        let s = scenario(1);
+        let w = s.workload.clone().expect("inline");
+        assert!(matches!(Plan::derive(&s, &w, 1, &["c1".into()]), Err(PlanError::TooFewHosts(1))));
+        assert!(Plan::derive(&scenario(0), &w, 1, &["c1".into()]).is_ok());
+    }
+
+    #[test]
+    fn a_plan_of_another_version_is_refused() {
+        let e = Plan::from_result(Path::new("r.json"), &serde_json::json!({"version": 99})).expect_err("version");
+        assert!(e.to_string().contains("version 99"), "{e}");
+    }
+}

@@ -1,0 +1,179 @@
+//! The schema on the shipped scenarios, on typos and nonsense, and on thousands of mutated
+//! files: never a panic, every refusal a message that names the file.
+
+use super::*;
+use miglab_workloads::job::Rw;
+
+fn shipped() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let mut v = Vec::new();
+    let mut todo = vec![dir];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).expect("scenarios/") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if p.extension().is_some_and(|x| x == "toml") {
+                v.push(p);
+            }
+        }
+    }
+    v.sort();
+    v
+}
+
+#[test]
+fn the_shipped_scenarios_load() {
+    let all = shipped();
+    for p in &all {
+        let (s, _, _) = Scenario::load(p).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.file_stem().and_then(|f| f.to_str()), Some(s.name.as_str()), "file named after its scenario");
+    }
+    assert!(all.len() >= 6, "{} scenarios", all.len());
+}
+
+#[test]
+fn defaults_fill_in_and_fio_fields_come_through() {
+    let s = Scenario::parse("name = \"x\"\n[workload]\nkind = \"fio\"\nrw = \"randwrite\"\nbs = \"8k\"\n", Path::new("x.toml"))
+        .expect("parses");
+    assert_eq!(s.migration.count, 1);
+    assert_eq!(s.guest.memory_mib, 512);
+    let Some(Workload::Fio(j)) = &s.workload else { panic!("fio") };
+    assert_eq!((j.rw, j.bs.0), (Rw::Randwrite, 8192));
+}
+
+#[test]
+fn malformed_files_name_the_line_and_column() {
+    let e = Scenario::parse("name = \"x\"\n[workload]\nkind = \"fio\"\nrw = randread\n", Path::new("s.toml"))
+        .expect_err("bare word");
+    assert!(e.to_string().starts_with("s.toml:4:6:"), "{e}");
+    let e = Scenario::parse("name = \"x\"\nsed = 3\n[workload]\nkind = \"read-loop\"\n", Path::new("s.toml"))
+        .expect_err("typo");
+    assert!(e.to_string().starts_with("s.toml:2:1:") && e.to_string().contains("sed"), "{e}");
+    let e = Scenario::parse("name = \"a b\"\n[workload]\nkind = \"read-loop\"\n", Path::new("s.toml")).expect_err("name");
+    assert!(e.to_string().starts_with("s.toml:1: name:") && e.to_string().contains("letters"), "{e}");
+}
+
+/// What `miglab check` refuses, each with its line and field.
+#[test]
+fn nonsense_is_refused_with_line_field_and_fix() {
+    let cases: &[(&str, &str)] = &[
+        ("[migration]\nwarmup_s = -1.0\n", "s.toml:6: migration.warmup_s: -1 is not a time"),
+        ("[migration]\nsettle_s = nan\n", "migration.settle_s: NaN is not a time"),
+        ("[migration]\ntimeout_s = 0\n", "migration.timeout_s: 0 is not a time"),
+        ("[guest]\nvcpus = 0\n", "s.toml:6: guest.vcpus: 0 must be between 1 and 64"),
+        ("[guest]\nmemory_mib = 16\n", "guest.memory_mib: 16 MiB"),
+        ("[guest]\nvirtiofsd_args = [\"--shared-dir=/\"]\n", "guest.virtiofsd_args: '--shared-dir' is set by miglab"),
+        ("[lab]\nname = \"Not Valid\"\n", "lab.name"),
+        ("[migration]\nmultifd_channels = 0\n", "migration.multifd_channels"),
+        ("[run]\nlayout_timeout_s = -3\n", "run.layout_timeout_s"),
+    ];
+    for (extra, want) in cases {
+        let text = format!("name = \"x\"\n[workload]\nkind = \"read-loop\"\npath = \"miglab/hello\"\n{extra}");
+        let e = Scenario::parse(&text, Path::new("s.toml")).expect_err(extra);
+        assert!(e.to_string().contains(want), "{extra}: {e}");
+    }
+    for path in ["/etc/passwd", "../../etc/passwd", "miglab/../../x"] {
+        let text = format!("name = \"x\"\n[workload]\nkind = \"read-loop\"\npath = \"{path}\"\n");
+        let e = Scenario::parse(&text, Path::new("s.toml")).expect_err(path);
+        assert!(e.to_string().contains("s.toml:2: workload:"), "{path}: {e}");
+    }
+    let text = "name = \"x\"\n[workload]\nkind = \"fio\"\nrw = \"write\"\ndirectory = \"/root\"\n";
+    assert!(Scenario::parse(text, Path::new("s.toml")).expect_err("abs").to_string().contains("relative"));
+    let text = "name = \"x\"\nfio_file = \"/etc/fio.job\"\n";
+    assert!(Scenario::parse(text, Path::new("s.toml")).expect_err("abs").to_string().contains("fio_file"));
+}
+
+/// A 4 KiB job over 64 GiB needs 128 MiB of generations: too much for a 256 MiB guest.
+#[test]
+fn a_workload_the_guest_cannot_track_is_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = dir.path().join("big.toml");
+    std::fs::write(
+        &p,
+        "name = \"big\"\n[guest]\nmemory_mib = 256\n[workload]\nkind = \"fio\"\nrw = \"randwrite\"\nbs = \"4k\"\nsize = \"64g\"\n",
+    )
+    .expect("write");
+    let e = Scenario::load(&p).expect_err("too big");
+    assert!(e.to_string().contains("workload.size") && e.to_string().contains("guest.memory_mib"), "{e}");
+}
+
+/// Tiny deterministic generator for the mutation test (no dependency needed).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+const TOKENS: &[&str] = &[
+    "-1", "0", "nan", "inf", "1e308", "\"\"", "\"../x\"", "\"/etc\"", "[", "]", "=", "\n", "\"4k,8k\"", "true",
+    "[workload]", "[guest]", "kind = \"fio\"", "size = \"0\"", "bs = \"1\"", "18446744073709551615", "\u{0}",
+    "rw = \"randrw\"", "numjobs = 100000", "memory_mib = 1", "#", "'", "\"\\u0000\"",
+];
+
+fn mutate(text: &str, rng: &mut Lcg) -> String {
+    let mut t: Vec<char> = text.chars().collect();
+    for _ in 0..1 + rng.below(4) {
+        let at = rng.below(t.len() + 1);
+        match rng.below(3) {
+            0 if !t.is_empty() => {
+                let n = 1 + rng.below(8);
+                let end = (at + n).min(t.len());
+                t.drain(at.min(t.len())..end);
+            }
+            1 => {
+                let tok = TOKENS[rng.below(TOKENS.len())];
+                for (k, c) in tok.chars().enumerate() {
+                    t.insert((at + k).min(t.len()), c);
+                }
+            }
+            _ if !t.is_empty() => {
+                let i = at.min(t.len() - 1);
+                t[i] = char::from_u32(32 + rng.next() as u32 % 95).unwrap_or('x');
+            }
+            _ => {}
+        }
+    }
+    t.into_iter().collect()
+}
+
+/// Thousands of mutated scenarios and fio job files: no panic, every refusal a message that
+/// names the file (scenarios) or the line (job files).
+#[test]
+fn mutated_scenarios_and_job_files_never_panic_and_every_refusal_says_where() {
+    let mut rng = Lcg(0x5eed);
+    let seeds: Vec<String> = shipped().iter().map(|p| std::fs::read_to_string(p).expect("read")).collect();
+    let mut refused = 0;
+    for i in 0..4000 {
+        let text = mutate(&seeds[i % seeds.len()], &mut rng);
+        match Scenario::parse(&text, Path::new("m.toml")) {
+            Ok(_) => {}
+            Err(e) => {
+                refused += 1;
+                let msg = e.to_string();
+                assert!(msg.starts_with("m.toml:"), "{msg}");
+                assert!(msg.len() > "m.toml:".len() + 5, "an empty message ({msg:?}) for {text:?}");
+            }
+        }
+    }
+    assert!(refused > 1000, "the mutations reach the checks: {refused}");
+    let job = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/fio/randread.fio"))
+        .expect("job file");
+    let mut refused = 0;
+    for _ in 0..4000 {
+        let text = mutate(&job, &mut rng);
+        if let Err(e) = miglab_workloads::fio::parse(&text) {
+            refused += 1;
+            let msg = e.to_string();
+            assert!(!msg.is_empty(), "an empty message for {text:?}");
+            let says_where = msg.starts_with("line ") || msg.starts_with("job '") || msg.contains("no job");
+            assert!(says_where, "{msg}");
+        }
+    }
+    assert!(refused > 500, "{refused}");
+}

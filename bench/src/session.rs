@@ -1,0 +1,247 @@
+//! `miglab run`: a scenario checked completely, the lab reused or brought up, then for each
+//! repetition a plan derived, executed, assembled into a result, and written to
+//! `<out>/<scenario>/<repetition>/` (first as `aborted`, so a run that never finishes still
+//! leaves a result). `--replay result.json` runs the plan of an earlier result again.
+
+use crate::assemble::{self, assemble, begun, fresh_dir, write_outputs, write_result};
+use crate::check;
+use crate::clock::RunClock;
+use crate::plan::{Plan, PlanError};
+use crate::progress::{ms, window_line};
+use crate::run::{copy_logs, execute, vm_spec};
+use crate::scenario::{Scenario, ScenarioError};
+use crate::topology::lab::{Lab, LabError, LabOptions};
+use crate::topology::state::{Phase, StateFile};
+use crate::topology::Site;
+use miglab_reports::{RunResult, RunStatus};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Scenario(#[from] ScenarioError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Lab(#[from] LabError),
+    #[error("could not read the result to replay, {path}: {why}")]
+    Replay { path: PathBuf, why: String },
+    #[error("could not {what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("could not start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("interrupted; the partial results are in {}", .0.display())]
+    Interrupted(PathBuf),
+    #[error("{} of {total} repetitions did not complete:\n{}", .failed.len(), .failed.iter().map(|(d, why)| format!("  {}: {why}", d.display())).collect::<Vec<_>>().join("\n"))]
+    Failed { total: usize, failed: Vec<(PathBuf, String)> },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunError {
+    let what = what.into();
+    move |source| RunError::Io { what, source }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Scenario(PathBuf),
+    /// The plan of an earlier `result.json`.
+    Replay(PathBuf),
+}
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub source: Source,
+    /// Results go to `<out>/<scenario>/<repetition>/`.
+    pub out: PathBuf,
+    pub lab_root: PathBuf,
+    /// Overrides the scenario's repetitions.
+    pub repetitions: Option<u32>,
+    /// Overrides the scenario's lab name.
+    pub lab_name: Option<String>,
+    /// Run the workload directly on the first host's CephFS mount for this long, without a VM
+    /// or migrations: the storage baseline of the scenario.
+    pub host_mode: Option<Duration>,
+}
+
+fn say(scenario: &str, rep: u32, msg: &str) {
+    eprintln!("[{scenario} #{rep}] {msg}");
+}
+
+/// What a session runs: the plans (derived per repetition, or replayed) and the scenario text.
+enum Plans {
+    Derive { scenario: Box<Scenario>, workload: miglab_workloads::job::Workload, repetitions: u32 },
+    Replay(Box<Plan>),
+}
+
+/// Runs every repetition; returns the result directories (all completed), or the failures.
+pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
+    let (plans, text, name, mut lab_spec) = match &opts.source {
+        Source::Scenario(p) => {
+            let (s, text, w) = Scenario::load(p)?;
+            check::host(p, &s.guest)?;
+            let reps = opts.repetitions.unwrap_or(s.repetitions);
+            let (name, lab) = (s.name.clone(), s.lab.clone());
+            (Plans::Derive { scenario: Box::new(s), workload: w, repetitions: reps }, text, name, lab)
+        }
+        Source::Replay(p) => {
+            let bytes = std::fs::read(p).map_err(|e| RunError::Replay { path: p.clone(), why: e.to_string() })?;
+            let r: RunResult =
+                serde_json::from_slice(&bytes).map_err(|e| RunError::Replay { path: p.clone(), why: e.to_string() })?;
+            let plan = Plan::from_result(p, &r.plan)?;
+            check::host(p, &plan.guest)?;
+            let (name, lab) = (plan.scenario.clone(), plan.lab.clone());
+            (Plans::Replay(Box::new(plan)), r.scenario_text, name, lab)
+        }
+    };
+    if let Some(n) = &opts.lab_name {
+        lab_spec.name = n.clone();
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(RunError::Runtime)?;
+    let state = opts.lab_root.join(&lab_spec.name).join("state.json");
+    let reuse = StateFile::load(&state).is_ok_and(|s| s.phase == Phase::Up);
+    let t = Instant::now();
+    let lab = Arc::new(if reuse {
+        say(&name, 0, &format!("using the running lab '{}'", lab_spec.name));
+        Lab::open(&lab_spec.name, &opts.lab_root)?
+    } else {
+        say(&name, 0, &format!("bringing up lab '{}'", lab_spec.name));
+        let lab = Lab::up(&LabOptions {
+            name: lab_spec.name.clone(),
+            root: opts.lab_root.clone(),
+            objectstore: lab_spec.objectstore,
+            ..LabOptions::default()
+        })?;
+        say(&name, 0, &format!("lab up in {:.1} s", t.elapsed().as_secs_f64()));
+        lab
+    });
+    let site: Arc<dyn Site> = lab.clone();
+    let hosts = site.host_names();
+    let list: Vec<Result<Plan, PlanError>> = match &plans {
+        Plans::Derive { scenario, workload, repetitions } => {
+            (1..=*repetitions).map(|rep| Plan::derive(scenario, workload, rep, &hosts)).collect()
+        }
+        Plans::Replay(p) => vec![Ok((**p).clone())],
+    };
+    let mut dirs = Vec::new();
+    let mut failed = Vec::new();
+    let mut interrupted = None;
+    let mut setup_error = None;
+    for plan in list {
+        let mut plan = match plan {
+            Ok(p) => p,
+            Err(e) => {
+                setup_error = Some(RunError::from(e));
+                break;
+            }
+        };
+        plan.lab = lab_spec.clone();
+        let dir_name = if opts.host_mode.is_some() { format!("{}-host", plan.scenario) } else { plan.scenario.clone() };
+        let dir = opts.out.join(dir_name).join(plan.repetition.to_string());
+        match repetition(&rt, &site, &plan, &text, &dir, opts.host_mode) {
+            Ok(r) => match r.status {
+                RunStatus::Completed => dirs.push(dir),
+                RunStatus::Aborted => {
+                    interrupted = Some(dir);
+                    break;
+                }
+                RunStatus::Failed => failed.push((dir, r.problems.first().or(r.error.as_ref()).cloned().unwrap_or_default())),
+            },
+            Err(e) => {
+                setup_error = Some(e);
+                break;
+            }
+        }
+    }
+    drop(site);
+    if !reuse {
+        say(&name, 0, "tearing the lab down");
+        match Arc::try_unwrap(lab) {
+            Ok(lab) => lab.down()?,
+            Err(_) => eprintln!("miglab: the lab is still in use; `miglab lab down` tears it down"),
+        }
+    }
+    if let Some(e) = setup_error {
+        return Err(e);
+    }
+    if let Some(dir) = interrupted {
+        return Err(RunError::Interrupted(dir));
+    }
+    if !failed.is_empty() {
+        return Err(RunError::Failed { total: dirs.len() + failed.len(), failed });
+    }
+    Ok(dirs)
+}
+
+/// One repetition. Whatever happens, a result.json is left in `dir`.
+fn repetition(
+    rt: &tokio::runtime::Runtime,
+    site: &Arc<dyn Site>,
+    plan: &Plan,
+    text: &str,
+    dir: &Path,
+    host_mode: Option<Duration>,
+) -> Result<RunResult, RunError> {
+    let started = Instant::now();
+    fresh_dir(dir).map_err(io(format!("create {}", dir.display())))?;
+    let spec = vm_spec(plan);
+    let how = if host_mode.is_some() { "the engine ran on the host, without a VM" } else { "" };
+    let mut prov = assemble::provenance(spec.accel, how);
+    if host_mode.is_some() {
+        prov.accelerator = "none (host mode)".into();
+    }
+    let result = begun(plan, text, prov);
+    // An interrupted or crashed run leaves this one, marked aborted.
+    write_result(dir, &result).map_err(io("write result.json"))?;
+    let clock = RunClock::start();
+    let tell = |m: &str| say(&plan.scenario, plan.repetition, m);
+    let ex = match host_mode {
+        Some(d) => crate::hostmode::execute(site.as_ref(), plan, d, clock, &tell),
+        None => rt.block_on(execute(site, plan, clock, &tell)),
+    };
+    copy_logs(site.as_ref(), &plan.vm, dir);
+    let r = assemble(result, &ex, started.elapsed().as_secs_f64() * 1e3);
+    let hlog = ex.collected.as_ref().map(|c| c.hlog.as_slice());
+    write_outputs(dir, &r, hlog).map_err(io(format!("write the results in {}", dir.display())))?;
+    summary(&r, dir);
+    Ok(r)
+}
+
+fn summary(r: &RunResult, dir: &Path) {
+    println!("{} #{}: {:?} in {:.1} s → {}", r.scenario, r.repetition, r.status, r.duration_ms / 1e3, dir.display());
+    for o in &r.ops {
+        println!(
+            "  {:<9} {:>9} ops {:>6} failed  guest p50 {:>7} us p99 {:>8} us max {:>9} us | host p99 {:>8} us max {:>9} us",
+            o.op, o.count, o.failed, o.guest.p50_us, o.guest.p99_us, o.guest.max_us, o.host.p99_us, o.host.max_us
+        );
+    }
+    for m in &r.migrations {
+        let w = r.migration_window(m.hop);
+        println!(
+            "  migration {} {} → {} {}: QEMU downtime {}, total {}; {}",
+            m.hop,
+            m.from,
+            m.to,
+            if m.completed() { "completed" } else { "NOT COMPLETED" },
+            ms(m.downtime_ms.map(|d| d as f64)),
+            ms(m.total_time_ms.map(|d| d as f64)),
+            w.map(window_line).unwrap_or_else(|| "no window".into())
+        );
+    }
+    if let Some(v) = &r.verification {
+        println!(
+            "  verify: {} blocks through {} ({}): {} mismatched, {} missing, {} errored writes landed; {} inline mismatches",
+            v.blocks, v.read_through, v.read_mode, v.mismatched, v.missing, v.errored_write_landed, v.inline_mismatches
+        );
+    }
+    for p in &r.problems {
+        println!("  problem: {p}");
+    }
+    if let Some(e) = &r.error {
+        println!("  error: {e}");
+    }
+}

@@ -1,0 +1,329 @@
+//! Bringing a lab up: the network, ceph.conf and the keyring, the monitor, manager, OSDs and
+//! MDSs in the order (and overlap) that is fastest, the mounts, and the wait for readiness —
+//! PGs active+clean *and* an MDS active *and* both mounts present.
+
+use super::super::admin::AdminError;
+use super::super::ceph::{self, ClusterSpec, Status, FS_NAME, MGR_ID, MON_ID, PG_PER_POOL};
+use super::super::layout::{ClientLayout, LabLayout};
+use super::super::mountinfo::is_fuse_mounted;
+use super::super::net;
+use super::super::state::{LabState, Phase, StateFile};
+use super::super::{DaemonId, DaemonKind};
+use super::{down, io, Lab, LabError, LabOptions};
+use crate::paths;
+use crate::process::{self, ProcessSpec, Tier};
+use crate::wait::{self, WaitError};
+use serde_json::json;
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Whether the cluster reached a bring-up milestone, given the PG count it must have.
+type Milestone = fn(&Status, u32) -> bool;
+
+/// Writes a file only root can read (the keyring).
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(path)?;
+    f.write_all(text.as_bytes())
+}
+
+/// Checks what `lab up` needs before anything is created, so a missing piece costs nothing.
+pub fn preflight() -> Result<(), LabError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(LabError::NotRoot);
+    }
+    let fix = "run `ci/setup` (or `miglab doctor` for the whole list)".to_string();
+    for t in ["ceph-mon", "ceph-mgr", "ceph-osd", "ceph-mds", "ceph-fuse", "ceph", "monmaptool", "ip"] {
+        if paths::find_tool(t).is_none() {
+            return Err(LabError::MissingTool { tool: t.into(), fix });
+        }
+    }
+    if !paths::system_python().exists() {
+        return Err(LabError::MissingTool { tool: paths::system_python().display().to_string(), fix });
+    }
+    if !Path::new("/dev/fuse").exists() {
+        return Err(LabError::MissingTool {
+            tool: "/dev/fuse".into(),
+            fix: "load the fuse module: `modprobe fuse`".into(),
+        });
+    }
+    Ok(())
+}
+
+fn check_port_free(addr: Ipv4Addr, port: u16) -> Result<(), LabError> {
+    // The lab's address does not exist yet; a wildcard listener on the port would still clash.
+    TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))
+        .map(drop)
+        .map_err(|_| LabError::PortBusy { addr, port })
+}
+
+
+impl Lab {
+    /// Builds the lab and waits until it is ready. On any failure, or Ctrl-C, whatever was
+    /// started is torn down before the error is returned.
+    pub fn up(opts: &LabOptions) -> Result<Lab, LabError> {
+        let layout = LabLayout::new(&opts.name, &opts.root, opts.subnet.as_deref(), opts.clients)?;
+        preflight()?;
+        if layout.dir.exists() {
+            let what = match StateFile::load(&layout.state_file()) {
+                Ok(s) => format!("its state says {:?}", s.phase).to_lowercase(),
+                Err(_) => "the directory exists".into(),
+            };
+            return Err(LabError::Exists { name: layout.name.clone(), dir: layout.dir.clone(), what });
+        }
+        for port in [layout.mon_port, layout.mon_port + 1] {
+            check_port_free(layout.gateway, port)?;
+        }
+        for d in [layout.dir.clone(), layout.log_dir(), layout.run_dir()] {
+            std::fs::create_dir_all(&d).map_err(io(format!("create {}", d.display())))?;
+        }
+        // The keyring, the QMP and control sockets of every VM live below: root's alone.
+        std::fs::set_permissions(&layout.dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io(format!("restrict {}", layout.dir.display())))?;
+        let mut cluster = ClusterSpec::new(opts.objectstore);
+        cluster.overrides = opts.conf_overrides.clone();
+        let state = Arc::new(StateFile::create(layout.state_file(), LabState::new(layout.clone(), cluster))?);
+        let mut lab = Lab::with_state(layout, state, opts.stop, opts.step_timeout);
+        match lab.build(opts) {
+            Ok(()) => {
+                lab.state.update(|s| s.phase = Phase::Up)?;
+                Ok(lab)
+            }
+            Err(e) => {
+                let _ = lab.state.update(|s| s.phase = Phase::Failed);
+                let name = lab.layout.name.clone();
+                let root = opts.root.clone();
+                lab.close_admin();
+                drop(lab);
+                // The lab's own error comes first; a teardown problem is added to it.
+                if let Err(t) = down(&name, &root, opts.stop) {
+                    eprintln!("miglab: teardown after the failure also failed: {t}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The command line of a daemon: in the foreground (`-f`) so that the supervisor owns the
+    /// very process it started.
+    pub(super) fn daemon_spec(&self, id: &DaemonId) -> ProcessSpec {
+        let tier = if id.kind == DaemonKind::Mon { Tier::Monitor } else { Tier::Daemon };
+        ProcessSpec::new(id.to_string(), paths::tool(&id.kind.program()), self.log(&id.to_string()))
+            .tier(tier)
+            .args(["-f", "-i", &id.id])
+            .args(self.conf_args())
+    }
+
+    fn fuse_spec(&self, host: &ClientLayout) -> ProcessSpec {
+        ProcessSpec::new(
+            format!("ceph-fuse.{}", host.name),
+            paths::tool("ceph-fuse"),
+            self.log(&format!("client.{}", host.name)),
+        )
+        .tier(Tier::Client)
+        .args(["-f", "-n", &format!("client.{}", host.name)])
+        .args(self.conf_args())
+        .arg(&host.mount)
+        .in_netns(Some(net::netns_path(&host.netns)))
+    }
+
+
+    fn build(&mut self, opts: &LabOptions) -> Result<(), LabError> {
+        let layout = self.layout.clone();
+        let cluster = self.state.snapshot().cluster;
+
+        let t = Instant::now();
+        self.state.update(|s| s.links.push(layout.bridge.clone()))?;
+        net::create_bridge(&layout.bridge, layout.gateway, layout.prefix)?;
+        for c in &layout.clients {
+            self.state.update(|s| {
+                s.netns.push(c.netns.clone());
+                s.links.push(c.veth.clone());
+            })?;
+            net::create_host(&c.netns, &c.veth, &layout.bridge, c.addr, layout.prefix)?;
+        }
+        self.mark("network", t);
+
+        let t = Instant::now();
+        let clients: Vec<String> = layout.clients.iter().map(|c| c.name.clone()).collect();
+        std::fs::write(layout.conf(), ceph::render_conf(&layout, &cluster)).map_err(io("write ceph.conf"))?;
+        write_private(&layout.keyring(), &ceph::render_keyring(&ceph::entities(&cluster, &clients)))
+            .map_err(io("write the keyring"))?;
+        let ceph_dir = layout.ceph_dir();
+        for d in ["mon", "mgr", "mds", "osd", "crash"] {
+            std::fs::create_dir_all(ceph_dir.join(d)).map_err(io(format!("create {d} dir")))?;
+        }
+        for m in &cluster.mds {
+            std::fs::create_dir_all(ceph_dir.join(format!("mds/mds.{m}"))).map_err(io("create mds dir"))?;
+        }
+        std::fs::create_dir_all(ceph_dir.join(format!("mgr/mgr.{MGR_ID}"))).map_err(io("create mgr dir"))?;
+        self.mark("files", t);
+
+        // OSD mkfs needs no monitor (the fsid is in ceph.conf): run it while the mon starts.
+        let t_mkfs = Instant::now();
+        let osd_uuids: Vec<String> =
+            (0..cluster.osds).map(|_| ceph::ClusterSpec::new(cluster.objectstore).fsid).collect();
+        let mkfs: Vec<_> = (0..cluster.osds)
+            .map(|i| {
+                let dir = ceph_dir.join(format!("osd/{i}"));
+                let mut cmd = Command::new(paths::tool("ceph-osd"));
+                cmd.args(self.conf_args()).args([
+                    "-i",
+                    &i.to_string(),
+                    "--mkfs",
+                    "--no-mon-config",
+                    "--osd-uuid",
+                    &osd_uuids[i as usize],
+                ]);
+                let timeout = self.step_timeout;
+                std::thread::spawn(move || -> Result<(), LabError> {
+                    std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
+                    process::run_tool(&mut cmd, timeout)?;
+                    Ok(())
+                })
+            })
+            .collect();
+
+        let t = Instant::now();
+        let monmap = ceph_dir.join("monmap");
+        process::run_tool(
+            Command::new(paths::tool("monmaptool"))
+                .args([
+                    "--create",
+                    "--clobber",
+                    "--fsid",
+                    &cluster.fsid,
+                    "--addv",
+                    MON_ID,
+                    &layout.mon_host(),
+                ])
+                .arg(&monmap),
+            self.step_timeout,
+        )?;
+        process::run_tool(
+            Command::new(paths::tool("ceph-mon"))
+                .args(self.conf_args())
+                .args(["--mkfs", "-i", MON_ID, "--monmap"])
+                .arg(&monmap)
+                .arg("--keyring")
+                .arg(layout.keyring()),
+            self.step_timeout,
+        )?;
+        let mon = DaemonId::new(DaemonKind::Mon, MON_ID);
+        self.sup.spawn(&self.daemon_spec(&mon))?;
+        let t_daemons = Instant::now();
+        // The manager and the MDSs need only the monitor; they come up as standbys meanwhile.
+        self.sup.spawn(&self.daemon_spec(&DaemonId::new(DaemonKind::Mgr, MGR_ID)))?;
+        for m in &cluster.mds {
+            self.sup.spawn(&self.daemon_spec(&DaemonId::new(DaemonKind::Mds, m.as_str())))?;
+        }
+        self.connect_admin()?;
+        self.mark("mon", t);
+
+        let t = Instant::now();
+        {
+            let mut admin = self.admin()?;
+            let admin = admin.as_mut().ok_or(AdminError::NoPipes)?;
+            for (i, uuid) in osd_uuids.iter().enumerate() {
+                admin.mon("osd new", json!({ "uuid": uuid, "id": i }))?;
+            }
+            for pool in ["cephfs_metadata", "cephfs_data"] {
+                admin.mon("osd pool create", json!({ "pool": pool, "pg_num": PG_PER_POOL }))?;
+            }
+            admin.mon(
+                "fs new",
+                json!({ "fs_name": FS_NAME, "metadata": "cephfs_metadata", "data": "cephfs_data" }),
+            )?;
+        }
+        self.mark("pools+fs", t);
+
+        for h in mkfs {
+            h.join().map_err(|_| LabError::Wait("an OSD mkfs thread panicked".into()))??;
+        }
+        self.mark("osd-mkfs", t_mkfs);
+
+        let t_osds = Instant::now();
+        for i in 0..cluster.osds {
+            self.sup.spawn(&self.daemon_spec(&DaemonId::new(DaemonKind::Osd, i.to_string())))?;
+        }
+
+        // Milestones are stamped when the readiness poll first sees them, each from the
+        // start of the daemons it depends on.
+        let min_pgs = 2 * PG_PER_POOL;
+        let mut pending: Vec<(&str, Instant, Milestone)> = vec![
+            ("mgr", t_daemons, |s, _| s.mgrmap.available),
+            ("osd-start", t_osds, |s, _| s.osds_all_up()),
+            ("mds", t_daemons, |s, _| !s.active_mds().is_empty()),
+            ("pgs-clean", t_osds, |s, min| s.pgs_clean(min)),
+        ];
+        let mut observe = |s: &Status| {
+            pending.retain(|(name, start, reached)| {
+                let done = reached(s, min_pgs);
+                if done {
+                    self.mark(name, *start);
+                }
+                !done
+            });
+        };
+        // ceph-fuse gives up at once without an active MDS, which usually comes before the
+        // PGs are clean: mount as soon as it exists, then wait for the rest.
+        self.wait_ready(opts.ready_timeout, |s| {
+            observe(s);
+            !s.active_mds().is_empty()
+        })?;
+        let t_mounts = Instant::now();
+        for c in &layout.clients {
+            std::fs::create_dir_all(&c.mount).map_err(io(format!("create {}", c.mount.display())))?;
+            self.state.update(|s| s.mounts.push(c.mount.clone()))?;
+            self.sup.spawn(&self.fuse_spec(c))?;
+        }
+        self.wait_ready(opts.ready_timeout, |s| {
+            observe(s);
+            s.ready(min_pgs)
+        })?;
+        self.wait_mounts(opts.step_timeout)?;
+        self.mark("mounts", t_mounts);
+        self.timings_lock().finish();
+        Ok(())
+    }
+
+
+    fn wait_mounts(&self, timeout: Duration) -> Result<(), LabError> {
+        for c in &self.layout.clients {
+            let fuse = format!("ceph-fuse.{}", c.name);
+            let r = wait::until(
+                &format!("CephFS on {}", c.mount.display()),
+                timeout,
+                Duration::from_millis(20),
+                || {
+                    if let Some(rec) = self.state.snapshot().process(&fuse) {
+                        if let Some(status) = self.sup.exit_status(rec) {
+                            return Err(LabError::DaemonDied {
+                                name: fuse.clone(),
+                                status,
+                                log: rec.log.clone(),
+                                tail: process::log_tail(&rec.log, 15),
+                            });
+                        }
+                    }
+                    Ok::<_, LabError>(is_fuse_mounted(&c.mount).then_some(()))
+                },
+            );
+            if let Err(WaitError::TimedOut(..)) = r {
+                return Err(LabError::MountFailed {
+                    host: c.name.clone(),
+                    mount: c.mount.clone(),
+                    timeout,
+                    tail: process::log_tail(&self.log(&format!("client.{}", c.name)), 15),
+                });
+            }
+            r?;
+        }
+        Ok(())
+    }
+
+}

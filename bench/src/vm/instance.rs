@@ -1,0 +1,289 @@
+//! A running VM instance: one fresh virtiofsd sharing the host's CephFS mount, one QEMU in the
+//! host's network namespace, QMP and the agent's control port connected. Boot is detected by
+//! the agent's hello, never by a sleep.
+//!
+//! A [`Vm`] owns its processes: `stop` ends them and reports what went wrong; a `Vm` dropped
+//! without `stop` (an error path) kills them and says so on stderr, so nothing outlives it.
+//! Starting never blocks the async runtime: process spawns and ledger writes run on the
+//! blocking pool.
+
+use super::cmdline::{check_qemu, console_summary, qemu_args, virtiofsd_args};
+use super::ledger;
+use super::spec::{InstanceId, VmFiles, VmRecord, VmSpec};
+use super::VmError;
+use crate::control::{Control, ControlError};
+use crate::image::GuestImage;
+use crate::paths;
+use crate::process::{self, ProcRecord, ProcessSpec, Tier};
+use crate::qmp::Qmp;
+use crate::topology::Site;
+use miglab_workloads::control::Hello;
+use nix::sys::signal::Signal;
+use qapi::qmp;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A running VM instance.
+#[derive(Debug)]
+pub struct Vm {
+    site: Arc<dyn Site>,
+    pub record: VmRecord,
+    pub qmp: Qmp,
+    pub control: Control,
+    pub qemu: ProcRecord,
+    pub virtiofsd: ProcRecord,
+    /// The agent's hello (None for an incoming instance until it has migrated).
+    pub hello: Option<Hello>,
+    /// From QEMU's start to the agent's hello.
+    pub boot_ms: Option<f64>,
+    /// `stop` ran: nothing left for `Drop` to do.
+    stopped: bool,
+}
+
+/// Runs `f` on the blocking pool: process spawns and stops, and the ledger's locked writes,
+/// must not hold up the runtime's workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+/// What was started so far, stopped again if the start fails.
+struct Partial {
+    site: Arc<dyn Site>,
+    id: InstanceId,
+    started: Vec<ProcRecord>,
+    armed: bool,
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        for p in self.started.iter().rev() {
+            if let Err(e) = self.site.stop(p) {
+                eprintln!("miglab: stopping {} after a failed start: {e}", p.name);
+            }
+        }
+        if let Err(e) = self.site.forget_instance(&self.id.to_string()) {
+            eprintln!("miglab: forgetting {} after a failed start: {e}", self.id);
+        }
+    }
+}
+
+impl Vm {
+    /// Starts an instance of `spec` on `host`: booted, or waiting for an incoming migration.
+    /// If anything fails, whatever was started for it is stopped again.
+    pub async fn start(
+        site: &Arc<dyn Site>,
+        spec: &VmSpec,
+        host: &str,
+        generation: u32,
+        incoming: bool,
+    ) -> Result<Vm, VmError> {
+        check_qemu()?;
+        let image = GuestImage::current(&paths::cache())?;
+        let id = InstanceId::new(&spec.name, host, generation);
+        let h = site.host(host)?;
+        let mount = h.mount_point();
+        let files = VmFiles::of(&site.instances_dir(), &id);
+        let record = VmRecord { spec: spec.clone(), id: id.clone(), files: files.clone(), image: image.manifest.key.clone(), incoming };
+        let mut partial = Partial { site: site.clone(), id: id.clone(), started: Vec::new(), armed: true };
+
+        // The directory, the ledger entry and virtiofsd (QEMU connects to its socket at start).
+        let vfsd = {
+            let (site, record, files, host) = (site.clone(), record.clone(), files.clone(), host.to_string());
+            let spec = ProcessSpec::new(record.virtiofsd_name(), paths::tool("virtiofsd"), files.virtiofsd_log())
+                .tier(Tier::Guest)
+                .args(virtiofsd_args(&mount, &files, record.spec.fs_cache))
+                .args(&record.spec.virtiofsd_args);
+            blocking(move || -> Result<ProcRecord, VmError> {
+                let _ = std::fs::remove_dir_all(&files.dir);
+                std::fs::create_dir_all(&files.dir)
+                    .map_err(|source| VmError::Io { what: format!("create {}", files.dir.display()), source })?;
+                ledger::record(site.as_ref(), &record)?;
+                Ok(site.spawn(&host, spec)?)
+            })
+            .await?
+        };
+        partial.started.push(vfsd.clone());
+        let timeout = Duration::from_secs(10);
+        let start = Instant::now();
+        while !files.virtiofsd().exists() {
+            if let Some(status) = site.exit_status(&vfsd) {
+                let tail = process::log_tail(&vfsd.log, 15);
+                return Err(VmError::VirtiofsdDied { instance: id.to_string(), status, tail });
+            }
+            if start.elapsed() > timeout {
+                let tail = process::log_tail(&vfsd.log, 15);
+                return Err(VmError::VirtiofsdNoSocket { instance: id.to_string(), timeout, tail });
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+
+        let kernel = if spec.bzimage { image.bzimage() } else { image.vmlinux() };
+        let t_qemu = Instant::now();
+        let qemu = {
+            let (site, host) = (site.clone(), host.to_string());
+            let qspec = ProcessSpec::new(record.qemu_name(), paths::tool("qemu-system-x86_64"), files.qemu_log())
+                .tier(Tier::Guest)
+                .args(qemu_args(spec, &kernel, &image.initramfs(), &files, incoming));
+            blocking(move || site.spawn(&host, qspec)).await?
+        };
+        partial.started.push(qemu.clone());
+        let qemu_died = || -> Result<(), VmError> {
+            match site.exit_status(&qemu) {
+                Some(status) => Err(VmError::QemuDied {
+                    instance: id.to_string(),
+                    status,
+                    tail: format!("{}\n{}", process::log_tail(&qemu.log, 5), console_summary(&files.console())),
+                }),
+                None => Ok(()),
+            }
+        };
+        let q = Qmp::connect(&files.qmp(), Duration::from_secs(20), qemu_died).await??;
+        let mut control = Control::connect(&files.control()).await?;
+        let (mut hello, mut boot_ms) = (None, None);
+        if !incoming {
+            let boot_timeout = Duration::from_millis(spec.boot_timeout_ms);
+            let answer = {
+                let wait = control.wait_hello(boot_timeout, Duration::from_millis(250));
+                tokio::pin!(wait);
+                loop {
+                    tokio::select! {
+                        r = &mut wait => break r,
+                        _ = tokio::time::sleep(Duration::from_millis(50)) => qemu_died()?,
+                    }
+                }
+            };
+            match answer {
+                Ok(h) => {
+                    boot_ms = Some(t_qemu.elapsed().as_secs_f64() * 1e3);
+                    hello = Some(h);
+                }
+                Err(ControlError::TimedOut { .. }) => {
+                    return Err(VmError::NeverBooted {
+                        instance: id.to_string(),
+                        timeout: boot_timeout,
+                        console: files.console(),
+                        tail: console_summary(&files.console()),
+                    })
+                }
+                Err(e) => {
+                    // The control socket closes when QEMU exits: report the exit, which says why.
+                    for _ in 0..100 {
+                        qemu_died()?;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+        partial.armed = false;
+        Ok(Vm {
+            site: site.clone(),
+            record,
+            qmp: q,
+            control,
+            qemu,
+            virtiofsd: vfsd,
+            hello,
+            boot_ms,
+            stopped: false,
+        })
+    }
+
+    /// Attaches to an instance started by another miglab process.
+    pub async fn attach(site: &Arc<dyn Site>, record: &VmRecord) -> Result<Vm, VmError> {
+        let no_vm = || VmError::NoVm(record.spec.name.clone());
+        let qemu = site.process(&record.qemu_name()).ok_or_else(no_vm)?;
+        let virtiofsd = site.process(&record.virtiofsd_name()).ok_or_else(no_vm)?;
+        if site.exit_status(&qemu).is_some() {
+            return Err(VmError::QemuDied {
+                instance: record.id.to_string(),
+                status: "exited".into(),
+                tail: process::log_tail(&record.files.qemu_log(), 10),
+            });
+        }
+        let q = Qmp::connect(&record.files.qmp(), Duration::from_secs(10), || Ok::<(), VmError>(())).await??;
+        let control = Control::connect(&record.files.control()).await?;
+        Ok(Vm {
+            site: site.clone(),
+            record: record.clone(),
+            qmp: q,
+            control,
+            qemu,
+            virtiofsd,
+            hello: None,
+            boot_ms: None,
+            stopped: false,
+        })
+    }
+
+    pub fn id(&self) -> &InstanceId {
+        &self.record.id
+    }
+
+    pub fn host(&self) -> &str {
+        self.record.host()
+    }
+
+    /// Marks an incoming instance as the one running the guest (after its migration).
+    pub async fn adopt(&mut self) -> Result<(), VmError> {
+        self.record.incoming = false;
+        let (site, record) = (self.site.clone(), self.record.clone());
+        blocking(move || ledger::record(site.as_ref(), &record)).await
+    }
+
+    /// Leaves the instance running for a later command (`miglab vm up`): nothing stops it
+    /// when this handle goes; the site's ledger still knows it, so `vm down` and `lab down` do.
+    pub fn release(mut self) {
+        self.stopped = true;
+    }
+
+    /// Stops the instance: `quit` over QMP, then the site makes sure of QEMU and virtiofsd
+    /// (which exits by itself once QEMU is gone). Every failure is reported.
+    pub async fn stop(mut self) -> Result<(), VmError> {
+        self.stopped = true;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.qmp.execute(qmp::quit {})).await;
+        let (site, q, v, id) = (self.site.clone(), self.qemu.clone(), self.virtiofsd.clone(), self.record.id.clone());
+        blocking(move || -> Result<(), VmError> {
+            let stopped = site.stop(&q).and(site.stop(&v));
+            site.forget_instance(&id.to_string())?;
+            Ok(stopped?)
+        })
+        .await
+    }
+}
+
+impl Drop for Vm {
+    /// An instance nobody stopped (an error path): kill it rather than leave it running.
+    fn drop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        for p in [&self.qemu, &self.virtiofsd] {
+            let _ = self.site.signal(p, Signal::SIGKILL);
+        }
+        let (site, q, v, id) = (self.site.clone(), self.qemu.clone(), self.virtiofsd.clone(), self.record.id.to_string());
+        let cleanup = move || {
+            for p in [&q, &v] {
+                if let Err(e) = site.stop(p) {
+                    eprintln!("miglab: stopping {} of an abandoned VM: {e}", p.name);
+                }
+            }
+            if let Err(e) = site.forget_instance(&id) {
+                eprintln!("miglab: forgetting the abandoned VM {id}: {e}");
+            }
+        };
+        // Killed processes go within milliseconds; still, do not hold a runtime worker.
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(cleanup)
+            }
+            _ => cleanup(),
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Whether a run measured what it set out to measure and lost nothing: a pure function of the
+//! result, so that `run`, `report` and `compare` judge a result the same way.
+
+use crate::migration::Outcome;
+use crate::result::RunResult;
+
+/// Op kinds that are not the workload's own (the verify pass's reads).
+const NOT_WORKLOAD: &[&str] = &["verify"];
+
+/// Everything wrong with `r`, one line each; empty when the run is sound.
+pub fn problems(r: &RunResult) -> Vec<String> {
+    let mut p = Vec::new();
+    for m in &r.migrations {
+        match &m.outcome {
+            Outcome::Completed => {}
+            Outcome::Failed { error, .. } => p.push(format!("migration {} failed: {error}", m.hop)),
+            Outcome::TimedOut { after_ms, .. } => {
+                p.push(format!("migration {} did not finish within {after_ms} ms and was cancelled", m.hop))
+            }
+        }
+    }
+    let workload: Vec<_> = r.ops.iter().filter(|o| !NOT_WORKLOAD.contains(&o.op.as_str())).collect();
+    let (ok, failed): (u64, u64) = workload.iter().fold((0, 0), |(a, b), o| (a + o.count, b + o.failed));
+    if ok == 0 && failed > 0 {
+        p.push(format!("every one of the workload's {failed} ops failed"));
+    } else if ok == 0 && r.stream.heartbeats > 0 {
+        p.push("the workload completed no op".into());
+    }
+    let s = &r.stream;
+    if s.heartbeats == 0 {
+        p.push("no record stream: not one heartbeat arrived from the guest".into());
+    } else {
+        // The guest must still be heard after the last switch-over.
+        let last_resume = r.migrations.iter().filter_map(|m| m.phases.resume_ms).fold(None, |a: Option<f64>, t| {
+            Some(a.map_or(t, |a| a.max(t)))
+        });
+        if let (Some(resume), Some(last)) = (last_resume, s.last_heartbeat_ms) {
+            if last < resume {
+                p.push(format!(
+                    "the record stream stopped at {last:.0} ms, before the last switch-over's RESUME at {resume:.0} ms"
+                ));
+            }
+        }
+        for w in &r.windows {
+            if w.heartbeat_gap_unended {
+                p.push(format!("{}: no heartbeat arrived after a gap that began in it (the stream was lost)", w.name));
+            }
+        }
+    }
+    if s.bad_frames > 0 {
+        p.push(format!("{} undecodable frames in the record stream", s.bad_frames));
+    }
+    if s.records_dropped > 0 {
+        p.push(format!("the agent dropped {} records (the figures miss their ops)", s.records_dropped));
+    }
+    if s.heartbeats_missing > 0 {
+        p.push(format!("{} heartbeats are missing from the stream", s.heartbeats_missing));
+    }
+    if let Some(v) = &r.verification {
+        if v.mismatched > 0 || v.missing > 0 {
+            p.push(format!("verification: {} of {} blocks mismatched, {} missing", v.mismatched, v.blocks, v.missing));
+        }
+        if v.inline_mismatches > 0 {
+            p.push(format!("{} reads during the run returned data that did not verify", v.inline_mismatches));
+        }
+        if v.incomplete {
+            p.push("verification was cut short".into());
+        }
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::result::{OpSummary, StreamHealth, Verification};
+
+    fn sound() -> RunResult {
+        let mut r = RunResult::new("x", 1, 1);
+        r.ops.push(OpSummary { op: "read".into(), count: 100, ..OpSummary::default() });
+        r.stream = StreamHealth { heartbeats: 5000, last_heartbeat_ms: Some(9000.0), ..StreamHealth::default() };
+        r.verification = Some(Verification { blocks: 10, ..Verification::default() });
+        r
+    }
+
+    #[test]
+    fn a_sound_run_has_no_problem() {
+        assert_eq!(problems(&sound()), Vec::<String>::new());
+    }
+
+    /// A run whose every op failed, with its block missing, ended `completed` before.
+    #[test]
+    fn every_failure_that_read_as_success_is_a_problem() {
+        let mut r = sound();
+        r.ops[0] = OpSummary { op: "read".into(), count: 0, failed: 50, ..OpSummary::default() };
+        r.verification = Some(Verification { blocks: 1, missing: 1, ..Verification::default() });
+        let p = problems(&r);
+        assert!(p.iter().any(|l| l.contains("every one of the workload's 50 ops failed")), "{p:?}");
+        assert!(p.iter().any(|l| l.contains("1 missing")), "{p:?}");
+
+        let mut r = sound();
+        r.stream.heartbeats = 0;
+        assert!(problems(&r).iter().any(|l| l.contains("no record stream")));
+
+        let mut r = sound();
+        r.verification = Some(Verification { blocks: 10, inline_mismatches: 2, ..Verification::default() });
+        assert!(problems(&r).iter().any(|l| l.contains("2 reads")));
+
+        let mut r = sound();
+        r.stream.records_dropped = 3;
+        r.stream.bad_frames = 1;
+        assert_eq!(problems(&r).len(), 2);
+    }
+}

@@ -1,0 +1,542 @@
+//! fio-style jobs: the layout (large sequential writes, as fio lays out files), the timed loop
+//! (one request in flight per job with a synchronous engine), and the verify pass.
+//!
+//! A job owns its files. For every block it keeps the generation of the last acknowledged
+//! write and of the last write that returned an error, so that a verify pass can tell a lost
+//! write, a write that errored but landed, and a block of another run apart.
+
+use super::{errno, now_ns, spawn, Counters, Ctx, OpError, Pacer, Rng, Sink};
+use crate::job::FioJob;
+use crate::record::{Op, OpRecord, FLAG_ERROR, FLAG_MISMATCH};
+use crate::verify::{check_block, fill_block, BadBlock, Expected, Problem, RunTag, VerifyReport};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread::JoinHandle;
+
+/// Layout writes at least this much per call: bs-sized direct writes made a 4 KiB job over a
+/// few hundred MiB spend minutes laying out.
+const LAYOUT_CHUNK: u64 = 4 << 20;
+
+/// A memory buffer aligned for O_DIRECT.
+pub(super) struct Aligned {
+    ptr: *mut u8,
+    len: usize,
+    layout: std::alloc::Layout,
+}
+
+// SAFETY: the buffer is owned by one thread at a time.
+unsafe impl Send for Aligned {}
+
+impl Aligned {
+    pub(super) fn new(len: usize) -> Self {
+        let layout =
+            std::alloc::Layout::from_size_align(len.max(1), 4096).unwrap_or(std::alloc::Layout::new::<u8>());
+        // SAFETY: layout has non-zero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        if ptr.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        Self { ptr, len, layout }
+    }
+    pub(super) fn as_mut(&mut self) -> &mut [u8] {
+        // SAFETY: ptr is valid for len bytes and uniquely borrowed through &mut self.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl Drop for Aligned {
+    fn drop(&mut self) {
+        // SAFETY: allocated with this layout in `new`.
+        unsafe { std::alloc::dealloc(self.ptr, self.layout) };
+    }
+}
+
+/// One job's files and what each block should hold.
+struct JobFiles {
+    paths: Vec<PathBuf>,
+    /// The file number of the first file (files are numbered across jobs).
+    first_file: u32,
+    blocks_per_file: u64,
+    /// Generation of the last acknowledged write, per block.
+    acked: Vec<AtomicU32>,
+    /// Generation of the last write that returned an error, per block (0: none).
+    errored: Vec<AtomicU32>,
+}
+
+impl JobFiles {
+    fn index(&self, f: usize, b: u64) -> usize {
+        f * self.blocks_per_file as usize + b as usize
+    }
+
+    fn expected(&self, f: usize, b: u64, bs: u64, tag: RunTag) -> Expected {
+        let i = self.index(f, b);
+        Expected {
+            file: self.first_file + f as u32,
+            offset: b * bs,
+            generation: self.acked[i].load(Ordering::Relaxed),
+            errored: self.errored[i].load(Ordering::Relaxed),
+            tag,
+        }
+    }
+}
+
+fn open_file(path: &Path, direct: bool) -> std::io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.read(true).write(true);
+    if direct {
+        o.custom_flags(libc::O_DIRECT);
+    }
+    o.open(path)
+}
+
+fn drop_cache(f: &File) {
+    // SAFETY: posix_fadvise only reads its arguments; the fd is open.
+    unsafe { libc::posix_fadvise(std::os::unix::io::AsRawFd::as_raw_fd(f), 0, 0, libc::POSIX_FADV_DONTNEED) };
+}
+
+/// Creates the job's files and starts one worker per job.
+pub(super) fn start(
+    j: &FioJob,
+    root: &Path,
+    sink: &Arc<dyn Sink>,
+    stop: &Arc<AtomicBool>,
+    counters: &Arc<Counters>,
+    tag: RunTag,
+) -> Result<(Vec<JoinHandle<()>>, Verifier), String> {
+    let dir = root.join(j.dir());
+    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let (bpf, file_size) = (j.blocks_per_file(), j.file_size());
+    let mut jobs = Vec::new();
+    for n in 0..j.numjobs {
+        let paths: Vec<PathBuf> = (0..j.nrfiles).map(|f| dir.join(format!("{}.{n}.{f}", j.name))).collect();
+        for p in &paths {
+            let f = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(p)
+                .map_err(|e| format!("create {}: {e}", p.display()))?;
+            f.set_len(file_size).map_err(|e| format!("size {}: {e}", p.display()))?;
+        }
+        let blocks = (bpf * j.nrfiles as u64) as usize;
+        jobs.push(Arc::new(JobFiles {
+            paths,
+            first_file: n * j.nrfiles,
+            blocks_per_file: bpf,
+            acked: (0..blocks).map(|_| AtomicU32::new(0)).collect(),
+            errored: (0..blocks).map(|_| AtomicU32::new(0)).collect(),
+        }));
+    }
+    counters.layout_total.store(file_size * u64::from(j.nrfiles) * u64::from(j.numjobs), Ordering::Relaxed);
+    counters.laying_out.store(j.numjobs, Ordering::Relaxed);
+    // Every job lays out its files, then all start their timed loops together, as fio's do.
+    let barrier = Arc::new(Barrier::new(j.numjobs as usize));
+    let mut threads = Vec::new();
+    for (n, files) in jobs.iter().enumerate() {
+        let w = Worker {
+            job: j.clone(),
+            n: n as u16,
+            files: files.clone(),
+            tag,
+            sink: sink.clone(),
+            stop: stop.clone(),
+            counters: counters.clone(),
+        };
+        let barrier = barrier.clone();
+        threads.push(spawn(format!("{}.{n}", j.name), move || {
+            w.lay_out();
+            w.counters.laying_out.fetch_sub(1, Ordering::Relaxed);
+            barrier.wait();
+            w.run();
+        })?);
+    }
+    Ok((threads, Verifier { jobs, bs: j.bs.0, root: root.to_path_buf(), tag }))
+}
+
+struct Worker {
+    job: FioJob,
+    n: u16,
+    files: Arc<JobFiles>,
+    tag: RunTag,
+    sink: Arc<dyn Sink>,
+    stop: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+}
+
+impl Worker {
+    /// Writes generation 1 of every block in large sequential writes, then makes it durable
+    /// and (as fio's `invalidate`) drops it from the page cache.
+    fn lay_out(&self) {
+        let bs = self.job.bs.0;
+        let per_chunk = (LAYOUT_CHUNK / bs).max(1);
+        let mut buf = vec![0u8; (per_chunk * bs) as usize];
+        let mut rng = Rng::new(self.tag.seed ^ u64::from(self.n));
+        if !self.job.verify {
+            buf.iter_mut().for_each(|b| *b = rng.next_u64() as u8);
+        }
+        for (f, path) in self.files.paths.iter().enumerate() {
+            let Ok(fh) = open_file(path, false) else { continue };
+            let mut b = 0;
+            while b < self.files.blocks_per_file && !self.stop.load(Ordering::Relaxed) {
+                let n = per_chunk.min(self.files.blocks_per_file - b);
+                let chunk = &mut buf[..(n * bs) as usize];
+                if self.job.verify {
+                    for (k, block) in chunk.chunks_exact_mut(bs as usize).enumerate() {
+                        let file = self.files.first_file + f as u32;
+                        fill_block(block, file, (b + k as u64) * bs, 1, self.tag);
+                    }
+                }
+                if fh.write_all_at(chunk, b * bs).is_ok() {
+                    for k in b..b + n {
+                        self.files.acked[self.files.index(f, k)].store(1, Ordering::Relaxed);
+                    }
+                }
+                self.counters.layout_done.fetch_add(n * bs, Ordering::Relaxed);
+                b += n;
+            }
+            let _ = fh.sync_all();
+            if self.job.invalidate {
+                drop_cache(&fh);
+            }
+        }
+    }
+
+    /// The timed loop: until stopped, the runtime is over, or (without `time_based`) one pass.
+    fn run(&self) {
+        let j = &self.job;
+        let c = Ctx::new(&self.stop, &self.counters, &self.sink, j.ramp_time, j.runtime);
+        let bs = j.bs.0;
+        let total = self.files.blocks_per_file * self.files.paths.len() as u64;
+        let handles: Vec<std::io::Result<File>> = self.files.paths.iter().map(|p| open_file(p, j.direct)).collect();
+        let mut buf = Aligned::new(bs as usize);
+        let ops_rate = match (j.rate_iops, j.rate) {
+            (Some(iops), _) => Some(iops as f64),
+            (None, Some(r)) => Some(r.0 as f64 / bs as f64),
+            _ => None,
+        };
+        let mut pacer = Pacer::new(ops_rate);
+        let mut rng = Rng::new(self.tag.seed ^ (u64::from(self.n) << 32));
+        let read_pct = j.rw.read_percent(j.rwmixread) as u64;
+        let mut order: Vec<u64> = (0..total).collect();
+        // Random jobs visit every block once per pass in a new random order (fio's random
+        // map); sequential ones walk the blocks in order, reads and writes each on their own.
+        let (mut pos, mut pos_read, mut pos_write) = (0u64, 0u64, 0u64);
+        let (mut issued, mut writes) = (0u64, 0u64);
+        while !c.done() && (j.time_based || issued < total) {
+            pacer.wait();
+            let read = rng.below(100) < read_pct;
+            let idx = if j.rw.random() {
+                if pos == 0 {
+                    for k in (1..order.len()).rev() {
+                        order.swap(k, rng.below(k as u64 + 1) as usize);
+                    }
+                }
+                let i = order[pos as usize];
+                pos = (pos + 1) % total;
+                i
+            } else {
+                let p = if read { &mut pos_read } else { &mut pos_write };
+                let i = *p;
+                *p = (*p + 1) % total;
+                i
+            };
+            issued += 1;
+            let (f, b) = ((idx / self.files.blocks_per_file) as usize, idx % self.files.blocks_per_file);
+            let fh = match &handles[f] {
+                Ok(fh) => fh,
+                Err(e) => {
+                    let op = if read { Op::Read } else { Op::Write };
+                    let why = format!("open {}: {e}", self.files.paths[f].display());
+                    c.record(op, self.n, now_ns(), 0, Err((errno(e), why)), false);
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    continue;
+                }
+            };
+            if read {
+                self.read(&c, fh, f, b, buf.as_mut());
+            } else {
+                self.write(&c, fh, f, b, buf.as_mut());
+                writes += 1;
+                let every = if j.fsync > 0 { j.fsync } else { j.fdatasync } as u64;
+                if every > 0 && writes % every == 0 {
+                    self.sync(&c, fh, j.fsync > 0);
+                }
+            }
+        }
+        if j.end_fsync {
+            for fh in handles.iter().flatten() {
+                self.sync(&c, fh, true);
+            }
+        }
+    }
+
+    fn read(&self, c: &Ctx, fh: &File, f: usize, b: u64, buf: &mut [u8]) {
+        let offset = b * self.job.bs.0;
+        let submit = now_ns();
+        let r = fh.read_at(buf, offset);
+        let complete = now_ns();
+        match r {
+            Ok(n) => {
+                // Checked after the completion time is taken: verification is not latency. A
+                // block that is not what the run last wrote is a mismatch, a missing one too; an
+                // errored write that landed is the verify pass's to report.
+                let mismatch = self.job.verify
+                    && !matches!(
+                        check_block(buf, n, &self.files.expected(f, b, self.job.bs.0, self.tag)),
+                        Ok(()) | Err(Problem::ErroredWriteLanded { .. })
+                    );
+                c.record_at(Op::Read, self.n, submit, complete, n as u64, Ok(()), mismatch);
+            }
+            Err(e) => {
+                let why = format!("read {}: {e}", self.files.paths[f].display());
+                c.record_at(Op::Read, self.n, submit, complete, 0, Err((errno(&e), why)), false)
+            }
+        }
+    }
+
+    fn write(&self, c: &Ctx, fh: &File, f: usize, b: u64, buf: &mut [u8]) {
+        let bs = self.job.bs.0;
+        let i = self.files.index(f, b);
+        let g = self.files.acked[i].load(Ordering::Relaxed) + 1;
+        if self.job.verify {
+            fill_block(buf, self.files.first_file + f as u32, b * bs, g, self.tag);
+        }
+        let submit = now_ns();
+        match fh.write_all_at(buf, b * bs) {
+            Ok(()) => {
+                self.files.acked[i].store(g, Ordering::Relaxed);
+                c.record(Op::Write, self.n, submit, bs, Ok(()), false);
+            }
+            Err(e) => {
+                // It may still have landed: the verify pass tells.
+                self.files.errored[i].store(g, Ordering::Relaxed);
+                let why = format!("write {}: {e}", self.files.paths[f].display());
+                c.record(Op::Write, self.n, submit, 0, Err((errno(&e), why)), false);
+            }
+        }
+    }
+
+    fn sync(&self, c: &Ctx, fh: &File, full: bool) {
+        let submit = now_ns();
+        let r: Result<(), OpError> = if full { fh.sync_all() } else { fh.sync_data() }
+            .map_err(|e| (errno(&e), format!("fsync: {e}")));
+        c.record(Op::Fsync, self.n, submit, 0, r, false);
+    }
+}
+
+/// Reads every block of every job back.
+pub(super) struct Verifier {
+    jobs: Vec<Arc<JobFiles>>,
+    bs: u64,
+    root: PathBuf,
+    tag: RunTag,
+}
+
+impl Verifier {
+    /// Opens `path` so that reads reach the file system, not a cache: O_DIRECT where the file
+    /// system takes it, else after writing back and dropping the file's cached pages.
+    fn open_uncached(&self, path: &Path) -> std::io::Result<(File, String)> {
+        if self.bs % 4096 == 0 {
+            match open_file(path, true) {
+                Ok(f) => return Ok((f, "O_DIRECT".into())),
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let f = open_file(path, false)?;
+        let _ = f.sync_all();
+        drop_cache(&f);
+        let why = if self.bs % 4096 == 0 { "O_DIRECT refused" } else { "bs not a multiple of 4 KiB" };
+        Ok((f, format!("buffered after fadvise(DONTNEED) ({why})")))
+    }
+
+    pub(super) fn verify(&self, sink: &dyn Sink, give_up: &dyn Fn() -> bool) -> VerifyReport {
+        let mut report = VerifyReport::default();
+        let mut buf = Aligned::new(self.bs as usize);
+        for (j, files) in self.jobs.iter().enumerate() {
+            for (f, path) in files.paths.iter().enumerate() {
+                let rel = path.strip_prefix(&self.root).unwrap_or(path).display().to_string();
+                let file = self.open_uncached(path);
+                if let Ok((_, mode)) = &file {
+                    if report.read_mode.is_empty() {
+                        report.read_mode = mode.clone();
+                    }
+                }
+                for b in 0..files.blocks_per_file {
+                    if give_up() {
+                        return report;
+                    }
+                    let offset = b * self.bs;
+                    let submit = now_ns();
+                    let (got, status) = match &file {
+                        Ok((fh, _)) => read_full(fh, buf.as_mut(), offset),
+                        Err(e) => (0, errno(e)),
+                    };
+                    let complete = now_ns();
+                    report.blocks += 1;
+                    let result = check_block(buf.as_mut(), got, &files.expected(f, b, self.bs, self.tag));
+                    let mismatch = result.is_err();
+                    if let Err(problem) = result {
+                        report.add(BadBlock { path: rel.clone(), offset, problem });
+                    }
+                    let mut flags = if mismatch { FLAG_MISMATCH } else { 0 };
+                    if status != 0 {
+                        flags |= FLAG_ERROR;
+                    }
+                    sink.push(OpRecord {
+                        op: Op::Verify,
+                        flags,
+                        job: j as u16,
+                        submit_ns: submit,
+                        complete_ns: complete,
+                        bytes: got as u32,
+                        status,
+                    });
+                }
+            }
+        }
+        report
+    }
+}
+
+/// Reads a whole block at `offset` (zero-filling what is not there); returns the bytes read
+/// and the errno of a failed read (0 if none).
+fn read_full(f: &File, buf: &mut [u8], offset: u64) -> (usize, u32) {
+    let mut got = 0;
+    let mut status = 0;
+    while got < buf.len() {
+        match f.read_at(&mut buf[got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) => {
+                status = errno(&e);
+                break;
+            }
+        }
+    }
+    buf[got..].fill(0);
+    (got, status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{collect, run_for, TAG};
+    use super::super::{start as start_workload, RecordBuffer};
+    use super::*;
+    use crate::job::{Rw, Size, Workload};
+    use std::time::{Duration, Instant};
+
+    fn never() -> bool {
+        false
+    }
+
+    #[test]
+    fn a_random_write_job_verifies_clean_and_a_flipped_byte_is_found() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut j = FioJob::new("rw", Rw::Randrw);
+        j.bs = Size(4096);
+        j.size = Size(512 << 10);
+        j.nrfiles = 2;
+        j.numjobs = 2;
+        j.fsync = 8;
+        let (r, buf) = run_for(&Workload::Fio(j), dir.path(), 200);
+        let recs = collect(&buf);
+        assert!(recs.iter().any(|o| o.op == Op::Write) && recs.iter().any(|o| o.op == Op::Read));
+        assert!(recs.iter().any(|o| o.op == Op::Fsync));
+        assert!(recs.iter().all(|o| !o.failed() && o.flags & FLAG_MISMATCH == 0), "clean run");
+        assert!(recs.iter().any(|o| o.job == 1), "two jobs ran");
+        assert_eq!(r.counters.mismatches.load(Ordering::Relaxed), 0);
+        let report = r.verify(buf.as_ref(), &never);
+        assert_eq!(report.blocks, 2 * 128, "size is per job, shared by its 2 files");
+        assert!(report.clean(), "{:?}", report.bad);
+        assert!(!report.read_mode.is_empty());
+
+        // One byte flipped behind the engine's back: exactly that block is reported.
+        let file = dir.path().join("miglab/rw/rw.0.1");
+        let mut data = std::fs::read(&file).expect("read");
+        data[5 * 4096 + 100] ^= 0x40;
+        std::fs::write(&file, &data).expect("write");
+        let report = r.verify(buf.as_ref(), &never);
+        assert_eq!(report.bad.len(), 1, "{:?}", report.bad);
+        assert_eq!(report.bad[0].path, "miglab/rw/rw.0.1");
+        assert_eq!(report.bad[0].offset, 5 * 4096);
+        assert_eq!(report.bad[0].problem, Problem::Corrupt);
+        assert_eq!((report.mismatched(), report.missing()), (1, 0));
+    }
+
+    #[test]
+    fn a_lost_write_shows_as_stale_and_an_old_run_as_foreign() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut j = FioJob::new("w", Rw::Write);
+        j.size = Size(64 << 10);
+        let (r, buf) = run_for(&Workload::Fio(j), dir.path(), 100);
+        let file = dir.path().join("miglab/w/w.0.0");
+        let f = OpenOptions::new().write(true).open(&file).expect("open");
+        // Generation 1 of block 0, as if the latest write never reached the disk.
+        let mut old = vec![0u8; 4096];
+        fill_block(&mut old, 0, 0, 1, TAG);
+        f.write_all_at(&old, 0).expect("write");
+        // Block 1 as an earlier run of the same seed left it.
+        fill_block(&mut old, 0, 4096, 1, RunTag { nonce: 1, ..TAG });
+        f.write_all_at(&old, 4096).expect("write");
+        let report = r.verify(buf.as_ref(), &never);
+        let problems: Vec<&Problem> = report.bad.iter().map(|b| &b.problem).collect();
+        assert!(matches!(problems[0], Problem::Stale { found: 1, .. }), "{problems:?}");
+        assert_eq!(problems[1], &Problem::Foreign { seed: TAG.seed, nonce: 1 }, "{problems:?}");
+    }
+
+    #[test]
+    fn runtime_rate_and_one_pass_are_honoured() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut j = FioJob::new("r", Rw::Read);
+        j.size = Size(64 << 10);
+        j.runtime = Some(0.3);
+        j.rate_iops = Some(100);
+        let buf = Arc::new(RecordBuffer::new(1 << 16));
+        let r = start_workload(&Workload::Fio(j), dir.path(), buf.clone(), TAG).expect("start");
+        let t = Instant::now();
+        while !r.finished() {
+            assert!(t.elapsed() < Duration::from_secs(5), "runtime not honoured");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let n = collect(&buf).len();
+        assert!((20..=40).contains(&n), "100 IOPS for 0.3 s gave {n} ops");
+
+        // Without time_based: one pass over the job's 16 blocks, then the job ends.
+        let mut j = FioJob::new("once", Rw::Randwrite);
+        j.size = Size(64 << 10);
+        j.time_based = false;
+        j.end_fsync = true;
+        let buf = Arc::new(RecordBuffer::new(1 << 16));
+        let r = start_workload(&Workload::Fio(j), dir.path(), buf.clone(), TAG).expect("start");
+        let t = Instant::now();
+        while !r.finished() {
+            assert!(t.elapsed() < Duration::from_secs(10), "one pass never ended");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let recs = collect(&buf);
+        assert_eq!(recs.iter().filter(|o| o.op == Op::Write).count(), 16);
+        assert_eq!(recs.iter().filter(|o| o.op == Op::Fsync).count(), 1, "end_fsync");
+        assert!(r.verify(buf.as_ref(), &never).clean());
+    }
+
+    #[test]
+    fn layout_is_fast_and_reports_progress() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut j = FioJob::new("big", Rw::Randread);
+        j.size = Size(32 << 20);
+        j.bs = Size(4096);
+        let buf = Arc::new(RecordBuffer::new(1 << 16));
+        let mut r = start_workload(&Workload::Fio(j), dir.path(), buf.clone(), TAG).expect("start");
+        while r.counters.laying_out.load(Ordering::Relaxed) > 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(r.counters.layout_done.load(Ordering::Relaxed), 32 << 20);
+        assert_eq!(r.counters.layout_total.load(Ordering::Relaxed), 32 << 20);
+        r.stop();
+        assert!(collect(&buf).iter().all(|o| o.flags == 0), "layout blocks read back clean");
+    }
+}
