@@ -22,7 +22,8 @@ pub fn provenance(accel: crate::accel::Accel, how: &str) -> Provenance {
     let image = crate::image::GuestImage::current(&paths::cache()).ok();
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let first_line = |program: &str, arg: &str| -> Option<String> {
-        let out = process::run_tool(Command::new(paths::tool(program)).arg(arg), Duration::from_secs(10)).ok()?;
+        let out =
+            process::run_tool(Command::new(paths::tool(program)).arg(arg), Duration::from_secs(10)).ok()?;
         out.stdout.lines().next().map(|l| l.trim().to_string())
     };
     Provenance {
@@ -93,7 +94,11 @@ fn inline_mismatches(c: &Collected) -> u64 {
 
 /// The whole result of a repetition.
 pub fn assemble(mut r: RunResult, ex: &Execution, duration_ms: f64) -> RunResult {
-    r.clock = Clock { started_at: rfc3339(ex.clock.wall_zero()), started_unix_ms: ex.clock.unix_ms(), unit: Clock::UNIT.into() };
+    r.clock = Clock {
+        started_at: rfc3339(ex.clock.wall_zero()),
+        started_unix_ms: ex.clock.unix_ms(),
+        unit: Clock::UNIT.into(),
+    };
     r.nonce = format!("{:016x}", ex.nonce);
     r.duration_ms = duration_ms;
     r.migrations = ex.migrations.clone();

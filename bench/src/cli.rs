@@ -387,5 +387,9 @@ fn dispatch(args: Args) -> Result<ExitCode, CliError> {
 
 /// A multi-threaded runtime of two workers (the machine has two cores).
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(CliError::Runtime)
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)
 }

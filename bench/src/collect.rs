@@ -206,7 +206,8 @@ impl Collector {
 
     fn close_bucket(&mut self, start: Instant) {
         self.bucket.t_ms = start.saturating_duration_since(self.clock.zero()).as_millis() as u64;
-        self.bucket.p99_us = if self.bucket_hist.is_empty() { 0 } else { self.bucket_hist.value_at_quantile(0.99) };
+        self.bucket.p99_us =
+            if self.bucket_hist.is_empty() { 0 } else { self.bucket_hist.value_at_quantile(0.99) };
         self.series.push(std::mem::take(&mut self.bucket));
         self.bucket_hist.reset();
     }
@@ -223,7 +224,11 @@ impl Collector {
             self.ring.partition_point(|(hg, _)| *hg < g)
         };
         let (hg, hh) = if i == self.ring.len() { *self.ring.back()? } else { self.ring[i] };
-        Some(if g >= hg { hh + Duration::from_nanos(g - hg) } else { hh.checked_sub(Duration::from_nanos(hg - g))? })
+        Some(if g >= hg {
+            hh + Duration::from_nanos(g - hg)
+        } else {
+            hh.checked_sub(Duration::from_nanos(hg - g))?
+        })
     }
 
     fn record(&mut self, r: Record, at: Instant) {

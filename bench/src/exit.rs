@@ -39,9 +39,10 @@ impl Classify for LabError {
     fn exit(&self) -> Exit {
         match self {
             LabError::Interrupted(_) => Exit::Interrupted,
-            LabError::Layout(_) | LabError::NotFound { .. } | LabError::UnknownHost(_) | LabError::UnknownDaemon(_) => {
-                Exit::BadInput
-            }
+            LabError::Layout(_)
+            | LabError::NotFound { .. }
+            | LabError::UnknownHost(_)
+            | LabError::UnknownDaemon(_) => Exit::BadInput,
             _ => Exit::Failed,
         }
     }
@@ -156,7 +157,8 @@ mod tests {
     #[test]
     fn nested_errors_map_to_their_kind() {
         let lab_interrupted = LabError::Interrupted("lab up".into());
-        let deep = CliError::Migration(MigrationError::Vm(VmError::Topology(TopologyError::from(lab_interrupted))));
+        let deep =
+            CliError::Migration(MigrationError::Vm(VmError::Topology(TopologyError::from(lab_interrupted))));
         assert_eq!(deep.exit().code(), 130);
         let bad = CliError::Run(RunError::Scenario(ScenarioError::Parse {
             path: PathBuf::from("s.toml"),
@@ -165,7 +167,8 @@ mod tests {
             message: "x".into(),
         }));
         assert_eq!(bad.exit().code(), 2);
-        let failed = CliError::Run(RunError::Failed { total: 1, failed: vec![(PathBuf::from("r"), "why".into())] });
+        let failed =
+            CliError::Run(RunError::Failed { total: 1, failed: vec![(PathBuf::from("r"), "why".into())] });
         assert_eq!(failed.exit().code(), 1);
         assert_eq!(CliError::Exec(ExecError::Interrupted).exit().code(), 130);
     }

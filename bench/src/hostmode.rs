@@ -74,7 +74,11 @@ pub fn run(
     }
     let total = running.counters.layout_total.load(Relaxed);
     if total > 0 {
-        say(&format!("laid out {:.0} MiB in {:.1} s", total as f64 / 1048576.0, start.elapsed().as_secs_f64()));
+        say(&format!(
+            "laid out {:.0} MiB in {:.1} s",
+            total as f64 / 1048576.0,
+            start.elapsed().as_secs_f64()
+        ));
     }
     let t0 = Instant::now();
     let mut c = Collector::new(clock);
@@ -103,7 +107,13 @@ pub fn run(
 
 /// A plan's workload in host mode on its start host's mount, as an [`Execution`] that the
 /// result is assembled from like any other.
-pub fn execute(site: &dyn Site, plan: &Plan, duration: Duration, clock: RunClock, say: &dyn Fn(&str)) -> Execution {
+pub fn execute(
+    site: &dyn Site,
+    plan: &Plan,
+    duration: Duration,
+    clock: RunClock,
+    say: &dyn Fn(&str),
+) -> Execution {
     let nonce = rand::random();
     let mut ex = Execution {
         clock,
@@ -371,9 +381,16 @@ mod tests {
         let mut j = FioJob::new("hm", Rw::Randrw);
         j.size = Size(256 << 10);
         let tag = RunTag { seed: 1, nonce: 2 };
-        let (c, report) =
-            run(&Workload::Fio(j.clone()), dir.path(), Duration::from_millis(300), tag, true, RunClock::start(), &|_| {})
-                .expect("run");
+        let (c, report) = run(
+            &Workload::Fio(j.clone()),
+            dir.path(),
+            Duration::from_millis(300),
+            tag,
+            true,
+            RunClock::start(),
+            &|_| {},
+        )
+        .expect("run");
         assert!(c.ops.iter().any(|o| o.op == "read" && o.count > 0));
         assert!(c.heartbeats > 100, "{} heartbeats", c.heartbeats);
         assert!(report.expect("verified").clean());

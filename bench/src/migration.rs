@@ -133,7 +133,8 @@ pub async fn migrate(
 
 async fn set_capabilities(vm: &Vm, side: Side, multifd: bool) -> Result<(), MigrationError> {
     use qmp::{MigrationCapability as C, MigrationCapabilityStatus as S};
-    let mut caps = vec![S { capability: C::events, state: true }, S { capability: C::return_path, state: true }];
+    let mut caps =
+        vec![S { capability: C::events, state: true }, S { capability: C::return_path, state: true }];
     if multifd {
         caps.push(S { capability: C::multifd, state: true });
     }
@@ -229,7 +230,10 @@ async fn drive(
     let uri = opts.link.source_uri(listen);
     let t0 = Instant::now();
     let started_ms = hop.bus.clock().ms(t0);
-    hop.bus.publish_at(t0, Observed::HopStarted { hop: hop.number, from: src.host().into(), to: dst.host().into() });
+    hop.bus.publish_at(
+        t0,
+        Observed::HopStarted { hop: hop.number, from: src.host().into(), to: dst.host().into() },
+    );
     src.qmp
         .execute(qmp::migrate { uri: Some(uri.clone()), channels: None, detach: None, resume: None })
         .await
@@ -300,7 +304,9 @@ async fn drive(
     }
     let source_running = src.qmp.running().await.unwrap_or(false);
     outcome = match outcome {
-        Outcome::Completed if !tl.saw(Side::Destination, &QmpEvent::Resume) && !dst.qmp.running().await.unwrap_or(false) => {
+        Outcome::Completed
+            if !tl.saw(Side::Destination, &QmpEvent::Resume) && !dst.qmp.running().await.unwrap_or(false) =>
+        {
             Outcome::Failed {
                 error: "the source completed but the destination never resumed the guest".into(),
                 source_running,

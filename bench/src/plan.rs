@@ -131,7 +131,8 @@ impl Plan {
         if version != PLAN_VERSION {
             return Err(PlanError::Version { path: path.into(), found: version });
         }
-        serde_json::from_value(plan.clone()).map_err(|e| PlanError::NoPlan { path: path.into(), why: e.to_string() })
+        serde_json::from_value(plan.clone())
+            .map_err(|e| PlanError::NoPlan { path: path.into(), why: e.to_string() })
     }
 }
 
@@ -141,7 +142,9 @@ mod tests {
     use std::path::Path;
 
     fn scenario(count: u32) -> Scenario {
-        let text = format!("name = \"p\"\nseed = 9\n[workload]\nkind = \"read-loop\"\n[migration]\ncount = {count}\n");
+        let text = format!(
+            "name = \"p\"\nseed = 9\n[workload]\nkind = \"read-loop\"\n[migration]\ncount = {count}\n"
+        );
         Scenario::parse(&text, Path::new("p.toml")).expect("parses")
     }
 
@@ -182,7 +185,8 @@ mod tests {
 
     #[test]
     fn a_plan_of_another_version_is_refused() {
-        let e = Plan::from_result(Path::new("r.json"), &serde_json::json!({"version": 99})).expect_err("version");
+        let e =
+            Plan::from_result(Path::new("r.json"), &serde_json::json!({"version": 99})).expect_err("version");
         assert!(e.to_string().contains("version 99"), "{e}");
     }
 }

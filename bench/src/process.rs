@@ -9,6 +9,10 @@
 //! a later `miglab` can stop it by pid even after this one was killed. Records carry the
 //! process start time, which protects against pid reuse.
 
+mod tool;
+
+pub use tool::{describe, run_tool, run_tool_with_input, ToolError, ToolOutput};
+
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
@@ -282,7 +286,11 @@ impl Supervisor {
     pub fn stop(&self, rec: &ProcRecord) -> Result<(), ProcessError> {
         self.stop_group(rec)?;
         if let Some(l) = &self.ledger {
-            l.ended(rec).map_err(|source| ProcessError::Ledger { name: rec.name.clone(), pid: rec.pid, source })?;
+            l.ended(rec).map_err(|source| ProcessError::Ledger {
+                name: rec.name.clone(),
+                pid: rec.pid,
+                source,
+            })?;
         }
         Ok(())
     }
@@ -324,77 +332,6 @@ impl Supervisor {
             Err(source) => Err(ProcessError::Signal { name: rec.name.clone(), pid: rec.pid, signal, source }),
         }
     }
-}
-
-/// The outcome of a short-lived tool (ip, tc, nft, ceph-mon --mkfs, ...).
-#[derive(Debug)]
-pub struct ToolOutput {
-    pub stdout: String,
-    pub stderr: String,
-}
-
-#[derive(Debug, Error)]
-pub enum ToolError {
-    #[error("could not run {program}: {source}; `miglab doctor` lists what is missing")]
-    Spawn { program: String, source: std::io::Error },
-    #[error("`{command}` did not finish within {timeout:.0?} and was killed")]
-    TimedOut { command: String, timeout: Duration },
-    #[error("`{command}` failed ({status}): {stderr}")]
-    Failed { command: String, status: String, stderr: String },
-}
-
-/// Runs a short-lived tool in its own process group, with a deadline after which the whole
-/// group is killed. Non-zero exit is an error carrying stderr.
-pub fn run_tool(cmd: &mut Command, timeout: Duration) -> Result<ToolOutput, ToolError> {
-    let command = describe(cmd);
-    let program = cmd.get_program().to_string_lossy().into_owned();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .map_err(|source| ToolError::Spawn { program, source })?;
-    // Drain both pipes on threads so that a chatty tool cannot block on a full pipe.
-    let drain = |r: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_string(&mut s);
-            }
-            s
-        })
-    };
-    let out = drain(child.stdout.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
-    let err = drain(child.stderr.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
-    let start = Instant::now();
-    let status = loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            break status;
-        }
-        if start.elapsed() >= timeout {
-            let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
-            let _ = child.wait();
-            return Err(ToolError::TimedOut { command, timeout });
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let stdout = out.join().unwrap_or_default();
-    let stderr = err.join().unwrap_or_default();
-    if status.success() {
-        Ok(ToolOutput { stdout, stderr })
-    } else {
-        Err(ToolError::Failed { command, status: status.to_string(), stderr: stderr.trim().to_string() })
-    }
-}
-
-/// `program arg arg`, for messages.
-pub fn describe(cmd: &Command) -> String {
-    std::iter::once(cmd.get_program())
-        .chain(cmd.get_args())
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// Makes `cmd` enter the network namespace at `path` (and only that one: the mount namespace
@@ -619,17 +556,6 @@ mod tests {
         sup.stop(&rec).expect("stopped");
         assert!(start.elapsed() < policy.grace);
         assert_eq!(sup.exit_status(&rec).as_deref(), Some("exited"));
-    }
-
-    #[test]
-    fn a_tool_that_hangs_is_killed_at_its_deadline() {
-        let e = run_tool(Command::new("sleep").arg("30"), Duration::from_millis(100)).expect_err("hangs");
-        assert!(matches!(e, ToolError::TimedOut { .. }), "{e}");
-        let e = run_tool(Command::new("sh").args(["-c", "echo oops >&2; exit 3"]), Duration::from_secs(5))
-            .expect_err("fails");
-        assert!(e.to_string().contains("oops"), "{e}");
-        let ok = run_tool(Command::new("echo").arg("hi"), Duration::from_secs(5)).expect("runs");
-        assert_eq!(ok.stdout, "hi\n");
     }
 
     #[test]

@@ -25,7 +25,10 @@ fn outcome(o: &Outcome) -> String {
     match o {
         Outcome::Completed => "completed".into(),
         Outcome::Failed { error, source_running } => {
-            format!("FAILED ({error}); the source {}", if *source_running { "runs on" } else { "is NOT running" })
+            format!(
+                "FAILED ({error}); the source {}",
+                if *source_running { "runs on" } else { "is NOT running" }
+            )
         }
         Outcome::TimedOut { after_ms, .. } => format!("TIMED OUT after {after_ms} ms, cancelled"),
     }
@@ -37,7 +40,9 @@ pub fn spawn(bus: &Bus, scenario: String, rep: u32) -> tokio::task::JoinHandle<(
     tokio::spawn(async move {
         while let Some(o) = rx.recv().await {
             let line = match &o.what {
-                Observed::HopStarted { hop, from, to } => format!("migration {hop}: {from} → {to} at {:.0} ms", o.at_ms),
+                Observed::HopStarted { hop, from, to } => {
+                    format!("migration {hop}: {from} → {to} at {:.0} ms", o.at_ms)
+                }
                 Observed::HopEnded { hop, outcome: out } => format!("migration {hop}: {}", outcome(out)),
                 Observed::WindowClosed(w) => window_line(w),
                 _ => continue,

@@ -3,9 +3,9 @@
 //! the moment it arrives (QMP's own timestamps are wall clock).
 
 use futures::StreamExt;
+use miglab_reports::{MigrationStatus, QmpEvent};
 use qapi::futures::{QapiService, QmpStreamTokio};
 use qapi::qmp;
-use miglab_reports::{MigrationStatus, QmpEvent};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -42,12 +42,10 @@ impl Stamped {
 /// A QMP event as the timeline keeps it: the migration's own events typed, others by name.
 pub fn typed(event: &qmp::Event) -> QmpEvent {
     match event {
-        qmp::Event::MIGRATION { data, .. } => {
-            match status_of(&data.status) {
-                Some(status) => QmpEvent::Migration { status },
-                None => QmpEvent::Other { name: "MIGRATION".into() },
-            }
-        }
+        qmp::Event::MIGRATION { data, .. } => match status_of(&data.status) {
+            Some(status) => QmpEvent::Migration { status },
+            None => QmpEvent::Other { name: "MIGRATION".into() },
+        },
         qmp::Event::MIGRATION_PASS { data, .. } => QmpEvent::MigrationPass { pass: data.pass as u64 },
         qmp::Event::STOP { .. } => QmpEvent::Stop,
         qmp::Event::RESUME { .. } => QmpEvent::Resume,

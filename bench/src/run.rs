@@ -80,7 +80,9 @@ pub async fn interrupted() {
 }
 
 /// Runs `f`, giving up when the user interrupts.
-pub async fn unless_interrupted<T, E: From<ExecError>>(f: impl Future<Output = Result<T, E>>) -> Result<T, E> {
+pub async fn unless_interrupted<T, E: From<ExecError>>(
+    f: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
     tokio::select! {
         r = f => r,
         _ = interrupted() => Err(ExecError::Interrupted.into()),
@@ -168,8 +170,10 @@ async fn steps(
         crate::readloop::prepare(&site.host(&plan.start_host)?.mount_point(), j)?;
     }
     let t = Instant::now();
-    let vm = unless_interrupted(async { Ok::<_, ExecError>(Vm::start(site, &spec, &plan.start_host, 0, false).await?) })
-        .await?;
+    let vm = unless_interrupted(async {
+        Ok::<_, ExecError>(Vm::start(site, &spec, &plan.start_host, 0, false).await?)
+    })
+    .await?;
     say(&format!("guest up on {} in {:.2} s ({})", plan.start_host, t.elapsed().as_secs_f64(), spec.accel));
     let stream = RecordStream::connect(&vm.record.files.records(), ex.clock, bus)?;
     if let Err(why) = &stream.realtime {
@@ -178,7 +182,8 @@ async fn steps(
     held.stream = Some(stream);
     let vm = held.vm.insert(vm);
 
-    let start = Command::Start { workload: plan.workload.clone(), seed: plan.seeds.workload, nonce: ex.nonce };
+    let start =
+        Command::Start { workload: plan.workload.clone(), seed: plan.seeds.workload, nonce: ex.nonce };
     match vm.control.request(start, AGENT).await? {
         Message::Ok { .. } => {}
         m => return Err(ExecError::Workload(format!("{m:?}"))),
@@ -195,8 +200,10 @@ async fn steps(
     for h in &plan.hops {
         let vm = held.vm.as_mut().ok_or(ExecError::Interrupted)?;
         let hop = Hop { site, bus, records: held.stream.as_ref(), number: h.hop };
-        let record = unless_interrupted(async { Ok::<_, ExecError>(migration::migrate(&hop, vm, &h.to, &opts).await?) })
-            .await?;
+        let record = unless_interrupted(async {
+            Ok::<_, ExecError>(migration::migrate(&hop, vm, &h.to, &opts).await?)
+        })
+        .await?;
         let completed = record.completed();
         ex.migrations.push(record);
         pause(Duration::from_secs_f64(plan.migration.settle_s)).await?;
@@ -259,7 +266,11 @@ async fn wait_layout(vm: &mut Vm, plan: &Plan, say: &dyn Fn(&str)) -> Result<(),
             }
             return Ok(());
         }
-        let done = format!("{:.0} of {:.0} MiB", st.layout_done as f64 / 1048576.0, st.layout_total as f64 / 1048576.0);
+        let done = format!(
+            "{:.0} of {:.0} MiB",
+            st.layout_done as f64 / 1048576.0,
+            st.layout_total as f64 / 1048576.0
+        );
         if start.elapsed() > timeout {
             return Err(ExecError::Layout(timeout, done));
         }

@@ -267,7 +267,8 @@ fn line_of(text: &str, table: &str, key: &str) -> Option<usize> {
 
 /// virtiofsd options a scenario may not give: they would share something other than the
 /// host's CephFS mount, or move the socket QEMU connects to.
-const VIRTIOFSD_RESERVED: &[&str] = &["--shared-dir", "--socket-path", "--fd", "--socket-group", "-o", "--print-capabilities"];
+const VIRTIOFSD_RESERVED: &[&str] =
+    &["--shared-dir", "--socket-path", "--fd", "--socket-group", "-o", "--print-capabilities"];
 
 /// Limits a scenario's times must respect.
 const MAX_SECONDS: f64 = 86_400.0;
@@ -292,7 +293,11 @@ impl Checker<'_> {
         let bad = !v.is_finite() || v < 0.0 || (positive && v == 0.0) || v > MAX_SECONDS;
         if bad {
             let want = if positive { "more than 0" } else { "0 or more" };
-            self.add(table, key, format!("{v} is not a time: give seconds, {want} and at most {MAX_SECONDS}"));
+            self.add(
+                table,
+                key,
+                format!("{v} is not a time: give seconds, {want} and at most {MAX_SECONDS}"),
+            );
         }
     }
 }
@@ -319,21 +324,38 @@ impl Scenario {
     }
 
     fn check_fields(&self, c: &mut Checker<'_>) {
-        if self.name.is_empty() || !self.name.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_".contains(ch)) {
-            c.add("", "name", format!("'{}' must be letters, digits, '-' or '_' (it names the result directory)", self.name));
+        if self.name.is_empty()
+            || !self.name.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_".contains(ch))
+        {
+            c.add(
+                "",
+                "name",
+                format!(
+                    "'{}' must be letters, digits, '-' or '_' (it names the result directory)",
+                    self.name
+                ),
+            );
         }
         if self.repetitions == 0 || self.repetitions > 10_000 {
             c.add("", "repetitions", format!("{} must be between 1 and 10000", self.repetitions));
         }
         if crate::topology::layout::validate_name(&self.lab.name).is_err() {
-            c.add("lab", "name", format!("'{}': use 1 to 16 characters from a-z, 0-9 and '-'", self.lab.name));
+            c.add(
+                "lab",
+                "name",
+                format!("'{}': use 1 to 16 characters from a-z, 0-9 and '-'", self.lab.name),
+            );
         }
         let g = &self.guest;
         if g.vcpus == 0 || g.vcpus > 64 {
             c.add("guest", "vcpus", format!("{} must be between 1 and 64", g.vcpus));
         }
         if g.memory_mib < 128 || g.memory_mib > 1 << 20 {
-            c.add("guest", "memory_mib", format!("{} MiB: give 128 MiB or more (the guest's kernel needs it)", g.memory_mib));
+            c.add(
+                "guest",
+                "memory_mib",
+                format!("{} MiB: give 128 MiB or more (the guest's kernel needs it)", g.memory_mib),
+            );
         }
         if g.cmdline.as_deref().is_some_and(|l| l.contains('\n')) {
             c.add("guest", "cmdline", "must be one line".into());
@@ -341,7 +363,11 @@ impl Scenario {
         for a in &g.virtiofsd_args {
             let flag = a.split('=').next().unwrap_or(a);
             if !a.starts_with('-') {
-                c.add("guest", "virtiofsd_args", format!("'{a}' is not an option: write --option or --option=value"));
+                c.add(
+                    "guest",
+                    "virtiofsd_args",
+                    format!("'{a}' is not an option: write --option or --option=value"),
+                );
             } else if VIRTIOFSD_RESERVED.contains(&flag) {
                 c.add(
                     "guest",
@@ -352,16 +378,28 @@ impl Scenario {
         }
         let m = &self.migration;
         if m.count > 1000 {
-            c.add("migration", "count", format!("{} migrations is more than the 1000 a run may make", m.count));
+            c.add(
+                "migration",
+                "count",
+                format!("{} migrations is more than the 1000 a run may make", m.count),
+            );
         }
         c.seconds("migration", "warmup_s", m.warmup_s, false);
         c.seconds("migration", "settle_s", m.settle_s, false);
         c.seconds("migration", "timeout_s", m.timeout_s, true);
         if m.downtime_limit_ms == Some(0) {
-            c.add("migration", "downtime_limit_ms", "must be more than 0 (leave it out for QEMU's default)".into());
+            c.add(
+                "migration",
+                "downtime_limit_ms",
+                "must be more than 0 (leave it out for QEMU's default)".into(),
+            );
         }
         if m.max_bandwidth == Some(0) {
-            c.add("migration", "max_bandwidth", "must be more than 0 bytes/s (leave it out for QEMU's default)".into());
+            c.add(
+                "migration",
+                "max_bandwidth",
+                "must be more than 0 bytes/s (leave it out for QEMU's default)".into(),
+            );
         }
         if m.multifd_channels == Some(0) {
             c.add("migration", "multifd_channels", "must be 1 or more (leave it out for no multifd)".into());
@@ -377,16 +415,25 @@ impl Scenario {
             (None, Some(f)) => {
                 if f.is_absolute() || f.components().any(|x| matches!(x, std::path::Component::ParentDir)) {
                     // A job file next to the scenario is fine; anywhere on the host is not.
-                    c.add("", "fio_file", format!("'{}' must be a path below the scenario's directory", f.display()));
+                    c.add(
+                        "",
+                        "fio_file",
+                        format!("'{}' must be a path below the scenario's directory", f.display()),
+                    );
                 }
             }
-            _ => c.add("", "workload", "give either a [workload] table or fio_file = \"job.fio\", not both or neither".into()),
+            _ => c.add(
+                "",
+                "workload",
+                "give either a [workload] table or fio_file = \"job.fio\", not both or neither".into(),
+            ),
         }
     }
 
     /// Parses and checks the scenario in `path`, its fio job file included.
     pub fn load(path: &Path) -> Result<(Self, String, Workload), ScenarioError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ScenarioError::Read { path: path.into(), source })?;
         let s = Self::parse(&text, path)?;
         let w = s.workload(path)?;
         let mut c = Checker { text: &text, list: Vec::new() };
@@ -421,7 +468,8 @@ impl Scenario {
         }
         let file = self.fio_file.clone().unwrap_or_default();
         let p = scenario_path.parent().unwrap_or(Path::new(".")).join(file);
-        let text = std::fs::read_to_string(&p).map_err(|source| ScenarioError::Read { path: p.clone(), source })?;
+        let text =
+            std::fs::read_to_string(&p).map_err(|source| ScenarioError::Read { path: p.clone(), source })?;
         let jobs = miglab_workloads::fio::parse(&text)
             .map_err(|e| ScenarioError::FioFile { path: p.clone(), message: e.to_string() })?;
         jobs.into_iter()

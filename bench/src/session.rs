@@ -89,9 +89,10 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
             (Plans::Derive { scenario: Box::new(s), workload: w, repetitions: reps }, text, name, lab)
         }
         Source::Replay(p) => {
-            let bytes = std::fs::read(p).map_err(|e| RunError::Replay { path: p.clone(), why: e.to_string() })?;
-            let r: RunResult =
-                serde_json::from_slice(&bytes).map_err(|e| RunError::Replay { path: p.clone(), why: e.to_string() })?;
+            let bytes =
+                std::fs::read(p).map_err(|e| RunError::Replay { path: p.clone(), why: e.to_string() })?;
+            let r: RunResult = serde_json::from_slice(&bytes)
+                .map_err(|e| RunError::Replay { path: p.clone(), why: e.to_string() })?;
             let plan = Plan::from_result(p, &r.plan)?;
             check::host(p, &plan.guest)?;
             let (name, lab) = (plan.scenario.clone(), plan.lab.clone());
@@ -101,7 +102,11 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
     if let Some(n) = &opts.lab_name {
         lab_spec.name = n.clone();
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(RunError::Runtime)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)?;
     let state = opts.lab_root.join(&lab_spec.name).join("state.json");
     let reuse = StateFile::load(&state).is_ok_and(|s| s.phase == Phase::Up);
     let t = Instant::now();
@@ -140,7 +145,8 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
             }
         };
         plan.lab = lab_spec.clone();
-        let dir_name = if opts.host_mode.is_some() { format!("{}-host", plan.scenario) } else { plan.scenario.clone() };
+        let dir_name =
+            if opts.host_mode.is_some() { format!("{}-host", plan.scenario) } else { plan.scenario.clone() };
         let dir = opts.out.join(dir_name).join(plan.repetition.to_string());
         match repetition(&rt, &site, &plan, &text, &dir, opts.host_mode) {
             Ok(r) => match r.status {
@@ -149,7 +155,9 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
                     interrupted = Some(dir);
                     break;
                 }
-                RunStatus::Failed => failed.push((dir, r.problems.first().or(r.error.as_ref()).cloned().unwrap_or_default())),
+                RunStatus::Failed => {
+                    failed.push((dir, r.problems.first().or(r.error.as_ref()).cloned().unwrap_or_default()))
+                }
             },
             Err(e) => {
                 setup_error = Some(e);
@@ -212,7 +220,14 @@ fn repetition(
 }
 
 fn summary(r: &RunResult, dir: &Path) {
-    println!("{} #{}: {:?} in {:.1} s → {}", r.scenario, r.repetition, r.status, r.duration_ms / 1e3, dir.display());
+    println!(
+        "{} #{}: {:?} in {:.1} s → {}",
+        r.scenario,
+        r.repetition,
+        r.status,
+        r.duration_ms / 1e3,
+        dir.display()
+    );
     for o in &r.ops {
         println!(
             "  {:<9} {:>9} ops {:>6} failed  guest p50 {:>7} us p99 {:>8} us max {:>9} us | host p99 {:>8} us max {:>9} us",

@@ -79,7 +79,9 @@ fn read_some(s: &mut UnixStream, buf: &mut [u8]) -> Read_ {
     match s.read(buf) {
         Ok(0) => Read_::Closed,
         Ok(n) => Read_::Data(n),
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::Interrupted => {
+        Err(e)
+            if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::Interrupted =>
+        {
             Read_::Nothing
         }
         Err(_) => Read_::Closed,
@@ -148,9 +150,11 @@ impl RecordStream {
                     }
                     while let Ok(o) = observations.try_recv() {
                         match o.what {
-                            Observed::HopStarted { hop, .. } => {
-                                c.open_window(&format!("migration {hop}"), WindowKind::Migration { hop }, o.at)
-                            }
+                            Observed::HopStarted { hop, .. } => c.open_window(
+                                &format!("migration {hop}"),
+                                WindowKind::Migration { hop },
+                                o.at,
+                            ),
                             Observed::Settled { hop } => {
                                 if let Some(w) = c.close_window(&format!("migration {hop}"), o.at) {
                                     bus.publish_at(o.at, Observed::WindowClosed(Box::new(w)));

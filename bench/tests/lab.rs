@@ -218,3 +218,41 @@ fn bad_input_fails_clearly_and_leaves_nothing() {
     assert_eq!(out.status.code(), Some(2), "a lab that does not exist is bad input");
     assert!(String::from_utf8_lossy(&out.stderr).contains("no lab named 't-none'"));
 }
+
+/// `lab daemon osd.1 restart` from another command while this one writes the state file over
+/// and over (as a run does): the restarted daemon's record is not lost, `lab status` sees it.
+#[test]
+#[ignore = "needs the lab (root, Ceph, namespaces): cargo test -- --include-ignored"]
+fn a_daemon_restarted_by_another_command_during_a_run_is_not_forgotten() {
+    let root = lab_root();
+    let _down = DownOnDrop { name: "t-two", root: root.path() };
+    let lab = Lab::up(&options("t-two", root.path())).unwrap_or_else(|e| panic!("lab up: {e}"));
+    let old = lab.state().process("osd.1").expect("osd.1").pid;
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            for i in 0..400 {
+                let id = format!("busy-{i}");
+                lab.record_instance(&id, serde_json::json!({ "i": i })).expect("record");
+                lab.forget_instance(&id).expect("forget");
+            }
+        });
+        let out = miglab()
+            .args(["lab", "daemon", "osd.1", "restart", "--name", "t-two", "--root"])
+            .arg(root.path())
+            .output()
+            .expect("restart");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        writer.join().expect("writer");
+    });
+    let rec = lab.state().process("osd.1").cloned().expect("osd.1 is still recorded");
+    assert_ne!(rec.pid, old, "the record is the restarted daemon's");
+    assert!(miglab::process::is_alive(&rec));
+    let st = lab::status("t-two", root.path()).expect("status");
+    assert_eq!(
+        st.processes.iter().filter(|p| p.name == "osd.1").map(|p| p.state.as_str()).collect::<Vec<_>>(),
+        ["running"]
+    );
+    let state = lab.state();
+    lab.down().unwrap_or_else(|e| panic!("lab down: {e}"));
+    assert_nothing_left(&state);
+}

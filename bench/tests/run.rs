@@ -43,13 +43,16 @@ fn the_smoke_scenario_measures_the_pause_loses_nothing_and_replays() {
     let root = lab_root();
     let _down = DownOnDrop { name: "t-smoke", root: root.path() };
     let out = root.path().join("results");
-    let dirs = run(&opts(Source::Scenario(scenario("smoke")), &out, root.path(), "t-smoke")).unwrap_or_else(|e| panic!("run: {e}"));
+    let dirs = run(&opts(Source::Scenario(scenario("smoke")), &out, root.path(), "t-smoke"))
+        .unwrap_or_else(|e| panic!("run: {e}"));
     assert_eq!(dirs, vec![out.join("smoke/1")]);
     let dir = &dirs[0];
     let r = result(dir);
     assert_eq!(r.status, RunStatus::Completed, "{:?} {:?}", r.error, r.problems);
     assert_eq!(r.schema_version, miglab_reports::result::SCHEMA_VERSION);
-    assert!(r.provenance.qemu.is_some() && r.provenance.ceph.is_some() && r.provenance.guest_kernel.is_some());
+    assert!(
+        r.provenance.qemu.is_some() && r.provenance.ceph.is_some() && r.provenance.guest_kernel.is_some()
+    );
     assert!(r.workload.is_object(), "the workload is a JSON object: {}", r.workload);
     assert_eq!(r.plan["scenario"], "smoke");
     let reads = r.ops.iter().find(|o| o.op == "readfile").expect("read-loop ops");
@@ -93,12 +96,14 @@ fn the_smoke_scenario_measures_the_pause_loses_nothing_and_replays() {
     assert!(at("window-open") < at("migrate") && at("RESUME") < at("window-close"), "{events}");
     let hlog = std::fs::read_to_string(dir.join("latency.hlog")).expect("hlog");
     assert!(hlog.contains("#[Histogram log format version 1.3]") && hlog.contains("Tag=readfile,"));
+    hlog_agrees_with(&dir.join("latency.hlog"), &r.ops);
     // The run brought its lab up, so it took it down again.
     assert!(!root.path().join("t-smoke/state.json").exists());
 
     // The same plan again, from the result alone.
     let again = root.path().join("again");
-    let dirs = run(&opts(Source::Replay(dir.join("result.json")), &again, root.path(), "t-smoke")).unwrap_or_else(|e| panic!("replay: {e}"));
+    let dirs = run(&opts(Source::Replay(dir.join("result.json")), &again, root.path(), "t-smoke"))
+        .unwrap_or_else(|e| panic!("replay: {e}"));
     let replayed = result(&dirs[0]);
     assert_eq!(replayed.plan, r.plan, "replay runs exactly that plan");
     assert_ne!(replayed.nonce, r.nonce, "but marks its blocks as its own");
@@ -117,7 +122,8 @@ fn a_byte_flipped_from_the_host_is_the_one_block_verify_reports() {
     let site: Arc<dyn Site> = lab.clone();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
     rt.block_on(async {
-        let mut vm = Vm::start(&site, &VmSpec::new("vm0"), "c1", 0, false).await.unwrap_or_else(|e| panic!("{e}"));
+        let mut vm =
+            Vm::start(&site, &VmSpec::new("vm0"), "c1", 0, false).await.unwrap_or_else(|e| panic!("{e}"));
         let mut job = FioJob::new("flip", Rw::Randread);
         job.size = Size(1 << 20);
         let start = Command::Start { workload: Workload::Fio(job), seed: 11, nonce: 99 };
@@ -138,10 +144,11 @@ fn a_byte_flipped_from_the_host_is_the_one_block_verify_reports() {
         let mut data = std::fs::read(&file).expect("read through c1");
         data[37 * 4096 + 1234] ^= 0x01;
         std::fs::write(&file, &data).expect("write through c1");
-        let report = match vm.control.request(Command::Verify, Duration::from_secs(120)).await.expect("verify") {
-            Message::Verify(r) => r,
-            m => panic!("verify answered {m:?}"),
-        };
+        let report =
+            match vm.control.request(Command::Verify, Duration::from_secs(120)).await.expect("verify") {
+                Message::Verify(r) => r,
+                m => panic!("verify answered {m:?}"),
+            };
         assert_eq!(report.blocks, 256);
         assert_eq!(report.bad.len(), 1, "{:?}", report.bad);
         assert_eq!(report.bad[0].path, "miglab/flip/flip.0.0");
@@ -163,8 +170,9 @@ fn ctrl_c_during_a_migration_or_a_verify_pass_takes_effect_at_once() {
     let _down = DownOnDrop { name: "t-abort", root: root.path() };
     // The lab is brought up once and reused by both runs (a run never tears down a lab it did
     // not bring up).
-    let lab = Lab::up(&LabOptions { name: "t-abort".into(), root: root.path().into(), ..LabOptions::default() })
-        .unwrap_or_else(|e| panic!("lab up: {e}"));
+    let lab =
+        Lab::up(&LabOptions { name: "t-abort".into(), root: root.path().into(), ..LabOptions::default() })
+            .unwrap_or_else(|e| panic!("lab up: {e}"));
     let dir = tempfile::tempdir().expect("tmp");
     // A migration capped at 2 MB/s takes minutes: interrupted while it runs.
     let slow = dir.path().join("slow-hop.toml");
@@ -202,7 +210,9 @@ fn ctrl_c_during_a_migration_or_a_verify_pass_takes_effect_at_once() {
         });
         let deadline = Instant::now() + Duration::from_secs(240);
         loop {
-            let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("the run reached its phase");
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("the run reached its phase");
             if line.contains(phase) {
                 break;
             }
@@ -211,7 +221,11 @@ fn ctrl_c_during_a_migration_or_a_verify_pass_takes_effect_at_once() {
         std::thread::sleep(Duration::from_secs(2));
         let state = lab.state();
         let t = Instant::now();
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .expect("SIGINT");
         let status = within("the run to stop", Duration::from_secs(60), move || child.wait().expect("wait"));
         let took = t.elapsed();
         assert_eq!(status.code(), Some(130), "{name}");
@@ -220,7 +234,9 @@ fn ctrl_c_during_a_migration_or_a_verify_pass_takes_effect_at_once() {
         let r = result(&out.join(&name).join("1"));
         assert_eq!(r.status, RunStatus::Aborted, "{name}");
         assert!(r.stream.heartbeats > 0, "{name}: what was measured is kept");
-        for p in state.processes.iter().filter(|p| p.name.starts_with("qemu.") || p.name.starts_with("virtiofsd.")) {
+        for p in
+            state.processes.iter().filter(|p| p.name.starts_with("qemu.") || p.name.starts_with("virtiofsd."))
+        {
             assert!(!miglab::process::is_alive(p), "{name}: {} still runs", p.name);
         }
         assert!(miglab::vm::ledger::all(&lab).is_empty(), "{name}: VM records left");

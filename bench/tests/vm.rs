@@ -30,7 +30,9 @@ fn lab(name: &str, root: &std::path::Path) -> Arc<Lab> {
 /// Boots vm0 on c1 with the read loop running.
 async fn boot(site: &Arc<dyn Site>) -> Vm {
     write_hello(site.host("c1").expect("c1")).expect("hello file");
-    let mut vm = Vm::start(site, &VmSpec::new("vm0"), "c1", 0, false).await.unwrap_or_else(|e| panic!("vm start: {e}"));
+    let mut vm = Vm::start(site, &VmSpec::new("vm0"), "c1", 0, false)
+        .await
+        .unwrap_or_else(|e| panic!("vm start: {e}"));
     let hello = vm.hello.clone().expect("booted");
     assert!(hello.fs_mounted, "virtio-fs not mounted: {:?}", hello.setup_error);
     assert_eq!(hello.setup_error, None);
@@ -49,7 +51,10 @@ fn no_vm_processes_left(lab: &Lab) {
 
 fn down(lab: Arc<Lab>) {
     let state = lab.state();
-    Arc::try_unwrap(lab).unwrap_or_else(|_| panic!("the lab is still shared")).down().unwrap_or_else(|e| panic!("lab down: {e}"));
+    Arc::try_unwrap(lab)
+        .unwrap_or_else(|_| panic!("the lab is still shared"))
+        .down()
+        .unwrap_or_else(|e| panic!("lab down: {e}"));
     assert_nothing_left(&state);
 }
 
@@ -79,7 +84,11 @@ fn a_guest_reading_cephfs_migrates_three_hops_and_its_record_stream_follows() {
             assert!(rec.downtime_ms.is_some() && rec.total_time_ms.is_some(), "QEMU's figures: {rec:?}");
             assert!(rec.transferred_bytes.unwrap_or(0) > 1 << 20, "RAM was sent");
             let p = &rec.phases;
-            assert!(p.stop_ms.is_some() && p.resume_ms.is_some(), "source STOP and destination RESUME: {:?}", rec.timeline);
+            assert!(
+                p.stop_ms.is_some() && p.resume_ms.is_some(),
+                "source STOP and destination RESUME: {:?}",
+                rec.timeline
+            );
             assert!(p.paused_ms.expect("paused") >= 0.0);
             assert!(rec.started_ms > 0.0 && p.resume_ms.expect("resume") > rec.started_ms, "one clock");
             // The guest keeps reading on its new host.
@@ -97,7 +106,10 @@ fn a_guest_reading_cephfs_migrates_three_hops_and_its_record_stream_follows() {
         }
         // Heartbeats arrive after the last switch-over too.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let c = tokio::task::spawn_blocking(move || stream.finish(Instant::now())).await.expect("join").expect("finish");
+        let c = tokio::task::spawn_blocking(move || stream.finish(Instant::now()))
+            .await
+            .expect("join")
+            .expect("finish");
         assert_eq!((c.heartbeats_missing, c.bad_frames), (0, 0), "the stream followed the guest");
         assert_eq!(c.windows.len(), 3);
         for w in &c.windows {
@@ -132,8 +144,16 @@ fn killing_the_destination_virtiofsd_fails_the_migration_and_the_source_goes_on(
         let killer_site = site.clone();
         let killer = tokio::spawn(async move {
             while let Some(o) = seen.recv().await {
-                if let Observed::Qmp { side: Side::Source, event: QmpEvent::Migration { status: MigrationStatus::Active }, .. } = o.what {
-                    let dst = ledger::all(killer_site.as_ref()).into_iter().find(|r| r.incoming).expect("destination");
+                if let Observed::Qmp {
+                    side: Side::Source,
+                    event: QmpEvent::Migration { status: MigrationStatus::Active },
+                    ..
+                } = o.what
+                {
+                    let dst = ledger::all(killer_site.as_ref())
+                        .into_iter()
+                        .find(|r| r.incoming)
+                        .expect("destination");
                     let p = killer_site.process(&dst.virtiofsd_name()).expect("its virtiofsd");
                     killer_site.signal(&p, nix::sys::signal::Signal::SIGKILL).expect("kill virtiofsd");
                     return true;
@@ -142,7 +162,8 @@ fn killing_the_destination_virtiofsd_fails_the_migration_and_the_source_goes_on(
             false
         });
         let hop = Hop { site: &site, bus: &bus, records: None, number: 1 };
-        let rec = migration::migrate(&hop, &mut vm, "c2", &MigrationOptions::default()).await.expect("migrate");
+        let rec =
+            migration::migrate(&hop, &mut vm, "c2", &MigrationOptions::default()).await.expect("migrate");
         assert!(killer.await.expect("killer"), "the migration never went active: {:?}", rec.timeline);
         match &rec.outcome {
             Outcome::Failed { error, source_running } => {
@@ -175,7 +196,11 @@ fn a_hop_that_breaks_at_any_step_leaves_nothing_behind() {
     let lab = lab("t-break", root.path());
     let site: Arc<dyn Site> = lab.clone();
     runtime().block_on(async {
-        let steps = [(Side::Destination, MigrationStatus::Setup), (Side::Source, MigrationStatus::Active), (Side::Source, MigrationStatus::Device)];
+        let steps = [
+            (Side::Destination, MigrationStatus::Setup),
+            (Side::Source, MigrationStatus::Active),
+            (Side::Source, MigrationStatus::Device),
+        ];
         for (i, (victim, at)) in steps.into_iter().enumerate() {
             let mut vm = boot(&site).await;
             let bus = Bus::new(RunClock::start());
@@ -183,10 +208,17 @@ fn a_hop_that_breaks_at_any_step_leaves_nothing_behind() {
             let s = site.clone();
             let killer = tokio::spawn(async move {
                 while let Some(o) = seen.recv().await {
-                    if let Observed::Qmp { side: Side::Source, event: QmpEvent::Migration { status }, .. } = o.what {
-                        if status == at || (at == MigrationStatus::Setup && status == MigrationStatus::Active) {
+                    if let Observed::Qmp {
+                        side: Side::Source, event: QmpEvent::Migration { status }, ..
+                    } = o.what
+                    {
+                        if status == at || (at == MigrationStatus::Setup && status == MigrationStatus::Active)
+                        {
                             let recs = ledger::all(s.as_ref());
-                            let r = recs.iter().find(|r| r.incoming == (victim == Side::Destination)).expect("instance");
+                            let r = recs
+                                .iter()
+                                .find(|r| r.incoming == (victim == Side::Destination))
+                                .expect("instance");
                             let p = s.process(&r.qemu_name()).expect("its qemu");
                             s.signal(&p, nix::sys::signal::Signal::SIGKILL).expect("kill qemu");
                             return;
@@ -198,7 +230,9 @@ fn a_hop_that_breaks_at_any_step_leaves_nothing_behind() {
             let r = migration::migrate(&hop, &mut vm, "c2", &MigrationOptions::default()).await;
             killer.abort();
             match r {
-                Ok(rec) => assert!(!rec.completed(), "step {i}: a killed QEMU cannot complete a migration: {rec:?}"),
+                Ok(rec) => {
+                    assert!(!rec.completed(), "step {i}: a killed QEMU cannot complete a migration: {rec:?}")
+                }
                 Err(e) => assert!(!e.to_string().is_empty(), "step {i}"),
             }
             // Whatever state it is in, stopping what the caller holds cleans up.
@@ -214,7 +248,8 @@ fn a_hop_that_breaks_at_any_step_leaves_nothing_behind() {
             ..MigrationOptions::default()
         };
         let hop = Hop { site: &site, bus: &bus, records: None, number: 1 };
-        let r = tokio::time::timeout(Duration::from_secs(3), migration::migrate(&hop, &mut vm, "c2", &opts)).await;
+        let r = tokio::time::timeout(Duration::from_secs(3), migration::migrate(&hop, &mut vm, "c2", &opts))
+            .await;
         assert!(r.is_err(), "a 1 MB/s migration of 512 MiB cannot be done in 3 s");
         vm.stop().await.expect("stop the source");
         no_vm_processes_left(&lab);
@@ -232,7 +267,11 @@ fn vm_failures_are_named_and_clean_up_after_themselves() {
     let site: Arc<dyn Site> = lab.clone();
     runtime().block_on(async {
         // A guest that never says hello: a shell instead of the agent.
-        let spec = VmSpec { cmdline_extra: Some("rdinit=/bin/sh".into()), boot_timeout_ms: 5_000, ..VmSpec::new("vm-sh") };
+        let spec = VmSpec {
+            cmdline_extra: Some("rdinit=/bin/sh".into()),
+            boot_timeout_ms: 5_000,
+            ..VmSpec::new("vm-sh")
+        };
         let e = Vm::start(&site, &spec, "c1", 0, false).await.expect_err("never says hello");
         assert!(matches!(e, VmError::NeverBooted { .. }), "{e}");
         no_vm_processes_left(&lab);
@@ -263,7 +302,11 @@ fn vm_failures_are_named_and_clean_up_after_themselves() {
         let bus = Bus::new(RunClock::start());
         let hop = Hop { site: &site, bus: &bus, records: None, number: 1 };
         let rec = migration::migrate(&hop, &mut vm, "c2", &opts).await.expect("migrate");
-        assert!(matches!(rec.outcome, Outcome::TimedOut { after_ms: 2000, source_running: true }), "{:?}", rec.outcome);
+        assert!(
+            matches!(rec.outcome, Outcome::TimedOut { after_ms: 2000, source_running: true }),
+            "{:?}",
+            rec.outcome
+        );
         assert_eq!(vm.host(), "c1");
         tokio::time::sleep(Duration::from_millis(300)).await;
         check_continuity(&before, &status(&mut vm).await.expect("status")).unwrap_or_else(|e| panic!("{e}"));
@@ -282,6 +325,88 @@ fn vm_failures_are_named_and_clean_up_after_themselves() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("miglab image build"), "{err}");
     assert!(ledger::all(lab.as_ref()).is_empty());
+    drop(site);
+    down(lab);
+}
+
+/// Listening sockets of every lab process (Ceph, ceph-fuse, QEMU waiting for a migration,
+/// virtiofsd) in every namespace of the lab, as `ss` lists them with their owners.
+fn lab_listeners(lab: &Lab) -> Vec<(String, String)> {
+    let state = lab.state();
+    let groups: Vec<i32> = state.processes.iter().map(|p| p.pid).collect();
+    let mut cmds = vec![std::process::Command::new("ss")];
+    for c in &state.layout.clients {
+        let mut cmd = std::process::Command::new("ip");
+        cmd.args(["netns", "exec", &c.netns, "ss"]);
+        cmds.push(cmd);
+    }
+    let mut out = Vec::new();
+    for mut cmd in cmds {
+        let o = cmd.args(["-Hltunp"]).output().expect("ss");
+        for line in String::from_utf8_lossy(&o.stdout).lines() {
+            let local = line.split_whitespace().nth(4).unwrap_or("").to_string();
+            let pids: Vec<i32> = line
+                .split("pid=")
+                .skip(1)
+                .filter_map(|p| p.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+                .collect();
+            let ours = pids
+                .iter()
+                .any(|pid| miglab::process::proc_stat(*pid).is_some_and(|s| groups.contains(&s.pgrp)));
+            if ours {
+                out.push((local, line.to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// Nothing of the lab listens outside loopback and the lab's own addresses; its keyring and
+/// its directory (where every QMP and control socket lives) are root's alone.
+#[test]
+#[ignore = "needs the lab (root, Ceph, QEMU): cargo test -- --include-ignored"]
+fn nothing_of_the_lab_listens_outside_its_network_and_its_secrets_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = lab_root();
+    let _down = DownOnDrop { name: "t-sec", root: root.path() };
+    let lab = lab("t-sec", root.path());
+    let site: Arc<dyn Site> = lab.clone();
+    let layout = lab.layout().clone();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode(&layout.keyring()), 0o600, "the keyring");
+    assert_eq!(mode(&layout.dir), 0o700, "the lab directory");
+    runtime().block_on(async {
+        let vm = boot(&site).await;
+        // A destination waiting for a migration listens on c2's address.
+        let dst = Vm::start(&site, &VmSpec::new("vm0"), "c2", 1, true).await.expect("incoming");
+        dst.qmp
+            .execute(qapi::qmp::migrate_incoming {
+                uri: Some(format!("tcp:{}:4444", layout.clients[1].addr)),
+                channels: None,
+                exit_on_error: Some(false),
+            })
+            .await
+            .expect("migrate-incoming");
+        let allowed: Vec<String> = std::iter::once(layout.gateway.to_string())
+            .chain(layout.clients.iter().map(|c| c.addr.to_string()))
+            .chain(["127.0.0.1".to_string(), "[::1]".to_string()])
+            .collect();
+        let listeners = lab_listeners(&lab);
+        assert!(
+            listeners.iter().any(|(l, _)| l.ends_with(":4444")),
+            "the incoming QEMU is seen: {listeners:?}"
+        );
+        assert!(
+            listeners.iter().any(|(l, _)| l.starts_with(&layout.gateway.to_string())),
+            "the monitor is seen"
+        );
+        for (local, line) in &listeners {
+            let host = local.rsplit_once(':').map(|(h, _)| h).unwrap_or(local);
+            assert!(allowed.iter().any(|a| a == host), "listens outside the lab: {line}");
+        }
+        dst.stop().await.expect("stop dst");
+        vm.stop().await.expect("stop");
+    });
     drop(site);
     down(lab);
 }

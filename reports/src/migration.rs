@@ -102,15 +102,21 @@ impl fmt::Display for MigrationStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum QmpEvent {
-    Migration { status: MigrationStatus },
+    Migration {
+        status: MigrationStatus,
+    },
     /// The source started RAM pass `pass`.
-    MigrationPass { pass: u64 },
+    MigrationPass {
+        pass: u64,
+    },
     /// The guest's vCPUs stopped.
     Stop,
     /// The guest's vCPUs run again.
     Resume,
     /// Any other event, by name.
-    Other { name: String },
+    Other {
+        name: String,
+    },
 }
 
 impl QmpEvent {
@@ -197,7 +203,10 @@ impl Phases {
             stop_ms,
             device_ms: first(Side::Source, &status(MigrationStatus::Device)),
             resume_ms,
-            end_ms: first(Side::Source, &|e| matches!(e, QmpEvent::Migration { status } if status.is_final())),
+            end_ms: first(
+                Side::Source,
+                &|e| matches!(e, QmpEvent::Migration { status } if status.is_final()),
+            ),
             paused_ms: match (stop_ms, resume_ms) {
                 (Some(s), Some(r)) if r >= s => Some(r - s),
                 _ => None,

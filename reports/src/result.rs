@@ -332,7 +332,13 @@ pub fn event_rows(result: &RunResult) -> Vec<EventRow> {
             });
         }
     }
-    rows.sort_by(|a, b| a.run_ms.total_cmp(&b.run_ms));
+    // On a tie a window opens before what happens at that instant, and closes after it.
+    let rank = |r: &EventRow| match r.event.as_str() {
+        "window-open" => 0,
+        "window-close" => 2,
+        _ => 1,
+    };
+    rows.sort_by(|a, b| a.run_ms.total_cmp(&b.run_ms).then(rank(a).cmp(&rank(b))));
     rows
 }
 
@@ -341,7 +347,13 @@ pub fn events_csv(rows: &[EventRow]) -> Result<Vec<u8>, csv::Error> {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(["run_ms", "source", "side", "event", "detail"])?;
     for r in rows {
-        w.write_record([format!("{:.3}", r.run_ms), r.source.clone(), r.side.clone(), r.event.clone(), r.detail.clone()])?;
+        w.write_record([
+            format!("{:.3}", r.run_ms),
+            r.source.clone(),
+            r.side.clone(),
+            r.event.clone(),
+            r.detail.clone(),
+        ])?;
     }
     finish(w)
 }
@@ -349,7 +361,9 @@ pub fn events_csv(rows: &[EventRow]) -> Result<Vec<u8>, csv::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::migration::{MigrationParams, MigrationStatus, Outcome, Phases, QmpEvent, Side, TimelineEvent};
+    use crate::migration::{
+        MigrationParams, MigrationStatus, Outcome, Phases, QmpEvent, Side, TimelineEvent,
+    };
 
     fn window(hop: u32, start: f64, end: f64) -> Window {
         Window {
@@ -389,7 +403,7 @@ mod tests {
     #[test]
     fn events_of_migrations_and_windows_interleave_in_time_order() {
         let mut r = RunResult::new("x", 1, 1);
-        r.windows.push(window(1, 1000.0, 3000.0));
+        r.windows.push(window(1, 1000.5, 1950.0));
         r.migrations.push(MigrationRecord {
             hop: 1,
             from: "c1".into(),

@@ -31,9 +31,11 @@ pub fn problems(r: &RunResult) -> Vec<String> {
         p.push("no record stream: not one heartbeat arrived from the guest".into());
     } else {
         // The guest must still be heard after the last switch-over.
-        let last_resume = r.migrations.iter().filter_map(|m| m.phases.resume_ms).fold(None, |a: Option<f64>, t| {
-            Some(a.map_or(t, |a| a.max(t)))
-        });
+        let last_resume = r
+            .migrations
+            .iter()
+            .filter_map(|m| m.phases.resume_ms)
+            .fold(None, |a: Option<f64>, t| Some(a.map_or(t, |a| a.max(t))));
         if let (Some(resume), Some(last)) = (last_resume, s.last_heartbeat_ms) {
             if last < resume {
                 p.push(format!(
@@ -43,7 +45,10 @@ pub fn problems(r: &RunResult) -> Vec<String> {
         }
         for w in &r.windows {
             if w.heartbeat_gap_unended {
-                p.push(format!("{}: no heartbeat arrived after a gap that began in it (the stream was lost)", w.name));
+                p.push(format!(
+                    "{}: no heartbeat arrived after a gap that began in it (the stream was lost)",
+                    w.name
+                ));
             }
         }
     }
@@ -58,7 +63,10 @@ pub fn problems(r: &RunResult) -> Vec<String> {
     }
     if let Some(v) = &r.verification {
         if v.mismatched > 0 || v.missing > 0 {
-            p.push(format!("verification: {} of {} blocks mismatched, {} missing", v.mismatched, v.blocks, v.missing));
+            p.push(format!(
+                "verification: {} of {} blocks mismatched, {} missing",
+                v.mismatched, v.blocks, v.missing
+            ));
         }
         if v.inline_mismatches > 0 {
             p.push(format!("{} reads during the run returned data that did not verify", v.inline_mismatches));
@@ -78,7 +86,8 @@ mod tests {
     fn sound() -> RunResult {
         let mut r = RunResult::new("x", 1, 1);
         r.ops.push(OpSummary { op: "read".into(), count: 100, ..OpSummary::default() });
-        r.stream = StreamHealth { heartbeats: 5000, last_heartbeat_ms: Some(9000.0), ..StreamHealth::default() };
+        r.stream =
+            StreamHealth { heartbeats: 5000, last_heartbeat_ms: Some(9000.0), ..StreamHealth::default() };
         r.verification = Some(Verification { blocks: 10, ..Verification::default() });
         r
     }

@@ -135,7 +135,15 @@ impl Ctx {
         self.stop.load(Ordering::Relaxed) || self.until.is_some_and(|u| Instant::now() >= u)
     }
 
-    fn record(&self, op: Op, job: u16, submit_ns: u64, bytes: u64, result: Result<(), OpError>, mismatch: bool) {
+    fn record(
+        &self,
+        op: Op,
+        job: u16,
+        submit_ns: u64,
+        bytes: u64,
+        result: Result<(), OpError>,
+        mismatch: bool,
+    ) {
         self.record_at(op, job, submit_ns, now_ns(), bytes, result, mismatch)
     }
 
@@ -212,7 +220,9 @@ struct Pacer {
 impl Pacer {
     fn new(ops_per_s: Option<f64>) -> Self {
         Self {
-            interval: ops_per_s.filter(|r| *r > 0.0 && r.is_finite()).map(|r| Duration::from_secs_f64(1.0 / r)),
+            interval: ops_per_s
+                .filter(|r| *r > 0.0 && r.is_finite())
+                .map(|r| Duration::from_secs_f64(1.0 / r)),
             next: Instant::now(),
         }
     }
@@ -279,7 +289,12 @@ impl Running {
 
 /// Starts `w` under `root` for the run `tag`. Files are laid out by the workers before their
 /// timed loop (`Counters::laying_out` says when that is done).
-pub fn start(w: &Workload, root: &std::path::Path, sink: Arc<dyn Sink>, tag: RunTag) -> Result<Running, String> {
+pub fn start(
+    w: &Workload,
+    root: &std::path::Path,
+    sink: Arc<dyn Sink>,
+    tag: RunTag,
+) -> Result<Running, String> {
     w.validate()?;
     let stop = Arc::new(AtomicBool::new(false));
     let counters = Arc::new(Counters::default());

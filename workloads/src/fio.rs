@@ -126,7 +126,9 @@ fn apply(job: &mut FioJob, line: usize, option: &str, value: &str) -> Result<(),
                 "psync" => IoEngine::Psync,
                 "sync" => IoEngine::Sync,
                 "pvsync" => IoEngine::Pvsync,
-                _ => return Err(bad("miglab runs the synchronous engines only (psync, sync, pvsync)".into())),
+                _ => {
+                    return Err(bad("miglab runs the synchronous engines only (psync, sync, pvsync)".into()))
+                }
             }
         }
         "invalidate" => job.invalidate = flag(value)?,
@@ -258,7 +260,9 @@ mod tests {
         assert!(msg.contains("zonemode") && msg.contains("rwmixread") && msg.contains("line 3"), "{msg}");
         let e = parse("[j]\nrw=read\nioengine=libaio\n").expect_err("engine");
         assert!(e.to_string().contains("synchronous"));
-        for refused in ["bs=4k,8k", "rate=1m,2m", "rate_iops=10,20", "verify=crc32c", "size=50%", "rw=randread:8"] {
+        for refused in
+            ["bs=4k,8k", "rate=1m,2m", "rate_iops=10,20", "verify=crc32c", "size=50%", "rw=randread:8"]
+        {
             let e = parse(&format!("[j]\nrw=read\n{refused}\n")).expect_err(refused);
             assert!(matches!(e, FioError::BadValue { line: 3, .. }), "{refused}: {e}");
         }

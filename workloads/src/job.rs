@@ -224,7 +224,8 @@ pub fn check_relative(what: &str, p: &str) -> Result<(), String> {
              miglab only writes inside the shared file system"
         ));
     }
-    if path.components().any(|c| !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir)) {
+    if path.components().any(|c| !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir))
+    {
         return Err(format!("{what} '{p}' must not contain '..': it would leave the CephFS mount"));
     }
     Ok(())

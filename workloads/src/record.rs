@@ -7,8 +7,8 @@
 //! | 0      | 1    | version ([`VERSION`])                                          |
 //! | 1      | 1    | kind: 0 heartbeat, 1 op                                        |
 //! | 2      | 1    | op ([`Op`]); 0 for a heartbeat                                 |
-//! | 3      | 1    | flags: bit 0 error, bit 1 verify mismatch                      |
-//! | 4      | 2    | job number                                                     |
+//! | 3      | 1    | flags: bit 0 error, bit 1 verify mismatch (others 0)           |
+//! | 4      | 2    | job number (heartbeat: 0)                                      |
 //! | 6      | 2    | reserved, 0                                                    |
 //! | 8      | 8    | guest CLOCK_MONOTONIC ns at submit (heartbeat: its time)       |
 //! | 16     | 8    | guest CLOCK_MONOTONIC ns at completion (heartbeat: same)       |
@@ -16,7 +16,9 @@
 //! | 28     | 4    | status: 0, or the errno of a failed op                         |
 //!
 //! Fixed-size frames make the decoder a loop over 32-byte chunks: no framing state beyond a
-//! partial frame carried between reads, and no allocation.
+//! partial frame carried between reads, and no allocation. Only the canonical form decodes (a
+//! heartbeat carries its time twice and zeros elsewhere), so a corrupted or misaligned stream
+//! shows as bad frames instead of plausible nonsense.
 
 use std::fmt;
 
@@ -117,6 +119,10 @@ pub enum DecodeError {
     Kind(u8),
     #[error("unknown op {0}")]
     Op(u8),
+    /// A frame no encoder writes (reserved bytes set, unknown flags, a heartbeat whose two
+    /// times differ): a sign of a corrupted or misaligned stream, so it is refused.
+    #[error("a frame that is not in canonical form")]
+    NonCanonical,
 }
 
 impl Record {
@@ -148,6 +154,8 @@ impl Record {
         b
     }
 
+    /// Decodes a frame. Only the canonical form is accepted — exactly what [`Record::encode`]
+    /// writes — so a decoded record always encodes back to the same bytes.
     #[inline]
     pub fn decode(b: &[u8; FRAME_LEN]) -> Result<Record, DecodeError> {
         if b[0] != VERSION {
@@ -158,7 +166,15 @@ impl Record {
         };
         let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
         match b[1] {
-            0 => Ok(Record::Heartbeat { seq: u32_at(24), guest_ns: u64_at(8) }),
+            0 => {
+                if b[2..8] != [0; 6] || b[8..16] != b[16..24] || b[28..32] != [0; 4] {
+                    return Err(DecodeError::NonCanonical);
+                }
+                Ok(Record::Heartbeat { seq: u32_at(24), guest_ns: u64_at(8) })
+            }
+            1 if b[3] & !(FLAG_ERROR | FLAG_MISMATCH) != 0 || b[6..8] != [0; 2] => {
+                Err(DecodeError::NonCanonical)
+            }
             1 => Ok(Record::Op(OpRecord {
                 op: Op::from_u8(b[2]).ok_or(DecodeError::Op(b[2]))?,
                 flags: b[3],
@@ -279,6 +295,32 @@ mod tests {
             }
             assert_eq!(got, recs, "split {split}");
             assert_eq!(d.bad_frames, 0);
+        }
+    }
+
+    /// Reserved bytes, unknown flags, a heartbeat whose times differ: refused.
+    #[test]
+    fn only_the_canonical_form_decodes() {
+        let hb = Record::Heartbeat { seq: 7, guest_ns: 42 }.to_bytes();
+        for (at, v) in [(2usize, 1u8), (5, 1), (16, 43), (29, 1)] {
+            let mut b = hb;
+            b[at] = v;
+            assert_eq!(Record::decode(&b), Err(DecodeError::NonCanonical), "heartbeat byte {at}");
+        }
+        let op = Record::Op(OpRecord {
+            op: Op::Read,
+            flags: FLAG_ERROR,
+            job: 1,
+            submit_ns: 1,
+            complete_ns: 2,
+            bytes: 3,
+            status: 5,
+        })
+        .to_bytes();
+        for (at, v) in [(3usize, 0x80u8), (6, 1), (7, 1)] {
+            let mut b = op;
+            b[at] = v;
+            assert_eq!(Record::decode(&b), Err(DecodeError::NonCanonical), "op byte {at}");
         }
     }
 

@@ -141,7 +141,9 @@ fn checksum(block: &[u8]) -> u64 {
 /// Fills `buf` (one block) with the verifiable content of (`file`, `offset`, `generation`) for
 /// the run `tag`.
 pub fn fill_block(buf: &mut [u8], file: u32, offset: u64, generation: u32, tag: RunTag) {
-    let base = tag.seed ^ tag.nonce.rotate_left(29) ^ (file as u64) << 40
+    let base = tag.seed
+        ^ tag.nonce.rotate_left(29)
+        ^ (file as u64) << 40
         ^ offset.rotate_left(17)
         ^ (generation as u64) << 8
         | 1;
@@ -326,8 +328,14 @@ mod tests {
         let mut b = vec![0u8; 4096];
         fill_block(&mut b, 3, 8192, 5, TAG);
         assert_eq!(check_block(&b, b.len(), &want(3, 8192, 5)), Ok(()));
-        assert_eq!(check_block(&b, b.len(), &want(3, 8192, 6)), Err(Problem::Stale { found: 5, expected: 6 }));
-        assert_eq!(check_block(&b, b.len(), &want(3, 8192, 4)), Err(Problem::Ahead { found: 5, expected: 4 }));
+        assert_eq!(
+            check_block(&b, b.len(), &want(3, 8192, 6)),
+            Err(Problem::Stale { found: 5, expected: 6 })
+        );
+        assert_eq!(
+            check_block(&b, b.len(), &want(3, 8192, 4)),
+            Err(Problem::Ahead { found: 5, expected: 4 })
+        );
         let errored = Expected { errored: 5, ..want(3, 8192, 4) };
         assert_eq!(check_block(&b, b.len(), &errored), Err(Problem::ErroredWriteLanded { generation: 5 }));
         assert_eq!(
@@ -354,7 +362,10 @@ mod tests {
             Err(Problem::Foreign { seed: 42, nonce: 1 })
         );
         fill_block(&mut old, 0, 0, 1, RunTag { seed: 7, nonce: TAG.nonce });
-        assert!(matches!(check_block(&old, old.len(), &want(0, 0, 1)), Err(Problem::Foreign { seed: 7, .. })));
+        assert!(matches!(
+            check_block(&old, old.len(), &want(0, 0, 1)),
+            Err(Problem::Foreign { seed: 7, .. })
+        ));
     }
 
     #[test]
@@ -391,7 +402,11 @@ mod tests {
             r.add(BadBlock { path: "f".into(), offset: i, problem: Problem::Corrupt });
         }
         r.add(BadBlock { path: "f".into(), offset: 0, problem: Problem::Missing });
-        r.add(BadBlock { path: "f".into(), offset: 0, problem: Problem::ErroredWriteLanded { generation: 3 } });
+        r.add(BadBlock {
+            path: "f".into(),
+            offset: 0,
+            problem: Problem::ErroredWriteLanded { generation: 3 },
+        });
         assert_eq!(r.bad.len(), 1000);
         assert_eq!((r.mismatched(), r.missing(), r.counts.errored_write_landed), (1005, 1, 1));
         assert_eq!(r.unlisted(), 7);

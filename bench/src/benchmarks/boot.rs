@@ -23,7 +23,10 @@ pub async fn run(site: &Arc<dyn Site>, spec: &VmSpec, host: &str, count: u32) ->
         let v = Vm::start(site, spec, host, i, false).await?;
         let boot = v.boot_ms.unwrap_or_default();
         let h = v.hello.clone().unwrap_or_default();
-        println!("  boot {i}: {boot:>6.0} ms  (guest uptime at hello {} ms, modules {} ms)", h.uptime_ms, h.modules_ms);
+        println!(
+            "  boot {i}: {boot:>6.0} ms  (guest uptime at hello {} ms, modules {} ms)",
+            h.uptime_ms, h.modules_ms
+        );
         ms.push(boot);
         v.stop().await?;
     }

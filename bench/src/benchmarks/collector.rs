@@ -33,7 +33,15 @@ pub fn run(minutes: u64, rate: u64) {
         chunk.clear();
         for i in 0..per_ms {
             let lat = 200_000 + (i * 7919 + ms) % 600_000;
-            let op = OpRecord { op: Op::Read, flags: 0, job: 0, submit_ns: g - lat, complete_ns: g, bytes: 4096, status: 0 };
+            let op = OpRecord {
+                op: Op::Read,
+                flags: 0,
+                job: 0,
+                submit_ns: g - lat,
+                complete_ns: g,
+                bytes: 4096,
+                status: 0,
+            };
             chunk.extend_from_slice(&Record::Op(op).to_bytes());
             g += 1_000_000 / per_ms;
         }

@@ -72,7 +72,11 @@ fn ratios(job: &str, dir: &str, r: &Rounds) {
 fn push(r: &mut (Rounds, Rounds), s: Sides, ours: bool) {
     for (side, rounds) in [(s.read, &mut r.0), (s.write, &mut r.1)] {
         if let Some(f) = side {
-            if ours { rounds.ours.push(f) } else { rounds.theirs.push(f) }
+            if ours {
+                rounds.ours.push(f)
+            } else {
+                rounds.theirs.push(f)
+            }
         }
     }
 }
@@ -99,7 +103,15 @@ pub fn run(jobs: Vec<FioJob>, mount: &Path, secs: u64, rounds: u32) -> Result<()
         for round in 1..=rounds {
             let say = |m: &str| eprintln!("  [{} round {round}/{rounds}] {m}", job.name);
             let tag = RunTag { seed: u64::from(round), nonce: rand::random() };
-            let (c, _) = hostmode::run(&Workload::Fio(job.clone()), mount, with_ramp, tag, false, RunClock::start(), &say)?;
+            let (c, _) = hostmode::run(
+                &Workload::Fio(job.clone()),
+                mount,
+                with_ramp,
+                tag,
+                false,
+                RunClock::start(),
+                &say,
+            )?;
             let ours = hostmode::engine_figures(&c, &job, secs as f64);
             say("miglab done, fio next");
             let theirs = hostmode::run_fio(&job, &mount.join(format!("fio-{}", job.name)), secs)?;

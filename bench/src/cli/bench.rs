@@ -18,7 +18,8 @@ pub(super) fn bench_cmd(cmd: BenchCmd) -> Result<ExitCode, CliError> {
                 let text = std::fs::read_to_string(f)
                     .map_err(|e| CliError::BadInput(format!("could not read {}: {e}", f.display())))?;
                 jobs.extend(
-                    miglab_workloads::fio::parse(&text).map_err(|e| CliError::BadInput(format!("{}: {e}", f.display())))?,
+                    miglab_workloads::fio::parse(&text)
+                        .map_err(|e| CliError::BadInput(format!("{}: {e}", f.display())))?,
                 );
             }
             if jobs.is_empty() {
@@ -33,7 +34,8 @@ pub(super) fn bench_cmd(cmd: BenchCmd) -> Result<ExitCode, CliError> {
         }
         BenchCmd::Boot { vm, host, count, accel, memory_mib } => {
             let site = open_site(&VmName { lab: vm.lab, vm: vm.vm.clone() })?;
-            let spec = VmSpec { accel: accel.resolve(), memory_mib, ..VmSpec::new(&format!("{}-boot", vm.vm)) };
+            let spec =
+                VmSpec { accel: accel.resolve(), memory_mib, ..VmSpec::new(&format!("{}-boot", vm.vm)) };
             runtime()?.block_on(benchmarks::boot::run(&site, &spec, &host, count))?;
             Ok(ExitCode::SUCCESS)
         }

@@ -72,7 +72,9 @@ async fn hops(
         match &record.outcome {
             Outcome::Completed => {}
             Outcome::Failed { error, .. } => problems.push(format!("hop {n}: migration failed: {error}")),
-            Outcome::TimedOut { after_ms, .. } => problems.push(format!("hop {n}: cancelled after {after_ms} ms")),
+            Outcome::TimedOut { after_ms, .. } => {
+                problems.push(format!("hop {n}: cancelled after {after_ms} ms"))
+            }
         }
         records.push(record);
     }
@@ -89,7 +91,16 @@ async fn hops(
 pub fn hop_header() -> String {
     format!(
         "{:>3}  {:<9} {:<10} {:>8} {:>9} {:>9} {:>8} {:>8} {:>6} {:>9}  read loop",
-        "hop", "route", "outcome", "total ms", "downtime", "paused ms", "wall ms", "MB sent", "passes", "reads"
+        "hop",
+        "route",
+        "outcome",
+        "total ms",
+        "downtime",
+        "paused ms",
+        "wall ms",
+        "MB sent",
+        "passes",
+        "reads"
     )
 }
 

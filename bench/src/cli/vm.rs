@@ -116,7 +116,9 @@ async fn stop_all(site: &Arc<dyn Site>, vm: &str) -> Vec<String> {
                     ledger::forget(site.as_ref(), &r2.id)
                 })
                 .await
-                .unwrap_or_else(|e| Err(VmError::Io { what: "stop".into(), source: std::io::Error::other(e) }))
+                .unwrap_or_else(|e| {
+                    Err(VmError::Io { what: "stop".into(), source: std::io::Error::other(e) })
+                })
             }
         };
         if let Err(e) = stopped {

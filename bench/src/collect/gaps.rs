@@ -94,7 +94,11 @@ impl OpenWindow {
 
     /// Closes the window at `at` (times in ms through `ms`); returns it and the gaps that are
     /// still open and the longest so far.
-    pub(super) fn close(self, at: Instant, ms: impl Fn(Instant) -> f64) -> (Window, Vec<(Figure, Instant, Option<u64>)>) {
+    pub(super) fn close(
+        self,
+        at: Instant,
+        ms: impl Fn(Instant) -> f64,
+    ) -> (Window, Vec<(Figure, Instant, Option<u64>)>) {
         let mut trailing = Vec::new();
         let mut unmeasured = Vec::new();
         let hb_open = self.heartbeats.open_gap_at(at);

@@ -30,10 +30,13 @@ impl IntervalLog {
             "#[miglab latency log: one histogram per op kind and second of the run, values in us on the guest clock]\n",
         );
         text.push_str("#[Histogram log format version 1.3]\n");
-        let _ = writeln!(text, "#[StartTime: {secs:.3} (seconds since epoch), {}]", crate::clock::rfc3339(start));
+        let _ =
+            writeln!(text, "#[StartTime: {secs:.3} (seconds since epoch), {}]", crate::clock::rfc3339(start));
         // Timestamps are relative to BaseTime, which is the run's start.
         let _ = writeln!(text, "#[BaseTime: {secs:.3} (seconds since epoch)]");
-        text.push_str("\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"\n");
+        text.push_str(
+            "\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"\n",
+        );
         Self { text, open: BTreeMap::new(), serializer: V2DeflateSerializer::new(), buf: Vec::new(), max_us }
     }
 
@@ -41,12 +44,9 @@ impl IntervalLog {
     pub(super) fn record(&mut self, op: Op, completed: Duration, latency_us: u64) {
         let idx = completed.as_secs();
         let max = self.max_us;
-        let h = self
-            .open
-            .entry(idx)
-            .or_default()
-            .entry(op)
-            .or_insert_with(|| Histogram::new_with_bounds(1, max, 3).unwrap_or_else(|e| panic!("bounds: {e}")));
+        let h = self.open.entry(idx).or_default().entry(op).or_insert_with(|| {
+            Histogram::new_with_bounds(1, max, 3).unwrap_or_else(|e| panic!("bounds: {e}"))
+        });
         let _ = h.record(latency_us.clamp(1, max));
     }
 
@@ -123,7 +123,12 @@ mod tests {
                 )
                 .expect("base64");
                 let h: Histogram<u64> = Deserializer::new().deserialize(&mut &bytes[..]).expect("histogram");
-                got.push((i.tag().map(|t| t.as_str().to_string()), i.start_timestamp().as_secs(), h.len(), h.max()));
+                got.push((
+                    i.tag().map(|t| t.as_str().to_string()),
+                    i.start_timestamp().as_secs(),
+                    h.len(),
+                    h.max(),
+                ));
             }
         }
         assert_eq!(

@@ -27,15 +27,22 @@ fn the_shipped_scenarios_load() {
     let all = shipped();
     for p in &all {
         let (s, _, _) = Scenario::load(p).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(p.file_stem().and_then(|f| f.to_str()), Some(s.name.as_str()), "file named after its scenario");
+        assert_eq!(
+            p.file_stem().and_then(|f| f.to_str()),
+            Some(s.name.as_str()),
+            "file named after its scenario"
+        );
     }
     assert!(all.len() >= 6, "{} scenarios", all.len());
 }
 
 #[test]
 fn defaults_fill_in_and_fio_fields_come_through() {
-    let s = Scenario::parse("name = \"x\"\n[workload]\nkind = \"fio\"\nrw = \"randwrite\"\nbs = \"8k\"\n", Path::new("x.toml"))
-        .expect("parses");
+    let s = Scenario::parse(
+        "name = \"x\"\n[workload]\nkind = \"fio\"\nrw = \"randwrite\"\nbs = \"8k\"\n",
+        Path::new("x.toml"),
+    )
+    .expect("parses");
     assert_eq!(s.migration.count, 1);
     assert_eq!(s.guest.memory_mib, 512);
     let Some(Workload::Fio(j)) = &s.workload else { panic!("fio") };
@@ -50,7 +57,8 @@ fn malformed_files_name_the_line_and_column() {
     let e = Scenario::parse("name = \"x\"\nsed = 3\n[workload]\nkind = \"read-loop\"\n", Path::new("s.toml"))
         .expect_err("typo");
     assert!(e.to_string().starts_with("s.toml:2:1:") && e.to_string().contains("sed"), "{e}");
-    let e = Scenario::parse("name = \"a b\"\n[workload]\nkind = \"read-loop\"\n", Path::new("s.toml")).expect_err("name");
+    let e = Scenario::parse("name = \"a b\"\n[workload]\nkind = \"read-loop\"\n", Path::new("s.toml"))
+        .expect_err("name");
     assert!(e.to_string().starts_with("s.toml:1: name:") && e.to_string().contains("letters"), "{e}");
 }
 
@@ -63,13 +71,17 @@ fn nonsense_is_refused_with_line_field_and_fix() {
         ("[migration]\ntimeout_s = 0\n", "migration.timeout_s: 0 is not a time"),
         ("[guest]\nvcpus = 0\n", "s.toml:6: guest.vcpus: 0 must be between 1 and 64"),
         ("[guest]\nmemory_mib = 16\n", "guest.memory_mib: 16 MiB"),
-        ("[guest]\nvirtiofsd_args = [\"--shared-dir=/\"]\n", "guest.virtiofsd_args: '--shared-dir' is set by miglab"),
+        (
+            "[guest]\nvirtiofsd_args = [\"--shared-dir=/\"]\n",
+            "guest.virtiofsd_args: '--shared-dir' is set by miglab",
+        ),
         ("[lab]\nname = \"Not Valid\"\n", "lab.name"),
         ("[migration]\nmultifd_channels = 0\n", "migration.multifd_channels"),
         ("[run]\nlayout_timeout_s = -3\n", "run.layout_timeout_s"),
     ];
     for (extra, want) in cases {
-        let text = format!("name = \"x\"\n[workload]\nkind = \"read-loop\"\npath = \"miglab/hello\"\n{extra}");
+        let text =
+            format!("name = \"x\"\n[workload]\nkind = \"read-loop\"\npath = \"miglab/hello\"\n{extra}");
         let e = Scenario::parse(&text, Path::new("s.toml")).expect_err(extra);
         assert!(e.to_string().contains(want), "{extra}: {e}");
     }
@@ -111,9 +123,33 @@ impl Lcg {
 }
 
 const TOKENS: &[&str] = &[
-    "-1", "0", "nan", "inf", "1e308", "\"\"", "\"../x\"", "\"/etc\"", "[", "]", "=", "\n", "\"4k,8k\"", "true",
-    "[workload]", "[guest]", "kind = \"fio\"", "size = \"0\"", "bs = \"1\"", "18446744073709551615", "\u{0}",
-    "rw = \"randrw\"", "numjobs = 100000", "memory_mib = 1", "#", "'", "\"\\u0000\"",
+    "-1",
+    "0",
+    "nan",
+    "inf",
+    "1e308",
+    "\"\"",
+    "\"../x\"",
+    "\"/etc\"",
+    "[",
+    "]",
+    "=",
+    "\n",
+    "\"4k,8k\"",
+    "true",
+    "[workload]",
+    "[guest]",
+    "kind = \"fio\"",
+    "size = \"0\"",
+    "bs = \"1\"",
+    "18446744073709551615",
+    "\u{0}",
+    "rw = \"randrw\"",
+    "numjobs = 100000",
+    "memory_mib = 1",
+    "#",
+    "'",
+    "\"\\u0000\"",
 ];
 
 fn mutate(text: &str, rng: &mut Lcg) -> String {
@@ -162,8 +198,9 @@ fn mutated_scenarios_and_job_files_never_panic_and_every_refusal_says_where() {
         }
     }
     assert!(refused > 1000, "the mutations reach the checks: {refused}");
-    let job = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/fio/randread.fio"))
-        .expect("job file");
+    let job =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/fio/randread.fio"))
+            .expect("job file");
     let mut refused = 0;
     for _ in 0..4000 {
         let text = mutate(&job, &mut rng);

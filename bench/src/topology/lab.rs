@@ -38,7 +38,6 @@ use thiserror::Error;
 /// bring-up notices that the cluster is ready.
 const POLL: Duration = Duration::from_millis(100);
 
-
 #[derive(Debug, Error)]
 pub enum LabError {
     #[error(transparent)]
@@ -313,7 +312,8 @@ impl Drop for Lab {
 impl Topology for Lab {
     fn daemons(&self) -> Vec<DaemonId> {
         let c = self.state.snapshot().cluster;
-        let mut v = vec![DaemonId::new(DaemonKind::Mon, ceph::MON_ID), DaemonId::new(DaemonKind::Mgr, ceph::MGR_ID)];
+        let mut v =
+            vec![DaemonId::new(DaemonKind::Mon, ceph::MON_ID), DaemonId::new(DaemonKind::Mgr, ceph::MGR_ID)];
         v.extend((0..c.osds).map(|i| DaemonId::new(DaemonKind::Osd, i.to_string())));
         v.extend(c.mds.iter().map(|m| DaemonId::new(DaemonKind::Mds, m.as_str())));
         v

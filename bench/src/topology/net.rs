@@ -3,7 +3,7 @@
 //! the real tools are used, always with argument vectors.
 
 use crate::paths::tool;
-use crate::process::{run_tool, ToolError, ToolOutput};
+use crate::process::{run_tool, run_tool_with_input, ToolError, ToolOutput};
 use miglab_faults::LinkShape;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -25,20 +25,16 @@ fn run(program: &str, args: &[&str]) -> Result<ToolOutput, NetError> {
     Ok(run_tool(Command::new(tool(program)).args(args), TOOL_TIMEOUT)?)
 }
 
-/// Feeds `script` to `ip -batch -` (one process for many link commands).
+/// Feeds `script` to `ip -batch -` on stdin (one process for many link commands, and no
+/// script file in a shared directory).
 fn ip_batch(netns: Option<&str>, script: &str) -> Result<(), NetError> {
-    let path =
-        std::env::temp_dir().join(format!("ip-{}-{}.batch", std::process::id(), rand::random::<u32>()));
-    std::fs::write(&path, script).map_err(|e| {
-        NetError::Tool(ToolError::Spawn { program: format!("ip batch file {}", path.display()), source: e })
-    })?;
-    let p = path.to_string_lossy().into_owned();
-    let result = match netns {
-        Some(ns) => run("ip", &["-n", ns, "-batch", &p]),
-        None => run("ip", &["-batch", &p]),
-    };
-    let _ = std::fs::remove_file(&path);
-    result.map(|_| ())
+    let mut cmd = Command::new(tool("ip"));
+    if let Some(ns) = netns {
+        cmd.args(["-n", ns]);
+    }
+    cmd.args(["-batch", "-"]);
+    run_tool_with_input(&mut cmd, Some(script.as_bytes()), TOOL_TIMEOUT)?;
+    Ok(())
 }
 
 pub fn link_exists(name: &str) -> bool {
@@ -150,13 +146,8 @@ pub fn partition_script(table: &str, cut: &[String]) -> String {
 /// Installs the partition for exactly the links in `cut` (none: the table is removed).
 pub fn partition(table: &str, cut: &[String]) -> Result<(), NetError> {
     let script = partition_script(table, cut);
-    let path = std::env::temp_dir().join(format!("miglab-{table}-{}.nft", std::process::id()));
-    std::fs::write(&path, script).map_err(|e| {
-        NetError::Tool(ToolError::Spawn { program: format!("nft script {}", path.display()), source: e })
-    })?;
-    let r = run("nft", &["-f", &path.to_string_lossy()]);
-    let _ = std::fs::remove_file(&path);
-    r.map(|_| ())
+    run_tool_with_input(Command::new(tool("nft")).args(["-f", "-"]), Some(script.as_bytes()), TOOL_TIMEOUT)?;
+    Ok(())
 }
 
 pub fn nft_table_exists(table: &str) -> bool {

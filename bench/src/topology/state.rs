@@ -207,8 +207,9 @@ mod tests {
     fn new_file(dir: &Path) -> (PathBuf, StateFile) {
         let layout = LabLayout::new("t", dir, None, 2).expect("layout");
         let path = dir.join("state.json");
-        let f = StateFile::create(path.clone(), LabState::new(layout, ClusterSpec::new(ObjectStore::Memstore)))
-            .expect("create");
+        let f =
+            StateFile::create(path.clone(), LabState::new(layout, ClusterSpec::new(ObjectStore::Memstore)))
+                .expect("create");
         (path, f)
     }
 

@@ -89,20 +89,29 @@ impl Vm {
         let h = site.host(host)?;
         let mount = h.mount_point();
         let files = VmFiles::of(&site.instances_dir(), &id);
-        let record = VmRecord { spec: spec.clone(), id: id.clone(), files: files.clone(), image: image.manifest.key.clone(), incoming };
+        let record = VmRecord {
+            spec: spec.clone(),
+            id: id.clone(),
+            files: files.clone(),
+            image: image.manifest.key.clone(),
+            incoming,
+        };
         let mut partial = Partial { site: site.clone(), id: id.clone(), started: Vec::new(), armed: true };
 
         // The directory, the ledger entry and virtiofsd (QEMU connects to its socket at start).
         let vfsd = {
             let (site, record, files, host) = (site.clone(), record.clone(), files.clone(), host.to_string());
-            let spec = ProcessSpec::new(record.virtiofsd_name(), paths::tool("virtiofsd"), files.virtiofsd_log())
-                .tier(Tier::Guest)
-                .args(virtiofsd_args(&mount, &files, record.spec.fs_cache))
-                .args(&record.spec.virtiofsd_args);
+            let spec =
+                ProcessSpec::new(record.virtiofsd_name(), paths::tool("virtiofsd"), files.virtiofsd_log())
+                    .tier(Tier::Guest)
+                    .args(virtiofsd_args(&mount, &files, record.spec.fs_cache))
+                    .args(&record.spec.virtiofsd_args);
             blocking(move || -> Result<ProcRecord, VmError> {
                 let _ = std::fs::remove_dir_all(&files.dir);
-                std::fs::create_dir_all(&files.dir)
-                    .map_err(|source| VmError::Io { what: format!("create {}", files.dir.display()), source })?;
+                std::fs::create_dir_all(&files.dir).map_err(|source| VmError::Io {
+                    what: format!("create {}", files.dir.display()),
+                    source,
+                })?;
                 ledger::record(site.as_ref(), &record)?;
                 Ok(site.spawn(&host, spec)?)
             })
@@ -127,9 +136,10 @@ impl Vm {
         let t_qemu = Instant::now();
         let qemu = {
             let (site, host) = (site.clone(), host.to_string());
-            let qspec = ProcessSpec::new(record.qemu_name(), paths::tool("qemu-system-x86_64"), files.qemu_log())
-                .tier(Tier::Guest)
-                .args(qemu_args(spec, &kernel, &image.initramfs(), &files, incoming));
+            let qspec =
+                ProcessSpec::new(record.qemu_name(), paths::tool("qemu-system-x86_64"), files.qemu_log())
+                    .tier(Tier::Guest)
+                    .args(qemu_args(spec, &kernel, &image.initramfs(), &files, incoming));
             blocking(move || site.spawn(&host, qspec)).await?
         };
         partial.started.push(qemu.clone());
@@ -138,7 +148,11 @@ impl Vm {
                 Some(status) => Err(VmError::QemuDied {
                     instance: id.to_string(),
                     status,
-                    tail: format!("{}\n{}", process::log_tail(&qemu.log, 5), console_summary(&files.console())),
+                    tail: format!(
+                        "{}\n{}",
+                        process::log_tail(&qemu.log, 5),
+                        console_summary(&files.console())
+                    ),
                 }),
                 None => Ok(()),
             }
@@ -207,7 +221,8 @@ impl Vm {
                 tail: process::log_tail(&record.files.qemu_log(), 10),
             });
         }
-        let q = Qmp::connect(&record.files.qmp(), Duration::from_secs(10), || Ok::<(), VmError>(())).await??;
+        let q =
+            Qmp::connect(&record.files.qmp(), Duration::from_secs(10), || Ok::<(), VmError>(())).await??;
         let control = Control::connect(&record.files.control()).await?;
         Ok(Vm {
             site: site.clone(),
@@ -248,7 +263,8 @@ impl Vm {
     pub async fn stop(mut self) -> Result<(), VmError> {
         self.stopped = true;
         let _ = tokio::time::timeout(Duration::from_secs(5), self.qmp.execute(qmp::quit {})).await;
-        let (site, q, v, id) = (self.site.clone(), self.qemu.clone(), self.virtiofsd.clone(), self.record.id.clone());
+        let (site, q, v, id) =
+            (self.site.clone(), self.qemu.clone(), self.virtiofsd.clone(), self.record.id.clone());
         blocking(move || -> Result<(), VmError> {
             let stopped = site.stop(&q).and(site.stop(&v));
             site.forget_instance(&id.to_string())?;
@@ -267,7 +283,8 @@ impl Drop for Vm {
         for p in [&self.qemu, &self.virtiofsd] {
             let _ = self.site.signal(p, Signal::SIGKILL);
         }
-        let (site, q, v, id) = (self.site.clone(), self.qemu.clone(), self.virtiofsd.clone(), self.record.id.to_string());
+        let (site, q, v, id) =
+            (self.site.clone(), self.qemu.clone(), self.virtiofsd.clone(), self.record.id.to_string());
         let cleanup = move || {
             for p in [&q, &v] {
                 if let Err(e) = site.stop(p) {

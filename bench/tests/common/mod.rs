@@ -85,3 +85,38 @@ impl Drop for DownOnDrop<'_> {
         }
     }
 }
+
+/// The Python venv `ci/setup` makes, with PyPI's `hdrhistogram`.
+pub fn hdrh_python() -> PathBuf {
+    miglab::paths::prefix().join("pyenv/bin/python")
+}
+
+/// Reads `hlog` with PyPI's `hdrhistogram` and checks, per op kind, that its count and
+/// percentiles are the ones `ops` (what result.json says) holds.
+pub fn hlog_agrees_with(hlog: &Path, ops: &[miglab_reports::OpSummary]) {
+    let py = hdrh_python();
+    assert!(py.exists(), "{} is missing: run ci/setup", py.display());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/hlog_read.py");
+    let out = Command::new(&py).arg(&script).arg(hlog).output().expect("run python");
+    assert!(out.status.success(), "the Python reader failed: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("its JSON");
+    assert!(v["intervals"].as_u64().unwrap_or(0) > 0, "no interval read: {v}");
+    let mut seen = 0;
+    for o in ops.iter().filter(|o| o.count > 0) {
+        let t = &v["tags"][&o.op];
+        assert_eq!(t["count"].as_u64(), Some(o.count), "{}: counts differ: {t} vs {o:?}", o.op);
+        // Both report a percentile as the highest value equivalent to it (3 significant digits).
+        let close = |py: &serde_json::Value, ours: u64, what: &str| {
+            let py = py.as_u64().unwrap_or(0);
+            let tol = ours / 500 + 1;
+            assert!(py.abs_diff(ours) <= tol, "{} {what}: Python reads {py}, result.json says {ours}", o.op);
+        };
+        close(&t["p50"], o.guest.p50_us, "p50");
+        close(&t["p90"], o.guest.p90_us, "p90");
+        close(&t["p99"], o.guest.p99_us, "p99");
+        close(&t["p999"], o.guest.p999_us, "p99.9");
+        close(&t["max"], o.guest.max_us, "max");
+        seen += 1;
+    }
+    assert!(seen > 0, "no op kind to compare");
+}

@@ -210,7 +210,8 @@ impl Worker {
         let c = Ctx::new(&self.stop, &self.counters, &self.sink, j.ramp_time, j.runtime);
         let bs = j.bs.0;
         let total = self.files.blocks_per_file * self.files.paths.len() as u64;
-        let handles: Vec<std::io::Result<File>> = self.files.paths.iter().map(|p| open_file(p, j.direct)).collect();
+        let handles: Vec<std::io::Result<File>> =
+            self.files.paths.iter().map(|p| open_file(p, j.direct)).collect();
         let mut buf = Aligned::new(bs as usize);
         let ops_rate = match (j.rate_iops, j.rate) {
             (Some(iops), _) => Some(iops as f64),
@@ -321,8 +322,8 @@ impl Worker {
 
     fn sync(&self, c: &Ctx, fh: &File, full: bool) {
         let submit = now_ns();
-        let r: Result<(), OpError> = if full { fh.sync_all() } else { fh.sync_data() }
-            .map_err(|e| (errno(&e), format!("fsync: {e}")));
+        let r: Result<(), OpError> =
+            if full { fh.sync_all() } else { fh.sync_data() }.map_err(|e| (errno(&e), format!("fsync: {e}")));
         c.record(Op::Fsync, self.n, submit, 0, r, false);
     }
 }

@@ -61,7 +61,6 @@ fn check_port_free(addr: Ipv4Addr, port: u16) -> Result<(), LabError> {
         .map_err(|_| LabError::PortBusy { addr, port })
 }
 
-
 impl Lab {
     /// Builds the lab and waits until it is ready. On any failure, or Ctrl-C, whatever was
     /// started is torn down before the error is returned.
@@ -130,7 +129,6 @@ impl Lab {
         .arg(&host.mount)
         .in_netns(Some(net::netns_path(&host.netns)))
     }
-
 
     fn build(&mut self, opts: &LabOptions) -> Result<(), LabError> {
         let layout = self.layout.clone();
@@ -291,7 +289,6 @@ impl Lab {
         Ok(())
     }
 
-
     fn wait_mounts(&self, timeout: Duration) -> Result<(), LabError> {
         for c in &self.layout.clients {
             let fuse = format!("ceph-fuse.{}", c.name);
@@ -325,5 +322,4 @@ impl Lab {
         }
         Ok(())
     }
-
 }

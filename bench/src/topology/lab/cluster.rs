@@ -100,7 +100,6 @@ impl Lab {
         }
     }
 
-
     fn daemon_record(&self, id: &DaemonId) -> Result<ProcRecord, LabError> {
         self.state
             .snapshot()

@@ -161,4 +161,3 @@ fn unmount(path: &Path) {
         let _ = umount2(path, MntFlags::MNT_DETACH);
     }
 }
-
