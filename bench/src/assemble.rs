@@ -8,9 +8,9 @@ use crate::collect::Collected;
 use crate::paths;
 use crate::plan::Plan;
 use crate::process;
-use crate::run::Execution;
+use crate::run::{ExecError, Execution};
 use miglab_reports::result::{event_rows, events_csv, timeline_csv, write_atomic};
-use miglab_reports::{verdict, Clock, Provenance, RunResult, RunStatus, StreamHealth, Verification};
+use miglab_reports::{outcome, verdict, Clock, Provenance, RunResult, RunStatus, StreamHealth, Verification};
 use miglab_workloads::verify::VerifyReport;
 use std::path::Path;
 use std::process::Command;
@@ -92,8 +92,9 @@ fn inline_mismatches(c: &Collected) -> u64 {
     c.ops.iter().filter(|o| o.op != "verify").map(|o| o.mismatches).sum()
 }
 
-/// The whole result of a repetition.
-pub fn assemble(mut r: RunResult, ex: &Execution, duration_ms: f64) -> RunResult {
+/// The whole result of a repetition: the figures, the outcome, and whether the run passes —
+/// nothing wrong, or (when the plan expects an outcome) that outcome and no data lost.
+pub fn assemble(mut r: RunResult, plan: &Plan, ex: &Execution, duration_ms: f64) -> RunResult {
     r.clock = Clock {
         started_at: rfc3339(ex.clock.wall_zero()),
         started_unix_ms: ex.clock.unix_ms(),
@@ -114,6 +115,7 @@ pub fn assemble(mut r: RunResult, ex: &Execution, duration_ms: f64) -> RunResult
             records_dropped: ex.agent.as_ref().map_or(0, |a| a.records_dropped),
             first_heartbeat_ms: c.first_heartbeat_ms,
             last_heartbeat_ms: c.last_heartbeat_ms,
+            last_op_ms: c.last_op_ms,
         };
     }
     let inline = ex.collected.as_ref().map_or(0, inline_mismatches);
@@ -125,15 +127,46 @@ pub fn assemble(mut r: RunResult, ex: &Execution, duration_ms: f64) -> RunResult
         let empty = VerifyReport::default();
         r.verification = Some(verification(&empty, inline, "", ex.verify_incomplete));
     }
+    r.faults = ex.faults.clone();
     r.error = ex.error.as_ref().map(|e| e.to_string());
-    r.problems = verdict::problems(&r);
+    let (o, why) = outcome::classify(&r, &plan.thresholds);
+    r.outcome = Some(o);
+    r.outcome_why = why;
+    r.expected = plan.expect;
+    // Faults that did not happen as planned make the run say nothing about them.
+    let fault_problems: Vec<String> =
+        r.faults.iter().filter_map(|f| f.error.as_ref().map(|e| format!("{}: {e}", f.name))).collect();
+    r.problems = match plan.expect {
+        None => {
+            let mut p = verdict::problems(&r);
+            p.extend(r.error.iter().filter(|_| !ex.interrupted()).cloned());
+            p
+        }
+        Some(want) => {
+            let mut p = verdict::integrity_problems(&r);
+            if o != want {
+                p.insert(0, format!("expected outcome {want}, got {o} ({})", r.outcome_why.join("; ")));
+                p.extend(verdict::outcome_problems(&r));
+            }
+            // An error the outcome explains (a hang, a lost guest, a failed hop) is expected.
+            let explained = matches!(
+                ex.error,
+                Some(ExecError::FsHung(_) | ExecError::GuestLost(_) | ExecError::Migration(_))
+            );
+            if !explained && !ex.interrupted() {
+                p.extend(r.error.iter().cloned());
+            }
+            p
+        }
+    };
+    r.problems.extend(fault_problems);
     r.problems.extend(ex.cleanup.iter().cloned());
     r.status = if ex.interrupted() {
         RunStatus::Aborted
-    } else if ex.error.is_some() || !r.problems.is_empty() {
-        RunStatus::Failed
-    } else {
+    } else if r.problems.is_empty() {
         RunStatus::Completed
+    } else {
+        RunStatus::Failed
     };
     r
 }

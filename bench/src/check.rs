@@ -48,8 +48,13 @@ pub fn host(path: &Path, guest: &GuestSpec) -> Result<(), ScenarioError> {
 
 /// What a valid scenario will do, for the one-line answer of `miglab check`.
 pub fn summary(s: &Scenario, w: &Workload) -> String {
+    let faults = match s.faults.len() {
+        0 => String::new(),
+        n => format!(", {n} fault(s)"),
+    };
+    let expect = s.expect.map(|e| format!(", expects {e}")).unwrap_or_default();
     format!(
-        "{}: ok — {} repetition(s) of '{}' in a {} MiB / {} vCPU guest, {} migration(s), seed {}",
+        "{}: ok — {} repetition(s) of '{}' in a {} MiB / {} vCPU guest, {} migration(s){faults}{expect}, seed {}",
         s.name,
         s.repetitions,
         w.name(),

@@ -53,6 +53,21 @@ pub fn latency(h: &Histogram<u64>) -> Latency {
     }
 }
 
+/// The percentile spectrum of an op kind on both clocks.
+fn spectrum(guest: &Histogram<u64>, host: &Histogram<u64>) -> Vec<miglab_reports::SpectrumPoint> {
+    if guest.is_empty() {
+        return Vec::new();
+    }
+    miglab_reports::SPECTRUM
+        .iter()
+        .map(|&p| miglab_reports::SpectrumPoint {
+            percentile: p,
+            guest_us: guest.value_at_quantile(p / 100.0),
+            host_us: host.value_at_quantile(p / 100.0),
+        })
+        .collect()
+}
+
 struct OpStats {
     guest: Histogram<u64>,
     host: Histogram<u64>,
@@ -102,6 +117,8 @@ pub struct Collected {
     /// Run clock of the first and last heartbeat.
     pub first_heartbeat_ms: Option<f64>,
     pub last_heartbeat_ms: Option<f64>,
+    /// Run clock of the last successful op.
+    pub last_op_ms: Option<f64>,
     pub arrival_lag: ArrivalLag,
 }
 
@@ -127,6 +144,9 @@ pub struct Collector {
     closed: Vec<Window>,
     /// Gaps that outlived their windows: the next event says how long they really were.
     trailing: Vec<Trailing>,
+    /// Fault windows (index into `closed`) waiting for the first successful op after the
+    /// fault cleared, with the clearance.
+    recovering: Vec<(usize, Instant)>,
     /// Ops waiting for the heartbeat that ends their batch: an op that completed after a pause
     /// must be mapped through the heartbeat after the pause, which arrives just after it.
     pending: Vec<(OpRecord, Instant)>,
@@ -163,6 +183,7 @@ impl Collector {
             open: Vec::new(),
             closed: Vec::new(),
             trailing: Vec::new(),
+            recovering: Vec::new(),
             pending: Vec::new(),
             mono_base: (Instant::now(), miglab_workloads::engine::now_ns()),
             lag_min: None,
@@ -315,6 +336,11 @@ impl Collector {
             w.stalls.event(at, None);
         }
         self.end_trailing(Figure::Stall, at, None);
+        for (i, cleared) in self.recovering.drain(..) {
+            if let Some(w) = self.closed.get_mut(i) {
+                w.recovered_after_ms = Some(at.saturating_duration_since(cleared).as_secs_f64() * 1e3);
+            }
+        }
     }
 
     /// Gaps of `figure` that outlived their windows end at `at`.
@@ -349,8 +375,16 @@ impl Collector {
         for (figure, start, guest_ns) in trailing {
             self.trailing.push(Trailing { window: index, figure, start, guest_ns });
         }
+        if matches!(win.kind, WindowKind::Fault { .. }) {
+            self.recovering.push((index, at));
+        }
         self.closed.push(win.clone());
         Some(win)
+    }
+
+    /// When the last successful op and the last heartbeat arrived.
+    pub fn last_arrivals(&self) -> (Option<Instant>, Option<Instant>) {
+        (self.last_completion, self.ring.back().map(|(_, h)| *h))
     }
 
     /// Heartbeats and successful ops so far.
@@ -367,6 +401,11 @@ impl Collector {
         for t in std::mem::take(&mut self.trailing) {
             if let Some(w) = self.closed.get_mut(t.window) {
                 end_trailing(w, &t, end, None, true);
+            }
+        }
+        for (i, _) in std::mem::take(&mut self.recovering) {
+            if let Some(w) = self.closed.get_mut(i) {
+                w.unmeasured.push("recovery: no op completed successfully after the fault cleared".into());
             }
         }
         if self.bucket_start.is_some() {
@@ -390,6 +429,7 @@ impl Collector {
                     guest: latency(&s.guest),
                     host: latency(&s.host),
                     failed_latency: latency(&s.failed),
+                    spectrum: spectrum(&s.guest, &s.host),
                 })
                 .collect(),
             series: self.series,
@@ -401,6 +441,7 @@ impl Collector {
             records: self.records,
             first_heartbeat_ms: self.first_hb.map(|t| self.clock.ms(t)),
             last_heartbeat_ms: last_hb.map(|t| self.clock.ms(t)),
+            last_op_ms: self.last_completion.map(|t| self.clock.ms(t)),
             arrival_lag: ArrivalLag {
                 p99_us: if self.lag.is_empty() { 0 } else { self.lag.value_at_quantile(0.99) - 1 },
                 max_us: if self.lag.is_empty() { 0 } else { self.lag.max() - 1 },

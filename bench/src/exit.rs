@@ -107,7 +107,7 @@ impl Classify for PlanError {
     fn exit(&self) -> Exit {
         match self {
             PlanError::TooFewHosts(_) => Exit::Failed,
-            PlanError::NoPlan { .. } | PlanError::Version { .. } => Exit::BadInput,
+            PlanError::NoPlan { .. } | PlanError::Version { .. } | PlanError::Faults(_) => Exit::BadInput,
         }
     }
 }

@@ -114,19 +114,7 @@ pub fn execute(
     clock: RunClock,
     say: &dyn Fn(&str),
 ) -> Execution {
-    let nonce = rand::random();
-    let mut ex = Execution {
-        clock,
-        nonce,
-        migrations: Vec::new(),
-        collected: None,
-        verify: None,
-        verify_host: None,
-        verify_incomplete: false,
-        agent: None,
-        error: None,
-        cleanup: Vec::new(),
-    };
+    let mut ex = Execution::new(clock);
     let mount = match site.host(&plan.start_host) {
         Ok(h) => h.mount_point(),
         Err(e) => {
@@ -141,7 +129,7 @@ pub fn execute(
         }
     }
     say(&format!("host mode on {}'s CephFS mount for {:.0?}", plan.start_host, duration));
-    let tag = RunTag { seed: plan.seeds.workload, nonce };
+    let tag = RunTag { seed: plan.seeds.workload, nonce: ex.nonce };
     match run(&plan.workload, &mount, duration, tag, plan.run.verify, clock, say) {
         Ok((c, report)) => {
             ex.verify_incomplete = interrupt::requested() && report.is_some();

@@ -8,6 +8,7 @@
 //! reader tasks the moment they arrive and published on the [`Bus`] as typed observations;
 //! `query-migrate` on the source is polled for the status and QEMU's own figures.
 
+use crate::inject::{Gate, SWITCHOVER_HOLD};
 use crate::link::MigrationLink;
 use crate::observe::{Bus, Figures, Observed};
 use crate::qmp::{status_of, QmpError, Stamped};
@@ -22,6 +23,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
+use tokio::sync::Notify;
 
 #[derive(Debug, Error)]
 pub enum MigrationError {
@@ -81,6 +83,23 @@ pub struct Hop<'a> {
     pub records: Option<&'a RecordStream>,
     /// 1 for the run's first migration.
     pub number: u32,
+    /// Faults anchored at this hop's pause before the switch-over: the hop asks QEMU for
+    /// that pause and holds it until they are in place.
+    pub gate: Option<&'a Gate>,
+    /// A fault's request to `migrate_cancel` the hop.
+    pub cancel: Option<&'a Notify>,
+}
+
+impl<'a> Hop<'a> {
+    /// A plain hop: no faults hold or cancel it.
+    pub fn new(
+        site: &'a Arc<dyn Site>,
+        bus: &'a Bus,
+        records: Option<&'a RecordStream>,
+        number: u32,
+    ) -> Self {
+        Self { site, bus, records, number, gate: None, cancel: None }
+    }
 }
 
 /// The host after `from` in the site's order: hops ping-pong c1 → c2 → c1 with two hosts.
@@ -131,12 +150,15 @@ pub async fn migrate(
     Ok(record)
 }
 
-async fn set_capabilities(vm: &Vm, side: Side, multifd: bool) -> Result<(), MigrationError> {
+async fn set_capabilities(vm: &Vm, side: Side, multifd: bool, pause: bool) -> Result<(), MigrationError> {
     use qmp::{MigrationCapability as C, MigrationCapabilityStatus as S};
     let mut caps =
         vec![S { capability: C::events, state: true }, S { capability: C::return_path, state: true }];
     if multifd {
         caps.push(S { capability: C::multifd, state: true });
+    }
+    if pause {
+        caps.push(S { capability: C::pause_before_switchover, state: true });
     }
     vm.qmp.execute(qmp::migrate_set_capabilities { capabilities: caps }).await.map_err(qmp_err(side))?;
     Ok(())
@@ -209,8 +231,9 @@ async fn drive(
     opts: &MigrationOptions,
 ) -> Result<MigrationRecord, MigrationError> {
     let multifd = opts.params.multifd_channels.is_some();
-    set_capabilities(src, Side::Source, multifd).await?;
-    set_capabilities(dst, Side::Destination, multifd).await?;
+    let hold = hop.gate.filter(|g| g.holds(hop.number));
+    set_capabilities(src, Side::Source, multifd, hold.is_some()).await?;
+    set_capabilities(dst, Side::Destination, multifd, false).await?;
     set_parameters(src, Side::Source, &opts.params).await?;
     if multifd {
         set_parameters(dst, Side::Destination, &opts.params).await?;
@@ -245,7 +268,20 @@ async fn drive(
     let mut info = None;
     let outcome = loop {
         tokio::select! {
-            Some(e) = src.qmp.event() => tl.add(Side::Source, &e),
+            Some(e) = src.qmp.event() => {
+                tl.add(Side::Source, &e);
+                if let (Some(g), QmpEvent::Migration { status: MigrationStatus::PreSwitchover }) = (hold, e.typed()) {
+                    // The faults anchored here go in first; then the switch-over.
+                    g.wait(hop.number, SWITCHOVER_HOLD).await;
+                    src.qmp
+                        .execute(qmp::migrate_continue { state: qmp::MigrationStatus::pre_switchover })
+                        .await
+                        .map_err(qmp_err(Side::Source))?;
+                }
+            }
+            _ = async { match hop.cancel { Some(c) => c.notified().await, None => std::future::pending().await } } => {
+                let _ = src.qmp.execute(qmp::migrate_cancel {}).await;
+            }
             Some(e) = dst.qmp.event() => tl.add(Side::Destination, &e),
             _ = tick.tick() => hop.bus.publish(Observed::Tick { hop: hop.number }),
             _ = poll.tick() => {
@@ -343,6 +379,7 @@ async fn drive(
         wall_ms,
         phases: Phases::from_timeline(&tl.events),
         timeline: tl.events,
+        follow_up: false,
     })
 }
 

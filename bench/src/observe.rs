@@ -25,6 +25,8 @@ pub struct Figures {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Observed {
+    /// The workload's timed part began (its files are laid out).
+    WorkloadStarted,
     /// `migrate` was sent for hop `hop`.
     HopStarted { hop: u32, from: String, to: String },
     /// A QMP event of one side of hop `hop`, stamped when it arrived.
@@ -39,6 +41,10 @@ pub enum Observed {
     WindowClosed(Box<Window>),
     /// While a hop runs, every tick period.
     Tick { hop: u32 },
+    /// Fault `index` of the plan took effect.
+    FaultInjected { index: u32, name: String },
+    /// Fault `index`'s undo took effect (or, for one without an undo, right after it).
+    FaultCleared { index: u32 },
 }
 
 /// One observation on the run clock.

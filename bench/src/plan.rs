@@ -7,7 +7,9 @@
 
 use crate::migration::next_host;
 use crate::scenario::{GuestSpec, LabSpec, RunSpec, Scenario};
-use miglab_reports::MigrationParams;
+use miglab_faults::schedule::ScheduleError;
+use miglab_faults::{Resolved, Universe};
+use miglab_reports::{MigrationParams, RunOutcome, Thresholds};
 use miglab_workloads::job::Workload;
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +58,8 @@ pub struct MigrationSettings {
     pub warmup_s: f64,
     pub settle_s: f64,
     pub timeout_s: f64,
+    /// After a failed hop, one more to the same host.
+    pub follow_up: bool,
 }
 
 /// Everything one repetition does.
@@ -75,6 +79,10 @@ pub struct Plan {
     pub hops: Vec<HopPlan>,
     pub migration: MigrationSettings,
     pub run: RunSpec,
+    /// The faults, every choice made and every random offset drawn.
+    pub faults: Vec<Resolved>,
+    pub expect: Option<RunOutcome>,
+    pub thresholds: Thresholds,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,11 +93,20 @@ pub enum PlanError {
     NoPlan { path: std::path::PathBuf, why: String },
     #[error("{path}: a plan of version {found}, this miglab replays version {PLAN_VERSION}")]
     Version { path: std::path::PathBuf, found: u32 },
+    #[error(transparent)]
+    Faults(#[from] ScheduleError),
 }
 
 impl Plan {
-    /// The plan of repetition `rep` of `s` (with its workload resolved) on `hosts`.
-    pub fn derive(s: &Scenario, workload: &Workload, rep: u32, hosts: &[String]) -> Result<Plan, PlanError> {
+    /// The plan of repetition `rep` of `s` (with its workload resolved) on `hosts`, whose
+    /// cluster has `osds` OSDs.
+    pub fn derive(
+        s: &Scenario,
+        workload: &Workload,
+        rep: u32,
+        hosts: &[String],
+        osds: u32,
+    ) -> Result<Plan, PlanError> {
         if hosts.len() < 2 && s.migration.count > 0 || hosts.is_empty() {
             return Err(PlanError::TooFewHosts(hosts.len()));
         }
@@ -103,12 +120,19 @@ impl Plan {
                 h
             })
             .collect();
+        let seeds = Seeds::derive(s.seed, rep);
+        let faults = miglab_faults::resolve(
+            &s.faults,
+            seeds.fault_timing,
+            seeds.choices,
+            &Universe { osds, hops: s.migration.count },
+        )?;
         Ok(Plan {
             version: PLAN_VERSION,
             scenario: s.name.clone(),
             repetition: rep,
             seed: s.seed,
-            seeds: Seeds::derive(s.seed, rep),
+            seeds,
             lab: s.lab.clone(),
             vm: format!("{}-{rep}", s.name),
             guest: s.guest.clone(),
@@ -120,8 +144,12 @@ impl Plan {
                 warmup_s: s.migration.warmup_s,
                 settle_s: s.migration.settle_s,
                 timeout_s: s.migration.timeout_s,
+                follow_up: s.migration.follow_up,
             },
             run: s.run.clone(),
+            faults,
+            expect: s.expect,
+            thresholds: s.outcome.thresholds(),
         })
     }
 
@@ -156,7 +184,7 @@ mod tests {
     fn hops_ping_pong_and_the_plan_round_trips() {
         let s = scenario(3);
         let w = s.workload.clone().expect("inline");
-        let p = Plan::derive(&s, &w, 2, &hosts()).expect("plan");
+        let p = Plan::derive(&s, &w, 2, &hosts(), 3).expect("plan");
         let route: Vec<(&str, &str)> = p.hops.iter().map(|h| (h.from.as_str(), h.to.as_str())).collect();
         assert_eq!(route, [("c1", "c2"), ("c2", "c1"), ("c1", "c2")]);
         assert_eq!(p.vm, "p-2");
@@ -168,7 +196,7 @@ mod tests {
     fn same_seed_same_plan_and_sub_seeds_are_independent() {
         let s = scenario(1);
         let w = s.workload.clone().expect("inline");
-        assert_eq!(Plan::derive(&s, &w, 1, &hosts()).ok(), Plan::derive(&s, &w, 1, &hosts()).ok());
+        assert_eq!(Plan::derive(&s, &w, 1, &hosts(), 3).ok(), Plan::derive(&s, &w, 1, &hosts(), 3).ok());
         let a = Seeds::derive(9, 1);
         assert_ne!(a, Seeds::derive(9, 2), "repetitions differ");
         assert_ne!(a, Seeds::derive(10, 1), "seeds differ");
@@ -179,8 +207,28 @@ mod tests {
     fn a_plan_needs_two_hosts_to_migrate() {
         let s = scenario(1);
         let w = s.workload.clone().expect("inline");
-        assert!(matches!(Plan::derive(&s, &w, 1, &["c1".into()]), Err(PlanError::TooFewHosts(1))));
-        assert!(Plan::derive(&scenario(0), &w, 1, &["c1".into()]).is_ok());
+        assert!(matches!(Plan::derive(&s, &w, 1, &["c1".into()], 3), Err(PlanError::TooFewHosts(1))));
+        assert!(Plan::derive(&scenario(0), &w, 1, &["c1".into()], 3).is_ok());
+    }
+
+    /// The plan carries the faults resolved; the workload's seed does not move when a fault
+    /// is added.
+    #[test]
+    fn faults_are_resolved_into_the_plan_without_moving_the_workload() {
+        let text = "name = \"p\"\nseed = 9\n[workload]\nkind = \"read-loop\"\n[[fault]]\nkind = \"osd-kill\"\nrevive_after_ms = 1000\ntrigger = { at = \"hop-start\", random_within_ms = 500 }\n";
+        let with = Scenario::parse(text, Path::new("p.toml")).expect("parses");
+        let without = scenario(1);
+        let w = with.workload.clone().expect("inline");
+        let (a, b) = (
+            Plan::derive(&with, &w, 1, &hosts(), 3).expect("plan"),
+            Plan::derive(&without, &w, 1, &hosts(), 3).expect("plan"),
+        );
+        assert_eq!(a.faults.len(), 1);
+        assert!(matches!(
+            a.faults[0].fault,
+            miglab_faults::Fault::OsdKill { osd: miglab_faults::Pick::Id(0..=2), .. }
+        ));
+        assert_eq!(a.seeds.workload, b.seeds.workload);
     }
 
     #[test]

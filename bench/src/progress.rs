@@ -45,6 +45,10 @@ pub fn spawn(bus: &Bus, scenario: String, rep: u32) -> tokio::task::JoinHandle<(
                 }
                 Observed::HopEnded { hop, outcome: out } => format!("migration {hop}: {}", outcome(out)),
                 Observed::WindowClosed(w) => window_line(w),
+                Observed::FaultInjected { name, .. } => format!("{name}: injected at {:.0} ms", o.at_ms),
+                Observed::FaultCleared { index } => {
+                    format!("fault {}: cleared at {:.0} ms", index + 1, o.at_ms)
+                }
                 _ => continue,
             };
             eprintln!("[{scenario} #{rep}] {line}");

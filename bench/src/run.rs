@@ -5,15 +5,16 @@
 use crate::clock::RunClock;
 use crate::collect::Collected;
 use crate::control::ControlError;
+use crate::inject::{self, Gate, Injector};
 use crate::interrupt;
 use crate::migration::{self, Hop, MigrationError, MigrationOptions};
-use crate::observe::Bus;
+use crate::observe::{Bus, Observed};
 use crate::plan::Plan;
 use crate::progress;
 use crate::stream::{RecordStream, StreamError};
-use crate::topology::{Site, TopologyError};
+use crate::topology::{Site, Topology, TopologyError};
 use crate::vm::{Vm, VmError, VmSpec};
-use miglab_reports::MigrationRecord;
+use miglab_reports::{FaultRecord, MigrationRecord};
 use miglab_workloads::control::{Command, Message, Status};
 use miglab_workloads::job::Workload;
 use miglab_workloads::verify::VerifyReport;
@@ -41,6 +42,12 @@ pub enum ExecError {
     Layout(Duration, String),
     #[error("interrupted")]
     Interrupted,
+    #[error("the guest's file system hangs: heartbeats arrive, but no op completed for {0:.0} ms")]
+    FsHung(f64),
+    #[error("the guest is lost: no heartbeat for {0:.0} ms")]
+    GuestLost(f64),
+    #[error("the faults could not be set up: {0}")]
+    Faults(String),
 }
 
 /// What one repetition did, as it happened.
@@ -62,9 +69,28 @@ pub struct Execution {
     pub error: Option<ExecError>,
     /// Problems while cleaning up (each reported; the run fails with them).
     pub cleanup: Vec<String>,
+    /// Every planned fault: when it fired, what it did, how it was undone.
+    pub faults: Vec<FaultRecord>,
 }
 
 impl Execution {
+    /// Nothing done yet, on `clock`, with a fresh nonce.
+    pub fn new(clock: RunClock) -> Self {
+        Self {
+            clock,
+            nonce: rand::random(),
+            migrations: Vec::new(),
+            collected: None,
+            verify: None,
+            verify_host: None,
+            verify_incomplete: false,
+            agent: None,
+            error: None,
+            cleanup: Vec::new(),
+            faults: Vec::new(),
+        }
+    }
+
     pub fn interrupted(&self) -> bool {
         matches!(self.error, Some(ExecError::Interrupted))
     }
@@ -116,30 +142,72 @@ pub fn vm_spec(plan: &Plan) -> VmSpec {
 struct Held {
     vm: Option<Vm>,
     stream: Option<RecordStream>,
+    injector: Option<Injector>,
 }
 
-/// Executes `plan` on `site`, with its results going to `dir`. Never returns early: whatever
-/// happens, the guest is stopped and the record stream finished before this returns.
-pub async fn execute(site: &Arc<dyn Site>, plan: &Plan, clock: RunClock, say: &dyn Fn(&str)) -> Execution {
+/// Resolves when the guest's file system hangs (heartbeats, but no successful op for longer
+/// than `hung_ms`) or the guest is lost (no heartbeat for `lost_ms`): the verify pass and the
+/// agent then never answer, and the run must end with that outcome instead of hanging.
+async fn watchdog(stream: &RecordStream, clock: RunClock, hung_ms: f64, lost_ms: f64) -> ExecError {
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = clock.now_ms();
+        let (hb, op) = (stream.last_heartbeat_ms(), stream.last_op_ms());
+        match hb {
+            Some(hb) if now - hb > lost_ms => return ExecError::GuestLost(now - hb),
+            Some(hb) if now - hb < 1000.0 => {
+                if let Some(op) = op {
+                    if now - op > hung_ms {
+                        return ExecError::FsHung(now - op);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Runs `f` unless the user interrupts or the guest's file system hangs first.
+async fn watched<T>(
+    stream: Option<&RecordStream>,
+    plan: &Plan,
+    clock: RunClock,
+    f: impl Future<Output = Result<T, ExecError>>,
+) -> Result<T, ExecError> {
+    let t = plan.thresholds;
+    unless_interrupted(async {
+        match stream {
+            Some(s) => tokio::select! {
+                r = f => r,
+                e = watchdog(s, clock, t.fs_hung_ms, t.guest_lost_ms) => Err(e),
+            },
+            None => f.await,
+        }
+    })
+    .await
+}
+
+/// Executes `plan` on `topo`. Never returns early: whatever happens, every fault is undone, the
+/// guest is stopped and the record stream finished before this returns.
+pub async fn execute(
+    topo: &Arc<dyn Topology>,
+    plan: &Plan,
+    clock: RunClock,
+    say: &dyn Fn(&str),
+) -> Execution {
+    let site: Arc<dyn Site> = topo.clone();
     let bus = Bus::new(clock);
     let progress = progress::spawn(&bus, plan.scenario.clone(), plan.repetition);
-    let mut ex = Execution {
-        clock,
-        nonce: rand::random(),
-        migrations: Vec::new(),
-        collected: None,
-        verify: None,
-        verify_host: None,
-        verify_incomplete: false,
-        agent: None,
-        error: None,
-        cleanup: Vec::new(),
-    };
-    let mut held = Held { vm: None, stream: None };
-    if let Err(e) = steps(site, plan, &bus, &mut held, &mut ex, say).await {
+    let mut ex = Execution::new(clock);
+    let mut held = Held { vm: None, stream: None, injector: None };
+    if let Err(e) = steps(topo, &site, plan, &bus, &mut held, &mut ex, say).await {
         ex.error = Some(e);
     }
-    // The stream first (it holds what was measured), then the guest.
+    // Every fault undone first (a frozen daemon must not outlive the run), then the stream (it
+    // holds what was measured), then the guest.
+    if let Some(i) = held.injector.take() {
+        ex.faults = i.finish().await;
+    }
     if let Some(s) = held.stream.take() {
         let end = Instant::now();
         match tokio::task::spawn_blocking(move || s.finish(end)).await {
@@ -158,6 +226,7 @@ pub async fn execute(site: &Arc<dyn Site>, plan: &Plan, clock: RunClock, say: &d
 }
 
 async fn steps(
+    topo: &Arc<dyn Topology>,
     site: &Arc<dyn Site>,
     plan: &Plan,
     bus: &Bus,
@@ -181,6 +250,18 @@ async fn steps(
     }
     held.stream = Some(stream);
     let vm = held.vm.insert(vm);
+    let gate = Arc::new(Gate::new(&plan.faults));
+    let cancel = Arc::new(tokio::sync::Notify::new());
+    if !plan.faults.is_empty() {
+        let ctx = inject::Context {
+            vm: plan.vm.clone(),
+            hosts: site.host_names(),
+            workload_dir: workload_dir(&plan.workload),
+            gate: gate.clone(),
+            cancel: cancel.clone(),
+        };
+        held.injector = Some(Injector::start(topo.clone(), bus, plan.faults.clone(), ctx));
+    }
 
     let start =
         Command::Start { workload: plan.workload.clone(), seed: plan.seeds.workload, nonce: ex.nonce };
@@ -190,37 +271,75 @@ async fn steps(
     }
     wait_layout(vm, plan, say).await?;
     say(&format!("workload '{}' running", plan.workload.name()));
+    bus.publish(Observed::WorkloadStarted);
     pause(Duration::from_secs_f64(plan.migration.warmup_s)).await?;
 
-    let opts = MigrationOptions {
+    let base = MigrationOptions {
         params: plan.migration.params.clone(),
         timeout: Duration::from_secs_f64(plan.migration.timeout_s),
         ..MigrationOptions::default()
     };
-    for h in &plan.hops {
+    let mut hops: Vec<(u32, String, bool)> = plan.hops.iter().map(|h| (h.hop, h.to.clone(), false)).collect();
+    let mut i = 0;
+    while i < hops.len() {
+        let (number, to, follow_up) = hops[i].clone();
+        i += 1;
+        let mut opts = base.clone();
+        if let Some(inj) = &held.injector {
+            let dst = std::net::SocketAddr::new(site.migration_address(&to)?, opts.port);
+            opts.link =
+                inj.link_for_hop(number, site.proxy_address(), dst).await.map_err(ExecError::Faults)?;
+        }
         let vm = held.vm.as_mut().ok_or(ExecError::Interrupted)?;
-        let hop = Hop { site, bus, records: held.stream.as_ref(), number: h.hop };
-        let record = unless_interrupted(async {
-            Ok::<_, ExecError>(migration::migrate(&hop, vm, &h.to, &opts).await?)
+        let hop = Hop {
+            site,
+            bus,
+            records: held.stream.as_ref(),
+            number,
+            gate: Some(gate.as_ref()),
+            cancel: Some(cancel.as_ref()),
+        };
+        let migrated = watched(held.stream.as_ref(), plan, ex.clock, async {
+            Ok::<_, ExecError>(migration::migrate(&hop, vm, &to, &opts).await?)
         })
-        .await?;
+        .await;
+        if let Some(inj) = &held.injector {
+            inj.end_link(number);
+        }
+        let mut record = migrated?;
+        record.follow_up = follow_up;
         let completed = record.completed();
+        let from = record.from.clone();
         ex.migrations.push(record);
         pause(Duration::from_secs_f64(plan.migration.settle_s)).await?;
-        bus.publish(crate::observe::Observed::Settled { hop: h.hop });
+        bus.publish(Observed::Settled { hop: number });
         if !completed {
-            say(&format!("migration {} did not complete: the remaining hops are skipped", h.hop));
-            break;
+            if plan.migration.follow_up && !follow_up && held.vm.as_ref().is_some_and(|v| v.host() == from) {
+                // Can the guest still move? One more try to the same host, then no more hops.
+                say(&format!("migration {number} did not complete: a follow-up migration to {to} next"));
+                hops.truncate(i);
+                hops.push((1000 + number, to, true));
+            } else {
+                say(&format!("migration {number} did not complete: the remaining hops are skipped"));
+                break;
+            }
         }
     }
     pause(Duration::from_secs_f64(plan.run.cooldown_s)).await?;
+    // Every fault is undone (and Ceph healthy again) before the data is checked.
+    if let Some(inj) = held.injector.take() {
+        ex.faults = inj.finish().await;
+    }
     let vm = held.vm.as_mut().ok_or(ExecError::Interrupted)?;
-    ex.agent = Some(vm.control.status(AGENT).await?);
+    ex.agent = Some(
+        watched(held.stream.as_ref(), plan, ex.clock, async { Ok(vm.control.status(AGENT).await?) }).await?,
+    );
     if plan.run.verify {
         let t = Instant::now();
         ex.verify_host = Some(vm.host().to_string());
-        // Interrupting a verify pass leaves it incomplete; stopping the guest ends it.
-        let answer = unless_interrupted(async {
+        // Interrupting a verify pass (or a file system that hangs under it) leaves it
+        // incomplete; stopping the guest ends it.
+        let answer = watched(held.stream.as_ref(), plan, ex.clock, async {
             Ok::<_, ExecError>(vm.control.request(Command::Verify, Duration::from_secs(1800)).await?)
         })
         .await;
@@ -247,6 +366,15 @@ async fn steps(
         vm.control.request(Command::Stop, AGENT).await?;
     }
     Ok(())
+}
+
+/// The workload's directory below the CephFS root.
+fn workload_dir(w: &Workload) -> Option<String> {
+    match w {
+        Workload::Fio(j) => Some(j.dir()),
+        Workload::Metadata(j) => Some(j.dir()),
+        Workload::ReadLoop(j) => std::path::Path::new(&j.path).parent().map(|p| p.display().to_string()),
+    }
 }
 
 /// Waits for the workload's files to be laid out, saying how far it got every few seconds.

@@ -8,7 +8,8 @@
 
 use crate::topology::ceph::ObjectStore;
 use crate::vm::spec::{AccelWish, FsCache};
-use miglab_reports::MigrationParams;
+use miglab_faults::FaultEntry;
+use miglab_reports::{MigrationParams, RunOutcome, Thresholds};
 use miglab_workloads::job::Workload;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -141,9 +142,16 @@ pub struct MigrationPlan {
     pub multifd_channels: Option<u8>,
     #[serde(default = "MigrationPlan::default_timeout")]
     pub timeout_s: f64,
+    /// After a migration that failed, try once more to the same host (can the guest still
+    /// move?), and record how that went.
+    #[serde(default = "MigrationPlan::default_follow_up")]
+    pub follow_up: bool,
 }
 
 impl MigrationPlan {
+    fn default_follow_up() -> bool {
+        true
+    }
     fn default_warmup() -> f64 {
         2.0
     }
@@ -172,6 +180,7 @@ impl Default for MigrationPlan {
             max_bandwidth: None,
             multifd_channels: None,
             timeout_s: Self::default_timeout(),
+            follow_up: true,
         }
     }
 }
@@ -233,6 +242,52 @@ pub struct Scenario {
     pub migration: MigrationPlan,
     #[serde(default)]
     pub run: RunSpec,
+    /// Faults, each with its trigger (`[[fault]]`).
+    #[serde(default, rename = "fault")]
+    pub faults: Vec<FaultEntry>,
+    /// The outcome this scenario expects: the run passes when it happens (and loses no data).
+    #[serde(default)]
+    pub expect: Option<RunOutcome>,
+    /// Where the outcome classes' lines are drawn.
+    #[serde(default)]
+    pub outcome: OutcomeSpec,
+}
+
+/// `[outcome]`: thresholds of the outcome classes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutcomeSpec {
+    #[serde(default = "OutcomeSpec::stall")]
+    pub degraded_stall_ms: f64,
+    #[serde(default = "OutcomeSpec::hung")]
+    pub fs_hung_ms: f64,
+    #[serde(default = "OutcomeSpec::lost")]
+    pub guest_lost_ms: f64,
+}
+
+impl OutcomeSpec {
+    fn stall() -> f64 {
+        Thresholds::default().degraded_stall_ms
+    }
+    fn hung() -> f64 {
+        Thresholds::default().fs_hung_ms
+    }
+    fn lost() -> f64 {
+        Thresholds::default().guest_lost_ms
+    }
+    pub fn thresholds(&self) -> Thresholds {
+        Thresholds {
+            degraded_stall_ms: self.degraded_stall_ms,
+            fs_hung_ms: self.fs_hung_ms,
+            guest_lost_ms: self.guest_lost_ms,
+        }
+    }
+}
+
+impl Default for OutcomeSpec {
+    fn default() -> Self {
+        Self { degraded_stall_ms: Self::stall(), fs_hung_ms: Self::hung(), guest_lost_ms: Self::lost() }
+    }
 }
 
 /// 1-based line and column of byte `offset` in `text`.
@@ -404,6 +459,26 @@ impl Scenario {
         if m.multifd_channels == Some(0) {
             c.add("migration", "multifd_channels", "must be 1 or more (leave it out for no multifd)".into());
         }
+        for (key, v) in [
+            ("degraded_stall_ms", self.outcome.degraded_stall_ms),
+            ("fs_hung_ms", self.outcome.fs_hung_ms),
+            ("guest_lost_ms", self.outcome.guest_lost_ms),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                c.add("outcome", key, format!("{v}: give milliseconds, more than 0"));
+            }
+        }
+        // Faults are checked as the plan will resolve them (the lab's 3 OSDs).
+        let u = miglab_faults::Universe {
+            osds: crate::topology::ceph::ClusterSpec::DEFAULT_OSDS,
+            hops: self.migration.count,
+        };
+        if let Err(miglab_faults::schedule::ScheduleError::Invalid { index, why, .. }) =
+            miglab_faults::resolve(&self.faults, 0, 0, &u)
+        {
+            let line = self.fault_line(c.text, index as usize);
+            c.list.push(Problem { line, field: format!("fault[{}]", index + 1), message: why });
+        }
         c.seconds("run", "cooldown_s", self.run.cooldown_s, false);
         c.seconds("run", "layout_timeout_s", self.run.layout_timeout_s, true);
         match (&self.workload, &self.fio_file) {
@@ -428,6 +503,11 @@ impl Scenario {
                 "give either a [workload] table or fio_file = \"job.fio\", not both or neither".into(),
             ),
         }
+    }
+
+    /// The line of the `index`th `[[fault]]` header.
+    fn fault_line(&self, text: &str, index: usize) -> Option<usize> {
+        text.lines().enumerate().filter(|(_, l)| l.trim() == "[[fault]]").nth(index).map(|(i, _)| i + 1)
     }
 
     /// Parses and checks the scenario in `path`, its fio job file included.

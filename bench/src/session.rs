@@ -12,7 +12,7 @@ use crate::run::{copy_logs, execute, vm_spec};
 use crate::scenario::{Scenario, ScenarioError};
 use crate::topology::lab::{Lab, LabError, LabOptions};
 use crate::topology::state::{Phase, StateFile};
-use crate::topology::Site;
+use crate::topology::{Site, Topology};
 use miglab_reports::{RunResult, RunStatus};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -124,11 +124,12 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
         say(&name, 0, &format!("lab up in {:.1} s", t.elapsed().as_secs_f64()));
         lab
     });
-    let site: Arc<dyn Site> = lab.clone();
-    let hosts = site.host_names();
+    let topo: Arc<dyn Topology> = lab.clone();
+    let hosts = topo.host_names();
+    let osds = lab.state().cluster.osds;
     let list: Vec<Result<Plan, PlanError>> = match &plans {
         Plans::Derive { scenario, workload, repetitions } => {
-            (1..=*repetitions).map(|rep| Plan::derive(scenario, workload, rep, &hosts)).collect()
+            (1..=*repetitions).map(|rep| Plan::derive(scenario, workload, rep, &hosts, osds)).collect()
         }
         Plans::Replay(p) => vec![Ok((**p).clone())],
     };
@@ -148,7 +149,7 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
         let dir_name =
             if opts.host_mode.is_some() { format!("{}-host", plan.scenario) } else { plan.scenario.clone() };
         let dir = opts.out.join(dir_name).join(plan.repetition.to_string());
-        match repetition(&rt, &site, &plan, &text, &dir, opts.host_mode) {
+        match repetition(&rt, &topo, &plan, &text, &dir, opts.host_mode) {
             Ok(r) => match r.status {
                 RunStatus::Completed => dirs.push(dir),
                 RunStatus::Aborted => {
@@ -165,7 +166,7 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
             }
         }
     }
-    drop(site);
+    drop(topo);
     if !reuse {
         say(&name, 0, "tearing the lab down");
         match Arc::try_unwrap(lab) {
@@ -188,7 +189,7 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
 /// One repetition. Whatever happens, a result.json is left in `dir`.
 fn repetition(
     rt: &tokio::runtime::Runtime,
-    site: &Arc<dyn Site>,
+    topo: &Arc<dyn Topology>,
     plan: &Plan,
     text: &str,
     dir: &Path,
@@ -207,12 +208,13 @@ fn repetition(
     write_result(dir, &result).map_err(io("write result.json"))?;
     let clock = RunClock::start();
     let tell = |m: &str| say(&plan.scenario, plan.repetition, m);
+    let site: Arc<dyn Site> = topo.clone();
     let ex = match host_mode {
         Some(d) => crate::hostmode::execute(site.as_ref(), plan, d, clock, &tell),
-        None => rt.block_on(execute(site, plan, clock, &tell)),
+        None => rt.block_on(execute(topo, plan, clock, &tell)),
     };
     copy_logs(site.as_ref(), &plan.vm, dir);
-    let r = assemble(result, &ex, started.elapsed().as_secs_f64() * 1e3);
+    let r = assemble(result, plan, &ex, started.elapsed().as_secs_f64() * 1e3);
     let hlog = ex.collected.as_ref().map(|c| c.hlog.as_slice());
     write_outputs(dir, &r, hlog).map_err(io(format!("write the results in {}", dir.display())))?;
     summary(&r, dir);
@@ -251,6 +253,26 @@ fn summary(r: &RunResult, dir: &Path) {
         println!(
             "  verify: {} blocks through {} ({}): {} mismatched, {} missing, {} errored writes landed; {} inline mismatches",
             v.blocks, v.read_through, v.read_mode, v.mismatched, v.missing, v.errored_write_landed, v.inline_mismatches
+        );
+    }
+    for f in &r.faults {
+        let at = |t: Option<f64>| t.map(|t| format!("{t:.0} ms")).unwrap_or_else(|| "-".into());
+        println!(
+            "  {} on {}: injected {}, cleared {} ({}){}{}",
+            f.name,
+            if f.target.is_empty() { "?" } else { &f.target },
+            at(f.injected_ms),
+            at(f.cleared_ms),
+            f.undo,
+            f.healthy_after_ms.map(|h| format!(", Ceph healthy {h:.0} ms later")).unwrap_or_default(),
+            f.error.as_ref().map(|e| format!(" — {e}")).unwrap_or_default()
+        );
+    }
+    if let Some(o) = r.outcome {
+        let expected = r.expected.map(|e| format!(" (expected: {e})")).unwrap_or_default();
+        println!(
+            "  outcome: {o}{expected}{}",
+            if r.outcome_why.is_empty() { String::new() } else { format!(": {}", r.outcome_why.join("; ")) }
         );
     }
     for p in &r.problems {

@@ -22,7 +22,8 @@ use std::io::Read;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Instant;
 use thiserror::Error;
@@ -42,11 +43,26 @@ enum Ctl {
     Finish(Instant),
 }
 
+/// When the last heartbeat and the last successful op arrived (run clock ms, as f64 bits;
+/// NaN: none yet), for watchdogs that must not ask the reader.
+#[derive(Debug)]
+struct Arrivals {
+    heartbeat: AtomicU64,
+    op: AtomicU64,
+}
+
+impl Arrivals {
+    fn load(a: &AtomicU64) -> Option<f64> {
+        Some(f64::from_bits(a.load(Ordering::Relaxed))).filter(|v| !v.is_nan())
+    }
+}
+
 /// The running reader; it owns the collector.
 #[derive(Debug)]
 pub struct RecordStream {
     tx: mpsc::Sender<Ctl>,
     thread: Option<JoinHandle<Collected>>,
+    arrivals: Arc<Arrivals>,
     /// Whether the reader runs SCHED_FIFO (and if not, why).
     pub realtime: Result<(), String>,
 }
@@ -69,22 +85,22 @@ fn make_realtime() -> Result<(), String> {
     }
 }
 
-enum Read_ {
+enum Got {
     Data(usize),
     Nothing,
     Closed,
 }
 
-fn read_some(s: &mut UnixStream, buf: &mut [u8]) -> Read_ {
+fn read_some(s: &mut UnixStream, buf: &mut [u8]) -> Got {
     match s.read(buf) {
-        Ok(0) => Read_::Closed,
-        Ok(n) => Read_::Data(n),
+        Ok(0) => Got::Closed,
+        Ok(n) => Got::Data(n),
         Err(e)
             if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::Interrupted =>
         {
-            Read_::Nothing
+            Got::Nothing
         }
-        Err(_) => Read_::Closed,
+        Err(_) => Got::Closed,
     }
 }
 
@@ -100,6 +116,11 @@ impl RecordStream {
         let mut observations = bus.subscribe();
         let bus = bus.clone();
         let (rt_tx, rt_rx) = mpsc::channel();
+        let arrivals = Arc::new(Arrivals {
+            heartbeat: AtomicU64::new(f64::NAN.to_bits()),
+            op: AtomicU64::new(f64::NAN.to_bits()),
+        });
+        let seen = arrivals.clone();
         let thread = std::thread::Builder::new()
             .name("records".into())
             .spawn(move || {
@@ -118,9 +139,9 @@ impl RecordStream {
                         if let Some(s) = current.as_mut() {
                             loop {
                                 match read_some(s, &mut buf) {
-                                    Read_::Data(n) => c.feed(&buf[..n], Instant::now()),
-                                    Read_::Nothing => break,
-                                    Read_::Closed => {
+                                    Got::Data(n) => c.feed(&buf[..n], Instant::now()),
+                                    Got::Nothing => break,
+                                    Got::Closed => {
                                         // The source is gone: the destination's bytes come next.
                                         current = next.take();
                                         for (t, bytes) in held.drain(..) {
@@ -136,9 +157,9 @@ impl RecordStream {
                         if let Some(s) = next.as_mut() {
                             loop {
                                 match read_some(s, &mut buf) {
-                                    Read_::Data(n) => held.push((Instant::now(), buf[..n].to_vec())),
-                                    Read_::Nothing => break,
-                                    Read_::Closed => {
+                                    Got::Data(n) => held.push((Instant::now(), buf[..n].to_vec())),
+                                    Got::Nothing => break,
+                                    Got::Closed => {
                                         // The destination went away (a failed migration).
                                         next = None;
                                         held.clear();
@@ -147,6 +168,13 @@ impl RecordStream {
                                 }
                             }
                         }
+                    }
+                    let (op, hb) = c.last_arrivals();
+                    if let Some(t) = op {
+                        seen.op.store(clock.ms(t).to_bits(), Ordering::Relaxed);
+                    }
+                    if let Some(t) = hb {
+                        seen.heartbeat.store(clock.ms(t).to_bits(), Ordering::Relaxed);
                     }
                     while let Ok(o) = observations.try_recv() {
                         match o.what {
@@ -157,6 +185,16 @@ impl RecordStream {
                             ),
                             Observed::Settled { hop } => {
                                 if let Some(w) = c.close_window(&format!("migration {hop}"), o.at) {
+                                    bus.publish_at(o.at, Observed::WindowClosed(Box::new(w)));
+                                }
+                            }
+                            Observed::FaultInjected { index, .. } => c.open_window(
+                                &format!("fault {}", index + 1),
+                                WindowKind::Fault { index },
+                                o.at,
+                            ),
+                            Observed::FaultCleared { index } => {
+                                if let Some(w) = c.close_window(&format!("fault {}", index + 1), o.at) {
                                     bus.publish_at(o.at, Observed::WindowClosed(Box::new(w)));
                                 }
                             }
@@ -171,7 +209,7 @@ impl RecordStream {
                         Ok(Ctl::Finish(at)) => {
                             // Whatever arrived up to now belongs to the run.
                             if let Some(s) = current.as_mut() {
-                                while let Read_::Data(n) = read_some(s, &mut buf) {
+                                while let Got::Data(n) = read_some(s, &mut buf) {
                                     c.feed(&buf[..n], Instant::now());
                                 }
                             }
@@ -184,7 +222,17 @@ impl RecordStream {
             })
             .map_err(StreamError::Thread)?;
         let realtime = rt_rx.recv().unwrap_or_else(|_| Err("the reader did not start".into()));
-        Ok(Self { tx, thread: Some(thread), realtime })
+        Ok(Self { tx, thread: Some(thread), arrivals, realtime })
+    }
+
+    /// Run clock of the last heartbeat that arrived.
+    pub fn last_heartbeat_ms(&self) -> Option<f64> {
+        Arrivals::load(&self.arrivals.heartbeat)
+    }
+
+    /// Run clock of the last successful op that arrived.
+    pub fn last_op_ms(&self) -> Option<f64> {
+        Arrivals::load(&self.arrivals.op)
     }
 
     /// Connects to the records socket of a migration's destination, before the switch-over.

@@ -149,6 +149,9 @@ pub trait Site: Send + Sync + fmt::Debug {
     fn instances_dir(&self) -> PathBuf;
     /// Where a migration stream to `host` is sent.
     fn migration_address(&self, host: &str) -> Result<IpAddr, TopologyError>;
+    /// An address of miglab's own that every host reaches (a proxy in a stream's way listens
+    /// there).
+    fn proxy_address(&self) -> IpAddr;
     /// The site's own logs (Ceph's), copied into each result.
     fn log_dir(&self) -> PathBuf;
 }
@@ -164,4 +167,18 @@ pub trait Topology: Site {
     fn shape_link(&self, host: &str, shape: Option<LinkShape>) -> Result<(), TopologyError>;
     /// Cuts a host off the lab network (packets dropped, the link stays up) or heals it.
     fn cut_link(&self, host: &str, cut: bool) -> Result<(), TopologyError>;
+    /// The active MDS, if one is.
+    fn active_mds(&self) -> Result<Option<DaemonId>, TopologyError>;
+    /// Marks an OSD out (data moves off it) or in again.
+    fn osd_out(&self, osd: u32, out: bool) -> Result<(), TopologyError>;
+    /// `ceph mds fail`: the MDS gives up its rank (a standby takes it) and respawns.
+    fn mds_fail(&self, mds: &DaemonId) -> Result<(), TopologyError>;
+    /// Whether the cluster is healthy (every PG active+clean, an MDS active, every OSD up and
+    /// in), and a one-line summary.
+    fn health(&self) -> Result<(bool, String), TopologyError>;
+    /// Changes a setting of `host`'s CephFS client at runtime.
+    fn client_config_set(&self, host: &str, key: &str, value: &str) -> Result<(), TopologyError>;
+    /// Makes sure `host`'s CephFS mount answers within `timeout`; if it does not (its client
+    /// was evicted), mounts it again and says so (true).
+    fn ensure_mount(&self, host: &str, timeout: std::time::Duration) -> Result<bool, TopologyError>;
 }

@@ -77,7 +77,7 @@ fn a_guest_reading_cephfs_migrates_three_hops_and_its_record_stream_follows() {
         for (i, to) in ["c2", "c1", "c2"].into_iter().enumerate() {
             let n = i as u32 + 1;
             let before = status(&mut vm).await.expect("status before");
-            let hop = Hop { site: &site, bus: &bus, records: Some(&stream), number: n };
+            let hop = Hop::new(&site, &bus, Some(&stream), n);
             let rec = migration::migrate(&hop, &mut vm, to, &opts).await.expect("migrate");
             assert!(rec.completed(), "hop {n}: {:?}", rec.outcome);
             assert_eq!(vm.host(), to);
@@ -161,7 +161,7 @@ fn killing_the_destination_virtiofsd_fails_the_migration_and_the_source_goes_on(
             }
             false
         });
-        let hop = Hop { site: &site, bus: &bus, records: None, number: 1 };
+        let hop = Hop::new(&site, &bus, None, 1);
         let rec =
             migration::migrate(&hop, &mut vm, "c2", &MigrationOptions::default()).await.expect("migrate");
         assert!(killer.await.expect("killer"), "the migration never went active: {:?}", rec.timeline);
@@ -226,7 +226,7 @@ fn a_hop_that_breaks_at_any_step_leaves_nothing_behind() {
                     }
                 }
             });
-            let hop = Hop { site: &site, bus: &bus, records: None, number: 1 };
+            let hop = Hop::new(&site, &bus, None, 1);
             let r = migration::migrate(&hop, &mut vm, "c2", &MigrationOptions::default()).await;
             killer.abort();
             match r {
@@ -247,7 +247,7 @@ fn a_hop_that_breaks_at_any_step_leaves_nothing_behind() {
             params: MigrationParams { max_bandwidth: Some(1_000_000), ..MigrationParams::default() },
             ..MigrationOptions::default()
         };
-        let hop = Hop { site: &site, bus: &bus, records: None, number: 1 };
+        let hop = Hop::new(&site, &bus, None, 1);
         let r = tokio::time::timeout(Duration::from_secs(3), migration::migrate(&hop, &mut vm, "c2", &opts))
             .await;
         assert!(r.is_err(), "a 1 MB/s migration of 512 MiB cannot be done in 3 s");
@@ -300,7 +300,7 @@ fn vm_failures_are_named_and_clean_up_after_themselves() {
             ..MigrationOptions::default()
         };
         let bus = Bus::new(RunClock::start());
-        let hop = Hop { site: &site, bus: &bus, records: None, number: 1 };
+        let hop = Hop::new(&site, &bus, None, 1);
         let rec = migration::migrate(&hop, &mut vm, "c2", &opts).await.expect("migrate");
         assert!(
             matches!(rec.outcome, Outcome::TimedOut { after_ms: 2000, source_running: true }),

@@ -2,6 +2,7 @@
 //! result. It knows nothing of QEMU or Ceph processes: it reads and writes data.
 
 pub mod migration;
+pub mod outcome;
 pub mod result;
 pub mod timings;
 pub mod verdict;
@@ -9,8 +10,9 @@ pub mod verdict;
 pub use migration::{
     MigrationParams, MigrationRecord, MigrationStatus, Outcome, Phases, QmpEvent, Side, TimelineEvent,
 };
+pub use outcome::{RunOutcome, Thresholds};
 pub use result::{
-    Bucket, Clock, Latency, OpSummary, Provenance, RunResult, RunStatus, StreamHealth, Verification, Window,
-    WindowKind,
+    Bucket, Clock, FaultRecord, Latency, OpSummary, Provenance, RunResult, RunStatus, SpectrumPoint,
+    StreamHealth, Verification, Window, WindowKind, SPECTRUM,
 };
 pub use timings::{Phase, Timings};

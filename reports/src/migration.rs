@@ -246,6 +246,9 @@ pub struct MigrationRecord {
     pub wall_ms: f64,
     pub phases: Phases,
     pub timeline: Vec<TimelineEvent>,
+    /// A migration attempted after a failed one, to see whether the guest can still move.
+    #[serde(default)]
+    pub follow_up: bool,
 }
 
 impl MigrationRecord {
@@ -340,6 +343,7 @@ mod tests {
             wall_ms: 12.0,
             phases: Phases::default(),
             timeline: vec![ev(1501.0, Side::Source, st(MigrationStatus::Active))],
+            follow_up: false,
         };
         let j = serde_json::to_value(&r).expect("json");
         assert_eq!(j["outcome"], "failed");

@@ -58,6 +58,23 @@ pub struct OpSummary {
     pub host: Latency,
     /// How long the failed ops took to fail (guest clock).
     pub failed_latency: Latency,
+    /// The percentile spectrum on both clocks ([`SPECTRUM`] points), for charts.
+    #[serde(default)]
+    pub spectrum: Vec<SpectrumPoint>,
+}
+
+/// The percentiles a spectrum is drawn through: the body and nines of the tail.
+pub const SPECTRUM: [f64; 24] = [
+    0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 75.0, 80.0, 85.0, 90.0, 92.5, 95.0, 97.0, 98.0, 99.0,
+    99.5, 99.9, 99.95, 99.99, 99.995, 99.999, 100.0,
+];
+
+/// One percentile of an op kind's latency, on the guest's clock and the host's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct SpectrumPoint {
+    pub percentile: f64,
+    pub guest_us: u64,
+    pub host_us: u64,
 }
 
 /// One 100 ms bucket of the time series (host arrival time).
@@ -110,6 +127,9 @@ pub struct Window {
     pub io_stall_unended: bool,
     /// Why a figure is absent.
     pub unmeasured: Vec<String>,
+    /// For a fault's window: from its clearance to the next successful op (I/O resumed).
+    #[serde(default)]
+    pub recovered_after_ms: Option<f64>,
     /// Successful and failed ops that completed inside the window.
     pub ops: u64,
     pub errors: u64,
@@ -139,6 +159,32 @@ pub struct Provenance {
     pub host_cpu: Option<String>,
     pub host_kernel: Option<String>,
     pub hostname: Option<String>,
+}
+
+/// One injected fault, on the run clock.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FaultRecord {
+    /// Its index in the plan.
+    pub index: u32,
+    pub name: String,
+    pub kind: String,
+    /// When it was to fire, as the scenario said (with the drawn offset).
+    pub trigger: String,
+    /// What it acted on: `osd.1`, `c2's link`, `virtiofsd of vm0@c2#1`, ...
+    pub target: String,
+    /// When its anchor came, and when it was due.
+    pub anchor_ms: Option<f64>,
+    pub due_ms: Option<f64>,
+    /// When it took effect (None: it never did, `error` says why).
+    pub injected_ms: Option<f64>,
+    /// When its undo took effect.
+    pub cleared_ms: Option<f64>,
+    /// What the undo did.
+    pub undo: String,
+    pub error: Option<String>,
+    /// Ceph healthy again (PGs active+clean, an MDS active), ms after the clearance.
+    pub healthy_after_ms: Option<f64>,
+    pub infra_not_recovered: bool,
 }
 
 /// Verification at the end of a run, and during it.
@@ -177,6 +223,9 @@ pub struct StreamHealth {
     /// Run clock of the first and last heartbeat.
     pub first_heartbeat_ms: Option<f64>,
     pub last_heartbeat_ms: Option<f64>,
+    /// Run clock of the last successful op.
+    #[serde(default)]
+    pub last_op_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -216,6 +265,16 @@ pub struct RunResult {
     pub ops: Vec<OpSummary>,
     pub migrations: Vec<MigrationRecord>,
     pub windows: Vec<Window>,
+    #[serde(default)]
+    pub faults: Vec<FaultRecord>,
+    /// What happened, as one word ([`crate::outcome`]), and why.
+    #[serde(default)]
+    pub outcome: Option<crate::outcome::RunOutcome>,
+    #[serde(default)]
+    pub outcome_why: Vec<String>,
+    /// The outcome the scenario expects (then the run passes when it happens).
+    #[serde(default)]
+    pub expected: Option<crate::outcome::RunOutcome>,
     pub verification: Option<Verification>,
     pub stream: StreamHealth,
     pub series: Vec<Bucket>,
@@ -241,6 +300,10 @@ impl RunResult {
             ops: Vec::new(),
             migrations: Vec::new(),
             windows: Vec::new(),
+            faults: Vec::new(),
+            outcome: None,
+            outcome_why: Vec::new(),
+            expected: None,
             verification: None,
             stream: StreamHealth::default(),
             series: Vec::new(),
@@ -321,6 +384,24 @@ pub fn event_rows(result: &RunResult) -> Vec<EventRow> {
             });
         }
     }
+    for f in &result.faults {
+        let source = format!("fault {}", f.index + 1);
+        let rows_of = [
+            (f.injected_ms, "inject", format!("{} {} ({})", f.kind, f.target, f.trigger)),
+            (f.cleared_ms, "clear", f.undo.clone()),
+        ];
+        for (t, event, detail) in rows_of {
+            if let Some(t) = t {
+                rows.push(EventRow {
+                    run_ms: t,
+                    source: source.clone(),
+                    side: "host".into(),
+                    event: event.into(),
+                    detail,
+                });
+            }
+        }
+    }
     for w in &result.windows {
         for (t, event) in [(w.start_ms, "window-open"), (w.end_ms, "window-close")] {
             rows.push(EventRow {
@@ -377,6 +458,7 @@ mod tests {
             io_stall_ms: None,
             io_stall_unended: false,
             unmeasured: vec!["no heartbeat before the window opened".into()],
+            recovered_after_ms: None,
             ops: 0,
             errors: 0,
         }
@@ -429,6 +511,7 @@ mod tests {
                     event: QmpEvent::Migration { status: MigrationStatus::Setup },
                 },
             ],
+            follow_up: false,
         });
         let rows = event_rows(&r);
         let names: Vec<&str> = rows.iter().map(|r| r.event.as_str()).collect();

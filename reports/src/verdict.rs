@@ -9,6 +9,14 @@ const NOT_WORKLOAD: &[&str] = &["verify"];
 
 /// Everything wrong with `r`, one line each; empty when the run is sound.
 pub fn problems(r: &RunResult) -> Vec<String> {
+    let mut p = outcome_problems(r);
+    p.extend(integrity_problems(r));
+    p
+}
+
+/// What went wrong that an outcome can explain (and a scenario can expect): a migration that
+/// failed, ops that failed or never ran, a guest no longer heard, a verify pass cut short.
+pub fn outcome_problems(r: &RunResult) -> Vec<String> {
     let mut p = Vec::new();
     for m in &r.migrations {
         match &m.outcome {
@@ -52,6 +60,16 @@ pub fn problems(r: &RunResult) -> Vec<String> {
             }
         }
     }
+    if r.verification.as_ref().is_some_and(|v| v.incomplete) {
+        p.push("verification was cut short".into());
+    }
+    p
+}
+
+/// What no outcome excuses: data lost or corrupted, and figures that miss what happened.
+pub fn integrity_problems(r: &RunResult) -> Vec<String> {
+    let mut p = Vec::new();
+    let s = &r.stream;
     if s.bad_frames > 0 {
         p.push(format!("{} undecodable frames in the record stream", s.bad_frames));
     }
@@ -70,9 +88,6 @@ pub fn problems(r: &RunResult) -> Vec<String> {
         }
         if v.inline_mismatches > 0 {
             p.push(format!("{} reads during the run returned data that did not verify", v.inline_mismatches));
-        }
-        if v.incomplete {
-            p.push("verification was cut short".into());
         }
     }
     p

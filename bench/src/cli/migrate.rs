@@ -57,7 +57,7 @@ async fn hops(
     for n in 1..=m.hops {
         let before = readloop::status(vm).await?;
         let to = next_host(hosts, vm.host());
-        let hop = Hop { site, bus, records: None, number: n };
+        let hop = Hop::new(site, bus, None, n);
         let record = migration::migrate(&hop, vm, &to, opts).await?;
         // Let the guest run a little on its new host before judging the read loop.
         tokio::time::sleep(Duration::from_millis(200)).await;

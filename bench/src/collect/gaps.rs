@@ -25,7 +25,7 @@ impl Gaps {
     pub(super) fn event(&mut self, at: Instant, guest_ns: Option<u64>) {
         if let Some((t, g)) = self.last {
             let gap = at.saturating_duration_since(t);
-            if self.max.map_or(true, |(m, _)| gap > m) {
+            if self.max.is_none_or(|(m, _)| gap > m) {
                 let guest = match (g, guest_ns) {
                     (Some(a), Some(b)) => Some(b.saturating_sub(a)),
                     _ => None,
@@ -41,7 +41,7 @@ impl Gaps {
     fn open_gap_at(&self, at: Instant) -> Option<(Instant, Option<u64>)> {
         let (t, g) = self.last?;
         let open = at.saturating_duration_since(t);
-        self.max.map_or(true, |(m, _)| open >= m).then_some((t, g))
+        self.max.is_none_or(|(m, _)| open >= m).then_some((t, g))
     }
 }
 
@@ -137,6 +137,7 @@ impl OpenWindow {
             io_stall_ms,
             io_stall_unended: stall_open.is_some(),
             unmeasured,
+            recovered_after_ms: None,
             ops: self.ops,
             errors: self.errors,
         };

@@ -213,3 +213,23 @@ fn a_heartbeat_gap_that_outlives_its_window_ends_at_the_next_heartbeat() {
     assert!(!w.heartbeat_gap_unended);
     assert!((w.guest_clock_gap_ms.expect("guest") - 2.0).abs() < 0.01, "{w:?}");
 }
+
+/// A fault's window says how long after its clearance the I/O resumed.
+#[test]
+fn a_fault_window_measures_the_recovery_after_its_clearance() {
+    let (mut c, mut g) = guest();
+    for ms in 0..100 {
+        g.batch(&mut c, ms, true, false);
+    }
+    c.open_window("fault 1", WindowKind::Fault { index: 0 }, g.at(100));
+    for ms in 100..400 {
+        g.batch(&mut c, ms, false, false);
+    }
+    c.close_window("fault 1", g.at(300));
+    for ms in 400..500 {
+        g.batch(&mut c, ms, true, false);
+    }
+    let r = c.finish(g.at(500));
+    let w = &r.windows[0];
+    assert!((w.recovered_after_ms.expect("recovered") - 100.0).abs() < 1.5, "{w:?}");
+}

@@ -70,10 +70,13 @@ impl std::str::FromStr for ConfOverride {
 }
 
 impl ClusterSpec {
+    /// A lab's OSDs.
+    pub const DEFAULT_OSDS: u32 = 3;
+
     pub fn new(objectstore: ObjectStore) -> Self {
         Self {
             fsid: random_uuid(),
-            osds: 3,
+            osds: Self::DEFAULT_OSDS,
             mds: vec!["a".into(), "b".into()],
             objectstore,
             osd_bytes: match objectstore {
@@ -184,6 +187,9 @@ pub fn render_conf(layout: &LabLayout, spec: &ClusterSpec) -> String {
     let mut osd = vec![
         ("public_addr", gw.clone()),
         ("cluster_addr", gw.clone()),
+        // Armed for the storage-delay fault: Ceph only delays connections opened after the type
+        // is set; the probability (0 until a fault sets it) is changed live.
+        ("ms_inject_delay_type", "client osd".into()),
         ("osd_data", format!("{d}/osd/$id")),
         ("osd_objectstore", spec.objectstore.as_str().into()),
         ("osd_max_object_size", "134217728".into()),
@@ -203,7 +209,11 @@ pub fn render_conf(layout: &LabLayout, spec: &ClusterSpec) -> String {
     }
     section(&mut out, "osd", &osd);
     section(&mut out, "mds", &[("public_addr", gw), ("mds_data", format!("{d}/mds/$name"))]);
-    section(&mut out, "client", &[("client_mount_timeout", "60".into())]);
+    section(
+        &mut out,
+        "client",
+        &[("client_mount_timeout", "60".into()), ("ms_inject_delay_type", "osd mds".into())],
+    );
     let mut extra: Vec<&str> = Vec::new();
     for o in overrides {
         let known = ["global", "mon", "mgr", "osd", "mds", "client"].contains(&o.section.as_str());

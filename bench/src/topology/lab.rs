@@ -334,6 +334,35 @@ impl Topology for Lab {
     fn cut_link(&self, host: &str, cut: bool) -> Result<(), TopologyError> {
         Ok(self.cut(host, cut)?)
     }
+
+    fn active_mds(&self) -> Result<Option<DaemonId>, TopologyError> {
+        let s = self.status()?;
+        Ok(s.active_mds().first().map(|m| DaemonId::new(DaemonKind::Mds, *m)))
+    }
+
+    fn osd_out(&self, osd: u32, out: bool) -> Result<(), TopologyError> {
+        Ok(self.mon_command(
+            if out { "osd out" } else { "osd in" },
+            serde_json::json!({ "ids": [osd.to_string()] }),
+        )?)
+    }
+
+    fn mds_fail(&self, mds: &DaemonId) -> Result<(), TopologyError> {
+        Ok(self.mon_command("mds fail", serde_json::json!({ "role_or_gid": mds.id }))?)
+    }
+
+    fn health(&self) -> Result<(bool, String), TopologyError> {
+        let s = self.status()?;
+        Ok((s.healthy(2 * ceph::PG_PER_POOL), s.summary()))
+    }
+
+    fn client_config_set(&self, host: &str, key: &str, value: &str) -> Result<(), TopologyError> {
+        Ok(self.client_tell(host, key, value)?)
+    }
+
+    fn ensure_mount(&self, host: &str, timeout: Duration) -> Result<bool, TopologyError> {
+        Ok(self.remount_if_dead(host, timeout)?)
+    }
 }
 
 impl Site for Lab {
@@ -391,6 +420,11 @@ impl Site for Lab {
 
     fn migration_address(&self, host: &str) -> Result<IpAddr, TopologyError> {
         Ok(IpAddr::V4(self.lab_host(host)?.address()))
+    }
+
+    fn proxy_address(&self) -> IpAddr {
+        // The bridge's address, in the root namespace, where every host's traffic arrives.
+        IpAddr::V4(self.layout.gateway)
     }
 
     fn log_dir(&self) -> PathBuf {

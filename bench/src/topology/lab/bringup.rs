@@ -291,35 +291,64 @@ impl Lab {
 
     fn wait_mounts(&self, timeout: Duration) -> Result<(), LabError> {
         for c in &self.layout.clients {
-            let fuse = format!("ceph-fuse.{}", c.name);
-            let r = wait::until(
-                &format!("CephFS on {}", c.mount.display()),
-                timeout,
-                Duration::from_millis(20),
-                || {
-                    if let Some(rec) = self.state.snapshot().process(&fuse) {
-                        if let Some(status) = self.sup.exit_status(rec) {
-                            return Err(LabError::DaemonDied {
-                                name: fuse.clone(),
-                                status,
-                                log: rec.log.clone(),
-                                tail: process::log_tail(&rec.log, 15),
-                            });
-                        }
-                    }
-                    Ok::<_, LabError>(is_fuse_mounted(&c.mount).then_some(()))
-                },
-            );
-            if let Err(WaitError::TimedOut(..)) = r {
-                return Err(LabError::MountFailed {
-                    host: c.name.clone(),
-                    mount: c.mount.clone(),
-                    timeout,
-                    tail: process::log_tail(&self.log(&format!("client.{}", c.name)), 15),
-                });
-            }
-            r?;
+            self.wait_mount(c, timeout)?;
         }
         Ok(())
+    }
+
+    fn wait_mount(&self, c: &ClientLayout, timeout: Duration) -> Result<(), LabError> {
+        let fuse = format!("ceph-fuse.{}", c.name);
+        let r = wait::until(
+            &format!("CephFS on {}", c.mount.display()),
+            timeout,
+            Duration::from_millis(20),
+            || {
+                if let Some(rec) = self.state.snapshot().process(&fuse) {
+                    if let Some(status) = self.sup.exit_status(rec) {
+                        return Err(LabError::DaemonDied {
+                            name: fuse.clone(),
+                            status,
+                            log: rec.log.clone(),
+                            tail: process::log_tail(&rec.log, 15),
+                        });
+                    }
+                }
+                Ok::<_, LabError>(is_fuse_mounted(&c.mount).then_some(()))
+            },
+        );
+        if let Err(WaitError::TimedOut(..)) = r {
+            return Err(LabError::MountFailed {
+                host: c.name.clone(),
+                mount: c.mount.clone(),
+                timeout,
+                tail: process::log_tail(&self.log(&format!("client.{}", c.name)), 15),
+            });
+        }
+        r?;
+        Ok(())
+    }
+
+    /// Whether `host`'s mount answers within `timeout`; if not (its client was evicted after a
+    /// partition, or hangs), a fresh ceph-fuse is mounted in its place and this says so (true).
+    pub(super) fn remount_if_dead(&self, host: &str, timeout: Duration) -> Result<bool, LabError> {
+        let c = self.host_layout(host)?.clone();
+        let probe = c.mount.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        // On a thread: a call into a dead FUSE mount can block until its daemon goes.
+        std::thread::spawn(move || {
+            let _ = tx.send(std::fs::read_dir(&probe).is_ok());
+        });
+        if rx.recv_timeout(timeout).unwrap_or(false) {
+            return Ok(false);
+        }
+        let fuse = format!("ceph-fuse.{host}");
+        if let Some(rec) = self.state.snapshot().process(&fuse).cloned() {
+            self.sup.signal(&rec, nix::sys::signal::Signal::SIGKILL)?;
+            self.sup.stop(&rec)?;
+        }
+        super::teardown::unmount(&c.mount);
+        self.sup.spawn(&self.fuse_spec(&c))?;
+        self.wait_mount(&c, self.step_timeout)?;
+        Ok(true)
     }
 }

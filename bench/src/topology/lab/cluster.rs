@@ -160,8 +160,37 @@ impl Lab {
         Ok(())
     }
 
-    /// `ceph tell <id> config set <key> <value>`.
+    /// A monitor command through the admin channel.
+    pub fn mon_command(&self, prefix: &str, args: serde_json::Value) -> Result<(), LabError> {
+        let mut a = self.admin()?;
+        a.as_mut().ok_or(AdminError::NoPipes)?.mon(prefix, args)?;
+        Ok(())
+    }
+
+    /// A setting of `host`'s ceph-fuse, through its admin socket.
+    pub fn client_tell(&self, host: &str, key: &str, value: &str) -> Result<(), LabError> {
+        let asok = self.layout.run_dir().join(format!("client.{host}.asok"));
+        process::run_tool(
+            Command::new(paths::tool("ceph"))
+                .arg("--admin-daemon")
+                .arg(&asok)
+                .args(["config", "set", key, value]),
+            self.step_timeout,
+        )?;
+        Ok(())
+    }
+
+    /// `ceph tell <id> config set <key> <value>`: through the admin channel for an OSD (fast:
+    /// a fault flips settings on every OSD at once), through the `ceph` CLI otherwise.
     pub fn tell(&self, id: &DaemonId, key: &str, value: &str) -> Result<(), LabError> {
+        if id.kind == super::super::DaemonKind::Osd {
+            self.known_daemon(id)?;
+            let mut a = self.admin()?;
+            a.as_mut()
+                .ok_or(AdminError::NoPipes)?
+                .command(serde_json::json!({ "prefix": "config set", "key": key, "value": value, "_target": id.to_string() }))?;
+            return Ok(());
+        }
         self.known_daemon(id)?;
         process::run_tool(
             Command::new(paths::tool("ceph")).args(self.conf_args()).args([

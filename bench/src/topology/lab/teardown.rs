@@ -154,7 +154,7 @@ pub fn down(name: &str, root: &Path, stop: StopPolicy) -> Result<(), LabError> {
     Ok(())
 }
 
-fn unmount(path: &Path) {
+pub(super) fn unmount(path: &Path) {
     use nix::mount::{umount2, MntFlags};
     if umount2(path, MntFlags::empty()).is_err() {
         // Busy (a process has a file open): detach now, the kernel finishes when it can.

@@ -1,0 +1,170 @@
+//! Seeded schedules: a scenario's faults with every choice made (which OSD) and every random
+//! offset drawn. Each fault draws from its own stream (the plan's sub-seed and its index), so
+//! adding a fault shifts nobody else's choices; the same seeds give the same schedule.
+
+use crate::catalog::{Fault, FaultEntry, Pick, StorageTarget};
+use crate::trigger::Trigger;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+/// What choices can be made from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Universe {
+    pub osds: u32,
+    pub hops: u32,
+}
+
+/// A fault as the plan carries it: choices made, offsets drawn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resolved {
+    /// 0-based, in the scenario's order.
+    pub index: u32,
+    pub name: String,
+    pub fault: Fault,
+    pub trigger: Trigger,
+    /// The trigger's offset plus the random one: milliseconds after the anchor.
+    pub offset_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("fault {index} ({kind}): {why}")]
+    Invalid { index: u32, kind: &'static str, why: String },
+}
+
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn pick(p: Pick, osds: u32, rng: &mut impl Rng) -> Result<Pick, String> {
+    match p {
+        Pick::Id(n) if n < osds => Ok(Pick::Id(n)),
+        Pick::Id(n) => {
+            Err(format!("osd {n} does not exist (the cluster has osd.0 to osd.{})", osds.saturating_sub(1)))
+        }
+        Pick::Random if osds == 0 => Err("the cluster has no OSD to pick".into()),
+        Pick::Random => Ok(Pick::Id(rng.gen_range(0..osds))),
+    }
+}
+
+/// Resolves `entries` for a run with `u`, from the plan's fault-timing and choice seeds.
+pub fn resolve(
+    entries: &[FaultEntry],
+    timing_seed: u64,
+    choice_seed: u64,
+    u: &Universe,
+) -> Result<Vec<Resolved>, ScheduleError> {
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let index = i as u32;
+            let kind = e.fault.kind();
+            let invalid = |why: String| ScheduleError::Invalid { index, kind, why };
+            e.fault.check(&e.trigger).map_err(invalid)?;
+            if let Some(h) = e.trigger.anchor.hop() {
+                if h == 0 || h > u.hops {
+                    return Err(invalid(format!(
+                        "its trigger names hop {h}, but the run makes {} migration(s)",
+                        u.hops
+                    )));
+                }
+            }
+            let mut timing = rand::rngs::StdRng::seed_from_u64(mix(timing_seed ^ mix(u64::from(index))));
+            let mut choice = rand::rngs::StdRng::seed_from_u64(mix(choice_seed ^ mix(u64::from(index))));
+            let random = if e.trigger.random_within_ms > 0 {
+                timing.gen_range(0..e.trigger.random_within_ms)
+            } else {
+                0
+            };
+            let mut fault = e.fault.clone();
+            match &mut fault {
+                Fault::OsdKill { osd, .. } | Fault::OsdFreeze { osd, .. } | Fault::OsdOut { osd, .. } => {
+                    *osd = pick(*osd, u.osds, &mut choice).map_err(invalid)?;
+                }
+                Fault::StorageDelay { target: StorageTarget::Osd(p), .. }
+                | Fault::SocketFailures { target: StorageTarget::Osd(p), .. } => {
+                    *p = pick(*p, u.osds, &mut choice).map_err(invalid)?;
+                }
+                _ => {}
+            }
+            Ok(Resolved {
+                index,
+                name: e.name.clone().unwrap_or_else(|| format!("fault {} ({kind})", index + 1)),
+                fault,
+                trigger: e.trigger.clone(),
+                offset_ms: e.trigger.offset_ms + random,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trigger::Anchor;
+
+    fn entry(fault: Fault, anchor: Anchor, random_within_ms: u64) -> FaultEntry {
+        FaultEntry { name: None, trigger: Trigger { anchor, offset_ms: 100, random_within_ms }, fault }
+    }
+
+    const U: Universe = Universe { osds: 3, hops: 2 };
+
+    fn two() -> Vec<FaultEntry> {
+        vec![
+            entry(Fault::OsdKill { osd: Pick::Random, revive_after_ms: 5000 }, Anchor::WorkloadStart, 3000),
+            entry(
+                Fault::OsdFreeze { osd: Pick::Random, duration_ms: 2000 },
+                Anchor::HopStart { hop: 2 },
+                1000,
+            ),
+        ]
+    }
+
+    #[test]
+    fn the_same_seeds_give_the_same_schedule_and_others_another() {
+        let a = resolve(&two(), 1, 2, &U).expect("schedule");
+        assert_eq!(a, resolve(&two(), 1, 2, &U).expect("schedule"));
+        let differs = (3..40).any(|s| resolve(&two(), s, s, &U).expect("schedule") != a);
+        assert!(differs, "other seeds give other schedules");
+        for r in &a {
+            assert!(
+                matches!(
+                    r.fault,
+                    Fault::OsdKill { osd: Pick::Id(0..=2), .. }
+                        | Fault::OsdFreeze { osd: Pick::Id(0..=2), .. }
+                ),
+                "{r:?}"
+            );
+            assert!((100..100 + r.trigger.random_within_ms).contains(&r.offset_ms), "{r:?}");
+        }
+    }
+
+    /// A new fault at the end shifts none of the others' choices or times.
+    #[test]
+    fn adding_a_fault_shifts_nobody_else() {
+        let a = resolve(&two(), 7, 8, &U).expect("schedule");
+        let mut three = two();
+        three.push(entry(Fault::MdsFail {}, Anchor::WorkloadStart, 500));
+        let b = resolve(&three, 7, 8, &U).expect("schedule");
+        assert_eq!(&b[..2], &a[..]);
+    }
+
+    #[test]
+    fn impossible_choices_and_hops_are_refused() {
+        let e = resolve(
+            &[entry(Fault::OsdKill { osd: Pick::Id(5), revive_after_ms: 1 }, Anchor::WorkloadStart, 0)],
+            1,
+            1,
+            &U,
+        )
+        .expect_err("osd 5");
+        assert!(e.to_string().contains("osd 5 does not exist"), "{e}");
+        let e = resolve(&[entry(Fault::MdsFail {}, Anchor::HopStart { hop: 3 }, 0)], 1, 1, &U)
+            .expect_err("hop 3");
+        assert!(e.to_string().contains("hop 3"), "{e}");
+    }
+}
