@@ -116,6 +116,8 @@ pub fn assemble(mut r: RunResult, plan: &Plan, ex: &Execution, duration_ms: f64)
             first_heartbeat_ms: c.first_heartbeat_ms,
             last_heartbeat_ms: c.last_heartbeat_ms,
             last_op_ms: c.last_op_ms,
+            longest_io_stall_ms: c.longest_stall.map(|(_, d)| d),
+            longest_io_stall_start_ms: c.longest_stall.map(|(t, _)| t),
         };
     }
     let inline = ex.collected.as_ref().map_or(0, inline_mismatches);
@@ -178,7 +180,7 @@ pub fn write_result(dir: &Path, r: &RunResult) -> std::io::Result<()> {
 }
 
 /// Writes every file of a result directory: `result.json`, `timeline.csv`, `events.csv`,
-/// `latency.hlog` (when the stream was read).
+/// `latency.hlog` (when the stream was read), `report.html`.
 pub fn write_outputs(dir: &Path, r: &RunResult, hlog: Option<&[u8]>) -> std::io::Result<()> {
     write_result(dir, r)?;
     write_atomic(&dir.join("timeline.csv"), &timeline_csv(&r.series).map_err(std::io::Error::other)?)?;
@@ -186,7 +188,41 @@ pub fn write_outputs(dir: &Path, r: &RunResult, hlog: Option<&[u8]>) -> std::io:
     if let Some(h) = hlog {
         write_atomic(&dir.join("latency.hlog"), h)?;
     }
+    // The numbers are written; a report that cannot be drawn says why and can be made later
+    // (`miglab report`).
+    if let Err(e) = write_report(dir, r) {
+        eprintln!("miglab: {}/report.html not written: {e}", dir.display());
+    }
     Ok(())
+}
+
+/// Renders `report.html` of the result in `dir`.
+pub fn write_report(dir: &Path, r: &RunResult) -> Result<std::path::PathBuf, ReportError> {
+    let html = miglab_reports::html::run_report(r)?;
+    let p = dir.join("report.html");
+    write_atomic(&p, html.as_bytes()).map_err(|source| ReportError::Write { path: p.clone(), source })?;
+    Ok(p)
+}
+
+/// Reads `dir/result.json` and renders its report again.
+pub fn report_dir(dir: &Path) -> Result<std::path::PathBuf, ReportError> {
+    let p = dir.join("result.json");
+    let bytes = std::fs::read(&p).map_err(|source| ReportError::Read { path: p.clone(), source })?;
+    let r: RunResult = serde_json::from_slice(&bytes)
+        .map_err(|e| ReportError::Parse { path: p.clone(), why: e.to_string() })?;
+    write_report(dir, &r)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("could not read {path}: {source}; give a result directory (it holds result.json)")]
+    Read { path: std::path::PathBuf, source: std::io::Error },
+    #[error("{path} is not a miglab result ({why})")]
+    Parse { path: std::path::PathBuf, why: String },
+    #[error(transparent)]
+    Chart(#[from] miglab_reports::charts::ChartError),
+    #[error("could not write {path}: {source}")]
+    Write { path: std::path::PathBuf, source: std::io::Error },
 }
 
 /// An empty result directory for one repetition (a previous one of the same name is replaced).

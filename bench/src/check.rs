@@ -65,11 +65,22 @@ pub fn summary(s: &Scenario, w: &Workload) -> String {
     )
 }
 
-/// Checks the scenario at `path` completely.
+/// Checks the scenario at `path` completely, every cell of its sweep included.
 pub fn check(path: &Path) -> Result<String, ScenarioError> {
-    let (s, _, w) = Scenario::load(path)?;
+    let (s, text, w) = Scenario::load(path)?;
     host(path, &s.guest)?;
-    Ok(summary(&s, &w))
+    let cells = s.cells(&text, path)?;
+    for c in &cells {
+        host(path, &c.scenario.guest)?;
+    }
+    let sweep = match cells.len() {
+        0 => String::new(),
+        n => format!(
+            "; a sweep of {n} cells: {}",
+            cells.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join("; ")
+        ),
+    };
+    Ok(format!("{}{sweep}", summary(&s, &w)))
 }
 
 #[cfg(test)]

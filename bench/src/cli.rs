@@ -44,6 +44,8 @@ pub enum CliError {
     Runtime(std::io::Error),
     #[error(transparent)]
     Run(#[from] crate::session::RunError),
+    #[error(transparent)]
+    Report(#[from] crate::assemble::ReportError),
     /// A check of what happened found a problem (a read loop that stopped, ...).
     #[error("{0}")]
     Check(String),
@@ -118,6 +120,11 @@ pub enum Cmd {
         /// or migrations (the storage baseline of the scenario).
         #[arg(long, value_name = "SECS")]
         host_mode: Option<f64>,
+    },
+    /// Render report.html of a result directory again, from its files alone.
+    Report {
+        /// A result directory (`results/smoke/1`).
+        dirs: Vec<PathBuf>,
     },
     /// Figures: measured on the real lab, printed, never asserted.
     Bench {
@@ -379,6 +386,15 @@ fn dispatch(args: Args) -> Result<ExitCode, CliError> {
         Cmd::Vm { command } => vm::vm_cmd(command),
         Cmd::Migrate(m) => migrate::migrate_cmd(m),
         Cmd::Bench { command } => bench::bench_cmd(command),
+        Cmd::Report { dirs } => {
+            if dirs.is_empty() {
+                return Err(CliError::BadInput("give one or more result directories".into()));
+            }
+            for d in dirs {
+                println!("{}", crate::assemble::report_dir(&d)?.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Run { scenario, replay, out, root, repetitions, lab, host_mode } => {
             run::run_cmd(scenario, replay, out, root, repetitions, lab, host_mode)
         }

@@ -119,6 +119,8 @@ pub struct Collected {
     pub last_heartbeat_ms: Option<f64>,
     /// Run clock of the last successful op.
     pub last_op_ms: Option<f64>,
+    /// The longest time between two successful ops over the whole stream: (start, length) ms.
+    pub longest_stall: Option<(f64, f64)>,
     pub arrival_lag: ArrivalLag,
 }
 
@@ -147,6 +149,8 @@ pub struct Collector {
     /// Fault windows (index into `closed`) waiting for the first successful op after the
     /// fault cleared, with the clearance.
     recovering: Vec<(usize, Instant)>,
+    /// The longest gap between successful ops over the whole stream: its start and length.
+    longest_stall: Option<(Instant, Duration)>,
     /// Ops waiting for the heartbeat that ends their batch: an op that completed after a pause
     /// must be mapped through the heartbeat after the pause, which arrives just after it.
     pending: Vec<(OpRecord, Instant)>,
@@ -184,6 +188,7 @@ impl Collector {
             closed: Vec::new(),
             trailing: Vec::new(),
             recovering: Vec::new(),
+            longest_stall: None,
             pending: Vec::new(),
             mono_base: (Instant::now(), miglab_workloads::engine::now_ns()),
             lag_min: None,
@@ -330,6 +335,12 @@ impl Collector {
         let _ = self.bucket_hist.record(guest_us);
         self.bucket.ops += 1;
         self.bucket.bytes += o.bytes as u64;
+        if let Some(last) = self.last_completion {
+            let gap = at.saturating_duration_since(last);
+            if self.longest_stall.is_none_or(|(_, d)| gap > d) {
+                self.longest_stall = Some((last, gap));
+            }
+        }
         self.last_completion = Some(at);
         for w in &mut self.open {
             w.ops += 1;
@@ -442,6 +453,7 @@ impl Collector {
             first_heartbeat_ms: self.first_hb.map(|t| self.clock.ms(t)),
             last_heartbeat_ms: last_hb.map(|t| self.clock.ms(t)),
             last_op_ms: self.last_completion.map(|t| self.clock.ms(t)),
+            longest_stall: self.longest_stall.map(|(t, d)| (self.clock.ms(t), d.as_secs_f64() * 1e3)),
             arrival_lag: ArrivalLag {
                 p99_us: if self.lag.is_empty() { 0 } else { self.lag.value_at_quantile(0.99) - 1 },
                 max_us: if self.lag.is_empty() { 0 } else { self.lag.max() - 1 },

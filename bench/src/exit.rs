@@ -143,6 +143,10 @@ impl Classify for CliError {
             CliError::Exec(e) => e.exit(),
             CliError::Topology(e) => e.exit(),
             CliError::BadInput(_) => Exit::BadInput,
+            CliError::Report(
+                crate::assemble::ReportError::Read { .. } | crate::assemble::ReportError::Parse { .. },
+            ) => Exit::BadInput,
+            CliError::Report(_) => Exit::Failed,
             CliError::Runtime(_) | CliError::Check(_) | CliError::Bench(_) => Exit::Failed,
         }
     }

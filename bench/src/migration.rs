@@ -293,10 +293,13 @@ async fn drive(
                 match status {
                     Some(MigrationStatus::Completed) => break Outcome::Completed,
                     Some(s @ (MigrationStatus::Failed | MigrationStatus::Cancelled)) => {
-                        let error = info
-                            .as_ref()
-                            .and_then(|i| i.error_desc.clone())
-                            .unwrap_or_else(|| format!("migration {s}"));
+                        let desc = info.as_ref().and_then(|i| i.error_desc.clone());
+                        let error = match (s, desc) {
+                            // A cancelled stream also leaves a channel error: say which came first.
+                            (MigrationStatus::Cancelled, Some(d)) => format!("migration cancelled ({d})"),
+                            (_, Some(d)) => d,
+                            (_, None) => format!("migration {s}"),
+                        };
                         break Outcome::Failed { error, source_running: false };
                     }
                     _ => {}

@@ -67,6 +67,9 @@ pub struct MigrationSettings {
 pub struct Plan {
     pub version: u32,
     pub scenario: String,
+    /// The sweep cell this plan is (`downtime_limit_ms=50,bs=4k`), if the scenario sweeps.
+    #[serde(default)]
+    pub cell: Option<String>,
     pub repetition: u32,
     pub seed: u64,
     pub seeds: Seeds,
@@ -130,6 +133,7 @@ impl Plan {
         Ok(Plan {
             version: PLAN_VERSION,
             scenario: s.name.clone(),
+            cell: None,
             repetition: rep,
             seed: s.seed,
             seeds,

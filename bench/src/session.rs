@@ -72,9 +72,15 @@ fn say(scenario: &str, rep: u32, msg: &str) {
     eprintln!("[{scenario} #{rep}] {msg}");
 }
 
-/// What a session runs: the plans (derived per repetition, or replayed) and the scenario text.
+/// What a session runs: the plans (derived per repetition — of each cell of a sweep — or
+/// replayed) and the scenario text.
 enum Plans {
-    Derive { scenario: Box<Scenario>, workload: miglab_workloads::job::Workload, repetitions: u32 },
+    Derive {
+        scenario: Box<Scenario>,
+        workload: miglab_workloads::job::Workload,
+        repetitions: u32,
+        cells: Vec<crate::scenario::Cell>,
+    },
     Replay(Box<Plan>),
 }
 
@@ -84,9 +90,13 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
         Source::Scenario(p) => {
             let (s, text, w) = Scenario::load(p)?;
             check::host(p, &s.guest)?;
+            let cells = s.cells(&text, p)?;
+            for c in &cells {
+                check::host(p, &c.scenario.guest)?;
+            }
             let reps = opts.repetitions.unwrap_or(s.repetitions);
             let (name, lab) = (s.name.clone(), s.lab.clone());
-            (Plans::Derive { scenario: Box::new(s), workload: w, repetitions: reps }, text, name, lab)
+            (Plans::Derive { scenario: Box::new(s), workload: w, repetitions: reps, cells }, text, name, lab)
         }
         Source::Replay(p) => {
             let bytes =
@@ -128,11 +138,29 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
     let hosts = topo.host_names();
     let osds = lab.state().cluster.osds;
     let list: Vec<Result<Plan, PlanError>> = match &plans {
-        Plans::Derive { scenario, workload, repetitions } => {
+        Plans::Derive { scenario, workload, repetitions, cells } if cells.is_empty() => {
             (1..=*repetitions).map(|rep| Plan::derive(scenario, workload, rep, &hosts, osds)).collect()
         }
+        Plans::Derive { repetitions, cells, .. } => cells
+            .iter()
+            .flat_map(|c| {
+                (1..=*repetitions).map(|rep| {
+                    let mut p = Plan::derive(&c.scenario, &c.workload, rep, &hosts, osds)?;
+                    p.cell = Some(c.name.clone());
+                    Ok(p)
+                })
+            })
+            .collect(),
         Plans::Replay(p) => vec![Ok((**p).clone())],
     };
+    let bar = indicatif::ProgressBar::new(list.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} runs, {elapsed} so far, ~{eta} left",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_prefix(name.clone());
+    let mut sweep: Vec<miglab_reports::sweep::Rep> = Vec::new();
     let mut dirs = Vec::new();
     let mut failed = Vec::new();
     let mut interrupted = None;
@@ -148,8 +176,16 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
         plan.lab = lab_spec.clone();
         let dir_name =
             if opts.host_mode.is_some() { format!("{}-host", plan.scenario) } else { plan.scenario.clone() };
-        let dir = opts.out.join(dir_name).join(plan.repetition.to_string());
-        match repetition(&rt, &topo, &plan, &text, &dir, opts.host_mode) {
+        let dir = match &plan.cell {
+            Some(c) => opts.out.join(dir_name).join(c).join(plan.repetition.to_string()),
+            None => opts.out.join(dir_name).join(plan.repetition.to_string()),
+        };
+        let result = repetition(&rt, &topo, &plan, &text, &dir, opts.host_mode);
+        bar.inc(1);
+        if let (Ok(r), Some(cell)) = (&result, &plan.cell) {
+            sweep.push(miglab_reports::sweep::Rep { cell: cell.clone(), result: r.clone() });
+        }
+        match result {
             Ok(r) => match r.status {
                 RunStatus::Completed => dirs.push(dir),
                 RunStatus::Aborted => {
@@ -165,6 +201,12 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
                 break;
             }
         }
+    }
+    bar.finish_and_clear();
+    if !sweep.is_empty() {
+        let dir = opts.out.join(&name);
+        write_sweep(&dir, &name, &sweep)?;
+        println!("{name}: sweep of {} runs → {}", sweep.len(), dir.join("sweep.html").display());
     }
     drop(topo);
     if !reuse {
@@ -221,6 +263,19 @@ fn repetition(
     Ok(r)
 }
 
+/// `sweep.csv` and `sweep.html` of a sweep's repetitions, in `dir`.
+pub fn write_sweep(dir: &Path, name: &str, reps: &[miglab_reports::sweep::Rep]) -> Result<(), RunError> {
+    let csv = miglab_reports::sweep::csv(reps)
+        .map_err(|e| RunError::Io { what: "encode sweep.csv".into(), source: std::io::Error::other(e) })?;
+    miglab_reports::result::write_atomic(&dir.join("sweep.csv"), &csv).map_err(io("write sweep.csv"))?;
+    match miglab_reports::sweep::report(name, reps) {
+        Ok(html) => miglab_reports::result::write_atomic(&dir.join("sweep.html"), html.as_bytes())
+            .map_err(io("write sweep.html"))?,
+        Err(e) => eprintln!("miglab: {}/sweep.html not written: {e}", dir.display()),
+    }
+    Ok(())
+}
+
 fn summary(r: &RunResult, dir: &Path) {
     println!(
         "{} #{}: {:?} in {:.1} s → {}",
@@ -247,6 +302,12 @@ fn summary(r: &RunResult, dir: &Path) {
             ms(m.downtime_ms.map(|d| d as f64)),
             ms(m.total_time_ms.map(|d| d as f64)),
             w.map(window_line).unwrap_or_else(|| "no window".into())
+        );
+    }
+    if let Some(d) = r.stream.longest_io_stall_ms {
+        println!(
+            "  longest I/O stall of the run: {d:.0} ms from {:.0} ms",
+            r.stream.longest_io_stall_start_ms.unwrap_or_default()
         );
     }
     if let Some(v) = &r.verification {

@@ -1,9 +1,12 @@
 //! miglab-reports: the result schema shared by every run, its writers, and the judgement of a
 //! result. It knows nothing of QEMU or Ceph processes: it reads and writes data.
 
+pub mod charts;
+pub mod html;
 pub mod migration;
 pub mod outcome;
 pub mod result;
+pub mod sweep;
 pub mod timings;
 pub mod verdict;
 

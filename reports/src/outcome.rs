@@ -82,7 +82,9 @@ pub struct Thresholds {
 
 impl Default for Thresholds {
     fn default() -> Self {
-        Self { degraded_stall_ms: 1000.0, fs_hung_ms: 10_000.0, guest_lost_ms: 5_000.0 }
+        // A Ceph OSD that comes back can hold a write for ~10 s while its PGs peer (seen here):
+        // a hang is longer than that.
+        Self { degraded_stall_ms: 1000.0, fs_hung_ms: 30_000.0, guest_lost_ms: 5_000.0 }
     }
 }
 
@@ -148,7 +150,9 @@ pub fn classify(r: &RunResult, t: &Thresholds) -> (RunOutcome, Vec<String>) {
         return (RunOutcome::InfraNotRecovered, why);
     }
     let errors: u64 = r.ops.iter().map(|o| o.failed).sum();
-    let stall = r.windows.iter().filter_map(|w| w.io_stall_ms).fold(0.0, f64::max);
+    // Inside a window or not: a fault's after-effects can come after its window closed.
+    let stall =
+        r.windows.iter().filter_map(|w| w.io_stall_ms).chain(s.longest_io_stall_ms).fold(0.0, f64::max);
     if errors > 0 {
         why.push(format!("{errors} ops failed"));
     }
@@ -241,10 +245,14 @@ mod tests {
         assert_eq!(classify(&r, &t).0, RunOutcome::Timeout);
 
         let mut r = base();
-        r.windows.push(window(12_000.0, true));
+        r.stream.longest_io_stall_ms = Some(10_000.0);
+        assert_eq!(classify(&r, &t).0, RunOutcome::CompletedDegraded, "a stall outside every window");
+
+        let mut r = base();
+        r.windows.push(window(32_000.0, true));
         assert_eq!(classify(&r, &t).0, RunOutcome::FsHung);
         let mut r = base();
-        r.stream.last_op_ms = Some(-2_000.0);
+        r.stream.last_op_ms = Some(-22_000.0);
         assert_eq!(classify(&r, &t).0, RunOutcome::FsHung, "hung outside any window");
 
         let mut r = base();

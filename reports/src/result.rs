@@ -226,6 +226,12 @@ pub struct StreamHealth {
     /// Run clock of the last successful op.
     #[serde(default)]
     pub last_op_ms: Option<f64>,
+    /// The longest time between two successful ops over the whole run (in a window or not),
+    /// and when it began.
+    #[serde(default)]
+    pub longest_io_stall_ms: Option<f64>,
+    #[serde(default)]
+    pub longest_io_stall_start_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -214,3 +214,40 @@ fn mutated_scenarios_and_job_files_never_panic_and_every_refusal_says_where() {
     }
     assert!(refused > 500, "{refused}");
 }
+
+/// A sweep crosses its axes; each cell is a scenario checked on its own; a bad value in one
+/// cell is refused with the cell's name.
+#[test]
+fn a_sweep_crosses_its_axes_into_checked_cells() {
+    let text = "name = \"sw\"\n[workload]\nkind = \"fio\"\nrw = \"randread\"\n[migration]\ncount = 1\n\n[sweep]\n\"migration.downtime_limit_ms\" = [20, 300]\nworkload.bs = [\"4k\", \"64k\"]\n";
+    let s = Scenario::parse(text, Path::new("sw.toml")).expect("parses");
+    let cells = s.cells(text, Path::new("sw.toml")).expect("cells");
+    let names: Vec<&str> = cells.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "downtime_limit_ms=20,bs=4k",
+            "downtime_limit_ms=300,bs=4k",
+            "downtime_limit_ms=20,bs=64k",
+            "downtime_limit_ms=300,bs=64k"
+        ]
+    );
+    assert_eq!(cells[3].scenario.migration.downtime_limit_ms, Some(300));
+    let Workload::Fio(j) = &cells[3].workload else { panic!("fio") };
+    assert_eq!(j.bs.0, 65536);
+    assert!(cells.iter().all(|c| c.scenario.sweep.is_empty()));
+
+    let bad =
+        "name = \"sw\"\n[workload]\nkind = \"read-loop\"\n[sweep]\n\"migration.warmup_s\" = [1.0, -2.0]\n";
+    let s = Scenario::parse(bad, Path::new("sw.toml")).expect("parses");
+    let e = s.cells(bad, Path::new("sw.toml")).expect_err("negative warm-up");
+    assert!(e.to_string().contains("[warmup_s=-2.0]") && e.to_string().contains("migration.warmup_s"), "{e}");
+    let e = Scenario::parse(
+        "name = \"sw\"\n[workload]\nkind = \"read-loop\"\n[sweep]\nx = 3\n",
+        Path::new("s.toml"),
+    )
+    .expect("parses")
+    .cells("name = \"sw\"\n[workload]\nkind = \"read-loop\"\n[sweep]\nx = 3\n", Path::new("s.toml"))
+    .expect_err("not a list");
+    assert!(e.to_string().contains("give a list"), "{e}");
+}

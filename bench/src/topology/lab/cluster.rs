@@ -188,7 +188,8 @@ impl Lab {
             let mut a = self.admin()?;
             a.as_mut()
                 .ok_or(AdminError::NoPipes)?
-                .command(serde_json::json!({ "prefix": "config set", "key": key, "value": value, "_target": id.to_string() }))?;
+                // The daemon's `config set` (Pacific): `var`, and `val` as a list (`n=N`).
+                .command(serde_json::json!({ "prefix": "config set", "var": key, "val": [value], "_target": id.to_string() }))?;
             return Ok(());
         }
         self.known_daemon(id)?;

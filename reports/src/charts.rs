@@ -1,0 +1,371 @@
+//! The charts of a report, as inline SVG drawn with plotters. Text is laid out with a font
+//! registered through `ab_glyph` (plotters' default font backend needs system font lookups and
+//! can panic); the SVG itself names `sans-serif`, which every browser has.
+
+use crate::migration::{MigrationRecord, QmpEvent, Side};
+use crate::result::{Bucket, RunResult};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use std::sync::OnceLock;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChartError {
+    #[error("no font to lay the charts' text out with ({0}); install fonts-dejavu-core (ci/setup does) or point MIGLAB_FONT at a .ttf")]
+    Font(String),
+    #[error("drawing a chart failed: {0}")]
+    Draw(String),
+}
+
+/// Where a font is looked for: `$MIGLAB_FONT`, then DejaVu Sans (Debian's fonts-dejavu-core).
+const FONTS: &[&str] =
+    &["/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/dejavu/DejaVuSans.ttf"];
+
+/// Registers the font once per process.
+pub fn font() -> Result<(), ChartError> {
+    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let candidates: Vec<String> = std::env::var("MIGLAB_FONT")
+            .ok()
+            .into_iter()
+            .chain(FONTS.iter().map(|s| s.to_string()))
+            .collect();
+        let (path, bytes) = candidates
+            .iter()
+            .find_map(|p| std::fs::read(p).ok().map(|b| (p.clone(), b)))
+            .ok_or_else(|| format!("none of {}", candidates.join(", ")))?;
+        // plotters keeps a reference for the life of the process.
+        let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+        plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+            .map_err(|_| format!("{path} is not a font plotters can read"))
+    })
+    .clone()
+    .map_err(ChartError::Font)
+}
+
+type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+
+fn draw(e: impl std::fmt::Display) -> ChartError {
+    ChartError::Draw(e.to_string())
+}
+
+/// Renders `f` on a `w` × `h` SVG.
+fn svg(w: u32, h: u32, f: impl FnOnce(&Area<'_>) -> Result<(), ChartError>) -> Result<String, ChartError> {
+    font()?;
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw)?;
+        f(&root)?;
+        root.present().map_err(draw)?;
+    }
+    Ok(out)
+}
+
+const SETUP: RGBColor = RGBColor(220, 220, 220);
+const RAM: RGBColor = RGBColor(198, 219, 239);
+const PAUSE: RGBColor = RGBColor(253, 174, 107);
+const FAULT: RGBColor = RGBColor(222, 45, 38);
+const OPS: RGBColor = RGBColor(33, 113, 181);
+const P99: RGBColor = RGBColor(230, 85, 13);
+const PALETTE: [RGBColor; 6] = [
+    RGBColor(33, 113, 181),
+    RGBColor(230, 85, 13),
+    RGBColor(49, 163, 84),
+    RGBColor(117, 107, 177),
+    RGBColor(99, 99, 99),
+    RGBColor(214, 39, 40),
+];
+
+/// At most `max` points: neighbouring buckets merged (ops and bytes summed, the worst p99 kept),
+/// so a long run stays quick to draw and small.
+pub fn decimate(series: &[Bucket], max: usize) -> Vec<Bucket> {
+    if series.len() <= max {
+        return series.to_vec();
+    }
+    let per = series.len().div_ceil(max);
+    series
+        .chunks(per)
+        .map(|c| Bucket {
+            t_ms: c[0].t_ms,
+            ops: c.iter().map(|b| b.ops).sum::<u64>() / c.len() as u64,
+            bytes: c.iter().map(|b| b.bytes).sum::<u64>() / c.len() as u64,
+            errors: c.iter().map(|b| b.errors).sum(),
+            p99_us: c.iter().map(|b| b.p99_us).max().unwrap_or(0),
+            heartbeats: c.iter().map(|b| b.heartbeats).sum(),
+        })
+        .collect()
+}
+
+/// The phases of a migration as spans on the run clock: setup, RAM passes, the pause.
+fn spans(m: &MigrationRecord) -> Vec<(f64, f64, RGBColor)> {
+    let p = &m.phases;
+    let end = p.end_ms.or(p.resume_ms).unwrap_or(m.started_ms + m.wall_ms);
+    let mut v = Vec::new();
+    let active = p.active_ms.unwrap_or(m.started_ms);
+    v.push((m.started_ms, active, SETUP));
+    v.push((active, p.stop_ms.unwrap_or(end), RAM));
+    if let (Some(s), Some(r)) = (p.stop_ms, p.resume_ms) {
+        v.push((s, r, PAUSE));
+    }
+    v
+}
+
+/// Throughput and p99 over the run (the 100 ms series), each migration's phases shaded, RAM
+/// passes as thin lines, every fault marked from its injection to its clearance.
+pub fn timeline(r: &RunResult) -> Result<String, ChartError> {
+    let series = decimate(&r.series, 1200);
+    let bucket_s =
+        series.windows(2).map(|w| (w[1].t_ms - w[0].t_ms) as f64 / 1000.0).next().unwrap_or(0.1).max(0.1);
+    let end_s =
+        series.last().map(|b| b.t_ms as f64 / 1000.0 + bucket_s).unwrap_or(r.duration_ms / 1000.0).max(1.0);
+    let ops = |b: &Bucket| b.ops as f64 / bucket_s;
+    let ymax = series.iter().map(ops).fold(1.0, f64::max) * 1.15;
+    let pmax = series.iter().map(|b| b.p99_us as f64 / 1000.0).fold(1.0, f64::max) * 1.15;
+    svg(960, 360, |root| {
+        let mut c = ChartBuilder::on(root)
+            .caption("Throughput and p99 latency over the run", ("sans-serif", 17))
+            .margin(12)
+            .x_label_area_size(38)
+            .y_label_area_size(62)
+            .right_y_label_area_size(62)
+            .build_cartesian_2d(0f64..end_s, 0f64..ymax)
+            .map_err(draw)?
+            .set_secondary_coord(0f64..end_s, 0f64..pmax);
+        c.configure_mesh()
+            .x_desc("run time (s)")
+            .y_desc("successful ops/s")
+            .light_line_style(WHITE)
+            .draw()
+            .map_err(draw)?;
+        c.configure_secondary_axes().y_desc("p99 latency (ms, guest clock)").draw().map_err(draw)?;
+        for m in &r.migrations {
+            let rects = spans(m).into_iter().map(|(a, b, col)| {
+                Rectangle::new([(a / 1000.0, 0.0), (b.max(a) / 1000.0, ymax)], col.mix(0.55).filled())
+            });
+            c.draw_series(rects).map_err(draw)?;
+            let passes = m
+                .timeline
+                .iter()
+                .filter(|e| e.side == Side::Source && matches!(e.event, QmpEvent::MigrationPass { .. }));
+            c.draw_series(passes.map(|e| {
+                PathElement::new(vec![(e.t_ms / 1000.0, 0.0), (e.t_ms / 1000.0, ymax)], BLUE.mix(0.4))
+            }))
+            .map_err(draw)?;
+        }
+        for f in &r.faults {
+            if let Some(a) = f.injected_ms {
+                let b = f.cleared_ms.unwrap_or(a).max(a + 50.0);
+                c.draw_series(std::iter::once(Rectangle::new(
+                    [(a / 1000.0, ymax * 0.93), (b / 1000.0, ymax)],
+                    FAULT.mix(0.7).filled(),
+                )))
+                .map_err(draw)?;
+            }
+        }
+        c.draw_series(LineSeries::new(
+            series.iter().map(|b| (b.t_ms as f64 / 1000.0, ops(b))),
+            OPS.stroke_width(2),
+        ))
+        .map_err(draw)?
+        .label("ops/s")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], OPS.stroke_width(2)));
+        c.draw_secondary_series(LineSeries::new(
+            series.iter().filter(|b| b.ops > 0).map(|b| (b.t_ms as f64 / 1000.0, b.p99_us as f64 / 1000.0)),
+            P99.stroke_width(1),
+        ))
+        .map_err(draw)?
+        .label("p99 (ms)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], P99.stroke_width(1)));
+        let swatch = |col: RGBColor| {
+            move |(x, y): (i32, i32)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], col.mix(0.6).filled())
+        };
+        for (name, col) in
+            [("setup", SETUP), ("RAM passes", RAM), ("switch-over (paused)", PAUSE), ("fault", FAULT)]
+        {
+            c.draw_series(std::iter::empty::<Rectangle<(f64, f64)>>())
+                .map_err(draw)?
+                .label(name)
+                .legend(swatch(col));
+        }
+        c.configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.3))
+            .label_font(("sans-serif", 12))
+            .draw()
+            .map_err(draw)?;
+        Ok(())
+    })
+}
+
+/// The nines scale: 0 → 0, 90 → 1, 99 → 2, 99.9 → 3, ...; 100 (the max) a little past 99.999.
+fn nines(p: f64) -> f64 {
+    if p >= 100.0 {
+        5.5
+    } else {
+        -(1.0 - p / 100.0).log10()
+    }
+}
+
+fn nines_label(x: &f64) -> String {
+    match x.round() as i64 {
+        0 => "p0".into(),
+        1 => "p90".into(),
+        2 => "p99".into(),
+        3 => "p99.9".into(),
+        4 => "p99.99".into(),
+        5 => "p99.999".into(),
+        _ => "max".into(),
+    }
+}
+
+/// Every op kind's latency percentile spectrum, p0 to the max, log-scaled: on the guest's clock
+/// (solid) and the host's, which includes the pauses (dashed).
+pub fn spectrum(r: &RunResult) -> Result<String, ChartError> {
+    let ops: Vec<_> = r.ops.iter().filter(|o| !o.spectrum.is_empty()).collect();
+    let ymax = ops
+        .iter()
+        .flat_map(|o| o.spectrum.iter().map(|p| p.host_us.max(p.guest_us)))
+        .max()
+        .unwrap_or(10)
+        .max(10) as f64
+        * 1.5;
+    let ymin = ops
+        .iter()
+        .flat_map(|o| o.spectrum.iter().map(|p| p.guest_us.min(p.host_us)))
+        .min()
+        .unwrap_or(1)
+        .max(1) as f64
+        / 1.5;
+    svg(960, 360, |root| {
+        let mut c = ChartBuilder::on(root)
+            .caption(
+                "Latency percentile spectrum per op kind (solid: guest clock, dashed: host clock)",
+                ("sans-serif", 17),
+            )
+            .margin(12)
+            .x_label_area_size(38)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0f64..5.6, (ymin..ymax).log_scale())
+            .map_err(draw)?;
+        c.configure_mesh()
+            .x_desc("percentile")
+            .y_desc("latency (us)")
+            .x_labels(7)
+            .x_label_formatter(&nines_label)
+            .draw()
+            .map_err(draw)?;
+        for (i, o) in ops.iter().enumerate() {
+            let col = PALETTE[i % PALETTE.len()];
+            let guest: Vec<(f64, f64)> =
+                o.spectrum.iter().map(|p| (nines(p.percentile), p.guest_us.max(1) as f64)).collect();
+            let host: Vec<(f64, f64)> =
+                o.spectrum.iter().map(|p| (nines(p.percentile), p.host_us.max(1) as f64)).collect();
+            c.draw_series(LineSeries::new(guest, col.stroke_width(2)))
+                .map_err(draw)?
+                .label(o.op.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], col.stroke_width(2)));
+            c.draw_series(DashedLineSeries::new(host, 6, 4, col.stroke_width(1))).map_err(draw)?;
+        }
+        c.configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.3))
+            .label_font(("sans-serif", 12))
+            .draw()
+            .map_err(draw)?;
+        Ok(())
+    })
+}
+
+/// Per migration: QEMU's downtime, the guest-visible pause (heartbeat gap), the part of it the
+/// guest's clock stood still, and the I/O stall.
+pub fn downtime(r: &RunResult) -> Result<String, ChartError> {
+    let rows: Vec<(String, [Option<f64>; 4])> = r
+        .migrations
+        .iter()
+        .map(|m| {
+            let w = r.migration_window(m.hop);
+            let gap = w.and_then(|w| w.heartbeat_gap_ms);
+            let frozen = match (gap, w.and_then(|w| w.guest_clock_gap_ms)) {
+                (Some(g), Some(c)) => Some((g - c).max(0.0)),
+                _ => None,
+            };
+            (
+                format!("migration {}", m.hop),
+                [m.downtime_ms.map(|d| d as f64), gap, frozen, w.and_then(|w| w.io_stall_ms)],
+            )
+        })
+        .collect();
+    let ymax = rows.iter().flat_map(|(_, v)| v.iter().flatten().copied()).fold(1.0, f64::max) * 1.15;
+    let n = rows.len().max(1) as f64;
+    let names =
+        ["QEMU downtime", "heartbeat gap (guest-visible pause)", "guest clock stood still", "I/O stall"];
+    svg(960, 320, |root| {
+        let mut c = ChartBuilder::on(root)
+            .caption("Downtime decomposition per migration", ("sans-serif", 17))
+            .margin(12)
+            .x_label_area_size(38)
+            .y_label_area_size(62)
+            .build_cartesian_2d(0f64..n, 0f64..ymax)
+            .map_err(draw)?;
+        let labels: Vec<String> = rows.iter().map(|(l, _)| l.clone()).collect();
+        let fmt = move |x: &f64| labels.get(x.floor() as usize).cloned().unwrap_or_default();
+        c.configure_mesh()
+            .x_desc("migration")
+            .y_desc("ms")
+            .x_labels(rows.len().max(1) * 2 + 1)
+            .x_label_formatter(&fmt)
+            .disable_x_mesh()
+            .draw()
+            .map_err(draw)?;
+        for (k, name) in names.iter().enumerate() {
+            let col = PALETTE[k];
+            let bars = rows.iter().enumerate().filter_map(|(i, (_, v))| {
+                let val = v[k]?;
+                let x0 = i as f64 + 0.1 + k as f64 * 0.2;
+                Some(Rectangle::new([(x0, 0.0), (x0 + 0.18, val)], col.filled()))
+            });
+            c.draw_series(bars)
+                .map_err(draw)?
+                .label(*name)
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], col.filled()));
+        }
+        c.configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.3))
+            .label_font(("sans-serif", 12))
+            .draw()
+            .map_err(draw)?;
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimation_keeps_the_worst_p99_and_the_mean_rate() {
+        let s: Vec<Bucket> = (0..3000)
+            .map(|i| Bucket {
+                t_ms: i * 100,
+                ops: 10,
+                p99_us: if i == 1234 { 9999 } else { 5 },
+                ..Bucket::default()
+            })
+            .collect();
+        let d = decimate(&s, 1000);
+        assert!(d.len() <= 1000);
+        assert!(d.iter().all(|b| b.ops == 10));
+        assert_eq!(d.iter().map(|b| b.p99_us).max(), Some(9999));
+    }
+
+    #[test]
+    fn the_nines_scale_puts_each_nine_one_apart() {
+        assert_eq!(nines(0.0), 0.0);
+        assert!((nines(99.0) - 2.0).abs() < 1e-9 && (nines(99.99) - 4.0).abs() < 1e-6);
+        assert_eq!(nines_label(&3.0), "p99.9");
+    }
+}

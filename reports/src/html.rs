@@ -1,0 +1,329 @@
+//! `report.html`: one self-contained page per run, rendered from `result.json` alone. Charts are
+//! inline SVG, styles inline, no script and no reference to anything outside the file; the raw
+//! result is embedded, so the one file carries everything.
+
+use crate::charts::{self, ChartError};
+use crate::migration::Outcome;
+use crate::result::{RunResult, RunStatus};
+use std::fmt::Write as _;
+
+/// Escapes text for HTML.
+pub fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+pub const STYLE: &str = "body{font-family:sans-serif;margin:24px auto;max-width:1000px;color:#222}\
+h1{font-size:22px;margin-bottom:4px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd;padding-bottom:4px}\
+table{border-collapse:collapse;font-size:13px;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}\
+th{background:#f4f4f4}td.l,th.l{text-align:left}.ok{color:#2a7d2a;font-weight:bold}.bad{color:#b3261e;font-weight:bold}\
+.warn{color:#a35d00;font-weight:bold}pre{background:#f7f7f7;padding:8px;font-size:12px;overflow:auto;max-height:420px}\
+.sub{color:#666;font-size:13px}svg{max-width:100%;height:auto}";
+
+fn opt(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.0}")).unwrap_or_else(|| "—".into())
+}
+
+/// A table from a header and rows of cells (the first column left-aligned).
+pub fn table(head: &[&str], rows: &[Vec<String>]) -> String {
+    let mut t = String::from("<table><tr>");
+    for (i, h) in head.iter().enumerate() {
+        let _ = write!(t, "<th{}>{}</th>", if i == 0 { " class=\"l\"" } else { "" }, esc(h));
+    }
+    t.push_str("</tr>");
+    for r in rows {
+        t.push_str("<tr>");
+        for (i, c) in r.iter().enumerate() {
+            let _ = write!(t, "<td{}>{}</td>", if i == 0 { " class=\"l\"" } else { "" }, esc(c));
+        }
+        t.push_str("</tr>");
+    }
+    t.push_str("</table>");
+    t
+}
+
+fn status_class(s: RunStatus) -> &'static str {
+    match s {
+        RunStatus::Completed => "ok",
+        RunStatus::Failed => "bad",
+        RunStatus::Aborted => "warn",
+    }
+}
+
+/// The whole page of `r`.
+pub fn run_report(r: &RunResult) -> Result<String, ChartError> {
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>miglab: {} #{}</title><style>{STYLE}</style></head><body>",
+        esc(&r.scenario),
+        r.repetition
+    );
+    let _ = write!(
+        h,
+        "<h1>{} #{} — <span class=\"{}\">{:?}</span></h1><p class=\"sub\">started {} · {:.1} s · seed {} · nonce {} · {} on {}</p>",
+        esc(&r.scenario),
+        r.repetition,
+        status_class(r.status),
+        r.status,
+        esc(&r.clock.started_at),
+        r.duration_ms / 1000.0,
+        r.seed,
+        esc(&r.nonce),
+        esc(&r.provenance.accelerator),
+        esc(r.provenance.hostname.as_deref().unwrap_or("?"))
+    );
+    h.push_str("<h2>Outcome</h2>");
+    let outcome = r.outcome.map(|o| o.to_string()).unwrap_or_else(|| "—".into());
+    let expected = r.expected.map(|e| format!(" (expected: {e})")).unwrap_or_default();
+    let _ = write!(
+        h,
+        "<p><b>{}</b>{}{}</p>",
+        esc(&outcome),
+        esc(&expected),
+        esc(&if r.outcome_why.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", r.outcome_why.join("; "))
+        })
+    );
+    if !r.problems.is_empty() || r.error.is_some() {
+        h.push_str("<ul>");
+        for p in r.problems.iter().chain(r.error.iter()) {
+            let _ = write!(h, "<li class=\"bad\">{}</li>", esc(p));
+        }
+        h.push_str("</ul>");
+    }
+
+    h.push_str("<h2>Figures</h2>");
+    let mig: Vec<Vec<String>> = r
+        .migrations
+        .iter()
+        .map(|m| {
+            let w = r.migration_window(m.hop);
+            let outcome = match &m.outcome {
+                Outcome::Completed => "completed".to_string(),
+                Outcome::Failed { error, .. } => format!("failed: {error}"),
+                Outcome::TimedOut { after_ms, .. } => format!("timed out after {after_ms} ms"),
+            };
+            vec![
+                format!("{}{} {} → {}", m.hop, if m.follow_up { " (follow-up)" } else { "" }, m.from, m.to),
+                outcome,
+                opt(m.downtime_ms.map(|d| d as f64)),
+                opt(w.and_then(|w| w.heartbeat_gap_ms)),
+                opt(w.and_then(|w| w.guest_clock_gap_ms)),
+                opt(w.and_then(|w| w.io_stall_ms)),
+                opt(m.total_time_ms.map(|d| d as f64)),
+                m.transferred_bytes.map(|b| format!("{:.1}", b as f64 / 1e6)).unwrap_or_else(|| "—".into()),
+                m.phases.passes.to_string(),
+            ]
+        })
+        .collect();
+    h.push_str(&table(
+        &[
+            "migration",
+            "outcome",
+            "QEMU downtime ms",
+            "heartbeat gap ms",
+            "guest clock gap ms",
+            "I/O stall ms",
+            "total ms",
+            "MB sent",
+            "passes",
+        ],
+        &mig,
+    ));
+    let ops: Vec<Vec<String>> = r
+        .ops
+        .iter()
+        .map(|o| {
+            vec![
+                o.op.clone(),
+                o.count.to_string(),
+                o.failed.to_string(),
+                o.guest.p50_us.to_string(),
+                o.guest.p99_us.to_string(),
+                o.guest.max_us.to_string(),
+                o.host.p99_us.to_string(),
+                o.host.max_us.to_string(),
+            ]
+        })
+        .collect();
+    h.push_str(&table(
+        &[
+            "op",
+            "successful",
+            "failed",
+            "guest p50 µs",
+            "guest p99 µs",
+            "guest max µs",
+            "host p99 µs",
+            "host max µs",
+        ],
+        &ops,
+    ));
+    if let Some(d) = r.stream.longest_io_stall_ms {
+        let _ = write!(
+            h,
+            "<p class=\"sub\">Longest I/O stall of the run: {d:.0} ms from {:.0} ms. Record stream: {} heartbeats ({} missing), {} bad frames, {} records dropped.</p>",
+            r.stream.longest_io_stall_start_ms.unwrap_or_default(),
+            r.stream.heartbeats,
+            r.stream.heartbeats_missing,
+            r.stream.bad_frames,
+            r.stream.records_dropped
+        );
+    }
+
+    h.push_str("<h2>Over time</h2>");
+    h.push_str(&charts::timeline(r)?);
+    h.push_str("<h2>Latency spectrum</h2>");
+    h.push_str(&charts::spectrum(r)?);
+    if !r.migrations.is_empty() {
+        h.push_str("<h2>Downtime decomposition</h2>");
+        h.push_str(&charts::downtime(r)?);
+    }
+
+    if !r.faults.is_empty() {
+        h.push_str("<h2>Faults</h2>");
+        let rows: Vec<Vec<String>> = r
+            .faults
+            .iter()
+            .map(|f| {
+                let w = r.windows.iter().find(|w| w.name == format!("fault {}", f.index + 1));
+                vec![
+                    f.name.clone(),
+                    f.target.clone(),
+                    f.trigger.clone(),
+                    opt(f.injected_ms),
+                    opt(f.cleared_ms),
+                    f.undo.clone(),
+                    opt(w.and_then(|w| w.io_stall_ms)),
+                    opt(w.and_then(|w| w.recovered_after_ms)),
+                    opt(f.healthy_after_ms),
+                    f.error.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        h.push_str(&table(
+            &[
+                "fault",
+                "on",
+                "trigger",
+                "injected ms",
+                "cleared ms",
+                "undo",
+                "I/O stall ms",
+                "I/O resumed after ms",
+                "Ceph healthy after ms",
+                "error",
+            ],
+            &rows,
+        ));
+    }
+
+    h.push_str("<h2>Verification</h2>");
+    match &r.verification {
+        Some(v) => {
+            let cls = if v.mismatched + v.missing == 0 && v.inline_mismatches == 0 { "ok" } else { "bad" };
+            let _ = write!(
+                h,
+                "<p class=\"{cls}\">{} blocks read back through {} ({}): {} mismatched, {} missing, {} errored writes landed; {} reads mismatched during the run{}</p>",
+                v.blocks,
+                esc(&v.read_through),
+                esc(&v.read_mode),
+                v.mismatched,
+                v.missing,
+                v.errored_write_landed,
+                v.inline_mismatches,
+                if v.incomplete { "; the pass was cut short" } else { "" }
+            );
+        }
+        None => h.push_str("<p class=\"sub\">not verified</p>"),
+    }
+
+    h.push_str("<h2>Provenance</h2>");
+    let p = &r.provenance;
+    let pv = |v: &Option<String>| v.clone().unwrap_or_else(|| "—".into());
+    h.push_str(&table(
+        &["what", "value"],
+        &[
+            vec!["miglab".into(), format!("{} ({})", p.miglab_version, pv(&p.git_commit))],
+            vec!["QEMU".into(), pv(&p.qemu)],
+            vec!["virtiofsd".into(), pv(&p.virtiofsd)],
+            vec!["Ceph".into(), pv(&p.ceph)],
+            vec!["guest kernel".into(), format!("{} (image {})", pv(&p.guest_kernel), pv(&p.guest_image))],
+            vec!["accelerator".into(), format!("{} — {}", p.accelerator, p.accelerator_reason)],
+            vec![
+                "host".into(),
+                format!("{} · {} · kernel {}", pv(&p.hostname), pv(&p.host_cpu), pv(&p.host_kernel)),
+            ],
+            vec!["clock".into(), format!("{}; zero at {}", r.clock.unit, r.clock.started_at)],
+        ],
+    ));
+    h.push_str("<h2>Plan</h2>");
+    let _ = write!(h, "<pre>{}</pre>", esc(&serde_json::to_string_pretty(&r.plan).unwrap_or_default()));
+    h.push_str("<h2>Scenario</h2>");
+    let _ = write!(h, "<pre>{}</pre>", esc(&r.scenario_text));
+    h.push_str("<h2>result.json</h2><details><summary>the whole result, as written</summary>");
+    let _ = write!(h, "<pre>{}</pre></details>", esc(&serde_json::to_string(r).unwrap_or_default()));
+    h.push_str("</body></html>\n");
+    Ok(h)
+}
+
+/// What a report is made of, for snapshot tests: its section titles, how many charts, and each
+/// chart's axis titles (text a reader must find).
+pub fn structure(html: &str) -> String {
+    let mut out = String::new();
+    for part in html.split("<h2>").skip(1) {
+        let title = part.split("</h2>").next().unwrap_or("");
+        let _ = writeln!(out, "section: {title}");
+    }
+    let _ = writeln!(out, "charts: {}", html.matches("<svg").count());
+    for svg in html.split("<svg").skip(1) {
+        let body = svg.split("</svg>").next().unwrap_or("");
+        let texts: Vec<&str> = body
+            .split("<text")
+            .skip(1)
+            .filter_map(|t| t.split('>').nth(1)?.split('<').next())
+            .filter(|t| {
+                t.contains("(")
+                    || t.contains("ops/s")
+                    || t.contains("percentile")
+                    || t.contains("migration")
+                    || t == &"ms"
+            })
+            .collect();
+        let mut uniq: Vec<&str> = Vec::new();
+        for t in texts {
+            if !uniq.contains(&t) && !t.chars().all(|c| c.is_ascii_digit() || c == '.') {
+                uniq.push(t);
+            }
+        }
+        let _ = writeln!(out, "chart text: {}", uniq.join(" | "));
+    }
+    out
+}
+
+/// Whether `html` references anything outside itself (a URL, a file, a script).
+pub fn external_references(html: &str) -> Vec<String> {
+    let lower = html.to_ascii_lowercase();
+    let mut found = Vec::new();
+    for needle in
+        ["<script", "src=", "href=\"http", "href='http", "url(", "@import", "<link", "<iframe", "<img"]
+    {
+        if lower.contains(needle) {
+            found.push(needle.to_string());
+        }
+    }
+    found
+}

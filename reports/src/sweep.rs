@@ -1,0 +1,339 @@
+//! A sweep's report: its cells compared. `sweep.csv` has a row per repetition; `sweep.html`
+//! shows every repetition's downtime per cell (QEMU's figure against the guest-visible one), the
+//! cells' latency spectra overlaid, total migration time and bytes per cell, and a table of
+//! medians and spreads.
+
+use crate::charts::{self, ChartError};
+use crate::html::{esc, table, STYLE};
+use crate::result::RunResult;
+use plotters::prelude::*;
+use std::fmt::Write as _;
+
+/// One repetition of one cell.
+#[derive(Debug, Clone)]
+pub struct Rep {
+    pub cell: String,
+    pub result: RunResult,
+}
+
+/// The figures a sweep compares, of one repetition (its first migration).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Figures {
+    pub qemu_downtime_ms: Option<f64>,
+    pub heartbeat_gap_ms: Option<f64>,
+    pub io_stall_ms: Option<f64>,
+    pub total_ms: Option<f64>,
+    pub mb_sent: Option<f64>,
+    /// The busiest op kind's p99 (guest clock), µs.
+    pub p99_us: Option<f64>,
+}
+
+pub fn figures(r: &RunResult) -> Figures {
+    let m = r.migrations.iter().find(|m| !m.follow_up);
+    let w = m.and_then(|m| r.migration_window(m.hop));
+    let busiest = r.ops.iter().filter(|o| o.op != "verify").max_by_key(|o| o.count);
+    Figures {
+        qemu_downtime_ms: m.and_then(|m| m.downtime_ms).map(|d| d as f64),
+        heartbeat_gap_ms: w.and_then(|w| w.heartbeat_gap_ms),
+        io_stall_ms: w.and_then(|w| w.io_stall_ms),
+        total_ms: m.and_then(|m| m.total_time_ms).map(|d| d as f64),
+        mb_sent: m.and_then(|m| m.transferred_bytes).map(|b| b as f64 / 1e6),
+        p99_us: busiest.map(|o| o.guest.p99_us as f64),
+    }
+}
+
+fn cells(reps: &[Rep]) -> Vec<String> {
+    let mut v: Vec<String> = Vec::new();
+    for r in reps {
+        if !v.contains(&r.cell) {
+            v.push(r.cell.clone());
+        }
+    }
+    v
+}
+
+/// Median and range of what is there.
+fn spread(v: &[Option<f64>]) -> String {
+    let mut x: Vec<f64> = v.iter().flatten().copied().collect();
+    if x.is_empty() {
+        return "—".into();
+    }
+    x.sort_by(f64::total_cmp);
+    let med = if x.len() % 2 == 1 { x[x.len() / 2] } else { (x[x.len() / 2 - 1] + x[x.len() / 2]) / 2.0 };
+    if x.len() == 1 {
+        format!("{med:.0}")
+    } else {
+        format!("{med:.0} ({:.0}–{:.0})", x[0], x[x.len() - 1])
+    }
+}
+
+/// `sweep.csv`: a row per repetition.
+pub fn csv(reps: &[Rep]) -> Result<Vec<u8>, csv::Error> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record([
+        "cell",
+        "repetition",
+        "status",
+        "outcome",
+        "qemu_downtime_ms",
+        "heartbeat_gap_ms",
+        "io_stall_ms",
+        "total_ms",
+        "mb_sent",
+        "p99_us",
+    ])?;
+    let o = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_default();
+    for r in reps {
+        let f = figures(&r.result);
+        w.write_record([
+            r.cell.clone(),
+            r.result.repetition.to_string(),
+            format!("{:?}", r.result.status).to_lowercase(),
+            r.result.outcome.map(|o| o.to_string()).unwrap_or_default(),
+            o(f.qemu_downtime_ms),
+            o(f.heartbeat_gap_ms),
+            o(f.io_stall_ms),
+            o(f.total_ms),
+            o(f.mb_sent),
+            o(f.p99_us),
+        ])?;
+    }
+    w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
+}
+
+fn draw(e: impl std::fmt::Display) -> ChartError {
+    ChartError::Draw(e.to_string())
+}
+
+fn svg(
+    w: u32,
+    h: u32,
+    f: impl FnOnce(&DrawingArea<SVGBackend<'_>, plotters::coord::Shift>) -> Result<(), ChartError>,
+) -> Result<String, ChartError> {
+    charts::font()?;
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw)?;
+        f(&root)?;
+        root.present().map_err(draw)?;
+    }
+    Ok(out)
+}
+
+/// Every repetition's QEMU downtime (blue) and guest-visible pause (orange) per cell.
+fn strips(reps: &[Rep], names: &[String]) -> Result<String, ChartError> {
+    let ymax = reps
+        .iter()
+        .flat_map(|r| {
+            let f = figures(&r.result);
+            [f.qemu_downtime_ms, f.heartbeat_gap_ms]
+        })
+        .flatten()
+        .fold(1.0, f64::max)
+        * 1.15;
+    let n = names.len().max(1) as f64;
+    svg(960, 340, |root| {
+        let mut c = ChartBuilder::on(root)
+            .caption(
+                "Downtime per cell: QEMU's figure and the guest-visible pause, every repetition",
+                ("sans-serif", 17),
+            )
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(62)
+            .build_cartesian_2d(0f64..n, 0f64..ymax)
+            .map_err(draw)?;
+        let labels = names.to_vec();
+        let fmt = move |x: &f64| labels.get(x.floor() as usize).cloned().unwrap_or_default();
+        c.configure_mesh()
+            .x_desc("cell")
+            .y_desc("ms")
+            .x_labels(names.len() * 2 + 1)
+            .x_label_formatter(&fmt)
+            .disable_x_mesh()
+            .draw()
+            .map_err(draw)?;
+        let blue = RGBColor(33, 113, 181);
+        let orange = RGBColor(230, 85, 13);
+        for (k, (name, col)) in [("QEMU downtime", blue), ("heartbeat gap", orange)].into_iter().enumerate() {
+            let dots: Vec<Circle<(f64, f64), i32>> = reps
+                .iter()
+                .filter_map(|r| {
+                    let i = names.iter().position(|n| *n == r.cell)? as f64;
+                    let f = figures(&r.result);
+                    let v = if k == 0 { f.qemu_downtime_ms } else { f.heartbeat_gap_ms }?;
+                    // Repetitions side by side, so every one is seen.
+                    let x = i + 0.3 + 0.4 * k as f64 + 0.02 * (r.result.repetition % 8) as f64;
+                    Some(Circle::new((x, v), 4, col.filled()))
+                })
+                .collect();
+            c.draw_series(dots)
+                .map_err(draw)?
+                .label(name)
+                .legend(move |(x, y)| Circle::new((x + 8, y), 4, col.filled()));
+        }
+        c.configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.3))
+            .draw()
+            .map_err(draw)?;
+        Ok(())
+    })
+}
+
+/// Each cell's spectrum (its first repetition's busiest op kind) overlaid.
+fn spectra(reps: &[Rep], names: &[String]) -> Result<String, ChartError> {
+    let pick: Vec<(&String, &RunResult)> =
+        names.iter().filter_map(|n| reps.iter().find(|r| r.cell == *n).map(|r| (n, &r.result))).collect();
+    let curve = |r: &RunResult| -> Vec<(f64, f64)> {
+        r.ops
+            .iter()
+            .filter(|o| o.op != "verify")
+            .max_by_key(|o| o.count)
+            .map(|o| {
+                o.spectrum
+                    .iter()
+                    .map(|p| {
+                        (
+                            if p.percentile >= 100.0 { 5.5 } else { -(1.0 - p.percentile / 100.0).log10() },
+                            p.guest_us.max(1) as f64,
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let all: Vec<Vec<(f64, f64)>> = pick.iter().map(|(_, r)| curve(r)).collect();
+    let ymax = all.iter().flatten().map(|p| p.1).fold(10.0, f64::max) * 1.5;
+    let ymin = all.iter().flatten().map(|p| p.1).fold(f64::MAX, f64::min).clamp(1.0, 1e9) / 1.5;
+    svg(960, 340, |root| {
+        let mut c = ChartBuilder::on(root)
+            .caption("Latency spectra of the cells (busiest op kind, guest clock)", ("sans-serif", 17))
+            .margin(12)
+            .x_label_area_size(38)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0f64..5.6, (ymin..ymax).log_scale())
+            .map_err(draw)?;
+        let fmt = |x: &f64| {
+            ["p0", "p90", "p99", "p99.9", "p99.99", "p99.999", "max"]
+                .get(x.round() as usize)
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        };
+        c.configure_mesh()
+            .x_desc("percentile")
+            .y_desc("latency (us)")
+            .x_labels(7)
+            .x_label_formatter(&fmt)
+            .draw()
+            .map_err(draw)?;
+        let palette = [
+            RGBColor(33, 113, 181),
+            RGBColor(230, 85, 13),
+            RGBColor(49, 163, 84),
+            RGBColor(117, 107, 177),
+            RGBColor(99, 99, 99),
+            RGBColor(214, 39, 40),
+        ];
+        for (i, ((name, _), points)) in pick.iter().zip(all).enumerate() {
+            let col = palette[i % palette.len()];
+            c.draw_series(LineSeries::new(points, col.stroke_width(2)))
+                .map_err(draw)?
+                .label(name.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], col.stroke_width(2)));
+        }
+        c.configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.3))
+            .draw()
+            .map_err(draw)?;
+        Ok(())
+    })
+}
+
+/// `sweep.html`.
+pub fn report(scenario: &str, reps: &[Rep]) -> Result<String, ChartError> {
+    let names = cells(reps);
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>miglab sweep: {}</title><style>{STYLE}</style></head><body>",
+        esc(scenario)
+    );
+    let _ = write!(h, "<h1>{} — sweep of {} cells × {} runs</h1>", esc(scenario), names.len(), reps.len());
+    h.push_str("<h2>Cells</h2>");
+    let rows: Vec<Vec<String>> = names
+        .iter()
+        .map(|n| {
+            let f: Vec<Figures> = reps.iter().filter(|r| r.cell == *n).map(|r| figures(&r.result)).collect();
+            let col = |g: fn(&Figures) -> Option<f64>| spread(&f.iter().map(g).collect::<Vec<_>>());
+            let done = reps
+                .iter()
+                .filter(|r| r.cell == *n && r.result.status == crate::result::RunStatus::Completed)
+                .count();
+            vec![
+                n.clone(),
+                format!("{done}/{}", f.len()),
+                col(|f| f.qemu_downtime_ms),
+                col(|f| f.heartbeat_gap_ms),
+                col(|f| f.io_stall_ms),
+                col(|f| f.total_ms),
+                col(|f| f.mb_sent),
+                col(|f| f.p99_us),
+            ]
+        })
+        .collect();
+    h.push_str(&table(
+        &[
+            "cell",
+            "completed",
+            "QEMU downtime ms",
+            "heartbeat gap ms",
+            "I/O stall ms",
+            "migration total ms",
+            "MB sent",
+            "p99 µs",
+        ],
+        &rows,
+    ));
+    h.push_str("<p class=\"sub\">median (min–max) over the cell's repetitions; figures of each repetition's first migration</p>");
+    h.push_str("<h2>Downtime</h2>");
+    h.push_str(&strips(reps, &names)?);
+    h.push_str("<h2>Latency spectra</h2>");
+    h.push_str(&spectra(reps, &names)?);
+    h.push_str("<h2>Every repetition</h2>");
+    let rows: Vec<Vec<String>> = reps
+        .iter()
+        .map(|r| {
+            let f = figures(&r.result);
+            let o = |v: Option<f64>| v.map(|v| format!("{v:.0}")).unwrap_or_else(|| "—".into());
+            vec![
+                r.cell.clone(),
+                r.result.repetition.to_string(),
+                format!("{:?}", r.result.status),
+                r.result.outcome.map(|o| o.to_string()).unwrap_or_default(),
+                o(f.qemu_downtime_ms),
+                o(f.heartbeat_gap_ms),
+                o(f.io_stall_ms),
+                o(f.total_ms),
+            ]
+        })
+        .collect();
+    h.push_str(&table(
+        &[
+            "cell",
+            "rep",
+            "status",
+            "outcome",
+            "QEMU downtime ms",
+            "heartbeat gap ms",
+            "I/O stall ms",
+            "total ms",
+        ],
+        &rows,
+    ));
+    h.push_str("</body></html>\n");
+    Ok(h)
+}
