@@ -397,7 +397,7 @@ fn event(o: &Observed) -> Option<Event> {
 /// The running injector.
 #[derive(Debug)]
 pub struct Injector {
-    stop: watch::Sender<bool>,
+    stop: watch::Sender<Phase>,
     task: tokio::task::JoinHandle<Vec<FaultRecord>>,
     faults: Vec<Resolved>,
     links: Mutex<Vec<(u32, FaultRecord, Proxy)>>,
@@ -419,7 +419,16 @@ fn record_of(f: &Resolved) -> FaultRecord {
     }
 }
 
-/// One fault: inject, wait its time (or the end of the run), undo, wait for Ceph.
+/// What the injector is told: keep firing, stop firing and let running faults take their
+/// course, or undo everything now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    Finishing,
+    Cut,
+}
+
+/// One fault: inject, wait its time (cut short only if the run is), undo, wait for Ceph.
 async fn one(
     topo: Arc<dyn Topology>,
     f: Resolved,
@@ -427,7 +436,7 @@ async fn one(
     due_ms: f64,
     ctx: Context,
     bus: Bus,
-    mut stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<Phase>,
 ) -> FaultRecord {
     let clock = bus.clock();
     let mut rec = record_of(&f);
@@ -454,10 +463,10 @@ async fn one(
         if let Some(ms) = f.fault.lasts_ms() {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
-                _ = stop.wait_for(|s| *s) => {}
+                _ = stop.wait_for(|s| *s == Phase::Cut) => {}
             }
         } else {
-            let _ = stop.wait_for(|s| *s).await;
+            let _ = stop.wait_for(|s| *s != Phase::Running).await;
         }
         match tokio::task::spawn_blocking(undo).await.unwrap_or_else(|e| Err(e.to_string())) {
             Ok(said) => rec.undo = said,
@@ -488,7 +497,7 @@ async fn one(
 impl Injector {
     /// Starts listening to `bus` for the triggers of `faults`.
     pub fn start(topo: Arc<dyn Topology>, bus: &Bus, faults: Vec<Resolved>, ctx: Context) -> Injector {
-        let (stop, stop_rx) = watch::channel(false);
+        let (stop, stop_rx) = watch::channel(Phase::Running);
         let mut rx = bus.subscribe();
         let clock = bus.clock();
         let (task_bus, task_faults) = (bus.clone(), faults.clone());
@@ -531,7 +540,7 @@ impl Injector {
                         let firings = machine.advance(clock.now_ms());
                         fire(firings, &mut running);
                     }
-                    _ = stopping.wait_for(|s| *s) => break,
+                    _ = stopping.wait_for(|s| *s != Phase::Running) => break,
                 }
             }
             let mut records = Vec::new();
@@ -605,10 +614,10 @@ impl Injector {
         }
     }
 
-    /// Undoes everything still in effect (and waits for Ceph), then returns every fault's
-    /// record, in the plan's order.
-    pub async fn finish(self) -> Vec<FaultRecord> {
-        let _ = self.stop.send(true);
+    /// No more firings; every fault in effect runs its course (`cut`: is undone now), Ceph is
+    /// waited for; returns every fault's record, in the plan's order.
+    pub async fn finish(self, cut: bool) -> Vec<FaultRecord> {
+        let _ = self.stop.send(if cut { Phase::Cut } else { Phase::Finishing });
         let mut records = self.task.await.unwrap_or_default();
         let links = std::mem::take(&mut *self.links.lock().unwrap_or_else(|e| e.into_inner()));
         for (_, mut rec, p) in links {

@@ -206,7 +206,8 @@ pub async fn execute(
     // Every fault undone first (a frozen daemon must not outlive the run), then the stream (it
     // holds what was measured), then the guest.
     if let Some(i) = held.injector.take() {
-        ex.faults = i.finish().await;
+        // Something went wrong (or Ctrl-C): every fault is undone now.
+        ex.faults = i.finish(true).await;
     }
     if let Some(s) = held.stream.take() {
         let end = Instant::now();
@@ -299,10 +300,11 @@ async fn steps(
             gate: Some(gate.as_ref()),
             cancel: Some(cancel.as_ref()),
         };
-        let migrated = watched(held.stream.as_ref(), plan, ex.clock, async {
-            Ok::<_, ExecError>(migration::migrate(&hop, vm, &to, &opts).await?)
-        })
-        .await;
+        // No hang watchdog here: a guest paused for a long switch-over is not lost, and the
+        // hop has its own deadline.
+        let migrated =
+            unless_interrupted(async { Ok::<_, ExecError>(migration::migrate(&hop, vm, &to, &opts).await?) })
+                .await;
         if let Some(inj) = &held.injector {
             inj.end_link(number);
         }
@@ -326,9 +328,10 @@ async fn steps(
         }
     }
     pause(Duration::from_secs_f64(plan.run.cooldown_s)).await?;
-    // Every fault is undone (and Ceph healthy again) before the data is checked.
+    // Every fault runs its planned course and is undone (and Ceph healthy again) before the
+    // data is checked.
     if let Some(inj) = held.injector.take() {
-        ex.faults = inj.finish().await;
+        ex.faults = inj.finish(false).await;
     }
     let vm = held.vm.as_mut().ok_or(ExecError::Interrupted)?;
     ex.agent = Some(
