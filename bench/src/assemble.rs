@@ -10,6 +10,7 @@ use crate::plan::Plan;
 use crate::process;
 use crate::run::{ExecError, Execution};
 use miglab_reports::result::{event_rows, events_csv, timeline_csv, write_atomic};
+use miglab_reports::sweep::Rep;
 use miglab_reports::{outcome, verdict, Clock, Provenance, RunResult, RunStatus, StreamHealth, Verification};
 use miglab_workloads::verify::VerifyReport;
 use std::path::Path;
@@ -206,15 +207,62 @@ pub fn write_report(dir: &Path, r: &RunResult) -> Result<std::path::PathBuf, Rep
 
 /// Reads `dir/result.json` and renders its report again.
 pub fn report_dir(dir: &Path) -> Result<std::path::PathBuf, ReportError> {
+    write_report(dir, &read_result(dir)?)
+}
+
+/// The result a directory holds (its `result.json`).
+pub fn read_result(dir: &Path) -> Result<RunResult, ReportError> {
     let p = dir.join("result.json");
     let bytes = std::fs::read(&p).map_err(|source| ReportError::Read { path: p.clone(), source })?;
-    let r: RunResult = serde_json::from_slice(&bytes)
-        .map_err(|e| ReportError::Parse { path: p.clone(), why: e.to_string() })?;
-    write_report(dir, &r)
+    serde_json::from_slice(&bytes).map_err(|e| ReportError::Parse { path: p.clone(), why: e.to_string() })
+}
+
+/// `sweep.csv` and `sweep.html` of a sweep's repetitions, in `dir`.
+pub fn write_sweep(dir: &Path, name: &str, reps: &[Rep]) -> Result<std::path::PathBuf, ReportError> {
+    let csv = miglab_reports::sweep::csv(reps).map_err(|e| ReportError::Csv(e.to_string()))?;
+    let p = dir.join("sweep.csv");
+    write_atomic(&p, &csv).map_err(|source| ReportError::Write { path: p.clone(), source })?;
+    let html = miglab_reports::sweep::report(name, reps)?;
+    let p = dir.join("sweep.html");
+    write_atomic(&p, html.as_bytes()).map_err(|source| ReportError::Write { path: p.clone(), source })?;
+    Ok(p)
+}
+
+/// Renders a sweep's `sweep.csv` and `sweep.html` again from the results under `dir`
+/// (`<cell>/<repetition>/result.json`), cells in the order they ran.
+pub fn report_sweep_dir(dir: &Path) -> Result<std::path::PathBuf, ReportError> {
+    let mut reps = Vec::new();
+    let entries = |d: &Path| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(d)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect()
+    };
+    for cell in entries(dir) {
+        for rep in entries(&cell) {
+            if rep.join("result.json").exists() {
+                let name = cell.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                reps.push(Rep { cell: name, result: read_result(&rep)? });
+            }
+        }
+    }
+    if reps.is_empty() {
+        return Err(ReportError::NotAResultDir(dir.to_path_buf()));
+    }
+    reps.sort_by_key(|r| (r.result.clock.started_unix_ms, r.result.repetition));
+    let name = reps[0].result.scenario.clone();
+    write_sweep(dir, &name, &reps)
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
+    #[error("{} holds neither result.json nor a sweep's <cell>/<repetition>/result.json; give a result directory (results/smoke/1) or a sweep's (results/downtime-sweep)", .0.display())]
+    NotAResultDir(std::path::PathBuf),
+    #[error("could not encode sweep.csv: {0}")]
+    Csv(String),
     #[error("could not read {path}: {source}; give a result directory (it holds result.json)")]
     Read { path: std::path::PathBuf, source: std::io::Error },
     #[error("{path} is not a miglab result ({why})")]

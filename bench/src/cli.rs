@@ -63,6 +63,10 @@ pub enum CliError {
     about = "Live migration of QEMU guests on CephFS over virtio-fs: measured, with faults"
 )]
 pub struct Args {
+    /// Show what miglab does as it does it: -v the steps (processes, faults, migrations),
+    /// -vv also every tool run and QMP message, -vvv everything.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
     #[command(subcommand)]
     pub command: Cmd,
 }
@@ -121,9 +125,10 @@ pub enum Cmd {
         #[arg(long, value_name = "SECS")]
         host_mode: Option<f64>,
     },
-    /// Render report.html of a result directory again, from its files alone.
+    /// Render report.html of a result directory again, from its files alone (or sweep.html and
+    /// sweep.csv of a sweep's directory).
     Report {
-        /// A result directory (`results/smoke/1`).
+        /// A result directory (`results/smoke/1`) or a sweep's (`results/downtime-sweep`).
         dirs: Vec<PathBuf>,
     },
     /// Figures: measured on the real lab, printed, never asserted.
@@ -158,6 +163,16 @@ pub enum BenchCmd {
         /// Ops per second (each batch of 1 ms ends with a heartbeat).
         #[arg(long, default_value_t = 100_000)]
         rate: u64,
+    },
+    /// How long a long run's report takes to render and how big it is: a real result repeated
+    /// until it lasts `--minutes` (no lab).
+    Report {
+        /// A result directory whose result.json is stretched.
+        dir: PathBuf,
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
     },
     /// QEMU start → agent hello, over several boots on a host of a running lab.
     Boot {
@@ -365,6 +380,7 @@ pub enum LabCmd {
 
 /// Runs the command; errors are printed once, here, and become the exit code.
 pub fn run(args: Args) -> ExitCode {
+    logging(args.verbose);
     if let Err(e) = crate::interrupt::install() {
         eprintln!("miglab: warning: no Ctrl-C handler ({e}); an interrupted lab up leaves a lab for `miglab lab down`");
     }
@@ -375,6 +391,22 @@ pub fn run(args: Args) -> ExitCode {
             ExitCode::from(e.exit().code())
         }
     }
+}
+
+/// Tracing logs on stderr at the level `-v` asks for; warnings only without it.
+fn logging(verbose: u8) {
+    crate::progress::set_logging(verbose > 0);
+    let level = match verbose {
+        0 => tracing::Level::WARN,
+        1 => tracing::Level::INFO,
+        2 => tracing::Level::DEBUG,
+        _ => tracing::Level::TRACE,
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
 }
 
 fn dispatch(args: Args) -> Result<ExitCode, CliError> {
@@ -391,7 +423,12 @@ fn dispatch(args: Args) -> Result<ExitCode, CliError> {
                 return Err(CliError::BadInput("give one or more result directories".into()));
             }
             for d in dirs {
-                println!("{}", crate::assemble::report_dir(&d)?.display());
+                let written = if d.join("result.json").exists() {
+                    crate::assemble::report_dir(&d)?
+                } else {
+                    crate::assemble::report_sweep_dir(&d)?
+                };
+                println!("{}", written.display());
             }
             Ok(ExitCode::SUCCESS)
         }

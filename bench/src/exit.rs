@@ -1,6 +1,7 @@
 //! Exit codes, decided in one place however deep an error sits: 0 success, 1 the run or the
 //! lab failed (or a check found a problem), 2 bad input (a file, a flag), 130 interrupted.
 
+use crate::assemble::ReportError;
 use crate::cli::CliError;
 use crate::image::ImageError;
 use crate::migration::MigrationError;
@@ -44,6 +45,17 @@ impl Classify for LabError {
             | LabError::UnknownHost(_)
             | LabError::UnknownDaemon(_) => Exit::BadInput,
             _ => Exit::Failed,
+        }
+    }
+}
+
+impl Classify for ReportError {
+    fn exit(&self) -> Exit {
+        match self {
+            ReportError::Read { .. } | ReportError::Parse { .. } | ReportError::NotAResultDir(_) => {
+                Exit::BadInput
+            }
+            ReportError::Csv(_) | ReportError::Chart(_) | ReportError::Write { .. } => Exit::Failed,
         }
     }
 }
@@ -143,10 +155,7 @@ impl Classify for CliError {
             CliError::Exec(e) => e.exit(),
             CliError::Topology(e) => e.exit(),
             CliError::BadInput(_) => Exit::BadInput,
-            CliError::Report(
-                crate::assemble::ReportError::Read { .. } | crate::assemble::ReportError::Parse { .. },
-            ) => Exit::BadInput,
-            CliError::Report(_) => Exit::Failed,
+            CliError::Report(e) => e.exit(),
             CliError::Runtime(_) | CliError::Check(_) | CliError::Bench(_) => Exit::Failed,
         }
     }

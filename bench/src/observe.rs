@@ -90,6 +90,13 @@ impl Bus {
     /// Publishes `what` as having happened at `at` (an arrival stamp taken earlier).
     pub fn publish_at(&self, at: Instant, what: Observed) {
         let o = Observation { at, at_ms: self.clock.ms(at), what };
+        match &o.what {
+            Observed::Tick { .. } => tracing::trace!(t_ms = o.at_ms, what = ?o.what, "observed"),
+            Observed::Qmp { .. } | Observed::Figures { .. } => {
+                tracing::debug!(t_ms = o.at_ms, what = ?o.what, "observed")
+            }
+            _ => tracing::info!(t_ms = o.at_ms, what = ?o.what, "observed"),
+        }
         // A subscriber that went away is dropped from the list.
         self.lock().retain(|s| s.send(o.clone()).is_ok());
     }

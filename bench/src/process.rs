@@ -221,6 +221,8 @@ impl Supervisor {
             tier: spec.tier,
         };
         self.lock().insert(pid, child);
+        tracing::info!(name = %rec.name, pid, log = %rec.log.display(), "started");
+        tracing::debug!(name = %rec.name, command = %spec.command_line(), "command line");
         if let Some(l) = &self.ledger {
             if let Err(source) = l.started(&rec) {
                 // Unrecorded, it could outlive us: stop it now rather than leak it.
@@ -276,6 +278,7 @@ impl Supervisor {
         if !is_alive(rec) {
             return Ok(());
         }
+        tracing::info!(name = %rec.name, pid = rec.pid, ?signal, "signal");
         match killpg(Pid::from_raw(rec.pid), signal) {
             Ok(()) | Err(nix::Error::ESRCH) => Ok(()),
             Err(source) => Err(ProcessError::Signal { name: rec.name.clone(), pid: rec.pid, signal, source }),
@@ -284,6 +287,7 @@ impl Supervisor {
 
     /// SIGTERM → grace → SIGKILL → reap with a deadline. Errors if anything of the group lingers.
     pub fn stop(&self, rec: &ProcRecord) -> Result<(), ProcessError> {
+        tracing::info!(name = %rec.name, pid = rec.pid, "stopping");
         self.stop_group(rec)?;
         if let Some(l) = &self.ledger {
             l.ended(rec).map_err(|source| ProcessError::Ledger {

@@ -51,7 +51,58 @@ pub fn spawn(bus: &Bus, scenario: String, rep: u32) -> tokio::task::JoinHandle<(
                 }
                 _ => continue,
             };
-            eprintln!("[{scenario} #{rep}] {line}");
+            self::line(&format!("[{scenario} #{rep}] {line}"));
         }
     })
+}
+
+/// Set by `-v`: tracing logs are shown, so progress bars stay hidden (they would tear the log
+/// lines apart).
+static LOGGING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn set_logging(on: bool) {
+    LOGGING.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// What a progress bar counts.
+#[derive(Debug, Clone, Copy)]
+pub enum Unit {
+    Steps,
+    Bytes,
+    Runs,
+}
+
+/// A progress bar on stderr for a long step: what is happening and how long is left. Hidden
+/// when stderr is not a terminal (indicatif's own check) and under `-v`.
+pub fn bar(prefix: &str, len: u64, unit: Unit) -> indicatif::ProgressBar {
+    if LOGGING.load(std::sync::atomic::Ordering::Relaxed) {
+        return indicatif::ProgressBar::hidden();
+    }
+    let template = match unit {
+        Unit::Steps => "{prefix} [{bar:24}] {pos}/{len} {msg} · {elapsed} (~{eta} left)",
+        Unit::Bytes => "{prefix} [{bar:24}] {bytes}/{total_bytes} at {bytes_per_sec} (~{eta} left)",
+        Unit::Runs => "{prefix} [{bar:30}] {pos}/{len} runs, {elapsed} so far, ~{eta} left",
+    };
+    let style = indicatif::ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    let b = BARS.add(indicatif::ProgressBar::new(len).with_style(style));
+    b.set_prefix(prefix.to_string());
+    // The elapsed time moves while a long step runs.
+    b.enable_steady_tick(std::time::Duration::from_millis(250));
+    b
+}
+
+/// Every bar shown; lines are printed through it so that they land above the bars.
+static BARS: std::sync::LazyLock<indicatif::MultiProgress> =
+    std::sync::LazyLock::new(indicatif::MultiProgress::new);
+
+/// Prints `s` on stderr, above any progress bar.
+pub fn line(s: &str) {
+    suspend(|| eprintln!("{s}"));
+}
+
+/// Runs `f` (which prints) with the progress bars out of the way.
+pub fn suspend<R>(f: impl FnOnce() -> R) -> R {
+    BARS.suspend(f)
 }

@@ -385,8 +385,12 @@ async fn wait_layout(vm: &mut Vm, plan: &Plan, say: &dyn Fn(&str)) -> Result<(),
     let timeout = Duration::from_secs_f64(plan.run.layout_timeout_s);
     let start = Instant::now();
     let mut told = Instant::now();
-    loop {
-        let st = vm.control.status(AGENT).await?;
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let result = loop {
+        let st = match vm.control.status(AGENT).await {
+            Ok(st) => st,
+            Err(e) => break Err(e.into()),
+        };
         if st.laying_out == 0 {
             if st.layout_total > 0 {
                 say(&format!(
@@ -395,7 +399,7 @@ async fn wait_layout(vm: &mut Vm, plan: &Plan, say: &dyn Fn(&str)) -> Result<(),
                     start.elapsed().as_secs_f64()
                 ));
             }
-            return Ok(());
+            break Ok(());
         }
         let done = format!(
             "{:.0} of {:.0} MiB",
@@ -403,14 +407,25 @@ async fn wait_layout(vm: &mut Vm, plan: &Plan, say: &dyn Fn(&str)) -> Result<(),
             st.layout_total as f64 / 1048576.0
         );
         if start.elapsed() > timeout {
-            return Err(ExecError::Layout(timeout, done));
+            break Err(ExecError::Layout(timeout, done));
         }
-        if told.elapsed() >= Duration::from_secs(3) {
+        let b = bar.get_or_insert_with(|| {
+            crate::progress::bar("laying out files", st.layout_total, crate::progress::Unit::Bytes)
+        });
+        b.set_position(st.layout_done);
+        // Without a bar to show it (not a terminal, or -v), a line every few seconds.
+        if b.is_hidden() && told.elapsed() >= Duration::from_secs(3) {
             told = Instant::now();
             say(&format!("laying out files: {done}"));
         }
-        pause(Duration::from_millis(100)).await?;
+        if let Err(e) = pause(Duration::from_millis(100)).await {
+            break Err(e);
+        }
+    };
+    if let Some(b) = bar {
+        b.finish_and_clear();
     }
+    result
 }
 
 /// Copies the VM instances' logs and the site's logs into `dir/logs`.

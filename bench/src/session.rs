@@ -69,7 +69,7 @@ pub struct RunOptions {
 }
 
 fn say(scenario: &str, rep: u32, msg: &str) {
-    eprintln!("[{scenario} #{rep}] {msg}");
+    crate::progress::line(&format!("[{scenario} #{rep}] {msg}"));
 }
 
 /// What a session runs: the plans (derived per repetition — of each cell of a sweep — or
@@ -153,13 +153,7 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
             .collect(),
         Plans::Replay(p) => vec![Ok((**p).clone())],
     };
-    let bar = indicatif::ProgressBar::new(list.len() as u64).with_style(
-        indicatif::ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} runs, {elapsed} so far, ~{eta} left",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar.set_prefix(name.clone());
+    let bar = crate::progress::bar(&name, list.len() as u64, crate::progress::Unit::Runs);
     let mut sweep: Vec<miglab_reports::sweep::Rep> = Vec::new();
     let mut dirs = Vec::new();
     let mut failed = Vec::new();
@@ -205,7 +199,11 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
     bar.finish_and_clear();
     if !sweep.is_empty() {
         let dir = opts.out.join(&name);
-        write_sweep(&dir, &name, &sweep)?;
+        // The runs' own files are written; a sweep report that cannot be drawn says why and
+        // can be made later (`miglab report`).
+        if let Err(e) = crate::assemble::write_sweep(&dir, &name, &sweep) {
+            eprintln!("miglab: the sweep report of {} was not written: {e}", dir.display());
+        }
         println!("{name}: sweep of {} runs → {}", sweep.len(), dir.join("sweep.html").display());
     }
     drop(topo);
@@ -259,21 +257,8 @@ fn repetition(
     let r = assemble(result, plan, &ex, started.elapsed().as_secs_f64() * 1e3);
     let hlog = ex.collected.as_ref().map(|c| c.hlog.as_slice());
     write_outputs(dir, &r, hlog).map_err(io(format!("write the results in {}", dir.display())))?;
-    summary(&r, dir);
+    crate::progress::suspend(|| summary(&r, dir));
     Ok(r)
-}
-
-/// `sweep.csv` and `sweep.html` of a sweep's repetitions, in `dir`.
-pub fn write_sweep(dir: &Path, name: &str, reps: &[miglab_reports::sweep::Rep]) -> Result<(), RunError> {
-    let csv = miglab_reports::sweep::csv(reps)
-        .map_err(|e| RunError::Io { what: "encode sweep.csv".into(), source: std::io::Error::other(e) })?;
-    miglab_reports::result::write_atomic(&dir.join("sweep.csv"), &csv).map_err(io("write sweep.csv"))?;
-    match miglab_reports::sweep::report(name, reps) {
-        Ok(html) => miglab_reports::result::write_atomic(&dir.join("sweep.html"), html.as_bytes())
-            .map_err(io("write sweep.html"))?,
-        Err(e) => eprintln!("miglab: {}/sweep.html not written: {e}", dir.display()),
-    }
-    Ok(())
 }
 
 fn summary(r: &RunResult, dir: &Path) {

@@ -42,14 +42,18 @@ pub fn font() -> Result<(), ChartError> {
     .map_err(ChartError::Font)
 }
 
-type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+pub(crate) type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 
-fn draw(e: impl std::fmt::Display) -> ChartError {
+pub(crate) fn draw(e: impl std::fmt::Display) -> ChartError {
     ChartError::Draw(e.to_string())
 }
 
 /// Renders `f` on a `w` × `h` SVG.
-fn svg(w: u32, h: u32, f: impl FnOnce(&Area<'_>) -> Result<(), ChartError>) -> Result<String, ChartError> {
+pub(crate) fn svg(
+    w: u32,
+    h: u32,
+    f: impl FnOnce(&Area<'_>) -> Result<(), ChartError>,
+) -> Result<String, ChartError> {
     font()?;
     let mut out = String::new();
     {
@@ -64,10 +68,12 @@ fn svg(w: u32, h: u32, f: impl FnOnce(&Area<'_>) -> Result<(), ChartError>) -> R
 const SETUP: RGBColor = RGBColor(220, 220, 220);
 const RAM: RGBColor = RGBColor(198, 219, 239);
 const PAUSE: RGBColor = RGBColor(253, 174, 107);
+const DEVICE: RGBColor = RGBColor(241, 105, 19);
+const DONE: RGBColor = RGBColor(35, 139, 69);
 const FAULT: RGBColor = RGBColor(222, 45, 38);
 const OPS: RGBColor = RGBColor(33, 113, 181);
 const P99: RGBColor = RGBColor(230, 85, 13);
-const PALETTE: [RGBColor; 6] = [
+pub(crate) const PALETTE: [RGBColor; 6] = [
     RGBColor(33, 113, 181),
     RGBColor(230, 85, 13),
     RGBColor(49, 163, 84),
@@ -75,6 +81,71 @@ const PALETTE: [RGBColor; 6] = [
     RGBColor(99, 99, 99),
     RGBColor(214, 39, 40),
 ];
+
+/// Draws the series' labels, boxed, at `pos`.
+pub(crate) fn legend<'a, X, Y>(
+    c: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
+    pos: SeriesLabelPosition,
+) -> Result<(), ChartError>
+where
+    X: Ranged,
+    Y: Ranged,
+{
+    c.configure_series_labels()
+        .position(pos)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .label_font(("sans-serif", 12))
+        .draw()
+        .map_err(draw)
+}
+
+/// Labels of a category axis (category `i` spans `i..i+1`): each name once, at its middle.
+/// Use with `x_labels(2 * n + 1)`, which puts ticks at every half.
+pub(crate) fn category_labels(names: Vec<String>) -> impl Fn(&f64) -> String {
+    move |x: &f64| {
+        if (x.fract() - 0.5).abs() < 0.01 {
+            names.get(x.floor() as usize).cloned().unwrap_or_default()
+        } else {
+            String::new()
+        }
+    }
+}
+
+/// How a series looks in a legend.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Swatch {
+    Line(RGBColor, u32),
+    Area(RGBColor),
+    Bar(RGBColor),
+}
+
+/// Splits `root` into the plot (left) and a legend column (right, `width` px) and draws the
+/// legend there, so it never covers data.
+pub(crate) fn side_legend<'a>(
+    root: &Area<'a>,
+    width: u32,
+    items: &[(&str, Swatch)],
+) -> Result<Area<'a>, ChartError> {
+    let (w, _) = root.dim_in_pixel();
+    let (plot, side) = root.split_horizontally(w.saturating_sub(width));
+    for (i, (name, sw)) in items.iter().enumerate() {
+        let y = 60 + 20 * i as i32;
+        match *sw {
+            Swatch::Line(c, width) => {
+                side.draw(&PathElement::new(vec![(4, y), (24, y)], c.stroke_width(width))).map_err(draw)?
+            }
+            Swatch::Area(c) => {
+                side.draw(&Rectangle::new([(4, y - 6), (24, y + 6)], c.mix(0.6).filled())).map_err(draw)?
+            }
+            Swatch::Bar(c) => {
+                side.draw(&Rectangle::new([(4, y - 6), (24, y + 6)], c.filled())).map_err(draw)?
+            }
+        }
+        side.draw(&Text::new(name.to_string(), (30, y - 7), ("sans-serif", 12))).map_err(draw)?;
+    }
+    Ok(plot)
+}
 
 /// At most `max` points: neighbouring buckets merged (ops and bytes summed, the worst p99 kept),
 /// so a long run stays quick to draw and small.
@@ -96,7 +167,8 @@ pub fn decimate(series: &[Bucket], max: usize) -> Vec<Bucket> {
         .collect()
 }
 
-/// The phases of a migration as spans on the run clock: setup, RAM passes, the pause.
+/// The phases of a migration as spans on the run clock: setup, RAM passes, and the pause split
+/// at the `device` status into stop-and-copy (RAM) and device state (virtio-fs included).
 fn spans(m: &MigrationRecord) -> Vec<(f64, f64, RGBColor)> {
     let p = &m.phases;
     let end = p.end_ms.or(p.resume_ms).unwrap_or(m.started_ms + m.wall_ms);
@@ -104,8 +176,15 @@ fn spans(m: &MigrationRecord) -> Vec<(f64, f64, RGBColor)> {
     let active = p.active_ms.unwrap_or(m.started_ms);
     v.push((m.started_ms, active, SETUP));
     v.push((active, p.stop_ms.unwrap_or(end), RAM));
-    if let (Some(s), Some(r)) = (p.stop_ms, p.resume_ms) {
-        v.push((s, r, PAUSE));
+    if let Some(s) = p.stop_ms {
+        let r = p.resume_ms.unwrap_or(end);
+        match p.device_ms.filter(|d| *d >= s && *d <= r) {
+            Some(d) => {
+                v.push((s, d, PAUSE));
+                v.push((d, r, DEVICE));
+            }
+            None => v.push((s, r, PAUSE)),
+        }
     }
     v
 }
@@ -122,7 +201,21 @@ pub fn timeline(r: &RunResult) -> Result<String, ChartError> {
     let ymax = series.iter().map(ops).fold(1.0, f64::max) * 1.15;
     let pmax = series.iter().map(|b| b.p99_us as f64 / 1000.0).fold(1.0, f64::max) * 1.15;
     svg(960, 360, |root| {
-        let mut c = ChartBuilder::on(root)
+        let plot = side_legend(
+            root,
+            170,
+            &[
+                ("ops/s", Swatch::Line(OPS, 2)),
+                ("p99 (ms)", Swatch::Line(P99, 1)),
+                ("setup", Swatch::Area(SETUP)),
+                ("RAM passes", Swatch::Area(RAM)),
+                ("paused: stop-and-copy", Swatch::Area(PAUSE)),
+                ("paused: device state", Swatch::Area(DEVICE)),
+                ("migration ended", Swatch::Line(DONE, 2)),
+                ("fault", Swatch::Area(FAULT)),
+            ],
+        )?;
+        let mut c = ChartBuilder::on(&plot)
             .caption("Throughput and p99 latency over the run", ("sans-serif", 17))
             .margin(12)
             .x_label_area_size(38)
@@ -134,10 +227,15 @@ pub fn timeline(r: &RunResult) -> Result<String, ChartError> {
         c.configure_mesh()
             .x_desc("run time (s)")
             .y_desc("successful ops/s")
+            .y_label_formatter(&|v| format!("{v:.0}"))
             .light_line_style(WHITE)
             .draw()
             .map_err(draw)?;
-        c.configure_secondary_axes().y_desc("p99 latency (ms, guest clock)").draw().map_err(draw)?;
+        c.configure_secondary_axes()
+            .y_desc("p99 latency (ms, guest clock)")
+            .y_label_formatter(&|v| format!("{v:.0}"))
+            .draw()
+            .map_err(draw)?;
         for m in &r.migrations {
             let rects = spans(m).into_iter().map(|(a, b, col)| {
                 Rectangle::new([(a / 1000.0, 0.0), (b.max(a) / 1000.0, ymax)], col.mix(0.55).filled())
@@ -151,6 +249,13 @@ pub fn timeline(r: &RunResult) -> Result<String, ChartError> {
                 PathElement::new(vec![(e.t_ms / 1000.0, 0.0), (e.t_ms / 1000.0, ymax)], BLUE.mix(0.4))
             }))
             .map_err(draw)?;
+            if let Some(e) = m.phases.end_ms {
+                c.draw_series(std::iter::once(PathElement::new(
+                    vec![(e / 1000.0, 0.0), (e / 1000.0, ymax)],
+                    DONE.stroke_width(2),
+                )))
+                .map_err(draw)?;
+            }
         }
         for f in &r.faults {
             if let Some(a) = f.injected_ms {
@@ -166,34 +271,16 @@ pub fn timeline(r: &RunResult) -> Result<String, ChartError> {
             series.iter().map(|b| (b.t_ms as f64 / 1000.0, ops(b))),
             OPS.stroke_width(2),
         ))
-        .map_err(draw)?
-        .label("ops/s")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], OPS.stroke_width(2)));
-        c.draw_secondary_series(LineSeries::new(
-            series.iter().filter(|b| b.ops > 0).map(|b| (b.t_ms as f64 / 1000.0, b.p99_us as f64 / 1000.0)),
-            P99.stroke_width(1),
-        ))
-        .map_err(draw)?
-        .label("p99 (ms)")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], P99.stroke_width(1)));
-        let swatch = |col: RGBColor| {
-            move |(x, y): (i32, i32)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], col.mix(0.6).filled())
-        };
-        for (name, col) in
-            [("setup", SETUP), ("RAM passes", RAM), ("switch-over (paused)", PAUSE), ("fault", FAULT)]
-        {
-            c.draw_series(std::iter::empty::<Rectangle<(f64, f64)>>())
-                .map_err(draw)?
-                .label(name)
-                .legend(swatch(col));
-        }
-        c.configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .label_font(("sans-serif", 12))
-            .draw()
-            .map_err(draw)?;
+        .map_err(draw)?;
+        // A bucket without a completed op has no p99: the line breaks there rather than
+        // drawing a slope across a stall.
+        let runs = series.split(|b| b.ops == 0).filter(|run| !run.is_empty()).map(|run| {
+            PathElement::new(
+                run.iter().map(|b| (b.t_ms as f64 / 1000.0, b.p99_us as f64 / 1000.0)).collect::<Vec<_>>(),
+                P99.stroke_width(1),
+            )
+        });
+        c.draw_secondary_series(runs).map_err(draw)?;
         Ok(())
     })
 }
@@ -219,30 +306,43 @@ fn nines_label(x: &f64) -> String {
     }
 }
 
-/// Every op kind's latency percentile spectrum, p0 to the max, log-scaled: on the guest's clock
-/// (solid) and the host's, which includes the pauses (dashed).
-pub fn spectrum(r: &RunResult) -> Result<String, ChartError> {
-    let ops: Vec<_> = r.ops.iter().filter(|o| !o.spectrum.is_empty()).collect();
-    let ymax = ops
-        .iter()
-        .flat_map(|o| o.spectrum.iter().map(|p| p.host_us.max(p.guest_us)))
-        .max()
-        .unwrap_or(10)
-        .max(10) as f64
-        * 1.5;
-    let ymin = ops
-        .iter()
-        .flat_map(|o| o.spectrum.iter().map(|p| p.guest_us.min(p.host_us)))
-        .min()
-        .unwrap_or(1)
-        .max(1) as f64
-        / 1.5;
+/// A latency in µs as a reader says it: 100 µs, 10 ms, 5 s.
+pub fn micros(v: &f64) -> String {
+    let v = *v;
+    if v >= 1e6 {
+        format!("{} s", trim(v / 1e6))
+    } else if v >= 1e3 {
+        format!("{} ms", trim(v / 1e3))
+    } else {
+        format!("{} µs", trim(v))
+    }
+}
+
+fn trim(v: f64) -> String {
+    let s = format!("{v:.1}");
+    s.strip_suffix(".0").map(str::to_string).unwrap_or(s)
+}
+
+/// One curve of a spectrum chart: (percentile, µs) points, and optionally a dashed companion
+/// of the same colour (the host clock's).
+#[derive(Debug)]
+pub(crate) struct Curve {
+    pub name: String,
+    pub solid: Vec<(f64, u64)>,
+    pub dashed: Option<Vec<(f64, u64)>>,
+}
+
+/// Percentile spectra, p0 to the max on the nines scale, latency log-scaled.
+pub(crate) fn spectrum_chart(caption: &str, curves: &[Curve]) -> Result<String, ChartError> {
+    let all = || curves.iter().flat_map(|c| c.solid.iter().chain(c.dashed.iter().flatten())).map(|p| p.1);
+    let ymax = all().max().unwrap_or(10).max(10) as f64 * 1.5;
+    let ymin = all().min().unwrap_or(1).max(1) as f64 / 1.5;
+    let xy = |v: &[(f64, u64)]| -> Vec<(f64, f64)> {
+        v.iter().map(|(p, us)| (nines(*p), (*us).max(1) as f64)).collect()
+    };
     svg(960, 360, |root| {
         let mut c = ChartBuilder::on(root)
-            .caption(
-                "Latency percentile spectrum per op kind (solid: guest clock, dashed: host clock)",
-                ("sans-serif", 17),
-            )
+            .caption(caption, ("sans-serif", 17))
             .margin(12)
             .x_label_area_size(38)
             .y_label_area_size(70)
@@ -250,32 +350,43 @@ pub fn spectrum(r: &RunResult) -> Result<String, ChartError> {
             .map_err(draw)?;
         c.configure_mesh()
             .x_desc("percentile")
-            .y_desc("latency (us)")
+            .y_desc("latency")
+            .y_label_formatter(&micros)
             .x_labels(7)
             .x_label_formatter(&nines_label)
             .draw()
             .map_err(draw)?;
-        for (i, o) in ops.iter().enumerate() {
+        for (i, curve) in curves.iter().enumerate() {
             let col = PALETTE[i % PALETTE.len()];
-            let guest: Vec<(f64, f64)> =
-                o.spectrum.iter().map(|p| (nines(p.percentile), p.guest_us.max(1) as f64)).collect();
-            let host: Vec<(f64, f64)> =
-                o.spectrum.iter().map(|p| (nines(p.percentile), p.host_us.max(1) as f64)).collect();
-            c.draw_series(LineSeries::new(guest, col.stroke_width(2)))
+            c.draw_series(LineSeries::new(xy(&curve.solid), col.stroke_width(2)))
                 .map_err(draw)?
-                .label(o.op.clone())
+                .label(curve.name.clone())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], col.stroke_width(2)));
-            c.draw_series(DashedLineSeries::new(host, 6, 4, col.stroke_width(1))).map_err(draw)?;
+            if let Some(d) = &curve.dashed {
+                c.draw_series(DashedLineSeries::new(xy(d), 6, 4, col.stroke_width(1))).map_err(draw)?;
+            }
         }
-        c.configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .label_font(("sans-serif", 12))
-            .draw()
-            .map_err(draw)?;
-        Ok(())
+        legend(&mut c, SeriesLabelPosition::UpperLeft)
     })
+}
+
+/// Every op kind's latency percentile spectrum, p0 to the max, log-scaled: on the guest's clock
+/// (solid) and the host's, which includes the pauses (dashed).
+pub fn spectrum(r: &RunResult) -> Result<String, ChartError> {
+    let curves: Vec<Curve> = r
+        .ops
+        .iter()
+        .filter(|o| !o.spectrum.is_empty())
+        .map(|o| Curve {
+            name: o.op.clone(),
+            solid: o.spectrum.iter().map(|p| (p.percentile, p.guest_us)).collect(),
+            dashed: Some(o.spectrum.iter().map(|p| (p.percentile, p.host_us)).collect()),
+        })
+        .collect();
+    spectrum_chart(
+        "Latency percentile spectrum per op kind (solid: guest clock, dashed: host clock)",
+        &curves,
+    )
 }
 
 /// Per migration: QEMU's downtime, the guest-visible pause (heartbeat gap), the part of it the
@@ -302,42 +413,42 @@ pub fn downtime(r: &RunResult) -> Result<String, ChartError> {
     let names =
         ["QEMU downtime", "heartbeat gap (guest-visible pause)", "guest clock stood still", "I/O stall"];
     svg(960, 320, |root| {
-        let mut c = ChartBuilder::on(root)
+        let items: Vec<(&str, Swatch)> =
+            names.iter().enumerate().map(|(k, n)| (*n, Swatch::Bar(PALETTE[k]))).collect();
+        let plot = side_legend(root, 250, &items)?;
+        let mut c = ChartBuilder::on(&plot)
             .caption("Downtime decomposition per migration", ("sans-serif", 17))
             .margin(12)
             .x_label_area_size(38)
             .y_label_area_size(62)
             .build_cartesian_2d(0f64..n, 0f64..ymax)
             .map_err(draw)?;
-        let labels: Vec<String> = rows.iter().map(|(l, _)| l.clone()).collect();
-        let fmt = move |x: &f64| labels.get(x.floor() as usize).cloned().unwrap_or_default();
+        let fmt = category_labels(rows.iter().map(|(l, _)| l.clone()).collect());
         c.configure_mesh()
             .x_desc("migration")
             .y_desc("ms")
             .x_labels(rows.len().max(1) * 2 + 1)
             .x_label_formatter(&fmt)
+            .y_label_formatter(&|v| format!("{v:.0}"))
+            .light_line_style(WHITE)
             .disable_x_mesh()
             .draw()
             .map_err(draw)?;
-        for (k, name) in names.iter().enumerate() {
+        for k in 0..names.len() {
             let col = PALETTE[k];
             let bars = rows.iter().enumerate().filter_map(|(i, (_, v))| {
                 let val = v[k]?;
                 let x0 = i as f64 + 0.1 + k as f64 * 0.2;
                 Some(Rectangle::new([(x0, 0.0), (x0 + 0.18, val)], col.filled()))
             });
-            c.draw_series(bars)
-                .map_err(draw)?
-                .label(*name)
-                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], col.filled()));
+            c.draw_series(bars).map_err(draw)?;
+            let values = rows.iter().enumerate().filter_map(|(i, (_, v))| {
+                let val = v[k]?;
+                let x0 = i as f64 + 0.1 + k as f64 * 0.2;
+                Some(Text::new(format!("{val:.0}"), (x0, val + ymax * 0.01), ("sans-serif", 11)))
+            });
+            c.draw_series(values).map_err(draw)?;
         }
-        c.configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .label_font(("sans-serif", 12))
-            .draw()
-            .map_err(draw)?;
         Ok(())
     })
 }
@@ -367,5 +478,12 @@ mod tests {
         assert_eq!(nines(0.0), 0.0);
         assert!((nines(99.0) - 2.0).abs() < 1e-9 && (nines(99.99) - 4.0).abs() < 1e-6);
         assert_eq!(nines_label(&3.0), "p99.9");
+    }
+
+    #[test]
+    fn latencies_read_in_their_unit() {
+        assert_eq!(micros(&100.0), "100 µs");
+        assert_eq!(micros(&2500.0), "2.5 ms");
+        assert_eq!(micros(&5_000_000.0), "5 s");
     }
 }

@@ -23,6 +23,21 @@ pub fn esc(s: &str) -> String {
     o
 }
 
+/// Escapes text for an element's content (not an attribute), where quotes may stay as they
+/// are: the embedded result.json stays about its own size.
+pub fn esc_text(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + s.len() / 16);
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
 pub const STYLE: &str = "body{font-family:sans-serif;margin:24px auto;max-width:1000px;color:#222}\
 h1{font-size:22px;margin-bottom:4px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd;padding-bottom:4px}\
 table{border-collapse:collapse;font-size:13px;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}\
@@ -271,17 +286,22 @@ pub fn run_report(r: &RunResult) -> Result<String, ChartError> {
         ],
     ));
     h.push_str("<h2>Plan</h2>");
-    let _ = write!(h, "<pre>{}</pre>", esc(&serde_json::to_string_pretty(&r.plan).unwrap_or_default()));
+    let _ = write!(h, "<pre>{}</pre>", esc_text(&serde_json::to_string_pretty(&r.plan).unwrap_or_default()));
     h.push_str("<h2>Scenario</h2>");
-    let _ = write!(h, "<pre>{}</pre>", esc(&r.scenario_text));
+    let _ = write!(h, "<pre>{}</pre>", esc_text(&r.scenario_text));
     h.push_str("<h2>result.json</h2><details><summary>the whole result, as written</summary>");
-    let _ = write!(h, "<pre>{}</pre></details>", esc(&serde_json::to_string(r).unwrap_or_default()));
+    let _ = write!(
+        h,
+        "<pre id=\"result-json\">{}</pre></details>",
+        esc_text(&serde_json::to_string(r).unwrap_or_default())
+    );
     h.push_str("</body></html>\n");
     Ok(h)
 }
 
 /// What a report is made of, for snapshot tests: its section titles, how many charts, and each
-/// chart's axis titles (text a reader must find).
+/// chart's words (caption, axis titles, legend, named ticks; numbers left out, they follow the
+/// data).
 pub fn structure(html: &str) -> String {
     let mut out = String::new();
     for part in html.split("<h2>").skip(1) {
@@ -291,25 +311,18 @@ pub fn structure(html: &str) -> String {
     let _ = writeln!(out, "charts: {}", html.matches("<svg").count());
     for svg in html.split("<svg").skip(1) {
         let body = svg.split("</svg>").next().unwrap_or("");
-        let texts: Vec<&str> = body
-            .split("<text")
-            .skip(1)
-            .filter_map(|t| t.split('>').nth(1)?.split('<').next())
-            .filter(|t| {
-                t.contains("(")
-                    || t.contains("ops/s")
-                    || t.contains("percentile")
-                    || t.contains("migration")
-                    || t == &"ms"
-            })
-            .collect();
-        let mut uniq: Vec<&str> = Vec::new();
-        for t in texts {
-            if !uniq.contains(&t) && !t.chars().all(|c| c.is_ascii_digit() || c == '.') {
-                uniq.push(t);
+        let mut words: Vec<&str> = Vec::new();
+        for t in body.split("<text").skip(1) {
+            let Some(text) = t.split_once('>').and_then(|(_, rest)| rest.split("</text>").next()) else {
+                continue;
+            };
+            let text = text.trim();
+            let numeric = text.chars().all(|c| c.is_ascii_digit() || ".-e+ ".contains(c));
+            if !numeric && !words.contains(&text) {
+                words.push(text);
             }
         }
-        let _ = writeln!(out, "chart text: {}", uniq.join(" | "));
+        let _ = writeln!(out, "chart: {}", words.join(" | "));
     }
     out
 }

@@ -3,7 +3,7 @@
 //! cells' latency spectra overlaid, total migration time and bytes per cell, and a table of
 //! medians and spreads.
 
-use crate::charts::{self, ChartError};
+use crate::charts::{self, draw, legend, svg, ChartError, Curve};
 use crate::html::{esc, table, STYLE};
 use crate::result::RunResult;
 use plotters::prelude::*;
@@ -101,156 +101,81 @@ pub fn csv(reps: &[Rep]) -> Result<Vec<u8>, csv::Error> {
     w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
 }
 
-fn draw(e: impl std::fmt::Display) -> ChartError {
-    ChartError::Draw(e.to_string())
-}
+/// A figure of a repetition, named for the legend.
+type Figure = (&'static str, fn(&Figures) -> Option<f64>);
 
-fn svg(
-    w: u32,
-    h: u32,
-    f: impl FnOnce(&DrawingArea<SVGBackend<'_>, plotters::coord::Shift>) -> Result<(), ChartError>,
+/// Every repetition's `figures`, per cell, side by side so that every one is seen.
+fn strips(
+    reps: &[Rep],
+    names: &[String],
+    caption: &str,
+    unit: &str,
+    shown: &[Figure],
 ) -> Result<String, ChartError> {
-    charts::font()?;
-    let mut out = String::new();
-    {
-        let root = SVGBackend::with_string(&mut out, (w, h)).into_drawing_area();
-        root.fill(&WHITE).map_err(draw)?;
-        f(&root)?;
-        root.present().map_err(draw)?;
-    }
-    Ok(out)
-}
-
-/// Every repetition's QEMU downtime (blue) and guest-visible pause (orange) per cell.
-fn strips(reps: &[Rep], names: &[String]) -> Result<String, ChartError> {
     let ymax = reps
         .iter()
         .flat_map(|r| {
             let f = figures(&r.result);
-            [f.qemu_downtime_ms, f.heartbeat_gap_ms]
+            shown.iter().map(move |(_, g)| g(&f)).collect::<Vec<_>>()
         })
         .flatten()
         .fold(1.0, f64::max)
-        * 1.15;
+        * 1.3;
     let n = names.len().max(1) as f64;
-    svg(960, 340, |root| {
+    let lane = 0.8 / shown.len().max(1) as f64;
+    svg(960, 320, |root| {
         let mut c = ChartBuilder::on(root)
-            .caption(
-                "Downtime per cell: QEMU's figure and the guest-visible pause, every repetition",
-                ("sans-serif", 17),
-            )
+            .caption(caption, ("sans-serif", 17))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(62)
             .build_cartesian_2d(0f64..n, 0f64..ymax)
             .map_err(draw)?;
-        let labels = names.to_vec();
-        let fmt = move |x: &f64| labels.get(x.floor() as usize).cloned().unwrap_or_default();
+        let fmt = charts::category_labels(names.to_vec());
         c.configure_mesh()
             .x_desc("cell")
-            .y_desc("ms")
+            .y_desc(unit)
+            .y_label_formatter(&|v| format!("{v:.0}"))
             .x_labels(names.len() * 2 + 1)
             .x_label_formatter(&fmt)
             .disable_x_mesh()
             .draw()
             .map_err(draw)?;
-        let blue = RGBColor(33, 113, 181);
-        let orange = RGBColor(230, 85, 13);
-        for (k, (name, col)) in [("QEMU downtime", blue), ("heartbeat gap", orange)].into_iter().enumerate() {
+        for (k, (name, g)) in shown.iter().enumerate() {
+            let col = charts::PALETTE[k % charts::PALETTE.len()];
             let dots: Vec<Circle<(f64, f64), i32>> = reps
                 .iter()
                 .filter_map(|r| {
                     let i = names.iter().position(|n| *n == r.cell)? as f64;
-                    let f = figures(&r.result);
-                    let v = if k == 0 { f.qemu_downtime_ms } else { f.heartbeat_gap_ms }?;
-                    // Repetitions side by side, so every one is seen.
-                    let x = i + 0.3 + 0.4 * k as f64 + 0.02 * (r.result.repetition % 8) as f64;
+                    let v = g(&figures(&r.result))?;
+                    let x = i + 0.1 + lane * (k as f64 + 0.3) + 0.02 * (r.result.repetition % 8) as f64;
                     Some(Circle::new((x, v), 4, col.filled()))
                 })
                 .collect();
             c.draw_series(dots)
                 .map_err(draw)?
-                .label(name)
+                .label(*name)
                 .legend(move |(x, y)| Circle::new((x + 8, y), 4, col.filled()));
         }
-        c.configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .draw()
-            .map_err(draw)?;
-        Ok(())
+        legend(&mut c, SeriesLabelPosition::UpperRight)
     })
 }
 
 /// Each cell's spectrum (its first repetition's busiest op kind) overlaid.
 fn spectra(reps: &[Rep], names: &[String]) -> Result<String, ChartError> {
-    let pick: Vec<(&String, &RunResult)> =
-        names.iter().filter_map(|n| reps.iter().find(|r| r.cell == *n).map(|r| (n, &r.result))).collect();
-    let curve = |r: &RunResult| -> Vec<(f64, f64)> {
-        r.ops
-            .iter()
-            .filter(|o| o.op != "verify")
-            .max_by_key(|o| o.count)
-            .map(|o| {
-                o.spectrum
-                    .iter()
-                    .map(|p| {
-                        (
-                            if p.percentile >= 100.0 { 5.5 } else { -(1.0 - p.percentile / 100.0).log10() },
-                            p.guest_us.max(1) as f64,
-                        )
-                    })
-                    .collect()
+    let curves: Vec<Curve> = names
+        .iter()
+        .filter_map(|n| reps.iter().find(|r| r.cell == *n).map(|r| (n, &r.result)))
+        .filter_map(|(n, r)| {
+            let o = r.ops.iter().filter(|o| o.op != "verify").max_by_key(|o| o.count)?;
+            Some(Curve {
+                name: n.clone(),
+                solid: o.spectrum.iter().map(|p| (p.percentile, p.guest_us)).collect(),
+                dashed: None,
             })
-            .unwrap_or_default()
-    };
-    let all: Vec<Vec<(f64, f64)>> = pick.iter().map(|(_, r)| curve(r)).collect();
-    let ymax = all.iter().flatten().map(|p| p.1).fold(10.0, f64::max) * 1.5;
-    let ymin = all.iter().flatten().map(|p| p.1).fold(f64::MAX, f64::min).clamp(1.0, 1e9) / 1.5;
-    svg(960, 340, |root| {
-        let mut c = ChartBuilder::on(root)
-            .caption("Latency spectra of the cells (busiest op kind, guest clock)", ("sans-serif", 17))
-            .margin(12)
-            .x_label_area_size(38)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0f64..5.6, (ymin..ymax).log_scale())
-            .map_err(draw)?;
-        let fmt = |x: &f64| {
-            ["p0", "p90", "p99", "p99.9", "p99.99", "p99.999", "max"]
-                .get(x.round() as usize)
-                .map(|s| s.to_string())
-                .unwrap_or_default()
-        };
-        c.configure_mesh()
-            .x_desc("percentile")
-            .y_desc("latency (us)")
-            .x_labels(7)
-            .x_label_formatter(&fmt)
-            .draw()
-            .map_err(draw)?;
-        let palette = [
-            RGBColor(33, 113, 181),
-            RGBColor(230, 85, 13),
-            RGBColor(49, 163, 84),
-            RGBColor(117, 107, 177),
-            RGBColor(99, 99, 99),
-            RGBColor(214, 39, 40),
-        ];
-        for (i, ((name, _), points)) in pick.iter().zip(all).enumerate() {
-            let col = palette[i % palette.len()];
-            c.draw_series(LineSeries::new(points, col.stroke_width(2)))
-                .map_err(draw)?
-                .label(name.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], col.stroke_width(2)));
-        }
-        c.configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .draw()
-            .map_err(draw)?;
-        Ok(())
-    })
+        })
+        .collect();
+    charts::spectrum_chart("Latency spectra of the cells (busiest op kind, guest clock)", &curves)
 }
 
 /// `sweep.html`.
@@ -300,7 +225,31 @@ pub fn report(scenario: &str, reps: &[Rep]) -> Result<String, ChartError> {
     ));
     h.push_str("<p class=\"sub\">median (min–max) over the cell's repetitions; figures of each repetition's first migration</p>");
     h.push_str("<h2>Downtime</h2>");
-    h.push_str(&strips(reps, &names)?);
+    h.push_str(&strips(
+        reps,
+        &names,
+        "Downtime per cell: QEMU's figure and the guest-visible pause, every repetition",
+        "ms",
+        &[
+            ("QEMU downtime", |f| f.qemu_downtime_ms),
+            ("heartbeat gap (guest-visible)", |f| f.heartbeat_gap_ms),
+        ],
+    )?);
+    h.push_str("<h2>Migration cost</h2>");
+    h.push_str(&strips(
+        reps,
+        &names,
+        "Total migration time per cell, every repetition",
+        "ms",
+        &[("migration total", |f| f.total_ms)],
+    )?);
+    h.push_str(&strips(
+        reps,
+        &names,
+        "Data sent per cell, every repetition",
+        "MB",
+        &[("MB sent", |f| f.mb_sent)],
+    )?);
     h.push_str("<h2>Latency spectra</h2>");
     h.push_str(&spectra(reps, &names)?);
     h.push_str("<h2>Every repetition</h2>");

@@ -32,6 +32,10 @@ pub(super) fn bench_cmd(cmd: BenchCmd) -> Result<ExitCode, CliError> {
             benchmarks::collector::run(minutes, rate);
             Ok(ExitCode::SUCCESS)
         }
+        BenchCmd::Report { dir, minutes, rounds } => {
+            benchmarks::report::run(&dir, minutes, rounds)?;
+            Ok(ExitCode::SUCCESS)
+        }
         BenchCmd::Boot { vm, host, count, accel, memory_mib } => {
             let site = open_site(&VmName { lab: vm.lab, vm: vm.vm.clone() })?;
             let spec =

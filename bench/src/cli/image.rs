@@ -8,19 +8,25 @@ use std::process::ExitCode;
 pub(super) fn image_cmd(cmd: ImageCmd) -> Result<ExitCode, ImageError> {
     match cmd {
         ImageCmd::Build { agent, compress, no_busybox } => {
+            let bar = crate::progress::bar("guest image", 2, crate::progress::Unit::Steps);
             let agent = match agent {
                 Some(a) => a,
                 None => {
                     let tree = image::source_tree().ok_or_else(|| ImageError::NoAgent("--agent".into()))?;
+                    bar.set_message("building the guest agent with cargo");
                     image::build_agent(&tree)?
                 }
             };
+            bar.inc(1);
+            bar.set_message(format!("assembling kernel, modules and a {compress:?} initramfs"));
             let mut inputs = ImageInputs::defaults(agent);
             inputs.compression = compress;
             if no_busybox {
                 inputs.busybox = None;
             }
-            let (img, reused) = image::build(&inputs, &paths::cache())?;
+            let built = image::build(&inputs, &paths::cache());
+            bar.finish_and_clear();
+            let (img, reused) = built?;
             print_image(&img, if reused { "reused" } else { "built" });
             Ok(ExitCode::SUCCESS)
         }

@@ -75,12 +75,14 @@ pub fn run_tool_with_input(
         if start.elapsed() >= timeout {
             let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
             let _ = child.wait();
+            tracing::warn!(%command, ?timeout, "tool timed out; its process group was killed");
             return Err(ToolError::TimedOut { command, timeout });
         }
         std::thread::sleep(Duration::from_millis(5));
     };
     let stdout = out.join().unwrap_or_default();
     let stderr = err.join().unwrap_or_default();
+    tracing::debug!(%command, %status, ms = start.elapsed().as_millis() as u64, "tool");
     if status.success() {
         Ok(ToolOutput { stdout, stderr })
     } else {

@@ -163,6 +163,8 @@ pub struct Lab {
     admin: Mutex<Option<Admin>>,
     hosts: Vec<LabHost>,
     timings: Mutex<Timings>,
+    /// The bring-up's progress bar, while `up` runs.
+    progress: Option<indicatif::ProgressBar>,
     stop: StopPolicy,
     step_timeout: Duration,
 }
@@ -194,6 +196,7 @@ impl Lab {
             admin: Mutex::new(None),
             hosts,
             timings: Mutex::new(Timings::new()),
+            progress: None,
             stop,
             step_timeout,
         }
@@ -226,6 +229,11 @@ impl Lab {
 
     fn mark(&self, phase: &str, start: Instant) {
         self.timings_lock().record(phase, start);
+        tracing::info!(lab = %self.layout.name, phase, ms = start.elapsed().as_millis() as u64, "bring-up step done");
+        if let Some(b) = &self.progress {
+            b.inc(1);
+            b.set_message(format!("{phase} done"));
+        }
     }
 
     pub fn state(&self) -> LabState {

@@ -61,6 +61,10 @@ fn check_port_free(addr: Ipv4Addr, port: u16) -> Result<(), LabError> {
         .map_err(|_| LabError::PortBusy { addr, port })
 }
 
+/// The steps `build` marks: network, files, mon, pools+fs, osd-mkfs, mgr, osd-start, mds,
+/// pgs-clean, mounts.
+const UP_STEPS: u64 = 10;
+
 impl Lab {
     /// Builds the lab and waits until it is ready. On any failure, or Ctrl-C, whatever was
     /// started is torn down before the error is returned.
@@ -87,7 +91,13 @@ impl Lab {
         cluster.overrides = opts.conf_overrides.clone();
         let state = Arc::new(StateFile::create(layout.state_file(), LabState::new(layout.clone(), cluster))?);
         let mut lab = Lab::with_state(layout, state, opts.stop, opts.step_timeout);
-        match lab.build(opts) {
+        lab.progress =
+            Some(crate::progress::bar(&format!("lab {}", opts.name), UP_STEPS, crate::progress::Unit::Steps));
+        let built = lab.build(opts);
+        if let Some(b) = lab.progress.take() {
+            b.finish_and_clear();
+        }
+        match built {
             Ok(()) => {
                 lab.state.update(|s| s.phase = Phase::Up)?;
                 Ok(lab)

@@ -1,0 +1,281 @@
+//! The HTML reports: their structure against a snapshot (from the example result of a real run
+//! under `docs/example/`), re-rendering from the files alone, and the page opened in a real
+//! headless Chromium — no console error, a screenshot that is not blank, no request for
+//! anything outside the file.
+
+mod common;
+
+use common::miglab;
+use miglab_reports::html::{external_references, run_report, structure};
+use miglab_reports::sweep::Rep;
+use miglab_reports::RunResult;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn example() -> RunResult {
+    let p = repo().join("docs/example/result.json");
+    serde_json::from_slice(&std::fs::read(&p).expect("docs/example/result.json")).expect("a result")
+}
+
+/// Whether the charts' font is there; without it the report cannot be drawn. `ci/test` sets
+/// MIGLAB_REQUIRE_ALL, so there a missing font fails instead of skipping.
+fn font_or_skip(test: &str) -> bool {
+    match miglab_reports::charts::font() {
+        Ok(()) => true,
+        Err(e) if std::env::var_os("MIGLAB_REQUIRE_ALL").is_none() => {
+            eprintln!("SKIPPED {test}: {e}");
+            false
+        }
+        Err(e) => panic!("{test}: {e}"),
+    }
+}
+
+/// Compares `got` with the snapshot `name` under tests/fixtures; MIGLAB_BLESS=1 rewrites it.
+fn snapshot(name: &str, got: &str) {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    if std::env::var_os("MIGLAB_BLESS").is_some() {
+        std::fs::write(&p, got).expect("write the snapshot");
+        return;
+    }
+    let want = std::fs::read_to_string(&p).unwrap_or_default();
+    assert_eq!(got, want, "{} differs from the report (MIGLAB_BLESS=1 cargo test rewrites it)", p.display());
+}
+
+/// A sweep of two cells made of the example (the second with other figures), three
+/// repetitions each.
+fn example_sweep() -> Vec<Rep> {
+    let r = example();
+    let mut reps = Vec::new();
+    for (cell, scale) in [("downtime_limit_ms=50", 1.0), ("downtime_limit_ms=300", 0.5)] {
+        for rep in 1..=3u32 {
+            let mut x = r.clone();
+            x.repetition = rep;
+            for m in &mut x.migrations {
+                m.downtime_ms = m.downtime_ms.map(|d| (d as f64 * scale) as u64 + rep as u64 * 7);
+            }
+            reps.push(Rep { cell: cell.into(), result: x });
+        }
+    }
+    reps
+}
+
+#[test]
+fn the_run_report_has_its_sections_charts_and_axes() {
+    if !font_or_skip("the_run_report_has_its_sections_charts_and_axes") {
+        return;
+    }
+    let r = example();
+    let html = run_report(&r).expect("render");
+    let s = structure(&html);
+    for section in ["Outcome", "Figures", "Over time", "Latency spectrum", "Downtime decomposition", "Faults"]
+    {
+        assert!(s.contains(&format!("section: {section}\n")), "no {section} section:\n{s}");
+    }
+    assert!(external_references(&html).is_empty(), "{:?}", external_references(&html));
+    snapshot("report-structure.txt", &s);
+}
+
+#[test]
+fn the_sweep_report_has_its_sections_charts_and_axes() {
+    if !font_or_skip("the_sweep_report_has_its_sections_charts_and_axes") {
+        return;
+    }
+    let html = miglab_reports::sweep::report("example", &example_sweep()).expect("render");
+    assert!(external_references(&html).is_empty(), "{:?}", external_references(&html));
+    snapshot("sweep-structure.txt", &structure(&html));
+}
+
+/// The embedded result.json is the whole result: read back out of the page, it is the same.
+#[test]
+fn the_report_carries_the_whole_result() {
+    if !font_or_skip("the_report_carries_the_whole_result") {
+        return;
+    }
+    let r = example();
+    let html = run_report(&r).expect("render");
+    let start = html.find("<pre id=\"result-json\">").expect("an embedded result") + 22;
+    let end = start + html[start..].find("</pre>").expect("its end");
+    let text = html[start..end].replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&");
+    let back: RunResult = serde_json::from_str(&text).expect("the embedded result parses");
+    assert_eq!(serde_json::to_value(&back).expect("json"), serde_json::to_value(&r).expect("json"));
+}
+
+/// `miglab report` renders a run's report and a sweep's from the files alone, and names what is
+/// wrong with a directory that is neither.
+#[test]
+fn miglab_report_renders_from_the_files_alone() {
+    if !font_or_skip("miglab_report_renders_from_the_files_alone") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let run = tmp.path().join("run");
+    std::fs::create_dir_all(&run).expect("mkdir");
+    std::fs::copy(repo().join("docs/example/result.json"), run.join("result.json")).expect("copy");
+    let sweep = tmp.path().join("sweep");
+    for (i, rep) in example_sweep().into_iter().enumerate() {
+        let mut r = rep.result;
+        r.clock.started_unix_ms += i as u64 * 60_000;
+        let d = sweep.join(&rep.cell).join(r.repetition.to_string());
+        std::fs::create_dir_all(&d).expect("mkdir");
+        std::fs::write(d.join("result.json"), serde_json::to_vec(&r).expect("json")).expect("write");
+    }
+    let out = miglab().arg("report").arg(&run).arg(&sweep).output().expect("miglab report");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(run.join("report.html").exists() && sweep.join("sweep.html").exists());
+    let csv = std::fs::read_to_string(sweep.join("sweep.csv")).expect("sweep.csv");
+    assert_eq!(csv.lines().count(), 7, "a header and six repetitions:\n{csv}");
+    // Cells in the order they ran: downtime_limit_ms=50 first although it sorts after 300.
+    assert!(csv.lines().nth(1).is_some_and(|l| l.contains("downtime_limit_ms=50")), "{csv}");
+
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).expect("mkdir");
+    let out = miglab().arg("report").arg(&empty).output().expect("miglab report");
+    assert_eq!(out.status.code(), Some(2), "bad input exits 2");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("neither result.json nor a sweep"), "{err}");
+}
+
+/// What Chromium made of a page.
+struct Opened {
+    console: Vec<String>,
+    /// Every URL the page asked the network for.
+    requests: Vec<String>,
+    dom: String,
+    /// Share of the screenshot's pixels that are not white, and how many colours it has.
+    inked: f64,
+    colours: usize,
+}
+
+/// Opens `page` in headless Chromium in a network namespace of its own (nothing it asks for can
+/// leave the machine): once for the DOM, once for a screenshot with a network log.
+fn open_in_chromium(page: &Path) -> Opened {
+    let dir = tempfile::tempdir().expect("tmp");
+    let url = format!("file://{}", page.canonicalize().expect("page").display());
+    let run = |extra: &[String]| {
+        let out = Command::new("unshare")
+            .args(["--net", "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"])
+            .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
+            .arg(format!("--user-data-dir={}", dir.path().join("profile").display()))
+            .args(["--enable-logging=stderr", "--virtual-time-budget=3000", "--window-size=1200,2400"])
+            .args(extra)
+            .arg(&url)
+            .output()
+            .expect("run chromium (ci/setup installs it)");
+        assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+        out
+    };
+    let shot = dir.path().join("shot.png");
+    let net = dir.path().join("net.json");
+    let first = run(&["--dump-dom".into()]);
+    let second =
+        run(&[format!("--screenshot={}", shot.display()), format!("--log-net-log={}", net.display())]);
+    let console = [&first.stderr, &second.stderr]
+        .iter()
+        .flat_map(|e| String::from_utf8_lossy(e).lines().map(str::to_string).collect::<Vec<_>>())
+        .filter(|l| l.contains(":CONSOLE"))
+        .collect();
+
+    // The page's own requests carry its origin (file://) in their network isolation key; the
+    // browser's background ones do not.
+    let log: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&net).expect("net log")).expect("json");
+    let events = log["events"].as_array().cloned().unwrap_or_default();
+    let page_sources: Vec<u64> = events
+        .iter()
+        .filter(|e| e["params"]["network_isolation_key"].as_str().is_some_and(|k| k.contains("file://")))
+        .filter_map(|e| e["source"]["id"].as_u64())
+        .collect();
+    let mut requests: Vec<String> = events
+        .iter()
+        .filter(|e| e["source"]["id"].as_u64().is_some_and(|id| page_sources.contains(&id)))
+        .filter_map(|e| e["params"]["url"].as_str().map(str::to_string))
+        .collect();
+    requests.dedup();
+
+    let decoder = png::Decoder::new(std::fs::File::open(&shot).expect("screenshot"));
+    let mut reader = decoder.read_info().expect("a PNG");
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).expect("its pixels");
+    let px = info.color_type.samples();
+    let pixels: Vec<&[u8]> = buf[..info.buffer_size()].chunks(px).collect();
+    let inked =
+        pixels.iter().filter(|p| p.iter().take(3).any(|c| *c < 240)).count() as f64 / pixels.len() as f64;
+    let mut colours: Vec<&[u8]> = pixels.clone();
+    colours.sort();
+    colours.dedup();
+    Opened {
+        console,
+        requests,
+        dom: String::from_utf8_lossy(&first.stdout).into_owned(),
+        inked,
+        colours: colours.len(),
+    }
+}
+
+fn chromium_present() {
+    let ok = Command::new("chromium").arg("--version").output().is_ok_and(|o| o.status.success());
+    assert!(ok, "chromium is missing: run ci/setup (it installs Debian's chromium)");
+}
+
+/// The checks can fail: a page with a script error and an outside image is caught by both.
+#[test]
+#[ignore = "needs Debian's chromium (ci/setup installs it): cargo test -- --include-ignored"]
+fn chromium_catches_a_broken_page() {
+    chromium_present();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let page = tmp.path().join("bad.html");
+    std::fs::write(
+        &page,
+        "<!DOCTYPE html><html><body><p>broken</p><img src=\"http://192.0.2.1/x.png\">\
+         <script>throw new Error(\"on purpose\")</script></body></html>",
+    )
+    .expect("write");
+    let o = open_in_chromium(&page);
+    assert!(o.console.iter().any(|l| l.contains("on purpose")), "no console error seen: {:?}", o.console);
+    assert!(o.requests.iter().any(|u| u.contains("192.0.2.1")), "no outside request seen: {:?}", o.requests);
+    assert!(o.inked < 0.01, "a near-blank page reads as blank: {}", o.inked);
+}
+
+#[test]
+#[ignore = "needs Debian's chromium (ci/setup installs it): cargo test -- --include-ignored"]
+fn the_reports_open_cleanly_in_chromium() {
+    chromium_present();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let r = example();
+    let run = tmp.path().join("report.html");
+    std::fs::write(&run, run_report(&r).expect("render")).expect("write");
+    let sweep = tmp.path().join("sweep.html");
+    std::fs::write(&sweep, miglab_reports::sweep::report("example", &example_sweep()).expect("render"))
+        .expect("write");
+    for page in [&run, &sweep] {
+        let html = std::fs::read_to_string(page).expect("read");
+        let o = open_in_chromium(page);
+        assert!(o.console.is_empty(), "{}: console says {:?}", page.display(), o.console);
+        assert!(o.requests.is_empty(), "{}: asked the network for {:?}", page.display(), o.requests);
+        assert_eq!(
+            o.dom.matches("<svg").count(),
+            html.matches("<svg").count(),
+            "{}: Chromium's DOM does not hold every chart",
+            page.display()
+        );
+        assert!(o.dom.contains("<h2>"), "{}: no section in the DOM", page.display());
+        assert!(
+            o.inked > 0.02 && o.colours > 50,
+            "{}: the screenshot looks blank ({:.1}% inked, {} colours)",
+            page.display(),
+            o.inked * 100.0,
+            o.colours
+        );
+        eprintln!(
+            "{}: {:.0}% of the screenshot inked, {} colours, {} charts",
+            page.display(),
+            o.inked * 100.0,
+            o.colours,
+            html.matches("<svg").count()
+        );
+    }
+}
