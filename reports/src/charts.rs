@@ -352,6 +352,7 @@ pub(crate) fn spectrum_chart(caption: &str, curves: &[Curve]) -> Result<String, 
             .x_desc("percentile")
             .y_desc("latency")
             .y_label_formatter(&micros)
+            .y_labels(8)
             .x_labels(7)
             .x_label_formatter(&nines_label)
             .draw()

@@ -101,6 +101,17 @@ pub fn csv(reps: &[Rep]) -> Result<Vec<u8>, csv::Error> {
     w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
 }
 
+/// A cell's name as an axis label: its values only (`20 · read-loop` for
+/// `downtime_limit_ms=20,workload=read-loop`); the tables give the full names.
+fn short(cell: &str) -> String {
+    cell.split(',').map(|kv| kv.split_once('=').map_or(kv, |(_, v)| v)).collect::<Vec<_>>().join(" · ")
+}
+
+/// What the values of a cell's label are: `downtime_limit_ms · workload`.
+fn axes(cell: &str) -> String {
+    cell.split(',').map(|kv| kv.split_once('=').map_or("cell", |(k, _)| k)).collect::<Vec<_>>().join(" · ")
+}
+
 /// A figure of a repetition, named for the legend.
 type Figure = (&'static str, fn(&Figures) -> Option<f64>);
 
@@ -131,11 +142,12 @@ fn strips(
             .y_label_area_size(62)
             .build_cartesian_2d(0f64..n, 0f64..ymax)
             .map_err(draw)?;
-        let fmt = charts::category_labels(names.to_vec());
+        let fmt = charts::category_labels(names.iter().map(|n| short(n)).collect());
         c.configure_mesh()
-            .x_desc("cell")
+            .x_desc(names.first().map(|n| axes(n)).unwrap_or_else(|| "cell".into()))
             .y_desc(unit)
             .y_label_formatter(&|v| format!("{v:.0}"))
+            .light_line_style(WHITE)
             .x_labels(names.len() * 2 + 1)
             .x_label_formatter(&fmt)
             .disable_x_mesh()
@@ -285,4 +297,15 @@ pub fn report(scenario: &str, reps: &[Rep]) -> Result<String, ChartError> {
     ));
     h.push_str("</body></html>\n");
     Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cells_axis_label_is_its_values() {
+        assert_eq!(short("downtime_limit_ms=20,workload=read-loop"), "20 · read-loop");
+        assert_eq!(axes("downtime_limit_ms=20,workload=read-loop"), "downtime_limit_ms · workload");
+    }
 }
