@@ -252,7 +252,7 @@ pub struct Scenario {
     #[serde(default)]
     pub outcome: OutcomeSpec,
     /// Parameters to sweep: a dotted path into this scenario (`migration.downtime_limit_ms`,
-    /// `workload.bs`, `guest.virtiofsd_args`, `fault.1.duration_ms`) and the values it takes.
+    /// `workload.bs`, `guest.virtiofsd_args`, `fault.0.duration_ms`: lists index from 0) and the values it takes.
     /// Every combination is a cell, run `repetitions` times.
     #[serde(default)]
     pub sweep: toml::Table,
