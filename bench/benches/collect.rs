@@ -20,15 +20,7 @@ fn stream(records: usize) -> Vec<u8> {
         } else {
             let lat = 100_000 + (i as u64 * 7919) % 800_000;
             t += 1000;
-            Record::Op(OpRecord {
-                op: Op::Read,
-                flags: 0,
-                job: 0,
-                submit_ns: t - lat,
-                complete_ns: t,
-                bytes: 4096,
-                status: 0,
-            })
+            Record::Op(OpRecord::done(Op::Read, t - lat, t, 4096))
         };
         out.extend_from_slice(&r.to_bytes());
     }

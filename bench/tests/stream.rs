@@ -95,32 +95,10 @@ fn the_interval_log_reads_the_same_in_an_independent_implementation() {
     for ms in 0..5000u64 {
         let mut b = Vec::new();
         let lat = 100_000 + (ms * 7919) % 4_900_000;
-        b.extend(
-            Record::Op(OpRecord {
-                op: Op::Read,
-                flags: 0,
-                job: 0,
-                submit_ns: g - lat,
-                complete_ns: g,
-                bytes: 4096,
-                status: 0,
-            })
-            .to_bytes(),
-        );
+        b.extend(Record::Op(OpRecord::done(Op::Read, g - lat, g, 4096)).to_bytes());
         if ms % 10 == 0 {
             let wl = 1_000_000 + (ms * 104_729) % 39_000_000;
-            b.extend(
-                Record::Op(OpRecord {
-                    op: Op::Write,
-                    flags: 0,
-                    job: 0,
-                    submit_ns: g - wl,
-                    complete_ns: g,
-                    bytes: 65536,
-                    status: 0,
-                })
-                .to_bytes(),
-            );
+            b.extend(Record::Op(OpRecord::done(Op::Write, g - wl, g, 65536)).to_bytes());
         }
         b.extend(Record::Heartbeat { seq: ms as u32, guest_ns: g }.to_bytes());
         c.feed(&b, t0 + Duration::from_millis(ms));

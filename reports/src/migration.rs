@@ -255,6 +255,31 @@ impl MigrationRecord {
     pub fn completed(&self) -> bool {
         self.outcome == Outcome::Completed
     }
+
+    /// Hop 1, c1 → c2, started at `started_ms`, with nothing measured: for the crate's tests.
+    #[cfg(test)]
+    pub(crate) fn sample(outcome: Outcome, started_ms: f64) -> Self {
+        MigrationRecord {
+            hop: 1,
+            from: "c1".into(),
+            to: "c2".into(),
+            outcome,
+            params: MigrationParams::default(),
+            uri: "tcp:10.77.0.12:4444".into(),
+            started_ms,
+            total_time_ms: None,
+            downtime_ms: None,
+            setup_time_ms: None,
+            transferred_bytes: None,
+            ram_total_bytes: None,
+            dirty_sync_count: None,
+            mbps: None,
+            wall_ms: 0.0,
+            phases: Phases::default(),
+            timeline: vec![],
+            follow_up: false,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -326,24 +351,12 @@ mod tests {
     #[test]
     fn records_serialize_with_their_outcome_and_typed_events() {
         let r = MigrationRecord {
-            hop: 1,
-            from: "c1".into(),
-            to: "c2".into(),
-            outcome: Outcome::Failed { error: "Unable to write to socket".into(), source_running: true },
-            params: MigrationParams::default(),
-            uri: "tcp:10.77.0.12:4444".into(),
-            started_ms: 1500.0,
-            total_time_ms: None,
-            downtime_ms: None,
-            setup_time_ms: None,
-            transferred_bytes: None,
-            ram_total_bytes: None,
-            dirty_sync_count: None,
-            mbps: None,
             wall_ms: 12.0,
-            phases: Phases::default(),
             timeline: vec![ev(1501.0, Side::Source, st(MigrationStatus::Active))],
-            follow_up: false,
+            ..MigrationRecord::sample(
+                Outcome::Failed { error: "Unable to write to socket".into(), source_running: true },
+                1500.0,
+            )
         };
         let j = serde_json::to_value(&r).expect("json");
         assert_eq!(j["outcome"], "failed");

@@ -169,7 +169,7 @@ pub fn classify(r: &RunResult, t: &Thresholds) -> (RunOutcome, Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::migration::{MigrationParams, MigrationRecord, Phases};
+    use crate::migration::MigrationRecord;
     use crate::result::{Bucket, FaultRecord, OpSummary, StreamHealth, Window, WindowKind};
 
     fn base() -> RunResult {
@@ -187,26 +187,7 @@ mod tests {
     }
 
     fn hop(outcome: Outcome) -> MigrationRecord {
-        MigrationRecord {
-            hop: 1,
-            from: "c1".into(),
-            to: "c2".into(),
-            outcome,
-            params: MigrationParams::default(),
-            uri: String::new(),
-            started_ms: 1000.0,
-            total_time_ms: None,
-            downtime_ms: None,
-            setup_time_ms: None,
-            transferred_bytes: None,
-            ram_total_bytes: None,
-            dirty_sync_count: None,
-            mbps: None,
-            wall_ms: 0.0,
-            phases: Phases::default(),
-            timeline: vec![],
-            follow_up: false,
-        }
+        MigrationRecord::sample(outcome, 1000.0)
     }
 
     fn window(stall: f64, unended: bool) -> Window {

@@ -448,9 +448,7 @@ pub fn events_csv(rows: &[EventRow]) -> Result<Vec<u8>, csv::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::migration::{
-        MigrationParams, MigrationStatus, Outcome, Phases, QmpEvent, Side, TimelineEvent,
-    };
+    use crate::migration::{MigrationStatus, Outcome, QmpEvent, Side, TimelineEvent};
 
     fn window(hop: u32, start: f64, end: f64) -> Window {
         Window {
@@ -493,22 +491,10 @@ mod tests {
         let mut r = RunResult::new("x", 1, 1);
         r.windows.push(window(1, 1000.5, 1950.0));
         r.migrations.push(MigrationRecord {
-            hop: 1,
-            from: "c1".into(),
-            to: "c2".into(),
-            outcome: Outcome::Completed,
-            params: MigrationParams::default(),
-            uri: "tcp:10.0.0.2:4444".into(),
-            started_ms: 1000.5,
             total_time_ms: Some(900),
             downtime_ms: Some(20),
             setup_time_ms: Some(1),
-            transferred_bytes: None,
-            ram_total_bytes: None,
-            dirty_sync_count: None,
-            mbps: None,
             wall_ms: 950.0,
-            phases: Phases::default(),
             timeline: vec![
                 TimelineEvent { t_ms: 1950.0, side: Side::Destination, event: QmpEvent::Resume },
                 TimelineEvent {
@@ -517,7 +503,7 @@ mod tests {
                     event: QmpEvent::Migration { status: MigrationStatus::Setup },
                 },
             ],
-            follow_up: false,
+            ..MigrationRecord::sample(Outcome::Completed, 1000.5)
         });
         let rows = event_rows(&r);
         let names: Vec<&str> = rows.iter().map(|r| r.event.as_str()).collect();

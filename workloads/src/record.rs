@@ -102,6 +102,11 @@ pub struct OpRecord {
 }
 
 impl OpRecord {
+    /// A successful op of job 0 (what synthetic streams for tests and benchmarks are made of).
+    pub fn done(op: Op, submit_ns: u64, complete_ns: u64, bytes: u32) -> Self {
+        Self { op, flags: 0, job: 0, submit_ns, complete_ns, bytes, status: 0 }
+    }
+
     pub fn latency_ns(&self) -> u64 {
         self.complete_ns.saturating_sub(self.submit_ns)
     }

@@ -33,16 +33,7 @@ pub fn run(minutes: u64, rate: u64) {
         chunk.clear();
         for i in 0..per_ms {
             let lat = 200_000 + (i * 7919 + ms) % 600_000;
-            let op = OpRecord {
-                op: Op::Read,
-                flags: 0,
-                job: 0,
-                submit_ns: g - lat,
-                complete_ns: g,
-                bytes: 4096,
-                status: 0,
-            };
-            chunk.extend_from_slice(&Record::Op(op).to_bytes());
+            chunk.extend_from_slice(&Record::Op(OpRecord::done(Op::Read, g - lat, g, 4096)).to_bytes());
             g += 1_000_000 / per_ms;
         }
         chunk.extend_from_slice(&Record::Heartbeat { seq: ms as u32, guest_ns: g }.to_bytes());
