@@ -135,11 +135,11 @@ pub fn assemble(mut r: RunResult, plan: &Plan, ex: &Execution, duration_ms: f64)
     let (o, why) = outcome::classify(&r, &plan.thresholds);
     r.outcome = Some(o);
     r.outcome_why = why;
-    r.expected = plan.expect;
+    r.expected = plan.expect.clone();
     // Faults that did not happen as planned make the run say nothing about them.
     let fault_problems: Vec<String> =
         r.faults.iter().filter_map(|f| f.error.as_ref().map(|e| format!("{}: {e}", f.name))).collect();
-    r.problems = match plan.expect {
+    r.problems = match &plan.expect {
         None => {
             let mut p = verdict::problems(&r);
             p.extend(r.error.iter().filter(|_| !ex.interrupted()).cloned());
@@ -147,7 +147,7 @@ pub fn assemble(mut r: RunResult, plan: &Plan, ex: &Execution, duration_ms: f64)
         }
         Some(want) => {
             let mut p = verdict::integrity_problems(&r);
-            if o != want {
+            if !want.allows(o) {
                 p.insert(0, format!("expected outcome {want}, got {o} ({})", r.outcome_why.join("; ")));
                 p.extend(verdict::outcome_problems(&r));
             }

@@ -52,7 +52,7 @@ pub fn summary(s: &Scenario, w: &Workload) -> String {
         0 => String::new(),
         n => format!(", {n} fault(s)"),
     };
-    let expect = s.expect.map(|e| format!(", expects {e}")).unwrap_or_default();
+    let expect = s.expect.as_ref().map(|e| format!(", expects {e}")).unwrap_or_default();
     format!(
         "{}: ok — {} repetition(s) of '{}' in a {} MiB / {} vCPU guest, {} migration(s){faults}{expect}, seed {}",
         s.name,

@@ -393,6 +393,16 @@ pub fn run(args: Args) -> ExitCode {
     }
 }
 
+/// Whether a panic is `println!` failing because the reader of stdout went away.
+pub fn is_stdout_gone(payload: &(dyn std::any::Any + Send)) -> bool {
+    let text = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("");
+    text.starts_with("failed printing to stdout") && text.contains("Broken pipe")
+}
+
 /// Tracing logs on stderr at the level `-v` asks for; warnings only without it.
 fn logging(verbose: u8) {
     crate::progress::set_logging(verbose > 0);

@@ -68,12 +68,22 @@ fn spectrum(guest: &Histogram<u64>, host: &Histogram<u64>) -> Vec<miglab_reports
         .collect()
 }
 
+/// `ENOENT` for 2; the number for what the host's libc does not know.
+fn errno_name(e: u32) -> String {
+    match nix::errno::Errno::from_raw(e as i32) {
+        nix::errno::Errno::UnknownErrno => format!("errno {e}"),
+        known => format!("{known:?}"),
+    }
+}
+
 struct OpStats {
     guest: Histogram<u64>,
     host: Histogram<u64>,
     failed: Histogram<u64>,
     count: u64,
     failures: u64,
+    /// The failures by errno.
+    errnos: std::collections::BTreeMap<u32, u64>,
     mismatches: u64,
     bytes: u64,
 }
@@ -86,6 +96,7 @@ impl OpStats {
             failed: hist(2),
             count: 0,
             failures: 0,
+            errnos: Default::default(),
             mismatches: 0,
             bytes: 0,
         }
@@ -315,6 +326,7 @@ impl Collector {
         }
         if o.failed() {
             s.failures += 1;
+            *s.errnos.entry(o.status).or_default() += 1;
             let _ = s.failed.record(guest_us);
             self.bucket.errors += 1;
             for w in &mut self.open {
@@ -435,6 +447,7 @@ impl Collector {
                     op: op.as_str().into(),
                     count: s.count,
                     failed: s.failures,
+                    errors: s.errnos.iter().map(|(e, n)| (errno_name(*e), *n)).collect(),
                     mismatches: s.mismatches,
                     bytes: s.bytes,
                     guest: latency(&s.guest),

@@ -9,7 +9,7 @@ use crate::migration::next_host;
 use crate::scenario::{GuestSpec, LabSpec, RunSpec, Scenario};
 use miglab_faults::schedule::ScheduleError;
 use miglab_faults::{Resolved, Universe};
-use miglab_reports::{MigrationParams, RunOutcome, Thresholds};
+use miglab_reports::{Expect, MigrationParams, Thresholds};
 use miglab_workloads::job::Workload;
 use serde::{Deserialize, Serialize};
 
@@ -84,7 +84,7 @@ pub struct Plan {
     pub run: RunSpec,
     /// The faults, every choice made and every random offset drawn.
     pub faults: Vec<Resolved>,
-    pub expect: Option<RunOutcome>,
+    pub expect: Option<Expect>,
     pub thresholds: Thresholds,
 }
 
@@ -152,7 +152,7 @@ impl Plan {
             },
             run: s.run.clone(),
             faults,
-            expect: s.expect,
+            expect: s.expect.clone(),
             thresholds: s.outcome.thresholds(),
         })
     }

@@ -23,6 +23,8 @@ pub enum QmpError {
     Command { command: &'static str, error: String },
     #[error("QMP `{command}` got no answer within {timeout:.0?}")]
     TimedOut { command: &'static str, timeout: Duration },
+    #[error("QMP `{command}` not sent: an earlier command on this connection never got its answer, so the next answer could be that one's")]
+    Unusable { command: &'static str },
 }
 
 /// A QMP event and when it reached miglab.
@@ -68,6 +70,24 @@ pub struct Qmp {
     events: mpsc::UnboundedReceiver<Stamped>,
     reader: tokio::task::JoinHandle<()>,
     timeout: Duration,
+    /// Set once a command was abandoned before its answer (a deadline, or its future dropped).
+    /// QEMU without out-of-band support answers in order and without ids (qapi files every
+    /// command under id 0), so the connection cannot be used again.
+    abandoned: std::sync::atomic::AtomicBool,
+}
+
+/// Marks the connection abandoned if the command's future goes before its answer came.
+struct InFlight<'a> {
+    abandoned: &'a std::sync::atomic::AtomicBool,
+    answered: bool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.abandoned.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
 }
 
 impl std::fmt::Debug for Qmp {
@@ -125,24 +145,41 @@ impl Qmp {
                     events: rx,
                     reader,
                     timeout: Duration::from_secs(10),
+                    abandoned: Default::default(),
                 }));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
-    /// Runs a command with the connection's deadline.
+    /// Runs a command with the connection's deadline. After a command that got no answer the
+    /// connection refuses further commands (their answers could not be told apart).
     pub async fn execute<C>(&self, command: C) -> Result<C::Ok, QmpError>
     where
         C: qapi::Command,
         QmpStreamTokio<WriteHalf<UnixStream>>:
             futures::Sink<qapi::Execute<C, u32>, Error = std::io::Error> + Unpin,
     {
-        match tokio::time::timeout(self.timeout, self.service.execute(command)).await {
+        if self.abandoned.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(QmpError::Unusable { command: C::NAME });
+        }
+        let mut flight = InFlight { abandoned: &self.abandoned, answered: false };
+        let r = tokio::time::timeout(self.timeout, self.service.execute(command)).await;
+        flight.answered = r.is_ok();
+        drop(flight);
+        match r {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(QmpError::Command { command: C::NAME, error: e.to_string() }),
-            Err(_) => Err(QmpError::TimedOut { command: C::NAME, timeout: self.timeout }),
+            Err(_) => {
+                tracing::warn!(command = C::NAME, path = %self.path.display(), "QMP command unanswered; connection abandoned");
+                Err(QmpError::TimedOut { command: C::NAME, timeout: self.timeout })
+            }
         }
+    }
+
+    /// Whether a command was abandoned on this connection (it takes no more).
+    pub fn abandoned(&self) -> bool {
+        self.abandoned.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The next event, if one arrives within `wait`.

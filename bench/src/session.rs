@@ -31,6 +31,8 @@ pub enum RunError {
     Replay { path: PathBuf, why: String },
     #[error("could not {what}: {source}")]
     Io { what: String, source: std::io::Error },
+    #[error("lab '{lab}' already runs {}: they share its file system and would write into this run's files. Stop them first: {}", .vms.join(", "), .vms.iter().map(|v| format!("`miglab vm down --name {lab} --vm {v}`")).collect::<Vec<_>>().join(", "))]
+    LabBusy { lab: String, vms: Vec<String> },
     #[error("could not start the async runtime: {0}")]
     Runtime(std::io::Error),
     #[error("interrupted; the partial results are in {}", .0.display())]
@@ -135,6 +137,15 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
         lab
     });
     let topo: Arc<dyn Topology> = lab.clone();
+    // A guest left running on the lab (`miglab vm up`, or a miglab that was killed) would keep
+    // writing into the same CephFS: its blocks would read as this run's lost or foreign data.
+    let mut running: Vec<String> =
+        crate::vm::ledger::all(lab.as_ref()).into_iter().map(|r| r.spec.name).collect();
+    running.sort();
+    running.dedup();
+    if !running.is_empty() {
+        return Err(RunError::LabBusy { lab: lab_spec.name.clone(), vms: running });
+    }
     let hosts = topo.host_names();
     let osds = lab.state().cluster.osds;
     let list: Vec<Result<Plan, PlanError>> = match &plans {
@@ -275,6 +286,10 @@ fn summary(r: &RunResult, dir: &Path) {
             "  {:<9} {:>9} ops {:>6} failed  guest p50 {:>7} us p99 {:>8} us max {:>9} us | host p99 {:>8} us max {:>9} us",
             o.op, o.count, o.failed, o.guest.p50_us, o.guest.p99_us, o.guest.max_us, o.host.p99_us, o.host.max_us
         );
+        if !o.errors.is_empty() {
+            let e: Vec<String> = o.errors.iter().map(|(k, n)| format!("{k} ×{n}")).collect();
+            println!("  {:<9} failed with {}", "", e.join(", "));
+        }
     }
     for m in &r.migrations {
         let w = r.migration_window(m.hop);
@@ -303,8 +318,12 @@ fn summary(r: &RunResult, dir: &Path) {
     }
     for f in &r.faults {
         let at = |t: Option<f64>| t.map(|t| format!("{t:.0} ms")).unwrap_or_else(|| "-".into());
+        let began = match (f.began_ms, f.injected_ms) {
+            (Some(b), Some(i)) if i - b >= 10.0 => format!(" (began {b:.0} ms)"),
+            _ => String::new(),
+        };
         println!(
-            "  {} on {}: injected {}, cleared {} ({}){}{}",
+            "  {} on {}: injected {}{began}, cleared {} ({}){}{}",
             f.name,
             if f.target.is_empty() { "?" } else { &f.target },
             at(f.injected_ms),
@@ -315,7 +334,7 @@ fn summary(r: &RunResult, dir: &Path) {
         );
     }
     if let Some(o) = r.outcome {
-        let expected = r.expected.map(|e| format!(" (expected: {e})")).unwrap_or_default();
+        let expected = r.expected.as_ref().map(|e| format!(" (expected: {e})")).unwrap_or_default();
         println!(
             "  outcome: {o}{expected}{}",
             if r.outcome_why.is_empty() { String::new() } else { format!(": {}", r.outcome_why.join("; ")) }

@@ -155,6 +155,22 @@ fn a_byte_flipped_from_the_host_is_the_one_block_verify_reports() {
         assert_eq!(report.bad[0].offset, 37 * 4096);
         assert_eq!(report.bad[0].problem, Problem::Corrupt);
         assert_eq!(report.read_mode, "O_DIRECT", "the pass reads around the caches");
+        // While a guest runs on the lab, a run refuses it: that guest would write into the
+        // run's file system and its blocks would read as the run's lost data.
+        let out = miglab()
+            .args(["run", &scenario("smoke").display().to_string(), "--lab", "t-flip", "--root"])
+            .arg(root.path())
+            .arg("--out")
+            .arg(root.path().join("busy"))
+            .output()
+            .expect("miglab run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("already runs vm0") && err.contains("miglab vm down --name t-flip --vm vm0"),
+            "{err}"
+        );
+        assert!(!root.path().join("busy/smoke/1").exists(), "nothing ran");
         vm.stop().await.expect("stop");
     });
     drop(site);

@@ -100,7 +100,7 @@ pub fn run_report(r: &RunResult) -> Result<String, ChartError> {
     );
     h.push_str("<h2>Outcome</h2>");
     let outcome = r.outcome.map(|o| o.to_string()).unwrap_or_else(|| "—".into());
-    let expected = r.expected.map(|e| format!(" (expected: {e})")).unwrap_or_default();
+    let expected = r.expected.as_ref().map(|e| format!(" (expected: {e})")).unwrap_or_default();
     let _ = write!(
         h,
         "<p><b>{}</b>{}{}</p>",
@@ -165,7 +165,12 @@ pub fn run_report(r: &RunResult) -> Result<String, ChartError> {
             vec![
                 o.op.clone(),
                 o.count.to_string(),
-                o.failed.to_string(),
+                if o.errors.is_empty() {
+                    o.failed.to_string()
+                } else {
+                    let e: Vec<String> = o.errors.iter().map(|(k, n)| format!("{k} ×{n}")).collect();
+                    format!("{} ({})", o.failed, e.join(", "))
+                },
                 o.guest.p50_us.to_string(),
                 o.guest.p99_us.to_string(),
                 o.guest.max_us.to_string(),
@@ -219,7 +224,10 @@ pub fn run_report(r: &RunResult) -> Result<String, ChartError> {
                     f.name.clone(),
                     f.target.clone(),
                     f.trigger.clone(),
-                    opt(f.injected_ms),
+                    match (f.began_ms, f.injected_ms) {
+                        (Some(b), Some(i)) if i - b >= 10.0 => format!("{i:.0} (began {b:.0})"),
+                        (_, i) => opt(i),
+                    },
                     opt(f.cleared_ms),
                     f.undo.clone(),
                     opt(w.and_then(|w| w.io_stall_ms)),

@@ -13,7 +13,7 @@ pub mod verdict;
 pub use migration::{
     MigrationParams, MigrationRecord, MigrationStatus, Outcome, Phases, QmpEvent, Side, TimelineEvent,
 };
-pub use outcome::{RunOutcome, Thresholds};
+pub use outcome::{Expect, RunOutcome, Thresholds};
 pub use result::{
     Bucket, Clock, FaultRecord, Latency, OpSummary, Provenance, RunResult, RunStatus, SpectrumPoint,
     StreamHealth, Verification, Window, WindowKind, SPECTRUM,

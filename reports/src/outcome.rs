@@ -69,6 +69,59 @@ impl std::str::FromStr for RunOutcome {
     }
 }
 
+/// The outcomes a scenario expects: one (`expect = "fs-hung"`) or any of several
+/// (`expect = ["completed", "completed-degraded"]`, for a fault the guest may or may not notice).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expect(pub Vec<RunOutcome>);
+
+impl Expect {
+    pub fn allows(&self, o: RunOutcome) -> bool {
+        self.0.contains(&o)
+    }
+}
+
+impl fmt::Display for Expect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.0.iter().map(|o| o.as_str()).collect();
+        f.write_str(&names.join(" or "))
+    }
+}
+
+impl Serialize for Expect {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [one] => one.serialize(s),
+            many => many.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Expect {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Expect;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an outcome, or a list of outcomes")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Expect, E> {
+                v.parse().map(|o| Expect(vec![o])).map_err(E::custom)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Expect, A::Error> {
+                let mut v = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    v.push(s.parse().map_err(serde::de::Error::custom)?);
+                }
+                if v.is_empty() {
+                    return Err(serde::de::Error::custom("give at least one outcome"));
+                }
+                Ok(Expect(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// Where the classes' lines are drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Thresholds {

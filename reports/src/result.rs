@@ -49,6 +49,9 @@ pub struct OpSummary {
     pub count: u64,
     /// Ops that returned an error.
     pub failed: u64,
+    /// The failed ops by error (`ENOENT`, `EIO`, ...).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub errors: std::collections::BTreeMap<String, u64>,
     /// Reads whose data did not verify.
     pub mismatches: u64,
     pub bytes: u64,
@@ -175,6 +178,10 @@ pub struct FaultRecord {
     /// When its anchor came, and when it was due.
     pub anchor_ms: Option<f64>,
     pub due_ms: Option<f64>,
+    /// When its action began: a kill is at once, a third party's copy or a Ceph command may
+    /// take a while (its effect can start before `injected_ms`).
+    #[serde(default)]
+    pub began_ms: Option<f64>,
     /// When it took effect (None: it never did, `error` says why).
     pub injected_ms: Option<f64>,
     /// When its undo took effect.
@@ -280,7 +287,7 @@ pub struct RunResult {
     pub outcome_why: Vec<String>,
     /// The outcome the scenario expects (then the run passes when it happens).
     #[serde(default)]
-    pub expected: Option<crate::outcome::RunOutcome>,
+    pub expected: Option<crate::outcome::Expect>,
     pub verification: Option<Verification>,
     pub stream: StreamHealth,
     pub series: Vec<Bucket>,

@@ -68,7 +68,8 @@ pub fn stretch(r: &RunResult, minutes: f64) -> RunResult {
         for f in &r.faults {
             let mut f = f.clone();
             f.index += k * faults;
-            for t in [&mut f.anchor_ms, &mut f.due_ms, &mut f.injected_ms, &mut f.cleared_ms] {
+            for t in [&mut f.anchor_ms, &mut f.due_ms, &mut f.began_ms, &mut f.injected_ms, &mut f.cleared_ms]
+            {
                 shift(t, by);
             }
             out.faults.push(f);

@@ -158,6 +158,7 @@ fn failed_ops_are_counted_apart_and_end_no_stall() {
     assert_eq!((read.count, read.failed, read.bytes), (200, 300, 200 * 4096));
     assert_eq!(read.guest.count, 200, "only successful ops have a latency");
     assert_eq!(read.failed_latency.count, 300);
+    assert_eq!(read.errors.get("EIO"), Some(&300), "failures by errno: {:?}", read.errors);
     let ops: u64 = r.series.iter().map(|b| b.ops).sum();
     let errors: u64 = r.series.iter().map(|b| b.errors).sum();
     assert_eq!((ops, errors), (200, 300));

@@ -251,3 +251,27 @@ fn a_sweep_crosses_its_axes_into_checked_cells() {
     .expect_err("not a list");
     assert!(e.to_string().contains("give a list"), "{e}");
 }
+
+#[test]
+fn expect_takes_one_outcome_or_any_of_several() {
+    use miglab_reports::RunOutcome::{Completed, CompletedDegraded, FsHung};
+    let p = Path::new("x.toml");
+    let w = "[workload]\nkind = \"read-loop\"\n";
+    let one = Scenario::parse(&format!("name = \"x\"\nexpect = \"fs-hung\"\n{w}"), p).expect("one");
+    assert_eq!(one.expect, Some(Expect(vec![FsHung])));
+    let many =
+        Scenario::parse(&format!("name = \"x\"\nexpect = [\"completed\", \"completed-degraded\"]\n{w}"), p)
+            .expect("many");
+    let e = many.expect.expect("an expectation");
+    assert!(e.allows(Completed) && e.allows(CompletedDegraded) && !e.allows(FsHung));
+    assert_eq!(e.to_string(), "completed or completed-degraded");
+    assert_eq!(
+        serde_json::to_value(&e).expect("json"),
+        serde_json::json!(["completed", "completed-degraded"])
+    );
+    assert_eq!(serde_json::to_value(&one.expect).expect("json"), serde_json::json!("fs-hung"));
+    for bad in ["expect = []", "expect = \"done\"", "expect = [\"completed\", \"fine\"]"] {
+        let err = Scenario::parse(&format!("name = \"x\"\n{bad}\n{w}"), p).expect_err(bad).to_string();
+        assert!(err.contains("x.toml"), "{bad}: {err}");
+    }
+}
