@@ -133,8 +133,11 @@ pub fn assemble(mut r: RunResult, plan: &Plan, ex: &Execution, duration_ms: f64)
     r.faults = ex.faults.clone();
     r.error = ex.error.as_ref().map(|e| e.to_string());
     let (o, why) = outcome::classify(&r, &plan.thresholds);
-    r.outcome = Some(o);
-    r.outcome_why = why;
+    // A run that failed before any op completed says nothing about the migration: it has no
+    // outcome to match (and must not read `completed`).
+    let measured = r.stream.last_op_ms.is_some() || r.error.is_none();
+    r.outcome = measured.then_some(o);
+    r.outcome_why = if measured { why } else { vec!["no op completed before the run failed".into()] };
     r.expected = plan.expect.clone();
     // Faults that did not happen as planned make the run say nothing about them.
     let fault_problems: Vec<String> =
@@ -147,15 +150,19 @@ pub fn assemble(mut r: RunResult, plan: &Plan, ex: &Execution, duration_ms: f64)
         }
         Some(want) => {
             let mut p = verdict::integrity_problems(&r);
-            if !want.allows(o) {
+            if !measured {
+                p.insert(0, format!("expected outcome {want}, got none: no op completed before the run failed"));
+            } else if !want.allows(o) {
                 p.insert(0, format!("expected outcome {want}, got {o} ({})", r.outcome_why.join("; ")));
                 p.extend(verdict::outcome_problems(&r));
             }
-            // An error the outcome explains (a hang, a lost guest, a failed hop) is expected.
+            // An error the outcome explains (a hang, a lost guest, a failed hop) is expected; a
+            // run that ended in an error is never explained by a completed outcome.
             let explained = matches!(
                 ex.error,
                 Some(ExecError::FsHung(_) | ExecError::GuestLost(_) | ExecError::Migration(_))
-            );
+            ) && measured
+                && !matches!(o, outcome::RunOutcome::Completed | outcome::RunOutcome::CompletedDegraded);
             if !explained && !ex.interrupted() {
                 p.extend(r.error.iter().cloned());
             }

@@ -266,6 +266,7 @@ async fn drive(
     let mut poll = tokio::time::interval(opts.poll);
     let mut tick = tokio::time::interval(opts.tick);
     let mut info = None;
+    let mut longest_wait: Option<f64> = None;
     let outcome = loop {
         tokio::select! {
             Some(e) = src.qmp.event() => {
@@ -285,7 +286,20 @@ async fn drive(
             Some(e) = dst.qmp.event() => tl.add(Side::Destination, &e),
             _ = tick.tick() => hop.bus.publish(Observed::Tick { hop: hop.number }),
             _ = poll.tick() => {
-                let i = src.qmp.execute(qmp::query_migrate {}).await.map_err(qmp_err(Side::Source))?;
+                // A source blocked in a vhost-user call answers late; the hop's deadline bounds
+                // the wait, and how long it was blocked is a figure of its own.
+                let asked = tokio::time::Instant::now();
+                let left = deadline.saturating_duration_since(asked).max(Duration::from_secs(1));
+                let i = match src.qmp.execute_within(qmp::query_migrate {}, left).await {
+                    Ok(i) => i,
+                    Err(QmpError::TimedOut { .. }) => {
+                        longest_wait = Some(asked.elapsed().as_secs_f64() * 1000.0);
+                        break Outcome::TimedOut { after_ms: opts.timeout.as_millis() as u64, source_running: false };
+                    }
+                    Err(e) => return Err(qmp_err(Side::Source)(e)),
+                };
+                let waited = asked.elapsed().as_secs_f64() * 1000.0;
+                longest_wait = Some(longest_wait.map_or(waited, |l: f64| l.max(waited)));
                 let f = figures(&i);
                 hop.bus.publish(Observed::Figures { hop: hop.number, figures: f.clone() });
                 let status = f.status;
@@ -380,6 +394,7 @@ async fn drive(
         dirty_sync_count: ram.map(|r| r.dirty_sync_count as u64),
         mbps: ram.map(|r| r.mbps),
         wall_ms,
+        longest_qmp_wait_ms: longest_wait,
         phases: Phases::from_timeline(&tl.events),
         timeline: tl.events,
         follow_up: false,

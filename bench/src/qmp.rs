@@ -160,11 +160,22 @@ impl Qmp {
         QmpStreamTokio<WriteHalf<UnixStream>>:
             futures::Sink<qapi::Execute<C, u32>, Error = std::io::Error> + Unpin,
     {
+        self.execute_within(command, self.timeout).await
+    }
+
+    /// Like `execute`, with a deadline of the caller's (a migration waits for a QEMU whose main
+    /// loop is blocked as long as the migration may take, not the usual 10 s).
+    pub async fn execute_within<C>(&self, command: C, timeout: Duration) -> Result<C::Ok, QmpError>
+    where
+        C: qapi::Command,
+        QmpStreamTokio<WriteHalf<UnixStream>>:
+            futures::Sink<qapi::Execute<C, u32>, Error = std::io::Error> + Unpin,
+    {
         if self.abandoned.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(QmpError::Unusable { command: C::NAME });
         }
         let mut flight = InFlight { abandoned: &self.abandoned, answered: false };
-        let r = tokio::time::timeout(self.timeout, self.service.execute(command)).await;
+        let r = tokio::time::timeout(timeout, self.service.execute(command)).await;
         flight.answered = r.is_ok();
         drop(flight);
         match r {
@@ -172,7 +183,7 @@ impl Qmp {
             Ok(Err(e)) => Err(QmpError::Command { command: C::NAME, error: e.to_string() }),
             Err(_) => {
                 tracing::warn!(command = C::NAME, path = %self.path.display(), "QMP command unanswered; connection abandoned");
-                Err(QmpError::TimedOut { command: C::NAME, timeout: self.timeout })
+                Err(QmpError::TimedOut { command: C::NAME, timeout })
             }
         }
     }

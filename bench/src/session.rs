@@ -33,6 +33,8 @@ pub enum RunError {
     Io { what: String, source: std::io::Error },
     #[error("lab '{lab}' already runs {}: they share its file system and would write into this run's files. Stop them first: {}", .vms.join(", "), .vms.iter().map(|v| format!("`miglab vm down --name {lab} --vm {v}`")).collect::<Vec<_>>().join(", "))]
     LabBusy { lab: String, vms: Vec<String> },
+    #[error("lab '{lab}' is not whole: {} not running (a fault's revive that never ran, or a daemon stopped by hand); the run would measure a different cluster. Restart {}, or `miglab lab down --name {lab}` and let the run bring it up", .daemons.join(", "), .daemons.iter().map(|d| format!("`miglab lab daemon --name {lab} {d} restart`")).collect::<Vec<_>>().join(", "))]
+    LabIncomplete { lab: String, daemons: Vec<String> },
     #[error("could not start the async runtime: {0}")]
     Runtime(std::io::Error),
     #[error("interrupted; the partial results are in {}", .0.display())]
@@ -145,6 +147,19 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
     running.dedup();
     if !running.is_empty() {
         return Err(RunError::LabBusy { lab: lab_spec.name.clone(), vms: running });
+    }
+    // A daemon killed by hand (or by a fault whose revive never ran) leaves the cluster smaller
+    // than the one the scenario measures: an MDS kill without a standby is another experiment.
+    let running: Vec<String> = crate::topology::lab::status(&lab_spec.name, &opts.lab_root)?
+        .processes
+        .into_iter()
+        .filter(|p| p.state == "running")
+        .map(|p| p.name)
+        .collect();
+    let down: Vec<String> =
+        topo.daemons().iter().map(|d| d.to_string()).filter(|d| !running.contains(d)).collect();
+    if !down.is_empty() {
+        return Err(RunError::LabIncomplete { lab: lab_spec.name.clone(), daemons: down });
     }
     let hosts = topo.host_names();
     let osds = lab.state().cluster.osds;
@@ -303,6 +318,10 @@ fn summary(r: &RunResult, dir: &Path) {
             ms(m.total_time_ms.map(|d| d as f64)),
             w.map(window_line).unwrap_or_else(|| "no window".into())
         );
+        // A QEMU that took seconds to answer was blocked (in a vhost-user call, typically).
+        if let Some(q) = m.longest_qmp_wait_ms.filter(|q| *q >= 1000.0) {
+            println!("    the source QEMU's QMP went unanswered for {q:.0} ms during it");
+        }
     }
     if let Some(d) = r.stream.longest_io_stall_ms {
         println!(

@@ -141,6 +141,7 @@ pub fn run_report(r: &RunResult) -> Result<String, ChartError> {
                 opt(m.total_time_ms.map(|d| d as f64)),
                 m.transferred_bytes.map(|b| format!("{:.1}", b as f64 / 1e6)).unwrap_or_else(|| "—".into()),
                 m.phases.passes.to_string(),
+                opt(m.longest_qmp_wait_ms),
             ]
         })
         .collect();
@@ -155,6 +156,7 @@ pub fn run_report(r: &RunResult) -> Result<String, ChartError> {
             "total ms",
             "MB sent",
             "passes",
+            "longest QMP wait ms",
         ],
         &mig,
     ));

@@ -244,6 +244,11 @@ pub struct MigrationRecord {
     pub mbps: Option<f64>,
     /// From `migrate` to the destination's RESUME (or the failure), on the host's clock.
     pub wall_ms: f64,
+    /// The longest the source's QEMU took to answer `query-migrate` during the migration: its
+    /// main loop was blocked that long (e.g. in a vhost-user call to a virtiofsd that waits for
+    /// the file system). Absent when no query was answered.
+    #[serde(default)]
+    pub longest_qmp_wait_ms: Option<f64>,
     pub phases: Phases,
     pub timeline: Vec<TimelineEvent>,
     /// A migration attempted after a failed one, to see whether the guest can still move.
@@ -275,6 +280,7 @@ impl MigrationRecord {
             dirty_sync_count: None,
             mbps: None,
             wall_ms: 0.0,
+            longest_qmp_wait_ms: None,
             phases: Phases::default(),
             timeline: vec![],
             follow_up: false,

@@ -166,6 +166,9 @@ pub fn render_conf(layout: &LabLayout, spec: &ClusterSpec) -> String {
             // A dead MDS is failed over quickly; the grace must exceed 5 s + the interval.
             ("mds_beacon_interval", "1".into()),
             ("mds_beacon_grace", "7".into()),
+            // The lab's monitor quorum is always young, and for its first 60 s (the default)
+            // the monitor fails no MDS: a kill right after `lab up` took 65 s to fail over.
+            ("mds_beacon_mon_down_grace", "2".into()),
             // Map changes (pool and fs creation, OSD boot) commit on the next Paxos proposal;
             // the default 1 s interval adds a second to each of them.
             ("paxos_propose_interval", "0.05".into()),

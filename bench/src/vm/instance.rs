@@ -106,8 +106,14 @@ impl Vm {
                     .tier(Tier::Guest)
                     .args(virtiofsd_args(&mount, &files, record.spec.fs_cache))
                     .args(&record.spec.virtiofsd_args);
+            let fresh = generation == 0 && !incoming;
             blocking(move || -> Result<ProcRecord, VmError> {
-                let _ = std::fs::remove_dir_all(&files.dir);
+                // A VM that boots starts its history: instances left by an earlier VM of the
+                // same name go (their generations would push this one's up).
+                let stale = if fresh { files.dir.parent() } else { Some(files.dir.as_path()) };
+                if let Some(d) = stale {
+                    let _ = std::fs::remove_dir_all(d);
+                }
                 std::fs::create_dir_all(&files.dir).map_err(|source| VmError::Io {
                     what: format!("create {}", files.dir.display()),
                     source,

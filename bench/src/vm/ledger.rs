@@ -29,9 +29,20 @@ pub fn current(site: &dyn Site, vm: &str) -> Option<VmRecord> {
     of_vm(site, vm).into_iter().filter(|r| !r.incoming).max_by_key(|r| r.id.generation)
 }
 
-/// The generation the next instance of `vm` gets.
+/// The generation the next instance of `vm` gets: past every instance recorded and every
+/// instance directory left (a failed migration's destination is forgotten, but its logs stay
+/// and must not be overwritten by the next try).
 pub fn next_generation(site: &dyn Site, vm: &str) -> u32 {
-    of_vm(site, vm).iter().map(|r| r.id.generation + 1).max().unwrap_or(0)
+    let recorded = of_vm(site, vm).iter().map(|r| r.id.generation + 1).max().unwrap_or(0);
+    let on_disk = std::fs::read_dir(site.instances_dir().join(vm))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| InstanceId::generation_of_dir(&e.path()))
+        .map(|g| g + 1)
+        .max()
+        .unwrap_or(0);
+    recorded.max(on_disk)
 }
 
 /// Forgets an instance whose processes are gone.
