@@ -282,9 +282,19 @@ impl Running {
         match &self.verifier {
             Verifier::Fio(v) => v.verify(sink, give_up),
             Verifier::ReadLoop(v) => v.verify(),
-            Verifier::Metadata(v) => v.verify(),
+            Verifier::Metadata(v) => v.verify(sink, give_up),
         }
     }
+}
+
+/// The record of one item a verify pass checked: its progress is what tells a slow verify
+/// pass (a file system waiting for the MDS, say) from a hung one.
+pub(super) fn verify_record(job: u16, submit_ns: u64, complete_ns: u64, bytes: u32, status: u32, mismatch: bool) -> OpRecord {
+    let mut flags = if mismatch { FLAG_MISMATCH } else { 0 };
+    if status != 0 {
+        flags |= FLAG_ERROR;
+    }
+    OpRecord { op: Op::Verify, flags, job, submit_ns, complete_ns, bytes, status }
 }
 
 /// Starts `w` under `root` for the run `tag`. Files are laid out by the workers before their

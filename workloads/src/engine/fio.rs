@@ -7,7 +7,7 @@
 
 use super::{errno, now_ns, spawn, Counters, Ctx, OpError, Pacer, Rng, Sink};
 use crate::job::FioJob;
-use crate::record::{Op, OpRecord, FLAG_ERROR, FLAG_MISMATCH};
+use crate::record::Op;
 use crate::verify::{check_block, fill_block, BadBlock, Expected, Problem, RunTag, VerifyReport};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -383,19 +383,7 @@ impl Verifier {
                     if let Err(problem) = result {
                         report.add(BadBlock { path: rel.clone(), offset, problem });
                     }
-                    let mut flags = if mismatch { FLAG_MISMATCH } else { 0 };
-                    if status != 0 {
-                        flags |= FLAG_ERROR;
-                    }
-                    sink.push(OpRecord {
-                        op: Op::Verify,
-                        flags,
-                        job: j as u16,
-                        submit_ns: submit,
-                        complete_ns: complete,
-                        bytes: got as u32,
-                        status,
-                    });
+                    sink.push(super::verify_record(j as u16, submit, complete, got as u32, status, mismatch));
                 }
             }
         }
@@ -447,7 +435,7 @@ mod tests {
         let recs = collect(&buf);
         assert!(recs.iter().any(|o| o.op == Op::Write) && recs.iter().any(|o| o.op == Op::Read));
         assert!(recs.iter().any(|o| o.op == Op::Fsync));
-        assert!(recs.iter().all(|o| !o.failed() && o.flags & FLAG_MISMATCH == 0), "clean run");
+        assert!(recs.iter().all(|o| !o.failed() && o.flags & crate::record::FLAG_MISMATCH == 0), "clean run");
         assert!(recs.iter().any(|o| o.job == 1), "two jobs ran");
         assert_eq!(r.counters.mismatches.load(Ordering::Relaxed), 0);
         let report = r.verify(buf.as_ref(), &never);
