@@ -151,7 +151,10 @@ pub fn assemble(mut r: RunResult, plan: &Plan, ex: &Execution, duration_ms: f64)
         Some(want) => {
             let mut p = verdict::integrity_problems(&r);
             if !measured {
-                p.insert(0, format!("expected outcome {want}, got none: no op completed before the run failed"));
+                p.insert(
+                    0,
+                    format!("expected outcome {want}, got none: no op completed before the run failed"),
+                );
             } else if !want.allows(o) {
                 p.insert(0, format!("expected outcome {want}, got {o} ({})", r.outcome_why.join("; ")));
                 p.extend(verdict::outcome_problems(&r));

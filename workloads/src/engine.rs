@@ -289,7 +289,14 @@ impl Running {
 
 /// The record of one item a verify pass checked: its progress is what tells a slow verify
 /// pass (a file system waiting for the MDS, say) from a hung one.
-pub(super) fn verify_record(job: u16, submit_ns: u64, complete_ns: u64, bytes: u32, status: u32, mismatch: bool) -> OpRecord {
+pub(super) fn verify_record(
+    job: u16,
+    submit_ns: u64,
+    complete_ns: u64,
+    bytes: u32,
+    status: u32,
+    mismatch: bool,
+) -> OpRecord {
     let mut flags = if mismatch { FLAG_MISMATCH } else { 0 };
     if status != 0 {
         flags |= FLAG_ERROR;
