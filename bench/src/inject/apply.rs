@@ -56,6 +56,25 @@ fn osd(p: Pick) -> Result<DaemonId, String> {
 }
 
 /// Sets `key` on every messenger `target` names; returns what it acted on.
+/// Sets a messenger injection `key` on `target`; the undo sets it back to 0.
+fn messenger_fault(
+    topo: &Arc<dyn Topology>,
+    ctx: &Context,
+    target: &StorageTarget,
+    key: &'static str,
+    value: &str,
+    what: &'static str,
+) -> Result<Applied, String> {
+    let on = messenger_set(topo, ctx, target, key, value)?;
+    let (t, c, target) = (topo.clone(), ctx.clone(), target.clone());
+    Ok(Applied {
+        target: on,
+        undo: Some(Box::new(move || {
+            messenger_set(&t, &c, &target, key, "0").map(|on| format!("no more {what} on {on}"))
+        })),
+    })
+}
+
 fn messenger_set(
     topo: &Arc<dyn Topology>,
     ctx: &Context,
@@ -142,28 +161,23 @@ pub(super) fn apply(topo: &Arc<dyn Topology>, ctx: &Context, fault: &Fault) -> R
         Fault::StorageDelay { target, max_ms, probability, .. } => {
             let max = format!("{:.3}", *max_ms as f64 / 1000.0);
             messenger_set(topo, ctx, target, "ms_inject_delay_max", &max)?;
-            let on =
-                messenger_set(topo, ctx, target, "ms_inject_delay_probability", &probability.to_string())?;
-            let (t, c, target) = (topo.clone(), ctx.clone(), target.clone());
-            Applied {
-                target: on,
-                undo: Some(Box::new(move || {
-                    messenger_set(&t, &c, &target, "ms_inject_delay_probability", "0")
-                        .map(|on| format!("no more delay on {on}"))
-                })),
-            }
+            messenger_fault(
+                topo,
+                ctx,
+                target,
+                "ms_inject_delay_probability",
+                &probability.to_string(),
+                "delay",
+            )?
         }
-        Fault::SocketFailures { target, one_in, .. } => {
-            let on = messenger_set(topo, ctx, target, "ms_inject_socket_failures", &one_in.to_string())?;
-            let (t, c, target) = (topo.clone(), ctx.clone(), target.clone());
-            Applied {
-                target: on,
-                undo: Some(Box::new(move || {
-                    messenger_set(&t, &c, &target, "ms_inject_socket_failures", "0")
-                        .map(|on| format!("no more socket failures on {on}"))
-                })),
-            }
-        }
+        Fault::SocketFailures { target, one_in, .. } => messenger_fault(
+            topo,
+            ctx,
+            target,
+            "ms_inject_socket_failures",
+            &one_in.to_string(),
+            "socket failures",
+        )?,
         Fault::LinkRate { host, rate_kbit, .. } => {
             let h = host_of(topo.as_ref(), ctx, host)?;
             topo.shape_link(&h, Some(LinkShape::rate(*rate_kbit))).map_err(err)?;
