@@ -191,6 +191,11 @@ pub fn build(inputs: &ImageInputs, cache: &Path) -> Result<(GuestImage, bool), I
     let images = cache.join("images");
     let dir = images.join(&key);
     if dir.join("manifest.json").exists() {
+        // Confirmed current now: the stale-agent check compares sources with this time.
+        let _ = std::fs::File::options()
+            .append(true)
+            .open(dir.join("manifest.json"))
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
         point_current(&images, &key)?;
         return Ok((GuestImage::current(cache)?, true));
     }
@@ -288,6 +293,36 @@ pub fn initramfs(
     }
 }
 
+impl GuestImage {
+    /// When running from a source tree: the guest agent's sources changed after this image
+    /// was built, so a guest would run the old agent (the image is only rebuilt by
+    /// `miglab image build`). Returns the newest changed file.
+    pub fn agent_sources_newer(&self) -> Option<PathBuf> {
+        let built = std::fs::metadata(self.dir.join("manifest.json")).and_then(|m| m.modified()).ok()?;
+        let src = source_tree()?.join("workloads/src");
+        newest(&src).filter(|(t, _)| *t > built).map(|(_, p)| p)
+    }
+}
+
+/// The newest file below `dir` and when it was modified.
+fn newest(dir: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
+    let mut best: Option<(std::time::SystemTime, PathBuf)> = None;
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = e.path();
+        let cand = if p.is_dir() {
+            newest(&p)
+        } else {
+            e.metadata().and_then(|m| m.modified()).ok().map(|t| (t, p))
+        };
+        if let Some(c) = cand {
+            if best.as_ref().is_none_or(|b| c.0 > b.0) {
+                best = Some(c);
+            }
+        }
+    }
+    best
+}
+
 /// The source tree this miglab was built from, if it is still there.
 pub fn source_tree() -> Option<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?.to_path_buf();
@@ -324,6 +359,26 @@ pub fn build_agent(tree: &Path) -> Result<PathBuf, ImageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_newest_source_is_found_in_subdirectories() {
+        use std::time::Duration;
+        let d = tempfile::tempdir().expect("tmp");
+        std::fs::create_dir_all(d.path().join("a/b")).expect("mkdir");
+        let old = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        for (f, t) in [
+            ("x.rs", old),
+            ("a/y.rs", old + Duration::from_secs(5)),
+            ("a/b/z.rs", old + Duration::from_secs(9)),
+        ] {
+            let p = d.path().join(f);
+            std::fs::write(&p, "").expect("write");
+            std::fs::File::options().append(true).open(&p).and_then(|h| h.set_modified(t)).expect("mtime");
+        }
+        let (t, p) = newest(d.path()).expect("newest");
+        assert_eq!(p, d.path().join("a/b/z.rs"));
+        assert_eq!(t, old + Duration::from_secs(9));
+    }
 
     #[test]
     fn the_initramfs_holds_init_modules_and_their_order() {

@@ -161,6 +161,18 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
     if !down.is_empty() {
         return Err(RunError::LabIncomplete { lab: lab_spec.name.clone(), daemons: down });
     }
+    if let Some(p) =
+        crate::image::GuestImage::current(&crate::paths::cache()).ok().and_then(|i| i.agent_sources_newer())
+    {
+        say(
+            &name,
+            0,
+            &format!(
+                "warning: {} changed after the guest image was built: the guest runs the old agent until `miglab image build`",
+                p.display()
+            ),
+        );
+    }
     let hosts = topo.host_names();
     let osds = lab.state().cluster.osds;
     let list: Vec<Result<Plan, PlanError>> = match &plans {
