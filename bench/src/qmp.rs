@@ -188,11 +188,6 @@ impl Qmp {
         }
     }
 
-    /// Whether a command was abandoned on this connection (it takes no more).
-    pub fn abandoned(&self) -> bool {
-        self.abandoned.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
     /// The next event, if one arrives within `wait`.
     pub async fn next_event(&mut self, wait: Duration) -> Option<Stamped> {
         tokio::time::timeout(wait, self.events.recv()).await.ok().flatten()

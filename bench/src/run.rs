@@ -223,7 +223,7 @@ pub async fn execute(
             ex.cleanup.push(format!("stopping the guest: {e}"));
         }
         if let Workload::Metadata(j) = &plan.workload {
-            remove_through(&site, &last_host, &j.dir(), say);
+            remove_through(&site, &last_host, &j.dir(), say).await;
         }
     }
     progress.abort();
@@ -379,18 +379,21 @@ async fn steps(
 /// holds their caps, so it is quick, where the next run's guest on the other client would wait
 /// one MDS tick per file (see the README's Findings) and outlast its start deadline. Bounded:
 /// a file system that hangs leaves the files to the next run.
-fn remove_through(site: &Arc<dyn Site>, host: &str, dir: &str, say: &dyn Fn(&str)) {
+async fn remove_through(site: &Arc<dyn Site>, host: &str, dir: &str, say: &dyn Fn(&str)) {
     let Ok(h) = site.host(host) else { return };
     let path = h.mount_point().join(dir);
-    let (tx, rx) = std::sync::mpsc::channel();
+    // A thread of its own, not the runtime's blocking pool: one stuck in a hung file system
+    // must not hold the runtime's shutdown.
+    let (tx, rx) = tokio::sync::oneshot::channel();
     let p = path.clone();
     std::thread::spawn(move || {
         let _ = tx.send(std::fs::remove_dir_all(&p));
     });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Ok(Err(e)) => say(&format!("could not remove {}: {e}", path.display())),
+    match tokio::time::timeout(Duration::from_secs(60), rx).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Ok(Ok(Err(e))) => say(&format!("could not remove {}: {e}", path.display())),
+        Ok(Err(_)) => {}
         Err(_) => say(&format!("{} not removed within 60 s; the next run removes it", path.display())),
     }
 }

@@ -150,10 +150,11 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
     }
     // A daemon killed by hand (or by a fault whose revive never ran) leaves the cluster smaller
     // than the one the scenario measures: an MDS kill without a standby is another experiment.
-    let running: Vec<String> = crate::topology::lab::status(&lab_spec.name, &opts.lab_root)?
+    let running: Vec<String> = lab
+        .state()
         .processes
         .into_iter()
-        .filter(|p| p.state == "running")
+        .filter(|p| crate::topology::lab::process_state(p) == "running")
         .map(|p| p.name)
         .collect();
     let down: Vec<String> =

@@ -104,28 +104,25 @@ fn messenger_set(
 
 /// Carries `fault` out (blocking); returns what it acted on and its undo.
 pub(super) fn apply(topo: &Arc<dyn Topology>, ctx: &Context, fault: &Fault) -> Result<Applied, String> {
-    let t = topo.clone();
-    let daemon_undo = |id: DaemonId, action: DaemonAction, said: String| -> Option<Undo> {
-        let t = t.clone();
-        Some(Box::new(move || t.daemon(&id, action).map(|()| said).map_err(err)))
+    // A daemon killed is restarted, one frozen is resumed.
+    let daemon_fault = |id: DaemonId, action: DaemonAction| -> Result<Applied, String> {
+        let (undo, said) = match action {
+            DaemonAction::Freeze => (DaemonAction::Resume, "resumed"),
+            _ => (DaemonAction::Restart, "restarted"),
+        };
+        topo.daemon(&id, action).map_err(err)?;
+        let (t, target) = (topo.clone(), id.to_string());
+        Ok(Applied {
+            target: target.clone(),
+            undo: Some(Box::new(move || {
+                t.daemon(&id, undo).map(|()| format!("{target} {said}")).map_err(err)
+            })),
+        })
     };
+    let active_mds = || topo.active_mds().map_err(err)?.ok_or_else(|| "no MDS is active".to_string());
     Ok(match fault {
-        Fault::OsdKill { osd: p, .. } => {
-            let id = osd(*p)?;
-            topo.daemon(&id, DaemonAction::Kill).map_err(err)?;
-            Applied {
-                target: id.to_string(),
-                undo: daemon_undo(id.clone(), DaemonAction::Restart, format!("{id} restarted")),
-            }
-        }
-        Fault::OsdFreeze { osd: p, .. } => {
-            let id = osd(*p)?;
-            topo.daemon(&id, DaemonAction::Freeze).map_err(err)?;
-            Applied {
-                target: id.to_string(),
-                undo: daemon_undo(id.clone(), DaemonAction::Resume, format!("{id} resumed")),
-            }
-        }
+        Fault::OsdKill { osd: p, .. } => daemon_fault(osd(*p)?, DaemonAction::Kill)?,
+        Fault::OsdFreeze { osd: p, .. } => daemon_fault(osd(*p)?, DaemonAction::Freeze)?,
         Fault::OsdOut { osd: p, .. } => {
             let Pick::Id(n) = *p else { return Err("the schedule left an OSD unpicked".into()) };
             topo.osd_out(n, true).map_err(err)?;
@@ -137,24 +134,10 @@ pub(super) fn apply(topo: &Arc<dyn Topology>, ctx: &Context, fault: &Fault) -> R
                 })),
             }
         }
-        Fault::MdsKill { .. } => {
-            let id = topo.active_mds().map_err(err)?.ok_or("no MDS is active")?;
-            topo.daemon(&id, DaemonAction::Kill).map_err(err)?;
-            Applied {
-                target: id.to_string(),
-                undo: daemon_undo(id.clone(), DaemonAction::Restart, format!("{id} restarted")),
-            }
-        }
-        Fault::MdsFreeze { .. } => {
-            let id = topo.active_mds().map_err(err)?.ok_or("no MDS is active")?;
-            topo.daemon(&id, DaemonAction::Freeze).map_err(err)?;
-            Applied {
-                target: id.to_string(),
-                undo: daemon_undo(id.clone(), DaemonAction::Resume, format!("{id} resumed")),
-            }
-        }
+        Fault::MdsKill { .. } => daemon_fault(active_mds()?, DaemonAction::Kill)?,
+        Fault::MdsFreeze { .. } => daemon_fault(active_mds()?, DaemonAction::Freeze)?,
         Fault::MdsFail {} => {
-            let id = topo.active_mds().map_err(err)?.ok_or("no MDS is active")?;
+            let id = active_mds()?;
             topo.mds_fail(&id).map_err(err)?;
             Applied { target: id.to_string(), undo: None }
         }

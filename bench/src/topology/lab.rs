@@ -12,7 +12,7 @@ mod status;
 mod teardown;
 
 pub use bringup::preflight;
-pub use status::{status, LabStatus, MountStatus, ProcessStatus};
+pub use status::{process_state, status, LabStatus, MountStatus, ProcessStatus};
 pub use teardown::{down, leftovers};
 
 use super::admin::{Admin, AdminError};

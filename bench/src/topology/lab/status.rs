@@ -41,6 +41,15 @@ pub struct MountStatus {
     pub mounted: bool,
 }
 
+/// `running`, `frozen` (SIGSTOPped) or `dead`, from /proc.
+pub fn process_state(p: &process::ProcRecord) -> &'static str {
+    match process::proc_stat(p.pid).filter(|_| process::is_alive(p)).map(|s| s.state) {
+        None => "dead",
+        Some('T') => "frozen",
+        Some(_) => "running",
+    }
+}
+
 /// The status of lab `name`: its processes, mounts and, if the monitor answers, Ceph's view.
 pub fn status(name: &str, root: &Path) -> Result<LabStatus, LabError> {
     let layout = LabLayout::new(name, root, None, 1)?;
@@ -52,16 +61,12 @@ pub fn status(name: &str, root: &Path) -> Result<LabStatus, LabError> {
         .processes
         .iter()
         .map(|p| {
-            let st = process::proc_stat(p.pid).filter(|_| process::is_alive(p));
+            let state = process_state(p);
             ProcessStatus {
                 name: p.name.clone(),
                 pid: p.pid,
-                state: match st.map(|s| s.state) {
-                    None => "dead".into(),
-                    Some('T') => "frozen".into(),
-                    Some(_) => "running".into(),
-                },
-                rss_kib: st.and_then(|_| process::rss_kib(p.pid)),
+                state: state.into(),
+                rss_kib: (state != "dead").then(|| process::rss_kib(p.pid)).flatten(),
             }
         })
         .collect();
