@@ -3,6 +3,7 @@
 //! inline mismatches from the record stream), the run's status from [`verdict::problems`]. And
 //! the result directory's files, written atomically.
 
+use crate::binaries::{self, BinaryChoice};
 use crate::clock::rfc3339;
 use crate::collect::Collected;
 use crate::paths;
@@ -11,22 +12,44 @@ use crate::process;
 use crate::run::{ExecError, Execution};
 use miglab_reports::result::{event_rows, events_csv, timeline_csv, write_atomic};
 use miglab_reports::sweep::Rep;
-use miglab_reports::{outcome, verdict, Clock, Provenance, RunResult, RunStatus, StreamHealth, Verification};
+use miglab_reports::{
+    outcome, verdict, BinaryInfo, Clock, Provenance, RunResult, RunStatus, StreamHealth, Verification,
+};
 use miglab_workloads::verify::VerifyReport;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-/// What produced the numbers: versions, accelerator, CPU, commit.
-pub fn provenance(accel: crate::accel::Accel, how: &str) -> Provenance {
+/// What produced the numbers: versions, accelerator, CPU, commit, and the builds that ran the
+/// guest (`binaries`; `image`: the guest image of a chosen kernel, None for the current one).
+pub fn provenance(
+    accel: crate::accel::Accel,
+    how: &str,
+    binaries: &BinaryChoice,
+    image: Option<&Path>,
+) -> Provenance {
     let detected = crate::accel::detect();
-    let image = crate::image::GuestImage::current(&paths::cache()).ok();
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let first_line = |program: &str, arg: &str| -> Option<String> {
-        let out =
-            process::run_tool(Command::new(paths::tool(program)).arg(arg), Duration::from_secs(10)).ok()?;
-        out.stdout.lines().next().map(|l| l.trim().to_string())
+    let image = match image {
+        Some(d) => crate::image::GuestImage::at(d).ok(),
+        None => crate::image::GuestImage::current(&paths::cache()).ok(),
     };
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let qemu = binaries::info("qemu", &binaries.qemu_path());
+    let virtiofsd = binaries::info("virtiofsd", &binaries.virtiofsd_path());
+    let kernel = image.as_ref().map(|i| {
+        let vmlinuz = std::fs::read_dir(Path::new(&i.manifest.kernel_package).join("boot"))
+            .ok()
+            .and_then(|d| d.flatten().map(|e| e.path()).find(|p| p.to_string_lossy().contains("vmlinuz-")));
+        BinaryInfo {
+            role: "kernel".into(),
+            path: vmlinuz
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or(i.manifest.kernel_package.clone()),
+            version: Some(i.manifest.kernel_release.clone()),
+            sha256: vmlinuz.as_deref().and_then(binaries::sha256_file),
+        }
+    });
     Provenance {
         miglab_version: env!("CARGO_PKG_VERSION").into(),
         git_commit: crate::image::source_tree().and_then(|t| {
@@ -37,11 +60,12 @@ pub fn provenance(accel: crate::accel::Accel, how: &str) -> Provenance {
             .ok()?;
             Some(o.stdout.trim().to_string())
         }),
-        qemu: first_line("qemu-system-x86_64", "--version"),
-        virtiofsd: first_line("virtiofsd", "--version"),
-        ceph: first_line("ceph", "--version"),
+        qemu: qemu.version.clone(),
+        virtiofsd: virtiofsd.version.clone(),
+        ceph: binaries::version(&paths::tool("ceph")),
         guest_kernel: image.as_ref().map(|i| i.manifest.kernel_release.clone()),
         guest_image: image.as_ref().map(|i| i.manifest.key.clone()),
+        binaries: [Some(qemu), Some(virtiofsd), kernel].into_iter().flatten().collect(),
         accelerator: accel.to_string(),
         accelerator_reason: if how.is_empty() {
             if accel == detected.accel {

@@ -2,6 +2,7 @@
 //! the fio job file, and what this machine can give (a migrating guest exists twice for a
 //! moment: on the source and on the destination). `miglab run` does the same first.
 
+use crate::binaries::{BinariesError, BinaryChoice};
 use crate::scenario::{GuestSpec, Problem, Problems, Scenario, ScenarioError};
 use miglab_workloads::job::Workload;
 use std::path::Path;
@@ -46,6 +47,25 @@ pub fn host(path: &Path, guest: &GuestSpec) -> Result<(), ScenarioError> {
     }
 }
 
+/// Refuses chosen builds that are not there (relative paths from the scenario's directory).
+pub fn binaries(path: &Path, b: &BinaryChoice) -> Result<(), ScenarioError> {
+    match b.anchored(path.parent().unwrap_or(Path::new("."))).check() {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let field = match &e {
+                BinariesError::Missing { role, .. } | BinariesError::NotExecutable { role, .. } => {
+                    format!("binaries.{role}")
+                }
+                _ => "binaries.kernel".into(),
+            };
+            Err(ScenarioError::Invalid(Problems {
+                path: path.into(),
+                list: vec![Problem { line: None, field, message: e.to_string() }],
+            }))
+        }
+    }
+}
+
 /// What a valid scenario will do, for the one-line answer of `miglab check`.
 pub fn summary(s: &Scenario, w: &Workload) -> String {
     let faults = match s.faults.len() {
@@ -69,9 +89,11 @@ pub fn summary(s: &Scenario, w: &Workload) -> String {
 pub fn check(path: &Path) -> Result<String, ScenarioError> {
     let (s, text, w) = Scenario::load(path)?;
     host(path, &s.guest)?;
+    binaries(path, &s.binaries)?;
     let cells = s.cells(&text, path)?;
     for c in &cells {
         host(path, &c.scenario.guest)?;
+        binaries(path, &c.scenario.binaries)?;
     }
     let sweep = match cells.len() {
         0 => String::new(),

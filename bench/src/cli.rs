@@ -77,6 +77,9 @@ pub enum Cmd {
     Doctor {
         #[arg(long)]
         json: bool,
+        /// Check these builds instead of the installed ones.
+        #[command(flatten)]
+        binaries: BinaryArgs,
     },
     /// The local lab: a Ceph cluster and client hosts in network namespaces.
     Lab {
@@ -101,30 +104,7 @@ pub enum Cmd {
         scenario: PathBuf,
     },
     /// Run a scenario: lab, guest, workload, migrations, verification; write the result directory.
-    Run {
-        /// The scenario (TOML), e.g. scenarios/smoke.toml.
-        #[arg(required_unless_present = "replay", conflicts_with = "replay")]
-        scenario: Option<PathBuf>,
-        /// Run the plan of an earlier result again (its result.json).
-        #[arg(long, value_name = "RESULT_JSON")]
-        replay: Option<PathBuf>,
-        /// Results go to <out>/<scenario>/<repetition>/.
-        #[arg(long, default_value = "results")]
-        out: PathBuf,
-        /// Parent of lab directories [default: $MIGLAB_LAB_ROOT or /var/lib/miglab].
-        #[arg(long)]
-        root: Option<PathBuf>,
-        /// Override the scenario's repetitions.
-        #[arg(long)]
-        repetitions: Option<u32>,
-        /// Run on this lab instead of the scenario's (a running one is reused).
-        #[arg(long)]
-        lab: Option<String>,
-        /// Host mode: run the workload on c1's CephFS mount for this many seconds, without a VM
-        /// or migrations (the storage baseline of the scenario).
-        #[arg(long, value_name = "SECS")]
-        host_mode: Option<f64>,
-    },
+    Run(RunArgs),
     /// Render report.html of a result directory again, from its files alone (or sweep.html and
     /// sweep.csv of a sweep's directory).
     Report {
@@ -227,6 +207,8 @@ pub enum VmCmd {
         /// Seconds to wait for the agent's hello.
         #[arg(long, default_value_t = 60)]
         boot_timeout: u64,
+        #[command(flatten)]
+        binaries: BinaryArgs,
     },
     /// Stop every instance of a VM.
     Down {
@@ -238,6 +220,61 @@ pub enum VmCmd {
         #[command(flatten)]
         vm: VmName,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The scenario (TOML), e.g. scenarios/smoke.toml.
+    #[arg(required_unless_present = "replay", conflicts_with = "replay")]
+    pub scenario: Option<PathBuf>,
+    /// Run the plan of an earlier result again (its result.json).
+    #[arg(long, value_name = "RESULT_JSON")]
+    pub replay: Option<PathBuf>,
+    /// Results go to <out>/<scenario>/<repetition>/.
+    #[arg(long, default_value = "results")]
+    pub out: PathBuf,
+    /// Parent of lab directories [default: $MIGLAB_LAB_ROOT or /var/lib/miglab].
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// Override the scenario's repetitions.
+    #[arg(long)]
+    pub repetitions: Option<u32>,
+    /// Run on this lab instead of the scenario's (a running one is reused).
+    #[arg(long)]
+    pub lab: Option<String>,
+    /// Host mode: run the workload on c1's CephFS mount for this many seconds, without a VM
+    /// or migrations (the storage baseline of the scenario).
+    #[arg(long, value_name = "SECS")]
+    pub host_mode: Option<f64>,
+    #[command(flatten)]
+    pub binaries: BinaryArgs,
+}
+
+/// The builds under test, over the scenario's `[binaries]` (default: the installed ones).
+#[derive(Debug, clap::Args, Default)]
+pub struct BinaryArgs {
+    /// The qemu-system-x86_64 to run guests with.
+    #[arg(long, value_name = "PATH")]
+    pub qemu: Option<PathBuf>,
+    /// The virtiofsd to share CephFS with.
+    #[arg(long, value_name = "PATH")]
+    pub virtiofsd: Option<PathBuf>,
+    /// An unpacked guest kernel package (boot/vmlinuz-*, lib/modules/); its image is built and
+    /// cached with the current image's agent.
+    #[arg(long, value_name = "DIR")]
+    pub kernel: Option<PathBuf>,
+}
+
+impl BinaryArgs {
+    pub fn choice(&self) -> crate::binaries::BinaryChoice {
+        let abs =
+            |p: &Option<PathBuf>| p.as_ref().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()));
+        crate::binaries::BinaryChoice {
+            qemu: abs(&self.qemu),
+            virtiofsd: abs(&self.virtiofsd),
+            kernel: abs(&self.kernel),
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -421,7 +458,7 @@ fn logging(verbose: u8) {
 
 fn dispatch(args: Args) -> Result<ExitCode, CliError> {
     match args.command {
-        Cmd::Doctor { json } => Ok(check::doctor(json)),
+        Cmd::Doctor { json, binaries } => Ok(check::doctor(json, &binaries.choice())),
         Cmd::Check { scenario } => check::check(&scenario),
         Cmd::Lab { command } => Ok(lab::lab_cmd(command)?),
         Cmd::Image { command } => Ok(image::image_cmd(command)?),
@@ -442,9 +479,7 @@ fn dispatch(args: Args) -> Result<ExitCode, CliError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Run { scenario, replay, out, root, repetitions, lab, host_mode } => {
-            run::run_cmd(scenario, replay, out, root, repetitions, lab, host_mode)
-        }
+        Cmd::Run(a) => run::run_cmd(a),
     }
 }
 

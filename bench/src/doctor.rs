@@ -1,11 +1,13 @@
 //! `miglab doctor`: every prerequisite, found or missing, with the exact fix.
 
 use crate::accel;
+use crate::binaries::BinaryChoice;
 use crate::paths;
 use crate::process::run_tool;
 use crate::topology::layout;
 use serde::Serialize;
 use std::fmt;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -85,6 +87,13 @@ pub fn parse_version(text: &str, prefix: &str) -> Option<(u32, u32)> {
 
 fn tool_version(tool: &str, arg: &str, prefix: &str, min: Option<(u32, u32)>) -> Result<String, String> {
     let path = paths::find_tool(tool).ok_or_else(|| "not found".to_string())?;
+    path_version(&path, arg, prefix, min)
+}
+
+fn path_version(path: &Path, arg: &str, prefix: &str, min: Option<(u32, u32)>) -> Result<String, String> {
+    if !path.exists() {
+        return Err(format!("{} does not exist", path.display()));
+    }
     let out = run_tool(Command::new(&path).arg(arg), T).map_err(|e| e.to_string())?;
     let text = format!("{}{}", out.stdout, out.stderr);
     let v = parse_version(&text, prefix);
@@ -159,8 +168,8 @@ impl Drop for ScratchNs {
     }
 }
 
-/// Runs every check.
-pub fn run() -> Report {
+/// Runs every check, of the chosen builds where `binaries` chooses them.
+pub fn run(binaries: &BinaryChoice) -> Report {
     let mut checks = Vec::new();
     let root = nix::unistd::geteuid().is_root();
     checks.push(check(
@@ -173,13 +182,19 @@ pub fn run() -> Report {
     checks.push(check(
         "qemu",
         true,
-        tool_version("qemu-system-x86_64", "--version", "version", Some(QEMU_MIN)),
+        match &binaries.qemu {
+            Some(p) => path_version(p, "--version", "version", Some(QEMU_MIN)),
+            None => tool_version("qemu-system-x86_64", "--version", "version", Some(QEMU_MIN)),
+        },
         "QEMU >= 8.2 migrates vhost-user-fs; on Debian 12 `ci/setup` installs it from bookworm-backports",
     ));
     checks.push(check(
         "virtiofsd",
         true,
-        tool_version("virtiofsd", "--version", "virtiofsd", Some(VIRTIOFSD_MIN)),
+        match &binaries.virtiofsd {
+            Some(p) => path_version(p, "--version", "virtiofsd", Some(VIRTIOFSD_MIN)),
+            None => tool_version("virtiofsd", "--version", "virtiofsd", Some(VIRTIOFSD_MIN)),
+        },
         "`ci/setup` builds virtiofsd 1.14.0 into /opt/miglab/bin (cargo install --locked)",
     ));
     checks.push(check("ceph", true, tool_version("ceph-mon", "--version", "ceph version", None), setup));
@@ -256,15 +271,24 @@ pub fn run() -> Report {
         fix: "guests run under TCG (slower boots and migrations; results record it)".into(),
         required: false,
     });
-    let kernel = paths::guest_kernel_dir().join("boot");
-    let k = std::fs::read_dir(&kernel).ok().and_then(|d| {
+    let kernel = binaries.kernel.clone().unwrap_or_else(paths::guest_kernel_dir);
+    let k = std::fs::read_dir(kernel.join("boot")).ok().and_then(|d| {
         d.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| p.to_string_lossy().contains("vmlinuz"))
     });
+    let k = match (k, kernel.join("lib/modules").is_dir()) {
+        (Some(p), true) => Ok(p.display().to_string()),
+        (Some(_), false) => Err(format!("no lib/modules/ in {}", kernel.display())),
+        (None, _) => Err(format!("no boot/vmlinuz-* in {}", kernel.display())),
+    };
     checks.push(check(
         "guest-kernel",
-        false,
-        k.map(|p| p.display().to_string()).ok_or_else(|| format!("nothing in {}", kernel.display())),
-        "`ci/setup` downloads and unpacks the distribution kernel (needed for VMs, not for the lab)",
+        binaries.kernel.is_some(),
+        k,
+        if binaries.kernel.is_some() {
+            "--kernel takes an unpacked kernel package: `dpkg-deb -x linux-image-*.deb DIR`"
+        } else {
+            "`ci/setup` downloads and unpacks the distribution kernel (needed for VMs, not for the lab)"
+        },
     ));
     Report { checks }
 }

@@ -136,9 +136,10 @@ impl Classify for RunError {
             RunError::Scenario(e) => e.exit(),
             RunError::Plan(e) => e.exit(),
             RunError::Lab(e) => e.exit(),
-            RunError::Replay { .. } | RunError::LabBusy { .. } | RunError::LabIncomplete { .. } => {
-                Exit::BadInput
-            }
+            RunError::Replay { .. }
+            | RunError::LabBusy { .. }
+            | RunError::LabIncomplete { .. }
+            | RunError::Binaries(_) => Exit::BadInput,
             RunError::Interrupted(_) => Exit::Interrupted,
             RunError::Io { .. } | RunError::Runtime(_) | RunError::Failed { .. } => Exit::Failed,
         }

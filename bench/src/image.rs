@@ -18,7 +18,7 @@ use std::time::Instant;
 use thiserror::Error;
 
 /// Bump when the image layout changes, so old cached images are not reused.
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 
 /// How the initramfs is stored. Uncompressed is the default: the guest unpacks it under TCG,
 /// where gunzip of ~4 MiB cost ~100 ms of boot (1.95 s → 1.85 s measured).
@@ -100,15 +100,27 @@ impl GuestImage {
     pub fn initramfs(&self) -> PathBuf {
         self.dir.join("initramfs.img")
     }
+    /// The guest agent inside the initramfs, kept beside it so that an image for another
+    /// kernel can be built with the same agent.
+    pub fn agent(&self) -> PathBuf {
+        self.dir.join("agent")
+    }
 
     /// The image `miglab image build` made last.
     pub fn current(cache: &Path) -> Result<Self, ImageError> {
-        let dir = cache.join("images/current");
+        Self::at(&cache.join("images/current")).map_err(|e| match e {
+            ImageError::NotBuilt(_) => ImageError::NotBuilt(cache.join("images")),
+            e => e,
+        })
+    }
+
+    /// The image in `dir`.
+    pub fn at(dir: &Path) -> Result<Self, ImageError> {
         let path = dir.join("manifest.json");
-        let text = std::fs::read_to_string(&path).map_err(|_| ImageError::NotBuilt(cache.join("images")))?;
+        let text = std::fs::read_to_string(&path).map_err(|_| ImageError::NotBuilt(dir.into()))?;
         let manifest = serde_json::from_str(&text)
             .map_err(|source| ImageError::Manifest { path: path.clone(), source })?;
-        let dir = std::fs::canonicalize(&dir).map_err(io(format!("resolve {}", dir.display())))?;
+        let dir = std::fs::canonicalize(dir).map_err(io(format!("resolve {}", dir.display())))?;
         Ok(Self { dir, manifest })
     }
 }
@@ -158,9 +170,21 @@ fn find_kernel(pkg: &Path) -> Result<(String, PathBuf), ImageError> {
         .ok_or_else(|| ImageError::NoKernel(pkg.to_path_buf()))
 }
 
-/// Builds the image for `inputs` into `cache`, or reuses the cached one. Returns the image
-/// and whether it was reused.
+/// Builds the image for `inputs` into `cache`, or reuses the cached one, and makes it the
+/// current image. Returns the image and whether it was reused.
 pub fn build(inputs: &ImageInputs, cache: &Path) -> Result<(GuestImage, bool), ImageError> {
+    let (img, reused) = build_in(inputs, cache)?;
+    point_current(&cache.join("images"), &img.manifest.key)?;
+    Ok((img, reused))
+}
+
+/// Builds (or reuses) the image for `inputs` without making it current: the image of a chosen
+/// kernel, next to the installed one's.
+pub fn build_keyed(inputs: &ImageInputs, cache: &Path) -> Result<GuestImage, ImageError> {
+    Ok(build_in(inputs, cache)?.0)
+}
+
+fn build_in(inputs: &ImageInputs, cache: &Path) -> Result<(GuestImage, bool), ImageError> {
     let start = Instant::now();
     let (release, bz_path) = find_kernel(&inputs.kernel_package)?;
     let bz = std::fs::read(&bz_path).map_err(io(format!("read {}", bz_path.display())))?;
@@ -196,8 +220,7 @@ pub fn build(inputs: &ImageInputs, cache: &Path) -> Result<(GuestImage, bool), I
             .append(true)
             .open(dir.join("manifest.json"))
             .and_then(|f| f.set_modified(std::time::SystemTime::now()));
-        point_current(&images, &key)?;
-        return Ok((GuestImage::current(cache)?, true));
+        return Ok((GuestImage::at(&dir)?, true));
     }
 
     let tmp = images.join(format!("{key}.tmp-{}", std::process::id()));
@@ -211,6 +234,11 @@ pub fn build(inputs: &ImageInputs, cache: &Path) -> Result<(GuestImage, bool), I
     let initramfs = initramfs(&module_bytes, &agent, busybox.as_deref(), inputs.compression)
         .map_err(io("assemble the initramfs"))?;
     std::fs::write(tmp.join("initramfs.img"), &initramfs).map_err(io("write the initramfs"))?;
+    std::fs::write(tmp.join("agent"), &agent).map_err(io("write the agent"))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(tmp.join("agent"), std::fs::Permissions::from_mode(0o755));
+    }
 
     let manifest = Manifest {
         format: FORMAT,
@@ -230,8 +258,7 @@ pub fn build(inputs: &ImageInputs, cache: &Path) -> Result<(GuestImage, bool), I
     std::fs::write(tmp.join("manifest.json"), text).map_err(io("write manifest"))?;
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::rename(&tmp, &dir).map_err(io(format!("move the image into {}", dir.display())))?;
-    point_current(&images, &key)?;
-    Ok((GuestImage::current(cache)?, false))
+    Ok((GuestImage::at(&dir)?, false))
 }
 
 /// Points `images/current` at `key`, atomically.

@@ -7,6 +7,7 @@
 pub mod accel;
 pub mod assemble;
 pub mod benchmarks;
+pub mod binaries;
 pub mod check;
 pub mod cli;
 pub mod clock;

@@ -5,6 +5,7 @@
 //! from the scenario's seed and the repetition: adding a fault never shifts the workload's
 //! random sequence, and repetitions differ from each other but not from run to run.
 
+use crate::binaries::BinaryChoice;
 use crate::migration::next_host;
 use crate::scenario::{GuestSpec, LabSpec, RunSpec, Scenario};
 use miglab_faults::schedule::ScheduleError;
@@ -76,6 +77,13 @@ pub struct Plan {
     pub lab: LabSpec,
     pub vm: String,
     pub guest: GuestSpec,
+    /// The builds under test, paths absolute (default: the installed ones).
+    #[serde(default)]
+    pub binaries: BinaryChoice,
+    /// The guest image of a chosen kernel, found when the run starts (not part of the plan: a
+    /// replay on another machine finds its own).
+    #[serde(skip)]
+    pub image: Option<std::path::PathBuf>,
     pub workload: Workload,
     /// The host the guest boots on.
     pub start_host: String,
@@ -140,6 +148,8 @@ impl Plan {
             lab: s.lab.clone(),
             vm: format!("{}-{rep}", s.name),
             guest: s.guest.clone(),
+            binaries: s.binaries.clone(),
+            image: None,
             workload: workload.clone(),
             start_host: start,
             hops,

@@ -134,6 +134,8 @@ pub fn vm_spec(plan: &Plan) -> VmSpec {
         fs_cache: g.fs_cache,
         cmdline_extra: g.cmdline.clone(),
         virtiofsd_args: g.virtiofsd_args.clone(),
+        binaries: plan.binaries.clone(),
+        image: plan.image.clone(),
         ..VmSpec::new(&plan.vm)
     }
 }

@@ -232,6 +232,9 @@ pub struct Scenario {
     pub lab: LabSpec,
     #[serde(default)]
     pub guest: GuestSpec,
+    /// The builds under test (default: the installed ones).
+    #[serde(default)]
+    pub binaries: crate::binaries::BinaryChoice,
     /// The workload, inline ...
     #[serde(default)]
     pub workload: Option<Workload>,

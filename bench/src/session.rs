@@ -4,6 +4,7 @@
 //! leaves a result). `--replay result.json` runs the plan of an earlier result again.
 
 use crate::assemble::{self, assemble, begun, fresh_dir, write_outputs, write_result};
+use crate::binaries::{BinariesError, BinaryChoice};
 use crate::check;
 use crate::clock::RunClock;
 use crate::plan::{Plan, PlanError};
@@ -35,6 +36,8 @@ pub enum RunError {
     LabBusy { lab: String, vms: Vec<String> },
     #[error("lab '{lab}' is not whole: {} not running (a fault's revive that never ran, or a daemon stopped by hand); the run would measure a different cluster. Restart {}, or `miglab lab down --name {lab}` and let the run bring it up", .daemons.join(", "), .daemons.iter().map(|d| format!("`miglab lab daemon --name {lab} {d} restart`")).collect::<Vec<_>>().join(", "))]
     LabIncomplete { lab: String, daemons: Vec<String> },
+    #[error(transparent)]
+    Binaries(#[from] BinariesError),
     #[error("could not start the async runtime: {0}")]
     Runtime(std::io::Error),
     #[error("interrupted; the partial results are in {}", .0.display())]
@@ -70,6 +73,8 @@ pub struct RunOptions {
     /// Run the workload directly on the first host's CephFS mount for this long, without a VM
     /// or migrations: the storage baseline of the scenario.
     pub host_mode: Option<Duration>,
+    /// The builds under test, over the scenario's (`--qemu`, `--virtiofsd`, `--kernel`).
+    pub binaries: BinaryChoice,
 }
 
 fn say(scenario: &str, rep: u32, msg: &str) {
@@ -92,11 +97,16 @@ enum Plans {
 pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
     let (plans, text, name, mut lab_spec) = match &opts.source {
         Source::Scenario(p) => {
-            let (s, text, w) = Scenario::load(p)?;
+            let (mut s, text, w) = Scenario::load(p)?;
+            let base = p.parent().unwrap_or(Path::new("."));
             check::host(p, &s.guest)?;
-            let cells = s.cells(&text, p)?;
-            for c in &cells {
+            s.binaries = s.binaries.anchored(base).overridden(&opts.binaries);
+            s.binaries.check()?;
+            let mut cells = s.cells(&text, p)?;
+            for c in &mut cells {
                 check::host(p, &c.scenario.guest)?;
+                c.scenario.binaries = c.scenario.binaries.anchored(base).overridden(&opts.binaries);
+                c.scenario.binaries.check()?;
             }
             let reps = opts.repetitions.unwrap_or(s.repetitions);
             let (name, lab) = (s.name.clone(), s.lab.clone());
@@ -107,8 +117,10 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
                 std::fs::read(p).map_err(|e| RunError::Replay { path: p.clone(), why: e.to_string() })?;
             let r: RunResult = serde_json::from_slice(&bytes)
                 .map_err(|e| RunError::Replay { path: p.clone(), why: e.to_string() })?;
-            let plan = Plan::from_result(p, &r.plan)?;
+            let mut plan = Plan::from_result(p, &r.plan)?;
             check::host(p, &plan.guest)?;
+            plan.binaries = plan.binaries.overridden(&opts.binaries);
+            plan.binaries.check()?;
             let (name, lab) = (plan.scenario.clone(), plan.lab.clone());
             (Plans::Replay(Box::new(plan)), r.scenario_text, name, lab)
         }
@@ -207,6 +219,14 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
             }
         };
         plan.lab = lab_spec.clone();
+        // The guest image of a chosen kernel: built once, then found by its hash.
+        match plan.binaries.image() {
+            Ok(img) => plan.image = img,
+            Err(e) => {
+                setup_error = Some(e.into());
+                break;
+            }
+        }
         let dir_name =
             if opts.host_mode.is_some() { format!("{}-host", plan.scenario) } else { plan.scenario.clone() };
         let dir = match &plan.cell {
@@ -278,7 +298,7 @@ fn repetition(
     fresh_dir(dir).map_err(io(format!("create {}", dir.display())))?;
     let spec = vm_spec(plan);
     let how = if host_mode.is_some() { "the engine ran on the host, without a VM" } else { "" };
-    let mut prov = assemble::provenance(spec.accel, how);
+    let mut prov = assemble::provenance(spec.accel, how, &spec.binaries, spec.image.as_deref());
     if host_mode.is_some() {
         prov.accelerator = "none (host mode)".into();
     }

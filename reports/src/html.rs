@@ -279,22 +279,30 @@ pub fn run_report(r: &RunResult) -> Result<String, ChartError> {
     h.push_str("<h2>Provenance</h2>");
     let p = &r.provenance;
     let pv = |v: &Option<String>| v.clone().unwrap_or_else(|| "—".into());
-    h.push_str(&table(
-        &["what", "value"],
-        &[
-            vec!["miglab".into(), format!("{} ({})", p.miglab_version, pv(&p.git_commit))],
-            vec!["QEMU".into(), pv(&p.qemu)],
-            vec!["virtiofsd".into(), pv(&p.virtiofsd)],
-            vec!["Ceph".into(), pv(&p.ceph)],
-            vec!["guest kernel".into(), format!("{} (image {})", pv(&p.guest_kernel), pv(&p.guest_image))],
-            vec!["accelerator".into(), format!("{} — {}", p.accelerator, p.accelerator_reason)],
-            vec![
-                "host".into(),
-                format!("{} · {} · kernel {}", pv(&p.hostname), pv(&p.host_cpu), pv(&p.host_kernel)),
-            ],
-            vec!["clock".into(), format!("{}; zero at {}", r.clock.unit, r.clock.started_at)],
+    let mut rows = vec![
+        vec!["miglab".into(), format!("{} ({})", p.miglab_version, pv(&p.git_commit))],
+        vec!["QEMU".into(), pv(&p.qemu)],
+        vec!["virtiofsd".into(), pv(&p.virtiofsd)],
+        vec!["Ceph".into(), pv(&p.ceph)],
+        vec!["guest kernel".into(), format!("{} (image {})", pv(&p.guest_kernel), pv(&p.guest_image))],
+        vec!["accelerator".into(), format!("{} — {}", p.accelerator, p.accelerator_reason)],
+        vec![
+            "host".into(),
+            format!("{} · {} · kernel {}", pv(&p.hostname), pv(&p.host_cpu), pv(&p.host_kernel)),
         ],
-    ));
+        vec!["clock".into(), format!("{}; zero at {}", r.clock.unit, r.clock.started_at)],
+    ];
+    for b in &p.binaries {
+        rows.push(vec![
+            format!("{} binary", b.role),
+            format!(
+                "{} · sha256 {}",
+                b.path,
+                b.sha256.as_deref().map(|s| &s[..s.len().min(16)]).unwrap_or("?")
+            ),
+        ]);
+    }
+    h.push_str(&table(&["what", "value"], &rows));
     h.push_str("<h2>Plan</h2>");
     let _ = write!(h, "<pre>{}</pre>", esc_text(&serde_json::to_string_pretty(&r.plan).unwrap_or_default()));
     h.push_str("<h2>Scenario</h2>");

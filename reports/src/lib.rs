@@ -15,7 +15,7 @@ pub use migration::{
 };
 pub use outcome::{Expect, RunOutcome, Thresholds};
 pub use result::{
-    Bucket, Clock, FaultRecord, Latency, OpSummary, Provenance, RunResult, RunStatus, SpectrumPoint,
-    StreamHealth, Verification, Window, WindowKind, SPECTRUM,
+    BinaryInfo, Bucket, Clock, FaultRecord, Latency, OpSummary, Provenance, RunResult, RunStatus,
+    SpectrumPoint, StreamHealth, Verification, Window, WindowKind, SPECTRUM,
 };
 pub use timings::{Phase, Timings};

@@ -162,6 +162,19 @@ pub struct Provenance {
     pub host_cpu: Option<String>,
     pub host_kernel: Option<String>,
     pub hostname: Option<String>,
+    /// The builds that ran the guest: QEMU, virtiofsd, the guest kernel (path, version, hash).
+    #[serde(default)]
+    pub binaries: Vec<BinaryInfo>,
+}
+
+/// One binary a run used: where it was, what it said its version was, and its content hash.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BinaryInfo {
+    /// `qemu`, `virtiofsd`, `kernel`.
+    pub role: String,
+    pub path: String,
+    pub version: Option<String>,
+    pub sha256: Option<String>,
 }
 
 /// One injected fault, on the run clock.

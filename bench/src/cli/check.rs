@@ -10,8 +10,8 @@ pub(super) fn check(scenario: &Path) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) fn doctor(json: bool) -> ExitCode {
-    let report = doctor::run();
+pub(super) fn doctor(json: bool, binaries: &crate::binaries::BinaryChoice) -> ExitCode {
+    let report = doctor::run(binaries);
     if json {
         println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
     } else {

@@ -1,21 +1,13 @@
 //! `miglab run`.
 
-use super::CliError;
+use super::{CliError, RunArgs};
 use crate::paths;
 use crate::session::{self, RunOptions, Source};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-pub(super) fn run_cmd(
-    scenario: Option<PathBuf>,
-    replay: Option<PathBuf>,
-    out: PathBuf,
-    root: Option<PathBuf>,
-    repetitions: Option<u32>,
-    lab: Option<String>,
-    host_mode: Option<f64>,
-) -> Result<ExitCode, CliError> {
+pub(super) fn run_cmd(a: RunArgs) -> Result<ExitCode, CliError> {
+    let RunArgs { scenario, replay, out, root, repetitions, lab, host_mode, binaries } = a;
     let source = match (scenario, replay) {
         (Some(s), None) => Source::Scenario(s),
         (None, Some(r)) => Source::Replay(r),
@@ -37,6 +29,7 @@ pub(super) fn run_cmd(
         repetitions,
         lab_name: lab,
         host_mode,
+        binaries: binaries.choice(),
     };
     session::run(&opts)?;
     Ok(ExitCode::SUCCESS)

@@ -26,7 +26,11 @@ pub(super) fn vm_cmd(cmd: VmCmd) -> Result<ExitCode, CliError> {
             virtiofsd_args,
             no_workload,
             boot_timeout,
+            binaries,
         } => {
+            let binaries = binaries.choice();
+            binaries.check().map_err(|e| CliError::BadInput(e.to_string()))?;
+            let image = binaries.image().map_err(|e| CliError::BadInput(e.to_string()))?;
             let site = open_site(&vm)?;
             if !ledger::of_vm(site.as_ref(), &vm.vm).is_empty() {
                 return Err(VmError::VmExists(vm.vm).into());
@@ -41,6 +45,8 @@ pub(super) fn vm_cmd(cmd: VmCmd) -> Result<ExitCode, CliError> {
                 bzimage: false,
                 boot_timeout_ms: boot_timeout * 1000,
                 virtiofsd_args,
+                binaries,
+                image,
             };
             runtime()?.block_on(async {
                 let mut v = Vm::start(&site, &spec, &host, 0, false).await?;

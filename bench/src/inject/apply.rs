@@ -1,7 +1,6 @@
 //! What each fault does to the topology, and its undo: the catalog's actions carried out.
 
 use super::Context;
-use crate::paths;
 use crate::process::{ProcessSpec, Tier};
 use crate::topology::{DaemonId, DaemonKind, Topology};
 use crate::vm::{ledger, VmRecord};
@@ -198,7 +197,7 @@ pub(super) fn apply(topo: &Arc<dyn Topology>, ctx: &Context, fault: &Fault) -> R
                 let _ = std::fs::remove_file(r.files.virtiofsd());
                 let spec = ProcessSpec::new(
                     format!("{}.restarted", r.virtiofsd_name()),
-                    paths::tool("virtiofsd"),
+                    r.spec.binaries.virtiofsd_path(),
                     r.files.virtiofsd_log(),
                 )
                 .tier(Tier::Guest)

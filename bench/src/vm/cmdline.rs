@@ -4,7 +4,6 @@ use super::spec::{FsCache, VmFiles, VmSpec};
 use super::VmError;
 use crate::accel::Accel;
 use crate::doctor::{parse_version, QEMU_MIN};
-use crate::paths;
 use crate::process;
 use miglab_workloads::control::{CONTROL_PORT, FS_TAG, RECORDS_PORT};
 use std::path::{Path, PathBuf};
@@ -113,23 +112,24 @@ pub fn virtiofsd_args(shared: &Path, files: &VmFiles, cache: FsCache) -> Vec<Str
     ]
 }
 
-/// The QEMU version, checked against what vhost-user-fs migration needs (once per process:
-/// a destination starts inside a migration's window, where every millisecond shows).
-pub fn check_qemu() -> Result<String, VmError> {
-    static CHECKED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    if let Some(v) = CHECKED.get() {
-        return Ok(v.clone());
+/// The version of the QEMU at `qemu`, checked against what vhost-user-fs migration needs (once
+/// per binary and process: a destination starts inside a migration's window, where every
+/// millisecond shows).
+pub fn check_qemu(qemu: &Path) -> Result<String, VmError> {
+    static CHECKED: std::sync::Mutex<Vec<(std::path::PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
+    if let Some((_, v)) = CHECKED.lock().ok().and_then(|c| c.iter().find(|(p, _)| p == qemu).cloned()) {
+        return Ok(v);
     }
-    let v = probe_qemu()?;
-    Ok(CHECKED.get_or_init(|| v).clone())
+    let v = probe_qemu(qemu)?;
+    if let Ok(mut c) = CHECKED.lock() {
+        c.push((qemu.to_path_buf(), v.clone()));
+    }
+    Ok(v)
 }
 
-fn probe_qemu() -> Result<String, VmError> {
-    let out = process::run_tool(
-        Command::new(paths::tool("qemu-system-x86_64")).arg("--version"),
-        Duration::from_secs(10),
-    )
-    .map_err(|e| VmError::NoQemu(e.to_string()))?;
+fn probe_qemu(qemu: &Path) -> Result<String, VmError> {
+    let out = process::run_tool(Command::new(qemu).arg("--version"), Duration::from_secs(10))
+        .map_err(|e| VmError::NoQemu(format!("{}: {e}", qemu.display())))?;
     let line = out.stdout.lines().next().unwrap_or_default().to_string();
     match parse_version(&line, "version") {
         Some(v) if v >= QEMU_MIN => Ok(line),

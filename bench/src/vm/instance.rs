@@ -83,8 +83,11 @@ impl Vm {
         generation: u32,
         incoming: bool,
     ) -> Result<Vm, VmError> {
-        check_qemu()?;
-        let image = GuestImage::current(&paths::cache())?;
+        check_qemu(&spec.binaries.qemu_path())?;
+        let image = match &spec.image {
+            Some(dir) => GuestImage::at(dir)?,
+            None => GuestImage::current(&paths::cache())?,
+        };
         let id = InstanceId::new(&spec.name, host, generation);
         let h = site.host(host)?;
         let mount = h.mount_point();
@@ -101,11 +104,14 @@ impl Vm {
         // The directory, the ledger entry and virtiofsd (QEMU connects to its socket at start).
         let vfsd = {
             let (site, record, files, host) = (site.clone(), record.clone(), files.clone(), host.to_string());
-            let spec =
-                ProcessSpec::new(record.virtiofsd_name(), paths::tool("virtiofsd"), files.virtiofsd_log())
-                    .tier(Tier::Guest)
-                    .args(virtiofsd_args(&mount, &files, record.spec.fs_cache))
-                    .args(&record.spec.virtiofsd_args);
+            let spec = ProcessSpec::new(
+                record.virtiofsd_name(),
+                spec.binaries.virtiofsd_path(),
+                files.virtiofsd_log(),
+            )
+            .tier(Tier::Guest)
+            .args(virtiofsd_args(&mount, &files, record.spec.fs_cache))
+            .args(&record.spec.virtiofsd_args);
             let fresh = generation == 0 && !incoming;
             blocking(move || -> Result<ProcRecord, VmError> {
                 // A VM that boots starts its history: instances left by an earlier VM of the
@@ -142,10 +148,9 @@ impl Vm {
         let t_qemu = Instant::now();
         let qemu = {
             let (site, host) = (site.clone(), host.to_string());
-            let qspec =
-                ProcessSpec::new(record.qemu_name(), paths::tool("qemu-system-x86_64"), files.qemu_log())
-                    .tier(Tier::Guest)
-                    .args(qemu_args(spec, &kernel, &image.initramfs(), &files, incoming));
+            let qspec = ProcessSpec::new(record.qemu_name(), spec.binaries.qemu_path(), files.qemu_log())
+                .tier(Tier::Guest)
+                .args(qemu_args(spec, &kernel, &image.initramfs(), &files, incoming));
             blocking(move || site.spawn(&host, qspec)).await?
         };
         partial.started.push(qemu.clone());

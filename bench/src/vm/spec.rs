@@ -67,6 +67,12 @@ pub struct VmSpec {
     /// Extra virtiofsd options (`--thread-pool-size=4`, ...).
     #[serde(default)]
     pub virtiofsd_args: Vec<String>,
+    /// Which QEMU and virtiofsd (default: the installed ones).
+    #[serde(default)]
+    pub binaries: crate::binaries::BinaryChoice,
+    /// The guest image directory (default: the current image).
+    #[serde(default)]
+    pub image: Option<PathBuf>,
 }
 
 impl VmSpec {
@@ -81,6 +87,8 @@ impl VmSpec {
             bzimage: false,
             boot_timeout_ms: 60_000,
             virtiofsd_args: Vec::new(),
+            binaries: Default::default(),
+            image: None,
         }
     }
 }

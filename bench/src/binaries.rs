@@ -1,0 +1,201 @@
+//! The builds under test: which QEMU, which virtiofsd, which guest kernel. By default what is
+//! installed; a scenario's `[binaries]` or `run --qemu/--virtiofsd/--kernel` choose others, so
+//! two builds can be compared (a sweep can cross them). Every run records each binary's path,
+//! version and SHA-256.
+
+use crate::image::{self, GuestImage, ImageError, ImageInputs};
+use crate::paths;
+use crate::process;
+use miglab_reports::BinaryInfo;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+use thiserror::Error;
+
+pub const QEMU: &str = "qemu-system-x86_64";
+pub const VIRTIOFSD: &str = "virtiofsd";
+
+/// `[binaries]` of a scenario (and the `run` options): each unset one is the installed one.
+/// Relative paths are relative to the scenario's directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BinaryChoice {
+    /// A `qemu-system-x86_64`.
+    #[serde(default)]
+    pub qemu: Option<PathBuf>,
+    /// A `virtiofsd`.
+    #[serde(default)]
+    pub virtiofsd: Option<PathBuf>,
+    /// An unpacked kernel package: `boot/vmlinuz-*` and `lib/modules/<release>/` (what
+    /// `ci/setup` unpacks into /var/cache/miglab/kernel/current). The guest image is built for
+    /// it with the current image's agent, and cached by hash.
+    #[serde(default)]
+    pub kernel: Option<PathBuf>,
+}
+
+#[derive(Debug, Error)]
+pub enum BinariesError {
+    #[error("the {role} {} does not exist: give the path of a built binary (--{role}, or [binaries] {role} = \"...\")", .path.display())]
+    Missing { role: &'static str, path: PathBuf },
+    #[error("the {role} {} is not an executable file: chmod +x it, or give the binary itself rather than its directory", .path.display())]
+    NotExecutable { role: &'static str, path: PathBuf },
+    #[error("the kernel {} is not an unpacked kernel package (boot/vmlinuz-* and lib/modules/<release>/): unpack the .deb with `dpkg-deb -x linux-image-*.deb DIR` and give DIR", .0.display())]
+    NotKernelPackage(PathBuf),
+    #[error("the guest image for the kernel {}: {source}", .path.display())]
+    Image { path: PathBuf, source: ImageError },
+}
+
+impl BinaryChoice {
+    /// Whether anything is chosen.
+    pub fn is_default(&self) -> bool {
+        self == &Self::default()
+    }
+
+    /// `self` with `over`'s choices on top.
+    pub fn overridden(&self, over: &BinaryChoice) -> BinaryChoice {
+        BinaryChoice {
+            qemu: over.qemu.clone().or_else(|| self.qemu.clone()),
+            virtiofsd: over.virtiofsd.clone().or_else(|| self.virtiofsd.clone()),
+            kernel: over.kernel.clone().or_else(|| self.kernel.clone()),
+        }
+    }
+
+    /// Relative paths made absolute against `base` (the scenario's directory).
+    pub fn anchored(&self, base: &Path) -> BinaryChoice {
+        let abs =
+            |p: &Option<PathBuf>| p.as_ref().map(|p| if p.is_absolute() { p.clone() } else { base.join(p) });
+        BinaryChoice { qemu: abs(&self.qemu), virtiofsd: abs(&self.virtiofsd), kernel: abs(&self.kernel) }
+    }
+
+    pub fn qemu_path(&self) -> PathBuf {
+        self.qemu.clone().unwrap_or_else(|| paths::tool(QEMU))
+    }
+    pub fn virtiofsd_path(&self) -> PathBuf {
+        self.virtiofsd.clone().unwrap_or_else(|| paths::tool(VIRTIOFSD))
+    }
+
+    /// Refuses a chosen binary that is not there or cannot run, and a kernel directory that is
+    /// not a kernel package. The installed ones are `doctor`'s business.
+    pub fn check(&self) -> Result<(), BinariesError> {
+        for (role, p) in [("qemu", &self.qemu), ("virtiofsd", &self.virtiofsd)] {
+            if let Some(p) = p {
+                executable(role, p)?;
+            }
+        }
+        if let Some(k) = &self.kernel {
+            let has_vmlinuz = std::fs::read_dir(k.join("boot"))
+                .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("vmlinuz-")))
+                .unwrap_or(false);
+            if !has_vmlinuz || !k.join("lib/modules").is_dir() {
+                return Err(BinariesError::NotKernelPackage(k.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The guest image directory for the chosen kernel (None: the current image).
+    pub fn image(&self) -> Result<Option<PathBuf>, BinariesError> {
+        let Some(k) = &self.kernel else { return Ok(None) };
+        self.check()?;
+        let cache = paths::cache();
+        let wrap = |source| BinariesError::Image { path: k.clone(), source };
+        let current = GuestImage::current(&cache).map_err(wrap)?;
+        let mut inputs = ImageInputs::defaults(current.agent());
+        inputs.kernel_package = k.clone();
+        inputs.compression = current.manifest.compression;
+        inputs.busybox = current.manifest.busybox.as_ref().map(PathBuf::from);
+        let img = image::build_keyed(&inputs, &cache).map_err(wrap)?;
+        Ok(Some(img.dir))
+    }
+}
+
+fn executable(role: &'static str, p: &Path) -> Result<(), BinariesError> {
+    use std::os::unix::fs::PermissionsExt;
+    let m = std::fs::metadata(p).map_err(|_| BinariesError::Missing { role, path: p.into() })?;
+    if !m.is_file() || m.permissions().mode() & 0o111 == 0 {
+        return Err(BinariesError::NotExecutable { role, path: p.into() });
+    }
+    Ok(())
+}
+
+/// The first line of `program --version`.
+pub fn version(program: &Path) -> Option<String> {
+    let out = process::run_tool(Command::new(program).arg("--version"), Duration::from_secs(10)).ok()?;
+    out.stdout.lines().next().map(|l| l.trim().to_string())
+}
+
+/// The SHA-256 of a file, remembered per path, size and modification time (a QEMU binary is
+/// tens of MiB and every repetition records it).
+pub fn sha256_file(p: &Path) -> Option<String> {
+    type Key = (PathBuf, u64, std::time::SystemTime);
+    static SEEN: Mutex<Option<HashMap<Key, String>>> = Mutex::new(None);
+    let m = std::fs::metadata(p).ok()?;
+    let key = (p.to_path_buf(), m.len(), m.modified().ok()?);
+    if let Some(h) = SEEN.lock().ok()?.as_ref().and_then(|s| s.get(&key)) {
+        return Some(h.clone());
+    }
+    let mut f = std::fs::File::open(p).ok()?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).ok()?;
+    let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    SEEN.lock().ok()?.get_or_insert_with(HashMap::new).insert(key, hex.clone());
+    Some(hex)
+}
+
+/// What a run records of one binary.
+pub fn info(role: &str, path: &Path) -> BinaryInfo {
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    BinaryInfo {
+        role: role.into(),
+        path: path.display().to_string(),
+        version: version(&path),
+        sha256: sha256_file(&path),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_choice_overrides_field_by_field_and_relative_paths_follow_the_scenario() {
+        let scen = BinaryChoice { qemu: Some("q/a".into()), virtiofsd: Some("/v".into()), kernel: None };
+        let cli = BinaryChoice { qemu: Some("/b".into()), ..Default::default() };
+        let o = scen.overridden(&cli);
+        assert_eq!(o.qemu.as_deref(), Some(Path::new("/b")));
+        assert_eq!(o.virtiofsd.as_deref(), Some(Path::new("/v")));
+        let a = scen.anchored(Path::new("/s"));
+        assert_eq!(a.qemu.as_deref(), Some(Path::new("/s/q/a")));
+        assert_eq!(a.virtiofsd.as_deref(), Some(Path::new("/v")));
+        assert!(BinaryChoice::default().is_default() && !scen.is_default());
+    }
+
+    #[test]
+    fn a_missing_or_unrunnable_binary_and_a_bare_kernel_file_are_refused_by_name() {
+        let d = tempfile::tempdir().expect("tmp");
+        let gone = BinaryChoice { qemu: Some(d.path().join("nope")), ..Default::default() };
+        assert!(matches!(gone.check(), Err(BinariesError::Missing { role: "qemu", .. })));
+        let plain = d.path().join("plain");
+        std::fs::write(&plain, "x").expect("write");
+        let not_x = BinaryChoice { virtiofsd: Some(plain.clone()), ..Default::default() };
+        let e = not_x.check().expect_err("not executable");
+        assert!(e.to_string().contains("virtiofsd") && e.to_string().contains("chmod"), "{e}");
+        let k = BinaryChoice { kernel: Some(plain), ..Default::default() };
+        assert!(matches!(k.check(), Err(BinariesError::NotKernelPackage(_))));
+    }
+
+    #[test]
+    fn a_binary_is_hashed_once_per_content() {
+        let d = tempfile::tempdir().expect("tmp");
+        let p = d.path().join("f");
+        std::fs::write(&p, "abc").expect("write");
+        assert_eq!(
+            sha256_file(&p).as_deref(),
+            Some("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        );
+    }
+}
