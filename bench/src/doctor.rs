@@ -94,7 +94,7 @@ fn path_version(path: &Path, arg: &str, prefix: &str, min: Option<(u32, u32)>) -
     if !path.exists() {
         return Err(format!("{} does not exist", path.display()));
     }
-    let out = run_tool(Command::new(&path).arg(arg), T).map_err(|e| e.to_string())?;
+    let out = run_tool(Command::new(path).arg(arg), T).map_err(|e| e.to_string())?;
     let text = format!("{}{}", out.stdout, out.stderr);
     let v = parse_version(&text, prefix);
     match (v, min) {
