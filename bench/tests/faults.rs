@@ -27,6 +27,7 @@ fn scenario(root: &Path, name: &str, toml: &str) -> RunResult {
         repetitions: None,
         lab_name: Some(LAB.into()),
         host_mode: None,
+        binaries: Default::default(),
     };
     if let Err(e) = run(&opts) {
         eprintln!("{name}: {e}");
@@ -271,6 +272,7 @@ fn a_fault_lands_exactly_at_the_switchover_and_replays() {
         repetitions: None,
         lab_name: Some(LAB.into()),
         host_mode: None,
+        binaries: Default::default(),
     };
     let _ = run(&opts);
     let replayed: RunResult =

@@ -33,6 +33,7 @@ fn opts(source: Source, out: &Path, root: &Path, lab: &str) -> RunOptions {
         repetitions: None,
         lab_name: Some(lab.into()),
         host_mode: None,
+        binaries: Default::default(),
     }
 }
 
