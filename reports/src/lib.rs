@@ -2,10 +2,12 @@
 //! result. It knows nothing of QEMU or Ceph processes: it reads and writes data.
 
 pub mod charts;
+pub mod compare;
 pub mod html;
 pub mod migration;
 pub mod outcome;
 pub mod result;
+pub mod stats;
 pub mod sweep;
 pub mod timings;
 pub mod verdict;

@@ -26,6 +26,8 @@ pub struct Figures {
     pub mb_sent: Option<f64>,
     /// The busiest op kind's p99 (guest clock), µs.
     pub p99_us: Option<f64>,
+    /// Successful ops per second inside the migration's window (from the 100 ms series).
+    pub window_ops_per_s: Option<f64>,
 }
 
 pub fn figures(r: &RunResult) -> Figures {
@@ -39,6 +41,15 @@ pub fn figures(r: &RunResult) -> Figures {
         total_ms: m.and_then(|m| m.total_time_ms).map(|d| d as f64),
         mb_sent: m.and_then(|m| m.transferred_bytes).map(|b| b as f64 / 1e6),
         p99_us: busiest.map(|o| o.guest.p99_us as f64),
+        window_ops_per_s: w.and_then(|w| {
+            let inside: Vec<&crate::Bucket> = r
+                .series
+                .iter()
+                .filter(|b| b.t_ms as f64 >= w.start_ms && (b.t_ms as f64) < w.end_ms)
+                .collect();
+            (!inside.is_empty())
+                .then(|| inside.iter().map(|b| b.ops).sum::<u64>() as f64 / (inside.len() as f64 * 0.1))
+        }),
     }
 }
 
