@@ -2,6 +2,7 @@
 
 mod bench;
 mod check;
+mod compare;
 mod image;
 mod lab;
 mod migrate;
@@ -46,6 +47,8 @@ pub enum CliError {
     Run(#[from] crate::session::RunError),
     #[error(transparent)]
     Report(#[from] crate::assemble::ReportError),
+    #[error(transparent)]
+    Compare(#[from] miglab_reports::compare::CompareError),
     /// A check of what happened found a problem (a read loop that stopped, ...).
     #[error("{0}")]
     Check(String),
@@ -110,6 +113,19 @@ pub enum Cmd {
     Report {
         /// A result directory (`results/smoke/1`) or a sweep's (`results/downtime-sweep`).
         dirs: Vec<PathBuf>,
+    },
+    /// Compare two sets of results (runs, sweeps, pooled nights) scenario by scenario: a
+    /// change is called only with p < alpha, over the noise threshold and over the metric's
+    /// floor. Exit 1 when anything regressed.
+    Compare(CompareArgs),
+    /// The nightly trend: every night under DIR (a `<date>-<commit>/results` each), its
+    /// median per scenario and metric, change points found by E-divisive → trend.html.
+    Trend {
+        /// The directory of nights (ci/nightly's `nightly/`).
+        dir: PathBuf,
+        /// Where to write the page [default: DIR/trend.html].
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Figures: measured on the real lab, printed, never asserted.
     Bench {
@@ -220,6 +236,42 @@ pub enum VmCmd {
         #[command(flatten)]
         vm: VmName,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CompareArgs {
+    /// The baseline: a results directory (every result.json below it counts).
+    pub baseline: PathBuf,
+    /// The candidate.
+    pub candidate: PathBuf,
+    /// Significance level of the permutation test.
+    #[arg(long, default_value_t = 0.01)]
+    pub alpha: f64,
+    /// Noise threshold, percent: a smaller change of the medians is never called.
+    #[arg(long, default_value_t = 10.0)]
+    pub threshold: f64,
+    /// A metric's own noise threshold, e.g. `--threshold-for total_ms=5` (repeatable).
+    #[arg(long, value_name = "METRIC=PCT")]
+    pub threshold_for: Vec<String>,
+    /// A metric's absolute floor, e.g. `--floor qemu_downtime_ms=5` (repeatable).
+    #[arg(long, value_name = "METRIC=VALUE")]
+    pub floor: Vec<String>,
+    /// Call a change only if the same metric moved the same way in two scenarios or more.
+    #[arg(long)]
+    pub family: bool,
+    /// What the sides were meant to differ in: qemu, virtiofsd, kernel, ceph, miglab, scenario,
+    /// host, accelerator (repeatable).
+    #[arg(long = "variable", value_name = "WHAT")]
+    pub variables: Vec<String>,
+    /// Compare although the sides differ in something not declared.
+    #[arg(long)]
+    pub allow_different: bool,
+    /// Write compare.md, compare.html and junit.xml here.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Seed of the permutations and the bootstrap.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -480,6 +532,8 @@ fn dispatch(args: Args) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Run(a) => run::run_cmd(a),
+        Cmd::Compare(a) => compare::compare_cmd(a),
+        Cmd::Trend { dir, out } => compare::trend_cmd(&dir, out),
     }
 }
 

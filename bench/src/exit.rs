@@ -146,6 +146,16 @@ impl Classify for RunError {
     }
 }
 
+impl Classify for miglab_reports::compare::CompareError {
+    fn exit(&self) -> Exit {
+        use miglab_reports::compare::CompareError as E;
+        match self {
+            E::Io { .. } => Exit::Failed,
+            E::Empty(..) | E::NothingInCommon(..) | E::TooFew { .. } | E::Undeclared { .. } => Exit::BadInput,
+        }
+    }
+}
+
 impl Classify for CliError {
     fn exit(&self) -> Exit {
         match self {
@@ -159,6 +169,7 @@ impl Classify for CliError {
             CliError::Topology(e) => e.exit(),
             CliError::BadInput(_) => Exit::BadInput,
             CliError::Report(e) => e.exit(),
+            CliError::Compare(e) => e.exit(),
             CliError::Runtime(_) | CliError::Check(_) | CliError::Bench(_) => Exit::Failed,
         }
     }

@@ -24,6 +24,14 @@ pub struct Metric {
     pub floor: f64,
 }
 
+/// The metrics every run has (and `p99_us.<op>` per op kind).
+pub const METRIC_KINDS: [&str; 5] =
+    ["qemu_downtime_ms", "heartbeat_gap_ms", "io_stall_ms", "total_ms", "ops_per_s"];
+
+/// What two sides can differ in.
+pub const VARIABLES: [&str; 8] =
+    ["qemu", "virtiofsd", "kernel", "ceph", "miglab", "scenario", "host", "accelerator"];
+
 /// The default floors: a downtime or stall moves by 2 ms before it counts, a total migration
 /// time by 20 ms, a p99 by 50 µs, a throughput by 1 op/s.
 pub fn metric(key: &str) -> Metric {
@@ -215,10 +223,19 @@ pub enum CompareError {
     NothingInCommon(Vec<String>, Vec<String>),
     #[error("too few repetitions for p < {alpha}: {}. A permutation test of n against m runs cannot give a p below 2/C(n+m, n); with equal sides it needs {needed} runs per side (`miglab run ... --repetitions {needed}`), or a larger --alpha", .groups.join("; "))]
     TooFew { alpha: f64, needed: usize, groups: Vec<String> },
-    #[error("the two sides differ in more than {}:\n{}\nDeclare what was meant to vary with --variable (qemu, virtiofsd, kernel, ceph, miglab, scenario, host, accelerator), or compare anyway with --allow-different", if .declared.is_empty() { "nothing (none declared)".to_string() } else { .declared.join(", ") }, .undeclared.iter().map(|d| format!("  {}: baseline {} · candidate {}", d.what, d.base.join(" | "), d.cand.join(" | "))).collect::<Vec<_>>().join("\n"))]
+    #[error("the two sides differ in more than {}:\n{}\nDeclare what was meant to vary with --variable (qemu, virtiofsd, kernel, ceph, miglab, scenario, host, accelerator), or compare anyway with --allow-different", if .declared.is_empty() { "nothing (none declared)".to_string() } else { .declared.join(", ") }, .undeclared.iter().map(|d| format!("  {}: baseline {} · candidate {}", d.what, listed(&d.base), listed(&d.cand))).collect::<Vec<_>>().join("\n"))]
     Undeclared { declared: Vec<String>, undeclared: Vec<Difference> },
     #[error("could not read {}: {source}", .path.display())]
     Io { path: PathBuf, source: std::io::Error },
+}
+
+/// Values for a message; "—" for none (a scenario line on one side only).
+fn listed(v: &[String]) -> String {
+    if v.is_empty() {
+        "—".into()
+    } else {
+        v.join(" | ")
+    }
 }
 
 /// The values of each provenance item on one side, for [`differences`].
@@ -507,13 +524,17 @@ pub fn text(c: &Comparison) -> String {
 fn summary(c: &Comparison) -> String {
     let mut s = String::new();
     for d in &c.differences {
+        let how = if c.options.variables.contains(&d.what) {
+            "declared with --variable"
+        } else {
+            "allowed by --allow-different"
+        };
         let _ = writeln!(
             s,
-            "differs (declared: {}): {}: baseline {} · candidate {}",
-            c.options.variables.contains(&d.what),
+            "the sides differ in {} ({how}): baseline {} · candidate {}",
             d.what,
-            d.base.join(" | "),
-            d.cand.join(" | ")
+            listed(&d.base),
+            listed(&d.cand)
         );
     }
     for g in &c.unmatched {

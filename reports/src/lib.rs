@@ -10,6 +10,7 @@ pub mod result;
 pub mod stats;
 pub mod sweep;
 pub mod timings;
+pub mod trend;
 pub mod verdict;
 
 pub use migration::{

@@ -1,0 +1,140 @@
+//! `miglab compare`.
+
+use super::{CliError, CompareArgs};
+use miglab_reports::compare::{self, CompareError, Options, METRIC_KINDS};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// `METRIC=NUMBER` pairs; the metric must be one compare knows.
+fn pairs(flag: &str, v: &[String]) -> Result<BTreeMap<String, f64>, CliError> {
+    v.iter()
+        .map(|s| {
+            let bad = || {
+                CliError::BadInput(format!(
+                    "--{flag} {s}: give METRIC=NUMBER, METRIC one of {} (p99_us.<op> per op kind)",
+                    METRIC_KINDS.join(", ")
+                ))
+            };
+            let (k, n) = s.split_once('=').ok_or_else(bad)?;
+            let n: f64 = n.trim().parse().map_err(|_| bad())?;
+            let known = METRIC_KINDS.contains(&k) || k.starts_with("p99_us.");
+            if !known || !n.is_finite() || n < 0.0 {
+                return Err(bad());
+            }
+            Ok((k.to_string(), n))
+        })
+        .collect()
+}
+
+fn load(p: &Path) -> Result<compare::Side, CliError> {
+    let side = compare::load(p).map_err(|source| CompareError::Io { path: p.into(), source })?;
+    if side.runs.is_empty() {
+        return Err(CompareError::Empty(p.into(), side.skipped).into());
+    }
+    Ok(side)
+}
+
+pub(super) fn compare_cmd(a: CompareArgs) -> Result<ExitCode, CliError> {
+    if !(a.alpha > 0.0 && a.alpha < 1.0) {
+        return Err(CliError::BadInput(format!(
+            "--alpha {}: give a level between 0 and 1, e.g. 0.01",
+            a.alpha
+        )));
+    }
+    if !(a.threshold.is_finite() && a.threshold >= 0.0) {
+        return Err(CliError::BadInput(format!("--threshold {}: give a percentage, e.g. 10", a.threshold)));
+    }
+    for v in &a.variables {
+        if !compare::VARIABLES.contains(&v.as_str()) {
+            return Err(CliError::BadInput(format!(
+                "--variable {v}: give one of {}",
+                compare::VARIABLES.join(", ")
+            )));
+        }
+    }
+    let o = Options {
+        alpha: a.alpha,
+        threshold: a.threshold / 100.0,
+        thresholds: pairs("threshold-for", &a.threshold_for)?
+            .into_iter()
+            .map(|(k, v)| (k, v / 100.0))
+            .collect(),
+        floors: pairs("floor", &a.floor)?,
+        family: a.family,
+        variables: a.variables.clone(),
+        allow_different: a.allow_different,
+        seed: a.seed,
+        ..Options::default()
+    };
+    let (base, cand) = (load(&a.baseline)?, load(&a.candidate)?);
+    let c = compare::compare(&base, &cand, &o)?;
+    print!("{}", compare::text(&c));
+    if let Some(dir) = &a.out {
+        let io = |what: &str, e: std::io::Error| {
+            CliError::BadInput(format!("could not write {what} in {}: {e}", dir.display()))
+        };
+        std::fs::create_dir_all(dir).map_err(|e| io("the directory", e))?;
+        let html = compare::page(&c, &a.baseline.display().to_string(), &a.candidate.display().to_string())
+            .map_err(|e| CliError::Bench(format!("the comparison's charts: {e}")))?;
+        for (name, body) in
+            [("compare.md", compare::markdown(&c)), ("compare.html", html), ("junit.xml", compare::junit(&c))]
+        {
+            miglab_reports::result::write_atomic(&dir.join(name), body.as_bytes())
+                .map_err(|e| io(name, e))?;
+        }
+        println!("written: {0}/compare.md, {0}/compare.html, {0}/junit.xml", dir.display());
+    }
+    Ok(if c.regressions() > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// `miglab trend`.
+pub(super) fn trend_cmd(dir: &Path, out: Option<std::path::PathBuf>) -> Result<ExitCode, CliError> {
+    let mut names: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| {
+            CliError::BadInput(format!("{}: {e}; give the directory of nights (ci/nightly's)", dir.display()))
+        })?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("results").is_dir())
+        .collect();
+    names.sort();
+    if names.is_empty() {
+        return Err(CliError::BadInput(format!(
+            "no nights in {}: each is a directory with results/ in it (ci/nightly makes them)",
+            dir.display()
+        )));
+    }
+    let nights = names
+        .iter()
+        .map(|p| {
+            let side = compare::load(&p.join("results"))
+                .map_err(|source| CompareError::Io { path: p.clone(), source })?;
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            Ok(miglab_reports::trend::Night { name, side })
+        })
+        .collect::<Result<Vec<_>, CliError>>()?;
+    let (html, series) = miglab_reports::trend::page(&nights, 1)
+        .map_err(|e| CliError::Bench(format!("the trend's charts: {e}")))?;
+    let out = out.unwrap_or_else(|| dir.join("trend.html"));
+    miglab_reports::result::write_atomic(&out, html.as_bytes())
+        .map_err(|e| CliError::BadInput(format!("could not write {}: {e}", out.display())))?;
+    let nights = &nights;
+    let changes: Vec<String> = series
+        .iter()
+        .flat_map(|s| {
+            s.changes.iter().map(move |&k| format!("  {} {}: from {}", s.group, s.metric, nights[k].name))
+        })
+        .collect();
+    println!(
+        "{} nights, {} series, {} change point(s) → {}",
+        nights.len(),
+        series.len(),
+        changes.len(),
+        out.display()
+    );
+    for c in changes {
+        println!("{c}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
