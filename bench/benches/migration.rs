@@ -1,0 +1,122 @@
+//! `cargo bench --bench migration`: end-to-end live migration of a running guest on the real
+//! lab — the guest-visible downtime (the longest heartbeat gap around the migration) and the
+//! total migration time, each sample one whole `miglab run` repetition of the read loop with
+//! one migration (the lab stays up across samples; the guest boots per sample, not timed).
+//! Flat sampling, 10 samples. Where no lab can run (not root, something missing), it prints
+//! why and measures nothing.
+//!
+//! Baselines: `cargo bench --bench migration -- --save-baseline before`, change something,
+//! then `cargo bench --bench migration -- --baseline before`.
+
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
+use miglab::session::{self, RunOptions, Source};
+use miglab::topology::lab::{Lab, LabOptions};
+use miglab_reports::{RunResult, WindowKind};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const LAB: &str = "bench";
+
+/// The read loop, one migration, short warm-up and settle: a sample takes ~6 s under TCG.
+const SCENARIO: &str = r#"
+name = "bench-migration"
+seed = 7
+[workload]
+kind = "read-loop"
+[migration]
+count = 1
+warmup_s = 1.0
+settle_s = 0.5
+[run]
+cooldown_s = 0.2
+"#;
+
+/// Why this machine cannot run the lab, if it cannot.
+fn cannot_run() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("not root (the lab needs namespaces and mounts)".into());
+    }
+    let report = miglab::doctor::run(&Default::default());
+    if !report.lab_can_run() {
+        return Some(format!("`miglab doctor` reports missing prerequisites:\n{report}"));
+    }
+    if let Err(e) = miglab::image::GuestImage::current(&miglab::paths::cache()) {
+        return Some(e.to_string());
+    }
+    None
+}
+
+/// One repetition on the lab; its result.
+fn one_run(scenario: &Path, out: &Path) -> RunResult {
+    let opts = RunOptions {
+        source: Source::Scenario(scenario.into()),
+        out: out.into(),
+        lab_root: miglab::paths::lab_root(),
+        repetitions: Some(1),
+        lab_name: Some(LAB.into()),
+        host_mode: None,
+        binaries: Default::default(),
+    };
+    let dirs = session::run(&opts).unwrap_or_else(|e| panic!("the benchmark's run failed: {e}"));
+    let dir = dirs.first().expect("one result directory");
+    serde_json::from_slice(&std::fs::read(dir.join("result.json")).expect("result.json")).expect("a result")
+}
+
+/// `iters` runs; the sum of what `figure` takes of each.
+fn measure(scenario: &Path, out: &Path, iters: u64, figure: fn(&RunResult) -> f64) -> Duration {
+    (0..iters).map(|_| Duration::from_secs_f64(figure(&one_run(scenario, out)) / 1e3)).sum()
+}
+
+fn guest_visible_downtime_ms(r: &RunResult) -> f64 {
+    r.windows
+        .iter()
+        .find(|w| matches!(w.kind, WindowKind::Migration { .. }))
+        .and_then(|w| w.heartbeat_gap_ms)
+        .expect("the migration window has a heartbeat gap")
+}
+
+fn total_ms(r: &RunResult) -> f64 {
+    r.migrations.first().and_then(|m| m.total_time_ms).expect("the migration's total time") as f64
+}
+
+fn benches(c: &mut Criterion) {
+    if let Some(why) = cannot_run() {
+        eprintln!("migration benchmarks SKIPPED: {why}");
+        return;
+    }
+    let work = tempfile::tempdir().expect("tmp");
+    let scenario: PathBuf = work.path().join("bench-migration.toml");
+    std::fs::write(&scenario, SCENARIO).expect("scenario");
+    // The lab stays up across samples: brought up here unless one named `bench` runs already.
+    let state = miglab::paths::lab_root().join(LAB).join("state.json");
+    let ours = if miglab::topology::state::StateFile::load(&state).is_ok() {
+        None
+    } else {
+        Some(
+            Lab::up(&LabOptions { name: LAB.into(), ..LabOptions::default() })
+                .unwrap_or_else(|e| panic!("lab up: {e}")),
+        )
+    };
+    let out = work.path().join("results");
+    let mut g = c.benchmark_group("live_migration");
+    // One sample is one whole run: no warm-up to speak of, one iteration per sample.
+    g.sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_millis(10));
+    g.bench_function("guest_visible_downtime", |b| {
+        b.iter_custom(|iters| measure(&scenario, &out, iters, guest_visible_downtime_ms))
+    });
+    g.bench_function("total_migration_time", |b| {
+        b.iter_custom(|iters| measure(&scenario, &out, iters, total_ms))
+    });
+    g.finish();
+    if let Some(lab) = ours {
+        if let Err(e) = lab.down() {
+            eprintln!("lab down: {e}");
+        }
+    }
+}
+
+criterion_group!(migration, benches);
+criterion_main!(migration);

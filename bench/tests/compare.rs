@@ -1,0 +1,97 @@
+//! `miglab compare` on real result sets, and the builds under test as a choice: the same
+//! scenario twice (once with a copy of QEMU chosen with --qemu) → no regression; the same
+//! scenario with the migration bandwidth capped → refused until the difference is declared,
+//! then a regression in total migration time, exit 1.
+
+mod common;
+
+use common::*;
+use miglab_reports::RunResult;
+use std::path::Path;
+
+const LAB: &str = "t-compare";
+
+const SCENARIO: &str = r#"name = "cmp"
+seed = 9
+repetitions = 5
+[workload]
+kind = "read-loop"
+[migration]
+warmup_s = 1.0
+settle_s = 0.5
+[run]
+cooldown_s = 0.2
+"#;
+
+fn run(root: &Path, scenario: &Path, out: &Path, extra: &[&str]) {
+    let o = miglab()
+        .args(["run", "--lab", LAB, "--root"])
+        .arg(root)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .arg(scenario)
+        .output()
+        .expect("miglab run");
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn compare(a: &Path, b: &Path, extra: &[&str]) -> (i32, String) {
+    let o = miglab().arg("compare").arg(a).arg(b).args(extra).output().expect("miglab compare");
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    (o.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+#[ignore = "needs the lab (root, Ceph, QEMU): cargo test -- --include-ignored"]
+fn compare_calls_a_capped_migration_a_regression_and_equal_sets_nothing() {
+    let root = lab_root();
+    let _down = DownOnDrop { name: LAB, root: root.path() };
+    let up = miglab().args(["lab", "up", "--name", LAB, "--root"]).arg(root.path()).output().expect("lab up");
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    let dir = root.path().join("scenarios");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let plain = dir.join("cmp.toml");
+    std::fs::write(&plain, SCENARIO).expect("write");
+    let capped = dir.join("cmp-capped.toml");
+    std::fs::write(&capped, SCENARIO.replace("settle_s = 0.5", "settle_s = 0.5\nmax_bandwidth = 20000000"))
+        .expect("write");
+    // The candidate's QEMU is a copy at another path: a build chosen with --qemu.
+    let qemu = root.path().join("qemu-copy");
+    std::fs::copy(miglab::paths::tool("qemu-system-x86_64"), &qemu).expect("copy qemu");
+
+    let (a, b, c) = (root.path().join("a"), root.path().join("b"), root.path().join("c"));
+    run(root.path(), &plain, &a, &[]);
+    run(root.path(), &plain, &b, &["--qemu", qemu.to_str().expect("utf8")]);
+    run(root.path(), &capped, &c, &[]);
+
+    let r: RunResult =
+        serde_json::from_slice(&std::fs::read(b.join("cmp/1/result.json")).expect("result")).expect("parses");
+    let q = r.provenance.binaries.iter().find(|x| x.role == "qemu").expect("qemu recorded");
+    assert_eq!(Path::new(&q.path), qemu.as_path(), "{q:?}");
+    assert!(q.sha256.as_ref().is_some_and(|s| s.len() == 64) && q.version.is_some(), "{q:?}");
+    assert!(r.provenance.binaries.iter().any(|x| x.role == "kernel" && x.sha256.is_some()));
+
+    // The same build at another path is the same build: nothing differs, nothing regressed.
+    let out = root.path().join("ab");
+    let (code, text) = compare(&a, &b, &["--out", out.to_str().expect("utf8")]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("0 regression(s)") && !text.contains("differ in"), "{text}");
+    for f in ["compare.md", "compare.html", "junit.xml"] {
+        assert!(out.join(f).exists(), "{f} written");
+    }
+
+    // A changed scenario is refused until declared, with the line named.
+    let (code, text) = compare(&a, &c, &[]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("max_bandwidth = 20000000") && text.contains("--variable"), "{text}");
+    let (code, text) = compare(&a, &c, &["--variable", "scenario"]);
+    assert_eq!(code, 1, "{text}");
+    let total = text.lines().find(|l| l.contains("total_ms")).unwrap_or_default();
+    assert!(total.contains("REGRESSION"), "{text}");
+}
