@@ -67,7 +67,14 @@ fn compare_calls_a_capped_migration_a_regression_and_equal_sets_nothing() {
 
     let (a, b, c) = (root.path().join("a"), root.path().join("b"), root.path().join("c"));
     run(root.path(), &plain, &a, &[]);
-    run(root.path(), &plain, &b, &["--qemu", qemu.to_str().expect("utf8")]);
+    // And the guest kernel chosen by its package directory (the installed one: the same image).
+    let kernel = miglab::paths::guest_kernel_dir();
+    run(
+        root.path(),
+        &plain,
+        &b,
+        &["--qemu", qemu.to_str().expect("utf8"), "--kernel", kernel.to_str().expect("utf8")],
+    );
     run(root.path(), &capped, &c, &[]);
 
     let r: RunResult =
