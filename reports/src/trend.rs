@@ -74,7 +74,8 @@ fn chart(s: &Series, nights: &[Night]) -> Result<String, ChartError> {
             .y_label_area_size(62)
             .build_cartesian_2d(-0.5f64..n - 0.5, 0f64..ymax)
             .map_err(draw)?;
-        let names: Vec<String> = nights.iter().map(|n| n.name.chars().take(10).collect()).collect();
+        // `2026-12-01T0428-1c5040558b4f` → `12-01T0428-1c50`: the day, the hour and the commit.
+        let names: Vec<String> = nights.iter().map(|n| n.name.chars().skip(5).take(15).collect()).collect();
         c.configure_mesh()
             .x_desc("night")
             .y_desc(s.unit)

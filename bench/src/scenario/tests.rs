@@ -252,6 +252,26 @@ fn a_sweep_crosses_its_axes_into_checked_cells() {
     assert!(e.to_string().contains("give a list"), "{e}");
 }
 
+/// One sweep can cross two builds: each cell runs its own QEMU.
+#[test]
+fn a_sweep_crosses_two_qemu_builds() {
+    let text = "name = \"ab\"\n[workload]\nkind = \"read-loop\"\n[binaries]\nvirtiofsd = \"/opt/v\"\n[sweep]\n\"binaries.qemu\" = [\"/usr/bin/qemu-system-x86_64\", \"/opt/qemu-next/bin/qemu-system-x86_64\"]\n";
+    let s = Scenario::parse(text, Path::new("ab.toml")).expect("parses");
+    let cells = s.cells(text, Path::new("ab.toml")).expect("cells");
+    let qemus: Vec<_> = cells.iter().map(|c| c.scenario.binaries.qemu.clone().expect("chosen")).collect();
+    assert_eq!(
+        qemus,
+        [Path::new("/usr/bin/qemu-system-x86_64"), Path::new("/opt/qemu-next/bin/qemu-system-x86_64")]
+    );
+    assert!(cells.iter().all(|c| c.scenario.binaries.virtiofsd.as_deref() == Some(Path::new("/opt/v"))));
+    let e = Scenario::parse(
+        "name = \"x\"\n[workload]\nkind = \"read-loop\"\n[binaries]\nqmeu = \"/q\"\n",
+        Path::new("x.toml"),
+    )
+    .expect_err("a typo");
+    assert!(e.to_string().contains("qmeu"), "{e}");
+}
+
 #[test]
 fn expect_takes_one_outcome_or_any_of_several() {
     use miglab_reports::RunOutcome::{Completed, CompletedDegraded, FsHung};
