@@ -37,6 +37,9 @@ pub struct Check {
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub checks: Vec<Check>,
+    /// The hosts of a topology file, checked over SSH (not this machine).
+    #[serde(skip)]
+    pub remote: bool,
 }
 
 impl Report {
@@ -61,10 +64,16 @@ impl fmt::Display for Report {
             let found: String = c.found.chars().take(fw).collect();
             writeln!(f, "{:<w$}  {:<7}  {:<fw$}  {}", c.name, status, found, fix)?;
         }
-        if self.lab_can_run() {
-            write!(f, "a lab can run here")
-        } else {
-            write!(f, "a lab cannot run here: fix the MISSING rows (as root: `ci/setup` installs everything)")
+        match (self.remote, self.lab_can_run()) {
+            (false, true) => write!(f, "a lab can run here"),
+            (false, false) => {
+                write!(
+                    f,
+                    "a lab cannot run here: fix the MISSING rows (as root: `ci/setup` installs everything)"
+                )
+            }
+            (true, true) => write!(f, "every host of the topology can run guests"),
+            (true, false) => write!(f, "fix the MISSING rows on the hosts they name"),
         }
     }
 }
@@ -290,7 +299,144 @@ pub fn run(binaries: &BinaryChoice) -> Report {
             "`ci/setup` downloads and unpacks the distribution kernel (needed for VMs, not for the lab)"
         },
     ));
-    Report { checks }
+    Report { checks, remote: false }
+}
+
+/// Every host of a topology file, over SSH: reachable, QEMU ≥ 8.2, virtiofsd, KVM, the CephFS
+/// mount, free memory — each with its fix.
+pub fn remote(spec: &crate::topology::external::TopologySpec, file: &Path) -> Report {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            let c = check("runtime", true, Err(e.to_string()), "");
+            return Report { checks: vec![c], remote: true };
+        }
+    };
+    let config = spec.ssh_config(file);
+    let timeout = Duration::from_secs(spec.ssh.connect_timeout_s.unwrap_or(10));
+    let checks = rt.block_on(async {
+        let per_host = spec.hosts.iter().map(|h| host_checks(spec, h, config.as_deref(), timeout));
+        futures::future::join_all(per_host).await.into_iter().flatten().collect()
+    });
+    Report { checks, remote: true }
+}
+
+async fn host_checks(
+    spec: &crate::topology::external::TopologySpec,
+    h: &crate::topology::external::HostSpec,
+    config: Option<&Path>,
+    timeout: Duration,
+) -> Vec<Check> {
+    use crate::topology::external::ssh::{quote, SshHost};
+    let n = &h.name;
+    let mut checks = Vec::new();
+    let host = match SshHost::connect(n, &h.ssh, config, timeout).await {
+        Ok(s) => s,
+        Err(e) => {
+            checks.push(check(
+                &format!("{n} ssh"),
+                true,
+                Err(e.to_string()),
+                "a key the host accepts (ssh-copy-id), its host key in known_hosts, and the destination in the topology",
+            ));
+            return checks;
+        }
+    };
+    let run = |script: String| {
+        let host = &host;
+        async move { host.sh(&script, T).await.map_err(|e| e.to_string()) }
+    };
+    let who = run("echo \"$(id -un)@$(uname -n), kernel $(uname -r)\"".into()).await;
+    checks.push(check(&format!("{n} ssh"), true, who.map(|o| o.stdout), ""));
+    let version = |program: Option<&std::path::PathBuf>,
+                   default: &str,
+                   prefix: &'static str,
+                   min: (u32, u32)| {
+        let p = program.map(|p| p.display().to_string()).unwrap_or_else(|| default.to_string());
+        let run = &run;
+        async move {
+            let o = run(format!(
+                "command -v {0} >/dev/null 2>&1 || {{ echo 'not found' >&2; exit 127; }}; {0} --version",
+                quote(&p)
+            ))
+            .await?;
+            if !o.ok {
+                return Err(format!("{p}: {}", if o.stderr.is_empty() { "does not run" } else { &o.stderr }));
+            }
+            match parse_version(&o.stdout, prefix) {
+                Some(v) if v >= min => Ok(format!("{}.{} at {p}", v.0, v.1)),
+                Some(v) => Err(format!("{}.{} at {p} (need >= {}.{})", v.0, v.1, min.0, min.1)),
+                None => Err(format!("unknown version at {p}")),
+            }
+        }
+    };
+    checks.push(check(
+        &format!("{n} qemu"),
+        true,
+        version(h.qemu.as_ref(), "qemu-system-x86_64", "version", QEMU_MIN).await,
+        "install QEMU >= 8.2 on the host (vhost-user-fs migration), or give its path as `qemu` in the host's [[host]]",
+    ));
+    checks.push(check(
+        &format!("{n} virtiofsd"),
+        true,
+        version(h.virtiofsd.as_ref(), "virtiofsd", "virtiofsd", VIRTIOFSD_MIN).await,
+        "install virtiofsd >= 1.11 on the host (Debian: /usr/libexec/virtiofsd), and give its path as `virtiofsd` in the host's [[host]]",
+    ));
+    let kvm = run("test -c /dev/kvm && grep -qE 'vmx|svm' /proc/cpuinfo && echo /dev/kvm".into()).await;
+    let mut kvm = check(
+        &format!("{n} kvm"),
+        false,
+        match kvm {
+            Ok(o) if o.ok => Ok(o.stdout),
+            _ => Err("no /dev/kvm with vmx or svm: guests would run under TCG".into()),
+        },
+        "load kvm_intel or kvm_amd (results record the accelerator either way)",
+    );
+    if kvm.verdict == Verdict::Missing {
+        kvm.verdict = Verdict::Warn;
+    }
+    checks.push(kvm);
+    let mount = match (spec.mount_of(h), &spec.ceph.conf) {
+        (Some(m), _) => {
+            let m = m.display().to_string();
+            match run(format!("stat -f -c %T {}", quote(&m))).await {
+                Ok(o) if o.ok && (o.stdout.contains("fuse") || o.stdout.contains("ceph")) => {
+                    Ok(format!("{m} ({})", o.stdout))
+                }
+                Ok(o) if o.ok => Err(format!("{m} is {}, not CephFS", o.stdout)),
+                Ok(o) => Err(format!("{m}: {}", o.stderr)),
+                Err(e) => Err(e),
+            }
+        }
+        (None, Some(conf)) => match run("command -v ceph-fuse".into()).await {
+            Ok(o) if o.ok => Ok(format!("ceph-fuse at {} with {}", o.stdout, conf.display())),
+            _ => Err("no ceph-fuse".into()),
+        },
+        (None, None) => Err("no mount given".into()),
+    };
+    checks.push(check(
+        &format!("{n} cephfs"),
+        true,
+        mount,
+        "mount CephFS at the topology's `mount` on the host, or give `conf` and `keyring` for ceph-fuse (and install it)",
+    ));
+    let mem = run("awk '/MemAvailable/ { print int($2 / 1024) }' /proc/meminfo".into()).await;
+    let mut mem = check(
+        &format!("{n} memory"),
+        false,
+        match mem.map(|o| o.stdout.parse::<u64>()) {
+            Ok(Ok(mib)) if mib >= 2048 => Ok(format!("{mib} MiB available")),
+            Ok(Ok(mib)) => Err(format!("{mib} MiB available")),
+            _ => Err("unknown".into()),
+        },
+        "a migrating guest is on two hosts at once for a moment: keep twice its memory free",
+    );
+    if mem.verdict == Verdict::Missing {
+        mem.verdict = Verdict::Warn;
+    }
+    checks.push(mem);
+    host.close().await;
+    checks
 }
 
 #[cfg(test)]
@@ -331,7 +477,10 @@ mod tests {
     #[test]
     fn a_missing_required_check_blocks_the_lab_but_a_warning_does_not() {
         let ok = |name: &str, required| check(name, required, Ok("x".into()), "");
-        let mut r = Report { checks: vec![ok("a", true), check("netem", false, Err("no".into()), "fine")] };
+        let mut r = Report {
+            checks: vec![ok("a", true), check("netem", false, Err("no".into()), "fine")],
+            remote: false,
+        };
         assert!(r.lab_can_run());
         r.checks.push(check("ceph", true, Err("not found".into()), "run ci/setup"));
         assert!(!r.lab_can_run());

@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod ceph;
+pub mod external;
 pub mod lab;
 pub mod layout;
 pub mod mountinfo;

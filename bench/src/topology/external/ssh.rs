@@ -1,0 +1,102 @@
+//! A host reached over SSH: the system's `ssh` (so the user's config, agent and jump hosts
+//! apply) through the `openssh` crate, one multiplexed connection per host; every command has
+//! a deadline.
+
+use openssh::{KnownHosts, Session, SessionBuilder};
+use std::path::Path;
+use std::time::Duration;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum SshError {
+    #[error("{host}: cannot connect over SSH to '{dest}': {why}. Check that `ssh{config} {dest} true` works without a password (a key, or the agent)")]
+    Connect { host: String, dest: String, config: String, why: String },
+    #[error("{host}: `{command}` did not finish within {timeout:?}")]
+    Timeout { host: String, command: String, timeout: Duration },
+    #[error("{host}: `{command}`: {why}")]
+    Command { host: String, command: String, why: String },
+}
+
+/// One host's connection.
+#[derive(Debug)]
+pub struct SshHost {
+    pub name: String,
+    session: Session,
+}
+
+/// What a command printed and how it ended.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl SshHost {
+    /// Connects to `dest` (strict host key checking: a lab or a user's known_hosts says who the
+    /// host is), with `config` as the SSH config if given.
+    pub async fn connect(
+        name: &str,
+        dest: &str,
+        config: Option<&Path>,
+        timeout: Duration,
+    ) -> Result<Self, SshError> {
+        let mut b = SessionBuilder::default();
+        b.known_hosts_check(KnownHosts::Strict)
+            .connect_timeout(timeout)
+            .server_alive_interval(Duration::from_secs(5));
+        if let Some(c) = config {
+            b.config_file(c);
+        }
+        let err = |why: String| SshError::Connect {
+            host: name.into(),
+            dest: dest.into(),
+            config: config.map(|c| format!(" -F {}", c.display())).unwrap_or_default(),
+            why,
+        };
+        // The connection's own deadline is ssh's ConnectTimeout; this one covers the rest
+        // (a host that accepts the TCP connection and then says nothing).
+        let session = tokio::time::timeout(timeout + Duration::from_secs(5), b.connect(dest))
+            .await
+            .map_err(|_| err(format!("no answer within {timeout:?}")))?
+            .map_err(|e| err(e.to_string()))?;
+        Ok(Self { name: name.into(), session })
+    }
+
+    /// Runs `script` with `sh -c` on the host.
+    pub async fn sh(&self, script: &str, timeout: Duration) -> Result<Output, SshError> {
+        let mut cmd = self.session.command("sh");
+        cmd.arg("-c").arg(script);
+        let out = tokio::time::timeout(timeout, cmd.output())
+            .await
+            .map_err(|_| SshError::Timeout { host: self.name.clone(), command: script.into(), timeout })?
+            .map_err(|e| SshError::Command {
+                host: self.name.clone(),
+                command: script.into(),
+                why: e.to_string(),
+            })?;
+        Ok(Output {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+
+    pub async fn close(self) {
+        let _ = self.session.close().await;
+    }
+}
+
+/// Quotes `s` for a POSIX shell.
+pub fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn quoting_survives_quotes_and_spaces() {
+        assert_eq!(super::quote("a b"), "'a b'");
+        assert_eq!(super::quote("it's"), r"'it'\''s'");
+    }
+}
