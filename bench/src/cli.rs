@@ -83,6 +83,9 @@ pub enum Cmd {
         /// Check these builds instead of the installed ones.
         #[command(flatten)]
         binaries: BinaryArgs,
+        /// Check every host of this topology file over SSH instead of this machine.
+        #[arg(long, value_name = "TOPOLOGY_TOML")]
+        topology: Option<PathBuf>,
     },
     /// The local lab: a Ceph cluster and client hosts in network namespaces.
     Lab {
@@ -411,6 +414,10 @@ pub enum LabCmd {
         /// Print the time of each bring-up phase and the lab's idle memory.
         #[arg(long)]
         timings: bool,
+        /// Also start an sshd in every client host and write <lab>/topology.toml, which
+        /// reaches the hosts only through SSH (try the external topology on one machine).
+        #[arg(long)]
+        ssh: bool,
     },
     /// Tear the lab down (also after miglab itself was killed) and check nothing is left.
     Down {
@@ -510,7 +517,9 @@ fn logging(verbose: u8) {
 
 fn dispatch(args: Args) -> Result<ExitCode, CliError> {
     match args.command {
-        Cmd::Doctor { json, binaries } => Ok(check::doctor(json, &binaries.choice())),
+        Cmd::Doctor { json, binaries, topology } => {
+            check::doctor(json, &binaries.choice(), topology.as_deref())
+        }
         Cmd::Check { scenario } => check::check(&scenario),
         Cmd::Lab { command } => Ok(lab::lab_cmd(command)?),
         Cmd::Image { command } => Ok(image::image_cmd(command)?),

@@ -10,16 +10,23 @@ pub(super) fn check(scenario: &Path) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) fn doctor(json: bool, binaries: &crate::binaries::BinaryChoice) -> ExitCode {
-    let report = doctor::run(binaries);
+pub(super) fn doctor(
+    json: bool,
+    binaries: &crate::binaries::BinaryChoice,
+    topology: Option<&Path>,
+) -> Result<ExitCode, CliError> {
+    let report = match topology {
+        Some(t) => {
+            let spec = crate::topology::external::TopologySpec::load(t)
+                .map_err(|e| CliError::BadInput(e.to_string()))?;
+            doctor::remote(&spec, t)
+        }
+        None => doctor::run(binaries),
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
     } else {
         println!("{report}");
     }
-    if report.lab_can_run() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    Ok(if report.lab_can_run() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 pub(super) fn lab_cmd(cmd: LabCmd) -> Result<ExitCode, LabError> {
     match cmd {
-        LabCmd::Up { lab: name, subnet, clients, objectstore, ceph_conf, ready_timeout, timings } => {
+        LabCmd::Up { lab: name, subnet, clients, objectstore, ceph_conf, ready_timeout, timings, ssh } => {
             let opts = LabOptions {
                 name: name.name.clone(),
                 root: name.root(),
@@ -18,6 +18,7 @@ pub(super) fn lab_cmd(cmd: LabCmd) -> Result<ExitCode, LabError> {
                 objectstore,
                 conf_overrides: ceph_conf,
                 ready_timeout: Duration::from_secs(ready_timeout),
+                ssh,
                 ..LabOptions::default()
             };
             eprintln!("miglab: bringing up lab '{}' in {}", opts.name, opts.root.join(&opts.name).display());
@@ -27,6 +28,14 @@ pub(super) fn lab_cmd(cmd: LabCmd) -> Result<ExitCode, LabError> {
             for name in lab.layout().clients.iter().map(|c| c.name.clone()) {
                 let h = lab.lab_host(&name)?;
                 println!("  {}  {}  CephFS at {}", h.name(), h.address(), h.mount_point().display());
+            }
+            if ssh {
+                let topo = crate::topology::lab::sshd::topology_file(&lab.layout().dir);
+                println!(
+                    "  sshd in every host; the hosts through SSH only: {} (try `miglab doctor --topology {}`)",
+                    topo.display(),
+                    topo.display()
+                );
             }
             if timings {
                 println!("\n{}", lab.timings());

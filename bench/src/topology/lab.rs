@@ -8,6 +8,7 @@
 
 mod bringup;
 mod cluster;
+pub mod sshd;
 mod status;
 mod teardown;
 
@@ -110,6 +111,8 @@ pub struct LabOptions {
     /// For one-shot steps: mkfs, the admin connection, mounts.
     pub step_timeout: Duration,
     pub stop: StopPolicy,
+    /// Start an sshd in every client host and write `topology.toml` (`lab up --ssh`).
+    pub ssh: bool,
 }
 
 impl Default for LabOptions {
@@ -124,6 +127,7 @@ impl Default for LabOptions {
             ready_timeout: Duration::from_secs(90),
             step_timeout: Duration::from_secs(60),
             stop: StopPolicy::default(),
+            ssh: false,
         }
     }
 }

@@ -295,6 +295,11 @@ impl Lab {
         })?;
         self.wait_mounts(opts.step_timeout)?;
         self.mark("mounts", t_mounts);
+        if opts.ssh {
+            let t = Instant::now();
+            self.start_sshd()?;
+            self.mark("sshd", t);
+        }
         self.timings_lock().finish();
         Ok(())
     }
