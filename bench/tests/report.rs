@@ -216,6 +216,44 @@ fn open_in_chromium(page: &Path) -> Opened {
     }
 }
 
+/// Five runs of the example, their total migration time scaled by `scale` (and spread).
+fn example_side(scale: f64) -> miglab_reports::compare::Side {
+    let r = example();
+    let runs = (1..=5u32)
+        .map(|rep| {
+            let mut x = r.clone();
+            x.repetition = rep;
+            x.status = miglab_reports::RunStatus::Completed;
+            for m in &mut x.migrations {
+                m.total_time_ms = m.total_time_ms.map(|t| (t as f64 * scale) as u64 + rep as u64 * 11);
+            }
+            x
+        })
+        .collect();
+    miglab_reports::compare::Side { runs, skipped: Vec::new() }
+}
+
+/// compare.html of the example against itself slowed down by half, and a trend of six nights.
+fn compare_and_trend_pages(dir: &Path) -> Vec<PathBuf> {
+    use miglab_reports::compare;
+    let c = compare::compare(&example_side(1.0), &example_side(1.5), &compare::Options::default())
+        .expect("compare");
+    assert!(c.regressions() >= 1, "the slower side regressed");
+    let cmp = dir.join("compare.html");
+    std::fs::write(&cmp, compare::page(&c, "base", "cand").expect("render")).expect("write");
+    let nights: Vec<miglab_reports::trend::Night> = [1.0, 1.0, 1.0, 1.5, 1.5, 1.5]
+        .iter()
+        .enumerate()
+        .map(|(i, s)| miglab_reports::trend::Night {
+            name: format!("2026-11-{:02}T0200-abc", i + 1),
+            side: example_side(*s),
+        })
+        .collect();
+    let trend = dir.join("trend.html");
+    std::fs::write(&trend, miglab_reports::trend::page(&nights, 1).expect("render").0).expect("write");
+    vec![cmp, trend]
+}
+
 fn chromium_present() {
     let ok = Command::new("chromium").arg("--version").output().is_ok_and(|o| o.status.success());
     assert!(ok, "chromium is missing: run ci/setup (it installs Debian's chromium)");
@@ -251,7 +289,8 @@ fn the_reports_open_cleanly_in_chromium() {
     let sweep = tmp.path().join("sweep.html");
     std::fs::write(&sweep, miglab_reports::sweep::report("example", &example_sweep()).expect("render"))
         .expect("write");
-    for page in [&run, &sweep] {
+    let more = compare_and_trend_pages(tmp.path());
+    for page in [&run, &sweep].into_iter().chain(&more) {
         let html = std::fs::read_to_string(page).expect("read");
         let o = open_in_chromium(page);
         assert!(o.console.is_empty(), "{}: console says {:?}", page.display(), o.console);
