@@ -275,6 +275,14 @@ pub struct CompareArgs {
     /// Seed of the permutations and the bootstrap.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Compare two cells of one sweep: the baseline's runs of this cell (its directory name,
+    /// e.g. `qemu=-usr-bin-qemu-system-x86_64`) ...
+    #[arg(long, requires = "candidate_cell", value_name = "CELL")]
+    pub baseline_cell: Option<String>,
+    /// ... against the candidate's runs of this one (BASELINE and CANDIDATE may be the same
+    /// sweep directory).
+    #[arg(long, requires = "baseline_cell", value_name = "CELL")]
+    pub candidate_cell: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -113,6 +113,24 @@ fn walk(dir: &Path, depth: usize, side: &mut Side) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The runs of one sweep cell, as if they were the scenario's own: to compare two cells of
+/// one sweep (a sweep across two QEMU builds: `--baseline-cell`, `--candidate-cell`).
+pub fn pick_cell(side: &Side, cell: &str) -> Side {
+    let runs = side
+        .runs
+        .iter()
+        .filter(|r| r.plan.get("cell").and_then(|c| c.as_str()) == Some(cell))
+        .cloned()
+        .map(|mut r| {
+            if let Some(p) = r.plan.as_object_mut() {
+                p.remove("cell");
+            }
+            r
+        })
+        .collect();
+    Side { runs, skipped: side.skipped.clone() }
+}
+
 /// How changes are called.
 #[derive(Debug, Clone)]
 pub struct Options {

@@ -67,7 +67,19 @@ pub(super) fn compare_cmd(a: CompareArgs) -> Result<ExitCode, CliError> {
         seed: a.seed,
         ..Options::default()
     };
-    let (base, cand) = (load(&a.baseline)?, load(&a.candidate)?);
+    let (mut base, mut cand) = (load(&a.baseline)?, load(&a.candidate)?);
+    if let (Some(bc), Some(cc)) = (&a.baseline_cell, &a.candidate_cell) {
+        base = compare::pick_cell(&base, bc);
+        cand = compare::pick_cell(&cand, cc);
+        for (side, cell, dir) in [(&base, bc, &a.baseline), (&cand, cc, &a.candidate)] {
+            if side.runs.is_empty() {
+                return Err(CliError::BadInput(format!(
+                    "no completed run of the cell '{cell}' in {}: give a cell's directory name",
+                    dir.display()
+                )));
+            }
+        }
+    }
     let c = compare::compare(&base, &cand, &o)?;
     print!("{}", compare::text(&c));
     if let Some(dir) = &a.out {

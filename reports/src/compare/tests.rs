@@ -87,6 +87,23 @@ fn side(scenario: &str, totals: &[u64], qemu: &str) -> Side {
 }
 
 #[test]
+fn two_cells_of_one_sweep_compare_as_two_sides() {
+    let mut all = side("ab", &[1000, 1010, 990, 1005, 995], "q");
+    all.runs.extend(side("ab", &[1500, 1510, 1490, 1505, 1495], "q").runs);
+    for (i, r) in all.runs.iter_mut().enumerate() {
+        r.plan = serde_json::json!({ "cell": if i < 5 { "qemu=a" } else { "qemu=b" } });
+    }
+    let (a, b) = (pick_cell(&all, "qemu=a"), pick_cell(&all, "qemu=b"));
+    assert_eq!((a.runs.len(), b.runs.len()), (5, 5));
+    let c = compare(&a, &b, &Options::default()).expect("compare");
+    assert_eq!(
+        c.rows.iter().find(|r| r.metric.key == "total_ms").map(|r| (r.group.as_str(), r.call)),
+        Some(("ab", Call::Regression))
+    );
+    assert!(pick_cell(&all, "qemu=c").runs.is_empty());
+}
+
+#[test]
 fn too_few_runs_is_an_error_that_says_how_many_are_needed() {
     let e = compare(&side("s", &[1, 2, 3, 4], "q"), &side("s", &[1, 2, 3, 4], "q"), &Options::default())
         .expect_err("4 against 4");
