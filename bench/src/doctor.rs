@@ -420,6 +420,23 @@ async fn host_checks(
         mount,
         "mount CephFS at the topology's `mount` on the host, or give `conf` and `keyring` for ceph-fuse (and install it)",
     ));
+    let clock = host.clock_offset(5).await;
+    let mut clock = check(
+        &format!("{n} clock"),
+        false,
+        match clock {
+            Ok(c) if c.offset_ms.abs() <= 1000.0 => {
+                Ok(format!("{:+.1} ms from this machine's (± {:.1} ms)", c.offset_ms, c.rtt_ms / 2.0))
+            }
+            Ok(c) => Err(format!("{:+.0} ms from this machine's", c.offset_ms)),
+            Err(e) => Err(e.to_string()),
+        },
+        "results do not depend on it (each arrival is stamped where it arrives), but logs are easier to read with NTP",
+    );
+    if clock.verdict == Verdict::Missing {
+        clock.verdict = Verdict::Warn;
+    }
+    checks.push(clock);
     let mem = run("awk '/MemAvailable/ { print int($2 / 1024) }' /proc/meminfo".into()).await;
     let mut mem = check(
         &format!("{n} memory"),

@@ -52,6 +52,9 @@ fn lab_hosts_are_reached_and_checked_over_ssh() {
         }
     }
     assert!(out.contains("every host of the topology can run guests"), "{out}");
+    // One machine, one clock: the offset measured over SSH is within its own error bound.
+    let clock = out.lines().find(|l| l.starts_with("c1 clock ")).unwrap_or_default();
+    assert!(clock.contains(" ok ") && clock.contains("ms from this machine"), "{out}");
 
     // c2 without virtiofsd: named, and the exit code says so.
     let original = std::fs::read_to_string(&topo).expect("topology");

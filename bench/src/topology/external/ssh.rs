@@ -24,6 +24,14 @@ pub struct SshHost {
     session: Session,
 }
 
+/// A host's clock against this machine's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ClockOffset {
+    /// The host's clock minus ours, ms (within ± half the round trip).
+    pub offset_ms: f64,
+    pub rtt_ms: f64,
+}
+
 /// What a command printed and how it ended.
 #[derive(Debug, Clone)]
 pub struct Output {
@@ -80,6 +88,33 @@ impl SshHost {
             stdout: String::from_utf8_lossy(&out.stdout).trim().to_string(),
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         })
+    }
+
+    /// The host's clock minus this machine's, and the round trip it was measured over: the
+    /// best of `rounds` exchanges (the one with the shortest round trip bounds the error by
+    /// half of it). Results never depend on synchronised clocks; this says how far apart they
+    /// are.
+    pub async fn clock_offset(&self, rounds: u32) -> Result<ClockOffset, SshError> {
+        let mut best: Option<ClockOffset> = None;
+        for _ in 0..rounds.max(1) {
+            let t0 = std::time::SystemTime::now();
+            let o = self.sh("date +%s.%N", Duration::from_secs(10)).await?;
+            let t1 = std::time::SystemTime::now();
+            let remote: f64 = o.stdout.trim().parse().map_err(|_| SshError::Command {
+                host: self.name.clone(),
+                command: "date +%s.%N".into(),
+                why: format!("'{}' is not a time", o.stdout),
+            })?;
+            let secs = |t: std::time::SystemTime| {
+                t.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+            };
+            let (a, b) = (secs(t0), secs(t1));
+            let c = ClockOffset { offset_ms: (remote - (a + b) / 2.0) * 1e3, rtt_ms: (b - a) * 1e3 };
+            if best.is_none_or(|x| c.rtt_ms < x.rtt_ms) {
+                best = Some(c);
+            }
+        }
+        Ok(best.unwrap_or_default())
     }
 
     pub async fn close(self) {
