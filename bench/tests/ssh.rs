@@ -55,6 +55,13 @@ fn lab_hosts_are_reached_and_checked_over_ssh() {
     // One machine, one clock: the offset measured over SSH is within its own error bound.
     let clock = out.lines().find(|l| l.starts_with("c1 clock ")).unwrap_or_default();
     assert!(clock.contains(" ok ") && clock.contains("ms from this machine"), "{out}");
+    let nums: Vec<f64> = clock
+        .split(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+'))
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let (offset, bound) = (nums[nums.len() - 2], nums[nums.len() - 1]);
+    // The same clock on both ends: the remote reading lies inside the round trip.
+    assert!(offset.abs() <= bound + 0.05, "{clock}");
 
     // c2 without virtiofsd: named, and the exit code says so.
     let original = std::fs::read_to_string(&topo).expect("topology");

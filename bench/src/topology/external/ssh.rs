@@ -91,29 +91,43 @@ impl SshHost {
     }
 
     /// The host's clock minus this machine's, and the round trip it was measured over: the
-    /// best of `rounds` exchanges (the one with the shortest round trip bounds the error by
-    /// half of it). Results never depend on synchronised clocks; this says how far apart they
+    /// best of `rounds` exchanges with one shell kept open (so a round trip is the channel's,
+    /// not the start of a command), the one with the shortest round trip bounding the error by
+    /// half of it. Results never depend on synchronised clocks; this says how far apart they
     /// are.
     pub async fn clock_offset(&self, rounds: u32) -> Result<ClockOffset, SshError> {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let what = "date +%s.%N (a shell kept open)";
+        let err = |why: String| SshError::Command { host: self.name.clone(), command: what.into(), why };
+        let mut cmd = self.session.command("sh");
+        cmd.stdin(openssh::Stdio::piped()).stdout(openssh::Stdio::piped());
+        let mut child = cmd.spawn().await.map_err(|e| err(e.to_string()))?;
+        let mut stdin = child.stdin().take().ok_or_else(|| err("no stdin".into()))?;
+        let stdout = child.stdout().take().ok_or_else(|| err("no stdout".into()))?;
+        let mut lines = BufReader::new(stdout).lines();
+        let secs = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+        };
         let mut best: Option<ClockOffset> = None;
-        for _ in 0..rounds.max(1) {
+        for _ in 0..rounds.max(1) + 1 {
             let t0 = std::time::SystemTime::now();
-            let o = self.sh("date +%s.%N", Duration::from_secs(10)).await?;
+            stdin.write_all(b"date +%s.%N\n").await.map_err(|e| err(e.to_string()))?;
+            stdin.flush().await.map_err(|e| err(e.to_string()))?;
+            let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+                .await
+                .map_err(|_| err("no answer within 10 s".into()))?
+                .map_err(|e| err(e.to_string()))?
+                .ok_or_else(|| err("the shell ended".into()))?;
             let t1 = std::time::SystemTime::now();
-            let remote: f64 = o.stdout.trim().parse().map_err(|_| SshError::Command {
-                host: self.name.clone(),
-                command: "date +%s.%N".into(),
-                why: format!("'{}' is not a time", o.stdout),
-            })?;
-            let secs = |t: std::time::SystemTime| {
-                t.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
-            };
+            let remote: f64 = line.trim().parse().map_err(|_| err(format!("'{line}' is not a time")))?;
             let (a, b) = (secs(t0), secs(t1));
             let c = ClockOffset { offset_ms: (remote - (a + b) / 2.0) * 1e3, rtt_ms: (b - a) * 1e3 };
             if best.is_none_or(|x| c.rtt_ms < x.rtt_ms) {
                 best = Some(c);
             }
         }
+        drop(stdin);
+        let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
         Ok(best.unwrap_or_default())
     }
 
