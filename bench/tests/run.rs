@@ -289,3 +289,30 @@ fn a_run_that_measured_nothing_is_failed() {
     assert!(r.problems.iter().any(|p| p.contains("completed no op")), "{:?}", r.problems);
     assert!(!root.path().join("t-fail").exists(), "the lab it brought up is gone");
 }
+
+/// An asynchronous guest: io_uring with 16 requests in flight across a migration, every block
+/// verified after (a block never has two writes in flight, so generations stay exact).
+#[test]
+#[ignore = "needs the lab (root, Ceph, QEMU): cargo test -- --include-ignored"]
+fn an_io_uring_job_at_depth_16_crosses_a_migration_and_every_block_verifies() {
+    let root = lab_root();
+    let _down = DownOnDrop { name: "t-qd16", root: root.path() };
+    let out = root.path().join("results");
+    let dirs = run(&opts(Source::Scenario(scenario("randrw-qd16")), &out, root.path(), "t-qd16"))
+        .unwrap_or_else(|e| panic!("run: {e}"));
+    let r = result(&dirs[0]);
+    assert_eq!(r.status, RunStatus::Completed, "{:?} {:?}", r.error, r.problems);
+    assert_eq!(
+        (r.workload["ioengine"].as_str(), r.workload["iodepth"].as_u64()),
+        (Some("io_uring"), Some(16))
+    );
+    assert!(r.migrations.len() == 1 && r.migrations[0].completed(), "{:?}", r.migrations);
+    for kind in ["read", "write"] {
+        let o = r.ops.iter().find(|o| o.op == kind).unwrap_or_else(|| panic!("{kind} ops"));
+        assert!(o.count > 100 && o.failed == 0 && o.mismatches == 0, "{o:?}");
+    }
+    let v = r.verification.expect("verified");
+    assert_eq!(v.blocks, 4096, "16 MiB of 4 KiB blocks");
+    assert!(v.mismatched == 0 && v.missing == 0 && v.inline_mismatches == 0 && !v.incomplete, "{v:?}");
+    assert!(r.stream.records_dropped == 0, "{:?}", r.stream);
+}

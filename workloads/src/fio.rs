@@ -15,6 +15,10 @@ pub const SUPPORTED: &[&str] = &[
     "nrfiles",
     "numjobs",
     "iodepth",
+    "iodepth_batch_submit",
+    "iodepth_batch",
+    "iodepth_batch_complete_min",
+    "iodepth_batch_complete",
     "rwmixread",
     "rwmixwrite",
     "runtime",
@@ -97,6 +101,13 @@ fn apply(job: &mut FioJob, line: usize, option: &str, value: &str) -> Result<(),
         "nrfiles" => job.nrfiles = u32::try_from(int(value)?).map_err(|_| bad("too large".into()))?,
         "numjobs" => job.numjobs = u32::try_from(int(value)?).map_err(|_| bad("too large".into()))?,
         "iodepth" => job.iodepth = u32::try_from(int(value)?).map_err(|_| bad("too large".into()))?,
+        "iodepth_batch_submit" | "iodepth_batch" => {
+            job.iodepth_batch_submit = u32::try_from(int(value)?).map_err(|_| bad("too large".into()))?
+        }
+        "iodepth_batch_complete_min" | "iodepth_batch_complete" => {
+            job.iodepth_batch_complete_min =
+                u32::try_from(int(value)?).map_err(|_| bad("too large".into()))?
+        }
         "rwmixread" => job.rwmixread = int(value)?.min(100) as u8,
         "rwmixwrite" => job.rwmixread = 100 - int(value)?.min(100) as u8,
         "runtime" => job.runtime = Some(seconds(value).ok_or_else(|| bad("not a time".into()))?),
@@ -126,8 +137,12 @@ fn apply(job: &mut FioJob, line: usize, option: &str, value: &str) -> Result<(),
                 "psync" => IoEngine::Psync,
                 "sync" => IoEngine::Sync,
                 "pvsync" => IoEngine::Pvsync,
+                "io_uring" => IoEngine::IoUring,
+                "libaio" => IoEngine::Libaio,
                 _ => {
-                    return Err(bad("miglab runs the synchronous engines only (psync, sync, pvsync)".into()))
+                    return Err(bad(
+                        "miglab runs psync, sync, pvsync, io_uring and libaio (on io_uring)".into()
+                    ))
                 }
             }
         }
@@ -252,14 +267,32 @@ mod tests {
         assert!(e.to_string().contains(".."), "{e}");
     }
 
+    /// Job files as people write them for queue-depth work.
+    #[test]
+    fn asynchronous_job_files_keep_their_depth_and_batches() {
+        let randread = "[global]\nioengine=libaio\ndirect=1\nthread\ngroup_reporting\n\n[randread-qd32]\nrw=randread\nbs=4k\nsize=256m\niodepth=32\nruntime=30\ntime_based\n";
+        let j = &parse(randread).expect("parses")[0];
+        assert_eq!((j.ioengine, j.iodepth, j.depth()), (IoEngine::Libaio, 32, 32));
+        assert!(j.direct && j.time_based);
+        let mixed = "[mixed]\nioengine=io_uring\nrw=randrw\nrwmixread=70\nbs=4k\nsize=64m\niodepth=16\niodepth_batch_submit=4\niodepth_batch_complete_min=2\nnumjobs=2\n";
+        let j = &parse(mixed).expect("parses")[0];
+        assert_eq!(
+            (j.ioengine, j.depth(), j.iodepth_batch_submit, j.iodepth_batch_complete_min, j.numjobs),
+            (IoEngine::IoUring, 16, 4, 2, 2)
+        );
+        let e = parse("[x]\nrw=read\nioengine=io_uring\niodepth=4\niodepth_batch_submit=8\n")
+            .expect_err("batch > depth");
+        assert!(e.to_string().contains("iodepth_batch_submit"), "{e}");
+    }
+
     #[test]
     fn an_unsupported_option_is_named_with_the_list() {
         let e = parse("[j]\nrw=read\nzonemode=zbd\n").expect_err("unsupported");
         let msg = e.to_string();
         assert_eq!(e, FioError::Unsupported { line: 3, option: "zonemode".into() });
         assert!(msg.contains("zonemode") && msg.contains("rwmixread") && msg.contains("line 3"), "{msg}");
-        let e = parse("[j]\nrw=read\nioengine=libaio\n").expect_err("engine");
-        assert!(e.to_string().contains("synchronous"));
+        let e = parse("[j]\nrw=read\nioengine=posixaio\n").expect_err("engine");
+        assert!(e.to_string().contains("io_uring") && e.to_string().contains("line 3"), "{e}");
         for refused in
             ["bs=4k,8k", "rate=1m,2m", "rate_iops=10,20", "verify=crc32c", "size=50%", "rw=randread:8"]
         {

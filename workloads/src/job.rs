@@ -117,8 +117,10 @@ fn default_size() -> Size {
     Size(16 << 20)
 }
 
-/// fio's `ioengine`. Only synchronous engines so far: one request in flight per job, whatever
-/// `iodepth` says, exactly as fio runs them.
+/// fio's `ioengine`. The synchronous ones have one request in flight per job whatever `iodepth`
+/// says, exactly as fio runs them; `io_uring` keeps up to `iodepth` in flight from one thread
+/// per job, and `libaio` runs on the same io_uring engine with the same queue semantics
+/// (submit in batches of `iodepth_batch_submit`, reap at least `iodepth_batch_complete_min`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IoEngine {
@@ -129,6 +131,11 @@ pub enum IoEngine {
     Sync,
     /// preadv/pwritev of one vector (likewise).
     Pvsync,
+    /// io_uring: up to `iodepth` requests in flight.
+    #[serde(rename = "io_uring")]
+    IoUring,
+    /// Linux AIO's queue semantics, run on io_uring.
+    Libaio,
 }
 
 impl IoEngine {
@@ -137,12 +144,23 @@ impl IoEngine {
             IoEngine::Psync => "psync",
             IoEngine::Sync => "sync",
             IoEngine::Pvsync => "pvsync",
+            IoEngine::IoUring => "io_uring",
+            IoEngine::Libaio => "libaio",
         }
     }
 
+    /// Whether requests are submitted asynchronously (several in flight per job).
+    pub fn asynchronous(self) -> bool {
+        matches!(self, IoEngine::IoUring | IoEngine::Libaio)
+    }
+
     /// Requests in flight per job with this engine and `iodepth` (synchronous engines: 1).
-    pub fn depth(self, _iodepth: u32) -> u32 {
-        1
+    pub fn depth(self, iodepth: u32) -> u32 {
+        if self.asynchronous() {
+            iodepth.max(1)
+        } else {
+            1
+        }
     }
 }
 
@@ -168,6 +186,12 @@ pub struct FioJob {
     /// Requests in flight per job; a synchronous engine has one, as in fio.
     #[serde(default = "one")]
     pub iodepth: u32,
+    /// An asynchronous engine submits this many requests at once (fio's default 1).
+    #[serde(default = "one")]
+    pub iodepth_batch_submit: u32,
+    /// ... and waits for at least this many completions when it waits (fio's default 1).
+    #[serde(default = "one")]
+    pub iodepth_batch_complete_min: u32,
     #[serde(default = "fifty")]
     pub rwmixread: u8,
     /// Seconds after the ramp; absent: until stopped (or one pass, without `time_based`).
@@ -254,6 +278,8 @@ impl FioJob {
             numjobs: 1,
             ioengine: IoEngine::Psync,
             iodepth: 1,
+            iodepth_batch_submit: 1,
+            iodepth_batch_complete_min: 1,
             rwmixread: 50,
             runtime: None,
             time_based: true,
@@ -294,6 +320,21 @@ impl FioJob {
         self.ioengine.depth(self.iodepth)
     }
 
+    /// The paced rate in ops/s (`rate_iops`, or `rate` in bytes/s over `bs`), if any.
+    pub fn ops_rate(&self) -> Option<f64> {
+        match (self.rate_iops, self.rate) {
+            (Some(iops), _) => Some(iops as f64),
+            (None, Some(r)) => Some(r.0 as f64 / self.bs.0 as f64),
+            _ => None,
+        }
+    }
+
+    /// Whether the `writes`-th write is followed by an fsync (`fsync`) or fdatasync.
+    pub fn sync_due(&self, writes: u64) -> bool {
+        let every = if self.fsync > 0 { self.fsync } else { self.fdatasync } as u64;
+        every > 0 && writes % every == 0
+    }
+
     /// Checks what serde cannot: sizes that fit together, times that are times, paths that
     /// stay inside the file system.
     pub fn validate(&self) -> Result<(), String> {
@@ -308,6 +349,18 @@ impl FioJob {
         }
         if self.numjobs == 0 || self.nrfiles == 0 || self.iodepth == 0 {
             return Err("numjobs, nrfiles and iodepth must be at least 1".into());
+        }
+        if self.iodepth > 1024 {
+            return Err(format!("iodepth {}: at most 1024", self.iodepth));
+        }
+        if self.iodepth_batch_submit == 0 || self.iodepth_batch_complete_min == 0 {
+            return Err("iodepth_batch_submit and iodepth_batch_complete_min must be at least 1".into());
+        }
+        if self.iodepth_batch_submit > self.iodepth || self.iodepth_batch_complete_min > self.iodepth {
+            return Err(format!(
+                "iodepth_batch_submit ({}) and iodepth_batch_complete_min ({}) cannot exceed iodepth ({})",
+                self.iodepth_batch_submit, self.iodepth_batch_complete_min, self.iodepth
+            ));
         }
         if self.numjobs > 256 || self.nrfiles > 4096 {
             return Err(format!(

@@ -5,6 +5,8 @@
 //! write and of the last write that returned an error, so that a verify pass can tell a lost
 //! write, a write that errored but landed, and a block of another run apart.
 
+mod uring;
+
 use super::{errno, now_ns, spawn, Counters, Ctx, OpError, Pacer, Rng, Sink};
 use crate::job::FioJob;
 use crate::record::Op;
@@ -206,53 +208,26 @@ impl Worker {
 
     /// The timed loop: until stopped, the runtime is over, or (without `time_based`) one pass.
     fn run(&self) {
+        if self.job.ioengine.asynchronous() {
+            return self.run_async();
+        }
         let j = &self.job;
         let c = Ctx::new(&self.stop, &self.counters, &self.sink, j.ramp_time, j.runtime);
         let bs = j.bs.0;
-        let total = self.files.blocks_per_file * self.files.paths.len() as u64;
         let handles: Vec<std::io::Result<File>> =
             self.files.paths.iter().map(|p| open_file(p, j.direct)).collect();
         let mut buf = Aligned::new(bs as usize);
-        let ops_rate = match (j.rate_iops, j.rate) {
-            (Some(iops), _) => Some(iops as f64),
-            (None, Some(r)) => Some(r.0 as f64 / bs as f64),
-            _ => None,
-        };
-        let mut pacer = Pacer::new(ops_rate);
-        let mut rng = Rng::new(self.tag.seed ^ (u64::from(self.n) << 32));
-        let read_pct = j.rw.read_percent(j.rwmixread) as u64;
-        let mut order: Vec<u64> = (0..total).collect();
-        // Random jobs visit every block once per pass in a new random order (fio's random
-        // map); sequential ones walk the blocks in order, reads and writes each on their own.
-        let (mut pos, mut pos_read, mut pos_write) = (0u64, 0u64, 0u64);
-        let (mut issued, mut writes) = (0u64, 0u64);
-        while !c.done() && (j.time_based || issued < total) {
+        let mut pacer = Pacer::new(j.ops_rate());
+        let mut pick = Picker::new(j, &self.files, self.tag.seed ^ (u64::from(self.n) << 32));
+        let mut writes = 0u64;
+        while !c.done() && (j.time_based || pick.issued < pick.total) {
             pacer.wait();
-            let read = rng.below(100) < read_pct;
-            let idx = if j.rw.random() {
-                if pos == 0 {
-                    for k in (1..order.len()).rev() {
-                        order.swap(k, rng.below(k as u64 + 1) as usize);
-                    }
-                }
-                let i = order[pos as usize];
-                pos = (pos + 1) % total;
-                i
-            } else {
-                let p = if read { &mut pos_read } else { &mut pos_write };
-                let i = *p;
-                *p = (*p + 1) % total;
-                i
-            };
-            issued += 1;
+            let (read, idx) = pick.next();
             let (f, b) = ((idx / self.files.blocks_per_file) as usize, idx % self.files.blocks_per_file);
             let fh = match &handles[f] {
                 Ok(fh) => fh,
                 Err(e) => {
-                    let op = if read { Op::Read } else { Op::Write };
-                    let why = format!("open {}: {e}", self.files.paths[f].display());
-                    c.record(op, self.n, now_ns(), 0, Err((errno(e), why)), false);
-                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    self.open_failed(&c, read, f, e);
                     continue;
                 }
             };
@@ -261,8 +236,7 @@ impl Worker {
             } else {
                 self.write(&c, fh, f, b, buf.as_mut());
                 writes += 1;
-                let every = if j.fsync > 0 { j.fsync } else { j.fdatasync } as u64;
-                if every > 0 && writes % every == 0 {
+                if j.sync_due(writes) {
                     self.sync(&c, fh, j.fsync > 0);
                 }
             }
@@ -272,6 +246,13 @@ impl Worker {
                 self.sync(&c, fh, true);
             }
         }
+    }
+
+    fn open_failed(&self, c: &Ctx, read: bool, f: usize, e: &std::io::Error) {
+        let op = if read { Op::Read } else { Op::Write };
+        let why = format!("open {}: {e}", self.files.paths[f].display());
+        c.record(op, self.n, now_ns(), 0, Err((errno(e), why)), false);
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 
     fn read(&self, c: &Ctx, fh: &File, f: usize, b: u64, buf: &mut [u8]) {
@@ -325,6 +306,59 @@ impl Worker {
         let r: Result<(), OpError> =
             if full { fh.sync_all() } else { fh.sync_data() }.map_err(|e| (errno(&e), format!("fsync: {e}")));
         c.record(Op::Fsync, self.n, submit, 0, r, false);
+    }
+}
+
+/// Which block comes next, and whether it is read: random jobs visit every block once per
+/// pass in a new random order (fio's random map); sequential ones walk the blocks in order,
+/// reads and writes each on their own.
+struct Picker {
+    rng: Rng,
+    random: bool,
+    read_pct: u64,
+    order: Vec<u64>,
+    pos: u64,
+    pos_read: u64,
+    pos_write: u64,
+    total: u64,
+    issued: u64,
+}
+
+impl Picker {
+    fn new(j: &FioJob, files: &JobFiles, seed: u64) -> Self {
+        let total = files.blocks_per_file * files.paths.len() as u64;
+        Self {
+            rng: Rng::new(seed),
+            random: j.rw.random(),
+            read_pct: j.rw.read_percent(j.rwmixread) as u64,
+            order: (0..total).collect(),
+            pos: 0,
+            pos_read: 0,
+            pos_write: 0,
+            total,
+            issued: 0,
+        }
+    }
+
+    fn next(&mut self) -> (bool, u64) {
+        let read = self.rng.below(100) < self.read_pct;
+        let idx = if self.random {
+            if self.pos == 0 {
+                for k in (1..self.order.len()).rev() {
+                    self.order.swap(k, self.rng.below(k as u64 + 1) as usize);
+                }
+            }
+            let i = self.order[self.pos as usize];
+            self.pos = (self.pos + 1) % self.total;
+            i
+        } else {
+            let p = if read { &mut self.pos_read } else { &mut self.pos_write };
+            let i = *p;
+            *p = (*p + 1) % self.total;
+            i
+        };
+        self.issued += 1;
+        (read, idx)
     }
 }
 
@@ -415,7 +449,7 @@ mod tests {
     use super::super::testing::{collect, run_for, TAG};
     use super::super::{start as start_workload, RecordBuffer};
     use super::*;
-    use crate::job::{Rw, Size, Workload};
+    use crate::job::{IoEngine, Rw, Size, Workload};
     use std::time::{Duration, Instant};
 
     fn never() -> bool {
@@ -454,6 +488,58 @@ mod tests {
         assert_eq!(report.bad[0].offset, 5 * 4096);
         assert_eq!(report.bad[0].problem, Problem::Corrupt);
         assert_eq!((report.mismatched(), report.missing()), (1, 0));
+    }
+
+    /// The most requests of one job in flight at once, from the records' own submit and
+    /// completion times.
+    fn most_in_flight(recs: &[crate::record::OpRecord], job: u16) -> usize {
+        let mut edges: Vec<(u64, i32)> = recs
+            .iter()
+            .filter(|o| o.job == job && matches!(o.op, Op::Read | Op::Write))
+            .flat_map(|o| [(o.submit_ns, 1), (o.complete_ns, -1)])
+            .collect();
+        // A completion at the same instant as a submission ends first.
+        edges.sort();
+        let (mut now, mut most) = (0i32, 0i32);
+        for (_, d) in edges {
+            now += d;
+            most = most.max(now);
+        }
+        most as usize
+    }
+
+    #[test]
+    fn io_uring_keeps_at_most_iodepth_in_flight_and_every_block_verifies() {
+        for (engine, depth, batch) in [(IoEngine::IoUring, 8, 1), (IoEngine::Libaio, 16, 4)] {
+            let dir = tempfile::tempdir().expect("tmp");
+            let mut j = FioJob::new("q", Rw::Randrw);
+            j.bs = Size(4096);
+            j.size = Size(1 << 20);
+            j.numjobs = 2;
+            j.ioengine = engine;
+            j.iodepth = depth;
+            j.iodepth_batch_submit = batch;
+            j.time_based = true;
+            j.fsync = 32;
+            let (r, buf) = run_for(&Workload::Fio(j), dir.path(), 300);
+            let recs = collect(&buf);
+            assert!(recs.iter().any(|o| o.op == Op::Write) && recs.iter().any(|o| o.op == Op::Read));
+            assert!(
+                recs.iter().all(|o| !o.failed() && o.flags & crate::record::FLAG_MISMATCH == 0),
+                "clean run"
+            );
+            for job in [0, 1] {
+                let most = most_in_flight(&recs, job);
+                assert!(
+                    most <= depth as usize,
+                    "{engine:?}: job {job} had {most} in flight, iodepth {depth}"
+                );
+                assert!(most > 1, "{engine:?}: job {job} never had two in flight");
+            }
+            let report = r.verify(buf.as_ref(), &never);
+            assert_eq!(report.blocks, 2 * 256);
+            assert!(report.clean(), "{engine:?}: {:?}", report.bad);
+        }
     }
 
     #[test]
