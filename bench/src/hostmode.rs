@@ -254,6 +254,7 @@ pub fn fio_args(job: &FioJob, dir: &Path, secs: u64) -> Vec<String> {
         format!("--runtime={secs}"),
         "--time_based".into(),
         "--group_reporting".into(),
+        "--lat_percentiles=1".into(),
         "--output-format=json".into(),
     ];
     if job.ioengine.asynchronous() {
@@ -289,7 +290,13 @@ pub fn parse_fio(json: &str, job: &FioJob) -> Result<Sides, HostModeError> {
         serde_json::from_str(&json[start..]).map_err(|e| HostModeError::FioOutput(e.to_string()))?;
     let side = |dir: &str| {
         let j = &v["jobs"][0][dir];
-        let pct = |p: &str| j["clat_ns"]["percentile"][p].as_f64().unwrap_or(0.0) / 1000.0;
+        // The whole latency, submission included (`lat_ns`, asked for with lat_percentiles):
+        // what the engine measures. fio's clat starts after the submission, which with an
+        // asynchronous engine that completes inline leaves almost nothing. Older output: clat.
+        let pct = |p: &str| {
+            let lat = j["lat_ns"]["percentile"][p].as_f64();
+            lat.or_else(|| j["clat_ns"]["percentile"][p].as_f64()).unwrap_or(0.0) / 1000.0
+        };
         Figures {
             iops: j["iops"].as_f64().unwrap_or(0.0),
             mib_s: j["bw_bytes"].as_f64().unwrap_or(0.0) / 1048576.0,

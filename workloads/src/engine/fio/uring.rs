@@ -135,19 +135,20 @@ impl Worker {
             }
             let in_flight = q.in_flight();
             if in_flight == 0 {
-                if pending.is_none() {
+                // Done, or stopped with a request still waiting for its block: it is dropped
+                // (it was never issued).
+                if pending.is_none() || c.done() {
                     break;
                 }
                 continue;
             }
-            // Wait for a batch of completions when the queue is full, a block waits, or the
-            // job is ending; otherwise just submit and reap what is done.
+            // As fio: submit, and reap only when the queue is full (or a block waits for its
+            // request, or the job is ending), then at least `iodepth_batch_complete_min` and
+            // whatever else is done. A request that completed inline stays counted in flight
+            // until it is reaped, as in fio.
             let ending = c.done() || (!j.time_based && pick.issued >= pick.total && pending.is_none());
-            let want = if q.free.is_empty() || pending.is_some() || ending || queued == 0 {
-                complete_min.min(in_flight)
-            } else {
-                0
-            };
+            let reap = q.free.is_empty() || pending.is_some() || ending || queued == 0;
+            let want = if reap { complete_min.min(in_flight) } else { 0 };
             if let Err(e) = ring.submit_and_wait(want) {
                 if e.raw_os_error() == Some(libc::EINTR) {
                     continue;
@@ -155,6 +156,9 @@ impl Worker {
                 let why = format!("io_uring_enter: {e}");
                 c.record(Op::Write, self.n, now_ns(), 0, Err((errno(&e), why)), false);
                 break;
+            }
+            if !reap {
+                continue;
             }
             let done: Vec<(u64, i32)> =
                 ring.completion().map(|cqe| (cqe.user_data(), cqe.result())).collect();
