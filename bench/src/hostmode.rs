@@ -260,6 +260,9 @@ pub fn fio_args(job: &FioJob, dir: &Path, secs: u64) -> Vec<String> {
     if job.ioengine.asynchronous() {
         a.push(format!("--iodepth_batch_submit={}", job.iodepth_batch_submit));
         a.push(format!("--iodepth_batch_complete_min={}", job.iodepth_batch_complete_min));
+        if job.iodepth_batch_complete_max > 0 {
+            a.push(format!("--iodepth_batch_complete_max={}", job.iodepth_batch_complete_max));
+        }
     }
     if job.ramp_time > 0.0 {
         a.push(format!("--ramp_time={}ms", (job.ramp_time * 1e3).round() as u64));

@@ -19,6 +19,7 @@ pub const SUPPORTED: &[&str] = &[
     "iodepth_batch",
     "iodepth_batch_complete_min",
     "iodepth_batch_complete",
+    "iodepth_batch_complete_max",
     "rwmixread",
     "rwmixwrite",
     "runtime",
@@ -103,6 +104,10 @@ fn apply(job: &mut FioJob, line: usize, option: &str, value: &str) -> Result<(),
         "iodepth" => job.iodepth = u32::try_from(int(value)?).map_err(|_| bad("too large".into()))?,
         "iodepth_batch_submit" | "iodepth_batch" => {
             job.iodepth_batch_submit = u32::try_from(int(value)?).map_err(|_| bad("too large".into()))?
+        }
+        "iodepth_batch_complete_max" => {
+            job.iodepth_batch_complete_max =
+                u32::try_from(int(value)?).map_err(|_| bad("too large".into()))?
         }
         "iodepth_batch_complete_min" | "iodepth_batch_complete" => {
             job.iodepth_batch_complete_min =

@@ -189,9 +189,13 @@ pub struct FioJob {
     /// An asynchronous engine submits this many requests at once (fio's default 1).
     #[serde(default = "one")]
     pub iodepth_batch_submit: u32,
-    /// ... and waits for at least this many completions when it waits (fio's default 1).
+    /// ... and waits for at least this many completions when it waits (fio's default 1) ...
     #[serde(default = "one")]
     pub iodepth_batch_complete_min: u32,
+    /// ... and reaps at most this many at once (0: as many as `iodepth_batch_complete_min`,
+    /// fio's default).
+    #[serde(default)]
+    pub iodepth_batch_complete_max: u32,
     #[serde(default = "fifty")]
     pub rwmixread: u8,
     /// Seconds after the ramp; absent: until stopped (or one pass, without `time_based`).
@@ -280,6 +284,7 @@ impl FioJob {
             iodepth: 1,
             iodepth_batch_submit: 1,
             iodepth_batch_complete_min: 1,
+            iodepth_batch_complete_max: 0,
             rwmixread: 50,
             runtime: None,
             time_based: true,
@@ -355,6 +360,13 @@ impl FioJob {
         }
         if self.iodepth_batch_submit == 0 || self.iodepth_batch_complete_min == 0 {
             return Err("iodepth_batch_submit and iodepth_batch_complete_min must be at least 1".into());
+        }
+        let max = self.iodepth_batch_complete_max;
+        if max != 0 && (max < self.iodepth_batch_complete_min || max > self.iodepth) {
+            return Err(format!(
+                "iodepth_batch_complete_max ({max}) must lie between iodepth_batch_complete_min ({}) and iodepth ({})",
+                self.iodepth_batch_complete_min, self.iodepth
+            ));
         }
         if self.iodepth_batch_submit > self.iodepth || self.iodepth_batch_complete_min > self.iodepth {
             return Err(format!(

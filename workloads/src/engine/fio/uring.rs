@@ -72,6 +72,12 @@ impl Worker {
         let mut pick = Picker::new(j, &self.files, self.tag.seed ^ (u64::from(self.n) << 32));
         let batch = (j.iodepth_batch_submit as usize).clamp(1, depth);
         let complete_min = (j.iodepth_batch_complete_min as usize).clamp(1, depth);
+        // fio reaps at most this many per wait (by default as many as it waits for); the rest
+        // stay in the completion queue, in flight, until a later wait.
+        let complete_max = match j.iodepth_batch_complete_max as usize {
+            0 => complete_min,
+            m => m.clamp(complete_min, depth),
+        };
         let mut pending: Option<(bool, u64)> = None;
         let mut writes = 0u64;
         loop {
@@ -161,7 +167,7 @@ impl Worker {
                 continue;
             }
             let done: Vec<(u64, i32)> =
-                ring.completion().map(|cqe| (cqe.user_data(), cqe.result())).collect();
+                ring.completion().take(complete_max).map(|cqe| (cqe.user_data(), cqe.result())).collect();
             let complete_ns = now_ns();
             for (slot, res) in done {
                 let slot = slot as usize;
