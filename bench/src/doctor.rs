@@ -86,6 +86,15 @@ fn check(name: &str, required: bool, result: Result<String, String>, fix: &str) 
     Check { name: name.into(), verdict, found, fix: fix.into(), required }
 }
 
+/// A check whose absence miglab works around: never missing, a warning at worst.
+fn warning(name: &str, result: Result<String, String>, fix: &str) -> Check {
+    let mut c = check(name, false, result, fix);
+    if c.verdict == Verdict::Missing {
+        c.verdict = Verdict::Warn;
+    }
+    c
+}
+
 /// `X.Y` of the first version-looking word after `prefix` in `text`.
 pub fn parse_version(text: &str, prefix: &str) -> Option<(u32, u32)> {
     let rest = &text[text.find(prefix)? + prefix.len()..];
@@ -134,16 +143,11 @@ fn ephemeral_ports(range: &std::io::Result<String>) -> Check {
         Some((a, b)) => Err(format!("ephemeral {a}-{b} overlaps lab ports {lo}-{hi}")),
         None => Err("cannot read net.ipv4.ip_local_port_range".into()),
     };
-    let mut c = check(
+    warning(
         "lab-ports",
-        false,
         result,
         &format!("reserve them: sysctl net.ipv4.ip_local_reserved_ports={lo}-{hi} (else a daemon may fail to bind)"),
-    );
-    if c.verdict == Verdict::Missing {
-        c.verdict = Verdict::Warn;
-    }
-    c
+    )
 }
 
 /// A scratch network namespace for the netns/tbf/netem probes, removed on drop.
@@ -258,15 +262,11 @@ pub fn run(binaries: &BinaryChoice) -> Report {
         Ok(ns) => ns.tc(&["qdisc", "add", "dev", "d1", "root", "netem", "delay", "10ms"]),
         Err(e) => Err(e.clone()),
     };
-    let mut netem = check(
+    let netem = warning(
         "netem",
-        false,
         netem.map(|_| "tc qdisc netem works".into()).map_err(|_| "no sch_netem in this kernel".into()),
         "optional: links are shaped with tbf (rate) and cut with nft; fixed delay needs netem",
     );
-    if netem.verdict == Verdict::Missing {
-        netem.verdict = Verdict::Warn;
-    }
     checks.push(netem);
     drop(ns);
 
@@ -383,18 +383,14 @@ async fn host_checks(
         "install virtiofsd >= 1.11 on the host (Debian: /usr/libexec/virtiofsd), and give its path as `virtiofsd` in the host's [[host]]",
     ));
     let kvm = run("test -c /dev/kvm && grep -qE 'vmx|svm' /proc/cpuinfo && echo /dev/kvm".into()).await;
-    let mut kvm = check(
+    let kvm = warning(
         &format!("{n} kvm"),
-        false,
         match kvm {
             Ok(o) if o.ok => Ok(o.stdout),
             _ => Err("no /dev/kvm with vmx or svm: guests would run under TCG".into()),
         },
         "load kvm_intel or kvm_amd (results record the accelerator either way)",
     );
-    if kvm.verdict == Verdict::Missing {
-        kvm.verdict = Verdict::Warn;
-    }
     checks.push(kvm);
     let mount = match (spec.mount_of(h), &spec.ceph.conf) {
         (Some(m), _) => {
@@ -421,9 +417,8 @@ async fn host_checks(
         "mount CephFS at the topology's `mount` on the host, or give `conf` and `keyring` for ceph-fuse (and install it)",
     ));
     let clock = host.clock_offset(5).await;
-    let mut clock = check(
+    let clock = warning(
         &format!("{n} clock"),
-        false,
         match clock {
             Ok(c) if c.offset_ms.abs() <= 1000.0 => {
                 Ok(format!("{:+.1} ms from this machine's (± {:.1} ms)", c.offset_ms, c.rtt_ms / 2.0))
@@ -433,14 +428,10 @@ async fn host_checks(
         },
         "results do not depend on it (each arrival is stamped where it arrives), but logs are easier to read with NTP",
     );
-    if clock.verdict == Verdict::Missing {
-        clock.verdict = Verdict::Warn;
-    }
     checks.push(clock);
     let mem = run("awk '/MemAvailable/ { print int($2 / 1024) }' /proc/meminfo".into()).await;
-    let mut mem = check(
+    let mem = warning(
         &format!("{n} memory"),
-        false,
         match mem.map(|o| o.stdout.parse::<u64>()) {
             Ok(Ok(mib)) if mib >= 2048 => Ok(format!("{mib} MiB available")),
             Ok(Ok(mib)) => Err(format!("{mib} MiB available")),
@@ -448,9 +439,6 @@ async fn host_checks(
         },
         "a migrating guest is on two hosts at once for a moment: keep twice its memory free",
     );
-    if mem.verdict == Verdict::Missing {
-        mem.verdict = Verdict::Warn;
-    }
     checks.push(mem);
     host.close().await;
     checks

@@ -308,7 +308,7 @@ pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
 
 /// The line where `key` is set in table `table` ("" for the top level); without the key, the
 /// table's header line.
-fn line_of(text: &str, table: &str, key: &str) -> Option<usize> {
+pub(crate) fn line_of(text: &str, table: &str, key: &str) -> Option<usize> {
     let mut current = String::new();
     let mut header = None;
     for (i, l) in text.lines().enumerate() {

@@ -210,6 +210,7 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
     let mut failed = Vec::new();
     let mut interrupted = None;
     let mut setup_error = None;
+    let mut images: Vec<(BinaryChoice, Option<PathBuf>)> = Vec::new();
     for plan in list {
         let mut plan = match plan {
             Ok(p) => p,
@@ -219,8 +220,13 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
             }
         };
         plan.lab = lab_spec.clone();
-        // The guest image of a chosen kernel: built once, then found by its hash.
-        match plan.binaries.image() {
+        // The guest image of a chosen kernel: resolved once per choice (it hashes the kernel
+        // package), not per repetition.
+        let image = match images.iter().find(|(c, _)| *c == plan.binaries) {
+            Some((_, img)) => Ok(img.clone()),
+            None => plan.binaries.image().inspect(|img| images.push((plan.binaries.clone(), img.clone()))),
+        };
+        match image {
             Ok(img) => plan.image = img,
             Err(e) => {
                 setup_error = Some(e.into());

@@ -5,6 +5,7 @@
 //! with the family rule, also only when the same metric moved the same way in another group.
 //! And only when the two sides differ in nothing but what was declared to vary.
 
+use crate::html::esc;
 use crate::result::RunResult;
 use crate::stats;
 use crate::sweep::figures;
@@ -171,7 +172,7 @@ impl Default for Options {
 }
 
 /// What the comparison says of one metric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Call {
     Regression,
     Improvement,
@@ -471,17 +472,6 @@ fn family_rule(rows: &mut [Row]) {
     }
 }
 
-impl Ord for Call {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (*self as u8).cmp(&(*other as u8))
-    }
-}
-impl PartialOrd for Call {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
 fn num(v: f64) -> String {
     if !v.is_finite() {
         "—".into()
@@ -593,14 +583,6 @@ pub fn markdown(c: &Comparison) -> String {
     s
 }
 
-fn xml(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&apos;")
-}
-
 /// JUnit XML: a test suite per scenario, a test case per metric; a regression is a failure.
 pub fn junit(c: &Comparison) -> String {
     let mut groups: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
@@ -619,7 +601,7 @@ pub fn junit(c: &Comparison) -> String {
         let _ = writeln!(
             s,
             "  <testsuite name=\"{}\" id=\"{i}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"0\" time=\"0\">",
-            xml(g),
+            esc(g),
             rows.len()
         );
         for r in rows {
@@ -638,23 +620,23 @@ pub fn junit(c: &Comparison) -> String {
             let _ = write!(
                 s,
                 "    <testcase classname=\"miglab.compare.{}\" name=\"{}\" time=\"0\"",
-                xml(&g.replace(' ', "_")),
-                xml(&r.metric.key)
+                esc(&g.replace(' ', "_")),
+                esc(&r.metric.key)
             );
             if r.call == Call::Regression {
                 let _ = writeln!(
                     s,
                     ">\n      <failure message=\"{}\" type=\"regression\">{}</failure>\n    </testcase>",
-                    xml(&detail),
-                    xml(&detail)
+                    esc(&detail),
+                    esc(&detail)
                 );
             } else {
                 let _ = writeln!(
                     s,
                     ">\n      <system-out>{}: {}{}</system-out>\n    </testcase>",
                     r.call.as_str(),
-                    xml(&detail),
-                    if r.why.is_empty() { String::new() } else { xml(&format!(" ({})", r.why)) }
+                    esc(&detail),
+                    if r.why.is_empty() { String::new() } else { esc(&format!(" ({})", r.why)) }
                 );
             }
         }

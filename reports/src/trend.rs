@@ -28,8 +28,6 @@ pub struct Series {
     pub changes: Vec<usize>,
 }
 
-/// Nights with fewer runs of a scenario than this do not enter its series.
-const MIN_RUNS: usize = 1;
 /// A regime lasts at least this many nights.
 const MIN_NIGHTS: usize = 3;
 
@@ -46,7 +44,6 @@ pub fn series(nights: &[Night], seed: u64) -> Vec<Series> {
         .map(|((group, key), by_night)| {
             let points: Vec<(usize, f64, f64, f64, usize)> = by_night
                 .into_iter()
-                .filter(|(_, v)| v.len() >= MIN_RUNS)
                 .map(|(i, v)| {
                     let (lo, hi) =
                         v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(*x), b.max(*x)));

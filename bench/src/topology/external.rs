@@ -5,7 +5,7 @@
 
 pub mod ssh;
 
-use crate::scenario::{line_col, Problem, Problems};
+use crate::scenario::{line_col, line_of, Problem, Problems};
 use serde::{Deserialize, Serialize};
 use std::path::{Component, Path, PathBuf};
 use thiserror::Error;
@@ -144,25 +144,6 @@ fn host_line(text: &str, n: usize, key: &str) -> Option<usize> {
     header
 }
 
-fn table_line(text: &str, table: &str, key: &str) -> Option<usize> {
-    let mut inside = false;
-    let mut header = None;
-    for (i, l) in text.lines().enumerate() {
-        let t = l.trim();
-        if t.starts_with('[') {
-            inside = t == format!("[{table}]");
-            if inside {
-                header = Some(i + 1);
-            }
-            continue;
-        }
-        if inside && t.split('=').next().map(str::trim) == Some(key) {
-            return Some(i + 1);
-        }
-    }
-    header
-}
-
 fn relative_inside(p: &Path) -> bool {
     !p.as_os_str().is_empty() && p.components().all(|c| matches!(c, Component::Normal(_)))
 }
@@ -251,21 +232,21 @@ impl TopologySpec {
                 let every_host_mounts = t.hosts.iter().all(|h| h.mount.is_some());
                 if t.ceph.mount.is_none() && t.ceph.conf.is_none() && !every_host_mounts {
                     add(
-                        table_line(text, "ceph", "kind"),
+                        line_of(text, "ceph", "kind"),
                         "ceph.mount".into(),
                         "an existing cluster needs `mount` (CephFS mounted on every host) or `conf` and `keyring` (ceph-fuse mounts it)".into(),
                     );
                 }
                 if t.ceph.conf.is_some() != t.ceph.keyring.is_some() {
                     add(
-                        table_line(text, "ceph", "conf"),
+                        line_of(text, "ceph", "conf"),
                         "ceph.keyring".into(),
                         "ceph-fuse needs both `conf` and `keyring`".into(),
                     );
                 }
                 if t.ceph.lab.is_some() {
                     add(
-                        table_line(text, "ceph", "lab"),
+                        line_of(text, "ceph", "lab"),
                         "ceph.lab".into(),
                         "`lab` names a local lab: only with kind = \"lab\"".into(),
                     );
@@ -274,7 +255,7 @@ impl TopologySpec {
             CephKind::Lab => {
                 if t.ceph.conf.is_some() || t.ceph.keyring.is_some() {
                     add(
-                        table_line(text, "ceph", "conf"),
+                        line_of(text, "ceph", "conf"),
                         "ceph.conf".into(),
                         "the lab's cluster has its own conf: use kind = \"existing\" for another".into(),
                     );
@@ -283,7 +264,7 @@ impl TopologySpec {
         }
         if !relative_inside(&t.ceph.subdir) {
             add(
-                table_line(text, "ceph", "subdir"),
+                line_of(text, "ceph", "subdir"),
                 "ceph.subdir".into(),
                 format!("{}: a relative path below the mount, without `..`", t.ceph.subdir.display()),
             );

@@ -69,6 +69,11 @@ struct JobFiles {
 }
 
 impl JobFiles {
+    /// The file and block of a block index across the job's files.
+    fn locate(&self, idx: u64) -> (usize, u64) {
+        ((idx / self.blocks_per_file) as usize, idx % self.blocks_per_file)
+    }
+
     fn index(&self, f: usize, b: u64) -> usize {
         f * self.blocks_per_file as usize + b as usize
     }
@@ -223,7 +228,7 @@ impl Worker {
         while !c.done() && (j.time_based || pick.issued < pick.total) {
             pacer.wait();
             let (read, idx) = pick.next();
-            let (f, b) = ((idx / self.files.blocks_per_file) as usize, idx % self.files.blocks_per_file);
+            let (f, b) = self.files.locate(idx);
             let fh = match &handles[f] {
                 Ok(fh) => fh,
                 Err(e) => {
@@ -262,14 +267,8 @@ impl Worker {
         let complete = now_ns();
         match r {
             Ok(n) => {
-                // Checked after the completion time is taken: verification is not latency. A
-                // block that is not what the run last wrote is a mismatch, a missing one too; an
-                // errored write that landed is the verify pass's to report.
-                let mismatch = self.job.verify
-                    && !matches!(
-                        check_block(buf, n, &self.files.expected(f, b, self.job.bs.0, self.tag)),
-                        Ok(()) | Err(Problem::ErroredWriteLanded { .. })
-                    );
+                // Checked after the completion time is taken: verification is not latency.
+                let mismatch = self.inline_mismatch(buf, n, f, b);
                 c.record_at(Op::Read, self.n, submit, complete, n as u64, Ok(()), mismatch);
             }
             Err(e) => {
@@ -277,6 +276,16 @@ impl Worker {
                 c.record_at(Op::Read, self.n, submit, complete, 0, Err((errno(&e), why)), false)
             }
         }
+    }
+
+    /// Whether a read of block `b` of file `f` found something other than what the run last
+    /// wrote (a missing block too); an errored write that landed is the verify pass's to report.
+    fn inline_mismatch(&self, buf: &[u8], n: usize, f: usize, b: u64) -> bool {
+        self.job.verify
+            && !matches!(
+                check_block(buf, n, &self.files.expected(f, b, self.job.bs.0, self.tag)),
+                Ok(()) | Err(Problem::ErroredWriteLanded { .. })
+            )
     }
 
     fn write(&self, c: &Ctx, fh: &File, f: usize, b: u64, buf: &mut [u8]) {

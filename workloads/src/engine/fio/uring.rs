@@ -9,15 +9,18 @@
 //! completion time (when its completion is reaped).
 
 use super::{errno, now_ns, Aligned, Ctx, Op, Pacer, Picker, Worker};
-use crate::verify::{check_block, fill_block, Problem};
+use crate::verify::fill_block;
 use io_uring::{opcode, types, IoUring};
 use std::fs::File;
 use std::os::unix::io::AsRawFd;
+use std::sync::atomic::Ordering;
 
 /// One request in flight.
 #[derive(Debug, Clone, Copy)]
 struct InFlight {
     read: bool,
+    /// The block's index across the job's files (what `Queue::busy` holds).
+    idx: u64,
     file: usize,
     block: u64,
     generation: u32,
@@ -100,7 +103,7 @@ impl Worker {
                     pending = Some((read, idx));
                     break;
                 }
-                let (f, b) = ((idx / self.files.blocks_per_file) as usize, idx % self.files.blocks_per_file);
+                let (f, b) = self.files.locate(idx);
                 let fh = match &handles[f] {
                     Ok(fh) => fh,
                     Err(e) => {
@@ -112,7 +115,7 @@ impl Worker {
                 let generation = if read {
                     0
                 } else {
-                    self.files.acked[self.files.index(f, b)].load(std::sync::atomic::Ordering::Relaxed) + 1
+                    self.files.acked[self.files.index(f, b)].load(Ordering::Relaxed) + 1
                 };
                 let buf = q.bufs[slot].as_mut();
                 if !read && j.verify {
@@ -134,7 +137,7 @@ impl Worker {
                     pending = Some((read, idx));
                     break;
                 }
-                q.slots[slot] = Some(InFlight { read, file: f, block: b, generation, submit_ns });
+                q.slots[slot] = Some(InFlight { read, idx, file: f, block: b, generation, submit_ns });
                 q.busy.insert(idx);
                 queued += 1;
                 q.most = q.most.max(q.in_flight());
@@ -173,7 +176,7 @@ impl Worker {
                 let slot = slot as usize;
                 let Some(r) = q.slots.get_mut(slot).and_then(Option::take) else { continue };
                 q.free.push(slot);
-                q.busy.remove(&(r.file as u64 * self.files.blocks_per_file + r.block));
+                q.busy.remove(&r.idx);
                 self.completed(&c, &r, res, q.bufs[slot].as_mut(), complete_ns);
                 if !r.read {
                     writes += 1;
@@ -213,7 +216,7 @@ impl Worker {
             let e = std::io::Error::from_raw_os_error(-res);
             if !r.read {
                 // It may still have landed: the verify pass tells.
-                self.files.errored[i].store(r.generation, std::sync::atomic::Ordering::Relaxed);
+                self.files.errored[i].store(r.generation, Ordering::Relaxed);
             }
             let why = format!("{} {}: {e}", if r.read { "read" } else { "write" }, path());
             c.record_at(op, self.n, r.submit_ns, complete_ns, 0, Err((errno(&e), why)), false);
@@ -221,17 +224,13 @@ impl Worker {
         }
         let n = res as usize;
         if r.read {
-            let mismatch = self.job.verify
-                && !matches!(
-                    check_block(buf, n, &self.files.expected(r.file, r.block, bs, self.tag)),
-                    Ok(()) | Err(Problem::ErroredWriteLanded { .. })
-                );
+            let mismatch = self.inline_mismatch(buf, n, r.file, r.block);
             c.record_at(op, self.n, r.submit_ns, complete_ns, n as u64, Ok(()), mismatch);
         } else if n as u64 == bs {
-            self.files.acked[i].store(r.generation, std::sync::atomic::Ordering::Relaxed);
+            self.files.acked[i].store(r.generation, Ordering::Relaxed);
             c.record_at(op, self.n, r.submit_ns, complete_ns, bs, Ok(()), false);
         } else {
-            self.files.errored[i].store(r.generation, std::sync::atomic::Ordering::Relaxed);
+            self.files.errored[i].store(r.generation, Ordering::Relaxed);
             let why = format!("write {}: {n} of {bs} bytes written", path());
             c.record_at(op, self.n, r.submit_ns, complete_ns, 0, Err((libc::EIO as u32, why)), false);
         }
