@@ -83,7 +83,24 @@ pub fn provenance(
             .map(|(_, v)| v.trim().into()),
         host_kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|s| s.trim().into()),
         hostname: std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|s| s.trim().into()),
+        topology: None,
     }
+}
+
+/// A run on an external topology: the builds that ran are the hosts' (the first host's stand
+/// for the run; every host's are in the topology record), and so is the accelerator.
+pub fn on_topology(prov: &mut Provenance, t: miglab_reports::TopologyRecord) {
+    if let Some(h) = t.hosts.first() {
+        prov.qemu = h.qemu.as_ref().and_then(|b| b.version.clone());
+        prov.virtiofsd = h.virtiofsd.as_ref().and_then(|b| b.version.clone());
+        prov.binaries.retain(|b| b.role == "kernel");
+        prov.binaries.extend(h.qemu.iter().chain(h.virtiofsd.iter()).cloned());
+        prov.accelerator_reason = format!("{}: {}", h.name, h.accelerator_reason);
+        prov.host_kernel = h.kernel.clone();
+        prov.hostname = Some(h.ssh.clone());
+    }
+    prov.ceph = t.ceph_version.clone();
+    prov.topology = Some(t);
 }
 
 /// The result of a repetition before anything ran: what a run that never finishes leaves.

@@ -309,6 +309,10 @@ pub struct RunArgs {
     /// or migrations (the storage baseline of the scenario).
     #[arg(long, value_name = "SECS")]
     pub host_mode: Option<f64>,
+    /// Run on the hosts of this topology file, over SSH, instead of the local lab
+    /// (`miglab lab up --ssh` writes one for the lab).
+    #[arg(long, value_name = "FILE")]
+    pub topology: Option<PathBuf>,
     #[command(flatten)]
     pub binaries: BinaryArgs,
 }
@@ -428,9 +432,13 @@ pub enum LabCmd {
         ssh: bool,
     },
     /// Tear the lab down (also after miglab itself was killed) and check nothing is left.
+    /// With --topology: end every process miglab started on that topology's hosts and remove
+    /// its run directories there (the lab, if any, stays up).
     Down {
         #[command(flatten)]
         lab: LabName,
+        #[arg(long, value_name = "FILE")]
+        topology: Option<PathBuf>,
     },
     /// Daemons, health and mounts.
     Status {
@@ -529,6 +537,9 @@ fn dispatch(args: Args) -> Result<ExitCode, CliError> {
             check::doctor(json, &binaries.choice(), topology.as_deref())
         }
         Cmd::Check { scenario } => check::check(&scenario),
+        Cmd::Lab { command: LabCmd::Down { lab, topology: Some(file) } } => {
+            lab::down_topology(&file, &lab.root())
+        }
         Cmd::Lab { command } => Ok(lab::lab_cmd(command)?),
         Cmd::Image { command } => Ok(image::image_cmd(command)?),
         Cmd::Vm { command } => vm::vm_cmd(command),

@@ -71,6 +71,17 @@ impl Classify for TopologyError {
         match self {
             TopologyError::Lab(e) => e.exit(),
             TopologyError::Process(_) => Exit::Failed,
+            TopologyError::External(e) => e.exit(),
+        }
+    }
+}
+
+impl Classify for crate::topology::external::ExternalError {
+    fn exit(&self) -> Exit {
+        use crate::topology::external::ExternalError as E;
+        match self {
+            E::File(_) | E::NoHost(_) | E::Refused { .. } | E::Busy { .. } => Exit::BadInput,
+            _ => Exit::Failed,
         }
     }
 }
@@ -139,7 +150,9 @@ impl Classify for RunError {
             RunError::Replay { .. }
             | RunError::LabBusy { .. }
             | RunError::LabIncomplete { .. }
-            | RunError::Binaries(_) => Exit::BadInput,
+            | RunError::Binaries(_)
+            | RunError::NotHere(_) => Exit::BadInput,
+            RunError::External(e) => e.exit(),
             RunError::Interrupted(_) => Exit::Interrupted,
             RunError::Io { .. } | RunError::Runtime(_) | RunError::Failed { .. } => Exit::Failed,
         }

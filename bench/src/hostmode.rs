@@ -115,15 +115,16 @@ pub fn execute(
     say: &dyn Fn(&str),
 ) -> Execution {
     let mut ex = Execution::new(clock);
-    let mount = match site.host(&plan.start_host) {
-        Ok(h) => h.mount_point(),
+    let host = match site.host(&plan.start_host) {
+        Ok(h) => h,
         Err(e) => {
             ex.error = Some(e.into());
             return ex;
         }
     };
+    let mount = host.mount_point();
     if let Workload::ReadLoop(j) = &plan.workload {
-        if let Err(e) = crate::readloop::prepare(&mount, j) {
+        if let Err(e) = crate::readloop::prepare(host, j) {
             ex.error = Some(e.into());
             return ex;
         }

@@ -126,7 +126,7 @@ pub async fn migrate(
     let driven = async {
         // The guest's records continue on the destination's socket after the switch-over.
         if let Some(r) = hop.records {
-            r.attach(&dst.record.files.records())?;
+            r.attach(&dst.records)?;
         }
         drive(hop, current, &mut dst, opts).await
     }

@@ -5,7 +5,6 @@ use crate::topology::Host;
 use crate::vm::{Vm, VmError};
 use miglab_workloads::control::{Command, Status};
 use miglab_workloads::job::{ReadLoopJob, Workload};
-use std::path::Path;
 use std::time::Duration;
 
 /// The file the read loop reads, relative to CephFS's root, and what it holds.
@@ -19,22 +18,18 @@ pub fn hello_job() -> ReadLoopJob {
     ReadLoopJob { path: HELLO_FILE.into(), content: HELLO_TEXT.into(), pause_us: 0, runtime: None }
 }
 
-/// Writes the file a read-loop job reads, under a host's CephFS `mount`.
-pub fn prepare(mount: &Path, job: &ReadLoopJob) -> Result<(), VmError> {
-    let path = mount.join(&job.path);
-    let io = |what: &str| {
-        let what = format!("{what} {}", path.display());
-        move |source| VmError::Io { what, source }
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io("create the directory of"))?;
-    }
-    std::fs::write(&path, &job.content).map_err(io("write"))
+/// Writes the file a read-loop job reads, through `host`'s CephFS mount.
+pub fn prepare(host: &dyn Host, job: &ReadLoopJob) -> Result<(), VmError> {
+    let path = host.mount_point().join(&job.path);
+    host.write(&path, job.content.as_bytes()).map_err(|source| VmError::Io {
+        what: format!("write {} on {}", path.display(), host.name()),
+        source,
+    })
 }
 
 /// Writes the seed's file through `host`'s CephFS mount.
 pub fn write_hello(host: &dyn Host) -> Result<(), VmError> {
-    prepare(&host.mount_point(), &hello_job())
+    prepare(host, &hello_job())
 }
 
 /// Starts the read loop in the guest.

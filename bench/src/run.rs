@@ -48,6 +48,8 @@ pub enum ExecError {
     GuestLost(f64),
     #[error("the faults could not be set up: {0}")]
     Faults(String),
+    #[error("{0}; `miglab lab down --topology FILE` ends what is left on the hosts")]
+    ConnectionLost(String),
 }
 
 /// What one repetition did, as it happened.
@@ -241,9 +243,10 @@ async fn steps(
     ex: &mut Execution,
     say: &dyn Fn(&str),
 ) -> Result<(), ExecError> {
-    let spec = vm_spec(plan);
+    let mut spec = vm_spec(plan);
+    spec.accel = site.accel(plan.guest.accel);
     if let Workload::ReadLoop(j) = &plan.workload {
-        crate::readloop::prepare(&site.host(&plan.start_host)?.mount_point(), j)?;
+        crate::readloop::prepare(site.host(&plan.start_host)?, j)?;
     }
     let t = Instant::now();
     let vm = unless_interrupted(async {
@@ -251,7 +254,7 @@ async fn steps(
     })
     .await?;
     say(&format!("guest up on {} in {:.2} s ({})", plan.start_host, t.elapsed().as_secs_f64(), spec.accel));
-    let stream = RecordStream::connect(&vm.record.files.records(), ex.clock, bus)?;
+    let stream = RecordStream::connect(&vm.records, ex.clock, bus)?;
     if let Err(why) = &stream.realtime {
         say(&format!("note: the record reader runs without real-time priority ({why})"));
     }
@@ -387,9 +390,13 @@ async fn remove_through(site: &Arc<dyn Site>, host: &str, dir: &str, say: &dyn F
     // A thread of its own, not the runtime's blocking pool: one stuck in a hung file system
     // must not hold the runtime's shutdown.
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let p = path.clone();
+    let (p, site, host) = (path.clone(), site.clone(), host.to_string());
     std::thread::spawn(move || {
-        let _ = tx.send(std::fs::remove_dir_all(&p));
+        let r = match site.host(&host) {
+            Ok(h) => h.remove_all(&p),
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        };
+        let _ = tx.send(r);
     });
     match tokio::time::timeout(Duration::from_secs(60), rx).await {
         Ok(Ok(Ok(()))) => {}
@@ -462,10 +469,17 @@ pub fn copy_logs(site: &dyn Site, vm: &str, dir: &Path) {
     let vms = site.instances_dir().join(vm);
     if let Ok(rd) = std::fs::read_dir(&vms) {
         for inst in rd.flatten() {
-            let to = dir.join("logs").join(inst.file_name());
+            // `<host>.<generation>`: the files are on that host (this machine's for the lab).
+            let name = inst.file_name().to_string_lossy().into_owned();
+            let Some((host, _)) = name.rsplit_once('.') else { continue };
+            let Ok(h) = site.host(host) else { continue };
+            let from = site.instances_dir_on(host).join(vm).join(&name);
+            let to = dir.join("logs").join(&name);
             let _ = std::fs::create_dir_all(&to);
             for f in ["console.log", "qemu.log", "virtiofsd.log"] {
-                let _ = std::fs::copy(inst.path().join(f), to.join(f));
+                if let Ok(bytes) = h.read(&from.join(f)) {
+                    let _ = std::fs::write(to.join(f), bytes);
+                }
             }
         }
     }

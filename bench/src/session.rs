@@ -38,6 +38,10 @@ pub enum RunError {
     LabIncomplete { lab: String, daemons: Vec<String> },
     #[error(transparent)]
     Binaries(#[from] BinariesError),
+    #[error(transparent)]
+    External(#[from] crate::topology::external::ExternalError),
+    #[error("{0}")]
+    NotHere(String),
     #[error("could not start the async runtime: {0}")]
     Runtime(std::io::Error),
     #[error("interrupted; the partial results are in {}", .0.display())]
@@ -75,6 +79,15 @@ pub struct RunOptions {
     pub host_mode: Option<Duration>,
     /// The builds under test, over the scenario's (`--qemu`, `--virtiofsd`, `--kernel`).
     pub binaries: BinaryChoice,
+    /// Run on the hosts of this topology file (over SSH) instead of the local lab.
+    pub topology: Option<PathBuf>,
+}
+
+/// Where the runs run: the local lab (brought up for the session if it was not), or an
+/// external topology.
+enum Ground {
+    Lab { lab: Arc<Lab>, reuse: bool },
+    External(Arc<crate::topology::external::site::ExternalSite>),
 }
 
 fn say(scenario: &str, rep: u32, msg: &str) {
@@ -133,46 +146,37 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
         .enable_all()
         .build()
         .map_err(RunError::Runtime)?;
-    let state = opts.lab_root.join(&lab_spec.name).join("state.json");
-    let reuse = StateFile::load(&state).is_ok_and(|s| s.phase == Phase::Up);
-    let t = Instant::now();
-    let lab = Arc::new(if reuse {
-        say(&name, 0, &format!("using the running lab '{}'", lab_spec.name));
-        Lab::open(&lab_spec.name, &opts.lab_root)?
-    } else {
-        say(&name, 0, &format!("bringing up lab '{}'", lab_spec.name));
-        let lab = Lab::up(&LabOptions {
-            name: lab_spec.name.clone(),
-            root: opts.lab_root.clone(),
-            objectstore: lab_spec.objectstore,
-            ..LabOptions::default()
-        })?;
-        say(&name, 0, &format!("lab up in {:.1} s", t.elapsed().as_secs_f64()));
-        lab
-    });
-    let topo: Arc<dyn Topology> = lab.clone();
-    // A guest left running on the lab (`miglab vm up`, or a miglab that was killed) would keep
-    // writing into the same CephFS: its blocks would read as this run's lost or foreign data.
-    let mut running: Vec<String> =
-        crate::vm::ledger::all(lab.as_ref()).into_iter().map(|r| r.spec.name).collect();
-    running.sort();
-    running.dedup();
-    if !running.is_empty() {
-        return Err(RunError::LabBusy { lab: lab_spec.name.clone(), vms: running });
-    }
-    // A daemon killed by hand (or by a fault whose revive never ran) leaves the cluster smaller
-    // than the one the scenario measures: an MDS kill without a standby is another experiment.
-    let running: Vec<String> = lab
-        .state()
-        .processes
-        .into_iter()
-        .filter(|p| crate::topology::lab::process_state(p) == "running")
-        .map(|p| p.name)
-        .collect();
-    let down: Vec<String> =
-        topo.daemons().iter().map(|d| d.to_string()).filter(|d| !running.contains(d)).collect();
-    if !down.is_empty() {
-        return Err(RunError::LabIncomplete { lab: lab_spec.name.clone(), daemons: down });
+    let ground = match &opts.topology {
+        Some(file) => {
+            if opts.host_mode.is_some() {
+                return Err(RunError::NotHere(
+                    "--host-mode runs the workload on this machine's mount: not with --topology".into(),
+                ));
+            }
+            say(&name, 0, &format!("connecting to the hosts of {}", file.display()));
+            let t = Instant::now();
+            let site = crate::topology::external::site::ExternalSite::open(file, &opts.lab_root)?;
+            say(
+                &name,
+                0,
+                &format!(
+                    "{} hosts ready in {:.1} s ({}: {})",
+                    site.host_names().len(),
+                    t.elapsed().as_secs_f64(),
+                    site.accel_choice().accel,
+                    site.accel_choice().reason
+                ),
+            );
+            Ground::External(Arc::new(site))
+        }
+        None => open_lab(opts, &name, &lab_spec)?,
+    };
+    let topo: Arc<dyn Topology> = match &ground {
+        Ground::Lab { lab, .. } => lab.clone(),
+        Ground::External(x) => x.clone(),
+    };
+    if let Ground::Lab { lab, .. } = &ground {
+        lab_ready(lab, &topo, &lab_spec.name)?;
     }
     if let Some(p) =
         crate::image::GuestImage::current(&crate::paths::cache()).ok().and_then(|i| i.agent_sources_newer())
@@ -187,7 +191,12 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
         );
     }
     let hosts = topo.host_names();
-    let osds = lab.state().cluster.osds;
+    let osds = match &ground {
+        Ground::Lab { lab, .. } => lab.state().cluster.osds,
+        Ground::External(_) => {
+            topo.daemons().iter().filter(|d| d.kind == crate::topology::DaemonKind::Osd).count() as u32
+        }
+    };
     let list: Vec<Result<Plan, PlanError>> = match &plans {
         Plans::Derive { scenario, workload, repetitions, cells } if cells.is_empty() => {
             (1..=*repetitions).map(|rep| Plan::derive(scenario, workload, rep, &hosts, osds)).collect()
@@ -220,6 +229,12 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
             }
         };
         plan.lab = lab_spec.clone();
+        if let Some(why) =
+            plan.faults.iter().find_map(|f| topo.refuses(&f.fault).map(|w| (f.fault.kind(), w)))
+        {
+            setup_error = Some(RunError::NotHere(format!("fault '{}': {}", why.0, why.1)));
+            break;
+        }
         // The guest image of a chosen kernel: resolved once per choice (it hashes the kernel
         // package), not per repetition.
         let image = match images.iter().find(|(c, _)| *c == plan.binaries) {
@@ -272,12 +287,16 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
         println!("{name}: sweep of {} runs → {}", sweep.len(), dir.join("sweep.html").display());
     }
     drop(topo);
-    if !reuse {
-        say(&name, 0, "tearing the lab down");
-        match Arc::try_unwrap(lab) {
-            Ok(lab) => lab.down()?,
-            Err(_) => eprintln!("miglab: the lab is still in use; `miglab lab down` tears it down"),
+    match ground {
+        Ground::Lab { lab, reuse: false } => {
+            say(&name, 0, "tearing the lab down");
+            match Arc::try_unwrap(lab) {
+                Ok(lab) => lab.down()?,
+                Err(_) => eprintln!("miglab: the lab is still in use; `miglab lab down` tears it down"),
+            }
         }
+        Ground::Lab { .. } => {}
+        Ground::External(site) => site.close(),
     }
     if let Some(e) = setup_error {
         return Err(e);
@@ -302,11 +321,15 @@ fn repetition(
 ) -> Result<RunResult, RunError> {
     let started = Instant::now();
     fresh_dir(dir).map_err(io(format!("create {}", dir.display())))?;
-    let spec = vm_spec(plan);
+    let mut spec = vm_spec(plan);
+    spec.accel = topo.accel(plan.guest.accel);
     let how = if host_mode.is_some() { "the engine ran on the host, without a VM" } else { "" };
     let mut prov = assemble::provenance(spec.accel, how, &spec.binaries, spec.image.as_deref());
     if host_mode.is_some() {
         prov.accelerator = "none (host mode)".into();
+    }
+    if let Some(t) = topo.record() {
+        assemble::on_topology(&mut prov, t);
     }
     let result = begun(plan, text, prov);
     // An interrupted or crashed run leaves this one, marked aborted.
@@ -314,10 +337,19 @@ fn repetition(
     let clock = RunClock::start();
     let tell = |m: &str| say(&plan.scenario, plan.repetition, m);
     let site: Arc<dyn Site> = topo.clone();
-    let ex = match host_mode {
+    let mut ex = match host_mode {
         Some(d) => crate::hostmode::execute(site.as_ref(), plan, d, clock, &tell),
         None => rt.block_on(execute(topo, plan, clock, &tell)),
     };
+    // A connection that went away explains whatever failed after it.
+    let lost = site.connections_lost();
+    if !lost.is_empty() {
+        if let Some(e) = ex.error.take() {
+            ex.cleanup.push(format!("what failed once it was gone: {e}"));
+        }
+        let why = format!("the SSH connection to {} was lost during the run", lost.join(" and "));
+        ex.error = Some(crate::run::ExecError::ConnectionLost(why));
+    }
     copy_logs(site.as_ref(), &plan.vm, dir);
     let r = assemble(result, plan, &ex, started.elapsed().as_secs_f64() * 1e3);
     let hlog = ex.collected.as_ref().map(|c| c.hlog.as_slice());
@@ -404,4 +436,53 @@ fn summary(r: &RunResult, dir: &Path) {
     if let Some(e) = &r.error {
         println!("  error: {e}");
     }
+}
+
+/// The lab a session runs on: the running one, or one brought up for it.
+fn open_lab(opts: &RunOptions, name: &str, lab_spec: &crate::scenario::LabSpec) -> Result<Ground, RunError> {
+    let state = opts.lab_root.join(&lab_spec.name).join("state.json");
+    let reuse = StateFile::load(&state).is_ok_and(|s| s.phase == Phase::Up);
+    let t = Instant::now();
+    let lab = Arc::new(if reuse {
+        say(name, 0, &format!("using the running lab '{}'", lab_spec.name));
+        Lab::open(&lab_spec.name, &opts.lab_root)?
+    } else {
+        say(name, 0, &format!("bringing up lab '{}'", lab_spec.name));
+        let lab = Lab::up(&LabOptions {
+            name: lab_spec.name.clone(),
+            root: opts.lab_root.clone(),
+            objectstore: lab_spec.objectstore,
+            ..LabOptions::default()
+        })?;
+        say(name, 0, &format!("lab up in {:.1} s", t.elapsed().as_secs_f64()));
+        lab
+    });
+    Ok(Ground::Lab { lab, reuse })
+}
+
+/// Refuses a lab that runs a guest already, or misses a daemon.
+fn lab_ready(lab: &Lab, topo: &Arc<dyn Topology>, name: &str) -> Result<(), RunError> {
+    // A guest left running on the lab (`miglab vm up`, or a miglab that was killed) would keep
+    // writing into the same CephFS: its blocks would read as this run's lost or foreign data.
+    let mut running: Vec<String> = crate::vm::ledger::all(lab).into_iter().map(|r| r.spec.name).collect();
+    running.sort();
+    running.dedup();
+    if !running.is_empty() {
+        return Err(RunError::LabBusy { lab: name.into(), vms: running });
+    }
+    // A daemon killed by hand (or by a fault whose revive never ran) leaves the cluster smaller
+    // than the one the scenario measures: an MDS kill without a standby is another experiment.
+    let running: Vec<String> = lab
+        .state()
+        .processes
+        .into_iter()
+        .filter(|p| crate::topology::lab::process_state(p) == "running")
+        .map(|p| p.name)
+        .collect();
+    let down: Vec<String> =
+        topo.daemons().iter().map(|d| d.to_string()).filter(|d| !running.contains(d)).collect();
+    if !down.is_empty() {
+        return Err(RunError::LabIncomplete { lab: name.into(), daemons: down });
+    }
+    Ok(())
 }

@@ -24,7 +24,7 @@ use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::str::FromStr;
 use thiserror::Error;
@@ -39,6 +39,14 @@ pub enum TopologyError {
     Lab(#[from] Box<lab::LabError>),
     #[error(transparent)]
     Process(#[from] ProcessError),
+    #[error(transparent)]
+    External(#[from] Box<external::ExternalError>),
+}
+
+impl From<external::ExternalError> for TopologyError {
+    fn from(e: external::ExternalError) -> Self {
+        TopologyError::External(Box::new(e))
+    }
 }
 
 impl From<lab::LabError> for TopologyError {
@@ -126,6 +134,68 @@ pub trait Host: Send + Sync {
     fn command(&self, program: &str) -> Command;
     /// The network namespace file, for the supervisor.
     fn netns_path(&self) -> Option<PathBuf>;
+
+    // Files on the host. The local lab's hosts share this machine's files, which is what the
+    // defaults do; a host reached over SSH overrides every one of them.
+
+    /// Whether the host's files are reached over a connection (not this machine's).
+    fn remote(&self) -> bool {
+        false
+    }
+    /// The program this host runs for `chosen` (a remote host has its own builds).
+    fn program(&self, chosen: &Path) -> PathBuf {
+        chosen.to_path_buf()
+    }
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
+    /// The last `lines` lines of a log on the host.
+    fn tail(&self, path: &Path, lines: usize) -> String {
+        crate::process::log_tail(path, lines)
+    }
+    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        std::fs::read(path)
+    }
+    /// Writes a file (its directory created), replacing it.
+    fn write(&self, path: &Path, data: &[u8]) -> std::io::Result<()> {
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        std::fs::write(path, data)
+    }
+    fn make_dir(&self, path: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(path)
+    }
+    /// Removes a file or a tree; one that is not there is not an error.
+    fn remove_all(&self, path: &Path) -> std::io::Result<()> {
+        let r = if path.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
+        match r {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// This machine's own files, for what has no host (a local mirror of forwarded sockets).
+#[derive(Debug)]
+pub struct LocalFiles;
+
+impl Host for LocalFiles {
+    fn name(&self) -> &str {
+        "this machine"
+    }
+    fn address(&self) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::LOCALHOST
+    }
+    fn mount_point(&self) -> PathBuf {
+        PathBuf::new()
+    }
+    fn command(&self, program: &str) -> Command {
+        Command::new(program)
+    }
+    fn netns_path(&self) -> Option<PathBuf> {
+        None
+    }
 }
 
 /// What VMs and migrations act through.
@@ -155,6 +225,35 @@ pub trait Site: Send + Sync + fmt::Debug {
     fn proxy_address(&self) -> IpAddr;
     /// The site's own logs (Ceph's), copied into each result.
     fn log_dir(&self) -> PathBuf;
+
+    /// Where the instance directories are as `host` sees them (this machine's for the lab).
+    fn instances_dir_on(&self, _host: &str) -> PathBuf {
+        self.instances_dir()
+    }
+    /// A unix socket on `host`, as this machine connects to it: the socket itself for the lab,
+    /// a forwarded socket at `local` for a remote host.
+    fn reach(&self, _host: &str, socket: &Path, _local: &Path) -> Result<PathBuf, TopologyError> {
+        Ok(socket.to_path_buf())
+    }
+    /// Stops forwarding what [`Site::reach`] forwarded below `local_dir`.
+    fn unreach(&self, _local_dir: &Path) {}
+    /// The guest image directory as `host` sees it (a remote host gets a copy, cached by the
+    /// image's hash).
+    fn stage_image(&self, _host: &str, image: &Path) -> Result<PathBuf, TopologyError> {
+        Ok(image.to_path_buf())
+    }
+    /// The accelerator guests run with here.
+    fn accel(&self, wish: crate::vm::AccelWish) -> crate::accel::Accel {
+        wish.resolve()
+    }
+    /// The hosts whose connection is gone (none for the lab).
+    fn connections_lost(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Where the site is, for results: None for the local lab.
+    fn record(&self) -> Option<miglab_reports::TopologyRecord> {
+        None
+    }
 }
 
 /// A site whose cluster and network can be acted on: what fault injection needs.
@@ -182,4 +281,8 @@ pub trait Topology: Site {
     /// Makes sure `host`'s CephFS mount answers within `timeout`; if it does not (its client
     /// was evicted), mounts it again and says so (true).
     fn ensure_mount(&self, host: &str, timeout: std::time::Duration) -> Result<bool, TopologyError>;
+    /// Why a fault of `kind` cannot run here, if it cannot (checked before a run starts).
+    fn refuses(&self, _fault: &miglab_faults::Fault) -> Option<String> {
+        None
+    }
 }

@@ -165,6 +165,37 @@ pub struct Provenance {
     /// The builds that ran the guest: QEMU, virtiofsd, the guest kernel (path, version, hash).
     #[serde(default)]
     pub binaries: Vec<BinaryInfo>,
+    /// Where the run ran when not on the local lab: the hosts, over SSH.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology: Option<TopologyRecord>,
+}
+
+/// An external topology, as a result records it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TopologyRecord {
+    /// The topology file.
+    pub file: String,
+    pub hosts: Vec<HostRecord>,
+    /// `existing` or `lab`, and the cluster's version as `ceph version` says.
+    pub ceph: String,
+    pub ceph_version: Option<String>,
+}
+
+/// One host of an external topology.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostRecord {
+    pub name: String,
+    pub ssh: String,
+    pub address: String,
+    pub accelerator: String,
+    pub accelerator_reason: String,
+    pub kernel: Option<String>,
+    pub qemu: Option<BinaryInfo>,
+    pub virtiofsd: Option<BinaryInfo>,
+    /// The host's clock minus miglab's, ms, and the round trip it was measured over (the
+    /// error is within half of it). Arrival stamps are taken on miglab's clock (see README).
+    pub clock_offset_ms: f64,
+    pub clock_rtt_ms: f64,
 }
 
 /// One binary a run used: where it was, what it said its version was, and its content hash.

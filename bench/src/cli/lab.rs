@@ -44,7 +44,7 @@ pub(super) fn lab_cmd(cmd: LabCmd) -> Result<ExitCode, LabError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        LabCmd::Down { lab } => {
+        LabCmd::Down { lab, .. } => {
             lab::down(&lab.name, &lab.root(), Default::default())?;
             println!(
                 "lab '{}' is down; logs kept in {}",
@@ -113,4 +113,18 @@ fn print_status(s: &lab::LabStatus) {
     for m in &s.mounts {
         println!("{:<6} {:<8} {}", m.host, if m.mounted { "yes" } else { "NO" }, m.path.display());
     }
+}
+
+/// `lab down --topology FILE`: every host of the topology cleaned.
+pub(super) fn down_topology(
+    file: &std::path::Path,
+    root: &std::path::Path,
+) -> Result<ExitCode, super::CliError> {
+    let lines =
+        crate::topology::external::site::down(file, root).map_err(|e| super::CliError::Topology(e.into()))?;
+    for line in lines {
+        println!("{line}");
+    }
+    println!("the hosts of {} are clean", file.display());
+    Ok(ExitCode::SUCCESS)
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 pub(super) fn run_cmd(a: RunArgs) -> Result<ExitCode, CliError> {
-    let RunArgs { scenario, replay, out, root, repetitions, lab, host_mode, binaries } = a;
+    let RunArgs { scenario, replay, out, root, repetitions, lab, host_mode, topology, binaries } = a;
     let source = match (scenario, replay) {
         (Some(s), None) => Source::Scenario(s),
         (None, Some(r)) => Source::Replay(r),
@@ -30,6 +30,7 @@ pub(super) fn run_cmd(a: RunArgs) -> Result<ExitCode, CliError> {
         lab_name: lab,
         host_mode,
         binaries: binaries.choice(),
+        topology,
     };
     session::run(&opts)?;
     Ok(ExitCode::SUCCESS)

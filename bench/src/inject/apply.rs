@@ -193,11 +193,12 @@ pub(super) fn apply(topo: &Arc<dyn Topology>, ctx: &Context, fault: &Fault) -> R
             let p = topo.process(&r.virtiofsd_name()).ok_or("its virtiofsd is not recorded")?;
             topo.signal(&p, Signal::SIGKILL).map_err(err)?;
             if *restart {
-                let mount = topo.host(r.host()).map_err(err)?.mount_point();
-                let _ = std::fs::remove_file(r.files.virtiofsd());
+                let h = topo.host(r.host()).map_err(err)?;
+                let mount = h.mount_point();
+                let _ = h.remove_all(&r.files.virtiofsd());
                 let spec = ProcessSpec::new(
                     format!("{}.restarted", r.virtiofsd_name()),
-                    r.spec.binaries.virtiofsd_path(),
+                    h.program(&r.spec.binaries.virtiofsd_path()),
                     r.files.virtiofsd_log(),
                 )
                 .tier(Tier::Guest)

@@ -3,6 +3,8 @@
 //! checks `miglab doctor --topology` runs on every host. `miglab lab up --ssh` writes one for
 //! the local lab, whose hosts it then reaches only through SSH.
 
+pub mod remote;
+pub mod site;
 pub mod ssh;
 
 use crate::scenario::{line_col, line_of, Problem, Problems};
@@ -18,6 +20,31 @@ pub enum TopologyFileError {
     Parse { path: PathBuf, line: usize, column: usize, message: String },
     #[error("{0}")]
     Invalid(Problems),
+}
+
+/// What running on an external topology can fail with.
+#[derive(Debug, Error)]
+pub enum ExternalError {
+    #[error(transparent)]
+    File(#[from] TopologyFileError),
+    #[error(transparent)]
+    Ssh(#[from] ssh::SshError),
+    #[error("{host}: {what}: {why}")]
+    Remote { host: String, what: String, why: String },
+    #[error("{host}: the SSH connection is lost ({why}); the run cannot reach the host. `miglab lab down --topology FILE` cleans every host once it is reachable")]
+    ConnectionLost { host: String, why: String },
+    #[error("{host} has no {what}: {fix}")]
+    HostLacks { host: String, what: String, fix: String },
+    #[error("no host '{0}' in the topology")]
+    NoHost(String),
+    #[error("the topology {} still has processes from an earlier run ({}): `miglab lab down --topology {}` ends them", .file.display(), .what.join(", "), .file.display())]
+    Busy { file: PathBuf, what: Vec<String> },
+    #[error("refused on an external topology: {what}: {why}")]
+    Refused { what: String, why: String },
+    #[error("not built yet: {0}")]
+    Unsupported(String),
+    #[error("could not {what}: {source}")]
+    Io { what: String, source: std::io::Error },
 }
 
 /// `[[host]]`: one client host.

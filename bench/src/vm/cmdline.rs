@@ -139,10 +139,10 @@ fn probe_qemu(qemu: &Path) -> Result<String, VmError> {
 
 /// The end of a guest console, led by the kernel's panic line if there is one (a panic's
 /// stack dump would push it out of the tail).
-pub fn console_summary(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+pub fn console_summary(host: &dyn crate::topology::Host, path: &Path) -> String {
+    let text = host.read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
     let panic = text.lines().find(|l| l.contains("Kernel panic"));
-    let tail = process::log_tail(path, 15);
+    let tail = host.tail(path, 15);
     match panic {
         Some(p) if !tail.contains(p.trim()) => format!("{}\n...\n{tail}", p.trim()),
         _ => tail,

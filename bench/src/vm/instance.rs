@@ -14,12 +14,13 @@ use super::VmError;
 use crate::control::{Control, ControlError};
 use crate::image::GuestImage;
 use crate::paths;
-use crate::process::{self, ProcRecord, ProcessSpec, Tier};
+use crate::process::{ProcRecord, ProcessSpec, Tier};
 use crate::qmp::Qmp;
-use crate::topology::Site;
+use crate::topology::{Host, Site};
 use miglab_workloads::control::Hello;
 use nix::sys::signal::Signal;
 use qapi::qmp;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,11 @@ pub struct Vm {
     pub control: Control,
     pub qemu: ProcRecord,
     pub virtiofsd: ProcRecord,
+    /// The records port, as this machine connects to it (forwarded from a remote host).
+    pub records: PathBuf,
+    /// Where this machine reaches the instance's sockets (the instance's own directory on the
+    /// lab; a mirror of forwarded sockets for a remote host).
+    local_dir: PathBuf,
     /// The agent's hello (None for an incoming instance until it has migrated).
     pub hello: Option<Hello>,
     /// From QEMU's start to the agent's hello.
@@ -53,6 +59,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 struct Partial {
     site: Arc<dyn Site>,
     id: InstanceId,
+    local_dir: PathBuf,
     started: Vec<ProcRecord>,
     armed: bool,
 }
@@ -70,6 +77,7 @@ impl Drop for Partial {
         if let Err(e) = self.site.forget_instance(&self.id.to_string()) {
             eprintln!("miglab: forgetting {} after a failed start: {e}", self.id);
         }
+        self.site.unreach(&self.local_dir);
     }
 }
 
@@ -83,15 +91,25 @@ impl Vm {
         generation: u32,
         incoming: bool,
     ) -> Result<Vm, VmError> {
-        check_qemu(&spec.binaries.qemu_path())?;
+        let h = site.host(host)?;
+        if !h.remote() {
+            // A remote host's QEMU was checked when the topology was opened.
+            check_qemu(&spec.binaries.qemu_path())?;
+        }
         let image = match &spec.image {
             Some(dir) => GuestImage::at(dir)?,
             None => GuestImage::current(&paths::cache())?,
         };
         let id = InstanceId::new(&spec.name, host, generation);
-        let h = site.host(host)?;
         let mount = h.mount_point();
-        let files = VmFiles::of(&site.instances_dir(), &id);
+        // The instance's files as its host sees them, and where this machine reaches its
+        // sockets (the same directory on the lab).
+        let files = VmFiles::of(&site.instances_dir_on(host), &id);
+        let local = VmFiles::of(&site.instances_dir(), &id);
+        let image_dir = {
+            let (site, host, dir) = (site.clone(), host.to_string(), image.dir.clone());
+            blocking(move || site.stage_image(&host, &dir)).await?
+        };
         let record = VmRecord {
             spec: spec.clone(),
             id: id.clone(),
@@ -99,14 +117,21 @@ impl Vm {
             image: image.manifest.key.clone(),
             incoming,
         };
-        let mut partial = Partial { site: site.clone(), id: id.clone(), started: Vec::new(), armed: true };
+        let mut partial = Partial {
+            site: site.clone(),
+            id: id.clone(),
+            local_dir: local.dir.clone(),
+            started: Vec::new(),
+            armed: true,
+        };
 
         // The directory, the ledger entry and virtiofsd (QEMU connects to its socket at start).
         let vfsd = {
             let (site, record, files, host) = (site.clone(), record.clone(), files.clone(), host.to_string());
+            let local_dir = local.dir.clone();
             let spec = ProcessSpec::new(
                 record.virtiofsd_name(),
-                spec.binaries.virtiofsd_path(),
+                h.program(&spec.binaries.virtiofsd_path()),
                 files.virtiofsd_log(),
             )
             .tier(Tier::Guest)
@@ -116,14 +141,17 @@ impl Vm {
             blocking(move || -> Result<ProcRecord, VmError> {
                 // A VM that boots starts its history: instances left by an earlier VM of the
                 // same name go (their generations would push this one's up).
-                let stale = if fresh { files.dir.parent() } else { Some(files.dir.as_path()) };
-                if let Some(d) = stale {
-                    let _ = std::fs::remove_dir_all(d);
+                let h = site.host(&host)?;
+                for (dir, on) in [(&files.dir, h), (&local_dir, &crate::topology::LocalFiles as &dyn Host)] {
+                    let stale = if fresh { dir.parent() } else { Some(dir.as_path()) };
+                    if let Some(d) = stale {
+                        let _ = on.remove_all(d);
+                    }
+                    on.make_dir(dir).map_err(|source| VmError::Io {
+                        what: format!("create {} on {}", dir.display(), on.name()),
+                        source,
+                    })?;
                 }
-                std::fs::create_dir_all(&files.dir).map_err(|source| VmError::Io {
-                    what: format!("create {}", files.dir.display()),
-                    source,
-                })?;
                 ledger::record(site.as_ref(), &record)?;
                 Ok(site.spawn(&host, spec)?)
             })
@@ -132,25 +160,26 @@ impl Vm {
         partial.started.push(vfsd.clone());
         let timeout = Duration::from_secs(10);
         let start = Instant::now();
-        while !files.virtiofsd().exists() {
+        while !h.exists(&files.virtiofsd()) {
             if let Some(status) = site.exit_status(&vfsd) {
-                let tail = process::log_tail(&vfsd.log, 15);
+                let tail = h.tail(&vfsd.log, 15);
                 return Err(VmError::VirtiofsdDied { instance: id.to_string(), status, tail });
             }
             if start.elapsed() > timeout {
-                let tail = process::log_tail(&vfsd.log, 15);
+                let tail = h.tail(&vfsd.log, 15);
                 return Err(VmError::VirtiofsdNoSocket { instance: id.to_string(), timeout, tail });
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
 
-        let kernel = if spec.bzimage { image.bzimage() } else { image.vmlinux() };
+        let kernel = image_dir.join(if spec.bzimage { "bzImage" } else { "vmlinux" });
         let t_qemu = Instant::now();
         let qemu = {
             let (site, host) = (site.clone(), host.to_string());
-            let qspec = ProcessSpec::new(record.qemu_name(), spec.binaries.qemu_path(), files.qemu_log())
-                .tier(Tier::Guest)
-                .args(qemu_args(spec, &kernel, &image.initramfs(), &files, incoming));
+            let qspec =
+                ProcessSpec::new(record.qemu_name(), h.program(&spec.binaries.qemu_path()), files.qemu_log())
+                    .tier(Tier::Guest)
+                    .args(qemu_args(spec, &kernel, &image_dir.join("initramfs.img"), &files, incoming));
             blocking(move || site.spawn(&host, qspec)).await?
         };
         partial.started.push(qemu.clone());
@@ -159,17 +188,35 @@ impl Vm {
                 Some(status) => Err(VmError::QemuDied {
                     instance: id.to_string(),
                     status,
-                    tail: format!(
-                        "{}\n{}",
-                        process::log_tail(&qemu.log, 5),
-                        console_summary(&files.console())
-                    ),
+                    tail: format!("{}\n{}", h.tail(&qemu.log, 5), console_summary(h, &files.console())),
                 }),
                 None => Ok(()),
             }
         };
-        let q = Qmp::connect(&files.qmp(), Duration::from_secs(20), qemu_died).await??;
-        let mut control = Control::connect(&files.control()).await?;
+        // A remote host's sockets are forwarded once QEMU has made them (the QMP one last).
+        if h.remote() {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !h.exists(&files.qmp()) {
+                qemu_died()?;
+                if Instant::now() > deadline {
+                    return Err(VmError::QemuDied {
+                        instance: id.to_string(),
+                        status: "running, but no QMP socket within 20 s".into(),
+                        tail: h.tail(&qemu.log, 5),
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let reach = |remote: PathBuf, local: PathBuf| {
+            let (site, host) = (site.clone(), host.to_string());
+            blocking(move || site.reach(&host, &remote, &local))
+        };
+        let qmp_path = reach(files.qmp(), local.qmp()).await?;
+        let control_path = reach(files.control(), local.control()).await?;
+        let records = reach(files.records(), local.records()).await?;
+        let q = Qmp::connect(&qmp_path, Duration::from_secs(20), qemu_died).await??;
+        let mut control = Control::connect(&control_path).await?;
         let (mut hello, mut boot_ms) = (None, None);
         if !incoming {
             let boot_timeout = Duration::from_millis(spec.boot_timeout_ms);
@@ -193,7 +240,7 @@ impl Vm {
                         instance: id.to_string(),
                         timeout: boot_timeout,
                         console: files.console(),
-                        tail: console_summary(&files.console()),
+                        tail: console_summary(h, &files.console()),
                     })
                 }
                 Err(e) => {
@@ -214,6 +261,8 @@ impl Vm {
             control,
             qemu,
             virtiofsd: vfsd,
+            records,
+            local_dir: local.dir,
             hello,
             boot_ms,
             stopped: false,
@@ -225,16 +274,21 @@ impl Vm {
         let no_vm = || VmError::NoVm(record.spec.name.clone());
         let qemu = site.process(&record.qemu_name()).ok_or_else(no_vm)?;
         let virtiofsd = site.process(&record.virtiofsd_name()).ok_or_else(no_vm)?;
+        let host = record.host();
+        let h = site.host(host)?;
         if site.exit_status(&qemu).is_some() {
             return Err(VmError::QemuDied {
                 instance: record.id.to_string(),
                 status: "exited".into(),
-                tail: process::log_tail(&record.files.qemu_log(), 10),
+                tail: h.tail(&record.files.qemu_log(), 10),
             });
         }
-        let q =
-            Qmp::connect(&record.files.qmp(), Duration::from_secs(10), || Ok::<(), VmError>(())).await??;
-        let control = Control::connect(&record.files.control()).await?;
+        let local = VmFiles::of(&site.instances_dir(), &record.id);
+        let qmp_path = site.reach(host, &record.files.qmp(), &local.qmp())?;
+        let control_path = site.reach(host, &record.files.control(), &local.control())?;
+        let records = site.reach(host, &record.files.records(), &local.records())?;
+        let q = Qmp::connect(&qmp_path, Duration::from_secs(10), || Ok::<(), VmError>(())).await??;
+        let control = Control::connect(&control_path).await?;
         Ok(Vm {
             site: site.clone(),
             record: record.clone(),
@@ -242,6 +296,8 @@ impl Vm {
             control,
             qemu,
             virtiofsd,
+            records,
+            local_dir: local.dir,
             hello: None,
             boot_ms: None,
             stopped: false,
@@ -276,8 +332,10 @@ impl Vm {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.qmp.execute(qmp::quit {})).await;
         let (site, q, v, id) =
             (self.site.clone(), self.qemu.clone(), self.virtiofsd.clone(), self.record.id.clone());
+        let local_dir = self.local_dir.clone();
         blocking(move || -> Result<(), VmError> {
             let stopped = site.stop(&q).and(site.stop(&v));
+            site.unreach(&local_dir);
             site.forget_instance(&id.to_string())?;
             Ok(stopped?)
         })
@@ -296,7 +354,9 @@ impl Drop for Vm {
         }
         let (site, q, v, id) =
             (self.site.clone(), self.qemu.clone(), self.virtiofsd.clone(), self.record.id.to_string());
+        let local_dir = self.local_dir.clone();
         let cleanup = move || {
+            site.unreach(&local_dir);
             for p in [&q, &v] {
                 if let Err(e) = site.stop(p) {
                     eprintln!("miglab: stopping {} of an abandoned VM: {e}", p.name);

@@ -49,7 +49,21 @@ impl SshHost {
         config: Option<&Path>,
         timeout: Duration,
     ) -> Result<Self, SshError> {
+        Self::connect_in(name, dest, config, timeout, None).await
+    }
+
+    /// [`SshHost::connect`], the connection's control socket below `control_dir`.
+    pub async fn connect_in(
+        name: &str,
+        dest: &str,
+        config: Option<&Path>,
+        timeout: Duration,
+        control_dir: Option<&Path>,
+    ) -> Result<Self, SshError> {
         let mut b = SessionBuilder::default();
+        if let Some(d) = control_dir {
+            b.control_directory(d);
+        }
         b.known_hosts_check(KnownHosts::Strict)
             .connect_timeout(timeout)
             .server_alive_interval(Duration::from_secs(5));
@@ -129,6 +143,12 @@ impl SshHost {
         drop(stdin);
         let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
         Ok(best.unwrap_or_default())
+    }
+
+    /// Leaves the connection running for `ssh -S`; returns its control socket. Whoever
+    /// detaches ends it (`ssh -O exit`).
+    pub fn detach(self) -> std::path::PathBuf {
+        self.session.detach().0.into_path_buf()
     }
 
     pub async fn close(self) {

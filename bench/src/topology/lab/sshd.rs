@@ -153,7 +153,13 @@ impl Lab {
                 self.layout.dir.join("remote").join(&c.name).display()
             );
         }
-        s.push_str("\n[ceph]\nkind = \"existing\"\nsubdir = \"miglab\"\n");
+        // `ceph` commands (faults, health) run on the first host with the lab's conf and key.
+        let _ = write!(
+            s,
+            "\n[ceph]\nkind = \"existing\"\nsubdir = \"miglab\"\nconf = \"{}\"\nkeyring = \"{}\"\n",
+            self.layout.conf().display(),
+            self.layout.keyring().display()
+        );
         s
     }
 }

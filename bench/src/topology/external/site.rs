@@ -1,0 +1,682 @@
+//! An external topology at work: the [`Site`] and [`Topology`] of hosts reached over SSH and a
+//! Ceph cluster miglab did not build.
+//!
+//! * One multiplexed SSH connection per host (the `openssh` crate: the system's ssh, so the
+//!   user's config, agent and jump hosts apply); every later command goes through it.
+//! * A run directory per host (`<work_dir>/<topology>`) holds the instances' files and a pid
+//!   record per process; a local state file (`<lab root>/topologies/<id>/state.json`) lists the
+//!   same. `down --topology` needs either.
+//! * QMP, the agent's control port and the records port are unix sockets on the host, forwarded
+//!   to this machine through the connection. Arrival stamps are taken here, on one clock; the
+//!   hosts' clock offsets are measured and recorded (nothing depends on them).
+//! * The cluster is acted on only through `ceph` commands on the first host; nothing
+//!   destructive unless the topology allows it.
+
+use super::remote::{RemoteHost, QUICK};
+use super::ssh::{quote, ClockOffset, SshHost};
+use super::{ExternalError, TopologySpec};
+use crate::accel::{self, Accel, AccelChoice};
+use crate::process::{ProcRecord, ProcessSpec};
+use crate::topology::ceph::Status;
+use crate::topology::state::Instance;
+use crate::topology::{DaemonAction, DaemonId, DaemonKind, Host, LinkShape, Site, Topology, TopologyError};
+use miglab_faults::Fault;
+use miglab_reports::{BinaryInfo, HostRecord, TopologyRecord};
+use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// What `down --topology` needs, written on every change.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct SiteState {
+    topology: PathBuf,
+    processes: Vec<RemoteProc>,
+    instances: Vec<Instance>,
+    /// Forwarded sockets: host, local path, remote path.
+    forwards: Vec<(String, PathBuf, PathBuf)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RemoteProc {
+    host: String,
+    rec: ProcRecord,
+}
+
+/// A topology file's own directory on this machine.
+pub fn state_dir(root: &Path, file: &Path) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let canonical = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+    let hash = Sha256::digest(canonical.as_os_str().as_encoded_bytes());
+    let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("topology");
+    let hex: String = hash[..6].iter().map(|b| format!("{b:02x}")).collect();
+    root.join("topologies").join(format!("{stem}-{hex}"))
+}
+
+/// A running external topology.
+#[derive(Debug)]
+pub struct ExternalSite {
+    file: PathBuf,
+    spec: TopologySpec,
+    dir: PathBuf,
+    hosts: Vec<RemoteHost>,
+    records: Vec<HostRecord>,
+    accel: AccelChoice,
+    state: Mutex<SiteState>,
+    daemons: Vec<DaemonId>,
+    ceph_version: Option<String>,
+    grace: Duration,
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ExternalError {
+    let what = what.into();
+    move |source| ExternalError::Io { what, source }
+}
+
+/// Connects to every host of `spec` (a master connection each, its control socket below
+/// `dir`), measuring each host's clock against ours on the way.
+fn connect_all(
+    spec: &TopologySpec,
+    file: &Path,
+    dir: &Path,
+) -> Result<Vec<(PathBuf, ClockOffset)>, ExternalError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(io("start a runtime for SSH"))?;
+    let config = spec.ssh_config(file);
+    let timeout = Duration::from_secs(spec.ssh.connect_timeout_s.unwrap_or(10));
+    let ctl_dir = dir.join("ssh");
+    std::fs::create_dir_all(&ctl_dir).map_err(io(format!("create {}", ctl_dir.display())))?;
+    rt.block_on(async {
+        let mut out = Vec::new();
+        for h in &spec.hosts {
+            let s = SshHost::connect_in(&h.name, &h.ssh, config.as_deref(), timeout, Some(&ctl_dir)).await?;
+            let offset = s.clock_offset(5).await?;
+            out.push((s.detach(), offset));
+        }
+        Ok(out)
+    })
+}
+
+/// What a host said about itself.
+#[derive(Debug, Default)]
+struct Probe {
+    kernel: String,
+    flags: String,
+    kvm: bool,
+    qemu: String,
+    qemu_version: String,
+    qemu_sha: String,
+    virtiofsd: String,
+    virtiofsd_version: String,
+    virtiofsd_sha: String,
+    address: String,
+    fs: String,
+}
+
+fn probe(h: &RemoteHost, qemu: &str, virtiofsd: &str, mount: &Path) -> Result<Probe, ExternalError> {
+    let script = format!(
+        "q=$(command -v {q} || true); v=$(command -v {v} || true)\n\
+         echo kernel=$(uname -r)\necho flags=$(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2)\n\
+         if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then echo kvm=1; else echo kvm=0; fi\n\
+         echo qemu=$q\n[ -z \"$q\" ] || echo qemu_version=$(\"$q\" --version | head -n1)\n[ -z \"$q\" ] || echo qemu_sha=$(sha256sum \"$q\" | cut -d' ' -f1)\n\
+         echo virtiofsd=$v\n[ -z \"$v\" ] || echo virtiofsd_version=$(\"$v\" --version | head -n1)\n[ -z \"$v\" ] || echo virtiofsd_sha=$(sha256sum \"$v\" | cut -d' ' -f1)\n\
+         echo address=$(hostname -I 2>/dev/null | cut -d' ' -f1)\necho fs=$(stat -f -c %T {m} 2>&1)",
+        q = quote(qemu),
+        v = quote(virtiofsd),
+        m = quote(&mount.display().to_string()),
+    );
+    let out = h.sh(&script, Duration::from_secs(30))?;
+    let mut p = Probe::default();
+    for line in out.stdout.lines() {
+        let Some((k, v)) = line.split_once('=') else { continue };
+        let v = v.trim().to_string();
+        match k {
+            "kernel" => p.kernel = v,
+            "flags" => p.flags = v,
+            "kvm" => p.kvm = v == "1",
+            "qemu" => p.qemu = v,
+            "qemu_version" => p.qemu_version = v,
+            "qemu_sha" => p.qemu_sha = v,
+            "virtiofsd" => p.virtiofsd = v,
+            "virtiofsd_version" => p.virtiofsd_version = v,
+            "virtiofsd_sha" => p.virtiofsd_sha = v,
+            "address" => p.address = v,
+            "fs" => p.fs = v,
+            _ => {}
+        }
+    }
+    Ok(p)
+}
+
+impl ExternalSite {
+    /// Opens the topology in `file`: every host connected and checked, the run directories
+    /// made, the cluster asked what it runs. A topology that still has processes recorded
+    /// (a run going on, or one that was killed) is refused until `down --topology`.
+    pub fn open(file: &Path, root: &Path) -> Result<Self, ExternalError> {
+        let spec = TopologySpec::load(file)?;
+        let dir = state_dir(root, file);
+        let state_file = dir.join("state.json");
+        if let Ok(text) = std::fs::read_to_string(&state_file) {
+            let st: SiteState = serde_json::from_str(&text).unwrap_or_default();
+            if !st.processes.is_empty() || !st.instances.is_empty() {
+                return Err(ExternalError::Busy {
+                    file: file.into(),
+                    what: st.processes.iter().map(|p| format!("{} on {}", p.rec.name, p.host)).collect(),
+                });
+            }
+        }
+        if spec.ceph.mount.is_none() && spec.hosts.iter().any(|h| h.mount.is_none()) {
+            return Err(ExternalError::Unsupported(
+                "mounting CephFS with ceph-fuse for a topology: mount it on every host and give `mount`"
+                    .into(),
+            ));
+        }
+        for d in ["logs", "vms"] {
+            std::fs::create_dir_all(dir.join(d)).map_err(io(format!("create {}", dir.join(d).display())))?;
+        }
+        let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("topology").to_string();
+        let links = connect_all(&spec, file, &dir)?;
+        let config = spec.ssh_config(file);
+        let mut hosts = Vec::new();
+        let mut records = Vec::new();
+        let mut choices = Vec::new();
+        let mut site_hosts_err = None;
+        for (h, (ctl, offset)) in spec.hosts.iter().zip(links) {
+            let mount = spec.mount_of(h).unwrap_or_default();
+            let mut r = RemoteHost {
+                name: h.name.clone(),
+                dest: h.ssh.clone(),
+                ctl,
+                config: config.clone(),
+                address: Ipv4Addr::UNSPECIFIED,
+                mount: mount.join(&spec.ceph.subdir),
+                qemu: PathBuf::new(),
+                virtiofsd: PathBuf::new(),
+                work: h.work_dir.join(&name),
+                images: h.work_dir.join("images"),
+            };
+            let want =
+                |p: &Option<PathBuf>, d: &str| p.as_ref().map_or(d.to_string(), |p| p.display().to_string());
+            let p =
+                probe(&r, &want(&h.qemu, "qemu-system-x86_64"), &want(&h.virtiofsd, "virtiofsd"), &mount)?;
+            let missing = |what: &str| ExternalError::HostLacks {
+                host: h.name.clone(),
+                what: what.into(),
+                fix: format!("run `miglab doctor --topology {}` for the fix", file.display()),
+            };
+            if p.qemu.is_empty() {
+                site_hosts_err.get_or_insert(missing("QEMU"));
+            }
+            if p.virtiofsd.is_empty() {
+                site_hosts_err.get_or_insert(missing("virtiofsd"));
+            }
+            if !(p.fs.contains("fuse") || p.fs.contains("ceph")) {
+                site_hosts_err.get_or_insert(missing(&format!("CephFS at {} ({})", mount.display(), p.fs)));
+            }
+            r.qemu = p.qemu.clone().into();
+            r.virtiofsd = p.virtiofsd.clone().into();
+            let address = h.address.clone().unwrap_or(p.address.clone());
+            r.address = address.parse().map_err(|_| ExternalError::HostLacks {
+                host: h.name.clone(),
+                what: format!("an IPv4 address (found '{address}')"),
+                fix: "give `address` in its [[host]]".into(),
+            })?;
+            let choice = accel::choose(&format!("flags\t: {}", p.flags), p.kvm);
+            let info = |role: &str, path: &str, version: &str, sha: &str| {
+                Some(BinaryInfo {
+                    role: role.into(),
+                    path: path.into(),
+                    version: Some(version.to_string()).filter(|v| !v.is_empty()),
+                    sha256: Some(sha.to_string()).filter(|v| !v.is_empty()),
+                })
+                .filter(|_| !path.is_empty())
+            };
+            records.push(HostRecord {
+                name: h.name.clone(),
+                ssh: h.ssh.clone(),
+                address,
+                accelerator: choice.accel.to_string(),
+                accelerator_reason: choice.reason.clone(),
+                kernel: Some(p.kernel.clone()),
+                qemu: info("qemu", &p.qemu, &p.qemu_version, &p.qemu_sha),
+                virtiofsd: info("virtiofsd", &p.virtiofsd, &p.virtiofsd_version, &p.virtiofsd_sha),
+                clock_offset_ms: offset.offset_ms,
+                clock_rtt_ms: offset.rtt_ms,
+            });
+            choices.push((h.name.clone(), choice));
+            hosts.push(r);
+        }
+        if let Some(e) = site_hosts_err {
+            hosts.iter().for_each(RemoteHost::disconnect);
+            return Err(e);
+        }
+        // Migration needs one accelerator on both ends: KVM only if every host has it.
+        let accel = match choices.iter().find(|(_, c)| c.accel != Accel::Kvm) {
+            None => AccelChoice { accel: Accel::Kvm, reason: "every host has KVM with vmx or svm".into() },
+            Some((n, c)) => AccelChoice { accel: Accel::Tcg, reason: format!("{n}: {}", c.reason) },
+        };
+        for h in &hosts {
+            h.sh(
+                &format!(
+                    "mkdir -p {} {} {}",
+                    quote(&h.work.join("pids").display().to_string()),
+                    quote(&h.images.display().to_string()),
+                    quote(&h.mount.display().to_string())
+                ),
+                QUICK,
+            )?;
+        }
+        let mut site = Self {
+            file: file.into(),
+            spec,
+            dir,
+            hosts,
+            records,
+            accel,
+            state: Mutex::new(SiteState { topology: file.into(), ..SiteState::default() }),
+            daemons: Vec::new(),
+            ceph_version: None,
+            grace: Duration::from_secs(5),
+        };
+        site.save()?;
+        site.ceph_version = site.ceph("version").ok().map(|s| s.trim().to_string());
+        site.daemons = site.list_daemons()?;
+        Ok(site)
+    }
+
+    /// The topology file.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    pub fn remote_host(&self, name: &str) -> Result<&RemoteHost, ExternalError> {
+        self.hosts.iter().find(|h| h.name == name).ok_or_else(|| ExternalError::NoHost(name.into()))
+    }
+
+    /// The hosts whose connection is gone.
+    pub fn lost(&self) -> Vec<String> {
+        self.hosts.iter().filter(|h| !h.connected()).map(|h| h.name.clone()).collect()
+    }
+
+    fn save(&self) -> Result<(), ExternalError> {
+        let st = self.state.lock().map(|s| s.clone()).unwrap_or_default();
+        save_state(&self.dir, &st)
+    }
+
+    fn update(&self, f: impl FnOnce(&mut SiteState)) -> Result<(), ExternalError> {
+        let st = {
+            let mut g =
+                self.state.lock().map_err(|_| ExternalError::Unsupported("a poisoned state".into()))?;
+            f(&mut g);
+            g.clone()
+        };
+        save_state(&self.dir, &st)
+    }
+
+    fn host_of(&self, rec: &ProcRecord) -> Result<&RemoteHost, ExternalError> {
+        let host = self
+            .state
+            .lock()
+            .ok()
+            .and_then(|s| s.processes.iter().rev().find(|p| p.rec.name == rec.name).map(|p| p.host.clone()))
+            .ok_or_else(|| ExternalError::NoHost(format!("(of process {})", rec.name)))?;
+        self.remote_host(&host)
+    }
+
+    /// `ceph <args>` on the first host, with the topology's conf and keyring.
+    fn ceph(&self, args: &str) -> Result<String, ExternalError> {
+        let mut cmd = String::from("ceph --connect-timeout 20");
+        if let Some(c) = &self.spec.ceph.conf {
+            cmd.push_str(&format!(" --conf {}", quote(&c.display().to_string())));
+        }
+        if let Some(k) = &self.spec.ceph.keyring {
+            cmd.push_str(&format!(" --keyring {}", quote(&k.display().to_string())));
+        }
+        Ok(self.hosts[0].sh(&format!("{cmd} {args}"), Duration::from_secs(40))?.stdout)
+    }
+
+    fn status(&self) -> Result<Status, ExternalError> {
+        let text = self.ceph("status -f json")?;
+        Status::parse(&text).map_err(|e| ExternalError::Remote {
+            host: self.hosts[0].name.clone(),
+            what: "ceph status".into(),
+            why: e.to_string(),
+        })
+    }
+
+    /// Every daemon of the cluster (`ceph node ls`).
+    fn list_daemons(&self) -> Result<Vec<DaemonId>, ExternalError> {
+        let text = self.ceph("node ls -f json")?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| ExternalError::Remote {
+            host: self.hosts[0].name.clone(),
+            what: "ceph node ls".into(),
+            why: e.to_string(),
+        })?;
+        let mut out = Vec::new();
+        for (kind, k) in [
+            ("mon", DaemonKind::Mon),
+            ("mgr", DaemonKind::Mgr),
+            ("osd", DaemonKind::Osd),
+            ("mds", DaemonKind::Mds),
+        ] {
+            for ids in v.get(kind).and_then(|m| m.as_object()).into_iter().flat_map(|m| m.values()) {
+                for id in ids.as_array().into_iter().flatten() {
+                    let id = id.as_str().map(String::from).unwrap_or_else(|| id.to_string());
+                    out.push(DaemonId::new(k, id));
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Closes every connection (the hosts' processes are `stop`ped before).
+    pub fn close(&self) {
+        self.hosts.iter().for_each(RemoteHost::disconnect);
+    }
+}
+
+fn save_state(dir: &Path, st: &SiteState) -> Result<(), ExternalError> {
+    let path = dir.join("state.json");
+    let tmp = dir.join("state.json.tmp");
+    let text = serde_json::to_vec_pretty(st).map_err(|e| ExternalError::Io {
+        what: "encode the topology state".into(),
+        source: std::io::Error::other(e),
+    })?;
+    std::fs::write(&tmp, text).map_err(io(format!("write {}", tmp.display())))?;
+    std::fs::rename(&tmp, &path).map_err(io(format!("write {}", path.display())))
+}
+
+/// `down --topology`: every host's run directory cleaned (its processes ended), whatever the
+/// local state says, then the local state removed. Returns a line per host.
+pub fn down(file: &Path, root: &Path) -> Result<Vec<String>, ExternalError> {
+    let spec = TopologySpec::load(file)?;
+    let dir = state_dir(root, file);
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("topology").to_string();
+    let links = connect_all(&spec, file, &dir)?;
+    let config = spec.ssh_config(file);
+    let mut said = Vec::new();
+    let mut failed = None;
+    for (h, (ctl, _)) in spec.hosts.iter().zip(links) {
+        let r = RemoteHost {
+            name: h.name.clone(),
+            dest: h.ssh.clone(),
+            ctl,
+            config: config.clone(),
+            address: Ipv4Addr::UNSPECIFIED,
+            mount: PathBuf::new(),
+            qemu: PathBuf::new(),
+            virtiofsd: PathBuf::new(),
+            work: h.work_dir.join(&name),
+            images: h.work_dir.join("images"),
+        };
+        match r.clean(Duration::from_secs(5)) {
+            Ok(text) => said.push(format!("{}: {}", h.name, text.replace('\n', "; "))),
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
+        r.disconnect();
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(said)
+}
+
+impl Site for ExternalSite {
+    fn host_names(&self) -> Vec<String> {
+        self.hosts.iter().map(|h| h.name.clone()).collect()
+    }
+
+    fn host(&self, name: &str) -> Result<&dyn Host, TopologyError> {
+        Ok(self.remote_host(name)? as &dyn Host)
+    }
+
+    fn spawn(&self, host: &str, spec: ProcessSpec) -> Result<ProcRecord, TopologyError> {
+        let h = self.remote_host(host)?;
+        let (pid, start_ticks) = h.spawn(&spec.name, &spec.program, &spec.args, &spec.log)?;
+        let rec =
+            ProcRecord { name: spec.name.clone(), pid, start_ticks, log: spec.log.clone(), tier: spec.tier };
+        self.update(|s| s.processes.push(RemoteProc { host: host.into(), rec: rec.clone() }))?;
+        tracing::info!(host, name = %rec.name, pid, "started over SSH");
+        Ok(rec)
+    }
+
+    fn stop(&self, rec: &ProcRecord) -> Result<(), TopologyError> {
+        let h = self.host_of(rec)?;
+        h.stop(&rec.name, rec.pid, self.grace)?;
+        self.update(|s| s.processes.retain(|p| p.rec.name != rec.name || p.rec.pid != rec.pid))?;
+        Ok(())
+    }
+
+    fn signal(&self, rec: &ProcRecord, signal: Signal) -> Result<(), TopologyError> {
+        let name = signal.as_str().trim_start_matches("SIG");
+        Ok(self.host_of(rec)?.signal(rec.pid, name)?)
+    }
+
+    fn exit_status(&self, rec: &ProcRecord) -> Option<String> {
+        let h = self.host_of(rec).ok()?;
+        match h.exit_status(rec.pid, &rec.log) {
+            Ok(s) => s,
+            Err(e @ ExternalError::ConnectionLost { .. }) => Some(e.to_string()),
+            Err(_) => None,
+        }
+    }
+
+    fn process(&self, name: &str) -> Option<ProcRecord> {
+        let s = self.state.lock().ok()?;
+        s.processes.iter().rev().find(|p| p.rec.name == name).map(|p| p.rec.clone())
+    }
+
+    fn record_instance(&self, id: &str, record: serde_json::Value) -> Result<(), TopologyError> {
+        Ok(self.update(|s| {
+            s.instances.retain(|i| i.id != id);
+            s.instances.push(Instance { id: id.into(), record });
+        })?)
+    }
+
+    fn forget_instance(&self, id: &str) -> Result<(), TopologyError> {
+        Ok(self.update(|s| s.instances.retain(|i| i.id != id))?)
+    }
+
+    fn instances(&self) -> Vec<Instance> {
+        self.state.lock().map(|s| s.instances.clone()).unwrap_or_default()
+    }
+
+    fn instances_dir(&self) -> PathBuf {
+        self.dir.join("vms")
+    }
+
+    fn migration_address(&self, host: &str) -> Result<IpAddr, TopologyError> {
+        Ok(IpAddr::V4(self.remote_host(host)?.address))
+    }
+
+    fn proxy_address(&self) -> IpAddr {
+        // Refused before a run (`refuses`): no proxy of ours sits between remote hosts.
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    }
+
+    fn log_dir(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
+
+    fn instances_dir_on(&self, host: &str) -> PathBuf {
+        self.remote_host(host).map(|h| h.work.join("vms")).unwrap_or_default()
+    }
+
+    fn reach(&self, host: &str, socket: &Path, local: &Path) -> Result<PathBuf, TopologyError> {
+        let h = self.remote_host(host)?;
+        if let Some(d) = local.parent() {
+            std::fs::create_dir_all(d).map_err(io(format!("create {}", d.display())))?;
+        }
+        let _ = std::fs::remove_file(local);
+        h.forward(local, socket, false)?;
+        self.update(|s| s.forwards.push((host.into(), local.into(), socket.into())))?;
+        Ok(local.to_path_buf())
+    }
+
+    fn unreach(&self, local_dir: &Path) {
+        let gone: Vec<(String, PathBuf, PathBuf)> = self
+            .state
+            .lock()
+            .map(|s| s.forwards.iter().filter(|f| f.1.starts_with(local_dir)).cloned().collect())
+            .unwrap_or_default();
+        for (host, local, remote) in &gone {
+            if let Ok(h) = self.remote_host(host) {
+                let _ = h.forward(local, remote, true);
+            }
+            let _ = std::fs::remove_file(local);
+        }
+        let _ = self.update(|s| s.forwards.retain(|f| !f.1.starts_with(local_dir)));
+    }
+
+    fn stage_image(&self, host: &str, image: &Path) -> Result<PathBuf, TopologyError> {
+        let h = self.remote_host(host)?;
+        let img =
+            crate::image::GuestImage::at(image).map_err(|e| ExternalError::Unsupported(e.to_string()))?;
+        let to = h.images.join(&img.manifest.key);
+        if h.exists(&to.join(".complete")) {
+            return Ok(to);
+        }
+        let t = std::time::Instant::now();
+        for f in ["vmlinux", "bzImage", "initramfs.img", "manifest.json"] {
+            let from = img.dir.join(f);
+            let bytes = std::fs::read(&from).map_err(io(format!("read {}", from.display())))?;
+            h.sh_with_input(
+                &format!(
+                    "mkdir -p {d} && cat >{p}.part && mv {p}.part {p}",
+                    d = quote(&to.display().to_string()),
+                    p = quote(&to.join(f).display().to_string())
+                ),
+                Some(&bytes),
+                Duration::from_secs(300),
+            )?;
+        }
+        h.sh(&format!("touch {}", quote(&to.join(".complete").display().to_string())), QUICK)?;
+        tracing::info!(host, image = %img.manifest.key, ms = t.elapsed().as_millis() as u64, "guest image copied");
+        Ok(to)
+    }
+
+    fn connections_lost(&self) -> Vec<String> {
+        self.lost()
+    }
+
+    fn accel(&self, wish: crate::vm::AccelWish) -> Accel {
+        match wish {
+            crate::vm::AccelWish::Auto => self.accel.accel,
+            crate::vm::AccelWish::Kvm => Accel::Kvm,
+            crate::vm::AccelWish::Tcg => Accel::Tcg,
+        }
+    }
+
+    fn record(&self) -> Option<TopologyRecord> {
+        Some(TopologyRecord {
+            file: self.file.display().to_string(),
+            hosts: self.records.clone(),
+            ceph: match self.spec.ceph.kind {
+                super::CephKind::Existing => "existing".into(),
+                super::CephKind::Lab => "lab".into(),
+            },
+            ceph_version: self.ceph_version.clone(),
+        })
+    }
+}
+
+impl ExternalSite {
+    fn refuse(&self, what: &str, why: &str) -> TopologyError {
+        ExternalError::Refused { what: what.into(), why: why.into() }.into()
+    }
+
+    /// The accelerator choice, with its reason.
+    pub fn accel_choice(&self) -> &AccelChoice {
+        &self.accel
+    }
+}
+
+const DESTRUCTIVE: &str =
+    "daemon kills and freezes on an existing cluster need `allow_destructive = true` in [ceph], and stopping daemon units over SSH is not built yet: use osd-out, mds-fail or storage-delay";
+const NETWORK: &str =
+    "network faults shape the local lab's links; on an external topology they are not built yet";
+const CLIENT: &str = "a CephFS client's settings on a remote host are not reachable yet (its admin socket)";
+
+impl Topology for ExternalSite {
+    fn daemons(&self) -> Vec<DaemonId> {
+        self.daemons.clone()
+    }
+
+    fn daemon(&self, id: &DaemonId, action: DaemonAction) -> Result<(), TopologyError> {
+        Err(self.refuse(&format!("{action:?} {id}"), DESTRUCTIVE))
+    }
+
+    fn config_set(&self, id: &DaemonId, key: &str, value: &str) -> Result<(), TopologyError> {
+        self.ceph(&format!("tell {id} config set {} {}", quote(key), quote(value)))?;
+        Ok(())
+    }
+
+    fn shape_link(&self, host: &str, _shape: Option<LinkShape>) -> Result<(), TopologyError> {
+        Err(self.refuse(&format!("shape {host}'s link"), NETWORK))
+    }
+
+    fn cut_link(&self, host: &str, _cut: bool) -> Result<(), TopologyError> {
+        Err(self.refuse(&format!("cut {host}'s link"), NETWORK))
+    }
+
+    fn active_mds(&self) -> Result<Option<DaemonId>, TopologyError> {
+        let s = self.status()?;
+        Ok(s.active_mds().first().map(|m| DaemonId::new(DaemonKind::Mds, *m)))
+    }
+
+    fn osd_out(&self, osd: u32, out: bool) -> Result<(), TopologyError> {
+        self.ceph(&format!("osd {} {osd}", if out { "out" } else { "in" }))?;
+        Ok(())
+    }
+
+    fn mds_fail(&self, mds: &DaemonId) -> Result<(), TopologyError> {
+        self.ceph(&format!("mds fail {}", quote(&mds.id)))?;
+        Ok(())
+    }
+
+    fn health(&self) -> Result<(bool, String), TopologyError> {
+        let s = self.status()?;
+        Ok((s.health.status == "HEALTH_OK" || s.healthy(1), s.summary()))
+    }
+
+    fn client_config_set(&self, host: &str, key: &str, _value: &str) -> Result<(), TopologyError> {
+        Err(self.refuse(&format!("set {key} on {host}'s CephFS client"), CLIENT))
+    }
+
+    fn ensure_mount(&self, host: &str, timeout: Duration) -> Result<bool, TopologyError> {
+        let h = self.remote_host(host)?;
+        let secs = timeout.as_secs().max(1);
+        h.sh(
+            &format!("timeout {secs} stat -t {} >/dev/null", quote(&h.mount.display().to_string())),
+            timeout + QUICK,
+        )?;
+        Ok(false)
+    }
+
+    fn refuses(&self, fault: &Fault) -> Option<String> {
+        use miglab_faults::StorageTarget;
+        match fault {
+            Fault::OsdKill { .. } | Fault::OsdFreeze { .. } | Fault::MdsKill { .. } | Fault::MdsFreeze { .. } => {
+                Some(DESTRUCTIVE.into())
+            }
+            Fault::LinkRate { .. } | Fault::Partition { .. } | Fault::MigrationLink { .. } => {
+                Some(NETWORK.into())
+            }
+            Fault::StorageDelay { target: StorageTarget::Client(_), .. }
+            | Fault::SocketFailures { target: StorageTarget::Client(_), .. } => Some(CLIENT.into()),
+            Fault::ThirdPartyRename { .. } => {
+                Some("the third party renames through this machine's view of a mount; over SSH it is not built yet".into())
+            }
+            _ => None,
+        }
+    }
+}
