@@ -56,6 +56,7 @@ fn one_run(scenario: &Path, out: &Path) -> RunResult {
         lab_name: Some(LAB.into()),
         host_mode: None,
         binaries: Default::default(),
+        topology: None,
     };
     let dirs = session::run(&opts).unwrap_or_else(|e| panic!("the benchmark's run failed: {e}"));
     let dir = dirs.first().expect("one result directory");

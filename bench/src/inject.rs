@@ -206,7 +206,7 @@ async fn one(
     }
     rec.cleared_ms = Some(clock.now_ms());
     bus.publish(Observed::FaultCleared { index: f.index });
-    if f.fault.touches_ceph() {
+    if f.fault.touches_ceph() || topo.shared_cluster() {
         let t = topo.clone();
         match tokio::task::spawn_blocking(move || wait_healthy(t.as_ref(), HEALTHY_DEADLINE))
             .await

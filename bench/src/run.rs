@@ -282,7 +282,21 @@ async fn steps(
     wait_layout(vm, plan, say).await?;
     say(&format!("workload '{}' running", plan.workload.name()));
     bus.publish(Observed::WorkloadStarted);
-    pause(Duration::from_secs_f64(plan.migration.warmup_s)).await?;
+    // A guest that stops sending heartbeats during the warm-up (its QEMU died, or the
+    // connection its records come through) ends the run now, not at the first migration.
+    let warmup = Duration::from_secs_f64(plan.migration.warmup_s);
+    match held.stream.as_ref() {
+        Some(s) => {
+            unless_interrupted(async {
+                tokio::select! {
+                    _ = tokio::time::sleep(warmup) => Ok(()),
+                    e = watchdog(s, ex.clock, f64::INFINITY, plan.thresholds.guest_lost_ms) => Err(e),
+                }
+            })
+            .await?
+        }
+        None => pause(warmup).await?,
+    }
 
     let base = MigrationOptions {
         params: plan.migration.params.clone(),

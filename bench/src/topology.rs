@@ -281,6 +281,11 @@ pub trait Topology: Site {
     /// Makes sure `host`'s CephFS mount answers within `timeout`; if it does not (its client
     /// was evicted), mounts it again and says so (true).
     fn ensure_mount(&self, host: &str, timeout: std::time::Duration) -> Result<bool, TopologyError>;
+    /// Someone else's cluster: every fault is followed by a wait for health, not only those
+    /// that act on Ceph directly.
+    fn shared_cluster(&self) -> bool {
+        false
+    }
     /// Why a fault of `kind` cannot run here, if it cannot (checked before a run starts).
     fn refuses(&self, _fault: &miglab_faults::Fault) -> Option<String> {
         None

@@ -28,6 +28,7 @@ fn scenario(root: &Path, name: &str, toml: &str) -> RunResult {
         lab_name: Some(LAB.into()),
         host_mode: None,
         binaries: Default::default(),
+        topology: None,
     };
     if let Err(e) = run(&opts) {
         eprintln!("{name}: {e}");
@@ -273,6 +274,7 @@ fn a_fault_lands_exactly_at_the_switchover_and_replays() {
         lab_name: Some(LAB.into()),
         host_mode: None,
         binaries: Default::default(),
+        topology: None,
     };
     let _ = run(&opts);
     let replayed: RunResult =

@@ -34,6 +34,7 @@ fn opts(source: Source, out: &Path, root: &Path, lab: &str) -> RunOptions {
         lab_name: Some(lab.into()),
         host_mode: None,
         binaries: Default::default(),
+        topology: None,
     }
 }
 

@@ -97,3 +97,209 @@ fn lab_hosts_are_reached_and_checked_over_ssh() {
     assert!(state.processes.iter().filter(|p| p.name.starts_with("sshd.")).count() == 2, "two sshd recorded");
     assert_nothing_left(&state);
 }
+
+/// A result's JSON.
+fn result_of(dir: &std::path::Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("result.json")).expect("result.json");
+    serde_json::from_str(&text).expect("json")
+}
+
+/// The figures a local run has, present in a run over SSH too.
+fn assert_figures(r: &serde_json::Value, topo: &std::path::Path) {
+    let m = &r["migrations"][0];
+    assert_eq!(m["outcome"], "completed", "{m}");
+    assert!(m["downtime_ms"].as_u64().is_some() && m["total_time_ms"].as_u64().is_some(), "{m}");
+    let w =
+        r["windows"].as_array().expect("windows").iter().find(|w| w["kind"] == "migration").expect("window");
+    assert!(w["heartbeat_gap_ms"].as_f64().is_some_and(|g| g > 0.0), "{w}");
+    assert!(r["ops"][0]["count"].as_u64().is_some_and(|n| n > 0), "{}", r["ops"]);
+    // Where it ran: both hosts, their builds and clocks.
+    let t = &r["provenance"]["topology"];
+    assert_eq!(t["file"], topo.display().to_string());
+    let hosts = t["hosts"].as_array().expect("hosts");
+    assert_eq!(hosts.len(), 2, "{t}");
+    for h in hosts {
+        assert!(h["qemu"]["sha256"].as_str().is_some_and(|s| s.len() == 64), "{h}");
+        assert!(h["virtiofsd"]["version"].as_str().is_some_and(|s| s.contains("virtiofsd")), "{h}");
+        // One machine, one clock: within the measurement's own bound (and the RTT is real).
+        let (off, rtt) =
+            (h["clock_offset_ms"].as_f64().expect("offset"), h["clock_rtt_ms"].as_f64().expect("rtt"));
+        assert!(rtt > 0.0 && off.abs() <= rtt / 2.0 + 0.05, "{h}");
+    }
+    assert!(t["ceph_version"].as_str().is_some_and(|v| v.contains("ceph version")), "{t}");
+}
+
+/// The pid records on the lab's hosts (one machine here, so the test reads them directly).
+fn pid_records(lab_dir: &std::path::Path) -> Vec<i32> {
+    let mut out = Vec::new();
+    for host in ["c1", "c2"] {
+        let Ok(rd) = std::fs::read_dir(lab_dir.join("remote").join(host)) else { continue };
+        for run in rd.flatten() {
+            for f in std::fs::read_dir(run.path().join("pids")).into_iter().flatten().flatten() {
+                let text = std::fs::read_to_string(f.path()).unwrap_or_default();
+                if let Some(pid) = text.split_whitespace().next().and_then(|p| p.parse().ok()) {
+                    out.push(pid);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether any process of process group `pgid` runs (zombies do not).
+fn group_alive(pgid: i32) -> bool {
+    std::fs::read_dir("/proc").into_iter().flatten().flatten().any(|e| {
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or_default();
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        f.len() > 2 && f[0] != "Z" && f[2] == pgid.to_string()
+    })
+}
+
+/// The SSH master connection of `host` that miglab keeps for the topology in `state_dir`.
+fn master_of(state_dir: &std::path::Path, host: &str) -> Option<i32> {
+    let dir = state_dir.display().to_string();
+    std::fs::read_dir("/proc").into_iter().flatten().flatten().find_map(|e| {
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<String> = cmd
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into())
+            .collect();
+        let ours = args.first().is_some_and(|a| a.ends_with("ssh"))
+            && args.iter().any(|a| a.contains(&dir))
+            && args.iter().any(|a| a == "-M")
+            && args.last().is_some_and(|a| a == host);
+        ours.then(|| e.file_name().to_string_lossy().parse().ok()).flatten()
+    })
+}
+
+#[test]
+#[ignore = "needs the lab (root, Ceph, sshd): cargo test -- --include-ignored"]
+fn scenarios_run_over_ssh_and_down_cleans_both_hosts() {
+    const LAB: &str = "t-sshrun";
+    let root = lab_root();
+    let _down = DownOnDrop { name: LAB, root: root.path() };
+    let up = miglab()
+        .args(["lab", "up", "--ssh", "--name", LAB, "--root"])
+        .arg(root.path())
+        .output()
+        .expect("lab up");
+    assert!(up.status.success(), "{}", text(&up));
+    let dir = root.path().join(LAB);
+    let topo = dir.join("topology.toml");
+    let out = root.path().join("results");
+    let run = |scenario: &std::path::Path| {
+        miglab()
+            .arg("run")
+            .arg(scenario)
+            .arg("--topology")
+            .arg(&topo)
+            .arg("--root")
+            .arg(root.path())
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .expect("run")
+    };
+    let scenarios = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+
+    // The smoke scenario, unchanged, end to end over SSH.
+    let smoke = run(&scenarios.join("smoke.toml"));
+    assert!(smoke.status.success(), "{}", text(&smoke));
+    let r = result_of(&out.join("smoke/1"));
+    assert_eq!(r["status"], "completed", "{}", text(&smoke));
+    assert_figures(&r, &topo);
+    assert!(out.join("smoke/1/logs/c2.1/qemu.log").exists(), "the hosts' logs are copied");
+
+    // A fault on the existing cluster through `ceph tell`, reverted, Ceph healthy after.
+    let delay = run(&scenarios.join("faults/storage-delay.toml"));
+    assert!(delay.status.success(), "{}", text(&delay));
+    let r = result_of(&out.join("storage-delay/1"));
+    assert_figures(&r, &topo);
+    let f = &r["faults"][0];
+    assert_eq!(f["target"], "every OSD", "{f}");
+    assert!(f["cleared_ms"].as_f64().is_some() && f["healthy_after_ms"].as_f64().is_some(), "{f}");
+    assert!(f["error"].is_null(), "{f}");
+
+    // Destructive faults are refused on someone's cluster, before anything starts.
+    let refused = run(&scenarios.join("faults/osd-kill-during-migration.toml"));
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(text(&refused).contains("allow_destructive"), "{}", text(&refused));
+
+    // The source host's SSH connection killed in the middle of a run: the run fails and says
+    // so; `lab down --topology` ends what was left on both hosts.
+    let long = root.path().join("long.toml");
+    let smoke_text = std::fs::read_to_string(scenarios.join("smoke.toml")).expect("smoke");
+    std::fs::write(
+        &long,
+        smoke_text
+            .replace("name = \"smoke\"", "name = \"long\"")
+            .replace("warmup_s = 1.0", "warmup_s = 60.0"),
+    )
+    .expect("write");
+    let child = miglab()
+        .arg("run")
+        .arg(&long)
+        .arg("--topology")
+        .arg(&topo)
+        .arg("--root")
+        .arg(root.path())
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run");
+    let state_dir = miglab::topology::external::site::state_dir(root.path(), &topo);
+    eventually("virtiofsd and QEMU to start on c1", std::time::Duration::from_secs(120), || {
+        pid_records(&dir).len() >= 2
+    });
+    // Into the warm-up (60 s): the guest boots in a few seconds; a kill during the boot would
+    // fail the run the same way.
+    std::thread::sleep(std::time::Duration::from_secs(10));
+    let pids = pid_records(&dir);
+    assert_eq!(pids.len(), 2, "virtiofsd and QEMU recorded on c1: {pids:?}");
+    // c1 unreachable: its connection killed, and its sshd frozen so that none is made anew.
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let sshd = state_of(root.path(), LAB)
+        .expect("state")
+        .processes
+        .into_iter()
+        .find(|p| p.name == "sshd.c1")
+        .expect("c1's sshd")
+        .pid;
+    let master =
+        master_of(&miglab::topology::external::site::control_dir(&topo), "c1").expect("c1's SSH master");
+    kill(Pid::from_raw(sshd), Signal::SIGSTOP).expect("freeze sshd");
+    kill(Pid::from_raw(master), Signal::SIGKILL).expect("kill the connection");
+    let failed =
+        within("the run to end", std::time::Duration::from_secs(120), move || child.wait_with_output())
+            .expect("wait");
+    let said = text(&failed);
+    assert_eq!(failed.status.code(), Some(1), "{said}");
+    assert!(said.contains("SSH connection to c1 was lost"), "{said}");
+    kill(Pid::from_raw(sshd), Signal::SIGCONT).expect("thaw sshd");
+    assert!(pids.iter().all(|p| group_alive(*p)), "the guest outlives the connection: {pids:?}");
+    let busy = run(&scenarios.join("smoke.toml"));
+    assert_eq!(busy.status.code(), Some(2), "{}", text(&busy));
+    assert!(text(&busy).contains("lab down --topology"), "{}", text(&busy));
+    let down = miglab()
+        .args(["lab", "down", "--root"])
+        .arg(root.path())
+        .arg("--topology")
+        .arg(&topo)
+        .output()
+        .expect("down --topology");
+    assert!(down.status.success(), "{}", text(&down));
+    assert!(pids.iter().all(|p| !group_alive(*p)), "{}", text(&down));
+    assert!(pid_records(&dir).is_empty(), "{}", text(&down));
+    assert!(!state_dir.exists(), "the local state is gone");
+
+    let state = state_of(root.path(), LAB).expect("state");
+    let down =
+        miglab().args(["lab", "down", "--name", LAB, "--root"]).arg(root.path()).output().expect("down");
+    assert!(down.status.success(), "{}", text(&down));
+    assert_nothing_left(&state);
+}

@@ -20,7 +20,8 @@ use std::time::Duration;
 pub const QUICK: Duration = Duration::from_secs(15);
 
 /// Whether the process group `$1` has a process that is not a zombie (a host's init may be
-/// slow to reap, and a zombie is not running).
+/// slow to reap, and a zombie is not running). Groups are signalled with `kill -SIG -pgid`:
+/// dash's kill takes no `--`.
 const ALIVE: &str =
     "alive() { ps -e -o pgid=,stat= | awk -v g=\"$1\" '$1==g && $2 !~ /^Z/ {f=1} END {exit !f}'; }";
 
@@ -56,7 +57,16 @@ impl RemoteHost {
         if let Some(f) = &self.config {
             c.arg("-F").arg(f);
         }
-        c.arg("-S").arg(&self.ctl).args(["-o", "ControlMaster=no", "-o", "BatchMode=yes"]);
+        // Without the master (it died), ssh connects anew: bounded, so that an unreachable
+        // host fails a command in seconds.
+        c.arg("-S").arg(&self.ctl).args([
+            "-o",
+            "ControlMaster=no",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=5",
+        ]);
         c
     }
 
@@ -180,16 +190,17 @@ impl RemoteHost {
 
     /// Signals the whole process group.
     pub fn signal(&self, pgid: i32, signal: &str) -> Result<(), ExternalError> {
-        self.sh(&format!("{ALIVE}\n! alive {pgid} || kill -{signal} -- -{pgid}"), QUICK).map(|_| ())
+        self.sh(&format!("{ALIVE}\n! alive {pgid} || kill -{signal} -{pgid}"), QUICK).map(|_| ())
     }
 
     /// SIGTERM, `grace`, SIGKILL; the pid record goes.
     pub fn stop(&self, name: &str, pgid: i32, grace: Duration) -> Result<(), ExternalError> {
         let tenths = (grace.as_millis() / 100).max(1);
         let script = format!(
-            "{ALIVE}\nif alive {pgid}; then kill -CONT -- -{pgid} 2>/dev/null || true; kill -TERM -- -{pgid} 2>/dev/null || true\n\
+            "{ALIVE}\nif alive {pgid}; then kill -CONT -{pgid} 2>/dev/null || true; kill -TERM -{pgid} 2>/dev/null || true\n\
              i=0; while alive {pgid} && [ $i -lt {tenths} ]; do sleep 0.1; i=$((i+1)); done\n\
-             if alive {pgid}; then kill -KILL -- -{pgid} 2>/dev/null || true; sleep 0.2; fi; fi\n\
+             if alive {pgid}; then kill -KILL -{pgid} 2>/dev/null || true; sleep 0.2; fi; fi\n\
+             if alive {pgid}; then echo 'still running after SIGKILL' >&2; exit 1; fi\n\
              rm -f {}",
             quote(&self.pid_file(name).display().to_string())
         );
@@ -204,11 +215,12 @@ impl RemoteHost {
         let script = format!(
             "{ALIVE}\nw={w}\nours() {{ [ ! -e /proc/$1 ] || [ \"$(sed 's/.*) //' /proc/$1/stat | cut -d' ' -f20)\" = \"$2\" ]; }}\n\
              each() {{ for f in \"$w\"/pids/*; do [ -f \"$f\" ] || continue; read pid st <\"$f\"; ours $pid $st && alive $pid && \"$@\" $pid; done; }}\n\
-             term() {{ kill -CONT -- -$1 2>/dev/null; kill -TERM -- -$1 2>/dev/null; echo \"stopped process group $1\"; }}\n\
-             kill9() {{ kill -KILL -- -$1 2>/dev/null; echo \"killed process group $1\"; }}\n\
+             term() {{ kill -CONT -$1 2>/dev/null; kill -TERM -$1 2>/dev/null; echo \"stopped process group $1\"; }}\n\
+             kill9() {{ kill -KILL -$1 2>/dev/null; echo \"killed process group $1\"; }}\n\
              yes1() {{ echo $1; }}\n\
              each term\ni=0; while [ -n \"$(each yes1)\" ] && [ $i -lt {tenths} ]; do sleep 0.1; i=$((i+1)); done\n\
-             each kill9\nrm -rf \"$w\"\necho \"removed $w\""
+             each kill9\nsleep 0.2\nif [ -n \"$(each yes1)\" ]; then echo \"still running after SIGKILL: $(each yes1)\" >&2; exit 1; fi\n\
+             rm -rf \"$w\"\necho \"removed $w\""
         );
         Ok(self.sh(&script, grace + QUICK)?.stdout)
     }

@@ -45,14 +45,24 @@ struct RemoteProc {
     rec: ProcRecord,
 }
 
-/// A topology file's own directory on this machine.
-pub fn state_dir(root: &Path, file: &Path) -> PathBuf {
+/// A topology file's id: a hash of its path.
+fn topology_id(file: &Path) -> String {
     use sha2::{Digest, Sha256};
     let canonical = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
     let hash = Sha256::digest(canonical.as_os_str().as_encoded_bytes());
-    let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("topology");
-    let hex: String = hash[..6].iter().map(|b| format!("{b:02x}")).collect();
-    root.join("topologies").join(format!("{stem}-{hex}"))
+    hash[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A topology file's own directory on this machine (short: forwarded sockets live below it,
+/// and a unix socket's path has at most 107 bytes).
+pub fn state_dir(root: &Path, file: &Path) -> PathBuf {
+    root.join("topologies").join(topology_id(file))
+}
+
+/// Where the SSH connections' control sockets are: short, for the same reason (ssh binds a
+/// longer temporary name next to each).
+pub fn control_dir(file: &Path) -> PathBuf {
+    std::env::temp_dir().join(format!("miglab-ssh-{}", topology_id(file)))
 }
 
 /// A running external topology.
@@ -76,19 +86,15 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ExternalError {
 }
 
 /// Connects to every host of `spec` (a master connection each, its control socket below
-/// `dir`), measuring each host's clock against ours on the way.
-fn connect_all(
-    spec: &TopologySpec,
-    file: &Path,
-    dir: &Path,
-) -> Result<Vec<(PathBuf, ClockOffset)>, ExternalError> {
+/// [`control_dir`]), measuring each host's clock against ours on the way.
+fn connect_all(spec: &TopologySpec, file: &Path) -> Result<Vec<(PathBuf, ClockOffset)>, ExternalError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(io("start a runtime for SSH"))?;
     let config = spec.ssh_config(file);
     let timeout = Duration::from_secs(spec.ssh.connect_timeout_s.unwrap_or(10));
-    let ctl_dir = dir.join("ssh");
+    let ctl_dir = control_dir(file);
     std::fs::create_dir_all(&ctl_dir).map_err(io(format!("create {}", ctl_dir.display())))?;
     rt.block_on(async {
         let mut out = Vec::new();
@@ -179,7 +185,7 @@ impl ExternalSite {
             std::fs::create_dir_all(dir.join(d)).map_err(io(format!("create {}", dir.join(d).display())))?;
         }
         let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("topology").to_string();
-        let links = connect_all(&spec, file, &dir)?;
+        let links = connect_all(&spec, file)?;
         let config = spec.ssh_config(file);
         let mut hosts = Vec::new();
         let mut records = Vec::new();
@@ -378,6 +384,7 @@ impl ExternalSite {
     /// Closes every connection (the hosts' processes are `stop`ped before).
     pub fn close(&self) {
         self.hosts.iter().for_each(RemoteHost::disconnect);
+        let _ = std::fs::remove_dir_all(control_dir(&self.file));
     }
 }
 
@@ -398,7 +405,7 @@ pub fn down(file: &Path, root: &Path) -> Result<Vec<String>, ExternalError> {
     let spec = TopologySpec::load(file)?;
     let dir = state_dir(root, file);
     let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("topology").to_string();
-    let links = connect_all(&spec, file, &dir)?;
+    let links = connect_all(&spec, file)?;
     let config = spec.ssh_config(file);
     let mut said = Vec::new();
     let mut failed = None;
@@ -427,6 +434,7 @@ pub fn down(file: &Path, root: &Path) -> Result<Vec<String>, ExternalError> {
         return Err(e);
     }
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(control_dir(file));
     Ok(said)
 }
 
@@ -660,6 +668,10 @@ impl Topology for ExternalSite {
             timeout + QUICK,
         )?;
         Ok(false)
+    }
+
+    fn shared_cluster(&self) -> bool {
+        true
     }
 
     fn refuses(&self, fault: &Fault) -> Option<String> {

@@ -75,6 +75,14 @@ pub fn down(name: &str, root: &Path, stop: StopPolicy) -> Result<(), LabError> {
         }
         return Err(LabError::NotFound { name: name.into(), dir: layout.dir });
     }
+    // Guests a run started over the lab's SSH topology are not the lab's processes: they go
+    // first, through the hosts' sshd, while it still runs.
+    let topology = super::sshd::topology_file(&layout.dir);
+    if topology.exists() && super::super::external::site::state_dir(root, &topology).exists() {
+        if let Err(e) = super::super::external::site::down(&topology, root) {
+            eprintln!("miglab: cleaning the hosts of {}: {e}", topology.display());
+        }
+    }
     let file = Arc::new(StateFile::open(&layout.state_file())?);
     file.update(|s| s.phase = Phase::Stopping)?;
     let state = file.snapshot();
