@@ -229,6 +229,14 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
             }
         };
         plan.lab = lab_spec.clone();
+        if matches!(ground, Ground::External(_))
+            && (plan.binaries.qemu.is_some() || plan.binaries.virtiofsd.is_some())
+        {
+            setup_error = Some(RunError::NotHere(
+                "--qemu and --virtiofsd (or [binaries]) choose this machine's builds: on a topology each host runs its own, given as `qemu` and `virtiofsd` in its [[host]]".into(),
+            ));
+            break;
+        }
         if let Some(why) =
             plan.faults.iter().find_map(|f| topo.refuses(&f.fault).map(|w| (f.fault.kind(), w)))
         {

@@ -142,8 +142,12 @@ pub trait Host: Send + Sync {
     fn remote(&self) -> bool {
         false
     }
-    /// The program this host runs for `chosen` (a remote host has its own builds).
-    fn program(&self, chosen: &Path) -> PathBuf {
+    /// The QEMU this host runs, given the one chosen for the run (a remote host has its own).
+    fn qemu(&self, chosen: &Path) -> PathBuf {
+        chosen.to_path_buf()
+    }
+    /// The virtiofsd this host runs, given the one chosen for the run.
+    fn virtiofsd(&self, chosen: &Path) -> PathBuf {
         chosen.to_path_buf()
     }
     fn exists(&self, path: &Path) -> bool {

@@ -198,7 +198,7 @@ pub(super) fn apply(topo: &Arc<dyn Topology>, ctx: &Context, fault: &Fault) -> R
                 let _ = h.remove_all(&r.files.virtiofsd());
                 let spec = ProcessSpec::new(
                     format!("{}.restarted", r.virtiofsd_name()),
-                    h.program(&r.spec.binaries.virtiofsd_path()),
+                    h.virtiofsd(&r.spec.binaries.virtiofsd_path()),
                     r.files.virtiofsd_log(),
                 )
                 .tier(Tier::Guest)

@@ -113,7 +113,9 @@ pub struct CephSpec {
     /// Where every host has CephFS mounted already ...
     #[serde(default)]
     pub mount: Option<PathBuf>,
-    /// ... or mounts it with ceph-fuse, with this conf and keyring (on the hosts).
+    /// ... or mounts it with ceph-fuse, with this conf and keyring (on the hosts; `doctor`
+    /// checks for it, `run` does not mount yet). The first host's `ceph` commands (faults,
+    /// health) use them too.
     #[serde(default)]
     pub conf: Option<PathBuf>,
     #[serde(default)]

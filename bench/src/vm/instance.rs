@@ -131,7 +131,7 @@ impl Vm {
             let local_dir = local.dir.clone();
             let spec = ProcessSpec::new(
                 record.virtiofsd_name(),
-                h.program(&spec.binaries.virtiofsd_path()),
+                h.virtiofsd(&spec.binaries.virtiofsd_path()),
                 files.virtiofsd_log(),
             )
             .tier(Tier::Guest)
@@ -177,7 +177,7 @@ impl Vm {
         let qemu = {
             let (site, host) = (site.clone(), host.to_string());
             let qspec =
-                ProcessSpec::new(record.qemu_name(), h.program(&spec.binaries.qemu_path()), files.qemu_log())
+                ProcessSpec::new(record.qemu_name(), h.qemu(&spec.binaries.qemu_path()), files.qemu_log())
                     .tier(Tier::Guest)
                     .args(qemu_args(spec, &kernel, &image_dir.join("initramfs.img"), &files, incoming));
             blocking(move || site.spawn(&host, qspec)).await?

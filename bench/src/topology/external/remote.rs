@@ -251,16 +251,12 @@ impl Host for RemoteHost {
     fn remote(&self) -> bool {
         true
     }
-    fn program(&self, chosen: &Path) -> PathBuf {
-        // The host's own builds: a local path means nothing there.
-        let name = chosen.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        if name.contains("virtiofsd") {
-            self.virtiofsd.clone()
-        } else if name.starts_with("qemu") {
-            self.qemu.clone()
-        } else {
-            chosen.to_path_buf()
-        }
+    // The host's own builds (`run` refuses a choice of them with `--topology`).
+    fn qemu(&self, _chosen: &Path) -> PathBuf {
+        self.qemu.clone()
+    }
+    fn virtiofsd(&self, _chosen: &Path) -> PathBuf {
+        self.virtiofsd.clone()
     }
     fn exists(&self, path: &Path) -> bool {
         self.sh(&format!("test -e {}", quote(&path.display().to_string())), QUICK).is_ok()
