@@ -263,7 +263,7 @@ pub struct CompareArgs {
     #[arg(long)]
     pub family: bool,
     /// What the sides were meant to differ in: qemu, virtiofsd, kernel, ceph, miglab, scenario,
-    /// host, accelerator (repeatable).
+    /// host, accelerator, topology (repeatable).
     #[arg(long = "variable", value_name = "WHAT")]
     pub variables: Vec<String>,
     /// Compare although the sides differ in something not declared.

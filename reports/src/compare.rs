@@ -30,8 +30,8 @@ pub const METRIC_KINDS: [&str; 5] =
     ["qemu_downtime_ms", "heartbeat_gap_ms", "io_stall_ms", "total_ms", "ops_per_s"];
 
 /// What two sides can differ in.
-pub const VARIABLES: [&str; 8] =
-    ["qemu", "virtiofsd", "kernel", "ceph", "miglab", "scenario", "host", "accelerator"];
+pub const VARIABLES: [&str; 9] =
+    ["qemu", "virtiofsd", "kernel", "ceph", "miglab", "scenario", "host", "accelerator", "topology"];
 
 /// The default floors: a downtime or stall moves by 2 ms before it counts, a total migration
 /// time by 20 ms, a p99 by 50 µs, a throughput by 1 op/s.
@@ -146,7 +146,7 @@ pub struct Options {
     /// least two groups.
     pub family: bool,
     /// What the two sides were meant to differ in (`qemu`, `virtiofsd`, `kernel`, `ceph`,
-    /// `miglab`, `scenario`, `host`, `accelerator`).
+    /// `miglab`, `scenario`, `host`, `accelerator`, `topology`).
     pub variables: Vec<String>,
     /// Compare although the sides differ in something undeclared.
     pub allow_different: bool,
@@ -242,7 +242,7 @@ pub enum CompareError {
     NothingInCommon(Vec<String>, Vec<String>),
     #[error("too few repetitions for p < {alpha}: {}. A permutation test of n against m runs cannot give a p below 2/C(n+m, n); with equal sides it needs {needed} runs per side (`miglab run ... --repetitions {needed}`), or a larger --alpha", .groups.join("; "))]
     TooFew { alpha: f64, needed: usize, groups: Vec<String> },
-    #[error("the two sides differ in more than {}:\n{}\nDeclare what was meant to vary with --variable (qemu, virtiofsd, kernel, ceph, miglab, scenario, host, accelerator), or compare anyway with --allow-different", if .declared.is_empty() { "nothing (none declared)".to_string() } else { .declared.join(", ") }, .undeclared.iter().map(|d| format!("  {}: baseline {} · candidate {}", d.what, listed(&d.base), listed(&d.cand))).collect::<Vec<_>>().join("\n"))]
+    #[error("the two sides differ in more than {}:\n{}\nDeclare what was meant to vary with --variable (qemu, virtiofsd, kernel, ceph, miglab, scenario, host, accelerator, topology), or compare anyway with --allow-different", if .declared.is_empty() { "nothing (none declared)".to_string() } else { .declared.join(", ") }, .undeclared.iter().map(|d| format!("  {}: baseline {} · candidate {}", d.what, listed(&d.base), listed(&d.cand))).collect::<Vec<_>>().join("\n"))]
     Undeclared { declared: Vec<String>, undeclared: Vec<Difference> },
     #[error("could not read {}: {source}", .path.display())]
     Io { path: PathBuf, source: std::io::Error },
@@ -297,6 +297,14 @@ fn identity(runs: &[RunResult]) -> BTreeMap<&'static str, BTreeSet<String>> {
             format!("{} · {}", p.host_cpu.as_deref().unwrap_or("?"), p.host_kernel.as_deref().unwrap_or("?")),
         );
         put("scenario", scenario_lines(&r.scenario_text).join("\n"));
+        // Where it ran: the local lab, or hosts over SSH.
+        put(
+            "topology",
+            p.topology.as_ref().map_or("the local lab".into(), |t| {
+                let hosts: Vec<String> = t.hosts.iter().map(|h| format!("{} ({})", h.name, h.ssh)).collect();
+                format!("{}: {}", t.file, hosts.join(", "))
+            }),
+        );
     }
     m
 }

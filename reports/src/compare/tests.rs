@@ -133,6 +133,28 @@ fn an_undeclared_difference_refuses_and_a_declared_one_is_listed() {
 }
 
 #[test]
+fn runs_over_ssh_and_on_the_lab_differ_in_their_topology() {
+    let a = side("s", &[1000, 1010, 990, 1005, 995], "q");
+    let mut b = side("s", &[1000, 1010, 990, 1005, 995], "q");
+    for r in &mut b.runs {
+        r.provenance.topology = Some(crate::TopologyRecord {
+            file: "/etc/miglab/topo.toml".into(),
+            hosts: vec![crate::HostRecord {
+                name: "c1".into(),
+                ssh: "root@kvm-a".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+    }
+    let e = compare(&a, &b, &Options::default()).expect_err("topology differs");
+    let said = e.to_string();
+    assert!(said.contains("topology: baseline the local lab") && said.contains("c1 (root@kvm-a)"), "{said}");
+    let o = Options { variables: vec!["topology".into()], ..Options::default() };
+    assert_eq!(compare(&a, &b, &o).expect("declared").regressions(), 0);
+}
+
+#[test]
 fn the_family_rule_keeps_a_change_only_when_another_group_shows_it() {
     let mut a = side("s1", &[1000, 1010, 990, 1005, 995], "q");
     let mut b = side("s1", &[1500, 1510, 1490, 1505, 1495], "q");
