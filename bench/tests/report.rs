@@ -177,6 +177,9 @@ fn open_in_chromium(page: &Path) -> Opened {
         .iter()
         .flat_map(|e| String::from_utf8_lossy(e).lines().map(str::to_string).collect::<Vec<_>>())
         .filter(|l| l.contains(":CONSOLE"))
+        // Chromium's own pages log too (a "slow network" note from chrome://resources was seen
+        // in CI); only what the page under test says counts.
+        .filter(|l| !l.contains("source: chrome://"))
         .collect();
 
     // The page's own requests carry its origin (file://) in their network isolation key; the
