@@ -227,6 +227,31 @@ fn scenarios_run_over_ssh_and_down_cleans_both_hosts() {
     assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
     assert!(text(&refused).contains("allow_destructive"), "{}", text(&refused));
 
+    // A host that lacks virtiofsd: named, and no connection to any host is left open.
+    let original = std::fs::read_to_string(&topo).expect("topology");
+    let c2 = original.find("name = \"c2\"").expect("c2");
+    let mut broken = original.clone();
+    let at = c2 + broken[c2..].find("virtiofsd = ").expect("c2's virtiofsd");
+    let end = at + broken[at..].find('\n').expect("eol");
+    broken.replace_range(at..end, "virtiofsd = \"/opt/none/virtiofsd\"");
+    let bad = dir.join("no-virtiofsd.toml");
+    std::fs::write(&bad, &broken).expect("write");
+    let lacking = miglab()
+        .arg("run")
+        .arg(scenarios.join("smoke.toml"))
+        .arg("--topology")
+        .arg(&bad)
+        .arg("--root")
+        .arg(root.path())
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run");
+    assert_eq!(lacking.status.code(), Some(1), "{}", text(&lacking));
+    assert!(text(&lacking).contains("c2 has no virtiofsd"), "{}", text(&lacking));
+    let ctl = miglab::topology::external::site::control_dir(&bad);
+    assert!(master_of(&ctl, "c1").is_none() && master_of(&ctl, "c2").is_none(), "a connection is left");
+
     // The source host's SSH connection killed in the middle of a run: the run fails and says
     // so; `lab down --topology` ends what was left on both hosts.
     let long = root.path().join("long.toml");

@@ -97,14 +97,32 @@ fn connect_all(spec: &TopologySpec, file: &Path) -> Result<Vec<(PathBuf, ClockOf
     let ctl_dir = control_dir(file);
     std::fs::create_dir_all(&ctl_dir).map_err(io(format!("create {}", ctl_dir.display())))?;
     rt.block_on(async {
-        let mut out = Vec::new();
+        // Detached only once every host answered: a session dropped on an error ends its
+        // master, so a host that fails leaves no connection to the others behind.
+        let mut open = Vec::new();
         for h in &spec.hosts {
             let s = SshHost::connect_in(&h.name, &h.ssh, config.as_deref(), timeout, Some(&ctl_dir)).await?;
             let offset = s.clock_offset(5).await?;
-            out.push((s.detach(), offset));
+            open.push((s, offset));
         }
-        Ok(out)
+        Ok(open.into_iter().map(|(s, o)| (s.detach(), o)).collect())
     })
+}
+
+/// A host's connection and directories, before it is probed.
+fn bare_host(h: &super::HostSpec, ctl: PathBuf, config: Option<PathBuf>, topology_id: &str) -> RemoteHost {
+    RemoteHost {
+        name: h.name.clone(),
+        dest: h.ssh.clone(),
+        ctl,
+        config,
+        address: Ipv4Addr::UNSPECIFIED,
+        mount: PathBuf::new(),
+        qemu: PathBuf::new(),
+        virtiofsd: PathBuf::new(),
+        work: h.work_dir.join(topology_id),
+        images: h.work_dir.join("images"),
+    }
 }
 
 /// What a host said about itself.
@@ -187,24 +205,36 @@ impl ExternalSite {
         let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("topology").to_string();
         let links = connect_all(&spec, file)?;
         let config = spec.ssh_config(file);
+        let masters: Vec<RemoteHost> = spec
+            .hosts
+            .iter()
+            .zip(&links)
+            .map(|(h, (ctl, _))| bare_host(h, ctl.clone(), config.clone(), &name))
+            .collect();
+        // From here on, a failure ends every connection it made.
+        Self::on_hosts(file, spec, dir, &name, links).inspect_err(|_| {
+            masters.iter().for_each(RemoteHost::disconnect);
+            let _ = std::fs::remove_dir_all(control_dir(file));
+        })
+    }
+
+    /// The rest of [`ExternalSite::open`], once every host is connected.
+    fn on_hosts(
+        file: &Path,
+        spec: TopologySpec,
+        dir: PathBuf,
+        name: &str,
+        links: Vec<(PathBuf, ClockOffset)>,
+    ) -> Result<Self, ExternalError> {
+        let config = spec.ssh_config(file);
         let mut hosts = Vec::new();
         let mut records = Vec::new();
         let mut choices = Vec::new();
         let mut site_hosts_err = None;
         for (h, (ctl, offset)) in spec.hosts.iter().zip(links) {
             let mount = spec.mount_of(h).unwrap_or_default();
-            let mut r = RemoteHost {
-                name: h.name.clone(),
-                dest: h.ssh.clone(),
-                ctl,
-                config: config.clone(),
-                address: Ipv4Addr::UNSPECIFIED,
-                mount: mount.join(&spec.ceph.subdir),
-                qemu: PathBuf::new(),
-                virtiofsd: PathBuf::new(),
-                work: h.work_dir.join(&name),
-                images: h.work_dir.join("images"),
-            };
+            let mut r = bare_host(h, ctl, config.clone(), name);
+            r.mount = mount.join(&spec.ceph.subdir);
             let want =
                 |p: &Option<PathBuf>, d: &str| p.as_ref().map_or(d.to_string(), |p| p.display().to_string());
             let p =
@@ -257,7 +287,6 @@ impl ExternalSite {
             hosts.push(r);
         }
         if let Some(e) = site_hosts_err {
-            hosts.iter().for_each(RemoteHost::disconnect);
             return Err(e);
         }
         // Migration needs one accelerator on both ends: KVM only if every host has it.
@@ -410,18 +439,7 @@ pub fn down(file: &Path, root: &Path) -> Result<Vec<String>, ExternalError> {
     let mut said = Vec::new();
     let mut failed = None;
     for (h, (ctl, _)) in spec.hosts.iter().zip(links) {
-        let r = RemoteHost {
-            name: h.name.clone(),
-            dest: h.ssh.clone(),
-            ctl,
-            config: config.clone(),
-            address: Ipv4Addr::UNSPECIFIED,
-            mount: PathBuf::new(),
-            qemu: PathBuf::new(),
-            virtiofsd: PathBuf::new(),
-            work: h.work_dir.join(&name),
-            images: h.work_dir.join("images"),
-        };
+        let r = bare_host(h, ctl, config.clone(), &name);
         match r.clean(Duration::from_secs(5)) {
             Ok(text) => said.push(format!("{}: {}", h.name, text.replace('\n', "; "))),
             Err(e) => {
