@@ -14,6 +14,18 @@ fn text(o: &std::process::Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
+/// A copy of the topology `original` in which c2's virtiofsd is a path that does not exist.
+fn without_virtiofsd(dir: &std::path::Path, original: &str) -> std::path::PathBuf {
+    let c2 = original.find("name = \"c2\"").expect("c2");
+    let mut broken = original.to_string();
+    let at = c2 + broken[c2..].find("virtiofsd = ").expect("c2's virtiofsd");
+    let end = at + broken[at..].find('\n').expect("eol");
+    broken.replace_range(at..end, "virtiofsd = \"/opt/none/virtiofsd\"");
+    let bad = dir.join("no-virtiofsd.toml");
+    std::fs::write(&bad, &broken).expect("write");
+    bad
+}
+
 #[test]
 #[ignore = "needs the lab (root, Ceph, sshd): cargo test -- --include-ignored"]
 fn lab_hosts_are_reached_and_checked_over_ssh() {
@@ -65,13 +77,7 @@ fn lab_hosts_are_reached_and_checked_over_ssh() {
 
     // c2 without virtiofsd: named, and the exit code says so.
     let original = std::fs::read_to_string(&topo).expect("topology");
-    let c2 = original.find("name = \"c2\"").expect("c2");
-    let mut broken = original.clone();
-    let at = c2 + broken[c2..].find("virtiofsd = ").expect("c2's virtiofsd");
-    let end = at + broken[at..].find('\n').expect("eol");
-    broken.replace_range(at..end, "virtiofsd = \"/opt/none/virtiofsd\"");
-    let bad = dir.join("no-virtiofsd.toml");
-    std::fs::write(&bad, &broken).expect("write");
+    let bad = without_virtiofsd(&dir, &original);
     let doctor = miglab().args(["doctor", "--topology"]).arg(&bad).output().expect("doctor");
     let out = text(&doctor);
     assert_eq!(doctor.status.code(), Some(1), "{out}");
@@ -229,13 +235,7 @@ fn scenarios_run_over_ssh_and_down_cleans_both_hosts() {
 
     // A host that lacks virtiofsd: named, and no connection to any host is left open.
     let original = std::fs::read_to_string(&topo).expect("topology");
-    let c2 = original.find("name = \"c2\"").expect("c2");
-    let mut broken = original.clone();
-    let at = c2 + broken[c2..].find("virtiofsd = ").expect("c2's virtiofsd");
-    let end = at + broken[at..].find('\n').expect("eol");
-    broken.replace_range(at..end, "virtiofsd = \"/opt/none/virtiofsd\"");
-    let bad = dir.join("no-virtiofsd.toml");
-    std::fs::write(&bad, &broken).expect("write");
+    let bad = without_virtiofsd(&dir, &original);
     let lacking = miglab()
         .arg("run")
         .arg(scenarios.join("smoke.toml"))
