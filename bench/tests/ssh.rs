@@ -10,6 +10,16 @@ use std::process::Command;
 
 const LAB: &str = "t-ssh";
 
+/// `lab up --ssh`: the lab's directory, its topology file, and what `lab up` said.
+fn up_with_ssh(root: &std::path::Path, lab: &str) -> (std::path::PathBuf, std::path::PathBuf, String) {
+    let up =
+        miglab().args(["lab", "up", "--ssh", "--name", lab, "--root"]).arg(root).output().expect("lab up");
+    assert!(up.status.success(), "{}", text(&up));
+    let dir = root.join(lab);
+    let topo = dir.join("topology.toml");
+    (dir, topo, text(&up))
+}
+
 fn text(o: &std::process::Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
@@ -31,15 +41,8 @@ fn without_virtiofsd(dir: &std::path::Path, original: &str) -> std::path::PathBu
 fn lab_hosts_are_reached_and_checked_over_ssh() {
     let root = lab_root();
     let _down = DownOnDrop { name: LAB, root: root.path() };
-    let up = miglab()
-        .args(["lab", "up", "--ssh", "--name", LAB, "--root"])
-        .arg(root.path())
-        .output()
-        .expect("lab up");
-    assert!(up.status.success(), "{}", text(&up));
-    let dir = root.path().join(LAB);
-    let topo = dir.join("topology.toml");
-    assert!(text(&up).contains(&topo.display().to_string()), "{}", text(&up));
+    let (dir, topo, said) = up_with_ssh(root.path(), LAB);
+    assert!(said.contains(&topo.display().to_string()), "{said}");
     let state = state_of(root.path(), LAB).expect("state");
 
     // The hosts answer over SSH, each from inside its own namespace.
@@ -186,28 +189,22 @@ fn scenarios_run_over_ssh_and_down_cleans_both_hosts() {
     const LAB: &str = "t-sshrun";
     let root = lab_root();
     let _down = DownOnDrop { name: LAB, root: root.path() };
-    let up = miglab()
-        .args(["lab", "up", "--ssh", "--name", LAB, "--root"])
-        .arg(root.path())
-        .output()
-        .expect("lab up");
-    assert!(up.status.success(), "{}", text(&up));
-    let dir = root.path().join(LAB);
-    let topo = dir.join("topology.toml");
+    let (dir, topo, _) = up_with_ssh(root.path(), LAB);
     let out = root.path().join("results");
-    let run = |scenario: &std::path::Path| {
-        miglab()
-            .arg("run")
+    // `miglab run SCENARIO --topology TOPOLOGY`, results below `out`.
+    let run_on = |scenario: &std::path::Path, topology: &std::path::Path| {
+        let mut c = miglab();
+        c.arg("run")
             .arg(scenario)
             .arg("--topology")
-            .arg(&topo)
+            .arg(topology)
             .arg("--root")
             .arg(root.path())
             .arg("--out")
-            .arg(&out)
-            .output()
-            .expect("run")
+            .arg(&out);
+        c
     };
+    let run = |scenario: &std::path::Path| run_on(scenario, &topo).output().expect("run");
     let scenarios = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
 
     // The smoke scenario, unchanged, end to end over SSH.
@@ -236,17 +233,7 @@ fn scenarios_run_over_ssh_and_down_cleans_both_hosts() {
     // A host that lacks virtiofsd: named, and no connection to any host is left open.
     let original = std::fs::read_to_string(&topo).expect("topology");
     let bad = without_virtiofsd(&dir, &original);
-    let lacking = miglab()
-        .arg("run")
-        .arg(scenarios.join("smoke.toml"))
-        .arg("--topology")
-        .arg(&bad)
-        .arg("--root")
-        .arg(root.path())
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .expect("run");
+    let lacking = run_on(&scenarios.join("smoke.toml"), &bad).output().expect("run");
     assert_eq!(lacking.status.code(), Some(1), "{}", text(&lacking));
     assert!(text(&lacking).contains("c2 has no virtiofsd"), "{}", text(&lacking));
     let ctl = miglab::topology::external::site::control_dir(&bad);
@@ -263,15 +250,7 @@ fn scenarios_run_over_ssh_and_down_cleans_both_hosts() {
             .replace("warmup_s = 1.0", "warmup_s = 60.0"),
     )
     .expect("write");
-    let child = miglab()
-        .arg("run")
-        .arg(&long)
-        .arg("--topology")
-        .arg(&topo)
-        .arg("--root")
-        .arg(root.path())
-        .arg("--out")
-        .arg(&out)
+    let child = run_on(&long, &topo)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

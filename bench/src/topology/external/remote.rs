@@ -154,7 +154,7 @@ impl RemoteHost {
         log: &Path,
     ) -> Result<(i32, u64), ExternalError> {
         let pids = self.pid_file(name);
-        let mut cmd = format!("{} {}", quote(&program.display().to_string()), "");
+        let mut cmd = format!("{} ", quote(&program.display().to_string()));
         for a in args {
             cmd.push_str(&quote(&a.to_string_lossy()));
             cmd.push(' ');
