@@ -180,9 +180,14 @@ pub fn assemble(mut r: RunResult, plan: &Plan, ex: &Execution, duration_ms: f64)
     r.outcome = measured.then_some(o);
     r.outcome_why = if measured { why } else { vec!["no op completed before the run failed".into()] };
     r.expected = plan.expect.clone();
-    // Faults that did not happen as planned make the run say nothing about them.
-    let fault_problems: Vec<String> =
-        r.faults.iter().filter_map(|f| f.error.as_ref().map(|e| format!("{}: {e}", f.name))).collect();
+    // Faults that did not happen as planned make the run say nothing about them; one the
+    // scenario marked optional may not have happened at all.
+    let fault_problems: Vec<String> = r
+        .faults
+        .iter()
+        .filter(|f| !(f.optional && f.injected_ms.is_none()))
+        .filter_map(|f| f.error.as_ref().map(|e| format!("{}: {e}", f.name)))
+        .collect();
     r.problems = match &plan.expect {
         None => {
             let mut p = verdict::problems(&r);

@@ -12,7 +12,7 @@ use crate::observe::{Bus, Observed};
 use crate::proxy::{self, Proxy, Shape};
 use crate::topology::Topology;
 use apply::apply;
-use miglab_faults::{Event, Fault, Machine, Resolved};
+use miglab_faults::{Event, Fault, Machine, Resolved, Unfired};
 use miglab_reports::{FaultRecord, QmpEvent, Side};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,8 +22,6 @@ use tokio::sync::{watch, Notify};
 
 /// How long the cluster may take to be healthy again after a fault's undo.
 const HEALTHY_DEADLINE: Duration = Duration::from_secs(180);
-/// How long a hop waits at its pause before the switch-over for the faults anchored there.
-pub const SWITCHOVER_HOLD: Duration = Duration::from_secs(30);
 
 /// The pause before a hop's switch-over: it lasts until every fault anchored there is in place.
 #[derive(Debug, Default)]
@@ -75,6 +73,52 @@ impl Gate {
     }
 }
 
+/// A fault's request to `migrate_cancel` a hop. It names the hop, and is refused when that hop
+/// is not running: a late request must never cancel a later hop.
+#[derive(Debug, Default)]
+pub struct CancelRequest {
+    /// The hop running now, and the hop asked to cancel.
+    state: Mutex<(Option<u32>, Option<u32>)>,
+    notify: Notify,
+}
+
+impl CancelRequest {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Option<u32>, Option<u32>)> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hop `hop` runs now (None: no hop runs); a request for an earlier one is forgotten.
+    pub fn running(&self, hop: Option<u32>) {
+        *self.lock() = (hop, None);
+    }
+
+    /// Asks hop `hop` to cancel; an error when it is not the one running.
+    pub fn ask(&self, hop: u32) -> Result<(), String> {
+        let mut s = self.lock();
+        match s.0 {
+            Some(h) if h == hop => {
+                s.1 = Some(hop);
+                self.notify.notify_waiters();
+                Ok(())
+            }
+            Some(h) => Err(format!("hop {hop} is not running (hop {h} is): nothing cancelled")),
+            None => Err(format!("hop {hop} is not running (it has ended): nothing cancelled")),
+        }
+    }
+
+    /// Resolves once hop `hop` is asked to cancel.
+    pub async fn asked(&self, hop: u32) {
+        loop {
+            // Created before the check: a request in between still wakes it.
+            let woken = self.notify.notified();
+            if self.lock().1 == Some(hop) {
+                return;
+            }
+            woken.await;
+        }
+    }
+}
+
 /// What a fault needs to know of the run.
 #[derive(Debug, Clone)]
 pub struct Context {
@@ -85,7 +129,7 @@ pub struct Context {
     pub workload_dir: Option<String>,
     pub gate: Arc<Gate>,
     /// Asks the running hop to `migrate_cancel`.
-    pub cancel: Arc<Notify>,
+    pub cancel: Arc<CancelRequest>,
 }
 
 /// Waits for Ceph to be healthy again; returns how long it took, or None at the deadline.
@@ -123,11 +167,54 @@ fn event(o: &Observed) -> Option<Event> {
 #[derive(Debug)]
 pub struct Injector {
     stop: watch::Sender<Phase>,
-    task: tokio::task::JoinHandle<Vec<FaultRecord>>,
+    task: tokio::task::JoinHandle<Ended>,
     faults: Vec<Resolved>,
     links: Mutex<Vec<(u32, FaultRecord, Proxy)>>,
     clock: RunClock,
     bus: Bus,
+}
+
+/// What the injector's task ends with: the records of the faults it fired, and those it did not.
+#[derive(Debug, Default)]
+struct Ended {
+    records: Vec<FaultRecord>,
+    unfired: Vec<Unfired>,
+    /// When it stopped firing (run clock).
+    stopped_ms: f64,
+}
+
+/// Every planned fault's record, in the plan's order: the records made, plus one for each
+/// fault that has none, saying why it was not injected. A fault can never silently vanish.
+fn account(planned: &[Resolved], mut ended: Ended, why_missing: &str) -> Vec<FaultRecord> {
+    for f in planned {
+        if ended.records.iter().any(|r| r.index == f.index) {
+            continue;
+        }
+        let mut rec = record_of(f);
+        let unfired = ended.unfired.iter().find(|u| u.index == f.index);
+        rec.error = Some(match unfired {
+            _ if matches!(f.fault, Fault::MigrationLink { .. }) => {
+                format!("not injected: its hop never started ({})", f.trigger)
+            }
+            Some(Unfired { anchor_ms: None, .. }) => {
+                format!("not injected: its trigger ({}) never came", f.trigger)
+            }
+            Some(Unfired { anchor_ms: Some(a), due_ms, .. }) => {
+                rec.anchor_ms = Some(*a);
+                rec.due_ms = *due_ms;
+                format!(
+                    "not injected: its anchor ({}) came at {a:.0} ms and it was due at {:.0} ms, but the run stopped injecting at {:.0} ms",
+                    f.trigger.anchor,
+                    due_ms.unwrap_or(*a),
+                    ended.stopped_ms
+                )
+            }
+            None => format!("not accounted for: {why_missing}"),
+        });
+        ended.records.push(rec);
+    }
+    ended.records.sort_by_key(|r| r.index);
+    ended.records
 }
 
 fn record_of(f: &Resolved) -> FaultRecord {
@@ -140,6 +227,7 @@ fn record_of(f: &Resolved) -> FaultRecord {
         } else {
             format!("{} (drawn: +{} ms)", f.trigger, f.offset_ms)
         },
+        optional: f.optional,
         ..FaultRecord::default()
     }
 }
@@ -167,11 +255,15 @@ async fn one(
     let mut rec = record_of(&f);
     rec.anchor_ms = Some(anchor_ms);
     rec.due_ms = Some(due_ms);
-    let (t, c, fault) = (topo.clone(), ctx.clone(), f.fault.clone());
+    let (t, c, fault) = (topo.clone(), ctx.clone(), f.clone());
     rec.began_ms = Some(clock.now_ms());
     let applied = tokio::task::spawn_blocking(move || apply(&t, &c, &fault))
         .await
         .unwrap_or_else(|e| Err(e.to_string()));
+    // Stamped before the hop held for it goes on: the switch-over comes after the injection.
+    if applied.is_ok() {
+        rec.injected_ms = Some(clock.now_ms());
+    }
     if let miglab_faults::Anchor::PreSwitchover { hop } = f.trigger.anchor {
         ctx.gate.done(hop);
     }
@@ -182,7 +274,6 @@ async fn one(
             return rec;
         }
     };
-    rec.injected_ms = Some(clock.now_ms());
     rec.target = applied.target;
     bus.publish(Observed::FaultInjected { index: f.index, name: f.name.clone() });
     if let Some(undo) = applied.undo {
@@ -269,23 +360,15 @@ impl Injector {
                     _ = stopping.wait_for(|s| *s != Phase::Running) => break,
                 }
             }
+            let stopped_ms = clock.now_ms();
             let mut records = Vec::new();
             while let Some(r) = running.join_next().await {
+                // A fault task that panicked leaves no record: `account` names it.
                 if let Ok(r) = r {
                     records.push(r);
                 }
             }
-            for i in machine.never_triggered() {
-                if let Some(f) = task_faults.iter().find(|f| f.index == i) {
-                    if matches!(f.fault, Fault::MigrationLink { .. }) {
-                        continue;
-                    }
-                    let mut rec = record_of(f);
-                    rec.error = Some(format!("its trigger ({}) never came", f.trigger));
-                    records.push(rec);
-                }
-            }
-            records
+            Ended { records, unfired: machine.unfired(), stopped_ms }
         });
         Injector { stop, task, faults, links: Mutex::new(Vec::new()), clock, bus: bus.clone() }
     }
@@ -345,17 +428,22 @@ impl Injector {
     /// waited for; returns every fault's record, in the plan's order.
     pub async fn finish(self, cut: bool) -> Vec<FaultRecord> {
         let _ = self.stop.send(if cut { Phase::Cut } else { Phase::Finishing });
-        let mut records = self.task.await.unwrap_or_default();
+        let (mut ended, why) = match self.task.await {
+            Ok(e) => (e, "its task ended without a record (it panicked)".to_string()),
+            Err(e) => (
+                Ended::default(),
+                format!("the injector failed ({e}); what it did is in the lab's fault journal"),
+            ),
+        };
         let links = std::mem::take(&mut *self.links.lock().unwrap_or_else(|e| e.into_inner()));
         for (_, mut rec, p) in links {
             if rec.cleared_ms.is_none() {
                 rec.cleared_ms = Some(self.clock.now_ms());
                 rec.undo = format!("the proxy on {} stopped", p.listen);
             }
-            records.push(rec);
+            ended.records.push(rec);
         }
-        records.sort_by_key(|r| r.index);
-        records
+        account(&self.faults, ended, &why)
     }
 }
 
@@ -371,6 +459,7 @@ mod tests {
             fault: Fault::MdsFail {},
             trigger: Trigger { anchor, offset_ms: 0, random_within_ms: 0 },
             offset_ms: 0,
+            optional: false,
         }
     }
 
@@ -389,6 +478,62 @@ mod tests {
         });
         assert!(gate.wait(2, Duration::from_secs(5)).await);
         assert!(gate.wait(1, Duration::from_millis(1)).await, "a hop without faults is not held");
+    }
+
+    /// Every planned fault ends with one record: fired ones keep theirs; one whose offset had
+    /// not elapsed, one whose anchor never came, an unused link and one whose task vanished
+    /// each get a record saying why it was not injected.
+    #[test]
+    fn every_planned_fault_is_accounted_for() {
+        let mut link = resolved(1, Anchor::HopStart { hop: 1 });
+        link.fault = Fault::MigrationLink { latency_ms: 10, jitter_ms: 0, rate_kbit: None };
+        let planned = vec![
+            resolved(0, Anchor::WorkloadStart),
+            link,
+            resolved(2, Anchor::WorkloadStart),
+            resolved(3, Anchor::HopEnd { hop: 2 }),
+            resolved(4, Anchor::WorkloadStart),
+        ];
+        let mut fired = record_of(&planned[0]);
+        fired.injected_ms = Some(10.0);
+        let ended = Ended {
+            records: vec![fired.clone()],
+            unfired: vec![
+                Unfired { index: 1, anchor_ms: None, due_ms: None },
+                Unfired { index: 2, anchor_ms: Some(100.0), due_ms: Some(9100.0) },
+                Unfired { index: 3, anchor_ms: None, due_ms: None },
+            ],
+            stopped_ms: 5000.0,
+        };
+        let r = account(&planned, ended, "it panicked");
+        assert_eq!(r.iter().map(|r| r.index).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+        assert_eq!(r[0], fired);
+        let error = |i: usize| r[i].error.clone().unwrap_or_default();
+        assert!(error(1).contains("its hop never started"), "{}", error(1));
+        assert!(
+            error(2).contains("due at 9100 ms") && error(2).contains("stopped injecting at 5000 ms"),
+            "{}",
+            error(2)
+        );
+        assert_eq!(r[2].due_ms, Some(9100.0));
+        assert!(error(3).contains("never came"), "{}", error(3));
+        assert!(error(4).contains("not accounted for: it panicked"), "{}", error(4));
+        assert!(r[1..].iter().all(|r| r.injected_ms.is_none()));
+    }
+
+    /// A cancel asked after its hop ended is refused and does not carry over to the next hop.
+    #[tokio::test]
+    async fn a_late_cancel_never_cancels_a_later_hop() {
+        let c = CancelRequest::default();
+        c.running(Some(1));
+        c.running(None);
+        assert!(c.ask(1).expect_err("hop 1 ended").contains("has ended"));
+        c.running(Some(2));
+        assert!(c.ask(1).is_err(), "hop 2 runs, not 1");
+        let waited = tokio::time::timeout(Duration::from_millis(30), c.asked(2)).await;
+        assert!(waited.is_err(), "hop 2 was never asked");
+        c.ask(2).expect("hop 2 runs");
+        tokio::time::timeout(Duration::from_secs(5), c.asked(2)).await.expect("hop 2 asked");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! reader tasks the moment they arrive and published on the [`Bus`] as typed observations;
 //! `query-migrate` on the source is polled for the status and QEMU's own figures.
 
-use crate::inject::{Gate, SWITCHOVER_HOLD};
+use crate::inject::{CancelRequest, Gate};
 use crate::link::MigrationLink;
 use crate::observe::{Bus, Figures, Observed};
 use crate::qmp::{status_of, QmpError, Stamped};
@@ -23,7 +23,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
-use tokio::sync::Notify;
 
 #[derive(Debug, Error)]
 pub enum MigrationError {
@@ -59,6 +58,8 @@ pub struct MigrationOptions {
     pub tick: Duration,
     /// How the source reaches the destination.
     pub link: MigrationLink,
+    /// How long the pause before the switch-over waits for the faults anchored there.
+    pub hold: Duration,
 }
 
 impl Default for MigrationOptions {
@@ -70,6 +71,7 @@ impl Default for MigrationOptions {
             poll: Duration::from_millis(50),
             tick: Duration::from_millis(100),
             link: MigrationLink::Direct,
+            hold: Duration::from_secs(30),
         }
     }
 }
@@ -87,7 +89,7 @@ pub struct Hop<'a> {
     /// that pause and holds it until they are in place.
     pub gate: Option<&'a Gate>,
     /// A fault's request to `migrate_cancel` the hop.
-    pub cancel: Option<&'a Notify>,
+    pub cancel: Option<&'a CancelRequest>,
 }
 
 impl<'a> Hop<'a> {
@@ -123,6 +125,9 @@ pub async fn migrate(
     }
     let generation = ledger::next_generation(hop.site.as_ref(), &current.record.spec.name);
     let mut dst = Vm::start(hop.site, &current.record.spec, to, generation, true).await?;
+    if let Some(c) = hop.cancel {
+        c.running(Some(hop.number));
+    }
     let driven = async {
         // The guest's records continue on the destination's socket after the switch-over.
         if let Some(r) = hop.records {
@@ -131,6 +136,9 @@ pub async fn migrate(
         drive(hop, current, &mut dst, opts).await
     }
     .await;
+    if let Some(c) = hop.cancel {
+        c.running(None);
+    }
     let record = match driven {
         Ok(r) => r,
         Err(error) => {
@@ -272,15 +280,26 @@ async fn drive(
             Some(e) = src.qmp.event() => {
                 tl.add(Side::Source, &e);
                 if let (Some(g), QmpEvent::Migration { status: MigrationStatus::PreSwitchover }) = (hold, e.typed()) {
-                    // The faults anchored here go in first; then the switch-over.
-                    g.wait(hop.number, SWITCHOVER_HOLD).await;
+                    // The faults anchored here go in first; then the switch-over. A hold that
+                    // expires cancels the hop: switching over without them would measure a
+                    // migration nobody planned.
+                    if !g.wait(hop.number, opts.hold).await {
+                        let _ = src.qmp.execute(qmp::migrate_cancel {}).await;
+                        break Outcome::Failed {
+                            error: format!(
+                                "the faults anchored at hop {}'s pre-switchover were not in place within {:.1?}: the hop was cancelled",
+                                hop.number, opts.hold
+                            ),
+                            source_running: false,
+                        };
+                    }
                     src.qmp
                         .execute(qmp::migrate_continue { state: qmp::MigrationStatus::pre_switchover })
                         .await
                         .map_err(qmp_err(Side::Source))?;
                 }
             }
-            _ = async { match hop.cancel { Some(c) => c.notified().await, None => std::future::pending().await } } => {
+            _ = async { match hop.cancel { Some(c) => c.asked(hop.number).await, None => std::future::pending().await } } => {
                 let _ = src.qmp.execute(qmp::migrate_cancel {}).await;
             }
             Some(e) = dst.qmp.event() => tl.add(Side::Destination, &e),

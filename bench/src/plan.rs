@@ -9,7 +9,7 @@ use crate::binaries::BinaryChoice;
 use crate::migration::next_host;
 use crate::scenario::{GuestSpec, LabSpec, RunSpec, Scenario};
 use miglab_faults::schedule::ScheduleError;
-use miglab_faults::{Resolved, Universe};
+use miglab_faults::Resolved;
 use miglab_reports::{Expect, MigrationParams, Thresholds};
 use miglab_workloads::job::Workload;
 use serde::{Deserialize, Serialize};
@@ -61,6 +61,9 @@ pub struct MigrationSettings {
     pub timeout_s: f64,
     /// After a failed hop, one more to the same host.
     pub follow_up: bool,
+    /// How long a hop waits at its pause before the switch-over for the faults anchored there.
+    #[serde(default = "crate::scenario::MigrationPlan::default_switchover_hold")]
+    pub switchover_hold_s: f64,
 }
 
 /// Everything one repetition does.
@@ -132,12 +135,8 @@ impl Plan {
             })
             .collect();
         let seeds = Seeds::derive(s.seed, rep);
-        let faults = miglab_faults::resolve(
-            &s.faults,
-            seeds.fault_timing,
-            seeds.choices,
-            &Universe { osds, hops: s.migration.count },
-        )?;
+        let faults =
+            miglab_faults::resolve(&s.faults, seeds.fault_timing, seeds.choices, &s.fault_universe(osds))?;
         Ok(Plan {
             version: PLAN_VERSION,
             scenario: s.name.clone(),
@@ -159,6 +158,7 @@ impl Plan {
                 settle_s: s.migration.settle_s,
                 timeout_s: s.migration.timeout_s,
                 follow_up: s.migration.follow_up,
+                switchover_hold_s: s.migration.switchover_hold_s,
             },
             run: s.run.clone(),
             faults,

@@ -261,7 +261,7 @@ async fn steps(
     held.stream = Some(stream);
     let vm = held.vm.insert(vm);
     let gate = Arc::new(Gate::new(&plan.faults));
-    let cancel = Arc::new(tokio::sync::Notify::new());
+    let cancel = Arc::new(inject::CancelRequest::default());
     if !plan.faults.is_empty() {
         let ctx = inject::Context {
             vm: plan.vm.clone(),
@@ -301,6 +301,7 @@ async fn steps(
     let base = MigrationOptions {
         params: plan.migration.params.clone(),
         timeout: Duration::from_secs_f64(plan.migration.timeout_s),
+        hold: Duration::from_secs_f64(plan.migration.switchover_hold_s),
         ..MigrationOptions::default()
     };
     let mut hops: Vec<(u32, String, bool)> = plan.hops.iter().map(|h| (h.hop, h.to.clone(), false)).collect();

@@ -146,6 +146,11 @@ pub struct MigrationPlan {
     /// move?), and record how that went.
     #[serde(default = "MigrationPlan::default_follow_up")]
     pub follow_up: bool,
+    /// How long a hop holds the guest at its pause before the switch-over for the faults
+    /// anchored there; past it the hop is cancelled (and fails), never switched over without
+    /// them.
+    #[serde(default = "MigrationPlan::default_switchover_hold")]
+    pub switchover_hold_s: f64,
 }
 
 impl MigrationPlan {
@@ -160,6 +165,9 @@ impl MigrationPlan {
     }
     fn default_timeout() -> f64 {
         120.0
+    }
+    pub fn default_switchover_hold() -> f64 {
+        30.0
     }
     pub fn params(&self) -> MigrationParams {
         MigrationParams {
@@ -181,6 +189,7 @@ impl Default for MigrationPlan {
             multifd_channels: None,
             timeout_s: Self::default_timeout(),
             follow_up: true,
+            switchover_hold_s: Self::default_switchover_hold(),
         }
     }
 }
@@ -366,6 +375,22 @@ impl Checker<'_> {
 }
 
 impl Scenario {
+    /// What the scenario's faults are resolved against on a cluster of `osds` OSDs: its hops
+    /// and how long its run can last after each anchor.
+    pub fn fault_universe(&self, osds: u32) -> miglab_faults::Universe {
+        let ms = |s: f64| (s.max(0.0) * 1000.0).ceil() as u64;
+        miglab_faults::Universe {
+            osds,
+            hops: self.migration.count,
+            span: miglab_faults::Span {
+                warmup_ms: ms(self.migration.warmup_s),
+                hop_ms: ms(self.migration.timeout_s + self.migration.settle_s),
+                cooldown_ms: ms(self.run.cooldown_s),
+                follow_up: self.migration.follow_up,
+            },
+        }
+    }
+
     /// Parses and checks everything that does not need the machine.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ScenarioError> {
         let s: Scenario = toml::from_str(text).map_err(|e| {
@@ -450,6 +475,7 @@ impl Scenario {
         c.seconds("migration", "warmup_s", m.warmup_s, false);
         c.seconds("migration", "settle_s", m.settle_s, false);
         c.seconds("migration", "timeout_s", m.timeout_s, true);
+        c.seconds("migration", "switchover_hold_s", m.switchover_hold_s, true);
         if m.downtime_limit_ms == Some(0) {
             c.add(
                 "migration",
@@ -477,10 +503,7 @@ impl Scenario {
             }
         }
         // Faults are checked as the plan will resolve them (the lab's 3 OSDs).
-        let u = miglab_faults::Universe {
-            osds: crate::topology::ceph::ClusterSpec::DEFAULT_OSDS,
-            hops: self.migration.count,
-        };
+        let u = self.fault_universe(crate::topology::ceph::ClusterSpec::DEFAULT_OSDS);
         if let Err(miglab_faults::schedule::ScheduleError::Invalid { index, why, .. }) =
             miglab_faults::resolve(&self.faults, 0, 0, &u)
         {

@@ -271,6 +271,8 @@ impl Fault {
                 | Fault::MdsKill { .. }
                 | Fault::MdsFail {}
                 | Fault::MdsFreeze { .. }
+                | Fault::StorageDelay { .. }
+                | Fault::SocketFailures { .. }
                 | Fault::Partition { .. }
         )
     }
@@ -346,6 +348,10 @@ pub struct FaultEntry {
     #[serde(default)]
     pub name: Option<String>,
     pub trigger: Trigger,
+    /// The run may end without it (its trigger may not come): then a fault not injected is a
+    /// note, not a failed run. Off by default: a planned fault that did not happen fails it.
+    #[serde(default)]
+    pub optional: bool,
     #[serde(flatten)]
     pub fault: Fault,
 }
@@ -396,6 +402,16 @@ mod tests {
         let back: Vec<FaultEntry> =
             serde_json::from_value(serde_json::to_value(&d.fault).expect("json")).expect("back");
         assert_eq!(back, d.fault);
+    }
+
+    /// Messenger injections act on Ceph: the run waits for health after them too.
+    #[test]
+    fn messenger_faults_touch_ceph() {
+        let osds = StorageTarget::AllOsds;
+        assert!(Fault::StorageDelay { target: osds.clone(), max_ms: 5, probability: 1.0, duration_ms: 1 }
+            .touches_ceph());
+        assert!(Fault::SocketFailures { target: osds, one_in: 5, duration_ms: 1 }.touches_ceph());
+        assert!(!Fault::MigrateCancel {}.touches_ceph());
     }
 
     #[test]

@@ -11,6 +11,6 @@ pub mod trigger;
 
 pub use actions::{DaemonAction, LinkShape, UnknownAction};
 pub use catalog::{Fault, FaultEntry, HostRef, Pick, Side, StorageTarget};
-pub use machine::{Event, Firing, Machine};
-pub use schedule::{resolve, Resolved, Universe};
+pub use machine::{Event, Firing, Machine, Unfired};
+pub use schedule::{resolve, Resolved, Span, Universe};
 pub use trigger::{Anchor, Trigger};

@@ -25,6 +25,15 @@ pub struct Firing {
     pub due_ms: f64,
 }
 
+/// A fault that never fired: its anchor never came (`anchor_ms` None), or it did and the fault
+/// was still waiting for its offset (`due_ms`) when firing stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unfired {
+    pub index: u32,
+    pub anchor_ms: Option<f64>,
+    pub due_ms: Option<f64>,
+}
+
 #[derive(Debug, Clone)]
 struct Waiting {
     index: u32,
@@ -107,9 +116,18 @@ impl Machine {
             .min_by(f64::total_cmp)
     }
 
-    /// Faults whose anchor never came.
-    pub fn never_triggered(&self) -> Vec<u32> {
-        self.waiting.iter().filter(|w| w.anchor_ms.is_none()).map(|w| w.index).collect()
+    /// Every fault that has not fired, and why: its anchor never came, or it came and the
+    /// offset had not elapsed when the run stopped firing. Nothing planned goes unaccounted.
+    pub fn unfired(&self) -> Vec<Unfired> {
+        self.waiting
+            .iter()
+            .filter(|w| !w.fired)
+            .map(|w| Unfired {
+                index: w.index,
+                anchor_ms: w.anchor_ms,
+                due_ms: w.anchor_ms.map(|a| a + w.offset_ms as f64),
+            })
+            .collect()
     }
 
     /// Whether a fault waits for hop `hop`'s pause before the switch-over (the hop then asks
@@ -132,6 +150,7 @@ mod tests {
             fault: Fault::OsdFreeze { osd: Pick::Id(0), duration_ms: 1000 },
             trigger: Trigger { anchor, offset_ms, random_within_ms: 0 },
             offset_ms,
+            optional: false,
         }
     }
 
@@ -160,7 +179,18 @@ mod tests {
         let f = m.advance(1100.0);
         assert_eq!(f, vec![Firing { index: 1, anchor_ms: 800.0, due_ms: 1100.0 }]);
         assert!(m.advance(5000.0).is_empty(), "each fires once");
-        assert_eq!(m.never_triggered(), vec![3]);
+        assert_eq!(m.unfired(), vec![Unfired { index: 3, anchor_ms: None, due_ms: None }]);
+    }
+
+    /// A fault whose anchor came but whose offset had not elapsed when firing stopped is not
+    /// lost: it is listed with when it was due.
+    #[test]
+    fn a_fault_still_waiting_for_its_offset_is_accounted_for() {
+        let faults = [resolved(0, Anchor::WorkloadStart, 5000), resolved(1, Anchor::HopStart { hop: 1 }, 0)];
+        let mut m = Machine::new(&faults);
+        assert!(m.observe(&Event::WorkloadStarted, 100.0).is_empty());
+        assert_eq!(m.observe(&Event::HopStarted { hop: 1 }, 200.0).len(), 1);
+        assert_eq!(m.unfired(), vec![Unfired { index: 0, anchor_ms: Some(100.0), due_ms: Some(5100.0) }]);
     }
 
     #[test]

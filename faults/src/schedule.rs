@@ -3,7 +3,7 @@
 //! adding a fault shifts nobody else's choices; the same seeds give the same schedule.
 
 use crate::catalog::{Fault, FaultEntry, Pick, StorageTarget};
-use crate::trigger::Trigger;
+use crate::trigger::{Anchor, Trigger};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
@@ -12,7 +12,40 @@ use serde::{Deserialize, Serialize};
 pub struct Universe {
     pub osds: u32,
     pub hops: u32,
+    /// How long the run can last: an offset past it could never fire.
+    pub span: Span,
 }
+
+/// The run's own timings, in milliseconds: the longest it can go on after each anchor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// From the workload's start to the first hop.
+    pub warmup_ms: u64,
+    /// One hop at its longest: its deadline plus the settling after it.
+    pub hop_ms: u64,
+    /// After the last hop, before the faults stop firing.
+    pub cooldown_ms: u64,
+    /// Whether a failed hop may be followed by one more (a follow-up migration).
+    pub follow_up: bool,
+}
+
+impl Span {
+    /// No bound but the catalog's own (an hour): for schedules checked without a run.
+    pub const UNBOUNDED: Span = Span { warmup_ms: HOUR, hop_ms: HOUR, cooldown_ms: HOUR, follow_up: true };
+
+    /// The longest the run can go on after `anchor` (of a run of `hops` hops) before its
+    /// faults stop firing.
+    pub fn after(&self, anchor: &Anchor, hops: u32) -> u64 {
+        let hops_left = match anchor.hop() {
+            None => u64::from(hops),
+            Some(h) => u64::from(hops.saturating_sub(h) + 1),
+        } + u64::from(self.follow_up);
+        let warmup = if anchor.hop().is_none() { self.warmup_ms } else { 0 };
+        warmup.saturating_add(hops_left.saturating_mul(self.hop_ms)).saturating_add(self.cooldown_ms)
+    }
+}
+
+const HOUR: u64 = 3_600_000;
 
 /// A fault as the plan carries it: choices made, offsets drawn.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,6 +57,9 @@ pub struct Resolved {
     pub trigger: Trigger,
     /// The trigger's offset plus the random one: milliseconds after the anchor.
     pub offset_ms: u64,
+    /// The run may end without it.
+    #[serde(default)]
+    pub optional: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,6 +111,16 @@ pub fn resolve(
             }
             let mut timing = rand::rngs::StdRng::seed_from_u64(mix(timing_seed ^ mix(u64::from(index))));
             let mut choice = rand::rngs::StdRng::seed_from_u64(mix(choice_seed ^ mix(u64::from(index))));
+            // An offset the run cannot reach would never fire: refused now, not found missing
+            // at the end of a run.
+            let latest = e.trigger.offset_ms.saturating_add(e.trigger.random_within_ms);
+            let bound = u.span.after(&e.trigger.anchor, u.hops).min(HOUR);
+            if latest > bound {
+                return Err(invalid(format!(
+                    "offset_ms {} + random_within_ms {} reaches {latest} ms after {}, but the run lasts at most {bound} ms after it (warm-up, each hop's timeout_s and settle_s, cooldown_s): it could never fire",
+                    e.trigger.offset_ms, e.trigger.random_within_ms, e.trigger.anchor
+                )));
+            }
             let random = if e.trigger.random_within_ms > 0 {
                 timing.gen_range(0..e.trigger.random_within_ms)
             } else {
@@ -97,6 +143,7 @@ pub fn resolve(
                 fault,
                 trigger: e.trigger.clone(),
                 offset_ms: e.trigger.offset_ms + random,
+                optional: e.optional,
             })
         })
         .collect()
@@ -105,13 +152,17 @@ pub fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trigger::Anchor;
 
     fn entry(fault: Fault, anchor: Anchor, random_within_ms: u64) -> FaultEntry {
-        FaultEntry { name: None, trigger: Trigger { anchor, offset_ms: 100, random_within_ms }, fault }
+        FaultEntry {
+            name: None,
+            trigger: Trigger { anchor, offset_ms: 100, random_within_ms },
+            optional: false,
+            fault,
+        }
     }
 
-    const U: Universe = Universe { osds: 3, hops: 2 };
+    const U: Universe = Universe { osds: 3, hops: 2, span: Span::UNBOUNDED };
 
     fn two() -> Vec<FaultEntry> {
         vec![
@@ -166,5 +217,29 @@ mod tests {
         let e = resolve(&[entry(Fault::MdsFail {}, Anchor::HopStart { hop: 3 }, 0)], 1, 1, &U)
             .expect_err("hop 3");
         assert!(e.to_string().contains("hop 3"), "{e}");
+    }
+
+    /// Offsets are bounded by the run's own timings; a huge one neither overflows nor passes.
+    #[test]
+    fn an_offset_the_run_cannot_reach_is_refused() {
+        let run = Universe {
+            osds: 3,
+            hops: 2,
+            span: Span { warmup_ms: 2000, hop_ms: 11_000, cooldown_ms: 1000, follow_up: false },
+        };
+        let at = |anchor, offset_ms, random_within_ms| FaultEntry {
+            name: None,
+            trigger: Trigger { anchor, offset_ms, random_within_ms },
+            optional: false,
+            fault: Fault::MdsFail {},
+        };
+        // Workload start: 2 s + 2 hops of 11 s + 1 s = 25 s; hop 2: 11 s + 1 s = 12 s.
+        assert!(resolve(&[at(Anchor::WorkloadStart, 24_000, 1000)], 1, 1, &run).is_ok());
+        let e = resolve(&[at(Anchor::WorkloadStart, 24_000, 1001)], 1, 1, &run).expect_err("too late");
+        assert!(e.to_string().contains("could never fire"), "{e}");
+        assert!(resolve(&[at(Anchor::HopStart { hop: 2 }, 12_000, 0)], 1, 1, &run).is_ok());
+        assert!(resolve(&[at(Anchor::HopStart { hop: 2 }, 12_001, 0)], 1, 1, &run).is_err());
+        let e = resolve(&[at(Anchor::WorkloadStart, u64::MAX, u64::MAX)], 1, 1, &U).expect_err("overflow");
+        assert!(e.to_string().contains("could never fire"), "{e}");
     }
 }

@@ -236,6 +236,9 @@ pub struct FaultRecord {
     /// Ceph healthy again (PGs active+clean, an MDS active), ms after the clearance.
     pub healthy_after_ms: Option<f64>,
     pub infra_not_recovered: bool,
+    /// The scenario allowed the run to end without it.
+    #[serde(default)]
+    pub optional: bool,
 }
 
 /// Verification at the end of a run, and during it.

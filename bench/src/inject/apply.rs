@@ -4,7 +4,7 @@ use super::Context;
 use crate::process::{ProcessSpec, Tier};
 use crate::topology::{DaemonId, DaemonKind, Topology};
 use crate::vm::{ledger, VmRecord};
-use miglab_faults::{DaemonAction, Fault, HostRef, LinkShape, Pick, StorageTarget};
+use miglab_faults::{DaemonAction, Fault, HostRef, LinkShape, Pick, Resolved, StorageTarget};
 use miglab_reports::Side;
 use nix::sys::signal::Signal;
 use std::sync::Arc;
@@ -101,8 +101,9 @@ fn messenger_set(
     }
 }
 
-/// Carries `fault` out (blocking); returns what it acted on and its undo.
-pub(super) fn apply(topo: &Arc<dyn Topology>, ctx: &Context, fault: &Fault) -> Result<Applied, String> {
+/// Carries `planned` out (blocking); returns what it acted on and its undo.
+pub(super) fn apply(topo: &Arc<dyn Topology>, ctx: &Context, planned: &Resolved) -> Result<Applied, String> {
+    let fault = &planned.fault;
     // A daemon killed is restarted, one frozen is resumed.
     let daemon_fault = |id: DaemonId, action: DaemonAction| -> Result<Applied, String> {
         let (undo, said) = match action {
@@ -232,8 +233,9 @@ pub(super) fn apply(topo: &Arc<dyn Topology>, ctx: &Context, fault: &Fault) -> R
             Applied { target: format!("QEMU of {}", r.id), undo: None }
         }
         Fault::MigrateCancel {} => {
-            ctx.cancel.notify_one();
-            Applied { target: "the running hop".into(), undo: None }
+            let hop = planned.trigger.anchor.hop().ok_or("migrate-cancel fires during a hop")?;
+            ctx.cancel.ask(hop)?;
+            Applied { target: format!("hop {hop}"), undo: None }
         }
         Fault::ThirdPartyRename { host, replace, .. } => {
             let h = host_of(topo.as_ref(), ctx, host)?;
