@@ -70,7 +70,7 @@ impl Classify for TopologyError {
     fn exit(&self) -> Exit {
         match self {
             TopologyError::Lab(e) => e.exit(),
-            TopologyError::Process(_) => Exit::Failed,
+            TopologyError::Process(_) | TopologyError::Journal(_) => Exit::Failed,
             TopologyError::External(e) => e.exit(),
         }
     }
@@ -150,11 +150,15 @@ impl Classify for RunError {
             RunError::Replay { .. }
             | RunError::LabBusy { .. }
             | RunError::LabIncomplete { .. }
+            | RunError::LabAltered { .. }
             | RunError::Binaries(_)
             | RunError::NotHere(_) => Exit::BadInput,
             RunError::External(e) => e.exit(),
-            RunError::Interrupted(_) => Exit::Interrupted,
-            RunError::Io { .. } | RunError::Runtime(_) | RunError::Failed { .. } => Exit::Failed,
+            RunError::Interrupted(_) | RunError::InterruptedBefore(_) => Exit::Interrupted,
+            RunError::Io { .. }
+            | RunError::Runtime(_)
+            | RunError::Failed { .. }
+            | RunError::LabUnhealthy { .. } => Exit::Failed,
         }
     }
 }

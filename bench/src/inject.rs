@@ -10,7 +10,7 @@ use crate::clock::RunClock;
 use crate::link::MigrationLink;
 use crate::observe::{Bus, Observed};
 use crate::proxy::{self, Proxy, Shape};
-use crate::topology::Topology;
+use crate::topology::{journal, Topology};
 use apply::apply;
 use miglab_faults::{Event, Fault, Machine, Resolved, Unfired};
 use miglab_reports::{FaultRecord, QmpEvent, Side};
@@ -132,19 +132,48 @@ pub struct Context {
     pub cancel: Arc<CancelRequest>,
 }
 
-/// Waits for Ceph to be healthy again; returns how long it took, or None at the deadline.
-fn wait_healthy(topo: &dyn Topology, deadline: Duration) -> Option<f64> {
+/// How the wait for Ceph's health after a fault ended.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Health {
+    /// Healthy, this many ms after the undo.
+    After(f64),
+    TimedOut,
+    /// The user stopped the wait: nothing is known of the cluster.
+    Interrupted,
+}
+
+/// Waits for Ceph to be healthy again.
+fn wait_healthy(topo: &dyn Topology, deadline: Duration) -> Health {
     let t = Instant::now();
     while t.elapsed() < deadline {
         if let Ok((true, _)) = topo.health() {
-            return Some(t.elapsed().as_secs_f64() * 1e3);
+            return Health::After(t.elapsed().as_secs_f64() * 1e3);
         }
         if crate::interrupt::requested() {
-            return None;
+            return Health::Interrupted;
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-    None
+    Health::TimedOut
+}
+
+/// Reverts journal entry `id` off the runtime; says what was done into `rec`.
+async fn revert_into(topo: &Arc<dyn Topology>, id: String, rec: &mut FaultRecord, before: &str) {
+    let t = topo.clone();
+    let r = tokio::task::spawn_blocking(move || journal::revert(t.as_ref(), &id)).await.unwrap_or_else(|e| {
+        journal::Reverted { done: Vec::new(), failed: vec![format!("the undo panicked: {e}")] }
+    });
+    rec.undo = format!("{before}{}", r.summary());
+    if !r.failed.is_empty() {
+        let failed = format!(
+            "the undo failed ({}); left in the lab's fault journal for `miglab lab down` or the next run",
+            r.failed.join("; ")
+        );
+        rec.error = Some(match rec.error.take() {
+            Some(e) => format!("{e}; {failed}"),
+            None => failed,
+        });
+    }
 }
 
 /// The machine's view of an observation.
@@ -172,6 +201,9 @@ pub struct Injector {
     links: Mutex<Vec<(u32, FaultRecord, Proxy)>>,
     clock: RunClock,
     bus: Bus,
+    topo: Arc<dyn Topology>,
+    /// The prefix of this run's journal entries.
+    journal_prefix: String,
 }
 
 /// What the injector's task ends with: the records of the faults it fired, and those it did not.
@@ -255,11 +287,19 @@ async fn one(
     let mut rec = record_of(&f);
     rec.anchor_ms = Some(anchor_ms);
     rec.due_ms = Some(due_ms);
-    let (t, c, fault) = (topo.clone(), ctx.clone(), f.clone());
+    let id = format!("{}:{}:{}", std::process::id(), ctx.vm, f.index);
+    let (t, c, planned, jid) = (topo.clone(), ctx.clone(), f.clone(), id.clone());
     rec.began_ms = Some(clock.now_ms());
-    let applied = tokio::task::spawn_blocking(move || apply(&t, &c, &fault))
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
+    // The journal entry is opened before the first change, and each change's undo written
+    // before the change: however far the fault gets, the journal knows how to undo it.
+    let applied = tokio::task::spawn_blocking(move || {
+        let j = journal::Journal::begin(t.as_ref(), jid, &planned.name)
+            .map_err(|e| format!("the fault journal: {e}"))?;
+        let a = apply(&t, &c, &planned, &j)?;
+        Ok::<_, String>((a, j.has_steps()))
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("the injection panicked: {e}")));
     // Stamped before the hop held for it goes on: the switch-over comes after the injection.
     if applied.is_ok() {
         rec.injected_ms = Some(clock.now_ms());
@@ -267,32 +307,37 @@ async fn one(
     if let miglab_faults::Anchor::PreSwitchover { hop } = f.trigger.anchor {
         ctx.gate.done(hop);
     }
-    let applied = match applied {
+    let (applied, undoable) = match applied {
         Ok(a) => a,
         Err(e) => {
-            rec.error = Some(e);
+            // Undone exactly as far as it went.
+            rec.error = Some(format!("not injected: {e}"));
+            revert_into(&topo, id, &mut rec, "what was done undone: ").await;
             return rec;
         }
     };
     rec.target = applied.target;
+    rec.error = applied.partly;
     bus.publish(Observed::FaultInjected { index: f.index, name: f.name.clone() });
-    if let Some(undo) = applied.undo {
-        if let Some(ms) = f.fault.lasts_ms() {
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
-                _ = stop.wait_for(|s| *s == Phase::Cut) => {}
+    if undoable {
+        // Its time (a fault without one: until the run stops firing), cut short when the run
+        // is cut or the user stops it.
+        let lasts = f.fault.lasts_ms();
+        let over = |s: &Phase| if lasts.is_some() { *s == Phase::Cut } else { *s != Phase::Running };
+        let time = async {
+            match lasts {
+                Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+                None => std::future::pending().await,
             }
-        } else {
-            let _ = stop.wait_for(|s| *s != Phase::Running).await;
+        };
+        tokio::select! {
+            _ = time => {}
+            _ = stop.wait_for(over) => {}
+            _ = crate::interrupt::asked() => {}
         }
-        match tokio::task::spawn_blocking(undo).await.unwrap_or_else(|e| Err(e.to_string())) {
-            Ok(said) => rec.undo = said,
-            Err(e) => {
-                rec.undo = "the undo failed".into();
-                rec.error = Some(format!("undo: {e}"));
-            }
-        }
+        revert_into(&topo, id, &mut rec, "").await;
     } else {
+        revert_into(&topo, id, &mut rec, "").await;
         rec.undo = "none (nothing to undo)".into();
     }
     rec.cleared_ms = Some(clock.now_ms());
@@ -301,11 +346,11 @@ async fn one(
         let t = topo.clone();
         match tokio::task::spawn_blocking(move || wait_healthy(t.as_ref(), HEALTHY_DEADLINE))
             .await
-            .ok()
-            .flatten()
+            .unwrap_or(Health::TimedOut)
         {
-            Some(ms) => rec.healthy_after_ms = Some(ms),
-            None => rec.infra_not_recovered = true,
+            Health::After(ms) => rec.healthy_after_ms = Some(ms),
+            Health::TimedOut => rec.infra_not_recovered = true,
+            Health::Interrupted => rec.undo.push_str("; the wait for health was interrupted"),
         }
     }
     rec
@@ -318,6 +363,7 @@ impl Injector {
         let mut rx = bus.subscribe();
         let clock = bus.clock();
         let (task_bus, task_faults) = (bus.clone(), faults.clone());
+        let (topo_for_finish, journal_prefix) = (topo.clone(), format!("{}:{}:", std::process::id(), ctx.vm));
         let task = tokio::spawn(async move {
             let mut machine = Machine::new(&task_faults);
             let mut running = tokio::task::JoinSet::new();
@@ -370,7 +416,16 @@ impl Injector {
             }
             Ended { records, unfired: machine.unfired(), stopped_ms }
         });
-        Injector { stop, task, faults, links: Mutex::new(Vec::new()), clock, bus: bus.clone() }
+        Injector {
+            stop,
+            task,
+            faults,
+            links: Mutex::new(Vec::new()),
+            clock,
+            bus: bus.clone(),
+            topo: topo_for_finish,
+            journal_prefix,
+        }
     }
 
     /// The migration link of hop `hop` to a destination listening on `dst`: through a proxy on
@@ -443,7 +498,23 @@ impl Injector {
             }
             ended.records.push(rec);
         }
-        account(&self.faults, ended, &why)
+        let mut records = account(&self.faults, ended, &why);
+        // A fault task that panicked left its changes in the journal: undone here, the same way.
+        let left: Vec<journal::Entry> =
+            self.topo.journal().into_iter().filter(|e| e.id.starts_with(&self.journal_prefix)).collect();
+        for e in left {
+            let index = e.id[self.journal_prefix.len()..].parse::<u32>().ok();
+            let mut undone = FaultRecord::default();
+            revert_into(&self.topo, e.id.clone(), &mut undone, "left in the journal, undone at the end: ")
+                .await;
+            if let Some(r) = records.iter_mut().find(|r| Some(r.index) == index) {
+                r.undo = undone.undo;
+                if let Some(err) = undone.error {
+                    r.error = Some(r.error.take().map_or(err.clone(), |e| format!("{e}; {err}")));
+                }
+            }
+        }
+        records
     }
 }
 

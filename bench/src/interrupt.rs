@@ -23,6 +23,13 @@ pub fn install() -> std::io::Result<()> {
     Ok(())
 }
 
+/// Resolves once the user asks to stop (checked every 50 ms).
+pub async fn asked() {
+    while !requested() {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Whether the user asked to stop.
 pub fn requested() -> bool {
     flag().load(Ordering::Relaxed)

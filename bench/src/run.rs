@@ -100,20 +100,13 @@ impl Execution {
 
 const AGENT: Duration = Duration::from_secs(30);
 
-/// Resolves once the user asks to stop (checked every 50 ms).
-pub async fn interrupted() {
-    while !interrupt::requested() {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Runs `f`, giving up when the user interrupts.
 pub async fn unless_interrupted<T, E: From<ExecError>>(
     f: impl Future<Output = Result<T, E>>,
 ) -> Result<T, E> {
     tokio::select! {
         r = f => r,
-        _ = interrupted() => Err(ExecError::Interrupted.into()),
+        _ = interrupt::asked() => Err(ExecError::Interrupted.into()),
     }
 }
 

@@ -36,6 +36,10 @@ pub enum RunError {
     LabBusy { lab: String, vms: Vec<String> },
     #[error("lab '{lab}' is not whole: {} not running (a fault's revive that never ran, or a daemon stopped by hand); the run would measure a different cluster. Restart {}, or `miglab lab down --name {lab}` and let the run bring it up", .daemons.join(", "), .daemons.iter().map(|d| format!("`miglab lab daemon --name {lab} {d} restart`")).collect::<Vec<_>>().join(", "))]
     LabIncomplete { lab: String, daemons: Vec<String> },
+    #[error("lab '{lab}' is not as a run needs it: {}. Fix that, or `miglab lab down --name {lab}` and let the run bring it up", .what.join("; "))]
+    LabAltered { lab: String, what: Vec<String> },
+    #[error("lab '{lab}' did not become healthy within {secs} s ({summary}); see `miglab lab status --name {lab}`, or `miglab lab down --name {lab}` and let the run bring it up")]
+    LabUnhealthy { lab: String, secs: u64, summary: String },
     #[error(transparent)]
     Binaries(#[from] BinariesError),
     #[error(transparent)]
@@ -46,6 +50,8 @@ pub enum RunError {
     Runtime(std::io::Error),
     #[error("interrupted; the partial results are in {}", .0.display())]
     Interrupted(PathBuf),
+    #[error("interrupted {0}; nothing was run")]
+    InterruptedBefore(&'static str),
     #[error("{} of {total} repetitions did not complete:\n{}", .failed.len(), .failed.iter().map(|(d, why)| format!("  {}: {why}", d.display())).collect::<Vec<_>>().join("\n"))]
     Failed { total: usize, failed: Vec<(PathBuf, String)> },
 }
@@ -176,7 +182,7 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
         Ground::External(x) => x.clone(),
     };
     if let Ground::Lab { lab, .. } = &ground {
-        lab_ready(lab, &topo, &lab_spec.name)?;
+        lab_ready(lab, &topo, &lab_spec.name, &name)?;
     }
     if let Some(p) =
         crate::image::GuestImage::current(&crate::paths::cache()).ok().and_then(|i| i.agent_sources_newer())
@@ -468,8 +474,40 @@ fn open_lab(opts: &RunOptions, name: &str, lab_spec: &crate::scenario::LabSpec) 
     Ok(Ground::Lab { lab, reuse })
 }
 
-/// Refuses a lab that runs a guest already, or misses a daemon.
-fn lab_ready(lab: &Lab, topo: &Arc<dyn Topology>, name: &str) -> Result<(), RunError> {
+/// How long a reused lab may take to be healthy before a run refuses it.
+const LAB_HEALTHY: Duration = Duration::from_secs(60);
+
+/// Makes a reused lab what a run needs, or refuses it: first what the faults of a miglab that
+/// is gone left (from the fault journal, reverted and said), then links left cut or shaped, a
+/// guest left running, a daemon missing, and a cluster that is not healthy.
+fn lab_ready(lab: &Lab, topo: &Arc<dyn Topology>, name: &str, scenario: &str) -> Result<(), RunError> {
+    // First: a partition left by a killed miglab would hang anything that touches the mount.
+    let mut altered = Vec::new();
+    for (entry, r) in crate::topology::journal::recover(topo.as_ref()) {
+        if !r.done.is_empty() {
+            say(
+                scenario,
+                0,
+                &format!(
+                    "undid what '{}' (miglab pid {}) left: {}",
+                    entry.fault,
+                    entry.owner.pid,
+                    r.summary()
+                ),
+            );
+        }
+        altered.extend(r.failed.iter().map(|f| format!("could not undo what '{}' left: {f}", entry.fault)));
+    }
+    altered.extend(
+        topo.journal()
+            .iter()
+            .filter(|e| !e.orphaned())
+            .map(|e| format!("'{}' of miglab pid {} is in effect on it", e.fault, e.owner.pid)),
+    );
+    altered.extend(lab.altered_links()?);
+    if !altered.is_empty() {
+        return Err(RunError::LabAltered { lab: name.into(), what: altered });
+    }
     // A guest left running on the lab (`miglab vm up`, or a miglab that was killed) would keep
     // writing into the same CephFS: its blocks would read as this run's lost or foreign data.
     let mut running: Vec<String> = crate::vm::ledger::all(lab).into_iter().map(|r| r.spec.name).collect();
@@ -492,5 +530,20 @@ fn lab_ready(lab: &Lab, topo: &Arc<dyn Topology>, name: &str) -> Result<(), RunE
     if !down.is_empty() {
         return Err(RunError::LabIncomplete { lab: name.into(), daemons: down });
     }
-    Ok(())
+    // An OSD left out, PGs still recovering from the last run's fault: the baseline would run
+    // on a degraded cluster.
+    let t = Instant::now();
+    let mut summary = String::new();
+    while t.elapsed() < LAB_HEALTHY {
+        match topo.health() {
+            Ok((true, _)) => return Ok(()),
+            Ok((false, s)) => summary = s,
+            Err(e) => summary = e.to_string(),
+        }
+        if crate::interrupt::requested() {
+            return Err(RunError::InterruptedBefore("while waiting for the lab to be healthy"));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    Err(RunError::LabUnhealthy { lab: name.into(), secs: LAB_HEALTHY.as_secs(), summary })
 }

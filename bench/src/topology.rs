@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod ceph;
 pub mod external;
+pub mod journal;
 pub mod lab;
 pub mod layout;
 pub mod mountinfo;
@@ -41,6 +42,8 @@ pub enum TopologyError {
     Process(#[from] ProcessError),
     #[error(transparent)]
     External(#[from] Box<external::ExternalError>),
+    #[error("{0}")]
+    Journal(String),
 }
 
 impl From<external::ExternalError> for TopologyError {
@@ -267,6 +270,8 @@ pub trait Topology: Site {
     fn daemon(&self, id: &DaemonId, action: DaemonAction) -> Result<(), TopologyError>;
     /// Changes a daemon's configuration at runtime (`ceph tell <daemon> config set`).
     fn config_set(&self, id: &DaemonId, key: &str, value: &str) -> Result<(), TopologyError>;
+    /// A daemon's setting as it runs (`ceph tell <daemon> config get`): what an undo restores.
+    fn config_get(&self, id: &DaemonId, key: &str) -> Result<String, TopologyError>;
     /// Shapes (rate, burst, latency) or restores a host's link.
     fn shape_link(&self, host: &str, shape: Option<LinkShape>) -> Result<(), TopologyError>;
     /// Cuts a host off the lab network (packets dropped, the link stays up) or heals it.
@@ -282,6 +287,12 @@ pub trait Topology: Site {
     fn health(&self) -> Result<(bool, String), TopologyError>;
     /// Changes a setting of `host`'s CephFS client at runtime.
     fn client_config_set(&self, host: &str, key: &str, value: &str) -> Result<(), TopologyError>;
+    /// A setting of `host`'s CephFS client as it runs.
+    fn client_config_get(&self, host: &str, key: &str) -> Result<String, TopologyError>;
+    /// The fault journal: the undo of every change a fault made that is not undone yet.
+    fn journal(&self) -> Vec<journal::Entry>;
+    /// Changes the journal; on disk before this returns.
+    fn journal_update(&self, f: &mut dyn FnMut(&mut Vec<journal::Entry>)) -> Result<(), TopologyError>;
     /// Makes sure `host`'s CephFS mount answers within `timeout`; if it does not (its client
     /// was evicted), mounts it again and says so (true).
     fn ensure_mount(&self, host: &str, timeout: std::time::Duration) -> Result<bool, TopologyError>;

@@ -2,20 +2,25 @@
 
 use super::Context;
 use crate::process::{ProcessSpec, Tier};
+use crate::topology::journal::{Journal, Undo};
 use crate::topology::{DaemonId, DaemonKind, Topology};
 use crate::vm::{ledger, VmRecord};
 use miglab_faults::{DaemonAction, Fault, HostRef, LinkShape, Pick, Resolved, StorageTarget};
 use miglab_reports::Side;
 use nix::sys::signal::Signal;
 use std::sync::Arc;
-use std::time::Duration;
 
-/// An injected fault's undo.
-pub(super) type Undo = Box<dyn FnOnce() -> Result<String, String> + Send>;
-
+/// What an injection did. Its undo is in the journal, written step by step before each change.
 pub(super) struct Applied {
     pub(super) target: String,
-    pub(super) undo: Option<Undo>,
+    /// The fault took effect, but a later part of it failed (a restart after a kill).
+    pub(super) partly: Option<String>,
+}
+
+impl Applied {
+    fn on(target: impl Into<String>) -> Self {
+        Self { target: target.into(), partly: None }
+    }
 }
 
 fn err(e: impl std::fmt::Display) -> String {
@@ -54,70 +59,72 @@ fn osd(p: Pick) -> Result<DaemonId, String> {
     }
 }
 
-/// Sets `key` on every messenger `target` names; returns what it acted on.
-/// Sets a messenger injection `key` on `target`; the undo sets it back to 0.
-fn messenger_fault(
-    topo: &Arc<dyn Topology>,
-    ctx: &Context,
-    target: &StorageTarget,
-    key: &'static str,
-    value: &str,
-    what: &'static str,
-) -> Result<Applied, String> {
-    let on = messenger_set(topo, ctx, target, key, value)?;
-    let (t, c, target) = (topo.clone(), ctx.clone(), target.clone());
-    Ok(Applied {
-        target: on,
-        undo: Some(Box::new(move || {
-            messenger_set(&t, &c, &target, key, "0").map(|on| format!("no more {what} on {on}"))
-        })),
-    })
-}
-
+/// Sets `key` to `value` on every messenger `target` names, each change journaled (with the
+/// value it had) before it is made; returns what it acted on.
 fn messenger_set(
     topo: &Arc<dyn Topology>,
     ctx: &Context,
+    j: &Journal<'_>,
     target: &StorageTarget,
     key: &str,
     value: &str,
 ) -> Result<String, String> {
+    let on_daemon = |id: DaemonId| -> Result<(), String> {
+        let was = topo.config_get(&id, key).map_err(err)?;
+        j.step(Undo::Config { daemon: id.clone(), key: key.into(), value: was }).map_err(err)?;
+        topo.config_set(&id, key, value).map_err(err)
+    };
     match target {
         StorageTarget::Client(h) => {
             let host = host_of(topo.as_ref(), ctx, h)?;
+            let was = topo.client_config_get(&host, key).map_err(err)?;
+            j.step(Undo::ClientConfig { host: host.clone(), key: key.into(), value: was }).map_err(err)?;
             topo.client_config_set(&host, key, value).map_err(err)?;
             Ok(format!("client.{host}"))
         }
         StorageTarget::Osd(p) => {
             let id = osd(*p)?;
-            topo.config_set(&id, key, value).map_err(err)?;
+            on_daemon(id.clone())?;
             Ok(id.to_string())
         }
         StorageTarget::AllOsds => {
-            for id in topo.daemons().into_iter().filter(|d| d.kind == DaemonKind::Osd) {
-                topo.config_set(&id, key, value).map_err(err)?;
+            let all: Vec<DaemonId> =
+                topo.daemons().into_iter().filter(|d| d.kind == DaemonKind::Osd).collect();
+            for id in &all {
+                on_daemon(id.clone())?;
             }
-            Ok("every OSD".into())
+            Ok(format!("every OSD ({})", all.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")))
         }
     }
 }
 
-/// Carries `planned` out (blocking); returns what it acted on and its undo.
-pub(super) fn apply(topo: &Arc<dyn Topology>, ctx: &Context, planned: &Resolved) -> Result<Applied, String> {
+/// The entity types whose messages `target`'s messenger delays (the lab's ceph.conf sets the
+/// same; a real cluster has none set, and then `ms_inject_delay_*` delays nothing).
+fn delay_types(target: &StorageTarget) -> &'static str {
+    match target {
+        StorageTarget::Client(_) => "osd mds",
+        StorageTarget::Osd(_) | StorageTarget::AllOsds => "client osd",
+    }
+}
+
+/// Carries `planned` out (blocking): before each change, its undo goes into the journal `j`,
+/// so that however far the fault got, reverting the journal undoes exactly that much.
+pub(super) fn apply(
+    topo: &Arc<dyn Topology>,
+    ctx: &Context,
+    planned: &Resolved,
+    j: &Journal<'_>,
+) -> Result<Applied, String> {
     let fault = &planned.fault;
     // A daemon killed is restarted, one frozen is resumed.
     let daemon_fault = |id: DaemonId, action: DaemonAction| -> Result<Applied, String> {
-        let (undo, said) = match action {
-            DaemonAction::Freeze => (DaemonAction::Resume, "resumed"),
-            _ => (DaemonAction::Restart, "restarted"),
+        let undo = match action {
+            DaemonAction::Freeze => DaemonAction::Resume,
+            _ => DaemonAction::Restart,
         };
+        j.step(Undo::Daemon { daemon: id.clone(), action: undo }).map_err(err)?;
         topo.daemon(&id, action).map_err(err)?;
-        let (t, target) = (topo.clone(), id.to_string());
-        Ok(Applied {
-            target: target.clone(),
-            undo: Some(Box::new(move || {
-                t.daemon(&id, undo).map(|()| format!("{target} {said}")).map_err(err)
-            })),
-        })
+        Ok(Applied::on(id.to_string()))
     };
     let active_mds = || topo.active_mds().map_err(err)?.ok_or_else(|| "no MDS is active".to_string());
     Ok(match fault {
@@ -125,117 +132,82 @@ pub(super) fn apply(topo: &Arc<dyn Topology>, ctx: &Context, planned: &Resolved)
         Fault::OsdFreeze { osd: p, .. } => daemon_fault(osd(*p)?, DaemonAction::Freeze)?,
         Fault::OsdOut { osd: p, .. } => {
             let Pick::Id(n) = *p else { return Err("the schedule left an OSD unpicked".into()) };
+            j.step(Undo::OsdIn { osd: n }).map_err(err)?;
             topo.osd_out(n, true).map_err(err)?;
-            let t = topo.clone();
-            Applied {
-                target: format!("osd.{n}"),
-                undo: Some(Box::new(move || {
-                    t.osd_out(n, false).map(|()| format!("osd.{n} in")).map_err(err)
-                })),
-            }
+            Applied::on(format!("osd.{n}"))
         }
         Fault::MdsKill { .. } => daemon_fault(active_mds()?, DaemonAction::Kill)?,
         Fault::MdsFreeze { .. } => daemon_fault(active_mds()?, DaemonAction::Freeze)?,
         Fault::MdsFail {} => {
             let id = active_mds()?;
             topo.mds_fail(&id).map_err(err)?;
-            Applied { target: id.to_string(), undo: None }
+            Applied::on(id.to_string())
         }
         Fault::StorageDelay { target, max_ms, probability, .. } => {
             let max = format!("{:.3}", *max_ms as f64 / 1000.0);
-            messenger_set(topo, ctx, target, "ms_inject_delay_max", &max)?;
-            messenger_fault(
+            messenger_set(topo, ctx, j, target, "ms_inject_delay_type", delay_types(target))?;
+            messenger_set(topo, ctx, j, target, "ms_inject_delay_max", &max)?;
+            Applied::on(messenger_set(
                 topo,
                 ctx,
+                j,
                 target,
                 "ms_inject_delay_probability",
                 &probability.to_string(),
-                "delay",
-            )?
+            )?)
         }
-        Fault::SocketFailures { target, one_in, .. } => messenger_fault(
+        Fault::SocketFailures { target, one_in, .. } => Applied::on(messenger_set(
             topo,
             ctx,
+            j,
             target,
             "ms_inject_socket_failures",
             &one_in.to_string(),
-            "socket failures",
-        )?,
+        )?),
         Fault::LinkRate { host, rate_kbit, .. } => {
             let h = host_of(topo.as_ref(), ctx, host)?;
+            j.step(Undo::Unshape { host: h.clone() }).map_err(err)?;
             topo.shape_link(&h, Some(LinkShape::rate(*rate_kbit))).map_err(err)?;
-            let t = topo.clone();
-            let h2 = h.clone();
-            Applied {
-                target: format!("{h}'s link"),
-                undo: Some(Box::new(move || {
-                    t.shape_link(&h2, None).map(|()| "unshaped".into()).map_err(err)
-                })),
-            }
+            Applied::on(format!("{h}'s link"))
         }
         Fault::Partition { host, .. } => {
             let h = host_of(topo.as_ref(), ctx, host)?;
+            j.step(Undo::Heal { host: h.clone() }).map_err(err)?;
             topo.cut_link(&h, true).map_err(err)?;
-            let t = topo.clone();
-            let h2 = h.clone();
-            Applied {
-                target: format!("{h}'s link"),
-                undo: Some(Box::new(move || {
-                    t.cut_link(&h2, false).map_err(err)?;
-                    match t.ensure_mount(&h2, Duration::from_secs(10)).map_err(err)? {
-                        true => Ok(format!("healed; {h2}'s client had been evicted: CephFS mounted again")),
-                        false => Ok("healed".into()),
-                    }
-                })),
-            }
+            Applied::on(format!("{h}'s link"))
         }
         Fault::VirtiofsdKill { side, restart } => {
             let r = instance(topo.as_ref(), &ctx.vm, *side)?;
             let p = topo.process(&r.virtiofsd_name()).ok_or("its virtiofsd is not recorded")?;
             topo.signal(&p, Signal::SIGKILL).map_err(err)?;
+            let mut applied = Applied::on(format!("virtiofsd of {}", r.id));
             if *restart {
-                let h = topo.host(r.host()).map_err(err)?;
-                let mount = h.mount_point();
-                let _ = h.remove_all(&r.files.virtiofsd());
-                let spec = ProcessSpec::new(
-                    format!("{}.restarted", r.virtiofsd_name()),
-                    h.virtiofsd(&r.spec.binaries.virtiofsd_path()),
-                    r.files.virtiofsd_log(),
-                )
-                .tier(Tier::Guest)
-                .args(crate::vm::virtiofsd_args(&mount, &r.files, r.spec.fs_cache))
-                .args(&r.spec.virtiofsd_args);
-                topo.spawn(r.host(), spec).map_err(err)?;
+                // The kill happened whatever the restart does: a failed restart is a fault
+                // injected in part, not one never injected.
+                match restart_virtiofsd(topo, &r) {
+                    Ok(()) => applied.target.push_str(" (restarted; QEMU does not reconnect)"),
+                    Err(e) => applied.partly = Some(format!("killed, but the restart failed: {e}")),
+                }
             }
-            let target = format!(
-                "virtiofsd of {}{}",
-                r.id,
-                if *restart { " (restarted; QEMU does not reconnect)" } else { "" }
-            );
-            Applied { target, undo: None }
+            applied
         }
         Fault::VirtiofsdFreeze { side, .. } => {
             let r = instance(topo.as_ref(), &ctx.vm, *side)?;
             let p = topo.process(&r.virtiofsd_name()).ok_or("its virtiofsd is not recorded")?;
+            j.step(Undo::Resume { process: p.clone() }).map_err(err)?;
             topo.signal(&p, Signal::SIGSTOP).map_err(err)?;
-            let t = topo.clone();
-            Applied {
-                target: format!("virtiofsd of {}", r.id),
-                undo: Some(Box::new(move || {
-                    t.signal(&p, Signal::SIGCONT).map(|()| "resumed".into()).map_err(err)
-                })),
-            }
+            Applied::on(format!("virtiofsd of {}", r.id))
         }
         Fault::QemuKill { side } => {
             let r = instance(topo.as_ref(), &ctx.vm, *side)?;
             let p = topo.process(&r.qemu_name()).ok_or("its QEMU is not recorded")?;
             topo.signal(&p, Signal::SIGKILL).map_err(err)?;
-            Applied { target: format!("QEMU of {}", r.id), undo: None }
+            Applied::on(format!("QEMU of {}", r.id))
         }
         Fault::MigrateCancel {} => {
             let hop = planned.trigger.anchor.hop().ok_or("migrate-cancel fires during a hop")?;
             ctx.cancel.ask(hop)?;
-            Applied { target: format!("hop {hop}"), undo: None }
+            Applied::on(format!("hop {hop}"))
         }
         Fault::ThirdPartyRename { host, replace, .. } => {
             let h = host_of(topo.as_ref(), ctx, host)?;
@@ -244,42 +216,49 @@ pub(super) fn apply(topo: &Arc<dyn Topology>, ctx: &Context, planned: &Resolved)
                 .map_err(err)?
                 .mount_point()
                 .join(ctx.workload_dir.as_deref().ok_or("the workload has no directory")?);
-            let mut moved = Vec::new();
+            let mut n = 0;
             for e in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?.flatten() {
                 let p = e.path();
                 if !p.is_file() || p.extension().is_some_and(|x| x == "miglab-away" || x == "miglab-copy") {
                     continue;
                 }
                 if *replace {
-                    // A new inode under the old name, with the same data.
+                    // A new inode under the old name, with the same data: nothing to undo.
                     let copy = p.with_extension("miglab-copy");
                     std::fs::copy(&p, &copy).map_err(|e| format!("copy {}: {e}", p.display()))?;
                     std::fs::rename(&copy, &p).map_err(|e| format!("replace {}: {e}", p.display()))?;
                 } else {
                     let away = p.with_extension("miglab-away");
+                    j.step(Undo::RenameBack { away: away.clone(), back: p.clone() }).map_err(err)?;
                     std::fs::rename(&p, &away).map_err(|e| format!("rename {}: {e}", p.display()))?;
-                    moved.push((away, p));
                 }
+                n += 1;
             }
-            let n = moved.len();
-            let target = format!(
-                "{} through {h}'s client ({})",
+            Applied::on(format!(
+                "{n} files in {} through {h}'s client ({})",
                 dir.display(),
                 if *replace { "replaced" } else { "renamed away" }
-            );
-            let undo: Option<Undo> = (!*replace).then(|| {
-                Box::new(move || {
-                    for (away, back) in &moved {
-                        std::fs::rename(away, back)
-                            .map_err(|e| format!("rename back {}: {e}", back.display()))?;
-                    }
-                    Ok(format!("{n} files renamed back"))
-                }) as Undo
-            });
-            Applied { target, undo }
+            ))
         }
         Fault::MigrationLink { .. } => {
             return Err("the migration link is set by its hop, not injected".into())
         }
     })
+}
+
+/// A new virtiofsd on the killed one's socket (QEMU does not reconnect to it).
+fn restart_virtiofsd(topo: &Arc<dyn Topology>, r: &VmRecord) -> Result<(), String> {
+    let h = topo.host(r.host()).map_err(err)?;
+    let mount = h.mount_point();
+    h.remove_all(&r.files.virtiofsd()).map_err(|e| format!("remove its socket: {e}"))?;
+    let spec = ProcessSpec::new(
+        format!("{}.restarted", r.virtiofsd_name()),
+        h.virtiofsd(&r.spec.binaries.virtiofsd_path()),
+        r.files.virtiofsd_log(),
+    )
+    .tier(Tier::Guest)
+    .args(crate::vm::virtiofsd_args(&mount, &r.files, r.spec.fs_cache))
+    .args(&r.spec.virtiofsd_args);
+    topo.spawn(r.host(), spec).map_err(err)?;
+    Ok(())
 }

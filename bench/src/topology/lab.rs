@@ -13,6 +13,7 @@ mod status;
 mod teardown;
 
 pub use bringup::preflight;
+pub use cluster::config_value;
 pub use status::{process_state, status, LabStatus, MountStatus, ProcessStatus};
 pub use teardown::{down, leftovers};
 
@@ -310,6 +311,28 @@ impl Lab {
         Ok(())
     }
 
+    /// Links a hand command (`miglab lab link`) left cut or shaped, each with the command that
+    /// restores it: a run on such a lab would measure another network (or hang on a mount).
+    pub fn altered_links(&self) -> Result<Vec<String>, LabError> {
+        let cut = self.state.snapshot().partitioned;
+        let mut out = Vec::new();
+        for c in &self.layout.clients {
+            let fix = |what: &str, flag: &str| {
+                format!(
+                    "{}'s link is {what} (`miglab lab link --name {} {} {flag}`)",
+                    c.name, self.layout.name, c.name
+                )
+            };
+            if cut.contains(&c.veth) {
+                out.push(fix("cut", "--heal"));
+            }
+            if net::shaped(&c.netns, &c.veth)? {
+                out.push(fix("shaped", "--unshape"));
+            }
+        }
+        Ok(out)
+    }
+
     /// The local host `name`.
     pub fn lab_host(&self, name: &str) -> Result<&LabHost, LabError> {
         self.hosts.iter().find(|h| h.name() == name).ok_or_else(|| LabError::UnknownHost(name.into()))
@@ -370,6 +393,26 @@ impl Topology for Lab {
 
     fn client_config_set(&self, host: &str, key: &str, value: &str) -> Result<(), TopologyError> {
         Ok(self.client_tell(host, key, value)?)
+    }
+
+    fn config_get(&self, id: &DaemonId, key: &str) -> Result<String, TopologyError> {
+        Ok(self.tell_get(id, key)?)
+    }
+
+    fn client_config_get(&self, host: &str, key: &str) -> Result<String, TopologyError> {
+        Ok(self.client_get(host, key)?)
+    }
+
+    fn journal(&self) -> Vec<super::journal::Entry> {
+        self.state.snapshot().journal
+    }
+
+    fn journal_update(
+        &self,
+        f: &mut dyn FnMut(&mut Vec<super::journal::Entry>),
+    ) -> Result<(), TopologyError> {
+        self.state.update(|s| f(&mut s.journal)).map_err(LabError::from)?;
+        Ok(())
     }
 
     fn ensure_mount(&self, host: &str, timeout: Duration) -> Result<bool, TopologyError> {

@@ -19,6 +19,8 @@ pub enum NetError {
     Tool(#[from] ToolError),
     #[error("{what} '{name}' already exists: another lab (or a leftover) uses it; run `miglab lab down --name <that lab>` or choose another --name / --subnet")]
     Busy { what: &'static str, name: String },
+    #[error("the link {link} is still shaped after its tbf qdisc was removed")]
+    StillShaped { link: String },
 }
 
 fn run(program: &str, args: &[&str]) -> Result<ToolOutput, NetError> {
@@ -117,12 +119,23 @@ pub fn shape(netns: &str, veth: &str, shape: Option<LinkShape>) -> Result<(), Ne
             run("tc", &[&["-n", netns, "qdisc", "replace", "dev", "eth0"][..], &tbf].concat())?;
         }
         None => {
-            // Deleting the root qdisc restores the default; "no qdisc" errors mean nothing to do.
-            let _ = run("tc", &["qdisc", "del", "dev", veth, "root"]);
-            let _ = run("tc", &["-n", netns, "qdisc", "del", "dev", "eth0", "root"]);
+            // Deleting the root qdisc restores the default; the error of an end that had none
+            // means nothing to do, so what counts is what is left afterwards.
+            let host = run("tc", &["qdisc", "del", "dev", veth, "root"]).err();
+            let guest = run("tc", &["-n", netns, "qdisc", "del", "dev", "eth0", "root"]).err();
+            if shaped(netns, veth)? {
+                return Err(host.or(guest).unwrap_or(NetError::StillShaped { link: veth.into() }));
+            }
         }
     }
     Ok(())
+}
+
+/// Whether either end of a host's link is shaped (a tbf qdisc on it).
+pub fn shaped(netns: &str, veth: &str) -> Result<bool, NetError> {
+    let host = run("tc", &["qdisc", "show", "dev", veth])?.stdout;
+    let guest = run("tc", &["-n", netns, "qdisc", "show", "dev", "eth0"])?.stdout;
+    Ok(host.contains("tbf") || guest.contains("tbf"))
 }
 
 /// The nftables script that drops all traffic of the `cut` links on the bridge (the links

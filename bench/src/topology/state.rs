@@ -68,6 +68,9 @@ pub struct LabState {
     /// Instances (VMs) running on the lab's hosts.
     #[serde(default)]
     pub instances: Vec<Instance>,
+    /// What faults changed and has not been undone yet, with each change's undo.
+    #[serde(default)]
+    pub journal: Vec<super::journal::Entry>,
 }
 
 impl LabState {
@@ -85,6 +88,7 @@ impl LabState {
             nft_tables: Vec::new(),
             partitioned: Vec::new(),
             instances: Vec::new(),
+            journal: Vec::new(),
         }
     }
 

@@ -37,6 +37,9 @@ struct SiteState {
     instances: Vec<Instance>,
     /// Forwarded sockets: host, local path, remote path.
     forwards: Vec<(String, PathBuf, PathBuf)>,
+    /// What faults changed on the cluster and has not been undone yet.
+    #[serde(default)]
+    journal: Vec<crate::topology::journal::Entry>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -643,6 +646,27 @@ impl Topology for ExternalSite {
 
     fn config_set(&self, id: &DaemonId, key: &str, value: &str) -> Result<(), TopologyError> {
         self.ceph(&format!("tell {id} config set {} {}", quote(key), quote(value)))?;
+        Ok(())
+    }
+
+    fn config_get(&self, id: &DaemonId, key: &str) -> Result<String, TopologyError> {
+        let out = self.ceph(&format!("tell {id} config get {} -f json", quote(key)))?;
+        Ok(crate::topology::lab::config_value(&out, key))
+    }
+
+    fn client_config_get(&self, host: &str, key: &str) -> Result<String, TopologyError> {
+        Err(self.refuse(&format!("read {key} of {host}'s CephFS client"), CLIENT))
+    }
+
+    fn journal(&self) -> Vec<crate::topology::journal::Entry> {
+        self.state.lock().map(|s| s.journal.clone()).unwrap_or_default()
+    }
+
+    fn journal_update(
+        &self,
+        f: &mut dyn FnMut(&mut Vec<crate::topology::journal::Entry>),
+    ) -> Result<(), TopologyError> {
+        self.update(|s| f(&mut s.journal))?;
         Ok(())
     }
 

@@ -180,6 +180,43 @@ impl Lab {
         Ok(())
     }
 
+    /// A setting of `host`'s ceph-fuse as it runs, through its admin socket.
+    pub fn client_get(&self, host: &str, key: &str) -> Result<String, LabError> {
+        let asok = self.layout.run_dir().join(format!("client.{host}.asok"));
+        let out = process::run_tool(
+            Command::new(paths::tool("ceph")).arg("--admin-daemon").arg(&asok).args(["config", "get", key]),
+            self.step_timeout,
+        )?;
+        Ok(config_value(&out.stdout, key))
+    }
+
+    /// `ceph tell <id> config get <key>`: what an undo sets back.
+    pub fn tell_get(&self, id: &DaemonId, key: &str) -> Result<String, LabError> {
+        self.known_daemon(id)?;
+        if id.kind == super::super::DaemonKind::Osd {
+            let mut a = self.admin()?;
+            let out = a.as_mut().ok_or(AdminError::NoPipes)?.command(
+                serde_json::json!({ "prefix": "config get", "var": key, "format": "json", "_target": id.to_string() }),
+            )?;
+            return Ok(config_value(&out, key));
+        }
+        let out = process::run_tool(
+            Command::new(paths::tool("ceph")).args(self.conf_args()).args([
+                "--connect-timeout",
+                "10",
+                "tell",
+                &id.to_string(),
+                "config",
+                "get",
+                key,
+                "-f",
+                "json",
+            ]),
+            self.step_timeout,
+        )?;
+        Ok(config_value(&out.stdout, key))
+    }
+
     /// `ceph tell <id> config set <key> <value>`: through the admin channel for an OSD (fast:
     /// a fault flips settings on every OSD at once), through the `ceph` CLI otherwise.
     pub fn tell(&self, id: &DaemonId, key: &str, value: &str) -> Result<(), LabError> {
@@ -207,5 +244,29 @@ impl Lab {
             self.step_timeout,
         )?;
         Ok(())
+    }
+}
+
+/// The value in a `config get` answer: `{"key": "value"}` as JSON, or the bare value.
+pub fn config_value(out: &str, key: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(out.trim()) {
+        Ok(serde_json::Value::Object(m)) => match m.get(key) {
+            Some(serde_json::Value::String(v)) => v.clone(),
+            Some(v) => v.to_string(),
+            None => out.trim().to_string(),
+        },
+        _ => out.trim().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn config_answers_give_their_value() {
+        assert_eq!(
+            super::config_value("{\"ms_inject_delay_max\":\"1.000000\"}\n", "ms_inject_delay_max"),
+            "1.000000"
+        );
+        assert_eq!(super::config_value("osd mds\n", "ms_inject_delay_type"), "osd mds");
     }
 }

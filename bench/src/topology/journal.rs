@@ -1,0 +1,268 @@
+//! The fault journal: every change a fault makes to a site — a daemon frozen, a setting
+//! changed, a link cut — is written to the site's state file, with how to undo it, *before* the
+//! change is made (write-ahead, as a database's log). A fault made of several changes adds a
+//! step before each, so a fault that fails half-way is undone exactly as far as it went. A step
+//! leaves the journal only once its undo succeeded.
+//!
+//! The normal end of a fault and every crash recover through the same records: the injector
+//! reverts its own entry when the fault's time is up; the next run's readiness check and
+//! `lab down` revert entries whose miglab is gone (an error, a panic, a second Ctrl-C, SIGKILL).
+
+use super::{DaemonId, Topology, TopologyError};
+use crate::process::{self, ProcRecord};
+use miglab_faults::DaemonAction;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How long a healed host's mount may take to answer before it is mounted again.
+const MOUNT_DEADLINE: Duration = Duration::from_secs(10);
+
+/// One change's undo.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "undo", rename_all = "kebab-case")]
+pub enum Undo {
+    /// A daemon frozen is resumed, one killed is restarted.
+    Daemon { daemon: DaemonId, action: DaemonAction },
+    /// An OSD marked out is marked in.
+    OsdIn { osd: u32 },
+    /// A daemon's setting set back to the value it had.
+    Config { daemon: DaemonId, key: String, value: String },
+    /// A CephFS client's setting set back to the value it had.
+    ClientConfig { host: String, key: String, value: String },
+    /// A host's link unshaped.
+    Unshape { host: String },
+    /// A host's link healed (and its CephFS mounted again if its client was evicted).
+    Heal { host: String },
+    /// A process of the site frozen (SIGSTOP) is resumed (SIGCONT).
+    Resume { process: ProcRecord },
+    /// A file a third party renamed away is renamed back.
+    RenameBack { away: PathBuf, back: PathBuf },
+}
+
+impl fmt::Display for Undo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Undo::Daemon { daemon, action } => write!(f, "{action} {daemon}"),
+            Undo::OsdIn { osd } => write!(f, "mark osd.{osd} in"),
+            Undo::Config { daemon, key, value } => write!(f, "set {key} = '{value}' on {daemon}"),
+            Undo::ClientConfig { host, key, value } => write!(f, "set {key} = '{value}' on client.{host}"),
+            Undo::Unshape { host } => write!(f, "unshape {host}'s link"),
+            Undo::Heal { host } => write!(f, "heal {host}'s link"),
+            Undo::Resume { process } => write!(f, "resume {} (pid {})", process.name, process.pid),
+            Undo::RenameBack { away, back } => {
+                write!(f, "rename {} back to {}", away.display(), back.display())
+            }
+        }
+    }
+}
+
+/// One fault's changes, newest last.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Unique among the journal's entries: the owner's pid, the run's VM and the fault's index.
+    pub id: String,
+    /// The fault, as the run names it.
+    pub fault: String,
+    /// The miglab that made the changes: while it lives, nobody else reverts them.
+    pub owner: ProcRecord,
+    pub steps: Vec<Undo>,
+}
+
+impl Entry {
+    /// Whether the miglab that made the changes is gone (killed, crashed, or exited without
+    /// undoing them).
+    pub fn orphaned(&self) -> bool {
+        !process::is_alive(&self.owner)
+    }
+}
+
+/// This miglab, as an owner of journal entries.
+pub fn me() -> ProcRecord {
+    let pid = std::process::id() as i32;
+    ProcRecord {
+        name: "miglab".into(),
+        pid,
+        start_ticks: process::proc_stat(pid).map_or(0, |s| s.start_ticks),
+        log: PathBuf::new(),
+        tier: Default::default(),
+    }
+}
+
+/// A fault's entry being written: [`Journal::step`] before each change.
+#[derive(Debug)]
+pub struct Journal<'a> {
+    topo: &'a dyn Topology,
+    id: String,
+}
+
+impl<'a> Journal<'a> {
+    /// Opens the entry `id` for `fault` (an entry with no step undoes nothing).
+    pub fn begin(topo: &'a dyn Topology, id: String, fault: &str) -> Result<Self, TopologyError> {
+        let entry = Entry { id: id.clone(), fault: fault.into(), owner: me(), steps: Vec::new() };
+        topo.journal_update(&mut |j| {
+            j.retain(|e| e.id != entry.id);
+            j.push(entry.clone());
+        })?;
+        Ok(Self { topo, id })
+    }
+
+    /// Writes down `undo` — call it before making the change it undoes.
+    pub fn step(&self, undo: Undo) -> Result<(), TopologyError> {
+        let id = &self.id;
+        self.topo.journal_update(&mut |j| {
+            if let Some(e) = j.iter_mut().find(|e| e.id == *id) {
+                e.steps.push(undo.clone());
+            }
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Whether the entry holds anything to undo.
+    pub fn has_steps(&self) -> bool {
+        self.topo.journal().iter().any(|e| e.id == self.id && !e.steps.is_empty())
+    }
+}
+
+/// Carries one undo out; returns what it did.
+pub fn undo(topo: &dyn Topology, u: &Undo) -> Result<String, TopologyError> {
+    Ok(match u {
+        Undo::Daemon { daemon, action } => {
+            topo.daemon(daemon, *action)?;
+            format!("{daemon} {}", if *action == DaemonAction::Resume { "resumed" } else { "restarted" })
+        }
+        Undo::OsdIn { osd } => {
+            topo.osd_out(*osd, false)?;
+            format!("osd.{osd} in")
+        }
+        Undo::Config { daemon, key, value } => {
+            topo.config_set(daemon, key, value)?;
+            format!("{key} = '{value}' on {daemon} again")
+        }
+        Undo::ClientConfig { host, key, value } => {
+            topo.client_config_set(host, key, value)?;
+            format!("{key} = '{value}' on client.{host} again")
+        }
+        Undo::Unshape { host } => {
+            topo.shape_link(host, None)?;
+            format!("{host}'s link unshaped")
+        }
+        Undo::Heal { host } => {
+            topo.cut_link(host, false)?;
+            match topo.ensure_mount(host, MOUNT_DEADLINE)? {
+                true => format!("{host}'s link healed; its client had been evicted: CephFS mounted again"),
+                false => format!("{host}'s link healed"),
+            }
+        }
+        Undo::Resume { process } => {
+            topo.signal(process, nix::sys::signal::Signal::SIGCONT)?;
+            format!("{} resumed", process.name)
+        }
+        Undo::RenameBack { away, back } => {
+            match std::fs::rename(away, back) {
+                Ok(()) => {}
+                // Renamed back already (the step's removal was what failed last time).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && back.exists() => {}
+                Err(e) => return Err(TopologyError::Journal(format!("rename {} back: {e}", back.display()))),
+            }
+            format!("{} renamed back", back.display())
+        }
+    })
+}
+
+/// What reverting an entry did, and what it could not do (those steps stay in the journal).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Reverted {
+    pub done: Vec<String>,
+    pub failed: Vec<String>,
+}
+
+impl Reverted {
+    /// One line: what was done, or that nothing was to do.
+    pub fn summary(&self) -> String {
+        if self.done.is_empty() {
+            "nothing to undo".into()
+        } else {
+            self.done.join("; ")
+        }
+    }
+}
+
+/// Reverts entry `id`, newest step first: each step leaves the journal once undone, the entry
+/// once every step has. A step that fails stays, and the rest are still tried.
+pub fn revert(topo: &dyn Topology, id: &str) -> Reverted {
+    let mut r = Reverted::default();
+    let Some(entry) = topo.journal().into_iter().find(|e| e.id == id) else {
+        return r;
+    };
+    let mut left = Vec::new();
+    for step in entry.steps.iter().rev() {
+        match undo(topo, step) {
+            Ok(said) => {
+                r.done.push(said);
+                let _ = topo.journal_update(&mut |j| {
+                    if let Some(e) = j.iter_mut().find(|e| e.id == id) {
+                        if let Some(i) = e.steps.iter().rposition(|s| s == step) {
+                            e.steps.remove(i);
+                        }
+                    }
+                });
+            }
+            Err(e) => {
+                r.failed.push(format!("{step}: {e}"));
+                left.push(step.clone());
+            }
+        }
+    }
+    if left.is_empty() {
+        if let Err(e) = topo.journal_update(&mut |j| j.retain(|e| e.id != id)) {
+            r.failed.push(format!("removing the journal entry {id}: {e}"));
+        }
+    }
+    r
+}
+
+/// Reverts every entry whose miglab is gone; returns, per entry, its fault and what was done.
+/// Entries of a miglab still running are left to it.
+pub fn recover(topo: &dyn Topology) -> Vec<(Entry, Reverted)> {
+    topo.journal()
+        .into_iter()
+        .filter(Entry::orphaned)
+        .map(|e| {
+            let r = revert(topo, &e.id);
+            (e, r)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_is_orphaned_only_when_its_miglab_is_gone() {
+        let mine = Entry { id: "x".into(), fault: "f".into(), owner: me(), steps: Vec::new() };
+        assert!(!mine.orphaned(), "this process is alive");
+        let mut gone = mine.clone();
+        gone.owner.start_ticks += 1;
+        assert!(gone.orphaned(), "a pid with another start time is somebody else");
+    }
+
+    #[test]
+    fn undos_read_back_from_json_as_written() {
+        let steps = vec![
+            Undo::Daemon { daemon: "osd.1".parse().expect("id"), action: DaemonAction::Resume },
+            Undo::Config { daemon: "osd.0".parse().expect("id"), key: "k".into(), value: "1.0".into() },
+            Undo::Heal { host: "c1".into() },
+            Undo::RenameBack { away: "/a.miglab-away".into(), back: "/a".into() },
+        ];
+        let text = serde_json::to_string(&steps).expect("json");
+        assert!(text.contains(r#""undo":"daemon""#), "{text}");
+        assert_eq!(serde_json::from_str::<Vec<Undo>>(&text).expect("parse"), steps);
+        assert_eq!(steps[0].to_string(), "resume osd.1");
+    }
+}
