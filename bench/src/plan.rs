@@ -119,7 +119,7 @@ impl Plan {
         workload: &Workload,
         rep: u32,
         hosts: &[String],
-        osds: u32,
+        osds: &[u32],
     ) -> Result<Plan, PlanError> {
         if hosts.len() < 2 && s.migration.count > 0 || hosts.is_empty() {
             return Err(PlanError::TooFewHosts(hosts.len()));
@@ -198,7 +198,7 @@ mod tests {
     fn hops_ping_pong_and_the_plan_round_trips() {
         let s = scenario(3);
         let w = s.workload.clone().expect("inline");
-        let p = Plan::derive(&s, &w, 2, &hosts(), 3).expect("plan");
+        let p = Plan::derive(&s, &w, 2, &hosts(), &[0, 1, 2]).expect("plan");
         let route: Vec<(&str, &str)> = p.hops.iter().map(|h| (h.from.as_str(), h.to.as_str())).collect();
         assert_eq!(route, [("c1", "c2"), ("c2", "c1"), ("c1", "c2")]);
         assert_eq!(p.vm, "p-2");
@@ -210,7 +210,10 @@ mod tests {
     fn same_seed_same_plan_and_sub_seeds_are_independent() {
         let s = scenario(1);
         let w = s.workload.clone().expect("inline");
-        assert_eq!(Plan::derive(&s, &w, 1, &hosts(), 3).ok(), Plan::derive(&s, &w, 1, &hosts(), 3).ok());
+        assert_eq!(
+            Plan::derive(&s, &w, 1, &hosts(), &[0, 1, 2]).ok(),
+            Plan::derive(&s, &w, 1, &hosts(), &[0, 1, 2]).ok()
+        );
         let a = Seeds::derive(9, 1);
         assert_ne!(a, Seeds::derive(9, 2), "repetitions differ");
         assert_ne!(a, Seeds::derive(10, 1), "seeds differ");
@@ -221,8 +224,11 @@ mod tests {
     fn a_plan_needs_two_hosts_to_migrate() {
         let s = scenario(1);
         let w = s.workload.clone().expect("inline");
-        assert!(matches!(Plan::derive(&s, &w, 1, &["c1".into()], 3), Err(PlanError::TooFewHosts(1))));
-        assert!(Plan::derive(&scenario(0), &w, 1, &["c1".into()], 3).is_ok());
+        assert!(matches!(
+            Plan::derive(&s, &w, 1, &["c1".into()], &[0, 1, 2]),
+            Err(PlanError::TooFewHosts(1))
+        ));
+        assert!(Plan::derive(&scenario(0), &w, 1, &["c1".into()], &[0, 1, 2]).is_ok());
     }
 
     /// The plan carries the faults resolved; the workload's seed does not move when a fault
@@ -234,8 +240,8 @@ mod tests {
         let without = scenario(1);
         let w = with.workload.clone().expect("inline");
         let (a, b) = (
-            Plan::derive(&with, &w, 1, &hosts(), 3).expect("plan"),
-            Plan::derive(&without, &w, 1, &hosts(), 3).expect("plan"),
+            Plan::derive(&with, &w, 1, &hosts(), &[0, 1, 2]).expect("plan"),
+            Plan::derive(&without, &w, 1, &hosts(), &[0, 1, 2]).expect("plan"),
         );
         assert_eq!(a.faults.len(), 1);
         assert!(matches!(

@@ -377,10 +377,10 @@ impl Checker<'_> {
 impl Scenario {
     /// What the scenario's faults are resolved against on a cluster of `osds` OSDs: its hops
     /// and how long its run can last after each anchor.
-    pub fn fault_universe(&self, osds: u32) -> miglab_faults::Universe {
+    pub fn fault_universe(&self, osds: &[u32]) -> miglab_faults::Universe {
         let ms = |s: f64| (s.max(0.0) * 1000.0).ceil() as u64;
         miglab_faults::Universe {
-            osds,
+            osds: osds.to_vec(),
             hops: self.migration.count,
             span: miglab_faults::Span {
                 warmup_ms: ms(self.migration.warmup_s),
@@ -503,7 +503,8 @@ impl Scenario {
             }
         }
         // Faults are checked as the plan will resolve them (the lab's 3 OSDs).
-        let u = self.fault_universe(crate::topology::ceph::ClusterSpec::DEFAULT_OSDS);
+        let u =
+            self.fault_universe(&(0..crate::topology::ceph::ClusterSpec::DEFAULT_OSDS).collect::<Vec<_>>());
         if let Err(miglab_faults::schedule::ScheduleError::Invalid { index, why, .. }) =
             miglab_faults::resolve(&self.faults, 0, 0, &u)
         {

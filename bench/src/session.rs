@@ -181,8 +181,17 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
         Ground::Lab { lab, .. } => lab.clone(),
         Ground::External(x) => x.clone(),
     };
-    if let Ground::Lab { lab, .. } = &ground {
-        lab_ready(lab, &topo, &lab_spec.name, &name)?;
+    match &ground {
+        Ground::Lab { lab, .. } => lab_ready(lab, &topo, &lab_spec.name, &name)?,
+        Ground::External(_) => {
+            let left = undo_leftovers(topo.as_ref(), &name);
+            if !left.is_empty() {
+                return Err(RunError::NotHere(format!(
+                    "the cluster is not as a run needs it: {}; `miglab lab down --topology FILE` reverts the journal",
+                    left.join("; ")
+                )));
+            }
+        }
     }
     if let Some(p) =
         crate::image::GuestImage::current(&crate::paths::cache()).ok().and_then(|i| i.agent_sources_newer())
@@ -197,21 +206,22 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
         );
     }
     let hosts = topo.host_names();
-    let osds = match &ground {
-        Ground::Lab { lab, .. } => lab.state().cluster.osds,
-        Ground::External(_) => {
-            topo.daemons().iter().filter(|d| d.kind == crate::topology::DaemonKind::Osd).count() as u32
-        }
-    };
+    // The OSDs a fault may pick, by their ids (a real cluster's have gaps).
+    let osds: Vec<u32> = topo
+        .daemons()
+        .iter()
+        .filter(|d| d.kind == crate::topology::DaemonKind::Osd)
+        .filter_map(|d| d.id.parse().ok())
+        .collect();
     let list: Vec<Result<Plan, PlanError>> = match &plans {
         Plans::Derive { scenario, workload, repetitions, cells } if cells.is_empty() => {
-            (1..=*repetitions).map(|rep| Plan::derive(scenario, workload, rep, &hosts, osds)).collect()
+            (1..=*repetitions).map(|rep| Plan::derive(scenario, workload, rep, &hosts, &osds)).collect()
         }
         Plans::Derive { repetitions, cells, .. } => cells
             .iter()
             .flat_map(|c| {
                 (1..=*repetitions).map(|rep| {
-                    let mut p = Plan::derive(&c.scenario, &c.workload, rep, &hosts, osds)?;
+                    let mut p = Plan::derive(&c.scenario, &c.workload, rep, &hosts, &osds)?;
                     p.cell = Some(c.name.clone());
                     Ok(p)
                 })
@@ -474,16 +484,11 @@ fn open_lab(opts: &RunOptions, name: &str, lab_spec: &crate::scenario::LabSpec) 
     Ok(Ground::Lab { lab, reuse })
 }
 
-/// How long a reused lab may take to be healthy before a run refuses it.
-const LAB_HEALTHY: Duration = Duration::from_secs(60);
-
-/// Makes a reused lab what a run needs, or refuses it: first what the faults of a miglab that
-/// is gone left (from the fault journal, reverted and said), then links left cut or shaped, a
-/// guest left running, a daemon missing, and a cluster that is not healthy.
-fn lab_ready(lab: &Lab, topo: &Arc<dyn Topology>, name: &str, scenario: &str) -> Result<(), RunError> {
-    // First: a partition left by a killed miglab would hang anything that touches the mount.
+/// Undoes what the faults of a miglab that is gone left on `topo` (its fault journal), saying
+/// what it undid; returns what it could not undo, and the faults a running miglab has in effect.
+fn undo_leftovers(topo: &dyn Topology, scenario: &str) -> Vec<String> {
     let mut altered = Vec::new();
-    for (entry, r) in crate::topology::journal::recover(topo.as_ref()) {
+    for (entry, r) in crate::topology::journal::recover(topo) {
         if !r.done.is_empty() {
             say(
                 scenario,
@@ -504,6 +509,18 @@ fn lab_ready(lab: &Lab, topo: &Arc<dyn Topology>, name: &str, scenario: &str) ->
             .filter(|e| !e.orphaned())
             .map(|e| format!("'{}' of miglab pid {} is in effect on it", e.fault, e.owner.pid)),
     );
+    altered
+}
+
+/// How long a reused lab may take to be healthy before a run refuses it.
+const LAB_HEALTHY: Duration = Duration::from_secs(60);
+
+/// Makes a reused lab what a run needs, or refuses it: first what the faults of a miglab that
+/// is gone left (from the fault journal, reverted and said), then links left cut or shaped, a
+/// guest left running, a daemon missing, and a cluster that is not healthy.
+fn lab_ready(lab: &Lab, topo: &Arc<dyn Topology>, name: &str, scenario: &str) -> Result<(), RunError> {
+    // First: a partition left by a killed miglab would hang anything that touches the mount.
+    let mut altered = undo_leftovers(topo.as_ref(), scenario);
     altered.extend(lab.altered_links()?);
     if !altered.is_empty() {
         return Err(RunError::LabAltered { lab: name.into(), what: altered });

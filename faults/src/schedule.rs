@@ -8,9 +8,10 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 /// What choices can be made from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Universe {
-    pub osds: u32,
+    /// The cluster's OSD ids, as it numbers them (a real cluster has gaps).
+    pub osds: Vec<u32>,
     pub hops: u32,
     /// How long the run can last: an offset past it could never fire.
     pub span: Span,
@@ -75,14 +76,15 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn pick(p: Pick, osds: u32, rng: &mut impl Rng) -> Result<Pick, String> {
+fn pick(p: Pick, osds: &[u32], rng: &mut impl Rng) -> Result<Pick, String> {
     match p {
-        Pick::Id(n) if n < osds => Ok(Pick::Id(n)),
-        Pick::Id(n) => {
-            Err(format!("osd {n} does not exist (the cluster has osd.0 to osd.{})", osds.saturating_sub(1)))
-        }
-        Pick::Random if osds == 0 => Err("the cluster has no OSD to pick".into()),
-        Pick::Random => Ok(Pick::Id(rng.gen_range(0..osds))),
+        Pick::Id(n) if osds.contains(&n) => Ok(Pick::Id(n)),
+        Pick::Id(n) => Err(format!(
+            "osd {n} does not exist (the cluster has {})",
+            osds.iter().map(|i| format!("osd.{i}")).collect::<Vec<_>>().join(", ")
+        )),
+        Pick::Random if osds.is_empty() => Err("the cluster has no OSD to pick".into()),
+        Pick::Random => Ok(Pick::Id(osds[rng.gen_range(0..osds.len())])),
     }
 }
 
@@ -129,11 +131,11 @@ pub fn resolve(
             let mut fault = e.fault.clone();
             match &mut fault {
                 Fault::OsdKill { osd, .. } | Fault::OsdFreeze { osd, .. } | Fault::OsdOut { osd, .. } => {
-                    *osd = pick(*osd, u.osds, &mut choice).map_err(invalid)?;
+                    *osd = pick(*osd, &u.osds, &mut choice).map_err(invalid)?;
                 }
                 Fault::StorageDelay { target: StorageTarget::Osd(p), .. }
                 | Fault::SocketFailures { target: StorageTarget::Osd(p), .. } => {
-                    *p = pick(*p, u.osds, &mut choice).map_err(invalid)?;
+                    *p = pick(*p, &u.osds, &mut choice).map_err(invalid)?;
                 }
                 _ => {}
             }
@@ -162,7 +164,9 @@ mod tests {
         }
     }
 
-    const U: Universe = Universe { osds: 3, hops: 2, span: Span::UNBOUNDED };
+    fn u() -> Universe {
+        Universe { osds: vec![0, 1, 2], hops: 2, span: Span::UNBOUNDED }
+    }
 
     fn two() -> Vec<FaultEntry> {
         vec![
@@ -177,9 +181,9 @@ mod tests {
 
     #[test]
     fn the_same_seeds_give_the_same_schedule_and_others_another() {
-        let a = resolve(&two(), 1, 2, &U).expect("schedule");
-        assert_eq!(a, resolve(&two(), 1, 2, &U).expect("schedule"));
-        let differs = (3..40).any(|s| resolve(&two(), s, s, &U).expect("schedule") != a);
+        let a = resolve(&two(), 1, 2, &u()).expect("schedule");
+        assert_eq!(a, resolve(&two(), 1, 2, &u()).expect("schedule"));
+        let differs = (3..40).any(|s| resolve(&two(), s, s, &u()).expect("schedule") != a);
         assert!(differs, "other seeds give other schedules");
         for r in &a {
             assert!(
@@ -197,10 +201,10 @@ mod tests {
     /// A new fault at the end shifts none of the others' choices or times.
     #[test]
     fn adding_a_fault_shifts_nobody_else() {
-        let a = resolve(&two(), 7, 8, &U).expect("schedule");
+        let a = resolve(&two(), 7, 8, &u()).expect("schedule");
         let mut three = two();
         three.push(entry(Fault::MdsFail {}, Anchor::WorkloadStart, 500));
-        let b = resolve(&three, 7, 8, &U).expect("schedule");
+        let b = resolve(&three, 7, 8, &u()).expect("schedule");
         assert_eq!(&b[..2], &a[..]);
     }
 
@@ -210,11 +214,34 @@ mod tests {
             &[entry(Fault::OsdKill { osd: Pick::Id(5), revive_after_ms: 1 }, Anchor::WorkloadStart, 0)],
             1,
             1,
-            &U,
+            &u(),
         )
         .expect_err("osd 5");
         assert!(e.to_string().contains("osd 5 does not exist"), "{e}");
-        let e = resolve(&[entry(Fault::MdsFail {}, Anchor::HopStart { hop: 3 }, 0)], 1, 1, &U)
+        // A real cluster's ids have gaps: only those are drawn.
+        let gaps = Universe { osds: vec![3, 7, 12], ..u() };
+        for seed in 0..50 {
+            let r = resolve(
+                &[entry(Fault::OsdOut { osd: Pick::Random, duration_ms: 1 }, Anchor::WorkloadStart, 0)],
+                1,
+                seed,
+                &gaps,
+            )
+            .expect("schedule");
+            assert!(
+                matches!(r[0].fault, Fault::OsdOut { osd: Pick::Id(3 | 7 | 12), .. }),
+                "{:?}",
+                r[0].fault
+            );
+        }
+        assert!(resolve(
+            &[entry(Fault::OsdOut { osd: Pick::Id(1), duration_ms: 1 }, Anchor::WorkloadStart, 0)],
+            1,
+            1,
+            &gaps
+        )
+        .is_err());
+        let e = resolve(&[entry(Fault::MdsFail {}, Anchor::HopStart { hop: 3 }, 0)], 1, 1, &u())
             .expect_err("hop 3");
         assert!(e.to_string().contains("hop 3"), "{e}");
     }
@@ -223,7 +250,7 @@ mod tests {
     #[test]
     fn an_offset_the_run_cannot_reach_is_refused() {
         let run = Universe {
-            osds: 3,
+            osds: vec![0, 1, 2],
             hops: 2,
             span: Span { warmup_ms: 2000, hop_ms: 11_000, cooldown_ms: 1000, follow_up: false },
         };
@@ -239,7 +266,7 @@ mod tests {
         assert!(e.to_string().contains("could never fire"), "{e}");
         assert!(resolve(&[at(Anchor::HopStart { hop: 2 }, 12_000, 0)], 1, 1, &run).is_ok());
         assert!(resolve(&[at(Anchor::HopStart { hop: 2 }, 12_001, 0)], 1, 1, &run).is_err());
-        let e = resolve(&[at(Anchor::WorkloadStart, u64::MAX, u64::MAX)], 1, 1, &U).expect_err("overflow");
+        let e = resolve(&[at(Anchor::WorkloadStart, u64::MAX, u64::MAX)], 1, 1, &u()).expect_err("overflow");
         assert!(e.to_string().contains("could never fire"), "{e}");
     }
 }

@@ -308,6 +308,8 @@ impl ExternalSite {
                 QUICK,
             )?;
         }
+        // A killed run's fault journal is kept: the run reverts it before it starts.
+        let journal = saved(&dir).journal;
         let mut site = Self {
             file: file.into(),
             spec,
@@ -315,7 +317,7 @@ impl ExternalSite {
             hosts,
             records,
             accel,
-            state: Mutex::new(SiteState { topology: file.into(), ..SiteState::default() }),
+            state: Mutex::new(SiteState { topology: file.into(), journal, ..SiteState::default() }),
             daemons: Vec::new(),
             ceph_version: None,
             grace: Duration::from_secs(5),
@@ -367,14 +369,7 @@ impl ExternalSite {
 
     /// `ceph <args>` on the first host, with the topology's conf and keyring.
     fn ceph(&self, args: &str) -> Result<String, ExternalError> {
-        let mut cmd = String::from("ceph --connect-timeout 20");
-        if let Some(c) = &self.spec.ceph.conf {
-            cmd.push_str(&format!(" --conf {}", quote(&c.display().to_string())));
-        }
-        if let Some(k) = &self.spec.ceph.keyring {
-            cmd.push_str(&format!(" --keyring {}", quote(&k.display().to_string())));
-        }
-        Ok(self.hosts[0].sh(&format!("{cmd} {args}"), Duration::from_secs(40))?.stdout)
+        ceph_on(&self.hosts[0], &self.spec, args)
     }
 
     fn status(&self) -> Result<Status, ExternalError> {
@@ -420,6 +415,14 @@ impl ExternalSite {
     }
 }
 
+/// The state saved in `dir` (empty if there is none).
+fn saved(dir: &Path) -> SiteState {
+    std::fs::read_to_string(dir.join("state.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
 fn save_state(dir: &Path, st: &SiteState) -> Result<(), ExternalError> {
     let path = dir.join("state.json");
     let tmp = dir.join("state.json.tmp");
@@ -429,6 +432,54 @@ fn save_state(dir: &Path, st: &SiteState) -> Result<(), ExternalError> {
     })?;
     std::fs::write(&tmp, text).map_err(io(format!("write {}", tmp.display())))?;
     std::fs::rename(&tmp, &path).map_err(io(format!("write {}", path.display())))
+}
+
+/// `ceph <args>` on `host`, with the topology's conf and keyring.
+fn ceph_on(host: &RemoteHost, spec: &TopologySpec, args: &str) -> Result<String, ExternalError> {
+    let mut cmd = String::from("ceph --connect-timeout 20");
+    if let Some(c) = &spec.ceph.conf {
+        cmd.push_str(&format!(" --conf {}", quote(&c.display().to_string())));
+    }
+    if let Some(k) = &spec.ceph.keyring {
+        cmd.push_str(&format!(" --keyring {}", quote(&k.display().to_string())));
+    }
+    Ok(host.sh(&format!("{cmd} {args}"), Duration::from_secs(40))?.stdout)
+}
+
+/// Reverts, through `ceph` on `host`, what the fault journal `entries` holds (newest first):
+/// the cluster changes a killed run left. Returns a line per change; the entries whose every
+/// step was undone are removed from `entries`.
+fn revert_cluster(
+    host: &RemoteHost,
+    spec: &TopologySpec,
+    entries: &mut Vec<crate::topology::journal::Entry>,
+) -> Vec<String> {
+    use crate::topology::journal::Undo;
+    let mut said = Vec::new();
+    for e in entries.iter_mut() {
+        let mut left = Vec::new();
+        for step in e.steps.iter().rev() {
+            let r = match step {
+                Undo::Config { daemon, key, value } => {
+                    ceph_on(host, spec, &format!("tell {daemon} config set {} {}", quote(key), quote(value)))
+                        .map(|_| ())
+                }
+                Undo::OsdIn { osd } => ceph_on(host, spec, &format!("osd in {osd}")).map(|_| ()),
+                _ => Err(ExternalError::Unsupported(format!("{step}: not a cluster change"))),
+            };
+            match r {
+                Ok(()) => said.push(format!("{}: {step}", e.fault)),
+                Err(err) => {
+                    said.push(format!("{}: could not {step}: {err}", e.fault));
+                    left.push(step.clone());
+                }
+            }
+        }
+        left.reverse();
+        e.steps = left;
+    }
+    entries.retain(|e| !e.steps.is_empty());
+    said
 }
 
 /// `down --topology`: every host's run directory cleaned (its processes ended), whatever the
@@ -441,6 +492,22 @@ pub fn down(file: &Path, root: &Path) -> Result<Vec<String>, ExternalError> {
     let config = spec.ssh_config(file);
     let mut said = Vec::new();
     let mut failed = None;
+    // First what faults changed on the cluster (a killed run's journal), then the processes.
+    let state_file = dir.join("state.json");
+    let mut st = saved(&dir);
+    let mut journal_left = false;
+    if !st.journal.is_empty() {
+        if let (Some(h), Some((ctl, _))) = (spec.hosts.first(), links.first()) {
+            let r = bare_host(h, ctl.clone(), config.clone(), &name);
+            said.extend(
+                revert_cluster(&r, &spec, &mut st.journal).into_iter().map(|l| format!("reverted {l}")),
+            );
+        }
+        journal_left = !st.journal.is_empty();
+        if journal_left {
+            let _ = save_state(&dir, &st);
+        }
+    }
     for (h, (ctl, _)) in spec.hosts.iter().zip(links) {
         let r = bare_host(h, ctl, config.clone(), &name);
         match r.clean(Duration::from_secs(5)) {
@@ -454,9 +521,41 @@ pub fn down(file: &Path, root: &Path) -> Result<Vec<String>, ExternalError> {
     if let Some(e) = failed {
         return Err(e);
     }
+    if journal_left {
+        return Err(ExternalError::Unsupported(format!(
+            "the fault journal in {} still holds changes that could not be reverted ({}); revert them by hand, then remove the file",
+            state_file.display(),
+            said.join("; ")
+        )));
+    }
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(control_dir(file));
     Ok(said)
+}
+
+/// Why `fault` cannot run on an existing cluster (with or without `allow_destructive`).
+fn refusal(fault: &Fault, allow_destructive: bool) -> Option<&'static str> {
+    use miglab_faults::StorageTarget;
+    match fault {
+        Fault::OsdKill { .. } | Fault::OsdFreeze { .. } | Fault::MdsKill { .. } | Fault::MdsFreeze { .. } => {
+            Some(DESTRUCTIVE)
+        }
+        Fault::LinkRate { .. } | Fault::Partition { .. } | Fault::MigrationLink { .. } => Some(NETWORK),
+        Fault::StorageDelay { target: StorageTarget::Client(_), .. }
+        | Fault::SocketFailures { target: StorageTarget::Client(_), .. } => Some(CLIENT),
+        Fault::ThirdPartyRename { .. } => Some(
+            "the third party renames through this machine's view of a mount; over SSH it is not built yet",
+        ),
+        Fault::OsdOut { .. }
+        | Fault::MdsFail {}
+        | Fault::StorageDelay { .. }
+        | Fault::SocketFailures { .. }
+            if !allow_destructive =>
+        {
+            Some(CHANGES)
+        }
+        _ => None,
+    }
 }
 
 impl Site for ExternalSite {
@@ -630,7 +729,9 @@ impl ExternalSite {
 }
 
 const DESTRUCTIVE: &str =
-    "daemon kills and freezes on an existing cluster need `allow_destructive = true` in [ceph], and stopping daemon units over SSH is not built yet: use osd-out, mds-fail or storage-delay";
+    "daemon kills and freezes on an existing cluster need a way to stop and start its daemons (their units over SSH), which is not built yet, whatever allow_destructive says: use osd-out, mds-fail or storage-delay (with allow_destructive = true in [ceph])";
+const CHANGES: &str =
+    "this fault changes the cluster (an OSD out, an MDS failed over, a messenger setting): on someone else's cluster it needs `allow_destructive = true` in [ceph]; each change is journaled and reverted, and `miglab lab down --topology` reverts what a killed miglab left";
 const NETWORK: &str =
     "network faults shape the local lab's links; on an external topology they are not built yet";
 const CLIENT: &str = "a CephFS client's settings on a remote host are not reachable yet (its admin socket)";
@@ -717,20 +818,40 @@ impl Topology for ExternalSite {
     }
 
     fn refuses(&self, fault: &Fault) -> Option<String> {
-        use miglab_faults::StorageTarget;
-        match fault {
-            Fault::OsdKill { .. } | Fault::OsdFreeze { .. } | Fault::MdsKill { .. } | Fault::MdsFreeze { .. } => {
-                Some(DESTRUCTIVE.into())
-            }
-            Fault::LinkRate { .. } | Fault::Partition { .. } | Fault::MigrationLink { .. } => {
-                Some(NETWORK.into())
-            }
-            Fault::StorageDelay { target: StorageTarget::Client(_), .. }
-            | Fault::SocketFailures { target: StorageTarget::Client(_), .. } => Some(CLIENT.into()),
-            Fault::ThirdPartyRename { .. } => {
-                Some("the third party renames through this machine's view of a mount; over SSH it is not built yet".into())
-            }
-            _ => None,
+        refusal(fault, self.spec.ceph.allow_destructive).map(String::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use miglab_faults::{Pick, StorageTarget};
+
+    /// Nothing changes someone else's cluster without `allow_destructive = true`; daemon kills
+    /// stay refused even with it (their units cannot be stopped and started yet).
+    #[test]
+    fn changes_to_an_existing_cluster_need_allow_destructive() {
+        let changes = [
+            Fault::OsdOut { osd: Pick::Id(0), duration_ms: 1 },
+            Fault::MdsFail {},
+            Fault::StorageDelay {
+                target: StorageTarget::AllOsds,
+                max_ms: 5,
+                probability: 1.0,
+                duration_ms: 1,
+            },
+            Fault::SocketFailures { target: StorageTarget::Osd(Pick::Id(1)), one_in: 5, duration_ms: 1 },
+        ];
+        for f in &changes {
+            assert!(refusal(f, false).is_some_and(|w| w.contains("allow_destructive")), "{f:?}");
+            assert_eq!(refusal(f, true), None, "{f:?}");
         }
+        let kill = Fault::OsdKill { osd: Pick::Id(0), revive_after_ms: 1 };
+        assert!(refusal(&kill, true).is_some(), "still refused");
+        assert_eq!(
+            refusal(&Fault::MigrateCancel {}, false),
+            None,
+            "cancelling a migration changes no cluster"
+        );
     }
 }

@@ -156,7 +156,8 @@ impl Lab {
         // `ceph` commands (faults, health) run on the first host with the lab's conf and key.
         let _ = write!(
             s,
-            "\n[ceph]\nkind = \"existing\"\nsubdir = \"miglab\"\nconf = \"{}\"\nkeyring = \"{}\"\n",
+            // The lab's own throwaway cluster: faults that change it are allowed.
+            "\n[ceph]\nkind = \"existing\"\nsubdir = \"miglab\"\nconf = \"{}\"\nkeyring = \"{}\"\nallow_destructive = true\n",
             self.layout.conf().display(),
             self.layout.keyring().display()
         );
