@@ -90,7 +90,7 @@ impl Classify for VmError {
     fn exit(&self) -> Exit {
         match self {
             VmError::Topology(e) => e.exit(),
-            VmError::NoVm(_) | VmError::VmExists(_) => Exit::BadInput,
+            VmError::NoVm(_) | VmError::VmExists(_) | VmError::AgentMismatch { .. } => Exit::BadInput,
             _ => Exit::Failed,
         }
     }
@@ -130,7 +130,10 @@ impl Classify for PlanError {
     fn exit(&self) -> Exit {
         match self {
             PlanError::TooFewHosts(_) => Exit::Failed,
-            PlanError::NoPlan { .. } | PlanError::Version { .. } | PlanError::Faults(_) => Exit::BadInput,
+            PlanError::NoPlan { .. }
+            | PlanError::Version { .. }
+            | PlanError::Faults(_)
+            | PlanError::Invalid { .. } => Exit::BadInput,
         }
     }
 }

@@ -57,6 +57,8 @@ pub enum ImageError {
     Manifest { path: PathBuf, source: serde_json::Error },
     #[error("building the guest agent failed: {0}")]
     AgentBuild(String),
+    #[error("no guest image in {images} has this miglab's agent (build {ours}; the current image's is {found}, built by another miglab or from another tree): run `miglab image build` with this miglab")]
+    OtherAgent { images: PathBuf, ours: String, found: String },
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ImageError {
@@ -74,6 +76,10 @@ pub struct Manifest {
     pub kernel_package: String,
     pub modules: Vec<String>,
     pub agent_sha256: String,
+    /// The agent's build id (`miglab-agent --build-id`): which miglab the image serves. None in
+    /// images built before it was recorded.
+    #[serde(default)]
+    pub agent_build: Option<String>,
     pub busybox: Option<String>,
     pub compression: Compression,
     pub vmlinux_bytes: u64,
@@ -106,12 +112,27 @@ impl GuestImage {
         self.dir.join("agent")
     }
 
-    /// The image `miglab image build` made last.
+    /// The image of this miglab's own agent: the one its `image build` made (found by the
+    /// agent's build id, whatever another miglab built since), or the image `current` points
+    /// at if its agent is ours. Another miglab's agent is refused here, with the fix.
     pub fn current(cache: &Path) -> Result<Self, ImageError> {
-        Self::at(&cache.join("images/current")).map_err(|e| match e {
-            ImageError::NotBuilt(_) => ImageError::NotBuilt(cache.join("images")),
+        let images = cache.join("images");
+        let ours = miglab_workloads::control::AGENT_BUILD;
+        if let Ok(img) = Self::at(&images.join(format!("agent-{ours}"))) {
+            return Ok(img);
+        }
+        let img = Self::at(&images.join("current")).map_err(|e| match e {
+            ImageError::NotBuilt(_) => ImageError::NotBuilt(images.clone()),
             e => e,
-        })
+        })?;
+        match img.manifest.agent_build.as_deref() {
+            Some(b) if b == ours => Ok(img),
+            found => Err(ImageError::OtherAgent {
+                images,
+                ours: ours.into(),
+                found: found.unwrap_or("not recorded").into(),
+            }),
+        }
     }
 
     /// The image in `dir`.
@@ -174,8 +195,20 @@ fn find_kernel(pkg: &Path) -> Result<(String, PathBuf), ImageError> {
 /// current image. Returns the image and whether it was reused.
 pub fn build(inputs: &ImageInputs, cache: &Path) -> Result<(GuestImage, bool), ImageError> {
     let (img, reused) = build_in(inputs, cache)?;
-    point_current(&cache.join("images"), &img.manifest.key)?;
+    let images = cache.join("images");
+    point(&images, "current", &img.manifest.key)?;
+    // Found again by its agent's build, whatever another miglab makes `current` later.
+    if let Some(b) = &img.manifest.agent_build {
+        point(&images, &format!("agent-{b}"), &img.manifest.key)?;
+    }
     Ok((img, reused))
+}
+
+/// The build id of the agent binary at `agent` (it runs on the host: it is static).
+fn agent_build(agent: &Path) -> Option<String> {
+    let out = std::process::Command::new(agent).arg("--build-id").output().ok()?;
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && id.len() == 16 && id.chars().all(|c| c.is_ascii_hexdigit())).then_some(id)
 }
 
 /// Builds (or reuses) the image for `inputs` without making it current: the image of a chosen
@@ -247,6 +280,7 @@ fn build_in(inputs: &ImageInputs, cache: &Path) -> Result<(GuestImage, bool), Im
         kernel_package: inputs.kernel_package.display().to_string(),
         modules: module_bytes.iter().map(|(n, _)| n.clone()).collect(),
         agent_sha256: sha256(&agent),
+        agent_build: agent_build(&inputs.agent),
         busybox: inputs.busybox.as_ref().map(|p| p.display().to_string()),
         compression: inputs.compression,
         vmlinux_bytes: vmlinux.len() as u64,
@@ -261,12 +295,12 @@ fn build_in(inputs: &ImageInputs, cache: &Path) -> Result<(GuestImage, bool), Im
     Ok((GuestImage::at(&dir)?, false))
 }
 
-/// Points `images/current` at `key`, atomically.
-fn point_current(images: &Path, key: &str) -> Result<(), ImageError> {
-    let tmp = images.join(format!("current.tmp-{}", std::process::id()));
+/// Points `images/<link>` at `key`, atomically.
+fn point(images: &Path, link: &str, key: &str) -> Result<(), ImageError> {
+    let tmp = images.join(format!("{link}.tmp-{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(key, &tmp).map_err(io("link the current image"))?;
-    std::fs::rename(&tmp, images.join("current")).map_err(io("link the current image"))
+    std::os::unix::fs::symlink(key, &tmp).map_err(io(format!("link the image as {link}")))?;
+    std::fs::rename(&tmp, images.join(link)).map_err(io(format!("link the image as {link}")))
 }
 
 /// The initramfs: a newc cpio archive, compressed or not.
@@ -423,5 +457,50 @@ mod tests {
         }
         assert!(text.contains("/lib/modules/virtio.ko\n/lib/modules/virtiofs.ko\n"), "load order");
         assert!(text.ends_with("TRAILER!!!\0\0\0\0") || text.contains("TRAILER!!!"));
+    }
+
+    fn fake(images: &Path, key: &str, agent_build: Option<&str>) {
+        let dir = images.join(key);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let m = Manifest {
+            format: FORMAT,
+            key: key.into(),
+            kernel_release: "6.1".into(),
+            kernel_package: "/k".into(),
+            modules: Vec::new(),
+            agent_sha256: String::new(),
+            agent_build: agent_build.map(String::from),
+            busybox: None,
+            compression: Compression::None,
+            vmlinux_bytes: 0,
+            initramfs_bytes: 0,
+            build_ms: 0,
+        };
+        std::fs::write(dir.join("manifest.json"), serde_json::to_string(&m).expect("json")).expect("write");
+    }
+
+    /// Another miglab's `image build` moves `current` to its own agent: this miglab still finds
+    /// the image of its own agent, and without one it refuses with the fix, at once.
+    #[test]
+    fn each_miglab_finds_the_image_of_its_own_agent() {
+        let cache = tempfile::tempdir().expect("tmp");
+        let images = cache.path().join("images");
+        let ours = miglab_workloads::control::AGENT_BUILD;
+        fake(&images, "mine", Some(ours));
+        fake(&images, "theirs", Some("0123456789abcdef"));
+        fake(&images, "older", None);
+        point(&images, "current", "theirs").expect("link");
+        let e = GuestImage::current(cache.path()).expect_err("not ours");
+        assert!(
+            e.to_string().contains("miglab image build") && e.to_string().contains("0123456789abcdef"),
+            "{e}"
+        );
+        point(&images, "current", "older").expect("link");
+        assert!(matches!(GuestImage::current(cache.path()), Err(ImageError::OtherAgent { .. })));
+        point(&images, &format!("agent-{ours}"), "mine").expect("link");
+        assert_eq!(GuestImage::current(cache.path()).expect("ours").manifest.key, "mine");
+        point(&images, "current", "mine").expect("link");
+        std::fs::remove_file(images.join(format!("agent-{ours}"))).expect("rm");
+        assert_eq!(GuestImage::current(cache.path()).expect("current is ours").manifest.key, "mine");
     }
 }

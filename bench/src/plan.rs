@@ -109,6 +109,8 @@ pub enum PlanError {
     Version { path: std::path::PathBuf, found: u32 },
     #[error(transparent)]
     Faults(#[from] ScheduleError),
+    #[error("{path}: its plan is not one miglab would run:\n{}", .problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid { path: std::path::PathBuf, problems: Vec<String> },
 }
 
 impl Plan {
@@ -173,8 +175,54 @@ impl Plan {
         if version != PLAN_VERSION {
             return Err(PlanError::Version { path: path.into(), found: version });
         }
-        serde_json::from_value(plan.clone())
-            .map_err(|e| PlanError::NoPlan { path: path.into(), why: e.to_string() })
+        let plan: Plan = serde_json::from_value(plan.clone())
+            .map_err(|e| PlanError::NoPlan { path: path.into(), why: e.to_string() })?;
+        let problems = plan.problems();
+        if problems.is_empty() {
+            Ok(plan)
+        } else {
+            Err(PlanError::Invalid { path: path.into(), problems })
+        }
+    }
+
+    /// What is wrong with a plan read from a file (`field: why`): a result.json is input like a
+    /// scenario, and a replay runs as root — it gets the checks a scenario gets.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        for (field, name) in [("scenario", &self.scenario), ("vm", &self.vm)] {
+            if let Some(why) = crate::scenario::name_problem(name) {
+                p.push(format!("{field}: {why}"));
+            }
+        }
+        if let Some(cell) = &self.cell {
+            if cell.contains('/') || cell.contains("..") {
+                p.push(format!("cell: '{cell}' must not name a path"));
+            }
+        }
+        if crate::topology::layout::validate_name(&self.lab.name).is_err() {
+            p.push(format!("lab.name: '{}': use 1 to 16 characters from a-z, 0-9 and '-'", self.lab.name));
+        }
+        p.extend(self.guest.problems().into_iter().map(|(f, why)| format!("guest.{f}: {why}")));
+        if let Err(e) = self.workload.validate() {
+            p.push(format!("workload: {e}"));
+        }
+        let m = &self.migration;
+        for (f, v) in [
+            ("warmup_s", m.warmup_s),
+            ("settle_s", m.settle_s),
+            ("timeout_s", m.timeout_s),
+            ("switchover_hold_s", m.switchover_hold_s),
+        ] {
+            if !(v.is_finite() && (0.0..=86_400.0).contains(&v)) {
+                p.push(format!("migration.{f}: {v} is not a time"));
+            }
+        }
+        for f in &self.faults {
+            if let Err(why) = f.fault.check(&f.trigger) {
+                p.push(format!("faults[{}] ({}): {why}", f.index, f.fault.kind()));
+            }
+        }
+        p
     }
 }
 
@@ -256,5 +304,22 @@ mod tests {
         let e =
             Plan::from_result(Path::new("r.json"), &serde_json::json!({"version": 99})).expect_err("version");
         assert!(e.to_string().contains("version 99"), "{e}");
+    }
+
+    /// A result.json edited to write outside the share or to pass reserved options is refused
+    /// by replay, with each field and why.
+    #[test]
+    fn a_tampered_plan_is_refused() {
+        let w = Workload::ReadLoop(miglab_workloads::job::ReadLoopJob::default());
+        let good = Plan::derive(&scenario(1), &w, 1, &hosts(), &[0, 1, 2]).expect("plan");
+        let mut v = serde_json::to_value(&good).expect("json");
+        assert!(Plan::from_result(Path::new("r.json"), &v).is_ok());
+        v["scenario"] = "../../etc".into();
+        v["guest"]["virtiofsd_args"] = serde_json::json!(["-osource=/"]);
+        v["workload"]["path"] = "/etc/passwd".into();
+        let e = Plan::from_result(Path::new("r.json"), &v).expect_err("tampered").to_string();
+        for want in ["scenario: '../../etc'", "guest.virtiofsd_args: '-o'", "workload:"] {
+            assert!(e.contains(want), "{want}: {e}");
+        }
     }
 }

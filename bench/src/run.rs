@@ -50,6 +50,10 @@ pub enum ExecError {
     Faults(String),
     #[error("{0}; `miglab lab down --topology FILE` ends what is left on the hosts")]
     ConnectionLost(String),
+    #[error("{host}'s CephFS mount did not answer within {secs} s (a cut link or an evicted client?): see `miglab lab status`; `miglab lab link --name <lab> {host} --heal` heals a cut link")]
+    MountHung { host: String, secs: u64 },
+    #[error("the workload's files on the mount: {0}")]
+    Mount(#[from] std::io::Error),
 }
 
 /// What one repetition did, as it happened.
@@ -239,7 +243,11 @@ async fn steps(
     let mut spec = vm_spec(plan);
     spec.accel = site.accel(plan.guest.accel);
     if let Workload::ReadLoop(j) = &plan.workload {
-        crate::readloop::prepare(site.host(&plan.start_host)?, j)?;
+        let job = j.clone();
+        on_mount(site, &plan.start_host, PREPARE_DEADLINE, move |h| {
+            crate::readloop::prepare(h, &job).map_err(|e| std::io::Error::other(e.to_string()))
+        })
+        .await??;
     }
     let t = Instant::now();
     let vm = unless_interrupted(async {
@@ -395,23 +403,44 @@ async fn steps(
 async fn remove_through(site: &Arc<dyn Site>, host: &str, dir: &str, say: &dyn Fn(&str)) {
     let Ok(h) = site.host(host) else { return };
     let path = h.mount_point().join(dir);
-    // A thread of its own, not the runtime's blocking pool: one stuck in a hung file system
-    // must not hold the runtime's shutdown.
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let (p, site, host) = (path.clone(), site.clone(), host.to_string());
-    std::thread::spawn(move || {
-        let r = match site.host(&host) {
-            Ok(h) => h.remove_all(&p),
-            Err(e) => Err(std::io::Error::other(e.to_string())),
-        };
-        let _ = tx.send(r);
-    });
-    match tokio::time::timeout(Duration::from_secs(60), rx).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Ok(Ok(Err(e))) => say(&format!("could not remove {}: {e}", path.display())),
-        Ok(Err(_)) => {}
+    let p = path.clone();
+    match on_mount(site, host, Duration::from_secs(60), move |h| h.remove_all(&p)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Ok(Err(e)) => say(&format!("could not remove {}: {e}", path.display())),
         Err(_) => say(&format!("{} not removed within 60 s; the next run removes it", path.display())),
+    }
+}
+
+/// How long the host-side preparation of a workload may take on a mount.
+const PREPARE_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Runs `f` — file operations on `host`'s CephFS mount — on a thread of its own (not the
+/// runtime's blocking pool), given up at `deadline`: a mount that does not answer (a cut link,
+/// an evicted client) must not take the run with it, so the caller gets an error naming the
+/// host where it would have been a process stuck in state D.
+async fn on_mount<T: Send + 'static>(
+    site: &Arc<dyn Site>,
+    host: &str,
+    deadline: Duration,
+    f: impl FnOnce(&dyn crate::topology::Host) -> std::io::Result<T> + Send + 'static,
+) -> Result<std::io::Result<T>, ExecError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (site2, host2) = (site.clone(), host.to_string());
+    std::thread::Builder::new()
+        .name(format!("mount-{host}"))
+        .spawn(move || {
+            let r = match site2.host(&host2) {
+                Ok(h) => f(h),
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            };
+            let _ = tx.send(r);
+        })
+        .map_err(|e| ExecError::Workload(format!("could not start a thread: {e}")))?;
+    match tokio::time::timeout(deadline, rx).await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(_)) => Ok(Err(std::io::Error::other("the file operation's thread ended without an answer"))),
+        Err(_) => Err(ExecError::MountHung { host: host.into(), secs: deadline.as_secs() }),
     }
 }
 

@@ -342,6 +342,53 @@ pub(crate) fn line_of(text: &str, table: &str, key: &str) -> Option<usize> {
 const VIRTIOFSD_RESERVED: &[&str] =
     &["--shared-dir", "--socket-path", "--fd", "--socket-group", "-o", "--print-capabilities"];
 
+/// What is wrong with a scenario's name, if anything: it names a result directory.
+pub fn name_problem(name: &str) -> Option<String> {
+    let ok = !name.is_empty() && name.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_".contains(ch));
+    (!ok).then(|| format!("'{name}' must be letters, digits, '-' or '_' (it names the result directory)"))
+}
+
+/// The option a virtiofsd argument gives: `--name` of `--name=value`, `-o` of `-osource=/`
+/// (a short option's value may be attached).
+fn virtiofsd_flag(arg: &str) -> &str {
+    if arg.starts_with("--") {
+        arg.split('=').next().unwrap_or(arg)
+    } else {
+        arg.get(..2).unwrap_or(arg)
+    }
+}
+
+impl GuestSpec {
+    /// What is wrong with the guest, field by field (checked for scenarios and replayed plans).
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut p = Vec::new();
+        if self.vcpus == 0 || self.vcpus > 64 {
+            p.push(("vcpus", format!("{} must be between 1 and 64", self.vcpus)));
+        }
+        if self.memory_mib < 128 || self.memory_mib > 1 << 20 {
+            p.push((
+                "memory_mib",
+                format!("{} MiB: give 128 MiB or more (the guest's kernel needs it)", self.memory_mib),
+            ));
+        }
+        if self.cmdline.as_deref().is_some_and(|l| l.contains('\n')) {
+            p.push(("cmdline", "must be one line".into()));
+        }
+        for a in &self.virtiofsd_args {
+            let flag = virtiofsd_flag(a);
+            if !a.starts_with('-') {
+                p.push((
+                    "virtiofsd_args",
+                    format!("'{a}' is not an option: write --option or --option=value"),
+                ));
+            } else if VIRTIOFSD_RESERVED.contains(&flag) {
+                p.push(("virtiofsd_args", format!("'{flag}' is set by miglab (virtiofsd shares the host's CephFS mount on the instance's socket); remove it")));
+            }
+        }
+        p
+    }
+}
+
 /// Limits a scenario's times must respect.
 const MAX_SECONDS: f64 = 86_400.0;
 
@@ -412,17 +459,8 @@ impl Scenario {
     }
 
     fn check_fields(&self, c: &mut Checker<'_>) {
-        if self.name.is_empty()
-            || !self.name.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_".contains(ch))
-        {
-            c.add(
-                "",
-                "name",
-                format!(
-                    "'{}' must be letters, digits, '-' or '_' (it names the result directory)",
-                    self.name
-                ),
-            );
+        if let Some(why) = name_problem(&self.name) {
+            c.add("", "name", why);
         }
         if self.repetitions == 0 || self.repetitions > 10_000 {
             c.add("", "repetitions", format!("{} must be between 1 and 10000", self.repetitions));
@@ -434,35 +472,8 @@ impl Scenario {
                 format!("'{}': use 1 to 16 characters from a-z, 0-9 and '-'", self.lab.name),
             );
         }
-        let g = &self.guest;
-        if g.vcpus == 0 || g.vcpus > 64 {
-            c.add("guest", "vcpus", format!("{} must be between 1 and 64", g.vcpus));
-        }
-        if g.memory_mib < 128 || g.memory_mib > 1 << 20 {
-            c.add(
-                "guest",
-                "memory_mib",
-                format!("{} MiB: give 128 MiB or more (the guest's kernel needs it)", g.memory_mib),
-            );
-        }
-        if g.cmdline.as_deref().is_some_and(|l| l.contains('\n')) {
-            c.add("guest", "cmdline", "must be one line".into());
-        }
-        for a in &g.virtiofsd_args {
-            let flag = a.split('=').next().unwrap_or(a);
-            if !a.starts_with('-') {
-                c.add(
-                    "guest",
-                    "virtiofsd_args",
-                    format!("'{a}' is not an option: write --option or --option=value"),
-                );
-            } else if VIRTIOFSD_RESERVED.contains(&flag) {
-                c.add(
-                    "guest",
-                    "virtiofsd_args",
-                    format!("'{flag}' is set by miglab (virtiofsd shares the host's CephFS mount on the instance's socket); remove it"),
-                );
-            }
+        for (field, why) in self.guest.problems() {
+            c.add("guest", field, why);
         }
         let m = &self.migration;
         if m.count > 1000 {

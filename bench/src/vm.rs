@@ -46,6 +46,10 @@ pub enum VmError {
     QemuDied { instance: String, status: String, tail: String },
     #[error("the guest {instance} did not say hello within {timeout:.0?}; the end of its console ({console}):\n{tail}")]
     NeverBooted { instance: String, timeout: Duration, console: PathBuf, tail: String },
+    #[error(
+        "the guest {instance} runs another miglab's agent ({why}): run `miglab image build` with this miglab"
+    )]
+    AgentMismatch { instance: String, why: String },
     #[error("no VM '{0}' in this lab: start one with `miglab vm up`")]
     NoVm(String),
     #[error("VM '{0}' already runs in this lab: `miglab vm down` first, or choose another --vm")]

@@ -136,7 +136,8 @@ fault_test!(
         assert_eq!((f.target.as_str(), f.undo.as_str()), ("osd.1", "osd.1 restarted"));
         assert!(f.cleared_ms.expect("cleared") - f.injected_ms.expect("injected") >= 3000.0, "{f:?}");
         assert!(f.healthy_after_ms.is_some() && !f.infra_not_recovered, "{f:?}");
-        assert!(stall(&res) > 500.0, "a killed OSD stalls the writes to it: {:?}", window(&res));
+        // Measured: ~350 ms, where a run without the fault stalls ~15 ms at most.
+        assert!(stall(&res) > 200.0, "a killed OSD stalls the writes to it: {:?}", window(&res));
         completed(&res);
     }
 );
@@ -343,7 +344,7 @@ fault_test!(
         let t = format!("{RANDRW}{NO_HOP}[[fault]]\nkind = \"third-party-rename\"\nhost = \"c2\"\nduration_ms = 1000\ntrigger = {{ at = \"workload-start\", offset_ms = 1000 }}\n");
         let res = scenario(root, lab.layout().name.as_str(), "f-rename", &t);
         assert!(fault(&res).undo.contains("renamed back"), "{:?}", fault(&res));
-        assert!(fault(&res).target.starts_with("2 files"), "{:?}", fault(&res));
+        assert!(fault(&res).target.starts_with("1 file in"), "the job's one file: {:?}", fault(&res));
         assert!(lab.host("c1").expect("c1").mount_point().join("miglab/rw/rw.0.0").exists());
     }
 );

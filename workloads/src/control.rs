@@ -52,10 +52,23 @@ impl Command {
     }
 }
 
+/// The control protocol's version: bumped when a message changes shape.
+pub const PROTOCOL: u32 = 2;
+
+/// The agent's build: a hash of this crate's sources (see `build.rs`), the same in the agent and
+/// in the miglab built from the same tree.
+pub const AGENT_BUILD: &str = env!("MIGLAB_AGENT_BUILD");
+
 /// What the agent knows about itself, sent once it has booted.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Hello {
     pub agent_version: String,
+    /// [`PROTOCOL`] of the agent (0: an agent older than the field).
+    #[serde(default)]
+    pub protocol: u32,
+    /// [`AGENT_BUILD`] of the agent (empty: an agent older than the field).
+    #[serde(default)]
+    pub build: String,
     /// `uname -r` of the guest.
     pub kernel: String,
     /// Random per boot: a different one after a migration means the guest rebooted.
@@ -68,6 +81,20 @@ pub struct Hello {
     pub fs_mounted: bool,
     /// Why setup went wrong, if it did (the agent keeps running to say so).
     pub setup_error: Option<String>,
+}
+
+impl Hello {
+    /// Why this agent cannot serve a miglab of build [`AGENT_BUILD`], if it cannot.
+    pub fn mismatch(&self) -> Option<String> {
+        if self.protocol == PROTOCOL && self.build == AGENT_BUILD {
+            return None;
+        }
+        let build = if self.build.is_empty() { "an older one" } else { self.build.as_str() };
+        Some(format!(
+            "the guest image's agent is build {build} (protocol {}), this miglab's is {AGENT_BUILD} (protocol {PROTOCOL})",
+            self.protocol
+        ))
+    }
 }
 
 /// Counters of the running (or last) workload.
@@ -143,5 +170,18 @@ mod tests {
         assert_eq!(serde_json::from_str::<Message>(&encode(&m)).expect("parses"), m);
         let wire = r#"{"cmd":"start","workload":{"kind":"fio","rw":"randread"}}"#;
         assert!(matches!(serde_json::from_str::<Command>(wire), Ok(Command::Start { seed: 0, .. })));
+    }
+
+    /// An agent of another build, or one older than the build field, is told apart from ours.
+    #[test]
+    fn a_hello_of_another_build_is_a_mismatch() {
+        let ours = Hello { protocol: PROTOCOL, build: AGENT_BUILD.into(), ..Hello::default() };
+        assert_eq!(ours.mismatch(), None);
+        let old: Hello = serde_json::from_str(r#"{"agent_version":"0.1.0","kernel":"6.1","boot_id":"b","uptime_ms":1,"modules_ms":1,"fs_mounted":true,"setup_error":null}"#)
+            .expect("an old agent's hello still parses");
+        assert!(old.mismatch().is_some_and(|m| m.contains("an older one")));
+        let other = Hello { build: "0123456789abcdef".into(), ..ours };
+        assert!(other.mismatch().is_some_and(|m| m.contains("0123456789abcdef")));
+        assert_eq!(AGENT_BUILD.len(), 16);
     }
 }

@@ -235,7 +235,8 @@ pub(super) fn apply(
                 n += 1;
             }
             Applied::on(format!(
-                "{n} files in {} through {h}'s client ({})",
+                "{n} file{} in {} through {h}'s client ({})",
+                if n == 1 { "" } else { "s" },
                 dir.display(),
                 if *replace { "replaced" } else { "renamed away" }
             ))

@@ -75,6 +75,8 @@ fn nonsense_is_refused_with_line_field_and_fix() {
             "[guest]\nvirtiofsd_args = [\"--shared-dir=/\"]\n",
             "guest.virtiofsd_args: '--shared-dir' is set by miglab",
         ),
+        // A short option with its value attached is the same option.
+        ("[guest]\nvirtiofsd_args = [\"-osource=/\"]\n", "guest.virtiofsd_args: '-o' is set by miglab"),
         ("[lab]\nname = \"Not Valid\"\n", "lab.name"),
         ("[migration]\nmultifd_channels = 0\n", "migration.multifd_channels"),
         ("[run]\nlayout_timeout_s = -3\n", "run.layout_timeout_s"),

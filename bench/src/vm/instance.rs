@@ -232,6 +232,11 @@ impl Vm {
             };
             match answer {
                 Ok(h) => {
+                    // An agent of another build speaks another protocol: refused now, not found
+                    // out as unreadable messages in the middle of the run.
+                    if let Some(why) = h.mismatch() {
+                        return Err(VmError::AgentMismatch { instance: id.to_string(), why });
+                    }
                     boot_ms = Some(t_qemu.elapsed().as_secs_f64() * 1e3);
                     hello = Some(h);
                 }

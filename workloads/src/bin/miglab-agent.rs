@@ -252,8 +252,15 @@ fn idle_forever(why: &str) -> ! {
 
 fn main() {
     let pid1 = std::process::id() == 1;
+    // Asked on the host by `miglab image build`: which build this agent is.
+    if !pid1 && std::env::args().nth(1).as_deref() == Some("--build-id") {
+        println!("{}", control::AGENT_BUILD);
+        return;
+    }
     let mut hello = Hello {
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        protocol: control::PROTOCOL,
+        build: control::AGENT_BUILD.to_string(),
         kernel: String::new(),
         boot_id: String::new(),
         uptime_ms: 0,
