@@ -215,23 +215,96 @@ fn scenarios_run_over_ssh_and_down_cleans_both_hosts() {
     assert_figures(&r, &topo);
     assert!(out.join("smoke/1/logs/c2.1/qemu.log").exists(), "the hosts' logs are copied");
 
-    // A fault on the existing cluster through `ceph tell`, reverted, Ceph healthy after.
+    // A fault on the existing cluster through `ceph tell`: it raises the reads' latency, and
+    // every setting it changed reads back as it was (`ceph tell osd.N config get`).
+    let lab = miglab::topology::lab::Lab::open(LAB, root.path()).expect("open the lab");
+    let settings = || -> Vec<String> {
+        use miglab::topology::Topology;
+        let keys = ["ms_inject_delay_type", "ms_inject_delay_max", "ms_inject_delay_probability"];
+        (0..3)
+            .flat_map(|i| keys.map(|k| (i, k)))
+            .map(|(i, k)| lab.config_get(&format!("osd.{i}").parse().expect("id"), k).expect("config get"))
+            .collect()
+    };
+    let before = settings();
     let delay = run(&scenarios.join("faults/storage-delay.toml"));
     assert!(delay.status.success(), "{}", text(&delay));
     let r = result_of(&out.join("storage-delay/1"));
     assert_figures(&r, &topo);
     let f = &r["faults"][0];
-    assert_eq!(f["target"], "every OSD", "{f}");
+    assert!(f["target"].as_str().is_some_and(|t| t.starts_with("every OSD (osd.0")), "{f}");
     assert!(f["cleared_ms"].as_f64().is_some() && f["healthy_after_ms"].as_f64().is_some(), "{f}");
     assert!(f["error"].is_null(), "{f}");
+    assert_eq!(settings(), before, "every setting the fault changed is back");
+    let (from, to) = (f["injected_ms"].as_f64().expect("in"), f["cleared_ms"].as_f64().expect("out"));
+    let p99 = |inside: bool| {
+        let mut v: Vec<u64> = r["series"]
+            .as_array()
+            .expect("series")
+            .iter()
+            .filter(|b| b["ops"].as_u64().unwrap_or(0) > 0)
+            .filter(|b| {
+                let t = b["t_ms"].as_f64().unwrap_or(0.0);
+                if inside {
+                    t >= from && t + 100.0 <= to
+                } else {
+                    t + 100.0 < from
+                }
+            })
+            .filter_map(|b| b["p99_us"].as_u64())
+            .collect();
+        v.sort_unstable();
+        v.get(v.len() / 2).copied().unwrap_or(0)
+    };
+    assert!(
+        p99(true) > 2 * p99(false),
+        "a delay of up to 20 ms: p99 {} us before, {} us during",
+        p99(false),
+        p99(true)
+    );
+
+    // Without allow_destructive nothing changes someone else's cluster.
+    let original = std::fs::read_to_string(&topo).expect("topology");
+    let careful = dir.join("careful.toml");
+    std::fs::write(&careful, original.replace("allow_destructive = true\n", "")).expect("write");
+    let refused = run_on(&scenarios.join("faults/storage-delay.toml"), &careful).output().expect("run");
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(text(&refused).contains("allow_destructive"), "{}", text(&refused));
 
     // Destructive faults are refused on someone's cluster, before anything starts.
     let refused = run(&scenarios.join("faults/osd-kill-during-migration.toml"));
     assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
     assert!(text(&refused).contains("allow_destructive"), "{}", text(&refused));
 
+    // miglab killed while its storage delay is in effect on the cluster: the change outlives
+    // it with its journal entry, and `lab down --topology` sets every value back.
+    let long = dir.join("long-delay.toml");
+    std::fs::write(
+        &long,
+        "name = \"long-delay\"\n[workload]\nkind = \"read-loop\"\n[migration]\ncount = 0\nwarmup_s = 90.0\n[[fault]]\nkind = \"storage-delay\"\ntarget = \"osds\"\nmax_ms = 5\nprobability = 1.0\nduration_ms = 60000\ntrigger = { at = \"workload-start\", offset_ms = 500 }\n",
+    )
+    .expect("write");
+    let mut killed = run_on(&long, &topo)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    eventually("the delay in effect", std::time::Duration::from_secs(120), || settings() != before);
+    killed.kill().expect("SIGKILL miglab");
+    killed.wait().expect("reap");
+    assert_ne!(settings(), before, "a killed miglab reverted nothing");
+    let down = miglab()
+        .args(["lab", "down", "--root"])
+        .arg(root.path())
+        .arg("--topology")
+        .arg(&topo)
+        .output()
+        .expect("down --topology");
+    assert!(down.status.success(), "{}", text(&down));
+    assert!(text(&down).contains("reverted"), "it says what it reverted: {}", text(&down));
+    assert_eq!(settings(), before, "down --topology set every value back");
+
     // A host that lacks virtiofsd: named, and no connection to any host is left open.
-    let original = std::fs::read_to_string(&topo).expect("topology");
     let bad = without_virtiofsd(&dir, &original);
     let lacking = run_on(&scenarios.join("smoke.toml"), &bad).output().expect("run");
     assert_eq!(lacking.status.code(), Some(1), "{}", text(&lacking));

@@ -98,7 +98,8 @@ fn connect_all(spec: &TopologySpec, file: &Path) -> Result<Vec<(PathBuf, ClockOf
     let config = spec.ssh_config(file);
     let timeout = Duration::from_secs(spec.ssh.connect_timeout_s.unwrap_or(10));
     let ctl_dir = control_dir(file);
-    std::fs::create_dir_all(&ctl_dir).map_err(io(format!("create {}", ctl_dir.display())))?;
+    // A predictable path in /tmp: made 0700 by us, or refused.
+    crate::paths::private_dir(&ctl_dir).map_err(io(format!("use {}", ctl_dir.display())))?;
     rt.block_on(async {
         // Detached only once every host answered: a session dropped on an error ends its
         // master, so a host that fails leaves no connection to the others behind.
@@ -298,9 +299,12 @@ impl ExternalSite {
             Some((n, c)) => AccelChoice { accel: Accel::Tcg, reason: format!("{n}: {}", c.reason) },
         };
         for h in &hosts {
+            // The work directory (by default a predictable path in /var/tmp) is root's alone,
+            // or refused: pid records and images below it are trusted.
+            let work = quote(&h.work.display().to_string());
             h.sh(
                 &format!(
-                    "mkdir -p {} {} {}",
+                    "mkdir -p -m 0700 {work} && [ -d {work} ] && [ ! -L {work} ] && [ \"$(stat -c %u {work})\" = \"$(id -u)\" ] && chmod 0700 {work} || {{ echo \"{work} is not a directory of $(id -un)'s (someone else's, or a symlink): remove it or choose another work_dir\" >&2; exit 1; }}; mkdir -p {} {} {}",
                     quote(&h.work.join("pids").display().to_string()),
                     quote(&h.images.display().to_string()),
                     quote(&h.mount.display().to_string())
@@ -670,11 +674,27 @@ impl Site for ExternalSite {
         let img =
             crate::image::GuestImage::at(image).map_err(|e| ExternalError::Unsupported(e.to_string()))?;
         let to = h.images.join(&img.manifest.key);
-        if h.exists(&to.join(".complete")) {
+        // A cached copy is used only if every file hashes as this machine's does.
+        let files = ["vmlinux", "bzImage", "initramfs.img", "manifest.json"];
+        let want: Vec<String> = files
+            .iter()
+            .map(|f| {
+                crate::binaries::sha256_file(&img.dir.join(f)).ok_or_else(|| {
+                    ExternalError::Unsupported(format!("cannot hash {}", img.dir.join(f).display()))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let remote_hashes = || -> Result<Vec<String>, ExternalError> {
+            let list =
+                files.iter().map(|f| quote(&to.join(f).display().to_string())).collect::<Vec<_>>().join(" ");
+            let out = h.sh(&format!("sha256sum {list} 2>/dev/null || true"), Duration::from_secs(60))?;
+            Ok(out.stdout.lines().filter_map(|l| l.split_whitespace().next().map(String::from)).collect())
+        };
+        if remote_hashes()? == want {
             return Ok(to);
         }
         let t = std::time::Instant::now();
-        for f in ["vmlinux", "bzImage", "initramfs.img", "manifest.json"] {
+        for f in files {
             let from = img.dir.join(f);
             let bytes = std::fs::read(&from).map_err(io(format!("read {}", from.display())))?;
             h.sh_with_input(
@@ -687,7 +707,14 @@ impl Site for ExternalSite {
                 Duration::from_secs(300),
             )?;
         }
-        h.sh(&format!("touch {}", quote(&to.join(".complete").display().to_string())), QUICK)?;
+        if remote_hashes()? != want {
+            return Err(ExternalError::Remote {
+                host: host.into(),
+                what: format!("the guest image copied to {}", to.display()),
+                why: "its files do not hash as this machine's do".into(),
+            }
+            .into());
+        }
         tracing::info!(host, image = %img.manifest.key, ms = t.elapsed().as_millis() as u64, "guest image copied");
         Ok(to)
     }
