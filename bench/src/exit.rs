@@ -140,7 +140,11 @@ impl Classify for PlanError {
 
 impl Classify for ImageError {
     fn exit(&self) -> Exit {
-        Exit::Failed
+        match self {
+            // Fixed by the user (`miglab image build`), like a missing tool.
+            ImageError::OtherAgent { .. } => Exit::BadInput,
+            _ => Exit::Failed,
+        }
     }
 }
 
@@ -157,6 +161,7 @@ impl Classify for RunError {
             | RunError::Binaries(_)
             | RunError::NotHere(_) => Exit::BadInput,
             RunError::External(e) => e.exit(),
+            RunError::Image(e) => e.exit(),
             RunError::Interrupted(_) | RunError::InterruptedBefore(_) => Exit::Interrupted,
             RunError::Io { .. }
             | RunError::Runtime(_)

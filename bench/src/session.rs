@@ -52,6 +52,8 @@ pub enum RunError {
     Interrupted(PathBuf),
     #[error("interrupted {0}; nothing was run")]
     InterruptedBefore(&'static str),
+    #[error(transparent)]
+    Image(crate::image::ImageError),
     #[error("{} of {total} repetitions did not complete:\n{}", .failed.len(), .failed.iter().map(|(d, why)| format!("  {}: {why}", d.display())).collect::<Vec<_>>().join("\n"))]
     Failed { total: usize, failed: Vec<(PathBuf, String)> },
 }
@@ -152,6 +154,12 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
         .enable_all()
         .build()
         .map_err(RunError::Runtime)?;
+    // A guest image of another miglab's agent is refused before any lab or host is touched.
+    if let Err(e @ crate::image::ImageError::OtherAgent { .. }) =
+        crate::image::GuestImage::current(&crate::paths::cache())
+    {
+        return Err(RunError::Image(e));
+    }
     let ground = match &opts.topology {
         Some(file) => {
             if opts.host_mode.is_some() {

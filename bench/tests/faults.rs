@@ -166,6 +166,17 @@ fault_test!(
 );
 
 fault_test!(
+    /// The active MDS hung: metadata ops wait for it, and go on once it is resumed.
+    mds_freeze, "tf-mdsfrz", |lab, root| {
+        let t = format!("{META}{NO_HOP}[[fault]]\nkind = \"mds-freeze\"\nduration_ms = 3000\ntrigger = {{ at = \"workload-start\", offset_ms = 500 }}\n");
+        let res = scenario(root, lab.layout().name.as_str(), "f-mds-freeze", &t);
+        let f = fault(&res);
+        assert!(f.undo.ends_with("resumed"), "{f:?}");
+        assert!(stall(&res) >= 2000.0, "metadata ops wait for a hung MDS: {:?}", window(&res));
+    }
+);
+
+fault_test!(
     /// `ceph mds fail`: a standby takes the rank.
     mds_fail, "tf-mdsfail", |lab, root| {
         let t = format!("{META}{NO_HOP}[[fault]]\nkind = \"mds-fail\"\ntrigger = {{ at = \"workload-start\", offset_ms = 500 }}\n");

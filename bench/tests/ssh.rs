@@ -303,6 +303,11 @@ fn scenarios_run_over_ssh_and_down_cleans_both_hosts() {
     assert!(down.status.success(), "{}", text(&down));
     assert!(text(&down).contains("reverted"), "it says what it reverted: {}", text(&down));
     assert_eq!(settings(), before, "down --topology set every value back");
+    let ctl = miglab::topology::external::site::control_dir(&topo);
+    assert!(
+        master_of(&ctl, "c1").is_none() && master_of(&ctl, "c2").is_none(),
+        "the killed miglab's SSH masters are ended by down --topology"
+    );
 
     // A host that lacks virtiofsd: named, and no connection to any host is left open.
     let bad = without_virtiofsd(&dir, &original);

@@ -438,6 +438,24 @@ fn save_state(dir: &Path, st: &SiteState) -> Result<(), ExternalError> {
     std::fs::rename(&tmp, &path).map_err(io(format!("write {}", path.display())))
 }
 
+/// Ends every SSH master whose control socket is below `dir` (`ssh -O exit`).
+fn end_masters(dir: &Path) {
+    use std::os::unix::fs::FileTypeExt;
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let Ok(t) = e.file_type() else { continue };
+            if t.is_dir() {
+                todo.push(e.path());
+            } else if t.is_socket() {
+                let mut c = std::process::Command::new("ssh");
+                c.arg("-S").arg(e.path()).args(["-O", "exit", "miglab-master"]);
+                let _ = crate::process::run_tool(&mut c, Duration::from_secs(5));
+            }
+        }
+    }
+}
+
 /// `ceph <args>` on `host`, with the topology's conf and keyring.
 fn ceph_on(host: &RemoteHost, spec: &TopologySpec, args: &str) -> Result<String, ExternalError> {
     let mut cmd = String::from("ceph --connect-timeout 20");
@@ -490,6 +508,8 @@ fn revert_cluster(
 /// local state says, then the local state removed. Returns a line per host.
 pub fn down(file: &Path, root: &Path) -> Result<Vec<String>, ExternalError> {
     let spec = TopologySpec::load(file)?;
+    // A killed miglab's SSH masters outlive it: ended first, so none is left behind.
+    end_masters(&control_dir(file));
     let dir = state_dir(root, file);
     let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("topology").to_string();
     let links = connect_all(&spec, file)?;
