@@ -136,8 +136,8 @@ fault_test!(
         assert_eq!((f.target.as_str(), f.undo.as_str()), ("osd.1", "osd.1 restarted"));
         assert!(f.cleared_ms.expect("cleared") - f.injected_ms.expect("injected") >= 3000.0, "{f:?}");
         assert!(f.healthy_after_ms.is_some() && !f.infra_not_recovered, "{f:?}");
-        // Measured: ~350 ms, where a run without the fault stalls ~15 ms at most.
-        assert!(stall(&res) > 200.0, "a killed OSD stalls the writes to it: {:?}", window(&res));
+        // Measured 143-359 ms (median 145, 3 runs), where a run without the fault stalls ~15 ms.
+        assert!(stall(&res) > 100.0, "a killed OSD stalls the writes to it: {:?}", window(&res));
         completed(&res);
     }
 );
