@@ -200,21 +200,20 @@ impl Lab {
             )?;
             return Ok(config_value(&out, key));
         }
+        Ok(config_value(&self.tell_cli(id, &["config", "get", key, "-f", "json"])?, key))
+    }
+
+    /// `ceph tell <id> <args>` through the `ceph` CLI; its standard output.
+    fn tell_cli(&self, id: &DaemonId, args: &[&str]) -> Result<String, LabError> {
+        let target = id.to_string();
         let out = process::run_tool(
-            Command::new(paths::tool("ceph")).args(self.conf_args()).args([
-                "--connect-timeout",
-                "10",
-                "tell",
-                &id.to_string(),
-                "config",
-                "get",
-                key,
-                "-f",
-                "json",
-            ]),
+            Command::new(paths::tool("ceph"))
+                .args(self.conf_args())
+                .args(["--connect-timeout", "10", "tell", &target])
+                .args(args),
             self.step_timeout,
         )?;
-        Ok(config_value(&out.stdout, key))
+        Ok(out.stdout)
     }
 
     /// `ceph tell <id> config set <key> <value>`: through the admin channel for an OSD (fast:
@@ -230,19 +229,7 @@ impl Lab {
             return Ok(());
         }
         self.known_daemon(id)?;
-        process::run_tool(
-            Command::new(paths::tool("ceph")).args(self.conf_args()).args([
-                "--connect-timeout",
-                "10",
-                "tell",
-                &id.to_string(),
-                "config",
-                "set",
-                key,
-                value,
-            ]),
-            self.step_timeout,
-        )?;
+        self.tell_cli(id, &["config", "set", key, value])?;
         Ok(())
     }
 }
