@@ -205,6 +205,15 @@ fn scenarios_run_over_ssh_and_down_cleans_both_hosts() {
         c
     };
     let run = |scenario: &std::path::Path| run_on(scenario, &topo).output().expect("run");
+    let down_topology = || {
+        miglab()
+            .args(["lab", "down", "--root"])
+            .arg(root.path())
+            .arg("--topology")
+            .arg(&topo)
+            .output()
+            .expect("down --topology")
+    };
     let scenarios = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
 
     // The smoke scenario, unchanged, end to end over SSH.
@@ -293,13 +302,7 @@ fn scenarios_run_over_ssh_and_down_cleans_both_hosts() {
     killed.kill().expect("SIGKILL miglab");
     killed.wait().expect("reap");
     assert_ne!(settings(), before, "a killed miglab reverted nothing");
-    let down = miglab()
-        .args(["lab", "down", "--root"])
-        .arg(root.path())
-        .arg("--topology")
-        .arg(&topo)
-        .output()
-        .expect("down --topology");
+    let down = down_topology();
     assert!(down.status.success(), "{}", text(&down));
     assert!(text(&down).contains("reverted"), "it says what it reverted: {}", text(&down));
     assert_eq!(settings(), before, "down --topology set every value back");
@@ -367,13 +370,7 @@ fn scenarios_run_over_ssh_and_down_cleans_both_hosts() {
     let busy = run(&scenarios.join("smoke.toml"));
     assert_eq!(busy.status.code(), Some(2), "{}", text(&busy));
     assert!(text(&busy).contains("lab down --topology"), "{}", text(&busy));
-    let down = miglab()
-        .args(["lab", "down", "--root"])
-        .arg(root.path())
-        .arg("--topology")
-        .arg(&topo)
-        .output()
-        .expect("down --topology");
+    let down = down_topology();
     assert!(down.status.success(), "{}", text(&down));
     assert!(pids.iter().all(|p| !group_alive(*p)), "{}", text(&down));
     assert!(pid_records(&dir).is_empty(), "{}", text(&down));
