@@ -122,13 +122,18 @@ pub enum Cmd {
     /// floor. Exit 1 when anything regressed.
     Compare(CompareArgs),
     /// The nightly trend: every night under DIR (a `<date>-<commit>/results` each), its
-    /// median per scenario and metric, change points found by E-divisive → trend.html.
+    /// median per scenario and metric, change points found by E-divisive with a false-discovery
+    /// correction across series → trend.html. Exit 1 when the newest regime of a series is
+    /// worse than the one before by more than the threshold.
     Trend {
         /// The directory of nights (ci/nightly's `nightly/`).
         dir: PathBuf,
         /// Where to write the page [default: DIR/trend.html].
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Noise threshold, percent of the earlier regime's median.
+        #[arg(long, default_value_t = 10.0)]
+        threshold: f64,
     },
     /// Figures: measured on the real lab, printed, never asserted.
     Bench {
@@ -247,10 +252,11 @@ pub struct CompareArgs {
     pub baseline: PathBuf,
     /// The candidate.
     pub candidate: PathBuf,
-    /// Significance level of the permutation test.
+    /// Significance level of the tests (rank sum for figures, Fisher for failure rates); the
+    /// shift's interval is at 1 − alpha.
     #[arg(long, default_value_t = 0.01)]
     pub alpha: f64,
-    /// Noise threshold, percent: a smaller change of the medians is never called.
+    /// Noise threshold, percent of the baseline median: a smaller shift is never called.
     #[arg(long, default_value_t = 10.0)]
     pub threshold: f64,
     /// A metric's own noise threshold, e.g. `--threshold-for total_ms=5` (repeatable).
@@ -262,8 +268,8 @@ pub struct CompareArgs {
     /// Call a change only if the same metric moved the same way in two scenarios or more.
     #[arg(long)]
     pub family: bool,
-    /// What the sides were meant to differ in: qemu, virtiofsd, kernel, ceph, miglab, scenario,
-    /// host, accelerator, topology (repeatable).
+    /// What the sides were meant to differ in: qemu, virtiofsd, kernel, image, ceph, miglab,
+    /// scenario, host, accelerator, topology (repeatable).
     #[arg(long = "variable", value_name = "WHAT")]
     pub variables: Vec<String>,
     /// Compare although the sides differ in something not declared.
@@ -272,9 +278,13 @@ pub struct CompareArgs {
     /// Write compare.md, compare.html and junit.xml here.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Seed of the permutations and the bootstrap.
+    /// Seed of the sampled permutations.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Compare only the outcome mix (failures, lost data), not the figures: for sides whose
+    /// runs are not exchangeable (nights: a night's runs share a lab's state).
+    #[arg(long)]
+    pub outcomes_only: bool,
     /// Compare two cells of one sweep: the baseline's runs of this cell (its directory name,
     /// e.g. `qemu=-usr-bin-qemu-system-x86_64`) ...
     #[arg(long, requires = "candidate_cell", value_name = "CELL")]
@@ -561,7 +571,7 @@ fn dispatch(args: Args) -> Result<ExitCode, CliError> {
         }
         Cmd::Run(a) => run::run_cmd(a),
         Cmd::Compare(a) => compare::compare_cmd(a),
-        Cmd::Trend { dir, out } => compare::trend_cmd(&dir, out),
+        Cmd::Trend { dir, out, threshold } => compare::trend_cmd(&dir, out, threshold / 100.0),
     }
 }
 

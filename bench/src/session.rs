@@ -225,11 +225,14 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
         Plans::Derive { scenario, workload, repetitions, cells } if cells.is_empty() => {
             (1..=*repetitions).map(|rep| Plan::derive(scenario, workload, rep, &hosts, &osds)).collect()
         }
-        Plans::Derive { repetitions, cells, .. } => cells
-            .iter()
-            .flat_map(|c| {
-                (1..=*repetitions).map(|rep| {
-                    let mut p = Plan::derive(&c.scenario, &c.workload, rep, &hosts, &osds)?;
+        // Repetition by repetition, every cell in turn: the cells' runs interleave, so that a
+        // drift of the lab or the machine (a warm cache, a neighbour's load) falls on every
+        // cell alike — what makes two cells of one sweep a fair A/B comparison.
+        Plans::Derive { repetitions, cells, .. } => (1..=*repetitions)
+            .flat_map(|rep| {
+                let (hosts, osds) = (&hosts, &osds);
+                cells.iter().map(move |c| {
+                    let mut p = Plan::derive(&c.scenario, &c.workload, rep, hosts, osds)?;
                     p.cell = Some(c.name.clone());
                     Ok(p)
                 })

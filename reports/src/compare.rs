@@ -1,14 +1,20 @@
-//! `miglab compare`: two sets of runs, scenario by scenario (and sweep cell by cell), metric by
-//! metric. The unit is one run: the thousands of ops inside a run only make that run's figure.
-//! A change is called only when the permutation test says p < α, the relative change of the
-//! medians exceeds the noise threshold and the absolute difference exceeds the metric's floor;
-//! with the family rule, also only when the same metric moved the same way in another group.
-//! And only when the two sides differ in nothing but what was declared to vary.
+//! `miglab compare`: two sets of runs, scenario by scenario (and sweep cell by cell). The unit
+//! is one run: the thousands of ops inside a run only make that run's figure.
+//!
+//! First what happened: each side's outcome mix (completed / degraded / failed / lost data),
+//! the failure rates compared by Fisher's exact test; lost data, or failures the baseline does
+//! not have, are a finding whatever the test says. Then how fast, on the runs that completed,
+//! metric by metric and migration by migration: one statistic per call, the Hodges–Lehmann
+//! shift, tested by the rank sum ([`crate::stats`]). A change is called when p < α and the
+//! shift exceeds the band (the noise threshold relative to the baseline median, and the
+//! metric's floor); `unchanged` only when the shift's interval lies inside the band; anything
+//! else is `inconclusive`, with the smallest change these runs could have detected. And only
+//! when the two sides differ in nothing but what was declared to vary.
 
 use crate::html::esc;
 use crate::result::RunResult;
 use crate::stats;
-use crate::sweep::figures;
+use crate::sweep::hop_figures;
 use crate::RunStatus;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -17,26 +23,34 @@ use std::path::{Path, PathBuf};
 /// What a metric is and how a change of it is judged.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Metric {
-    /// `qemu_downtime_ms`, `p99_us.read`, ...
+    /// `qemu_downtime_ms`, `p99_us.read`, `qemu_downtime_ms.hop2`, ...
     pub key: String,
     pub unit: &'static str,
     pub higher_is_better: bool,
-    /// The smallest absolute difference of the medians that can be called a change.
+    /// The smallest absolute shift that can be called a change.
     pub floor: f64,
 }
 
-/// The metrics every run has (and `p99_us.<op>` per op kind).
+/// The metrics every run has (and `p99_us.<op>` per op kind; `.hopN` for the N-th migration).
 pub const METRIC_KINDS: [&str; 5] =
     ["qemu_downtime_ms", "heartbeat_gap_ms", "io_stall_ms", "total_ms", "ops_per_s"];
 
 /// What two sides can differ in.
-pub const VARIABLES: [&str; 9] =
-    ["qemu", "virtiofsd", "kernel", "ceph", "miglab", "scenario", "host", "accelerator", "topology"];
+pub const VARIABLES: [&str; 10] =
+    ["qemu", "virtiofsd", "kernel", "image", "ceph", "miglab", "scenario", "host", "accelerator", "topology"];
+
+/// A metric key without its migration suffix: `qemu_downtime_ms.hop2` → `qemu_downtime_ms`.
+pub fn kind(key: &str) -> &str {
+    match key.rsplit_once(".hop") {
+        Some((k, n)) if n.parse::<u32>().is_ok() => k,
+        _ => key,
+    }
+}
 
 /// The default floors: a downtime or stall moves by 2 ms before it counts, a total migration
 /// time by 20 ms, a p99 by 50 µs, a throughput by 1 op/s.
 pub fn metric(key: &str) -> Metric {
-    let (unit, higher_is_better, floor) = match key {
+    let (unit, higher_is_better, floor) = match kind(key) {
         "qemu_downtime_ms" | "heartbeat_gap_ms" | "io_stall_ms" => ("ms", false, 2.0),
         "total_ms" => ("ms", false, 20.0),
         "ops_per_s" => ("ops/s", true, 1.0),
@@ -45,20 +59,24 @@ pub fn metric(key: &str) -> Metric {
     Metric { key: key.into(), unit, higher_is_better, floor }
 }
 
-/// One run's headline values: the first migration's downtimes, stall and total time, the
-/// throughput in its window, and the p99 of every op kind (guest clock).
+/// One run's headline values: every migration's downtimes, stall, total time and throughput
+/// in its window (the first migration's unsuffixed, the N-th's with `.hopN`; follow-ups after
+/// a failure aside), and the p99 of every workload op kind (guest clock).
 pub fn headline(r: &RunResult) -> BTreeMap<String, f64> {
-    let f = figures(r);
     let mut m = BTreeMap::new();
-    for (k, v) in [
-        ("qemu_downtime_ms", f.qemu_downtime_ms),
-        ("heartbeat_gap_ms", f.heartbeat_gap_ms),
-        ("io_stall_ms", f.io_stall_ms),
-        ("total_ms", f.total_ms),
-        ("ops_per_s", f.window_ops_per_s),
-    ] {
-        if let Some(v) = v.filter(|v| v.is_finite()) {
-            m.insert(k.to_string(), v);
+    for (i, mig) in r.migrations.iter().filter(|m| !m.follow_up).enumerate() {
+        let f = hop_figures(r, mig);
+        let suffix = if i == 0 { String::new() } else { format!(".hop{}", i + 1) };
+        for (k, v) in [
+            ("qemu_downtime_ms", f.qemu_downtime_ms),
+            ("heartbeat_gap_ms", f.heartbeat_gap_ms),
+            ("io_stall_ms", f.io_stall_ms),
+            ("total_ms", f.total_ms),
+            ("ops_per_s", f.window_ops_per_s),
+        ] {
+            if let Some(v) = v.filter(|v| v.is_finite()) {
+                m.insert(format!("{k}{suffix}"), v);
+            }
         }
     }
     for o in r.ops.iter().filter(|o| o.op != "verify" && o.count > 0) {
@@ -75,16 +93,100 @@ pub fn group(r: &RunResult) -> String {
     }
 }
 
+/// What happened to a run, for the outcome mix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Class {
+    Completed,
+    /// Completed, but the guest saw errors or a long stall.
+    Degraded,
+    /// Failed or aborted (or an outcome the scenario did not expect).
+    Failed,
+    /// Data the guest wrote is gone or wrong.
+    LostData,
+}
+
+impl Class {
+    pub const ALL: [Class; 4] = [Class::Completed, Class::Degraded, Class::Failed, Class::LostData];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Completed => "completed",
+            Class::Degraded => "degraded",
+            Class::Failed => "failed",
+            Class::LostData => "lost data",
+        }
+    }
+}
+
+/// The class of one run: lost data first (whatever else happened), then its status.
+pub fn class(r: &RunResult) -> Class {
+    let lost =
+        r.verification.as_ref().is_some_and(|v| v.mismatched > 0 || v.missing > 0 || v.inline_mismatches > 0);
+    if lost {
+        Class::LostData
+    } else if r.status != RunStatus::Completed {
+        Class::Failed
+    } else if r.outcome == Some(crate::outcome::RunOutcome::CompletedDegraded) {
+        Class::Degraded
+    } else {
+        Class::Completed
+    }
+}
+
+/// How many runs of a side fell in each class.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Mix {
+    pub counts: [usize; 4],
+}
+
+impl Mix {
+    pub fn of<'a>(runs: impl IntoIterator<Item = &'a RunResult>) -> Self {
+        let mut m = Mix::default();
+        for r in runs {
+            m.counts[class(r) as usize] += 1;
+        }
+        m
+    }
+    pub fn get(&self, c: Class) -> usize {
+        self.counts[c as usize]
+    }
+    pub fn total(&self) -> usize {
+        self.counts.iter().sum()
+    }
+    /// Runs that failed or lost data.
+    pub fn bad(&self) -> usize {
+        self.get(Class::Failed) + self.get(Class::LostData)
+    }
+}
+
+impl std::fmt::Display for Mix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = Class::ALL
+            .iter()
+            .filter(|c| self.get(**c) > 0)
+            .map(|c| format!("{} {}", self.get(*c), c.as_str()))
+            .collect();
+        f.write_str(&if parts.is_empty() { "no runs".into() } else { parts.join(", ") })
+    }
+}
+
 /// The runs of one side.
 #[derive(Debug, Clone, Default)]
 pub struct Side {
+    /// Every readable result: completed, failed and aborted.
     pub runs: Vec<RunResult>,
-    /// Results left out, and why (not completed, unreadable).
+    /// Files left out, and why (unreadable, not a result).
     pub skipped: Vec<(PathBuf, String)>,
 }
 
+impl Side {
+    /// The runs that completed: what figures are compared on.
+    pub fn completed(&self) -> impl Iterator<Item = &RunResult> {
+        self.runs.iter().filter(|r| r.status == RunStatus::Completed)
+    }
+}
+
 /// Every `result.json` below `dir` (symbolic links followed: a pool of nights can be a
-/// directory of links). Only completed runs count.
+/// directory of links), whatever its status.
 pub fn load(dir: &Path) -> std::io::Result<Side> {
     let mut side = Side::default();
     walk(dir, 0, &mut side)?;
@@ -97,8 +199,7 @@ fn walk(dir: &Path, depth: usize, side: &mut Side) -> std::io::Result<()> {
         match std::fs::read(&f).map_err(|e| e.to_string()).and_then(|b| {
             serde_json::from_slice::<RunResult>(&b).map_err(|e| format!("not a miglab result: {e}"))
         }) {
-            Ok(r) if r.status == RunStatus::Completed => side.runs.push(r),
-            Ok(r) => side.skipped.push((f, format!("{:?}", r.status).to_lowercase())),
+            Ok(r) => side.runs.push(r),
             Err(e) => side.skipped.push((f, e)),
         }
         return Ok(());
@@ -135,7 +236,7 @@ pub fn pick_cell(side: &Side, cell: &str) -> Side {
 /// How changes are called.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The significance level of the permutation test.
+    /// The significance level of the tests; the shift's interval is at 1 − α.
     pub alpha: f64,
     /// The relative noise threshold (0.10: a change under 10 % is noise), per metric below.
     pub threshold: f64,
@@ -145,13 +246,10 @@ pub struct Options {
     /// Firecracker's rule: a change stands only if the same metric moved the same way in at
     /// least two groups.
     pub family: bool,
-    /// What the two sides were meant to differ in (`qemu`, `virtiofsd`, `kernel`, `ceph`,
-    /// `miglab`, `scenario`, `host`, `accelerator`, `topology`).
+    /// What the two sides were meant to differ in ([`VARIABLES`]).
     pub variables: Vec<String>,
     /// Compare although the sides differ in something undeclared.
     pub allow_different: bool,
-    /// The confidence level of the bootstrap interval.
-    pub level: f64,
     pub seed: u64,
 }
 
@@ -165,27 +263,55 @@ impl Default for Options {
             family: false,
             variables: Vec::new(),
             allow_different: false,
-            level: 0.95,
             seed: 1,
         }
     }
 }
 
-/// What the comparison says of one metric.
+impl Options {
+    /// The band inside which a shift is noise, for a metric whose baseline median is `base`.
+    pub fn band(&self, m: &Metric, base: f64) -> f64 {
+        let t = self.thresholds.get(&m.key).or_else(|| self.thresholds.get(kind(&m.key))).copied();
+        let floor =
+            self.floors.get(&m.key).or_else(|| self.floors.get(kind(&m.key))).copied().unwrap_or(m.floor);
+        let rel = t.unwrap_or(self.threshold) * base.abs();
+        if rel.is_finite() {
+            rel.max(floor)
+        } else {
+            floor
+        }
+    }
+}
+
+/// What the comparison says of one metric, or of one group's outcomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Call {
+    /// Runs failed or lost data on the candidate side that the baseline does not show.
+    NewFailures,
     Regression,
     Improvement,
+    /// The data cannot tell: too few runs, or too wide a spread.
+    Inconclusive,
+    /// The shift's interval lies inside the noise band.
     Unchanged,
 }
 
 impl Call {
     pub fn as_str(self) -> &'static str {
         match self {
+            Call::NewFailures => "NEW FAILURES",
             Call::Regression => "REGRESSION",
             Call::Improvement => "improvement",
+            Call::Inconclusive => "inconclusive",
             Call::Unchanged => "unchanged",
         }
+    }
+    /// A finding that fails `compare` (exit 1, a JUnit failure).
+    pub fn fails(self) -> bool {
+        matches!(self, Call::NewFailures | Call::Regression)
+    }
+    fn is_change(self) -> bool {
+        matches!(self, Call::Regression | Call::Improvement)
     }
 }
 
@@ -198,12 +324,33 @@ pub struct Row {
     pub cand: Vec<f64>,
     pub base_median: f64,
     pub cand_median: f64,
-    /// `cand / base - 1` of the medians.
+    /// The Hodges–Lehmann shift and its 1 − α interval, absolute.
+    pub shift: stats::Shift,
+    /// The shift and its interval relative to the baseline median.
     pub change: f64,
     pub ci: (f64, f64),
     pub p: f64,
+    /// The band (absolute) inside which a shift is noise.
+    pub band: f64,
+    /// The smallest shift (absolute) these runs at this spread could call: the detectable
+    /// shift, at least the band.
+    pub detectable: f64,
+    /// Runs per side that would resolve a shift of the band's size.
+    pub needed: Option<usize>,
     pub call: Call,
-    /// Why a change was not called (the test, the threshold, the floor, the family rule).
+    /// Why: the test, the band, the interval, the family rule.
+    pub why: String,
+}
+
+/// The outcome mix of one group.
+#[derive(Debug, Clone)]
+pub struct OutcomeRow {
+    pub group: String,
+    pub base: Mix,
+    pub cand: Mix,
+    /// Fisher's exact test of the failure (failed or lost data) rates.
+    pub p: f64,
+    pub call: Call,
     pub why: String,
 }
 
@@ -217,6 +364,7 @@ pub struct Difference {
 
 #[derive(Debug, Clone)]
 pub struct Comparison {
+    pub outcomes: Vec<OutcomeRow>,
     pub rows: Vec<Row>,
     pub differences: Vec<Difference>,
     /// Groups on one side only.
@@ -226,23 +374,37 @@ pub struct Comparison {
 }
 
 impl Comparison {
+    fn count(&self, c: Call) -> usize {
+        self.rows.iter().filter(|r| r.call == c).count()
+            + self.outcomes.iter().filter(|r| r.call == c).count()
+    }
     pub fn regressions(&self) -> usize {
-        self.rows.iter().filter(|r| r.call == Call::Regression).count()
+        self.count(Call::Regression)
     }
     pub fn improvements(&self) -> usize {
-        self.rows.iter().filter(|r| r.call == Call::Improvement).count()
+        self.count(Call::Improvement)
+    }
+    pub fn inconclusive(&self) -> usize {
+        self.count(Call::Inconclusive)
+    }
+    pub fn new_failures(&self) -> usize {
+        self.count(Call::NewFailures)
+    }
+    /// What fails the comparison: regressions and new failures.
+    pub fn findings(&self) -> usize {
+        self.regressions() + self.new_failures()
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum CompareError {
-    #[error("no completed runs in {}{}", .0.display(), if .1.is_empty() { String::new() } else { format!(" ({} left out: {})", .1.len(), .1.iter().take(3).map(|(p, why)| format!("{} {why}", p.display())).collect::<Vec<_>>().join(", ")) })]
+    #[error("no runs in {}{}", .0.display(), if .1.is_empty() { String::new() } else { format!(" ({} left out: {})", .1.len(), .1.iter().take(3).map(|(p, why)| format!("{} {why}", p.display())).collect::<Vec<_>>().join(", ")) })]
     Empty(PathBuf, Vec<(PathBuf, String)>),
     #[error("no scenario is on both sides: baseline has {}; candidate has {}", .0.join(", "), .1.join(", "))]
     NothingInCommon(Vec<String>, Vec<String>),
-    #[error("too few repetitions for p < {alpha}: {}. A permutation test of n against m runs cannot give a p below 2/C(n+m, n); with equal sides it needs {needed} runs per side (`miglab run ... --repetitions {needed}`), or a larger --alpha", .groups.join("; "))]
+    #[error("too few repetitions for p < {alpha}: {}. A rank test of n against m runs cannot give a p below 2/C(n+m, n); with equal sides it needs {needed} runs per side (`miglab run ... --repetitions {needed}`), or a larger --alpha", .groups.join("; "))]
     TooFew { alpha: f64, needed: usize, groups: Vec<String> },
-    #[error("the two sides differ in more than {}:\n{}\nDeclare what was meant to vary with --variable (qemu, virtiofsd, kernel, ceph, miglab, scenario, host, accelerator, topology), or compare anyway with --allow-different", if .declared.is_empty() { "nothing (none declared)".to_string() } else { .declared.join(", ") }, .undeclared.iter().map(|d| format!("  {}: baseline {} · candidate {}", d.what, listed(&d.base), listed(&d.cand))).collect::<Vec<_>>().join("\n"))]
+    #[error("the two sides differ in more than {}:\n{}\nDeclare what was meant to vary with --variable ({}), or compare anyway with --allow-different", if .declared.is_empty() { "nothing (none declared)".to_string() } else { .declared.join(", ") }, .undeclared.iter().map(|d| format!("  {}: baseline {} · candidate {}", d.what, listed(&d.base), listed(&d.cand))).collect::<Vec<_>>().join("\n"), VARIABLES.join(", "))]
     Undeclared { declared: Vec<String>, undeclared: Vec<Difference> },
     #[error("could not read {}: {source}", .path.display())]
     Io { path: PathBuf, source: std::io::Error },
@@ -282,6 +444,8 @@ fn identity(runs: &[RunResult]) -> BTreeMap<&'static str, BTreeSet<String>> {
         put("qemu", bin("qemu", &p.qemu));
         put("virtiofsd", bin("virtiofsd", &p.virtiofsd));
         put("kernel", bin("kernel", &p.guest_kernel));
+        // The guest image: its agent and tools are part of what measured.
+        put("image", p.guest_image.clone().unwrap_or_else(|| "?".into()));
         put("ceph", p.ceph.clone().unwrap_or_else(|| "?".into()));
         put(
             "miglab",
@@ -345,6 +509,14 @@ pub fn differences(base: &[RunResult], cand: &[RunResult]) -> Vec<Difference> {
     out
 }
 
+fn by_group(runs: &[RunResult]) -> BTreeMap<String, Vec<&RunResult>> {
+    let mut m: BTreeMap<String, Vec<&RunResult>> = BTreeMap::new();
+    for r in runs {
+        m.entry(group(r)).or_default().push(r);
+    }
+    m
+}
+
 /// Compares `base` with `cand`.
 pub fn compare(base: &Side, cand: &Side, o: &Options) -> Result<Comparison, CompareError> {
     let differences = differences(&base.runs, &cand.runs);
@@ -353,13 +525,6 @@ pub fn compare(base: &Side, cand: &Side, o: &Options) -> Result<Comparison, Comp
     if !undeclared.is_empty() && !o.allow_different {
         return Err(CompareError::Undeclared { declared: o.variables.clone(), undeclared });
     }
-    let by_group = |runs: &[RunResult]| {
-        let mut m: BTreeMap<String, Vec<BTreeMap<String, f64>>> = BTreeMap::new();
-        for r in runs {
-            m.entry(group(r)).or_default().push(headline(r));
-        }
-        m
-    };
     let (gb, gc) = (by_group(&base.runs), by_group(&cand.runs));
     let common: Vec<&String> = gb.keys().filter(|g| gc.contains_key(*g)).collect();
     if common.is_empty() {
@@ -368,6 +533,8 @@ pub fn compare(base: &Side, cand: &Side, o: &Options) -> Result<Comparison, Comp
             gc.keys().cloned().collect(),
         ));
     }
+    // Too few runs in all (whatever their outcome) is bad input; too few that completed is an
+    // inconclusive figure, judged below, because the failures are themselves a finding.
     let too_few: Vec<String> = common
         .iter()
         .filter(|g| stats::min_p(gb[**g].len(), gc[**g].len()) >= o.alpha)
@@ -383,20 +550,21 @@ pub fn compare(base: &Side, cand: &Side, o: &Options) -> Result<Comparison, Comp
             groups: too_few,
         });
     }
+    let mut outcomes = Vec::new();
     let mut rows = Vec::new();
     for (gi, g) in common.iter().enumerate() {
-        let keys: BTreeSet<&String> = gb[*g].iter().chain(&gc[*g]).flat_map(|h| h.keys()).collect();
+        outcomes.push(judge_outcomes(g, Mix::of(gb[*g].iter().copied()), Mix::of(gc[*g].iter().copied()), o));
+        let like = |runs: &[&RunResult]| -> Vec<BTreeMap<String, f64>> {
+            runs.iter().filter(|r| r.status == RunStatus::Completed).map(|r| headline(r)).collect()
+        };
+        let (hb, hc) = (like(&gb[*g]), like(&gc[*g]));
+        let keys: BTreeSet<&String> = hb.iter().chain(&hc).flat_map(|h| h.keys()).collect();
         for (ki, k) in keys.into_iter().enumerate() {
             let vals = |side: &[BTreeMap<String, f64>]| {
                 side.iter().filter_map(|h| h.get(k).copied()).collect::<Vec<f64>>()
             };
-            let (a, b) = (vals(&gb[*g]), vals(&gc[*g]));
-            let mut m = metric(k);
-            if let Some(f) = o.floors.get(k) {
-                m.floor = *f;
-            }
             let seed = o.seed ^ ((gi as u64) << 32) ^ ki as u64;
-            rows.push(judge(g, m, a, b, o, seed));
+            rows.push(judge(g, metric(k), vals(&hb), vals(&hc), o, seed));
         }
     }
     if o.family {
@@ -410,45 +578,91 @@ pub fn compare(base: &Side, cand: &Side, o: &Options) -> Result<Comparison, Comp
         .collect();
     let mut skipped = base.skipped.clone();
     skipped.extend(cand.skipped.iter().cloned());
-    Ok(Comparison { rows, differences, unmatched, skipped, options: o.clone() })
+    Ok(Comparison { outcomes, rows, differences, unmatched, skipped, options: o.clone() })
 }
 
-/// One metric's call.
+/// The outcome mix of one group: lost data the baseline does not show, or failures it does not
+/// have, are new failures whatever the test says (a lost block is never noise); otherwise a
+/// failure rate that differs by Fisher's test at α is a regression or an improvement.
+pub fn judge_outcomes(group: &str, base: Mix, cand: Mix, o: &Options) -> OutcomeRow {
+    let (n, m) = (base.total(), cand.total());
+    let (x, y) = (base.bad(), cand.bad());
+    let p = stats::fisher_p(x, n, y, m);
+    let rate = |k: usize, t: usize| format!("{k}/{t}");
+    let (call, why) = if cand.get(Class::LostData) > 0 && base.get(Class::LostData) == 0 {
+        (
+            Call::NewFailures,
+            format!("{} candidate run(s) lost data; no baseline run did", cand.get(Class::LostData)),
+        )
+    } else if y > 0 && x == 0 {
+        (
+            Call::NewFailures,
+            format!(
+                "{} of {m} candidate runs failed, none of {n} baseline runs (Fisher p = {p:.3}{})",
+                y,
+                if p < o.alpha { "" } else { ": too few runs to call it a rate, a finding all the same" }
+            ),
+        )
+    } else if p < o.alpha {
+        let worse = y as f64 / m as f64 > x as f64 / n as f64;
+        (
+            if worse { Call::Regression } else { Call::Improvement },
+            format!("failures {} → {} (Fisher p = {p:.4})", rate(x, n), rate(y, m)),
+        )
+    } else if x == 0 && y == 0 {
+        (Call::Unchanged, "no run failed or lost data on either side".into())
+    } else {
+        (
+            Call::Inconclusive,
+            format!("failures {} → {}: Fisher p = {p:.3} is not below {}", rate(x, n), rate(y, m), o.alpha),
+        )
+    };
+    OutcomeRow { group: group.into(), base, cand, p, call, why }
+}
+
+/// One metric's call: the Hodges–Lehmann shift, its 1 − α interval and the rank-sum test.
 pub fn judge(group: &str, metric: Metric, base: Vec<f64>, cand: Vec<f64>, o: &Options, seed: u64) -> Row {
     let (bm, cm) = (stats::median(&base), stats::median(&cand));
-    let change = if bm != 0.0 { cm / bm - 1.0 } else { f64::NAN };
-    let threshold = o.thresholds.get(&metric.key).copied().unwrap_or(o.threshold);
-    let enough = stats::min_p(base.len(), cand.len()) < o.alpha;
-    let p = if enough { stats::permutation_p(&base, &cand, seed) } else { 1.0 };
-    let ci = stats::bootstrap_change(&base, &cand, o.level, seed.wrapping_add(1));
-    let worse = (cm > bm) != metric.higher_is_better;
-    let mut why = Vec::new();
-    if !enough {
-        why.push(format!("{} against {} runs cannot reach p < {}", base.len(), cand.len(), o.alpha));
-    } else if p >= o.alpha {
-        why.push(format!("p = {p:.3} is not below {}", o.alpha));
-    }
-    // NaN (a zero baseline) never passes.
-    if change.abs().is_nan() || change.abs() <= threshold {
-        why.push(format!(
-            "{:+.1} % is within the {:.0} % noise threshold",
-            change * 100.0,
-            threshold * 100.0
-        ));
-    }
-    if (cm - bm).abs().is_nan() || (cm - bm).abs() <= metric.floor {
-        why.push(format!(
-            "{:.2} {} is under the {} {} floor",
-            (cm - bm).abs(),
-            metric.unit,
-            metric.floor,
-            metric.unit
-        ));
-    }
-    let call = match (why.is_empty(), worse) {
-        (true, true) => Call::Regression,
-        (true, false) => Call::Improvement,
-        (false, _) => Call::Unchanged,
+    let (n, m) = (base.len(), cand.len());
+    let enough = stats::min_p(n, m) < o.alpha;
+    let shift = stats::hodges_lehmann(&base, &cand, 1.0 - o.alpha);
+    let p = if enough { stats::rank_sum_p(&base, &cand, seed) } else { 1.0 };
+    let rel = |v: f64| if bm != 0.0 { v / bm.abs() } else { f64::NAN };
+    let band = o.band(&metric, bm);
+    let sigma = stats::pooled_spread(&base, &cand);
+    let detectable = stats::detectable_shift(n, m, sigma, o.alpha).max(band);
+    let needed = stats::runs_for(band, sigma, o.alpha);
+    let (est, lo, hi) = (shift.estimate, shift.lo, shift.hi);
+    let worse = (est > 0.0) != metric.higher_is_better;
+    let show = |v: f64| format!("{} {}", num(v), metric.unit);
+    let band_text = format!("±{}", show(band));
+    let resolve = match needed {
+        Some(k) if k > n.min(m) => format!("; {k} runs per side would resolve {band_text}"),
+        Some(_) => String::new(),
+        None => "; not even 1000 runs per side would resolve it at this spread".into(),
+    };
+    let (call, why) = if !enough || est.is_nan() {
+        (Call::Inconclusive, format!("{n} against {m} completed runs cannot reach p < {}{resolve}", o.alpha))
+    } else if p < o.alpha && est.abs() > band {
+        (if worse { Call::Regression } else { Call::Improvement }, String::new())
+    } else if lo >= -band && hi <= band {
+        (Call::Unchanged, format!("the shift's interval [{}, {}] is inside {band_text}", num(lo), num(hi)))
+    } else {
+        let test = if p < o.alpha {
+            format!("p = {p:.3}, but a shift of {} is inside {band_text}", show(est))
+        } else {
+            format!("p = {p:.3} is not below {}", o.alpha)
+        };
+        (
+            Call::Inconclusive,
+            format!(
+                "{test}; the interval [{}, {}] reaches beyond {band_text}: these runs detect only shifts over {} ({}){resolve}",
+                num(lo),
+                num(hi),
+                show(detectable),
+                pct(rel(detectable)).trim_start_matches('+'),
+            ),
+        )
     };
     Row {
         group: group.into(),
@@ -457,11 +671,15 @@ pub fn judge(group: &str, metric: Metric, base: Vec<f64>, cand: Vec<f64>, o: &Op
         cand,
         base_median: bm,
         cand_median: cm,
-        change,
-        ci,
+        shift,
+        change: rel(est),
+        ci: (rel(lo), rel(hi)),
         p,
+        band,
+        detectable,
+        needed,
         call,
-        why: why.join("; "),
+        why,
     }
 }
 
@@ -469,20 +687,22 @@ pub fn judge(group: &str, metric: Metric, base: Vec<f64>, cand: Vec<f64>, o: &Op
 /// test" — a call stands only where the same metric moved the same way in another group.
 fn family_rule(rows: &mut [Row]) {
     let mut seen: BTreeMap<(String, Call), usize> = BTreeMap::new();
-    for r in rows.iter().filter(|r| r.call != Call::Unchanged) {
+    for r in rows.iter().filter(|r| r.call.is_change()) {
         *seen.entry((r.metric.key.clone(), r.call)).or_default() += 1;
     }
-    for r in rows.iter_mut().filter(|r| r.call != Call::Unchanged) {
+    for r in rows.iter_mut().filter(|r| r.call.is_change()) {
         if seen[&(r.metric.key.clone(), r.call)] < 2 {
             r.why = format!("family rule: {} moved this way in this group only", r.metric.key);
-            r.call = Call::Unchanged;
+            r.call = Call::Inconclusive;
         }
     }
 }
 
 fn num(v: f64) -> String {
-    if !v.is_finite() {
+    if v.is_nan() {
         "—".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "∞" } else { "−∞" }.into()
     } else if v.abs() >= 100.0 {
         format!("{v:.0}")
     } else {
@@ -491,10 +711,20 @@ fn num(v: f64) -> String {
 }
 
 fn pct(v: f64) -> String {
-    if v.is_finite() {
-        format!("{:+.1} %", v * 100.0)
-    } else {
+    if v.is_nan() {
         "—".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+∞" } else { "−∞" }.into()
+    } else {
+        format!("{:+.1} %", v * 100.0)
+    }
+}
+
+fn p_text(p: f64) -> String {
+    if p < 0.001 {
+        "<0.001".into()
+    } else {
+        format!("{p:.3}")
     }
 }
 
@@ -506,19 +736,69 @@ fn cells(r: &Row) -> Vec<String> {
         format!("{} (n={})", num(r.base_median), r.base.len()),
         format!("{} (n={})", num(r.cand_median), r.cand.len()),
         format!("{} [{}, {}]", pct(r.change), pct(r.ci.0), pct(r.ci.1)),
-        if r.p < 0.001 { "<0.001".into() } else { format!("{:.3}", r.p) },
+        p_text(r.p),
         r.call.as_str().into(),
     ]
 }
 
-const HEAD: [&str; 7] =
-    ["scenario", "metric", "baseline median", "candidate median", "change [95 % CI]", "p", "call"];
+/// The table's cells of an outcome row.
+fn outcome_cells(r: &OutcomeRow) -> Vec<String> {
+    vec![
+        r.group.clone(),
+        "outcomes (runs)".into(),
+        r.base.to_string(),
+        r.cand.to_string(),
+        format!("failed {}/{} → {}/{}", r.base.bad(), r.base.total(), r.cand.bad(), r.cand.total()),
+        p_text(r.p),
+        r.call.as_str().into(),
+    ]
+}
 
-/// A plain-text table for the terminal.
+fn head(c: &Comparison) -> [String; 7] {
+    [
+        "scenario".into(),
+        "metric".into(),
+        "baseline".into(),
+        "candidate".into(),
+        format!("shift [{} % CI]", fmt_level(c.options.alpha)),
+        "p".into(),
+        "call".into(),
+    ]
+}
+
+/// 1 − α as a percentage: 99, 95, 99.9.
+fn fmt_level(alpha: f64) -> String {
+    let l = (1.0 - alpha) * 100.0;
+    if (l - l.round()).abs() < 1e-9 {
+        format!("{l:.0}")
+    } else {
+        format!("{l}")
+    }
+}
+
+/// A line of the table: its cells, its call and why.
+type Line = (Vec<String>, Call, String);
+
+/// Every row's cells, the outcomes first in each group.
+fn all_cells(c: &Comparison) -> Vec<Line> {
+    let mut out = Vec::new();
+    for o in &c.outcomes {
+        out.push((outcome_cells(o), o.call, o.why.clone()));
+        for r in c.rows.iter().filter(|r| r.group == o.group) {
+            out.push((cells(r), r.call, r.why.clone()));
+        }
+    }
+    out
+}
+
+/// A plain-text table for the terminal, and what was not called and why.
 pub fn text(c: &Comparison) -> String {
-    let rows: Vec<Vec<String>> = c.rows.iter().map(cells).collect();
-    let widths: Vec<usize> = (0..HEAD.len())
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).chain([HEAD[i].len()]).max().unwrap_or(0))
+    let head = head(c);
+    let rows = all_cells(c);
+    let widths: Vec<usize> = (0..head.len())
+        .map(|i| {
+            rows.iter().map(|r| r.0[i].chars().count()).chain([head[i].chars().count()]).max().unwrap_or(0)
+        })
         .collect();
     let mut s = String::new();
     let line = |cells: &[String]| {
@@ -529,9 +809,17 @@ pub fn text(c: &Comparison) -> String {
             .collect::<Vec<_>>()
             .join("  ")
     };
-    let _ = writeln!(s, "{}", line(&HEAD.map(String::from)));
+    let _ = writeln!(s, "{}", line(&head));
     for r in &rows {
-        let _ = writeln!(s, "{}", line(r));
+        let _ = writeln!(s, "{}", line(&r.0));
+    }
+    let notes: Vec<&Line> =
+        rows.iter().filter(|r| matches!(r.1, Call::Inconclusive | Call::NewFailures)).collect();
+    if !notes.is_empty() {
+        s.push('\n');
+        for r in notes {
+            let _ = writeln!(s, "{} {}: {}: {}", r.0[0], r.0[1], r.1.as_str(), r.2);
+        }
     }
     s.push_str(&summary(c));
     s
@@ -557,17 +845,21 @@ fn summary(c: &Comparison) -> String {
         let _ = writeln!(s, "on one side only, not compared: {g}");
     }
     if !c.skipped.is_empty() {
-        let _ = writeln!(s, "left out (not completed): {} run(s)", c.skipped.len());
+        let _ = writeln!(s, "left out (unreadable): {} file(s)", c.skipped.len());
     }
     let _ = writeln!(
         s,
-        "{} regression(s), {} improvement(s) in {} metric(s); a call needs p < {}, a change over the noise threshold ({:.0} %) and over the metric's floor{}",
+        "{} new failure(s), {} regression(s), {} improvement(s), {} inconclusive in {} group(s) and {} metric(s); a change needs p < {} and a Hodges–Lehmann shift beyond the band (the noise threshold, {:.0} % of the baseline median, or the metric's floor){}; unchanged needs the shift's {} % interval inside the band",
+        c.new_failures(),
         c.regressions(),
         c.improvements(),
+        c.inconclusive(),
+        c.outcomes.len(),
         c.rows.len(),
         c.options.alpha,
         c.options.threshold * 100.0,
-        if c.options.family { ", in two groups or more (family rule)" } else { "" }
+        if c.options.family { ", in two groups or more (family rule)" } else { "" },
+        fmt_level(c.options.alpha),
     );
     s
 }
@@ -575,14 +867,14 @@ fn summary(c: &Comparison) -> String {
 /// The same as markdown.
 pub fn markdown(c: &Comparison) -> String {
     let mut s = String::from("# miglab compare\n\n");
-    let _ = writeln!(s, "| {} |", HEAD.join(" | "));
-    let _ = writeln!(s, "|{}", "---|".repeat(HEAD.len()));
-    for r in &c.rows {
-        let mut cl = cells(r);
-        if r.call == Call::Regression {
+    let head = head(c);
+    let _ = writeln!(s, "| {} | why |", head.join(" | "));
+    let _ = writeln!(s, "|{}", "---|".repeat(head.len() + 1));
+    for (mut cl, call, why) in all_cells(c) {
+        if call.fails() {
             cl[6] = format!("**{}**", cl[6]);
         }
-        let _ = writeln!(s, "| {} |", cl.join(" | "));
+        let _ = writeln!(s, "| {} | {} |", cl.join(" | "), why.replace('|', "\\|"));
     }
     s.push('\n');
     for l in summary(c).lines() {
@@ -591,61 +883,65 @@ pub fn markdown(c: &Comparison) -> String {
     s
 }
 
-/// JUnit XML: a test suite per scenario, a test case per metric; a regression is a failure.
+/// JUnit XML: a test suite per scenario, a test case for its outcomes and one per metric; a
+/// regression or new failures is a failure, an inconclusive call is skipped (not a pass).
 pub fn junit(c: &Comparison) -> String {
-    let mut groups: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
-    for r in &c.rows {
-        groups.entry(&r.group).or_default().push(r);
+    let rows = all_cells(c);
+    let mut groups: BTreeMap<&str, Vec<&Line>> = BTreeMap::new();
+    for r in &rows {
+        groups.entry(&r.0[0]).or_default().push(r);
     }
     let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         s,
         "<testsuites name=\"miglab compare\" tests=\"{}\" failures=\"{}\" errors=\"0\" time=\"0\">",
-        c.rows.len(),
-        c.regressions()
+        rows.len(),
+        c.findings()
     );
     for (i, (g, rows)) in groups.iter().enumerate() {
-        let failures = rows.iter().filter(|r| r.call == Call::Regression).count();
+        let failures = rows.iter().filter(|r| r.1.fails()).count();
+        let skipped = rows.iter().filter(|r| r.1 == Call::Inconclusive).count();
         let _ = writeln!(
             s,
-            "  <testsuite name=\"{}\" id=\"{i}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"0\" time=\"0\">",
+            "  <testsuite name=\"{}\" id=\"{i}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"0\">",
             esc(g),
             rows.len()
         );
-        for r in rows {
-            let detail = format!(
-                "baseline median {} {u} (n={}), candidate median {} {u} (n={}), change {} [{}, {}], p = {:.4}",
-                num(r.base_median),
-                r.base.len(),
-                num(r.cand_median),
-                r.cand.len(),
-                pct(r.change),
-                pct(r.ci.0),
-                pct(r.ci.1),
-                r.p,
-                u = r.metric.unit
-            );
+        for (cl, call, why) in rows.iter().map(|r| (&r.0, r.1, &r.2)) {
+            let detail = format!("baseline {}, candidate {}, shift {}, p = {}", cl[2], cl[3], cl[4], cl[5]);
+            let name = cl[1].split(' ').next().unwrap_or_default();
             let _ = write!(
                 s,
                 "    <testcase classname=\"miglab.compare.{}\" name=\"{}\" time=\"0\"",
                 esc(&g.replace(' ', "_")),
-                esc(&r.metric.key)
+                esc(name)
             );
-            if r.call == Call::Regression {
-                let _ = writeln!(
-                    s,
-                    ">\n      <failure message=\"{}\" type=\"regression\">{}</failure>\n    </testcase>",
-                    esc(&detail),
-                    esc(&detail)
-                );
-            } else {
-                let _ = writeln!(
-                    s,
-                    ">\n      <system-out>{}: {}{}</system-out>\n    </testcase>",
-                    r.call.as_str(),
-                    esc(&detail),
-                    if r.why.is_empty() { String::new() } else { esc(&format!(" ({})", r.why)) }
-                );
+            let full = if why.is_empty() { detail.clone() } else { format!("{detail} ({why})") };
+            match call {
+                Call::Regression | Call::NewFailures => {
+                    let kind = if call == Call::Regression { "regression" } else { "new-failures" };
+                    let _ = writeln!(
+                        s,
+                        ">\n      <failure message=\"{}\" type=\"{kind}\">{}</failure>\n    </testcase>",
+                        esc(&full),
+                        esc(&full)
+                    );
+                }
+                Call::Inconclusive => {
+                    let _ = writeln!(
+                        s,
+                        ">\n      <skipped message=\"inconclusive: {}\"/>\n    </testcase>",
+                        esc(&full)
+                    );
+                }
+                _ => {
+                    let _ = writeln!(
+                        s,
+                        ">\n      <system-out>{}: {}</system-out>\n    </testcase>",
+                        call.as_str(),
+                        esc(&full)
+                    );
+                }
             }
         }
         s.push_str("  </testsuite>\n");

@@ -30,17 +30,34 @@ pub struct Figures {
     pub window_ops_per_s: Option<f64>,
 }
 
+/// The figures of a run's first migration (follow-ups aside).
 pub fn figures(r: &RunResult) -> Figures {
-    let m = r.migrations.iter().find(|m| !m.follow_up);
-    let w = m.and_then(|m| r.migration_window(m.hop));
-    let busiest = r.ops.iter().filter(|o| o.op != "verify").max_by_key(|o| o.count);
+    r.migrations
+        .iter()
+        .find(|m| !m.follow_up)
+        .map(|m| hop_figures(r, m))
+        .unwrap_or_else(|| Figures { p99_us: busiest_p99(r), ..Figures::default() })
+}
+
+/// The busiest workload op kind's p99 (guest clock), µs.
+fn busiest_p99(r: &RunResult) -> Option<f64> {
+    r.ops
+        .iter()
+        .filter(|o| o.op != "verify" && o.count > 0)
+        .max_by_key(|o| o.count)
+        .map(|o| o.guest.p99_us as f64)
+}
+
+/// The figures of one migration of a run.
+pub fn hop_figures(r: &RunResult, m: &crate::MigrationRecord) -> Figures {
+    let w = r.migration_window(m.hop);
     Figures {
-        qemu_downtime_ms: m.and_then(|m| m.downtime_ms).map(|d| d as f64),
+        qemu_downtime_ms: m.downtime_ms.map(|d| d as f64),
         heartbeat_gap_ms: w.and_then(|w| w.heartbeat_gap_ms),
         io_stall_ms: w.and_then(|w| w.io_stall_ms),
-        total_ms: m.and_then(|m| m.total_time_ms).map(|d| d as f64),
-        mb_sent: m.and_then(|m| m.transferred_bytes).map(|b| b as f64 / 1e6),
-        p99_us: busiest.map(|o| o.guest.p99_us as f64),
+        total_ms: m.total_time_ms.map(|d| d as f64),
+        mb_sent: m.transferred_bytes.map(|b| b as f64 / 1e6),
+        p99_us: busiest_p99(r),
         window_ops_per_s: w.and_then(|w| {
             let inside: Vec<&crate::Bucket> = r
                 .series
@@ -61,6 +78,15 @@ fn cells(reps: &[Rep]) -> Vec<String> {
         }
     }
     v
+}
+
+/// "4 cells × 2 runs", or "3 cells, 7 runs in all" when the cells ran unequal numbers.
+fn cells_and_runs(cells: usize, runs: usize) -> String {
+    match cells {
+        0 => format!("no cell, {runs} runs"),
+        c if runs % c == 0 => format!("{c} cells × {} runs", runs / c),
+        c => format!("{c} cells, {runs} runs in all"),
+    }
 }
 
 /// Median and range of what is there.
@@ -210,7 +236,7 @@ pub fn report(scenario: &str, reps: &[Rep]) -> Result<String, ChartError> {
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>miglab sweep: {}</title><style>{STYLE}</style></head><body>",
         esc(scenario)
     );
-    let _ = write!(h, "<h1>{} — sweep of {} cells × {} runs</h1>", esc(scenario), names.len(), reps.len());
+    let _ = write!(h, "<h1>{} — sweep of {}</h1>", esc(scenario), cells_and_runs(names.len(), reps.len()));
     h.push_str("<h2>Cells</h2>");
     let rows: Vec<Vec<String>> = names
         .iter()
@@ -318,5 +344,12 @@ mod tests {
     fn a_cells_axis_label_is_its_values() {
         assert_eq!(short("downtime_limit_ms=20,workload=read-loop"), "20 · read-loop");
         assert_eq!(axes("downtime_limit_ms=20,workload=read-loop"), "downtime_limit_ms · workload");
+    }
+
+    /// 4 cells of 2 runs were titled "4 cells × 8 runs" (the runs of every cell).
+    #[test]
+    fn the_title_counts_runs_per_cell() {
+        assert_eq!(cells_and_runs(4, 8), "4 cells × 2 runs");
+        assert_eq!(cells_and_runs(3, 7), "3 cells, 7 runs in all");
     }
 }

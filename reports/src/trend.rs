@@ -1,5 +1,9 @@
 //! The nightly trend: each scenario's headline metrics night by night (median and range of
-//! the night's runs), with change points found by E-divisive on the per-night medians.
+//! the night's completed runs). A night is one sample: its runs share a lab's state, so they
+//! are not compared run by run against another night's. Change points by E-divisive on the
+//! per-night medians (Matteson & James), with Benjamini–Hochberg across the series so that
+//! thirty series a night do not make a false alarm a night; a regression is a change point
+//! whose newest regime is worse than the one before by more than the noise band.
 
 use crate::charts::{draw, legend, svg, ChartError, PALETTE};
 use crate::compare::{headline, metric, Side};
@@ -26,22 +30,40 @@ pub struct Series {
     pub points: Vec<(usize, f64, f64, f64, usize)>,
     /// Night indices where a new regime starts.
     pub changes: Vec<usize>,
+    /// The permutation p of the series' strongest split (before the correction).
+    pub first_p: f64,
+    /// The spread of the per-night medians (robust σ, 1.4826 × MAD) and of runs within a night.
+    pub between_nights: f64,
+    pub within_night: f64,
 }
 
 /// A regime lasts at least this many nights.
-const MIN_NIGHTS: usize = 3;
+pub const MIN_NIGHTS: usize = 3;
+/// The false-discovery rate across a night's series.
+pub const FDR: f64 = 0.05;
+/// Permutations of each E-divisive test: p resolves to 1/1000, enough for BH across ~50 series.
+const PERMUTATIONS: usize = 999;
 
 pub fn series(nights: &[Night], seed: u64) -> Vec<Series> {
     let mut per: BTreeMap<(String, String), BTreeMap<usize, Vec<f64>>> = BTreeMap::new();
     for (i, n) in nights.iter().enumerate() {
-        for r in &n.side.runs {
+        for r in n.side.completed() {
             for (k, v) in headline(r) {
                 per.entry((crate::compare::group(r), k)).or_default().entry(i).or_default().push(v);
             }
         }
     }
-    per.into_iter()
-        .map(|((group, key), by_night)| {
+    let mut all: Vec<Series> = per
+        .into_iter()
+        .enumerate()
+        .map(|(si, ((group, key), by_night))| {
+            let within: Vec<f64> = by_night
+                .values()
+                .flat_map(|v| {
+                    let m = stats::median(v);
+                    v.iter().map(move |x| (x - m).abs())
+                })
+                .collect();
             let points: Vec<(usize, f64, f64, f64, usize)> = by_night
                 .into_iter()
                 .map(|(i, v)| {
@@ -51,11 +73,113 @@ pub fn series(nights: &[Night], seed: u64) -> Vec<Series> {
                 })
                 .collect();
             let medians: Vec<f64> = points.iter().map(|p| p.1).collect();
-            let changes = stats::change_points(&medians, MIN_NIGHTS, 0.05, seed)
-                .into_iter()
-                .map(|k| points[k].0)
-                .collect();
-            Series { unit: metric(&key).unit, group, metric: key, points, changes }
+            let first_p =
+                stats::change_points(&medians, MIN_NIGHTS, 0.0, PERMUTATIONS, seed ^ si as u64).first_p;
+            let m = stats::median(&medians);
+            let between = 1.4826 * stats::median(&medians.iter().map(|x| (x - m).abs()).collect::<Vec<_>>());
+            Series {
+                unit: metric(&key).unit,
+                group,
+                metric: key,
+                points,
+                changes: Vec::new(),
+                first_p,
+                between_nights: between,
+                within_night: 1.4826 * stats::median(&within),
+            }
+        })
+        .collect();
+    // Benjamini–Hochberg on every series' strongest split; a discovered series is then split
+    // further at the level BH granted it.
+    let p: Vec<f64> = all.iter().map(|s| s.first_p).collect();
+    let found = stats::benjamini_hochberg(&p, FDR);
+    let level = FDR * found.iter().filter(|f| **f).count() as f64 / p.len().max(1) as f64;
+    for (si, s) in all.iter_mut().enumerate().filter(|(i, _)| found[*i]) {
+        let medians: Vec<f64> = s.points.iter().map(|p| p.1).collect();
+        s.changes = stats::change_points(&medians, MIN_NIGHTS, level, PERMUTATIONS, seed ^ si as u64)
+            .points
+            .into_iter()
+            .map(|k| s.points[k].0)
+            .collect();
+    }
+    all
+}
+
+/// A change point whose newest regime is worse than the one before by more than the noise band
+/// of `compare` (`threshold` of the earlier median, or the metric's floor).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Regression {
+    pub group: String,
+    pub metric: String,
+    /// The first night of the worse regime.
+    pub night: usize,
+    pub before: f64,
+    pub after: f64,
+}
+
+/// The regressions of the newest regime of each series: what a nightly fails on.
+pub fn regressions(all: &[Series], threshold: f64) -> Vec<Regression> {
+    all.iter()
+        .filter_map(|s| {
+            let &k = s.changes.last()?;
+            let prev = s.changes.iter().rev().nth(1).copied().unwrap_or(0);
+            let before: Vec<f64> = s.points.iter().filter(|p| p.0 >= prev && p.0 < k).map(|p| p.1).collect();
+            let after: Vec<f64> = s.points.iter().filter(|p| p.0 >= k).map(|p| p.1).collect();
+            let (b, a) = (stats::median(&before), stats::median(&after));
+            let m = metric(&s.metric);
+            let band = (threshold * b.abs()).max(m.floor);
+            let worse = if m.higher_is_better { b - a } else { a - b };
+            (worse > band).then(|| Regression {
+                group: s.group.clone(),
+                metric: s.metric.clone(),
+                night: k,
+                before: b,
+                after: a,
+            })
+        })
+        .collect()
+}
+
+/// How a night's medians stand against the window of stable nights before it: a night is one
+/// sample, so this is a watch list (outside the window's range by more than the band), not a
+/// test; and how many nights, or interleaved runs per side, would resolve the band.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Watch {
+    pub group: String,
+    pub metric: String,
+    pub tonight: f64,
+    pub window: (f64, f64),
+    pub window_nights: usize,
+    /// Nights in a new regime, and runs per side of one interleaved A/B night, that would
+    /// detect a shift of the band at α.
+    pub nights_needed: Option<usize>,
+    pub runs_needed: Option<usize>,
+    pub outside: bool,
+}
+
+/// The last night of `all` against up to `window` nights before it.
+pub fn watch(all: &[Series], nights: usize, window: usize, threshold: f64, alpha: f64) -> Vec<Watch> {
+    let last = nights.saturating_sub(1);
+    all.iter()
+        .filter_map(|s| {
+            let tonight = s.points.iter().find(|p| p.0 == last)?.1;
+            let before: Vec<f64> =
+                s.points.iter().filter(|p| p.0 < last).rev().take(window).map(|p| p.1).collect();
+            let (lo, hi) =
+                before.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(*x), b.max(*x)));
+            let m = metric(&s.metric);
+            let band = (threshold * stats::median(&before).abs()).max(m.floor);
+            let outside = !before.is_empty() && (tonight > hi + band || tonight < lo - band);
+            Some(Watch {
+                group: s.group.clone(),
+                metric: s.metric.clone(),
+                tonight,
+                window: (lo, hi),
+                window_nights: before.len(),
+                nights_needed: stats::runs_for(band, s.between_nights, alpha),
+                runs_needed: stats::runs_for(band, s.within_night, alpha),
+                outside,
+            })
         })
         .collect()
 }
@@ -115,10 +239,11 @@ pub fn page(nights: &[Night], seed: u64) -> Result<(String, Vec<Series>), ChartE
     let mut h = String::new();
     let _ = write!(
         h,
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>miglab nightly trend</title><style>{STYLE}</style></head><body><h1>miglab nightly trend</h1><p class=\"sub\">{} nights, {} to {}; per night the median and range of its runs; change points by E-divisive on the per-night medians (α = 0.05, regimes of {MIN_NIGHTS} nights or more)</p>",
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>miglab nightly trend</title><style>{STYLE}</style></head><body><h1>miglab nightly trend</h1><p class=\"sub\">{} nights, {} to {}; per night the median and range of its runs; change points by E-divisive on the per-night medians (Matteson &amp; James; {PERMUTATIONS} permutations; Benjamini–Hochberg across the {} series at a false-discovery rate of {FDR}; regimes of {MIN_NIGHTS} nights or more). A night is one sample: runs of one night share a lab.</p>",
         nights.len(),
         esc(nights.first().map(|n| n.name.as_str()).unwrap_or("—")),
         esc(nights.last().map(|n| n.name.as_str()).unwrap_or("—")),
+        all.len(),
     );
     let rows: Vec<Vec<String>> = all
         .iter()
@@ -145,13 +270,40 @@ pub fn page(nights: &[Night], seed: u64) -> Result<(String, Vec<Series>), ChartE
             &rows,
         ));
     }
+    h.push_str("<h2>The last night against the ten before it</h2><p class=\"sub\">One sample against a window: a watch list, not a test. Outside = beyond the window's range by more than the band (10 % or the metric's floor). Nights needed: nights in a new regime for a change point of the band's size; runs per side: of one night running baseline and candidate interleaved.</p>");
+    let w: Vec<Vec<String>> = watch(&all, nights.len(), 10, 0.10, FDR)
+        .into_iter()
+        .map(|w| {
+            let n = |v: Option<usize>| v.map_or("over 1000".into(), |k| k.to_string());
+            vec![
+                w.group,
+                w.metric,
+                format!("{:.1}", w.tonight),
+                format!("{:.1}–{:.1} ({} nights)", w.window.0, w.window.1, w.window_nights),
+                if w.outside { "OUTSIDE".into() } else { "inside".into() },
+                n(w.nights_needed),
+                n(w.runs_needed),
+            ]
+        })
+        .collect();
+    h.push_str(&table(
+        &["scenario", "metric", "last night", "window", "", "nights needed", "runs per side needed"],
+        &w,
+    ));
     h.push_str("<h2>Nights</h2>");
     let groups: BTreeSet<&String> = all.iter().map(|s| &s.group).collect();
     h.push_str(&table(
-        &["night", "runs", "left out (not completed)"],
+        &["night", "runs", "completed", "unreadable"],
         &nights
             .iter()
-            .map(|n| vec![n.name.clone(), n.side.runs.len().to_string(), n.side.skipped.len().to_string()])
+            .map(|n| {
+                vec![
+                    n.name.clone(),
+                    n.side.runs.len().to_string(),
+                    n.side.completed().count().to_string(),
+                    n.side.skipped.len().to_string(),
+                ]
+            })
             .collect::<Vec<_>>(),
     ));
     for g in groups {
@@ -197,7 +349,39 @@ mod tests {
         let total = s.iter().find(|s| s.metric == "total_ms").expect("total_ms");
         assert_eq!(total.points.len(), 12);
         assert_eq!(total.changes, vec![7]);
+        let r = regressions(&s, 0.10);
+        assert!(r.iter().any(|r| r.metric == "total_ms" && r.night == 7), "{r:?}");
+        // A night is one sample: a failed night's runs do not enter the medians.
         charts_or_skip(&nights);
+    }
+
+    /// Thirty null series of sixty nights, fifty times over: with the correction across series,
+    /// a night with any spurious change point is rare (about FDR = 5 % of the sets).
+    #[test]
+    fn thirty_null_series_a_night_rarely_raise_a_false_alarm() {
+        use rand::{Rng, SeedableRng};
+        let mut alarms = 0;
+        for set in 0..20u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(set);
+            let nights: Vec<Night> = (0..60)
+                .map(|i| {
+                    let mut n = night(&format!("n{i:02}"), 1000.0);
+                    for r in &mut n.side.runs {
+                        for m in &mut r.migrations {
+                            m.total_time_ms = Some((1000.0 + rng.gen_range(-50.0..50.0)) as u64);
+                            m.downtime_ms = Some(rng.gen_range(90..110));
+                        }
+                    }
+                    n
+                })
+                .collect();
+            let s = series(&nights, set);
+            if s.iter().any(|s| !s.changes.is_empty()) {
+                alarms += 1;
+            }
+        }
+        eprintln!("trend: {alarms} of 20 sets of null nights raised a change point");
+        assert!(alarms <= 3, "{alarms} of 20");
     }
 
     fn charts_or_skip(nights: &[Night]) {

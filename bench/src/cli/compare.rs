@@ -12,13 +12,13 @@ fn pairs(flag: &str, v: &[String]) -> Result<BTreeMap<String, f64>, CliError> {
         .map(|s| {
             let bad = || {
                 CliError::BadInput(format!(
-                    "--{flag} {s}: give METRIC=NUMBER, METRIC one of {} (p99_us.<op> per op kind)",
+                    "--{flag} {s}: give METRIC=NUMBER, METRIC one of {} (p99_us.<op> per op kind; a .hopN suffix for the N-th migration alone)",
                     METRIC_KINDS.join(", ")
                 ))
             };
             let (k, n) = s.split_once('=').ok_or_else(bad)?;
             let n: f64 = n.trim().parse().map_err(|_| bad())?;
-            let known = METRIC_KINDS.contains(&k) || k.starts_with("p99_us.");
+            let known = METRIC_KINDS.contains(&compare::kind(k)) || k.starts_with("p99_us.");
             if !known || !n.is_finite() || n < 0.0 {
                 return Err(bad());
             }
@@ -65,7 +65,6 @@ pub(super) fn compare_cmd(a: CompareArgs) -> Result<ExitCode, CliError> {
         variables: a.variables.clone(),
         allow_different: a.allow_different,
         seed: a.seed,
-        ..Options::default()
     };
     let (mut base, mut cand) = (load(&a.baseline)?, load(&a.candidate)?);
     if let (Some(bc), Some(cc)) = (&a.baseline_cell, &a.candidate_cell) {
@@ -74,13 +73,16 @@ pub(super) fn compare_cmd(a: CompareArgs) -> Result<ExitCode, CliError> {
         for (side, cell, dir) in [(&base, bc, &a.baseline), (&cand, cc, &a.candidate)] {
             if side.runs.is_empty() {
                 return Err(CliError::BadInput(format!(
-                    "no completed run of the cell '{cell}' in {}: give a cell's directory name",
+                    "no run of the cell '{cell}' in {}: give a cell's directory name",
                     dir.display()
                 )));
             }
         }
     }
-    let c = compare::compare(&base, &cand, &o)?;
+    let mut c = compare::compare(&base, &cand, &o)?;
+    if a.outcomes_only {
+        c.rows.clear();
+    }
     print!("{}", compare::text(&c));
     if let Some(dir) = &a.out {
         let io = |what: &str, e: std::io::Error| {
@@ -97,11 +99,15 @@ pub(super) fn compare_cmd(a: CompareArgs) -> Result<ExitCode, CliError> {
         }
         println!("written: {0}/compare.md, {0}/compare.html, {0}/junit.xml", dir.display());
     }
-    Ok(if c.regressions() > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if c.findings() > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 /// `miglab trend`.
-pub(super) fn trend_cmd(dir: &Path, out: Option<std::path::PathBuf>) -> Result<ExitCode, CliError> {
+pub(super) fn trend_cmd(
+    dir: &Path,
+    out: Option<std::path::PathBuf>,
+    threshold: f64,
+) -> Result<ExitCode, CliError> {
     let mut names: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| {
             CliError::BadInput(format!("{}: {e}; give the directory of nights (ci/nightly's)", dir.display()))
@@ -139,14 +145,40 @@ pub(super) fn trend_cmd(dir: &Path, out: Option<std::path::PathBuf>) -> Result<E
         })
         .collect();
     println!(
-        "{} nights, {} series, {} change point(s) → {}",
+        "{} nights, {} series, {} change point(s) (E-divisive, false-discovery rate {} across the series) → {}",
         nights.len(),
         series.len(),
         changes.len(),
+        miglab_reports::trend::FDR,
         out.display()
     );
     for c in changes {
         println!("{c}");
     }
-    Ok(ExitCode::SUCCESS)
+    // The last night against the window before it: one sample, so a watch list, with what a
+    // verdict would need.
+    for w in miglab_reports::trend::watch(&series, nights.len(), 10, threshold, miglab_reports::trend::FDR) {
+        let n = |v: Option<usize>| v.map_or("over 1000".into(), |k| k.to_string());
+        println!(
+            "  {} {}: last night {:.1}, window {:.1}–{:.1} ({} nights){}; a change of {:.0} % needs {} nights in a new regime, or {} runs per side interleaved in one night",
+            w.group,
+            w.metric,
+            w.tonight,
+            w.window.0,
+            w.window.1,
+            w.window_nights,
+            if w.outside { " OUTSIDE the window" } else { "" },
+            threshold * 100.0,
+            n(w.nights_needed),
+            n(w.runs_needed)
+        );
+    }
+    let regressed = miglab_reports::trend::regressions(&series, threshold);
+    for r in &regressed {
+        println!(
+            "REGRESSION {} {}: {:.1} → {:.1} from {}",
+            r.group, r.metric, r.before, r.after, nights[r.night].name
+        );
+    }
+    Ok(if regressed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -1,6 +1,6 @@
 //! `compare.html`: the table, what the sides differ in, and both sides' runs per metric.
 
-use super::{cells, summary, Call, Comparison, Row, HEAD};
+use super::{all_cells, head, summary, Call, Comparison, Row};
 use crate::charts::{draw, svg, ChartError, PALETTE};
 use crate::html::{esc, STYLE};
 use plotters::prelude::*;
@@ -65,25 +65,32 @@ pub fn page(c: &Comparison, base: &str, cand: &str) -> Result<String, ChartError
         esc(base),
         esc(cand)
     );
-    let verdict = if c.regressions() > 0 { ("bad", "regressed") } else { ("ok", "no regression") };
-    let _ = write!(h, "<p id=\"verdict\" class=\"{}\">{}</p>", verdict.0, verdict.1);
+    let verdict = if c.findings() > 0 {
+        ("bad", format!("{} new failure(s), {} regression(s)", c.new_failures(), c.regressions()))
+    } else if c.inconclusive() > 0 {
+        ("warn", format!("no regression called; {} inconclusive: these runs cannot tell", c.inconclusive()))
+    } else {
+        ("ok", "no regression".to_string())
+    };
+    let _ = write!(h, "<p id=\"verdict\" class=\"{}\">{}</p>", verdict.0, esc(&verdict.1));
     h.push_str("<ul>");
     for l in summary(c).lines() {
         let _ = write!(h, "<li>{}</li>", esc(l));
     }
-    h.push_str("</ul><h2>Metrics</h2><table id=\"calls\"><tr>");
-    for (i, t) in HEAD.iter().enumerate() {
+    h.push_str("</ul><h2>Outcomes and metrics</h2><table id=\"calls\"><tr>");
+    for (i, t) in head(c).iter().enumerate() {
         let _ = write!(h, "<th{}>{}</th>", if i < 2 { " class=\"l\"" } else { "" }, esc(t));
     }
-    h.push_str("<th class=\"l\">why not called</th></tr>");
-    for r in &c.rows {
-        let class = match r.call {
-            Call::Regression => "bad",
+    h.push_str("<th class=\"l\">why</th></tr>");
+    for (cl, call, why) in all_cells(c) {
+        let class = match call {
+            Call::Regression | Call::NewFailures => "bad",
             Call::Improvement => "ok",
+            Call::Inconclusive => "warn",
             Call::Unchanged => "",
         };
         h.push_str("<tr>");
-        for (i, cell) in cells(r).iter().enumerate() {
+        for (i, cell) in cl.iter().enumerate() {
             let cls = match (i, i == 6) {
                 (_, true) => format!(" class=\"{class}\""),
                 (0 | 1, _) => " class=\"l\"".into(),
@@ -91,7 +98,7 @@ pub fn page(c: &Comparison, base: &str, cand: &str) -> Result<String, ChartError
             };
             let _ = write!(h, "<td{cls}>{}</td>", esc(cell));
         }
-        let _ = write!(h, "<td class=\"l\">{}</td></tr>", esc(&r.why));
+        let _ = write!(h, "<td class=\"l\">{}</td></tr>", esc(&why));
     }
     h.push_str("</table><h2>Every run</h2><p class=\"sub\">One dot per run; the bar is the median.</p>");
     let mut group = "";

@@ -16,35 +16,114 @@ fn runs(rng: &mut StdRng, n: usize, mean: f64, cv: f64) -> Vec<f64> {
 /// Single runs on a shared machine swing about ±10 %: a spread of 7 % (one sigma).
 const CV: f64 = 0.07;
 
-fn calls(shift: f64, n: usize, m: usize, seeds: u64) -> usize {
-    let o = Options::default();
+/// `p alone`: no threshold, no floor; what the test says is the call.
+fn p_alone() -> Options {
+    Options { threshold: 0.0, floors: [("total_ms".to_string(), 0.0)].into(), ..Options::default() }
+}
+
+/// The calls of `seeds` comparisons of `n` against `m` runs, the candidate shifted by `shift`.
+fn calls(shift: f64, n: usize, m: usize, cv: f64, seeds: u64, o: &Options) -> Vec<Call> {
     (0..seeds)
-        .filter(|&s| {
+        .map(|s| {
             let mut rng = StdRng::seed_from_u64(s);
-            let a = runs(&mut rng, n, 1000.0, CV);
-            let b = runs(&mut rng, m, 1000.0 * (1.0 + shift), CV);
-            judge("g", metric("total_ms"), a, b, &o, s).call != Call::Unchanged
+            let a = runs(&mut rng, n, 1000.0, cv);
+            let b = runs(&mut rng, m, 1000.0 * (1.0 + shift), cv);
+            judge("g", metric("total_ms"), a, b, o, s).call
         })
-        .count()
+        .collect()
 }
 
-#[test]
-fn no_difference_is_called_in_at_most_one_percent_of_a_thousand_seeds() {
-    let flagged = calls(0.0, 5, 15, 1000);
-    eprintln!("no difference, 5 against 15 runs, 7 % spread: {flagged} of 1000 seeds called");
-    assert!(flagged <= 10, "{flagged} of 1000 false calls");
-    let flagged = calls(0.0, 5, 5, 1000);
-    eprintln!("no difference, 5 against 5 runs, 7 % spread: {flagged} of 1000 seeds called");
-    assert!(flagged <= 10, "{flagged} of 1000 false calls (5 against 5)");
+fn changed(c: &[Call]) -> usize {
+    c.iter().filter(|c| matches!(c, Call::Regression | Call::Improvement)).count()
 }
 
+/// The most false calls 1000 seeds may show at α, chance included: α·1000 + 3 σ.
+fn bound(alpha: f64, seeds: u64) -> usize {
+    let e = alpha * seeds as f64;
+    (e + 3.0 * e.sqrt()).floor() as usize
+}
+
+/// The calibration table of the README and of issue 20's note: false calls on null data at
+/// three spreads, and how often a 10 % and a 20 % shift are found, 5 against 5 and 5 against
+/// 15 runs, the p-value alone and with the default threshold and floor. 1000 seeds each.
 #[test]
-fn a_twenty_percent_shift_with_five_against_fifteen_runs_is_found_nine_times_in_ten() {
-    let found = calls(0.20, 5, 15, 1000);
-    eprintln!("a 20 % shift, 5 against 15 runs, 7 % spread: found in {found} of 1000 seeds");
-    let five = calls(0.20, 5, 5, 1000);
-    eprintln!("a 20 % shift, 5 against 5 runs, 7 % spread: found in {five} of 1000 seeds");
-    assert!(found >= 900, "found in {found} of 1000");
+fn calibration_false_calls_stay_under_alpha_and_shifts_are_found() {
+    let seeds = 1000;
+    let (alone, full) = (p_alone(), Options::default());
+    println!(
+        "| runs | spread | shift | p alone: called | threshold+floor: called | unchanged | inconclusive |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (n, m) in [(5, 5), (5, 15)] {
+        for (cv, shift) in [(0.03, 0.0), (0.07, 0.0), (0.15, 0.0), (0.07, 0.10), (0.07, 0.20)] {
+            let a = calls(shift, n, m, cv, seeds, &alone);
+            let f = calls(shift, n, m, cv, seeds, &full);
+            let count = |c: Call| f.iter().filter(|x| **x == c).count();
+            println!(
+                "| {n} v {m} | {:.0} % | {:+.0} % | {} | {} | {} | {} |",
+                cv * 100.0,
+                shift * 100.0,
+                changed(&a),
+                changed(&f),
+                count(Call::Unchanged),
+                count(Call::Inconclusive)
+            );
+            if shift == 0.0 {
+                assert!(
+                    changed(&a) <= bound(0.01, seeds),
+                    "p alone, {n} v {m}, {cv}: {} false calls",
+                    changed(&a)
+                );
+                assert!(changed(&f) <= changed(&a), "threshold and floor only veto");
+            }
+            if shift == 0.20 && m == 15 {
+                assert!(changed(&a) >= 900, "a 20 % shift, 5 v 15, p alone: found {}", changed(&a));
+            }
+        }
+    }
+}
+
+/// The detectable shift quoted for an inconclusive call is what the runs do find most of the
+/// time (80 % is the aim; the formula is approximate at 5 runs).
+#[test]
+fn the_quoted_detectable_shift_is_found_most_of_the_time() {
+    for (n, m) in [(5, 5), (5, 15), (15, 15)] {
+        let d = crate::stats::detectable_shift(n, m, 1000.0 * CV, 0.01) / 1000.0;
+        let found = changed(&calls(d, n, m, CV, 400, &p_alone()));
+        println!("{n} v {m}: detectable {:.1} %, found in {found} of 400", d * 100.0);
+        assert!(found >= 240, "{n} v {m}: a shift of {:.1} % found in {found} of 400", d * 100.0);
+    }
+}
+
+/// One outlier on the candidate side: the difference of means said "changed", the medians said
+/// otherwise, and the call pointed where the test had not looked. Now both are one statistic.
+#[test]
+fn one_outlier_does_not_make_a_call_against_the_tested_direction() {
+    let a = vec![1000.0, 1010.0, 990.0, 1005.0, 995.0, 1002.0];
+    let b = vec![900.0, 905.0, 895.0, 902.0, 898.0, 9000.0];
+    let r = judge("g", metric("total_ms"), a, b, &Options::default(), 1);
+    assert!(r.shift.estimate < 0.0, "most of the candidate is faster: {:?}", r.shift);
+    assert_ne!(r.call, Call::Regression, "{r:?}");
+}
+
+/// Tried as a user would: +45 % [−72 %, +105 %] was called "unchanged". An interval that
+/// reaches beyond the band is inconclusive and says what these runs could detect.
+#[test]
+fn a_wide_interval_is_inconclusive_not_unchanged() {
+    let a = vec![100.0, 40.0, 180.0, 90.0, 130.0];
+    let b = vec![150.0, 60.0, 260.0, 120.0, 200.0];
+    let r = judge("g", metric("qemu_downtime_ms"), a, b, &Options::default(), 1);
+    assert_eq!(r.call, Call::Inconclusive, "{r:?}");
+    assert!(
+        r.why.contains("detect only shifts over") && r.why.contains("runs per side would resolve"),
+        "{}",
+        r.why
+    );
+    // Tight values with no shift are unchanged: the interval is inside the band.
+    let a: Vec<f64> = (0..15).map(|i| 1000.0 + i as f64).collect();
+    let b: Vec<f64> = (0..15).map(|i| 1001.0 + i as f64).collect();
+    let r = judge("g", metric("total_ms"), a, b, &Options::default(), 1);
+    assert_eq!(r.call, Call::Unchanged, "{r:?}");
 }
 
 #[test]
@@ -54,14 +133,14 @@ fn the_floor_and_the_threshold_each_veto_on_their_own() {
     let a = vec![1.0, 1.01, 0.99, 1.02, 0.98];
     let b: Vec<f64> = a.iter().map(|v| v + 0.6).collect();
     let r = judge("g", metric("qemu_downtime_ms"), a.clone(), b, &o, 1);
-    assert_eq!(r.call, Call::Unchanged);
-    assert!(r.why.contains("floor") && !r.why.contains("p =") && !r.why.contains("threshold"), "{}", r.why);
+    assert_ne!(r.call, Call::Regression, "{r:?}");
+    assert!(r.why.contains("inside ±2.0 ms"), "{}", r.why);
     // 1000 → 1050 ms: complete separation and 50 ms over the floor, but +5 % is noise.
     let a = vec![1000.0, 1001.0, 999.0, 1002.0, 998.0];
     let b: Vec<f64> = a.iter().map(|v| v * 1.05).collect();
     let r = judge("g", metric("total_ms"), a.clone(), b, &o, 1);
-    assert_eq!(r.call, Call::Unchanged);
-    assert!(r.why.contains("threshold") && !r.why.contains("floor") && !r.why.contains("p ="), "{}", r.why);
+    assert_ne!(r.call, Call::Regression, "{r:?}");
+    assert!(r.why.contains("inside ±100 ms"), "{}", r.why);
     // And with both passed: +20 % is a regression of a time, an improvement of a throughput.
     let b: Vec<f64> = a.iter().map(|v| v * 1.2).collect();
     assert_eq!(judge("g", metric("total_ms"), a.clone(), b.clone(), &o, 1).call, Call::Regression);
@@ -177,8 +256,10 @@ fn junit_has_a_case_per_metric_and_a_failure_per_regression_and_validates() {
     )
     .expect("compare");
     let x = junit(&c);
-    assert_eq!(x.matches("<testcase ").count(), c.rows.len());
+    // A case for the group's outcomes and one per metric.
+    assert_eq!(x.matches("<testcase ").count(), c.rows.len() + c.outcomes.len());
     assert_eq!(x.matches("<failure ").count(), 1);
+    assert_eq!(x.matches("<skipped ").count(), c.inconclusive());
     assert!(x.contains("s &lt;&amp;&gt;") && !x.contains("s <&>"));
     // Against the schema, where xmllint is installed (ci/setup installs it).
     let schema = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/junit.xsd");
@@ -194,4 +275,73 @@ fn junit_has_a_case_per_metric_and_a_failure_per_regression_and_validates() {
     }
     assert!(markdown(&c).contains("**REGRESSION**"));
     assert!(text(&c).contains("1 regression(s)"));
+}
+
+/// Tried: 8 completed baseline runs against 8 candidate runs of which 3 failed was exit 0 and
+/// "left out: 3"; 5 against 5 with 3 failed was refused as too few repetitions.
+#[test]
+fn failed_runs_are_compared_not_left_out() {
+    for (n, failed) in [(8usize, 3usize), (5, 3)] {
+        let totals: Vec<u64> = (0..n as u64).map(|i| 1000 + i * 3).collect();
+        let base = side("s", &totals, "q");
+        let mut cand = side("s", &totals, "q");
+        for r in cand.runs.iter_mut().take(failed) {
+            r.status = RunStatus::Failed;
+        }
+        let c = compare(&base, &cand, &Options::default()).expect("compared");
+        let o = &c.outcomes[0];
+        assert_eq!((o.base.bad(), o.cand.bad(), o.call), (0, failed, Call::NewFailures), "{o:?}");
+        assert!(c.findings() >= 1);
+        assert!(text(&c).contains("NEW FAILURES") && junit(&c).contains("type=\"new-failures\""));
+        // The figures are compared on the runs that completed.
+        let total = c.rows.iter().find(|r| r.metric.key == "total_ms").expect("total row");
+        assert_eq!((total.base.len(), total.cand.len()), (n, n - failed));
+    }
+    // Lost data on the candidate side is a finding even alongside baseline failures.
+    let mut base = side("s", &[1000, 1010, 990, 1005, 995], "q");
+    base.runs[0].status = RunStatus::Failed;
+    let mut cand = side("s", &[1000, 1010, 990, 1005, 995], "q");
+    cand.runs[1].verification = Some(crate::Verification { blocks: 10, missing: 1, ..Default::default() });
+    let c = compare(&base, &cand, &Options::default()).expect("compared");
+    assert_eq!(c.outcomes[0].call, Call::NewFailures, "{:?}", c.outcomes[0]);
+    assert!(c.outcomes[0].why.contains("lost data"));
+    // The same failure rate on both sides is not a finding.
+    let mut cand = side("s", &[1000, 1010, 990, 1005, 995], "q");
+    cand.runs[2].status = RunStatus::Failed;
+    let c = compare(&base, &cand, &Options::default()).expect("compared");
+    assert_eq!(c.outcomes[0].call, Call::Inconclusive, "{:?}", c.outcomes[0]);
+    assert_eq!(c.findings(), 0);
+}
+
+/// Only the first migration of a run was compared.
+#[test]
+fn every_migration_of_a_run_is_compared() {
+    let mut a = side("s", &[1000, 1010, 990, 1005, 995], "q");
+    let mut b = side("s", &[1000, 1010, 990, 1005, 995], "q");
+    for (s, second) in [(&mut a, 1000u64), (&mut b, 2000)] {
+        for (i, r) in s.runs.iter_mut().enumerate() {
+            let mut m = crate::MigrationRecord::sample(crate::Outcome::Completed, 1000.0);
+            m.hop = 2;
+            m.total_time_ms = Some(second + i as u64 * 5);
+            r.migrations.push(m);
+        }
+    }
+    let c = compare(&a, &b, &Options::default()).expect("compared");
+    let hop2 = c.rows.iter().find(|r| r.metric.key == "total_ms.hop2").expect("the second migration's row");
+    assert_eq!(hop2.call, Call::Regression, "{hop2:?}");
+    assert_eq!(hop2.metric.floor, metric("total_ms").floor);
+}
+
+/// Two guest images measure differently: the image key must agree unless declared.
+#[test]
+fn the_guest_image_is_part_of_what_must_agree() {
+    let a = side("s", &[1000, 1010, 990, 1005, 995], "q");
+    let mut b = side("s", &[1000, 1010, 990, 1005, 995], "q");
+    for r in &mut b.runs {
+        r.provenance.guest_image = Some("5dda635433df3640".into());
+    }
+    let e = compare(&a, &b, &Options::default()).expect_err("image differs");
+    assert!(e.to_string().contains("image: baseline ?"), "{e}");
+    let o = Options { variables: vec!["image".into()], ..Options::default() };
+    assert!(compare(&a, &b, &o).is_ok());
 }
