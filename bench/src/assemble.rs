@@ -154,7 +154,7 @@ pub fn assemble(mut r: RunResult, plan: &Plan, ex: &Execution, duration_ms: f64)
             heartbeats: c.heartbeats,
             heartbeats_missing: c.heartbeats_missing,
             bad_frames: c.bad_frames,
-            records_dropped: ex.agent.as_ref().map_or(0, |a| a.records_dropped),
+            records_dropped: ex.agent.as_ref().map(|a| a.records_dropped),
             first_heartbeat_ms: c.first_heartbeat_ms,
             last_heartbeat_ms: c.last_heartbeat_ms,
             last_op_ms: c.last_op_ms,

@@ -86,6 +86,8 @@ struct OpStats {
     errnos: std::collections::BTreeMap<u32, u64>,
     mismatches: u64,
     bytes: u64,
+    /// Successful ops no heartbeat mapped to the host's clock: not in `host`.
+    unmapped: u64,
 }
 
 impl OpStats {
@@ -99,6 +101,7 @@ impl OpStats {
             errnos: Default::default(),
             mismatches: 0,
             bytes: 0,
+            unmapped: 0,
         }
     }
 }
@@ -243,8 +246,7 @@ impl Collector {
 
     fn close_bucket(&mut self, start: Instant) {
         self.bucket.t_ms = start.saturating_duration_since(self.clock.zero()).as_millis() as u64;
-        self.bucket.p99_us =
-            if self.bucket_hist.is_empty() { 0 } else { self.bucket_hist.value_at_quantile(0.99) };
+        self.bucket.p99_us = (!self.bucket_hist.is_empty()).then(|| self.bucket_hist.value_at_quantile(0.99));
         self.series.push(std::mem::take(&mut self.bucket));
         self.bucket_hist.reset();
     }
@@ -273,7 +275,13 @@ impl Collector {
         match r {
             Record::Heartbeat { seq, guest_ns } => {
                 if let Some(last) = self.last_seq {
-                    self.missing += seq.wrapping_sub(last).saturating_sub(1) as u64;
+                    // Forward (with wrap-around) by less than half the sequence space: the
+                    // ones between are missing. A sequence that went back (an agent that
+                    // restarted, a reordered frame) is not 4 billion lost heartbeats.
+                    let ahead = seq.wrapping_sub(last);
+                    if ahead < 1 << 31 {
+                        self.missing += ahead.saturating_sub(1) as u64;
+                    }
                 }
                 self.last_seq = Some(seq);
                 self.heartbeats += 1;
@@ -334,19 +342,27 @@ impl Collector {
             }
             return;
         }
-        let host_us = match (submit, complete) {
-            (Some(s), Some(c)) => (c.saturating_duration_since(s).as_micros() as u64).clamp(1, MAX_US),
-            _ => guest_us,
-        };
         s.count += 1;
         s.bytes += o.bytes as u64;
         let _ = s.guest.record(guest_us);
-        let _ = s.host.record(host_us);
+        // Host latency only where both ends mapped: a guest latency in the host histogram
+        // would hide the pause it was meant to show.
+        match (submit, complete) {
+            (Some(a), Some(c)) => {
+                let _ = s.host.record((c.saturating_duration_since(a).as_micros() as u64).clamp(1, MAX_US));
+            }
+            _ => s.unmapped += 1,
+        }
         let completed = complete.unwrap_or(at).saturating_duration_since(self.clock.zero());
         self.hlog.record(o.op, completed, guest_us);
-        let _ = self.bucket_hist.record(guest_us);
-        self.bucket.ops += 1;
-        self.bucket.bytes += o.bytes as u64;
+        if o.op == Op::Verify {
+            // The verify pass's reads: counted apart, not the workload's throughput or p99.
+            self.bucket.verify_ops += 1;
+        } else {
+            let _ = self.bucket_hist.record(guest_us);
+            self.bucket.ops += 1;
+            self.bucket.bytes += o.bytes as u64;
+        }
         if let Some(last) = self.last_completion {
             let gap = at.saturating_duration_since(last);
             if self.longest_stall.is_none_or(|(_, d)| gap > d) {
@@ -433,9 +449,18 @@ impl Collector {
         }
         if self.bucket_start.is_some() {
             self.advance(end);
-            if self.bucket.ops > 0 || self.bucket.heartbeats > 0 || self.bucket.errors > 0 {
+            if self.bucket.ops > 0
+                || self.bucket.heartbeats > 0
+                || self.bucket.errors > 0
+                || self.bucket.verify_ops > 0
+            {
                 let start = self.bucket_start.unwrap_or(end);
                 self.close_bucket(start);
+                // Cut short by the stream's end: its rates are over what it lasted.
+                let span = end.saturating_duration_since(start).as_millis() as u64;
+                if let Some(b) = self.series.last_mut().filter(|_| span < BUCKET.as_millis() as u64) {
+                    b.span_ms = Some(span.max(1));
+                }
             }
         }
         let last_hb = self.ring.back().map(|(_, h)| *h);
@@ -452,6 +477,7 @@ impl Collector {
                     bytes: s.bytes,
                     guest: latency(&s.guest),
                     host: latency(&s.host),
+                    host_unmapped: s.unmapped,
                     failed_latency: latency(&s.failed),
                     spectrum: spectrum(&s.guest, &s.host),
                 })

@@ -70,7 +70,7 @@ fn p99_around(res: &RunResult, f: &FaultRecord) -> (u64, u64) {
                     && (b.t_ms >= from && b.t_ms + 100 <= to) == inside
                     && (inside || b.t_ms + 100 < from)
             })
-            .map(|b| b.p99_us)
+            .filter_map(|b| b.p99_us)
             .collect();
         v.sort_unstable();
         v.get(v.len() / 2).copied().unwrap_or(0)

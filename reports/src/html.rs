@@ -67,11 +67,47 @@ pub fn table(head: &[&str], rows: &[Vec<String>]) -> String {
     t
 }
 
+/// A latency cell: "—" when no op of the kind succeeded (there is no latency, not one of 0).
+fn us(count: u64, v: u64) -> String {
+    if count == 0 {
+        "—".into()
+    } else {
+        v.to_string()
+    }
+}
+
 fn status_class(s: RunStatus) -> &'static str {
     match s {
         RunStatus::Completed => "ok",
         RunStatus::Failed => "bad",
         RunStatus::Aborted => "warn",
+    }
+}
+
+/// The page's headline and its colour: the outcome first, then what the run made of it.
+pub fn headline(r: &RunResult) -> (String, &'static str) {
+    use crate::outcome::RunOutcome;
+    let status = match r.status {
+        RunStatus::Completed => "",
+        RunStatus::Failed => "run failed",
+        RunStatus::Aborted => "run aborted",
+    };
+    match r.outcome {
+        None => (format!("{:?}", r.status).to_lowercase(), status_class(r.status)),
+        Some(o) => {
+            let class = match (r.status, o) {
+                (RunStatus::Completed, RunOutcome::Completed) => "ok",
+                (RunStatus::Completed, _) | (RunStatus::Aborted, _) => "warn",
+                (RunStatus::Failed, _) => "bad",
+            };
+            let text = match (r.status, o, &r.expected) {
+                (RunStatus::Completed, RunOutcome::Completed, _) => o.to_string(),
+                (RunStatus::Completed, _, Some(_)) => format!("{o} (expected)"),
+                (RunStatus::Completed, _, None) => o.to_string(),
+                _ => format!("{o} — {status}"),
+            };
+            (text, class)
+        }
     }
 }
 
@@ -84,13 +120,17 @@ pub fn run_report(r: &RunResult) -> Result<String, ChartError> {
         esc(&r.scenario),
         r.repetition
     );
+    // The headline is what happened (the outcome), and whether that was what the scenario
+    // expected (the status): a completed-degraded run with a 5 s stall is not a green
+    // "Completed".
+    let (what, class) = headline(r);
     let _ = write!(
         h,
-        "<h1>{} #{} — <span class=\"{}\">{:?}</span></h1><p class=\"sub\">started {} · {:.1} s · seed {} · nonce {} · {} on {}</p>",
+        "<h1>{} #{} — <span id=\"headline\" class=\"{}\">{}</span></h1><p class=\"sub\">started {} · {:.1} s · seed {} · nonce {} · {} on {}</p>",
         esc(&r.scenario),
         r.repetition,
-        status_class(r.status),
-        r.status,
+        class,
+        esc(&what),
         esc(&r.clock.started_at),
         r.duration_ms / 1000.0,
         r.seed,
@@ -173,11 +213,12 @@ pub fn run_report(r: &RunResult) -> Result<String, ChartError> {
                     let e: Vec<String> = o.errors.iter().map(|(k, n)| format!("{k} ×{n}")).collect();
                     format!("{} ({})", o.failed, e.join(", "))
                 },
-                o.guest.p50_us.to_string(),
-                o.guest.p99_us.to_string(),
-                o.guest.max_us.to_string(),
-                o.host.p99_us.to_string(),
-                o.host.max_us.to_string(),
+                us(o.guest.count, o.guest.p50_us),
+                us(o.guest.count, o.guest.p99_us),
+                us(o.guest.count, o.guest.max_us),
+                us(o.host.count, o.host.p99_us),
+                us(o.host.count, o.host.max_us),
+                o.host_unmapped.to_string(),
             ]
         })
         .collect();
@@ -191,6 +232,7 @@ pub fn run_report(r: &RunResult) -> Result<String, ChartError> {
             "guest max µs",
             "host p99 µs",
             "host max µs",
+            "unmapped to host clock",
         ],
         &ops,
     ));
@@ -202,12 +244,20 @@ pub fn run_report(r: &RunResult) -> Result<String, ChartError> {
             r.stream.heartbeats,
             r.stream.heartbeats_missing,
             r.stream.bad_frames,
-            r.stream.records_dropped
+            r.stream.records_dropped.map_or("an unknown number of (the agent never reported)".into(), |d| d.to_string())
         );
     }
 
     h.push_str("<h2>Over time</h2>");
     h.push_str(&charts::timeline(r)?);
+    // Each migration and fault window on its own axis: a long verify pass would squeeze
+    // them into a sliver of the whole run's chart.
+    for w in &r.windows {
+        let tail = w.recovered_after_ms.unwrap_or(0.0).min(10_000.0);
+        let (a, b) = ((w.start_ms / 1000.0 - 1.0).max(0.0), (w.end_ms + tail) / 1000.0 + 1.0);
+        let _ = write!(h, "<h3 class=\"zoom\">{} (zoomed: {:.1}–{:.1} s)</h3>", esc(&w.name), a, b);
+        h.push_str(&charts::zoom(r, a, b, &format!("{} — throughput and p99", w.name))?);
+    }
     h.push_str("<h2>Latency spectrum</h2>");
     h.push_str(&charts::spectrum(r)?);
     if !r.migrations.is_empty() {
@@ -357,4 +407,26 @@ pub fn external_references(html: &str) -> Vec<String> {
         }
     }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::{Expect, RunOutcome};
+
+    /// A completed-degraded run with a 5 s stall was titled "Completed" in green.
+    #[test]
+    fn the_headline_is_the_outcome_not_the_status() {
+        let mut r = RunResult::new("s", 1, 1);
+        r.status = RunStatus::Completed;
+        r.outcome = Some(RunOutcome::CompletedDegraded);
+        assert_eq!(headline(&r), ("completed-degraded".to_string(), "warn"));
+        r.expected = Some(Expect(vec![RunOutcome::CompletedDegraded]));
+        assert_eq!(headline(&r), ("completed-degraded (expected)".to_string(), "warn"));
+        r.outcome = Some(RunOutcome::Completed);
+        assert_eq!(headline(&r), ("completed".to_string(), "ok"));
+        r.status = RunStatus::Failed;
+        r.outcome = Some(RunOutcome::FailedSourceRunning);
+        assert_eq!(headline(&r), ("failed-source-running — run failed".to_string(), "bad"));
+    }
 }

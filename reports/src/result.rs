@@ -55,11 +55,19 @@ pub struct OpSummary {
     /// Reads whose data did not verify.
     pub mismatches: u64,
     pub bytes: u64,
-    /// On the guest's clock (which stops while the guest is paused).
+    /// On the guest's clock (which stops while the guest is paused). Absent (`null`) when no
+    /// op of the kind succeeded: never a row of zeros.
+    #[serde(with = "absent_if_empty")]
     pub guest: Latency,
-    /// Mapped to the host's clock through heartbeat pairs: includes the pauses.
+    /// Mapped to the host's clock through heartbeat pairs: includes the pauses. Ops that could
+    /// not be mapped are not in it (`host_unmapped`).
+    #[serde(with = "absent_if_empty")]
     pub host: Latency,
+    /// Successful ops whose ends no heartbeat mapped to the host's clock.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub host_unmapped: u64,
     /// How long the failed ops took to fail (guest clock).
+    #[serde(with = "absent_if_empty")]
     pub failed_latency: Latency,
     /// The percentile spectrum on both clocks ([`SPECTRUM`] points), for charts.
     #[serde(default)]
@@ -85,13 +93,49 @@ pub struct SpectrumPoint {
 pub struct Bucket {
     /// Start of the bucket, run clock.
     pub t_ms: u64,
-    /// Successful ops and their bytes.
+    /// The workload's successful ops and their bytes (the verify pass's apart).
     pub ops: u64,
     pub bytes: u64,
     pub errors: u64,
-    /// p99 of the bucket's successful op latencies on the guest clock; 0 without ops.
-    pub p99_us: u64,
+    /// p99 of the bucket's successful workload op latencies on the guest clock; absent
+    /// without ops.
+    pub p99_us: Option<u64>,
     pub heartbeats: u32,
+    /// Blocks the verify pass checked in this bucket: not the workload's ops.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub verify_ops: u64,
+    /// How long the bucket is, when shorter than 100 ms (the last one, cut by the stream's end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub span_ms: Option<u64>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// A latency of no op is `null` in `result.json`, not percentiles of 0.
+mod absent_if_empty {
+    use super::Latency;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(l: &Latency, s: S) -> Result<S::Ok, S::Error> {
+        if l.count == 0 {
+            s.serialize_none()
+        } else {
+            s.serialize_some(l)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Latency, D::Error> {
+        Ok(Option::<Latency>::deserialize(d)?.unwrap_or_default())
+    }
+}
+
+impl Bucket {
+    /// The bucket's length in seconds: 0.1, or less for a last bucket cut short.
+    pub fn span_s(&self) -> f64 {
+        self.span_ms.map_or(0.1, |ms| ms.max(1) as f64 / 1000.0)
+    }
 }
 
 /// What a window measures.
@@ -272,8 +316,9 @@ pub struct StreamHealth {
     /// Gaps in the heartbeats' sequence numbers.
     pub heartbeats_missing: u64,
     pub bad_frames: u64,
-    /// Records the agent dropped because the port did not keep up.
-    pub records_dropped: u64,
+    /// Records the agent dropped because the port did not keep up; absent when the agent
+    /// never reported (it died, or the run ended before it could say).
+    pub records_dropped: Option<u64>,
     /// Run clock of the first and last heartbeat.
     pub first_heartbeat_ms: Option<f64>,
     pub last_heartbeat_ms: Option<f64>,
@@ -394,15 +439,26 @@ fn finish(w: csv::Writer<Vec<u8>>) -> Result<Vec<u8>, csv::Error> {
 /// `timeline.csv`: the 100 ms series, on the run clock.
 pub fn timeline_csv(series: &[Bucket]) -> Result<Vec<u8>, csv::Error> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(["run_ms", "ops_per_s", "mb_per_s", "p99_us", "errors", "heartbeats"])?;
+    w.write_record([
+        "run_ms",
+        "ops_per_s",
+        "mb_per_s",
+        "p99_us",
+        "errors",
+        "heartbeats",
+        "verify_ops_per_s",
+    ])?;
     for b in series {
+        // Rates over the bucket's own length: the last one may be cut short.
+        let s = b.span_s();
         w.write_record([
             b.t_ms.to_string(),
-            (b.ops * 10).to_string(),
-            format!("{:.3}", b.bytes as f64 * 10.0 / 1e6),
-            b.p99_us.to_string(),
+            format!("{:.0}", b.ops as f64 / s),
+            format!("{:.3}", b.bytes as f64 / s / 1e6),
+            b.p99_us.map(|v| v.to_string()).unwrap_or_default(),
             b.errors.to_string(),
             b.heartbeats.to_string(),
+            format!("{:.0}", b.verify_ops as f64 / s),
         ])?;
     }
     finish(w)
@@ -526,7 +582,27 @@ mod tests {
     fn a_result_round_trips_and_its_csvs_name_the_clock() {
         let mut r = RunResult::new("smoke", 1, 42);
         r.status = RunStatus::Completed;
-        r.series.push(Bucket { t_ms: 100, ops: 12, bytes: 49152, errors: 0, p99_us: 800, heartbeats: 100 });
+        r.series.push(Bucket {
+            t_ms: 100,
+            ops: 12,
+            bytes: 49152,
+            p99_us: Some(800),
+            heartbeats: 100,
+            ..Bucket::default()
+        });
+        // An empty bucket has no p99 (not 0); the last one, cut at 30 ms: 3 ops are 100 ops/s
+        // (not 30: ×10 assumed a full bucket).
+        r.series.push(Bucket { t_ms: 200, heartbeats: 100, ..Bucket::default() });
+        r.series.push(Bucket {
+            t_ms: 300,
+            ops: 3,
+            p99_us: Some(500),
+            heartbeats: 30,
+            span_ms: Some(30),
+            ..Bucket::default()
+        });
+        // An op kind of which nothing succeeded: its latencies are absent, not zeros.
+        r.ops.push(OpSummary { op: "write".into(), failed: 4, ..OpSummary::default() });
         r.windows.push(window(1, 5.0, 900.0));
         let j = serde_json::to_string(&r).expect("json");
         assert_eq!(serde_json::from_str::<RunResult>(&j).expect("back"), r);
@@ -534,7 +610,11 @@ mod tests {
         assert!(j.contains("\"heartbeat_gap_ms\":null"), "absent, not 0: {j}");
         assert!(j.contains("\"kind\":\"migration\",\"hop\":1"), "{j}");
         let t = String::from_utf8(timeline_csv(&r.series).expect("csv")).expect("utf8");
-        assert_eq!(t, "run_ms,ops_per_s,mb_per_s,p99_us,errors,heartbeats\n100,120,0.492,800,0,100\n");
+        assert_eq!(
+            t,
+            "run_ms,ops_per_s,mb_per_s,p99_us,errors,heartbeats,verify_ops_per_s\n100,120,0.492,800,0,100,0\n200,0,0.000,,0,100,0\n300,100,0.000,500,0,30,0\n"
+        );
+        assert!(j.contains("\"guest\":null,\"host\":null,\"failed_latency\":null"), "{j}");
         let e = String::from_utf8(events_csv(&event_rows(&r)).expect("csv")).expect("utf8");
         assert!(e.starts_with("run_ms,source,side,event,detail\n5.000,migration 1,host,window-open,"), "{e}");
     }

@@ -63,6 +63,11 @@ pub fn outcome_problems(r: &RunResult) -> Vec<String> {
     if r.verification.as_ref().is_some_and(|v| v.incomplete) {
         p.push("verification was cut short".into());
     }
+    // Without the agent's count, records it dropped would be missing from every figure
+    // unnoticed: a run whose guest was lost says why elsewhere; this names the gap.
+    if s.records_dropped.is_none() && s.records > 0 {
+        p.push("the agent never reported how many records it dropped: the figures may miss ops".into());
+    }
     p
 }
 
@@ -73,8 +78,8 @@ pub fn integrity_problems(r: &RunResult) -> Vec<String> {
     if s.bad_frames > 0 {
         p.push(format!("{} undecodable frames in the record stream", s.bad_frames));
     }
-    if s.records_dropped > 0 {
-        p.push(format!("the agent dropped {} records (the figures miss their ops)", s.records_dropped));
+    if let Some(d) = s.records_dropped.filter(|d| *d > 0) {
+        p.push(format!("the agent dropped {d} records (the figures miss their ops)"));
     }
     if s.heartbeats_missing > 0 {
         p.push(format!("{} heartbeats are missing from the stream", s.heartbeats_missing));
@@ -101,8 +106,13 @@ mod tests {
     fn sound() -> RunResult {
         let mut r = RunResult::new("x", 1, 1);
         r.ops.push(OpSummary { op: "read".into(), count: 100, ..OpSummary::default() });
-        r.stream =
-            StreamHealth { heartbeats: 5000, last_heartbeat_ms: Some(9000.0), ..StreamHealth::default() };
+        r.stream = StreamHealth {
+            records: 5100,
+            heartbeats: 5000,
+            records_dropped: Some(0),
+            last_heartbeat_ms: Some(9000.0),
+            ..StreamHealth::default()
+        };
         r.verification = Some(Verification { blocks: 10, ..Verification::default() });
         r
     }
@@ -131,8 +141,13 @@ mod tests {
         assert!(problems(&r).iter().any(|l| l.contains("2 reads")));
 
         let mut r = sound();
-        r.stream.records_dropped = 3;
+        r.stream.records_dropped = Some(3);
         r.stream.bad_frames = 1;
         assert_eq!(problems(&r).len(), 2);
+
+        // An agent that never said how many it dropped: 0 was assumed.
+        let mut r = sound();
+        r.stream.records_dropped = None;
+        assert!(problems(&r).iter().any(|l| l.contains("never reported")), "{:?}", problems(&r));
     }
 }

@@ -36,12 +36,11 @@ impl Gaps {
         self.last = Some((at, guest_ns));
     }
 
-    /// At the window's close: a gap still open then, if it is (so far) the longest, with its
-    /// start (to be measured to the event that ends it).
-    fn open_gap_at(&self, at: Instant) -> Option<(Instant, Option<u64>)> {
+    /// At the window's close: the gap still open then (since the last event), whatever its
+    /// length so far — it may outlast the window and become its longest.
+    fn open_gap_at(&self, at: Instant) -> Option<(Instant, Option<u64>, Duration)> {
         let (t, g) = self.last?;
-        let open = at.saturating_duration_since(t);
-        self.max.is_none_or(|(m, _)| open >= m).then_some((t, g))
+        Some((t, g, at.saturating_duration_since(t)))
     }
 }
 
@@ -103,10 +102,15 @@ impl OpenWindow {
         let mut unmeasured = Vec::new();
         let hb_open = self.heartbeats.open_gap_at(at);
         let (heartbeat_gap_ms, guest_clock_gap_ms) = match (self.heartbeats.max, hb_open) {
-            (_, Some((t, g))) => {
+            (max, Some((t, g, open))) => {
                 trailing.push((Figure::Heartbeat, t, g));
-                // Provisional until the heartbeat that ends it arrives.
-                (Some(at.saturating_duration_since(t).as_secs_f64() * 1e3), None)
+                // Provisional until the heartbeat that ends the open gap arrives.
+                match max {
+                    Some((gap, gg)) if gap > open => {
+                        (Some(gap.as_secs_f64() * 1e3), gg.map(|g| g as f64 / 1e6))
+                    }
+                    _ => (Some(open.as_secs_f64() * 1e3), None),
+                }
             }
             (Some((gap, g)), None) => (Some(gap.as_secs_f64() * 1e3), g.map(|g| g as f64 / 1e6)),
             (None, None) => {
@@ -116,9 +120,9 @@ impl OpenWindow {
         };
         let stall_open = self.stalls.open_gap_at(at);
         let io_stall_ms = match (self.stalls.max, stall_open) {
-            (_, Some((t, _))) => {
+            (max, Some((t, _, open))) => {
                 trailing.push((Figure::Stall, t, None));
-                Some(at.saturating_duration_since(t).as_secs_f64() * 1e3)
+                Some(max.map_or(open, |(m, _)| m.max(open)).as_secs_f64() * 1e3)
             }
             (Some((gap, _)), None) => Some(gap.as_secs_f64() * 1e3),
             (None, None) => {
@@ -145,21 +149,26 @@ impl OpenWindow {
     }
 }
 
-/// Ends a trailing gap of `w` at `at` (an event, or the stream's end when `unended`).
+/// Ends a trailing gap of `w` at `at` (an event, or the stream's end when `unended`): it is the
+/// window's figure if it turned out the longest.
 pub(super) fn end_trailing(w: &mut Window, t: &Trailing, at: Instant, guest_ns: Option<u64>, unended: bool) {
     let gap = at.saturating_duration_since(t.start).as_secs_f64() * 1e3;
     match t.figure {
         Figure::Heartbeat => {
-            w.heartbeat_gap_ms = Some(w.heartbeat_gap_ms.unwrap_or(0.0).max(gap));
+            // The stream ended in this gap: the guest was lost in it, longest or not.
             w.heartbeat_gap_unended = unended;
-            w.guest_clock_gap_ms = match (t.guest_ns, guest_ns) {
-                (Some(a), Some(b)) if !unended => Some(b.saturating_sub(a) as f64 / 1e6),
-                _ => None,
-            };
-            if unended {
-                w.unmeasured.push(
-                    "guest clock gap: the stream ended during the longest heartbeat gap (no heartbeat ended it)".into(),
-                );
+            if gap >= w.heartbeat_gap_ms.unwrap_or(0.0) {
+                w.heartbeat_gap_ms = Some(gap);
+                w.guest_clock_gap_ms = match (t.guest_ns, guest_ns) {
+                    (Some(a), Some(b)) if !unended => Some(b.saturating_sub(a) as f64 / 1e6),
+                    _ => None,
+                };
+                if unended {
+                    w.unmeasured.push(
+                        "guest clock gap: the stream ended during the longest heartbeat gap (no heartbeat ended it)"
+                            .into(),
+                    );
+                }
             }
         }
         Figure::Stall => {

@@ -19,6 +19,8 @@ pub(super) struct IntervalLog {
     serializer: V2DeflateSerializer,
     buf: Vec<u8>,
     max_us: u64,
+    /// Intervals before this one are written: a late record goes to the oldest still open.
+    written_until: u64,
 }
 
 impl IntervalLog {
@@ -37,12 +39,20 @@ impl IntervalLog {
         text.push_str(
             "\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"\n",
         );
-        Self { text, open: BTreeMap::new(), serializer: V2DeflateSerializer::new(), buf: Vec::new(), max_us }
+        Self {
+            text,
+            open: BTreeMap::new(),
+            serializer: V2DeflateSerializer::new(),
+            buf: Vec::new(),
+            max_us,
+            written_until: 0,
+        }
     }
 
     /// Records an op of kind `op` that completed `completed` after the run's start.
     pub(super) fn record(&mut self, op: Op, completed: Duration, latency_us: u64) {
-        let idx = completed.as_secs();
+        // An interval already written cannot take it: the log's intervals stay in time order.
+        let idx = completed.as_secs().max(self.written_until);
         let max = self.max_us;
         let h = self.open.entry(idx).or_default().entry(op).or_insert_with(|| {
             Histogram::new_with_bounds(1, max, 3).unwrap_or_else(|e| panic!("bounds: {e}"))
@@ -54,6 +64,7 @@ impl IntervalLog {
     /// ms: the previous second stays open until the current one is well under way).
     pub(super) fn flush_before(&mut self, before: Duration) {
         let keep_from = before.saturating_sub(Duration::from_millis(500)).as_secs();
+        self.written_until = self.written_until.max(keep_from);
         let done: Vec<u64> = self.open.range(..keep_from).map(|(k, _)| *k).collect();
         for k in done {
             if let Some(hists) = self.open.remove(&k) {
@@ -139,5 +150,23 @@ mod tests {
                 (Some("write".into()), 1, 1, 5003)
             ]
         );
+    }
+
+    /// A record that arrives after its second was written (a late batch) went into a new
+    /// interval older than the last one written: the log was out of order.
+    #[test]
+    fn a_late_record_keeps_the_intervals_in_time_order() {
+        let mut log = IntervalLog::new(UNIX_EPOCH, 3_600_000_000);
+        log.record(Op::Read, Duration::from_millis(200), 100);
+        log.record(Op::Read, Duration::from_millis(2200), 100);
+        log.flush_before(Duration::from_millis(3600));
+        log.record(Op::Read, Duration::from_millis(500), 100);
+        let text = String::from_utf8(log.finish(Duration::from_millis(3800))).expect("utf8");
+        let starts: Vec<f64> = text
+            .lines()
+            .filter(|l| l.starts_with("Tag="))
+            .map(|l| l.split(',').nth(1).and_then(|v| v.parse().ok()).expect("a start"))
+            .collect();
+        assert_eq!(starts, vec![0.0, 2.0, 3.0], "{text}");
     }
 }

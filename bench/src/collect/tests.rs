@@ -234,3 +234,81 @@ fn a_fault_window_measures_the_recovery_after_its_clearance() {
     let w = &r.windows[0];
     assert!((w.recovered_after_ms.expect("recovered") - 100.0).abs() < 1.5, "{w:?}");
 }
+
+/// A stall that starts inside a window and outlasts it was dropped unless it was already the
+/// window's longest at the close: a 50 ms stall before a 20 ms-old one at the close hid a
+/// 300 ms stall — worst for fault windows, which close at the clearance.
+#[test]
+fn a_gap_shorter_than_the_longest_at_the_close_still_counts_when_it_outlasts_the_window() {
+    let (mut c, g) = guest();
+    let at = |ms| g.at(ms);
+    let opr = |ms: u64| op((ms + 1) * 1000 - 100, (ms + 1) * 1000);
+    c.feed(&[opr(0), hb(0, 1000)].concat(), at(0));
+    c.open_window("fault 1", WindowKind::Fault { index: 0 }, at(1));
+    // 50 ms without a completion or a heartbeat, then one of each at 50 ms.
+    c.feed(&[opr(50), hb(1, 51_000)].concat(), at(50));
+    // The window closes at 70 ms: the open gaps are 20 ms old, shorter than the 50 ms ones.
+    let w = c.close_window("fault 1", at(70)).expect("window");
+    assert!((w.io_stall_ms.expect("provisional") - 50.0).abs() < 1.0, "{w:?}");
+    // Nothing until 350 ms: the gaps that began at 50 ms are 300 ms long.
+    c.feed(&[opr(350), hb(2, 351_000)].concat(), at(350));
+    let r = c.finish(at(360));
+    let w = &r.windows[0];
+    assert!((w.io_stall_ms.expect("stall") - 300.0).abs() < 1.0, "{w:?}");
+    assert!((w.heartbeat_gap_ms.expect("gap") - 300.0).abs() < 1.0, "{w:?}");
+    assert!((w.guest_clock_gap_ms.expect("guest") - 300.0).abs() < 0.01, "{w:?}");
+    assert!(!w.io_stall_unended && !w.heartbeat_gap_unended);
+}
+
+/// A heartbeat sequence that goes back (an agent restarted) counted ~2³² missing heartbeats.
+#[test]
+fn a_heartbeat_sequence_that_goes_back_is_not_four_billion_missing() {
+    let (mut c, g) = guest();
+    c.feed(&[hb(5, 1000), hb(3, 2000), hb(4, 3000), hb(7, 4000)].concat(), g.at(5));
+    let r = c.finish(g.at(10));
+    assert_eq!(r.heartbeats_missing, 2, "5 and 6 between 4 and 7");
+}
+
+/// An op no heartbeat maps entered the host histogram with its guest latency, uncounted; the
+/// verify pass's reads entered the workload's series.
+#[test]
+fn unmapped_ops_are_counted_apart_and_verify_reads_are_not_the_workloads() {
+    // No heartbeat ever arrives: nothing maps the op to the host clock.
+    let (mut c, g) = guest();
+    c.feed(&op(500, 1000), g.at(1));
+    let r = c.finish(g.at(50));
+    let read = r.ops.iter().find(|o| o.op == "read").expect("read");
+    assert_eq!((read.count, read.host_unmapped, read.host.count), (1, 1, 0), "{read:?}");
+
+    let (mut c, g) = guest();
+    let v = Record::Op(OpRecord {
+        op: Op::Verify,
+        flags: 0,
+        job: 0,
+        submit_ns: 1_500_000,
+        complete_ns: 1_600_000,
+        bytes: 4096,
+        status: 0,
+    })
+    .to_bytes()
+    .to_vec();
+    c.feed(&[hb(0, 1000), op(1100, 1200), v, hb(1, 3000)].concat(), g.at(3));
+    let r = c.finish(g.at(250));
+    let ops: u64 = r.series.iter().map(|b| b.ops).sum();
+    let verify: u64 = r.series.iter().map(|b| b.verify_ops).sum();
+    assert_eq!((ops, verify), (1, 1), "{:?}", r.series);
+}
+
+/// The last bucket, cut short by the stream's end, says how long it lasted.
+#[test]
+fn the_last_bucket_knows_it_was_cut_short() {
+    let (mut c, mut g) = guest();
+    for ms in 0..130 {
+        g.batch(&mut c, ms, true, false);
+    }
+    let r = c.finish(g.at(130));
+    let last = r.series.last().expect("a bucket");
+    assert_eq!((last.t_ms, last.span_ms), (100, Some(30)), "{last:?}");
+    assert_eq!(r.series[0].span_ms, None);
+    assert!(r.series.iter().all(|b| b.p99_us.is_some()));
+}
