@@ -126,6 +126,7 @@ fn verification(v: &VerifyReport, inline: u64, through: &str, incomplete: bool) 
         read_through: through.into(),
         incomplete,
         bad: v.bad.iter().filter_map(|b| serde_json::to_value(b).ok()).collect(),
+        replaced: v.replaced.clone(),
     }
 }
 

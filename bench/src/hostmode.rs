@@ -27,6 +27,8 @@ pub enum HostModeError {
     Start(String),
     #[error("the workload's files were not laid out within {0:.0?}")]
     Layout(Duration),
+    #[error("the workload's files could not be laid out: {0}")]
+    LayoutFailed(String),
     #[error("interrupted")]
     Interrupted,
     #[error(transparent)]
@@ -71,6 +73,10 @@ pub fn run(
             ));
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+    if let Some(e) = running.counters.layout_error.lock().ok().and_then(|l| l.clone()) {
+        running.stop();
+        return Err(HostModeError::LayoutFailed(e));
     }
     let total = running.counters.layout_total.load(Relaxed);
     if total > 0 {
@@ -292,24 +298,35 @@ pub fn parse_fio(json: &str, job: &FioJob) -> Result<Sides, HostModeError> {
     let start = json.find('{').ok_or_else(|| HostModeError::FioOutput("no JSON".into()))?;
     let v: serde_json::Value =
         serde_json::from_str(&json[start..]).map_err(|e| HostModeError::FioOutput(e.to_string()))?;
-    let side = |dir: &str| {
+    let side = |dir: &str| -> Result<Figures, HostModeError> {
         let j = &v["jobs"][0][dir];
         // The whole latency, submission included (`lat_ns`, asked for with lat_percentiles):
         // what the engine measures. fio's clat starts after the submission, which with an
         // asynchronous engine that completes inline leaves almost nothing. Older output: clat.
+        // A percentile fio did not report is an error, never a latency of 0.
         let pct = |p: &str| {
             let lat = j["lat_ns"]["percentile"][p].as_f64();
-            lat.or_else(|| j["clat_ns"]["percentile"][p].as_f64()).unwrap_or(0.0) / 1000.0
+            lat.or_else(|| j["clat_ns"]["percentile"][p].as_f64()).map(|ns| ns / 1000.0).ok_or_else(|| {
+                HostModeError::FioOutput(format!(
+                    "no {p} percentile for {dir} (neither lat_ns nor clat_ns): run fio with lat_percentiles=1"
+                ))
+            })
         };
-        Figures {
-            iops: j["iops"].as_f64().unwrap_or(0.0),
-            mib_s: j["bw_bytes"].as_f64().unwrap_or(0.0) / 1048576.0,
-            p50_us: pct("50.000000"),
-            p99_us: pct("99.000000"),
-        }
+        let num = |k: &str| {
+            j[k].as_f64().ok_or_else(|| HostModeError::FioOutput(format!("no {k} for {dir} in fio's JSON")))
+        };
+        Ok(Figures {
+            iops: num("iops")?,
+            mib_s: num("bw_bytes")? / 1048576.0,
+            p50_us: pct("50.000000")?,
+            p99_us: pct("99.000000")?,
+        })
     };
     let (r, w) = directions(job);
-    Ok(Sides { read: r.then(|| side("read")), write: w.then(|| side("write")) })
+    Ok(Sides {
+        read: if r { Some(side("read")?) } else { None },
+        write: if w { Some(side("write")?) } else { None },
+    })
 }
 
 /// Runs fio with `job` on `dir` for `secs` (after its ramp).
@@ -376,6 +393,10 @@ mod tests {
         assert_eq!(f.iops, 3012.5);
         assert!((f.p50_us - 301.056).abs() < 1e-6 && (f.p99_us - 1105.92).abs() < 1e-6);
         assert!((f.mib_s - 11.767).abs() < 0.01);
+        // Without percentiles the latency is unknown: an error, not 0 µs.
+        let bare = r#"{"jobs":[{"read":{"iops":3012.5,"bw_bytes":12339200}}]}"#;
+        let e = parse_fio(bare, &FioJob::new("r", Rw::Randread)).expect_err("no percentiles");
+        assert!(e.to_string().contains("lat_percentiles"), "{e}");
     }
 
     #[test]

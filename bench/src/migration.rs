@@ -148,10 +148,19 @@ pub async fn migrate(
             })
         }
     };
+    let mut record = record;
     if record.completed() {
-        dst.adopt().await?;
+        // The guest runs on the destination now: its record stands whatever the clean-up
+        // does, and a failed clean-up is said in it (it was an error that lost the record).
+        let mut left = Vec::new();
+        if let Err(e) = dst.adopt().await {
+            left.push(format!("taking over the destination: {e}"));
+        }
         let source = std::mem::replace(current, dst);
-        source.stop().await?;
+        if let Err(e) = source.stop().await {
+            left.push(format!("stopping the old source: {e}"));
+        }
+        record.cleanup_error = (!left.is_empty()).then(|| left.join("; "));
     } else {
         dst.stop().await?;
     }
@@ -417,6 +426,7 @@ async fn drive(
         phases: Phases::from_timeline(&tl.events),
         timeline: tl.events,
         follow_up: false,
+        cleanup_error: None,
     })
 }
 

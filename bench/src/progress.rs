@@ -64,6 +64,18 @@ pub fn set_logging(on: bool) {
     LOGGING.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Set by a caller that prints its own line per run (`cargo bench --bench migration`): no
+/// progress lines, bars or run summaries.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn set_quiet(on: bool) {
+    QUIET.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+pub fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// What a progress bar counts.
 #[derive(Debug, Clone, Copy)]
 pub enum Unit {
@@ -75,7 +87,7 @@ pub enum Unit {
 /// A progress bar on stderr for a long step: what is happening and how long is left. Hidden
 /// when stderr is not a terminal (indicatif's own check) and under `-v`.
 pub fn bar(prefix: &str, len: u64, unit: Unit) -> indicatif::ProgressBar {
-    if LOGGING.load(std::sync::atomic::Ordering::Relaxed) {
+    if LOGGING.load(std::sync::atomic::Ordering::Relaxed) || quiet() {
         return indicatif::ProgressBar::hidden();
     }
     let template = match unit {
@@ -99,7 +111,9 @@ static BARS: std::sync::LazyLock<indicatif::MultiProgress> =
 
 /// Prints `s` on stderr, above any progress bar.
 pub fn line(s: &str) {
-    suspend(|| eprintln!("{s}"));
+    if !quiet() {
+        suspend(|| eprintln!("{s}"));
+    }
 }
 
 /// Runs `f` (which prints) with the progress bars out of the way.

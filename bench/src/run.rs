@@ -40,6 +40,8 @@ pub enum ExecError {
     Workload(String),
     #[error("the workload's files were not laid out within {0:.0?} ({1})")]
     Layout(Duration, String),
+    #[error("the workload's files could not be laid out: {0}")]
+    LayoutFailed(String),
     #[error("interrupted")]
     Interrupted,
     #[error("the guest's file system hangs: heartbeats arrive, but no op completed for {0:.0} ms")]
@@ -464,6 +466,9 @@ async fn wait_layout(vm: &mut Vm, plan: &Plan, say: &dyn Fn(&str)) -> Result<(),
             Ok(st) => st,
             Err(e) => break Err(e.into()),
         };
+        if let Some(e) = st.layout_error.filter(|_| st.laying_out == 0) {
+            break Err(ExecError::LayoutFailed(e));
+        }
         if st.laying_out == 0 {
             if st.layout_total > 0 {
                 say(&format!(

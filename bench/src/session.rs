@@ -394,6 +394,9 @@ fn repetition(
 }
 
 fn summary(r: &RunResult, dir: &Path) {
+    if crate::progress::quiet() {
+        return;
+    }
     println!(
         "{} #{}: {:?} in {:.1} s → {}",
         r.scenario,
@@ -437,9 +440,22 @@ fn summary(r: &RunResult, dir: &Path) {
     }
     if let Some(v) = &r.verification {
         println!(
-            "  verify: {} blocks through {} ({}): {} mismatched, {} missing, {} errored writes landed; {} inline mismatches",
-            v.blocks, v.read_through, v.read_mode, v.mismatched, v.missing, v.errored_write_landed, v.inline_mismatches
+            "  verify: {} blocks through {} ({}): {} mismatched, {} missing, {} unreadable, {} errored writes landed; {} inline mismatches",
+            v.blocks,
+            v.read_through,
+            v.read_mode,
+            v.mismatched,
+            v.missing,
+            v.counts.unreadable,
+            v.errored_write_landed,
+            v.inline_mismatches
         );
+        for p in &v.replaced {
+            println!(
+                "  verify: {} names {} now, not the guest's file ({} of {} blocks not as the guest wrote them): a third party's doing, not lost data",
+                p.path, p.now, p.blocks_differ, p.blocks
+            );
+        }
     }
     for f in &r.faults {
         let at = |t: Option<f64>| t.map(|t| format!("{t:.0} ms")).unwrap_or_else(|| "-".into());

@@ -309,21 +309,39 @@ pub fn run_report(r: &RunResult) -> Result<String, ChartError> {
     h.push_str("<h2>Verification</h2>");
     match &r.verification {
         Some(v) => {
-            let cls = if v.mismatched + v.missing == 0 && v.inline_mismatches == 0 { "ok" } else { "bad" };
+            let cls = if v.mismatched + v.missing == 0 && v.inline_mismatches == 0 {
+                if v.counts.unreadable == 0 {
+                    "ok"
+                } else {
+                    "warn"
+                }
+            } else {
+                "bad"
+            };
             let _ = write!(
                 h,
-                "<p class=\"{cls}\">{} blocks read back through {} ({}): {} mismatched, {} missing, {} errored writes landed; {} reads mismatched during the run{}</p>",
+                "<p class=\"{cls}\">{} blocks read back through {} ({}): {} mismatched, {} missing, {} unreadable, {} errored writes landed; {} reads mismatched during the run{}</p>",
                 v.blocks,
                 esc(&v.read_through),
                 esc(&v.read_mode),
                 v.mismatched,
                 v.missing,
+                v.counts.unreadable,
                 v.errored_write_landed,
                 v.inline_mismatches,
                 if v.incomplete { "; the pass was cut short" } else { "" }
             );
         }
         None => h.push_str("<p class=\"sub\">not verified</p>"),
+    }
+    if let Some(v) = r.verification.as_ref().filter(|v| !v.replaced.is_empty()) {
+        h.push_str("<p class=\"warn\">Paths that no longer name the guest's file (a third party replaced or moved them; the guest's data above was read through its own open handles):</p>");
+        let rows: Vec<Vec<String>> = v
+            .replaced
+            .iter()
+            .map(|p| vec![p.path.clone(), p.now.clone(), format!("{} of {}", p.blocks_differ, p.blocks)])
+            .collect();
+        h.push_str(&table(&["path", "names now", "blocks not as the guest wrote them"], &rows));
     }
 
     h.push_str("<h2>Provenance</h2>");

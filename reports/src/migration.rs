@@ -254,6 +254,10 @@ pub struct MigrationRecord {
     /// A migration attempted after a failed one, to see whether the guest can still move.
     #[serde(default)]
     pub follow_up: bool,
+    /// The hop completed, but taking over the destination or stopping the old source failed:
+    /// the record stands, and this says what was left behind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleanup_error: Option<String>,
 }
 
 impl MigrationRecord {
@@ -284,6 +288,7 @@ impl MigrationRecord {
             phases: Phases::default(),
             timeline: vec![],
             follow_up: false,
+            cleanup_error: None,
         }
     }
 }

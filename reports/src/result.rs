@@ -306,6 +306,10 @@ pub struct Verification {
     pub incomplete: bool,
     /// The first bad blocks, as the agent listed them.
     pub bad: Vec<serde_json::Value>,
+    /// Paths a third party replaced or moved: the guest's data was verified through its open
+    /// handles; these say what the paths hold now (not lost data).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replaced: Vec<miglab_workloads::verify::ReplacedPath>,
 }
 
 /// The guest's record stream as the host received it.

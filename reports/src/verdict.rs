@@ -19,6 +19,9 @@ pub fn problems(r: &RunResult) -> Vec<String> {
 pub fn outcome_problems(r: &RunResult) -> Vec<String> {
     let mut p = Vec::new();
     for m in &r.migrations {
+        if let Some(e) = &m.cleanup_error {
+            p.push(format!("migration {} completed, but its clean-up failed: {e}", m.hop));
+        }
         match &m.outcome {
             Outcome::Completed => {}
             Outcome::Failed { error, .. } => p.push(format!("migration {} failed: {error}", m.hop)),
@@ -62,6 +65,12 @@ pub fn outcome_problems(r: &RunResult) -> Vec<String> {
     }
     if r.verification.as_ref().is_some_and(|v| v.incomplete) {
         p.push("verification was cut short".into());
+    }
+    if let Some(v) = r.verification.as_ref().filter(|v| v.counts.unreadable > 0) {
+        p.push(format!(
+            "verification could not read {} of {} blocks: they are neither verified nor known to be lost",
+            v.counts.unreadable, v.blocks
+        ));
     }
     // Without the agent's count, records it dropped would be missing from every figure
     // unnoticed: a run whose guest was lost says why elsewhere; this names the gap.
@@ -144,6 +153,22 @@ mod tests {
         r.stream.records_dropped = Some(3);
         r.stream.bad_frames = 1;
         assert_eq!(problems(&r).len(), 2);
+
+        // A completed hop whose old source would not stop: the record is kept, the run says so.
+        let mut r = sound();
+        let mut m = crate::MigrationRecord::sample(Outcome::Completed, 10.0);
+        m.cleanup_error = Some("stopping the old source: timed out".into());
+        r.migrations.push(m);
+        assert!(problems(&r).iter().any(|l| l.contains("clean-up failed: stopping the old source")));
+
+        // A read error in the verify pass was "missing" (lost data); it is unreadable.
+        let mut r = sound();
+        let mut v = Verification { blocks: 10, ..Verification::default() };
+        v.counts.unreadable = 2;
+        r.verification = Some(v);
+        let p = problems(&r);
+        assert!(p.iter().any(|l| l.contains("could not read 2 of 10")), "{p:?}");
+        assert!(integrity_problems(&r).is_empty(), "not lost data: {p:?}");
 
         // An agent that never said how many it dropped: 0 was assumed.
         let mut r = sound();

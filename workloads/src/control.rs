@@ -111,6 +111,9 @@ pub struct Status {
     pub layout_done: u64,
     #[serde(default)]
     pub layout_total: u64,
+    /// What went wrong laying out the files (the first thing): the run cannot stand on them.
+    #[serde(default)]
+    pub layout_error: Option<String>,
     /// Completed ops without error.
     pub ops: u64,
     pub errors: u64,

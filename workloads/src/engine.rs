@@ -75,6 +75,43 @@ impl Sink for RecordBuffer {
     }
 }
 
+/// Encoded records on their way to the records port. What a failed write did not deliver
+/// waits for the next attempt (the buffer meanwhile fills up to its cap, and drops what it
+/// must with a count): a port error delays records, it never loses a chunk uncounted.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    buf: Vec<u8>,
+    sent: usize,
+}
+
+impl Outbox {
+    /// Nothing waits to be written.
+    pub fn is_empty(&self) -> bool {
+        self.sent >= self.buf.len()
+    }
+
+    /// Takes the buffered records, once everything before them is written.
+    pub fn refill(&mut self, records: &RecordBuffer) {
+        if self.is_empty() {
+            records.take(&mut self.buf);
+            self.sent = 0;
+        }
+    }
+
+    /// Writes what waits; on an error the rest stays, from the first byte not written.
+    pub fn send(&mut self, w: &mut impl std::io::Write) -> std::io::Result<()> {
+        while self.sent < self.buf.len() {
+            match w.write(&self.buf[self.sent..]) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Counters of a running workload.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -89,9 +126,18 @@ pub struct Counters {
     /// Bytes of files laid out so far, and in all.
     pub layout_done: AtomicU64,
     pub layout_total: AtomicU64,
+    /// The first thing that went wrong laying out the files: the run cannot stand on them.
+    pub layout_error: Mutex<Option<String>>,
 }
 
 impl Counters {
+    /// Keeps the first layout error (the rest follow from it, usually).
+    pub fn layout_failed(&self, e: String) {
+        if let Ok(mut l) = self.layout_error.lock() {
+            l.get_or_insert(e);
+        }
+    }
+
     fn error(&self, e: String) {
         self.errors.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut l) = self.last_error.lock() {
@@ -355,14 +401,20 @@ pub(crate) mod testing {
 
     pub const TAG: RunTag = RunTag { seed: 7, nonce: 0x5eed };
 
-    pub fn run_for(w: &Workload, root: &std::path::Path, ms: u64) -> (Running, Arc<RecordBuffer>) {
+    /// Starts `w` and waits for its files to be laid out.
+    pub fn start_laid_out(w: &Workload, root: &std::path::Path) -> (Running, Arc<RecordBuffer>) {
         let buf = Arc::new(RecordBuffer::new(1 << 20));
-        let mut r = start(w, root, buf.clone(), TAG).expect("start");
+        let r = start(w, root, buf.clone(), TAG).expect("start");
         let t = Instant::now();
         while r.counters.laying_out.load(Ordering::Relaxed) > 0 {
             assert!(t.elapsed() < Duration::from_secs(30), "layout never ended");
             std::thread::sleep(Duration::from_millis(5));
         }
+        (r, buf)
+    }
+
+    pub fn run_for(w: &Workload, root: &std::path::Path, ms: u64) -> (Running, Arc<RecordBuffer>) {
+        let (mut r, buf) = start_laid_out(w, root);
         std::thread::sleep(Duration::from_millis(ms));
         r.stop();
         (r, buf)
@@ -380,6 +432,65 @@ mod tests {
             b.push_record(&Record::Heartbeat { seq: 0, guest_ns: 0 });
         }
         assert_eq!(b.dropped.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn the_first_layout_error_is_kept() {
+        let c = Counters::default();
+        c.layout_failed("writing a: ENOSPC".into());
+        c.layout_failed("writing b: ENOSPC".into());
+        assert_eq!(c.layout_error.lock().expect("lock").as_deref(), Some("writing a: ENOSPC"));
+    }
+
+    /// A port that fails mid-write: the agent dropped the whole chunk while records_dropped
+    /// said 0. Now the rest is written on the next attempt, every byte once, in order.
+    #[test]
+    fn a_failed_write_keeps_the_rest_for_the_next() {
+        struct Flaky {
+            out: Vec<u8>,
+            fail_after: Option<usize>,
+        }
+        impl std::io::Write for Flaky {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                match self.fail_after.take() {
+                    Some(0) => Err(std::io::Error::other("port reset")),
+                    Some(n) => {
+                        let n = n.min(b.len());
+                        self.out.extend_from_slice(&b[..n]);
+                        self.fail_after = Some(0);
+                        Ok(n)
+                    }
+                    None => {
+                        self.out.extend_from_slice(b);
+                        Ok(b.len())
+                    }
+                }
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let b = RecordBuffer::new(64);
+        for seq in 0..10 {
+            b.push_record(&Record::Heartbeat { seq, guest_ns: seq as u64 });
+        }
+        let mut want = Vec::new();
+        for seq in 0..10 {
+            want.extend_from_slice(&Record::Heartbeat { seq, guest_ns: seq as u64 }.to_bytes());
+        }
+        let mut port = Flaky { out: Vec::new(), fail_after: Some(FRAME_LEN * 3 + 5) };
+        let mut o = Outbox::default();
+        o.refill(&b);
+        assert!(o.send(&mut port).is_err());
+        // More records arrive meanwhile: they wait behind the rest.
+        b.push_record(&Record::Heartbeat { seq: 10, guest_ns: 10 });
+        want.extend_from_slice(&Record::Heartbeat { seq: 10, guest_ns: 10 }.to_bytes());
+        o.refill(&b);
+        o.send(&mut port).expect("the rest");
+        o.refill(&b);
+        o.send(&mut port).expect("the newer records");
+        assert_eq!(port.out, want);
+        assert_eq!(b.dropped.load(Ordering::Relaxed), 0);
     }
 
     #[test]

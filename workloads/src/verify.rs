@@ -52,13 +52,15 @@ pub enum Problem {
     ErroredWriteLanded { generation: u32 },
     /// The checksum does not match the contents.
     Corrupt,
+    /// The verify pass could not read it (or open its file): the errno. Not known to be lost.
+    Unreadable { errno: u32 },
 }
 
 impl Problem {
     /// Whether the block holds something other than what the run last wrote successfully (a
     /// missing block and an errored write that landed are counted on their own).
     pub fn is_mismatch(&self) -> bool {
-        !matches!(self, Problem::Missing | Problem::ErroredWriteLanded { .. })
+        !matches!(self, Problem::Missing | Problem::ErroredWriteLanded { .. } | Problem::Unreadable { .. })
     }
 }
 
@@ -83,6 +85,7 @@ impl fmt::Display for Problem {
                 write!(f, "generation {generation} landed although its write returned an error")
             }
             Problem::Corrupt => write!(f, "checksum mismatch (corrupt data)"),
+            Problem::Unreadable { errno } => write!(f, "unreadable (errno {errno})"),
         }
     }
 }
@@ -230,6 +233,9 @@ pub struct ProblemCounts {
     pub ahead: u64,
     pub corrupt: u64,
     pub errored_write_landed: u64,
+    /// Blocks the pass could not read: neither verified nor known to be lost.
+    #[serde(default)]
+    pub unreadable: u64,
 }
 
 impl ProblemCounts {
@@ -243,6 +249,7 @@ impl ProblemCounts {
             Problem::Ahead { .. } => &mut self.ahead,
             Problem::Corrupt => &mut self.corrupt,
             Problem::ErroredWriteLanded { .. } => &mut self.errored_write_landed,
+            Problem::Unreadable { .. } => &mut self.unreadable,
         };
         *c += 1;
     }
@@ -261,6 +268,7 @@ impl ProblemCounts {
         self.ahead += o.ahead;
         self.corrupt += o.corrupt;
         self.errored_write_landed += o.errored_write_landed;
+        self.unreadable += o.unreadable;
     }
 }
 
@@ -268,6 +276,11 @@ impl ProblemCounts {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifyReport {
     pub blocks: u64,
+    /// Paths that no longer name the file the guest wrote (a third party replaced or moved
+    /// it): the guest's data was verified through its own open handle; this says what the path
+    /// holds. A finding of its own, not lost data.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replaced: Vec<ReplacedPath>,
     /// Every bad block, by problem.
     pub counts: ProblemCounts,
     /// The first [`VerifyReport::LIST_LIMIT`] bad blocks.
@@ -275,6 +288,17 @@ pub struct VerifyReport {
     /// How the blocks were read: `O_DIRECT`, or why not.
     #[serde(default)]
     pub read_mode: String,
+}
+
+/// A path that names something else than the guest's file at the verify pass.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplacedPath {
+    pub path: String,
+    /// What the path names now: `another file`, or `nothing`.
+    pub now: String,
+    /// Of the file's blocks, how many the path does not hold as the guest last wrote them.
+    pub blocks_differ: u64,
+    pub blocks: u64,
 }
 
 impl VerifyReport {
@@ -292,6 +316,7 @@ impl VerifyReport {
         self.counts.add(&other.counts);
         let room = Self::LIST_LIMIT.saturating_sub(self.bad.len());
         self.bad.extend(other.bad.into_iter().take(room));
+        self.replaced.extend(other.replaced);
     }
 
     pub fn mismatched(&self) -> u64 {

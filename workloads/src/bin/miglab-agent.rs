@@ -143,6 +143,7 @@ impl Agent {
             st.laying_out = c.laying_out.load(Ordering::Relaxed);
             st.layout_done = c.layout_done.load(Ordering::Relaxed);
             st.layout_total = c.layout_total.load(Ordering::Relaxed);
+            st.layout_error = c.layout_error.lock().ok().and_then(|l| l.clone());
             st.ops = c.ops.load(Ordering::Relaxed);
             st.errors = c.errors.load(Ordering::Relaxed);
             st.mismatches = c.mismatches.load(Ordering::Relaxed);
@@ -207,7 +208,7 @@ fn stream_records(port: File, records: Arc<RecordBuffer>) {
     let period = 1_000_000u64;
     let mut next = engine::now_ns() + period;
     let mut seq = 0u32;
-    let mut chunk = Vec::new();
+    let mut outbox = engine::Outbox::default();
     loop {
         let ts = libc::timespec {
             tv_sec: (next / 1_000_000_000) as libc::time_t,
@@ -220,9 +221,10 @@ fn stream_records(port: File, records: Arc<RecordBuffer>) {
         let now = engine::now_ns();
         records.push_record(&Record::Heartbeat { seq, guest_ns: now });
         seq = seq.wrapping_add(1);
-        records.take(&mut chunk);
-        // Blocks while no host is connected; the buffer's cap bounds what waits meanwhile.
-        if port.write_all(&chunk).is_err() {
+        outbox.refill(&records);
+        // Blocks while no host is connected; the buffer's cap bounds what waits meanwhile. What
+        // a failed write did not deliver is written next time, not lost.
+        if outbox.send(&mut port).is_err() {
             std::thread::sleep(Duration::from_millis(10));
         }
         next += period;

@@ -10,7 +10,9 @@ mod uring;
 use super::{errno, now_ns, spawn, Counters, Ctx, OpError, Pacer, Rng, Sink};
 use crate::job::FioJob;
 use crate::record::Op;
-use crate::verify::{check_block, fill_block, BadBlock, Expected, Problem, RunTag, VerifyReport};
+use crate::verify::{
+    check_block, fill_block, BadBlock, Expected, Problem, ReplacedPath, RunTag, VerifyReport,
+};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -66,9 +68,31 @@ struct JobFiles {
     acked: Vec<AtomicU32>,
     /// Generation of the last write that returned an error, per block (0: none).
     errored: Vec<AtomicU32>,
+    /// The worker's open handles, kept after it stops: the verify pass reads the file the
+    /// guest wrote through them, whatever a third party did to its path since.
+    held: std::sync::Mutex<Vec<Option<File>>>,
 }
 
 impl JobFiles {
+    /// Keeps a stopped worker's handles for the verify pass.
+    fn hold(&self, handles: Vec<std::io::Result<File>>) {
+        if let Ok(mut h) = self.held.lock() {
+            for (slot, fh) in h.iter_mut().zip(handles) {
+                *slot = fh.ok();
+            }
+        }
+    }
+
+    /// File `f`'s held handle: its descriptor and its file's identity (device, inode).
+    fn held(&self, f: usize) -> Option<(i32, u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        use std::os::unix::io::AsRawFd;
+        let h = self.held.lock().ok()?;
+        let fh = h.get(f)?.as_ref()?;
+        let m = fh.metadata().ok()?;
+        Some((fh.as_raw_fd(), m.dev(), m.ino()))
+    }
+
     /// The file and block of a block index across the job's files.
     fn locate(&self, idx: u64) -> (usize, u64) {
         ((idx / self.blocks_per_file) as usize, idx % self.blocks_per_file)
@@ -135,6 +159,7 @@ pub(super) fn start(
             blocks_per_file: bpf,
             acked: (0..blocks).map(|_| AtomicU32::new(0)).collect(),
             errored: (0..blocks).map(|_| AtomicU32::new(0)).collect(),
+            held: std::sync::Mutex::new((0..j.nrfiles).map(|_| None).collect()),
         }));
     }
     counters.layout_total.store(file_size * u64::from(j.nrfiles) * u64::from(j.numjobs), Ordering::Relaxed);
@@ -185,7 +210,13 @@ impl Worker {
             buf.iter_mut().for_each(|b| *b = rng.next_u64() as u8);
         }
         for (f, path) in self.files.paths.iter().enumerate() {
-            let Ok(fh) = open_file(path, false) else { continue };
+            let fh = match open_file(path, false) {
+                Ok(fh) => fh,
+                Err(e) => {
+                    self.counters.layout_failed(format!("opening {}: {e}", path.display()));
+                    continue;
+                }
+            };
             let mut b = 0;
             while b < self.files.blocks_per_file && !self.stop.load(Ordering::Relaxed) {
                 let n = per_chunk.min(self.files.blocks_per_file - b);
@@ -196,15 +227,22 @@ impl Worker {
                         fill_block(block, file, (b + k as u64) * bs, 1, self.tag);
                     }
                 }
-                if fh.write_all_at(chunk, b * bs).is_ok() {
-                    for k in b..b + n {
-                        self.files.acked[self.files.index(f, k)].store(1, Ordering::Relaxed);
+                match fh.write_all_at(chunk, b * bs) {
+                    Ok(()) => {
+                        for k in b..b + n {
+                            self.files.acked[self.files.index(f, k)].store(1, Ordering::Relaxed);
+                        }
+                    }
+                    Err(e) => {
+                        self.counters.layout_failed(format!("writing {} at {}: {e}", path.display(), b * bs))
                     }
                 }
                 self.counters.layout_done.fetch_add(n * bs, Ordering::Relaxed);
                 b += n;
             }
-            let _ = fh.sync_all();
+            if let Err(e) = fh.sync_all() {
+                self.counters.layout_failed(format!("syncing {}: {e}", path.display()));
+            }
             if self.job.invalidate {
                 drop_cache(&fh);
             }
@@ -251,6 +289,7 @@ impl Worker {
                 self.sync(&c, fh, true);
             }
         }
+        self.files.hold(handles);
     }
 
     fn open_failed(&self, c: &Ctx, read: bool, f: usize, e: &std::io::Error) {
@@ -403,7 +442,15 @@ impl Verifier {
         for (j, files) in self.jobs.iter().enumerate() {
             for (f, path) in files.paths.iter().enumerate() {
                 let rel = path.strip_prefix(&self.root).unwrap_or(path).display().to_string();
-                let file = self.open_uncached(path);
+                // The truth about the guest's data is the file it holds open (reopened through
+                // /proc, uncached): its path may name another file by now.
+                let held = files.held(f);
+                let file = match held {
+                    Some((fd, ..)) => self
+                        .open_uncached(Path::new(&format!("/proc/self/fd/{fd}")))
+                        .map(|(fh, mode)| (fh, format!("{mode}, through the guest's open handles"))),
+                    None => self.open_uncached(path),
+                };
                 if let Ok((_, mode)) = &file {
                     if report.read_mode.is_empty() {
                         report.read_mode = mode.clone();
@@ -417,20 +464,65 @@ impl Verifier {
                     let submit = now_ns();
                     let (got, status) = match &file {
                         Ok((fh, _)) => read_full(fh, buf.as_mut(), offset),
+                        // No file: its blocks are not there (missing).
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                            buf.as_mut().fill(0);
+                            (0, 0)
+                        }
                         Err(e) => (0, errno(e)),
                     };
                     let complete = now_ns();
                     report.blocks += 1;
-                    let result = check_block(buf.as_mut(), got, &files.expected(f, b, self.bs, self.tag));
+                    // A block the pass could not read is unreadable, not lost: nothing says
+                    // what it holds.
+                    let result = if status != 0 {
+                        Err(Problem::Unreadable { errno: status })
+                    } else {
+                        check_block(buf.as_mut(), got, &files.expected(f, b, self.bs, self.tag))
+                    };
                     let mismatch = result.is_err();
                     if let Err(problem) = result {
                         report.add(BadBlock { path: rel.clone(), offset, problem });
                     }
                     sink.push(super::verify_record(j as u16, submit, complete, got as u32, status, mismatch));
                 }
+                if let Some((_, dev, ino)) = held {
+                    report.replaced.extend(self.path_check(path, rel, (dev, ino), files, f, buf.as_mut()));
+                }
             }
         }
         report
+    }
+
+    /// Whether `path` still names the file the guest holds open; if not, what it holds.
+    fn path_check(
+        &self,
+        path: &Path,
+        rel: String,
+        (dev, ino): (u64, u64),
+        files: &JobFiles,
+        f: usize,
+        buf: &mut [u8],
+    ) -> Option<ReplacedPath> {
+        use std::os::unix::fs::MetadataExt;
+        let blocks = files.blocks_per_file;
+        match std::fs::metadata(path) {
+            Ok(m) if (m.dev(), m.ino()) == (dev, ino) => None,
+            Ok(_) => {
+                let differ = match self.open_uncached(path) {
+                    Ok((fh, _)) => (0..blocks)
+                        .filter(|&b| {
+                            let (got, status) = read_full(&fh, buf, b * self.bs);
+                            status != 0
+                                || check_block(buf, got, &files.expected(f, b, self.bs, self.tag)).is_err()
+                        })
+                        .count() as u64,
+                    Err(_) => blocks,
+                };
+                Some(ReplacedPath { path: rel, now: "another file".into(), blocks_differ: differ, blocks })
+            }
+            Err(_) => Some(ReplacedPath { path: rel, now: "nothing".into(), blocks_differ: blocks, blocks }),
+        }
     }
 }
 
@@ -455,8 +547,8 @@ fn read_full(f: &File, buf: &mut [u8], offset: u64) -> (usize, u32) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{collect, run_for, TAG};
-    use super::super::{start as start_workload, RecordBuffer};
+    use super::super::testing::{collect, run_for, start_laid_out, TAG};
+    use super::super::{start as start_workload, RecordBuffer, Verifier as AnyVerifier};
     use super::*;
     use crate::job::{IoEngine, Rw, Size, Workload};
     use std::time::{Duration, Instant};
@@ -497,6 +589,53 @@ mod tests {
         assert_eq!(report.bad[0].offset, 5 * 4096);
         assert_eq!(report.bad[0].problem, Problem::Corrupt);
         assert_eq!((report.mismatched(), report.missing()), (1, 0));
+    }
+
+    /// A third party replaces a file the guest holds open (a copy renamed over it) while the
+    /// guest goes on writing: the pass reads by path said "mismatched" (lost data); the
+    /// guest's writes are intact in the file it holds. Verified through the held handles, the
+    /// run is clean, and the path's copy is its own finding.
+    #[test]
+    fn a_replaced_path_is_a_finding_and_the_guests_file_verifies_through_its_handle() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut j = FioJob::new("rw", Rw::Randwrite);
+        j.bs = Size(4096);
+        j.size = Size(256 << 10);
+        j.nrfiles = 1;
+        j.time_based = true;
+        let (mut r, buf) = start_laid_out(&Workload::Fio(j), dir.path());
+        std::thread::sleep(Duration::from_millis(50));
+        let file = dir.path().join("miglab/rw/rw.0.0");
+        let copy = file.with_extension("copy");
+        std::fs::copy(&file, &copy).expect("copy");
+        std::fs::rename(&copy, &file).expect("replace");
+        std::thread::sleep(Duration::from_millis(150));
+        r.stop();
+        let report = r.verify(buf.as_ref(), &never);
+        assert!(report.clean(), "the guest's own file: {:?}", report.counts);
+        assert_eq!(report.replaced.len(), 1, "{:?}", report.replaced);
+        let p = &report.replaced[0];
+        assert_eq!((p.path.as_str(), p.now.as_str(), p.blocks), ("miglab/rw/rw.0.0", "another file", 64));
+        assert!(p.blocks_differ > 0, "the guest wrote after the copy: {p:?}");
+        assert!(report.read_mode.contains("through the guest's open handles"), "{}", report.read_mode);
+
+        // Without the handles (a workload that closed them), a file the pass cannot read (a
+        // directory in its place: EISDIR) was "missing", lost data; it is unreadable. A file
+        // that is gone is missing.
+        let AnyVerifier::Fio(v) = &r.verifier else { panic!("a fio verifier") };
+        v.jobs[0].hold(vec![Err(std::io::Error::other("closed"))]);
+        std::fs::remove_file(&file).expect("rm");
+        std::fs::create_dir(&file).expect("a directory in its place");
+        let report = r.verify(buf.as_ref(), &never);
+        assert_eq!(
+            (report.counts.unreadable, report.missing(), report.mismatched()),
+            (64, 0, 0),
+            "{:?}",
+            report.counts
+        );
+        std::fs::remove_dir(&file).expect("rmdir");
+        let report = r.verify(buf.as_ref(), &never);
+        assert_eq!((report.counts.unreadable, report.missing()), (0, 64), "{:?}", report.counts);
     }
 
     /// The most requests of one job in flight at once, from the records' own submit and

@@ -204,6 +204,7 @@ impl Worker {
                 self.sync(&c, fh, true);
             }
         }
+        self.files.hold(handles);
     }
 
     /// A completion: its record, and for a write the block's generation.
