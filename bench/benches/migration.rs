@@ -1,11 +1,13 @@
 //! `cargo bench --bench migration`: end-to-end live migration of a running guest on the real
 //! lab — the guest-visible downtime (the longest heartbeat gap around the migration) and the
 //! total migration time, each sample one whole `miglab run` repetition of the read loop with
-//! one migration (the lab stays up across samples; the guest boots per run, not timed). Both
-//! benchmarks read the same runs; flat sampling, 10 samples of 2 runs each (criterion warns
-//! about any sample of one iteration), so 21 runs in all (the first is criterion's warm-up).
-//! Output: criterion's lines and one line per run. Where no lab can run (not root, something
-//! missing), it prints why and measures nothing.
+//! one migration (the lab stays up across samples; the guest boots per run, not timed). Flat
+//! sampling, 10 samples of 2 runs each: criterion plans by the wall time of an iteration (a
+//! whole run, ~6 s) and warns about any sample of one, so the measurement time is set to 1.5
+//! runs' wall time per sample, from a pilot run before the first benchmark and from the first
+//! benchmark's runs before the second — 1 + 2 × 21 runs in all (each benchmark's first is
+//! criterion's warm-up). Output: criterion's lines and one line per run. Where no lab can run
+//! (not root, something missing), it prints why and measures nothing.
 //!
 //! Baselines: `cargo bench --bench migration -- --save-baseline before`, change something,
 //! then `cargo bench --bench migration -- --baseline before`.
@@ -65,34 +67,24 @@ fn one_run(scenario: &Path, out: &Path) -> RunResult {
     serde_json::from_slice(&std::fs::read(dir.join("result.json")).expect("result.json")).expect("a result")
 }
 
-/// The runs, done as a benchmark first needs them and shared by both: the n-th sample of
-/// each benchmark reads the n-th run.
-struct Runs<'a> {
-    scenario: &'a Path,
-    out: &'a Path,
-    done: Vec<RunResult>,
+/// One run, with a line that says what it measured; its result and its wall time.
+fn measured_run(scenario: &Path, out: &Path, label: &str) -> (RunResult, Duration) {
+    let t = std::time::Instant::now();
+    let r = one_run(scenario, out);
+    let wall = t.elapsed();
+    eprintln!(
+        "  {label}: guest-visible downtime {:.0} ms, QEMU downtime {} ms, total migration {:.0} ms ({:.1} s)",
+        guest_visible_downtime_ms(&r),
+        r.migrations.first().and_then(|m| m.downtime_ms).map_or("—".into(), |d| d.to_string()),
+        total_ms(&r),
+        wall.as_secs_f64()
+    );
+    (r, wall)
 }
 
-impl Runs<'_> {
-    fn get(&mut self, i: usize) -> &RunResult {
-        while self.done.len() <= i {
-            let r = one_run(self.scenario, self.out);
-            eprintln!(
-                "  run {}: guest-visible downtime {:.0} ms, QEMU downtime {} ms, total migration {:.0} ms",
-                self.done.len() + 1,
-                guest_visible_downtime_ms(&r),
-                r.migrations.first().and_then(|m| m.downtime_ms).map_or("—".into(), |d| d.to_string()),
-                total_ms(&r)
-            );
-            self.done.push(r);
-        }
-        &self.done[i]
-    }
-}
-
-/// The figure in ms as a duration (at least 1 ms: criterion divides by it).
+/// The figure in ms as a duration (at least 1 µs: criterion divides by it).
 fn as_duration(ms: f64) -> Duration {
-    Duration::from_secs_f64(ms.max(1.0) / 1e3)
+    Duration::from_secs_f64(ms.max(1e-3) / 1e3)
 }
 
 fn guest_visible_downtime_ms(r: &RunResult) -> f64 {
@@ -127,33 +119,34 @@ fn benches(c: &mut Criterion) {
     };
     let out = work.path().join("results");
     miglab::progress::set_quiet(true);
-    let runs = std::cell::RefCell::new(Runs { scenario: &scenario, out: &out, done: Vec::new() });
     const SAMPLES: usize = 10;
     type Figure = fn(&RunResult) -> f64;
     let figures: [(&str, Figure); 2] =
         [("guest_visible_downtime", guest_visible_downtime_ms), ("total_migration_time", total_ms)];
+    let (_, mut wall) = measured_run(&scenario, &out, "pilot run (not a sample)");
     let mut g = c.benchmark_group("live_migration");
     for (name, figure) in figures {
-        // Criterion's warm-up reads run 1 (one iteration, since the figure exceeds the 1 ms
-        // warm-up time): a measurement time of 1.5 × that figure per sample makes every
-        // sample 2 iterations, runs 2–21.
-        let pilot = figure(runs.borrow_mut().get(0));
+        // 1.5 runs of wall time per sample: criterion makes each sample 2 runs.
         g.sampling_mode(SamplingMode::Flat)
             .sample_size(SAMPLES)
             .warm_up_time(Duration::from_millis(1))
-            .measurement_time(as_duration(pilot).mul_f64(1.5 * SAMPLES as f64));
-        let mut next = 0usize;
+            .measurement_time(wall.mul_f64(1.5 * SAMPLES as f64));
+        let (mut n, mut walls) = (0usize, Duration::ZERO);
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 (0..iters)
                     .map(|_| {
-                        let d = as_duration(figure(runs.borrow_mut().get(next)));
-                        next += 1;
-                        d
+                        n += 1;
+                        let (r, w) = measured_run(&scenario, &out, &format!("{name} run {n}"));
+                        walls += w;
+                        as_duration(figure(&r))
                     })
                     .sum()
             })
         });
+        if n > 0 {
+            wall = walls / n as u32;
+        }
     }
     g.finish();
     miglab::progress::set_quiet(false);
