@@ -140,6 +140,25 @@ pub fn regressions(all: &[Series], threshold: f64) -> Vec<Regression> {
         .collect()
 }
 
+/// How many nights (or runs) a verdict would need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needed {
+    Count(usize),
+    Over1000,
+    /// Too few nights (or runs) yet to know the spread.
+    Unknown,
+}
+
+impl std::fmt::Display for Needed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Needed::Count(k) => write!(f, "{k}"),
+            Needed::Over1000 => f.write_str("over 1000"),
+            Needed::Unknown => f.write_str("unknown yet (spread not known)"),
+        }
+    }
+}
+
 /// How a night's medians stand against the window of stable nights before it: a night is one
 /// sample, so this is a watch list (outside the window's range by more than the band), not a
 /// test; and how many nights, or interleaved runs per side, would resolve the band.
@@ -148,36 +167,54 @@ pub struct Watch {
     pub group: String,
     pub metric: String,
     pub tonight: f64,
-    pub window: (f64, f64),
+    /// The window's range; none without an earlier night.
+    pub window: Option<(f64, f64)>,
     pub window_nights: usize,
     /// Nights in a new regime, and runs per side of one interleaved A/B night, that would
     /// detect a shift of the band at α.
-    pub nights_needed: Option<usize>,
-    pub runs_needed: Option<usize>,
+    pub nights_needed: Needed,
+    pub runs_needed: Needed,
     pub outside: bool,
+}
+
+impl Watch {
+    pub fn window_text(&self) -> String {
+        match self.window {
+            Some((lo, hi)) => format!("{lo:.1}–{hi:.1} ({} nights)", self.window_nights),
+            None => "no earlier stable night".into(),
+        }
+    }
 }
 
 /// The last night of `all` against up to `window` nights before it.
 pub fn watch(all: &[Series], nights: usize, window: usize, threshold: f64, alpha: f64) -> Vec<Watch> {
     let last = nights.saturating_sub(1);
+    let needed = |known: bool, band: f64, sigma: f64| match (known, stats::runs_for(band, sigma, alpha)) {
+        (false, _) => Needed::Unknown,
+        (true, Some(k)) => Needed::Count(k),
+        (true, None) => Needed::Over1000,
+    };
     all.iter()
         .filter_map(|s| {
             let tonight = s.points.iter().find(|p| p.0 == last)?.1;
             let before: Vec<f64> =
                 s.points.iter().filter(|p| p.0 < last).rev().take(window).map(|p| p.1).collect();
-            let (lo, hi) =
-                before.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(*x), b.max(*x)));
+            let range = (!before.is_empty()).then(|| {
+                before.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(*x), b.max(*x)))
+            });
             let m = metric(&s.metric);
-            let band = (threshold * stats::median(&before).abs()).max(m.floor);
-            let outside = !before.is_empty() && (tonight > hi + band || tonight < lo - band);
+            let reference = if before.is_empty() { tonight } else { stats::median(&before) };
+            let band = (threshold * reference.abs()).max(m.floor);
+            let outside = range.is_some_and(|(lo, hi)| tonight > hi + band || tonight < lo - band);
+            let runs: usize = s.points.iter().map(|p| p.4).sum();
             Some(Watch {
                 group: s.group.clone(),
                 metric: s.metric.clone(),
                 tonight,
-                window: (lo, hi),
+                window: range,
                 window_nights: before.len(),
-                nights_needed: stats::runs_for(band, s.between_nights, alpha),
-                runs_needed: stats::runs_for(band, s.within_night, alpha),
+                nights_needed: needed(s.points.len() >= MIN_NIGHTS, band, s.between_nights),
+                runs_needed: needed(runs >= 3, band, s.within_night),
                 outside,
             })
         })
@@ -274,15 +311,14 @@ pub fn page(nights: &[Night], seed: u64) -> Result<(String, Vec<Series>), ChartE
     let w: Vec<Vec<String>> = watch(&all, nights.len(), 10, 0.10, FDR)
         .into_iter()
         .map(|w| {
-            let n = |v: Option<usize>| v.map_or("over 1000".into(), |k| k.to_string());
             vec![
-                w.group,
-                w.metric,
+                w.group.clone(),
+                w.metric.clone(),
                 format!("{:.1}", w.tonight),
-                format!("{:.1}–{:.1} ({} nights)", w.window.0, w.window.1, w.window_nights),
-                if w.outside { "OUTSIDE".into() } else { "inside".into() },
-                n(w.nights_needed),
-                n(w.runs_needed),
+                w.window_text(),
+                if w.outside { "OUTSIDE".into() } else { String::new() },
+                w.nights_needed.to_string(),
+                w.runs_needed.to_string(),
             ]
         })
         .collect();
@@ -351,6 +387,14 @@ mod tests {
         assert_eq!(total.changes, vec![7]);
         let r = regressions(&s, 0.10);
         assert!(r.iter().any(|r| r.metric == "total_ms" && r.night == 7), "{r:?}");
+        let w = watch(&s, nights.len(), 10, 0.10, FDR);
+        let t = w.iter().find(|w| w.metric == "total_ms").expect("total_ms watched");
+        assert_eq!((t.window_nights, t.outside), (10, false));
+        // One night: no window, and no spread to say what a verdict would need.
+        let first = series(&nights[..1], 1);
+        let w = watch(&first, 1, 10, 0.10, FDR);
+        assert!(w.iter().all(|w| w.window.is_none() && w.nights_needed == Needed::Unknown), "{w:?}");
+        assert_eq!(w[0].window_text(), "no earlier stable night");
         // A night is one sample: a failed night's runs do not enter the medians.
         charts_or_skip(&nights);
     }

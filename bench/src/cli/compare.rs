@@ -158,19 +158,16 @@ pub(super) fn trend_cmd(
     // The last night against the window before it: one sample, so a watch list, with what a
     // verdict would need.
     for w in miglab_reports::trend::watch(&series, nights.len(), 10, threshold, miglab_reports::trend::FDR) {
-        let n = |v: Option<usize>| v.map_or("over 1000".into(), |k| k.to_string());
         println!(
-            "  {} {}: last night {:.1}, window {:.1}–{:.1} ({} nights){}; a change of {:.0} % needs {} nights in a new regime, or {} runs per side interleaved in one night",
+            "  {} {}: last night {:.1}, window {}{}; a change of {:.0} % needs {} nights in a new regime, or {} runs per side interleaved in one night",
             w.group,
             w.metric,
             w.tonight,
-            w.window.0,
-            w.window.1,
-            w.window_nights,
-            if w.outside { " OUTSIDE the window" } else { "" },
+            w.window_text(),
+            if w.outside { " — OUTSIDE the window" } else { "" },
             threshold * 100.0,
-            n(w.nights_needed),
-            n(w.runs_needed)
+            w.nights_needed,
+            w.runs_needed
         );
     }
     let regressed = miglab_reports::trend::regressions(&series, threshold);
