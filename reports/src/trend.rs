@@ -154,7 +154,7 @@ impl std::fmt::Display for Needed {
         match self {
             Needed::Count(k) => write!(f, "{k}"),
             Needed::Over1000 => f.write_str("over 1000"),
-            Needed::Unknown => f.write_str("unknown yet (spread not known)"),
+            Needed::Unknown => f.write_str("an unknown number of"),
         }
     }
 }
