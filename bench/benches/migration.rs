@@ -14,7 +14,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use miglab::session::{self, RunOptions, Source};
-use miglab::topology::lab::{Lab, LabOptions};
+use miglab_infra::topology::lab::{Lab, LabOptions};
 use miglab_reports::{RunResult, WindowKind};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -44,7 +44,7 @@ fn cannot_run() -> Option<String> {
     if !report.lab_can_run() {
         return Some(format!("`miglab doctor` reports missing prerequisites:\n{report}"));
     }
-    if let Err(e) = miglab::image::GuestImage::current(&miglab::paths::cache()) {
+    if let Err(e) = miglab_infra::image::GuestImage::current(&miglab_infra::paths::cache()) {
         return Some(e.to_string());
     }
     None
@@ -55,7 +55,7 @@ fn one_run(scenario: &Path, out: &Path) -> RunResult {
     let opts = RunOptions {
         source: Source::Scenario(scenario.into()),
         out: out.into(),
-        lab_root: miglab::paths::lab_root(),
+        lab_root: miglab_infra::paths::lab_root(),
         repetitions: Some(1),
         lab_name: Some(LAB.into()),
         host_mode: None,
@@ -108,8 +108,8 @@ fn benches(c: &mut Criterion) {
     let scenario: PathBuf = work.path().join("bench-migration.toml");
     std::fs::write(&scenario, SCENARIO).expect("scenario");
     // The lab stays up across samples: brought up here unless one named `bench` runs already.
-    let state = miglab::paths::lab_root().join(LAB).join("state.json");
-    let ours = if miglab::topology::state::StateFile::load(&state).is_ok() {
+    let state = miglab_infra::paths::lab_root().join(LAB).join("state.json");
+    let ours = if miglab_infra::topology::state::StateFile::load(&state).is_ok() {
         None
     } else {
         Some(

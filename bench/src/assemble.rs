@@ -3,13 +3,13 @@
 //! inline mismatches from the record stream), the run's status from [`verdict::problems`]. And
 //! the result directory's files, written atomically.
 
-use crate::binaries::{self, BinaryChoice};
 use crate::clock::rfc3339;
 use crate::collect::Collected;
-use crate::paths;
 use crate::plan::Plan;
-use crate::process;
 use crate::run::{ExecError, Execution};
+use miglab_infra::binaries::{self, BinaryChoice};
+use miglab_infra::paths;
+use miglab_infra::process;
 use miglab_reports::result::{event_rows, events_csv, timeline_csv, write_atomic};
 use miglab_reports::sweep::Rep;
 use miglab_reports::{
@@ -23,15 +23,15 @@ use std::time::Duration;
 /// What produced the numbers: versions, accelerator, CPU, commit, and the builds that ran the
 /// guest (`binaries`; `image`: the guest image of a chosen kernel, None for the current one).
 pub fn provenance(
-    accel: crate::accel::Accel,
+    accel: miglab_infra::accel::Accel,
     how: &str,
     binaries: &BinaryChoice,
     image: Option<&Path>,
 ) -> Provenance {
-    let detected = crate::accel::detect();
+    let detected = miglab_infra::accel::detect();
     let image = match image {
-        Some(d) => crate::image::GuestImage::at(d).ok(),
-        None => crate::image::GuestImage::current(&paths::cache()).ok(),
+        Some(d) => miglab_infra::image::GuestImage::at(d).ok(),
+        None => miglab_infra::image::GuestImage::current(&paths::cache()).ok(),
     };
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let qemu = binaries::info("qemu", &binaries.qemu_path());
@@ -52,7 +52,7 @@ pub fn provenance(
     });
     Provenance {
         miglab_version: env!("CARGO_PKG_VERSION").into(),
-        git_commit: crate::image::source_tree().and_then(|t| {
+        git_commit: miglab_infra::image::source_tree().and_then(|t| {
             let o = process::run_tool(
                 Command::new("git").arg("-C").arg(t).args(["rev-parse", "HEAD"]),
                 Duration::from_secs(5),

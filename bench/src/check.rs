@@ -2,8 +2,8 @@
 //! the fio job file, and what this machine can give (a migrating guest exists twice for a
 //! moment: on the source and on the destination). `miglab run` does the same first.
 
-use crate::binaries::{BinariesError, BinaryChoice};
 use crate::scenario::{GuestSpec, Problem, Problems, Scenario, ScenarioError};
+use miglab_infra::binaries::{BinariesError, BinaryChoice};
 use miglab_workloads::job::Workload;
 use std::path::Path;
 

@@ -10,15 +10,16 @@ mod run;
 mod vm;
 
 use crate::exit::Classify;
-use crate::image::ImageError;
 use crate::migration::MigrationError;
-use crate::paths;
-use crate::topology::ceph::ObjectStore;
-use crate::topology::lab::LabError;
-use crate::topology::DaemonId;
-use crate::vm::{AccelWish, FsCache, VmError};
 use clap::{Parser, Subcommand};
 use miglab_faults::DaemonAction;
+use miglab_infra::accel::AccelWish;
+use miglab_infra::image::ImageError;
+use miglab_infra::paths;
+use miglab_infra::topology::ceph::ObjectStore;
+use miglab_infra::topology::lab::LabError;
+use miglab_infra::topology::DaemonId;
+use miglab_infra::vm::{FsCache, VmError};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use thiserror::Error;
@@ -36,7 +37,7 @@ pub enum CliError {
     #[error(transparent)]
     Migration(#[from] MigrationError),
     #[error(transparent)]
-    Topology(#[from] crate::topology::TopologyError),
+    Topology(#[from] miglab_infra::topology::TopologyError),
     #[error(transparent)]
     Exec(#[from] crate::run::ExecError),
     #[error(transparent)]
@@ -343,10 +344,10 @@ pub struct BinaryArgs {
 }
 
 impl BinaryArgs {
-    pub fn choice(&self) -> crate::binaries::BinaryChoice {
+    pub fn choice(&self) -> miglab_infra::binaries::BinaryChoice {
         let abs =
             |p: &Option<PathBuf>| p.as_ref().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()));
-        crate::binaries::BinaryChoice {
+        miglab_infra::binaries::BinaryChoice {
             qemu: abs(&self.qemu),
             virtiofsd: abs(&self.virtiofsd),
             kernel: abs(&self.kernel),
@@ -386,8 +387,8 @@ pub enum ImageCmd {
         #[arg(long)]
         agent: Option<PathBuf>,
         /// How the initramfs is stored.
-        #[arg(long, value_enum, default_value_t = crate::image::Compression::None)]
-        compress: crate::image::Compression,
+        #[arg(long, value_enum, default_value_t = miglab_infra::image::Compression::None)]
+        compress: miglab_infra::image::Compression,
         /// Leave busybox out (it is there only for debugging: `--cmdline rdinit=/bin/sh`).
         #[arg(long)]
         no_busybox: bool,
@@ -429,7 +430,7 @@ pub enum LabCmd {
         /// A ceph.conf setting over miglab's own, as SECTION:KEY=VALUE (repeatable),
         /// e.g. `--ceph-conf osd:osd_op_num_shards=2`.
         #[arg(long = "ceph-conf", value_name = "SECTION:KEY=VALUE")]
-        ceph_conf: Vec<crate::topology::ceph::ConfOverride>,
+        ceph_conf: Vec<miglab_infra::topology::ceph::ConfOverride>,
         /// Seconds to wait for the cluster to become ready.
         #[arg(long, default_value_t = 90)]
         ready_timeout: u64,
@@ -503,7 +504,7 @@ pub enum LabCmd {
 /// Runs the command; errors are printed once, here, and become the exit code.
 pub fn run(args: Args) -> ExitCode {
     logging(args.verbose);
-    if let Err(e) = crate::interrupt::install() {
+    if let Err(e) = miglab_infra::interrupt::install() {
         eprintln!("miglab: warning: no Ctrl-C handler ({e}); an interrupted lab up leaves a lab for `miglab lab down`");
     }
     match dispatch(args) {

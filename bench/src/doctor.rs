@@ -1,10 +1,10 @@
 //! `miglab doctor`: every prerequisite, found or missing, with the exact fix.
 
-use crate::accel;
-use crate::binaries::BinaryChoice;
-use crate::paths;
-use crate::process::run_tool;
-use crate::topology::layout;
+use miglab_infra::accel;
+use miglab_infra::binaries::{judge_version, BinaryChoice, QEMU_MIN, VIRTIOFSD_MIN};
+use miglab_infra::paths;
+use miglab_infra::process::run_tool;
+use miglab_infra::topology::layout;
 use serde::Serialize;
 use std::fmt;
 use std::path::Path;
@@ -12,8 +12,6 @@ use std::process::Command;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(10);
-pub const QEMU_MIN: (u32, u32) = (8, 2);
-pub const VIRTIOFSD_MIN: (u32, u32) = (1, 11);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -95,14 +93,6 @@ fn warning(name: &str, result: Result<String, String>, fix: &str) -> Check {
     c
 }
 
-/// `X.Y` of the first version-looking word after `prefix` in `text`.
-pub fn parse_version(text: &str, prefix: &str) -> Option<(u32, u32)> {
-    let rest = &text[text.find(prefix)? + prefix.len()..];
-    let word = rest.split_whitespace().next()?;
-    let mut it = word.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty());
-    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
-}
-
 fn tool_version(tool: &str, arg: &str, prefix: &str, min: Option<(u32, u32)>) -> Result<String, String> {
     let path = paths::find_tool(tool).ok_or_else(|| "not found".to_string())?;
     path_version(&path, arg, prefix, min)
@@ -113,16 +103,7 @@ fn path_version(path: &Path, arg: &str, prefix: &str, min: Option<(u32, u32)>) -
         return Err(format!("{} does not exist", path.display()));
     }
     let out = run_tool(Command::new(path).arg(arg), T).map_err(|e| e.to_string())?;
-    let text = format!("{}{}", out.stdout, out.stderr);
-    let v = parse_version(&text, prefix);
-    match (v, min) {
-        (Some(v), Some(m)) if v < m => {
-            Err(format!("{}.{} at {} (need >= {}.{})", v.0, v.1, path.display(), m.0, m.1))
-        }
-        (Some(v), _) => Ok(format!("{}.{} at {}", v.0, v.1, path.display())),
-        (None, Some(_)) => Err(format!("unknown version at {}", path.display())),
-        (None, None) => Ok(path.display().to_string()),
-    }
+    judge_version(&format!("{}{}", out.stdout, out.stderr), prefix, min, &path.display().to_string())
 }
 
 fn present(tool: &str) -> Result<String, String> {
@@ -304,7 +285,7 @@ pub fn run(binaries: &BinaryChoice) -> Report {
 
 /// Every host of a topology file, over SSH: reachable, QEMU ≥ 8.2, virtiofsd, KVM, the CephFS
 /// mount, free memory — each with its fix.
-pub fn remote(spec: &crate::topology::external::TopologySpec, file: &Path) -> Report {
+pub fn remote(spec: &miglab_infra::topology::external::TopologySpec, file: &Path) -> Report {
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -322,12 +303,12 @@ pub fn remote(spec: &crate::topology::external::TopologySpec, file: &Path) -> Re
 }
 
 async fn host_checks(
-    spec: &crate::topology::external::TopologySpec,
-    h: &crate::topology::external::HostSpec,
+    spec: &miglab_infra::topology::external::TopologySpec,
+    h: &miglab_infra::topology::external::HostSpec,
     config: Option<&Path>,
     timeout: Duration,
 ) -> Vec<Check> {
-    use crate::topology::external::ssh::{quote, SshHost};
+    use miglab_infra::topology::external::ssh::{quote, SshHost};
     let n = &h.name;
     let mut checks = Vec::new();
     let host = match SshHost::connect(n, &h.ssh, config, timeout).await {
@@ -363,11 +344,7 @@ async fn host_checks(
             if !o.ok {
                 return Err(format!("{p}: {}", if o.stderr.is_empty() { "does not run" } else { &o.stderr }));
             }
-            match parse_version(&o.stdout, prefix) {
-                Some(v) if v >= min => Ok(format!("{}.{} at {p}", v.0, v.1)),
-                Some(v) => Err(format!("{}.{} at {p} (need >= {}.{})", v.0, v.1, min.0, min.1)),
-                None => Err(format!("unknown version at {p}")),
-            }
+            judge_version(&o.stdout, prefix, Some(min), &p)
         }
     };
     checks.push(check(
@@ -455,28 +432,6 @@ mod tests {
         assert_eq!(wide.verdict, Verdict::Warn);
         assert!(wide.found.contains("overlaps"), "{}", wide.found);
         assert_eq!(ephemeral_ports(&Err(std::io::ErrorKind::NotFound.into())).verdict, Verdict::Warn);
-    }
-
-    #[test]
-    fn versions_are_read_from_real_banners() {
-        assert_eq!(
-            parse_version("QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)", "version"),
-            Some((10, 0))
-        );
-        assert_eq!(
-            parse_version("QEMU emulator version 7.2.15 (Debian 1:7.2+dfsg-7)", "version"),
-            Some((7, 2))
-        );
-        assert_eq!(parse_version("virtiofsd 1.14.0", "virtiofsd"), Some((1, 14)));
-        assert_eq!(
-            parse_version(
-                "ceph version 16.2.15 (618f440892089921c3e944a991122ddc44e60516) pacific",
-                "ceph version"
-            ),
-            Some((16, 2))
-        );
-        assert!(parse_version("nothing here", "version").is_none());
-        assert!((7, 2) < QEMU_MIN && (10, 0) >= QEMU_MIN);
     }
 
     #[test]

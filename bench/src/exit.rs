@@ -3,16 +3,16 @@
 
 use crate::assemble::ReportError;
 use crate::cli::CliError;
-use crate::image::ImageError;
 use crate::migration::MigrationError;
 use crate::plan::PlanError;
 use crate::run::ExecError;
 use crate::scenario::ScenarioError;
 use crate::session::RunError;
-use crate::topology::lab::LabError;
-use crate::topology::layout::LayoutError;
-use crate::topology::TopologyError;
-use crate::vm::VmError;
+use miglab_infra::image::ImageError;
+use miglab_infra::topology::lab::LabError;
+use miglab_infra::topology::layout::LayoutError;
+use miglab_infra::topology::TopologyError;
+use miglab_infra::vm::VmError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -76,9 +76,9 @@ impl Classify for TopologyError {
     }
 }
 
-impl Classify for crate::topology::external::ExternalError {
+impl Classify for miglab_infra::topology::external::ExternalError {
     fn exit(&self) -> Exit {
-        use crate::topology::external::ExternalError as E;
+        use miglab_infra::topology::external::ExternalError as E;
         match self {
             E::File(_) | E::NoHost(_) | E::Refused { .. } | E::Busy { .. } => Exit::BadInput,
             _ => Exit::Failed,

@@ -4,12 +4,12 @@
 
 use crate::clock::RunClock;
 use crate::collect::{Collected, Collector};
-use crate::interrupt;
-use crate::paths;
 use crate::plan::Plan;
-use crate::process::{self, ToolError};
 use crate::run::{ExecError, Execution};
-use crate::topology::Site;
+use miglab_infra::interrupt;
+use miglab_infra::paths;
+use miglab_infra::process::{self, ToolError};
+use miglab_infra::topology::Site;
 use miglab_workloads::engine::{self, now_ns, RecordBuffer};
 use miglab_workloads::job::{FioJob, Rw, Workload};
 use miglab_workloads::record::Record;

@@ -7,12 +7,12 @@
 mod apply;
 
 use crate::clock::RunClock;
-use crate::link::MigrationLink;
 use crate::observe::{Bus, Observed};
-use crate::proxy::{self, Proxy, Shape};
-use crate::topology::{journal, Topology};
 use apply::apply;
 use miglab_faults::{Event, Fault, Machine, Resolved, Unfired};
+use miglab_infra::link::MigrationLink;
+use miglab_infra::proxy::{self, Proxy, Shape};
+use miglab_infra::topology::{journal, Topology};
 use miglab_reports::{FaultRecord, QmpEvent, Side};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -149,7 +149,7 @@ fn wait_healthy(topo: &dyn Topology, deadline: Duration) -> Health {
         if let Ok((true, _)) = topo.health() {
             return Health::After(t.elapsed().as_secs_f64() * 1e3);
         }
-        if crate::interrupt::requested() {
+        if miglab_infra::interrupt::requested() {
             return Health::Interrupted;
         }
         std::thread::sleep(Duration::from_millis(250));
@@ -333,7 +333,7 @@ async fn one(
         tokio::select! {
             _ = time => {}
             _ = stop.wait_for(over) => {}
-            _ = crate::interrupt::asked() => {}
+            _ = miglab_infra::interrupt::asked() => {}
         }
         revert_into(&topo, id, &mut rec, "").await;
     } else {

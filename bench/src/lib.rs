@@ -4,38 +4,22 @@
 //! The library is the whole tool; `main.rs` only parses arguments and calls [`cli::run`]. See
 //! `ARCHITECTURE.md` at the repository's root for the rooms and the one-way flow between them.
 
-pub mod accel;
 pub mod assemble;
 pub mod benchmarks;
-pub mod binaries;
 pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod collect;
-pub mod control;
 pub mod doctor;
 pub mod exit;
 pub mod hostmode;
-pub mod image;
 pub mod inject;
-pub mod interrupt;
-pub mod link;
 pub mod migration;
 pub mod observe;
-pub mod paths;
 pub mod plan;
-pub mod process;
 pub mod progress;
-pub mod proxy;
-pub mod qmp;
 pub mod readloop;
 pub mod run;
 pub mod scenario;
 pub mod session;
 pub mod stream;
-pub mod topology;
-pub mod vm;
-pub mod wait;
-
-pub use topology::lab::{Lab, LabOptions};
-pub use topology::{DaemonId, Host, Site, Topology};

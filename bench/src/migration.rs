@@ -9,12 +9,12 @@
 //! `query-migrate` on the source is polled for the status and QEMU's own figures.
 
 use crate::inject::{CancelRequest, Gate};
-use crate::link::MigrationLink;
 use crate::observe::{Bus, Figures, Observed};
-use crate::qmp::{status_of, QmpError, Stamped};
 use crate::stream::RecordStream;
-use crate::topology::{Site, TopologyError};
-use crate::vm::{ledger, Vm, VmError};
+use miglab_infra::link::MigrationLink;
+use miglab_infra::qmp::{status_of, QmpError, Stamped};
+use miglab_infra::topology::{Site, TopologyError};
+use miglab_infra::vm::{ledger, Vm, VmError};
 use miglab_reports::{
     MigrationParams, MigrationRecord, MigrationStatus, Outcome, Phases, QmpEvent, Side, TimelineEvent,
 };

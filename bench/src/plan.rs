@@ -5,11 +5,11 @@
 //! from the scenario's seed and the repetition: adding a fault never shifts the workload's
 //! random sequence, and repetitions differ from each other but not from run to run.
 
-use crate::binaries::BinaryChoice;
 use crate::migration::next_host;
 use crate::scenario::{GuestSpec, LabSpec, RunSpec, Scenario};
 use miglab_faults::schedule::ScheduleError;
 use miglab_faults::Resolved;
+use miglab_infra::binaries::BinaryChoice;
 use miglab_reports::{Expect, MigrationParams, Thresholds};
 use miglab_workloads::job::Workload;
 use serde::{Deserialize, Serialize};
@@ -199,7 +199,7 @@ impl Plan {
                 p.push(format!("cell: '{cell}' must not name a path"));
             }
         }
-        if crate::topology::layout::validate_name(&self.lab.name).is_err() {
+        if miglab_infra::topology::layout::validate_name(&self.lab.name).is_err() {
             p.push(format!("lab.name: '{}': use 1 to 16 characters from a-z, 0-9 and '-'", self.lab.name));
         }
         p.extend(self.guest.problems().into_iter().map(|(f, why)| format!("guest.{f}: {why}")));

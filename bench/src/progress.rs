@@ -120,3 +120,21 @@ pub fn line(s: &str) {
 pub fn suspend<R>(f: impl FnOnce() -> R) -> R {
     BARS.suspend(f)
 }
+
+/// A listener that shows a long step as a bar (drawn when the first part is done, cleared when
+/// the step is over).
+pub fn step_bar(prefix: String) -> miglab_infra::steps::OnStep {
+    let shown = std::sync::OnceLock::new();
+    miglab_infra::steps::OnStep::new(move |step| match step {
+        miglab_infra::steps::Step::Done { done, total, what } => {
+            let b: &indicatif::ProgressBar = shown.get_or_init(|| bar(&prefix, total, Unit::Steps));
+            b.set_position(done);
+            b.set_message(format!("{what} done"));
+        }
+        miglab_infra::steps::Step::Finished => {
+            if let Some(b) = shown.get() {
+                b.finish_and_clear();
+            }
+        }
+    })
+}

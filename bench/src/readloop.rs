@@ -1,8 +1,8 @@
 //! The seed's workload, driven from the host: a file on CephFS that the guest reads in a loop,
 //! and the check that the loop went on across a migration.
 
-use crate::topology::Host;
-use crate::vm::{Vm, VmError};
+use miglab_infra::topology::Host;
+use miglab_infra::vm::{Vm, VmError};
 use miglab_workloads::control::{Command, Status};
 use miglab_workloads::job::{ReadLoopJob, Workload};
 use std::time::Duration;

@@ -4,16 +4,16 @@
 
 use crate::clock::RunClock;
 use crate::collect::Collected;
-use crate::control::ControlError;
 use crate::inject::{self, Gate, Injector};
-use crate::interrupt;
 use crate::migration::{self, Hop, MigrationError, MigrationOptions};
 use crate::observe::{Bus, Observed};
 use crate::plan::Plan;
 use crate::progress;
 use crate::stream::{RecordStream, StreamError};
-use crate::topology::{Site, Topology, TopologyError};
-use crate::vm::{Vm, VmError, VmSpec};
+use miglab_infra::control::ControlError;
+use miglab_infra::interrupt;
+use miglab_infra::topology::{Site, Topology, TopologyError};
+use miglab_infra::vm::{Vm, VmError, VmSpec};
 use miglab_reports::{FaultRecord, MigrationRecord};
 use miglab_workloads::control::{Command, Message, Status};
 use miglab_workloads::job::Workload;
@@ -425,7 +425,7 @@ async fn on_mount<T: Send + 'static>(
     site: &Arc<dyn Site>,
     host: &str,
     deadline: Duration,
-    f: impl FnOnce(&dyn crate::topology::Host) -> std::io::Result<T> + Send + 'static,
+    f: impl FnOnce(&dyn miglab_infra::topology::Host) -> std::io::Result<T> + Send + 'static,
 ) -> Result<std::io::Result<T>, ExecError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let (site2, host2) = (site.clone(), host.to_string());

@@ -6,46 +6,16 @@
 //!
 //! The schema is data only: it imports no executor type.
 
-use crate::topology::ceph::ObjectStore;
-use crate::vm::spec::{AccelWish, FsCache};
 use miglab_faults::FaultEntry;
+use miglab_infra::accel::AccelWish;
+pub use miglab_infra::diagnostics::{line_col, line_of, Problem, Problems};
+use miglab_infra::topology::ceph::ObjectStore;
+use miglab_infra::vm::spec::FsCache;
 use miglab_reports::{Expect, MigrationParams, Thresholds};
 use miglab_workloads::job::Workload;
 use serde::{Deserialize, Serialize};
-use std::fmt;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
-
-/// One thing wrong with a scenario.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub line: Option<usize>,
-    /// `migration.warmup_s`, `workload.directory`, ...
-    pub field: String,
-    pub message: String,
-}
-
-/// Problems, one per line, each `file:line: field: message`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problems {
-    pub path: PathBuf,
-    pub list: Vec<Problem>,
-}
-
-impl fmt::Display for Problems {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, p) in self.list.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            match p.line {
-                Some(l) => write!(f, "{}:{l}: {}: {}", self.path.display(), p.field, p.message)?,
-                None => write!(f, "{}: {}: {}", self.path.display(), p.field, p.message)?,
-            }
-        }
-        Ok(())
-    }
-}
 
 #[derive(Debug, Error)]
 pub enum ScenarioError {
@@ -243,7 +213,7 @@ pub struct Scenario {
     pub guest: GuestSpec,
     /// The builds under test (default: the installed ones).
     #[serde(default)]
-    pub binaries: crate::binaries::BinaryChoice,
+    pub binaries: miglab_infra::binaries::BinaryChoice,
     /// The workload, inline ...
     #[serde(default)]
     pub workload: Option<Workload>,
@@ -305,36 +275,6 @@ impl Default for OutcomeSpec {
     fn default() -> Self {
         Self { degraded_stall_ms: Self::stall(), fs_hung_ms: Self::hung(), guest_lost_ms: Self::lost() }
     }
-}
-
-/// 1-based line and column of byte `offset` in `text`.
-pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
-}
-
-/// The line where `key` is set in table `table` ("" for the top level); without the key, the
-/// table's header line.
-pub(crate) fn line_of(text: &str, table: &str, key: &str) -> Option<usize> {
-    let mut current = String::new();
-    let mut header = None;
-    for (i, l) in text.lines().enumerate() {
-        let t = l.trim();
-        if let Some(name) = t.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
-            current = name.trim().to_string();
-            if current == table {
-                header = Some(i + 1);
-            }
-            continue;
-        }
-        let k = t.split('=').next().unwrap_or("").trim();
-        if current == table && !key.is_empty() && k == key && t.contains('=') {
-            return Some(i + 1);
-        }
-    }
-    header
 }
 
 /// virtiofsd options a scenario may not give: they would share something other than the
@@ -465,7 +405,7 @@ impl Scenario {
         if self.repetitions == 0 || self.repetitions > 10_000 {
             c.add("", "repetitions", format!("{} must be between 1 and 10000", self.repetitions));
         }
-        if crate::topology::layout::validate_name(&self.lab.name).is_err() {
+        if miglab_infra::topology::layout::validate_name(&self.lab.name).is_err() {
             c.add(
                 "lab",
                 "name",
@@ -514,8 +454,9 @@ impl Scenario {
             }
         }
         // Faults are checked as the plan will resolve them (the lab's 3 OSDs).
-        let u =
-            self.fault_universe(&(0..crate::topology::ceph::ClusterSpec::DEFAULT_OSDS).collect::<Vec<_>>());
+        let u = self.fault_universe(
+            &(0..miglab_infra::topology::ceph::ClusterSpec::DEFAULT_OSDS).collect::<Vec<_>>(),
+        );
         if let Err(miglab_faults::schedule::ScheduleError::Invalid { index, why, .. }) =
             miglab_faults::resolve(&self.faults, 0, 0, &u)
         {

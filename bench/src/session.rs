@@ -4,16 +4,16 @@
 //! leaves a result). `--replay result.json` runs the plan of an earlier result again.
 
 use crate::assemble::{self, assemble, begun, fresh_dir, write_outputs, write_result};
-use crate::binaries::{BinariesError, BinaryChoice};
 use crate::check;
 use crate::clock::RunClock;
 use crate::plan::{Plan, PlanError};
 use crate::progress::{ms, window_line};
 use crate::run::{copy_logs, execute, vm_spec};
 use crate::scenario::{Scenario, ScenarioError};
-use crate::topology::lab::{Lab, LabError, LabOptions};
-use crate::topology::state::{Phase, StateFile};
-use crate::topology::{Site, Topology};
+use miglab_infra::binaries::{BinariesError, BinaryChoice};
+use miglab_infra::topology::lab::{Lab, LabError, LabOptions};
+use miglab_infra::topology::state::{Phase, StateFile};
+use miglab_infra::topology::{Site, Topology};
 use miglab_reports::{RunResult, RunStatus};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -43,7 +43,7 @@ pub enum RunError {
     #[error(transparent)]
     Binaries(#[from] BinariesError),
     #[error(transparent)]
-    External(#[from] crate::topology::external::ExternalError),
+    External(#[from] miglab_infra::topology::external::ExternalError),
     #[error("{0}")]
     NotHere(String),
     #[error("could not start the async runtime: {0}")]
@@ -53,7 +53,7 @@ pub enum RunError {
     #[error("interrupted {0}; nothing was run")]
     InterruptedBefore(&'static str),
     #[error(transparent)]
-    Image(crate::image::ImageError),
+    Image(miglab_infra::image::ImageError),
     #[error("{} of {total} repetitions did not complete:\n{}", .failed.len(), .failed.iter().map(|(d, why)| format!("  {}: {why}", d.display())).collect::<Vec<_>>().join("\n"))]
     Failed { total: usize, failed: Vec<(PathBuf, String)> },
 }
@@ -95,7 +95,7 @@ pub struct RunOptions {
 /// external topology.
 enum Ground {
     Lab { lab: Arc<Lab>, reuse: bool },
-    External(Arc<crate::topology::external::site::ExternalSite>),
+    External(Arc<miglab_infra::topology::external::site::ExternalSite>),
 }
 
 fn say(scenario: &str, rep: u32, msg: &str) {
@@ -155,8 +155,8 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
         .build()
         .map_err(RunError::Runtime)?;
     // A guest image of another miglab's agent is refused before any lab or host is touched.
-    if let Err(e @ crate::image::ImageError::OtherAgent { .. }) =
-        crate::image::GuestImage::current(&crate::paths::cache())
+    if let Err(e @ miglab_infra::image::ImageError::OtherAgent { .. }) =
+        miglab_infra::image::GuestImage::current(&miglab_infra::paths::cache())
     {
         return Err(RunError::Image(e));
     }
@@ -169,7 +169,7 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
             }
             say(&name, 0, &format!("connecting to the hosts of {}", file.display()));
             let t = Instant::now();
-            let site = crate::topology::external::site::ExternalSite::open(file, &opts.lab_root)?;
+            let site = miglab_infra::topology::external::site::ExternalSite::open(file, &opts.lab_root)?;
             say(
                 &name,
                 0,
@@ -201,8 +201,9 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
             }
         }
     }
-    if let Some(p) =
-        crate::image::GuestImage::current(&crate::paths::cache()).ok().and_then(|i| i.agent_sources_newer())
+    if let Some(p) = miglab_infra::image::GuestImage::current(&miglab_infra::paths::cache())
+        .ok()
+        .and_then(|i| i.agent_sources_newer())
     {
         say(
             &name,
@@ -218,7 +219,7 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
     let osds: Vec<u32> = topo
         .daemons()
         .iter()
-        .filter(|d| d.kind == crate::topology::DaemonKind::Osd)
+        .filter(|d| d.kind == miglab_infra::topology::DaemonKind::Osd)
         .filter_map(|d| d.id.parse().ok())
         .collect();
     let list: Vec<Result<Plan, PlanError>> = match &plans {
@@ -503,6 +504,7 @@ fn open_lab(opts: &RunOptions, name: &str, lab_spec: &crate::scenario::LabSpec) 
             name: lab_spec.name.clone(),
             root: opts.lab_root.clone(),
             objectstore: lab_spec.objectstore,
+            on_step: crate::progress::step_bar(format!("lab {}", lab_spec.name)),
             ..LabOptions::default()
         })?;
         say(name, 0, &format!("lab up in {:.1} s", t.elapsed().as_secs_f64()));
@@ -515,7 +517,7 @@ fn open_lab(opts: &RunOptions, name: &str, lab_spec: &crate::scenario::LabSpec) 
 /// what it undid; returns what it could not undo, and the faults a running miglab has in effect.
 fn undo_leftovers(topo: &dyn Topology, scenario: &str) -> Vec<String> {
     let mut altered = Vec::new();
-    for (entry, r) in crate::topology::journal::recover(topo) {
+    for (entry, r) in miglab_infra::topology::journal::recover(topo) {
         if !r.done.is_empty() {
             say(
                 scenario,
@@ -554,7 +556,8 @@ fn lab_ready(lab: &Lab, topo: &Arc<dyn Topology>, name: &str, scenario: &str) ->
     }
     // A guest left running on the lab (`miglab vm up`, or a miglab that was killed) would keep
     // writing into the same CephFS: its blocks would read as this run's lost or foreign data.
-    let mut running: Vec<String> = crate::vm::ledger::all(lab).into_iter().map(|r| r.spec.name).collect();
+    let mut running: Vec<String> =
+        miglab_infra::vm::ledger::all(lab).into_iter().map(|r| r.spec.name).collect();
     running.sort();
     running.dedup();
     if !running.is_empty() {
@@ -566,7 +569,7 @@ fn lab_ready(lab: &Lab, topo: &Arc<dyn Topology>, name: &str, scenario: &str) ->
         .state()
         .processes
         .into_iter()
-        .filter(|p| crate::topology::lab::process_state(p) == "running")
+        .filter(|p| miglab_infra::topology::lab::process_state(p) == "running")
         .map(|p| p.name)
         .collect();
     let down: Vec<String> =
@@ -584,7 +587,7 @@ fn lab_ready(lab: &Lab, topo: &Arc<dyn Topology>, name: &str, scenario: &str) ->
             Ok((false, s)) => summary = s,
             Err(e) => summary = e.to_string(),
         }
-        if crate::interrupt::requested() {
+        if miglab_infra::interrupt::requested() {
             return Err(RunError::InterruptedBefore("while waiting for the lab to be healthy"));
         }
         std::thread::sleep(Duration::from_millis(250));

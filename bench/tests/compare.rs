@@ -69,12 +69,12 @@ fn compare_calls_a_capped_migration_a_regression_and_equal_sets_nothing() {
         .expect("write");
     // The candidate's QEMU is a copy at another path: a build chosen with --qemu.
     let qemu = root.path().join("qemu-copy");
-    std::fs::copy(miglab::paths::tool("qemu-system-x86_64"), &qemu).expect("copy qemu");
+    std::fs::copy(miglab_infra::paths::tool("qemu-system-x86_64"), &qemu).expect("copy qemu");
 
     let (a, b, c) = (root.path().join("a"), root.path().join("b"), root.path().join("c"));
     run(root.path(), &plain, &a, &[]);
     // And the guest kernel chosen by its package directory (the installed one: the same image).
-    let kernel = miglab::paths::guest_kernel_dir();
+    let kernel = miglab_infra::paths::guest_kernel_dir();
     run(
         root.path(),
         &plain,

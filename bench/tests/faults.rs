@@ -9,8 +9,8 @@ mod common;
 
 use common::*;
 use miglab::session::{run, RunOptions, Source};
-use miglab::topology::lab::{self, Lab, LabOptions};
-use miglab::topology::{Site, Topology};
+use miglab_infra::topology::lab::{self, Lab, LabOptions};
+use miglab_infra::topology::{Site, Topology};
 use miglab_reports::{FaultRecord, Outcome, RunOutcome, RunResult, RunStatus};
 use std::path::Path;
 

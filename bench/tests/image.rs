@@ -6,14 +6,15 @@
 mod common;
 
 use common::*;
-use miglab::image::GuestImage;
+use miglab_infra::image::GuestImage;
 use miglab_workloads::control::AGENT_BUILD;
 use std::path::Path;
 
 /// A cache of its own: this miglab's image (linked, not copied) and "another build's" — the
 /// same files under another key whose manifest names another agent build.
 fn two_builds(cache: &Path) {
-    let ours = GuestImage::current(&miglab::paths::cache()).unwrap_or_else(|e| panic!("{e}: run ci/setup"));
+    let ours =
+        GuestImage::current(&miglab_infra::paths::cache()).unwrap_or_else(|e| panic!("{e}: run ci/setup"));
     let images = cache.join("images");
     std::fs::create_dir_all(&images).expect("mkdir");
     let key = &ours.manifest.key;
@@ -38,7 +39,7 @@ fn another_builds_image_build_does_not_break_this_miglabs_runs() {
     let root = lab_root();
     let r = root.path();
     let _down = DownOnDrop { name: "t-image", root: r };
-    let lab = miglab::topology::lab::Lab::up(&miglab::topology::lab::LabOptions {
+    let lab = miglab_infra::topology::lab::Lab::up(&miglab_infra::topology::lab::LabOptions {
         name: "t-image".into(),
         root: r.into(),
         ..Default::default()

@@ -6,9 +6,9 @@
 mod common;
 
 use common::*;
-use miglab::topology::lab::Lab;
-use miglab::topology::lab::LabOptions;
-use miglab::topology::Topology;
+use miglab_infra::topology::lab::Lab;
+use miglab_infra::topology::lab::LabOptions;
+use miglab_infra::topology::Topology;
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
@@ -93,7 +93,7 @@ fn killed_mid_fault(name: &str, fault: &str, in_effect: impl Fn(&Lab) -> bool) {
 fn a_killed_miglabs_osd_freeze_is_undone_by_the_next_run() {
     killed_mid_fault("tj-freeze", "kind = \"osd-freeze\"\nosd = 1", |lab| {
         let osd = lab.state().processes.into_iter().rev().find(|p| p.name == "osd.1").expect("osd.1");
-        miglab::process::proc_stat(osd.pid).is_some_and(|s| s.state == 'T')
+        miglab_infra::process::proc_stat(osd.pid).is_some_and(|s| s.state == 'T')
     });
 }
 

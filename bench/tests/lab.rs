@@ -5,10 +5,10 @@
 mod common;
 
 use common::*;
-use miglab::topology::ceph::ObjectStore;
-use miglab::topology::lab::{self, Lab, LabError, LabOptions};
-use miglab::topology::{DaemonId, Site, Topology};
 use miglab_faults::{DaemonAction, LinkShape};
+use miglab_infra::topology::ceph::ObjectStore;
+use miglab_infra::topology::lab::{self, Lab, LabError, LabOptions};
+use miglab_infra::topology::{DaemonId, Site, Topology};
 use std::net::{SocketAddrV4, TcpStream};
 use std::time::Duration;
 
@@ -133,7 +133,7 @@ fn lab_up_killed_midway_is_cleaned_by_lab_down() {
     child.kill().expect("SIGKILL miglab");
     child.wait().expect("reap");
     let state = state_of(root.path(), "t-kill").expect("state survives");
-    assert!(state.processes.iter().any(miglab::process::is_alive), "daemons outlive a killed miglab");
+    assert!(state.processes.iter().any(miglab_infra::process::is_alive), "daemons outlive a killed miglab");
 
     let out =
         miglab().args(["lab", "down", "--name", "t-kill", "--root"]).arg(root.path()).output().expect("down");
@@ -186,7 +186,8 @@ fn bad_input_fails_clearly_and_leaves_nothing() {
     assert!(!root.path().join("t-slow").exists());
 
     // A busy port.
-    let layout = miglab::topology::layout::LabLayout::new("t-port", root.path(), None, 2).expect("layout");
+    let layout =
+        miglab_infra::topology::layout::LabLayout::new("t-port", root.path(), None, 2).expect("layout");
     let _hold = std::net::TcpListener::bind(("0.0.0.0", layout.mon_port)).expect("hold the port");
     let e = Lab::up(&options("t-port", root.path())).expect_err("port busy");
     assert!(matches!(e, LabError::PortBusy { port, .. } if port == layout.mon_port), "{e}");
@@ -246,7 +247,7 @@ fn a_daemon_restarted_by_another_command_during_a_run_is_not_forgotten() {
     });
     let rec = lab.state().process("osd.1").cloned().expect("osd.1 is still recorded");
     assert_ne!(rec.pid, old, "the record is the restarted daemon's");
-    assert!(miglab::process::is_alive(&rec));
+    assert!(miglab_infra::process::is_alive(&rec));
     let st = lab::status("t-two", root.path()).expect("status");
     assert_eq!(
         st.processes.iter().filter(|p| p.name == "osd.1").map(|p| p.state.as_str()).collect::<Vec<_>>(),

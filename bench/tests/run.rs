@@ -6,9 +6,9 @@ mod common;
 use common::*;
 use miglab::readloop::status;
 use miglab::session::{run, RunOptions, Source};
-use miglab::topology::lab::{Lab, LabOptions};
-use miglab::topology::Site;
-use miglab::vm::{Vm, VmSpec};
+use miglab_infra::topology::lab::{Lab, LabOptions};
+use miglab_infra::topology::Site;
+use miglab_infra::vm::{Vm, VmSpec};
 use miglab_reports::{RunResult, RunStatus};
 use miglab_workloads::control::{Command, Message};
 use miglab_workloads::job::{FioJob, Rw, Size, Workload};
@@ -261,9 +261,9 @@ fn ctrl_c_during_a_migration_or_a_verify_pass_takes_effect_at_once() {
         for p in
             state.processes.iter().filter(|p| p.name.starts_with("qemu.") || p.name.starts_with("virtiofsd."))
         {
-            assert!(!miglab::process::is_alive(p), "{name}: {} still runs", p.name);
+            assert!(!miglab_infra::process::is_alive(p), "{name}: {} still runs", p.name);
         }
-        assert!(miglab::vm::ledger::all(&lab).is_empty(), "{name}: VM records left");
+        assert!(miglab_infra::vm::ledger::all(&lab).is_empty(), "{name}: VM records left");
     }
     let state = lab.state();
     lab.down().unwrap_or_else(|e| panic!("down: {e}"));

@@ -226,9 +226,9 @@ fn scenarios_run_over_ssh_and_down_cleans_both_hosts() {
 
     // A fault on the existing cluster through `ceph tell`: it raises the reads' latency, and
     // every setting it changed reads back as it was (`ceph tell osd.N config get`).
-    let lab = miglab::topology::lab::Lab::open(LAB, root.path()).expect("open the lab");
+    let lab = miglab_infra::topology::lab::Lab::open(LAB, root.path()).expect("open the lab");
     let settings = || -> Vec<String> {
-        use miglab::topology::Topology;
+        use miglab_infra::topology::Topology;
         let keys = ["ms_inject_delay_type", "ms_inject_delay_max", "ms_inject_delay_probability"];
         (0..3)
             .flat_map(|i| keys.map(|k| (i, k)))
@@ -306,7 +306,7 @@ fn scenarios_run_over_ssh_and_down_cleans_both_hosts() {
     assert!(down.status.success(), "{}", text(&down));
     assert!(text(&down).contains("reverted"), "it says what it reverted: {}", text(&down));
     assert_eq!(settings(), before, "down --topology set every value back");
-    let ctl = miglab::topology::external::site::control_dir(&topo);
+    let ctl = miglab_infra::topology::external::site::control_dir(&topo);
     assert!(
         master_of(&ctl, "c1").is_none() && master_of(&ctl, "c2").is_none(),
         "the killed miglab's SSH masters are ended by down --topology"
@@ -317,7 +317,7 @@ fn scenarios_run_over_ssh_and_down_cleans_both_hosts() {
     let lacking = run_on(&scenarios.join("smoke.toml"), &bad).output().expect("run");
     assert_eq!(lacking.status.code(), Some(1), "{}", text(&lacking));
     assert!(text(&lacking).contains("c2 has no virtiofsd"), "{}", text(&lacking));
-    let ctl = miglab::topology::external::site::control_dir(&bad);
+    let ctl = miglab_infra::topology::external::site::control_dir(&bad);
     assert!(master_of(&ctl, "c1").is_none() && master_of(&ctl, "c2").is_none(), "a connection is left");
 
     // The source host's SSH connection killed in the middle of a run: the run fails and says
@@ -336,7 +336,7 @@ fn scenarios_run_over_ssh_and_down_cleans_both_hosts() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("run");
-    let state_dir = miglab::topology::external::site::state_dir(root.path(), &topo);
+    let state_dir = miglab_infra::topology::external::site::state_dir(root.path(), &topo);
     eventually("virtiofsd and QEMU to start on c1", std::time::Duration::from_secs(120), || {
         pid_records(&dir).len() >= 2
     });
@@ -355,8 +355,8 @@ fn scenarios_run_over_ssh_and_down_cleans_both_hosts() {
         .find(|p| p.name == "sshd.c1")
         .expect("c1's sshd")
         .pid;
-    let master =
-        master_of(&miglab::topology::external::site::control_dir(&topo), "c1").expect("c1's SSH master");
+    let master = master_of(&miglab_infra::topology::external::site::control_dir(&topo), "c1")
+        .expect("c1's SSH master");
     kill(Pid::from_raw(sshd), Signal::SIGSTOP).expect("freeze sshd");
     kill(Pid::from_raw(master), Signal::SIGKILL).expect("kill the connection");
     let failed =

@@ -9,9 +9,9 @@ use miglab::migration::{self, Hop, MigrationOptions};
 use miglab::observe::{Bus, Observed};
 use miglab::readloop::{check_continuity, start_read_loop, status, write_hello};
 use miglab::stream::RecordStream;
-use miglab::topology::lab::{Lab, LabOptions};
-use miglab::topology::Site;
-use miglab::vm::{ledger, Vm, VmError, VmSpec};
+use miglab_infra::topology::lab::{Lab, LabOptions};
+use miglab_infra::topology::Site;
+use miglab_infra::vm::{ledger, Vm, VmError, VmSpec};
 use miglab_reports::{MigrationParams, MigrationStatus, Outcome, QmpEvent, Side};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,7 +44,7 @@ fn no_vm_processes_left(lab: &Lab) {
     assert!(ledger::all(lab).is_empty(), "VM records left: {:?}", ledger::all(lab));
     for p in lab.state().processes {
         if p.name.starts_with("qemu.") || p.name.starts_with("virtiofsd.") {
-            assert!(!miglab::process::is_alive(&p), "{} still runs", p.name);
+            assert!(!miglab_infra::process::is_alive(&p), "{} still runs", p.name);
         }
     }
 }
@@ -352,7 +352,7 @@ fn lab_listeners(lab: &Lab) -> Vec<(String, String)> {
                 .collect();
             let ours = pids
                 .iter()
-                .any(|pid| miglab::process::proc_stat(*pid).is_some_and(|s| groups.contains(&s.pgrp)));
+                .any(|pid| miglab_infra::process::proc_stat(*pid).is_some_and(|s| groups.contains(&s.pgrp)));
             if ours {
                 out.push((local, line.to_string()));
             }

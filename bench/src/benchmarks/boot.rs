@@ -1,9 +1,9 @@
 //! QEMU start → agent hello, over several boots on a host of a running site.
 
-use crate::image::GuestImage;
-use crate::paths;
-use crate::topology::Site;
-use crate::vm::{Vm, VmError, VmSpec};
+use miglab_infra::image::GuestImage;
+use miglab_infra::paths;
+use miglab_infra::topology::Site;
+use miglab_infra::vm::{Vm, VmError, VmSpec};
 use std::sync::Arc;
 
 /// Boots `count` instances of `spec` on `host` one after the other; prints each and the median.

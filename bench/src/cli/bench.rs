@@ -3,9 +3,9 @@
 use super::vm::open_site;
 use super::{runtime, BenchCmd, CliError, VmName};
 use crate::benchmarks;
-use crate::topology::lab::Lab;
-use crate::topology::Site;
-use crate::vm::VmSpec;
+use miglab_infra::topology::lab::Lab;
+use miglab_infra::topology::Site;
+use miglab_infra::vm::VmSpec;
 use std::process::ExitCode;
 
 pub(super) fn bench_cmd(cmd: BenchCmd) -> Result<ExitCode, CliError> {

@@ -12,12 +12,12 @@ pub(super) fn check(scenario: &Path) -> Result<ExitCode, CliError> {
 
 pub(super) fn doctor(
     json: bool,
-    binaries: &crate::binaries::BinaryChoice,
+    binaries: &miglab_infra::binaries::BinaryChoice,
     topology: Option<&Path>,
 ) -> Result<ExitCode, CliError> {
     let report = match topology {
         Some(t) => {
-            let spec = crate::topology::external::TopologySpec::load(t)
+            let spec = miglab_infra::topology::external::TopologySpec::load(t)
                 .map_err(|e| CliError::BadInput(e.to_string()))?;
             doctor::remote(&spec, t)
         }

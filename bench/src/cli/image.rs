@@ -1,8 +1,8 @@
 //! `miglab image ...`
 
 use super::ImageCmd;
-use crate::image::{self, GuestImage, ImageError, ImageInputs};
-use crate::paths;
+use miglab_infra::image::{self, GuestImage, ImageError, ImageInputs};
+use miglab_infra::paths;
 use std::process::ExitCode;
 
 pub(super) fn image_cmd(cmd: ImageCmd) -> Result<ExitCode, ImageError> {

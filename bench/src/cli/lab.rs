@@ -1,9 +1,9 @@
 //! `miglab lab ...`
 
 use super::LabCmd;
-use crate::topology::lab::{self, Lab, LabError, LabOptions};
-use crate::topology::Host;
 use miglab_faults::LinkShape;
+use miglab_infra::topology::lab::{self, Lab, LabError, LabOptions};
+use miglab_infra::topology::Host;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ pub(super) fn lab_cmd(cmd: LabCmd) -> Result<ExitCode, LabError> {
                 conf_overrides: ceph_conf,
                 ready_timeout: Duration::from_secs(ready_timeout),
                 ssh,
+                on_step: crate::progress::step_bar(format!("lab {}", name.name)),
                 ..LabOptions::default()
             };
             eprintln!("miglab: bringing up lab '{}' in {}", opts.name, opts.root.join(&opts.name).display());
@@ -30,7 +31,7 @@ pub(super) fn lab_cmd(cmd: LabCmd) -> Result<ExitCode, LabError> {
                 println!("  {}  {}  CephFS at {}", h.name(), h.address(), h.mount_point().display());
             }
             if ssh {
-                let topo = crate::topology::lab::sshd::topology_file(&lab.layout().dir);
+                let topo = miglab_infra::topology::lab::sshd::topology_file(&lab.layout().dir);
                 println!(
                     "  sshd in every host; the hosts through SSH only: {} (try `miglab doctor --topology {}`)",
                     topo.display(),
@@ -120,8 +121,8 @@ pub(super) fn down_topology(
     file: &std::path::Path,
     root: &std::path::Path,
 ) -> Result<ExitCode, super::CliError> {
-    let lines =
-        crate::topology::external::site::down(file, root).map_err(|e| super::CliError::Topology(e.into()))?;
+    let lines = miglab_infra::topology::external::site::down(file, root)
+        .map_err(|e| super::CliError::Topology(e.into()))?;
     for line in lines {
         println!("{line}");
     }

@@ -7,7 +7,7 @@ use crate::clock::RunClock;
 use crate::migration::{self, next_host, Hop, MigrationOptions};
 use crate::observe::Bus;
 use crate::readloop::{self, check_continuity, start_read_loop};
-use crate::vm::{ledger, Vm, VmError};
+use miglab_infra::vm::{ledger, Vm, VmError};
 use miglab_reports::{MigrationParams, MigrationRecord, Outcome};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -39,7 +39,7 @@ pub(super) fn migrate_cmd(m: MigrateArgs) -> Result<ExitCode, CliError> {
 }
 
 async fn hops(
-    site: &std::sync::Arc<dyn crate::topology::Site>,
+    site: &std::sync::Arc<dyn miglab_infra::topology::Site>,
     bus: &Bus,
     vm: &mut Vm,
     hosts: &[String],

@@ -1,8 +1,8 @@
 //! `miglab run`.
 
 use super::{CliError, RunArgs};
-use crate::paths;
 use crate::session::{self, RunOptions, Source};
+use miglab_infra::paths;
 use std::process::ExitCode;
 use std::time::Duration;
 

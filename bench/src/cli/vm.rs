@@ -2,9 +2,9 @@
 
 use super::{runtime, CliError, VmCmd, VmName};
 use crate::readloop::{start_read_loop, write_hello, HELLO_FILE};
-use crate::topology::lab::Lab;
-use crate::topology::Site;
-use crate::vm::{ledger, InstanceId, Vm, VmError, VmSpec};
+use miglab_infra::topology::lab::Lab;
+use miglab_infra::topology::Site;
+use miglab_infra::vm::{ledger, InstanceId, Vm, VmError, VmSpec};
 use std::process::ExitCode;
 use std::sync::Arc;
 

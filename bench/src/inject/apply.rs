@@ -1,11 +1,11 @@
 //! What each fault does to the topology, and its undo: the catalog's actions carried out.
 
 use super::Context;
-use crate::process::{ProcessSpec, Tier};
-use crate::topology::journal::{Journal, Undo};
-use crate::topology::{DaemonId, DaemonKind, Topology};
-use crate::vm::{ledger, VmRecord};
 use miglab_faults::{DaemonAction, Fault, HostRef, LinkShape, Pick, Resolved, StorageTarget};
+use miglab_infra::process::{ProcessSpec, Tier};
+use miglab_infra::topology::journal::{Journal, Undo};
+use miglab_infra::topology::{DaemonId, DaemonKind, Topology};
+use miglab_infra::vm::{ledger, VmRecord};
 use miglab_reports::Side;
 use nix::sys::signal::Signal;
 use std::sync::Arc;
@@ -258,7 +258,7 @@ fn restart_virtiofsd(topo: &Arc<dyn Topology>, r: &VmRecord) -> Result<(), Strin
         r.files.virtiofsd_log(),
     )
     .tier(Tier::Guest)
-    .args(crate::vm::virtiofsd_args(&mount, &r.files, r.spec.fs_cache))
+    .args(miglab_infra::vm::virtiofsd_args(&mount, &r.files, r.spec.fs_cache))
     .args(&r.spec.virtiofsd_args);
     topo.spawn(r.host(), spec).map_err(err)?;
     Ok(())

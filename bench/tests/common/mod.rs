@@ -3,8 +3,8 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
-use miglab::topology::lab::leftovers;
-use miglab::topology::state::{LabState, StateFile};
+use miglab_infra::topology::lab::leftovers;
+use miglab_infra::topology::state::{LabState, StateFile};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -41,7 +41,7 @@ pub fn assert_nothing_left(state: &LabState) {
     let tables = String::from_utf8_lossy(&nft.stdout);
     assert!(!tables.contains(&state.layout.nft_table), "nft table left: {tables}");
     for p in &state.processes {
-        assert!(!miglab::process::is_alive(p), "{} (pid {}) still runs", p.name, p.pid);
+        assert!(!miglab_infra::process::is_alive(p), "{} (pid {}) still runs", p.name, p.pid);
     }
     assert!(!state.layout.dir.exists(), "lab directory {} left", state.layout.dir.display());
 }
@@ -79,7 +79,7 @@ pub struct DownOnDrop<'a> {
 impl Drop for DownOnDrop<'_> {
     fn drop(&mut self) {
         if self.root.join(self.name).exists() {
-            if let Err(e) = miglab::topology::lab::down(self.name, self.root, Default::default()) {
+            if let Err(e) = miglab_infra::topology::lab::down(self.name, self.root, Default::default()) {
                 eprintln!("cleanup of lab {} failed: {e}", self.name);
             }
         }
@@ -88,7 +88,7 @@ impl Drop for DownOnDrop<'_> {
 
 /// The Python venv `ci/setup` makes, with PyPI's `hdrhistogram`.
 pub fn hdrh_python() -> PathBuf {
-    miglab::paths::prefix().join("pyenv/bin/python")
+    miglab_infra::paths::prefix().join("pyenv/bin/python")
 }
 
 /// Reads `hlog` with PyPI's `hdrhistogram` and checks, per op kind, that its count and

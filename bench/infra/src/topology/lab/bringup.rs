@@ -12,6 +12,7 @@ use super::super::{DaemonId, DaemonKind};
 use super::{down, io, Lab, LabError, LabOptions};
 use crate::paths;
 use crate::process::{self, ProcessSpec, Tier};
+use crate::steps::{OnStep, Step};
 use crate::wait::{self, WaitError};
 use serde_json::json;
 use std::io::Write;
@@ -63,7 +64,7 @@ fn check_port_free(addr: Ipv4Addr, port: u16) -> Result<(), LabError> {
 
 /// The steps `build` marks: network, files, mon, pools+fs, osd-mkfs, mgr, osd-start, mds,
 /// pgs-clean, mounts.
-const UP_STEPS: u64 = 10;
+pub(super) const UP_STEPS: u64 = 10;
 
 impl Lab {
     /// Builds the lab and waits until it is ready. On any failure, or Ctrl-C, whatever was
@@ -91,12 +92,10 @@ impl Lab {
         cluster.overrides = opts.conf_overrides.clone();
         let state = Arc::new(StateFile::create(layout.state_file(), LabState::new(layout.clone(), cluster))?);
         let mut lab = Lab::with_state(layout, state, opts.stop, opts.step_timeout);
-        lab.progress =
-            Some(crate::progress::bar(&format!("lab {}", opts.name), UP_STEPS, crate::progress::Unit::Steps));
+        lab.on_step = opts.on_step.clone();
         let built = lab.build(opts);
-        if let Some(b) = lab.progress.take() {
-            b.finish_and_clear();
-        }
+        lab.on_step.tell(Step::Finished);
+        lab.on_step = OnStep::default();
         match built {
             Ok(()) => {
                 lab.state.update(|s| s.phase = Phase::Up)?;

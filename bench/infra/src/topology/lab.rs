@@ -25,6 +25,7 @@ use super::state::{Instance, LabState, StateError, StateFile};
 use super::{ceph, DaemonId, DaemonKind, Host, Site, Topology, TopologyError};
 use crate::paths;
 use crate::process::{self, ProcRecord, ProcessError, ProcessSpec, StopPolicy, Supervisor, ToolError};
+use crate::steps::{OnStep, Step};
 use crate::wait::WaitError;
 use miglab_faults::{DaemonAction, LinkShape};
 use miglab_reports::Timings;
@@ -114,6 +115,8 @@ pub struct LabOptions {
     pub stop: StopPolicy,
     /// Start an sshd in every client host and write `topology.toml` (`lab up --ssh`).
     pub ssh: bool,
+    /// Told of each bring-up step as it completes.
+    pub on_step: OnStep,
 }
 
 impl Default for LabOptions {
@@ -129,6 +132,7 @@ impl Default for LabOptions {
             step_timeout: Duration::from_secs(60),
             stop: StopPolicy::default(),
             ssh: false,
+            on_step: OnStep::default(),
         }
     }
 }
@@ -168,8 +172,9 @@ pub struct Lab {
     admin: Mutex<Option<Admin>>,
     hosts: Vec<LabHost>,
     timings: Mutex<Timings>,
-    /// The bring-up's progress bar, while `up` runs.
-    progress: Option<indicatif::ProgressBar>,
+    /// Told of the bring-up's steps, while `up` runs.
+    on_step: OnStep,
+    steps_done: std::sync::atomic::AtomicU64,
     stop: StopPolicy,
     step_timeout: Duration,
 }
@@ -201,7 +206,8 @@ impl Lab {
             admin: Mutex::new(None),
             hosts,
             timings: Mutex::new(Timings::new()),
-            progress: None,
+            on_step: OnStep::default(),
+            steps_done: Default::default(),
             stop,
             step_timeout,
         }
@@ -235,10 +241,8 @@ impl Lab {
     fn mark(&self, phase: &str, start: Instant) {
         self.timings_lock().record(phase, start);
         tracing::info!(lab = %self.layout.name, phase, ms = start.elapsed().as_millis() as u64, "bring-up step done");
-        if let Some(b) = &self.progress {
-            b.inc(1);
-            b.set_message(format!("{phase} done"));
-        }
+        let done = self.steps_done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        self.on_step.tell(Step::Done { done, total: bringup::UP_STEPS, what: phase });
     }
 
     pub fn state(&self) -> LabState {

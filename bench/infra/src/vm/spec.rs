@@ -3,7 +3,7 @@
 //! depends on a topology: the instance id, its process names and its directory are built here,
 //! in exactly one place.
 
-use crate::accel::{self, Accel};
+use crate::accel::{Accel, AccelWish};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -27,26 +27,6 @@ impl FsCache {
             FsCache::Metadata => "metadata",
             FsCache::Auto => "auto",
             FsCache::Always => "always",
-        }
-    }
-}
-
-/// The accelerator to use: chosen from the machine, or forced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum AccelWish {
-    #[default]
-    Auto,
-    Kvm,
-    Tcg,
-}
-
-impl AccelWish {
-    pub fn resolve(self) -> Accel {
-        match self {
-            AccelWish::Auto => accel::detect().accel,
-            AccelWish::Kvm => Accel::Kvm,
-            AccelWish::Tcg => Accel::Tcg,
         }
     }
 }

@@ -58,6 +58,26 @@ pub fn detect() -> AccelChoice {
     choose(&cpuinfo, kvm)
 }
 
+/// The accelerator to use: chosen from the machine, or forced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AccelWish {
+    #[default]
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+impl AccelWish {
+    pub fn resolve(self) -> Accel {
+        match self {
+            AccelWish::Auto => detect().accel,
+            AccelWish::Kvm => Accel::Kvm,
+            AccelWish::Tcg => Accel::Tcg,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@ pub mod remote;
 pub mod site;
 pub mod ssh;
 
-use crate::scenario::{line_col, line_of, Problem, Problems};
+use crate::diagnostics::{line_col, line_of, Problem, Problems};
 use serde::{Deserialize, Serialize};
 use std::path::{Component, Path, PathBuf};
 use thiserror::Error;

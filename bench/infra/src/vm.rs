@@ -13,10 +13,10 @@ pub mod spec;
 
 pub use cmdline::{check_qemu, console_summary, kernel_cmdline, qemu_args, virtiofsd_args};
 pub use instance::Vm;
-pub use spec::{AccelWish, FsCache, InstanceId, VmFiles, VmRecord, VmSpec};
+pub use spec::{FsCache, InstanceId, VmFiles, VmRecord, VmSpec};
 
+use crate::binaries::QEMU_MIN;
 use crate::control::ControlError;
-use crate::doctor::QEMU_MIN;
 use crate::image::ImageError;
 use crate::qmp::QmpError;
 use crate::topology::TopologyError;

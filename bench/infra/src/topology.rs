@@ -250,7 +250,7 @@ pub trait Site: Send + Sync + fmt::Debug {
         Ok(image.to_path_buf())
     }
     /// The accelerator guests run with here.
-    fn accel(&self, wish: crate::vm::AccelWish) -> crate::accel::Accel {
+    fn accel(&self, wish: crate::accel::AccelWish) -> crate::accel::Accel {
         wish.resolve()
     }
     /// The hosts whose connection is gone (none for the lab).

@@ -386,7 +386,7 @@ fn newest(dir: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
 
 /// The source tree this miglab was built from, if it is still there.
 pub fn source_tree() -> Option<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?.to_path_buf();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?.parent()?.to_path_buf();
     root.join("Cargo.toml").exists().then_some(root)
 }
 

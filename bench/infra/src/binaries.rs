@@ -18,6 +18,10 @@ use thiserror::Error;
 
 pub const QEMU: &str = "qemu-system-x86_64";
 pub const VIRTIOFSD: &str = "virtiofsd";
+/// The oldest QEMU that migrates a vhost-user-fs device.
+pub const QEMU_MIN: (u32, u32) = (8, 2);
+/// The oldest virtiofsd with `--migration-mode`.
+pub const VIRTIOFSD_MIN: (u32, u32) = (1, 11);
 
 /// `[binaries]` of a scenario (and the `run` options): each unset one is the installed one.
 /// Relative paths are relative to the scenario's directory.
@@ -124,8 +128,31 @@ fn executable(role: &'static str, p: &Path) -> Result<(), BinariesError> {
 
 /// The first line of `program --version`.
 pub fn version(program: &Path) -> Option<String> {
-    let out = process::run_tool(Command::new(program).arg("--version"), Duration::from_secs(10)).ok()?;
-    out.stdout.lines().next().map(|l| l.trim().to_string())
+    version_line(program).ok()
+}
+
+/// The first line of `program --version`, or why it could not be run.
+pub fn version_line(program: &Path) -> Result<String, process::ToolError> {
+    let out = process::run_tool(Command::new(program).arg("--version"), Duration::from_secs(10))?;
+    Ok(out.stdout.lines().next().unwrap_or_default().trim().to_string())
+}
+
+/// `X.Y` of the first version-looking word after `prefix` in `text`.
+pub fn parse_version(text: &str, prefix: &str) -> Option<(u32, u32)> {
+    let rest = &text[text.find(prefix)? + prefix.len()..];
+    let word = rest.split_whitespace().next()?;
+    let mut it = word.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty());
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+/// A `--version` output judged against a minimum: `X.Y at <at>`, or what is wrong with it.
+pub fn judge_version(text: &str, prefix: &str, min: Option<(u32, u32)>, at: &str) -> Result<String, String> {
+    match (parse_version(text, prefix), min) {
+        (Some(v), Some(m)) if v < m => Err(format!("{}.{} at {at} (need >= {}.{})", v.0, v.1, m.0, m.1)),
+        (Some(v), _) => Ok(format!("{}.{} at {at}", v.0, v.1)),
+        (None, Some(_)) => Err(format!("unknown version at {at}")),
+        (None, None) => Ok(at.to_string()),
+    }
 }
 
 /// The SHA-256 of a file, remembered per path, size and modification time (a QEMU binary is
@@ -160,6 +187,40 @@ pub fn info(role: &str, path: &Path) -> BinaryInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions_are_read_from_real_banners() {
+        assert_eq!(
+            parse_version("QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)", "version"),
+            Some((10, 0))
+        );
+        assert_eq!(
+            parse_version("QEMU emulator version 7.2.15 (Debian 1:7.2+dfsg-7)", "version"),
+            Some((7, 2))
+        );
+        assert_eq!(parse_version("virtiofsd 1.14.0", "virtiofsd"), Some((1, 14)));
+        assert_eq!(
+            parse_version(
+                "ceph version 16.2.15 (618f440892089921c3e944a991122ddc44e60516) pacific",
+                "ceph version"
+            ),
+            Some((16, 2))
+        );
+        assert!(parse_version("nothing here", "version").is_none());
+        assert!((7, 2) < QEMU_MIN && (10, 0) >= QEMU_MIN);
+        assert_eq!(
+            judge_version("virtiofsd 1.10.0", "virtiofsd", Some(VIRTIOFSD_MIN), "/v"),
+            Err("1.10 at /v (need >= 1.11)".into())
+        );
+        assert_eq!(
+            judge_version("virtiofsd 1.14.0", "virtiofsd", Some(VIRTIOFSD_MIN), "/v"),
+            Ok("1.14 at /v".into())
+        );
+        assert_eq!(
+            judge_version("?", "virtiofsd", Some(VIRTIOFSD_MIN), "/v"),
+            Err("unknown version at /v".into())
+        );
+    }
 
     #[test]
     fn a_choice_overrides_field_by_field_and_relative_paths_follow_the_scenario() {

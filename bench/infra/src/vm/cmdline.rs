@@ -3,12 +3,9 @@
 use super::spec::{FsCache, VmFiles, VmSpec};
 use super::VmError;
 use crate::accel::Accel;
-use crate::doctor::{parse_version, QEMU_MIN};
-use crate::process;
+use crate::binaries::{parse_version, version_line, QEMU_MIN};
 use miglab_workloads::control::{CONTROL_PORT, FS_TAG, RECORDS_PORT};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
 
 /// The kernel command line. Everything after `panic=-1` shortens the stock kernel's boot
 /// under TCG by skipping probes, self-tests and subsystems this guest does not use (no
@@ -128,9 +125,7 @@ pub fn check_qemu(qemu: &Path) -> Result<String, VmError> {
 }
 
 fn probe_qemu(qemu: &Path) -> Result<String, VmError> {
-    let out = process::run_tool(Command::new(qemu).arg("--version"), Duration::from_secs(10))
-        .map_err(|e| VmError::NoQemu(format!("{}: {e}", qemu.display())))?;
-    let line = out.stdout.lines().next().unwrap_or_default().to_string();
+    let line = version_line(qemu).map_err(|e| VmError::NoQemu(format!("{}: {e}", qemu.display())))?;
     match parse_version(&line, "version") {
         Some(v) if v >= QEMU_MIN => Ok(line),
         _ => Err(VmError::QemuTooOld { found: line }),

@@ -743,11 +743,11 @@ impl Site for ExternalSite {
         self.lost()
     }
 
-    fn accel(&self, wish: crate::vm::AccelWish) -> Accel {
+    fn accel(&self, wish: crate::accel::AccelWish) -> Accel {
         match wish {
-            crate::vm::AccelWish::Auto => self.accel.accel,
-            crate::vm::AccelWish::Kvm => Accel::Kvm,
-            crate::vm::AccelWish::Tcg => Accel::Tcg,
+            crate::accel::AccelWish::Auto => self.accel.accel,
+            crate::accel::AccelWish::Kvm => Accel::Kvm,
+            crate::accel::AccelWish::Tcg => Accel::Tcg,
         }
     }
 
