@@ -12,9 +12,7 @@ use miglab_infra::paths;
 use miglab_infra::process;
 use miglab_reports::result::{event_rows, events_csv, timeline_csv, write_atomic};
 use miglab_reports::sweep::Rep;
-use miglab_reports::{
-    outcome, verdict, BinaryInfo, Clock, Provenance, RunResult, RunStatus, StreamHealth, Verification,
-};
+use miglab_reports::{verdict, BinaryInfo, Clock, Provenance, RunResult, StreamHealth, Verification};
 use miglab_workloads::verify::VerifyReport;
 use std::path::Path;
 use std::process::Command;
@@ -174,60 +172,31 @@ pub fn assemble(mut r: RunResult, plan: &Plan, ex: &Execution, duration_ms: f64)
     }
     r.faults = ex.faults.clone();
     r.error = ex.error.as_ref().map(|e| e.to_string());
-    let (o, why) = outcome::classify(&r, &plan.thresholds);
+    let (o, why) = miglab_reports::classify::classify(&r, &plan.thresholds);
     // A run that failed before any op completed says nothing about the migration: it has no
     // outcome to match (and must not read `completed`).
     let measured = r.stream.last_op_ms.is_some() || r.error.is_none();
     r.outcome = measured.then_some(o);
     r.outcome_why = if measured { why } else { vec!["no op completed before the run failed".into()] };
     r.expected = plan.expect.clone();
-    // Faults that did not happen as planned make the run say nothing about them; one the
-    // scenario marked optional may not have happened at all.
-    let fault_problems: Vec<String> = r
-        .faults
-        .iter()
-        .filter(|f| !(f.optional && f.injected_ms.is_none()))
-        .filter_map(|f| f.error.as_ref().map(|e| format!("{}: {e}", f.name)))
-        .collect();
-    r.problems = match &plan.expect {
-        None => {
-            let mut p = verdict::problems(&r);
-            p.extend(r.error.iter().filter(|_| !ex.interrupted()).cloned());
-            p
-        }
-        Some(want) => {
-            let mut p = verdict::integrity_problems(&r);
-            if !measured {
-                p.insert(
-                    0,
-                    format!("expected outcome {want}, got none: no op completed before the run failed"),
-                );
-            } else if !want.allows(o) {
-                p.insert(0, format!("expected outcome {want}, got {o} ({})", r.outcome_why.join("; ")));
-                p.extend(verdict::outcome_problems(&r));
-            }
-            // An error the outcome explains (a hang, a lost guest, a failed hop) is expected; a
-            // run that ended in an error is never explained by a completed outcome.
-            let explained = matches!(
-                ex.error,
-                Some(ExecError::FsHung(_) | ExecError::GuestLost(_) | ExecError::Migration(_))
-            ) && measured
-                && !matches!(o, outcome::RunOutcome::Completed | outcome::RunOutcome::CompletedDegraded);
-            if !explained && !ex.interrupted() {
-                p.extend(r.error.iter().cloned());
-            }
-            p
-        }
+    let end = verdict::RunEnd {
+        error: r.error.clone(),
+        error_is_an_outcome: matches!(
+            ex.error,
+            Some(ExecError::FsHung(_) | ExecError::GuestLost(_) | ExecError::Migration(_))
+        ),
+        interrupted: ex.interrupted(),
+        // Faults that did not happen as planned make the run say nothing about them; one the
+        // scenario marked optional may not have happened at all.
+        fault_problems: r
+            .faults
+            .iter()
+            .filter(|f| !(f.optional && f.injected_ms.is_none()))
+            .filter_map(|f| f.error.as_ref().map(|e| format!("{}: {e}", f.name)))
+            .collect(),
+        cleanup_problems: ex.cleanup.clone(),
     };
-    r.problems.extend(fault_problems);
-    r.problems.extend(ex.cleanup.iter().cloned());
-    r.status = if ex.interrupted() {
-        RunStatus::Aborted
-    } else if r.problems.is_empty() {
-        RunStatus::Completed
-    } else {
-        RunStatus::Failed
-    };
+    (r.problems, r.status) = verdict::judge(&r, &end);
     r
 }
 

@@ -104,12 +104,6 @@ impl<'a> Hop<'a> {
     }
 }
 
-/// The host after `from` in the site's order: hops ping-pong c1 → c2 → c1 with two hosts.
-pub fn next_host(hosts: &[String], from: &str) -> String {
-    let i = hosts.iter().position(|h| h == from).unwrap_or(0);
-    hosts[(i + 1) % hosts.len()].clone()
-}
-
 /// Migrates the guest running in `current` to host `to`. When the migration completes,
 /// `current` becomes the destination's instance and the source's is stopped; when it fails or
 /// times out, the destination's instance is stopped and `current` still runs the guest. On an
@@ -449,19 +443,5 @@ fn empty_info() -> qmp::MigrationInfo {
         total_time: None,
         vfio: None,
         xbzrle_cache: None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hops_ping_pong_between_hosts() {
-        let hosts = vec!["c1".to_string(), "c2".to_string()];
-        assert_eq!(next_host(&hosts, "c1"), "c2");
-        assert_eq!(next_host(&hosts, "c2"), "c1");
-        let three = vec!["c1".to_string(), "c2".to_string(), "c3".to_string()];
-        assert_eq!(next_host(&three, "c3"), "c1");
     }
 }

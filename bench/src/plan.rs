@@ -5,11 +5,11 @@
 //! from the scenario's seed and the repetition: adding a fault never shifts the workload's
 //! random sequence, and repetitions differ from each other but not from run to run.
 
-use crate::migration::next_host;
 use crate::scenario::{GuestSpec, LabSpec, RunSpec, Scenario};
 use miglab_faults::schedule::ScheduleError;
 use miglab_faults::Resolved;
 use miglab_infra::binaries::BinaryChoice;
+use miglab_infra::topology::next_host;
 use miglab_reports::{Expect, MigrationParams, Thresholds};
 use miglab_workloads::job::Workload;
 use serde::{Deserialize, Serialize};

@@ -1,5 +1,5 @@
 //! Executing a plan on a site: guest, workload, hops, verification — and always the cleanup.
-//! What happened comes back as an [`Execution`], raw; [`crate::assemble`] turns it into the
+//! What happened comes back as an [`Execution`], raw; the assembler (one layer up) turns it into the
 //! result. Every wait has a deadline and gives up within ~50 ms of a Ctrl-C.
 
 use crate::clock::RunClock;

@@ -2,6 +2,7 @@
 //! result. It knows nothing of QEMU or Ceph processes: it reads and writes data.
 
 pub mod charts;
+pub mod classify;
 pub mod compare;
 pub mod html;
 pub mod migration;

@@ -2,7 +2,8 @@
 //! result, so that `run`, `report` and `compare` judge a result the same way.
 
 use crate::migration::Outcome;
-use crate::result::RunResult;
+use crate::outcome::RunOutcome;
+use crate::result::{RunResult, RunStatus};
 
 /// Op kinds that are not the workload's own (the verify pass's reads).
 const NOT_WORKLOAD: &[&str] = &["verify"];
@@ -107,6 +108,64 @@ pub fn integrity_problems(r: &RunResult) -> Vec<String> {
     p
 }
 
+/// How the run ended, as far as the verdict cares.
+#[derive(Debug, Clone, Default)]
+pub struct RunEnd {
+    /// The run's error, if it ended in one.
+    pub error: Option<String>,
+    /// The error is what an outcome describes (a hang, a lost guest, a failed hop), so a
+    /// scenario that expects that outcome expects the error too.
+    pub error_is_an_outcome: bool,
+    pub interrupted: bool,
+    /// Faults that did not happen as planned, and what cleaning up could not undo.
+    pub fault_problems: Vec<String>,
+    pub cleanup_problems: Vec<String>,
+}
+
+/// Everything wrong with `r` and its status, under its expected outcome (`r.expected`): without
+/// one, any problem fails the run; with one, that outcome is a pass as long as no data was lost
+/// and the run measured something (`r.outcome` is set).
+pub fn judge(r: &RunResult, end: &RunEnd) -> (Vec<String>, RunStatus) {
+    let mut p = match (&r.expected, r.outcome) {
+        (None, _) => {
+            let mut p = problems(r);
+            p.extend(end.error.iter().filter(|_| !end.interrupted).cloned());
+            p
+        }
+        (Some(want), o) => {
+            let mut p = integrity_problems(r);
+            match o {
+                None => p.insert(
+                    0,
+                    format!("expected outcome {want}, got none: no op completed before the run failed"),
+                ),
+                Some(o) if !want.allows(o) => {
+                    p.insert(0, format!("expected outcome {want}, got {o} ({})", r.outcome_why.join("; ")));
+                    p.extend(outcome_problems(r));
+                }
+                Some(_) => {}
+            }
+            // A run that ended in an error is never explained by a completed outcome.
+            let explained = end.error_is_an_outcome
+                && o.is_some_and(|o| !matches!(o, RunOutcome::Completed | RunOutcome::CompletedDegraded));
+            if !explained && !end.interrupted {
+                p.extend(end.error.iter().cloned());
+            }
+            p
+        }
+    };
+    p.extend(end.fault_problems.iter().cloned());
+    p.extend(end.cleanup_problems.iter().cloned());
+    let status = if end.interrupted {
+        RunStatus::Aborted
+    } else if p.is_empty() {
+        RunStatus::Completed
+    } else {
+        RunStatus::Failed
+    };
+    (p, status)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,5 +233,51 @@ mod tests {
         let mut r = sound();
         r.stream.records_dropped = None;
         assert!(problems(&r).iter().any(|l| l.contains("never reported")), "{:?}", problems(&r));
+    }
+
+    /// The expected-outcome policy: the expected outcome passes with its error, an unexpected
+    /// one fails, a completed outcome never explains an error, and lost data always fails.
+    #[test]
+    fn an_expected_outcome_passes_only_with_nothing_lost() {
+        use crate::outcome::Expect;
+        let hung = |expect: Option<Vec<RunOutcome>>, o: Option<RunOutcome>| {
+            let mut r = sound();
+            r.expected = expect.map(Expect);
+            r.outcome = o;
+            r.outcome_why = vec!["no op completed for 40000 ms".into()];
+            r
+        };
+        let err = RunEnd {
+            error: Some("the file system hung".into()),
+            error_is_an_outcome: true,
+            ..RunEnd::default()
+        };
+        let want = Some(vec![RunOutcome::FsHung]);
+
+        let (p, s) = judge(&hung(want.clone(), Some(RunOutcome::FsHung)), &err);
+        assert_eq!((p, s), (vec![], RunStatus::Completed));
+
+        let (p, s) = judge(&hung(None, Some(RunOutcome::FsHung)), &err);
+        assert_eq!(s, RunStatus::Failed);
+        assert!(p.contains(&"the file system hung".to_string()), "{p:?}");
+
+        let (p, s) = judge(&hung(want.clone(), Some(RunOutcome::Completed)), &err);
+        assert_eq!(s, RunStatus::Failed);
+        assert!(p[0].starts_with("expected outcome fs-hung, got completed"), "{p:?}");
+        assert!(p.contains(&"the file system hung".to_string()), "{p:?}");
+
+        let (p, _) = judge(&hung(want.clone(), None), &err);
+        assert!(p[0].contains("got none"), "{p:?}");
+
+        let mut lost = hung(want.clone(), Some(RunOutcome::FsHung));
+        lost.verification = Some(Verification { blocks: 10, mismatched: 1, ..Verification::default() });
+        assert_eq!(judge(&lost, &err).1, RunStatus::Failed);
+
+        let faults = RunEnd { fault_problems: vec!["kill-osd: never fired".into()], ..err.clone() };
+        assert_eq!(judge(&hung(want.clone(), Some(RunOutcome::FsHung)), &faults).1, RunStatus::Failed);
+
+        let stopped = RunEnd { interrupted: true, ..err };
+        let (p, s) = judge(&hung(want, Some(RunOutcome::FsHung)), &stopped);
+        assert_eq!((p, s), (vec![], RunStatus::Aborted));
     }
 }

@@ -1,5 +1,5 @@
 //! Job specs: what a guest runs. Written in TOML inside scenarios (or imported from a fio job
-//! file, see [`crate::fio`]) and sent to the agent as JSON.
+//! file by the `fio` module) and sent to the agent as JSON.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;

@@ -263,6 +263,12 @@ pub trait Site: Send + Sync + fmt::Debug {
     }
 }
 
+/// The host after `from` in the site's order: hops ping-pong c1 → c2 → c1 with two hosts.
+pub fn next_host(hosts: &[String], from: &str) -> String {
+    let i = hosts.iter().position(|h| h == from).unwrap_or(0);
+    hosts[(i + 1) % hosts.len()].clone()
+}
+
 /// A site whose cluster and network can be acted on: what fault injection needs.
 pub trait Topology: Site {
     fn daemons(&self) -> Vec<DaemonId>;
@@ -304,5 +310,19 @@ pub trait Topology: Site {
     /// Why a fault of `kind` cannot run here, if it cannot (checked before a run starts).
     fn refuses(&self, _fault: &miglab_faults::Fault) -> Option<String> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hops_ping_pong_between_hosts() {
+        let hosts = vec!["c1".to_string(), "c2".to_string()];
+        assert_eq!(next_host(&hosts, "c1"), "c2");
+        assert_eq!(next_host(&hosts, "c2"), "c1");
+        let three = vec!["c1".to_string(), "c2".to_string(), "c3".to_string()];
+        assert_eq!(next_host(&three, "c3"), "c1");
     }
 }

@@ -4,9 +4,10 @@
 use super::vm::open_site;
 use super::{runtime, CliError, MigrateArgs};
 use crate::clock::RunClock;
-use crate::migration::{self, next_host, Hop, MigrationOptions};
+use crate::migration::{self, Hop, MigrationOptions};
 use crate::observe::Bus;
 use crate::readloop::{self, check_continuity, start_read_loop};
+use miglab_infra::topology::next_host;
 use miglab_infra::vm::{ledger, Vm, VmError};
 use miglab_reports::{MigrationParams, MigrationRecord, Outcome};
 use std::process::ExitCode;

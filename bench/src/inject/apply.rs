@@ -46,7 +46,7 @@ fn host_of(topo: &dyn Topology, ctx: &Context, h: &HostRef) -> Result<String, St
             // Outside a hop: the host the next hop goes to.
             Err(_) => {
                 let src = instance(topo, &ctx.vm, Side::Source)?.id.host;
-                Ok(crate::migration::next_host(&ctx.hosts, &src))
+                Ok(miglab_infra::topology::next_host(&ctx.hosts, &src))
             }
         },
     }

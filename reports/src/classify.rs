@@ -1,0 +1,169 @@
+//! A run's outcome from its result: one word for what happened (the guest lost, the file
+//! system hung, a hop that timed out or failed, Ceph not healthy again, degraded, completed),
+//! and why. Pure; `run` and `report` classify a result the same way.
+
+use crate::migration::Outcome;
+use crate::outcome::{RunOutcome, Thresholds};
+use crate::result::RunResult;
+
+/// The outcome of `r`, and why.
+pub fn classify(r: &RunResult, t: &Thresholds) -> (RunOutcome, Vec<String>) {
+    let mut why = Vec::new();
+    let end = r.duration_ms;
+    let s = &r.stream;
+    let lost = match s.last_heartbeat_ms {
+        None => s.records == 0 && r.error.is_none(),
+        Some(last) => {
+            r.windows
+                .iter()
+                .any(|w| w.heartbeat_gap_unended && w.heartbeat_gap_ms.unwrap_or(0.0) > t.guest_lost_ms)
+                || {
+                    // The stream is finished at the end of the run: a silence before that is the guest's.
+                    let stream_end = r.series.last().map(|b| b.t_ms as f64 + 100.0).unwrap_or(last);
+                    stream_end - last > t.guest_lost_ms && end > 0.0
+                }
+        }
+    };
+    if lost {
+        why.push(format!(
+            "no heartbeat for the last {:.0} ms of the stream",
+            r.series.last().map(|b| b.t_ms as f64).unwrap_or(0.0) - s.last_heartbeat_ms.unwrap_or(0.0)
+        ));
+        return (RunOutcome::GuestLost, why);
+    }
+    let mut hung =
+        r.windows.iter().filter(|w| w.io_stall_unended).filter_map(|w| w.io_stall_ms).fold(0.0, f64::max);
+    // Outside any window too: heartbeats went on long after the last successful op.
+    if let (Some(hb), Some(op)) = (s.last_heartbeat_ms, s.last_op_ms) {
+        hung = hung.max(hb - op);
+    }
+    if hung > t.fs_hung_ms {
+        why.push(format!("no op completed for the last {hung:.0} ms while heartbeats arrived"));
+        return (RunOutcome::FsHung, why);
+    }
+    let mut failed: Option<RunOutcome> = None;
+    for m in &r.migrations {
+        match &m.outcome {
+            Outcome::TimedOut { after_ms, .. } => {
+                why.push(format!("migration {} timed out after {after_ms} ms", m.hop));
+                return (RunOutcome::Timeout, why);
+            }
+            Outcome::Failed { error, source_running } => {
+                why.push(format!("migration {} failed: {error}", m.hop));
+                let o = if *source_running {
+                    RunOutcome::FailedSourceRunning
+                } else {
+                    RunOutcome::FailedSourcePaused
+                };
+                failed = Some(failed.map_or(o, |f| f.min(o)));
+            }
+            Outcome::Completed => {}
+        }
+    }
+    if let Some(o) = failed {
+        return (o, why);
+    }
+    if let Some(f) = r.faults.iter().find(|f| f.infra_not_recovered) {
+        why.push(format!("{}: Ceph was not healthy again within its deadline", f.name));
+        return (RunOutcome::InfraNotRecovered, why);
+    }
+    let errors: u64 = r.ops.iter().map(|o| o.failed).sum();
+    // Inside a window or not: a fault's after-effects can come after its window closed.
+    let stall =
+        r.windows.iter().filter_map(|w| w.io_stall_ms).chain(s.longest_io_stall_ms).fold(0.0, f64::max);
+    if errors > 0 {
+        why.push(format!("{errors} ops failed"));
+    }
+    if stall > t.degraded_stall_ms {
+        why.push(format!("an I/O stall of {stall:.0} ms"));
+    }
+    if why.is_empty() {
+        (RunOutcome::Completed, why)
+    } else {
+        (RunOutcome::CompletedDegraded, why)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::migration::MigrationRecord;
+    use crate::result::{Bucket, FaultRecord, OpSummary, StreamHealth, Window, WindowKind};
+
+    fn base() -> RunResult {
+        let mut r = RunResult::new("x", 1, 1);
+        r.duration_ms = 10_000.0;
+        r.stream = StreamHealth {
+            records: 9000,
+            heartbeats: 9000,
+            last_heartbeat_ms: Some(9_950.0),
+            ..StreamHealth::default()
+        };
+        r.series = (0..100).map(|i| Bucket { t_ms: i * 100, ops: 10, ..Bucket::default() }).collect();
+        r.ops.push(OpSummary { op: "read".into(), count: 1000, ..OpSummary::default() });
+        r
+    }
+
+    fn hop(outcome: Outcome) -> MigrationRecord {
+        MigrationRecord::sample(outcome, 1000.0)
+    }
+
+    fn window(stall: f64, unended: bool) -> Window {
+        Window {
+            name: "fault 1".into(),
+            kind: WindowKind::Fault { index: 0 },
+            start_ms: 1000.0,
+            end_ms: 2000.0,
+            heartbeat_gap_ms: Some(20.0),
+            heartbeat_gap_unended: false,
+            guest_clock_gap_ms: Some(19.0),
+            io_stall_ms: Some(stall),
+            io_stall_unended: unended,
+            unmeasured: vec![],
+            recovered_after_ms: None,
+            ops: 0,
+            errors: 0,
+        }
+    }
+
+    #[test]
+    fn each_class_from_a_result_that_shows_it() {
+        let t = Thresholds::default();
+        assert_eq!(classify(&base(), &t).0, RunOutcome::Completed);
+
+        let mut r = base();
+        r.windows.push(window(1500.0, false));
+        assert_eq!(classify(&r, &t).0, RunOutcome::CompletedDegraded);
+
+        let mut r = base();
+        r.migrations.push(hop(Outcome::Failed { error: "x".into(), source_running: true }));
+        assert_eq!(classify(&r, &t).0, RunOutcome::FailedSourceRunning);
+        r.migrations.push(hop(Outcome::Failed { error: "y".into(), source_running: false }));
+        assert_eq!(classify(&r, &t).0, RunOutcome::FailedSourcePaused, "the worse failure wins");
+        r.migrations.push(hop(Outcome::TimedOut { after_ms: 5, source_running: true }));
+        assert_eq!(classify(&r, &t).0, RunOutcome::Timeout);
+
+        let mut r = base();
+        r.stream.longest_io_stall_ms = Some(10_000.0);
+        assert_eq!(classify(&r, &t).0, RunOutcome::CompletedDegraded, "a stall outside every window");
+
+        let mut r = base();
+        r.windows.push(window(32_000.0, true));
+        assert_eq!(classify(&r, &t).0, RunOutcome::FsHung);
+        let mut r = base();
+        r.stream.last_op_ms = Some(-22_000.0);
+        assert_eq!(classify(&r, &t).0, RunOutcome::FsHung, "hung outside any window");
+
+        let mut r = base();
+        r.stream.last_heartbeat_ms = Some(3000.0);
+        assert_eq!(classify(&r, &t).0, RunOutcome::GuestLost);
+
+        let mut r = base();
+        r.faults.push(FaultRecord {
+            name: "osd".into(),
+            infra_not_recovered: true,
+            ..FaultRecord::default()
+        });
+        assert_eq!(classify(&r, &t).0, RunOutcome::InfraNotRecovered);
+    }
+}
