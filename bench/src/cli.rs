@@ -9,56 +9,16 @@ mod migrate;
 mod run;
 mod vm;
 
-use crate::exit::Classify;
-use crate::migration::MigrationError;
+pub use crate::exit::{CliError, Finished};
 use clap::{Parser, Subcommand};
 use miglab_faults::DaemonAction;
 use miglab_infra::accel::AccelWish;
-use miglab_infra::image::ImageError;
 use miglab_infra::paths;
 use miglab_infra::topology::ceph::ObjectStore;
-use miglab_infra::topology::lab::LabError;
 use miglab_infra::topology::DaemonId;
-use miglab_infra::vm::{FsCache, VmError};
+use miglab_infra::vm::FsCache;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use thiserror::Error;
-
-/// Everything a command can fail with; printed once, then mapped to the exit code by
-/// [`crate::exit`].
-#[derive(Debug, Error)]
-pub enum CliError {
-    #[error(transparent)]
-    Lab(#[from] LabError),
-    #[error(transparent)]
-    Image(#[from] ImageError),
-    #[error(transparent)]
-    Vm(#[from] VmError),
-    #[error(transparent)]
-    Migration(#[from] MigrationError),
-    #[error(transparent)]
-    Topology(#[from] miglab_infra::topology::TopologyError),
-    #[error(transparent)]
-    Exec(#[from] crate::run::ExecError),
-    #[error(transparent)]
-    Scenario(#[from] crate::scenario::ScenarioError),
-    #[error("could not start the async runtime: {0}")]
-    Runtime(std::io::Error),
-    #[error(transparent)]
-    Run(#[from] crate::session::RunError),
-    #[error(transparent)]
-    Report(#[from] crate::assemble::ReportError),
-    #[error(transparent)]
-    Compare(#[from] miglab_reports::compare::CompareError),
-    /// A check of what happened found a problem (a read loop that stopped, ...).
-    #[error("{0}")]
-    Check(String),
-    /// A benchmark could not run.
-    #[error("{0}")]
-    Bench(String),
-    #[error("{0}")]
-    BadInput(String),
-}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -507,13 +467,11 @@ pub fn run(args: Args) -> ExitCode {
     if let Err(e) = miglab_infra::interrupt::install() {
         eprintln!("miglab: warning: no Ctrl-C handler ({e}); an interrupted lab up leaves a lab for `miglab lab down`");
     }
-    match dispatch(args) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("miglab: error: {e}");
-            ExitCode::from(e.exit().code())
-        }
+    let result = dispatch(args);
+    if let Err(e) = &result {
+        eprintln!("miglab: error: {e}");
     }
+    crate::exit::code(&result)
 }
 
 /// Whether a panic is `println!` failing because the reader of stdout went away.
@@ -542,7 +500,7 @@ fn logging(verbose: u8) {
         .try_init();
 }
 
-fn dispatch(args: Args) -> Result<ExitCode, CliError> {
+fn dispatch(args: Args) -> Result<Finished, CliError> {
     match args.command {
         Cmd::Doctor { json, binaries, topology } => {
             check::doctor(json, &binaries.choice(), topology.as_deref())
@@ -558,7 +516,7 @@ fn dispatch(args: Args) -> Result<ExitCode, CliError> {
         Cmd::Bench { command } => bench::bench_cmd(command),
         Cmd::Report { dirs } => {
             if dirs.is_empty() {
-                return Err(CliError::BadInput("give one or more result directories".into()));
+                return Err(CliError::Args("give one or more result directories".into()));
             }
             for d in dirs {
                 let written = if d.join("result.json").exists() {
@@ -568,7 +526,7 @@ fn dispatch(args: Args) -> Result<ExitCode, CliError> {
                 };
                 println!("{}", written.display());
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(Finished::Clean)
         }
         Cmd::Run(a) => run::run_cmd(a),
         Cmd::Compare(a) => compare::compare_cmd(a),
@@ -576,11 +534,7 @@ fn dispatch(args: Args) -> Result<ExitCode, CliError> {
     }
 }
 
-/// A multi-threaded runtime of two workers (the machine has two cores).
+/// The command's async runtime.
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(CliError::Runtime)
+    miglab_infra::wait::runtime().map_err(CliError::Runtime)
 }

@@ -1,18 +1,97 @@
 //! Exit codes, decided in one place however deep an error sits: 0 success, 1 the run or the
-//! lab failed (or a check found a problem), 2 bad input (a file, a flag), 130 interrupted.
+//! lab failed (or a check found a problem), 2 bad input (a file, a flag), 130 interrupted. Every
+//! error kind is mapped variant by variant (no wildcard arm): a new variant has to be placed.
 
 use crate::assemble::ReportError;
-use crate::cli::CliError;
 use crate::migration::MigrationError;
 use crate::plan::PlanError;
 use crate::run::ExecError;
 use crate::scenario::ScenarioError;
 use crate::session::RunError;
+use miglab_infra::binaries::BinariesError;
 use miglab_infra::image::ImageError;
+use miglab_infra::topology::external::ExternalError;
 use miglab_infra::topology::lab::LabError;
 use miglab_infra::topology::layout::LayoutError;
 use miglab_infra::topology::TopologyError;
 use miglab_infra::vm::VmError;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use thiserror::Error;
+
+/// Everything a command can fail with; printed once, then mapped to the exit code here.
+#[derive(Debug, Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Lab(#[from] LabError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Binaries(#[from] BinariesError),
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    #[error(transparent)]
+    Migration(#[from] MigrationError),
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
+    #[error(transparent)]
+    External(#[from] ExternalError),
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    #[error(transparent)]
+    Scenario(#[from] ScenarioError),
+    #[error("could not start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error(transparent)]
+    Report(#[from] ReportError),
+    #[error(transparent)]
+    Compare(#[from] miglab_reports::compare::CompareError),
+    /// Options that do not go together, or a value out of range.
+    #[error("{0}")]
+    Args(String),
+    /// A file or directory the user named cannot be read.
+    #[error("could not read {}: {source}{hint}", path.display())]
+    Unreadable { path: PathBuf, source: std::io::Error, hint: &'static str },
+    /// Where the user asked for output cannot be written.
+    #[error("could not write {}: {source}", path.display())]
+    Unwritable { path: PathBuf, source: std::io::Error },
+    /// An fio job file that does not parse.
+    #[error("{}: {message}", path.display())]
+    FioFile { path: PathBuf, message: String },
+    /// Charts of a page could not be drawn.
+    #[error("{what}'s charts: {why}")]
+    Charts { what: &'static str, why: String },
+    /// `miglab bench fio` could not run.
+    #[error("{0}")]
+    FioBench(String),
+    /// What a command checked after it acted went wrong (a hop that failed, a VM that would
+    /// not stop), one line each.
+    #[error("{}", .0.join("\n"))]
+    Problems(Vec<String>),
+}
+
+/// How a command that ran to its end ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    /// Done; nothing found.
+    Clean,
+    /// It found what it looks for: a regression, new failures, a missing prerequisite (exit 1).
+    Found,
+    /// `lab exec`: the command's own exit status, passed through.
+    Passthrough(u8),
+}
+
+/// The exit code of a command's result.
+pub fn code(result: &Result<Finished, CliError>) -> ExitCode {
+    ExitCode::from(match result {
+        Ok(Finished::Clean) => 0,
+        Ok(Finished::Found) => Exit::Failed.code(),
+        Ok(Finished::Passthrough(c)) => *c,
+        Err(e) => e.exit().code(),
+    })
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -44,7 +123,21 @@ impl Classify for LabError {
             | LabError::NotFound { .. }
             | LabError::UnknownHost(_)
             | LabError::UnknownDaemon(_) => Exit::BadInput,
-            _ => Exit::Failed,
+            LabError::NotRoot
+            | LabError::MissingTool { .. }
+            | LabError::Exists { .. }
+            | LabError::PortBusy { .. }
+            | LabError::State(_)
+            | LabError::Net(_)
+            | LabError::Process(_)
+            | LabError::Tool(_)
+            | LabError::Admin(_)
+            | LabError::Io { .. }
+            | LabError::DaemonDied { .. }
+            | LabError::NotReady { .. }
+            | LabError::MountFailed { .. }
+            | LabError::Wait(_)
+            | LabError::Leftovers { .. } => Exit::Failed,
         }
     }
 }
@@ -76,12 +169,17 @@ impl Classify for TopologyError {
     }
 }
 
-impl Classify for miglab_infra::topology::external::ExternalError {
+impl Classify for ExternalError {
     fn exit(&self) -> Exit {
-        use miglab_infra::topology::external::ExternalError as E;
+        use ExternalError as E;
         match self {
             E::File(_) | E::NoHost(_) | E::Refused { .. } | E::Busy { .. } => Exit::BadInput,
-            _ => Exit::Failed,
+            E::Ssh(_)
+            | E::Remote { .. }
+            | E::ConnectionLost { .. }
+            | E::HostLacks { .. }
+            | E::Unsupported(_)
+            | E::Io { .. } => Exit::Failed,
         }
     }
 }
@@ -90,8 +188,17 @@ impl Classify for VmError {
     fn exit(&self) -> Exit {
         match self {
             VmError::Topology(e) => e.exit(),
+            VmError::Image(e) => e.exit(),
             VmError::NoVm(_) | VmError::VmExists(_) | VmError::AgentMismatch { .. } => Exit::BadInput,
-            _ => Exit::Failed,
+            VmError::Qmp(_)
+            | VmError::Control(_)
+            | VmError::QemuTooOld { .. }
+            | VmError::NoQemu(_)
+            | VmError::VirtiofsdDied { .. }
+            | VmError::VirtiofsdNoSocket { .. }
+            | VmError::QemuDied { .. }
+            | VmError::NeverBooted { .. }
+            | VmError::Io { .. } => Exit::Failed,
         }
     }
 }
@@ -103,7 +210,7 @@ impl Classify for MigrationError {
             MigrationError::Topology(e) => e.exit(),
             MigrationError::SameHost(_) => Exit::BadInput,
             MigrationError::Cleanup { error, .. } => error.exit(),
-            _ => Exit::Failed,
+            MigrationError::Qmp { .. } | MigrationError::Records(_) => Exit::Failed,
         }
     }
 }
@@ -115,7 +222,17 @@ impl Classify for ExecError {
             ExecError::Vm(e) => e.exit(),
             ExecError::Topology(e) => e.exit(),
             ExecError::Migration(e) => e.exit(),
-            _ => Exit::Failed,
+            ExecError::Records(_)
+            | ExecError::Control(_)
+            | ExecError::Workload(_)
+            | ExecError::Layout(..)
+            | ExecError::LayoutFailed(_)
+            | ExecError::FsHung(_)
+            | ExecError::GuestLost(_)
+            | ExecError::Faults(_)
+            | ExecError::ConnectionLost(_)
+            | ExecError::MountHung { .. }
+            | ExecError::Mount(_) => Exit::Failed,
         }
     }
 }
@@ -143,7 +260,14 @@ impl Classify for ImageError {
         match self {
             // Fixed by the user (`miglab image build`), like a missing tool.
             ImageError::OtherAgent { .. } => Exit::BadInput,
-            _ => Exit::Failed,
+            ImageError::NoKernel(_)
+            | ImageError::NoAgent(_)
+            | ImageError::NotBuilt(_)
+            | ImageError::Io { .. }
+            | ImageError::Kernel { .. }
+            | ImageError::Kmod(_)
+            | ImageError::Manifest { .. }
+            | ImageError::AgentBuild(_) => Exit::Failed,
         }
     }
 }
@@ -171,6 +295,17 @@ impl Classify for RunError {
     }
 }
 
+impl Classify for BinariesError {
+    fn exit(&self) -> Exit {
+        match self {
+            BinariesError::Image { .. }
+            | BinariesError::Missing { .. }
+            | BinariesError::NotExecutable { .. }
+            | BinariesError::NotKernelPackage(_) => Exit::BadInput,
+        }
+    }
+}
+
 impl Classify for miglab_reports::compare::CompareError {
     fn exit(&self) -> Exit {
         use miglab_reports::compare::CompareError as E;
@@ -192,10 +327,18 @@ impl Classify for CliError {
             CliError::Scenario(e) => e.exit(),
             CliError::Exec(e) => e.exit(),
             CliError::Topology(e) => e.exit(),
-            CliError::BadInput(_) => Exit::BadInput,
+            CliError::External(e) => e.exit(),
+            CliError::Binaries(e) => e.exit(),
             CliError::Report(e) => e.exit(),
             CliError::Compare(e) => e.exit(),
-            CliError::Runtime(_) | CliError::Check(_) | CliError::Bench(_) => Exit::Failed,
+            CliError::Args(_)
+            | CliError::Unreadable { .. }
+            | CliError::Unwritable { .. }
+            | CliError::FioFile { .. } => Exit::BadInput,
+            CliError::Runtime(_)
+            | CliError::Problems(_)
+            | CliError::Charts { .. }
+            | CliError::FioBench(_) => Exit::Failed,
         }
     }
 }
@@ -223,5 +366,20 @@ mod tests {
             CliError::Run(RunError::Failed { total: 1, failed: vec![(PathBuf::from("r"), "why".into())] });
         assert_eq!(failed.exit().code(), 1);
         assert_eq!(CliError::Exec(ExecError::Interrupted).exit().code(), 130);
+        // An image error under a VM is judged as an image error (another agent: the user's fix).
+        let other = ImageError::OtherAgent { images: "i".into(), ours: "a".into(), found: "b".into() };
+        assert_eq!(CliError::Vm(VmError::Image(other)).exit().code(), 2);
+        assert_eq!(CliError::Binaries(BinariesError::NotKernelPackage("k".into())).exit().code(), 2);
+    }
+
+    /// A command that ran to its end and found something exits 1; `lab exec` passes its code on.
+    #[test]
+    fn findings_and_passthrough_have_their_codes() {
+        let as_u8 = |r: &Result<Finished, CliError>| format!("{:?}", code(r));
+        assert_eq!(as_u8(&Ok(Finished::Clean)), format!("{:?}", ExitCode::SUCCESS));
+        assert_eq!(as_u8(&Ok(Finished::Found)), format!("{:?}", ExitCode::from(1)));
+        assert_eq!(as_u8(&Ok(Finished::Passthrough(7))), format!("{:?}", ExitCode::from(7)));
+        let args = Err(CliError::Args("--hops 0".into()));
+        assert_eq!(as_u8(&args), format!("{:?}", ExitCode::from(2)));
     }
 }

@@ -149,11 +149,7 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
     if let Some(n) = &opts.lab_name {
         lab_spec.name = n.clone();
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(RunError::Runtime)?;
+    let rt = miglab_infra::wait::runtime().map_err(RunError::Runtime)?;
     // A guest image of another miglab's agent is refused before any lab or host is touched.
     if let Err(e @ miglab_infra::image::ImageError::OtherAgent { .. }) =
         miglab_infra::image::GuestImage::current(&miglab_infra::paths::cache())

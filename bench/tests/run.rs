@@ -122,7 +122,7 @@ fn a_byte_flipped_from_the_host_is_the_one_block_verify_reports() {
             .unwrap_or_else(|e| panic!("lab up: {e}")),
     );
     let site: Arc<dyn Site> = lab.clone();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    let rt = miglab_infra::wait::runtime().expect("rt");
     rt.block_on(async {
         let mut vm =
             Vm::start(&site, &VmSpec::new("vm0"), "c1", 0, false).await.unwrap_or_else(|e| panic!("{e}"));

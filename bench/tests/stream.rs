@@ -45,7 +45,7 @@ fn stamps_are_not_delayed_while_the_runtime_is_busy() {
         seq
     });
     // Meanwhile: both runtime workers blocked in turn, and both cores spinning.
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    let rt = miglab_infra::wait::runtime().expect("rt");
     let spin: Vec<_> = (0..2)
         .map(|_| {
             std::thread::spawn(|| {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+    miglab_infra::wait::runtime().expect("runtime")
 }
 
 fn lab(name: &str, root: &std::path::Path) -> Arc<Lab> {

@@ -4,6 +4,12 @@
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
+/// The runtime every async wait of a command runs on: multi-threaded, two workers (the machine
+/// has two cores; more would only contend).
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()
+}
+
 #[derive(Debug, Error)]
 pub enum WaitError<E> {
     #[error("timed out after {0:.1?} waiting for {1}")]

@@ -2,23 +2,23 @@
 
 use super::CliError;
 use crate::doctor;
+use crate::exit::Finished;
 use std::path::Path;
-use std::process::ExitCode;
 
-pub(super) fn check(scenario: &Path) -> Result<ExitCode, CliError> {
+pub(super) fn check(scenario: &Path) -> Result<Finished, CliError> {
     println!("{}", crate::check::check(scenario)?);
-    Ok(ExitCode::SUCCESS)
+    Ok(Finished::Clean)
 }
 
 pub(super) fn doctor(
     json: bool,
     binaries: &miglab_infra::binaries::BinaryChoice,
     topology: Option<&Path>,
-) -> Result<ExitCode, CliError> {
+) -> Result<Finished, CliError> {
     let report = match topology {
         Some(t) => {
             let spec = miglab_infra::topology::external::TopologySpec::load(t)
-                .map_err(|e| CliError::BadInput(e.to_string()))?;
+                .map_err(miglab_infra::topology::external::ExternalError::from)?;
             doctor::remote(&spec, t)
         }
         None => doctor::run(binaries),
@@ -28,5 +28,5 @@ pub(super) fn doctor(
     } else {
         println!("{report}");
     }
-    Ok(if report.lab_can_run() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if report.lab_can_run() { Finished::Clean } else { Finished::Found })
 }

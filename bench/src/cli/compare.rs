@@ -1,17 +1,17 @@
 //! `miglab compare`.
 
 use super::{CliError, CompareArgs};
+use crate::exit::Finished;
 use miglab_reports::compare::{self, CompareError, Options, METRIC_KINDS};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::ExitCode;
 
 /// `METRIC=NUMBER` pairs; the metric must be one compare knows.
 fn pairs(flag: &str, v: &[String]) -> Result<BTreeMap<String, f64>, CliError> {
     v.iter()
         .map(|s| {
             let bad = || {
-                CliError::BadInput(format!(
+                CliError::Args(format!(
                     "--{flag} {s}: give METRIC=NUMBER, METRIC one of {} (p99_us.<op> per op kind; a .hopN suffix for the N-th migration alone)",
                     METRIC_KINDS.join(", ")
                 ))
@@ -35,19 +35,16 @@ fn load(p: &Path) -> Result<compare::Side, CliError> {
     Ok(side)
 }
 
-pub(super) fn compare_cmd(a: CompareArgs) -> Result<ExitCode, CliError> {
+pub(super) fn compare_cmd(a: CompareArgs) -> Result<Finished, CliError> {
     if !(a.alpha > 0.0 && a.alpha < 1.0) {
-        return Err(CliError::BadInput(format!(
-            "--alpha {}: give a level between 0 and 1, e.g. 0.01",
-            a.alpha
-        )));
+        return Err(CliError::Args(format!("--alpha {}: give a level between 0 and 1, e.g. 0.01", a.alpha)));
     }
     if !(a.threshold.is_finite() && a.threshold >= 0.0) {
-        return Err(CliError::BadInput(format!("--threshold {}: give a percentage, e.g. 10", a.threshold)));
+        return Err(CliError::Args(format!("--threshold {}: give a percentage, e.g. 10", a.threshold)));
     }
     for v in &a.variables {
         if !compare::VARIABLES.contains(&v.as_str()) {
-            return Err(CliError::BadInput(format!(
+            return Err(CliError::Args(format!(
                 "--variable {v}: give one of {}",
                 compare::VARIABLES.join(", ")
             )));
@@ -72,7 +69,7 @@ pub(super) fn compare_cmd(a: CompareArgs) -> Result<ExitCode, CliError> {
         cand = compare::pick_cell(&cand, cc);
         for (side, cell, dir) in [(&base, bc, &a.baseline), (&cand, cc, &a.candidate)] {
             if side.runs.is_empty() {
-                return Err(CliError::BadInput(format!(
+                return Err(CliError::Args(format!(
                     "no run of the cell '{cell}' in {}: give a cell's directory name",
                     dir.display()
                 )));
@@ -85,21 +82,18 @@ pub(super) fn compare_cmd(a: CompareArgs) -> Result<ExitCode, CliError> {
     }
     print!("{}", compare::text(&c));
     if let Some(dir) = &a.out {
-        let io = |what: &str, e: std::io::Error| {
-            CliError::BadInput(format!("could not write {what} in {}: {e}", dir.display()))
-        };
-        std::fs::create_dir_all(dir).map_err(|e| io("the directory", e))?;
+        std::fs::create_dir_all(dir).map_err(|source| CliError::Unwritable { path: dir.clone(), source })?;
         let html = compare::page(&c, &a.baseline.display().to_string(), &a.candidate.display().to_string())
-            .map_err(|e| CliError::Bench(format!("the comparison's charts: {e}")))?;
+            .map_err(|e| CliError::Charts { what: "the comparison", why: e.to_string() })?;
         for (name, body) in
             [("compare.md", compare::markdown(&c)), ("compare.html", html), ("junit.xml", compare::junit(&c))]
         {
             miglab_reports::result::write_atomic(&dir.join(name), body.as_bytes())
-                .map_err(|e| io(name, e))?;
+                .map_err(|source| CliError::Unwritable { path: dir.join(name), source })?;
         }
         println!("written: {0}/compare.md, {0}/compare.html, {0}/junit.xml", dir.display());
     }
-    Ok(if c.findings() > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if c.findings() > 0 { Finished::Found } else { Finished::Clean })
 }
 
 /// `miglab trend`.
@@ -107,10 +101,12 @@ pub(super) fn trend_cmd(
     dir: &Path,
     out: Option<std::path::PathBuf>,
     threshold: f64,
-) -> Result<ExitCode, CliError> {
+) -> Result<Finished, CliError> {
     let mut names: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| {
-            CliError::BadInput(format!("{}: {e}; give the directory of nights (ci/nightly's)", dir.display()))
+        .map_err(|source| CliError::Unreadable {
+            path: dir.into(),
+            source,
+            hint: "; give the directory of nights (ci/nightly's)",
         })?
         .flatten()
         .map(|e| e.path())
@@ -118,7 +114,7 @@ pub(super) fn trend_cmd(
         .collect();
     names.sort();
     if names.is_empty() {
-        return Err(CliError::BadInput(format!(
+        return Err(CliError::Args(format!(
             "no nights in {}: each is a directory with results/ in it (ci/nightly makes them)",
             dir.display()
         )));
@@ -133,10 +129,10 @@ pub(super) fn trend_cmd(
         })
         .collect::<Result<Vec<_>, CliError>>()?;
     let (html, series) = miglab_reports::trend::page(&nights, 1)
-        .map_err(|e| CliError::Bench(format!("the trend's charts: {e}")))?;
+        .map_err(|e| CliError::Charts { what: "the trend", why: e.to_string() })?;
     let out = out.unwrap_or_else(|| dir.join("trend.html"));
     miglab_reports::result::write_atomic(&out, html.as_bytes())
-        .map_err(|e| CliError::BadInput(format!("could not write {}: {e}", out.display())))?;
+        .map_err(|source| CliError::Unwritable { path: out.clone(), source })?;
     let nights = &nights;
     let changes: Vec<String> = series
         .iter()
@@ -177,5 +173,5 @@ pub(super) fn trend_cmd(
             r.group, r.metric, r.before, r.after, nights[r.night].name
         );
     }
-    Ok(if regressed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if regressed.is_empty() { Finished::Clean } else { Finished::Found })
 }

@@ -1,11 +1,11 @@
 //! `miglab image ...`
 
 use super::ImageCmd;
+use crate::exit::Finished;
 use miglab_infra::image::{self, GuestImage, ImageError, ImageInputs};
 use miglab_infra::paths;
-use std::process::ExitCode;
 
-pub(super) fn image_cmd(cmd: ImageCmd) -> Result<ExitCode, ImageError> {
+pub(super) fn image_cmd(cmd: ImageCmd) -> Result<Finished, ImageError> {
     match cmd {
         ImageCmd::Build { agent, compress, no_busybox } => {
             let bar = crate::progress::bar("guest image", 2, crate::progress::Unit::Steps);
@@ -28,11 +28,11 @@ pub(super) fn image_cmd(cmd: ImageCmd) -> Result<ExitCode, ImageError> {
             bar.finish_and_clear();
             let (img, reused) = built?;
             print_image(&img, if reused { "reused" } else { "built" });
-            Ok(ExitCode::SUCCESS)
+            Ok(Finished::Clean)
         }
         ImageCmd::Show => {
             print_image(&GuestImage::current(&paths::cache())?, "current");
-            Ok(ExitCode::SUCCESS)
+            Ok(Finished::Clean)
         }
     }
 }

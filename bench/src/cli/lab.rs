@@ -1,13 +1,13 @@
 //! `miglab lab ...`
 
 use super::LabCmd;
+use crate::exit::Finished;
 use miglab_faults::LinkShape;
 use miglab_infra::topology::lab::{self, Lab, LabError, LabOptions};
 use miglab_infra::topology::Host;
-use std::process::ExitCode;
 use std::time::Duration;
 
-pub(super) fn lab_cmd(cmd: LabCmd) -> Result<ExitCode, LabError> {
+pub(super) fn lab_cmd(cmd: LabCmd) -> Result<Finished, LabError> {
     match cmd {
         LabCmd::Up { lab: name, subnet, clients, objectstore, ceph_conf, ready_timeout, timings, ssh } => {
             let opts = LabOptions {
@@ -43,7 +43,7 @@ pub(super) fn lab_cmd(cmd: LabCmd) -> Result<ExitCode, LabError> {
                 // Idle: measured after the readiness wait, with nothing running on the mounts.
                 println!("idle resident memory: {:.0} MiB", lab.rss_kib() as f64 / 1024.0);
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(Finished::Clean)
         }
         LabCmd::Down { lab, .. } => {
             lab::down(&lab.name, &lab.root(), Default::default())?;
@@ -52,7 +52,7 @@ pub(super) fn lab_cmd(cmd: LabCmd) -> Result<ExitCode, LabError> {
                 lab.name,
                 lab.root().join(format!("{}.logs", lab.name)).display()
             );
-            Ok(ExitCode::SUCCESS)
+            Ok(Finished::Clean)
         }
         LabCmd::Status { lab, json } => {
             let s = lab::status(&lab.name, &lab.root())?;
@@ -61,19 +61,19 @@ pub(super) fn lab_cmd(cmd: LabCmd) -> Result<ExitCode, LabError> {
             } else {
                 print_status(&s);
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(Finished::Clean)
         }
         LabCmd::Daemon { lab, daemon, action } => {
             let l = Lab::open(&lab.name, &lab.root())?;
             l.daemon_action(&daemon, action)?;
             println!("{daemon}: {action} done");
-            Ok(ExitCode::SUCCESS)
+            Ok(Finished::Clean)
         }
         LabCmd::Tell { lab, daemon, key, value } => {
             let l = Lab::open(&lab.name, &lab.root())?;
             l.tell(&daemon, &key, &value)?;
             println!("{daemon}: {key} = {value}");
-            Ok(ExitCode::SUCCESS)
+            Ok(Finished::Clean)
         }
         LabCmd::Link { lab, host, rate_kbit, cut, heal, unshape } => {
             let l = Lab::open(&lab.name, &lab.root())?;
@@ -86,7 +86,7 @@ pub(super) fn lab_cmd(cmd: LabCmd) -> Result<ExitCode, LabError> {
             if cut || heal {
                 l.cut(&host, cut)?;
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(Finished::Clean)
         }
         LabCmd::Exec { lab, host, command } => {
             let l = Lab::open(&lab.name, &lab.root())?;
@@ -96,7 +96,7 @@ pub(super) fn lab_cmd(cmd: LabCmd) -> Result<ExitCode, LabError> {
             let status = cmd
                 .status()
                 .map_err(|source| LabError::Io { what: format!("run {}", command[0]), source })?;
-            Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8))
+            Ok(Finished::Passthrough(status.code().unwrap_or(1).clamp(0, 255) as u8))
         }
     }
 }
@@ -120,12 +120,12 @@ fn print_status(s: &lab::LabStatus) {
 pub(super) fn down_topology(
     file: &std::path::Path,
     root: &std::path::Path,
-) -> Result<ExitCode, super::CliError> {
+) -> Result<Finished, super::CliError> {
     let lines = miglab_infra::topology::external::site::down(file, root)
         .map_err(|e| super::CliError::Topology(e.into()))?;
     for line in lines {
         println!("{line}");
     }
     println!("the hosts of {} are clean", file.display());
-    Ok(ExitCode::SUCCESS)
+    Ok(Finished::Clean)
 }

@@ -4,18 +4,18 @@
 use super::vm::open_site;
 use super::{runtime, CliError, MigrateArgs};
 use crate::clock::RunClock;
+use crate::exit::Finished;
 use crate::migration::{self, Hop, MigrationOptions};
 use crate::observe::Bus;
 use crate::readloop::{self, check_continuity, start_read_loop};
 use miglab_infra::topology::next_host;
 use miglab_infra::vm::{ledger, Vm, VmError};
 use miglab_reports::{MigrationParams, MigrationRecord, Outcome};
-use std::process::ExitCode;
 use std::time::Duration;
 
-pub(super) fn migrate_cmd(m: MigrateArgs) -> Result<ExitCode, CliError> {
+pub(super) fn migrate_cmd(m: MigrateArgs) -> Result<Finished, CliError> {
     if m.hops == 0 || m.timeout == 0 {
-        return Err(CliError::BadInput("--hops and --timeout must be at least 1".into()));
+        return Err(CliError::Args("--hops and --timeout must be at least 1".into()));
     }
     let site = open_site(&m.vm)?;
     let opts = MigrationOptions {
@@ -46,7 +46,7 @@ async fn hops(
     hosts: &[String],
     opts: &MigrationOptions,
     m: &MigrateArgs,
-) -> Result<ExitCode, CliError> {
+) -> Result<Finished, CliError> {
     if !readloop::status(vm).await?.running {
         start_read_loop(vm).await?;
     }
@@ -83,9 +83,9 @@ async fn hops(
         println!("{}", serde_json::to_string_pretty(&records).unwrap_or_default());
     }
     if problems.is_empty() {
-        Ok(ExitCode::SUCCESS)
+        Ok(Finished::Clean)
     } else {
-        Err(CliError::Check(problems.join("\n")))
+        Err(CliError::Problems(problems))
     }
 }
 

@@ -1,11 +1,11 @@
 //! `miglab vm ...`.
 
 use super::{runtime, CliError, VmCmd, VmName};
+use crate::exit::Finished;
 use crate::readloop::{start_read_loop, write_hello, HELLO_FILE};
 use miglab_infra::topology::lab::Lab;
 use miglab_infra::topology::Site;
 use miglab_infra::vm::{ledger, InstanceId, Vm, VmError, VmSpec};
-use std::process::ExitCode;
 use std::sync::Arc;
 
 /// The lab of `v`, as the site VMs act through.
@@ -13,7 +13,7 @@ pub(super) fn open_site(v: &VmName) -> Result<Arc<dyn Site>, CliError> {
     Ok(Arc::new(Lab::open(&v.lab.name, &v.lab.root())?))
 }
 
-pub(super) fn vm_cmd(cmd: VmCmd) -> Result<ExitCode, CliError> {
+pub(super) fn vm_cmd(cmd: VmCmd) -> Result<Finished, CliError> {
     match cmd {
         VmCmd::Up {
             vm,
@@ -29,8 +29,8 @@ pub(super) fn vm_cmd(cmd: VmCmd) -> Result<ExitCode, CliError> {
             binaries,
         } => {
             let binaries = binaries.choice();
-            binaries.check().map_err(|e| CliError::BadInput(e.to_string()))?;
-            let image = binaries.image().map_err(|e| CliError::BadInput(e.to_string()))?;
+            binaries.check()?;
+            let image = binaries.image()?;
             let site = open_site(&vm)?;
             if !ledger::of_vm(site.as_ref(), &vm.vm).is_empty() {
                 return Err(VmError::VmExists(vm.vm).into());
@@ -70,7 +70,7 @@ pub(super) fn vm_cmd(cmd: VmCmd) -> Result<ExitCode, CliError> {
                 }
                 // It keeps running for the next command.
                 v.release();
-                Ok(ExitCode::SUCCESS)
+                Ok(Finished::Clean)
             })
         }
         VmCmd::Down { vm } => {
@@ -80,10 +80,10 @@ pub(super) fn vm_cmd(cmd: VmCmd) -> Result<ExitCode, CliError> {
             }
             let problems = runtime()?.block_on(stop_all(&site, &vm.vm));
             if !problems.is_empty() {
-                return Err(CliError::Check(problems.join("\n")));
+                return Err(CliError::Problems(problems));
             }
             println!("{} is down", vm.vm);
-            Ok(ExitCode::SUCCESS)
+            Ok(Finished::Clean)
         }
         VmCmd::Console { vm } => {
             let site = open_site(&vm)?;
@@ -98,7 +98,7 @@ pub(super) fn vm_cmd(cmd: VmCmd) -> Result<ExitCode, CliError> {
                 println!("==== {} ====", p.display());
                 print!("{}", std::fs::read_to_string(p.join("console.log")).unwrap_or_default());
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(Finished::Clean)
         }
     }
 }
