@@ -9,14 +9,11 @@ use crate::plan::Plan;
 use crate::run::{ExecError, Execution};
 use miglab_infra::binaries::{self, BinaryChoice};
 use miglab_infra::paths;
-use miglab_infra::process;
 use miglab_reports::result::{event_rows, events_csv, timeline_csv, write_atomic};
 use miglab_reports::sweep::Rep;
-use miglab_reports::{verdict, BinaryInfo, Clock, Provenance, RunResult, StreamHealth, Verification};
+use miglab_reports::{verdict, Clock, Provenance, RunResult, StreamHealth, Verification};
 use miglab_workloads::verify::VerifyReport;
 use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
 
 /// What produced the numbers: versions, accelerator, CPU, commit, and the builds that ran the
 /// guest (`binaries`; `image`: the guest image of a chosen kernel, None for the current one).
@@ -34,30 +31,10 @@ pub fn provenance(
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let qemu = binaries::info("qemu", &binaries.qemu_path());
     let virtiofsd = binaries::info("virtiofsd", &binaries.virtiofsd_path());
-    let kernel = image.as_ref().map(|i| {
-        let vmlinuz = std::fs::read_dir(Path::new(&i.manifest.kernel_package).join("boot"))
-            .ok()
-            .and_then(|d| d.flatten().map(|e| e.path()).find(|p| p.to_string_lossy().contains("vmlinuz-")));
-        BinaryInfo {
-            role: "kernel".into(),
-            path: vmlinuz
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or(i.manifest.kernel_package.clone()),
-            version: Some(i.manifest.kernel_release.clone()),
-            sha256: vmlinuz.as_deref().and_then(binaries::sha256_file),
-        }
-    });
+    let kernel = image.as_ref().map(binaries::kernel_info);
     Provenance {
         miglab_version: env!("CARGO_PKG_VERSION").into(),
-        git_commit: miglab_infra::image::source_tree().and_then(|t| {
-            let o = process::run_tool(
-                Command::new("git").arg("-C").arg(t).args(["rev-parse", "HEAD"]),
-                Duration::from_secs(5),
-            )
-            .ok()?;
-            Some(o.stdout.trim().to_string())
-        }),
+        git_commit: miglab_infra::image::source_commit(),
         qemu: qemu.version.clone(),
         virtiofsd: virtiofsd.version.clone(),
         ceph: binaries::version(&paths::tool("ceph")),

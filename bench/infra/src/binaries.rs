@@ -155,6 +155,23 @@ pub fn judge_version(text: &str, prefix: &str, min: Option<(u32, u32)>, at: &str
     }
 }
 
+/// The guest kernel of `image` as a binary under test: its vmlinuz (or its package), release and
+/// SHA-256.
+pub fn kernel_info(image: &GuestImage) -> BinaryInfo {
+    let vmlinuz = std::fs::read_dir(Path::new(&image.manifest.kernel_package).join("boot"))
+        .ok()
+        .and_then(|d| d.flatten().map(|e| e.path()).find(|p| p.to_string_lossy().contains("vmlinuz-")));
+    BinaryInfo {
+        role: "kernel".into(),
+        path: vmlinuz
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or(image.manifest.kernel_package.clone()),
+        version: Some(image.manifest.kernel_release.clone()),
+        sha256: vmlinuz.as_deref().and_then(sha256_file),
+    }
+}
+
 /// The SHA-256 of a file, remembered per path, size and modification time (a QEMU binary is
 /// tens of MiB and every repetition records it).
 pub fn sha256_file(p: &Path) -> Option<String> {

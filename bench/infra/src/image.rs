@@ -390,6 +390,17 @@ pub fn source_tree() -> Option<PathBuf> {
     root.join("Cargo.toml").exists().then_some(root)
 }
 
+/// The commit of the source tree this miglab was built from, if it is still a git checkout.
+pub fn source_commit() -> Option<String> {
+    let tree = source_tree()?;
+    let o = crate::process::run_tool(
+        std::process::Command::new("git").arg("-C").arg(tree).args(["rev-parse", "HEAD"]),
+        std::time::Duration::from_secs(5),
+    )
+    .ok()?;
+    Some(o.stdout.trim().to_string())
+}
+
 /// Builds the static guest agent from the source tree with cargo and returns its path.
 pub fn build_agent(tree: &Path) -> Result<PathBuf, ImageError> {
     let target = "x86_64-unknown-linux-gnu";
