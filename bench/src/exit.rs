@@ -5,6 +5,7 @@
 use crate::assemble::ReportError;
 use crate::migration::MigrationError;
 use crate::plan::PlanError;
+use crate::preflight::PreflightError;
 use crate::run::ExecError;
 use crate::scenario::ScenarioError;
 use crate::session::RunError;
@@ -44,6 +45,8 @@ pub enum CliError {
     Runtime(std::io::Error),
     #[error(transparent)]
     Run(#[from] RunError),
+    #[error(transparent)]
+    Preflight(#[from] PreflightError),
     #[error(transparent)]
     Report(#[from] ReportError),
     #[error(transparent)]
@@ -275,22 +278,30 @@ impl Classify for ImageError {
 impl Classify for RunError {
     fn exit(&self) -> Exit {
         match self {
-            RunError::Scenario(e) => e.exit(),
-            RunError::Plan(e) => e.exit(),
+            RunError::Preflight(e) => e.exit(),
             RunError::Lab(e) => e.exit(),
-            RunError::Replay { .. }
-            | RunError::LabBusy { .. }
+            RunError::LabBusy { .. }
             | RunError::LabIncomplete { .. }
             | RunError::LabAltered { .. }
-            | RunError::Binaries(_)
             | RunError::NotHere(_) => Exit::BadInput,
             RunError::External(e) => e.exit(),
-            RunError::Image(e) => e.exit(),
             RunError::Interrupted(_) | RunError::InterruptedBefore(_) => Exit::Interrupted,
             RunError::Io { .. }
             | RunError::Runtime(_)
             | RunError::Failed { .. }
             | RunError::LabUnhealthy { .. } => Exit::Failed,
+        }
+    }
+}
+
+impl Classify for PreflightError {
+    fn exit(&self) -> Exit {
+        match self {
+            PreflightError::Scenario(e) => e.exit(),
+            PreflightError::Plan(e) => e.exit(),
+            PreflightError::Binaries(e) => e.exit(),
+            PreflightError::Image(e) => e.exit(),
+            PreflightError::Replay { .. } | PreflightError::NotHere(_) => Exit::BadInput,
         }
     }
 }
@@ -324,6 +335,7 @@ impl Classify for CliError {
             CliError::Vm(e) => e.exit(),
             CliError::Migration(e) => e.exit(),
             CliError::Run(e) => e.exit(),
+            CliError::Preflight(e) => e.exit(),
             CliError::Scenario(e) => e.exit(),
             CliError::Exec(e) => e.exit(),
             CliError::Topology(e) => e.exit(),
@@ -355,12 +367,12 @@ mod tests {
         let deep =
             CliError::Migration(MigrationError::Vm(VmError::Topology(TopologyError::from(lab_interrupted))));
         assert_eq!(deep.exit().code(), 130);
-        let bad = CliError::Run(RunError::Scenario(ScenarioError::Parse {
+        let bad = CliError::Run(RunError::Preflight(PreflightError::Scenario(ScenarioError::Parse {
             path: PathBuf::from("s.toml"),
             line: 1,
             column: 1,
             message: "x".into(),
-        }));
+        })));
         assert_eq!(bad.exit().code(), 2);
         let failed =
             CliError::Run(RunError::Failed { total: 1, failed: vec![(PathBuf::from("r"), "why".into())] });

@@ -6,7 +6,6 @@
 
 pub mod assemble;
 pub mod benchmarks;
-pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod collect;
@@ -17,6 +16,7 @@ pub mod inject;
 pub mod migration;
 pub mod observe;
 pub mod plan;
+pub mod preflight;
 pub mod progress;
 pub mod readloop;
 pub mod run;

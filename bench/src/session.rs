@@ -4,13 +4,14 @@
 //! leaves a result). `--replay result.json` runs the plan of an earlier result again.
 
 use crate::assemble::{self, assemble, begun, fresh_dir, write_outputs, write_result};
-use crate::check;
 use crate::clock::RunClock;
-use crate::plan::{Plan, PlanError};
+use crate::plan::Plan;
+pub use crate::preflight::Source;
+use crate::preflight::{self, Overrides, PreflightError};
 use crate::progress::{ms, window_line};
 use crate::run::{copy_logs, execute, vm_spec};
-use crate::scenario::{Scenario, ScenarioError};
-use miglab_infra::binaries::{BinariesError, BinaryChoice};
+use crate::scenario::LabSpec;
+use miglab_infra::binaries::BinaryChoice;
 use miglab_infra::topology::lab::{Lab, LabError, LabOptions};
 use miglab_infra::topology::state::{Phase, StateFile};
 use miglab_infra::topology::{Site, Topology};
@@ -23,13 +24,9 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum RunError {
     #[error(transparent)]
-    Scenario(#[from] ScenarioError),
-    #[error(transparent)]
-    Plan(#[from] PlanError),
+    Preflight(#[from] PreflightError),
     #[error(transparent)]
     Lab(#[from] LabError),
-    #[error("could not read the result to replay, {path}: {why}")]
-    Replay { path: PathBuf, why: String },
     #[error("could not {what}: {source}")]
     Io { what: String, source: std::io::Error },
     #[error("lab '{lab}' already runs {}: they share its file system and would write into this run's files. Stop them first: {}", .vms.join(", "), .vms.iter().map(|v| format!("`miglab vm down --name {lab} --vm {v}`")).collect::<Vec<_>>().join(", "))]
@@ -41,8 +38,6 @@ pub enum RunError {
     #[error("lab '{lab}' did not become healthy within {secs} s ({summary}); see `miglab lab status --name {lab}`, or `miglab lab down --name {lab}` and let the run bring it up")]
     LabUnhealthy { lab: String, secs: u64, summary: String },
     #[error(transparent)]
-    Binaries(#[from] BinariesError),
-    #[error(transparent)]
     External(#[from] miglab_infra::topology::external::ExternalError),
     #[error("{0}")]
     NotHere(String),
@@ -52,8 +47,6 @@ pub enum RunError {
     Interrupted(PathBuf),
     #[error("interrupted {0}; nothing was run")]
     InterruptedBefore(&'static str),
-    #[error(transparent)]
-    Image(miglab_infra::image::ImageError),
     #[error("{} of {total} repetitions did not complete:\n{}", .failed.len(), .failed.iter().map(|(d, why)| format!("  {}: {why}", d.display())).collect::<Vec<_>>().join("\n"))]
     Failed { total: usize, failed: Vec<(PathBuf, String)> },
 }
@@ -61,14 +54,6 @@ pub enum RunError {
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunError {
     let what = what.into();
     move |source| RunError::Io { what, source }
-}
-
-/// What to run.
-#[derive(Debug, Clone)]
-pub enum Source {
-    Scenario(PathBuf),
-    /// The plan of an earlier `result.json`.
-    Replay(PathBuf),
 }
 
 /// How to run.
@@ -102,93 +87,98 @@ fn say(scenario: &str, rep: u32, msg: &str) {
     crate::progress::line(&format!("[{scenario} #{rep}] {msg}"));
 }
 
-/// What a session runs: the plans (derived per repetition — of each cell of a sweep — or
-/// replayed) and the scenario text.
-enum Plans {
-    Derive {
-        scenario: Box<Scenario>,
-        workload: miglab_workloads::job::Workload,
-        repetitions: u32,
-        cells: Vec<crate::scenario::Cell>,
-    },
-    Replay(Box<Plan>),
-}
-
 /// Runs every repetition; returns the result directories (all completed), or the failures.
 pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
-    let (plans, text, name, mut lab_spec) = match &opts.source {
-        Source::Scenario(p) => {
-            let (mut s, text, w) = Scenario::load(p)?;
-            let base = p.parent().unwrap_or(Path::new("."));
-            check::host(p, &s.guest)?;
-            s.binaries = s.binaries.anchored(base).overridden(&opts.binaries);
-            s.binaries.check()?;
-            let mut cells = s.cells(&text, p)?;
-            for c in &mut cells {
-                check::host(p, &c.scenario.guest)?;
-                c.scenario.binaries = c.scenario.binaries.anchored(base).overridden(&opts.binaries);
-                c.scenario.binaries.check()?;
-            }
-            let reps = opts.repetitions.unwrap_or(s.repetitions);
-            let (name, lab) = (s.name.clone(), s.lab.clone());
-            (Plans::Derive { scenario: Box::new(s), workload: w, repetitions: reps, cells }, text, name, lab)
-        }
-        Source::Replay(p) => {
-            let bytes =
-                std::fs::read(p).map_err(|e| RunError::Replay { path: p.clone(), why: e.to_string() })?;
-            let r: RunResult = serde_json::from_slice(&bytes)
-                .map_err(|e| RunError::Replay { path: p.clone(), why: e.to_string() })?;
-            let mut plan = Plan::from_result(p, &r.plan)?;
-            check::host(p, &plan.guest)?;
-            plan.binaries = plan.binaries.overridden(&opts.binaries);
-            plan.binaries.check()?;
-            let (name, lab) = (plan.scenario.clone(), plan.lab.clone());
-            (Plans::Replay(Box::new(plan)), r.scenario_text, name, lab)
-        }
+    let overrides = Overrides {
+        binaries: opts.binaries.clone(),
+        repetitions: opts.repetitions,
+        lab_name: opts.lab_name.clone(),
     };
-    if let Some(n) = &opts.lab_name {
-        lab_spec.name = n.clone();
+    let loaded = preflight::load(&opts.source, &overrides)?;
+    preflight::image_agent()?;
+    if opts.topology.is_some() && opts.host_mode.is_some() {
+        return Err(RunError::NotHere(
+            "--host-mode runs the workload on this machine's mount: not with --topology".into(),
+        ));
     }
     let rt = miglab_infra::wait::runtime().map_err(RunError::Runtime)?;
-    // A guest image of another miglab's agent is refused before any lab or host is touched.
-    if let Err(e @ miglab_infra::image::ImageError::OtherAgent { .. }) =
-        miglab_infra::image::GuestImage::current(&miglab_infra::paths::cache())
-    {
-        return Err(RunError::Image(e));
-    }
-    let ground = match &opts.topology {
-        Some(file) => {
-            if opts.host_mode.is_some() {
-                return Err(RunError::NotHere(
-                    "--host-mode runs the workload on this machine's mount: not with --topology".into(),
-                ));
-            }
-            say(&name, 0, &format!("connecting to the hosts of {}", file.display()));
-            let t = Instant::now();
-            let site = miglab_infra::topology::external::site::ExternalSite::open(file, &opts.lab_root)?;
-            say(
-                &name,
-                0,
-                &format!(
-                    "{} hosts ready in {:.1} s ({}: {})",
-                    site.host_names().len(),
-                    t.elapsed().as_secs_f64(),
-                    site.accel_choice().accel,
-                    site.accel_choice().reason
-                ),
-            );
-            Ground::External(Arc::new(site))
-        }
-        None => open_lab(opts, &name, &lab_spec)?,
-    };
+    let ground = open_ground(opts, &loaded.name, &loaded.lab)?;
     let topo: Arc<dyn Topology> = match &ground {
         Ground::Lab { lab, .. } => lab.clone(),
         Ground::External(x) => x.clone(),
     };
-    match &ground {
-        Ground::Lab { lab, .. } => lab_ready(lab, &topo, &lab_spec.name, &name)?,
+    // Whatever happens from here, the ground is let go of (a lab this run brought up goes down).
+    let tally = ready(&ground, &topo, &loaded)
+        .and_then(|()| plan_all(&ground, &topo, &loaded))
+        .map(|list| run_all(&rt, &topo, &list, &loaded, opts));
+    drop(topo);
+    let released = release(ground, &loaded.name);
+    match (tally.and_then(Tally::into_result), released) {
+        (result, Ok(())) => result,
+        (Ok(_), Err(e)) => Err(e),
+        // The run's own error comes first; the teardown's is added to it.
+        (Err(e), Err(t)) => {
+            eprintln!("miglab: tearing the lab down after the failure also failed: {t}");
+            Err(e)
+        }
+    }
+}
+
+/// What the repetitions of a session came to.
+#[derive(Debug, Default)]
+struct Tally {
+    completed: Vec<PathBuf>,
+    failed: Vec<(PathBuf, String)>,
+    interrupted: Option<PathBuf>,
+    /// What stopped the session before its last repetition.
+    stopped: Option<RunError>,
+}
+
+impl Tally {
+    fn into_result(self) -> Result<Vec<PathBuf>, RunError> {
+        if let Some(e) = self.stopped {
+            return Err(e);
+        }
+        if let Some(dir) = self.interrupted {
+            return Err(RunError::Interrupted(dir));
+        }
+        if !self.failed.is_empty() {
+            return Err(RunError::Failed {
+                total: self.completed.len() + self.failed.len(),
+                failed: self.failed,
+            });
+        }
+        Ok(self.completed)
+    }
+}
+
+/// The local lab (reused or brought up), or the hosts of a topology file.
+fn open_ground(opts: &RunOptions, name: &str, lab_spec: &LabSpec) -> Result<Ground, RunError> {
+    let Some(file) = &opts.topology else { return open_lab(opts, name, lab_spec) };
+    say(name, 0, &format!("connecting to the hosts of {}", file.display()));
+    let t = Instant::now();
+    let site = miglab_infra::topology::external::site::ExternalSite::open(file, &opts.lab_root)?;
+    say(
+        name,
+        0,
+        &format!(
+            "{} hosts ready in {:.1} s ({}: {})",
+            site.host_names().len(),
+            t.elapsed().as_secs_f64(),
+            site.accel_choice().accel,
+            site.accel_choice().reason
+        ),
+    );
+    Ok(Ground::External(Arc::new(site)))
+}
+
+/// The ground as a run needs it: whole, healthy, nothing a gone miglab's faults left.
+fn ready(ground: &Ground, topo: &Arc<dyn Topology>, loaded: &preflight::Loaded) -> Result<(), RunError> {
+    let name = &loaded.name;
+    match ground {
+        Ground::Lab { lab, .. } => lab_ready(lab, topo, &loaded.lab.name, name)?,
         Ground::External(_) => {
-            let left = undo_leftovers(topo.as_ref(), &name);
+            let left = undo_leftovers(topo.as_ref(), name);
             if !left.is_empty() {
                 return Err(RunError::NotHere(format!(
                     "the cluster is not as a run needs it: {}; `miglab lab down --topology FILE` reverts the journal",
@@ -202,7 +192,7 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
         .and_then(|i| i.agent_sources_newer())
     {
         say(
-            &name,
+            name,
             0,
             &format!(
                 "warning: {} changed after the guest image was built: the guest runs the old agent until `miglab image build`",
@@ -210,118 +200,91 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
             ),
         );
     }
-    let hosts = topo.host_names();
-    // The OSDs a fault may pick, by their ids (a real cluster's have gaps).
-    let osds: Vec<u32> = topo
-        .daemons()
-        .iter()
-        .filter(|d| d.kind == miglab_infra::topology::DaemonKind::Osd)
-        .filter_map(|d| d.id.parse().ok())
-        .collect();
-    let list: Vec<Result<Plan, PlanError>> = match &plans {
-        Plans::Derive { scenario, workload, repetitions, cells } if cells.is_empty() => {
-            (1..=*repetitions).map(|rep| Plan::derive(scenario, workload, rep, &hosts, &osds)).collect()
-        }
-        // Repetition by repetition, every cell in turn: the cells' runs interleave, so that a
-        // drift of the lab or the machine (a warm cache, a neighbour's load) falls on every
-        // cell alike — what makes two cells of one sweep a fair A/B comparison.
-        Plans::Derive { repetitions, cells, .. } => (1..=*repetitions)
-            .flat_map(|rep| {
-                let (hosts, osds) = (&hosts, &osds);
-                cells.iter().map(move |c| {
-                    let mut p = Plan::derive(&c.scenario, &c.workload, rep, hosts, osds)?;
-                    p.cell = Some(c.name.clone());
-                    Ok(p)
-                })
-            })
+    Ok(())
+}
+
+/// Every plan of every cell for this ground, before the first runs: a sweep is refused whole.
+fn plan_all(
+    ground: &Ground,
+    topo: &Arc<dyn Topology>,
+    loaded: &preflight::Loaded,
+) -> Result<Vec<Plan>, RunError> {
+    let refuses = |f: &miglab_faults::Fault| topo.refuses(f);
+    let facts = preflight::Ground {
+        hosts: topo.host_names(),
+        osds: topo
+            .daemons()
+            .iter()
+            .filter(|d| d.kind == miglab_infra::topology::DaemonKind::Osd)
+            .filter_map(|d| d.id.parse().ok())
             .collect(),
-        Plans::Replay(p) => vec![Ok((**p).clone())],
+        remote: matches!(ground, Ground::External(_)),
+        refuses: &refuses,
+        images: true,
     };
-    let bar = crate::progress::bar(&name, list.len() as u64, crate::progress::Unit::Runs);
+    Ok(preflight::plans(loaded, &facts)?)
+}
+
+/// Runs the plans in order; a sweep's report is written from its cells' results.
+fn run_all(
+    rt: &tokio::runtime::Runtime,
+    topo: &Arc<dyn Topology>,
+    list: &[Plan],
+    loaded: &preflight::Loaded,
+    opts: &RunOptions,
+) -> Tally {
+    let name = &loaded.name;
+    let bar = crate::progress::bar(name, list.len() as u64, crate::progress::Unit::Runs);
     let mut sweep: Vec<miglab_reports::sweep::Rep> = Vec::new();
-    let mut dirs = Vec::new();
-    let mut failed = Vec::new();
-    let mut interrupted = None;
-    let mut setup_error = None;
-    let mut images: Vec<(BinaryChoice, Option<PathBuf>)> = Vec::new();
+    let mut tally = Tally::default();
     for plan in list {
-        let mut plan = match plan {
-            Ok(p) => p,
-            Err(e) => {
-                setup_error = Some(RunError::from(e));
-                break;
-            }
-        };
-        plan.lab = lab_spec.clone();
-        if matches!(ground, Ground::External(_))
-            && (plan.binaries.qemu.is_some() || plan.binaries.virtiofsd.is_some())
-        {
-            setup_error = Some(RunError::NotHere(
-                "--qemu and --virtiofsd (or [binaries]) choose this machine's builds: on a topology each host runs its own, given as `qemu` and `virtiofsd` in its [[host]]".into(),
-            ));
-            break;
-        }
-        if let Some(why) =
-            plan.faults.iter().find_map(|f| topo.refuses(&f.fault).map(|w| (f.fault.kind(), w)))
-        {
-            setup_error = Some(RunError::NotHere(format!("fault '{}': {}", why.0, why.1)));
-            break;
-        }
-        // The guest image of a chosen kernel: resolved once per choice (it hashes the kernel
-        // package), not per repetition.
-        let image = match images.iter().find(|(c, _)| *c == plan.binaries) {
-            Some((_, img)) => Ok(img.clone()),
-            None => plan.binaries.image().inspect(|img| images.push((plan.binaries.clone(), img.clone()))),
-        };
-        match image {
-            Ok(img) => plan.image = img,
-            Err(e) => {
-                setup_error = Some(e.into());
-                break;
-            }
-        }
         let dir_name =
             if opts.host_mode.is_some() { format!("{}-host", plan.scenario) } else { plan.scenario.clone() };
         let dir = match &plan.cell {
             Some(c) => opts.out.join(dir_name).join(c).join(plan.repetition.to_string()),
             None => opts.out.join(dir_name).join(plan.repetition.to_string()),
         };
-        let result = repetition(&rt, &topo, &plan, &text, &dir, opts.host_mode);
+        let result = repetition(rt, topo, plan, &loaded.text, &dir, opts.host_mode);
         bar.inc(1);
         if let (Ok(r), Some(cell)) = (&result, &plan.cell) {
             sweep.push(miglab_reports::sweep::Rep { cell: cell.clone(), result: r.clone() });
         }
         match result {
             Ok(r) => match r.status {
-                RunStatus::Completed => dirs.push(dir),
+                RunStatus::Completed => tally.completed.push(dir),
                 RunStatus::Aborted => {
-                    interrupted = Some(dir);
+                    tally.interrupted = Some(dir);
                     break;
                 }
-                RunStatus::Failed => {
-                    failed.push((dir, r.problems.first().or(r.error.as_ref()).cloned().unwrap_or_default()))
-                }
+                RunStatus::Failed => tally
+                    .failed
+                    .push((dir, r.problems.first().or(r.error.as_ref()).cloned().unwrap_or_default())),
             },
             Err(e) => {
-                setup_error = Some(e);
+                tally.stopped = Some(e);
                 break;
             }
         }
     }
     bar.finish_and_clear();
     if !sweep.is_empty() {
-        let dir = opts.out.join(&name);
+        let dir = opts.out.join(name);
         // The runs' own files are written; a sweep report that cannot be drawn says why and
         // can be made later (`miglab report`).
-        if let Err(e) = crate::assemble::write_sweep(&dir, &name, &sweep) {
+        if let Err(e) = crate::assemble::write_sweep(&dir, name, &sweep) {
             eprintln!("miglab: the sweep report of {} was not written: {e}", dir.display());
         }
         println!("{name}: sweep of {} runs → {}", sweep.len(), dir.join("sweep.html").display());
     }
-    drop(topo);
+    tally
+}
+
+/// Lets go of the ground: a lab this session brought up is torn down, a topology's connections
+/// closed.
+fn release(ground: Ground, name: &str) -> Result<(), RunError> {
     match ground {
         Ground::Lab { lab, reuse: false } => {
-            say(&name, 0, "tearing the lab down");
+            say(name, 0, "tearing the lab down");
             match Arc::try_unwrap(lab) {
                 Ok(lab) => lab.down()?,
                 Err(_) => eprintln!("miglab: the lab is still in use; `miglab lab down` tears it down"),
@@ -330,16 +293,7 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
         Ground::Lab { .. } => {}
         Ground::External(site) => site.close(),
     }
-    if let Some(e) = setup_error {
-        return Err(e);
-    }
-    if let Some(dir) = interrupted {
-        return Err(RunError::Interrupted(dir));
-    }
-    if !failed.is_empty() {
-        return Err(RunError::Failed { total: dirs.len() + failed.len(), failed });
-    }
-    Ok(dirs)
+    Ok(())
 }
 
 /// One repetition. Whatever happens, a result.json is left in `dir`.
@@ -487,7 +441,7 @@ fn summary(r: &RunResult, dir: &Path) {
 }
 
 /// The lab a session runs on: the running one, or one brought up for it.
-fn open_lab(opts: &RunOptions, name: &str, lab_spec: &crate::scenario::LabSpec) -> Result<Ground, RunError> {
+fn open_lab(opts: &RunOptions, name: &str, lab_spec: &LabSpec) -> Result<Ground, RunError> {
     let state = opts.lab_root.join(&lab_spec.name).join("state.json");
     let reuse = StateFile::load(&state).is_ok_and(|s| s.phase == Phase::Up);
     let t = Instant::now();

@@ -6,7 +6,7 @@ use crate::exit::Finished;
 use std::path::Path;
 
 pub(super) fn check(scenario: &Path) -> Result<Finished, CliError> {
-    println!("{}", crate::check::check(scenario)?);
+    println!("{}", crate::preflight::check(scenario)?);
     Ok(Finished::Clean)
 }
 
