@@ -193,6 +193,7 @@ impl Classify for VmError {
             VmError::Topology(e) => e.exit(),
             VmError::Image(e) => e.exit(),
             VmError::NoVm(_) | VmError::VmExists(_) | VmError::AgentMismatch { .. } => Exit::BadInput,
+            VmError::Interrupted(_) => Exit::Interrupted,
             VmError::Qmp(_)
             | VmError::Control(_)
             | VmError::QemuTooOld { .. }

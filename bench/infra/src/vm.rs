@@ -11,7 +11,7 @@ pub mod instance;
 pub mod ledger;
 pub mod spec;
 
-pub use cmdline::{check_qemu, console_summary, kernel_cmdline, qemu_args, virtiofsd_args};
+pub use cmdline::{check_qemu, console_summary, kernel_cmdline, qemu_args, virtiofsd_args, virtiofsd_spec};
 pub use instance::Vm;
 pub use spec::{FsCache, InstanceId, VmFiles, VmRecord, VmSpec};
 
@@ -56,4 +56,6 @@ pub enum VmError {
     VmExists(String),
     #[error("could not {what}: {source}")]
     Io { what: String, source: std::io::Error },
+    #[error("interrupted while waiting for {0}")]
+    Interrupted(String),
 }

@@ -44,6 +44,29 @@ pub fn until<T, E>(
     }
 }
 
+/// [`until`] for async code: polls without holding up the runtime's workers.
+pub async fn until_async<T, E>(
+    what: &str,
+    timeout: Duration,
+    period: Duration,
+    mut check: impl FnMut() -> Result<Option<T>, E>,
+) -> Result<T, WaitError<E>> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().map_err(WaitError::Failed)? {
+            return Ok(v);
+        }
+        if crate::interrupt::requested() {
+            return Err(WaitError::Interrupted(what.to_string()));
+        }
+        let elapsed = start.elapsed();
+        if elapsed >= timeout {
+            return Err(WaitError::TimedOut(elapsed, what.to_string()));
+        }
+        tokio::time::sleep(period.min(timeout - elapsed)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +96,27 @@ mod tests {
         let v: Result<(), WaitError<&str>> =
             until("x", Duration::from_secs(5), Duration::from_millis(1), || Err("boom"));
         assert!(matches!(v, Err(WaitError::Failed("boom"))));
+    }
+
+    #[test]
+    fn the_async_wait_gives_the_value_or_names_what_it_waited_for() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("rt");
+        let mut n = 0;
+        let v: Result<u32, WaitError<()>> =
+            rt.block_on(until_async("n", Duration::from_secs(5), Duration::from_millis(1), || {
+                n += 1;
+                Ok((n >= 3).then_some(n))
+            }));
+        assert_eq!(v.expect("ready"), 3);
+        let e: Result<(), WaitError<&str>> =
+            rt.block_on(until_async("never", Duration::from_millis(20), Duration::from_millis(5), || {
+                Ok(None)
+            }));
+        assert!(
+            matches!(e, Err(WaitError::TimedOut(d, w)) if d >= Duration::from_millis(20) && w == "never")
+        );
+        let failed: Result<(), WaitError<&str>> =
+            rt.block_on(until_async("x", Duration::from_secs(5), Duration::from_millis(1), || Err("gone")));
+        assert!(matches!(failed, Err(WaitError::Failed("gone"))));
     }
 }

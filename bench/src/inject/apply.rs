@@ -2,7 +2,6 @@
 
 use super::Context;
 use miglab_faults::{DaemonAction, Fault, HostRef, LinkShape, Pick, Resolved, StorageTarget};
-use miglab_infra::process::{ProcessSpec, Tier};
 use miglab_infra::topology::journal::{Journal, Undo};
 use miglab_infra::topology::{DaemonId, DaemonKind, Topology};
 use miglab_infra::vm::{ledger, VmRecord};
@@ -250,16 +249,8 @@ pub(super) fn apply(
 /// A new virtiofsd on the killed one's socket (QEMU does not reconnect to it).
 fn restart_virtiofsd(topo: &Arc<dyn Topology>, r: &VmRecord) -> Result<(), String> {
     let h = topo.host(r.host()).map_err(err)?;
-    let mount = h.mount_point();
     h.remove_all(&r.files.virtiofsd()).map_err(|e| format!("remove its socket: {e}"))?;
-    let spec = ProcessSpec::new(
-        format!("{}.restarted", r.virtiofsd_name()),
-        h.virtiofsd(&r.spec.binaries.virtiofsd_path()),
-        r.files.virtiofsd_log(),
-    )
-    .tier(Tier::Guest)
-    .args(miglab_infra::vm::virtiofsd_args(&mount, &r.files, r.spec.fs_cache))
-    .args(&r.spec.virtiofsd_args);
+    let spec = miglab_infra::vm::virtiofsd_spec(h, r, format!("{}.restarted", r.virtiofsd_name()));
     topo.spawn(r.host(), spec).map_err(err)?;
     Ok(())
 }

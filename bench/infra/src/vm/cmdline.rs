@@ -1,9 +1,11 @@
 //! The command lines of a VM instance: QEMU's and virtiofsd's, and the guest kernel's.
 
-use super::spec::{FsCache, VmFiles, VmSpec};
+use super::spec::{FsCache, VmFiles, VmRecord, VmSpec};
 use super::VmError;
 use crate::accel::Accel;
 use crate::binaries::{parse_version, version_line, QEMU_MIN};
+use crate::process::{ProcessSpec, Tier};
+use crate::topology::Host;
 use miglab_workloads::control::{CONTROL_PORT, FS_TAG, RECORDS_PORT};
 use std::path::{Path, PathBuf};
 
@@ -96,6 +98,15 @@ pub fn qemu_args(
     a
 }
 
+/// virtiofsd's process for the instance of `record` on `h`, named `name` (a restart after a
+/// fault is `<name>.restarted`): the one place its command line is put together.
+pub fn virtiofsd_spec(h: &dyn Host, record: &VmRecord, name: String) -> ProcessSpec {
+    ProcessSpec::new(name, h.virtiofsd(&record.spec.binaries.virtiofsd_path()), record.files.virtiofsd_log())
+        .tier(Tier::Guest)
+        .args(virtiofsd_args(&h.mount_point(), &record.files, record.spec.fs_cache))
+        .args(&record.spec.virtiofsd_args)
+}
+
 /// virtiofsd's command line: the host's CephFS mount, shared with one QEMU.
 pub fn virtiofsd_args(shared: &Path, files: &VmFiles, cache: FsCache) -> Vec<String> {
     vec![
@@ -134,7 +145,7 @@ fn probe_qemu(qemu: &Path) -> Result<String, VmError> {
 
 /// The end of a guest console, led by the kernel's panic line if there is one (a panic's
 /// stack dump would push it out of the tail).
-pub fn console_summary(host: &dyn crate::topology::Host, path: &Path) -> String {
+pub fn console_summary(host: &dyn Host, path: &Path) -> String {
     let text = host.read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
     let panic = text.lines().find(|l| l.contains("Kernel panic"));
     let tail = host.tail(path, 15);

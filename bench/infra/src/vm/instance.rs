@@ -7,7 +7,7 @@
 //! Starting never blocks the async runtime: process spawns and ledger writes run on the
 //! blocking pool.
 
-use super::cmdline::{check_qemu, console_summary, qemu_args, virtiofsd_args};
+use super::cmdline::{check_qemu, console_summary, qemu_args, virtiofsd_spec};
 use super::ledger;
 use super::spec::{InstanceId, VmFiles, VmRecord, VmSpec};
 use super::VmError;
@@ -17,6 +17,7 @@ use crate::paths;
 use crate::process::{ProcRecord, ProcessSpec, Tier};
 use crate::qmp::Qmp;
 use crate::topology::{Host, Site};
+use crate::wait::{self, WaitError};
 use miglab_workloads::control::Hello;
 use nix::sys::signal::Signal;
 use qapi::qmp;
@@ -44,6 +45,139 @@ pub struct Vm {
     pub boot_ms: Option<f64>,
     /// `stop` ran: nothing left for `Drop` to do.
     stopped: bool,
+}
+
+/// The instance's directory (a booting VM's history starts afresh), its ledger entry and its
+/// virtiofsd (QEMU connects to virtiofsd's socket when it starts).
+async fn start_virtiofsd(
+    site: &Arc<dyn Site>,
+    record: &VmRecord,
+    local_dir: &std::path::Path,
+    fresh: bool,
+) -> Result<ProcRecord, VmError> {
+    let (site, record, local_dir) = (site.clone(), record.clone(), local_dir.to_path_buf());
+    blocking(move || -> Result<ProcRecord, VmError> {
+        let host = record.host().to_string();
+        let h = site.host(&host)?;
+        let files = &record.files;
+        // A VM that boots starts its history: instances left by an earlier VM of the same name
+        // go (their generations would push this one's up).
+        for (dir, on) in [(&files.dir, h), (&local_dir, &crate::topology::LocalFiles as &dyn Host)] {
+            let stale = if fresh { dir.parent() } else { Some(dir.as_path()) };
+            if let Some(d) = stale {
+                let _ = on.remove_all(d);
+            }
+            on.make_dir(dir).map_err(|source| VmError::Io {
+                what: format!("create {} on {}", dir.display(), on.name()),
+                source,
+            })?;
+        }
+        ledger::record(site.as_ref(), &record)?;
+        let spec = virtiofsd_spec(h, &record, record.virtiofsd_name());
+        Ok(site.spawn(&host, spec)?)
+    })
+    .await
+}
+
+/// virtiofsd's socket is there (or virtiofsd died, with its log's end).
+async fn virtiofsd_ready(
+    site: &Arc<dyn Site>,
+    h: &dyn Host,
+    record: &VmRecord,
+    vfsd: &ProcRecord,
+) -> Result<(), VmError> {
+    let instance = record.id.to_string();
+    let timeout = Duration::from_secs(10);
+    let socket = record.files.virtiofsd();
+    let ready = wait::until_async("virtiofsd's socket", timeout, Duration::from_millis(5), || {
+        if let Some(status) = site.exit_status(vfsd) {
+            return Err(VmError::VirtiofsdDied {
+                instance: instance.clone(),
+                status,
+                tail: h.tail(&vfsd.log, 15),
+            });
+        }
+        Ok(h.exists(&socket).then_some(()))
+    })
+    .await;
+    ready.map_err(|e| match e {
+        WaitError::Failed(e) => e,
+        WaitError::TimedOut(..) => {
+            VmError::VirtiofsdNoSocket { instance, timeout, tail: h.tail(&vfsd.log, 15) }
+        }
+        WaitError::Interrupted(what) => VmError::Interrupted(what),
+    })
+}
+
+/// The QMP, control and records sockets as this machine reaches them: a remote host's are
+/// forwarded once QEMU has made them (the QMP one last).
+async fn reach_sockets(watch: &Watch<'_>, local: &VmFiles) -> Result<(PathBuf, PathBuf, PathBuf), VmError> {
+    let (h, files) = (watch.h, &watch.record.files);
+    if h.remote() {
+        let timeout = Duration::from_secs(20);
+        let made = wait::until_async("QEMU's QMP socket", timeout, Duration::from_millis(20), || {
+            watch.alive()?;
+            Ok(h.exists(&files.qmp()).then_some(()))
+        })
+        .await;
+        made.map_err(|e| match e {
+            WaitError::Failed(e) => e,
+            WaitError::TimedOut(..) => VmError::QemuDied {
+                instance: watch.record.id.to_string(),
+                status: format!("running, but no QMP socket within {timeout:.0?}"),
+                tail: h.tail(&watch.qemu.log, 5),
+            },
+            WaitError::Interrupted(what) => VmError::Interrupted(what),
+        })?;
+    }
+    let host = watch.record.host().to_string();
+    let reach = |remote: PathBuf, local: PathBuf| {
+        let (site, host) = (watch.site.clone(), host.clone());
+        blocking(move || site.reach(&host, &remote, &local))
+    };
+    Ok((
+        reach(files.qmp(), local.qmp()).await?,
+        reach(files.control(), local.control()).await?,
+        reach(files.records(), local.records()).await?,
+    ))
+}
+
+/// The agent's hello: the guest booted, and runs this miglab's agent.
+async fn await_hello(watch: &Watch<'_>, control: &mut Control) -> Result<Hello, VmError> {
+    let record = watch.record;
+    let boot_timeout = Duration::from_millis(record.spec.boot_timeout_ms);
+    let answer = {
+        let wait = control.wait_hello(boot_timeout, Duration::from_millis(250));
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                r = &mut wait => break r,
+                _ = tokio::time::sleep(Duration::from_millis(50)) => watch.alive()?,
+            }
+        }
+    };
+    match answer {
+        // An agent of another build speaks another protocol: refused now, not found out as
+        // unreadable messages in the middle of the run.
+        Ok(h) => match h.mismatch() {
+            Some(why) => Err(VmError::AgentMismatch { instance: record.id.to_string(), why }),
+            None => Ok(h),
+        },
+        Err(ControlError::TimedOut { .. }) => Err(VmError::NeverBooted {
+            instance: record.id.to_string(),
+            timeout: boot_timeout,
+            console: record.files.console(),
+            tail: console_summary(watch.h, &record.files.console()),
+        }),
+        Err(e) => {
+            // The control socket closes when QEMU exits: report the exit, which says why.
+            for _ in 0..100 {
+                watch.alive()?;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e.into())
+        }
+    }
 }
 
 /// Runs `f` on the blocking pool: process spawns and stops, and the ledger's locked writes,
@@ -81,9 +215,35 @@ impl Drop for Partial {
     }
 }
 
+/// Whether an instance's QEMU is still running; once it has exited, the error says why (its
+/// log and the guest console's end).
+struct Watch<'a> {
+    site: &'a Arc<dyn Site>,
+    h: &'a dyn Host,
+    qemu: &'a ProcRecord,
+    record: &'a VmRecord,
+}
+
+impl Watch<'_> {
+    fn alive(&self) -> Result<(), VmError> {
+        match self.site.exit_status(self.qemu) {
+            Some(status) => Err(VmError::QemuDied {
+                instance: self.record.id.to_string(),
+                status,
+                tail: format!(
+                    "{}\n{}",
+                    self.h.tail(&self.qemu.log, 5),
+                    console_summary(self.h, &self.record.files.console())
+                ),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Vm {
     /// Starts an instance of `spec` on `host`: booted, or waiting for an incoming migration.
-    /// If anything fails, whatever was started for it is stopped again.
+    /// If anything fails, whatever was started for it is stopped again (one guard, [`Partial`]).
     pub async fn start(
         site: &Arc<dyn Site>,
         spec: &VmSpec,
@@ -101,7 +261,6 @@ impl Vm {
             None => GuestImage::current(&paths::cache())?,
         };
         let id = InstanceId::new(&spec.name, host, generation);
-        let mount = h.mount_point();
         // The instance's files as its host sees them, and where this machine reaches its
         // sockets (the same directory on the lab).
         let files = VmFiles::of(&site.instances_dir_on(host), &id);
@@ -110,153 +269,46 @@ impl Vm {
             let (site, host, dir) = (site.clone(), host.to_string(), image.dir.clone());
             blocking(move || site.stage_image(&host, &dir)).await?
         };
-        let record = VmRecord {
-            spec: spec.clone(),
-            id: id.clone(),
-            files: files.clone(),
-            image: image.manifest.key.clone(),
-            incoming,
-        };
+        let record = VmRecord { spec: spec.clone(), id, files, image: image.manifest.key.clone(), incoming };
         let mut partial = Partial {
             site: site.clone(),
-            id: id.clone(),
+            id: record.id.clone(),
             local_dir: local.dir.clone(),
             started: Vec::new(),
             armed: true,
         };
-
-        // The directory, the ledger entry and virtiofsd (QEMU connects to its socket at start).
-        let vfsd = {
-            let (site, record, files, host) = (site.clone(), record.clone(), files.clone(), host.to_string());
-            let local_dir = local.dir.clone();
-            let spec = ProcessSpec::new(
-                record.virtiofsd_name(),
-                h.virtiofsd(&spec.binaries.virtiofsd_path()),
-                files.virtiofsd_log(),
-            )
-            .tier(Tier::Guest)
-            .args(virtiofsd_args(&mount, &files, record.spec.fs_cache))
-            .args(&record.spec.virtiofsd_args);
-            let fresh = generation == 0 && !incoming;
-            blocking(move || -> Result<ProcRecord, VmError> {
-                // A VM that boots starts its history: instances left by an earlier VM of the
-                // same name go (their generations would push this one's up).
-                let h = site.host(&host)?;
-                for (dir, on) in [(&files.dir, h), (&local_dir, &crate::topology::LocalFiles as &dyn Host)] {
-                    let stale = if fresh { dir.parent() } else { Some(dir.as_path()) };
-                    if let Some(d) = stale {
-                        let _ = on.remove_all(d);
-                    }
-                    on.make_dir(dir).map_err(|source| VmError::Io {
-                        what: format!("create {} on {}", dir.display(), on.name()),
-                        source,
-                    })?;
-                }
-                ledger::record(site.as_ref(), &record)?;
-                Ok(site.spawn(&host, spec)?)
-            })
-            .await?
-        };
-        partial.started.push(vfsd.clone());
-        let timeout = Duration::from_secs(10);
-        let start = Instant::now();
-        while !h.exists(&files.virtiofsd()) {
-            if let Some(status) = site.exit_status(&vfsd) {
-                let tail = h.tail(&vfsd.log, 15);
-                return Err(VmError::VirtiofsdDied { instance: id.to_string(), status, tail });
-            }
-            if start.elapsed() > timeout {
-                let tail = h.tail(&vfsd.log, 15);
-                return Err(VmError::VirtiofsdNoSocket { instance: id.to_string(), timeout, tail });
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-
-        let kernel = image_dir.join(if spec.bzimage { "bzImage" } else { "vmlinux" });
+        let fresh = generation == 0 && !incoming;
+        let virtiofsd = start_virtiofsd(site, &record, &local.dir, fresh).await?;
+        partial.started.push(virtiofsd.clone());
+        virtiofsd_ready(site, h, &record, &virtiofsd).await?;
         let t_qemu = Instant::now();
         let qemu = {
             let (site, host) = (site.clone(), host.to_string());
-            let qspec =
-                ProcessSpec::new(record.qemu_name(), h.qemu(&spec.binaries.qemu_path()), files.qemu_log())
-                    .tier(Tier::Guest)
-                    .args(qemu_args(spec, &kernel, &image_dir.join("initramfs.img"), &files, incoming));
+            let kernel = image_dir.join(if spec.bzimage { "bzImage" } else { "vmlinux" });
+            let qspec = ProcessSpec::new(
+                record.qemu_name(),
+                h.qemu(&spec.binaries.qemu_path()),
+                record.files.qemu_log(),
+            )
+            .tier(Tier::Guest)
+            .args(qemu_args(
+                spec,
+                &kernel,
+                &image_dir.join("initramfs.img"),
+                &record.files,
+                incoming,
+            ));
             blocking(move || site.spawn(&host, qspec)).await?
         };
         partial.started.push(qemu.clone());
-        let qemu_died = || -> Result<(), VmError> {
-            match site.exit_status(&qemu) {
-                Some(status) => Err(VmError::QemuDied {
-                    instance: id.to_string(),
-                    status,
-                    tail: format!("{}\n{}", h.tail(&qemu.log, 5), console_summary(h, &files.console())),
-                }),
-                None => Ok(()),
-            }
-        };
-        // A remote host's sockets are forwarded once QEMU has made them (the QMP one last).
-        if h.remote() {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while !h.exists(&files.qmp()) {
-                qemu_died()?;
-                if Instant::now() > deadline {
-                    return Err(VmError::QemuDied {
-                        instance: id.to_string(),
-                        status: "running, but no QMP socket within 20 s".into(),
-                        tail: h.tail(&qemu.log, 5),
-                    });
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-        let reach = |remote: PathBuf, local: PathBuf| {
-            let (site, host) = (site.clone(), host.to_string());
-            blocking(move || site.reach(&host, &remote, &local))
-        };
-        let qmp_path = reach(files.qmp(), local.qmp()).await?;
-        let control_path = reach(files.control(), local.control()).await?;
-        let records = reach(files.records(), local.records()).await?;
-        let q = Qmp::connect(&qmp_path, Duration::from_secs(20), qemu_died).await??;
+        let watch = Watch { site, h, qemu: &qemu, record: &record };
+        let (qmp_path, control_path, records) = reach_sockets(&watch, &local).await?;
+        let q = Qmp::connect(&qmp_path, Duration::from_secs(20), || watch.alive()).await??;
         let mut control = Control::connect(&control_path).await?;
         let (mut hello, mut boot_ms) = (None, None);
         if !incoming {
-            let boot_timeout = Duration::from_millis(spec.boot_timeout_ms);
-            let answer = {
-                let wait = control.wait_hello(boot_timeout, Duration::from_millis(250));
-                tokio::pin!(wait);
-                loop {
-                    tokio::select! {
-                        r = &mut wait => break r,
-                        _ = tokio::time::sleep(Duration::from_millis(50)) => qemu_died()?,
-                    }
-                }
-            };
-            match answer {
-                Ok(h) => {
-                    // An agent of another build speaks another protocol: refused now, not found
-                    // out as unreadable messages in the middle of the run.
-                    if let Some(why) = h.mismatch() {
-                        return Err(VmError::AgentMismatch { instance: id.to_string(), why });
-                    }
-                    boot_ms = Some(t_qemu.elapsed().as_secs_f64() * 1e3);
-                    hello = Some(h);
-                }
-                Err(ControlError::TimedOut { .. }) => {
-                    return Err(VmError::NeverBooted {
-                        instance: id.to_string(),
-                        timeout: boot_timeout,
-                        console: files.console(),
-                        tail: console_summary(h, &files.console()),
-                    })
-                }
-                Err(e) => {
-                    // The control socket closes when QEMU exits: report the exit, which says why.
-                    for _ in 0..100 {
-                        qemu_died()?;
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                    return Err(e.into());
-                }
-            }
+            hello = Some(await_hello(&watch, &mut control).await?);
+            boot_ms = Some(t_qemu.elapsed().as_secs_f64() * 1e3);
         }
         partial.armed = false;
         Ok(Vm {
@@ -265,7 +317,7 @@ impl Vm {
             qmp: q,
             control,
             qemu,
-            virtiofsd: vfsd,
+            virtiofsd,
             records,
             local_dir: local.dir,
             hello,
