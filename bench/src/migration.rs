@@ -241,24 +241,8 @@ async fn drive(
     dst: &mut Vm,
     opts: &MigrationOptions,
 ) -> Result<MigrationRecord, MigrationError> {
-    let multifd = opts.params.multifd_channels.is_some();
     let hold = hop.gate.filter(|g| g.holds(hop.number));
-    set_capabilities(src, Side::Source, multifd, hold.is_some()).await?;
-    set_capabilities(dst, Side::Destination, multifd, false).await?;
-    set_parameters(src, Side::Source, &opts.params).await?;
-    if multifd {
-        set_parameters(dst, Side::Destination, &opts.params).await?;
-    }
-    let listen = SocketAddr::new(hop.site.migration_address(dst.host())?, opts.port);
-    dst.qmp
-        .execute(qmp::migrate_incoming {
-            uri: Some(MigrationLink::destination_uri(listen)),
-            channels: None,
-            exit_on_error: Some(false),
-        })
-        .await
-        .map_err(qmp_err(Side::Destination))?;
-
+    let listen = prepare(hop, src, dst, opts, hold.is_some()).await?;
     let mut tl = Timeline { hop, events: Vec::new() };
     tl.drain(src, dst);
     let uri = opts.link.source_uri(listen);
@@ -272,133 +256,34 @@ async fn drive(
         .execute(qmp::migrate { uri: Some(uri.clone()), channels: None, detach: None, resume: None })
         .await
         .map_err(qmp_err(Side::Source))?;
-
-    let deadline = tokio::time::Instant::from_std(t0 + opts.timeout);
-    let mut poll = tokio::time::interval(opts.poll);
-    let mut tick = tokio::time::interval(opts.tick);
-    let mut info = None;
-    let mut longest_wait: Option<f64> = None;
-    let outcome = loop {
-        tokio::select! {
-            Some(e) = src.qmp.event() => {
-                tl.add(Side::Source, &e);
-                if let (Some(g), QmpEvent::Migration { status: MigrationStatus::PreSwitchover }) = (hold, e.typed()) {
-                    // The faults anchored here go in first; then the switch-over. A hold that
-                    // expires cancels the hop: switching over without them would measure a
-                    // migration nobody planned.
-                    if !g.wait(hop.number, opts.hold).await {
-                        let _ = src.qmp.execute(qmp::migrate_cancel {}).await;
-                        break Outcome::Failed {
-                            error: format!(
-                                "the faults anchored at hop {}'s pre-switchover were not in place within {:.1?}: the hop was cancelled",
-                                hop.number, opts.hold
-                            ),
-                            source_running: false,
-                        };
-                    }
-                    src.qmp
-                        .execute(qmp::migrate_continue { state: qmp::MigrationStatus::pre_switchover })
-                        .await
-                        .map_err(qmp_err(Side::Source))?;
-                }
-            }
-            _ = async { match hop.cancel { Some(c) => c.asked(hop.number).await, None => std::future::pending().await } } => {
-                let _ = src.qmp.execute(qmp::migrate_cancel {}).await;
-            }
-            Some(e) = dst.qmp.event() => tl.add(Side::Destination, &e),
-            _ = tick.tick() => hop.bus.publish(Observed::Tick { hop: hop.number }),
-            _ = poll.tick() => {
-                // A source blocked in a vhost-user call answers late; the hop's deadline bounds
-                // the wait, and how long it was blocked is a figure of its own.
-                let asked = tokio::time::Instant::now();
-                let left = deadline.saturating_duration_since(asked).max(Duration::from_secs(1));
-                let i = match src.qmp.execute_within(qmp::query_migrate {}, left).await {
-                    Ok(i) => i,
-                    Err(QmpError::TimedOut { .. }) => {
-                        longest_wait = Some(asked.elapsed().as_secs_f64() * 1000.0);
-                        break Outcome::TimedOut { after_ms: opts.timeout.as_millis() as u64, source_running: false };
-                    }
-                    Err(e) => return Err(qmp_err(Side::Source)(e)),
-                };
-                let waited = asked.elapsed().as_secs_f64() * 1000.0;
-                longest_wait = Some(longest_wait.map_or(waited, |l: f64| l.max(waited)));
-                let f = figures(&i);
-                hop.bus.publish(Observed::Figures { hop: hop.number, figures: f.clone() });
-                let status = f.status;
-                info = Some(i);
-                match status {
-                    Some(MigrationStatus::Completed) => break Outcome::Completed,
-                    Some(s @ (MigrationStatus::Failed | MigrationStatus::Cancelled)) => {
-                        let desc = info.as_ref().and_then(|i| i.error_desc.clone());
-                        let error = match (s, desc) {
-                            // A cancelled stream also leaves a channel error: say which came first.
-                            (MigrationStatus::Cancelled, Some(d)) => format!("migration cancelled ({d})"),
-                            (_, Some(d)) => d,
-                            (_, None) => format!("migration {s}"),
-                        };
-                        break Outcome::Failed { error, source_running: false };
-                    }
-                    _ => {}
-                }
-            }
-            _ = tokio::time::sleep_until(deadline) => {
-                let _ = src.qmp.execute(qmp::migrate_cancel {}).await;
-                // Wait (bounded) for the cancel to settle so the source runs again.
-                let settle = Instant::now();
-                while settle.elapsed() < Duration::from_secs(10) {
-                    if let Ok(i) = src.qmp.execute(qmp::query_migrate {}).await {
-                        if i.status.as_ref().and_then(status_of).is_some_and(MigrationStatus::is_final) {
-                            break;
-                        }
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                break Outcome::TimedOut { after_ms: opts.timeout.as_millis() as u64, source_running: false };
-            }
-        }
-    };
+    let watched = watch(hop, src, dst, opts, hold, &mut tl, t0).await?;
     // The hop ends when the guest runs again: on the destination after success (its RESUME),
     // on the source otherwise.
-    let mut outcome = outcome;
     let settle_deadline = Instant::now() + Duration::from_secs(15);
     loop {
         tl.drain(src, dst);
-        let done = match outcome {
+        let done = match watched.outcome {
             Outcome::Completed => {
                 tl.saw(Side::Destination, &QmpEvent::Resume) || dst.qmp.running().await.unwrap_or(false)
             }
             _ => src.qmp.running().await.unwrap_or(false),
         };
-        if done {
-            break;
-        }
-        if Instant::now() >= settle_deadline {
+        if done || Instant::now() >= settle_deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let source_running = src.qmp.running().await.unwrap_or(false);
-    outcome = match outcome {
-        Outcome::Completed
-            if !tl.saw(Side::Destination, &QmpEvent::Resume) && !dst.qmp.running().await.unwrap_or(false) =>
-        {
-            Outcome::Failed {
-                error: "the source completed but the destination never resumed the guest".into(),
-                source_running,
-            }
-        }
-        Outcome::Failed { error, .. } => Outcome::Failed { error, source_running },
-        Outcome::TimedOut { after_ms, .. } => Outcome::TimedOut { after_ms, source_running },
-        o => o,
-    };
-    let clock = hop.bus.clock();
+    let dst_resumed =
+        tl.saw(Side::Destination, &QmpEvent::Resume) || dst.qmp.running().await.unwrap_or(false);
+    let outcome = reconcile(watched.outcome, source_running, dst_resumed);
     let resume = tl.events.iter().find(|e| e.side == Side::Destination && e.event == QmpEvent::Resume);
     let wall_ms = match (&outcome, resume) {
         (Outcome::Completed, Some(r)) => r.t_ms - started_ms,
-        _ => clock.now_ms() - started_ms,
+        _ => hop.bus.clock().now_ms() - started_ms,
     };
     hop.bus.publish(Observed::HopEnded { hop: hop.number, outcome: outcome.clone() });
-    let info = info.unwrap_or_else(empty_info);
+    let info = watched.info.unwrap_or_else(empty_info);
     let ram = info.ram.as_ref();
     Ok(MigrationRecord {
         hop: hop.number,
@@ -416,12 +301,181 @@ async fn drive(
         dirty_sync_count: ram.map(|r| r.dirty_sync_count as u64),
         mbps: ram.map(|r| r.mbps),
         wall_ms,
-        longest_qmp_wait_ms: longest_wait,
+        longest_qmp_wait_ms: watched.longest_wait,
         phases: Phases::from_timeline(&tl.events),
         timeline: tl.events,
         follow_up: false,
         cleanup_error: None,
     })
+}
+
+/// Both sides' capabilities and parameters set, the destination listening; where it listens.
+async fn prepare(
+    hop: &Hop<'_>,
+    src: &mut Vm,
+    dst: &mut Vm,
+    opts: &MigrationOptions,
+    hold: bool,
+) -> Result<SocketAddr, MigrationError> {
+    let multifd = opts.params.multifd_channels.is_some();
+    set_capabilities(src, Side::Source, multifd, hold).await?;
+    set_capabilities(dst, Side::Destination, multifd, false).await?;
+    set_parameters(src, Side::Source, &opts.params).await?;
+    if multifd {
+        set_parameters(dst, Side::Destination, &opts.params).await?;
+    }
+    let listen = SocketAddr::new(hop.site.migration_address(dst.host())?, opts.port);
+    dst.qmp
+        .execute(qmp::migrate_incoming {
+            uri: Some(MigrationLink::destination_uri(listen)),
+            channels: None,
+            exit_on_error: Some(false),
+        })
+        .await
+        .map_err(qmp_err(Side::Destination))?;
+    Ok(listen)
+}
+
+/// What watching a migration to its end found.
+struct Watched {
+    outcome: Outcome,
+    /// The last `query-migrate` answer.
+    info: Option<qmp::MigrationInfo>,
+    /// The longest the source took to answer `query-migrate`.
+    longest_wait: Option<f64>,
+}
+
+/// Both sides' events onto the timeline, figures polled and published, the hold at the
+/// pre-switchover, a cancel asked for by a fault — until the migration ends or its deadline.
+async fn watch(
+    hop: &Hop<'_>,
+    src: &mut Vm,
+    dst: &mut Vm,
+    opts: &MigrationOptions,
+    hold: Option<&crate::inject::Gate>,
+    tl: &mut Timeline<'_>,
+    t0: Instant,
+) -> Result<Watched, MigrationError> {
+    let deadline = tokio::time::Instant::from_std(t0 + opts.timeout);
+    let mut poll = tokio::time::interval(opts.poll);
+    let mut tick = tokio::time::interval(opts.tick);
+    let mut w = Watched { outcome: Outcome::Completed, info: None, longest_wait: None };
+    let timed_out = Outcome::TimedOut { after_ms: opts.timeout.as_millis() as u64, source_running: false };
+    w.outcome = loop {
+        tokio::select! {
+            Some(e) = src.qmp.event() => {
+                tl.add(Side::Source, &e);
+                if let (Some(g), QmpEvent::Migration { status: MigrationStatus::PreSwitchover }) = (hold, e.typed()) {
+                    if let Some(o) = switch_over(hop, src, g, opts.hold).await? {
+                        break o;
+                    }
+                }
+            }
+            _ = async { match hop.cancel { Some(c) => c.asked(hop.number).await, None => std::future::pending().await } } => {
+                let _ = src.qmp.execute(qmp::migrate_cancel {}).await;
+            }
+            Some(e) = dst.qmp.event() => tl.add(Side::Destination, &e),
+            _ = tick.tick() => hop.bus.publish(Observed::Tick { hop: hop.number }),
+            _ = poll.tick() => {
+                // A source blocked in a vhost-user call answers late; the hop's deadline bounds
+                // the wait, and how long it was blocked is a figure of its own.
+                let asked = tokio::time::Instant::now();
+                let left = deadline.saturating_duration_since(asked).max(Duration::from_secs(1));
+                let answer = src.qmp.execute_within(qmp::query_migrate {}, left).await;
+                let waited = asked.elapsed().as_secs_f64() * 1000.0;
+                w.longest_wait = Some(w.longest_wait.map_or(waited, |l: f64| l.max(waited)));
+                let i = match answer {
+                    Ok(i) => i,
+                    Err(QmpError::TimedOut { .. }) => break timed_out,
+                    Err(e) => return Err(qmp_err(Side::Source)(e)),
+                };
+                let f = figures(&i);
+                hop.bus.publish(Observed::Figures { hop: hop.number, figures: f.clone() });
+                let ended = ended(f.status, i.error_desc.clone());
+                w.info = Some(i);
+                if let Some(o) = ended {
+                    break o;
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                cancel_and_settle(src).await;
+                break timed_out;
+            }
+        }
+    };
+    Ok(w)
+}
+
+/// At the held pre-switchover: the faults anchored there go in first, then the switch-over. A
+/// hold that expires cancels the hop (its outcome): switching over without them would measure
+/// a migration nobody planned.
+async fn switch_over(
+    hop: &Hop<'_>,
+    src: &mut Vm,
+    gate: &crate::inject::Gate,
+    hold: Duration,
+) -> Result<Option<Outcome>, MigrationError> {
+    if !gate.wait(hop.number, hold).await {
+        let _ = src.qmp.execute(qmp::migrate_cancel {}).await;
+        return Ok(Some(Outcome::Failed {
+            error: format!(
+                "the faults anchored at hop {}'s pre-switchover were not in place within {hold:.1?}: the hop was cancelled",
+                hop.number
+            ),
+            source_running: false,
+        }));
+    }
+    src.qmp
+        .execute(qmp::migrate_continue { state: qmp::MigrationStatus::pre_switchover })
+        .await
+        .map_err(qmp_err(Side::Source))?;
+    Ok(None)
+}
+
+/// Cancels a migration past its deadline and waits (bounded) for the cancel to settle, so that
+/// the source runs again.
+async fn cancel_and_settle(src: &mut Vm) {
+    let _ = src.qmp.execute(qmp::migrate_cancel {}).await;
+    let settle = Instant::now();
+    while settle.elapsed() < Duration::from_secs(10) {
+        if let Ok(i) = src.qmp.execute(qmp::query_migrate {}).await {
+            if i.status.as_ref().and_then(status_of).is_some_and(MigrationStatus::is_final) {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The outcome a `query-migrate` status ends the hop with, if it ends it.
+fn ended(status: Option<MigrationStatus>, desc: Option<String>) -> Option<Outcome> {
+    match status {
+        Some(MigrationStatus::Completed) => Some(Outcome::Completed),
+        Some(s @ (MigrationStatus::Failed | MigrationStatus::Cancelled)) => {
+            let error = match (s, desc) {
+                // A cancelled stream also leaves a channel error: say which came first.
+                (MigrationStatus::Cancelled, Some(d)) => format!("migration cancelled ({d})"),
+                (_, Some(d)) => d,
+                (_, None) => format!("migration {s}"),
+            };
+            Some(Outcome::Failed { error, source_running: false })
+        }
+        _ => None,
+    }
+}
+
+/// The hop's outcome once the guest should run again: what the source said, checked against
+/// where the guest runs. A source that completed while the destination never resumed failed.
+fn reconcile(outcome: Outcome, source_running: bool, dst_resumed: bool) -> Outcome {
+    match outcome {
+        Outcome::Completed if !dst_resumed => Outcome::Failed {
+            error: "the source completed but the destination never resumed the guest".into(),
+            source_running,
+        },
+        Outcome::Completed => Outcome::Completed,
+        Outcome::Failed { error, .. } => Outcome::Failed { error, source_running },
+        Outcome::TimedOut { after_ms, .. } => Outcome::TimedOut { after_ms, source_running },
+    }
 }
 
 /// `MigrationInfo` with every field absent, for a migration that never answered a query.
@@ -443,5 +497,40 @@ fn empty_info() -> qmp::MigrationInfo {
         total_time: None,
         vfio: None,
         xbzrle_cache: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hop_is_judged_by_where_the_guest_runs_again() {
+        assert_eq!(reconcile(Outcome::Completed, false, true), Outcome::Completed);
+        let lost = reconcile(Outcome::Completed, true, false);
+        assert!(
+            matches!(&lost, Outcome::Failed { error, source_running: true } if error.contains("never resumed")),
+            "{lost:?}"
+        );
+        let failed = Outcome::Failed { error: "x".into(), source_running: false };
+        assert_eq!(
+            reconcile(failed, true, false),
+            Outcome::Failed { error: "x".into(), source_running: true }
+        );
+        let late = Outcome::TimedOut { after_ms: 9, source_running: false };
+        assert_eq!(reconcile(late, true, false), Outcome::TimedOut { after_ms: 9, source_running: true });
+    }
+
+    #[test]
+    fn final_statuses_end_the_hop_and_say_why() {
+        assert_eq!(ended(Some(MigrationStatus::Active), None), None);
+        assert_eq!(ended(None, None), None);
+        assert_eq!(ended(Some(MigrationStatus::Completed), None), Some(Outcome::Completed));
+        let cancelled = ended(Some(MigrationStatus::Cancelled), Some("channel error".into()));
+        assert!(
+            matches!(cancelled, Some(Outcome::Failed { error, .. }) if error == "migration cancelled (channel error)")
+        );
+        let failed = ended(Some(MigrationStatus::Failed), None);
+        assert!(matches!(failed, Some(Outcome::Failed { error, .. }) if error == "migration failed"));
     }
 }
