@@ -226,6 +226,79 @@ impl Plan {
     }
 }
 
+/// A hop of a run: one the plan made, or the follow-up after planned hop `of` did not complete
+/// (one more try to the same host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HopId {
+    Planned(u32),
+    FollowUp { of: u32 },
+}
+
+impl HopId {
+    /// In results (and to the trigger machine) a follow-up is numbered above any planned hop (a
+    /// run plans at most 1000), so that no trigger of the plan keys on it.
+    pub const FOLLOW_UP_BASE: u32 = 1000;
+
+    pub fn number(self) -> u32 {
+        match self {
+            HopId::Planned(n) => n,
+            HopId::FollowUp { of } => Self::FOLLOW_UP_BASE + of,
+        }
+    }
+
+    pub fn is_follow_up(self) -> bool {
+        matches!(self, HopId::FollowUp { .. })
+    }
+}
+
+/// Which hops run, in order: the plan's; after one that did not complete, either one follow-up
+/// to the same host and nothing more, or nothing more.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    queue: std::collections::VecDeque<(HopId, String)>,
+    follow_up: bool,
+}
+
+/// What comes after a hop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum After {
+    /// The next planned hop, if any.
+    Next,
+    /// The hop did not complete and the guest is still where it was: one more try to `to`.
+    FollowUp { to: String },
+    /// The hop did not complete: the remaining hops are skipped.
+    Stop,
+}
+
+impl Schedule {
+    pub fn new(plan: &Plan) -> Self {
+        Self {
+            queue: plan.hops.iter().map(|h| (HopId::Planned(h.hop), h.to.clone())).collect(),
+            follow_up: plan.migration.follow_up,
+        }
+    }
+
+    pub fn next(&mut self) -> Option<(HopId, String)> {
+        self.queue.pop_front()
+    }
+
+    /// What follows `hop` to `to`, now that it ended; `guest_stayed`: the guest still runs
+    /// where the hop started.
+    pub fn after(&mut self, hop: HopId, to: &str, completed: bool, guest_stayed: bool) -> After {
+        if completed {
+            return After::Next;
+        }
+        self.queue.clear();
+        match hop {
+            HopId::Planned(of) if self.follow_up && guest_stayed => {
+                self.queue.push_back((HopId::FollowUp { of }, to.to_string()));
+                After::FollowUp { to: to.to_string() }
+            }
+            HopId::Planned(_) | HopId::FollowUp { .. } => After::Stop,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,5 +394,44 @@ mod tests {
         for want in ["scenario: '../../etc'", "guest.virtiofsd_args: '-o'", "workload:"] {
             assert!(e.contains(want), "{want}: {e}");
         }
+    }
+
+    fn three_hops(follow_up: bool) -> Plan {
+        let text = "name = \"p\"\nseed = 9\n[workload]\nkind = \"read-loop\"\n[migration]\ncount = 3\n";
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, text).expect("write");
+        let (s, _, w) = Scenario::load(&path).expect("loads");
+        let mut p = Plan::derive(&s, &w, 1, &["c1".into(), "c2".into()], &[0, 1, 2]).expect("plan");
+        p.migration.follow_up = follow_up;
+        p
+    }
+
+    /// A failed hop is followed by one more try to the same host, never by a second follow-up,
+    /// and the planned hops after it are skipped.
+    #[test]
+    fn the_follow_up_schedule() {
+        let mut s = Schedule::new(&three_hops(true));
+        assert_eq!(s.next(), Some((HopId::Planned(1), "c2".into())));
+        assert_eq!(s.after(HopId::Planned(1), "c2", true, false), After::Next);
+        assert_eq!(s.next(), Some((HopId::Planned(2), "c1".into())));
+        assert_eq!(s.after(HopId::Planned(2), "c1", false, true), After::FollowUp { to: "c1".into() });
+        let (id, to) = s.next().expect("the follow-up");
+        assert_eq!(
+            (id, id.number(), id.is_follow_up(), to.as_str()),
+            (HopId::FollowUp { of: 2 }, 1002, true, "c1")
+        );
+        assert_eq!(s.after(id, "c1", false, true), After::Stop);
+        assert_eq!(s.next(), None);
+
+        // Without follow-ups, or with the guest gone from the source, a failed hop ends the hops.
+        let mut s = Schedule::new(&three_hops(false));
+        let (id, to) = s.next().expect("hop 1");
+        assert_eq!(s.after(id, &to, false, true), After::Stop);
+        assert_eq!(s.next(), None);
+        let mut s = Schedule::new(&three_hops(true));
+        let (id, to) = s.next().expect("hop 1");
+        assert_eq!(s.after(id, &to, false, false), After::Stop);
+        assert!(HopId::Planned(1000).number() < HopId::FollowUp { of: 1 }.number());
     }
 }

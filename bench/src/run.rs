@@ -7,7 +7,7 @@ use crate::collect::Collected;
 use crate::inject::{self, Gate, Injector};
 use crate::migration::{self, Hop, MigrationError, MigrationOptions};
 use crate::observe::{Bus, Observed};
-use crate::plan::Plan;
+use crate::plan::{After, Plan, Schedule};
 use crate::progress;
 use crate::stream::{RecordStream, StreamError};
 use miglab_infra::control::ControlError;
@@ -155,18 +155,26 @@ async fn watchdog(stream: &RecordStream, clock: RunClock, hung_ms: f64, lost_ms:
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let now = clock.now_ms();
-        let (hb, op) = (stream.last_heartbeat_ms(), stream.last_op_ms());
-        match hb {
-            Some(hb) if now - hb > lost_ms => return ExecError::GuestLost(now - hb),
-            Some(hb) if now - hb < 1000.0 => {
-                if let Some(op) = op {
-                    if now - op > hung_ms {
-                        return ExecError::FsHung(now - op);
-                    }
-                }
-            }
-            _ => {}
+        if let Some(e) = liveness(now, stream.last_heartbeat_ms(), stream.last_op_ms(), hung_ms, lost_ms) {
+            return e;
         }
+    }
+}
+
+/// Whether the guest is lost (no heartbeat for `lost_ms`) or its file system hangs (heartbeats
+/// arrive, the last within a second, but no op completed for `hung_ms`), at run time `now`.
+/// Before the first heartbeat nothing is judged.
+fn liveness(
+    now: f64,
+    heartbeat: Option<f64>,
+    op: Option<f64>,
+    hung_ms: f64,
+    lost_ms: f64,
+) -> Option<ExecError> {
+    match (heartbeat, op) {
+        (Some(hb), _) if now - hb > lost_ms => Some(ExecError::GuestLost(now - hb)),
+        (Some(hb), Some(op)) if now - hb < 1000.0 && now - op > hung_ms => Some(ExecError::FsHung(now - op)),
+        _ => None,
     }
 }
 
@@ -242,6 +250,40 @@ async fn steps(
     ex: &mut Execution,
     say: &dyn Fn(&str),
 ) -> Result<(), ExecError> {
+    boot(site, plan, bus, held, ex, say).await?;
+    let gate = Arc::new(Gate::new(&plan.faults));
+    let cancel = Arc::new(inject::CancelRequest::default());
+    if !plan.faults.is_empty() {
+        let ctx = inject::Context {
+            vm: plan.vm.clone(),
+            hosts: site.host_names(),
+            workload_dir: workload_dir(&plan.workload),
+            gate: gate.clone(),
+            cancel: cancel.clone(),
+        };
+        held.injector = Some(Injector::start(topo.clone(), bus, plan.faults.clone(), ctx));
+    }
+    start_workload(plan, bus, held, ex, say).await?;
+    let faults = Faults { gate: &gate, cancel: &cancel };
+    hops(site, plan, bus, held, ex, faults, say).await?;
+    pause(Duration::from_secs_f64(plan.run.cooldown_s)).await?;
+    // Every fault runs its planned course and is undone (and Ceph healthy again) before the
+    // data is checked.
+    if let Some(inj) = held.injector.take() {
+        ex.faults = inj.finish(false).await;
+    }
+    check_data(plan, held, ex, say).await
+}
+
+/// The workload's host-side files, the guest booted, its record stream connected.
+async fn boot(
+    site: &Arc<dyn Site>,
+    plan: &Plan,
+    bus: &Bus,
+    held: &mut Held,
+    ex: &mut Execution,
+    say: &dyn Fn(&str),
+) -> Result<(), ExecError> {
     let mut spec = vm_spec(plan);
     spec.accel = site.accel(plan.guest.accel);
     if let Workload::ReadLoop(j) = &plan.workload {
@@ -262,20 +304,21 @@ async fn steps(
         say(&format!("note: the record reader runs without real-time priority ({why})"));
     }
     held.stream = Some(stream);
-    let vm = held.vm.insert(vm);
-    let gate = Arc::new(Gate::new(&plan.faults));
-    let cancel = Arc::new(inject::CancelRequest::default());
-    if !plan.faults.is_empty() {
-        let ctx = inject::Context {
-            vm: plan.vm.clone(),
-            hosts: site.host_names(),
-            workload_dir: workload_dir(&plan.workload),
-            gate: gate.clone(),
-            cancel: cancel.clone(),
-        };
-        held.injector = Some(Injector::start(topo.clone(), bus, plan.faults.clone(), ctx));
-    }
+    held.vm = Some(vm);
+    Ok(())
+}
 
+/// The workload started, its files laid out, and the warm-up over. A guest that stops sending
+/// heartbeats during the warm-up (its QEMU died, or the connection its records come through)
+/// ends the run now, not at the first migration.
+async fn start_workload(
+    plan: &Plan,
+    bus: &Bus,
+    held: &mut Held,
+    ex: &mut Execution,
+    say: &dyn Fn(&str),
+) -> Result<(), ExecError> {
+    let vm = held.vm.as_mut().ok_or(ExecError::Interrupted)?;
     let start =
         Command::Start { workload: plan.workload.clone(), seed: plan.seeds.workload, nonce: ex.nonce };
     match vm.control.request(start, AGENT).await? {
@@ -285,8 +328,6 @@ async fn steps(
     wait_layout(vm, plan, say).await?;
     say(&format!("workload '{}' running", plan.workload.name()));
     bus.publish(Observed::WorkloadStarted);
-    // A guest that stops sending heartbeats during the warm-up (its QEMU died, or the
-    // connection its records come through) ends the run now, not at the first migration.
     let warmup = Duration::from_secs_f64(plan.migration.warmup_s);
     match held.stream.as_ref() {
         Some(s) => {
@@ -296,22 +337,38 @@ async fn steps(
                     e = watchdog(s, ex.clock, f64::INFINITY, plan.thresholds.guest_lost_ms) => Err(e),
                 }
             })
-            .await?
+            .await
         }
-        None => pause(warmup).await?,
+        None => pause(warmup).await,
     }
+}
 
+/// What the hops share with the injector: the pre-switchover gate and its cancel requests.
+#[derive(Clone, Copy)]
+struct Faults<'a> {
+    gate: &'a Gate,
+    cancel: &'a inject::CancelRequest,
+}
+
+/// Every hop of the [`Schedule`], each followed by its settle time.
+async fn hops(
+    site: &Arc<dyn Site>,
+    plan: &Plan,
+    bus: &Bus,
+    held: &mut Held,
+    ex: &mut Execution,
+    faults: Faults<'_>,
+    say: &dyn Fn(&str),
+) -> Result<(), ExecError> {
     let base = MigrationOptions {
         params: plan.migration.params.clone(),
         timeout: Duration::from_secs_f64(plan.migration.timeout_s),
         hold: Duration::from_secs_f64(plan.migration.switchover_hold_s),
         ..MigrationOptions::default()
     };
-    let mut hops: Vec<(u32, String, bool)> = plan.hops.iter().map(|h| (h.hop, h.to.clone(), false)).collect();
-    let mut i = 0;
-    while i < hops.len() {
-        let (number, to, follow_up) = hops[i].clone();
-        i += 1;
+    let mut schedule = Schedule::new(plan);
+    while let Some((id, to)) = schedule.next() {
+        let number = id.number();
         let mut opts = base.clone();
         if let Some(inj) = &held.injector {
             let dst = std::net::SocketAddr::new(site.migration_address(&to)?, opts.port);
@@ -324,8 +381,8 @@ async fn steps(
             bus,
             records: held.stream.as_ref(),
             number,
-            gate: Some(gate.as_ref()),
-            cancel: Some(cancel.as_ref()),
+            gate: Some(faults.gate),
+            cancel: Some(faults.cancel),
         };
         // No hang watchdog here: a guest paused for a long switch-over is not lost, and the
         // hop has its own deadline.
@@ -336,66 +393,69 @@ async fn steps(
             inj.end_link(number);
         }
         let mut record = migrated?;
-        record.follow_up = follow_up;
-        let completed = record.completed();
-        let from = record.from.clone();
+        record.follow_up = id.is_follow_up();
+        let (completed, from) = (record.completed(), record.from.clone());
         ex.migrations.push(record);
         pause(Duration::from_secs_f64(plan.migration.settle_s)).await?;
         bus.publish(Observed::Settled { hop: number });
-        if !completed {
-            if plan.migration.follow_up && !follow_up && held.vm.as_ref().is_some_and(|v| v.host() == from) {
-                // Can the guest still move? One more try to the same host, then no more hops.
-                say(&format!("migration {number} did not complete: a follow-up migration to {to} next"));
-                hops.truncate(i);
-                hops.push((1000 + number, to, true));
-            } else {
+        let stayed = held.vm.as_ref().is_some_and(|v| v.host() == from);
+        match schedule.after(id, &to, completed, stayed) {
+            After::Next => {}
+            // Can the guest still move? One more try to the same host, then no more hops.
+            After::FollowUp { to } => {
+                say(&format!("migration {number} did not complete: a follow-up migration to {to} next"))
+            }
+            After::Stop => {
                 say(&format!("migration {number} did not complete: the remaining hops are skipped"));
-                break;
             }
         }
     }
-    pause(Duration::from_secs_f64(plan.run.cooldown_s)).await?;
-    // Every fault runs its planned course and is undone (and Ceph healthy again) before the
-    // data is checked.
-    if let Some(inj) = held.injector.take() {
-        ex.faults = inj.finish(false).await;
-    }
+    Ok(())
+}
+
+/// The agent's counters, then the verify pass (or the workload stopped).
+async fn check_data(
+    plan: &Plan,
+    held: &mut Held,
+    ex: &mut Execution,
+    say: &dyn Fn(&str),
+) -> Result<(), ExecError> {
     let vm = held.vm.as_mut().ok_or(ExecError::Interrupted)?;
     ex.agent = Some(
         watched(held.stream.as_ref(), plan, ex.clock, async { Ok(vm.control.status(AGENT).await?) }).await?,
     );
-    if plan.run.verify {
-        let t = Instant::now();
-        ex.verify_host = Some(vm.host().to_string());
-        // Interrupting a verify pass (or a file system that hangs under it) leaves it
-        // incomplete; stopping the guest ends it.
-        let answer = watched(held.stream.as_ref(), plan, ex.clock, async {
-            Ok::<_, ExecError>(vm.control.request(Command::Verify, Duration::from_secs(1800)).await?)
-        })
-        .await;
-        match answer {
-            Ok(Message::Verify(v)) => {
-                say(&format!(
-                    "verified {} blocks through {} in {:.1} s ({}): {} mismatched, {} missing",
-                    v.blocks,
-                    vm.host(),
-                    t.elapsed().as_secs_f64(),
-                    v.read_mode,
-                    v.mismatched(),
-                    v.missing()
-                ));
-                ex.verify = Some(v);
-            }
-            Ok(m) => return Err(ExecError::Workload(format!("verify answered {m:?}"))),
-            Err(e) => {
-                ex.verify_incomplete = true;
-                return Err(e);
-            }
-        }
-    } else {
+    if !plan.run.verify {
         vm.control.request(Command::Stop, AGENT).await?;
+        return Ok(());
     }
-    Ok(())
+    let t = Instant::now();
+    ex.verify_host = Some(vm.host().to_string());
+    // Interrupting a verify pass (or a file system that hangs under it) leaves it incomplete;
+    // stopping the guest ends it.
+    let answer = watched(held.stream.as_ref(), plan, ex.clock, async {
+        Ok::<_, ExecError>(vm.control.request(Command::Verify, Duration::from_secs(1800)).await?)
+    })
+    .await;
+    match answer {
+        Ok(Message::Verify(v)) => {
+            say(&format!(
+                "verified {} blocks through {} in {:.1} s ({}): {} mismatched, {} missing",
+                v.blocks,
+                vm.host(),
+                t.elapsed().as_secs_f64(),
+                v.read_mode,
+                v.mismatched(),
+                v.missing()
+            ));
+            ex.verify = Some(v);
+            Ok(())
+        }
+        Ok(m) => Err(ExecError::Workload(format!("verify answered {m:?}"))),
+        Err(e) => {
+            ex.verify_incomplete = true;
+            Err(e)
+        }
+    }
 }
 
 /// Removes the metadata workload's files through the client that wrote them last: that client
@@ -531,5 +591,26 @@ pub fn copy_logs(site: &dyn Site, vm: &str, dir: &Path) {
         for f in rd.flatten() {
             let _ = std::fs::copy(f.path(), to.join(f.file_name()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guest_is_lost_or_hung_only_by_its_own_signs() {
+        let (hung, lost) = (30_000.0, 5_000.0);
+        assert!(liveness(100_000.0, None, None, hung, lost).is_none(), "nothing before the first heartbeat");
+        assert!(
+            matches!(liveness(20_000.0, Some(14_000.0), Some(19_000.0), hung, lost), Some(ExecError::GuestLost(d)) if d == 6_000.0)
+        );
+        assert!(
+            matches!(liveness(50_000.0, Some(49_900.0), Some(10_000.0), hung, lost), Some(ExecError::FsHung(d)) if d == 40_000.0)
+        );
+        // Heartbeats late (but not lost): no op is expected to complete either.
+        assert!(liveness(50_000.0, Some(48_500.0), Some(10_000.0), hung, lost).is_none());
+        assert!(liveness(50_000.0, Some(49_900.0), Some(49_000.0), hung, lost).is_none());
+        assert!(liveness(50_000.0, Some(49_900.0), Some(10_000.0), f64::INFINITY, lost).is_none());
     }
 }
