@@ -278,7 +278,7 @@ impl Schedule {
         }
     }
 
-    pub fn next(&mut self) -> Option<(HopId, String)> {
+    pub fn next_hop(&mut self) -> Option<(HopId, String)> {
         self.queue.pop_front()
     }
 
@@ -412,25 +412,25 @@ mod tests {
     #[test]
     fn the_follow_up_schedule() {
         let mut s = Schedule::new(&three_hops(true));
-        assert_eq!(s.next(), Some((HopId::Planned(1), "c2".into())));
+        assert_eq!(s.next_hop(), Some((HopId::Planned(1), "c2".into())));
         assert_eq!(s.after(HopId::Planned(1), "c2", true, false), After::Next);
-        assert_eq!(s.next(), Some((HopId::Planned(2), "c1".into())));
+        assert_eq!(s.next_hop(), Some((HopId::Planned(2), "c1".into())));
         assert_eq!(s.after(HopId::Planned(2), "c1", false, true), After::FollowUp { to: "c1".into() });
-        let (id, to) = s.next().expect("the follow-up");
+        let (id, to) = s.next_hop().expect("the follow-up");
         assert_eq!(
             (id, id.number(), id.is_follow_up(), to.as_str()),
             (HopId::FollowUp { of: 2 }, 1002, true, "c1")
         );
         assert_eq!(s.after(id, "c1", false, true), After::Stop);
-        assert_eq!(s.next(), None);
+        assert_eq!(s.next_hop(), None);
 
         // Without follow-ups, or with the guest gone from the source, a failed hop ends the hops.
         let mut s = Schedule::new(&three_hops(false));
-        let (id, to) = s.next().expect("hop 1");
+        let (id, to) = s.next_hop().expect("hop 1");
         assert_eq!(s.after(id, &to, false, true), After::Stop);
-        assert_eq!(s.next(), None);
+        assert_eq!(s.next_hop(), None);
         let mut s = Schedule::new(&three_hops(true));
-        let (id, to) = s.next().expect("hop 1");
+        let (id, to) = s.next_hop().expect("hop 1");
         assert_eq!(s.after(id, &to, false, false), After::Stop);
         assert!(HopId::Planned(1000).number() < HopId::FollowUp { of: 1 }.number());
     }

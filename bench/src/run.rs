@@ -367,7 +367,7 @@ async fn hops(
         ..MigrationOptions::default()
     };
     let mut schedule = Schedule::new(plan);
-    while let Some((id, to)) = schedule.next() {
+    while let Some((id, to)) = schedule.next_hop() {
         let number = id.number();
         let mut opts = base.clone();
         if let Some(inj) = &held.injector {

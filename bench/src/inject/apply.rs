@@ -146,14 +146,8 @@ pub(super) fn apply(
             let max = format!("{:.3}", *max_ms as f64 / 1000.0);
             messenger_set(topo, ctx, j, target, "ms_inject_delay_type", delay_types(target))?;
             messenger_set(topo, ctx, j, target, "ms_inject_delay_max", &max)?;
-            Applied::on(messenger_set(
-                topo,
-                ctx,
-                j,
-                target,
-                "ms_inject_delay_probability",
-                &probability.to_string(),
-            )?)
+            let p = probability.to_string();
+            Applied::on(messenger_set(topo, ctx, j, target, "ms_inject_delay_probability", &p)?)
         }
         Fault::SocketFailures { target, one_in, .. } => Applied::on(messenger_set(
             topo,
@@ -175,21 +169,7 @@ pub(super) fn apply(
             topo.cut_link(&h, true).map_err(err)?;
             Applied::on(format!("{h}'s link"))
         }
-        Fault::VirtiofsdKill { side, restart } => {
-            let r = instance(topo.as_ref(), &ctx.vm, *side)?;
-            let p = topo.process(&r.virtiofsd_name()).ok_or("its virtiofsd is not recorded")?;
-            topo.signal(&p, Signal::SIGKILL).map_err(err)?;
-            let mut applied = Applied::on(format!("virtiofsd of {}", r.id));
-            if *restart {
-                // The kill happened whatever the restart does: a failed restart is a fault
-                // injected in part, not one never injected.
-                match restart_virtiofsd(topo, &r) {
-                    Ok(()) => applied.target.push_str(" (restarted; QEMU does not reconnect)"),
-                    Err(e) => applied.partly = Some(format!("killed, but the restart failed: {e}")),
-                }
-            }
-            applied
-        }
+        Fault::VirtiofsdKill { side, restart } => virtiofsd_kill(topo, ctx, *side, *restart)?,
         Fault::VirtiofsdFreeze { side, .. } => {
             let r = instance(topo.as_ref(), &ctx.vm, *side)?;
             let p = topo.process(&r.virtiofsd_name()).ok_or("its virtiofsd is not recorded")?;
@@ -208,42 +188,73 @@ pub(super) fn apply(
             ctx.cancel.ask(hop)?;
             Applied::on(format!("hop {hop}"))
         }
-        Fault::ThirdPartyRename { host, replace, .. } => {
-            let h = host_of(topo.as_ref(), ctx, host)?;
-            let dir = topo
-                .host(&h)
-                .map_err(err)?
-                .mount_point()
-                .join(ctx.workload_dir.as_deref().ok_or("the workload has no directory")?);
-            let mut n = 0;
-            for e in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?.flatten() {
-                let p = e.path();
-                if !p.is_file() || p.extension().is_some_and(|x| x == "miglab-away" || x == "miglab-copy") {
-                    continue;
-                }
-                if *replace {
-                    // A new inode under the old name, with the same data: nothing to undo.
-                    let copy = p.with_extension("miglab-copy");
-                    std::fs::copy(&p, &copy).map_err(|e| format!("copy {}: {e}", p.display()))?;
-                    std::fs::rename(&copy, &p).map_err(|e| format!("replace {}: {e}", p.display()))?;
-                } else {
-                    let away = p.with_extension("miglab-away");
-                    j.step(Undo::RenameBack { away: away.clone(), back: p.clone() }).map_err(err)?;
-                    std::fs::rename(&p, &away).map_err(|e| format!("rename {}: {e}", p.display()))?;
-                }
-                n += 1;
-            }
-            Applied::on(format!(
-                "{n} file{} in {} through {h}'s client ({})",
-                if n == 1 { "" } else { "s" },
-                dir.display(),
-                if *replace { "replaced" } else { "renamed away" }
-            ))
-        }
+        Fault::ThirdPartyRename { host, replace, .. } => third_party(topo, ctx, j, host, *replace)?,
         Fault::MigrationLink { .. } => {
             return Err("the migration link is set by its hop, not injected".into())
         }
     })
+}
+
+/// SIGKILL to the virtiofsd of `side`, and a new one on its socket if asked for. The kill
+/// happened whatever the restart does: a failed restart is a fault injected in part, not one
+/// never injected.
+fn virtiofsd_kill(
+    topo: &Arc<dyn Topology>,
+    ctx: &Context,
+    side: Side,
+    restart: bool,
+) -> Result<Applied, String> {
+    let r = instance(topo.as_ref(), &ctx.vm, side)?;
+    let p = topo.process(&r.virtiofsd_name()).ok_or("its virtiofsd is not recorded")?;
+    topo.signal(&p, Signal::SIGKILL).map_err(err)?;
+    let mut applied = Applied::on(format!("virtiofsd of {}", r.id));
+    if restart {
+        match restart_virtiofsd(topo, &r) {
+            Ok(()) => applied.target.push_str(" (restarted; QEMU does not reconnect)"),
+            Err(e) => applied.partly = Some(format!("killed, but the restart failed: {e}")),
+        }
+    }
+    Ok(applied)
+}
+
+/// A third party renames the workload's files away through `host`'s client (journaled, renamed
+/// back on undo), or replaces each by a copy (a new inode under the old name: nothing to undo).
+fn third_party(
+    topo: &Arc<dyn Topology>,
+    ctx: &Context,
+    j: &Journal<'_>,
+    host: &HostRef,
+    replace: bool,
+) -> Result<Applied, String> {
+    let h = host_of(topo.as_ref(), ctx, host)?;
+    let dir = topo
+        .host(&h)
+        .map_err(err)?
+        .mount_point()
+        .join(ctx.workload_dir.as_deref().ok_or("the workload has no directory")?);
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?.flatten() {
+        let p = e.path();
+        if !p.is_file() || p.extension().is_some_and(|x| x == "miglab-away" || x == "miglab-copy") {
+            continue;
+        }
+        if replace {
+            let copy = p.with_extension("miglab-copy");
+            std::fs::copy(&p, &copy).map_err(|e| format!("copy {}: {e}", p.display()))?;
+            std::fs::rename(&copy, &p).map_err(|e| format!("replace {}: {e}", p.display()))?;
+        } else {
+            let away = p.with_extension("miglab-away");
+            j.step(Undo::RenameBack { away: away.clone(), back: p.clone() }).map_err(err)?;
+            std::fs::rename(&p, &away).map_err(|e| format!("rename {}: {e}", p.display()))?;
+        }
+        n += 1;
+    }
+    Ok(Applied::on(format!(
+        "{n} file{} in {} through {h}'s client ({})",
+        if n == 1 { "" } else { "s" },
+        dir.display(),
+        if replace { "replaced" } else { "renamed away" }
+    )))
 }
 
 /// A new virtiofsd on the killed one's socket (QEMU does not reconnect to it).

@@ -99,6 +99,62 @@ fn random_uuid() -> String {
     format!("{}-{}-4{}-a{}-{}", &h[0..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
 }
 
+/// The `[global]` settings of the lab's ceph.conf.
+fn global(layout: &LabLayout, spec: &ClusterSpec) -> Vec<(&'static str, String)> {
+    let dir = layout.ceph_dir();
+    let d = dir.display();
+    let logs = layout.log_dir();
+    let logs = logs.display();
+    vec![
+        ("fsid", spec.fsid.clone()),
+        ("mon_host", layout.mon_host()),
+        ("auth_cluster_required", "cephx".into()),
+        ("auth_service_required", "cephx".into()),
+        ("auth_client_required", "cephx".into()),
+        ("keyring", layout.keyring().display().to_string()),
+        ("run_dir", format!("{d}/run")),
+        ("admin_socket", format!("{d}/run/$name.asok")),
+        ("pid_file", format!("{d}/run/$name.pid")),
+        ("log_file", format!("{logs}/$name.log")),
+        ("mon_cluster_log_file", format!("{logs}/cluster.log")),
+        ("crash_dir", format!("{d}/crash")),
+        ("exporter_sock_dir", format!("{d}/run")),
+        ("ms_bind_port_min", layout.port_min.to_string()),
+        ("ms_bind_port_max", layout.port_max.to_string()),
+        // One host: replicas go to different OSDs, not different hosts.
+        ("osd_crush_chooseleaf_type", "0".into()),
+        ("osd_pool_default_size", spec.osds.min(3).to_string()),
+        ("osd_pool_default_min_size", spec.osds.min(2).to_string()),
+        ("osd_pool_default_pg_num", PG_PER_POOL.to_string()),
+        ("osd_pool_default_pgp_num", PG_PER_POOL.to_string()),
+        ("osd_pool_default_pg_autoscale_mode", "off".into()),
+        // Without this a hung OSD is never reported down by its peers (all on one host).
+        ("mon_osd_reporter_subtree_level", "osd".into()),
+        ("mon_allow_pool_delete", "true".into()),
+        ("mon_allow_pool_size_one", "true".into()),
+        ("mon_warn_on_insecure_global_id_reclaim", "false".into()),
+        ("mon_warn_on_insecure_global_id_reclaim_allowed", "false".into()),
+        ("mon_warn_on_pool_no_redundancy", "false".into()),
+        ("mon_data_avail_warn", "1".into()),
+        ("mon_data_avail_crit", "0".into()),
+        // PG states reach the monitor in 1 s instead of 5: readiness is seen sooner.
+        ("mgr_stats_period", "1".into()),
+        ("mon_mgr_digest_period", "1".into()),
+        // A dead MDS is failed over quickly; the grace must exceed 5 s + the interval.
+        ("mds_beacon_interval", "1".into()),
+        ("mds_beacon_grace", "7".into()),
+        // The lab's monitor quorum is always young, and for its first 60 s (the default)
+        // the monitor fails no MDS: a kill right after `lab up` took 65 s to fail over.
+        ("mds_beacon_mon_down_grace", "2".into()),
+        // Map changes (pool and fs creation, OSD boot) commit on the next Paxos proposal;
+        // the default 1 s interval adds a second to each of them.
+        ("paxos_propose_interval", "0.05".into()),
+        ("paxos_min_wait", "0.01".into()),
+        ("osd_recovery_sleep", "0".into()),
+        ("osd_recovery_sleep_hdd", "0".into()),
+    ]
+}
+
 /// ceph.conf for a one-host cluster whose every file lives under the lab directory.
 ///
 /// The non-default settings are the ones a single-host cluster needs (see FIELD-NOTES): CRUSH
@@ -107,8 +163,6 @@ fn random_uuid() -> String {
 pub fn render_conf(layout: &LabLayout, spec: &ClusterSpec) -> String {
     let dir = layout.ceph_dir();
     let d = dir.display();
-    let logs = layout.log_dir();
-    let logs = logs.display();
     let mut out = String::new();
     let overrides = &spec.overrides;
     let section = |out: &mut String, name: &str, entries: &[(&str, String)]| {
@@ -125,58 +179,7 @@ pub fn render_conf(layout: &LabLayout, spec: &ClusterSpec) -> String {
         out.push('\n');
     };
     let gw = layout.gateway.to_string();
-    section(
-        &mut out,
-        "global",
-        &[
-            ("fsid", spec.fsid.clone()),
-            ("mon_host", layout.mon_host()),
-            ("auth_cluster_required", "cephx".into()),
-            ("auth_service_required", "cephx".into()),
-            ("auth_client_required", "cephx".into()),
-            ("keyring", layout.keyring().display().to_string()),
-            ("run_dir", format!("{d}/run")),
-            ("admin_socket", format!("{d}/run/$name.asok")),
-            ("pid_file", format!("{d}/run/$name.pid")),
-            ("log_file", format!("{logs}/$name.log")),
-            ("mon_cluster_log_file", format!("{logs}/cluster.log")),
-            ("crash_dir", format!("{d}/crash")),
-            ("exporter_sock_dir", format!("{d}/run")),
-            ("ms_bind_port_min", layout.port_min.to_string()),
-            ("ms_bind_port_max", layout.port_max.to_string()),
-            // One host: replicas go to different OSDs, not different hosts.
-            ("osd_crush_chooseleaf_type", "0".into()),
-            ("osd_pool_default_size", spec.osds.min(3).to_string()),
-            ("osd_pool_default_min_size", spec.osds.min(2).to_string()),
-            ("osd_pool_default_pg_num", PG_PER_POOL.to_string()),
-            ("osd_pool_default_pgp_num", PG_PER_POOL.to_string()),
-            ("osd_pool_default_pg_autoscale_mode", "off".into()),
-            // Without this a hung OSD is never reported down by its peers (all on one host).
-            ("mon_osd_reporter_subtree_level", "osd".into()),
-            ("mon_allow_pool_delete", "true".into()),
-            ("mon_allow_pool_size_one", "true".into()),
-            ("mon_warn_on_insecure_global_id_reclaim", "false".into()),
-            ("mon_warn_on_insecure_global_id_reclaim_allowed", "false".into()),
-            ("mon_warn_on_pool_no_redundancy", "false".into()),
-            ("mon_data_avail_warn", "1".into()),
-            ("mon_data_avail_crit", "0".into()),
-            // PG states reach the monitor in 1 s instead of 5: readiness is seen sooner.
-            ("mgr_stats_period", "1".into()),
-            ("mon_mgr_digest_period", "1".into()),
-            // A dead MDS is failed over quickly; the grace must exceed 5 s + the interval.
-            ("mds_beacon_interval", "1".into()),
-            ("mds_beacon_grace", "7".into()),
-            // The lab's monitor quorum is always young, and for its first 60 s (the default)
-            // the monitor fails no MDS: a kill right after `lab up` took 65 s to fail over.
-            ("mds_beacon_mon_down_grace", "2".into()),
-            // Map changes (pool and fs creation, OSD boot) commit on the next Paxos proposal;
-            // the default 1 s interval adds a second to each of them.
-            ("paxos_propose_interval", "0.05".into()),
-            ("paxos_min_wait", "0.01".into()),
-            ("osd_recovery_sleep", "0".into()),
-            ("osd_recovery_sleep_hdd", "0".into()),
-        ],
-    );
+    section(&mut out, "global", &global(layout, spec));
     section(
         &mut out,
         "mon",

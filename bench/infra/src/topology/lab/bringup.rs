@@ -140,10 +140,37 @@ impl Lab {
     }
 
     fn build(&mut self, opts: &LabOptions) -> Result<(), LabError> {
-        let layout = self.layout.clone();
         let cluster = self.state.snapshot().cluster;
+        self.network()?;
+        self.files(&cluster)?;
+        // OSD mkfs needs no monitor (the fsid is in ceph.conf): run it while the mon starts.
+        let t_mkfs = Instant::now();
+        let osd_uuids: Vec<String> =
+            (0..cluster.osds).map(|_| ceph::ClusterSpec::new(cluster.objectstore).fsid).collect();
+        let mkfs = self.osd_mkfs(&osd_uuids);
+        let t_daemons = self.start_mon(&cluster)?;
+        self.create_fs(&osd_uuids)?;
+        for h in mkfs {
+            h.join().map_err(|_| LabError::Wait("an OSD mkfs thread panicked".into()))??;
+        }
+        self.mark("osd-mkfs", t_mkfs);
+        let t_osds = Instant::now();
+        for i in 0..cluster.osds {
+            self.sup.spawn(&self.daemon_spec(&DaemonId::new(DaemonKind::Osd, i.to_string())))?;
+        }
+        self.ready_and_mounted(opts, t_daemons, t_osds)?;
+        if opts.ssh {
+            let t = Instant::now();
+            self.start_sshd()?;
+            self.mark("sshd", t);
+        }
+        self.timings_lock().finish();
+        Ok(())
+    }
 
-        let t = Instant::now();
+    /// The bridge and a namespace with its veth per client host.
+    fn network(&self) -> Result<(), LabError> {
+        let (layout, t) = (&self.layout, Instant::now());
         self.state.update(|s| s.links.push(layout.bridge.clone()))?;
         net::create_bridge(&layout.bridge, layout.gateway, layout.prefix)?;
         for c in &layout.clients {
@@ -154,11 +181,15 @@ impl Lab {
             net::create_host(&c.netns, &c.veth, &layout.bridge, c.addr, layout.prefix)?;
         }
         self.mark("network", t);
+        Ok(())
+    }
 
-        let t = Instant::now();
+    /// ceph.conf, the keyring and the daemons' directories.
+    fn files(&self, cluster: &ClusterSpec) -> Result<(), LabError> {
+        let (layout, t) = (&self.layout, Instant::now());
         let clients: Vec<String> = layout.clients.iter().map(|c| c.name.clone()).collect();
-        std::fs::write(layout.conf(), ceph::render_conf(&layout, &cluster)).map_err(io("write ceph.conf"))?;
-        write_private(&layout.keyring(), &ceph::render_keyring(&ceph::entities(&cluster, &clients)))
+        std::fs::write(layout.conf(), ceph::render_conf(layout, cluster)).map_err(io("write ceph.conf"))?;
+        write_private(&layout.keyring(), &ceph::render_keyring(&ceph::entities(cluster, &clients)))
             .map_err(io("write the keyring"))?;
         let ceph_dir = layout.ceph_dir();
         for d in ["mon", "mgr", "mds", "osd", "crash"] {
@@ -169,13 +200,16 @@ impl Lab {
         }
         std::fs::create_dir_all(ceph_dir.join(format!("mgr/mgr.{MGR_ID}"))).map_err(io("create mgr dir"))?;
         self.mark("files", t);
+        Ok(())
+    }
 
-        // OSD mkfs needs no monitor (the fsid is in ceph.conf): run it while the mon starts.
-        let t_mkfs = Instant::now();
-        let osd_uuids: Vec<String> =
-            (0..cluster.osds).map(|_| ceph::ClusterSpec::new(cluster.objectstore).fsid).collect();
-        let mkfs: Vec<_> = (0..cluster.osds)
-            .map(|i| {
+    /// Every OSD's mkfs, each on a thread of its own.
+    fn osd_mkfs(&self, osd_uuids: &[String]) -> Vec<std::thread::JoinHandle<Result<(), LabError>>> {
+        let ceph_dir = self.layout.ceph_dir();
+        osd_uuids
+            .iter()
+            .enumerate()
+            .map(|(i, uuid)| {
                 let dir = ceph_dir.join(format!("osd/{i}"));
                 let mut cmd = Command::new(paths::tool("ceph-osd"));
                 cmd.args(self.conf_args()).args([
@@ -184,7 +218,7 @@ impl Lab {
                     "--mkfs",
                     "--no-mon-config",
                     "--osd-uuid",
-                    &osd_uuids[i as usize],
+                    uuid,
                 ]);
                 let timeout = self.step_timeout;
                 std::thread::spawn(move || -> Result<(), LabError> {
@@ -193,10 +227,15 @@ impl Lab {
                     Ok(())
                 })
             })
-            .collect();
+            .collect()
+    }
 
-        let t = Instant::now();
-        let monmap = ceph_dir.join("monmap");
+    /// The monitor made and started, then the manager and the MDSs (they need only the
+    /// monitor and come up as standbys meanwhile), and the admin connection; returns when the
+    /// daemons were started.
+    fn start_mon(&self, cluster: &ClusterSpec) -> Result<Instant, LabError> {
+        let (layout, t) = (&self.layout, Instant::now());
+        let monmap = layout.ceph_dir().join("monmap");
         process::run_tool(
             Command::new(paths::tool("monmaptool"))
                 .args([
@@ -220,46 +259,46 @@ impl Lab {
                 .arg(layout.keyring()),
             self.step_timeout,
         )?;
-        let mon = DaemonId::new(DaemonKind::Mon, MON_ID);
-        self.sup.spawn(&self.daemon_spec(&mon))?;
+        self.sup.spawn(&self.daemon_spec(&DaemonId::new(DaemonKind::Mon, MON_ID)))?;
         let t_daemons = Instant::now();
-        // The manager and the MDSs need only the monitor; they come up as standbys meanwhile.
         self.sup.spawn(&self.daemon_spec(&DaemonId::new(DaemonKind::Mgr, MGR_ID)))?;
         for m in &cluster.mds {
             self.sup.spawn(&self.daemon_spec(&DaemonId::new(DaemonKind::Mds, m.as_str())))?;
         }
         self.connect_admin()?;
         self.mark("mon", t);
+        Ok(t_daemons)
+    }
 
+    /// The OSDs registered, the pools and the file system created.
+    fn create_fs(&self, osd_uuids: &[String]) -> Result<(), LabError> {
         let t = Instant::now();
-        {
-            let mut admin = self.admin()?;
-            let admin = admin.as_mut().ok_or(AdminError::NoPipes)?;
-            for (i, uuid) in osd_uuids.iter().enumerate() {
-                admin.mon("osd new", json!({ "uuid": uuid, "id": i }))?;
-            }
-            for pool in ["cephfs_metadata", "cephfs_data"] {
-                admin.mon("osd pool create", json!({ "pool": pool, "pg_num": PG_PER_POOL }))?;
-            }
-            admin.mon(
-                "fs new",
-                json!({ "fs_name": FS_NAME, "metadata": "cephfs_metadata", "data": "cephfs_data" }),
-            )?;
+        let mut admin = self.admin()?;
+        let admin = admin.as_mut().ok_or(AdminError::NoPipes)?;
+        for (i, uuid) in osd_uuids.iter().enumerate() {
+            admin.mon("osd new", json!({ "uuid": uuid, "id": i }))?;
         }
+        for pool in ["cephfs_metadata", "cephfs_data"] {
+            admin.mon("osd pool create", json!({ "pool": pool, "pg_num": PG_PER_POOL }))?;
+        }
+        admin.mon(
+            "fs new",
+            json!({ "fs_name": FS_NAME, "metadata": "cephfs_metadata", "data": "cephfs_data" }),
+        )?;
         self.mark("pools+fs", t);
+        Ok(())
+    }
 
-        for h in mkfs {
-            h.join().map_err(|_| LabError::Wait("an OSD mkfs thread panicked".into()))??;
-        }
-        self.mark("osd-mkfs", t_mkfs);
-
-        let t_osds = Instant::now();
-        for i in 0..cluster.osds {
-            self.sup.spawn(&self.daemon_spec(&DaemonId::new(DaemonKind::Osd, i.to_string())))?;
-        }
-
-        // Milestones are stamped when the readiness poll first sees them, each from the
-        // start of the daemons it depends on.
+    /// Waits for an active MDS, mounts every client (ceph-fuse gives up at once without one,
+    /// which usually comes before the PGs are clean), then waits for the rest. Milestones are
+    /// stamped when the readiness poll first sees them, each from the start of the daemons it
+    /// depends on.
+    fn ready_and_mounted(
+        &self,
+        opts: &LabOptions,
+        t_daemons: Instant,
+        t_osds: Instant,
+    ) -> Result<(), LabError> {
         let min_pgs = 2 * PG_PER_POOL;
         let mut pending: Vec<(&str, Instant, Milestone)> = vec![
             ("mgr", t_daemons, |s, _| s.mgrmap.available),
@@ -276,14 +315,12 @@ impl Lab {
                 !done
             });
         };
-        // ceph-fuse gives up at once without an active MDS, which usually comes before the
-        // PGs are clean: mount as soon as it exists, then wait for the rest.
         self.wait_ready(opts.ready_timeout, |s| {
             observe(s);
             !s.active_mds().is_empty()
         })?;
         let t_mounts = Instant::now();
-        for c in &layout.clients {
+        for c in &self.layout.clients {
             std::fs::create_dir_all(&c.mount).map_err(io(format!("create {}", c.mount.display())))?;
             self.state.update(|s| s.mounts.push(c.mount.clone()))?;
             self.sup.spawn(&self.fuse_spec(c))?;
@@ -294,12 +331,6 @@ impl Lab {
         })?;
         self.wait_mounts(opts.step_timeout)?;
         self.mark("mounts", t_mounts);
-        if opts.ssh {
-            let t = Instant::now();
-            self.start_sshd()?;
-            self.mark("sshd", t);
-        }
-        self.timings_lock().finish();
         Ok(())
     }
 
