@@ -83,8 +83,7 @@ fn compare_calls_a_capped_migration_a_regression_and_equal_sets_nothing() {
     );
     run(root.path(), &capped, &c, &[]);
 
-    let r: RunResult =
-        serde_json::from_slice(&std::fs::read(b.join("cmp/1/result.json")).expect("result")).expect("parses");
+    let r: RunResult = read_result(&b.join("cmp/1"));
     let q = r.provenance.binaries.iter().find(|x| x.role == "qemu").expect("qemu recorded");
     assert_eq!(Path::new(&q.path), qemu.as_path(), "{q:?}");
     assert!(q.sha256.as_ref().is_some_and(|s| s.len() == 64) && q.version.is_some(), "{q:?}");

@@ -8,35 +8,15 @@
 mod common;
 
 use common::*;
-use miglab::session::{run, RunOptions, Source};
+use miglab::session::{run, Source};
 use miglab_infra::topology::lab::{self, Lab, LabOptions};
 use miglab_infra::topology::{Site, Topology};
 use miglab_reports::{FaultRecord, Outcome, RunOutcome, RunResult, RunStatus};
 use std::path::Path;
 
-/// Runs `toml` (a scenario without its name) on lab `lab`; returns its result, whatever its
-/// status.
+/// Runs `toml` (a scenario's tables) as scenario `name` on lab `lab`.
 fn scenario(root: &Path, lab: &str, name: &str, toml: &str) -> RunResult {
-    let dir = root.join("scenarios");
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    let p = dir.join(format!("{name}.toml"));
-    std::fs::write(&p, format!("name = \"{name}\"\nseed = 5\n{toml}")).expect("write");
-    let out = root.join("results");
-    let opts = RunOptions {
-        source: Source::Scenario(p),
-        out: out.clone(),
-        lab_root: root.into(),
-        repetitions: None,
-        lab_name: Some(lab.into()),
-        host_mode: None,
-        binaries: Default::default(),
-        topology: None,
-    };
-    if let Err(e) = run(&opts) {
-        eprintln!("{name}: {e}");
-    }
-    serde_json::from_slice(&std::fs::read(out.join(name).join("1/result.json")).expect("result.json"))
-        .expect("parses")
+    run_scenario(root, lab, &ScenarioFile::new(name).with(toml))
 }
 
 fn fault(r: &RunResult) -> &FaultRecord {
@@ -433,20 +413,9 @@ fn at_the_switchover(lab: &Lab, root: &Path) {
     assert!(downtime >= 0.75 * 2000.0, "a 2 s freeze at the switch-over: QEMU downtime {downtime} ms");
     // Replay: the same OSD.
     let again = root.join("again");
-    let opts = RunOptions {
-        source: Source::Replay(root.join("results/f-switch/1/result.json")),
-        out: again.clone(),
-        lab_root: root.into(),
-        repetitions: None,
-        lab_name: Some(name.clone()),
-        host_mode: None,
-        binaries: Default::default(),
-        topology: None,
-    };
-    let _ = run(&opts);
-    let replayed: RunResult =
-        serde_json::from_slice(&std::fs::read(again.join("f-switch/1/result.json")).expect("result"))
-            .expect("parses");
+    let _ =
+        run(&run_options(Source::Replay(root.join("results/f-switch/1/result.json")), &again, root, &name));
+    let replayed = read_result(&again.join("f-switch/1"));
     assert_eq!(replayed.plan["faults"], res.plan["faults"]);
     assert_eq!(fault(&replayed).target, f.target, "the same OSD");
 }

@@ -17,9 +17,7 @@ const RD: &str =
     "[workload]\nkind = \"fio\"\nname = \"rd\"\nrw = \"randread\"\nbs = \"4k\"\nsize = \"8m\"\ndirect = true\n";
 
 fn scenario_file(root: &Path, name: &str, body: &str) -> std::path::PathBuf {
-    let p = root.join(format!("{name}.toml"));
-    std::fs::write(&p, format!("name = \"{name}\"\nseed = 3\n{RD}{body}")).expect("write");
-    p
+    ScenarioFile::new(name).seed(3).with(RD).with(body).write(root)
 }
 
 /// `miglab run` of `scenario` on lab `lab`, bounded: a run that hangs fails the test.

@@ -22,20 +22,11 @@ fn scenario(name: &str) -> PathBuf {
 }
 
 fn result(dir: &Path) -> RunResult {
-    serde_json::from_slice(&std::fs::read(dir.join("result.json")).expect("result.json")).expect("parses")
+    read_result(dir)
 }
 
 fn opts(source: Source, out: &Path, root: &Path, lab: &str) -> RunOptions {
-    RunOptions {
-        source,
-        out: out.into(),
-        lab_root: root.into(),
-        repetitions: None,
-        lab_name: Some(lab.into()),
-        host_mode: None,
-        binaries: Default::default(),
-        topology: None,
-    }
+    run_options(source, out, root, lab)
 }
 
 /// The smoke scenario: every figure there, on one clock, nothing lost; then its plan replayed.

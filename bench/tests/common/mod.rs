@@ -1,10 +1,13 @@
-//! Helpers of the lab tests: a private lab root per test, the miglab binary, and checks that
-//! nothing of a lab is left behind.
+//! Helpers of the lab tests: a private lab root per test, the miglab binary, a scenario
+//! builder, the one way to run a scenario and read its result, and checks that nothing of a lab
+//! is left behind.
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+use miglab::session::{RunOptions, Source};
 use miglab_infra::topology::lab::leftovers;
 use miglab_infra::topology::state::{LabState, StateFile};
+use miglab_reports::RunResult;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -119,4 +122,80 @@ pub fn hlog_agrees_with(hlog: &Path, ops: &[miglab_reports::OpSummary]) {
         seen += 1;
     }
     assert!(seen > 0, "no op kind to compare");
+}
+
+/// A scenario file written for a test: a name and a seed, then its tables (TOML text, such as
+/// a workload or a `[[fault]]`), in order.
+#[derive(Debug, Clone)]
+pub struct ScenarioFile {
+    name: String,
+    seed: u64,
+    parts: Vec<String>,
+}
+
+impl ScenarioFile {
+    pub fn new(name: &str) -> Self {
+        Self { name: name.into(), seed: 5, parts: Vec::new() }
+    }
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+    /// A table or key, as TOML.
+    pub fn with(mut self, toml: &str) -> Self {
+        self.parts.push(toml.to_string());
+        self
+    }
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn text(&self) -> String {
+        let mut t = format!("name = \"{}\"\nseed = {}\n", self.name, self.seed);
+        for p in &self.parts {
+            t.push_str(p);
+            if !p.ends_with('\n') {
+                t.push('\n');
+            }
+        }
+        t
+    }
+    /// Writes it as `<dir>/<name>.toml`.
+    pub fn write(&self, dir: &Path) -> PathBuf {
+        std::fs::create_dir_all(dir).expect("mkdir");
+        let p = dir.join(format!("{}.toml", self.name));
+        std::fs::write(&p, self.text()).expect("write the scenario");
+        p
+    }
+}
+
+/// `miglab run`'s options for `source` on lab `lab` under `root`, results under `out`.
+pub fn run_options(source: Source, out: &Path, root: &Path, lab: &str) -> RunOptions {
+    RunOptions {
+        source,
+        out: out.into(),
+        lab_root: root.into(),
+        repetitions: None,
+        lab_name: Some(lab.into()),
+        host_mode: None,
+        binaries: Default::default(),
+        topology: None,
+    }
+}
+
+/// The result in a result directory.
+pub fn read_result(dir: &Path) -> RunResult {
+    let p = dir.join("result.json");
+    let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// Runs `s` (its first repetition) on lab `lab` under `root`; returns its result, whatever its
+/// status (a failed run's error is printed).
+pub fn run_scenario(root: &Path, lab: &str, s: &ScenarioFile) -> RunResult {
+    let file = s.write(&root.join("scenarios"));
+    let out = root.join("results");
+    if let Err(e) = miglab::session::run(&run_options(Source::Scenario(file), &out, root, lab)) {
+        eprintln!("{}: {e}", s.name());
+    }
+    read_result(&out.join(s.name()).join("1"))
 }
