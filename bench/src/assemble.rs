@@ -208,6 +208,16 @@ pub fn write_report(dir: &Path, r: &RunResult) -> Result<std::path::PathBuf, Rep
     Ok(p)
 }
 
+/// `miglab report`: a directory's page rendered again from its files alone — a result
+/// directory's report.html, or a sweep's sweep.html and sweep.csv; returns what was written.
+pub fn report(dir: &Path) -> Result<std::path::PathBuf, ReportError> {
+    if dir.join("result.json").exists() {
+        report_dir(dir)
+    } else {
+        report_sweep_dir(dir)
+    }
+}
+
 /// Reads `dir/result.json` and renders its report again.
 pub fn report_dir(dir: &Path) -> Result<std::path::PathBuf, ReportError> {
     write_report(dir, &read_result(dir)?)

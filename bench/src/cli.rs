@@ -519,12 +519,7 @@ fn dispatch(args: Args) -> Result<Finished, CliError> {
                 return Err(CliError::Args("give one or more result directories".into()));
             }
             for d in dirs {
-                let written = if d.join("result.json").exists() {
-                    crate::assemble::report_dir(&d)?
-                } else {
-                    crate::assemble::report_sweep_dir(&d)?
-                };
-                println!("{}", written.display());
+                println!("{}", crate::assemble::report(&d)?.display());
             }
             Ok(Finished::Clean)
         }

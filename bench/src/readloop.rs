@@ -1,10 +1,14 @@
 //! The seed's workload, driven from the host: a file on CephFS that the guest reads in a loop,
-//! and the check that the loop went on across a migration.
+//! the check that the loop went on across a migration, and `miglab migrate`'s hops with it.
 
-use miglab_infra::topology::Host;
+use crate::migration::{self, Hop, MigrationError, MigrationOptions};
+use crate::observe::Bus;
+use miglab_infra::topology::{next_host, Host, Site};
 use miglab_infra::vm::{Vm, VmError};
+use miglab_reports::{MigrationRecord, Outcome};
 use miglab_workloads::control::{Command, Status};
 use miglab_workloads::job::{ReadLoopJob, Workload};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The file the read loop reads, relative to CephFS's root, and what it holds.
@@ -64,6 +68,63 @@ pub fn check_continuity(before: &Status, after: &Status) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// One hop of `miglab migrate`, and what the read loop did across it.
+#[derive(Debug)]
+pub struct HopSeen {
+    pub record: MigrationRecord,
+    /// Reads the loop completed between just before the hop and just after it.
+    pub reads: u64,
+    pub continuity: Result<(), String>,
+}
+
+impl HopSeen {
+    /// What went wrong in this hop, one line each: a migration that did not complete, a read
+    /// loop that did not go on.
+    pub fn problems(&self) -> Vec<String> {
+        let n = self.record.hop;
+        let mut p = Vec::new();
+        if let Err(e) = &self.continuity {
+            p.push(format!("hop {n}: {e}"));
+        }
+        match &self.record.outcome {
+            Outcome::Completed => {}
+            Outcome::Failed { error, .. } => p.push(format!("hop {n}: migration failed: {error}")),
+            Outcome::TimedOut { after_ms, .. } => p.push(format!("hop {n}: cancelled after {after_ms} ms")),
+        }
+        p
+    }
+}
+
+/// `count` hops of `vm` from host to host (the read loop started if it is not running), each
+/// told to `each` as it ends.
+pub async fn hops(
+    site: &Arc<dyn Site>,
+    bus: &Bus,
+    vm: &mut Vm,
+    opts: &MigrationOptions,
+    count: u32,
+    mut each: impl FnMut(&HopSeen),
+) -> Result<Vec<HopSeen>, MigrationError> {
+    if !status(vm).await?.running {
+        start_read_loop(vm).await?;
+    }
+    let hosts = site.host_names();
+    let mut seen = Vec::new();
+    for n in 1..=count {
+        let before = status(vm).await?;
+        let to = next_host(&hosts, vm.host());
+        let record = migration::migrate(&Hop::new(site, bus, None, n), vm, &to, opts).await?;
+        // Let the guest run a little on its new host before judging the read loop.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let after = status(vm).await?;
+        let hop =
+            HopSeen { record, reads: after.ops - before.ops, continuity: check_continuity(&before, &after) };
+        each(&hop);
+        seen.push(hop);
+    }
+    Ok(seen)
 }
 
 #[cfg(test)]

@@ -5,10 +5,9 @@ use super::vm::open_site;
 use super::{runtime, CliError, MigrateArgs};
 use crate::clock::RunClock;
 use crate::exit::Finished;
-use crate::migration::{self, Hop, MigrationOptions};
+use crate::migration::MigrationOptions;
 use crate::observe::Bus;
-use crate::readloop::{self, check_continuity, start_read_loop};
-use miglab_infra::topology::next_host;
+use crate::readloop::{self, HopSeen};
 use miglab_infra::vm::{ledger, Vm, VmError};
 use miglab_reports::{MigrationParams, MigrationRecord, Outcome};
 use std::time::Duration;
@@ -27,66 +26,33 @@ pub(super) fn migrate_cmd(m: MigrateArgs) -> Result<Finished, CliError> {
         timeout: Duration::from_secs(m.timeout),
         ..MigrationOptions::default()
     };
-    let hosts = site.host_names();
     runtime()?.block_on(async {
         let rec = ledger::current(site.as_ref(), &m.vm.vm).ok_or_else(|| VmError::NoVm(m.vm.vm.clone()))?;
         let mut vm = Vm::attach(&site, &rec).await?;
         let bus = Bus::new(RunClock::start());
-        let result = hops(&site, &bus, &mut vm, &hosts, &opts, &m).await;
+        if !m.json {
+            println!("{}", hop_header());
+        }
+        let seen = readloop::hops(&site, &bus, &mut vm, &opts, m.hops, |h| {
+            if !m.json {
+                println!("{}", hop_row(&h.record, h.reads, &h.continuity));
+            }
+        })
+        .await;
         // The VM goes on running for the next command, whatever happened here.
         vm.release();
-        result
+        let seen = seen?;
+        if m.json {
+            let records: Vec<&MigrationRecord> = seen.iter().map(|h| &h.record).collect();
+            println!("{}", serde_json::to_string_pretty(&records).unwrap_or_default());
+        }
+        let problems: Vec<String> = seen.iter().flat_map(HopSeen::problems).collect();
+        if problems.is_empty() {
+            Ok(Finished::Clean)
+        } else {
+            Err(CliError::Problems(problems))
+        }
     })
-}
-
-async fn hops(
-    site: &std::sync::Arc<dyn miglab_infra::topology::Site>,
-    bus: &Bus,
-    vm: &mut Vm,
-    hosts: &[String],
-    opts: &MigrationOptions,
-    m: &MigrateArgs,
-) -> Result<Finished, CliError> {
-    if !readloop::status(vm).await?.running {
-        start_read_loop(vm).await?;
-    }
-    let mut records = Vec::new();
-    let mut problems = Vec::new();
-    if !m.json {
-        println!("{}", hop_header());
-    }
-    for n in 1..=m.hops {
-        let before = readloop::status(vm).await?;
-        let to = next_host(hosts, vm.host());
-        let hop = Hop::new(site, bus, None, n);
-        let record = migration::migrate(&hop, vm, &to, opts).await?;
-        // Let the guest run a little on its new host before judging the read loop.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let after = readloop::status(vm).await?;
-        let continuity = check_continuity(&before, &after);
-        if !m.json {
-            println!("{}", hop_row(&record, after.ops - before.ops, &continuity));
-        }
-        if let Err(e) = &continuity {
-            problems.push(format!("hop {n}: {e}"));
-        }
-        match &record.outcome {
-            Outcome::Completed => {}
-            Outcome::Failed { error, .. } => problems.push(format!("hop {n}: migration failed: {error}")),
-            Outcome::TimedOut { after_ms, .. } => {
-                problems.push(format!("hop {n}: cancelled after {after_ms} ms"))
-            }
-        }
-        records.push(record);
-    }
-    if m.json {
-        println!("{}", serde_json::to_string_pretty(&records).unwrap_or_default());
-    }
-    if problems.is_empty() {
-        Ok(Finished::Clean)
-    } else {
-        Err(CliError::Problems(problems))
-    }
 }
 
 pub fn hop_header() -> String {
