@@ -52,40 +52,28 @@ pub fn run(
     use std::sync::atomic::Ordering::Relaxed;
     let buf = Arc::new(RecordBuffer::new(1 << 20));
     let mut running = engine::start(w, root, buf.clone(), tag).map_err(HostModeError::Start)?;
-    let layout_deadline = Instant::now() + Duration::from_secs(600);
-    let (start, mut told) = (Instant::now(), Instant::now());
+    let layout_deadline = Duration::from_secs(600);
+    let mut shown = crate::progress::LayoutShown::default();
     while running.counters.laying_out.load(Relaxed) > 0 {
-        if Instant::now() > layout_deadline {
+        if shown.elapsed() > layout_deadline || interrupt::requested() {
             running.stop();
-            return Err(HostModeError::Layout(Duration::from_secs(600)));
+            shown.done(None, say);
+            return Err(if interrupt::requested() {
+                HostModeError::Interrupted
+            } else {
+                HostModeError::Layout(layout_deadline)
+            });
         }
-        if interrupt::requested() {
-            running.stop();
-            return Err(HostModeError::Interrupted);
-        }
-        if told.elapsed() >= Duration::from_secs(3) {
-            told = Instant::now();
-            let c = &running.counters;
-            say(&format!(
-                "laying out files: {:.0} of {:.0} MiB",
-                c.layout_done.load(Relaxed) as f64 / 1048576.0,
-                c.layout_total.load(Relaxed) as f64 / 1048576.0
-            ));
-        }
+        let c = &running.counters;
+        shown.progress(c.layout_done.load(Relaxed), c.layout_total.load(Relaxed), say);
         std::thread::sleep(Duration::from_millis(20));
     }
     if let Some(e) = running.counters.layout_error.lock().ok().and_then(|l| l.clone()) {
         running.stop();
+        shown.done(None, say);
         return Err(HostModeError::LayoutFailed(e));
     }
-    let total = running.counters.layout_total.load(Relaxed);
-    if total > 0 {
-        say(&format!(
-            "laid out {:.0} MiB in {:.1} s",
-            total as f64 / 1048576.0,
-            start.elapsed().as_secs_f64()
-        ));
-    }
+    shown.done(Some(running.counters.layout_total.load(Relaxed)), say);
     let t0 = Instant::now();
     let mut c = Collector::new(clock);
     let mut chunk = Vec::new();

@@ -138,3 +138,52 @@ pub fn step_bar(prefix: String) -> miglab_infra::steps::OnStep {
         }
     })
 }
+
+/// A workload's file layout as it runs: a bar (or, where no bar shows — not a terminal, or
+/// `-v` — a line every few seconds), and one line when it is done. `miglab run` and host mode
+/// show it the same way.
+#[derive(Debug)]
+pub struct LayoutShown {
+    start: std::time::Instant,
+    told: std::time::Instant,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Default for LayoutShown {
+    fn default() -> Self {
+        let now = std::time::Instant::now();
+        Self { start: now, told: now, bar: None }
+    }
+}
+
+impl LayoutShown {
+    pub fn elapsed(&self) -> std::time::Duration {
+        self.start.elapsed()
+    }
+
+    /// `done` of `total` bytes are laid out; returns how far, in words.
+    pub fn progress(&mut self, done: u64, total: u64, say: &dyn Fn(&str)) -> String {
+        let text = format!("{:.0} of {:.0} MiB", done as f64 / 1048576.0, total as f64 / 1048576.0);
+        let b = self.bar.get_or_insert_with(|| bar("laying out files", total, Unit::Bytes));
+        b.set_position(done);
+        if b.is_hidden() && self.told.elapsed() >= std::time::Duration::from_secs(3) {
+            self.told = std::time::Instant::now();
+            say(&format!("laying out files: {text}"));
+        }
+        text
+    }
+
+    /// The layout is over: the bar goes, and a line says how much took how long.
+    pub fn done(self, total: Option<u64>, say: &dyn Fn(&str)) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+        if let Some(total) = total.filter(|t| *t > 0) {
+            say(&format!(
+                "laid out {:.0} MiB in {:.1} s",
+                total as f64 / 1048576.0,
+                self.start.elapsed().as_secs_f64()
+            ));
+        }
+    }
+}

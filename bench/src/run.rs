@@ -515,12 +515,11 @@ fn workload_dir(w: &Workload) -> Option<String> {
     }
 }
 
-/// Waits for the workload's files to be laid out, saying how far it got every few seconds.
+/// Waits for the workload's files to be laid out, showing how far it got.
 async fn wait_layout(vm: &mut Vm, plan: &Plan, say: &dyn Fn(&str)) -> Result<(), ExecError> {
     let timeout = Duration::from_secs_f64(plan.run.layout_timeout_s);
-    let start = Instant::now();
-    let mut told = Instant::now();
-    let mut bar: Option<indicatif::ProgressBar> = None;
+    let mut shown = progress::LayoutShown::default();
+    let mut total = None;
     let result = loop {
         let st = match vm.control.status(AGENT).await {
             Ok(st) => st,
@@ -530,39 +529,18 @@ async fn wait_layout(vm: &mut Vm, plan: &Plan, say: &dyn Fn(&str)) -> Result<(),
             break Err(ExecError::LayoutFailed(e));
         }
         if st.laying_out == 0 {
-            if st.layout_total > 0 {
-                say(&format!(
-                    "laid out {:.0} MiB in {:.1} s",
-                    st.layout_total as f64 / 1048576.0,
-                    start.elapsed().as_secs_f64()
-                ));
-            }
+            total = Some(st.layout_total);
             break Ok(());
         }
-        let done = format!(
-            "{:.0} of {:.0} MiB",
-            st.layout_done as f64 / 1048576.0,
-            st.layout_total as f64 / 1048576.0
-        );
-        if start.elapsed() > timeout {
+        let done = shown.progress(st.layout_done, st.layout_total, say);
+        if shown.elapsed() > timeout {
             break Err(ExecError::Layout(timeout, done));
-        }
-        let b = bar.get_or_insert_with(|| {
-            crate::progress::bar("laying out files", st.layout_total, crate::progress::Unit::Bytes)
-        });
-        b.set_position(st.layout_done);
-        // Without a bar to show it (not a terminal, or -v), a line every few seconds.
-        if b.is_hidden() && told.elapsed() >= Duration::from_secs(3) {
-            told = Instant::now();
-            say(&format!("laying out files: {done}"));
         }
         if let Err(e) = pause(Duration::from_millis(100)).await {
             break Err(e);
         }
     };
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
+    shown.done(total, say);
     result
 }
 

@@ -56,14 +56,6 @@ pub enum Problem {
     Unreadable { errno: u32 },
 }
 
-impl Problem {
-    /// Whether the block holds something other than what the run last wrote successfully (a
-    /// missing block and an errored write that landed are counted on their own).
-    pub fn is_mismatch(&self) -> bool {
-        !matches!(self, Problem::Missing | Problem::ErroredWriteLanded { .. } | Problem::Unreadable { .. })
-    }
-}
-
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -188,11 +188,6 @@ impl Qmp {
         }
     }
 
-    /// The next event, if one arrives within `wait`.
-    pub async fn next_event(&mut self, wait: Duration) -> Option<Stamped> {
-        tokio::time::timeout(wait, self.events.recv()).await.ok().flatten()
-    }
-
     /// The next event; `None` once the connection is gone (then never ready again, so that a
     /// `select!` over both sides keeps serving the other).
     pub async fn event(&mut self) -> Option<Stamped> {

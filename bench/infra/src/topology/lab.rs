@@ -284,11 +284,6 @@ impl Lab {
         self.layout.client(name).ok_or_else(|| LabError::UnknownHost(name.into()))
     }
 
-    /// The supervisor every process of this lab (VMs included) is started through.
-    pub fn supervisor(&self) -> &Supervisor {
-        &self.sup
-    }
-
     /// Shapes (tbf) or restores host `host`'s link.
     pub fn shape(&self, host: &str, shape: Option<LinkShape>) -> Result<(), LabError> {
         let c = self.host_layout(host)?;

@@ -110,15 +110,6 @@ impl RemoteHost {
         run_tool_with_input(&mut c, None, Duration::from_secs(5)).is_ok()
     }
 
-    /// The pid of the connection's master process (`ssh -O check` says it).
-    pub fn master_pid(&self) -> Option<i32> {
-        let mut c = self.ssh();
-        c.args(["-O", "check"]).arg(&self.dest);
-        let o = run_tool_with_input(&mut c, None, Duration::from_secs(5)).ok()?;
-        let text = format!("{}{}", o.stdout, o.stderr);
-        text.split("pid=").nth(1)?.split(')').next()?.trim().parse().ok()
-    }
-
     /// Ends the connection's master.
     pub fn disconnect(&self) {
         let mut c = self.ssh();
