@@ -6,7 +6,7 @@
 use crate::clock::rfc3339;
 use crate::collect::Collected;
 use crate::plan::Plan;
-use crate::run::{ExecError, Execution};
+use crate::run::{ExecError, Execution, GuestRun};
 use miglab_infra::binaries::{self, BinaryChoice};
 use miglab_infra::paths;
 use miglab_reports::result::{event_rows, events_csv, timeline_csv, write_atomic};
@@ -121,7 +121,9 @@ pub fn assemble(mut r: RunResult, plan: &Plan, ex: &Execution, duration_ms: f64)
     r.nonce = format!("{:016x}", ex.nonce);
     r.duration_ms = duration_ms;
     r.migrations = ex.migrations.clone();
-    if let Some(c) = &ex.collected {
+    let none = GuestRun::default();
+    let g = ex.guest().unwrap_or(&none);
+    if let Some(c) = &g.collected {
         r.ops = c.ops.clone();
         r.windows = c.windows.clone();
         r.series = c.series.clone();
@@ -130,7 +132,7 @@ pub fn assemble(mut r: RunResult, plan: &Plan, ex: &Execution, duration_ms: f64)
             heartbeats: c.heartbeats,
             heartbeats_missing: c.heartbeats_missing,
             bad_frames: c.bad_frames,
-            records_dropped: ex.agent.as_ref().map(|a| a.records_dropped),
+            records_dropped: g.agent.as_ref().map(|a| a.records_dropped),
             first_heartbeat_ms: c.first_heartbeat_ms,
             last_heartbeat_ms: c.last_heartbeat_ms,
             last_op_ms: c.last_op_ms,
@@ -138,14 +140,14 @@ pub fn assemble(mut r: RunResult, plan: &Plan, ex: &Execution, duration_ms: f64)
             longest_io_stall_start_ms: c.longest_stall.map(|(t, _)| t),
         };
     }
-    let inline = ex.collected.as_ref().map_or(0, inline_mismatches);
-    r.verification = ex
+    let inline = g.collected.as_ref().map_or(0, inline_mismatches);
+    r.verification = g
         .verify
         .as_ref()
-        .map(|v| verification(v, inline, ex.verify_host.as_deref().unwrap_or(""), ex.verify_incomplete));
-    if r.verification.is_none() && (inline > 0 || ex.verify_incomplete) {
+        .map(|v| verification(v, inline, g.verify_host.as_deref().unwrap_or(""), g.verify_incomplete));
+    if r.verification.is_none() && (inline > 0 || g.verify_incomplete) {
         let empty = VerifyReport::default();
-        r.verification = Some(verification(&empty, inline, "", ex.verify_incomplete));
+        r.verification = Some(verification(&empty, inline, "", g.verify_incomplete));
     }
     r.faults = ex.faults.clone();
     r.error = ex.error.as_ref().map(|e| e.to_string());

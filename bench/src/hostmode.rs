@@ -5,7 +5,7 @@
 use crate::clock::RunClock;
 use crate::collect::{Collected, Collector};
 use crate::plan::Plan;
-use crate::run::{ExecError, Execution};
+use crate::run::{ExecError, Execution, GuestRun};
 use miglab_infra::interrupt;
 use miglab_infra::paths;
 use miglab_infra::process::{self, ToolError};
@@ -127,10 +127,14 @@ pub fn execute(
     let tag = RunTag { seed: plan.seeds.workload, nonce: ex.nonce };
     match run(&plan.workload, &mount, duration, tag, plan.run.verify, clock, say) {
         Ok((c, report)) => {
-            ex.verify_incomplete = interrupt::requested() && report.is_some();
-            ex.collected = Some(c);
-            ex.verify = report;
-            ex.verify_host = ex.verify.as_ref().map(|_| plan.start_host.clone());
+            ex.guests.push(GuestRun {
+                name: plan.vm.clone(),
+                verify_incomplete: interrupt::requested() && report.is_some(),
+                collected: Some(c),
+                verify_host: report.as_ref().map(|_| plan.start_host.clone()),
+                verify: report,
+                agent: None,
+            });
             if interrupt::requested() {
                 ex.error = Some(ExecError::Interrupted);
             }

@@ -58,13 +58,12 @@ pub enum ExecError {
     Mount(#[from] std::io::Error),
 }
 
-/// What one repetition did, as it happened.
-#[derive(Debug)]
-pub struct Execution {
-    pub clock: RunClock,
-    /// Marks this run's blocks (with the seed).
-    pub nonce: u64,
-    pub migrations: Vec<MigrationRecord>,
+/// What one guest of a repetition did: what its stream measured, its verify pass, its agent's
+/// counters.
+#[derive(Debug, Default)]
+pub struct GuestRun {
+    /// The VM's name.
+    pub name: String,
     pub collected: Option<Collected>,
     pub verify: Option<VerifyReport>,
     /// The host whose client served the verify pass.
@@ -73,6 +72,18 @@ pub struct Execution {
     pub verify_incomplete: bool,
     /// The agent's counters at the end.
     pub agent: Option<Status>,
+}
+
+/// What one repetition did, as it happened.
+#[derive(Debug)]
+pub struct Execution {
+    pub clock: RunClock,
+    /// Marks this run's blocks (with the seed).
+    pub nonce: u64,
+    /// Every hop of every guest, in the order they ended.
+    pub migrations: Vec<MigrationRecord>,
+    /// One per guest, in the plan's order.
+    pub guests: Vec<GuestRun>,
     /// Whatever ended the run early.
     pub error: Option<ExecError>,
     /// Problems while cleaning up (each reported; the run fails with them).
@@ -88,15 +99,16 @@ impl Execution {
             clock,
             nonce: rand::random(),
             migrations: Vec::new(),
-            collected: None,
-            verify: None,
-            verify_host: None,
-            verify_incomplete: false,
-            agent: None,
+            guests: Vec::new(),
             error: None,
             cleanup: Vec::new(),
             faults: Vec::new(),
         }
+    }
+
+    /// The run's guest: a result describes one guest (the first) until results hold many.
+    pub fn guest(&self) -> Option<&GuestRun> {
+        self.guests.first()
     }
 
     pub fn interrupted(&self) -> bool {
@@ -141,21 +153,57 @@ pub fn vm_spec(plan: &Plan) -> VmSpec {
     }
 }
 
-/// What the run holds while it runs; everything in it is released by [`execute`] at the end.
-struct Held {
+/// What a guest of the plan is: its VM, where it starts, what it runs. A plan has one guest
+/// for now; the run drives them as a set.
+#[derive(Debug, Clone)]
+struct GuestPlan {
+    spec: VmSpec,
+    start_host: String,
+    workload: Workload,
+}
+
+fn guests_of(plan: &Plan, site: &dyn Site) -> Vec<GuestPlan> {
+    let mut spec = vm_spec(plan);
+    spec.accel = site.accel(plan.guest.accel);
+    vec![GuestPlan { spec, start_host: plan.start_host.clone(), workload: plan.workload.clone() }]
+}
+
+/// A guest while the run holds it: its VM and the record stream from it.
+struct Guest {
+    plan: GuestPlan,
     vm: Option<Vm>,
     stream: Option<RecordStream>,
+}
+
+impl Guest {
+    fn vm(&mut self) -> Result<&mut Vm, ExecError> {
+        self.vm.as_mut().ok_or(ExecError::Interrupted)
+    }
+}
+
+/// What the run holds while it runs; everything in it is released by [`execute`] at the end.
+struct Held {
+    guests: Vec<Guest>,
     injector: Option<Injector>,
+}
+
+impl Held {
+    fn streams(&self) -> Vec<&RecordStream> {
+        self.guests.iter().filter_map(|g| g.stream.as_ref()).collect()
+    }
 }
 
 /// Resolves when the guest's file system hangs (heartbeats, but no successful op for longer
 /// than `hung_ms`) or the guest is lost (no heartbeat for `lost_ms`): the verify pass and the
 /// agent then never answer, and the run must end with that outcome instead of hanging.
-async fn watchdog(stream: &RecordStream, clock: RunClock, hung_ms: f64, lost_ms: f64) -> ExecError {
+async fn watchdog(streams: &[&RecordStream], clock: RunClock, hung_ms: f64, lost_ms: f64) -> ExecError {
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let now = clock.now_ms();
-        if let Some(e) = liveness(now, stream.last_heartbeat_ms(), stream.last_op_ms(), hung_ms, lost_ms) {
+        let judged = streams
+            .iter()
+            .find_map(|s| liveness(now, s.last_heartbeat_ms(), s.last_op_ms(), hung_ms, lost_ms));
+        if let Some(e) = judged {
             return e;
         }
     }
@@ -178,21 +226,22 @@ fn liveness(
     }
 }
 
-/// Runs `f` unless the user interrupts or the guest's file system hangs first.
+/// Runs `f` unless the user interrupts or a guest's file system hangs first (or the guest is
+/// lost).
 async fn watched<T>(
-    stream: Option<&RecordStream>,
+    streams: &[&RecordStream],
     plan: &Plan,
     clock: RunClock,
     f: impl Future<Output = Result<T, ExecError>>,
 ) -> Result<T, ExecError> {
     let t = plan.thresholds;
     unless_interrupted(async {
-        match stream {
-            Some(s) => tokio::select! {
-                r = f => r,
-                e = watchdog(s, clock, t.fs_hung_ms, t.guest_lost_ms) => Err(e),
-            },
-            None => f.await,
+        if streams.is_empty() {
+            return f.await;
+        }
+        tokio::select! {
+            r = f => r,
+            e = watchdog(streams, clock, t.fs_hung_ms, t.guest_lost_ms) => Err(e),
         }
     })
     .await
@@ -210,30 +259,32 @@ pub async fn execute(
     let bus = Bus::new(clock);
     let progress = progress::spawn(&bus, plan.scenario.clone(), plan.repetition);
     let mut ex = Execution::new(clock);
-    let mut held = Held { vm: None, stream: None, injector: None };
+    let mut held = Held { guests: Vec::new(), injector: None };
     if let Err(e) = steps(topo, &site, plan, &bus, &mut held, &mut ex, say).await {
         ex.error = Some(e);
     }
-    // Every fault undone first (a frozen daemon must not outlive the run), then the stream (it
-    // holds what was measured), then the guest.
+    // Every fault undone first (a frozen daemon must not outlive the run), then the streams
+    // (they hold what was measured), then the guests.
     if let Some(i) = held.injector.take() {
         // Something went wrong (or Ctrl-C): every fault is undone now.
         ex.faults = i.finish(true).await;
     }
-    if let Some(s) = held.stream.take() {
+    for (g, run) in held.guests.iter_mut().zip(ex.guests.iter_mut()) {
+        let Some(s) = g.stream.take() else { continue };
         let end = Instant::now();
         match tokio::task::spawn_blocking(move || s.finish(end)).await {
-            Ok(Ok(c)) => ex.collected = Some(c),
-            Ok(Err(e)) => ex.cleanup.push(format!("the record stream: {e}")),
-            Err(e) => ex.cleanup.push(format!("the record stream's reader panicked: {e}")),
+            Ok(Ok(c)) => run.collected = Some(c),
+            Ok(Err(e)) => ex.cleanup.push(format!("the record stream of {}: {e}", run.name)),
+            Err(e) => ex.cleanup.push(format!("the record stream's reader of {} panicked: {e}", run.name)),
         }
     }
-    if let Some(vm) = held.vm.take() {
+    for g in &mut held.guests {
+        let Some(vm) = g.vm.take() else { continue };
         let last_host = vm.host().to_string();
         if let Err(e) = vm.stop().await {
-            ex.cleanup.push(format!("stopping the guest: {e}"));
+            ex.cleanup.push(format!("stopping the guest {}: {e}", g.plan.spec.name));
         }
-        if let Workload::Metadata(j) = &plan.workload {
+        if let Workload::Metadata(j) = &g.plan.workload {
             remove_through(&site, &last_host, &j.dir(), say).await;
         }
     }
@@ -250,7 +301,9 @@ async fn steps(
     ex: &mut Execution,
     say: &dyn Fn(&str),
 ) -> Result<(), ExecError> {
-    boot(site, plan, bus, held, ex, say).await?;
+    for g in guests_of(plan, site.as_ref()) {
+        boot(site, g, bus, held, ex, say).await?;
+    }
     let gate = Arc::new(Gate::new(&plan.faults));
     let cancel = Arc::new(inject::CancelRequest::default());
     if !plan.faults.is_empty() {
@@ -263,7 +316,7 @@ async fn steps(
         };
         held.injector = Some(Injector::start(topo.clone(), bus, plan.faults.clone(), ctx));
     }
-    start_workload(plan, bus, held, ex, say).await?;
+    start_workloads(plan, bus, held, ex, say).await?;
     let faults = Faults { gate: &gate, cancel: &cancel };
     hops(site, plan, bus, held, ex, faults, say).await?;
     pause(Duration::from_secs_f64(plan.run.cooldown_s)).await?;
@@ -275,72 +328,78 @@ async fn steps(
     check_data(plan, held, ex, say).await
 }
 
-/// The workload's host-side files, the guest booted, its record stream connected.
+/// A guest's host-side files, the guest booted, its record stream connected.
 async fn boot(
     site: &Arc<dyn Site>,
-    plan: &Plan,
+    g: GuestPlan,
     bus: &Bus,
     held: &mut Held,
     ex: &mut Execution,
     say: &dyn Fn(&str),
 ) -> Result<(), ExecError> {
-    let mut spec = vm_spec(plan);
-    spec.accel = site.accel(plan.guest.accel);
-    if let Workload::ReadLoop(j) = &plan.workload {
+    if let Workload::ReadLoop(j) = &g.workload {
         let job = j.clone();
-        on_mount(site, &plan.start_host, PREPARE_DEADLINE, move |h| {
+        on_mount(site, &g.start_host, PREPARE_DEADLINE, move |h| {
             crate::readloop::prepare(h, &job).map_err(|e| std::io::Error::other(e.to_string()))
         })
         .await??;
     }
     let t = Instant::now();
     let vm = unless_interrupted(async {
-        Ok::<_, ExecError>(Vm::start(site, &spec, &plan.start_host, 0, false).await?)
+        Ok::<_, ExecError>(Vm::start(site, &g.spec, &g.start_host, 0, false).await?)
     })
     .await?;
-    say(&format!("guest up on {} in {:.2} s ({})", plan.start_host, t.elapsed().as_secs_f64(), spec.accel));
-    let stream = RecordStream::connect(&vm.records, ex.clock, bus)?;
+    say(&format!("guest up on {} in {:.2} s ({})", g.start_host, t.elapsed().as_secs_f64(), g.spec.accel));
+    ex.guests.push(GuestRun { name: g.spec.name.clone(), ..GuestRun::default() });
+    let mut guest = Guest { plan: g, vm: Some(vm), stream: None };
+    let stream = RecordStream::connect(&guest.vm()?.records, ex.clock, bus);
+    // Held before its stream can fail: the guest is stopped whatever happens.
+    held.guests.push(guest);
+    let stream = stream?;
     if let Err(why) = &stream.realtime {
         say(&format!("note: the record reader runs without real-time priority ({why})"));
     }
-    held.stream = Some(stream);
-    held.vm = Some(vm);
+    if let Some(g) = held.guests.last_mut() {
+        g.stream = Some(stream);
+    }
     Ok(())
 }
 
-/// The workload started, its files laid out, and the warm-up over. A guest that stops sending
-/// heartbeats during the warm-up (its QEMU died, or the connection its records come through)
-/// ends the run now, not at the first migration.
-async fn start_workload(
+/// Every guest's workload started and its files laid out, then the warm-up. A guest that stops
+/// sending heartbeats during the warm-up (its QEMU died, or the connection its records come
+/// through) ends the run now, not at the first migration.
+async fn start_workloads(
     plan: &Plan,
     bus: &Bus,
     held: &mut Held,
     ex: &mut Execution,
     say: &dyn Fn(&str),
 ) -> Result<(), ExecError> {
-    let vm = held.vm.as_mut().ok_or(ExecError::Interrupted)?;
-    let start =
-        Command::Start { workload: plan.workload.clone(), seed: plan.seeds.workload, nonce: ex.nonce };
-    match vm.control.request(start, AGENT).await? {
-        Message::Ok { .. } => {}
-        m => return Err(ExecError::Workload(format!("{m:?}"))),
+    for g in &mut held.guests {
+        let start =
+            Command::Start { workload: g.plan.workload.clone(), seed: plan.seeds.workload, nonce: ex.nonce };
+        let vm = g.vm()?;
+        match vm.control.request(start, AGENT).await? {
+            Message::Ok { .. } => {}
+            m => return Err(ExecError::Workload(format!("{m:?}"))),
+        }
+        wait_layout(vm, plan, say).await?;
+        say(&format!("workload '{}' running", g.plan.workload.name()));
     }
-    wait_layout(vm, plan, say).await?;
-    say(&format!("workload '{}' running", plan.workload.name()));
     bus.publish(Observed::WorkloadStarted);
     let warmup = Duration::from_secs_f64(plan.migration.warmup_s);
-    match held.stream.as_ref() {
-        Some(s) => {
-            unless_interrupted(async {
-                tokio::select! {
-                    _ = tokio::time::sleep(warmup) => Ok(()),
-                    e = watchdog(s, ex.clock, f64::INFINITY, plan.thresholds.guest_lost_ms) => Err(e),
-                }
-            })
-            .await
+    let streams = held.streams();
+    unless_interrupted(async {
+        if streams.is_empty() {
+            tokio::time::sleep(warmup).await;
+            return Ok(());
         }
-        None => pause(warmup).await,
-    }
+        tokio::select! {
+            _ = tokio::time::sleep(warmup) => Ok(()),
+            e = watchdog(&streams, ex.clock, f64::INFINITY, plan.thresholds.guest_lost_ms) => Err(e),
+        }
+    })
+    .await
 }
 
 /// What the hops share with the injector: the pre-switchover gate and its cancel requests.
@@ -350,7 +409,7 @@ struct Faults<'a> {
     cancel: &'a inject::CancelRequest,
 }
 
-/// Every hop of the [`Schedule`], each followed by its settle time.
+/// Every hop of the [`Schedule`] — each guest in turn — each followed by its settle time.
 async fn hops(
     site: &Arc<dyn Site>,
     plan: &Plan,
@@ -369,36 +428,42 @@ async fn hops(
     let mut schedule = Schedule::new(plan);
     while let Some((id, to)) = schedule.next_hop() {
         let number = id.number();
-        let mut opts = base.clone();
-        if let Some(inj) = &held.injector {
-            let dst = std::net::SocketAddr::new(site.migration_address(&to)?, opts.port);
-            opts.link =
-                inj.link_for_hop(number, site.proxy_address(), dst).await.map_err(ExecError::Faults)?;
+        let (mut completed, mut stayed) = (true, true);
+        for g in &mut held.guests {
+            let mut opts = base.clone();
+            if let Some(inj) = &held.injector {
+                let dst = std::net::SocketAddr::new(site.migration_address(&to)?, opts.port);
+                opts.link =
+                    inj.link_for_hop(number, site.proxy_address(), dst).await.map_err(ExecError::Faults)?;
+            }
+            let hop = Hop {
+                site,
+                bus,
+                records: g.stream.as_ref(),
+                number,
+                gate: Some(faults.gate),
+                cancel: Some(faults.cancel),
+            };
+            let vm = g.vm.as_mut().ok_or(ExecError::Interrupted)?;
+            // No hang watchdog here: a guest paused for a long switch-over is not lost, and
+            // the hop has its own deadline.
+            let migrated = unless_interrupted(async {
+                Ok::<_, ExecError>(migration::migrate(&hop, vm, &to, &opts).await?)
+            })
+            .await;
+            if let Some(inj) = &held.injector {
+                inj.end_link(number);
+            }
+            let mut record = migrated?;
+            record.follow_up = id.is_follow_up();
+            if !record.completed() {
+                completed = false;
+                stayed &= g.vm.as_ref().is_some_and(|v| v.host() == record.from);
+            }
+            ex.migrations.push(record);
         }
-        let vm = held.vm.as_mut().ok_or(ExecError::Interrupted)?;
-        let hop = Hop {
-            site,
-            bus,
-            records: held.stream.as_ref(),
-            number,
-            gate: Some(faults.gate),
-            cancel: Some(faults.cancel),
-        };
-        // No hang watchdog here: a guest paused for a long switch-over is not lost, and the
-        // hop has its own deadline.
-        let migrated =
-            unless_interrupted(async { Ok::<_, ExecError>(migration::migrate(&hop, vm, &to, &opts).await?) })
-                .await;
-        if let Some(inj) = &held.injector {
-            inj.end_link(number);
-        }
-        let mut record = migrated?;
-        record.follow_up = id.is_follow_up();
-        let (completed, from) = (record.completed(), record.from.clone());
-        ex.migrations.push(record);
         pause(Duration::from_secs_f64(plan.migration.settle_s)).await?;
         bus.publish(Observed::Settled { hop: number });
-        let stayed = held.vm.as_ref().is_some_and(|v| v.host() == from);
         match schedule.after(id, &to, completed, stayed) {
             After::Next => {}
             // Can the guest still move? One more try to the same host, then no more hops.
@@ -413,26 +478,45 @@ async fn hops(
     Ok(())
 }
 
-/// The agent's counters, then the verify pass (or the workload stopped).
+/// For every guest: the agent's counters, then the verify pass (or the workload stopped). Every
+/// guest's stream is watched meanwhile.
 async fn check_data(
     plan: &Plan,
     held: &mut Held,
     ex: &mut Execution,
     say: &dyn Fn(&str),
 ) -> Result<(), ExecError> {
-    let vm = held.vm.as_mut().ok_or(ExecError::Interrupted)?;
-    ex.agent = Some(
-        watched(held.stream.as_ref(), plan, ex.clock, async { Ok(vm.control.status(AGENT).await?) }).await?,
-    );
+    let clock = ex.clock;
+    for (i, run) in ex.guests.iter_mut().enumerate() {
+        let (before, rest) = held.guests.split_at_mut(i);
+        let Some((g, after)) = rest.split_first_mut() else { break };
+        let mut streams: Vec<&RecordStream> =
+            before.iter().chain(after.iter()).filter_map(|o| o.stream.as_ref()).collect();
+        streams.extend(g.stream.as_ref());
+        let vm = g.vm.as_mut().ok_or(ExecError::Interrupted)?;
+        check_guest(plan, vm, &streams, run, clock, say).await?;
+    }
+    Ok(())
+}
+
+async fn check_guest(
+    plan: &Plan,
+    vm: &mut Vm,
+    streams: &[&RecordStream],
+    run: &mut GuestRun,
+    clock: RunClock,
+    say: &dyn Fn(&str),
+) -> Result<(), ExecError> {
+    run.agent = Some(watched(streams, plan, clock, async { Ok(vm.control.status(AGENT).await?) }).await?);
     if !plan.run.verify {
         vm.control.request(Command::Stop, AGENT).await?;
         return Ok(());
     }
     let t = Instant::now();
-    ex.verify_host = Some(vm.host().to_string());
+    run.verify_host = Some(vm.host().to_string());
     // Interrupting a verify pass (or a file system that hangs under it) leaves it incomplete;
     // stopping the guest ends it.
-    let answer = watched(held.stream.as_ref(), plan, ex.clock, async {
+    let answer = watched(streams, plan, clock, async {
         Ok::<_, ExecError>(vm.control.request(Command::Verify, Duration::from_secs(1800)).await?)
     })
     .await;
@@ -447,12 +531,12 @@ async fn check_data(
                 v.mismatched(),
                 v.missing()
             ));
-            ex.verify = Some(v);
+            run.verify = Some(v);
             Ok(())
         }
         Ok(m) => Err(ExecError::Workload(format!("verify answered {m:?}"))),
         Err(e) => {
-            ex.verify_incomplete = true;
+            run.verify_incomplete = true;
             Err(e)
         }
     }

@@ -338,7 +338,7 @@ fn repetition(
     }
     copy_logs(site.as_ref(), &plan.vm, dir);
     let r = assemble(result, plan, &ex, started.elapsed().as_secs_f64() * 1e3);
-    let hlog = ex.collected.as_ref().map(|c| c.hlog.as_slice());
+    let hlog = ex.guest().and_then(|g| g.collected.as_ref()).map(|c| c.hlog.as_slice());
     write_outputs(dir, &r, hlog).map_err(io(format!("write the results in {}", dir.display())))?;
     crate::progress::suspend(|| summary(&r, dir));
     Ok(r)
