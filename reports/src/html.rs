@@ -111,9 +111,20 @@ pub fn headline(r: &RunResult) -> (String, &'static str) {
     }
 }
 
-/// The whole page of `r`.
+/// The whole page of `r`: each section in turn.
 pub fn run_report(r: &RunResult) -> Result<String, ChartError> {
     let mut h = String::new();
+    outcome_section(&mut h, r);
+    figures_section(&mut h, r);
+    over_time_section(&mut h, r)?;
+    faults_section(&mut h, r);
+    verification_section(&mut h, r);
+    provenance_section(&mut h, r);
+    Ok(h)
+}
+
+/// The page's head, the headline and the outcome with every problem.
+fn outcome_section(h: &mut String, r: &RunResult) {
     let _ = write!(
         h,
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>miglab: {} #{}</title><style>{STYLE}</style></head><body>",
@@ -159,7 +170,10 @@ pub fn run_report(r: &RunResult) -> Result<String, ChartError> {
         }
         h.push_str("</ul>");
     }
+}
 
+/// Each migration's figures and each op kind's.
+fn figures_section(h: &mut String, r: &RunResult) {
     h.push_str("<h2>Figures</h2>");
     let mig: Vec<Vec<String>> = r
         .migrations
@@ -247,7 +261,10 @@ pub fn run_report(r: &RunResult) -> Result<String, ChartError> {
             r.stream.records_dropped.map_or("an unknown number of (the agent never reported)".into(), |d| d.to_string())
         );
     }
+}
 
+/// The charts: the whole run, each window zoomed, the latency spectrum, the downtime.
+fn over_time_section(h: &mut String, r: &RunResult) -> Result<(), ChartError> {
     h.push_str("<h2>Over time</h2>");
     h.push_str(&charts::timeline(r)?);
     // Each migration and fault window on its own axis: a long verify pass would squeeze
@@ -265,6 +282,11 @@ pub fn run_report(r: &RunResult) -> Result<String, ChartError> {
         h.push_str(&charts::downtime(r)?);
     }
 
+    Ok(())
+}
+
+/// Each fault: when, on what, its undo and its effect.
+fn faults_section(h: &mut String, r: &RunResult) {
     if !r.faults.is_empty() {
         h.push_str("<h2>Faults</h2>");
         let rows: Vec<Vec<String>> = r
@@ -305,7 +327,10 @@ pub fn run_report(r: &RunResult) -> Result<String, ChartError> {
             &rows,
         ));
     }
+}
 
+/// The verify pass, and paths a third party replaced.
+fn verification_section(h: &mut String, r: &RunResult) {
     h.push_str("<h2>Verification</h2>");
     match &r.verification {
         Some(v) => {
@@ -343,7 +368,10 @@ pub fn run_report(r: &RunResult) -> Result<String, ChartError> {
             .collect();
         h.push_str(&table(&["path", "names now", "blocks not as the guest wrote them"], &rows));
     }
+}
 
+/// What produced the figures, the plan, the scenario and the result itself; the page's end.
+fn provenance_section(h: &mut String, r: &RunResult) {
     h.push_str("<h2>Provenance</h2>");
     let p = &r.provenance;
     let pv = |v: &Option<String>| v.clone().unwrap_or_else(|| "—".into());
@@ -382,7 +410,6 @@ pub fn run_report(r: &RunResult) -> Result<String, ChartError> {
         esc_text(&serde_json::to_string(r).unwrap_or_default())
     );
     h.push_str("</body></html>\n");
-    Ok(h)
 }
 
 /// What a report is made of, for snapshot tests: its section titles, how many charts, and each
