@@ -9,7 +9,7 @@ mod common;
 
 use common::*;
 use miglab::session::{run, Source};
-use miglab_infra::topology::lab::{self, Lab, LabOptions};
+use miglab_infra::topology::lab::Lab;
 use miglab_infra::topology::{Site, Topology};
 use miglab_reports::{FaultRecord, Outcome, RunOutcome, RunResult, RunStatus};
 use std::path::Path;
@@ -69,22 +69,9 @@ fn window(r: &RunResult) -> &miglab_reports::Window {
 /// Brings up lab `name`, runs `f` on it, then checks that the cluster is healthy, every daemon
 /// runs, no link is cut or shaped and no fault is left in the journal, and tears it down.
 fn on_lab(name: &str, f: impl FnOnce(&Lab, &Path)) {
-    let root = lab_root();
-    let _down = DownOnDrop { name, root: root.path() };
-    let lab = Lab::up(&LabOptions { name: name.into(), root: root.path().into(), ..LabOptions::default() })
-        .unwrap_or_else(|e| panic!("lab up: {e}"));
-    f(&lab, root.path());
-    common::eventually("Ceph healthy after the run", std::time::Duration::from_secs(90), || {
-        lab.health().is_ok_and(|(ok, _)| ok)
-    });
-    let st = lab::status(name, root.path()).expect("status");
-    let dead: Vec<_> = st.processes.iter().filter(|p| p.state != "running").map(|p| &p.name).collect();
-    assert!(dead.is_empty(), "{dead:?} not running after the run");
-    assert!(lab.altered_links().expect("links").is_empty(), "a link left cut or shaped");
-    assert!(lab.journal().is_empty(), "left in the fault journal: {:?}", lab.journal());
-    let state = lab.state();
-    lab.down().unwrap_or_else(|e| panic!("lab down: {e}"));
-    assert_nothing_left(&state);
+    let t = TestLab::up(name);
+    f(t.lab(), t.root());
+    t.down_clean();
 }
 
 /// One fault kind: its lab, its scenario, its checks.

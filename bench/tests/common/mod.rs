@@ -5,8 +5,9 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use miglab::session::{RunOptions, Source};
-use miglab_infra::topology::lab::leftovers;
+use miglab_infra::topology::lab::{leftovers, Lab, LabOptions};
 use miglab_infra::topology::state::{LabState, StateFile};
+use miglab_infra::topology::Topology;
 use miglab_reports::RunResult;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -198,4 +199,70 @@ pub fn run_scenario(root: &Path, lab: &str, s: &ScenarioFile) -> RunResult {
         eprintln!("{}: {e}", s.name());
     }
     read_result(&out.join(s.name()).join("1"))
+}
+
+/// A lab of a test's own, in a private root: brought up by [`TestLab::up`], checked and torn
+/// down by [`TestLab::down_clean`], and torn down anyway when the test fails.
+pub struct TestLab {
+    name: String,
+    lab: Option<Lab>,
+    root: tempfile::TempDir,
+}
+
+impl TestLab {
+    pub fn up(name: &str) -> Self {
+        let root = lab_root();
+        let lab =
+            Lab::up(&LabOptions { name: name.into(), root: root.path().into(), ..LabOptions::default() })
+                .unwrap_or_else(|e| panic!("lab up: {e}"));
+        Self { name: name.into(), lab: Some(lab), root }
+    }
+
+    pub fn lab(&self) -> &Lab {
+        self.lab.as_ref().expect("the lab is up")
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// Runs `s` on this lab; its result, whatever its status.
+    pub fn run(&self, s: &ScenarioFile) -> RunResult {
+        run_scenario(self.root(), &self.name, s)
+    }
+
+    /// Checks that the cluster is healthy again, every daemon runs, no link is cut or shaped
+    /// and no fault is left in the journal; then tears the lab down and checks nothing is left.
+    pub fn down_clean(mut self) {
+        let lab = self.lab.take().expect("the lab is up");
+        eventually("Ceph healthy after the run", Duration::from_secs(90), || {
+            lab.health().is_ok_and(|(ok, _)| ok)
+        });
+        let st = miglab_infra::topology::lab::status(&self.name, self.root()).expect("status");
+        let dead: Vec<_> = st.processes.iter().filter(|p| p.state != "running").map(|p| &p.name).collect();
+        assert!(dead.is_empty(), "{dead:?} not running after the run");
+        assert!(lab.altered_links().expect("links").is_empty(), "a link left cut or shaped");
+        assert!(lab.journal().is_empty(), "left in the fault journal: {:?}", lab.journal());
+        let state = lab.state();
+        lab.down().unwrap_or_else(|e| panic!("lab down: {e}"));
+        assert_nothing_left(&state);
+    }
+}
+
+impl Drop for TestLab {
+    fn drop(&mut self) {
+        // The lab's connections go before its teardown.
+        drop(self.lab.take());
+        if self.root.path().join(&self.name).exists() {
+            if let Err(e) =
+                miglab_infra::topology::lab::down(&self.name, self.root.path(), Default::default())
+            {
+                eprintln!("cleanup of lab {} failed: {e}", self.name);
+            }
+        }
+    }
 }
