@@ -295,7 +295,7 @@ async fn one(
     let applied = tokio::task::spawn_blocking(move || {
         let j = journal::Journal::begin(t.as_ref(), jid, &planned.name)
             .map_err(|e| format!("the fault journal: {e}"))?;
-        let a = apply(&t, &c, &planned, &j)?;
+        let a = apply(&t, &c, &planned, &j).map_err(|e| e.to_string())?;
         Ok::<_, String>((a, j.has_steps()))
     })
     .await

@@ -3,11 +3,13 @@
 use super::Context;
 use miglab_faults::{DaemonAction, Fault, HostRef, LinkShape, Pick, Resolved, StorageTarget};
 use miglab_infra::topology::journal::{Journal, Undo};
-use miglab_infra::topology::{DaemonId, DaemonKind, Topology};
+use miglab_infra::topology::{DaemonId, DaemonKind, Topology, TopologyError};
 use miglab_infra::vm::{ledger, VmRecord};
 use miglab_reports::Side;
 use nix::sys::signal::Signal;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use thiserror::Error;
 
 /// What an injection did. Its undo is in the journal, written step by step before each change.
 pub(super) struct Applied {
@@ -22,21 +24,47 @@ impl Applied {
     }
 }
 
-fn err(e: impl std::fmt::Display) -> String {
-    e.to_string()
+/// Why a fault could not be carried out (or only in part: then the journal holds what was done).
+#[derive(Debug, Error)]
+pub(super) enum ApplyError {
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
+    /// What the fault acts on is not there now: no instance of that side, no active MDS, a
+    /// process the site has no record of, a hop that is not running.
+    #[error("{0}")]
+    NotThere(String),
+    #[error("the schedule left an OSD unpicked")]
+    Unpicked,
+    #[error("could not {what} {}: {source}", path.display())]
+    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    /// Not a fault the injector carries out.
+    #[error("{0}")]
+    NotInjected(&'static str),
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ApplyError {
+    let path = path.to_path_buf();
+    move |source| ApplyError::Io { what, path, source }
+}
+
+/// The process `name` as the site recorded it.
+fn recorded(topo: &dyn Topology, name: &str) -> Result<miglab_infra::process::ProcRecord, ApplyError> {
+    topo.process(name).ok_or_else(|| ApplyError::NotThere(format!("{name} is not recorded")))
 }
 
 /// The instance of `side`: the guest's current one (source) or the one waiting for it.
-fn instance(topo: &dyn Topology, vm: &str, side: Side) -> Result<VmRecord, String> {
+fn instance(topo: &dyn Topology, vm: &str, side: Side) -> Result<VmRecord, ApplyError> {
     let all = ledger::of_vm(topo, vm);
     let found = match side {
         Side::Source => all.iter().filter(|r| !r.incoming).max_by_key(|r| r.id.generation),
         Side::Destination => all.iter().filter(|r| r.incoming).max_by_key(|r| r.id.generation),
     };
-    found.cloned().ok_or_else(|| format!("no {} instance of {vm} runs now", side.as_str()))
+    found
+        .cloned()
+        .ok_or_else(|| ApplyError::NotThere(format!("no {} instance of {vm} runs now", side.as_str())))
 }
 
-fn host_of(topo: &dyn Topology, ctx: &Context, h: &HostRef) -> Result<String, String> {
+fn host_of(topo: &dyn Topology, ctx: &Context, h: &HostRef) -> Result<String, ApplyError> {
     match h {
         HostRef::Named(n) => Ok(n.clone()),
         HostRef::Source => instance(topo, &ctx.vm, Side::Source).map(|r| r.id.host.clone()),
@@ -51,10 +79,10 @@ fn host_of(topo: &dyn Topology, ctx: &Context, h: &HostRef) -> Result<String, St
     }
 }
 
-fn osd(p: Pick) -> Result<DaemonId, String> {
+fn osd(p: Pick) -> Result<DaemonId, ApplyError> {
     match p {
         Pick::Id(n) => Ok(DaemonId::new(DaemonKind::Osd, n.to_string())),
-        Pick::Random => Err("the schedule left an OSD unpicked".into()),
+        Pick::Random => Err(ApplyError::Unpicked),
     }
 }
 
@@ -67,18 +95,18 @@ fn messenger_set(
     target: &StorageTarget,
     key: &str,
     value: &str,
-) -> Result<String, String> {
-    let on_daemon = |id: DaemonId| -> Result<(), String> {
-        let was = topo.config_get(&id, key).map_err(err)?;
-        j.step(Undo::Config { daemon: id.clone(), key: key.into(), value: was }).map_err(err)?;
-        topo.config_set(&id, key, value).map_err(err)
+) -> Result<String, ApplyError> {
+    let on_daemon = |id: DaemonId| -> Result<(), ApplyError> {
+        let was = topo.config_get(&id, key)?;
+        j.step(Undo::Config { daemon: id.clone(), key: key.into(), value: was })?;
+        Ok(topo.config_set(&id, key, value)?)
     };
     match target {
         StorageTarget::Client(h) => {
             let host = host_of(topo.as_ref(), ctx, h)?;
-            let was = topo.client_config_get(&host, key).map_err(err)?;
-            j.step(Undo::ClientConfig { host: host.clone(), key: key.into(), value: was }).map_err(err)?;
-            topo.client_config_set(&host, key, value).map_err(err)?;
+            let was = topo.client_config_get(&host, key)?;
+            j.step(Undo::ClientConfig { host: host.clone(), key: key.into(), value: was })?;
+            topo.client_config_set(&host, key, value)?;
             Ok(format!("client.{host}"))
         }
         StorageTarget::Osd(p) => {
@@ -113,33 +141,33 @@ pub(super) fn apply(
     ctx: &Context,
     planned: &Resolved,
     j: &Journal<'_>,
-) -> Result<Applied, String> {
+) -> Result<Applied, ApplyError> {
     let fault = &planned.fault;
     // A daemon killed is restarted, one frozen is resumed.
-    let daemon_fault = |id: DaemonId, action: DaemonAction| -> Result<Applied, String> {
+    let daemon_fault = |id: DaemonId, action: DaemonAction| -> Result<Applied, ApplyError> {
         let undo = match action {
             DaemonAction::Freeze => DaemonAction::Resume,
             _ => DaemonAction::Restart,
         };
-        j.step(Undo::Daemon { daemon: id.clone(), action: undo }).map_err(err)?;
-        topo.daemon(&id, action).map_err(err)?;
+        j.step(Undo::Daemon { daemon: id.clone(), action: undo })?;
+        topo.daemon(&id, action)?;
         Ok(Applied::on(id.to_string()))
     };
-    let active_mds = || topo.active_mds().map_err(err)?.ok_or_else(|| "no MDS is active".to_string());
+    let active_mds = || topo.active_mds()?.ok_or_else(|| ApplyError::NotThere("no MDS is active".into()));
     Ok(match fault {
         Fault::OsdKill { osd: p, .. } => daemon_fault(osd(*p)?, DaemonAction::Kill)?,
         Fault::OsdFreeze { osd: p, .. } => daemon_fault(osd(*p)?, DaemonAction::Freeze)?,
         Fault::OsdOut { osd: p, .. } => {
-            let Pick::Id(n) = *p else { return Err("the schedule left an OSD unpicked".into()) };
-            j.step(Undo::OsdIn { osd: n }).map_err(err)?;
-            topo.osd_out(n, true).map_err(err)?;
+            let Pick::Id(n) = *p else { return Err(ApplyError::Unpicked) };
+            j.step(Undo::OsdIn { osd: n })?;
+            topo.osd_out(n, true)?;
             Applied::on(format!("osd.{n}"))
         }
         Fault::MdsKill { .. } => daemon_fault(active_mds()?, DaemonAction::Kill)?,
         Fault::MdsFreeze { .. } => daemon_fault(active_mds()?, DaemonAction::Freeze)?,
         Fault::MdsFail {} => {
             let id = active_mds()?;
-            topo.mds_fail(&id).map_err(err)?;
+            topo.mds_fail(&id)?;
             Applied::on(id.to_string())
         }
         Fault::StorageDelay { target, max_ms, probability, .. } => {
@@ -159,38 +187,42 @@ pub(super) fn apply(
         )?),
         Fault::LinkRate { host, rate_kbit, .. } => {
             let h = host_of(topo.as_ref(), ctx, host)?;
-            j.step(Undo::Unshape { host: h.clone() }).map_err(err)?;
-            topo.shape_link(&h, Some(LinkShape::rate(*rate_kbit))).map_err(err)?;
+            j.step(Undo::Unshape { host: h.clone() })?;
+            topo.shape_link(&h, Some(LinkShape::rate(*rate_kbit)))?;
             Applied::on(format!("{h}'s link"))
         }
         Fault::Partition { host, .. } => {
             let h = host_of(topo.as_ref(), ctx, host)?;
-            j.step(Undo::Heal { host: h.clone() }).map_err(err)?;
-            topo.cut_link(&h, true).map_err(err)?;
+            j.step(Undo::Heal { host: h.clone() })?;
+            topo.cut_link(&h, true)?;
             Applied::on(format!("{h}'s link"))
         }
         Fault::VirtiofsdKill { side, restart } => virtiofsd_kill(topo, ctx, *side, *restart)?,
         Fault::VirtiofsdFreeze { side, .. } => {
             let r = instance(topo.as_ref(), &ctx.vm, *side)?;
-            let p = topo.process(&r.virtiofsd_name()).ok_or("its virtiofsd is not recorded")?;
-            j.step(Undo::Resume { process: p.clone() }).map_err(err)?;
-            topo.signal(&p, Signal::SIGSTOP).map_err(err)?;
+            let p = recorded(topo.as_ref(), &r.virtiofsd_name())?;
+            j.step(Undo::Resume { process: p.clone() })?;
+            topo.signal(&p, Signal::SIGSTOP)?;
             Applied::on(format!("virtiofsd of {}", r.id))
         }
         Fault::QemuKill { side } => {
             let r = instance(topo.as_ref(), &ctx.vm, *side)?;
-            let p = topo.process(&r.qemu_name()).ok_or("its QEMU is not recorded")?;
-            topo.signal(&p, Signal::SIGKILL).map_err(err)?;
+            let p = recorded(topo.as_ref(), &r.qemu_name())?;
+            topo.signal(&p, Signal::SIGKILL)?;
             Applied::on(format!("QEMU of {}", r.id))
         }
         Fault::MigrateCancel {} => {
-            let hop = planned.trigger.anchor.hop().ok_or("migrate-cancel fires during a hop")?;
-            ctx.cancel.ask(hop)?;
+            let hop = planned
+                .trigger
+                .anchor
+                .hop()
+                .ok_or(ApplyError::NotInjected("migrate-cancel fires during a hop"))?;
+            ctx.cancel.ask(hop).map_err(ApplyError::NotThere)?;
             Applied::on(format!("hop {hop}"))
         }
         Fault::ThirdPartyRename { host, replace, .. } => third_party(topo, ctx, j, host, *replace)?,
         Fault::MigrationLink { .. } => {
-            return Err("the migration link is set by its hop, not injected".into())
+            return Err(ApplyError::NotInjected("the migration link is set by its hop, not injected"))
         }
     })
 }
@@ -203,10 +235,10 @@ fn virtiofsd_kill(
     ctx: &Context,
     side: Side,
     restart: bool,
-) -> Result<Applied, String> {
+) -> Result<Applied, ApplyError> {
     let r = instance(topo.as_ref(), &ctx.vm, side)?;
-    let p = topo.process(&r.virtiofsd_name()).ok_or("its virtiofsd is not recorded")?;
-    topo.signal(&p, Signal::SIGKILL).map_err(err)?;
+    let p = recorded(topo.as_ref(), &r.virtiofsd_name())?;
+    topo.signal(&p, Signal::SIGKILL)?;
     let mut applied = Applied::on(format!("virtiofsd of {}", r.id));
     if restart {
         match restart_virtiofsd(topo, &r) {
@@ -225,27 +257,25 @@ fn third_party(
     j: &Journal<'_>,
     host: &HostRef,
     replace: bool,
-) -> Result<Applied, String> {
+) -> Result<Applied, ApplyError> {
     let h = host_of(topo.as_ref(), ctx, host)?;
-    let dir = topo
-        .host(&h)
-        .map_err(err)?
-        .mount_point()
-        .join(ctx.workload_dir.as_deref().ok_or("the workload has no directory")?);
+    let dir = topo.host(&h)?.mount_point().join(
+        ctx.workload_dir.as_deref().ok_or(ApplyError::NotThere("the workload has no directory".into()))?,
+    );
     let mut n = 0;
-    for e in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?.flatten() {
+    for e in std::fs::read_dir(&dir).map_err(io("read", &dir))?.flatten() {
         let p = e.path();
         if !p.is_file() || p.extension().is_some_and(|x| x == "miglab-away" || x == "miglab-copy") {
             continue;
         }
         if replace {
             let copy = p.with_extension("miglab-copy");
-            std::fs::copy(&p, &copy).map_err(|e| format!("copy {}: {e}", p.display()))?;
-            std::fs::rename(&copy, &p).map_err(|e| format!("replace {}: {e}", p.display()))?;
+            std::fs::copy(&p, &copy).map_err(io("copy", &p))?;
+            std::fs::rename(&copy, &p).map_err(io("replace", &p))?;
         } else {
             let away = p.with_extension("miglab-away");
-            j.step(Undo::RenameBack { away: away.clone(), back: p.clone() }).map_err(err)?;
-            std::fs::rename(&p, &away).map_err(|e| format!("rename {}: {e}", p.display()))?;
+            j.step(Undo::RenameBack { away: away.clone(), back: p.clone() })?;
+            std::fs::rename(&p, &away).map_err(io("rename", &p))?;
         }
         n += 1;
     }
@@ -258,10 +288,11 @@ fn third_party(
 }
 
 /// A new virtiofsd on the killed one's socket (QEMU does not reconnect to it).
-fn restart_virtiofsd(topo: &Arc<dyn Topology>, r: &VmRecord) -> Result<(), String> {
-    let h = topo.host(r.host()).map_err(err)?;
-    h.remove_all(&r.files.virtiofsd()).map_err(|e| format!("remove its socket: {e}"))?;
+fn restart_virtiofsd(topo: &Arc<dyn Topology>, r: &VmRecord) -> Result<(), ApplyError> {
+    let h = topo.host(r.host())?;
+    let socket = r.files.virtiofsd();
+    h.remove_all(&socket).map_err(io("remove the socket", &socket))?;
     let spec = miglab_infra::vm::virtiofsd_spec(h, r, format!("{}.restarted", r.virtiofsd_name()));
-    topo.spawn(r.host(), spec).map_err(err)?;
+    topo.spawn(r.host(), spec)?;
     Ok(())
 }
