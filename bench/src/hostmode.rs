@@ -155,37 +155,6 @@ pub struct Figures {
 }
 
 impl Figures {
-    fn each(v: &[Figures], pick: impl Fn(&[f64]) -> f64) -> Figures {
-        let col = |f: fn(&Figures) -> f64| {
-            let mut x: Vec<f64> = v.iter().map(f).collect();
-            x.sort_by(f64::total_cmp);
-            if x.is_empty() {
-                0.0
-            } else {
-                pick(&x)
-            }
-        };
-        Figures {
-            iops: col(|f| f.iops),
-            mib_s: col(|f| f.mib_s),
-            p50_us: col(|f| f.p50_us),
-            p99_us: col(|f| f.p99_us),
-        }
-    }
-
-    /// Each figure's median over `v` (the upper one for an even count).
-    pub fn median(v: &[Figures]) -> Figures {
-        Self::each(v, |x| x[x.len() / 2])
-    }
-
-    pub fn min(v: &[Figures]) -> Figures {
-        Self::each(v, |x| x[0])
-    }
-
-    pub fn max(v: &[Figures]) -> Figures {
-        Self::each(v, |x| x[x.len() - 1])
-    }
-
     /// Each figure divided by `other`'s.
     pub fn ratio_to(&self, other: &Figures) -> Figures {
         let r = |a: f64, b: f64| a / b.max(1e-9);
@@ -338,16 +307,10 @@ mod tests {
     use miglab_workloads::job::Size;
 
     #[test]
-    fn figures_take_medians_ranges_and_ratios_per_column() {
+    fn figures_take_ratios_per_column() {
         let f = |iops: f64, p50: f64| Figures { iops, mib_s: iops / 2.0, p50_us: p50, p99_us: p50 * 3.0 };
-        let v = [f(3.0, 10.0), f(1.0, 30.0), f(2.0, 20.0)];
-        assert_eq!(Figures::median(&v).iops, 2.0);
-        assert_eq!(Figures::median(&v).p50_us, 20.0);
-        assert_eq!(Figures::min(&v).p99_us, 30.0);
-        assert_eq!(Figures::max(&v).mib_s, 1.5);
         let r = f(2.0, 10.0).ratio_to(&f(4.0, 5.0));
         assert_eq!((r.iops, r.p50_us), (0.5, 2.0));
-        assert_eq!(Figures::median(&[]).iops, 0.0);
     }
 
     #[test]

@@ -4,22 +4,22 @@
 //! The library is the whole tool; `main.rs` only parses arguments and calls [`cli::run`]. See
 //! `ARCHITECTURE.md` at the repository's root for the rooms and the one-way flow between them.
 
-pub mod assemble;
-pub mod benchmarks;
+pub(crate) mod assemble;
+pub(crate) mod benchmarks;
 pub mod cli;
 pub mod clock;
 pub mod collect;
 pub mod doctor;
-pub mod exit;
-pub mod hostmode;
-pub mod inject;
+pub(crate) mod exit;
+pub(crate) mod hostmode;
+pub(crate) mod inject;
 pub mod migration;
 pub mod observe;
-pub mod plan;
-pub mod preflight;
+pub(crate) mod plan;
+pub(crate) mod preflight;
 pub mod progress;
 pub mod readloop;
-pub mod run;
-pub mod scenario;
+pub(crate) mod run;
+pub(crate) mod scenario;
 pub mod session;
 pub mod stream;
