@@ -33,15 +33,26 @@ pub fn until<T, E>(
         if let Some(v) = check().map_err(WaitError::Failed)? {
             return Ok(v);
         }
-        if crate::interrupt::requested() {
-            return Err(WaitError::Interrupted(what.to_string()));
-        }
-        let elapsed = start.elapsed();
-        if elapsed >= timeout {
-            return Err(WaitError::TimedOut(elapsed, what.to_string()));
-        }
-        std::thread::sleep(period.min(timeout - elapsed));
+        std::thread::sleep(next_look(what, start, timeout, period)?);
     }
+}
+
+/// How long to sleep before a wait begun at `start` looks again, or why it ends now: the user
+/// interrupted, or its deadline passed.
+fn next_look<E>(
+    what: &str,
+    start: Instant,
+    timeout: Duration,
+    period: Duration,
+) -> Result<Duration, WaitError<E>> {
+    if crate::interrupt::requested() {
+        return Err(WaitError::Interrupted(what.to_string()));
+    }
+    let elapsed = start.elapsed();
+    if elapsed >= timeout {
+        return Err(WaitError::TimedOut(elapsed, what.to_string()));
+    }
+    Ok(period.min(timeout - elapsed))
 }
 
 /// [`until`] for async code: polls without holding up the runtime's workers.
@@ -56,14 +67,7 @@ pub async fn until_async<T, E>(
         if let Some(v) = check().map_err(WaitError::Failed)? {
             return Ok(v);
         }
-        if crate::interrupt::requested() {
-            return Err(WaitError::Interrupted(what.to_string()));
-        }
-        let elapsed = start.elapsed();
-        if elapsed >= timeout {
-            return Err(WaitError::TimedOut(elapsed, what.to_string()));
-        }
-        tokio::time::sleep(period.min(timeout - elapsed)).await;
+        tokio::time::sleep(next_look(what, start, timeout, period)?).await;
     }
 }
 
