@@ -15,6 +15,7 @@ use miglab_infra::link::MigrationLink;
 use miglab_infra::qmp::{status_of, QmpError, Stamped};
 use miglab_infra::topology::{Site, TopologyError};
 use miglab_infra::vm::{ledger, Vm, VmError};
+use miglab_infra::wait;
 use miglab_reports::{
     MigrationParams, MigrationRecord, MigrationStatus, Outcome, Phases, QmpEvent, Side, TimelineEvent,
 };
@@ -258,21 +259,25 @@ async fn drive(
         .map_err(qmp_err(Side::Source))?;
     let watched = watch(hop, src, dst, opts, hold, &mut tl, t0).await?;
     // The hop ends when the guest runs again: on the destination after success (its RESUME),
-    // on the source otherwise.
-    let settle_deadline = Instant::now() + Duration::from_secs(15);
-    loop {
+    // on the source otherwise. Past the deadline (or on Ctrl-C) it ends as it is: the
+    // reconciliation below says where the guest runs.
+    let completed = matches!(watched.outcome, Outcome::Completed);
+    let runs_again = async || {
         tl.drain(src, dst);
-        let done = match watched.outcome {
-            Outcome::Completed => {
-                tl.saw(Side::Destination, &QmpEvent::Resume) || dst.qmp.running().await.unwrap_or(false)
-            }
-            _ => src.qmp.running().await.unwrap_or(false),
+        let running = if completed {
+            tl.saw(Side::Destination, &QmpEvent::Resume) || dst.qmp.running().await.unwrap_or(false)
+        } else {
+            src.qmp.running().await.unwrap_or(false)
         };
-        if done || Instant::now() >= settle_deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+        Ok::<_, std::convert::Infallible>(running.then_some(()))
+    };
+    let _ = wait::until_async(
+        "the guest to run again",
+        Duration::from_secs(15),
+        Duration::from_millis(5),
+        runs_again,
+    )
+    .await;
     let source_running = src.qmp.running().await.unwrap_or(false);
     let dst_resumed =
         tl.saw(Side::Destination, &QmpEvent::Resume) || dst.qmp.running().await.unwrap_or(false);
@@ -436,15 +441,22 @@ async fn switch_over(
 /// the source runs again.
 async fn cancel_and_settle(src: &mut Vm) {
     let _ = src.qmp.execute(qmp::migrate_cancel {}).await;
-    let settle = Instant::now();
-    while settle.elapsed() < Duration::from_secs(10) {
-        if let Ok(i) = src.qmp.execute(qmp::query_migrate {}).await {
-            if i.status.as_ref().and_then(status_of).is_some_and(MigrationStatus::is_final) {
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let settled = async || {
+        let status = src
+            .qmp
+            .execute(qmp::query_migrate {})
+            .await
+            .ok()
+            .and_then(|i| i.status.as_ref().and_then(status_of));
+        Ok::<_, std::convert::Infallible>(status.is_some_and(MigrationStatus::is_final).then_some(()))
+    };
+    let _ = wait::until_async(
+        "the cancel to settle",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        settled,
+    )
+    .await;
 }
 
 /// The outcome a `query-migrate` status ends the hop with, if it ends it.

@@ -55,16 +55,17 @@ fn next_look<E>(
     Ok(period.min(timeout - elapsed))
 }
 
-/// [`until`] for async code: polls without holding up the runtime's workers.
+/// [`until`] for async code: polls without holding up the runtime's workers, and the check
+/// may itself await (a QMP query, say).
 pub async fn until_async<T, E>(
     what: &str,
     timeout: Duration,
     period: Duration,
-    mut check: impl FnMut() -> Result<Option<T>, E>,
+    mut check: impl AsyncFnMut() -> Result<Option<T>, E>,
 ) -> Result<T, WaitError<E>> {
     let start = Instant::now();
     loop {
-        if let Some(v) = check().map_err(WaitError::Failed)? {
+        if let Some(v) = check().await.map_err(WaitError::Failed)? {
             return Ok(v);
         }
         tokio::time::sleep(next_look(what, start, timeout, period)?).await;
@@ -107,20 +108,24 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("rt");
         let mut n = 0;
         let v: Result<u32, WaitError<()>> =
-            rt.block_on(until_async("n", Duration::from_secs(5), Duration::from_millis(1), || {
+            rt.block_on(until_async("n", Duration::from_secs(5), Duration::from_millis(1), async || {
                 n += 1;
                 Ok((n >= 3).then_some(n))
             }));
         assert_eq!(v.expect("ready"), 3);
-        let e: Result<(), WaitError<&str>> =
-            rt.block_on(until_async("never", Duration::from_millis(20), Duration::from_millis(5), || {
-                Ok(None)
-            }));
+        let e: Result<(), WaitError<&str>> = rt.block_on(until_async(
+            "never",
+            Duration::from_millis(20),
+            Duration::from_millis(5),
+            async || Ok(None),
+        ));
         assert!(
             matches!(e, Err(WaitError::TimedOut(d, w)) if d >= Duration::from_millis(20) && w == "never")
         );
         let failed: Result<(), WaitError<&str>> =
-            rt.block_on(until_async("x", Duration::from_secs(5), Duration::from_millis(1), || Err("gone")));
+            rt.block_on(until_async("x", Duration::from_secs(5), Duration::from_millis(1), async || {
+                Err("gone")
+            }));
         assert!(matches!(failed, Err(WaitError::Failed("gone"))));
     }
 }

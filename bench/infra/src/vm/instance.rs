@@ -89,7 +89,7 @@ async fn virtiofsd_ready(
     let instance = record.id.to_string();
     let timeout = Duration::from_secs(10);
     let socket = record.files.virtiofsd();
-    let ready = wait::until_async("virtiofsd's socket", timeout, Duration::from_millis(5), || {
+    let ready = wait::until_async("virtiofsd's socket", timeout, Duration::from_millis(5), async || {
         if let Some(status) = site.exit_status(vfsd) {
             return Err(VmError::VirtiofsdDied {
                 instance: instance.clone(),
@@ -115,7 +115,7 @@ async fn reach_sockets(watch: &Watch<'_>, local: &VmFiles) -> Result<(PathBuf, P
     let (h, files) = (watch.h, &watch.record.files);
     if h.remote() {
         let timeout = Duration::from_secs(20);
-        let made = wait::until_async("QEMU's QMP socket", timeout, Duration::from_millis(20), || {
+        let made = wait::until_async("QEMU's QMP socket", timeout, Duration::from_millis(20), async || {
             watch.alive()?;
             Ok(h.exists(&files.qmp()).then_some(()))
         })
@@ -170,12 +170,15 @@ async fn await_hello(watch: &Watch<'_>, control: &mut Control) -> Result<Hello, 
             tail: console_summary(watch.h, &record.files.console()),
         }),
         Err(e) => {
-            // The control socket closes when QEMU exits: report the exit, which says why.
-            for _ in 0..100 {
-                watch.alive()?;
-                tokio::time::sleep(Duration::from_millis(10)).await;
+            // The control socket closes when QEMU exits: report the exit (within a second),
+            // which says why.
+            let exit = async || watch.alive().map(|()| None::<()>);
+            match wait::until_async("QEMU's exit", Duration::from_secs(1), Duration::from_millis(10), exit)
+                .await
+            {
+                Err(WaitError::Failed(died)) => Err(died),
+                _ => Err(e.into()),
             }
-            Err(e.into())
         }
     }
 }
