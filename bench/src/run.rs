@@ -590,10 +590,11 @@ async fn on_mount<T: Send + 'static>(
     }
 }
 
-/// The workload's directory below the CephFS root.
+/// The workload's directory below the CephFS root (a job file's: its first job's).
 fn workload_dir(w: &Workload) -> Option<String> {
     match w {
         Workload::Fio(j) => Some(j.dir()),
+        Workload::FioFile(f) => f.jobs.first().map(|j| j.dir()),
         Workload::Metadata(j) => Some(j.dir()),
         Workload::ReadLoop(j) => std::path::Path::new(&j.path).parent().map(|p| p.display().to_string()),
     }

@@ -257,32 +257,51 @@ impl Rng {
     }
 }
 
-/// Paces a worker to a rate: sleeps until the next op's slot.
+/// Paces a worker to a rate: sleeps until the next op's slot. The gap before an op is the
+/// rate's per-op time (`rate_iops`) plus its per-byte time (`rate`) for the op's size, evenly
+/// or as a Poisson process (fio's `rate_process`).
 struct Pacer {
-    interval: Option<Duration>,
+    per_op: f64,
+    per_byte: f64,
+    poisson: Option<Rng>,
     next: Instant,
 }
 
 impl Pacer {
     fn new(ops_per_s: Option<f64>) -> Self {
-        Self {
-            interval: ops_per_s
-                .filter(|r| *r > 0.0 && r.is_finite())
-                .map(|r| Duration::from_secs_f64(1.0 / r)),
-            next: Instant::now(),
-        }
+        let per_op = ops_per_s.filter(|r| *r > 0.0 && r.is_finite()).map(|r| 1.0 / r).unwrap_or(0.0);
+        Self { per_op, per_byte: 0.0, poisson: None, next: Instant::now() }
     }
-    fn wait(&mut self) {
-        if let Some(i) = self.interval {
-            let now = Instant::now();
-            if self.next > now {
-                std::thread::sleep(self.next - now);
-            } else if now - self.next > i * 100 {
-                // Far behind (the guest was paused): do not burst to catch up.
-                self.next = now;
-            }
-            self.next += i;
+
+    /// fio's pacing: `rate` in bytes/s, `rate_iops` in ops/s (the stricter applies).
+    fn fio(bytes_per_s: Option<u64>, iops: Option<u64>, process: crate::pattern::RateProcess, seed: u64) -> Self {
+        let mut p = Self::new(iops.map(|r| r as f64));
+        p.per_byte = bytes_per_s.filter(|r| *r > 0).map(|r| 1.0 / r as f64).unwrap_or(0.0);
+        if process == crate::pattern::RateProcess::Poisson {
+            p.poisson = Some(Rng::new(seed));
         }
+        p
+    }
+
+    fn wait(&mut self, bytes: u64) {
+        let mean = self.per_op.max(self.per_byte * bytes as f64);
+        if mean <= 0.0 {
+            return;
+        }
+        let gap = match &mut self.poisson {
+            Some(r) => crate::pattern::RateProcess::Poisson
+                .gap(mean, ((r.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64),
+            None => mean,
+        };
+        let i = Duration::from_secs_f64(gap);
+        let now = Instant::now();
+        if self.next > now {
+            std::thread::sleep(self.next - now);
+        } else if now - self.next > Duration::from_secs_f64(mean * 100.0) {
+            // Far behind (the guest was paused): do not burst to catch up.
+            self.next = now;
+        }
+        self.next += i;
     }
 }
 
@@ -367,8 +386,13 @@ pub fn start(
             ("read-loop".to_string(), t, Verifier::ReadLoop(v))
         }
         Workload::Fio(j) => {
-            let (t, v) = fio::start(j, root, &sink, &stop, &counters, tag)?;
+            let file = crate::job::FioFile { name: j.name.clone(), jobs: vec![j.clone()] };
+            let (t, v) = fio::start(&file, root, &sink, &stop, &counters, tag)?;
             (j.name.clone(), t, Verifier::Fio(v))
+        }
+        Workload::FioFile(f) => {
+            let (t, v) = fio::start(f, root, &sink, &stop, &counters, tag)?;
+            (f.name.clone(), t, Verifier::Fio(v))
         }
         Workload::Metadata(j) => {
             let (t, v) = metadata::start(j, root, &sink, &stop, &counters, tag.seed)?;

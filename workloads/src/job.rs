@@ -1,6 +1,7 @@
 //! Job specs: what a guest runs. Written in TOML inside scenarios (or imported from a fio job
 //! file by the `fio` module) and sent to the agent as JSON.
 
+pub use crate::pattern::{BlockSizes, Distribution, RateProcess};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::str::FromStr;
@@ -237,6 +238,94 @@ pub struct FioJob {
     /// the first reads are not served from memory the layout just filled.
     #[serde(default = "yes")]
     pub invalidate: bool,
+    /// What the job is for, as the job file says (shown in the report).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// fio's `filename`: `:`-separated names in the job's directory, shared by every clone
+    /// (and every job that names them), as in fio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+    /// fio's `filename_format` (`$jobname`, `$jobnum`, `$filenum`); default
+    /// `$jobname.$jobnum.$filenum`, fio's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename_format: Option<String>,
+    /// Each file's size (a range: drawn per file); then `size` is what one pass does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filesize: Option<(Size, Size)>,
+    /// Bytes one pass does (fio's `io_size`, or `size` when `filesize` gives the files').
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io_size: Option<Size>,
+    /// Block sizes of reads and of writes when they are not one `bs` (`bs=4k,8k`, `bsrange`,
+    /// `bssplit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bs_read: Option<BlockSizes>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bs_write: Option<BlockSizes>,
+    /// Random offsets are aligned to this (default: the smallest block size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blockalign: Option<Size>,
+    /// Random offsets may repeat within a pass (no random map).
+    #[serde(default)]
+    pub norandommap: bool,
+    #[serde(default)]
+    pub random_distribution: Distribution,
+    /// Percent of a random job's ops that are random (the rest sequential).
+    #[serde(default = "hundred")]
+    pub percentage_random: u8,
+    /// `rw=read:-8k`: bytes added to the offset after each sequential op (may be negative).
+    #[serde(default)]
+    pub rw_skip: i64,
+    /// Where the job's region starts in each file.
+    #[serde(default)]
+    pub offset: Size,
+    /// Passes over the data without `time_based`.
+    #[serde(default = "one")]
+    pub loops: u32,
+    /// Seconds to wait before starting (after the jobs it waits for).
+    #[serde(default)]
+    pub startdelay: f64,
+    /// Microseconds to sleep after every `thinktime_blocks` ops.
+    #[serde(default)]
+    pub thinktime_us: u64,
+    #[serde(default = "one")]
+    pub thinktime_blocks: u32,
+    /// The least bytes per second the job must keep up (fio's `rate_min`): below it over a
+    /// second, the job says so and ends, as fio's does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_min: Option<Size>,
+    #[serde(default)]
+    pub rate_process: RateProcess,
+    /// O_SYNC writes (fio's `sync=1`).
+    #[serde(default)]
+    pub sync: bool,
+    /// fsync each file when the job closes it.
+    #[serde(default)]
+    pub fsync_on_close: bool,
+    /// fio's `flow`: this job's weight in token-based flow control against the others with
+    /// the same `flow_id`, and how long it sleeps when ahead.
+    #[serde(default)]
+    pub flow: i64,
+    #[serde(default)]
+    pub flow_id: u32,
+    #[serde(default = "flow_sleep")]
+    pub flow_sleep_us: u64,
+    /// Start after every job before this one has ended (implies `new_group`).
+    #[serde(default)]
+    pub stonewall: bool,
+    /// Start after the job of this name has ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_for: Option<String>,
+    /// Start a new reporting group.
+    #[serde(default)]
+    pub new_group: bool,
+}
+
+fn hundred() -> u8 {
+    100
+}
+
+fn flow_sleep() -> u64 {
+    0
 }
 
 fn yes() -> bool {
@@ -257,6 +346,22 @@ pub fn check_relative(what: &str, p: &str) -> Result<(), String> {
         return Err(format!("{what} '{p}' must not contain '..': it would leave the CephFS mount"));
     }
     Ok(())
+}
+
+/// Block sizes fit the engine: more than 0, at most 4 GiB, ranges in order, splits with weight.
+fn check_sizes(what: &str, s: &BlockSizes) -> Result<(), String> {
+    if s.sizes().is_empty() || s.min() == 0 || s.max() > u32::MAX as u64 {
+        return Err(format!("{what} {} must be between 1 byte and 4 GiB", s.describe()));
+    }
+    match s {
+        BlockSizes::Range { min, max } if min.0 > max.0 => {
+            Err(format!("{what} range {min}-{max}: the smaller size comes first"))
+        }
+        BlockSizes::Split(v) if v.iter().map(|(_, w)| u64::from(*w)).sum::<u64>() == 0 => {
+            Err(format!("{what} split {}: no size has a weight", s.describe()))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn check_seconds(what: &str, v: f64) -> Result<(), String> {
@@ -298,6 +403,33 @@ impl FioJob {
             directory: None,
             verify: true,
             invalidate: true,
+            description: String::new(),
+            filename: None,
+            filename_format: None,
+            filesize: None,
+            io_size: None,
+            bs_read: None,
+            bs_write: None,
+            blockalign: None,
+            norandommap: false,
+            random_distribution: Distribution::Random,
+            percentage_random: 100,
+            rw_skip: 0,
+            offset: Size(0),
+            loops: 1,
+            startdelay: 0.0,
+            thinktime_us: 0,
+            thinktime_blocks: 1,
+            rate_min: None,
+            rate_process: RateProcess::Linear,
+            sync: false,
+            fsync_on_close: false,
+            flow: 0,
+            flow_id: 0,
+            flow_sleep_us: 0,
+            stonewall: false,
+            wait_for: None,
+            new_group: false,
         }
     }
 
@@ -305,19 +437,126 @@ impl FioJob {
         self.directory.clone().unwrap_or_else(|| format!("miglab/{}", self.name))
     }
 
-    /// Bytes of each file: the job's size shared by its files, in whole blocks.
-    pub fn file_size(&self) -> u64 {
-        let per = self.size.0 / u64::from(self.nrfiles.max(1));
-        per - per % self.bs.0.max(1)
+    /// The block sizes as fio would write them (`4k`, `4k,8k`, `4k/10:64k/90`).
+    pub fn describe_bs(&self) -> String {
+        let (r, w) = (self.sizes(true), self.sizes(false));
+        if r == w {
+            r.describe()
+        } else {
+            format!("{},{}", r.describe(), w.describe())
+        }
     }
 
+    /// Block sizes of reads (`read`) or writes.
+    pub fn sizes(&self, read: bool) -> BlockSizes {
+        let s = if read { &self.bs_read } else { &self.bs_write };
+        s.clone().unwrap_or(BlockSizes::Fixed(self.bs))
+    }
+
+    /// The directions the job does: (reads, writes).
+    pub fn directions(&self) -> (bool, bool) {
+        let r = self.rw.read_percent(self.rwmixread);
+        (r > 0, r < 100)
+    }
+
+    /// Every block size the job issues.
+    fn all_sizes(&self) -> Vec<u64> {
+        let (r, w) = self.directions();
+        let mut v = Vec::new();
+        if r {
+            v.extend(self.sizes(true).sizes());
+        }
+        if w {
+            v.extend(self.sizes(false).sizes());
+        }
+        v
+    }
+
+    /// The smallest and largest block the job issues.
+    pub fn min_bs(&self) -> u64 {
+        self.all_sizes().into_iter().min().unwrap_or(self.bs.0)
+    }
+    pub fn max_bs(&self) -> u64 {
+        self.all_sizes().into_iter().max().unwrap_or(self.bs.0)
+    }
+
+    /// The verification unit: every op covers whole units at unit-aligned offsets, and each
+    /// unit carries its own header and generation. With one `bs` it is the block.
+    pub fn unit(&self) -> u64 {
+        let mut u = self.all_sizes().into_iter().fold(0, crate::pattern::gcd);
+        if let Some(a) = self.blockalign {
+            u = crate::pattern::gcd(u, a.0);
+        }
+        if !self.rw.random() || self.rw_skip != 0 {
+            u = crate::pattern::gcd(u, self.rw_skip.unsigned_abs());
+        }
+        u = crate::pattern::gcd(u, self.offset.0);
+        u.max(1)
+    }
+
+    /// How far apart random offsets are (fio's `blockalign`, default the smallest block).
+    pub fn align(&self) -> u64 {
+        self.blockalign.map(|a| a.0).unwrap_or_else(|| self.min_bs()).max(1)
+    }
+
+    /// How many files each clone uses.
+    pub fn files_per_clone(&self) -> u32 {
+        match &self.filename {
+            Some(f) => f.split(':').filter(|n| !n.is_empty()).count() as u32,
+            None => self.nrfiles,
+        }
+    }
+
+    /// Clone `clone`'s file names, relative to the job's directory: fio's `filename` (shared
+    /// by every clone) or its `filename_format`.
+    pub fn file_names(&self, clone: u32) -> Vec<String> {
+        if let Some(f) = &self.filename {
+            return f.split(':').filter(|n| !n.is_empty()).map(str::to_string).collect();
+        }
+        let format = self.filename_format.as_deref().unwrap_or("$jobname.$jobnum.$filenum");
+        (0..self.nrfiles)
+            .map(|f| {
+                format
+                    .replace("$jobname", &self.name)
+                    .replace("$jobnum", &clone.to_string())
+                    .replace("$filenum", &f.to_string())
+            })
+            .collect()
+    }
+
+    /// Bytes of each file the job wants (from `filesize`, or its `size` shared by its files),
+    /// beyond its `offset`, in whole units; a range is drawn per file from `r`.
+    pub fn file_size_with(&self, r: u64) -> u64 {
+        let unit = self.unit();
+        let per = match self.filesize {
+            Some((lo, hi)) if hi.0 > lo.0 => lo.0 + r % (hi.0 - lo.0 + 1),
+            Some((lo, _)) => lo.0,
+            None => self.size.0 / u64::from(self.files_per_clone().max(1)),
+        };
+        per - per % unit
+    }
+
+    /// Bytes of each file (the smallest, for a `filesize` range).
+    pub fn file_size(&self) -> u64 {
+        self.file_size_with(0)
+    }
+
+    /// Whole blocks of `bs` in each file (for a job of one block size).
     pub fn blocks_per_file(&self) -> u64 {
         self.file_size() / self.bs.0.max(1)
     }
 
-    /// Blocks of every file of every job.
+    /// Verification units of every file of every clone, for the memory the engine needs.
     pub fn total_blocks(&self) -> u64 {
-        self.blocks_per_file() * u64::from(self.nrfiles) * u64::from(self.numjobs)
+        let hi = self.filesize.map(|(_, hi)| hi.0).unwrap_or_else(|| self.file_size());
+        let files = u64::from(self.files_per_clone()) * if self.filename.is_some() { 1 } else { u64::from(self.numjobs) };
+        (hi + self.offset.0) / self.unit() * files
+    }
+
+    /// Bytes one pass does (per clone).
+    pub fn pass_bytes(&self) -> u64 {
+        let files = u64::from(self.files_per_clone().max(1));
+        self.io_size.map(|s| s.0).unwrap_or_else(|| self.file_size() * files)
     }
 
     /// Requests in flight per job.
@@ -380,21 +619,49 @@ impl FioJob {
                 self.numjobs, self.nrfiles
             ));
         }
-        if self.bs.0 == 0 || self.bs.0 > u32::MAX as u64 {
-            return Err(format!("bs {} must be between 1 byte and 4 GiB", self.bs));
+        for (what, sizes) in [("bs", self.sizes(true)), ("bs (writes)", self.sizes(false))] {
+            check_sizes(what, &sizes)?;
         }
-        if self.verify && self.bs.0 < crate::verify::HEADER_LEN as u64 {
+        if self.verify && self.unit() < crate::verify::HEADER_LEN as u64 {
             return Err(format!(
-                "bs {} is smaller than a verify header ({} bytes): use a larger bs or verify = false",
-                self.bs,
+                "the block sizes {} and offsets leave verification units of {} bytes, smaller than a \
+                 verify header ({} bytes): use larger blocks or verify = false",
+                self.describe_bs(),
+                self.unit(),
                 crate::verify::HEADER_LEN
             ));
         }
-        if self.file_size() == 0 {
+        if self.file_size() < self.min_bs() {
             return Err(format!(
                 "size {} split across {} files leaves less than one block of bs {} per file",
-                self.size, self.nrfiles, self.bs
+                self.filesize.map(|f| f.0).unwrap_or(self.size),
+                self.files_per_clone(),
+                self.describe_bs()
             ));
+        }
+        if let Some((lo, hi)) = self.filesize {
+            if lo.0 > hi.0 {
+                return Err(format!("filesize {lo}-{hi}: the smaller size comes first"));
+            }
+        }
+        self.random_distribution.validate()?;
+        if self.percentage_random > 100 {
+            return Err(format!("percentage_random {} is over 100", self.percentage_random));
+        }
+        if self.loops == 0 || self.thinktime_blocks == 0 {
+            return Err("loops and thinktime_blocks must be at least 1".into());
+        }
+        check_seconds("startdelay", self.startdelay)?;
+        if self.rate_min.is_some_and(|r| r.0 == 0) {
+            return Err("rate_min must be more than 0 (leave it out for none)".into());
+        }
+        for clone in [0, self.numjobs.saturating_sub(1)] {
+            for name in self.file_names(clone) {
+                check_relative("filename", &name)?;
+            }
+        }
+        if self.files_per_clone() == 0 {
+            return Err("filename names no file".into());
         }
         if self.rwmixread > 100 {
             return Err(format!("rwmixread {} is over 100", self.rwmixread));
@@ -493,6 +760,77 @@ impl Default for ReadLoopJob {
     }
 }
 
+/// A whole fio job file: every job, in the file's order, run as fio runs them — concurrently
+/// unless `stonewall` or `wait_for` orders them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FioFile {
+    /// The file's own name (its jobs' names are in `jobs`).
+    pub name: String,
+    pub jobs: Vec<FioJob>,
+}
+
+/// Clones of all jobs of a file at most: each is a thread in the guest.
+pub const MAX_CLONES: u32 = 1024;
+
+impl FioFile {
+    /// Every clone of every job, in order: (job, clone). An op record's `job` is an index
+    /// into this list.
+    pub fn instances(&self) -> Vec<(usize, u32)> {
+        self.jobs.iter().enumerate().flat_map(|(j, job)| (0..job.numjobs).map(move |n| (j, n))).collect()
+    }
+
+    /// The jobs job `j` waits for before it starts: `stonewall` waits for every job before it,
+    /// `wait_for` for the one it names.
+    pub fn waits_for(&self, j: usize) -> Vec<usize> {
+        let job = &self.jobs[j];
+        let mut w: Vec<usize> = if job.stonewall { (0..j).collect() } else { Vec::new() };
+        if let Some(name) = &job.wait_for {
+            w.extend(self.jobs[..j].iter().position(|o| &o.name == name));
+        }
+        w.sort_unstable();
+        w.dedup();
+        w
+    }
+
+    /// The reporting group of each job: a new one at `stonewall` or `new_group`, as in fio.
+    pub fn groups(&self) -> Vec<u32> {
+        let mut g = 0;
+        self.jobs
+            .iter()
+            .enumerate()
+            .map(|(i, j)| {
+                if i > 0 && (j.stonewall || j.new_group) {
+                    g += 1;
+                }
+                g
+            })
+            .collect()
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.jobs.is_empty() {
+            return Err("the job file has no jobs".into());
+        }
+        for (i, j) in self.jobs.iter().enumerate() {
+            j.validate().map_err(|e| format!("job '{}': {e}", j.name))?;
+            if let Some(w) = &j.wait_for {
+                if !self.jobs[..i].iter().any(|o| &o.name == w) {
+                    return Err(format!(
+                        "job '{}': wait_for={w} names no job before it (fio waits only for earlier jobs)",
+                        j.name
+                    ));
+                }
+            }
+        }
+        let clones: u32 = self.jobs.iter().map(|j| j.numjobs).sum();
+        if clones > MAX_CLONES {
+            return Err(format!("{clones} clones in all (numjobs summed over the jobs): at most {MAX_CLONES}"));
+        }
+        Ok(())
+    }
+}
+
 /// What a guest runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -500,6 +838,8 @@ pub enum Workload {
     ReadLoop(ReadLoopJob),
     Fio(FioJob),
     Metadata(MetadataJob),
+    /// A fio job file, all its jobs.
+    FioFile(FioFile),
 }
 
 impl Workload {
@@ -508,12 +848,23 @@ impl Workload {
             Workload::ReadLoop(_) => "read-loop",
             Workload::Fio(j) => &j.name,
             Workload::Metadata(j) => &j.name,
+            Workload::FioFile(f) => &f.name,
+        }
+    }
+
+    /// The fio jobs this workload runs (none for the others).
+    pub fn fio_jobs(&self) -> Vec<FioJob> {
+        match self {
+            Workload::Fio(j) => vec![j.clone()],
+            Workload::FioFile(f) => f.jobs.clone(),
+            _ => Vec::new(),
         }
     }
 
     pub fn validate(&self) -> Result<(), String> {
         match self {
             Workload::Fio(j) => j.validate(),
+            Workload::FioFile(f) => f.validate(),
             Workload::Metadata(j) => {
                 if j.files == 0 || j.numjobs == 0 {
                     return Err("files and numjobs must be at least 1".into());
@@ -548,8 +899,9 @@ impl Workload {
     /// for checking that a workload fits the guest.
     pub fn tracked_bytes(&self) -> u64 {
         match self {
-            // Two u32 generations per block (acknowledged, errored).
-            Workload::Fio(j) => j.total_blocks().saturating_mul(8),
+            // Two u32 generations and a lock word per unit (acknowledged, errored, in use).
+            Workload::Fio(j) => j.total_blocks().saturating_mul(12),
+            Workload::FioFile(f) => f.jobs.iter().map(|j| j.total_blocks().saturating_mul(12)).sum(),
             // A name per live file, at most twice the target population.
             Workload::Metadata(j) => u64::from(j.files) * 2 * 64 * u64::from(j.numjobs),
             Workload::ReadLoop(j) => j.content.len() as u64,

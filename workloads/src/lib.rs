@@ -8,5 +8,6 @@ pub mod control;
 pub mod engine;
 pub mod fio;
 pub mod job;
+pub mod pattern;
 pub mod record;
 pub mod verify;

@@ -1,24 +1,29 @@
-//! fio-style jobs: the layout (large sequential writes, as fio lays out files), the timed loop
-//! (one request in flight per job with a synchronous engine), and the verify pass.
+//! fio-style jobs: a whole job file's jobs, each with its clones (`numjobs`), run as fio runs
+//! them — concurrently unless `stonewall`/`wait_for` order them. The layout (large sequential
+//! writes, as fio lays out files), the timed loop (one request in flight per clone with a
+//! synchronous engine, up to `iodepth` on io_uring), and the verify pass.
 //!
-//! A job owns its files. For every block it keeps the generation of the last acknowledged
-//! write and of the last write that returned an error, so that a verify pass can tell a lost
-//! write, a write that errored but landed, and a block of another run apart.
+//! The rooms: [`files`] (the shared files and each unit's generation), [`picker`] (what a job
+//! does next), [`uring`] (the asynchronous engine).
 
+mod files;
+mod picker;
 mod uring;
 
 use super::{errno, now_ns, spawn, Counters, Ctx, OpError, Pacer, Rng, Sink};
-use crate::job::FioJob;
+use crate::job::{FioFile, FioJob};
 use crate::record::Op;
-use crate::verify::{
-    check_block, fill_block, BadBlock, Expected, Problem, ReplacedPath, RunTag, VerifyReport,
-};
+use crate::verify::{Problem, ReplacedPath, RunTag, VerifyReport};
+use files::FileState;
+use picker::{Next, Picker, Region};
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// Layout writes at least this much per call: bs-sized direct writes made a 4 KiB job over a
 /// few hundred MiB spend minutes laying out.
@@ -58,68 +63,17 @@ impl Drop for Aligned {
     }
 }
 
-/// One job's files and what each block should hold.
-struct JobFiles {
-    paths: Vec<PathBuf>,
-    /// The file number of the first file (files are numbered across jobs).
-    first_file: u32,
-    blocks_per_file: u64,
-    /// Generation of the last acknowledged write, per block.
-    acked: Vec<AtomicU32>,
-    /// Generation of the last write that returned an error, per block (0: none).
-    errored: Vec<AtomicU32>,
-    /// The worker's open handles, kept after it stops: the verify pass reads the file the
-    /// guest wrote through them, whatever a third party did to its path since.
-    held: std::sync::Mutex<Vec<Option<File>>>,
-}
-
-impl JobFiles {
-    /// Keeps a stopped worker's handles for the verify pass.
-    fn hold(&self, handles: Vec<std::io::Result<File>>) {
-        if let Ok(mut h) = self.held.lock() {
-            for (slot, fh) in h.iter_mut().zip(handles) {
-                *slot = fh.ok();
-            }
-        }
-    }
-
-    /// File `f`'s held handle: its descriptor and its file's identity (device, inode).
-    fn held(&self, f: usize) -> Option<(i32, u64, u64)> {
-        use std::os::unix::fs::MetadataExt;
-        use std::os::unix::io::AsRawFd;
-        let h = self.held.lock().ok()?;
-        let fh = h.get(f)?.as_ref()?;
-        let m = fh.metadata().ok()?;
-        Some((fh.as_raw_fd(), m.dev(), m.ino()))
-    }
-
-    /// The file and block of a block index across the job's files.
-    fn locate(&self, idx: u64) -> (usize, u64) {
-        ((idx / self.blocks_per_file) as usize, idx % self.blocks_per_file)
-    }
-
-    fn index(&self, f: usize, b: u64) -> usize {
-        f * self.blocks_per_file as usize + b as usize
-    }
-
-    fn expected(&self, f: usize, b: u64, bs: u64, tag: RunTag) -> Expected {
-        let i = self.index(f, b);
-        Expected {
-            file: self.first_file + f as u32,
-            offset: b * bs,
-            generation: self.acked[i].load(Ordering::Relaxed),
-            errored: self.errored[i].load(Ordering::Relaxed),
-            tag,
-        }
-    }
-}
-
-fn open_file(path: &Path, direct: bool) -> std::io::Result<File> {
+fn open_file(path: &Path, direct: bool, sync: bool) -> std::io::Result<File> {
     let mut o = OpenOptions::new();
     o.read(true).write(true);
+    let mut flags = 0;
     if direct {
-        o.custom_flags(libc::O_DIRECT);
+        flags |= libc::O_DIRECT;
     }
+    if sync {
+        flags |= libc::O_SYNC;
+    }
+    o.custom_flags(flags);
     o.open(path)
 }
 
@@ -128,222 +82,380 @@ fn drop_cache(f: &File) {
     unsafe { libc::posix_fadvise(std::os::unix::io::AsRawFd::as_raw_fd(f), 0, 0, libc::POSIX_FADV_DONTNEED) };
 }
 
-/// Creates the job's files and starts one worker per job.
+/// Every job's progress, for the ones that wait for it and for fio's `flow`.
+struct Shared {
+    /// Clones of each job still running.
+    running: Vec<AtomicU32>,
+    /// Per `flow_id`: ops issued by all jobs with a flow, and their weights' sum.
+    flows: BTreeMap<u32, (AtomicU64, i64)>,
+}
+
+/// The files of every job: one state per path, whoever names it.
+fn plan_files(
+    file: &FioFile,
+    root: &Path,
+    seed: u64,
+) -> Result<(Vec<Arc<FileState>>, Vec<Vec<(usize, Region)>>), String> {
+    // path -> (unit, size); each clone's (path, region) in instance order.
+    let mut wanted: BTreeMap<PathBuf, (u64, u64, usize)> = BTreeMap::new();
+    let mut per_instance = Vec::new();
+    let mut rng = Rng::new(seed ^ 0xf11e);
+    for (j, n) in file.instances() {
+        let job = &file.jobs[j];
+        let dir = root.join(job.dir());
+        let mut regions = Vec::new();
+        for name in job.file_names(n) {
+            let path = dir.join(name);
+            let len = job.file_size_with(rng.next_u64());
+            let end = job.offset.0 + len;
+            let next = wanted.len();
+            let e = wanted.entry(path.clone()).or_insert((job.unit(), 0, next));
+            e.0 = crate::pattern::gcd(e.0, job.unit());
+            e.1 = e.1.max(end);
+            regions.push((path, Region { start: job.offset.0, len }));
+        }
+        per_instance.push(regions);
+    }
+    let mut order: Vec<(usize, PathBuf, u64, u64)> =
+        wanted.into_iter().map(|(path, (unit, size, o))| (o, path, unit, size - size % unit)).collect();
+    order.sort_by_key(|(o, ..)| *o);
+    let states: Vec<Arc<FileState>> = order
+        .into_iter()
+        .enumerate()
+        .map(|(i, (_, path, unit, size))| Arc::new(FileState::new(path, i as u32, unit, size)))
+        .collect();
+    let index: BTreeMap<&Path, usize> = states.iter().enumerate().map(|(i, s)| (s.path.as_path(), i)).collect();
+    let regions = per_instance
+        .into_iter()
+        .map(|rs| rs.into_iter().map(|(p, r)| (index[p.as_path()], r)).collect())
+        .collect();
+    Ok((states, regions))
+}
+
+/// Creates every file and starts one worker per clone of every job. Each file is laid out by
+/// the first clone that names it; all clones then start together (as fio's do), each after
+/// the jobs it waits for.
 pub(super) fn start(
-    j: &FioJob,
+    file: &FioFile,
     root: &Path,
     sink: &Arc<dyn Sink>,
     stop: &Arc<AtomicBool>,
     counters: &Arc<Counters>,
     tag: RunTag,
 ) -> Result<(Vec<JoinHandle<()>>, Verifier), String> {
-    let dir = root.join(j.dir());
-    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    let (bpf, file_size) = (j.blocks_per_file(), j.file_size());
-    let mut jobs = Vec::new();
-    for n in 0..j.numjobs {
-        let paths: Vec<PathBuf> = (0..j.nrfiles).map(|f| dir.join(format!("{}.{n}.{f}", j.name))).collect();
-        for p in &paths {
-            let f = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(p)
-                .map_err(|e| format!("create {}: {e}", p.display()))?;
-            f.set_len(file_size).map_err(|e| format!("size {}: {e}", p.display()))?;
+    let (states, regions) = plan_files(file, root, tag.seed)?;
+    for s in &states {
+        if let Some(d) = s.path.parent() {
+            std::fs::create_dir_all(d).map_err(|e| format!("create {}: {e}", d.display()))?;
         }
-        let blocks = (bpf * j.nrfiles as u64) as usize;
-        jobs.push(Arc::new(JobFiles {
-            paths,
-            first_file: n * j.nrfiles,
-            blocks_per_file: bpf,
-            acked: (0..blocks).map(|_| AtomicU32::new(0)).collect(),
-            errored: (0..blocks).map(|_| AtomicU32::new(0)).collect(),
-            held: std::sync::Mutex::new((0..j.nrfiles).map(|_| None).collect()),
-        }));
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&s.path)
+            .map_err(|e| format!("create {}: {e}", s.path.display()))?;
+        f.set_len(s.size).map_err(|e| format!("size {}: {e}", s.path.display()))?;
     }
-    counters.layout_total.store(file_size * u64::from(j.nrfiles) * u64::from(j.numjobs), Ordering::Relaxed);
-    counters.laying_out.store(j.numjobs, Ordering::Relaxed);
-    // Every job lays out its files, then all start their timed loops together, as fio's do.
-    let barrier = Arc::new(Barrier::new(j.numjobs as usize));
+    let instances = file.instances();
+    counters.layout_total.store(states.iter().map(|s| s.size).sum(), Ordering::Relaxed);
+    counters.laying_out.store(instances.len() as u32, Ordering::Relaxed);
+    let shared = Arc::new(Shared {
+        running: file.jobs.iter().map(|j| AtomicU32::new(j.numjobs)).collect(),
+        flows: file
+            .jobs
+            .iter()
+            .filter(|j| j.flow != 0)
+            .fold(BTreeMap::new(), |mut m: BTreeMap<u32, (AtomicU64, i64)>, j| {
+                m.entry(j.flow_id).or_insert((AtomicU64::new(0), 0)).1 += j.flow.abs();
+                m
+            }),
+    });
+    let barrier = Arc::new(Barrier::new(instances.len()));
+    let mut laid_out = vec![false; states.len()];
     let mut threads = Vec::new();
-    for (n, files) in jobs.iter().enumerate() {
+    for (i, ((j, n), regions)) in instances.into_iter().zip(regions).enumerate() {
+        let job = Arc::new(file.jobs[j].clone());
+        let mut lay_out = Vec::new();
+        for (f, _) in &regions {
+            if !std::mem::replace(&mut laid_out[*f], true) {
+                lay_out.push(*f);
+            }
+        }
         let w = Worker {
-            job: j.clone(),
-            n: n as u16,
-            files: files.clone(),
+            job,
+            section: j,
+            n: i as u16,
+            files: regions.iter().map(|(f, _)| states[*f].clone()).collect(),
+            regions: regions.iter().map(|(_, r)| *r).collect(),
+            waits_for: file.waits_for(j),
+            shared: shared.clone(),
             tag,
             sink: sink.clone(),
             stop: stop.clone(),
             counters: counters.clone(),
+            flow_count: AtomicI64::new(0),
         };
         let barrier = barrier.clone();
-        threads.push(spawn(format!("{}.{n}", j.name), move || {
-            w.lay_out();
+        let to_lay_out: Vec<Arc<FileState>> = lay_out.iter().map(|f| states[*f].clone()).collect();
+        threads.push(spawn(format!("{}.{n}", file.jobs[j].name), move || {
+            for f in &to_lay_out {
+                w.lay_out(f);
+            }
             w.counters.laying_out.fetch_sub(1, Ordering::Relaxed);
             barrier.wait();
-            w.run();
+            if w.wait_turn() {
+                w.run();
+            }
+            w.shared.running[w.section].fetch_sub(1, Ordering::Release);
         })?);
     }
-    Ok((threads, Verifier { jobs, bs: j.bs.0, root: root.to_path_buf(), tag }))
+    Ok((threads, Verifier { files: states, root: root.to_path_buf(), tag }))
 }
 
 struct Worker {
-    job: FioJob,
+    job: Arc<FioJob>,
+    /// The job's index in the file, and this clone's index across all clones (the records'
+    /// `job`), and among the job's clones.
+    section: usize,
     n: u16,
-    files: Arc<JobFiles>,
+    files: Vec<Arc<FileState>>,
+    regions: Vec<Region>,
+    waits_for: Vec<usize>,
+    shared: Arc<Shared>,
     tag: RunTag,
     sink: Arc<dyn Sink>,
     stop: Arc<AtomicBool>,
     counters: Arc<Counters>,
+    /// Ops this clone issued under `flow`.
+    flow_count: AtomicI64,
 }
 
 impl Worker {
-    /// Writes generation 1 of every block in large sequential writes, then makes it durable
+    /// Writes generation 1 of every unit in large sequential writes, then makes it durable
     /// and (as fio's `invalidate`) drops it from the page cache.
-    fn lay_out(&self) {
-        let bs = self.job.bs.0;
-        let per_chunk = (LAYOUT_CHUNK / bs).max(1);
-        let mut buf = vec![0u8; (per_chunk * bs) as usize];
-        let mut rng = Rng::new(self.tag.seed ^ u64::from(self.n));
+    fn lay_out(&self, file: &FileState) {
+        let unit = file.unit;
+        let per_chunk = (LAYOUT_CHUNK / unit).max(1);
+        let mut buf = vec![0u8; (per_chunk * unit) as usize];
+        let mut rng = Rng::new(self.tag.seed ^ u64::from(file.number));
         if !self.job.verify {
             buf.iter_mut().for_each(|b| *b = rng.next_u64() as u8);
         }
-        for (f, path) in self.files.paths.iter().enumerate() {
-            let fh = match open_file(path, false) {
-                Ok(fh) => fh,
-                Err(e) => {
-                    self.counters.layout_failed(format!("opening {}: {e}", path.display()));
-                    continue;
-                }
-            };
-            let mut b = 0;
-            while b < self.files.blocks_per_file && !self.stop.load(Ordering::Relaxed) {
-                let n = per_chunk.min(self.files.blocks_per_file - b);
-                let chunk = &mut buf[..(n * bs) as usize];
-                if self.job.verify {
-                    for (k, block) in chunk.chunks_exact_mut(bs as usize).enumerate() {
-                        let file = self.files.first_file + f as u32;
-                        fill_block(block, file, (b + k as u64) * bs, 1, self.tag);
-                    }
-                }
-                match fh.write_all_at(chunk, b * bs) {
-                    Ok(()) => {
-                        for k in b..b + n {
-                            self.files.acked[self.files.index(f, k)].store(1, Ordering::Relaxed);
-                        }
-                    }
-                    Err(e) => {
-                        self.counters.layout_failed(format!("writing {} at {}: {e}", path.display(), b * bs))
-                    }
-                }
-                self.counters.layout_done.fetch_add(n * bs, Ordering::Relaxed);
-                b += n;
+        let path = &file.path;
+        let fh = match open_file(path, false, false) {
+            Ok(fh) => fh,
+            Err(e) => return self.counters.layout_failed(format!("opening {}: {e}", path.display())),
+        };
+        let mut u = 0;
+        while u < file.units() && !self.stop.load(Ordering::Relaxed) {
+            let n = per_chunk.min(file.units() - u);
+            let chunk = &mut buf[..(n * unit) as usize];
+            if self.job.verify {
+                file.fill(chunk, u * unit, self.tag);
             }
-            if let Err(e) = fh.sync_all() {
-                self.counters.layout_failed(format!("syncing {}: {e}", path.display()));
+            match fh.write_all_at(chunk, u * unit) {
+                Ok(()) => file.set_generation(u * unit, n * unit, 1),
+                Err(e) => self.counters.layout_failed(format!("writing {} at {}: {e}", path.display(), u * unit)),
             }
-            if self.job.invalidate {
-                drop_cache(&fh);
-            }
+            self.counters.layout_done.fetch_add(n * unit, Ordering::Relaxed);
+            u += n;
+        }
+        if let Err(e) = fh.sync_all() {
+            self.counters.layout_failed(format!("syncing {}: {e}", path.display()));
+        }
+        if self.job.invalidate {
+            drop_cache(&fh);
         }
     }
 
-    /// The timed loop: until stopped, the runtime is over, or (without `time_based`) one pass.
+    /// Waits for the jobs this one waits for, then its `startdelay`; false if stopped first.
+    fn wait_turn(&self) -> bool {
+        while !self.waits_for.iter().all(|j| self.shared.running[*j].load(Ordering::Acquire) == 0) {
+            if self.stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.sleep(Duration::from_secs_f64(self.job.startdelay))
+    }
+
+    /// Sleeps `d` unless stopped meanwhile (false then).
+    fn sleep(&self, d: Duration) -> bool {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            if self.stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            std::thread::sleep((until - Instant::now()).min(Duration::from_millis(50)));
+        }
+        !self.stop.load(Ordering::Relaxed)
+    }
+
+    fn open_all(&self) -> Vec<std::io::Result<File>> {
+        self.files.iter().map(|f| open_file(&f.path, self.job.direct, self.job.sync)).collect()
+    }
+
+    fn pacer(&self) -> Pacer {
+        let j = &self.job;
+        Pacer::fio(j.rate.map(|r| r.0), j.rate_iops, j.rate_process, self.tag.seed ^ u64::from(self.n))
+    }
+
+    fn picker(&self) -> Picker {
+        Picker::new(&self.job, &self.regions, self.tag.seed ^ (u64::from(self.n) << 32))
+    }
+
+    /// Whether the job has more to do: a time-based job until its runtime, else `loops` passes.
+    fn more(&self, c: &Ctx, pick: &Picker) -> bool {
+        !c.done() && (self.job.time_based || pick.passes < self.job.loops)
+    }
+
+    /// fio's `flow`: waits while this job is ahead of its share of its flow's ops.
+    fn flow_turn(&self, c: &Ctx) {
+        let j = &self.job;
+        let Some((total, weight)) = self.shared.flows.get(&j.flow_id).filter(|_| j.flow != 0) else { return };
+        loop {
+            let all = total.load(Ordering::Relaxed).max(1) as f64;
+            let mine = self.flow_count.load(Ordering::Relaxed) as f64;
+            if mine / all <= j.flow.abs() as f64 / (*weight).max(1) as f64 || c.done() {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(j.flow_sleep_us.max(100)));
+        }
+        total.fetch_add(1, Ordering::Relaxed);
+        self.flow_count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The timed loop of a synchronous engine: one op in flight.
     fn run(&self) {
         if self.job.ioengine.asynchronous() {
             return self.run_async();
         }
         let j = &self.job;
         let c = Ctx::new(&self.stop, &self.counters, &self.sink, j.ramp_time, j.runtime);
-        let bs = j.bs.0;
-        let handles: Vec<std::io::Result<File>> =
-            self.files.paths.iter().map(|p| open_file(p, j.direct)).collect();
-        let mut buf = Aligned::new(bs as usize);
-        let mut pacer = Pacer::new(j.ops_rate());
-        let mut pick = Picker::new(j, &self.files, self.tag.seed ^ (u64::from(self.n) << 32));
-        let mut writes = 0u64;
-        while !c.done() && (j.time_based || pick.issued < pick.total) {
-            pacer.wait();
-            let (read, idx) = pick.next();
-            let (f, b) = self.files.locate(idx);
-            let fh = match &handles[f] {
-                Ok(fh) => fh,
-                Err(e) => {
-                    self.open_failed(&c, read, f, e);
-                    continue;
+        let handles = self.open_all();
+        let mut buf = Aligned::new(j.max_bs() as usize);
+        let mut pacer = self.pacer();
+        let mut pick = self.picker();
+        let mut min_rate = MinRate::new(j.rate_min.map(|r| r.0));
+        let (mut writes, mut ops) = (0u64, 0u64);
+        while self.more(&c, &pick) {
+            let next = pick.next();
+            pacer.wait(next.len);
+            self.flow_turn(&c);
+            let Ok(fh) = &handles[next.file] else {
+                if let Err(e) = &handles[next.file] {
+                    self.open_failed(&c, next.read, next.file, e);
                 }
+                continue;
             };
-            if read {
-                self.read(&c, fh, f, b, buf.as_mut());
+            if !self.claim(&c, &next) {
+                break;
+            }
+            let buf = &mut buf.as_mut()[..next.len as usize];
+            if next.read {
+                self.read(&c, fh, &next, buf);
             } else {
-                self.write(&c, fh, f, b, buf.as_mut());
+                self.write(&c, fh, &next, buf);
                 writes += 1;
                 if j.sync_due(writes) {
                     self.sync(&c, fh, j.fsync > 0);
                 }
             }
-        }
-        if j.end_fsync {
-            for fh in handles.iter().flatten() {
-                self.sync(&c, fh, true);
+            self.files[next.file].release(next.off, next.len, !next.read);
+            ops += 1;
+            if j.thinktime_us > 0 && ops % u64::from(j.thinktime_blocks) == 0 {
+                self.sleep(Duration::from_micros(j.thinktime_us));
+            }
+            if let Some(why) = min_rate.check(next.len) {
+                self.rate_not_met(&c, &next, why);
+                break;
             }
         }
-        self.files.hold(handles);
+        self.close(&c, handles);
+    }
+
+    /// Takes the op's units, waiting while another clone's op holds them; false if stopped.
+    fn claim(&self, c: &Ctx, next: &Next) -> bool {
+        let f = &self.files[next.file];
+        while !f.claim(next.off, next.len, !next.read) {
+            if c.done() {
+                return false;
+            }
+            std::thread::yield_now();
+        }
+        true
+    }
+
+    /// `end_fsync`, `fsync_on_close`, and the handles kept for the verify pass.
+    fn close(&self, c: &Ctx, handles: Vec<std::io::Result<File>>) {
+        if self.job.end_fsync || self.job.fsync_on_close {
+            for fh in handles.iter().flatten() {
+                self.sync(c, fh, true);
+            }
+        }
+        for (f, fh) in self.files.iter().zip(handles) {
+            if let Ok(fh) = fh {
+                f.hold(fh);
+            }
+        }
+    }
+
+    /// fio ends a job that cannot keep its `rate_min`, saying so: so does the engine.
+    fn rate_not_met(&self, c: &Ctx, next: &Next, why: String) {
+        let op = if next.read { Op::Read } else { Op::Write };
+        let msg = format!("job {}: {why}; the job ends here, as fio's does", self.job.name);
+        c.record(op, self.n, now_ns(), 0, Err((libc::ETIME as u32, msg)), false);
     }
 
     fn open_failed(&self, c: &Ctx, read: bool, f: usize, e: &std::io::Error) {
         let op = if read { Op::Read } else { Op::Write };
-        let why = format!("open {}: {e}", self.files.paths[f].display());
+        let why = format!("open {}: {e}", self.files[f].path.display());
         c.record(op, self.n, now_ns(), 0, Err((errno(e), why)), false);
-        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(10));
     }
 
-    fn read(&self, c: &Ctx, fh: &File, f: usize, b: u64, buf: &mut [u8]) {
-        let offset = b * self.job.bs.0;
+    fn read(&self, c: &Ctx, fh: &File, next: &Next, buf: &mut [u8]) {
         let submit = now_ns();
-        let r = fh.read_at(buf, offset);
+        let r = fh.read_at(buf, next.off);
         let complete = now_ns();
         match r {
             Ok(n) => {
                 // Checked after the completion time is taken: verification is not latency.
-                let mismatch = self.inline_mismatch(buf, n, f, b);
+                let mismatch = self.inline_mismatch(buf, n, next);
                 c.record_at(Op::Read, self.n, submit, complete, n as u64, Ok(()), mismatch);
             }
             Err(e) => {
-                let why = format!("read {}: {e}", self.files.paths[f].display());
+                let why = format!("read {}: {e}", self.files[next.file].path.display());
                 c.record_at(Op::Read, self.n, submit, complete, 0, Err((errno(&e), why)), false)
             }
         }
     }
 
-    /// Whether a read of block `b` of file `f` found something other than what the run last
-    /// wrote (a missing block too); an errored write that landed is the verify pass's to report.
-    fn inline_mismatch(&self, buf: &[u8], n: usize, f: usize, b: u64) -> bool {
+    /// Whether a read found something other than what the run last wrote (a missing unit
+    /// too); an errored write that landed is the verify pass's to report.
+    fn inline_mismatch(&self, buf: &[u8], n: usize, next: &Next) -> bool {
         self.job.verify
             && !matches!(
-                check_block(buf, n, &self.files.expected(f, b, self.job.bs.0, self.tag)),
+                self.files[next.file].check(buf, n, next.off, self.tag),
                 Ok(()) | Err(Problem::ErroredWriteLanded { .. })
             )
     }
 
-    fn write(&self, c: &Ctx, fh: &File, f: usize, b: u64, buf: &mut [u8]) {
-        let bs = self.job.bs.0;
-        let i = self.files.index(f, b);
-        let g = self.files.acked[i].load(Ordering::Relaxed) + 1;
+    fn write(&self, c: &Ctx, fh: &File, next: &Next, buf: &mut [u8]) {
+        let f = &self.files[next.file];
         if self.job.verify {
-            fill_block(buf, self.files.first_file + f as u32, b * bs, g, self.tag);
+            f.fill(buf, next.off, self.tag);
         }
         let submit = now_ns();
-        match fh.write_all_at(buf, b * bs) {
+        match fh.write_all_at(buf, next.off) {
             Ok(()) => {
-                self.files.acked[i].store(g, Ordering::Relaxed);
-                c.record(Op::Write, self.n, submit, bs, Ok(()), false);
+                f.written(next.off, next.len, true);
+                c.record(Op::Write, self.n, submit, next.len, Ok(()), false);
             }
             Err(e) => {
                 // It may still have landed: the verify pass tells.
-                self.files.errored[i].store(g, Ordering::Relaxed);
-                let why = format!("write {}: {e}", self.files.paths[f].display());
+                f.written(next.off, next.len, false);
+                let why = format!("write {}: {e}", f.path.display());
                 c.record(Op::Write, self.n, submit, 0, Err((errno(&e), why)), false);
             }
         }
@@ -357,176 +469,156 @@ impl Worker {
     }
 }
 
-/// Which block comes next, and whether it is read: random jobs visit every block once per
-/// pass in a new random order (fio's random map); sequential ones walk the blocks in order,
-/// reads and writes each on their own.
-struct Picker {
-    rng: Rng,
-    random: bool,
-    read_pct: u64,
-    order: Vec<u64>,
-    pos: u64,
-    pos_read: u64,
-    pos_write: u64,
-    total: u64,
-    issued: u64,
+/// fio's `rate_min` check: at a completion at least a second (fio's `ratecycle`) after the
+/// last check, the bytes since then over the time since then.
+struct MinRate {
+    min: Option<u64>,
+    since: Instant,
+    bytes: u64,
 }
 
-impl Picker {
-    fn new(j: &FioJob, files: &JobFiles, seed: u64) -> Self {
-        let total = files.blocks_per_file * files.paths.len() as u64;
-        Self {
-            rng: Rng::new(seed),
-            random: j.rw.random(),
-            read_pct: j.rw.read_percent(j.rwmixread) as u64,
-            order: (0..total).collect(),
-            pos: 0,
-            pos_read: 0,
-            pos_write: 0,
-            total,
-            issued: 0,
+impl MinRate {
+    fn new(min: Option<u64>) -> Self {
+        Self { min, since: Instant::now(), bytes: 0 }
+    }
+
+    /// Counts `bytes` done; why the rate was not kept, if it was not.
+    fn check(&mut self, bytes: u64) -> Option<String> {
+        let min = self.min?;
+        self.bytes += bytes;
+        let spent = self.since.elapsed();
+        if spent < Duration::from_secs(1) {
+            return None;
         }
-    }
-
-    fn next(&mut self) -> (bool, u64) {
-        let read = self.rng.below(100) < self.read_pct;
-        let idx = if self.random {
-            if self.pos == 0 {
-                for k in (1..self.order.len()).rev() {
-                    self.order.swap(k, self.rng.below(k as u64 + 1) as usize);
-                }
-            }
-            let i = self.order[self.pos as usize];
-            self.pos = (self.pos + 1) % self.total;
-            i
-        } else {
-            let p = if read { &mut self.pos_read } else { &mut self.pos_write };
-            let i = *p;
-            *p = (*p + 1) % self.total;
-            i
-        };
-        self.issued += 1;
-        (read, idx)
+        let rate = self.bytes as f64 / spent.as_secs_f64();
+        self.since = Instant::now();
+        self.bytes = 0;
+        (rate < min as f64).then(|| format!("min rate {min} B/s not met: {rate:.0} B/s over {:.1} s", spent.as_secs_f64()))
     }
 }
 
-/// Reads every block of every job back.
+/// Reads every unit of every file back.
 pub(super) struct Verifier {
-    jobs: Vec<Arc<JobFiles>>,
-    bs: u64,
+    files: Vec<Arc<FileState>>,
     root: PathBuf,
     tag: RunTag,
 }
 
+/// The verify pass reads this much at once (whole units).
+const VERIFY_CHUNK: u64 = 1 << 20;
+
 impl Verifier {
     /// Opens `path` so that reads reach the file system, not a cache: O_DIRECT where the file
     /// system takes it, else after writing back and dropping the file's cached pages.
-    fn open_uncached(&self, path: &Path) -> std::io::Result<(File, String)> {
-        if self.bs % 4096 == 0 {
-            match open_file(path, true) {
+    fn open_uncached(&self, path: &Path, unit: u64) -> std::io::Result<(File, String)> {
+        if unit % 4096 == 0 {
+            match open_file(path, true, false) {
                 Ok(f) => return Ok((f, "O_DIRECT".into())),
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
                 Err(e) => return Err(e),
             }
         }
-        let f = open_file(path, false)?;
+        let f = open_file(path, false, false)?;
         let _ = f.sync_all();
         drop_cache(&f);
-        let why = if self.bs % 4096 == 0 { "O_DIRECT refused" } else { "bs not a multiple of 4 KiB" };
+        let why = if unit % 4096 == 0 { "O_DIRECT refused" } else { "bs not a multiple of 4 KiB" };
         Ok((f, format!("buffered after fadvise(DONTNEED) ({why})")))
     }
 
     pub(super) fn verify(&self, sink: &dyn Sink, give_up: &dyn Fn() -> bool) -> VerifyReport {
         let mut report = VerifyReport::default();
-        let mut buf = Aligned::new(self.bs as usize);
-        for (j, files) in self.jobs.iter().enumerate() {
-            for (f, path) in files.paths.iter().enumerate() {
-                let rel = path.strip_prefix(&self.root).unwrap_or(path).display().to_string();
-                // The truth about the guest's data is the file it holds open (reopened through
-                // /proc, uncached): its path may name another file by now.
-                let held = files.held(f);
-                let file = match held {
-                    Some((fd, ..)) => self
-                        .open_uncached(Path::new(&format!("/proc/self/fd/{fd}")))
-                        .map(|(fh, mode)| (fh, format!("{mode}, through the guest's open handles"))),
-                    None => self.open_uncached(path),
-                };
-                if let Ok((_, mode)) = &file {
-                    if report.read_mode.is_empty() {
-                        report.read_mode = mode.clone();
-                    }
+        for (i, file) in self.files.iter().enumerate() {
+            let path = &file.path;
+            let rel = path.strip_prefix(&self.root).unwrap_or(path).display().to_string();
+            // The truth about the guest's data is the file it holds open (reopened through
+            // /proc, uncached): its path may name another file by now.
+            let held = file.held();
+            let opened = match held {
+                Some((fd, ..)) => self
+                    .open_uncached(Path::new(&format!("/proc/self/fd/{fd}")), file.unit)
+                    .map(|(fh, mode)| (fh, format!("{mode}, through the guest's open handles"))),
+                None => self.open_uncached(path, file.unit),
+            };
+            if let Ok((_, mode)) = &opened {
+                if report.read_mode.is_empty() {
+                    report.read_mode = mode.clone();
                 }
-                for b in 0..files.blocks_per_file {
-                    if give_up() {
-                        return report;
+            }
+            let per = (VERIFY_CHUNK / file.unit).max(1);
+            let mut buf = Aligned::new((per * file.unit) as usize);
+            let mut u = 0;
+            while u < file.units() {
+                if give_up() {
+                    return report;
+                }
+                let n = per.min(file.units() - u);
+                let chunk = &mut buf.as_mut()[..(n * file.unit) as usize];
+                let submit = now_ns();
+                let (got, status) = match &opened {
+                    Ok((fh, _)) => read_full(fh, chunk, u * file.unit),
+                    // No file: its units are not there (missing).
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        chunk.fill(0);
+                        (0, 0)
                     }
-                    let offset = b * self.bs;
-                    let submit = now_ns();
-                    let (got, status) = match &file {
-                        Ok((fh, _)) => read_full(fh, buf.as_mut(), offset),
-                        // No file: its blocks are not there (missing).
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                            buf.as_mut().fill(0);
-                            (0, 0)
-                        }
-                        Err(e) => (0, errno(e)),
-                    };
-                    let complete = now_ns();
+                    Err(e) => (0, errno(e)),
+                };
+                let complete = now_ns();
+                let mut mismatch = false;
+                for k in 0..n {
+                    let unit = &chunk[(k * file.unit) as usize..((k + 1) * file.unit) as usize];
+                    let have = got.saturating_sub((k * file.unit) as usize).min(file.unit as usize);
                     report.blocks += 1;
-                    // A block the pass could not read is unreadable, not lost: nothing says
-                    // what it holds.
+                    // A unit the pass could not read is unreadable, not lost: nothing says what
+                    // it holds.
                     let result = if status != 0 {
                         Err(Problem::Unreadable { errno: status })
                     } else {
-                        check_block(buf.as_mut(), got, &files.expected(f, b, self.bs, self.tag))
+                        crate::verify::check_block(unit, have, &file.expected(u + k, self.tag))
                     };
-                    let mismatch = result.is_err();
                     if let Err(problem) = result {
-                        report.add(BadBlock { path: rel.clone(), offset, problem });
+                        mismatch = true;
+                        let offset = (u + k) * file.unit;
+                        report.add(crate::verify::BadBlock { path: rel.clone(), offset, problem });
                     }
-                    sink.push(super::verify_record(j as u16, submit, complete, got as u32, status, mismatch));
                 }
-                if let Some((_, dev, ino)) = held {
-                    report.replaced.extend(self.path_check(path, rel, (dev, ino), files, f, buf.as_mut()));
-                }
+                sink.push(super::verify_record(i as u16, submit, complete, got as u32, status, mismatch));
+                u += n;
+            }
+            if let Some((_, dev, ino)) = held {
+                report.replaced.extend(self.path_check(file, rel, (dev, ino)));
             }
         }
         report
     }
 
-    /// Whether `path` still names the file the guest holds open; if not, what it holds.
-    fn path_check(
-        &self,
-        path: &Path,
-        rel: String,
-        (dev, ino): (u64, u64),
-        files: &JobFiles,
-        f: usize,
-        buf: &mut [u8],
-    ) -> Option<ReplacedPath> {
+    /// Whether the file's path still names the file the guest holds open; if not, what it
+    /// holds.
+    fn path_check(&self, file: &FileState, rel: String, (dev, ino): (u64, u64)) -> Option<ReplacedPath> {
         use std::os::unix::fs::MetadataExt;
-        let blocks = files.blocks_per_file;
-        match std::fs::metadata(path) {
+        let units = file.units();
+        match std::fs::metadata(&file.path) {
             Ok(m) if (m.dev(), m.ino()) == (dev, ino) => None,
             Ok(_) => {
-                let differ = match self.open_uncached(path) {
-                    Ok((fh, _)) => (0..blocks)
-                        .filter(|&b| {
-                            let (got, status) = read_full(&fh, buf, b * self.bs);
+                let mut buf = vec![0u8; file.unit as usize];
+                let differ = match self.open_uncached(&file.path, file.unit) {
+                    Ok((fh, _)) => (0..units)
+                        .filter(|&u| {
+                            let (got, status) = read_full(&fh, &mut buf, u * file.unit);
                             status != 0
-                                || check_block(buf, got, &files.expected(f, b, self.bs, self.tag)).is_err()
+                                || crate::verify::check_block(&buf, got, &file.expected(u, self.tag)).is_err()
                         })
                         .count() as u64,
-                    Err(_) => blocks,
+                    Err(_) => units,
                 };
-                Some(ReplacedPath { path: rel, now: "another file".into(), blocks_differ: differ, blocks })
+                Some(ReplacedPath { path: rel, now: "another file".into(), blocks_differ: differ, blocks: units })
             }
-            Err(_) => Some(ReplacedPath { path: rel, now: "nothing".into(), blocks_differ: blocks, blocks }),
+            Err(_) => Some(ReplacedPath { path: rel, now: "nothing".into(), blocks_differ: units, blocks: units }),
         }
     }
 }
 
-/// Reads a whole block at `offset` (zero-filling what is not there); returns the bytes read
+/// Reads a whole buffer at `offset` (zero-filling what is not there); returns the bytes read
 /// and the errno of a failed read (0 if none).
 fn read_full(f: &File, buf: &mut [u8], offset: u64) -> (usize, u32) {
     let mut got = 0;
@@ -551,6 +643,7 @@ mod tests {
     use super::super::{start as start_workload, RecordBuffer, Verifier as AnyVerifier};
     use super::*;
     use crate::job::{IoEngine, Rw, Size, Workload};
+    use crate::verify::fill_block;
     use std::time::{Duration, Instant};
 
     fn never() -> bool {
@@ -623,7 +716,7 @@ mod tests {
         // directory in its place: EISDIR) was "missing", lost data; it is unreadable. A file
         // that is gone is missing.
         let AnyVerifier::Fio(v) = &r.verifier else { panic!("a fio verifier") };
-        v.jobs[0].hold(vec![Err(std::io::Error::other("closed"))]);
+        v.files[0].forget_handle();
         std::fs::remove_file(&file).expect("rm");
         std::fs::create_dir(&file).expect("a directory in its place");
         let report = r.verify(buf.as_ref(), &never);

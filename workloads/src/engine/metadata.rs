@@ -39,7 +39,7 @@ pub(super) fn start(
             let mut local: VecDeque<String> = VecDeque::new();
             let total = (mix.create + mix.stat + mix.rename + mix.unlink).max(1) as u64;
             while !c.done() {
-                pacer.wait();
+                pacer.wait(0);
                 let mut pick = rng.below(total) as u32;
                 // Keep the population near its target.
                 if local.len() < target / 2 {

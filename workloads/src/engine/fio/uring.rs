@@ -3,27 +3,21 @@
 //! least `iodepth_batch_complete_min` completions — fio's queue semantics, for `io_uring` and
 //! `libaio` job files alike.
 //!
-//! A block never has two requests in flight (a read racing a write of the same block could
-//! read either generation), so generations stay exact and a lost write is still found. Each
+//! A unit is never written by two requests at once, nor read while written (a read racing a
+//! write could read either generation): each request claims its units in the file's state,
+//! against this clone's other requests and every other clone's. So generations stay exact and
+//! a lost write is still found. Each
 //! request's record carries its own submit time (just before it is handed to the kernel) and
 //! completion time (when its completion is reaped).
 
-use super::{errno, now_ns, Aligned, Ctx, Op, Pacer, Picker, Worker};
-use crate::verify::fill_block;
+use super::{errno, now_ns, Aligned, Ctx, MinRate, Next, Op, Worker};
 use io_uring::{opcode, types, IoUring};
-use std::fs::File;
 use std::os::unix::io::AsRawFd;
-use std::sync::atomic::Ordering;
 
 /// One request in flight.
 #[derive(Debug, Clone, Copy)]
 struct InFlight {
-    read: bool,
-    /// The block's index across the job's files (what `Queue::busy` holds).
-    idx: u64,
-    file: usize,
-    block: u64,
-    generation: u32,
+    next: Next,
     submit_ns: u64,
 }
 
@@ -32,10 +26,6 @@ struct Queue {
     bufs: Vec<Aligned>,
     slots: Vec<Option<InFlight>>,
     free: Vec<usize>,
-    /// Blocks with a request in flight (index across the job's files).
-    busy: std::collections::HashSet<u64>,
-    /// The most requests ever in flight at once.
-    pub most: usize,
 }
 
 impl Queue {
@@ -44,8 +34,6 @@ impl Queue {
             bufs: (0..depth).map(|_| Aligned::new(bs)).collect(),
             slots: vec![None; depth],
             free: (0..depth).rev().collect(),
-            busy: std::collections::HashSet::new(),
-            most: 0,
         }
     }
     fn in_flight(&self) -> usize {
@@ -58,9 +46,7 @@ impl Worker {
         let j = &self.job;
         let c = Ctx::new(&self.stop, &self.counters, &self.sink, j.ramp_time, j.runtime);
         let depth = j.depth() as usize;
-        let bs = j.bs.0;
-        let handles: Vec<std::io::Result<File>> =
-            self.files.paths.iter().map(|p| super::open_file(p, j.direct)).collect();
+        let handles = self.open_all();
         let mut ring = match IoUring::new(depth.next_power_of_two().max(2) as u32) {
             Ok(r) => r,
             Err(e) => {
@@ -70,9 +56,10 @@ impl Worker {
                 return;
             }
         };
-        let mut q = Queue::new(depth, bs as usize);
-        let mut pacer = Pacer::new(j.ops_rate());
-        let mut pick = Picker::new(j, &self.files, self.tag.seed ^ (u64::from(self.n) << 32));
+        let mut q = Queue::new(depth, j.max_bs() as usize);
+        let mut pacer = self.pacer();
+        let mut pick = self.picker();
+        let mut min_rate = MinRate::new(j.rate_min.map(|r| r.0));
         let batch = (j.iodepth_batch_submit as usize).clamp(1, depth);
         let complete_min = (j.iodepth_batch_complete_min as usize).clamp(1, depth);
         // fio reaps at most this many per wait (by default as many as it waits for); the rest
@@ -81,81 +68,75 @@ impl Worker {
             0 => complete_min,
             m => m.clamp(complete_min, depth),
         };
-        let mut pending: Option<(bool, u64)> = None;
-        let mut writes = 0u64;
+        let mut pending: Option<Next> = None;
+        let (mut writes, mut ops) = (0u64, 0u64);
+        let mut rate_failed = false;
         loop {
             // Queue up to a batch while slots are free and the job goes on.
             let mut queued = 0;
-            while queued < batch
-                && !q.free.is_empty()
-                && !c.done()
-                && (pending.is_some() || j.time_based || pick.issued < pick.total)
-            {
-                let (read, idx) = match pending.take() {
+            while queued < batch && !q.free.is_empty() && !rate_failed && (pending.is_some() || self.more(&c, &pick)) {
+                let next = match pending.take() {
                     Some(p) => p,
                     None => {
-                        pacer.wait();
-                        pick.next()
+                        let n = pick.next();
+                        pacer.wait(n.len);
+                        self.flow_turn(&c);
+                        n
                     }
                 };
-                if q.busy.contains(&idx) {
-                    // Its block is in flight: it waits for a completion.
-                    pending = Some((read, idx));
-                    break;
-                }
-                let (f, b) = self.files.locate(idx);
-                let fh = match &handles[f] {
+                let fh = match &handles[next.file] {
                     Ok(fh) => fh,
                     Err(e) => {
-                        self.open_failed(&c, read, f, e);
+                        self.open_failed(&c, next.read, next.file, e);
                         continue;
                     }
                 };
+                let f = &self.files[next.file];
+                if !f.claim(next.off, next.len, !next.read) {
+                    // Its units are in flight (here or in another clone): it waits.
+                    pending = Some(next);
+                    break;
+                }
                 let slot = q.free.pop().unwrap_or_default();
-                let generation = if read {
-                    0
-                } else {
-                    self.files.acked[self.files.index(f, b)].load(Ordering::Relaxed) + 1
-                };
-                let buf = q.bufs[slot].as_mut();
-                if !read && j.verify {
-                    fill_block(buf, self.files.first_file + f as u32, b * bs, generation, self.tag);
+                let buf = &mut q.bufs[slot].as_mut()[..next.len as usize];
+                if !next.read && j.verify {
+                    f.fill(buf, next.off, self.tag);
                 }
                 let fd = types::Fd(fh.as_raw_fd());
                 let (ptr, len) = (buf.as_mut_ptr(), buf.len() as u32);
-                let sqe = if read {
-                    opcode::Read::new(fd, ptr, len).offset(b * bs).build()
+                let sqe = if next.read {
+                    opcode::Read::new(fd, ptr, len).offset(next.off).build()
                 } else {
-                    opcode::Write::new(fd, ptr, len).offset(b * bs).build()
+                    opcode::Write::new(fd, ptr, len).offset(next.off).build()
                 }
                 .user_data(slot as u64);
                 let submit_ns = now_ns();
                 // SAFETY: the buffer lives in `q` until this entry's completion is reaped (a
                 // slot is freed only then, and the queue outlives the ring's use below).
                 if unsafe { ring.submission().push(&sqe) }.is_err() {
+                    f.release(next.off, next.len, !next.read);
                     q.free.push(slot);
-                    pending = Some((read, idx));
+                    pending = Some(next);
                     break;
                 }
-                q.slots[slot] = Some(InFlight { read, idx, file: f, block: b, generation, submit_ns });
-                q.busy.insert(idx);
+                q.slots[slot] = Some(InFlight { next, submit_ns });
                 queued += 1;
-                q.most = q.most.max(q.in_flight());
             }
             let in_flight = q.in_flight();
             if in_flight == 0 {
-                // Done, or stopped with a request still waiting for its block: it is dropped
-                // (it was never issued).
-                if pending.is_none() || c.done() {
+                // Done, or stopped with a request still waiting for its units: it is dropped
+                // (it was never issued). Units held by another clone free up soon.
+                if pending.is_none() || c.done() || rate_failed {
                     break;
                 }
+                std::thread::yield_now();
                 continue;
             }
-            // As fio: submit, and reap only when the queue is full (or a block waits for its
-            // request, or the job is ending), then at least `iodepth_batch_complete_min` and
+            // As fio: submit, and reap only when the queue is full (or a request waits for
+            // its units, or the job is ending), then at least `iodepth_batch_complete_min` and
             // whatever else is done. A request that completed inline stays counted in flight
             // until it is reaped, as in fio.
-            let ending = c.done() || (!j.time_based && pick.issued >= pick.total && pending.is_none());
+            let ending = rate_failed || (pending.is_none() && !self.more(&c, &pick));
             let reap = q.free.is_empty() || pending.is_some() || ending || queued == 0;
             let want = if reap { complete_min.min(in_flight) } else { 0 };
             if let Err(e) = ring.submit_and_wait(want) {
@@ -176,14 +157,25 @@ impl Worker {
                 let slot = slot as usize;
                 let Some(r) = q.slots.get_mut(slot).and_then(Option::take) else { continue };
                 q.free.push(slot);
-                q.busy.remove(&r.idx);
-                self.completed(&c, &r, res, q.bufs[slot].as_mut(), complete_ns);
-                if !r.read {
+                let buf = &mut q.bufs[slot].as_mut()[..r.next.len as usize];
+                self.completed(&c, &r, res, buf, complete_ns);
+                self.files[r.next.file].release(r.next.off, r.next.len, !r.next.read);
+                ops += 1;
+                if !r.next.read {
                     writes += 1;
                     if j.sync_due(writes) {
-                        if let Ok(fh) = &handles[r.file] {
+                        if let Ok(fh) = &handles[r.next.file] {
                             self.sync(&c, fh, j.fsync > 0);
                         }
+                    }
+                }
+                if j.thinktime_us > 0 && ops % u64::from(j.thinktime_blocks) == 0 {
+                    self.sleep(std::time::Duration::from_micros(j.thinktime_us));
+                }
+                if !rate_failed {
+                    if let Some(why) = min_rate.check(r.next.len) {
+                        self.rate_not_met(&c, &r.next, why);
+                        rate_failed = true;
                     }
                 }
             }
@@ -193,46 +185,42 @@ impl Worker {
             let done: Vec<u64> = ring.completion().map(|cqe| cqe.user_data()).collect();
             for slot in done {
                 if let Some(s) = q.slots.get_mut(slot as usize) {
-                    if s.take().is_some() {
+                    if let Some(r) = s.take() {
+                        self.files[r.next.file].release(r.next.off, r.next.len, !r.next.read);
                         q.free.push(slot as usize);
                     }
                 }
             }
         }
-        if j.end_fsync {
-            for fh in handles.iter().flatten() {
-                self.sync(&c, fh, true);
-            }
-        }
-        self.files.hold(handles);
+        self.close(&c, handles);
     }
 
-    /// A completion: its record, and for a write the block's generation.
+    /// A completion: its record, and for a write the units' generations.
     fn completed(&self, c: &Ctx, r: &InFlight, res: i32, buf: &mut [u8], complete_ns: u64) {
-        let bs = self.job.bs.0;
-        let op = if r.read { Op::Read } else { Op::Write };
-        let path = || self.files.paths[r.file].display().to_string();
-        let i = self.files.index(r.file, r.block);
+        let next = &r.next;
+        let f = &self.files[next.file];
+        let op = if next.read { Op::Read } else { Op::Write };
+        let path = || f.path.display().to_string();
         if res < 0 {
             let e = std::io::Error::from_raw_os_error(-res);
-            if !r.read {
+            if !next.read {
                 // It may still have landed: the verify pass tells.
-                self.files.errored[i].store(r.generation, Ordering::Relaxed);
+                f.written(next.off, next.len, false);
             }
-            let why = format!("{} {}: {e}", if r.read { "read" } else { "write" }, path());
+            let why = format!("{} {}: {e}", if next.read { "read" } else { "write" }, path());
             c.record_at(op, self.n, r.submit_ns, complete_ns, 0, Err((errno(&e), why)), false);
             return;
         }
         let n = res as usize;
-        if r.read {
-            let mismatch = self.inline_mismatch(buf, n, r.file, r.block);
+        if next.read {
+            let mismatch = self.inline_mismatch(buf, n, next);
             c.record_at(op, self.n, r.submit_ns, complete_ns, n as u64, Ok(()), mismatch);
-        } else if n as u64 == bs {
-            self.files.acked[i].store(r.generation, Ordering::Relaxed);
-            c.record_at(op, self.n, r.submit_ns, complete_ns, bs, Ok(()), false);
+        } else if n as u64 == next.len {
+            f.written(next.off, next.len, true);
+            c.record_at(op, self.n, r.submit_ns, complete_ns, next.len, Ok(()), false);
         } else {
-            self.files.errored[i].store(r.generation, Ordering::Relaxed);
-            let why = format!("write {}: {n} of {bs} bytes written", path());
+            f.written(next.off, next.len, false);
+            let why = format!("write {}: {n} of {} bytes written", path(), next.len);
             c.record_at(op, self.n, r.submit_ns, complete_ns, 0, Err((libc::EIO as u32, why)), false);
         }
     }
