@@ -11,7 +11,10 @@ use miglab_infra::binaries::{self, BinaryChoice};
 use miglab_infra::paths;
 use miglab_reports::result::{event_rows, events_csv, timeline_csv, write_atomic};
 use miglab_reports::sweep::Rep;
-use miglab_reports::{verdict, Clock, Provenance, RunResult, StreamHealth, Verification};
+use miglab_reports::{
+    verdict, Clock, JobSummary, OpSummary, Provenance, RunResult, StreamHealth, Verification,
+};
+use miglab_workloads::job::Workload;
 use miglab_workloads::verify::VerifyReport;
 use std::path::Path;
 
@@ -105,6 +108,61 @@ fn verification(v: &VerifyReport, inline: u64, through: &str, incomplete: bool) 
     }
 }
 
+/// A job file's figures per job (its clones together) and per reporting group, from the
+/// clones' figures: the record's `job` indexes the file's clones in order.
+pub fn job_summaries(
+    file: &miglab_workloads::job::FioFile,
+    clones: &[crate::collect::CloneOps],
+) -> (Vec<JobSummary>, Vec<JobSummary>) {
+    let instances = file.instances();
+    let groups = file.groups();
+    let summarise = |name: String, description: String, group: u32, members: &dyn Fn(usize) -> bool| {
+        let mut by_op: std::collections::BTreeMap<miglab_workloads::record::Op, crate::collect::CloneOps> =
+            Default::default();
+        let mut n = 0;
+        for (i, (j, _)) in instances.iter().enumerate() {
+            if !members(*j) {
+                continue;
+            }
+            n += 1;
+            for c in clones.iter().filter(|c| usize::from(c.clone) == i) {
+                let t = by_op.entry(c.op).or_insert_with(|| crate::collect::CloneOps::new(c.clone, c.op));
+                let _ = t.guest.add(&c.guest);
+                t.count += c.count;
+                t.failed += c.failed;
+                t.mismatches += c.mismatches;
+                t.bytes += c.bytes;
+            }
+        }
+        let ops = by_op
+            .into_values()
+            .map(|c| OpSummary {
+                op: c.op.as_str().into(),
+                count: c.count,
+                failed: c.failed,
+                mismatches: c.mismatches,
+                bytes: c.bytes,
+                guest: crate::collect::latency(&c.guest),
+                ..OpSummary::default()
+            })
+            .collect();
+        JobSummary { name, description, group, clones: n, ops }
+    };
+    let jobs = file
+        .jobs
+        .iter()
+        .enumerate()
+        .map(|(j, job)| summarise(job.name.clone(), job.description.clone(), groups[j], &|k| k == j))
+        .collect();
+    let mut ids: Vec<u32> = groups.clone();
+    ids.dedup();
+    let groups = ids
+        .into_iter()
+        .map(|g| summarise(format!("group {g}"), String::new(), g, &|k| groups[k] == g))
+        .collect();
+    (jobs, groups)
+}
+
 /// Reads during the run whose data did not verify (the verify pass's own are counted there).
 fn inline_mismatches(c: &Collected) -> u64 {
     c.ops.iter().filter(|o| o.op != "verify").map(|o| o.mismatches).sum()
@@ -125,6 +183,9 @@ pub fn assemble(mut r: RunResult, plan: &Plan, ex: &Execution, duration_ms: f64)
     let g = ex.guest().unwrap_or(&none);
     if let Some(c) = &g.collected {
         r.ops = c.ops.clone();
+        if let Workload::FioFile(f) = &plan.workload {
+            (r.jobs, r.groups) = job_summaries(f, &c.clones);
+        }
         r.windows = c.windows.clone();
         r.series = c.series.clone();
         r.stream = StreamHealth {

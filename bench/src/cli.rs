@@ -65,10 +65,19 @@ pub enum Cmd {
     },
     /// Live-migrate a VM between the lab's hosts, hop after hop, and print each hop's figures.
     Migrate(MigrateArgs),
-    /// Validate a scenario completely, without a lab (`run` does the same first).
+    /// Validate a scenario completely, without a lab (`run` does the same first); or show how
+    /// fio job files map onto miglab's engine (`--fio`).
     Check {
         /// The scenario (TOML), e.g. scenarios/smoke.toml.
-        scenario: PathBuf,
+        #[arg(required_unless_present = "fio")]
+        scenario: Option<PathBuf>,
+        /// fio job files: one line per job with what runs, and each option run, mapped or ignored.
+        #[arg(long, num_args = 1.., conflicts_with = "scenario")]
+        fio: Vec<PathBuf>,
+        /// The directory the job files' absolute paths were written for (the scenario's
+        /// `fio_mount`): paths below it are taken inside the share.
+        #[arg(long, requires = "fio")]
+        mount: Option<String>,
     },
     /// Run a scenario: lab, guest, workload, migrations, verification; write the result directory.
     Run(RunArgs),
@@ -505,7 +514,8 @@ fn dispatch(args: Args) -> Result<Finished, CliError> {
         Cmd::Doctor { json, binaries, topology } => {
             check::doctor(json, &binaries.choice(), topology.as_deref())
         }
-        Cmd::Check { scenario } => check::check(&scenario),
+        Cmd::Check { scenario: Some(scenario), .. } => check::check(&scenario),
+        Cmd::Check { scenario: None, fio, mount } => check::fio_files(&fio, mount),
         Cmd::Lab { command: LabCmd::Down { lab, topology: Some(file) } } => {
             lab::down_topology(&file, &lab.root())
         }

@@ -116,10 +116,31 @@ pub struct ArrivalLag {
     pub max_us: u64,
 }
 
+/// One clone's ops of one kind (the record's `job`: an index into the job file's clones).
+#[derive(Debug, Clone)]
+pub struct CloneOps {
+    pub clone: u16,
+    pub op: Op,
+    pub count: u64,
+    pub failed: u64,
+    pub mismatches: u64,
+    pub bytes: u64,
+    /// Successful ops' guest latency, µs.
+    pub guest: Histogram<u64>,
+}
+
+impl CloneOps {
+    pub fn new(clone: u16, op: Op) -> Self {
+        Self { clone, op, count: 0, failed: 0, mismatches: 0, bytes: 0, guest: hist(3) }
+    }
+}
+
 /// Everything the collector measured.
 #[derive(Debug, Clone, Default)]
 pub struct Collected {
     pub ops: Vec<OpSummary>,
+    /// The workload's ops per clone and kind (not the verify pass's).
+    pub clones: Vec<CloneOps>,
     pub series: Vec<Bucket>,
     pub windows: Vec<Window>,
     /// The HdrHistogram interval log (`latency.hlog`).
@@ -143,6 +164,7 @@ pub struct Collector {
     clock: RunClock,
     decoder: Decoder,
     ops: BTreeMap<Op, OpStats>,
+    clones: BTreeMap<(u16, Op), CloneOps>,
     ring: VecDeque<(u64, Instant)>,
     last_seq: Option<u32>,
     heartbeats: u64,
@@ -186,6 +208,7 @@ impl Collector {
             clock,
             decoder: Decoder::new(),
             ops: BTreeMap::new(),
+            clones: BTreeMap::new(),
             ring: VecDeque::with_capacity(HEARTBEAT_RING),
             last_seq: None,
             heartbeats: 0,
@@ -328,6 +351,17 @@ impl Collector {
         // Host latency: both ends mapped through the heartbeats in effect when they happened,
         // so a pause between submit and completion is counted.
         let (submit, complete) = (self.host_of(o.submit_ns), self.host_of(o.complete_ns));
+        if o.op != Op::Verify {
+            let k = self.clones.entry((o.job, o.op)).or_insert_with(|| CloneOps::new(o.job, o.op));
+            if o.failed() {
+                k.failed += 1;
+            } else {
+                k.count += 1;
+                k.bytes += u64::from(o.bytes);
+                let _ = k.guest.record(guest_us);
+            }
+            k.mismatches += u64::from(o.flags & FLAG_MISMATCH != 0);
+        }
         let s = self.ops.entry(o.op).or_insert_with(OpStats::new);
         if o.flags & FLAG_MISMATCH != 0 {
             s.mismatches += 1;
@@ -482,6 +516,7 @@ impl Collector {
                     spectrum: spectrum(&s.guest, &s.host),
                 })
                 .collect(),
+            clones: std::mem::take(&mut self.clones).into_values().collect(),
             series: self.series,
             windows: self.closed,
             hlog: self.hlog.finish(end.saturating_duration_since(self.clock.zero())),

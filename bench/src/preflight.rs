@@ -62,6 +62,7 @@ pub struct Loaded {
 }
 
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one per run
 enum What {
     Derive { scenario: Box<Scenario>, workload: Workload, repetitions: u32, cells: Vec<Cell> },
     Replay(Box<Plan>),

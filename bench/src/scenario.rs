@@ -217,9 +217,14 @@ pub struct Scenario {
     /// The workload, inline ...
     #[serde(default)]
     pub workload: Option<Workload>,
-    /// ... or the first job of a fio job file, relative to the scenario's directory.
+    /// ... or every job of a fio job file: any readable path, absolute or relative to the
+    /// scenario's directory (it is only read).
     #[serde(default)]
     pub fio_file: Option<PathBuf>,
+    /// The directory the job file's absolute paths were written for: paths below it are
+    /// taken inside the share (`/data1/x` with `fio_mount = "/data1"` is `x`).
+    #[serde(default)]
+    pub fio_mount: Option<String>,
     #[serde(default)]
     pub migration: MigrationPlan,
     #[serde(default)]
@@ -472,13 +477,8 @@ impl Scenario {
                 }
             }
             (None, Some(f)) => {
-                if f.is_absolute() || f.components().any(|x| matches!(x, std::path::Component::ParentDir)) {
-                    // A job file next to the scenario is fine; anywhere on the host is not.
-                    c.add(
-                        "",
-                        "fio_file",
-                        format!("'{}' must be a path below the scenario's directory", f.display()),
-                    );
+                if f.as_os_str().is_empty() {
+                    c.add("", "fio_file", "names no file: give the job file's path".into());
                 }
             }
             _ => c.add(
@@ -534,12 +534,12 @@ impl Scenario {
         let p = scenario_path.parent().unwrap_or(Path::new(".")).join(file);
         let text =
             std::fs::read_to_string(&p).map_err(|source| ScenarioError::Read { path: p.clone(), source })?;
-        let jobs = miglab_workloads::fio::parse(&text)
-            .map_err(|e| ScenarioError::FioFile { path: p.clone(), message: e.to_string() })?;
-        jobs.into_iter()
-            .next()
-            .map(Workload::Fio)
-            .ok_or_else(|| ScenarioError::FioFile { path: p, message: "no jobs".into() })
+        let name =
+            p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "job-file".into());
+        let ctx = miglab_workloads::fio::Context { mount: self.fio_mount.clone() };
+        miglab_workloads::fio::import(&text, &name, &ctx)
+            .map(|i| Workload::FioFile(i.file))
+            .map_err(|e| ScenarioError::FioFile { path: p, message: e.to_string() })
     }
 }
 

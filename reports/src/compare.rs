@@ -61,7 +61,8 @@ pub fn metric(key: &str) -> Metric {
 
 /// One run's headline values: every migration's downtimes, stall, total time and throughput
 /// in its window (the first migration's unsuffixed, the N-th's with `.hopN`; follow-ups after
-/// a failure aside), and the p99 of every workload op kind (guest clock).
+/// a failure aside), and the p99 of every workload op kind (guest clock) — per job too, for
+/// a job file of several jobs.
 pub fn headline(r: &RunResult) -> BTreeMap<String, f64> {
     let mut m = BTreeMap::new();
     for (i, mig) in r.migrations.iter().filter(|m| !m.follow_up).enumerate() {
@@ -81,6 +82,13 @@ pub fn headline(r: &RunResult) -> BTreeMap<String, f64> {
     }
     for o in r.ops.iter().filter(|o| o.op != "verify" && o.count > 0) {
         m.insert(format!("p99_us.{}", o.op), o.guest.p99_us as f64);
+    }
+    // A job file's jobs, each apart (only when there are several: one job is the whole run).
+    for j in r.jobs.iter().filter(|_| r.jobs.len() > 1) {
+        for o in j.ops.iter().filter(|o| o.count > 0) {
+            m.insert(format!("p99_us.{}.{}", j.name, o.op), o.guest.p99_us as f64);
+            m.insert(format!("ops.{}.{}", j.name, o.op), o.count as f64);
+        }
     }
     m
 }

@@ -116,6 +116,7 @@ pub fn run_report(r: &RunResult) -> Result<String, ChartError> {
     let mut h = String::new();
     outcome_section(&mut h, r);
     figures_section(&mut h, r);
+    jobs_section(&mut h, r);
     over_time_section(&mut h, r)?;
     faults_section(&mut h, r);
     verification_section(&mut h, r);
@@ -260,6 +261,55 @@ fn figures_section(h: &mut String, r: &RunResult) {
             r.stream.bad_frames,
             r.stream.records_dropped.map_or("an unknown number of (the agent never reported)".into(), |d| d.to_string())
         );
+    }
+}
+
+/// A job file's jobs, each apart, and its reporting groups (fio's `group_reporting`).
+fn jobs_section(h: &mut String, r: &RunResult) {
+    if r.jobs.is_empty() {
+        return;
+    }
+    h.push_str("<h2>Jobs</h2>");
+    let rows = |list: &[crate::JobSummary]| -> Vec<Vec<String>> {
+        list.iter()
+            .flat_map(|j| {
+                j.ops.iter().map(move |o| {
+                    vec![
+                        j.name.clone(),
+                        j.description.clone(),
+                        j.group.to_string(),
+                        j.clones.to_string(),
+                        o.op.clone(),
+                        o.count.to_string(),
+                        o.failed.to_string(),
+                        o.mismatches.to_string(),
+                        format!("{:.1}", o.bytes as f64 / 1e6),
+                        us(o.guest.count, o.guest.p50_us),
+                        us(o.guest.count, o.guest.p99_us),
+                        us(o.guest.count, o.guest.max_us),
+                    ]
+                })
+            })
+            .collect()
+    };
+    let head = [
+        "job",
+        "description",
+        "group",
+        "clones",
+        "op",
+        "successful",
+        "failed",
+        "mismatched",
+        "MB",
+        "guest p50 µs",
+        "guest p99 µs",
+        "guest max µs",
+    ];
+    h.push_str(&table(&head, &rows(&r.jobs)));
+    if r.groups.len() > 1 {
+        h.push_str("<p class=\"sub\">By reporting group (a new group at stonewall or new_group), as fio's group_reporting sums them:</p>");
+        h.push_str(&table(&head, &rows(&r.groups)));
     }
 }
 

@@ -19,7 +19,8 @@ pub use migration::{
 };
 pub use outcome::{Expect, RunOutcome, Thresholds};
 pub use result::{
-    BinaryInfo, Bucket, Clock, FaultRecord, HostRecord, Latency, OpSummary, Provenance, RunResult, RunStatus,
-    SpectrumPoint, StreamHealth, TopologyRecord, Verification, Window, WindowKind, SPECTRUM,
+    BinaryInfo, Bucket, Clock, FaultRecord, HostRecord, JobSummary, Latency, OpSummary, Provenance,
+    RunResult, RunStatus, SpectrumPoint, StreamHealth, TopologyRecord, Verification, Window, WindowKind,
+    SPECTRUM,
 };
 pub use timings::{Phase, Timings};

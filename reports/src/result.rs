@@ -41,6 +41,20 @@ pub struct Latency {
     pub max_us: u64,
 }
 
+/// One job of a fio job file (all its clones), or one reporting group of jobs (fio's
+/// `group_reporting`): its ops by kind.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobSummary {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// The reporting group (a new one at `stonewall` or `new_group`).
+    pub group: u32,
+    pub clones: u32,
+    /// Ops by kind: counts, bytes and the guest's latency (the host's is in `ops`, whole-run).
+    pub ops: Vec<OpSummary>,
+}
+
 /// Everything about one op kind.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct OpSummary {
@@ -372,6 +386,12 @@ pub struct RunResult {
     pub plan: serde_json::Value,
     pub workload: serde_json::Value,
     pub ops: Vec<OpSummary>,
+    /// A fio job file's jobs, each apart (its clones together), in the file's order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<JobSummary>,
+    /// ... and its reporting groups, as fio's `group_reporting` sums them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<JobSummary>,
     pub migrations: Vec<MigrationRecord>,
     pub windows: Vec<Window>,
     #[serde(default)]
@@ -407,6 +427,8 @@ impl RunResult {
             plan: serde_json::Value::Null,
             workload: serde_json::Value::Null,
             ops: Vec::new(),
+            jobs: Vec::new(),
+            groups: Vec::new(),
             migrations: Vec::new(),
             windows: Vec::new(),
             faults: Vec::new(),

@@ -16,6 +16,7 @@ pub const GUEST_MOUNT: &str = "/mnt/cephfs";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "kebab-case")]
+#[allow(clippy::large_enum_variant)] // a handful per run, never in a hot path
 pub enum Command {
     /// Answered with `Hello` (the host may send it until the agent is up).
     Hello,

@@ -274,7 +274,12 @@ impl Pacer {
     }
 
     /// fio's pacing: `rate` in bytes/s, `rate_iops` in ops/s (the stricter applies).
-    fn fio(bytes_per_s: Option<u64>, iops: Option<u64>, process: crate::pattern::RateProcess, seed: u64) -> Self {
+    fn fio(
+        bytes_per_s: Option<u64>,
+        iops: Option<u64>,
+        process: crate::pattern::RateProcess,
+        seed: u64,
+    ) -> Self {
         let mut p = Self::new(iops.map(|r| r as f64));
         p.per_byte = bytes_per_s.filter(|r| *r > 0).map(|r| 1.0 / r as f64).unwrap_or(0.0);
         if process == crate::pattern::RateProcess::Poisson {

@@ -1,68 +1,9 @@
 //! Job specs: what a guest runs. Written in TOML inside scenarios (or imported from a fio job
 //! file by the `fio` module) and sent to the agent as JSON.
 
-pub use crate::pattern::{BlockSizes, Distribution, RateProcess};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::fmt;
+pub use crate::pattern::{BadSize, BlockSizes, Distribution, RateProcess, Size};
+use serde::{Deserialize, Serialize};
 use std::str::FromStr;
-
-/// A byte count written the fio way: `4096`, `4k`, `1M`, `2g` (powers of 1024).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub struct Size(pub u64);
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("'{0}' is not a size: write bytes or a number with k, m, g or t (powers of 1024), e.g. 4k")]
-pub struct BadSize(pub String);
-
-impl FromStr for Size {
-    type Err = BadSize;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let t = s.trim().to_ascii_lowercase();
-        let t = t.strip_suffix("ib").or_else(|| t.strip_suffix('b')).unwrap_or(&t);
-        let (num, mult) = match t.chars().last() {
-            Some('k') => (&t[..t.len() - 1], 1u64 << 10),
-            Some('m') => (&t[..t.len() - 1], 1 << 20),
-            Some('g') => (&t[..t.len() - 1], 1 << 30),
-            Some('t') => (&t[..t.len() - 1], 1 << 40),
-            _ => (t, 1),
-        };
-        let n: u64 = num.trim().parse().map_err(|_| BadSize(s.into()))?;
-        n.checked_mul(mult).map(Size).ok_or_else(|| BadSize(s.into()))
-    }
-}
-
-impl fmt::Display for Size {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.0;
-        for (unit, shift) in [("g", 30), ("m", 20), ("k", 10)] {
-            if n >= 1 << shift && n % (1 << shift) == 0 {
-                return write!(f, "{}{unit}", n >> shift);
-            }
-        }
-        write!(f, "{n}")
-    }
-}
-
-impl Serialize for Size {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
-    }
-}
-
-impl<'de> Deserialize<'de> for Size {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(u64),
-            S(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::N(n) => Ok(Size(n)),
-            Raw::S(s) => s.parse().map_err(serde::de::Error::custom),
-        }
-    }
-}
 
 /// fio's `rw`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -332,6 +273,23 @@ fn yes() -> bool {
     true
 }
 
+/// fio's `:`-separated file names, where `\:` is a colon inside a name.
+pub fn split_names(v: &str) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut chars = v.trim().chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&':') => {
+                out.last_mut().into_iter().for_each(|s| s.push(':'));
+                chars.next();
+            }
+            ':' => out.push(String::new()),
+            c => out.last_mut().into_iter().for_each(|s| s.push(c)),
+        }
+    }
+    out.into_iter().filter(|s| !s.is_empty()).collect()
+}
+
 /// Checks that `p` names something inside the shared file system: relative, no `..`.
 pub fn check_relative(what: &str, p: &str) -> Result<(), String> {
     let path = std::path::Path::new(p);
@@ -433,8 +391,15 @@ impl FioJob {
         }
     }
 
+    /// The job's directory below the CephFS root: `directory`, else `miglab/<name>`, else for
+    /// files named with `filename` `miglab` — fio takes them from its working directory, so
+    /// every job naming a file shares it.
     pub fn dir(&self) -> String {
-        self.directory.clone().unwrap_or_else(|| format!("miglab/{}", self.name))
+        match (&self.directory, &self.filename) {
+            (Some(d), _) => d.clone(),
+            (None, Some(_)) => "miglab".into(),
+            (None, None) => format!("miglab/{}", self.name),
+        }
     }
 
     /// The block sizes as fio would write them (`4k`, `4k,8k`, `4k/10:64k/90`).
@@ -502,7 +467,7 @@ impl FioJob {
     /// How many files each clone uses.
     pub fn files_per_clone(&self) -> u32 {
         match &self.filename {
-            Some(f) => f.split(':').filter(|n| !n.is_empty()).count() as u32,
+            Some(f) => split_names(f).len() as u32,
             None => self.nrfiles,
         }
     }
@@ -511,7 +476,7 @@ impl FioJob {
     /// by every clone) or its `filename_format`.
     pub fn file_names(&self, clone: u32) -> Vec<String> {
         if let Some(f) = &self.filename {
-            return f.split(':').filter(|n| !n.is_empty()).map(str::to_string).collect();
+            return split_names(f);
         }
         let format = self.filename_format.as_deref().unwrap_or("$jobname.$jobnum.$filenum");
         (0..self.nrfiles)
@@ -549,7 +514,8 @@ impl FioJob {
     /// Verification units of every file of every clone, for the memory the engine needs.
     pub fn total_blocks(&self) -> u64 {
         let hi = self.filesize.map(|(_, hi)| hi.0).unwrap_or_else(|| self.file_size());
-        let files = u64::from(self.files_per_clone()) * if self.filename.is_some() { 1 } else { u64::from(self.numjobs) };
+        let files = u64::from(self.files_per_clone())
+            * if self.filename.is_some() { 1 } else { u64::from(self.numjobs) };
         (hi + self.offset.0) / self.unit() * files
     }
 
@@ -582,12 +548,9 @@ impl FioJob {
     /// Checks what serde cannot: sizes that fit together, times that are times, paths that
     /// stay inside the file system.
     pub fn validate(&self) -> Result<(), String> {
-        if self.name.is_empty()
-            || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            || self.name.starts_with('.')
-        {
+        if self.name.is_empty() || self.name.contains(['/', '\0']) || self.name.starts_with('.') {
             return Err(format!(
-                "job name '{}' must be letters, digits, '-', '_' or '.' (it names the job's files)",
+                "job name '{}' must not be empty, start with '.' or contain '/' (it names the job's files)",
                 self.name
             ));
         }
@@ -825,7 +788,9 @@ impl FioFile {
         }
         let clones: u32 = self.jobs.iter().map(|j| j.numjobs).sum();
         if clones > MAX_CLONES {
-            return Err(format!("{clones} clones in all (numjobs summed over the jobs): at most {MAX_CLONES}"));
+            return Err(format!(
+                "{clones} clones in all (numjobs summed over the jobs): at most {MAX_CLONES}"
+            ));
         }
         Ok(())
     }
@@ -834,6 +799,7 @@ impl FioFile {
 /// What a guest runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
+#[allow(clippy::large_enum_variant)] // one per run, never in a hot path
 pub enum Workload {
     ReadLoop(ReadLoopJob),
     Fio(FioJob),

@@ -3,8 +3,67 @@
 //! without fio's random map, zipf, pareto, normal, zoned), and how ops are paced (`rate` with
 //! `rate_process`). Pure and seedable, so each choice is unit-tested against fio's definition.
 
-use crate::job::Size;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::str::FromStr;
+
+/// A byte count written the fio way: `4096`, `4k`, `1M`, `2g` (powers of 1024).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Size(pub u64);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not a size: write bytes or a number with k, m, g or t (powers of 1024), e.g. 4k")]
+pub struct BadSize(pub String);
+
+impl FromStr for Size {
+    type Err = BadSize;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim().to_ascii_lowercase();
+        let t = t.strip_suffix("ib").or_else(|| t.strip_suffix('b')).unwrap_or(&t);
+        let (num, mult) = match t.chars().last() {
+            Some('k') => (&t[..t.len() - 1], 1u64 << 10),
+            Some('m') => (&t[..t.len() - 1], 1 << 20),
+            Some('g') => (&t[..t.len() - 1], 1 << 30),
+            Some('t') => (&t[..t.len() - 1], 1 << 40),
+            _ => (t, 1),
+        };
+        let n: u64 = num.trim().parse().map_err(|_| BadSize(s.into()))?;
+        n.checked_mul(mult).map(Size).ok_or_else(|| BadSize(s.into()))
+    }
+}
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0;
+        for (unit, shift) in [("g", 30), ("m", 20), ("k", 10)] {
+            if n >= 1 << shift && n % (1 << shift) == 0 {
+                return write!(f, "{}{unit}", n >> shift);
+            }
+        }
+        write!(f, "{n}")
+    }
+}
+
+impl Serialize for Size {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(Size(n)),
+            Raw::S(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
 
 /// Block sizes of one direction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

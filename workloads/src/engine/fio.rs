@@ -90,12 +90,15 @@ struct Shared {
     flows: BTreeMap<u32, (AtomicU64, i64)>,
 }
 
+/// A clone's files: an index into the file states, and its region in each.
+type CloneFiles = Vec<(usize, Region)>;
+
 /// The files of every job: one state per path, whoever names it.
 fn plan_files(
     file: &FioFile,
     root: &Path,
     seed: u64,
-) -> Result<(Vec<Arc<FileState>>, Vec<Vec<(usize, Region)>>), String> {
+) -> Result<(Vec<Arc<FileState>>, Vec<CloneFiles>), String> {
     // path -> (unit, size); each clone's (path, region) in instance order.
     let mut wanted: BTreeMap<PathBuf, (u64, u64, usize)> = BTreeMap::new();
     let mut per_instance = Vec::new();
@@ -124,7 +127,8 @@ fn plan_files(
         .enumerate()
         .map(|(i, (_, path, unit, size))| Arc::new(FileState::new(path, i as u32, unit, size)))
         .collect();
-    let index: BTreeMap<&Path, usize> = states.iter().enumerate().map(|(i, s)| (s.path.as_path(), i)).collect();
+    let index: BTreeMap<&Path, usize> =
+        states.iter().enumerate().map(|(i, s)| (s.path.as_path(), i)).collect();
     let regions = per_instance
         .into_iter()
         .map(|rs| rs.into_iter().map(|(p, r)| (index[p.as_path()], r)).collect())
@@ -161,14 +165,13 @@ pub(super) fn start(
     counters.laying_out.store(instances.len() as u32, Ordering::Relaxed);
     let shared = Arc::new(Shared {
         running: file.jobs.iter().map(|j| AtomicU32::new(j.numjobs)).collect(),
-        flows: file
-            .jobs
-            .iter()
-            .filter(|j| j.flow != 0)
-            .fold(BTreeMap::new(), |mut m: BTreeMap<u32, (AtomicU64, i64)>, j| {
+        flows: file.jobs.iter().filter(|j| j.flow != 0).fold(
+            BTreeMap::new(),
+            |mut m: BTreeMap<u32, (AtomicU64, i64)>, j| {
                 m.entry(j.flow_id).or_insert((AtomicU64::new(0), 0)).1 += j.flow.abs();
                 m
-            }),
+            },
+        ),
     });
     let barrier = Arc::new(Barrier::new(instances.len()));
     let mut laid_out = vec![false; states.len()];
@@ -255,7 +258,9 @@ impl Worker {
             }
             match fh.write_all_at(chunk, u * unit) {
                 Ok(()) => file.set_generation(u * unit, n * unit, 1),
-                Err(e) => self.counters.layout_failed(format!("writing {} at {}: {e}", path.display(), u * unit)),
+                Err(e) => {
+                    self.counters.layout_failed(format!("writing {} at {}: {e}", path.display(), u * unit))
+                }
             }
             self.counters.layout_done.fetch_add(n * unit, Ordering::Relaxed);
             u += n;
@@ -493,7 +498,8 @@ impl MinRate {
         let rate = self.bytes as f64 / spent.as_secs_f64();
         self.since = Instant::now();
         self.bytes = 0;
-        (rate < min as f64).then(|| format!("min rate {min} B/s not met: {rate:.0} B/s over {:.1} s", spent.as_secs_f64()))
+        (rate < min as f64)
+            .then(|| format!("min rate {min} B/s not met: {rate:.0} B/s over {:.1} s", spent.as_secs_f64()))
     }
 }
 
@@ -611,9 +617,16 @@ impl Verifier {
                         .count() as u64,
                     Err(_) => units,
                 };
-                Some(ReplacedPath { path: rel, now: "another file".into(), blocks_differ: differ, blocks: units })
+                Some(ReplacedPath {
+                    path: rel,
+                    now: "another file".into(),
+                    blocks_differ: differ,
+                    blocks: units,
+                })
             }
-            Err(_) => Some(ReplacedPath { path: rel, now: "nothing".into(), blocks_differ: units, blocks: units }),
+            Err(_) => {
+                Some(ReplacedPath { path: rel, now: "nothing".into(), blocks_differ: units, blocks: units })
+            }
         }
     }
 }
@@ -863,6 +876,39 @@ mod tests {
         assert_eq!(recs.iter().filter(|o| o.op == Op::Write).count(), 16);
         assert_eq!(recs.iter().filter(|o| o.op == Op::Fsync).count(), 1, "end_fsync");
         assert!(r.verify(buf.as_ref(), &never).clean());
+    }
+
+    /// A whole job file: two clones writing one shared file at mixed sizes (bssplit) while a
+    /// zipf reader reads it, then a stonewalled job that runs only after both: every unit of
+    /// the shared file verifies, and the records say which clone did what.
+    #[test]
+    fn a_job_file_runs_its_jobs_in_order_on_shared_files_and_verifies() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let text = "[global]\nfilename=shared\nsize=512k\n\n[w]\nrw=randwrite\nbssplit=4k/50:16k/50\nnumjobs=2\nnorandommap\nloops=4\n\n\
+                    [r]\nrw=randread\nrandom_distribution=zipf:1.1\nloops=4\n\n[after]\nstonewall\nrw=read\nbs=64k\n";
+        let f = crate::fio::import(text, "f", &crate::fio::Context::default()).expect("accepted").file;
+        let buf = Arc::new(RecordBuffer::new(1 << 20));
+        let r = start_workload(&Workload::FioFile(f), dir.path(), buf.clone(), TAG).expect("start");
+        let t = Instant::now();
+        while !r.finished() {
+            assert!(t.elapsed() < Duration::from_secs(30), "the file never ended");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let recs = collect(&buf);
+        assert!(recs.iter().all(|o| !o.failed() && o.flags & crate::record::FLAG_MISMATCH == 0), "clean");
+        for clone in 0..4u16 {
+            assert!(recs.iter().any(|o| o.job == clone), "clone {clone} ran");
+        }
+        let sizes: std::collections::BTreeSet<u32> =
+            recs.iter().filter(|o| o.op == Op::Write).map(|o| o.bytes).collect();
+        assert_eq!(sizes, [4096, 16384].into_iter().collect(), "bssplit's sizes");
+        // The stonewalled job started after the last op of the others.
+        let last_before = recs.iter().filter(|o| o.job < 3).map(|o| o.complete_ns).max().expect("ops");
+        let first_after = recs.iter().filter(|o| o.job == 3).map(|o| o.submit_ns).min().expect("after ran");
+        assert!(first_after >= last_before, "stonewall");
+        let report = r.verify(buf.as_ref(), &never);
+        assert_eq!(report.blocks, 128, "one shared file of 512k in 4k units");
+        assert!(report.clean(), "{:?}", report.bad);
     }
 
     #[test]

@@ -35,7 +35,16 @@ impl FileState {
     pub fn new(path: PathBuf, number: u32, unit: u64, size: u64) -> Self {
         let units = (size / unit) as usize;
         let zeros = || (0..units).map(|_| AtomicU32::new(0)).collect::<Vec<_>>();
-        Self { path, number, unit, size, acked: zeros(), errored: zeros(), lock: zeros(), held: Mutex::new(None) }
+        Self {
+            path,
+            number,
+            unit,
+            size,
+            acked: zeros(),
+            errored: zeros(),
+            lock: zeros(),
+            held: Mutex::new(None),
+        }
     }
 
     pub fn units(&self) -> u64 {

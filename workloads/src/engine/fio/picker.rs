@@ -98,10 +98,27 @@ impl Picker {
         let read = self.rng.below(100) < self.read_pct;
         let file = self.rr % self.files.len().max(1);
         self.rr = self.rr.wrapping_add(1);
-        let want = self.sizes[usize::from(!read)].pick(self.rng.next_u64());
+        let mut want = self.sizes[usize::from(!read)].pick(self.rng.next_u64());
         let random = self.random && self.rng.below(100) < self.percentage_random;
         let off = if random { self.random_offset(file) } else { self.seq_offset(file, read, want) };
-        let f = &self.files[file].region;
+        let f = self.files[file].region;
+        // As fio: a size that does not fit before the end is drawn again.
+        for _ in 0..16 {
+            if off + want <= f.start + f.len {
+                break;
+            }
+            want = self.sizes[usize::from(!read)].pick(self.rng.next_u64());
+        }
+        if off + want > f.start + f.len {
+            // Still too large: the largest size of the job's that fits.
+            let room = f.start + f.len - off;
+            want = self.sizes[usize::from(!read)]
+                .sizes()
+                .into_iter()
+                .filter(|s| *s <= room)
+                .max()
+                .unwrap_or(want);
+        }
         // An op that would run past the region's end is cut there, in whole units, as fio
         // cuts it at the file's end.
         let room = f.start + f.len - off;
@@ -225,7 +242,7 @@ mod tests {
             assert!(n.off + n.len <= 1 << 20 && n.len % 4096 == 0 && n.len > 0, "{n:?}");
             bytes += n.len;
         }
-        assert!(bytes >= 1 << 20 && bytes < (1 << 20) + 65536);
+        assert!((1 << 20..(1 << 20) + 65536).contains(&bytes));
         // percentage_random=0 makes a random job sequential.
         j.percentage_random = 0;
         j.bs_read = None;

@@ -74,7 +74,11 @@ impl Worker {
         loop {
             // Queue up to a batch while slots are free and the job goes on.
             let mut queued = 0;
-            while queued < batch && !q.free.is_empty() && !rate_failed && (pending.is_some() || self.more(&c, &pick)) {
+            while queued < batch
+                && !q.free.is_empty()
+                && !rate_failed
+                && (pending.is_some() || self.more(&c, &pick))
+            {
                 let next = match pending.take() {
                     Some(p) => p,
                     None => {
