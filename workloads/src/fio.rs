@@ -260,6 +260,14 @@ fn apply(
     if option.starts_with("verify") || option == "do_verify" {
         return mapped("miglab verifies every block of every file itself (a header with file, offset, generation and run, and a checksum), inline on every read and in a full pass after the run");
     }
+    if let Some(field) = flag_option(job, option) {
+        *field = flag(value);
+        return ran();
+    }
+    if let Some(field) = count_option(job, option) {
+        *field = u32_(value)?;
+        return ran();
+    }
     match option {
         "rw" | "readwrite" => {
             let (kind, modifier) = match value.split_once(':') {
@@ -367,30 +375,6 @@ fn apply(
             job.io_size.get_or_insert(job.size);
             ran()
         }
-        "nrfiles" => {
-            job.nrfiles = u32_(value)?;
-            ran()
-        }
-        "numjobs" => {
-            job.numjobs = u32_(value)?;
-            ran()
-        }
-        "iodepth" => {
-            job.iodepth = u32_(value)?;
-            ran()
-        }
-        "iodepth_batch_submit" | "iodepth_batch" => {
-            job.iodepth_batch_submit = u32_(value)?;
-            ran()
-        }
-        "iodepth_batch_complete_max" => {
-            job.iodepth_batch_complete_max = u32_(value)?;
-            ran()
-        }
-        "iodepth_batch_complete_min" | "iodepth_batch_complete" => {
-            job.iodepth_batch_complete_min = u32_(value)?;
-            ran()
-        }
         "rwmixread" => {
             job.rwmixread = int(value)?.min(100) as u8;
             ran()
@@ -437,26 +421,6 @@ fn apply(
             ran()
         }
         "rate_ignore_thinktime" => ignored("pacing and thinktime are independent in miglab, as this option asks"),
-        "fsync" => {
-            job.fsync = u32_(value)?;
-            ran()
-        }
-        "fdatasync" => {
-            job.fdatasync = u32_(value)?;
-            ran()
-        }
-        "end_fsync" => {
-            job.end_fsync = flag(value);
-            ran()
-        }
-        "fsync_on_close" => {
-            job.fsync_on_close = flag(value);
-            ran()
-        }
-        "direct" => {
-            job.direct = flag(value);
-            ran()
-        }
         "buffered" => {
             job.direct = !flag(value);
             ran()
@@ -531,18 +495,6 @@ fn apply(
             "offload" => mapped("each clone submits from its own thread, as inline (fio's offload hands submission to a helper thread)"),
             _ => Err(bad("inline or offload".into())),
         },
-        "invalidate" => {
-            job.invalidate = flag(value);
-            ran()
-        }
-        "time_based" => {
-            job.time_based = flag(value);
-            ran()
-        }
-        "norandommap" => {
-            job.norandommap = flag(value);
-            ran()
-        }
         "randrepeat" | "randseed" | "allrandrepeat" => mapped("the run's seed makes every job's choices repeatable"),
         "random_generator" => mapped("miglab's own seeded generator draws the offsets (fio's tausworthe/lfsr give a different sequence with the same distribution)"),
         "random_distribution" => {
@@ -560,16 +512,8 @@ fn apply(
             job.offset = size(value)?;
             ran()
         }
-        "loops" => {
-            job.loops = u32_(value)?;
-            ran()
-        }
         "thinktime" => {
             job.thinktime_us = (time_in(value, 1e-6).ok_or_else(|| bad("not a time".into()))? * 1e6).round() as u64;
-            ran()
-        }
-        "thinktime_blocks" => {
-            job.thinktime_blocks = u32_(value)?;
             ran()
         }
         "thinktime_spin" => ignored("miglab sleeps the whole thinktime"),
@@ -577,24 +521,12 @@ fn apply(
             job.flow = value.trim().parse::<i64>().map_err(|_| bad("a whole number".into()))?;
             ran()
         }
-        "flow_id" => {
-            job.flow_id = u32_(value)?;
-            ran()
-        }
         "flow_sleep" => {
             job.flow_sleep_us = (time_in(value, 1e-6).ok_or_else(|| bad("not a time".into()))? * 1e6) as u64;
             ran()
         }
-        "stonewall" | "wait_for_previous" => {
-            job.stonewall = flag(value);
-            ran()
-        }
         "wait_for" => {
             job.wait_for = Some(value.trim().to_string());
-            ran()
-        }
-        "new_group" => {
-            job.new_group = flag(value);
             ran()
         }
         "thread" | "threads" => mapped("the agent runs every clone as a thread"),
@@ -615,6 +547,39 @@ fn apply(
         }
         _ => Err(FioError::Unsupported { line, option: option.into() }),
     }
+}
+
+/// The job's field an on/off option sets (a bare option is on).
+fn flag_option<'a>(job: &'a mut FioJob, option: &str) -> Option<&'a mut bool> {
+    Some(match option {
+        "end_fsync" => &mut job.end_fsync,
+        "fsync_on_close" => &mut job.fsync_on_close,
+        "direct" => &mut job.direct,
+        "invalidate" => &mut job.invalidate,
+        "time_based" => &mut job.time_based,
+        "norandommap" => &mut job.norandommap,
+        "new_group" => &mut job.new_group,
+        "stonewall" | "wait_for_previous" => &mut job.stonewall,
+        _ => return None,
+    })
+}
+
+/// The job's field a whole-number option sets.
+fn count_option<'a>(job: &'a mut FioJob, option: &str) -> Option<&'a mut u32> {
+    Some(match option {
+        "nrfiles" => &mut job.nrfiles,
+        "numjobs" => &mut job.numjobs,
+        "iodepth" => &mut job.iodepth,
+        "iodepth_batch_submit" | "iodepth_batch" => &mut job.iodepth_batch_submit,
+        "iodepth_batch_complete_min" | "iodepth_batch_complete" => &mut job.iodepth_batch_complete_min,
+        "iodepth_batch_complete_max" => &mut job.iodepth_batch_complete_max,
+        "fsync" => &mut job.fsync,
+        "fdatasync" => &mut job.fdatasync,
+        "loops" => &mut job.loops,
+        "thinktime_blocks" => &mut job.thinktime_blocks,
+        "flow_id" => &mut job.flow_id,
+        _ => return None,
+    })
 }
 
 /// fio's `random_distribution` values.
