@@ -129,6 +129,10 @@ pub enum BenchCmd {
         /// fio job files (every job of each) [default: 4k randread qd1 and 1M sequential write].
         #[arg(long)]
         job: Vec<PathBuf>,
+        /// Run each job file whole (its jobs together, as fio runs the file) and compare per
+        /// job, instead of each job on its own.
+        #[arg(long, requires = "job")]
+        whole: bool,
     },
     /// The collector's memory over a long run at a high op rate (synthetic stream, no lab).
     Collector {

@@ -11,7 +11,7 @@ use miglab_infra::paths;
 use miglab_infra::process::{self, ToolError};
 use miglab_infra::topology::Site;
 use miglab_workloads::engine::{self, now_ns, RecordBuffer};
-use miglab_workloads::job::{FioJob, Rw, Workload};
+use miglab_workloads::job::{BlockSizes, FioFile, FioJob, RateProcess, Rw, Workload};
 use miglab_workloads::record::Record;
 use miglab_workloads::verify::{RunTag, VerifyReport};
 use serde::Serialize;
@@ -155,6 +155,16 @@ pub struct Figures {
 }
 
 impl Figures {
+    /// An op kind's figures over `secs`.
+    pub fn of(o: &miglab_reports::OpSummary, secs: f64) -> Self {
+        Figures {
+            iops: o.count as f64 / secs,
+            mib_s: o.bytes as f64 / secs / 1048576.0,
+            p50_us: o.guest.p50_us as f64,
+            p99_us: o.guest.p99_us as f64,
+        }
+    }
+
     /// Each figure divided by `other`'s.
     pub fn ratio_to(&self, other: &Figures) -> Figures {
         let r = |a: f64, b: f64| a / b.max(1e-9);
@@ -174,30 +184,27 @@ pub struct Sides {
     pub write: Option<Figures>,
 }
 
-fn directions(job: &FioJob) -> (bool, bool) {
-    let r = job.rw.read_percent(job.rwmixread);
-    (r > 0, r < 100)
-}
-
 /// The engine's figures for `job` over the `secs` measured (successful ops only: the
 /// collector counts nothing else; the ramp is not recorded at all).
 pub fn engine_figures(c: &Collected, job: &FioJob, secs: f64) -> Sides {
     let side = |op: &str| {
         let o = c.ops.iter().find(|o| o.op == op).cloned().unwrap_or_default();
-        Figures {
-            iops: o.count as f64 / secs,
-            mib_s: o.bytes as f64 / secs / 1048576.0,
-            p50_us: o.guest.p50_us as f64,
-            p99_us: o.guest.p99_us as f64,
-        }
+        Figures::of(&o, secs)
     };
-    let (r, w) = directions(job);
+    let (r, w) = job.directions();
     Sides { read: r.then(|| side("read")), write: w.then(|| side("write")) }
 }
 
 /// fio's command line for `job` on `dir`, time-based for `secs` after the job's ramp: every
 /// option the importer accepts is passed on, so both tools run the same job.
 pub fn fio_args(job: &FioJob, dir: &Path, secs: u64) -> Vec<String> {
+    let mut a = job_args(job, dir, secs);
+    a.extend(["--group_reporting".into(), "--output-format=json".into()]);
+    a
+}
+
+/// fio's options for one job (from `--name` on), time-based for `secs` after its ramp.
+pub fn job_args(job: &FioJob, dir: &Path, secs: u64) -> Vec<String> {
     let rw = match job.rw {
         Rw::Read => "read",
         Rw::Write => "write",
@@ -206,6 +213,7 @@ pub fn fio_args(job: &FioJob, dir: &Path, secs: u64) -> Vec<String> {
         Rw::Readwrite => "readwrite",
         Rw::Randrw => "randrw",
     };
+    let rw = if job.rw_skip != 0 { format!("{rw}:{}", job.rw_skip) } else { rw.to_string() };
     let mut a = vec![
         format!("--name={}", job.name),
         format!("--directory={}", dir.display()),
@@ -221,9 +229,7 @@ pub fn fio_args(job: &FioJob, dir: &Path, secs: u64) -> Vec<String> {
         format!("--invalidate={}", u8::from(job.invalidate)),
         format!("--runtime={secs}"),
         "--time_based".into(),
-        "--group_reporting".into(),
         "--lat_percentiles=1".into(),
-        "--output-format=json".into(),
     ];
     if job.ioengine.asynchronous() {
         a.push(format!("--iodepth_batch_submit={}", job.iodepth_batch_submit));
@@ -250,17 +256,106 @@ pub fn fio_args(job: &FioJob, dir: &Path, secs: u64) -> Vec<String> {
     if job.end_fsync {
         a.push("--end_fsync=1".into());
     }
+    a.extend(shape_args(job));
+    a
+}
+
+/// fio's spelling of a job's block sizes.
+fn fio_sizes(b: &BlockSizes) -> (&'static str, String) {
+    match b {
+        BlockSizes::Fixed(s) => ("bs", s.0.to_string()),
+        BlockSizes::Range { min, max } => ("bsrange", format!("{}-{}", min.0, max.0)),
+        BlockSizes::Split(v) => {
+            ("bssplit", v.iter().map(|(s, w)| format!("{}/{w}", s.0)).collect::<Vec<_>>().join(":"))
+        }
+    }
+}
+
+/// The options of a job's shape beyond the basics: block sizes per direction, the random
+/// distribution, files, order, pacing and think time.
+fn shape_args(job: &FioJob) -> Vec<String> {
+    let mut a = Vec::new();
+    if job.bs_read.is_some() || job.bs_write.is_some() {
+        let ((kr, r), (kw, w)) = (fio_sizes(&job.sizes(true)), fio_sizes(&job.sizes(false)));
+        if kr == kw {
+            a.push(if r == w { format!("--{kr}={r}") } else { format!("--{kr}={r},{w}") });
+        } else {
+            a.push(format!("--{kr}={r},"));
+            a.push(format!("--{kw}=,{w}"));
+        }
+    }
+    if !job.random_distribution.uniform() {
+        a.push(format!("--random_distribution={}", job.random_distribution.describe()));
+    }
+    let flags = [
+        (job.norandommap, "--norandommap"),
+        (job.stonewall, "--stonewall"),
+        (job.new_group, "--new_group"),
+        (job.sync, "--sync=1"),
+        (job.fsync_on_close, "--fsync_on_close=1"),
+        (job.rate_process == RateProcess::Poisson, "--rate_process=poisson"),
+    ];
+    a.extend(flags.iter().filter(|(on, _)| *on).map(|(_, f)| f.to_string()));
+    let opt = |k: &str, v: Option<String>| v.map(|v| format!("--{k}={v}"));
+    a.extend(
+        [
+            opt("filename", job.filename.clone()),
+            opt("filename_format", job.filename_format.clone()),
+            opt("wait_for", job.wait_for.clone()),
+            opt("filesize", job.filesize.map(|(lo, hi)| format!("{}-{}", lo.0, hi.0))),
+            opt("io_size", job.io_size.map(|s| s.0.to_string())),
+            opt("blockalign", job.blockalign.map(|s| s.0.to_string())),
+            opt("rate_min", job.rate_min.map(|s| s.0.to_string())),
+            opt(
+                "percentage_random",
+                (job.percentage_random != 100).then(|| job.percentage_random.to_string()),
+            ),
+            opt("offset", (job.offset.0 > 0).then(|| job.offset.0.to_string())),
+            opt("thinktime", (job.thinktime_us > 0).then(|| job.thinktime_us.to_string())),
+            opt("thinktime_blocks", (job.thinktime_blocks > 1).then(|| job.thinktime_blocks.to_string())),
+            opt(
+                "startdelay",
+                (job.startdelay > 0.0).then(|| format!("{}ms", (job.startdelay * 1e3).round())),
+            ),
+        ]
+        .into_iter()
+        .flatten(),
+    );
     a
 }
 
 /// Parses fio's JSON output into the figures of each direction the job does.
 pub fn parse_fio(json: &str, job: &FioJob) -> Result<Sides, HostModeError> {
-    // fio may print warnings before the JSON.
+    let v = fio_json(json)?;
+    sides_of(&v["jobs"][0], job)
+}
+
+/// fio's JSON (it may print warnings before it).
+fn fio_json(json: &str) -> Result<serde_json::Value, HostModeError> {
     let start = json.find('{').ok_or_else(|| HostModeError::FioOutput("no JSON".into()))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&json[start..]).map_err(|e| HostModeError::FioOutput(e.to_string()))?;
+    serde_json::from_str(&json[start..]).map_err(|e| HostModeError::FioOutput(e.to_string()))
+}
+
+/// The figures of each job of a whole file, by name, from fio's JSON (one entry per job: the
+/// file's jobs have one clone each and no group reporting).
+pub fn parse_fio_file(json: &str, jobs: &[FioJob]) -> Result<Vec<Sides>, HostModeError> {
+    let v = fio_json(json)?;
+    let entries = v["jobs"].as_array().cloned().unwrap_or_default();
+    jobs.iter()
+        .map(|job| {
+            let e = entries
+                .iter()
+                .find(|e| e["jobname"].as_str() == Some(job.name.as_str()))
+                .ok_or_else(|| HostModeError::FioOutput(format!("no job '{}' in fio's JSON", job.name)))?;
+            sides_of(e, job)
+        })
+        .collect()
+}
+
+/// One job's entry of fio's JSON: each direction it does.
+fn sides_of(entry: &serde_json::Value, job: &FioJob) -> Result<Sides, HostModeError> {
     let side = |dir: &str| -> Result<Figures, HostModeError> {
-        let j = &v["jobs"][0][dir];
+        let j = &entry[dir];
         // The whole latency, submission included (`lat_ns`, asked for with lat_percentiles):
         // what the engine measures. fio's clat starts after the submission, which with an
         // asynchronous engine that completes inline leaves almost nothing. Older output: clat.
@@ -283,11 +378,46 @@ pub fn parse_fio(json: &str, job: &FioJob) -> Result<Sides, HostModeError> {
             p99_us: pct("99.000000")?,
         })
     };
-    let (r, w) = directions(job);
+    let (r, w) = job.directions();
     Ok(Sides {
         read: if r { Some(side("read")?) } else { None },
         write: if w { Some(side("write")?) } else { None },
     })
+}
+
+/// Runs fio on a whole job file's `jobs`, each under `dir`/its directory, each time-based for
+/// `secs`; the figures of each job.
+pub fn run_fio_file(jobs: &[FioJob], dir: &Path, secs: u64) -> Result<Vec<Sides>, HostModeError> {
+    let mut args = vec!["--output-format=json".to_string()];
+    for job in jobs {
+        let d = dir.join(job.dir());
+        std::fs::create_dir_all(&d)
+            .map_err(|e| HostModeError::FioOutput(format!("create {}: {e}", d.display())))?;
+        args.extend(job_args(job, &d, secs));
+    }
+    let out = process::run_tool(
+        Command::new(paths::tool("fio")).args(&args),
+        Duration::from_secs(secs * jobs.len() as u64 + 600),
+    )?;
+    parse_fio_file(&out.stdout, jobs)
+}
+
+/// The engine's figures for each job of a whole file, from the clones' figures, over the
+/// `secs` each job ran.
+pub fn engine_file_figures(c: &Collected, file: &FioFile, secs: f64) -> Vec<Sides> {
+    let (jobs, _) = crate::assemble::job_summaries(file, &c.clones);
+    file.jobs
+        .iter()
+        .zip(jobs)
+        .map(|(job, summary)| {
+            let side = |op: &str| {
+                let o = summary.ops.iter().find(|o| o.op == op).cloned().unwrap_or_default();
+                Figures::of(&o, secs)
+            };
+            let (r, w) = job.directions();
+            Sides { read: r.then(|| side("read")), write: w.then(|| side("write")) }
+        })
+        .collect()
 }
 
 /// Runs fio with `job` on `dir` for `secs` (after its ramp).
@@ -335,6 +465,42 @@ mod tests {
         ] {
             assert!(a.contains(&want.to_string()), "{want} in {a:?}");
         }
+    }
+
+    /// The shapes of a job file reach fio as the file wrote them.
+    #[test]
+    fn fio_gets_a_job_files_shape() {
+        let text = "[w]\nrw=randrw\nbssplit=4k/50:16k/50\nfilename=s.dat\nrandom_distribution=zipf:1.2\nnorandommap\n\
+                    size=1m\n[r]\nstonewall\nrw=read:-8k\nbs=4k,8k\nsize=1m\nthinktime=200\nrate_process=poisson\nrate_iops=50\n";
+        let f = miglab_workloads::fio::import(text, "f", &Default::default()).expect("file").file;
+        let a = job_args(&f.jobs[0], Path::new("/m"), 5);
+        for want in [
+            "--bssplit=4096/50:16384/50",
+            "--filename=s.dat",
+            "--random_distribution=zipf:1.2",
+            "--norandommap",
+        ] {
+            assert!(a.contains(&want.to_string()), "{want} in {a:?}");
+        }
+        let a = job_args(&f.jobs[1], Path::new("/m"), 5);
+        for want in
+            ["--stonewall", "--rw=read:-8192", "--bs=4096,8192", "--thinktime=200", "--rate_process=poisson"]
+        {
+            assert!(a.contains(&want.to_string()), "{want} in {a:?}");
+        }
+        assert!(!a.iter().any(|x| x.contains("group_reporting")), "a whole file is reported per job");
+    }
+
+    #[test]
+    fn fio_json_of_a_file_is_read_per_job() {
+        let json = r#"{"jobs":[
+          {"jobname":"a","read":{"iops":10,"bw_bytes":40960,"lat_ns":{"percentile":{"50.000000":1000,"99.000000":5000}}},"write":{"iops":0,"bw_bytes":0}},
+          {"jobname":"b","read":{"iops":0,"bw_bytes":0},"write":{"iops":20,"bw_bytes":81920,"lat_ns":{"percentile":{"50.000000":2000,"99.000000":9000}}}}]}"#;
+        let jobs = [FioJob::new("b", Rw::Write), FioJob::new("a", Rw::Randread)];
+        let s = parse_fio_file(json, &jobs).expect("parses");
+        assert_eq!(s[0].write.as_ref().map(|f| f.iops), Some(20.0));
+        assert_eq!(s[1].read.as_ref().map(|f| f.p99_us), Some(5.0));
+        assert!(parse_fio_file(json, &[FioJob::new("c", Rw::Read)]).is_err(), "a job fio did not report");
     }
 
     #[test]

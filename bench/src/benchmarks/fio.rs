@@ -6,7 +6,7 @@
 use super::median;
 use crate::clock::RunClock;
 use crate::hostmode::{self, Figures, HostModeError, Sides};
-use miglab_workloads::job::{FioJob, Rw, Size, Workload};
+use miglab_workloads::job::{FioFile, FioJob, Rw, Size, Workload};
 use miglab_workloads::verify::RunTag;
 use std::path::Path;
 use std::time::Duration;
@@ -81,6 +81,69 @@ fn push(r: &mut (Rounds, Rounds), s: Sides, ours: bool) {
     }
 }
 
+/// Prints one job's rows: each direction, each tool's medians and the ratios.
+fn print_job(name: &str, r: &(Rounds, Rounds)) {
+    for (dir, rounds) in [("read", &r.0), ("write", &r.1)] {
+        if rounds.ours.is_empty() {
+            continue;
+        }
+        row(name, dir, "miglab", &rounds.ours);
+        row(name, dir, "fio", &rounds.theirs);
+        ratios(name, dir, rounds);
+    }
+}
+
+fn header() {
+    println!(
+        "{:<20} {:<5} {:<7} {:>10} {:>9} {:>9} {:>9}",
+        "job", "dir", "tool", "IOPS", "MiB/s", "p50 us", "p99 us"
+    );
+}
+
+/// Whole job files: each file's jobs run together in both tools, as fio runs the file —
+/// concurrently, or one after the other where `stonewall`/`wait_for` say — each job
+/// time-based for `secs` after its ramp, for `rounds` alternating rounds; figures per job.
+pub fn run_files(files: Vec<FioFile>, mount: &Path, secs: u64, rounds: u32) -> Result<(), HostModeError> {
+    let rounds = rounds.max(1);
+    println!(
+        "whole job files, engine vs fio on {} (ceph-fuse), host mode, {rounds} alternating rounds, each job {secs} s; \
+         medians of each tool,\nthen the median (range) of the ratios miglab/fio of neighbouring rounds",
+        mount.display()
+    );
+    header();
+    for mut file in files {
+        for job in &mut file.jobs {
+            job.runtime = Some(secs as f64);
+            job.time_based = true;
+        }
+        // Jobs run one after another where they wait; the longest chain bounds the run.
+        let chain = file.groups().last().map_or(1, |g| g + 1) as u64;
+        let ramp = file.jobs.iter().map(|j| j.ramp_time).fold(0.0, f64::max);
+        let duration = Duration::from_secs_f64(chain as f64 * (secs as f64 + ramp) + 5.0);
+        let mut per_job: Vec<(Rounds, Rounds)> = file.jobs.iter().map(|_| Default::default()).collect();
+        for round in 1..=rounds {
+            let say = |m: &str| eprintln!("  [{} round {round}/{rounds}] {m}", file.name);
+            let tag = RunTag { seed: u64::from(round), nonce: rand::random() };
+            let root = mount.join(format!("miglab-bench/{}", file.name));
+            std::fs::create_dir_all(&root)
+                .map_err(|e| HostModeError::FioOutput(format!("create {}: {e}", root.display())))?;
+            let w = Workload::FioFile(file.clone());
+            let (c, _) = hostmode::run(&w, &root, duration, tag, false, RunClock::start(), &say)?;
+            let ours = hostmode::engine_file_figures(&c, &file, secs as f64);
+            say("miglab done, fio next");
+            let theirs = hostmode::run_fio_file(&file.jobs, &mount.join(format!("fio-{}", file.name)), secs)?;
+            for ((o, t), r) in ours.into_iter().zip(theirs).zip(per_job.iter_mut()) {
+                push(r, o, true);
+                push(r, t, false);
+            }
+        }
+        for (job, r) in file.jobs.iter().zip(&per_job) {
+            print_job(&format!("{}/{}", file.name, job.name), r);
+        }
+    }
+    Ok(())
+}
+
 /// Runs every job for `rounds` alternating rounds of `secs` (after each job's ramp) on `mount`.
 pub fn run(jobs: Vec<FioJob>, mount: &Path, secs: u64, rounds: u32) -> Result<(), HostModeError> {
     let rounds = rounds.max(1);
@@ -88,10 +151,7 @@ pub fn run(jobs: Vec<FioJob>, mount: &Path, secs: u64, rounds: u32) -> Result<()
         "engine vs fio on {} (ceph-fuse), host mode, {rounds} alternating rounds of {secs} s; medians of each tool,\nthen the median (range) of the ratios miglab/fio of neighbouring rounds",
         mount.display()
     );
-    println!(
-        "{:<20} {:<5} {:<7} {:>10} {:>9} {:>9} {:>9}",
-        "job", "dir", "tool", "IOPS", "MiB/s", "p50 us", "p99 us"
-    );
+    header();
     for job in jobs {
         let mut job = job;
         job.runtime = None;
@@ -118,14 +178,7 @@ pub fn run(jobs: Vec<FioJob>, mount: &Path, secs: u64, rounds: u32) -> Result<()
             push(&mut r, ours, true);
             push(&mut r, theirs, false);
         }
-        for (dir, rounds) in [("read", &r.0), ("write", &r.1)] {
-            if rounds.ours.is_empty() {
-                continue;
-            }
-            row(&job.name, dir, "miglab", &rounds.ours);
-            row(&job.name, dir, "fio", &rounds.theirs);
-            ratios(&job.name, dir, rounds);
-        }
+        print_job(&job.name, &r);
     }
     Ok(())
 }

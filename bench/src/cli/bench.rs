@@ -10,21 +10,30 @@ use miglab_infra::vm::VmSpec;
 
 pub(super) fn bench_cmd(cmd: BenchCmd) -> Result<Finished, CliError> {
     match cmd {
-        BenchCmd::Fio { lab, host, secs, rounds, job } => {
+        BenchCmd::Fio { lab, host, secs, rounds, job, whole } => {
             let l = Lab::open(&lab.name, &lab.root())?;
             let mount = l.host(&host)?.mount_point();
-            let mut jobs = Vec::new();
+            let mut files = Vec::new();
             for f in &job {
                 let text = std::fs::read_to_string(f).map_err(|source| CliError::Unreadable {
                     path: f.clone(),
                     source,
                     hint: "",
                 })?;
-                jobs.extend(
-                    miglab_workloads::fio::parse(&text)
-                        .map_err(|e| CliError::FioFile { path: f.clone(), message: e.to_string() })?,
+                let name = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                let ctx = miglab_workloads::fio::Context::default();
+                files.push(
+                    miglab_workloads::fio::import(&text, &name, &ctx)
+                        .map_err(|e| CliError::FioFile { path: f.clone(), message: e.to_string() })?
+                        .file,
                 );
             }
+            if whole {
+                benchmarks::fio::run_files(files, &mount, secs, rounds)
+                    .map_err(|e| CliError::FioBench(e.to_string()))?;
+                return Ok(Finished::Clean);
+            }
+            let mut jobs: Vec<_> = files.into_iter().flat_map(|f| f.jobs).collect();
             if jobs.is_empty() {
                 jobs = benchmarks::fio::default_jobs();
             }
