@@ -511,6 +511,17 @@ impl FioJob {
         self.file_size() / self.bs.0.max(1)
     }
 
+    /// Bytes the engine keeps for this job: per unit two generations and a lock word, and per
+    /// clone a random map (a slot index per aligned offset of each file) when it uses one.
+    pub fn tracked_bytes(&self) -> u64 {
+        let map = if self.rw.random() && !self.norandommap && self.random_distribution.uniform() {
+            self.file_size() / self.align() * u64::from(self.files_per_clone()) * u64::from(self.numjobs) * 8
+        } else {
+            0
+        };
+        self.total_blocks().saturating_mul(12).saturating_add(map)
+    }
+
     /// Verification units of every file of every clone, for the memory the engine needs.
     pub fn total_blocks(&self) -> u64 {
         let hi = self.filesize.map(|(_, hi)| hi.0).unwrap_or_else(|| self.file_size());
@@ -866,8 +877,8 @@ impl Workload {
     pub fn tracked_bytes(&self) -> u64 {
         match self {
             // Two u32 generations and a lock word per unit (acknowledged, errored, in use).
-            Workload::Fio(j) => j.total_blocks().saturating_mul(12),
-            Workload::FioFile(f) => f.jobs.iter().map(|j| j.total_blocks().saturating_mul(12)).sum(),
+            Workload::Fio(j) => j.tracked_bytes(),
+            Workload::FioFile(f) => f.jobs.iter().map(FioJob::tracked_bytes).sum(),
             // A name per live file, at most twice the target population.
             Workload::Metadata(j) => u64::from(j.files) * 2 * 64 * u64::from(j.numjobs),
             Workload::ReadLoop(j) => j.content.len() as u64,

@@ -911,6 +911,56 @@ mod tests {
         assert!(report.clean(), "{:?}", report.bad);
     }
 
+    /// Runs a job file until it ends (at most `secs`), returning its records.
+    fn run_file(text: &str, secs: u64) -> (super::super::Running, Vec<crate::record::OpRecord>) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let f = crate::fio::import(text, "f", &crate::fio::Context::default()).expect("accepted").file;
+        let buf = Arc::new(RecordBuffer::new(1 << 20));
+        let mut r = start_workload(&Workload::FioFile(f), dir.path(), buf.clone(), TAG).expect("start");
+        let t = Instant::now();
+        while !r.finished() && t.elapsed() < Duration::from_secs(secs) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        r.stop();
+        (r, collect(&buf))
+    }
+
+    /// fio's rate_min: a job paced below it says so once a second has passed, and ends.
+    #[test]
+    fn a_job_that_cannot_hold_its_rate_min_says_so_and_ends() {
+        let (r, recs) =
+            run_file("[slow]\nrw=read\nsize=256k\nrate_iops=4\nrate_min=1m\ntime_based\nruntime=10\n", 5);
+        let failed: Vec<_> = recs.iter().filter(|o| o.failed()).collect();
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert_eq!(failed[0].status, libc::ETIME as u32);
+        let why = r.counters.last_error.lock().expect("lock").clone().unwrap_or_default();
+        assert!(why.contains("min rate 1048576 B/s not met"), "{why}");
+        assert!(recs.iter().filter(|o| !o.failed()).count() < 12, "the job ended at the first check");
+    }
+
+    /// wait_for and startdelay order the jobs; thinktime spaces a job's ops; flow keeps two
+    /// jobs at the ratio of their weights.
+    #[test]
+    fn order_delay_thinktime_and_flow_do_what_fio_says() {
+        let (_, recs) = run_file(
+            "[global]\nsize=256k\nrw=randread\n[a]\ntime_based\nruntime=0.3\n[b]\nwait_for=a\nstartdelay=0.2\ntime_based\nruntime=0.3\n\
+             thinktime=20ms\n",
+            5,
+        );
+        let a_end = recs.iter().filter(|o| o.job == 0).map(|o| o.complete_ns).max().expect("a ran");
+        let b: Vec<_> = recs.iter().filter(|o| o.job == 1).collect();
+        let b_start = b.iter().map(|o| o.submit_ns).min().expect("b ran");
+        assert!(b_start >= a_end + 190_000_000, "b started {} ms after a", (b_start - a_end) / 1_000_000);
+        assert!(b.len() <= 17, "20 ms of think time after each op: {} ops in 0.3 s", b.len());
+        let (_, recs) = run_file(
+            "[global]\nsize=256k\nrw=randread\ntime_based\nruntime=0.5\nflow_id=1\n[light]\nflow=1\n[heavy]\nflow=3\n",
+            5,
+        );
+        let n = |j: u16| recs.iter().filter(|o| o.job == j).count() as f64;
+        let ratio = n(1) / n(0).max(1.0);
+        assert!((2.0..4.5).contains(&ratio), "heavy/light = {ratio} ({} / {})", n(1), n(0));
+    }
+
     #[test]
     fn layout_is_fast_and_reports_progress() {
         let dir = tempfile::tempdir().expect("tmp");
