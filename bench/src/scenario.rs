@@ -517,7 +517,7 @@ impl Scenario {
                 "workload",
                 "size",
                 format!(
-                    "the engine keeps {} MiB of state for this workload (12 bytes per verified unit, 8 per random-map slot), more than a quarter of the guest's {} MiB: use a larger bs, a smaller size, or more guest.memory_mib",
+                    "the engine keeps {} MiB of state for this workload (12 bytes per verified unit), more than a quarter of the guest's {} MiB: use a larger bs, a smaller size, or more guest.memory_mib",
                     need >> 20,
                     self.guest.memory_mib
                 ),

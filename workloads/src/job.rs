@@ -512,10 +512,12 @@ impl FioJob {
     }
 
     /// Bytes the engine keeps for this job: per unit two generations and a lock word, and per
-    /// clone a random map (a slot index per aligned offset of each file) when it uses one.
+    /// clone a random map (a bit per aligned offset of each file) when it uses one.
     pub fn tracked_bytes(&self) -> u64 {
         let map = if self.rw.random() && !self.norandommap && self.random_distribution.uniform() {
-            self.file_size() / self.align() * u64::from(self.files_per_clone()) * u64::from(self.numjobs) * 8
+            (self.file_size() / self.align()).div_ceil(8)
+                * u64::from(self.files_per_clone())
+                * u64::from(self.numjobs)
         } else {
             0
         };

@@ -28,9 +28,9 @@ struct FilePos {
     region: Region,
     /// Next sequential offset of reads and of writes (fio keeps one per direction).
     seq: [u64; 2],
-    /// The random map: slots in a random order, and how many were used this pass.
-    order: Vec<u64>,
-    used: usize,
+    /// fio's random map: a bit per slot used this pass, and how many are set.
+    map: Vec<u64>,
+    used: u64,
     sampler: Option<Sampler>,
     slots: u64,
 }
@@ -68,7 +68,7 @@ impl Picker {
                 FilePos {
                     region: *r,
                     seq: [r.start; 2],
-                    order: if random_map { (0..slots).collect() } else { Vec::new() },
+                    map: if random_map { vec![0; slots.div_ceil(64) as usize] } else { Vec::new() },
                     used: 0,
                     sampler,
                     slots,
@@ -122,7 +122,10 @@ impl Picker {
         // An op that would run past the region's end is cut there, in whole units, as fio
         // cuts it at the file's end.
         let room = f.start + f.len - off;
-        let len = if want <= room { want } else { (room - room % self.unit).max(self.min_bs.min(room)) };
+        let mut len = if want <= room { want } else { (room - room % self.unit).max(self.min_bs.min(room)) };
+        if random && self.random_map {
+            len = self.mark(file, off, len);
+        }
         if !random {
             self.advance(file, read, off, len);
         }
@@ -141,18 +144,43 @@ impl Picker {
             let rng = &mut self.rng;
             s.next(&mut || rng.next_u64())
         } else if self.random_map {
-            if fp.used == 0 {
-                for k in (1..fp.order.len()).rev() {
-                    fp.order.swap(k, self.rng.below(k as u64 + 1) as usize);
-                }
-            }
-            let s = fp.order[fp.used];
-            fp.used = (fp.used + 1) % fp.order.len().max(1);
-            s
+            // fio's map: a random slot, or the next free one after it if it was used.
+            let r = self.rng.below(fp.slots);
+            next_free(&fp.map, r, fp.slots).unwrap_or(r)
         } else {
             self.rng.below(fp.slots)
         };
         fp.region.start + slot * align
+    }
+
+    /// Marks the slots an op at `off` covers in the random map, up to the first one already
+    /// used: the op is cut there, as fio's `mark_random_map` cuts it. A full map starts a new
+    /// pass.
+    fn mark(&mut self, file: usize, off: u64, len: u64) -> u64 {
+        let align = self.align;
+        let fp = &mut self.files[file];
+        let first = (off - fp.region.start) / align;
+        let mut n = 0;
+        while n * align < len && first + n < fp.slots {
+            let s = first + n;
+            let (w, b) = ((s / 64) as usize, s % 64);
+            if fp.map[w] & (1 << b) != 0 {
+                break;
+            }
+            fp.map[w] |= 1 << b;
+            n += 1;
+        }
+        fp.used += n;
+        if fp.used >= fp.slots {
+            fp.map.iter_mut().for_each(|w| *w = 0);
+            fp.used = 0;
+        }
+        let cut = (n * align).min(len);
+        if n == 0 || cut < self.min_bs {
+            len
+        } else {
+            cut - cut % self.unit
+        }
     }
 
     fn seq_offset(&mut self, file: usize, read: bool, want: u64) -> u64 {
@@ -180,6 +208,32 @@ impl Picker {
     }
 }
 
+/// The first unset bit at or after `from` (wrapping), if any.
+fn next_free(map: &[u64], from: u64, slots: u64) -> Option<u64> {
+    let free = |s: u64| map[(s / 64) as usize] & (1 << (s % 64)) == 0;
+    if free(from) {
+        return Some(from);
+    }
+    let words = map.len();
+    let start = (from / 64) as usize;
+    for k in 0..=words {
+        let w = (start + k) % words;
+        let mut bits = !map[w];
+        if k == 0 {
+            // Only the bits after `from` in its own word.
+            bits = !map[w] & (u64::MAX.checked_shl((from % 64 + 1) as u32).unwrap_or(0));
+        }
+        while bits != 0 {
+            let s = w as u64 * 64 + u64::from(bits.trailing_zeros());
+            if s < slots {
+                return Some(s);
+            }
+            bits &= bits - 1;
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +242,35 @@ mod tests {
     fn ops(j: &FioJob, regions: &[Region], n: usize) -> Vec<Next> {
         let mut p = Picker::new(j, regions, 1);
         (0..n).map(|_| p.next()).collect()
+    }
+
+    #[test]
+    fn the_next_free_slot_wraps_round_the_map() {
+        let mut map = vec![0u64; 2];
+        map[0] = u64::MAX;
+        assert_eq!(next_free(&map, 3, 100), Some(64));
+        map[1] = (1 << 36) - 1;
+        assert_eq!(next_free(&map, 70, 100), None, "every slot used (bits past the end do not count)");
+        map[0] = !1;
+        assert_eq!(next_free(&map, 70, 100), Some(0), "wraps to the start");
+    }
+
+    /// With fio's random map, mixed sizes are cut at the first used slot, so a pass covers
+    /// every slot exactly once and large ops shrink as it fills, as fio's do.
+    #[test]
+    fn the_random_map_cuts_ops_at_used_slots() {
+        let mut j = FioJob::new("m", Rw::Randread);
+        j.bs_read = Some(BlockSizes::Split(vec![(Size(4096), 50), (Size(65536), 50)]));
+        j.size = Size(1 << 20);
+        let mut p = Picker::new(&j, &[Region { start: 0, len: 1 << 20 }], 9);
+        let mut covered = vec![0u32; 256];
+        while p.passes == 0 {
+            let n = p.next();
+            for b in n.off / 4096..(n.off + n.len) / 4096 {
+                covered[b as usize] += 1;
+            }
+        }
+        assert!(covered.iter().all(|c| *c == 1), "{covered:?}");
     }
 
     #[test]
