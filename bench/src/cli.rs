@@ -544,6 +544,20 @@ fn dispatch(args: Args) -> Result<Finished, CliError> {
 }
 
 /// The command's async runtime.
+/// Reads a fio job file and imports it (named after the file): a file that cannot be read is
+/// the command's error; the import's answer is the caller's to report.
+fn read_job_file(
+    path: &std::path::Path,
+    ctx: &miglab_workloads::fio::Context,
+) -> Result<Result<miglab_workloads::fio::Import, miglab_workloads::fio::FioError>, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CliError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+        hint: "",
+    })?;
+    Ok(miglab_workloads::fio::import(&text, &miglab_workloads::fio::file_name(path), ctx))
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     miglab_infra::wait::runtime().map_err(CliError::Runtime)
 }

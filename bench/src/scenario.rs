@@ -534,10 +534,8 @@ impl Scenario {
         let p = scenario_path.parent().unwrap_or(Path::new(".")).join(file);
         let text =
             std::fs::read_to_string(&p).map_err(|source| ScenarioError::Read { path: p.clone(), source })?;
-        let name =
-            p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "job-file".into());
         let ctx = miglab_workloads::fio::Context { mount: self.fio_mount.clone() };
-        miglab_workloads::fio::import(&text, &name, &ctx)
+        miglab_workloads::fio::import(&text, &miglab_workloads::fio::file_name(&p), &ctx)
             .map(|i| Workload::FioFile(i.file))
             .map_err(|e| ScenarioError::FioFile { path: p, message: e.to_string() })
     }

@@ -714,6 +714,11 @@ pub fn import(text: &str, name: &str, ctx: &Context) -> Result<Import, FioError>
     Ok(Import { file, notes })
 }
 
+/// A job file's name in results: its file name without the extension.
+pub fn file_name(path: &std::path::Path) -> String {
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "job-file".into())
+}
+
 /// Parses a fio job file's jobs (absolute paths refused).
 pub fn parse(text: &str) -> Result<Vec<FioJob>, FioError> {
     import(text, "job-file", &Context::default()).map(|i| i.file.jobs)

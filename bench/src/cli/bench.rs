@@ -15,17 +15,9 @@ pub(super) fn bench_cmd(cmd: BenchCmd) -> Result<Finished, CliError> {
             let mount = l.host(&host)?.mount_point();
             let mut files = Vec::new();
             for f in &job {
-                let text = std::fs::read_to_string(f).map_err(|source| CliError::Unreadable {
-                    path: f.clone(),
-                    source,
-                    hint: "",
-                })?;
-                let name = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-                let ctx = miglab_workloads::fio::Context::default();
+                let import = super::read_job_file(f, &Default::default())?;
                 files.push(
-                    miglab_workloads::fio::import(&text, &name, &ctx)
-                        .map_err(|e| CliError::FioFile { path: f.clone(), message: e.to_string() })?
-                        .file,
+                    import.map_err(|e| CliError::FioFile { path: f.clone(), message: e.to_string() })?.file,
                 );
             }
             if whole {

@@ -17,13 +17,7 @@ pub(super) fn fio_files(files: &[std::path::PathBuf], mount: Option<String>) -> 
     let ctx = fio::Context { mount };
     let mut refused: Vec<&std::path::Path> = Vec::new();
     for path in files {
-        let text = std::fs::read_to_string(path).map_err(|source| CliError::Unreadable {
-            path: path.clone(),
-            source,
-            hint: "",
-        })?;
-        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let import = match fio::import(&text, &name, &ctx) {
+        let import = match super::read_job_file(path, &ctx)? {
             Ok(i) => i,
             Err(e) => {
                 refused.push(path);
