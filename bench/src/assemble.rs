@@ -114,28 +114,28 @@ pub fn job_summaries(
     file: &miglab_workloads::job::FioFile,
     clones: &[crate::collect::CloneOps],
 ) -> (Vec<JobSummary>, Vec<JobSummary>) {
+    use crate::collect::CloneOps;
+    use miglab_workloads::record::Op;
+    type ByOp = std::collections::BTreeMap<Op, CloneOps>;
     let instances = file.instances();
     let groups = file.groups();
-    let summarise = |name: String, description: String, group: u32, members: &dyn Fn(usize) -> bool| {
-        let mut by_op: std::collections::BTreeMap<miglab_workloads::record::Op, crate::collect::CloneOps> =
-            Default::default();
-        let mut n = 0;
-        for (i, (j, _)) in instances.iter().enumerate() {
-            if !members(*j) {
-                continue;
-            }
-            n += 1;
-            for c in clones.iter().filter(|c| usize::from(c.clone) == i) {
-                let t = by_op.entry(c.op).or_insert_with(|| crate::collect::CloneOps::new(c.clone, c.op));
-                let _ = t.guest.add(&c.guest);
-                t.count += c.count;
-                t.failed += c.failed;
-                t.mismatches += c.mismatches;
-                t.bytes += c.bytes;
-            }
+    let n_groups = groups.last().map_or(0, |g| *g as usize + 1);
+    let (mut jobs, mut by_group): (Vec<ByOp>, Vec<ByOp>) =
+        (vec![ByOp::new(); file.jobs.len()], vec![ByOp::new(); n_groups]);
+    // One pass over the clones' figures, each added to its job's and its group's.
+    for c in clones {
+        let Some((j, _)) = instances.get(usize::from(c.clone)) else { continue };
+        for t in [&mut jobs[*j], &mut by_group[groups[*j] as usize]] {
+            let t = t.entry(c.op).or_insert_with(|| CloneOps::new(c.clone, c.op));
+            let _ = t.guest.add(&c.guest);
+            t.count += c.count;
+            t.failed += c.failed;
+            t.mismatches += c.mismatches;
+            t.bytes += c.bytes;
         }
-        let ops = by_op
-            .into_values()
+    }
+    let ops = |by: ByOp| -> Vec<OpSummary> {
+        by.into_values()
             .map(|c| OpSummary {
                 op: c.op.as_str().into(),
                 count: c.count,
@@ -145,22 +145,39 @@ pub fn job_summaries(
                 guest: crate::collect::latency(&c.guest),
                 ..OpSummary::default()
             })
-            .collect();
-        JobSummary { name, description, group, clones: n, ops }
+            .collect()
     };
     let jobs = file
         .jobs
         .iter()
+        .zip(jobs)
         .enumerate()
-        .map(|(j, job)| summarise(job.name.clone(), job.description.clone(), groups[j], &|k| k == j))
+        .map(|(j, (job, by))| JobSummary {
+            name: job.name.clone(),
+            description: job.description.clone(),
+            group: groups[j],
+            clones: job.numjobs,
+            ops: ops(by),
+        })
         .collect();
-    let mut ids: Vec<u32> = groups.clone();
-    ids.dedup();
-    let groups = ids
+    let by_group = by_group
         .into_iter()
-        .map(|g| summarise(format!("group {g}"), String::new(), g, &|k| groups[k] == g))
+        .enumerate()
+        .map(|(g, by)| JobSummary {
+            name: format!("group {g}"),
+            description: String::new(),
+            group: g as u32,
+            clones: file
+                .jobs
+                .iter()
+                .zip(&groups)
+                .filter(|(_, k)| **k as usize == g)
+                .map(|(j, _)| j.numjobs)
+                .sum(),
+            ops: ops(by),
+        })
         .collect();
-    (jobs, groups)
+    (jobs, by_group)
 }
 
 /// Reads during the run whose data did not verify (the verify pass's own are counted there).
@@ -353,4 +370,46 @@ pub enum ReportError {
 pub fn fresh_dir(dir: &Path) -> std::io::Result<()> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir.join("logs"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::CloneOps;
+    use miglab_workloads::record::Op;
+
+    /// Clones' figures land in their job's and their group's sums.
+    #[test]
+    fn clones_add_up_per_job_and_per_group() {
+        let text =
+            "[a]\nrw=read\nsize=1m\nnumjobs=2\n[b]\nrw=write\nsize=1m\n[c]\nstonewall\nrw=read\nsize=1m\n";
+        let f = miglab_workloads::fio::import(text, "f", &Default::default()).expect("file").file;
+        let ops = |clone: u16, op: Op, count: u64| {
+            let mut c = CloneOps::new(clone, op);
+            c.count = count;
+            c.bytes = count * 4096;
+            let _ = c.guest.record(100);
+            c
+        };
+        let clones = [ops(0, Op::Read, 10), ops(1, Op::Read, 5), ops(2, Op::Write, 7), ops(3, Op::Read, 3)];
+        let (jobs, groups) = job_summaries(&f, &clones);
+        type Row = (String, u32, u32, Vec<(String, u64)>);
+        let counts: Vec<Row> = jobs
+            .iter()
+            .map(|j| {
+                (j.name.clone(), j.group, j.clones, j.ops.iter().map(|o| (o.op.clone(), o.count)).collect())
+            })
+            .collect();
+        assert_eq!(
+            counts,
+            vec![
+                ("a".into(), 0, 2, vec![("read".into(), 15)]),
+                ("b".into(), 0, 1, vec![("write".into(), 7)]),
+                ("c".into(), 1, 1, vec![("read".into(), 3)]),
+            ]
+        );
+        assert_eq!(jobs[0].ops[0].guest.count, 2, "both clones' latencies");
+        assert_eq!(groups.len(), 2);
+        assert_eq!((groups[0].clones, groups[0].ops.len(), groups[1].ops[0].count), (3, 2, 3));
+    }
 }

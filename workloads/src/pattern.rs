@@ -104,9 +104,10 @@ impl BlockSizes {
     pub fn pick(&self, r: u64) -> u64 {
         match self {
             BlockSizes::Fixed(s) => s.0,
-            BlockSizes::Range { .. } => {
-                let s = self.sizes();
-                s[(r % s.len() as u64) as usize]
+            // One of min, 2·min, ... up to max, without building the list on every op.
+            BlockSizes::Range { min, max } => {
+                let m = min.0.max(1);
+                (r % (max.0 / m).max(1) + 1) * m
             }
             BlockSizes::Split(v) => {
                 let total: u64 = v.iter().map(|(_, w)| u64::from(*w)).sum::<u64>().max(1);

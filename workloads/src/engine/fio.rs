@@ -93,47 +93,42 @@ struct Shared {
 /// A clone's files: an index into the file states, and its region in each.
 type CloneFiles = Vec<(usize, Region)>;
 
-/// The files of every job: one state per path, whoever names it.
-fn plan_files(
-    file: &FioFile,
-    root: &Path,
-    seed: u64,
-) -> Result<(Vec<Arc<FileState>>, Vec<CloneFiles>), String> {
-    // path -> (unit, size); each clone's (path, region) in instance order.
-    let mut wanted: BTreeMap<PathBuf, (u64, u64, usize)> = BTreeMap::new();
-    let mut per_instance = Vec::new();
+/// The files of every job: one state per path, whoever names it (numbered in the order they
+/// are first named), and each clone's files with its region in each.
+fn plan_files(file: &FioFile, root: &Path, seed: u64) -> (Vec<Arc<FileState>>, Vec<CloneFiles>) {
+    // Each path's number, and per number (path, unit, size).
+    let mut number: BTreeMap<PathBuf, usize> = BTreeMap::new();
+    let mut wanted: Vec<(PathBuf, u64, u64)> = Vec::new();
     let mut rng = Rng::new(seed ^ 0xf11e);
-    for (j, n) in file.instances() {
-        let job = &file.jobs[j];
-        let dir = root.join(job.dir());
-        let mut regions = Vec::new();
-        for name in job.file_names(n) {
-            let path = dir.join(name);
-            let len = job.file_size_with(rng.next_u64());
-            let end = job.offset.0 + len;
-            let next = wanted.len();
-            let e = wanted.entry(path.clone()).or_insert((job.unit(), 0, next));
-            e.0 = crate::pattern::gcd(e.0, job.unit());
-            e.1 = e.1.max(end);
-            regions.push((path, Region { start: job.offset.0, len }));
-        }
-        per_instance.push(regions);
-    }
-    let mut order: Vec<(usize, PathBuf, u64, u64)> =
-        wanted.into_iter().map(|(path, (unit, size, o))| (o, path, unit, size - size % unit)).collect();
-    order.sort_by_key(|(o, ..)| *o);
-    let states: Vec<Arc<FileState>> = order
+    let regions = file
+        .instances()
+        .into_iter()
+        .map(|(j, n)| {
+            let job = &file.jobs[j];
+            let dir = root.join(job.dir());
+            job.file_names(n)
+                .into_iter()
+                .map(|name| {
+                    let path = dir.join(name);
+                    let len = job.file_size_with(rng.next_u64());
+                    let i = *number.entry(path.clone()).or_insert_with(|| {
+                        wanted.push((path, job.unit(), 0));
+                        wanted.len() - 1
+                    });
+                    let w = &mut wanted[i];
+                    w.1 = crate::pattern::gcd(w.1, job.unit());
+                    w.2 = w.2.max(job.offset.0 + len);
+                    (i, Region { start: job.offset.0, len })
+                })
+                .collect()
+        })
+        .collect();
+    let states = wanted
         .into_iter()
         .enumerate()
-        .map(|(i, (_, path, unit, size))| Arc::new(FileState::new(path, i as u32, unit, size)))
+        .map(|(i, (path, unit, size))| Arc::new(FileState::new(path, i as u32, unit, size - size % unit)))
         .collect();
-    let index: BTreeMap<&Path, usize> =
-        states.iter().enumerate().map(|(i, s)| (s.path.as_path(), i)).collect();
-    let regions = per_instance
-        .into_iter()
-        .map(|rs| rs.into_iter().map(|(p, r)| (index[p.as_path()], r)).collect())
-        .collect();
-    Ok((states, regions))
+    (states, regions)
 }
 
 /// Creates every file and starts one worker per clone of every job. Each file is laid out by
@@ -147,7 +142,7 @@ pub(super) fn start(
     counters: &Arc<Counters>,
     tag: RunTag,
 ) -> Result<(Vec<JoinHandle<()>>, Verifier), String> {
-    let (states, regions) = plan_files(file, root, tag.seed)?;
+    let (states, regions) = plan_files(file, root, tag.seed);
     for s in &states {
         if let Some(d) = s.path.parent() {
             std::fs::create_dir_all(d).map_err(|e| format!("create {}: {e}", d.display()))?;
@@ -347,11 +342,12 @@ impl Worker {
             let next = pick.next();
             pacer.wait(next.len);
             self.flow_turn(&c);
-            let Ok(fh) = &handles[next.file] else {
-                if let Err(e) = &handles[next.file] {
+            let fh = match &handles[next.file] {
+                Ok(fh) => fh,
+                Err(e) => {
                     self.open_failed(&c, next.read, next.file, e);
+                    continue;
                 }
-                continue;
             };
             if !self.claim(&c, &next) {
                 break;
