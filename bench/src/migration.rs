@@ -61,6 +61,9 @@ pub struct MigrationOptions {
     pub link: MigrationLink,
     /// How long the pause before the switch-over waits for the faults anchored there.
     pub hold: Duration,
+    /// Pause before the switch-over even without faults there, to mark the device-state
+    /// phase and count the bytes sent after the guest stopped.
+    pub device_phase: bool,
 }
 
 impl Default for MigrationOptions {
@@ -73,6 +76,7 @@ impl Default for MigrationOptions {
             tick: Duration::from_millis(100),
             link: MigrationLink::Direct,
             hold: Duration::from_secs(30),
+            device_phase: false,
         }
     }
 }
@@ -243,7 +247,12 @@ async fn drive(
     opts: &MigrationOptions,
 ) -> Result<MigrationRecord, MigrationError> {
     let hold = hop.gate.filter(|g| g.holds(hop.number));
-    let listen = prepare(hop, src, dst, opts, hold.is_some()).await?;
+    let listen = prepare(hop, src, dst, opts, hold.is_some() || opts.device_phase).await?;
+    let mut held = miglab_reports::VirtiofsdHeld::default();
+    match open_files(hop.site, src).await {
+        Ok(o) => held.source = Some(o),
+        Err(e) => held.unmeasured.push(format!("the source's virtiofsd: {e}")),
+    }
     let mut tl = Timeline { hop, events: Vec::new() };
     tl.drain(src, dst);
     let uri = opts.link.source_uri(listen);
@@ -288,8 +297,18 @@ async fn drive(
         _ => hop.bus.clock().now_ms() - started_ms,
     };
     hop.bus.publish(Observed::HopEnded { hop: hop.number, outcome: outcome.clone() });
+    if dst_resumed {
+        match open_files(hop.site, dst).await {
+            Ok(o) => held.destination = Some(o),
+            Err(e) => held.unmeasured.push(format!("the destination's virtiofsd: {e}")),
+        }
+    }
     let info = watched.info.unwrap_or_else(empty_info);
     let ram = info.ram.as_ref();
+    let bytes_after_stop = match (watched.sent_at_pause, ram) {
+        (Some(p), Some(r)) if outcome == Outcome::Completed => Some((r.transferred as u64).saturating_sub(p)),
+        _ => None,
+    };
     Ok(MigrationRecord {
         hop: hop.number,
         from: src.host().into(),
@@ -311,7 +330,20 @@ async fn drive(
         timeline: tl.events,
         follow_up: false,
         cleanup_error: None,
+        expected_downtime_ms: watched.expected_downtime,
+        bytes_after_stop,
+        virtiofsd: Some(held),
     })
+}
+
+/// The open descriptors of `vm`'s virtiofsd, counted on its host off the runtime.
+async fn open_files(site: &Arc<dyn Site>, vm: &Vm) -> Result<miglab_reports::OpenFiles, String> {
+    let (site, host, pid) = (site.clone(), vm.host().to_string(), vm.virtiofsd.pid);
+    tokio::task::spawn_blocking(move || {
+        site.host(&host).map_err(|e| e.to_string())?.open_files(pid).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }
 
 /// Both sides' capabilities and parameters set, the destination listening; where it listens.
@@ -348,6 +380,10 @@ struct Watched {
     info: Option<qmp::MigrationInfo>,
     /// The longest the source took to answer `query-migrate`.
     longest_wait: Option<f64>,
+    /// QEMU's `expected-downtime` in its last answer while the migration was active.
+    expected_downtime: Option<u64>,
+    /// QEMU's bytes sent, read at the pause before the switch-over.
+    sent_at_pause: Option<u64>,
 }
 
 /// Both sides' events onto the timeline, figures polled and published, the hold at the
@@ -364,14 +400,25 @@ async fn watch(
     let deadline = tokio::time::Instant::from_std(t0 + opts.timeout);
     let mut poll = tokio::time::interval(opts.poll);
     let mut tick = tokio::time::interval(opts.tick);
-    let mut w = Watched { outcome: Outcome::Completed, info: None, longest_wait: None };
+    let mut w = Watched {
+        outcome: Outcome::Completed,
+        info: None,
+        longest_wait: None,
+        expected_downtime: None,
+        sent_at_pause: None,
+    };
     let timed_out = Outcome::TimedOut { after_ms: opts.timeout.as_millis() as u64, source_running: false };
     w.outcome = loop {
         tokio::select! {
             Some(e) = src.qmp.event() => {
                 tl.add(Side::Source, &e);
-                if let (Some(g), QmpEvent::Migration { status: MigrationStatus::PreSwitchover }) = (hold, e.typed()) {
-                    if let Some(o) = switch_over(hop, src, g, opts.hold).await? {
+                if e.typed() == (QmpEvent::Migration { status: MigrationStatus::PreSwitchover }) {
+                    if opts.device_phase {
+                        // The guest is stopped and nothing more is sent until the continue.
+                        let i = src.qmp.execute(qmp::query_migrate {}).await.map_err(qmp_err(Side::Source))?;
+                        w.sent_at_pause = i.ram.as_ref().map(|r| r.transferred as u64);
+                    }
+                    if let Some(o) = switch_over(hop, src, hold, opts.hold).await? {
                         break o;
                     }
                 }
@@ -395,6 +442,9 @@ async fn watch(
                     Err(e) => return Err(qmp_err(Side::Source)(e)),
                 };
                 let f = figures(&i);
+                if f.status == Some(MigrationStatus::Active) {
+                    w.expected_downtime = f.expected_downtime_ms.or(w.expected_downtime);
+                }
                 hop.bus.publish(Observed::Figures { hop: hop.number, figures: f.clone() });
                 let ended = ended(f.status, i.error_desc.clone());
                 w.info = Some(i);
@@ -411,16 +461,20 @@ async fn watch(
     Ok(w)
 }
 
-/// At the held pre-switchover: the faults anchored there go in first, then the switch-over. A
-/// hold that expires cancels the hop (its outcome): switching over without them would measure
-/// a migration nobody planned.
+/// At the pause before the switch-over: the faults anchored there (if any) go in first, then
+/// the switch-over. A hold that expires cancels the hop (its outcome): switching over without
+/// them would measure a migration nobody planned.
 async fn switch_over(
     hop: &Hop<'_>,
     src: &mut Vm,
-    gate: &crate::inject::Gate,
+    gate: Option<&crate::inject::Gate>,
     hold: Duration,
 ) -> Result<Option<Outcome>, MigrationError> {
-    if !gate.wait(hop.number, hold).await {
+    let in_place = match gate {
+        Some(g) => g.wait(hop.number, hold).await,
+        None => true,
+    };
+    if !in_place {
         let _ = src.qmp.execute(qmp::migrate_cancel {}).await;
         return Ok(Some(Outcome::Failed {
             error: format!(

@@ -64,6 +64,9 @@ pub struct MigrationSettings {
     /// How long a hop waits at its pause before the switch-over for the faults anchored there.
     #[serde(default = "crate::scenario::MigrationPlan::default_switchover_hold")]
     pub switchover_hold_s: f64,
+    /// Pause at the switch-over to mark the device-state phase and the bytes after STOP.
+    #[serde(default)]
+    pub device_phase: bool,
 }
 
 /// Everything one repetition does.
@@ -161,6 +164,7 @@ impl Plan {
                 timeout_s: s.migration.timeout_s,
                 follow_up: s.migration.follow_up,
                 switchover_hold_s: s.migration.switchover_hold_s,
+                device_phase: s.migration.device_phase,
             },
             run: s.run.clone(),
             faults,

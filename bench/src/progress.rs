@@ -8,6 +8,25 @@ pub fn ms(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.0} ms")).unwrap_or_else(|| "unmeasured".into())
 }
 
+/// What a hop's switch-over carried: virtiofsd's descriptors, the device-state phase, the
+/// bytes after STOP, and what QEMU expected.
+pub fn state_line(m: &miglab_reports::MigrationRecord) -> Option<String> {
+    let mut parts = Vec::new();
+    if let Some(src) = m.virtiofsd.as_ref().and_then(|v| v.source) {
+        parts.push(format!("virtiofsd held {} fds ({} O_PATH)", src.total, src.path_only));
+    }
+    if let Some(d) = m.phases.device_state_ms() {
+        parts.push(format!("device state → RESUME {d:.0} ms"));
+    }
+    if let Some(b) = m.bytes_after_stop {
+        parts.push(format!("{:.1} MiB after STOP", b as f64 / 1048576.0));
+    }
+    if let Some(e) = m.expected_downtime_ms {
+        parts.push(format!("QEMU expected {e} ms (limit {} ms)", m.params.downtime_limit_ms.unwrap_or(300)));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
 /// One line for a window's figures.
 pub fn window_line(w: &Window) -> String {
     format!(

@@ -121,6 +121,11 @@ pub struct MigrationPlan {
     /// them.
     #[serde(default = "MigrationPlan::default_switchover_hold")]
     pub switchover_hold_s: f64,
+    /// Pause at the switch-over (`pause-before-switchover`) to mark where the device state
+    /// starts and read the bytes sent so far: QEMU then reports the `device` status, and the
+    /// bytes after the guest stopped are known. Costs one QMP round trip of downtime.
+    #[serde(default)]
+    pub device_phase: bool,
 }
 
 impl MigrationPlan {
@@ -160,6 +165,7 @@ impl Default for MigrationPlan {
             timeout_s: Self::default_timeout(),
             follow_up: true,
             switchover_hold_s: Self::default_switchover_hold(),
+            device_phase: false,
         }
     }
 }

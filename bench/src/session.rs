@@ -378,6 +378,9 @@ fn summary(r: &RunResult, dir: &Path) {
             ms(m.total_time_ms.map(|d| d as f64)),
             w.map(window_line).unwrap_or_else(|| "no window".into())
         );
+        if let Some(line) = crate::progress::state_line(m) {
+            println!("    {line}");
+        }
         // A QEMU that took seconds to answer was blocked (in a vhost-user call, typically).
         if let Some(q) = m.longest_qmp_wait_ms.filter(|q| *q >= 1000.0) {
             println!("    the source QEMU's QMP went unanswered for {q:.0} ms during it");

@@ -15,7 +15,8 @@ pub mod trend;
 pub mod verdict;
 
 pub use migration::{
-    MigrationParams, MigrationRecord, MigrationStatus, Outcome, Phases, QmpEvent, Side, TimelineEvent,
+    MigrationParams, MigrationRecord, MigrationStatus, OpenFiles, Outcome, Phases, QmpEvent, Side,
+    TimelineEvent, VirtiofsdHeld,
 };
 pub use outcome::{Expect, RunOutcome, Thresholds};
 pub use result::{

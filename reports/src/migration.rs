@@ -188,6 +188,15 @@ pub struct Phases {
 }
 
 impl Phases {
+    /// From the source's `device` status to the destination's RESUME: the device state
+    /// (virtiofsd's among it) saved, sent and loaded, with the last of RAM.
+    pub fn device_state_ms(&self) -> Option<f64> {
+        match (self.device_ms, self.resume_ms) {
+            (Some(d), Some(r)) if r >= d => Some(r - d),
+            _ => None,
+        }
+    }
+
     /// Derives the phases from a timeline in any order.
     pub fn from_timeline(events: &[TimelineEvent]) -> Self {
         let mut ev: Vec<&TimelineEvent> = events.iter().collect();
@@ -258,6 +267,56 @@ pub struct MigrationRecord {
     /// the record stands, and this says what was left behind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cleanup_error: Option<String>,
+    /// QEMU's `expected-downtime` in its last answer before the guest stopped: what QEMU
+    /// foresaw (it counts the RAM left, not the device state).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_downtime_ms: Option<u64>,
+    /// The bytes QEMU sent after the guest stopped: its count at the pause before the
+    /// switch-over against its count at the end (with `device_phase` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_after_stop: Option<u64>,
+    /// What virtiofsd held: the source's descriptors before `migrate`, the destination's
+    /// after the guest resumed there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtiofsd: Option<VirtiofsdHeld>,
+}
+
+/// A process's open descriptors, as `/proc/<pid>/fdinfo` lists them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenFiles {
+    pub total: u64,
+    /// `O_PATH` descriptors: virtiofsd holds one per inode the guest has looked up (unless
+    /// it keeps inodes as file handles).
+    pub path_only: u64,
+}
+
+impl OpenFiles {
+    /// `O_PATH` on Linux (octal, as fdinfo's `flags:` shows it).
+    const O_PATH: u64 = 0o10_000_000;
+
+    /// Counts the descriptors from their fdinfo `flags:` values (octal).
+    pub fn from_flags<'a>(flags: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut o = OpenFiles::default();
+        for f in flags {
+            o.total += 1;
+            if u64::from_str_radix(f.trim(), 8).is_ok_and(|v| v & Self::O_PATH != 0) {
+                o.path_only += 1;
+            }
+        }
+        o
+    }
+}
+
+/// virtiofsd's descriptors on both sides of a hop.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VirtiofsdHeld {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<OpenFiles>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<OpenFiles>,
+    /// Why a side could not be counted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unmeasured: Vec<String>,
 }
 
 impl MigrationRecord {
@@ -289,6 +348,9 @@ impl MigrationRecord {
             timeline: vec![],
             follow_up: false,
             cleanup_error: None,
+            expected_downtime_ms: None,
+            bytes_after_stop: None,
+            virtiofsd: None,
         }
     }
 }
@@ -296,6 +358,13 @@ impl MigrationRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn descriptors_are_told_apart_by_o_path() {
+        // fdinfo of virtiofsd: a socket, an O_PATH inode (O_PATH|O_CLOEXEC), an open file.
+        let o = OpenFiles::from_flags(["02", "012000000", "0100002", "not octal"]);
+        assert_eq!(o, OpenFiles { total: 4, path_only: 1 });
+    }
 
     fn ev(t: f64, side: Side, event: QmpEvent) -> TimelineEvent {
         TimelineEvent { t_ms: t, side, event }

@@ -199,6 +199,49 @@ pub fn hodges_lehmann(a: &[f64], b: &[f64], level: f64) -> Shift {
     Shift { estimate, lo: d[k - 1], hi: d[d.len() - k] }
 }
 
+/// A straight line fitted by least squares, with a confidence interval for its slope.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fit {
+    pub intercept: f64,
+    pub slope: f64,
+    /// The slope's interval at the level asked for (Student's t, n − 2 degrees of freedom).
+    pub slope_lo: f64,
+    pub slope_hi: f64,
+    pub n: usize,
+}
+
+/// Fits `y = intercept + slope · x`; None with fewer than three points or a single x.
+pub fn linear_fit(points: &[(f64, f64)], level: f64) -> Option<Fit> {
+    let n = points.len();
+    if n < 3 {
+        return None;
+    }
+    let mx = points.iter().map(|p| p.0).sum::<f64>() / n as f64;
+    let my = points.iter().map(|p| p.1).sum::<f64>() / n as f64;
+    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    if sxx <= 0.0 {
+        return None;
+    }
+    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let slope = sxy / sxx;
+    let intercept = my - slope * mx;
+    let sse: f64 = points.iter().map(|p| (p.1 - intercept - slope * p.0).powi(2)).sum();
+    let df = (n - 2) as f64;
+    let se = (sse / df / sxx).sqrt();
+    let half = t_quantile(0.5 + level / 2.0, df) * se;
+    Some(Fit { intercept, slope, slope_lo: slope - half, slope_hi: slope + half, n })
+}
+
+/// Student's t quantile (Cornish–Fisher expansion around the normal one: within 1 % of the
+/// table from 3 degrees of freedom, a little wide below).
+pub fn t_quantile(p: f64, df: f64) -> f64 {
+    let z = normal_quantile(p);
+    let (z3, z5, z7) = (z.powi(3), z.powi(5), z.powi(7));
+    z + (z3 + z) / (4.0 * df)
+        + (5.0 * z5 + 16.0 * z3 + 3.0 * z) / (96.0 * df * df)
+        + (3.0 * z7 + 19.0 * z5 + 17.0 * z3 - 15.0 * z) / (384.0 * df.powi(3))
+}
+
 /// The standard normal quantile (Acklam's rational approximation, |error| < 1.2e-9).
 pub fn normal_quantile(p: f64) -> f64 {
     const A: [f64; 6] = [
@@ -406,6 +449,22 @@ pub fn change_points(x: &[f64], min_size: usize, alpha: f64, permutations: usize
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_line_is_fitted_with_its_slopes_interval() {
+        let exact: Vec<(f64, f64)> = [100.0, 1000.0, 10000.0].iter().map(|x| (*x, 5.0 + 2.0 * x)).collect();
+        let f = linear_fit(&exact, 0.95).expect("fit");
+        assert!((f.slope - 2.0).abs() < 1e-9 && (f.intercept - 5.0).abs() < 1e-6, "{f:?}");
+        assert!((f.slope_hi - f.slope_lo).abs() < 1e-9, "no scatter, no width: {f:?}");
+        let noisy = [(1.0, 1.0), (1.0, 3.0), (2.0, 4.0), (2.0, 6.0), (3.0, 7.0), (3.0, 9.0)];
+        let f = linear_fit(&noisy, 0.95).expect("fit");
+        assert!(f.slope_lo < 3.0 && 3.0 < f.slope_hi && f.slope_lo > 0.0, "{f:?}");
+        assert!(linear_fit(&[(1.0, 1.0), (1.0, 2.0), (1.0, 3.0)], 0.95).is_none(), "one x: no line");
+        // t(0.975) for 4 and 10 degrees of freedom: 2.776, 2.228.
+        assert!((t_quantile(0.975, 4.0) - 2.776).abs() < 0.03);
+        assert!((t_quantile(0.975, 10.0) - 2.228).abs() < 0.01);
+    }
+
     use super::*;
     use rand::Rng;
 

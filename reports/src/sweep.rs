@@ -28,6 +28,10 @@ pub struct Figures {
     pub p99_us: Option<f64>,
     /// Successful ops per second inside the migration's window (from the 100 ms series).
     pub window_ops_per_s: Option<f64>,
+    /// From the source's `device` status to the destination's RESUME (with `device_phase`).
+    pub device_state_ms: Option<f64>,
+    /// QEMU's `expected-downtime` before the guest stopped.
+    pub expected_downtime_ms: Option<f64>,
 }
 
 /// The figures of a run's first migration (follow-ups aside).
@@ -58,6 +62,8 @@ pub fn hop_figures(r: &RunResult, m: &crate::MigrationRecord) -> Figures {
         total_ms: m.total_time_ms.map(|d| d as f64),
         mb_sent: m.transferred_bytes.map(|b| b as f64 / 1e6),
         p99_us: busiest_p99(r),
+        device_state_ms: m.phases.device_state_ms(),
+        expected_downtime_ms: m.expected_downtime_ms.map(|d| d as f64),
         window_ops_per_s: w.and_then(|w| {
             let inside: Vec<&crate::Bucket> = r
                 .series
@@ -118,6 +124,8 @@ pub fn csv(reps: &[Rep]) -> Result<Vec<u8>, csv::Error> {
         "total_ms",
         "mb_sent",
         "p99_us",
+        "device_state_ms",
+        "expected_downtime_ms",
     ])?;
     let o = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_default();
     for r in reps {
@@ -133,6 +141,8 @@ pub fn csv(reps: &[Rep]) -> Result<Vec<u8>, csv::Error> {
             o(f.total_ms),
             o(f.mb_sent),
             o(f.p99_us),
+            o(f.device_state_ms),
+            o(f.expected_downtime_ms),
         ])?;
     }
     w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
@@ -227,6 +237,147 @@ fn spectra(reps: &[Rep], names: &[String]) -> Result<String, ChartError> {
     charts::spectrum_chart("Latency spectra of the cells (busiest op kind, guest clock)", &curves)
 }
 
+/// The axis a sweep scales along: the first whose every value is a number, with at least three
+/// values (`files` of `files=100,virtiofsd_args=none`).
+fn scale_axis(names: &[String]) -> Option<String> {
+    let first = names.first()?;
+    first.split(',').filter_map(|kv| kv.split_once('=').map(|(k, _)| k.to_string())).find(|key| {
+        let mut values: Vec<f64> = Vec::new();
+        let numeric = names.iter().all(|n| match value_of(n, key).and_then(|v| v.parse::<f64>().ok()) {
+            Some(v) if v > 0.0 => {
+                if !values.contains(&v) {
+                    values.push(v);
+                }
+                true
+            }
+            _ => false,
+        });
+        numeric && values.len() >= 3
+    })
+}
+
+fn value_of<'a>(cell: &'a str, key: &str) -> Option<&'a str> {
+    cell.split(',').find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == key).map(|(_, v)| v))
+}
+
+/// A cell without its scale axis: the line its repetitions belong to.
+fn line_of(cell: &str, key: &str) -> String {
+    let rest: Vec<&str> = cell.split(',').filter(|kv| !kv.starts_with(&format!("{key}="))).collect();
+    if rest.is_empty() {
+        "all".into()
+    } else {
+        rest.join(",")
+    }
+}
+
+/// Every repetition's (scale, figure) per line, lines in the order of the cells.
+fn scale_points(reps: &[Rep], key: &str, g: fn(&Figures) -> Option<f64>) -> Vec<(String, Vec<(f64, f64)>)> {
+    let mut lines: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for r in reps {
+        let Some(x) = value_of(&r.cell, key).and_then(|v| v.parse::<f64>().ok()) else { continue };
+        let Some(y) = g(&figures(&r.result)) else { continue };
+        let line = line_of(&r.cell, key);
+        match lines.iter_mut().find(|(l, _)| *l == line) {
+            Some((_, v)) => v.push((x, y)),
+            None => lines.push((line, vec![(x, y)])),
+        }
+    }
+    lines
+}
+
+/// A figure against the scale axis on a log axis: a line per rest of the cell through its
+/// medians, every repetition a point.
+fn scale_chart(reps: &[Rep], key: &str, caption: &str, g: fn(&Figures) -> Option<f64>) -> Result<String, ChartError> {
+    let lines = scale_points(reps, key, g);
+    let all = || lines.iter().flat_map(|(_, v)| v.iter());
+    let xmin = all().map(|p| p.0).fold(f64::INFINITY, f64::min).max(1e-9) / 1.6;
+    let xmax = all().map(|p| p.0).fold(1.0, f64::max) * 1.6;
+    let ymax = all().map(|p| p.1).fold(1.0, f64::max) * 1.15;
+    svg(960, 380, |root| {
+        let mut c = ChartBuilder::on(root)
+            .caption(caption, ("sans-serif", 17))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(62)
+            .build_cartesian_2d((xmin..xmax).log_scale(), 0f64..ymax)
+            .map_err(draw)?;
+        c.configure_mesh()
+            .x_desc(format!("{key} (log scale)"))
+            .y_desc("ms")
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| format!("{v:.0}"))
+            .draw()
+            .map_err(draw)?;
+        for (k, (name, points)) in lines.iter().enumerate() {
+            let col = charts::PALETTE[k % charts::PALETTE.len()];
+            let mut xs: Vec<f64> = points.iter().map(|p| p.0).collect();
+            xs.sort_by(f64::total_cmp);
+            xs.dedup();
+            let medians: Vec<(f64, f64)> = xs
+                .iter()
+                .map(|x| {
+                    let ys: Vec<f64> = points.iter().filter(|p| p.0 == *x).map(|p| p.1).collect();
+                    (*x, crate::stats::median(&ys))
+                })
+                .collect();
+            c.draw_series(LineSeries::new(medians, col.stroke_width(2)))
+                .map_err(draw)?
+                .label(short(name))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], col.stroke_width(2)));
+            c.draw_series(points.iter().map(|p| Circle::new(*p, 4, col.filled()))).map_err(draw)?;
+        }
+        legend(&mut c, SeriesLabelPosition::UpperLeft)
+    })
+}
+
+/// The fitted cost per unit of the scale axis, per line: µs per unit, with its 95 % interval.
+fn scale_table(reps: &[Rep], key: &str) -> String {
+    let fmt = |f: Option<crate::stats::Fit>| match f {
+        Some(f) => format!(
+            "{:.0} ({:.0}–{:.0})",
+            f.slope * 1000.0,
+            f.slope_lo * 1000.0,
+            f.slope_hi * 1000.0
+        ),
+        None => "—".into(),
+    };
+    let downtime = scale_points(reps, key, |f| f.qemu_downtime_ms);
+    let device = scale_points(reps, key, |f| f.device_state_ms);
+    let rows: Vec<Vec<String>> = downtime
+        .iter()
+        .map(|(line, pts)| {
+            let dev = device.iter().find(|(l, _)| l == line).map(|(_, p)| p.as_slice()).unwrap_or(&[]);
+            let fit = crate::stats::linear_fit(pts, 0.95);
+            vec![
+                line.clone(),
+                pts.len().to_string(),
+                fmt(fit),
+                fmt(crate::stats::linear_fit(dev, 0.95)),
+                fit.map(|f| format!("{:.0}", f.intercept)).unwrap_or_else(|| "—".into()),
+                // Where the fitted line crosses QEMU's default 300 ms downtime limit.
+                fit.filter(|f| f.slope > 0.0)
+                    .map(|f| format!("{:.0}", ((300.0 - f.intercept) / f.slope).max(0.0)))
+                    .unwrap_or_else(|| "—".into()),
+            ]
+        })
+        .collect();
+    let mut h = table(
+        &[
+            "line",
+            "runs",
+            &format!("QEMU downtime µs per {key}"),
+            &format!("device state µs per {key}"),
+            "downtime at 0, ms",
+            &format!("{key} at 300 ms"),
+        ],
+        &rows,
+    );
+    h.push_str(&format!(
+        "<p class=\"sub\">least-squares line through every repetition; 95 % interval of the slope (Student's t); the last column is where the line crosses QEMU's default 300 ms downtime limit</p>"
+    ));
+    h
+}
+
 /// `sweep.html`.
 pub fn report(scenario: &str, reps: &[Rep]) -> Result<String, ChartError> {
     let names = cells(reps);
@@ -284,6 +435,24 @@ pub fn report(scenario: &str, reps: &[Rep]) -> Result<String, ChartError> {
             ("heartbeat gap (guest-visible)", |f| f.heartbeat_gap_ms),
         ],
     )?);
+    if let Some(key) = scale_axis(&names) {
+        let _ = write!(h, "<h2>Scaling with {}</h2>", esc(&key));
+        h.push_str(&scale_table(reps, &key));
+        h.push_str(&scale_chart(
+            reps,
+            &key,
+            &format!("QEMU downtime against {key}, every repetition"),
+            |f| f.qemu_downtime_ms,
+        )?);
+        if reps.iter().any(|r| figures(&r.result).device_state_ms.is_some()) {
+            h.push_str(&scale_chart(
+                reps,
+                &key,
+                &format!("Device state (QEMU's `device` → destination RESUME) against {key}"),
+                |f| f.device_state_ms,
+            )?);
+        }
+    }
     h.push_str("<h2>Migration cost</h2>");
     h.push_str(&strips(
         reps,
@@ -344,6 +513,19 @@ mod tests {
     fn a_cells_axis_label_is_its_values() {
         assert_eq!(short("downtime_limit_ms=20,workload=read-loop"), "20 · read-loop");
         assert_eq!(axes("downtime_limit_ms=20,workload=read-loop"), "downtime_limit_ms · workload");
+    }
+
+    #[test]
+    fn a_numeric_axis_with_three_values_is_the_scale() {
+        let names: Vec<String> = ["files=100,args=none", "files=1000,args=none", "files=10000,args=fh"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(scale_axis(&names).as_deref(), Some("files"));
+        assert_eq!(line_of("files=100,args=none", "files"), "args=none");
+        assert_eq!(scale_axis(&names[..2]), None, "two values are no scale");
+        let limits: Vec<String> = ["limit=20,w=a", "limit=300,w=b"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(scale_axis(&limits), None);
     }
 
     /// 4 cells of 2 runs were titled "4 cells × 8 runs" (the runs of every cell).

@@ -4,11 +4,14 @@
 //! fio-style jobs run as fio runs them with a synchronous engine: one thread per job, one
 //! request in flight. A job owns its files, so the generation each block should hold is always
 //! known: that is what makes verification exact. The rooms: [`fio`] (layout, the timed loop,
-//! the verify pass), [`metadata`], [`readloop`].
+//! the verify pass), [`metadata`], [`readloop`], [`state`] (what virtiofsd holds).
 
 mod fio;
 mod metadata;
 mod readloop;
+mod state;
+
+pub use state::{lay_out_tree, tree_complete};
 
 use crate::job::Workload;
 use crate::record::{Op, OpRecord, Record, FLAG_ERROR, FLAG_MISMATCH, FRAME_LEN};
@@ -315,6 +318,7 @@ enum Verifier {
     Fio(fio::Verifier),
     ReadLoop(readloop::Verifier),
     Metadata(metadata::Verifier),
+    State(state::Verifier),
 }
 
 /// A running workload.
@@ -353,6 +357,7 @@ impl Running {
             Verifier::Fio(v) => v.verify(sink, give_up),
             Verifier::ReadLoop(v) => v.verify(),
             Verifier::Metadata(v) => v.verify(sink, give_up),
+            Verifier::State(v) => v.verify(sink, give_up),
         }
     }
 }
@@ -398,6 +403,10 @@ pub fn start(
         Workload::FioFile(f) => {
             let (t, v) = fio::start(f, root, &sink, &stop, &counters, tag)?;
             (f.name.clone(), t, Verifier::Fio(v))
+        }
+        Workload::State(j) => {
+            let (t, v) = state::start(j, root, &sink, &stop, &counters, tag)?;
+            (j.name.clone(), t, Verifier::State(v))
         }
         Workload::Metadata(j) => {
             let (t, v) = metadata::start(j, root, &sink, &stop, &counters, tag.seed)?;

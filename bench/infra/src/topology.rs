@@ -173,6 +173,25 @@ pub trait Host: Send + Sync {
     fn make_dir(&self, path: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(path)
     }
+    /// The open descriptors of process `pid` and its descendants on the host (virtiofsd
+    /// serves from a child in its sandbox), told apart by their flags.
+    fn open_files(&self, pid: i32) -> std::io::Result<miglab_reports::OpenFiles> {
+        let mut flags = Vec::new();
+        let mut pids = vec![pid];
+        while let Some(p) = pids.pop() {
+            for e in std::fs::read_dir(format!("/proc/{p}/fdinfo"))? {
+                // A descriptor closed meanwhile is simply not counted.
+                if let Ok(info) = std::fs::read_to_string(e?.path()) {
+                    flags.extend(info.lines().find_map(|l| l.strip_prefix("flags:")).map(str::to_owned));
+                }
+            }
+            for t in std::fs::read_dir(format!("/proc/{p}/task"))?.flatten() {
+                let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                pids.extend(children.split_whitespace().filter_map(|c| c.parse::<i32>().ok()));
+            }
+        }
+        Ok(miglab_reports::OpenFiles::from_flags(flags.iter().map(String::as_str)))
+    }
     /// Removes a file or a tree; one that is not there is not an error.
     fn remove_all(&self, path: &Path) -> std::io::Result<()> {
         let r = if path.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
@@ -324,5 +343,29 @@ mod tests {
         assert_eq!(next_host(&hosts, "c2"), "c1");
         let three = vec!["c1".to_string(), "c2".to_string(), "c3".to_string()];
         assert_eq!(next_host(&three, "c3"), "c1");
+    }
+
+    #[test]
+    fn a_processes_open_files_include_its_childrens_and_o_path_ones() {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = tempfile::tempdir().expect("tmp");
+        let me = std::process::id() as i32;
+        let before = LocalFiles.open_files(me).expect("count");
+        let held: Vec<std::fs::File> = (0..3)
+            .map(|_| {
+                std::fs::OpenOptions::new().read(true).custom_flags(libc::O_PATH).open(dir.path()).expect("o_path")
+            })
+            .collect();
+        let after = LocalFiles.open_files(me).expect("count");
+        // Other tests' threads open and close files meanwhile: at least ours are counted.
+        assert!(after.path_only >= before.path_only + 3, "{before:?} → {after:?}");
+        drop(held);
+        // A child's descriptors count as its parent's (virtiofsd's sandbox).
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().expect("sleep");
+        let with_child = LocalFiles.open_files(me).expect("count");
+        let alone = LocalFiles.open_files(child.id() as i32).expect("count");
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(alone.total >= 1 && with_child.total >= alone.total, "{alone:?} within {with_child:?}");
     }
 }

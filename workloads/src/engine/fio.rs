@@ -156,8 +156,9 @@ pub(super) fn start(
         f.set_len(s.size).map_err(|e| format!("size {}: {e}", s.path.display()))?;
     }
     let instances = file.instances();
-    counters.layout_total.store(states.iter().map(|s| s.size).sum(), Ordering::Relaxed);
-    counters.laying_out.store(instances.len() as u32, Ordering::Relaxed);
+    // Added to, not set: another room's layout may share the counters (a state job's tree).
+    counters.layout_total.fetch_add(states.iter().map(|s| s.size).sum(), Ordering::SeqCst);
+    counters.laying_out.fetch_add(instances.len() as u32, Ordering::SeqCst);
     let shared = Arc::new(Shared {
         running: file.jobs.iter().map(|j| AtomicU32::new(j.numjobs)).collect(),
         flows: file.jobs.iter().filter(|j| j.flow != 0).fold(

@@ -259,6 +259,16 @@ impl Host for RemoteHost {
             Err(e) => format!("(no log on {}: {e})", self.name),
         }
     }
+    fn open_files(&self, pid: i32) -> std::io::Result<miglab_reports::OpenFiles> {
+        // The process and its descendants (virtiofsd serves from a child in its sandbox).
+        let script = format!(
+            "count() {{ for f in /proc/$1/fdinfo/*; do sed -n 's/^flags:[[:space:]]*//p' \"$f\" 2>/dev/null; done; \
+             for c in $(cat /proc/$1/task/*/children 2>/dev/null); do count $c; done; }}; \
+             test -d /proc/{pid} && count {pid}"
+        );
+        let out = self.sh(&script, QUICK).map_err(io_error)?;
+        Ok(miglab_reports::OpenFiles::from_flags(out.stdout.lines()))
+    }
     fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
         let p = quote(&path.display().to_string());
         self.sh(&format!("cat {p}"), QUICK).map(|o| o.stdout.into_bytes()).map_err(io_error)
