@@ -317,6 +317,11 @@ async fn steps(
         held.injector = Some(Injector::start(topo.clone(), bus, plan.faults.clone(), ctx));
     }
     start_workloads(plan, bus, held, ex, say).await?;
+    if let (Workload::State(j), Some(first)) = (&plan.workload, plan.hops.first()) {
+        if j.warm_destination {
+            warm_destination(site, &first.to, j, say).await?;
+        }
+    }
     let faults = Faults { gate: &gate, cancel: &cancel };
     hops(site, plan, bus, held, ex, faults, say).await?;
     pause(Duration::from_secs_f64(plan.run.cooldown_s)).await?;
@@ -345,7 +350,7 @@ async fn boot(
         .await??;
     }
     if let Workload::State(j) = &g.workload {
-        prepare_tree(site, &g.start_host, j, say).await?;
+        prepare_tree(site, &g.start_host, j, ex.nonce, say).await?;
     }
     let t = Instant::now();
     let vm = unless_interrupted(async {
@@ -375,6 +380,7 @@ async fn prepare_tree(
     site: &Arc<dyn Site>,
     host: &str,
     j: &miglab_workloads::job::StateJob,
+    nonce: u64,
     say: &dyn Fn(&str),
 ) -> Result<(), ExecError> {
     if site.host(host)?.remote() {
@@ -384,11 +390,11 @@ async fn prepare_tree(
     let t = Instant::now();
     let made = on_mount(site, host, TREE_DEADLINE, move |h| {
         let dir = h.mount_point().join(job.dir());
-        if miglab_workloads::engine::tree_complete(&job, &dir) {
+        if miglab_workloads::engine::tree_complete(&job, &dir, nonce) {
             return Ok(false);
         }
         let never = std::sync::atomic::AtomicBool::new(false);
-        miglab_workloads::engine::lay_out_tree(&job, &dir, &never, &|_| {})
+        miglab_workloads::engine::lay_out_tree(&job, &dir, nonce, &never, &|_| {})
             .map(|()| true)
             .map_err(std::io::Error::other)
     })
@@ -397,6 +403,32 @@ async fn prepare_tree(
     if made {
         say(&format!("laid out a tree of {} files on {host} in {:.1} s", j.files, t.elapsed().as_secs_f64()));
     }
+    Ok(())
+}
+
+/// The destination's CephFS client looks every file of the tree up (stat through its mount),
+/// so that its cache holds the tree before the switch-over re-resolves every path through it.
+async fn warm_destination(
+    site: &Arc<dyn Site>,
+    host: &str,
+    j: &miglab_workloads::job::StateJob,
+    say: &dyn Fn(&str),
+) -> Result<(), ExecError> {
+    let job = j.clone();
+    let t = Instant::now();
+    on_mount(site, host, TREE_DEADLINE, move |h| {
+        let dir = h.mount_point().join(job.dir());
+        if h.remote() {
+            return Err(std::io::Error::other("a warm destination is not built for hosts over SSH yet"));
+        }
+        for i in 0..job.files {
+            std::fs::metadata(dir.join(job.file_path(i)))?;
+        }
+        Ok(())
+    })
+    .await?
+    .map_err(|e| ExecError::Workload(format!("warming {host}'s client with the tree: {e}")))?;
+    say(&format!("{host}'s client looked up the {} files in {:.1} s", j.files, t.elapsed().as_secs_f64()));
     Ok(())
 }
 

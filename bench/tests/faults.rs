@@ -328,6 +328,20 @@ fault_test!(
 );
 
 fault_test!(
+    /// A third party deletes the guest's open file: the guest writes on into it (it is still
+    /// open); the path names nothing.
+    third_party_delete, "tf-delete", |lab, root| {
+        let t = format!("{RANDRW}{NO_HOP}[[fault]]\nkind = \"third-party-delete\"\nhost = \"c2\"\ntrigger = {{ at = \"workload-start\", offset_ms = 1000 }}\n");
+        let res = scenario(root, lab.layout().name.as_str(), "f-delete", &t);
+        let f = fault(&res);
+        assert!(f.target.starts_with("1 file in") && f.target.ends_with("(deleted)"), "{f:?}");
+        assert!(!lab.host("c1").expect("c1").mount_point().join("miglab/rw/rw.0.0").exists());
+        let v = res.verification.as_ref().expect("verified");
+        assert_eq!(v.mismatched, 0, "the guest's own handle still holds what it wrote: {v:?}");
+    }
+);
+
+fault_test!(
     /// A planned fault the run ends before is not lost: the run fails and says why, unless the
     /// scenario marked it optional.
     a_fault_planned_after_the_end_fails_the_run, "tf-late", |lab, root| {

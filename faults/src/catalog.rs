@@ -215,6 +215,13 @@ pub enum Fault {
         #[serde(default)]
         duration_ms: u64,
     },
+    /// Another CephFS client (`host`'s) deletes the guest's workload files while the guest
+    /// holds them open: a file deleted while open cannot be migrated by path. Nothing to undo
+    /// (the files are the run's own; the cluster is not changed).
+    ThirdPartyDelete {
+        #[serde(default = "destination")]
+        host: HostRef,
+    },
 }
 
 impl Fault {
@@ -236,6 +243,7 @@ impl Fault {
             Fault::QemuKill { .. } => "qemu-kill",
             Fault::MigrateCancel {} => "migrate-cancel",
             Fault::ThirdPartyRename { .. } => "third-party-rename",
+            Fault::ThirdPartyDelete { .. } => "third-party-delete",
         }
     }
 
@@ -256,6 +264,7 @@ impl Fault {
             | Fault::MigrationLink { .. }
             | Fault::VirtiofsdKill { .. }
             | Fault::QemuKill { .. }
+            | Fault::ThirdPartyDelete { .. }
             | Fault::MigrateCancel {} => None,
         }
     }
@@ -323,7 +332,7 @@ impl Fault {
                 }
                 Ok(())
             }
-            Fault::MdsFail {} => Ok(()),
+            Fault::MdsFail {} | Fault::ThirdPartyDelete { .. } => Ok(()),
             Fault::ThirdPartyRename { duration_ms, .. } => {
                 if *duration_ms > hour {
                     return Err(format!("duration_ms = {duration_ms} is more than an hour"));

@@ -173,6 +173,51 @@ fn outcome_section(h: &mut String, r: &RunResult) {
     }
 }
 
+/// What each switch-over carried, where it was measured: virtiofsd's descriptors on both
+/// sides, the device-state phase, the bytes after STOP, and what QEMU expected.
+fn switch_over_table(h: &mut String, r: &RunResult) {
+    let measured = |m: &&crate::MigrationRecord| {
+        m.virtiofsd.as_ref().is_some_and(|v| v.source.is_some()) || m.phases.device_state_ms().is_some()
+    };
+    if !r.migrations.iter().any(|m| measured(&m)) {
+        return;
+    }
+    let fds = |o: Option<crate::OpenFiles>| {
+        o.map(|o| format!("{} ({} O_PATH)", o.total, o.path_only)).unwrap_or_else(|| "—".into())
+    };
+    let rows: Vec<Vec<String>> = r
+        .migrations
+        .iter()
+        .map(|m| {
+            let v = m.virtiofsd.clone().unwrap_or_default();
+            vec![
+                format!("{} {} → {}", m.hop, m.from, m.to),
+                fds(v.source),
+                fds(v.destination),
+                opt(m.phases.device_state_ms()),
+                m.bytes_after_stop.map(|b| format!("{:.2}", b as f64 / 1e6)).unwrap_or_else(|| "—".into()),
+                opt(m.expected_downtime_ms.map(|d| d as f64)),
+                m.params.downtime_limit_ms.unwrap_or(300).to_string(),
+                opt(m.downtime_ms.map(|d| d as f64)),
+            ]
+        })
+        .collect();
+    h.push_str(&table(
+        &[
+            "migration",
+            "virtiofsd fds, source",
+            "virtiofsd fds, destination",
+            "device state → RESUME ms",
+            "MB after STOP",
+            "QEMU expected ms",
+            "downtime limit ms",
+            "QEMU downtime ms",
+        ],
+        &rows,
+    ));
+    h.push_str("<p class=\"sub\">virtiofsd's descriptors: the source's before <code>migrate</code>, the destination's after RESUME (virtiofsd keeps inodes as file handles where it can, so these count mostly open files); the device-state phase runs from QEMU's <code>device</code> status to the destination's RESUME (with <code>device_phase</code>); QEMU's expectation is its last <code>expected-downtime</code> before the guest stopped</p>");
+}
+
 /// Each migration's figures and each op kind's.
 fn figures_section(h: &mut String, r: &RunResult) {
     h.push_str("<h2>Figures</h2>");
@@ -215,6 +260,7 @@ fn figures_section(h: &mut String, r: &RunResult) {
         ],
         &mig,
     ));
+    switch_over_table(h, r);
     let ops: Vec<Vec<String>> = r
         .ops
         .iter()
@@ -508,6 +554,25 @@ pub fn external_references(html: &str) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::outcome::{Expect, RunOutcome};
+
+    #[test]
+    fn what_a_switch_over_carried_is_tabled_only_where_measured() {
+        let mut r = RunResult::new("s", 1, 1);
+        r.migrations.push(crate::MigrationRecord::sample(crate::Outcome::Completed, 1000.0));
+        let mut h = String::new();
+        switch_over_table(&mut h, &r);
+        assert!(h.is_empty(), "nothing measured, no table");
+        let m = &mut r.migrations[0];
+        m.virtiofsd = Some(crate::VirtiofsdHeld {
+            source: Some(crate::OpenFiles { total: 48, path_only: 2 }),
+            ..Default::default()
+        });
+        m.phases.device_ms = Some(1500.0);
+        m.phases.resume_ms = Some(3500.0);
+        m.expected_downtime_ms = Some(300);
+        switch_over_table(&mut h, &r);
+        assert!(h.contains("48 (2 O_PATH)") && h.contains("2000") && h.contains("300"), "{h}");
+    }
 
     /// A completed-degraded run with a 5 s stall was titled "Completed" in green.
     #[test]

@@ -679,8 +679,8 @@ pub struct StateJob {
     /// Of the tree's files, how many are held open (K), spread evenly over the tree.
     #[serde(default = "StateJob::default_open")]
     pub open: u32,
-    /// The verified I/O across the migration (default: 4 KiB random reads and writes at 100
-    /// ops/s on 1 MiB).
+    /// The verified I/O across the migration (default: 4 KiB random reads and writes, O_DIRECT,
+    /// at 100 ops/s on 1 MiB).
     #[serde(default = "StateJob::default_io")]
     pub io: FioJob,
     /// Keep a complete tree of the same shape from an earlier run (its files hold no run's
@@ -692,6 +692,11 @@ pub struct StateJob {
     /// How many of the held inodes the verify pass reopens and checks (all by default).
     #[serde(default)]
     pub check: Option<u32>,
+    /// Before the first migration, the destination's CephFS client looks every file of the
+    /// tree up (a warm destination); without, it has not seen this tree (with `reuse = false`
+    /// it never has: a cold one).
+    #[serde(default)]
+    pub warm_destination: bool,
 }
 
 impl StateJob {
@@ -712,11 +717,8 @@ impl StateJob {
         16
     }
     fn default_io() -> FioJob {
-        FioJob {
-            size: Size(1 << 20),
-            rate_iops: Some(100),
-            ..FioJob::new("state-io", Rw::Randrw)
-        }
+        // O_DIRECT to the OSDs: a client's cache would hide what the file really holds.
+        FioJob { size: Size(1 << 20), rate_iops: Some(100), direct: true, ..FioJob::new("state-io", Rw::Randrw) }
     }
 
     /// The tree's directory below the CephFS root; its shape is in the name, so trees of

@@ -220,7 +220,11 @@ pub(super) fn apply(
             ctx.cancel.ask(hop).map_err(ApplyError::NotThere)?;
             Applied::on(format!("hop {hop}"))
         }
-        Fault::ThirdPartyRename { host, replace, .. } => third_party(topo, ctx, j, host, *replace)?,
+        Fault::ThirdPartyRename { host, replace, .. } => {
+            let act = if *replace { ThirdParty::Replace } else { ThirdParty::RenameAway };
+            third_party(topo, ctx, j, host, act)?
+        }
+        Fault::ThirdPartyDelete { host } => third_party(topo, ctx, j, host, ThirdParty::Delete)?,
         Fault::MigrationLink { .. } => {
             return Err(ApplyError::NotInjected("the migration link is set by its hop, not injected"))
         }
@@ -249,14 +253,24 @@ fn virtiofsd_kill(
     Ok(applied)
 }
 
-/// A third party renames the workload's files away through `host`'s client (journaled, renamed
-/// back on undo), or replaces each by a copy (a new inode under the old name: nothing to undo).
+/// What a third party does to the workload's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ThirdParty {
+    /// Renamed away (journaled, renamed back on undo).
+    RenameAway,
+    /// Each replaced by a copy: a new inode under the old name (nothing to undo).
+    Replace,
+    /// Each deleted (the run's own files: nothing to undo).
+    Delete,
+}
+
+/// A third party acts on the workload's files through `host`'s client.
 fn third_party(
     topo: &Arc<dyn Topology>,
     ctx: &Context,
     j: &Journal<'_>,
     host: &HostRef,
-    replace: bool,
+    act: ThirdParty,
 ) -> Result<Applied, ApplyError> {
     let h = host_of(topo.as_ref(), ctx, host)?;
     let dir = topo.host(&h)?.mount_point().join(
@@ -268,14 +282,18 @@ fn third_party(
         if !p.is_file() || p.extension().is_some_and(|x| x == "miglab-away" || x == "miglab-copy") {
             continue;
         }
-        if replace {
-            let copy = p.with_extension("miglab-copy");
-            std::fs::copy(&p, &copy).map_err(io("copy", &p))?;
-            std::fs::rename(&copy, &p).map_err(io("replace", &p))?;
-        } else {
-            let away = p.with_extension("miglab-away");
-            j.step(Undo::RenameBack { away: away.clone(), back: p.clone() })?;
-            std::fs::rename(&p, &away).map_err(io("rename", &p))?;
+        match act {
+            ThirdParty::Replace => {
+                let copy = p.with_extension("miglab-copy");
+                std::fs::copy(&p, &copy).map_err(io("copy", &p))?;
+                std::fs::rename(&copy, &p).map_err(io("replace", &p))?;
+            }
+            ThirdParty::RenameAway => {
+                let away = p.with_extension("miglab-away");
+                j.step(Undo::RenameBack { away: away.clone(), back: p.clone() })?;
+                std::fs::rename(&p, &away).map_err(io("rename", &p))?;
+            }
+            ThirdParty::Delete => std::fs::remove_file(&p).map_err(io("delete", &p))?,
         }
         n += 1;
     }
@@ -283,7 +301,11 @@ fn third_party(
         "{n} file{} in {} through {h}'s client ({})",
         if n == 1 { "" } else { "s" },
         dir.display(),
-        if replace { "replaced" } else { "renamed away" }
+        match act {
+            ThirdParty::Replace => "replaced",
+            ThirdParty::RenameAway => "renamed away",
+            ThirdParty::Delete => "deleted",
+        }
     )))
 }
 

@@ -90,7 +90,7 @@ pub(super) fn start(
     let held = Arc::new(Mutex::new(Held::default()));
     let (job, d, h, c, s) = (j.clone(), dir.clone(), held.clone(), counters.clone(), stop.clone());
     threads.push(spawn(format!("{}.tree", j.name), move || {
-        match lay_out(&job, &d, &c, &s).and_then(|()| hold(&job, &d, &c, &s)) {
+        match lay_out(&job, &d, tag.nonce, &c, &s).and_then(|()| hold(&job, &d, &c, &s)) {
             Ok(got) => *h.lock().unwrap_or_else(|e| e.into_inner()) = got,
             Err(e) => c.layout_failed(e),
         }
@@ -121,9 +121,11 @@ fn raise_fd_limit(want: u64) -> Result<(), String> {
     Ok(())
 }
 
-/// The tree's shape, written last: a tree with it is complete.
-fn shape(j: &StateJob) -> String {
-    format!("files={} fanout={} depth={}\n", j.files, j.fanout, j.depth)
+/// The tree's shape, written last: a tree with it is complete. A tree not to be reused is
+/// complete for its own run only (the host may lay it out before the guest starts).
+fn shape(j: &StateJob, nonce: u64) -> String {
+    let run = if j.reuse { String::new() } else { format!(" run={nonce:x}") };
+    format!("files={} fanout={} depth={}{run}\n", j.files, j.fanout, j.depth)
 }
 
 /// The bytes of all the tree's tags (what its layout counts).
@@ -131,16 +133,22 @@ fn tag_bytes(j: &StateJob) -> u64 {
     (0..j.files).map(|i| tag(i, &j.file_path(i)).len() as u64).sum()
 }
 
-/// Whether a complete tree of `j`'s shape is at `dir` (and may be reused).
-pub fn tree_complete(j: &StateJob, dir: &Path) -> bool {
-    j.reuse && std::fs::read_to_string(dir.join("complete")).is_ok_and(|s| s == shape(j))
+/// Whether a complete tree of `j`'s shape for run `nonce` is at `dir`.
+pub fn tree_complete(j: &StateJob, dir: &Path, nonce: u64) -> bool {
+    std::fs::read_to_string(dir.join("complete")).is_ok_and(|s| s == shape(j, nonce))
 }
 
 /// Creates `j`'s tree at `dir` (a guest's mount, or a host's CephFS mount: the host lays a
 /// large tree out ten times faster than a guest through virtiofsd), unless a complete one is
 /// there. `done` is told the bytes of each file's tag as it is written; `stop` ends it early.
-pub fn lay_out_tree(j: &StateJob, dir: &Path, stop: &AtomicBool, done: &dyn Fn(u64)) -> Result<(), String> {
-    if tree_complete(j, dir) {
+pub fn lay_out_tree(
+    j: &StateJob,
+    dir: &Path,
+    nonce: u64,
+    stop: &AtomicBool,
+    done: &dyn Fn(u64),
+) -> Result<(), String> {
+    if tree_complete(j, dir, nonce) {
         return Ok(());
     }
     match std::fs::remove_dir_all(dir) {
@@ -167,15 +175,15 @@ pub fn lay_out_tree(j: &StateJob, dir: &Path, stop: &AtomicBool, done: &dyn Fn(u
         done(t.len() as u64);
     }
     let marker = dir.join("complete");
-    std::fs::write(&marker, shape(j)).map_err(|e| format!("write {}: {e}", marker.display()))
+    std::fs::write(&marker, shape(j, nonce)).map_err(|e| format!("write {}: {e}", marker.display()))
 }
 
 /// The tree laid out (counted twice when it is created here: once creating, once holding).
-fn lay_out(j: &StateJob, dir: &Path, c: &Counters, stop: &AtomicBool) -> Result<(), String> {
+fn lay_out(j: &StateJob, dir: &Path, nonce: u64, c: &Counters, stop: &AtomicBool) -> Result<(), String> {
     let tags = tag_bytes(j);
-    let phases = if tree_complete(j, dir) { 1 } else { 2 };
+    let phases = if tree_complete(j, dir, nonce) { 1 } else { 2 };
     c.layout_total.fetch_add(phases * tags, Ordering::SeqCst);
-    lay_out_tree(j, dir, stop, &|n| {
+    lay_out_tree(j, dir, nonce, stop, &|n| {
         c.layout_done.fetch_add(n, Ordering::Relaxed);
     })
 }
@@ -183,18 +191,35 @@ fn lay_out(j: &StateJob, dir: &Path, c: &Counters, stop: &AtomicBool) -> Result<
 /// Looks every file up and holds it; opens the chosen ones.
 fn hold(j: &StateJob, dir: &Path, c: &Counters, stop: &AtomicBool) -> Result<Held, String> {
     let mut held = Held { looked_up: Vec::with_capacity(j.files as usize), open: Vec::new() };
+    // Each file is looked up relative to its directory, held open meanwhile: one FUSE lookup
+    // a file, where a whole path (the guest revalidates every component with cache=never)
+    // took one a component.
+    let mut dirs: std::collections::HashMap<PathBuf, File> = std::collections::HashMap::new();
     for i in 0..j.files {
         if stop.load(Ordering::Relaxed) {
             return Err("stopped while looking the tree up".into());
         }
         let rel = j.file_path(i);
         let p = dir.join(&rel);
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_PATH)
-            .open(&p)
-            .map_err(|e| format!("look up {}: {e}", p.display()))?;
-        held.looked_up.push(f.into());
+        let parent = p.parent().unwrap_or(dir).to_path_buf();
+        if !dirs.contains_key(&parent) {
+            let d = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+                .open(&parent)
+                .map_err(|e| format!("look up {}: {e}", parent.display()))?;
+            dirs.insert(parent.clone(), d);
+        }
+        let name = std::ffi::CString::new(p.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default())
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+        let d = dirs[&parent].as_raw_fd();
+        // SAFETY: openat with a directory descriptor we hold and a NUL-terminated name.
+        let fd = unsafe { libc::openat(d, name.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(format!("look up {}: {}", p.display(), std::io::Error::last_os_error()));
+        }
+        // SAFETY: openat returned a new descriptor that nothing else owns.
+        held.looked_up.push(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
         c.layout_done.fetch_add(tag(i, &rel).len() as u64, Ordering::Relaxed);
     }
     for i in j.opened() {
@@ -283,7 +308,7 @@ mod tests {
         let w = Workload::State(job(40));
         let (r, buf) = run_for(&w, dir.path(), 100);
         let tree = dir.path().join(job(40).dir());
-        assert_eq!(std::fs::read_to_string(tree.join("complete")).expect("marker"), shape(&job(40)));
+        assert_eq!(std::fs::read_to_string(tree.join("complete")).expect("marker"), shape(&job(40), 0));
         assert!(tree.join(job(40).file_path(39)).exists());
         let ran = collect(&buf); // drains what the run recorded
         assert!(ran.iter().any(|o| o.op == Op::Write), "the I/O job ran");
@@ -315,5 +340,18 @@ mod tests {
         assert!(j.validate().expect_err("too many directories").contains("directories"));
         assert_eq!(job(40).file_path(5), "d1/d1/f5");
         assert_eq!(job(40).opened().collect::<Vec<_>>(), vec![0, 8, 16, 24, 32]);
+    }
+
+    #[test]
+    fn a_tree_not_to_be_reused_is_complete_for_its_own_run_only() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut j = job(8);
+        j.reuse = false;
+        let never = AtomicBool::new(false);
+        lay_out_tree(&j, dir.path(), 1, &never, &|_| {}).expect("lay out");
+        assert!(tree_complete(&j, dir.path(), 1), "laid out by the host for run 1: the guest keeps it");
+        assert!(!tree_complete(&j, dir.path(), 2), "run 2 lays out its own");
+        j.reuse = true;
+        assert!(!tree_complete(&j, dir.path(), 1), "a run's own tree is no tree to reuse");
     }
 }

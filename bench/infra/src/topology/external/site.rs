@@ -567,7 +567,7 @@ fn refusal(fault: &Fault, allow_destructive: bool) -> Option<&'static str> {
         Fault::LinkRate { .. } | Fault::Partition { .. } | Fault::MigrationLink { .. } => Some(NETWORK),
         Fault::StorageDelay { target: StorageTarget::Client(_), .. }
         | Fault::SocketFailures { target: StorageTarget::Client(_), .. } => Some(CLIENT),
-        Fault::ThirdPartyRename { .. } => Some(
+        Fault::ThirdPartyRename { .. } | Fault::ThirdPartyDelete { .. } => Some(
             "the third party renames through this machine's view of a mount; over SSH it is not built yet",
         ),
         Fault::OsdOut { .. }
