@@ -63,6 +63,53 @@ fn example_sweep() -> Vec<Rep> {
     reps
 }
 
+/// A sweep along a numeric axis (files held, as `virtiofsd-state`): two lines, three
+/// repetitions of each point, the downtime and the device-state phase growing with the files
+/// (2 ms a file on one line, 0.1 on the other).
+fn scaling_sweep() -> Vec<Rep> {
+    let r = example();
+    let mut reps = Vec::new();
+    for files in [100u64, 1000, 10000] {
+        for (args, per_file) in [("none", 2.0), ("file-handles", 0.1)] {
+            for rep in 1..=3u32 {
+                let mut x = r.clone();
+                x.repetition = rep;
+                for m in &mut x.migrations {
+                    let d = 60.0 + per_file * files as f64 + f64::from(rep);
+                    m.downtime_ms = Some(d as u64);
+                    let stop = m.phases.stop_ms.unwrap_or(m.started_ms);
+                    m.phases.device_ms = Some(stop + 5.0);
+                    m.phases.resume_ms = Some(stop + d);
+                }
+                reps.push(Rep { cell: format!("files={files},virtiofsd_args={args}"), result: x });
+            }
+        }
+    }
+    reps
+}
+
+#[test]
+fn a_sweep_along_a_numeric_axis_charts_and_fits_the_cost_per_unit() {
+    if !font_or_skip("a_sweep_along_a_numeric_axis_charts_and_fits_the_cost_per_unit") {
+        return;
+    }
+    let html = miglab_reports::sweep::report("state", &scaling_sweep()).expect("render");
+    let s = structure(&html);
+    assert!(s.contains("section: Scaling with files\n"), "{s}");
+    // 2 ms a file is 2000 µs, exactly (the repetitions add the same to every point).
+    assert!(
+        html.contains("<td class=\"l\">virtiofsd_args=none</td><td>9</td><td>2000 (2000–2000)</td>"),
+        "{html}"
+    );
+    assert!(html.contains("<td class=\"l\">virtiofsd_args=file-handles</td><td>9</td><td>100 (100–100)</td>"));
+    assert!(html.contains("log scale"), "the files axis is logarithmic");
+    let (plain, scaled) = (
+        miglab_reports::sweep::report("example", &example_sweep()).expect("render").matches("<svg").count(),
+        html.matches("<svg").count(),
+    );
+    assert_eq!(scaled, plain + 2, "downtime and device state against files");
+}
+
 #[test]
 fn the_run_report_has_its_sections_charts_and_axes() {
     if !font_or_skip("the_run_report_has_its_sections_charts_and_axes") {
@@ -292,8 +339,11 @@ fn the_reports_open_cleanly_in_chromium() {
     let sweep = tmp.path().join("sweep.html");
     std::fs::write(&sweep, miglab_reports::sweep::report("example", &example_sweep()).expect("render"))
         .expect("write");
+    let scaled = tmp.path().join("scaled.html");
+    std::fs::write(&scaled, miglab_reports::sweep::report("state", &scaling_sweep()).expect("render"))
+        .expect("write");
     let more = compare_and_trend_pages(tmp.path());
-    for page in [&run, &sweep].into_iter().chain(&more) {
+    for page in [&run, &sweep, &scaled].into_iter().chain(&more) {
         let html = std::fs::read_to_string(page).expect("read");
         let o = open_in_chromium(page);
         assert!(o.console.is_empty(), "{}: console says {:?}", page.display(), o.console);

@@ -32,6 +32,9 @@ pub struct Figures {
     pub device_state_ms: Option<f64>,
     /// QEMU's `expected-downtime` before the guest stopped.
     pub expected_downtime_ms: Option<f64>,
+    /// The longest the source's QEMU left `query-migrate` unanswered (its main loop blocked,
+    /// e.g. saving virtiofsd's state).
+    pub source_blocked_ms: Option<f64>,
 }
 
 /// The figures of a run's first migration (follow-ups aside).
@@ -64,6 +67,7 @@ pub fn hop_figures(r: &RunResult, m: &crate::MigrationRecord) -> Figures {
         p99_us: busiest_p99(r),
         device_state_ms: m.phases.device_state_ms(),
         expected_downtime_ms: m.expected_downtime_ms.map(|d| d as f64),
+        source_blocked_ms: m.longest_qmp_wait_ms,
         window_ops_per_s: w.and_then(|w| {
             let inside: Vec<&crate::Bucket> = r
                 .series
@@ -126,6 +130,7 @@ pub fn csv(reps: &[Rep]) -> Result<Vec<u8>, csv::Error> {
         "p99_us",
         "device_state_ms",
         "expected_downtime_ms",
+        "source_blocked_ms",
     ])?;
     let o = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_default();
     for r in reps {
@@ -143,6 +148,7 @@ pub fn csv(reps: &[Rep]) -> Result<Vec<u8>, csv::Error> {
             o(f.p99_us),
             o(f.device_state_ms),
             o(f.expected_downtime_ms),
+            o(f.source_blocked_ms),
         ])?;
     }
     w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
@@ -287,7 +293,12 @@ fn scale_points(reps: &[Rep], key: &str, g: fn(&Figures) -> Option<f64>) -> Vec<
 
 /// A figure against the scale axis on a log axis: a line per rest of the cell through its
 /// medians, every repetition a point.
-fn scale_chart(reps: &[Rep], key: &str, caption: &str, g: fn(&Figures) -> Option<f64>) -> Result<String, ChartError> {
+fn scale_chart(
+    reps: &[Rep],
+    key: &str,
+    caption: &str,
+    g: fn(&Figures) -> Option<f64>,
+) -> Result<String, ChartError> {
     let lines = scale_points(reps, key, g);
     let all = || lines.iter().flat_map(|(_, v)| v.iter());
     let xmin = all().map(|p| p.0).fold(f64::INFINITY, f64::min).max(1e-9) / 1.6;
@@ -333,30 +344,37 @@ fn scale_chart(reps: &[Rep], key: &str, caption: &str, g: fn(&Figures) -> Option
 /// The fitted cost per unit of the scale axis, per line: µs per unit, with its 95 % interval.
 fn scale_table(reps: &[Rep], key: &str) -> String {
     let fmt = |f: Option<crate::stats::Fit>| match f {
-        Some(f) => format!(
-            "{:.0} ({:.0}–{:.0})",
-            f.slope * 1000.0,
-            f.slope_lo * 1000.0,
-            f.slope_hi * 1000.0
-        ),
+        Some(f) => format!("{:.0} ({:.0}–{:.0})", f.slope * 1000.0, f.slope_lo * 1000.0, f.slope_hi * 1000.0),
         None => "—".into(),
     };
     let downtime = scale_points(reps, key, |f| f.qemu_downtime_ms);
     let device = scale_points(reps, key, |f| f.device_state_ms);
+    let blocked = scale_points(reps, key, |f| f.source_blocked_ms);
+    let fit_of = |lines: &[(String, Vec<(f64, f64)>)], line: &str| {
+        lines.iter().find(|(l, _)| l == line).and_then(|(_, p)| crate::stats::linear_fit(p, 0.95))
+    };
     let rows: Vec<Vec<String>> = downtime
         .iter()
         .map(|(line, pts)| {
-            let dev = device.iter().find(|(l, _)| l == line).map(|(_, p)| p.as_slice()).unwrap_or(&[]);
             let fit = crate::stats::linear_fit(pts, 0.95);
             vec![
                 line.clone(),
                 pts.len().to_string(),
                 fmt(fit),
-                fmt(crate::stats::linear_fit(dev, 0.95)),
-                fit.map(|f| format!("{:.0}", f.intercept)).unwrap_or_else(|| "—".into()),
-                // Where the fitted line crosses QEMU's default 300 ms downtime limit.
+                fmt(fit_of(&device, line)),
+                fmt(fit_of(&blocked, line)),
+                // How many units cost QEMU's default 300 ms downtime limit by themselves.
                 fit.filter(|f| f.slope > 0.0)
-                    .map(|f| format!("{:.0}", ((300.0 - f.intercept) / f.slope).max(0.0)))
+                    .map(|f| {
+                        let at = |slope: f64| {
+                            if slope > 0.0 {
+                                format!("{:.0}", 300.0 / slope)
+                            } else {
+                                "∞".into()
+                            }
+                        };
+                        format!("{} ({}–{})", at(f.slope), at(f.slope_hi), at(f.slope_lo))
+                    })
                     .unwrap_or_else(|| "—".into()),
             ]
         })
@@ -365,16 +383,16 @@ fn scale_table(reps: &[Rep], key: &str) -> String {
         &[
             "line",
             "runs",
-            &format!("QEMU downtime µs per {key}"),
-            &format!("device state µs per {key}"),
-            "downtime at 0, ms",
-            &format!("{key} at 300 ms"),
+            &format!("QEMU downtime, µs per unit of {key}"),
+            &format!("device state, µs per unit of {key}"),
+            &format!("source QEMU blocked, µs per unit of {key}"),
+            &format!("{key} costing 300 ms"),
         ],
         &rows,
     );
-    h.push_str(&format!(
-        "<p class=\"sub\">least-squares line through every repetition; 95 % interval of the slope (Student's t); the last column is where the line crosses QEMU's default 300 ms downtime limit</p>"
-    ));
+    h.push_str(
+        "<p class=\"sub\">least-squares line through every repetition; 95 % interval of the slope (Student's t); the source's QEMU blocked is the longest it left <code>query-migrate</code> unanswered (polled every 50 ms: its main loop saving the device state); the last column is how many units add QEMU's default 300 ms downtime limit by themselves (300 ms over the slope, with the slope's interval)</p>"
+    );
     h
 }
 

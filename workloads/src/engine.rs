@@ -318,7 +318,7 @@ enum Verifier {
     Fio(fio::Verifier),
     ReadLoop(readloop::Verifier),
     Metadata(metadata::Verifier),
-    State(state::Verifier),
+    State(Box<state::Verifier>),
 }
 
 /// A running workload.
@@ -406,7 +406,7 @@ pub fn start(
         }
         Workload::State(j) => {
             let (t, v) = state::start(j, root, &sink, &stop, &counters, tag)?;
-            (j.name.clone(), t, Verifier::State(v))
+            (j.name.clone(), t, Verifier::State(Box::new(v)))
         }
         Workload::Metadata(j) => {
             let (t, v) = metadata::start(j, root, &sink, &stop, &counters, tag.seed)?;

@@ -718,7 +718,12 @@ impl StateJob {
     }
     fn default_io() -> FioJob {
         // O_DIRECT to the OSDs: a client's cache would hide what the file really holds.
-        FioJob { size: Size(1 << 20), rate_iops: Some(100), direct: true, ..FioJob::new("state-io", Rw::Randrw) }
+        FioJob {
+            size: Size(1 << 20),
+            rate_iops: Some(100),
+            direct: true,
+            ..FioJob::new("state-io", Rw::Randrw)
+        }
     }
 
     /// The tree's directory below the CephFS root; its shape is in the name, so trees of

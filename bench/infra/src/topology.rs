@@ -353,7 +353,11 @@ mod tests {
         let before = LocalFiles.open_files(me).expect("count");
         let held: Vec<std::fs::File> = (0..3)
             .map(|_| {
-                std::fs::OpenOptions::new().read(true).custom_flags(libc::O_PATH).open(dir.path()).expect("o_path")
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_PATH)
+                    .open(dir.path())
+                    .expect("o_path")
             })
             .collect();
         let after = LocalFiles.open_files(me).expect("count");

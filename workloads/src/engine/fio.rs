@@ -530,6 +530,8 @@ impl Verifier {
 
     pub(super) fn verify(&self, sink: &dyn Sink, give_up: &dyn Fn() -> bool) -> VerifyReport {
         let mut report = VerifyReport::default();
+        // Said as the read mode when no file could be opened at all.
+        let mut unopened = None;
         for (i, file) in self.files.iter().enumerate() {
             let path = &file.path;
             let rel = path.strip_prefix(&self.root).unwrap_or(path).display().to_string();
@@ -542,10 +544,13 @@ impl Verifier {
                     .map(|(fh, mode)| (fh, format!("{mode}, through the guest's open handles"))),
                 None => self.open_uncached(path, file.unit),
             };
-            if let Ok((_, mode)) = &opened {
-                if report.read_mode.is_empty() {
-                    report.read_mode = mode.clone();
+            match &opened {
+                Ok((_, mode)) if report.read_mode.is_empty() => report.read_mode = mode.clone(),
+                Err(e) => {
+                    let how = if held.is_some() { "through the guest's open handle" } else { "by path" };
+                    unopened.get_or_insert_with(|| format!("{rel} could not be opened {how}: {e}"));
                 }
+                _ => {}
             }
             let per = (VERIFY_CHUNK / file.unit).max(1);
             let mut buf = Aligned::new((per * file.unit) as usize);
@@ -591,6 +596,9 @@ impl Verifier {
             if let Some((_, dev, ino)) = held {
                 report.replaced.extend(self.path_check(file, rel, (dev, ino)));
             }
+        }
+        if report.read_mode.is_empty() {
+            report.read_mode = unopened.unwrap_or_default();
         }
         report
     }

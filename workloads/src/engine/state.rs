@@ -237,25 +237,26 @@ impl Verifier {
         let mut report = self.io.verify(sink, give_up);
         let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         let j = &self.job;
-        let check = |report: &mut VerifyReport, i: u32, read: &mut dyn FnMut(&mut [u8]) -> std::io::Result<usize>| {
-            let rel = j.file_path(i);
-            let want = tag(i, &rel);
-            let mut buf = vec![0u8; want.len()];
-            let submit = now_ns();
-            let got = read(&mut buf);
-            let complete = now_ns();
-            report.blocks += 1;
-            let (status, problem) = match got {
-                Ok(n) => (0, read_tag(&buf[..n], i).err()),
-                Err(e) => (errno(&e), Some(Problem::Unreadable { errno: errno(&e) })),
+        let check =
+            |report: &mut VerifyReport, i: u32, read: &mut dyn FnMut(&mut [u8]) -> std::io::Result<usize>| {
+                let rel = j.file_path(i);
+                let want = tag(i, &rel);
+                let mut buf = vec![0u8; want.len()];
+                let submit = now_ns();
+                let got = read(&mut buf);
+                let complete = now_ns();
+                report.blocks += 1;
+                let (status, problem) = match got {
+                    Ok(n) => (0, read_tag(&buf[..n], i).err()),
+                    Err(e) => (errno(&e), Some(Problem::Unreadable { errno: errno(&e) })),
+                };
+                let bad = problem.is_some();
+                if let Some(problem) = problem {
+                    let path = self.dir.join(&rel).display().to_string();
+                    report.add(BadBlock { path, offset: 0, problem });
+                }
+                sink.push(super::verify_record(TREE_JOB, submit, complete, want.len() as u32, status, bad));
             };
-            let bad = problem.is_some();
-            if let Some(problem) = problem {
-                let path = self.dir.join(&rel).display().to_string();
-                report.add(BadBlock { path, offset: 0, problem });
-            }
-            sink.push(super::verify_record(TREE_JOB, submit, complete, want.len() as u32, status, bad));
-        };
         for (i, f) in &held.open {
             if give_up() {
                 return report;
@@ -288,8 +289,8 @@ mod tests {
     use crate::record::Op;
 
     fn job(files: u32) -> StateJob {
-        let mut j: StateJob = toml::from_str(&format!("files = {files}\nfanout = 4\ndepth = 2\nopen = 5"))
-            .expect("state job");
+        let mut j: StateJob =
+            toml::from_str(&format!("files = {files}\nfanout = 4\ndepth = 2\nopen = 5")).expect("state job");
         j.io.size = crate::job::Size(64 << 10);
         j
     }
@@ -297,7 +298,10 @@ mod tests {
     #[test]
     fn a_tag_names_its_file() {
         assert_eq!(read_tag(tag(7, "d1/d3/f7").as_bytes(), 7), Ok(()));
-        assert_eq!(read_tag(tag(8, "d0/d2/f8").as_bytes(), 7), Err(Problem::Misplaced { file: 8, offset: 0 }));
+        assert_eq!(
+            read_tag(tag(8, "d0/d2/f8").as_bytes(), 7),
+            Err(Problem::Misplaced { file: 8, offset: 0 })
+        );
         assert_eq!(read_tag(b"", 7), Err(Problem::Missing));
         assert_eq!(read_tag(b"hello", 7), Err(Problem::NoHeader));
     }
@@ -314,8 +318,7 @@ mod tests {
         assert!(ran.iter().any(|o| o.op == Op::Write), "the I/O job ran");
         let v = r.verify(buf.as_ref(), &|| false);
         assert!(v.clean(), "{v:?}");
-        let tree_checks =
-            collect(&buf).iter().filter(|o| o.op == Op::Verify && o.job == TREE_JOB).count();
+        let tree_checks = collect(&buf).iter().filter(|o| o.op == Op::Verify && o.job == TREE_JOB).count();
         assert_eq!(tree_checks, 40 + 5, "every held inode and every open handle: {v:?}");
         drop(r);
 
