@@ -414,9 +414,12 @@ async fn watch(
                 tl.add(Side::Source, &e);
                 if e.typed() == (QmpEvent::Migration { status: MigrationStatus::PreSwitchover }) {
                     if opts.device_phase {
-                        // The guest is stopped and nothing more is sent until the continue.
-                        let i = src.qmp.execute(qmp::query_migrate {}).await.map_err(qmp_err(Side::Source))?;
-                        w.sent_at_pause = i.ram.as_ref().map(|r| r.transferred as u64);
+                        // The guest is stopped and nothing more is sent until the continue. A
+                        // source that does not answer leaves the figure unmeasured.
+                        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                        if let Ok(i) = src.qmp.execute_within(qmp::query_migrate {}, left.max(Duration::from_secs(1))).await {
+                            w.sent_at_pause = i.ram.as_ref().map(|r| r.transferred as u64);
+                        }
                     }
                     if let Some(o) = switch_over(hop, src, hold, opts.hold).await? {
                         break o;
