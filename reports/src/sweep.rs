@@ -343,8 +343,17 @@ fn scale_chart(
 
 /// The fitted cost per unit of the scale axis, per line: µs per unit, with its 95 % interval.
 fn scale_table(reps: &[Rep], key: &str) -> String {
+    // Rounded before printing, so that a slope of -0.3 µs reads 0, not "-0".
+    let us = |ms: f64| {
+        let v = (ms * 1000.0).round();
+        if v == 0.0 {
+            0.0
+        } else {
+            v
+        }
+    };
     let fmt = |f: Option<crate::stats::Fit>| match f {
-        Some(f) => format!("{:.0} ({:.0}–{:.0})", f.slope * 1000.0, f.slope_lo * 1000.0, f.slope_hi * 1000.0),
+        Some(f) => format!("{:.0} ({:.0}–{:.0})", us(f.slope), us(f.slope_lo), us(f.slope_hi)),
         None => "—".into(),
     };
     let downtime = scale_points(reps, key, |f| f.qemu_downtime_ms);
