@@ -729,16 +729,19 @@ impl StateJob {
     /// The tree's directory below the CephFS root; its shape is in the name, so trees of
     /// different shapes never meet.
     pub fn dir(&self) -> String {
-        let base = self.directory.clone().unwrap_or_else(|| format!("miglab/{}", self.name));
-        format!("{base}/tree-{}-f{}-d{}", self.files, self.fanout, self.depth)
+        format!("{}/tree-{}-f{}-d{}", self.base(), self.files, self.fanout, self.depth)
+    }
+
+    /// Where the job's tree and I/O files go: `directory`, else `miglab/<name>`.
+    fn base(&self) -> String {
+        self.directory.clone().unwrap_or_else(|| format!("miglab/{}", self.name))
     }
 
     /// The verified I/O job, its files beside the tree.
     pub fn io_job(&self) -> FioJob {
         let mut j = self.io.clone();
         if j.directory.is_none() && j.filename.is_none() {
-            let base = self.directory.clone().unwrap_or_else(|| format!("miglab/{}", self.name));
-            j.directory = Some(format!("{base}/io"));
+            j.directory = Some(format!("{}/io", self.base()));
         }
         j
     }
