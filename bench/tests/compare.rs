@@ -1,5 +1,5 @@
 //! `miglab compare` on real result sets, and the builds under test as a choice: the same
-//! scenario twice (once with a copy of QEMU chosen with --qemu) → no new failure and at most
+//! scenario twice, interleaved (once with a copy of QEMU chosen with --qemu) → no new failure and at most
 //! one chance call (α = 0.01 over ~8 metrics: a true chance call must not fail CI); the same
 //! scenario with the migration bandwidth capped → refused until the difference is declared,
 //! then a regression in total migration time, exit 1; a candidate of which 2 of 5 runs
@@ -72,18 +72,22 @@ fn compare_calls_a_capped_migration_a_regression_and_equal_sets_nothing() {
     std::fs::copy(miglab_infra::paths::tool("qemu-system-x86_64"), &qemu).expect("copy qemu");
 
     let (a, b, c) = (root.path().join("a"), root.path().join("b"), root.path().join("c"));
-    run(root.path(), &plain, &a, &[]);
-    // And the guest kernel chosen by its package directory (the installed one: the same image).
+    // The two sets of the same build interleaved, one run each in turn: a lab's first minutes
+    // (or anything else that drifts on a shared machine) must land on both sides, not on one.
+    // Run back to back, a fresh lab once made the first set's downtime 150 ms against 41 ms
+    // for the second, every run apart: a true difference, but not the builds'.
+    // The candidate's guest kernel is chosen by its package directory (the installed one: the
+    // same image).
     let kernel = miglab_infra::paths::guest_kernel_dir();
-    run(
-        root.path(),
-        &plain,
-        &b,
-        &["--qemu", qemu.to_str().expect("utf8"), "--kernel", kernel.to_str().expect("utf8")],
-    );
+    let candidate = ["--qemu", qemu.to_str().expect("utf8"), "--kernel", kernel.to_str().expect("utf8")];
+    for i in 1..=5 {
+        let one = ["--repetitions", "1"];
+        run(root.path(), &plain, &a.join(format!("r{i}")), &one);
+        run(root.path(), &plain, &b.join(format!("r{i}")), &[&one[..], &candidate[..]].concat());
+    }
     run(root.path(), &capped, &c, &[]);
 
-    let r: RunResult = read_result(&b.join("cmp/1"));
+    let r: RunResult = read_result(&b.join("r1/cmp/1"));
     let q = r.provenance.binaries.iter().find(|x| x.role == "qemu").expect("qemu recorded");
     assert_eq!(Path::new(&q.path), qemu.as_path(), "{q:?}");
     assert!(q.sha256.as_ref().is_some_and(|s| s.len() == 64) && q.version.is_some(), "{q:?}");
