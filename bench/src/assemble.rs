@@ -185,22 +185,22 @@ fn inline_mismatches(c: &Collected) -> u64 {
     c.ops.iter().filter(|o| o.op != "verify").map(|o| o.mismatches).sum()
 }
 
-/// The whole result of a repetition: the figures, the outcome, and whether the run passes —
-/// nothing wrong, or (when the plan expects an outcome) that outcome and no data lost.
-pub fn assemble(mut r: RunResult, plan: &Plan, ex: &Execution, duration_ms: f64) -> RunResult {
-    r.clock = Clock {
-        started_at: rfc3339(ex.clock.wall_zero()),
-        started_unix_ms: ex.clock.unix_ms(),
-        unit: Clock::UNIT.into(),
-    };
-    r.nonce = format!("{:016x}", ex.nonce);
-    r.duration_ms = duration_ms;
-    r.migrations = ex.migrations.clone();
-    let none = GuestRun::default();
-    let g = ex.guest().unwrap_or(&none);
+/// One guest's figures, as a run of its own (on the run's common fields in `base`), with its
+/// outcome.
+fn guest_figures(
+    base: &RunResult,
+    plan: &Plan,
+    g: &GuestRun,
+    migrations: Vec<miglab_reports::MigrationRecord>,
+) -> RunResult {
+    let mut r = base.clone();
+    r.migrations = migrations;
+    if let Some(w) = &g.workload {
+        r.workload = serde_json::to_value(w).unwrap_or_default();
+    }
     if let Some(c) = &g.collected {
         r.ops = c.ops.clone();
-        if let Workload::FioFile(f) = &plan.workload {
+        if let Some(Workload::FioFile(f)) = &g.workload {
             (r.jobs, r.groups) = job_summaries(f, &c.clones);
         }
         r.windows = c.windows.clone();
@@ -227,14 +227,63 @@ pub fn assemble(mut r: RunResult, plan: &Plan, ex: &Execution, duration_ms: f64)
         let empty = VerifyReport::default();
         r.verification = Some(verification(&empty, inline, "", g.verify_incomplete));
     }
-    r.faults = ex.faults.clone();
-    r.error = ex.error.as_ref().map(|e| e.to_string());
     let (o, why) = miglab_reports::classify::classify(&r, &plan.thresholds);
     // A run that failed before any op completed says nothing about the migration: it has no
     // outcome to match (and must not read `completed`).
     let measured = r.stream.last_op_ms.is_some() || r.error.is_none();
     r.outcome = measured.then_some(o);
     r.outcome_why = if measured { why } else { vec!["no op completed before the run failed".into()] };
+    r
+}
+
+/// The whole result of a repetition: the figures, the outcome, and whether the run passes —
+/// nothing wrong, or (when the plan expects an outcome) that outcome and no data lost.
+pub fn assemble(mut r: RunResult, plan: &Plan, ex: &Execution, duration_ms: f64) -> RunResult {
+    r.clock = Clock {
+        started_at: rfc3339(ex.clock.wall_zero()),
+        started_unix_ms: ex.clock.unix_ms(),
+        unit: Clock::UNIT.into(),
+    };
+    r.nonce = format!("{:016x}", ex.nonce);
+    r.duration_ms = duration_ms;
+    r.faults = ex.faults.clone();
+    r.error = ex.error.as_ref().map(|e| e.to_string());
+    let none = GuestRun::default();
+    let runs: Vec<&GuestRun> = if ex.guests.is_empty() { vec![&none] } else { ex.guests.iter().collect() };
+    let mut views: Vec<RunResult> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let number = i as u32 + 1;
+            let mine = ex.migrations.iter().filter(|m| m.guest == number).cloned().collect();
+            guest_figures(&r, plan, g, mine)
+        })
+        .collect();
+    if views.len() > 1 {
+        let guests: Vec<_> = views
+            .iter()
+            .zip(&runs)
+            .enumerate()
+            .map(|(i, (v, g))| miglab_reports::fleet::guest_of(v, i as u32 + 1, &g.name))
+            .collect();
+        // The run's outcome is its worst guest's; a guest that measured nothing leaves the run
+        // without one (it must not read `completed`).
+        let outcomes: Option<Vec<_>> = guests.iter().map(|g| g.outcome).collect();
+        let worst = outcomes.and_then(|o| o.into_iter().min());
+        let why = guests
+            .iter()
+            .filter(|g| g.outcome != Some(miglab_reports::RunOutcome::Completed))
+            .flat_map(|g| g.outcome_why.iter().map(move |w| format!("guest {}: {w}", g.guest)))
+            .collect();
+        let fleet = miglab_reports::fleet::summarize(&guests, plan.in_flight());
+        let mut first = views.swap_remove(0);
+        first.workload = r.workload.clone();
+        (first.outcome, first.outcome_why) = (worst, why);
+        (first.guests, first.fleet) = (guests, Some(fleet));
+        r = first;
+    } else {
+        r = views.swap_remove(0);
+    }
     r.expected = plan.expect.clone();
     let end = verdict::RunEnd {
         error: r.error.clone(),
@@ -264,13 +313,23 @@ pub fn write_result(dir: &Path, r: &RunResult) -> std::io::Result<()> {
 }
 
 /// Writes every file of a result directory: `result.json`, `timeline.csv`, `events.csv`,
-/// `latency.hlog` (when the stream was read), `report.html`.
-pub fn write_outputs(dir: &Path, r: &RunResult, hlog: Option<&[u8]>) -> std::io::Result<()> {
+/// `latency.hlog` (when the stream was read), `report.html`; in a run of several guests each
+/// further guest's own `timeline-g<N>.csv`, `events-g<N>.csv` and `latency-g<N>.hlog` beside
+/// the first's.
+pub fn write_outputs(dir: &Path, r: &RunResult, hlogs: &[Option<&[u8]>]) -> std::io::Result<()> {
     write_result(dir, r)?;
-    write_atomic(&dir.join("timeline.csv"), &timeline_csv(&r.series).map_err(std::io::Error::other)?)?;
-    write_atomic(&dir.join("events.csv"), &events_csv(&event_rows(r)).map_err(std::io::Error::other)?)?;
-    if let Some(h) = hlog {
-        write_atomic(&dir.join("latency.hlog"), h)?;
+    let csv = std::io::Error::other;
+    for (g, v) in miglab_reports::fleet::views(r) {
+        let suffix = match g {
+            Some(n) if n > 1 => format!("-g{n}"),
+            _ => String::new(),
+        };
+        write_atomic(&dir.join(format!("timeline{suffix}.csv")), &timeline_csv(&v.series).map_err(csv)?)?;
+        write_atomic(&dir.join(format!("events{suffix}.csv")), &events_csv(&event_rows(&v)).map_err(csv)?)?;
+        let i = g.unwrap_or(1) as usize - 1;
+        if let Some(Some(h)) = hlogs.get(i) {
+            write_atomic(&dir.join(format!("latency{suffix}.hlog")), h)?;
+        }
     }
     // The numbers are written; a report that cannot be drawn says why and can be made later
     // (`miglab report`).

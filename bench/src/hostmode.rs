@@ -129,6 +129,7 @@ pub fn execute(
         Ok((c, report)) => {
             ex.guests.push(GuestRun {
                 name: plan.vm.clone(),
+                workload: Some(plan.workload.clone()),
                 verify_incomplete: interrupt::requested() && report.is_some(),
                 collected: Some(c),
                 verify_host: report.as_ref().map(|_| plan.start_host.clone()),

@@ -24,46 +24,54 @@ use tokio::sync::{watch, Notify};
 const HEALTHY_DEADLINE: Duration = Duration::from_secs(180);
 
 /// The pause before a hop's switch-over: it lasts until every fault anchored there is in place.
+/// A fault that names a guest holds that guest's hop; one that names none holds every guest's
+/// hop of that number until it is in place (the first guest's pause anchors it).
 #[derive(Debug, Default)]
 pub struct Gate {
-    pending: Mutex<HashMap<u32, u32>>,
+    /// Fault index → (hop, guest) of the faults not yet in place.
+    pending: Mutex<HashMap<u32, (u32, Option<u32>)>>,
     notify: Notify,
 }
 
 impl Gate {
     /// A gate for the faults of `faults` anchored at a hop's pre-switchover.
     pub fn new(faults: &[Resolved]) -> Self {
-        let mut pending = HashMap::new();
-        for f in faults {
-            if let miglab_faults::Anchor::PreSwitchover { hop } = f.trigger.anchor {
-                *pending.entry(hop).or_insert(0) += 1;
-            }
-        }
+        let pending = faults
+            .iter()
+            .filter_map(|f| match f.trigger.anchor {
+                miglab_faults::Anchor::PreSwitchover { hop } => Some((f.index, (hop, f.trigger.guest))),
+                _ => None,
+            })
+            .collect();
         Self { pending: Mutex::new(pending), notify: Notify::new() }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, u32>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, (u32, Option<u32>)>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether hop `hop` pauses before its switch-over.
-    pub fn holds(&self, hop: u32) -> bool {
-        self.lock().contains_key(&hop)
+    fn waiting_for(&self, hop: u32, guest: u32) -> usize {
+        self.lock().values().filter(|(h, g)| *h == hop && g.is_none_or(|g| g == guest)).count()
     }
 
-    fn done(&self, hop: u32) {
-        if let Some(n) = self.lock().get_mut(&hop) {
-            *n = n.saturating_sub(1);
-        }
+    /// Whether guest `guest`'s hop `hop` pauses before its switch-over.
+    pub fn holds(&self, hop: u32, guest: u32) -> bool {
+        self.waiting_for(hop, guest) > 0
+    }
+
+    /// Fault `index` is in place (or will never be).
+    fn done(&self, index: u32) {
+        self.lock().remove(&index);
         self.notify.notify_waiters();
     }
 
-    /// Waits until the faults of hop `hop`'s pause are in place (or `deadline` passes).
-    pub async fn wait(&self, hop: u32, deadline: Duration) -> bool {
+    /// Waits until the faults of guest `guest`'s hop `hop` pause are in place (or `deadline`
+    /// passes).
+    pub async fn wait(&self, hop: u32, guest: u32, deadline: Duration) -> bool {
         let until = tokio::time::Instant::now() + deadline;
         loop {
             let notified = self.notify.notified();
-            if self.lock().get(&hop).copied().unwrap_or(0) == 0 {
+            if self.waiting_for(hop, guest) == 0 {
                 return true;
             }
             if tokio::time::timeout_at(until, notified).await.is_err() {
@@ -73,45 +81,51 @@ impl Gate {
     }
 }
 
-/// A fault's request to `migrate_cancel` a hop. It names the hop, and is refused when that hop
-/// is not running: a late request must never cancel a later hop.
+/// A fault's request to `migrate_cancel` a hop. It names the hop (and the guest whose hop it
+/// is), and is refused when that hop is not running: a late request must never cancel a later
+/// hop.
 #[derive(Debug, Default)]
 pub struct CancelRequest {
-    /// The hop running now, and the hop asked to cancel.
-    state: Mutex<(Option<u32>, Option<u32>)>,
+    /// Guest → the hop it runs now, and whether that hop is asked to cancel.
+    state: Mutex<HashMap<u32, (u32, bool)>>,
     notify: Notify,
 }
 
 impl CancelRequest {
-    fn lock(&self) -> std::sync::MutexGuard<'_, (Option<u32>, Option<u32>)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, (u32, bool)>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Hop `hop` runs now (None: no hop runs); a request for an earlier one is forgotten.
-    pub fn running(&self, hop: Option<u32>) {
-        *self.lock() = (hop, None);
+    /// Guest `guest`'s hop `hop` runs now (None: none of its hops runs); a request for an
+    /// earlier one is forgotten.
+    pub fn running(&self, guest: u32, hop: Option<u32>) {
+        let mut s = self.lock();
+        match hop {
+            Some(h) => s.insert(guest, (h, false)),
+            None => s.remove(&guest),
+        };
     }
 
-    /// Asks hop `hop` to cancel; an error when it is not the one running.
-    pub fn ask(&self, hop: u32) -> Result<(), String> {
+    /// Asks guest `guest`'s hop `hop` to cancel; an error when it is not the one running.
+    pub fn ask(&self, hop: u32, guest: u32) -> Result<(), String> {
         let mut s = self.lock();
-        match s.0 {
-            Some(h) if h == hop => {
-                s.1 = Some(hop);
+        match s.get_mut(&guest) {
+            Some((h, asked)) if *h == hop => {
+                *asked = true;
                 self.notify.notify_waiters();
                 Ok(())
             }
-            Some(h) => Err(format!("hop {hop} is not running (hop {h} is): nothing cancelled")),
+            Some((h, _)) => Err(format!("hop {hop} is not running (hop {h} is): nothing cancelled")),
             None => Err(format!("hop {hop} is not running (it has ended): nothing cancelled")),
         }
     }
 
-    /// Resolves once hop `hop` is asked to cancel.
-    pub async fn asked(&self, hop: u32) {
+    /// Resolves once guest `guest`'s hop `hop` is asked to cancel.
+    pub async fn asked(&self, hop: u32, guest: u32) {
         loop {
             // Created before the check: a request in between still wakes it.
             let woken = self.notify.notified();
-            if self.lock().1 == Some(hop) {
+            if self.lock().get(&guest) == Some(&(hop, true)) {
                 return;
             }
             woken.await;
@@ -122,14 +136,30 @@ impl CancelRequest {
 /// What a fault needs to know of the run.
 #[derive(Debug, Clone)]
 pub struct Context {
-    /// The VM whose instances `source` and `destination` mean.
+    /// The run's VM name (its guests' names begin with it): it keys the run's fault journal.
     pub vm: String,
+    /// The VM of each guest, in order: a fault acts on the one whose hop anchored it (the first
+    /// guest's for the workload's start).
+    pub guests: Vec<String>,
+    /// The VM this fault acts on, and its guest's number (set when it fires).
+    pub target: String,
+    pub target_guest: u32,
     pub hosts: Vec<String>,
-    /// The workload's directory, relative to the CephFS root (a third party renames in it).
+    /// The workload's directory, relative to the CephFS root (a third party renames in it): the
+    /// target guest's, of `workload_dirs` (each guest's).
     pub workload_dir: Option<String>,
+    pub workload_dirs: Vec<Option<String>>,
     pub gate: Arc<Gate>,
     /// Asks the running hop to `migrate_cancel`.
     pub cancel: Arc<CancelRequest>,
+}
+
+impl Context {
+    /// The VM of guest `guest` (from 1; the first guest's when none is named).
+    pub fn vm_of(&self, guest: Option<u32>) -> String {
+        let i = guest.unwrap_or(1).saturating_sub(1) as usize;
+        self.guests.get(i).or(self.guests.first()).cloned().unwrap_or_else(|| self.vm.clone())
+    }
 }
 
 /// How the wait for Ceph's health after a fault ended.
@@ -176,17 +206,17 @@ async fn revert_into(topo: &Arc<dyn Topology>, id: String, rec: &mut FaultRecord
     }
 }
 
-/// The machine's view of an observation.
-fn event(o: &Observed) -> Option<Event> {
+/// The machine's view of an observation, and the guest it happened to (1 for the run's).
+fn event(o: &Observed) -> Option<(u32, Event)> {
     match o {
-        Observed::WorkloadStarted => Some(Event::WorkloadStarted),
-        Observed::HopStarted { hop, .. } => Some(Event::HopStarted { hop: *hop }),
-        Observed::HopEnded { hop, .. } => Some(Event::HopEnded { hop: *hop }),
-        Observed::Qmp { hop, side, event: QmpEvent::Migration { status } } => {
-            Some(Event::Status { hop: *hop, side: *side, status: *status })
+        Observed::WorkloadStarted => Some((1, Event::WorkloadStarted)),
+        Observed::HopStarted { guest, hop, .. } => Some((*guest, Event::HopStarted { hop: *hop })),
+        Observed::HopEnded { guest, hop, .. } => Some((*guest, Event::HopEnded { hop: *hop })),
+        Observed::Qmp { guest, hop, side, event: QmpEvent::Migration { status } } => {
+            Some((*guest, Event::Status { hop: *hop, side: *side, status: *status }))
         }
-        Observed::Qmp { hop, side: Side::Source, event: QmpEvent::MigrationPass { pass } } => {
-            Some(Event::Pass { hop: *hop, pass: *pass })
+        Observed::Qmp { guest, hop, side: Side::Source, event: QmpEvent::MigrationPass { pass } } => {
+            Some((*guest, Event::Pass { hop: *hop, pass: *pass }))
         }
         _ => None,
     }
@@ -277,16 +307,21 @@ enum Phase {
 async fn one(
     topo: Arc<dyn Topology>,
     f: Resolved,
-    anchor_ms: f64,
-    due_ms: f64,
-    ctx: Context,
+    firing: miglab_faults::Firing,
+    mut ctx: Context,
     bus: Bus,
     mut stop: watch::Receiver<Phase>,
 ) -> FaultRecord {
     let clock = bus.clock();
     let mut rec = record_of(&f);
-    rec.anchor_ms = Some(anchor_ms);
-    rec.due_ms = Some(due_ms);
+    rec.anchor_ms = Some(firing.anchor_ms);
+    rec.due_ms = Some(firing.due_ms);
+    rec.guest = firing.guest;
+    ctx.target = ctx.vm_of(firing.guest);
+    ctx.target_guest = firing.guest.unwrap_or(1);
+    if let Some(d) = ctx.workload_dirs.get(ctx.target_guest as usize - 1) {
+        ctx.workload_dir = d.clone();
+    }
     let id = format!("{}:{}:{}", std::process::id(), ctx.vm, f.index);
     let (t, c, planned, jid) = (topo.clone(), ctx.clone(), f.clone(), id.clone());
     rec.began_ms = Some(clock.now_ms());
@@ -304,8 +339,8 @@ async fn one(
     if applied.is_ok() {
         rec.injected_ms = Some(clock.now_ms());
     }
-    if let miglab_faults::Anchor::PreSwitchover { hop } = f.trigger.anchor {
-        ctx.gate.done(hop);
+    if let miglab_faults::Anchor::PreSwitchover { .. } = f.trigger.anchor {
+        ctx.gate.done(f.index);
     }
     let (applied, undoable) = match applied {
         Ok(a) => a,
@@ -378,8 +413,7 @@ impl Injector {
                         running.spawn(one(
                             topo.clone(),
                             f.clone(),
-                            fr.anchor_ms,
-                            fr.due_ms,
+                            fr.clone(),
                             ctx.clone(),
                             task_bus.clone(),
                             stop_rx.clone(),
@@ -392,8 +426,8 @@ impl Injector {
                 tokio::select! {
                     o = rx.recv() => match o {
                         Some(o) => {
-                            if let Some(e) = event(&o.what) {
-                                let firings = machine.observe(&e, o.at_ms);
+                            if let Some((guest, e)) = event(&o.what) {
+                                let firings = machine.observe(guest, &e, o.at_ms);
                                 fire(firings, &mut running);
                             }
                         }
@@ -430,15 +464,18 @@ impl Injector {
 
     /// The migration link of hop `hop` to a destination listening on `dst`: through a proxy on
     /// `proxy_ip` when a `migration-link` fault is planned for it.
+    /// A link fault shapes one guest's stream: the guest it names, else the first.
     pub async fn link_for_hop(
         &self,
         hop: u32,
+        guest: u32,
         proxy_ip: std::net::IpAddr,
         dst: SocketAddr,
     ) -> Result<MigrationLink, String> {
         let Some(f) = self.faults.iter().find(|f| {
             matches!(f.fault, Fault::MigrationLink { .. })
                 && f.trigger.anchor == (miglab_faults::Anchor::HopStart { hop })
+                && f.trigger.guest.unwrap_or(1) == guest
         }) else {
             return Ok(MigrationLink::Direct);
         };
@@ -456,6 +493,7 @@ impl Injector {
         rec.anchor_ms = rec.injected_ms;
         rec.due_ms = rec.injected_ms;
         rec.began_ms = rec.injected_ms;
+        rec.guest = Some(guest);
         rec.target = format!(
             "hop {hop}'s stream through {} ({latency_ms} ± {jitter_ms} ms{})",
             p.listen,
@@ -467,11 +505,11 @@ impl Injector {
         Ok(MigrationLink::Proxied { via })
     }
 
-    /// Hop `hop` is over: its proxy goes.
-    pub fn end_link(&self, hop: u32) {
+    /// Guest `guest`'s hop `hop` is over: its proxy goes.
+    pub fn end_link(&self, hop: u32, guest: u32) {
         let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
         for (h, rec, p) in links.iter_mut() {
-            if *h == hop && rec.cleared_ms.is_none() {
+            if *h == hop && rec.guest == Some(guest) && rec.cleared_ms.is_none() {
                 rec.cleared_ms = Some(self.clock.now_ms());
                 rec.undo = format!("the proxy on {} stopped", p.listen);
                 self.bus.publish(Observed::FaultCleared { index: rec.index });
@@ -528,7 +566,7 @@ mod tests {
             index,
             name: format!("f{index}"),
             fault: Fault::MdsFail {},
-            trigger: Trigger { anchor, offset_ms: 0, random_within_ms: 0 },
+            trigger: Trigger { anchor, offset_ms: 0, random_within_ms: 0, guest: None },
             offset_ms: 0,
             optional: false,
         }
@@ -540,15 +578,20 @@ mod tests {
             resolved(0, Anchor::PreSwitchover { hop: 2 }),
             resolved(1, Anchor::WorkloadStart),
         ]));
-        assert!(gate.holds(2) && !gate.holds(1));
-        assert!(!gate.wait(2, Duration::from_millis(20)).await, "not yet");
+        assert!(gate.holds(2, 1) && gate.holds(2, 4) && !gate.holds(1, 1));
+        assert!(!gate.wait(2, 1, Duration::from_millis(20)).await, "not yet");
         let g = gate.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            g.done(2);
+            g.done(0);
         });
-        assert!(gate.wait(2, Duration::from_secs(5)).await);
-        assert!(gate.wait(1, Duration::from_millis(1)).await, "a hop without faults is not held");
+        assert!(gate.wait(2, 1, Duration::from_secs(5)).await);
+        assert!(gate.wait(1, 1, Duration::from_millis(1)).await, "a hop without faults is not held");
+        // A fault that names a guest holds that guest's hop only.
+        let mut named = resolved(0, Anchor::PreSwitchover { hop: 1 });
+        named.trigger.guest = Some(3);
+        let gate = Gate::new(&[named]);
+        assert!(gate.holds(1, 3) && !gate.holds(1, 2));
     }
 
     /// Every planned fault ends with one record: fired ones keep theirs; one whose offset had
@@ -596,31 +639,43 @@ mod tests {
     #[tokio::test]
     async fn a_late_cancel_never_cancels_a_later_hop() {
         let c = CancelRequest::default();
-        c.running(Some(1));
-        c.running(None);
-        assert!(c.ask(1).expect_err("hop 1 ended").contains("has ended"));
-        c.running(Some(2));
-        assert!(c.ask(1).is_err(), "hop 2 runs, not 1");
-        let waited = tokio::time::timeout(Duration::from_millis(30), c.asked(2)).await;
+        c.running(1, Some(1));
+        c.running(1, None);
+        assert!(c.ask(1, 1).expect_err("hop 1 ended").contains("has ended"));
+        c.running(1, Some(2));
+        assert!(c.ask(1, 1).is_err(), "hop 2 runs, not 1");
+        let waited = tokio::time::timeout(Duration::from_millis(30), c.asked(2, 1)).await;
         assert!(waited.is_err(), "hop 2 was never asked");
-        c.ask(2).expect("hop 2 runs");
-        tokio::time::timeout(Duration::from_secs(5), c.asked(2)).await.expect("hop 2 asked");
+        // Another guest's hop 2 runs beside it: asking one cancels that one only.
+        c.running(2, Some(2));
+        c.ask(2, 2).expect("guest 2's hop 2 runs");
+        let waited = tokio::time::timeout(Duration::from_millis(30), c.asked(2, 1)).await;
+        assert!(waited.is_err(), "guest 1's hop 2 was not asked");
+        c.ask(2, 1).expect("hop 2 runs");
+        tokio::time::timeout(Duration::from_secs(5), c.asked(2, 1)).await.expect("hop 2 asked");
+        tokio::time::timeout(Duration::from_secs(5), c.asked(2, 2)).await.expect("guest 2's asked");
     }
 
     #[test]
     fn observations_become_the_machines_events() {
         use miglab_reports::MigrationStatus;
         let o = Observed::Qmp {
+            guest: 3,
             hop: 1,
             side: Side::Destination,
             event: QmpEvent::Migration { status: MigrationStatus::Active },
         };
         assert_eq!(
             event(&o),
-            Some(Event::Status { hop: 1, side: Side::Destination, status: MigrationStatus::Active })
+            Some((3, Event::Status { hop: 1, side: Side::Destination, status: MigrationStatus::Active }))
         );
-        let pass = Observed::Qmp { hop: 2, side: Side::Source, event: QmpEvent::MigrationPass { pass: 3 } };
-        assert_eq!(event(&pass), Some(Event::Pass { hop: 2, pass: 3 }));
-        assert_eq!(event(&Observed::Tick { hop: 1 }), None);
+        let pass = Observed::Qmp {
+            guest: 1,
+            hop: 2,
+            side: Side::Source,
+            event: QmpEvent::MigrationPass { pass: 3 },
+        };
+        assert_eq!(event(&pass), Some((1, Event::Pass { hop: 2, pass: 3 })));
+        assert_eq!(event(&Observed::Tick { guest: 1, hop: 1 }), None);
     }
 }

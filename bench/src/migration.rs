@@ -90,6 +90,8 @@ pub struct Hop<'a> {
     pub records: Option<&'a RecordStream>,
     /// 1 for the run's first migration.
     pub number: u32,
+    /// Which guest of the run migrates (from 1).
+    pub guest: u32,
     /// Faults anchored at this hop's pause before the switch-over: the hop asks QEMU for
     /// that pause and holds it until they are in place.
     pub gate: Option<&'a Gate>,
@@ -105,7 +107,7 @@ impl<'a> Hop<'a> {
         records: Option<&'a RecordStream>,
         number: u32,
     ) -> Self {
-        Self { site, bus, records, number, gate: None, cancel: None }
+        Self { site, bus, records, number, guest: 1, gate: None, cancel: None }
     }
 }
 
@@ -125,7 +127,7 @@ pub async fn migrate(
     let generation = ledger::next_generation(hop.site.as_ref(), &current.record.spec.name);
     let mut dst = Vm::start(hop.site, &current.record.spec, to, generation, true).await?;
     if let Some(c) = hop.cancel {
-        c.running(Some(hop.number));
+        c.running(hop.guest, Some(hop.number));
     }
     let driven = async {
         // The guest's records continue on the destination's socket after the switch-over.
@@ -136,7 +138,7 @@ pub async fn migrate(
     }
     .await;
     if let Some(c) = hop.cancel {
-        c.running(None);
+        c.running(hop.guest, None);
     }
     let record = match driven {
         Ok(r) => r,
@@ -210,7 +212,9 @@ impl Timeline<'_> {
     fn add(&mut self, side: Side, s: &Stamped) {
         let event = s.typed();
         self.events.push(TimelineEvent { t_ms: self.hop.bus.clock().ms(s.at), side, event: event.clone() });
-        self.hop.bus.publish_at(s.at, Observed::Qmp { hop: self.hop.number, side, event });
+        self.hop
+            .bus
+            .publish_at(s.at, Observed::Qmp { guest: self.hop.guest, hop: self.hop.number, side, event });
     }
 
     fn drain(&mut self, src: &mut Vm, dst: &mut Vm) {
@@ -246,7 +250,7 @@ async fn drive(
     dst: &mut Vm,
     opts: &MigrationOptions,
 ) -> Result<MigrationRecord, MigrationError> {
-    let hold = hop.gate.filter(|g| g.holds(hop.number));
+    let hold = hop.gate.filter(|g| g.holds(hop.number, hop.guest));
     let listen = prepare(hop, src, dst, opts, hold.is_some() || opts.device_phase).await?;
     let mut held = miglab_reports::VirtiofsdHeld::default();
     match open_files(hop.site, src).await {
@@ -260,7 +264,12 @@ async fn drive(
     let started_ms = hop.bus.clock().ms(t0);
     hop.bus.publish_at(
         t0,
-        Observed::HopStarted { hop: hop.number, from: src.host().into(), to: dst.host().into() },
+        Observed::HopStarted {
+            guest: hop.guest,
+            hop: hop.number,
+            from: src.host().into(),
+            to: dst.host().into(),
+        },
     );
     src.qmp
         .execute(qmp::migrate { uri: Some(uri.clone()), channels: None, detach: None, resume: None })
@@ -296,7 +305,7 @@ async fn drive(
         (Outcome::Completed, Some(r)) => r.t_ms - started_ms,
         _ => hop.bus.clock().now_ms() - started_ms,
     };
-    hop.bus.publish(Observed::HopEnded { hop: hop.number, outcome: outcome.clone() });
+    hop.bus.publish(Observed::HopEnded { guest: hop.guest, hop: hop.number, outcome: outcome.clone() });
     if dst_resumed {
         match open_files(hop.site, dst).await {
             Ok(o) => held.destination = Some(o),
@@ -311,6 +320,7 @@ async fn drive(
     };
     Ok(MigrationRecord {
         hop: hop.number,
+        guest: hop.guest,
         from: src.host().into(),
         to: dst.host().into(),
         outcome,
@@ -426,11 +436,11 @@ async fn watch(
                     }
                 }
             }
-            _ = async { match hop.cancel { Some(c) => c.asked(hop.number).await, None => std::future::pending().await } } => {
+            _ = async { match hop.cancel { Some(c) => c.asked(hop.number, hop.guest).await, None => std::future::pending().await } } => {
                 let _ = src.qmp.execute(qmp::migrate_cancel {}).await;
             }
             Some(e) = dst.qmp.event() => tl.add(Side::Destination, &e),
-            _ = tick.tick() => hop.bus.publish(Observed::Tick { hop: hop.number }),
+            _ = tick.tick() => hop.bus.publish(Observed::Tick { guest: hop.guest, hop: hop.number }),
             _ = poll.tick() => {
                 // A source blocked in a vhost-user call answers late; the hop's deadline bounds
                 // the wait, and how long it was blocked is a figure of its own.
@@ -448,7 +458,7 @@ async fn watch(
                 if f.status == Some(MigrationStatus::Active) {
                     w.expected_downtime = f.expected_downtime_ms.or(w.expected_downtime);
                 }
-                hop.bus.publish(Observed::Figures { hop: hop.number, figures: f.clone() });
+                hop.bus.publish(Observed::Figures { guest: hop.guest, hop: hop.number, figures: f.clone() });
                 let ended = ended(f.status, i.error_desc.clone());
                 w.info = Some(i);
                 if let Some(o) = ended {
@@ -474,7 +484,7 @@ async fn switch_over(
     hold: Duration,
 ) -> Result<Option<Outcome>, MigrationError> {
     let in_place = match gate {
-        Some(g) => g.wait(hop.number, hold).await,
+        Some(g) => g.wait(hop.number, hop.guest, hold).await,
         None => true,
     };
     if !in_place {

@@ -27,20 +27,20 @@ pub struct Figures {
 pub enum Observed {
     /// The workload's timed part began (its files are laid out).
     WorkloadStarted,
-    /// `migrate` was sent for hop `hop`.
-    HopStarted { hop: u32, from: String, to: String },
+    /// `migrate` was sent for guest `guest`'s hop `hop` (guests count from 1).
+    HopStarted { guest: u32, hop: u32, from: String, to: String },
     /// A QMP event of one side of hop `hop`, stamped when it arrived.
-    Qmp { hop: u32, side: Side, event: QmpEvent },
+    Qmp { guest: u32, hop: u32, side: Side, event: QmpEvent },
     /// `query-migrate` on the source.
-    Figures { hop: u32, figures: Figures },
+    Figures { guest: u32, hop: u32, figures: Figures },
     /// The hop is over: the guest runs on the destination (completed) or the source.
-    HopEnded { hop: u32, outcome: Outcome },
+    HopEnded { guest: u32, hop: u32, outcome: Outcome },
     /// The hop's settle time is over: its window closes.
-    Settled { hop: u32 },
+    Settled { guest: u32, hop: u32 },
     /// A window closed, with what the guest saw in it (the collector's figures).
-    WindowClosed(Box<Window>),
+    WindowClosed { guest: u32, window: Box<Window> },
     /// While a hop runs, every tick period.
-    Tick { hop: u32 },
+    Tick { guest: u32, hop: u32 },
     /// Fault `index` of the plan took effect.
     FaultInjected { index: u32, name: String },
     /// Fault `index`'s undo took effect (or, for one without an undo, right after it).
@@ -112,12 +112,12 @@ mod tests {
         let mut a = bus.subscribe();
         let b = bus.subscribe();
         drop(b);
-        bus.publish(Observed::HopStarted { hop: 1, from: "c1".into(), to: "c2".into() });
-        bus.publish(Observed::Settled { hop: 1 });
+        bus.publish(Observed::HopStarted { guest: 1, hop: 1, from: "c1".into(), to: "c2".into() });
+        bus.publish(Observed::Settled { guest: 1, hop: 1 });
         let first = a.try_recv().expect("first");
         let second = a.try_recv().expect("second");
         assert!(matches!(first.what, Observed::HopStarted { hop: 1, .. }));
-        assert_eq!(second.what, Observed::Settled { hop: 1 });
+        assert_eq!(second.what, Observed::Settled { guest: 1, hop: 1 });
         assert!(first.at_ms >= 0.0 && second.at_ms >= first.at_ms);
         assert_eq!(bus.lock().len(), 1, "the dropped subscriber is gone");
     }

@@ -5,7 +5,7 @@
 //! from the scenario's seed and the repetition: adding a fault never shifts the workload's
 //! random sequence, and repetitions differ from each other but not from run to run.
 
-use crate::scenario::{GuestSpec, LabSpec, RunSpec, Scenario};
+use crate::scenario::{GuestSpec, GuestsSpec, LabSpec, RunSpec, Scenario};
 use miglab_faults::schedule::ScheduleError;
 use miglab_faults::Resolved;
 use miglab_infra::binaries::BinaryChoice;
@@ -42,6 +42,16 @@ impl Seeds {
         let base = mix(seed ^ mix(u64::from(rep)));
         Self { workload: mix(base ^ 1), fault_timing: mix(base ^ 2), choices: mix(base ^ 3) }
     }
+
+    /// Guest `i`'s workload seed (from 1): the first guest's is the run's, so a run of one
+    /// guest is what it always was; the others' differ from it and from each other.
+    pub fn guest_workload(&self, i: u32) -> u64 {
+        if i <= 1 {
+            self.workload
+        } else {
+            mix(self.workload ^ mix(u64::from(i)))
+        }
+    }
 }
 
 /// One migration of the plan.
@@ -67,6 +77,9 @@ pub struct MigrationSettings {
     /// Pause at the switch-over to mark the device-state phase and the bytes after STOP.
     #[serde(default)]
     pub device_phase: bool,
+    /// How many guests migrate at once (all when None).
+    #[serde(default)]
+    pub parallel: Option<u32>,
 }
 
 /// Everything one repetition does.
@@ -83,6 +96,9 @@ pub struct Plan {
     pub lab: LabSpec,
     pub vm: String,
     pub guest: GuestSpec,
+    /// The guests migrated together (one unless the scenario says more).
+    #[serde(default)]
+    pub guests: GuestsSpec,
     /// The builds under test, paths absolute (default: the installed ones).
     #[serde(default)]
     pub binaries: BinaryChoice,
@@ -117,6 +133,11 @@ pub enum PlanError {
 }
 
 impl Plan {
+    /// How many guests migrate at once.
+    pub fn in_flight(&self) -> u32 {
+        self.migration.parallel.unwrap_or(self.guests.count).clamp(1, self.guests.count.max(1))
+    }
+
     /// The plan of repetition `rep` of `s` (with its workload resolved) on `hosts`, whose
     /// cluster has `osds` OSDs.
     pub fn derive(
@@ -152,6 +173,7 @@ impl Plan {
             lab: s.lab.clone(),
             vm: format!("{}-{rep}", s.name),
             guest: s.guest.clone(),
+            guests: s.guests.clone(),
             binaries: s.binaries.clone(),
             image: None,
             workload: workload.clone(),
@@ -165,6 +187,7 @@ impl Plan {
                 follow_up: s.migration.follow_up,
                 switchover_hold_s: s.migration.switchover_hold_s,
                 device_phase: s.migration.device_phase,
+                parallel: s.migration.parallel,
             },
             run: s.run.clone(),
             faults,
@@ -207,6 +230,10 @@ impl Plan {
             p.push(format!("lab.name: '{}': use 1 to 16 characters from a-z, 0-9 and '-'", self.lab.name));
         }
         p.extend(self.guest.problems().into_iter().map(|(f, why)| format!("guest.{f}: {why}")));
+        p.extend(self.guests.problems().into_iter().map(|(f, why)| format!("guests.{f}: {why}")));
+        if self.migration.parallel == Some(0) {
+            p.push("migration.parallel: 0".into());
+        }
         if let Err(e) = self.workload.validate() {
             p.push(format!("workload: {e}"));
         }

@@ -13,7 +13,7 @@
 //! (on the source and on the destination).
 
 use crate::plan::{Plan, PlanError};
-use crate::scenario::{Cell, GuestSpec, LabSpec, Problem, Problems, Scenario, ScenarioError};
+use crate::scenario::{Cell, GuestSpec, GuestsSpec, LabSpec, Problem, Problems, Scenario, ScenarioError};
 use miglab_faults::Fault;
 use miglab_infra::binaries::{BinariesError, BinaryChoice};
 use miglab_infra::image::{GuestImage, ImageError};
@@ -69,6 +69,19 @@ enum What {
 }
 
 impl Loaded {
+    /// The most guests any run of it drives.
+    pub fn most_guests(&self) -> u32 {
+        match &self.what {
+            What::Derive { scenario, cells, .. } => cells
+                .iter()
+                .map(|c| c.scenario.guests.count)
+                .chain([scenario.guests.count])
+                .max()
+                .unwrap_or(1),
+            What::Replay(p) => p.guests.count,
+        }
+    }
+
     /// One line on what a valid scenario does (`miglab check`'s answer).
     pub fn summary(&self) -> String {
         match &self.what {
@@ -102,12 +115,12 @@ pub fn load(source: &Source, o: &Overrides) -> Result<Loaded, PreflightError> {
         Source::Scenario(p) => {
             let (mut s, text, w) = Scenario::load(p)?;
             let base = p.parent().unwrap_or(Path::new("."));
-            host(p, &s.guest)?;
+            host(p, &s.guest, &s.guests, s.in_flight())?;
             s.binaries = s.binaries.anchored(base).overridden(&o.binaries);
             binaries(p, &s.binaries)?;
             let mut cells = s.cells(&text, p)?;
             for c in &mut cells {
-                host(p, &c.scenario.guest)?;
+                host(p, &c.scenario.guest, &c.scenario.guests, c.scenario.in_flight())?;
                 c.scenario.binaries = c.scenario.binaries.anchored(base).overridden(&o.binaries);
                 binaries(p, &c.scenario.binaries)?;
             }
@@ -122,7 +135,7 @@ pub fn load(source: &Source, o: &Overrides) -> Result<Loaded, PreflightError> {
         Source::Replay(p) => {
             let r = read_result(p)?;
             let mut plan = Plan::from_result(p, &r.plan)?;
-            host(p, &plan.guest)?;
+            host(p, &plan.guest, &plan.guests, plan.in_flight())?;
             plan.binaries = plan.binaries.overridden(&o.binaries);
             binaries(p, &plan.binaries)?;
             Loaded {
@@ -260,25 +273,40 @@ pub fn available_mib() -> Option<u64> {
     Some(kib / 1024)
 }
 
-/// The guest must fit this machine twice (source and destination during a switch-over).
-pub fn host_problems(guest: &GuestSpec, available: Option<u64>) -> Vec<Problem> {
+/// The guests must fit this machine with a destination instance for each migrating at once
+/// (source and destination both hold a guest's memory during its switch-over).
+pub fn host_problems(
+    guest: &GuestSpec,
+    guests: &GuestsSpec,
+    in_flight: u32,
+    available: Option<u64>,
+) -> Vec<Problem> {
+    let need = guests.peak_memory_mib(guest, in_flight);
+    let what = if guests.count > 1 {
+        format!("{} guests with {in_flight} migrating at once", guests.count)
+    } else {
+        format!("{} MiB", guest.memory_mib)
+    };
     match available {
-        Some(avail) if 2 * guest.memory_mib > avail => vec![Problem {
+        Some(avail) if need > avail => vec![Problem {
             line: None,
             field: "guest.memory_mib".into(),
             message: format!(
-                "{} MiB cannot migrate here: source and destination hold {} MiB together, this machine has {avail} MiB available; lower it",
-                guest.memory_mib,
-                2 * guest.memory_mib
+                "{what} cannot migrate here: sources and destinations hold {need} MiB together, this machine has {avail} MiB available; lower it"
             ),
         }],
         _ => Vec::new(),
     }
 }
 
-/// Refuses a guest this machine cannot hold.
-pub fn host(path: &Path, guest: &GuestSpec) -> Result<(), ScenarioError> {
-    let list = host_problems(guest, available_mib());
+/// Refuses guests this machine cannot hold.
+pub fn host(
+    path: &Path,
+    guest: &GuestSpec,
+    guests: &GuestsSpec,
+    in_flight: u32,
+) -> Result<(), ScenarioError> {
+    let list = host_problems(guest, guests, in_flight, available_mib());
     if list.is_empty() {
         Ok(())
     } else {
@@ -313,12 +341,21 @@ pub fn summary(s: &Scenario, w: &Workload) -> String {
     };
     let expect = s.expect.as_ref().map(|e| format!(", expects {e}")).unwrap_or_default();
     format!(
-        "{}: ok — {} repetition(s) of '{}' in a {} MiB / {} vCPU guest, {} migration(s){faults}{expect}, seed {}",
+        "{}: ok — {} repetition(s) of '{}' in {} {} MiB / {} vCPU guest{}, {} migration(s){faults}{expect}, seed {}",
         s.name,
         s.repetitions,
         w.name(),
+        match s.guests.count {
+            1 => "a".to_string(),
+            n => format!("{n}"),
+        },
         s.guest.memory_mib,
         s.guest.vcpus,
+        match (s.guests.count, s.migration.parallel) {
+            (1, _) => String::new(),
+            (_, Some(k)) => format!("s, {k} migrating at once"),
+            (_, None) => "s, all migrating at once".into(),
+        },
         s.migration.count,
         s.seed
     )
@@ -386,9 +423,26 @@ trigger = { at = "pre-switchover", hop = 1 }
     #[test]
     fn a_guest_larger_than_half_the_available_memory_is_refused() {
         let g = GuestSpec { memory_mib: 8192, ..GuestSpec::default() };
-        let p = host_problems(&g, Some(10_000));
+        let one = GuestsSpec::default();
+        let p = host_problems(&g, &one, 1, Some(10_000));
         assert_eq!(p.len(), 1);
         assert!(p[0].message.contains("16384 MiB together"), "{:?}", p[0]);
-        assert!(host_problems(&g, Some(20_000)).is_empty());
+        assert!(host_problems(&g, &one, 1, Some(20_000)).is_empty());
+        // Four guests of 1 GiB, one with 2 GiB: all at once 5 + 5 GiB, one at a time 5 + 2.
+        let g = GuestSpec { memory_mib: 1024, ..GuestSpec::default() };
+        let four = GuestsSpec {
+            count: 4,
+            overrides: vec![crate::scenario::GuestOverride {
+                guests: vec![3],
+                workload: None,
+                memory_mib: Some(2048),
+            }],
+        };
+        let p = host_problems(&g, &four, 4, Some(8000));
+        assert!(
+            p[0].message.contains("4 guests with 4 migrating at once") && p[0].message.contains("10240 MiB"),
+            "{p:?}"
+        );
+        assert!(host_problems(&g, &four, 1, Some(8000)).is_empty());
     }
 }

@@ -54,16 +54,22 @@ fn outcome(o: &Outcome) -> String {
 }
 
 /// Prints the run's observations as they come, until aborted.
-pub fn spawn(bus: &Bus, scenario: String, rep: u32) -> tokio::task::JoinHandle<()> {
+/// With several guests each line about one says which.
+pub fn spawn(bus: &Bus, scenario: String, rep: u32, guests: u32) -> tokio::task::JoinHandle<()> {
     let mut rx = bus.subscribe();
+    let whose = move |g: u32| if guests > 1 { format!("guest {g} ") } else { String::new() };
     tokio::spawn(async move {
         while let Some(o) = rx.recv().await {
             let line = match &o.what {
-                Observed::HopStarted { hop, from, to } => {
-                    format!("migration {hop}: {from} → {to} at {:.0} ms", o.at_ms)
+                Observed::HopStarted { guest, hop, from, to } => {
+                    format!("{}migration {hop}: {from} → {to} at {:.0} ms", whose(*guest), o.at_ms)
                 }
-                Observed::HopEnded { hop, outcome: out } => format!("migration {hop}: {}", outcome(out)),
-                Observed::WindowClosed(w) => window_line(w),
+                Observed::HopEnded { guest, hop, outcome: out } => {
+                    format!("{}migration {hop}: {}", whose(*guest), outcome(out))
+                }
+                Observed::WindowClosed { guest, window } => {
+                    format!("{}{}", whose(*guest), window_line(window))
+                }
                 Observed::FaultInjected { name, .. } => format!("{name}: injected at {:.0} ms", o.at_ms),
                 Observed::FaultCleared { index } => {
                     format!("fault {}: cleared at {:.0} ms", index + 1, o.at_ms)

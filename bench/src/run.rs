@@ -64,6 +64,8 @@ pub enum ExecError {
 pub struct GuestRun {
     /// The VM's name.
     pub name: String,
+    /// What it ran (its own files when the run has several guests).
+    pub workload: Option<Workload>,
     pub collected: Option<Collected>,
     pub verify: Option<VerifyReport>,
     /// The host whose client served the verify pass.
@@ -104,11 +106,6 @@ impl Execution {
             cleanup: Vec::new(),
             faults: Vec::new(),
         }
-    }
-
-    /// The run's guest: a result describes one guest (the first) until results hold many.
-    pub fn guest(&self) -> Option<&GuestRun> {
-        self.guests.first()
     }
 
     pub fn interrupted(&self) -> bool {
@@ -153,19 +150,47 @@ pub fn vm_spec(plan: &Plan) -> VmSpec {
     }
 }
 
-/// What a guest of the plan is: its VM, where it starts, what it runs. A plan has one guest
-/// for now; the run drives them as a set.
+/// What a guest of the plan is: its number (from 1), its VM, where it starts, what it runs,
+/// with which seed, and the port its destination listens on.
 #[derive(Debug, Clone)]
 struct GuestPlan {
+    number: u32,
     spec: VmSpec,
     start_host: String,
     workload: Workload,
+    seed: u64,
+    port: u16,
+}
+
+/// The VM name of guest `i` (from 1) of a plan: the plan's own for a run of one guest.
+pub fn guest_vm(plan: &Plan, i: u32) -> String {
+    if plan.guests.count > 1 {
+        format!("{}-g{i}", plan.vm)
+    } else {
+        plan.vm.clone()
+    }
 }
 
 fn guests_of(plan: &Plan, site: &dyn Site) -> Vec<GuestPlan> {
-    let mut spec = vm_spec(plan);
-    spec.accel = site.accel(plan.guest.accel);
-    vec![GuestPlan { spec, start_host: plan.start_host.clone(), workload: plan.workload.clone() }]
+    let base = MigrationOptions::default().port;
+    (1..=plan.guests.count)
+        .map(|i| {
+            let mut spec = vm_spec(plan);
+            spec.accel = site.accel(plan.guest.accel);
+            spec.name = guest_vm(plan, i);
+            spec.memory_mib = plan.guests.memory_mib(&plan.guest, i);
+            let workload = plan.guests.workload(&plan.workload, i);
+            let workload = if plan.guests.count > 1 { workload.for_guest(i) } else { workload };
+            GuestPlan {
+                number: i,
+                spec,
+                start_host: plan.start_host.clone(),
+                workload,
+                seed: plan.seeds.guest_workload(i),
+                port: base + (i - 1) as u16,
+            }
+        })
+        .collect()
 }
 
 /// A guest while the run holds it: its VM and the record stream from it.
@@ -257,7 +282,7 @@ pub async fn execute(
 ) -> Execution {
     let site: Arc<dyn Site> = topo.clone();
     let bus = Bus::new(clock);
-    let progress = progress::spawn(&bus, plan.scenario.clone(), plan.repetition);
+    let progress = progress::spawn(&bus, plan.scenario.clone(), plan.repetition, plan.guests.count);
     let mut ex = Execution::new(clock);
     let mut held = Held { guests: Vec::new(), injector: None };
     if let Err(e) = steps(topo, &site, plan, &bus, &mut held, &mut ex, say).await {
@@ -301,7 +326,10 @@ async fn steps(
     ex: &mut Execution,
     say: &dyn Fn(&str),
 ) -> Result<(), ExecError> {
-    for g in guests_of(plan, site.as_ref()) {
+    let guests = guests_of(plan, site.as_ref());
+    let names: Vec<String> = guests.iter().map(|g| g.spec.name.clone()).collect();
+    let dirs: Vec<Option<String>> = guests.iter().map(|g| workload_dir(&g.workload)).collect();
+    for g in guests {
         boot(site, g, bus, held, ex, say).await?;
     }
     let gate = Arc::new(Gate::new(&plan.faults));
@@ -309,17 +337,25 @@ async fn steps(
     if !plan.faults.is_empty() {
         let ctx = inject::Context {
             vm: plan.vm.clone(),
+            target: names[0].clone(),
+            target_guest: 1,
+            guests: names,
             hosts: site.host_names(),
-            workload_dir: workload_dir(&plan.workload),
+            workload_dir: dirs[0].clone(),
+            workload_dirs: dirs,
             gate: gate.clone(),
             cancel: cancel.clone(),
         };
         held.injector = Some(Injector::start(topo.clone(), bus, plan.faults.clone(), ctx));
     }
     start_workloads(plan, bus, held, ex, say).await?;
-    if let (Workload::State(j), Some(first)) = (&plan.workload, plan.hops.first()) {
-        if j.warm_destination {
-            warm_destination(site, &first.to, j, say).await?;
+    if let Some(first) = plan.hops.first() {
+        for g in &held.guests {
+            if let Workload::State(j) = &g.plan.workload {
+                if j.warm_destination {
+                    warm_destination(site, &first.to, j, say).await?;
+                }
+            }
         }
     }
     let faults = Faults { gate: &gate, cancel: &cancel };
@@ -357,10 +393,20 @@ async fn boot(
         Ok::<_, ExecError>(Vm::start(site, &g.spec, &g.start_host, 0, false).await?)
     })
     .await?;
-    say(&format!("guest up on {} in {:.2} s ({})", g.start_host, t.elapsed().as_secs_f64(), g.spec.accel));
-    ex.guests.push(GuestRun { name: g.spec.name.clone(), ..GuestRun::default() });
+    let name = if held.guests.is_empty() && g.number == 1 && !g.spec.name.ends_with("-g1") {
+        "guest".to_string()
+    } else {
+        format!("guest {}", g.number)
+    };
+    say(&format!("{name} up on {} in {:.2} s ({})", g.start_host, t.elapsed().as_secs_f64(), g.spec.accel));
+    ex.guests.push(GuestRun {
+        name: g.spec.name.clone(),
+        workload: Some(g.workload.clone()),
+        ..GuestRun::default()
+    });
+    let number = g.number;
     let mut guest = Guest { plan: g, vm: Some(vm), stream: None };
-    let stream = RecordStream::connect(&guest.vm()?.records, ex.clock, bus);
+    let stream = RecordStream::connect(&guest.vm()?.records, ex.clock, bus, number);
     // Held before its stream can fail: the guest is stopped whatever happens.
     held.guests.push(guest);
     let stream = stream?;
@@ -442,16 +488,24 @@ async fn start_workloads(
     ex: &mut Execution,
     say: &dyn Fn(&str),
 ) -> Result<(), ExecError> {
+    // Every guest starts laying out its files before any is waited for.
     for g in &mut held.guests {
-        let start =
-            Command::Start { workload: g.plan.workload.clone(), seed: plan.seeds.workload, nonce: ex.nonce };
+        let start = Command::Start { workload: g.plan.workload.clone(), seed: g.plan.seed, nonce: ex.nonce };
         let vm = g.vm()?;
         match vm.control.request(start, AGENT).await? {
             Message::Ok { .. } => {}
             m => return Err(ExecError::Workload(format!("{m:?}"))),
         }
-        wait_layout(vm, plan, say).await?;
-        say(&format!("workload '{}' running", g.plan.workload.name()));
+    }
+    let many = held.guests.len() > 1;
+    for g in &mut held.guests {
+        let (number, name) = (g.plan.number, g.plan.workload.name().to_string());
+        wait_layout(g.vm()?, plan, say).await?;
+        if many {
+            say(&format!("guest {number}: workload '{name}' running"));
+        } else {
+            say(&format!("workload '{name}' running"));
+        }
     }
     bus.publish(Observed::WorkloadStarted);
     let warmup = Duration::from_secs_f64(plan.migration.warmup_s);
@@ -476,7 +530,8 @@ struct Faults<'a> {
     cancel: &'a inject::CancelRequest,
 }
 
-/// Every hop of the [`Schedule`] — each guest in turn — each followed by its settle time.
+/// Every hop of the [`Schedule`] — every guest not yet on the hop's destination, `parallel`
+/// at a time (a new one starts when one ends) — each round followed by its settle time.
 async fn hops(
     site: &Arc<dyn Site>,
     plan: &Plan,
@@ -493,45 +548,77 @@ async fn hops(
         device_phase: plan.migration.device_phase,
         ..MigrationOptions::default()
     };
+    let in_flight = plan.in_flight() as usize;
+    let injector = held.injector.as_ref();
     let mut schedule = Schedule::new(plan);
     while let Some((id, to)) = schedule.next_hop() {
         let number = id.number();
-        let (mut completed, mut stayed) = (true, true);
-        for g in &mut held.guests {
-            let mut opts = base.clone();
-            if let Some(inj) = &held.injector {
-                let dst = std::net::SocketAddr::new(site.migration_address(&to)?, opts.port);
-                opts.link =
-                    inj.link_for_hop(number, site.proxy_address(), dst).await.map_err(ExecError::Faults)?;
+        let movers: Vec<&mut Guest> =
+            held.guests.iter_mut().filter(|g| g.vm.as_ref().is_some_and(|v| v.host() != to)).collect();
+        let moved: Vec<u32> = movers.iter().map(|g| g.plan.number).collect();
+        let ended: Vec<Result<(MigrationRecord, bool), ExecError>> = unless_interrupted(async {
+            use futures::StreamExt;
+            Ok::<_, ExecError>(
+                futures::stream::iter(movers.into_iter().map(|g| {
+                    let (base, to) = (&base, &to);
+                    async move {
+                        let mut opts = MigrationOptions { port: g.plan.port, ..base.clone() };
+                        let guest = g.plan.number;
+                        if let Some(inj) = injector {
+                            let dst = std::net::SocketAddr::new(site.migration_address(to)?, opts.port);
+                            opts.link = inj
+                                .link_for_hop(number, guest, site.proxy_address(), dst)
+                                .await
+                                .map_err(ExecError::Faults)?;
+                        }
+                        let hop = Hop {
+                            site,
+                            bus,
+                            records: g.stream.as_ref(),
+                            number,
+                            guest,
+                            gate: Some(faults.gate),
+                            cancel: Some(faults.cancel),
+                        };
+                        let vm = g.vm.as_mut().ok_or(ExecError::Interrupted)?;
+                        // No hang watchdog here: a guest paused for a long switch-over is not lost,
+                        // and the hop has its own deadline.
+                        let migrated = migration::migrate(&hop, vm, to, &opts).await;
+                        if let Some(inj) = injector {
+                            inj.end_link(number, guest);
+                        }
+                        let mut record = migrated?;
+                        record.follow_up = id.is_follow_up();
+                        let stayed = g.vm.as_ref().is_some_and(|v| v.host() == record.from);
+                        Ok::<_, ExecError>((record, stayed))
+                    }
+                }))
+                .buffer_unordered(in_flight)
+                .collect()
+                .await,
+            )
+        })
+        .await?;
+        let (mut completed, mut stayed, mut error) = (true, true, None);
+        for r in ended {
+            match r {
+                Ok((record, on_source)) => {
+                    if !record.completed() {
+                        completed = false;
+                        stayed &= on_source;
+                    }
+                    ex.migrations.push(record);
+                }
+                Err(e) => error = error.or(Some(e)),
             }
-            let hop = Hop {
-                site,
-                bus,
-                records: g.stream.as_ref(),
-                number,
-                gate: Some(faults.gate),
-                cancel: Some(faults.cancel),
-            };
-            let vm = g.vm.as_mut().ok_or(ExecError::Interrupted)?;
-            // No hang watchdog here: a guest paused for a long switch-over is not lost, and
-            // the hop has its own deadline.
-            let migrated = unless_interrupted(async {
-                Ok::<_, ExecError>(migration::migrate(&hop, vm, &to, &opts).await?)
-            })
-            .await;
-            if let Some(inj) = &held.injector {
-                inj.end_link(number);
-            }
-            let mut record = migrated?;
-            record.follow_up = id.is_follow_up();
-            if !record.completed() {
-                completed = false;
-                stayed &= g.vm.as_ref().is_some_and(|v| v.host() == record.from);
-            }
-            ex.migrations.push(record);
+        }
+        if let Some(e) = error {
+            return Err(e);
         }
         pause(Duration::from_secs_f64(plan.migration.settle_s)).await?;
-        bus.publish(Observed::Settled { hop: number });
+        for guest in moved {
+            bus.publish(Observed::Settled { guest, hop: number });
+        }
         match schedule.after(id, &to, completed, stayed) {
             After::Next => {}
             // Can the guest still move? One more try to the same host, then no more hops.

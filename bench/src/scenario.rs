@@ -92,6 +92,94 @@ impl Default for GuestSpec {
     }
 }
 
+/// `[guests]`: how many guests the run migrates together, each its own QEMU and virtiofsd,
+/// its own workload instance and files on the one CephFS.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestsSpec {
+    #[serde(default = "one")]
+    pub count: u32,
+    /// What some guests do differently (`[[guests.override]]`, guests counted from 1).
+    #[serde(default, rename = "override", skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<GuestOverride>,
+}
+
+/// `[[guests.override]]`: the guests it names run this workload, or have this much memory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestOverride {
+    pub guests: Vec<u32>,
+    #[serde(default)]
+    pub workload: Option<Workload>,
+    #[serde(default)]
+    pub memory_mib: Option<u64>,
+}
+
+impl Default for GuestsSpec {
+    fn default() -> Self {
+        Self { count: 1, overrides: Vec::new() }
+    }
+}
+
+impl GuestsSpec {
+    /// The most guests a run may drive.
+    pub const MAX: u32 = 32;
+
+    /// The overrides that name guest `i` (from 1), the last first: each field comes from the
+    /// last that sets it.
+    fn overrides_of(&self, i: u32) -> impl Iterator<Item = &GuestOverride> {
+        self.overrides.iter().rev().filter(move |o| o.guests.contains(&i))
+    }
+
+    /// Guest `i`'s memory (from 1).
+    pub fn memory_mib(&self, base: &GuestSpec, i: u32) -> u64 {
+        self.overrides_of(i).find_map(|o| o.memory_mib).unwrap_or(base.memory_mib)
+    }
+
+    /// Guest `i`'s workload (from 1), before it gets files of its own.
+    pub fn workload(&self, base: &Workload, i: u32) -> Workload {
+        self.overrides_of(i).find_map(|o| o.workload.clone()).unwrap_or_else(|| base.clone())
+    }
+
+    /// What the machine holds at the worst moment: every guest, plus a destination instance for
+    /// each of the `in_flight` largest migrating at once.
+    pub fn peak_memory_mib(&self, base: &GuestSpec, in_flight: u32) -> u64 {
+        let mut m: Vec<u64> = (1..=self.count).map(|i| self.memory_mib(base, i)).collect();
+        m.sort_unstable_by(|a, b| b.cmp(a));
+        m.iter().sum::<u64>() + m.iter().take(in_flight as usize).sum::<u64>()
+    }
+
+    /// What is wrong with the table, field by field.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut p = Vec::new();
+        if self.count == 0 || self.count > Self::MAX {
+            p.push(("count", format!("{} must be between 1 and {}", self.count, Self::MAX)));
+        }
+        for o in &self.overrides {
+            if o.guests.is_empty() {
+                p.push(("override", "names no guest: give guests = [2, 4]".into()));
+            }
+            if let Some(g) = o.guests.iter().find(|g| **g == 0 || **g > self.count) {
+                p.push((
+                    "override",
+                    format!("guest {g} is not one of the {} guests (numbered from 1)", self.count),
+                ));
+            }
+            if o.workload.is_none() && o.memory_mib.is_none() {
+                p.push(("override", "changes nothing: give a workload or memory_mib".into()));
+            }
+            if let Some(Err(e)) = o.workload.as_ref().map(Workload::validate) {
+                p.push(("override", format!("workload: {e}")));
+            }
+            if let Some(m) = o.memory_mib {
+                let g = GuestSpec { memory_mib: m, ..GuestSpec::default() };
+                p.extend(g.problems().into_iter().map(|(_, why)| ("override", format!("memory_mib: {why}"))));
+            }
+        }
+        p
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MigrationPlan {
@@ -126,6 +214,10 @@ pub struct MigrationPlan {
     /// bytes after the guest stopped are known. Costs one QMP round trip of downtime.
     #[serde(default)]
     pub device_phase: bool,
+    /// With several guests: how many migrate at once (a new one starts when one ends); all of
+    /// them when left out (or when it is guests.count or more).
+    #[serde(default)]
+    pub parallel: Option<u32>,
 }
 
 impl MigrationPlan {
@@ -166,6 +258,7 @@ impl Default for MigrationPlan {
             follow_up: true,
             switchover_hold_s: Self::default_switchover_hold(),
             device_phase: false,
+            parallel: None,
         }
     }
 }
@@ -217,6 +310,8 @@ pub struct Scenario {
     pub lab: LabSpec,
     #[serde(default)]
     pub guest: GuestSpec,
+    #[serde(default)]
+    pub guests: GuestsSpec,
     /// The builds under test (default: the installed ones).
     #[serde(default)]
     pub binaries: miglab_infra::binaries::BinaryChoice,
@@ -377,16 +472,24 @@ impl Scenario {
     /// and how long its run can last after each anchor.
     pub fn fault_universe(&self, osds: &[u32]) -> miglab_faults::Universe {
         let ms = |s: f64| (s.max(0.0) * 1000.0).ceil() as u64;
+        // A hop of several guests k at a time lasts up to ⌈count / k⌉ migrations.
+        let rounds = f64::from(self.guests.count.div_ceil(self.in_flight()));
         miglab_faults::Universe {
             osds: osds.to_vec(),
             hops: self.migration.count,
+            guests: self.guests.count,
             span: miglab_faults::Span {
                 warmup_ms: ms(self.migration.warmup_s),
-                hop_ms: ms(self.migration.timeout_s + self.migration.settle_s),
+                hop_ms: ms(rounds * self.migration.timeout_s + self.migration.settle_s),
                 cooldown_ms: ms(self.run.cooldown_s),
                 follow_up: self.migration.follow_up,
             },
         }
+    }
+
+    /// How many guests migrate at once.
+    pub fn in_flight(&self) -> u32 {
+        self.migration.parallel.unwrap_or(self.guests.count).clamp(1, self.guests.count.max(1))
     }
 
     /// Parses and checks everything that does not need the machine.
@@ -425,6 +528,16 @@ impl Scenario {
         }
         for (field, why) in self.guest.problems() {
             c.add("guest", field, why);
+        }
+        for (field, why) in self.guests.problems() {
+            c.add("guests", field, why);
+        }
+        if self.migration.parallel == Some(0) {
+            c.add(
+                "migration",
+                "parallel",
+                "0: give 1 or more (as many as guests.count or more: all at once), or leave it out".into(),
+            );
         }
         let m = &self.migration;
         if m.count > 1000 {
@@ -514,20 +627,23 @@ impl Scenario {
         Ok((s, text, w))
     }
 
-    /// The guest's memory must hold what the engine tracks per block.
+    /// Every guest's memory must hold what the engine tracks per block of its workload.
     fn check_workload_fits(&self, w: &Workload, c: &mut Checker<'_>) {
-        let budget = self.guest.memory_mib * (1 << 20) / 4;
-        let need = w.tracked_bytes();
-        if need > budget {
-            c.add(
-                "workload",
-                "size",
-                format!(
-                    "the engine keeps {} MiB of state for this workload (12 bytes per verified unit), more than a quarter of the guest's {} MiB: use a larger bs, a smaller size, or more guest.memory_mib",
-                    need >> 20,
-                    self.guest.memory_mib
-                ),
-            );
+        for i in 1..=self.guests.count {
+            let memory = self.guests.memory_mib(&self.guest, i);
+            let need = self.guests.workload(w, i).tracked_bytes();
+            if need > memory * (1 << 20) / 4 {
+                let whose = if self.guests.count > 1 { format!("guest {i}'s") } else { "the guest's".into() };
+                c.add(
+                    "workload",
+                    "size",
+                    format!(
+                        "the engine keeps {} MiB of state for this workload (12 bytes per verified unit), more than a quarter of {whose} {memory} MiB: use a larger bs, a smaller size, or more guest.memory_mib",
+                        need >> 20,
+                    ),
+                );
+                return;
+            }
         }
     }
 

@@ -96,6 +96,11 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
     };
     let loaded = preflight::load(&opts.source, &overrides)?;
     preflight::image_agent()?;
+    if opts.host_mode.is_some() && loaded.most_guests() > 1 {
+        return Err(RunError::NotHere(
+            "--host-mode runs one instance of the workload on this machine's mount: not a scenario of several guests".into(),
+        ));
+    }
     if opts.topology.is_some() && opts.host_mode.is_some() {
         return Err(RunError::NotHere(
             "--host-mode runs the workload on this machine's mount: not with --topology".into(),
@@ -336,10 +341,13 @@ fn repetition(
         let why = format!("the SSH connection to {} was lost during the run", lost.join(" and "));
         ex.error = Some(crate::run::ExecError::ConnectionLost(why));
     }
-    copy_logs(site.as_ref(), &plan.vm, dir);
+    for g in &ex.guests {
+        copy_logs(site.as_ref(), &g.name, dir);
+    }
     let r = assemble(result, plan, &ex, started.elapsed().as_secs_f64() * 1e3);
-    let hlog = ex.guest().and_then(|g| g.collected.as_ref()).map(|c| c.hlog.as_slice());
-    write_outputs(dir, &r, hlog).map_err(io(format!("write the results in {}", dir.display())))?;
+    let hlogs: Vec<Option<&[u8]>> =
+        ex.guests.iter().map(|g| g.collected.as_ref().map(|c| c.hlog.as_slice())).collect();
+    write_outputs(dir, &r, &hlogs).map_err(io(format!("write the results in {}", dir.display())))?;
     crate::progress::suspend(|| summary(&r, dir));
     Ok(r)
 }
@@ -356,6 +364,47 @@ fn summary(r: &RunResult, dir: &Path) {
         r.duration_ms / 1e3,
         dir.display()
     );
+    if r.guests.is_empty() {
+        guest_summary(r);
+    } else {
+        for g in &r.guests {
+            println!(
+                "guest {} ({}): {}",
+                g.guest,
+                g.vm,
+                g.outcome.map(|o| o.to_string()).unwrap_or_else(|| "no outcome".into())
+            );
+            guest_summary(&miglab_reports::fleet::view(r, g));
+        }
+        if let Some(f) = &r.fleet {
+            fleet_summary(f);
+        }
+    }
+    run_summary(r);
+}
+
+/// The fleet's lines: each host's evacuation, the spread of downtime, the limit missed.
+fn fleet_summary(f: &miglab_reports::Fleet) {
+    println!("{} guests, {} migrating at once:", f.guests, f.parallel);
+    for e in &f.evacuations {
+        println!(
+            "  migration {} {} → {}: {} of {} guests completed, evacuation {:.0} ms",
+            e.hop, e.from, e.to, e.completed, e.guests, e.evacuation_ms
+        );
+    }
+    let spread = |s: &miglab_reports::Spread| {
+        format!("p50 {:.0}, p90 {:.0}, max {:.0} ms (n={})", s.p50, s.p90, s.max, s.n)
+    };
+    if let Some(d) = &f.qemu_downtime_ms {
+        println!("  QEMU downtime {}; {} over the {} ms limit", spread(d), f.over_limit, f.downtime_limit_ms);
+    }
+    for (name, s) in &f.phases {
+        println!("  phase {name}: {}", spread(s));
+    }
+}
+
+/// One guest's lines: its ops, its migrations, its stall and its verify pass.
+fn guest_summary(r: &RunResult) {
     for o in &r.ops {
         println!(
             "  {:<9} {:>9} ops {:>6} failed  guest p50 {:>7} us p99 {:>8} us max {:>9} us | host p99 {:>8} us max {:>9} us",
@@ -411,14 +460,22 @@ fn summary(r: &RunResult, dir: &Path) {
             );
         }
     }
+}
+
+/// The run's own lines: its faults (and whose hop anchored each), its outcome, its problems.
+fn run_summary(r: &RunResult) {
     for f in &r.faults {
         let at = |t: Option<f64>| t.map(|t| format!("{t:.0} ms")).unwrap_or_else(|| "-".into());
         let began = match (f.began_ms, f.injected_ms) {
             (Some(b), Some(i)) if i - b >= 10.0 => format!(" (began {b:.0} ms)"),
             _ => String::new(),
         };
+        let whose = match (f.guest, r.guests.is_empty()) {
+            (Some(g), false) => format!(" (at guest {g}'s hop)"),
+            _ => String::new(),
+        };
         println!(
-            "  {} on {}: injected {}{began}, cleared {} ({}){}{}",
+            "  {} on {}{whose}: injected {}{began}, cleared {} ({}){}{}",
             f.name,
             if f.target.is_empty() { "?" } else { &f.target },
             at(f.injected_ms),

@@ -110,7 +110,8 @@ fn readable(s: &Option<UnixStream>) -> libc::pollfd {
 
 impl RecordStream {
     /// Connects to the records socket of the instance that runs the guest now.
-    pub fn connect(path: &Path, clock: RunClock, bus: &Bus) -> Result<Self, StreamError> {
+    /// The records of guest `guest` (from 1): its windows open and close with its own hops.
+    pub fn connect(path: &Path, clock: RunClock, bus: &Bus, guest: u32) -> Result<Self, StreamError> {
         let first = connect(path)?;
         let (tx, rx) = mpsc::channel::<Ctl>();
         let mut observations = bus.subscribe();
@@ -178,14 +179,17 @@ impl RecordStream {
                     }
                     while let Ok(o) = observations.try_recv() {
                         match o.what {
-                            Observed::HopStarted { hop, .. } => c.open_window(
+                            Observed::HopStarted { guest: g, hop, .. } if g == guest => c.open_window(
                                 &format!("migration {hop}"),
                                 WindowKind::Migration { hop },
                                 o.at,
                             ),
-                            Observed::Settled { hop } => {
+                            Observed::Settled { guest: g, hop } if g == guest => {
                                 if let Some(w) = c.close_window(&format!("migration {hop}"), o.at) {
-                                    bus.publish_at(o.at, Observed::WindowClosed(Box::new(w)));
+                                    bus.publish_at(
+                                        o.at,
+                                        Observed::WindowClosed { guest, window: Box::new(w) },
+                                    );
                                 }
                             }
                             Observed::FaultInjected { index, .. } => c.open_window(
@@ -195,7 +199,10 @@ impl RecordStream {
                             ),
                             Observed::FaultCleared { index } => {
                                 if let Some(w) = c.close_window(&format!("fault {}", index + 1), o.at) {
-                                    bus.publish_at(o.at, Observed::WindowClosed(Box::new(w)));
+                                    bus.publish_at(
+                                        o.at,
+                                        Observed::WindowClosed { guest, window: Box::new(w) },
+                                    );
                                 }
                             }
                             _ => {}
@@ -280,7 +287,7 @@ mod tests {
         let cut = 50 * 32 + 7;
         let clock = RunClock::start();
         let bus = Bus::new(clock);
-        let stream = RecordStream::connect(&p1, clock, &bus).expect("connect");
+        let stream = RecordStream::connect(&p1, clock, &bus, 1).expect("connect");
         let (mut src, _) = l1.accept().expect("accept");
         src.write_all(&bytes[..cut - 100]).expect("write");
         stream.attach(&p2).expect("attach");
@@ -305,20 +312,20 @@ mod tests {
         let clock = RunClock::start();
         let bus = Bus::new(clock);
         let mut seen = bus.subscribe();
-        let stream = RecordStream::connect(&p, clock, &bus).expect("connect");
+        let stream = RecordStream::connect(&p, clock, &bus, 1).expect("connect");
         let (mut w, _) = l.accept().expect("accept");
         w.write_all(&Record::Heartbeat { seq: 0, guest_ns: 1 }.to_bytes()).expect("write");
-        bus.publish(Observed::HopStarted { hop: 1, from: "c1".into(), to: "c2".into() });
+        bus.publish(Observed::HopStarted { guest: 1, hop: 1, from: "c1".into(), to: "c2".into() });
         std::thread::sleep(Duration::from_millis(30));
         w.write_all(&Record::Heartbeat { seq: 1, guest_ns: 2 }.to_bytes()).expect("write");
         std::thread::sleep(Duration::from_millis(30));
-        bus.publish(Observed::Settled { hop: 1 });
+        bus.publish(Observed::Settled { guest: 1, hop: 1 });
         let deadline = Instant::now() + Duration::from_secs(5);
         let closed = loop {
             assert!(Instant::now() < deadline, "no WindowClosed on the bus");
             match seen.try_recv() {
                 Ok(o) => {
-                    if let Observed::WindowClosed(w) = o.what {
+                    if let Observed::WindowClosed { window: w, .. } = o.what {
                         break w;
                     }
                 }

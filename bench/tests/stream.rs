@@ -26,7 +26,7 @@ fn stamps_are_not_delayed_while_the_runtime_is_busy() {
     let l = UnixListener::bind(&p).expect("bind");
     let clock = RunClock::start();
     let bus = Bus::new(clock);
-    let stream = RecordStream::connect(&p, clock, &bus).expect("connect");
+    let stream = RecordStream::connect(&p, clock, &bus, 1).expect("connect");
     assert_eq!(stream.realtime, Ok(()), "the reader runs SCHED_FIFO");
     let (mut w, _) = l.accept().expect("accept");
     let writer = std::thread::spawn(move || {

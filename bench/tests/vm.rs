@@ -72,7 +72,7 @@ fn a_guest_reading_cephfs_migrates_three_hops_and_its_record_stream_follows() {
         let mut vm = boot(&site).await;
         let clock = RunClock::start();
         let bus = Bus::new(clock);
-        let stream = RecordStream::connect(&vm.record.files.records(), clock, &bus).expect("records");
+        let stream = RecordStream::connect(&vm.record.files.records(), clock, &bus, 1).expect("records");
         let opts = MigrationOptions::default();
         for (i, to) in ["c2", "c1", "c2"].into_iter().enumerate() {
             let n = i as u32 + 1;
@@ -102,7 +102,7 @@ fn a_guest_reading_cephfs_migrates_three_hops_and_its_record_stream_follows() {
             };
             check_continuity(&before, &after).unwrap_or_else(|e| panic!("hop {n}: {e}"));
             assert_eq!(after.errors, 0);
-            bus.publish(Observed::Settled { hop: n });
+            bus.publish(Observed::Settled { guest: 1, hop: n });
         }
         // Heartbeats arrive after the last switch-over too.
         tokio::time::sleep(Duration::from_millis(300)).await;

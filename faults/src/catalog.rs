@@ -442,8 +442,9 @@ mod tests {
 
     #[test]
     fn parameters_and_triggers_that_cannot_work_are_refused() {
-        let start = Trigger { anchor: Anchor::WorkloadStart, offset_ms: 0, random_within_ms: 0 };
-        let hop = Trigger { anchor: Anchor::HopStart { hop: 1 }, offset_ms: 0, random_within_ms: 0 };
+        let start = Trigger { anchor: Anchor::WorkloadStart, offset_ms: 0, random_within_ms: 0, guest: None };
+        let hop =
+            Trigger { anchor: Anchor::HopStart { hop: 1 }, offset_ms: 0, random_within_ms: 0, guest: None };
         assert!(Fault::OsdFreeze { osd: Pick::Id(1), duration_ms: 0 }.check(&start).is_err());
         assert!(Fault::QemuKill { side: Side::Destination }.check(&start).is_err());
         assert!(Fault::QemuKill { side: Side::Destination }.check(&hop).is_ok());

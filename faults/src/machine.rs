@@ -20,6 +20,8 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Firing {
     pub index: u32,
+    /// The guest whose observation anchored it (none for the workload's start).
+    pub guest: Option<u32>,
     /// When its anchor was seen, and when it was due (run clock, ms).
     pub anchor_ms: f64,
     pub due_ms: f64,
@@ -38,8 +40,11 @@ pub struct Unfired {
 struct Waiting {
     index: u32,
     anchor: Anchor,
+    /// Only this guest's observations anchor it.
+    guest: Option<u32>,
     offset_ms: u64,
     anchor_ms: Option<f64>,
+    anchored_by: Option<u32>,
     fired: bool,
 }
 
@@ -74,19 +79,25 @@ impl Machine {
                 .map(|f| Waiting {
                     index: f.index,
                     anchor: f.trigger.anchor.clone(),
+                    guest: f.trigger.guest,
                     offset_ms: f.offset_ms,
                     anchor_ms: None,
+                    anchored_by: None,
                     fired: false,
                 })
                 .collect(),
         }
     }
 
-    /// `e` happened at `at_ms`: anchors it matches start their offsets; returns what is due.
-    pub fn observe(&mut self, e: &Event, at_ms: f64) -> Vec<Firing> {
+    /// `e` happened to guest `guest` (1-based; any for the workload's start) at `at_ms`:
+    /// anchors it matches start their offsets; returns what is due.
+    pub fn observe(&mut self, guest: u32, e: &Event, at_ms: f64) -> Vec<Firing> {
+        let any = matches!(e, Event::WorkloadStarted);
         for w in &mut self.waiting {
-            if w.anchor_ms.is_none() && matches(&w.anchor, e) {
+            let theirs = any || w.guest.is_none_or(|g| g == guest);
+            if w.anchor_ms.is_none() && theirs && matches(&w.anchor, e) {
                 w.anchor_ms = Some(at_ms);
+                w.anchored_by = (!any).then_some(guest);
             }
         }
         self.advance(at_ms)
@@ -100,7 +111,7 @@ impl Machine {
                 let due = a + w.offset_ms as f64;
                 if due <= now_ms {
                     w.fired = true;
-                    out.push(Firing { index: w.index, anchor_ms: a, due_ms: due });
+                    out.push(Firing { index: w.index, guest: w.anchored_by, anchor_ms: a, due_ms: due });
                 }
             }
         }
@@ -130,10 +141,10 @@ impl Machine {
             .collect()
     }
 
-    /// Whether a fault waits for hop `hop`'s pause before the switch-over (the hop then asks
-    /// QEMU for that pause).
-    pub fn holds_switchover(faults: &[Resolved], hop: u32) -> bool {
-        faults.iter().any(|f| f.trigger.anchor == Anchor::PreSwitchover { hop })
+    /// Whether a fault waits for guest `guest`'s hop `hop` at its pause before the switch-over
+    /// (the hop then asks QEMU for that pause).
+    pub fn holds_switchover(faults: &[Resolved], hop: u32, guest: u32) -> bool {
+        faults.iter().any(|f| f.trigger.anchor == Anchor::PreSwitchover { hop } && f.trigger.keys_on(guest))
     }
 }
 
@@ -148,7 +159,7 @@ mod tests {
             index,
             name: format!("f{index}"),
             fault: Fault::OsdFreeze { osd: Pick::Id(0), duration_ms: 1000 },
-            trigger: Trigger { anchor, offset_ms, random_within_ms: 0 },
+            trigger: Trigger { anchor, offset_ms, random_within_ms: 0, guest: None },
             offset_ms,
             optional: false,
         }
@@ -167,17 +178,17 @@ mod tests {
             resolved(3, Anchor::HopEnd { hop: 2 }, 0),
         ];
         let mut m = Machine::new(&faults);
-        assert_eq!(m.observe(&Event::WorkloadStarted, 10.0), vec![]);
+        assert_eq!(m.observe(1, &Event::WorkloadStarted, 10.0), vec![]);
         assert_eq!(m.next_due(), Some(1010.0));
         // The destination's `active` is not the source's.
-        assert!(m.observe(&status(1, Side::Destination, MigrationStatus::Active), 500.0).is_empty());
-        let f = m.observe(&status(1, Side::Source, MigrationStatus::Active), 520.0);
-        assert_eq!(f, vec![Firing { index: 0, anchor_ms: 520.0, due_ms: 520.0 }]);
-        assert!(m.observe(&Event::Pass { hop: 1, pass: 2 }, 800.0).is_empty());
+        assert!(m.observe(1, &status(1, Side::Destination, MigrationStatus::Active), 500.0).is_empty());
+        let f = m.observe(1, &status(1, Side::Source, MigrationStatus::Active), 520.0);
+        assert_eq!(f, vec![Firing { index: 0, guest: Some(1), anchor_ms: 520.0, due_ms: 520.0 }]);
+        assert!(m.observe(1, &Event::Pass { hop: 1, pass: 2 }, 800.0).is_empty());
         let f = m.advance(1010.0);
         assert_eq!(f.iter().map(|f| f.index).collect::<Vec<_>>(), vec![2]);
         let f = m.advance(1100.0);
-        assert_eq!(f, vec![Firing { index: 1, anchor_ms: 800.0, due_ms: 1100.0 }]);
+        assert_eq!(f, vec![Firing { index: 1, guest: Some(1), anchor_ms: 800.0, due_ms: 1100.0 }]);
         assert!(m.advance(5000.0).is_empty(), "each fires once");
         assert_eq!(m.unfired(), vec![Unfired { index: 3, anchor_ms: None, due_ms: None }]);
     }
@@ -188,17 +199,37 @@ mod tests {
     fn a_fault_still_waiting_for_its_offset_is_accounted_for() {
         let faults = [resolved(0, Anchor::WorkloadStart, 5000), resolved(1, Anchor::HopStart { hop: 1 }, 0)];
         let mut m = Machine::new(&faults);
-        assert!(m.observe(&Event::WorkloadStarted, 100.0).is_empty());
-        assert_eq!(m.observe(&Event::HopStarted { hop: 1 }, 200.0).len(), 1);
+        assert!(m.observe(1, &Event::WorkloadStarted, 100.0).is_empty());
+        assert_eq!(m.observe(1, &Event::HopStarted { hop: 1 }, 200.0).len(), 1);
         assert_eq!(m.unfired(), vec![Unfired { index: 0, anchor_ms: Some(100.0), due_ms: Some(5100.0) }]);
     }
 
     #[test]
     fn pre_switchover_is_the_sources_status_of_that_hop() {
         let faults = [resolved(0, Anchor::PreSwitchover { hop: 2 }, 0)];
-        assert!(Machine::holds_switchover(&faults, 2) && !Machine::holds_switchover(&faults, 1));
+        assert!(Machine::holds_switchover(&faults, 2, 1) && !Machine::holds_switchover(&faults, 1, 1));
         let mut m = Machine::new(&faults);
-        assert!(m.observe(&status(1, Side::Source, MigrationStatus::PreSwitchover), 1.0).is_empty());
-        assert_eq!(m.observe(&status(2, Side::Source, MigrationStatus::PreSwitchover), 2.0).len(), 1);
+        assert!(m.observe(1, &status(1, Side::Source, MigrationStatus::PreSwitchover), 1.0).is_empty());
+        assert_eq!(m.observe(1, &status(2, Side::Source, MigrationStatus::PreSwitchover), 2.0).len(), 1);
+    }
+
+    /// A trigger that names a guest keys on that guest's hop only; one that names none, on the
+    /// first guest's to get there.
+    #[test]
+    fn a_trigger_naming_a_guest_waits_for_that_guest() {
+        let mut named = resolved(0, Anchor::PreSwitchover { hop: 1 }, 0);
+        named.trigger.guest = Some(3);
+        let any = resolved(1, Anchor::HopStart { hop: 1 }, 0);
+        let faults = [named, any];
+        assert!(Machine::holds_switchover(&faults, 1, 3) && !Machine::holds_switchover(&faults, 1, 2));
+        let mut m = Machine::new(&faults);
+        let f = m.observe(2, &Event::HopStarted { hop: 1 }, 5.0);
+        assert_eq!(f.iter().map(|f| f.index).collect::<Vec<_>>(), vec![1], "the first guest's start");
+        let pre = status(1, Side::Source, MigrationStatus::PreSwitchover);
+        assert!(m.observe(2, &pre, 10.0).is_empty(), "guest 2's pause is not guest 3's");
+        assert_eq!(
+            m.observe(3, &pre, 20.0),
+            vec![Firing { index: 0, guest: Some(3), anchor_ms: 20.0, due_ms: 20.0 }]
+        );
     }
 }

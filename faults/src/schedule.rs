@@ -13,6 +13,8 @@ pub struct Universe {
     /// The cluster's OSD ids, as it numbers them (a real cluster has gaps).
     pub osds: Vec<u32>,
     pub hops: u32,
+    /// The guests the run migrates (a trigger may name one of them).
+    pub guests: u32,
     /// How long the run can last: an offset past it could never fire.
     pub span: Span,
 }
@@ -111,6 +113,21 @@ pub fn resolve(
                     )));
                 }
             }
+            match (e.trigger.guest, e.trigger.anchor.hop()) {
+                (Some(_), None) => {
+                    return Err(invalid(format!(
+                        "its trigger names a guest, but {} is the same moment for every guest: leave guest out",
+                        e.trigger.anchor
+                    )))
+                }
+                (Some(g), Some(_)) if g == 0 || g > u.guests => {
+                    return Err(invalid(format!(
+                        "its trigger names guest {g}, but the run has {} guest(s) (numbered from 1)",
+                        u.guests
+                    )))
+                }
+                _ => {}
+            }
             let mut timing = rand::rngs::StdRng::seed_from_u64(mix(timing_seed ^ mix(u64::from(index))));
             let mut choice = rand::rngs::StdRng::seed_from_u64(mix(choice_seed ^ mix(u64::from(index))));
             // An offset the run cannot reach would never fire: refused now, not found missing
@@ -158,14 +175,14 @@ mod tests {
     fn entry(fault: Fault, anchor: Anchor, random_within_ms: u64) -> FaultEntry {
         FaultEntry {
             name: None,
-            trigger: Trigger { anchor, offset_ms: 100, random_within_ms },
+            trigger: Trigger { anchor, offset_ms: 100, random_within_ms, guest: None },
             optional: false,
             fault,
         }
     }
 
     fn u() -> Universe {
-        Universe { osds: vec![0, 1, 2], hops: 2, span: Span::UNBOUNDED }
+        Universe { osds: vec![0, 1, 2], hops: 2, guests: 1, span: Span::UNBOUNDED }
     }
 
     fn two() -> Vec<FaultEntry> {
@@ -252,11 +269,12 @@ mod tests {
         let run = Universe {
             osds: vec![0, 1, 2],
             hops: 2,
+            guests: 1,
             span: Span { warmup_ms: 2000, hop_ms: 11_000, cooldown_ms: 1000, follow_up: false },
         };
         let at = |anchor, offset_ms, random_within_ms| FaultEntry {
             name: None,
-            trigger: Trigger { anchor, offset_ms, random_within_ms },
+            trigger: Trigger { anchor, offset_ms, random_within_ms, guest: None },
             optional: false,
             fault: Fault::MdsFail {},
         };
@@ -268,5 +286,26 @@ mod tests {
         assert!(resolve(&[at(Anchor::HopStart { hop: 2 }, 12_001, 0)], 1, 1, &run).is_err());
         let e = resolve(&[at(Anchor::WorkloadStart, u64::MAX, u64::MAX)], 1, 1, &u()).expect_err("overflow");
         assert!(e.to_string().contains("could never fire"), "{e}");
+    }
+
+    /// A trigger may name one guest of the run's, and only for a moment that is a guest's.
+    #[test]
+    fn a_trigger_names_a_guest_the_run_has() {
+        let run = Universe { guests: 3, ..u() };
+        let at = |anchor, guest| FaultEntry {
+            name: None,
+            trigger: Trigger { anchor, offset_ms: 0, random_within_ms: 0, guest },
+            optional: false,
+            fault: Fault::MdsFail {},
+        };
+        let ok = resolve(&[at(Anchor::PreSwitchover { hop: 1 }, Some(3))], 1, 1, &run).expect("guest 3");
+        assert_eq!(ok[0].trigger.guest, Some(3));
+        for (guest, want) in [(4, "has 3 guest(s)"), (0, "has 3 guest(s)")] {
+            let e = resolve(&[at(Anchor::HopStart { hop: 1 }, Some(guest))], 1, 1, &run)
+                .expect_err("no such guest");
+            assert!(e.to_string().contains(want), "{e}");
+        }
+        let e = resolve(&[at(Anchor::WorkloadStart, Some(2))], 1, 1, &run).expect_err("every guest's");
+        assert!(e.to_string().contains("leave guest out"), "{e}");
     }
 }

@@ -90,10 +90,24 @@ pub struct Trigger {
     /// Plus a random offset in [0, this), drawn from the plan's fault-timing seed.
     #[serde(default)]
     pub random_within_ms: u64,
+    /// Only guest `guest`'s hop (1-based) is the anchor; without it, the first guest's hop to
+    /// reach it is. A run of one guest has only guest 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest: Option<u32>,
+}
+
+impl Trigger {
+    /// Whether guest `guest`'s observation may be this trigger's anchor.
+    pub fn keys_on(&self, guest: u32) -> bool {
+        self.guest.is_none_or(|g| g == guest)
+    }
 }
 
 impl fmt::Display for Trigger {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(g) = self.guest {
+            write!(f, "guest {g}'s ")?;
+        }
         write!(f, "{}", self.anchor)?;
         if self.offset_ms > 0 {
             write!(f, " + {} ms", self.offset_ms)?;

@@ -513,6 +513,135 @@ pub fn downtime(r: &RunResult) -> Result<String, ChartError> {
     })
 }
 
+/// One lane per guest over the run: each migration's phases (setup, RAM, paused, device
+/// state) on its guest's lane, the p99 of its I/O as a line above the lane, every fault shaded
+/// across all lanes.
+pub fn lanes(r: &RunResult) -> Result<String, ChartError> {
+    let n = r.guests.len().max(1);
+    let end_s = r.guests.iter().flat_map(|g| &g.series).map(|b| b.t_ms as f64 / 1e3).fold(1.0, f64::max);
+    let end_s = r
+        .guests
+        .iter()
+        .flat_map(|g| &g.migrations)
+        .map(|m| (m.started_ms + m.wall_ms) / 1e3)
+        .fold(end_s, f64::max);
+    let height = (90 + 46 * n as u32).max(220);
+    svg(960, height, |root| {
+        let items = [
+            ("setup", Swatch::Bar(SETUP)),
+            ("RAM sent", Swatch::Bar(RAM)),
+            ("guest paused", Swatch::Bar(PAUSE)),
+            ("device state", Swatch::Bar(DEVICE)),
+            ("fault in effect", Swatch::Area(FAULT)),
+            ("I/O p99 (lane's scale)", Swatch::Line(P99, 1)),
+        ];
+        let plot = side_legend(root, 190, &items)?;
+        let mut c = ChartBuilder::on(&plot)
+            .caption("Each guest's migrations over the run", ("sans-serif", 17))
+            .margin(12)
+            .x_label_area_size(38)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0f64..end_s * 1.02, 0f64..n as f64)
+            .map_err(draw)?;
+        let names: Vec<String> = r.guests.iter().rev().map(|g| format!("guest {}", g.guest)).collect();
+        let fmt = category_labels(names);
+        c.configure_mesh()
+            .x_desc("run time (s)")
+            .y_labels(2 * n + 1)
+            .y_label_formatter(&fmt)
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .light_line_style(WHITE)
+            .disable_y_mesh()
+            .draw()
+            .map_err(draw)?;
+        for f in &r.faults {
+            if let Some(t) = f.injected_ms {
+                let until = f.cleared_ms.unwrap_or(t + 100.0).max(t + 50.0);
+                c.draw_series([Rectangle::new(
+                    [(t / 1e3, 0.0), (until / 1e3, n as f64)],
+                    FAULT.mix(0.15).filled(),
+                )])
+                .map_err(draw)?;
+            }
+        }
+        // Guest 1 on top: lane k (from the bottom) is guest n - k.
+        for (i, g) in r.guests.iter().enumerate() {
+            let lane = (n - 1 - i) as f64;
+            for m in &g.migrations {
+                let bars = spans(m).into_iter().map(|(a, b, col)| {
+                    Rectangle::new([(a / 1e3, lane + 0.2), (b.max(a) / 1e3, lane + 0.55)], col.filled())
+                });
+                c.draw_series(bars).map_err(draw)?;
+            }
+            let top = g.series.iter().filter_map(|b| b.p99_us).max().unwrap_or(0).max(1) as f64;
+            let line = g.series.iter().filter_map(|b| {
+                b.p99_us.map(|p| (b.t_ms as f64 / 1e3, lane + 0.6 + 0.35 * (p as f64 / top)))
+            });
+            c.draw_series(LineSeries::new(line, P99.stroke_width(1))).map_err(draw)?;
+        }
+        Ok(())
+    })
+}
+
+/// Each guest's QEMU downtime and guest-visible pause per migration (a point each), against
+/// the downtime limit: the spread over guests, and which guests missed it.
+pub fn guest_downtimes(r: &RunResult) -> Result<String, ChartError> {
+    let n = r.guests.len().max(1);
+    let limit = r.fleet.as_ref().map(|f| f.downtime_limit_ms as f64);
+    let points =
+        |f: &dyn Fn(&crate::MigrationRecord, Option<&crate::Window>) -> Option<f64>| -> Vec<(f64, f64)> {
+            r.guests
+                .iter()
+                .enumerate()
+                .flat_map(|(i, g)| {
+                    g.migrations.iter().enumerate().filter_map(move |(k, m)| {
+                        let w = g.windows.iter().find(|w| w.hop() == Some(m.hop));
+                        f(m, w).map(|v| {
+                            (i as f64 + 0.3 + 0.4 * (k as f64 + 0.5) / g.migrations.len().max(1) as f64, v)
+                        })
+                    })
+                })
+                .collect()
+        };
+    let qemu = points(&|m, _| m.downtime_ms.map(|d| d as f64));
+    let gap = points(&|_, w| w.and_then(|w| w.heartbeat_gap_ms));
+    let ymax = qemu.iter().chain(&gap).map(|p| p.1).chain(limit).fold(1.0, f64::max) * 1.15;
+    svg(960, 320, |root| {
+        let items = [
+            ("QEMU downtime", Swatch::Bar(PALETTE[0])),
+            ("heartbeat gap", Swatch::Bar(PALETTE[1])),
+            ("downtime limit", Swatch::Line(FAULT, 1)),
+        ];
+        let plot = side_legend(root, 190, &items)?;
+        let mut c = ChartBuilder::on(&plot)
+            .caption("Downtime per guest (a point per migration)", ("sans-serif", 17))
+            .margin(12)
+            .x_label_area_size(38)
+            .y_label_area_size(62)
+            .build_cartesian_2d(0f64..n as f64, 0f64..ymax)
+            .map_err(draw)?;
+        let fmt = category_labels(r.guests.iter().map(|g| format!("guest {}", g.guest)).collect());
+        c.configure_mesh()
+            .x_desc("guest")
+            .y_desc("ms")
+            .x_labels(2 * n + 1)
+            .x_label_formatter(&fmt)
+            .y_label_formatter(&|v| format!("{v:.0}"))
+            .light_line_style(WHITE)
+            .disable_x_mesh()
+            .draw()
+            .map_err(draw)?;
+        if let Some(l) = limit {
+            c.draw_series(LineSeries::new([(0.0, l), (n as f64, l)], FAULT.stroke_width(1))).map_err(draw)?;
+        }
+        c.draw_series(qemu.iter().map(|&(x, y)| Circle::new((x - 0.04, y), 4, PALETTE[0].filled())))
+            .map_err(draw)?;
+        c.draw_series(gap.iter().map(|&(x, y)| TriangleMarker::new((x + 0.04, y), 5, PALETTE[1].filled())))
+            .map_err(draw)?;
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

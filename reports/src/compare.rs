@@ -39,8 +39,13 @@ pub const METRIC_KINDS: [&str; 5] =
 pub const VARIABLES: [&str; 10] =
     ["qemu", "virtiofsd", "kernel", "image", "ceph", "miglab", "scenario", "host", "accelerator", "topology"];
 
-/// A metric key without its migration suffix: `qemu_downtime_ms.hop2` → `qemu_downtime_ms`.
+/// A metric key without its guest and migration suffixes: `qemu_downtime_ms.hop2.g3` →
+/// `qemu_downtime_ms`.
 pub fn kind(key: &str) -> &str {
+    let key = match key.rsplit_once(".g") {
+        Some((k, n)) if n.parse::<u32>().is_ok() => k,
+        _ => key,
+    };
     match key.rsplit_once(".hop") {
         Some((k, n)) if n.parse::<u32>().is_ok() => k,
         _ => key,
@@ -52,7 +57,9 @@ pub fn kind(key: &str) -> &str {
 pub fn metric(key: &str) -> Metric {
     let (unit, higher_is_better, floor) = match kind(key) {
         "qemu_downtime_ms" | "heartbeat_gap_ms" | "io_stall_ms" => ("ms", false, 2.0),
-        "total_ms" => ("ms", false, 20.0),
+        "fleet.qemu_downtime_ms.p50" | "fleet.qemu_downtime_ms.max" => ("ms", false, 2.0),
+        "total_ms" | "fleet.evacuation_ms" => ("ms", false, 20.0),
+        "fleet.over_limit" => ("migrations", false, 1.0),
         "ops_per_s" => ("ops/s", true, 1.0),
         _ => ("µs", false, 50.0),
     };
@@ -62,8 +69,30 @@ pub fn metric(key: &str) -> Metric {
 /// One run's headline values: every migration's downtimes, stall, total time and throughput
 /// in its window (the first migration's unsuffixed, the N-th's with `.hopN`; follow-ups after
 /// a failure aside), and the p99 of every workload op kind (guest clock) — per job too, for
-/// a job file of several jobs.
+/// a job file of several jobs. A run of several guests: guest 1's so, every other guest's with
+/// `.gN`, and the fleet's (`fleet.evacuation_ms`, `.hopN`; `fleet.qemu_downtime_ms.p50`,
+/// `.max`; `fleet.over_limit`).
 pub fn headline(r: &RunResult) -> BTreeMap<String, f64> {
+    let mut m = guest_headline(r);
+    for g in r.guests.iter().filter(|g| g.guest > 1) {
+        let v = crate::fleet::view(r, g);
+        m.extend(guest_headline(&v).into_iter().map(|(k, x)| (format!("{k}.g{}", g.guest), x)));
+    }
+    if let Some(f) = &r.fleet {
+        for (i, e) in f.evacuations.iter().filter(|e| e.hop <= 1000).enumerate() {
+            let suffix = if i == 0 { String::new() } else { format!(".hop{}", i + 1) };
+            m.insert(format!("fleet.evacuation_ms{suffix}"), e.evacuation_ms);
+        }
+        if let Some(d) = &f.qemu_downtime_ms {
+            m.insert("fleet.qemu_downtime_ms.p50".into(), d.p50);
+            m.insert("fleet.qemu_downtime_ms.max".into(), d.max);
+        }
+        m.insert("fleet.over_limit".into(), f64::from(f.over_limit));
+    }
+    m
+}
+
+fn guest_headline(r: &RunResult) -> BTreeMap<String, f64> {
     let mut m = BTreeMap::new();
     for (i, mig) in r.migrations.iter().filter(|m| !m.follow_up).enumerate() {
         let f = hop_figures(r, mig);

@@ -115,6 +115,7 @@ pub fn headline(r: &RunResult) -> (String, &'static str) {
 pub fn run_report(r: &RunResult) -> Result<String, ChartError> {
     let mut h = String::new();
     outcome_section(&mut h, r);
+    guests_section(&mut h, r)?;
     figures_section(&mut h, r);
     jobs_section(&mut h, r);
     over_time_section(&mut h, r)?;
@@ -171,6 +172,114 @@ fn outcome_section(h: &mut String, r: &RunResult) {
         }
         h.push_str("</ul>");
     }
+}
+
+/// A run of several guests: what they add up to (each host's evacuation, the spread of
+/// downtime and of each phase), each guest's own line, one lane per guest over the run, and
+/// each guest's downtime against the limit. The sections after it are guest 1's.
+fn guests_section(h: &mut String, r: &RunResult) -> Result<(), ChartError> {
+    let Some(f) = &r.fleet else { return Ok(()) };
+    let _ = write!(
+        h,
+        "<h2 id=\"guests\">Guests</h2><p>{} guests, {} migrating at once.</p>",
+        f.guests, f.parallel
+    );
+    let evac: Vec<Vec<String>> = f
+        .evacuations
+        .iter()
+        .map(|e| {
+            vec![
+                format!("{} {} → {}", e.hop, e.from, e.to),
+                format!("{} of {}", e.completed, e.guests),
+                format!("{:.0}", e.evacuation_ms),
+            ]
+        })
+        .collect();
+    h.push_str(&table(
+        &["migration", "guests completed", "evacuation ms (first migrate → last guest running)"],
+        &evac,
+    ));
+    let spread = |name: &str, s: &crate::Spread| {
+        vec![
+            name.to_string(),
+            s.n.to_string(),
+            format!("{:.0}", s.min),
+            format!("{:.0}", s.p50),
+            format!("{:.0}", s.p90),
+            format!("{:.0}", s.p99),
+            format!("{:.0}", s.max),
+        ]
+    };
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    if let Some(d) = &f.qemu_downtime_ms {
+        rows.push(spread("QEMU downtime", d));
+    }
+    for (name, s) in &f.phases {
+        rows.push(spread(&format!("phase: {name}"), s));
+    }
+    if let Some(s) = &f.heartbeat_gap_ms {
+        rows.push(spread("heartbeat gap", s));
+    }
+    if let Some(s) = &f.io_stall_ms {
+        rows.push(spread("I/O stall", s));
+    }
+    h.push_str(&table(&["across guests' migrations (ms)", "n", "min", "p50", "p90", "p99", "max"], &rows));
+    let _ = write!(
+        h,
+        "<p>{} completed migration(s) over the {} ms downtime limit.</p>",
+        f.over_limit, f.downtime_limit_ms
+    );
+    let per: Vec<Vec<String>> = r
+        .guests
+        .iter()
+        .map(|g| {
+            let hops: Vec<String> = g
+                .migrations
+                .iter()
+                .map(|m| {
+                    let w = g.windows.iter().find(|w| w.hop() == Some(m.hop));
+                    format!(
+                        "#{}: {} / {} / {}",
+                        m.hop,
+                        opt(m.downtime_ms.map(|d| d as f64)),
+                        opt(w.and_then(|w| w.heartbeat_gap_ms)),
+                        opt(w.and_then(|w| w.io_stall_ms))
+                    )
+                })
+                .collect();
+            let ops: u64 = g.ops.iter().filter(|o| o.op != "verify").map(|o| o.count).sum();
+            let failed: u64 = g.ops.iter().filter(|o| o.op != "verify").map(|o| o.failed).sum();
+            let p99 = g.ops.iter().filter(|o| o.op != "verify").map(|o| o.guest.p99_us).max().unwrap_or(0);
+            let verify = g
+                .verification
+                .as_ref()
+                .map(|v| format!("{} blocks: {} mismatched, {} missing", v.blocks, v.mismatched, v.missing))
+                .unwrap_or_else(|| "—".into());
+            vec![
+                format!("{} ({})", g.guest, g.vm),
+                g.workload.get("kind").and_then(|k| k.as_str()).unwrap_or("?").to_string(),
+                g.outcome.map(|o| o.to_string()).unwrap_or_else(|| "—".into()),
+                hops.join("; "),
+                format!("{ops} ({failed} failed), p99 {}", us(ops, p99)),
+                verify,
+            ]
+        })
+        .collect();
+    h.push_str(&table(
+        &[
+            "guest",
+            "workload",
+            "outcome",
+            "per migration: QEMU downtime / heartbeat gap / I/O stall ms",
+            "ops",
+            "verified",
+        ],
+        &per,
+    ));
+    h.push_str(&charts::lanes(r)?);
+    h.push_str(&charts::guest_downtimes(r)?);
+    h.push_str("<p class=\"sub\">The sections below are guest 1's; every guest's figures are in <code>result.json</code> (<code>guests</code>), and each guest's series in <code>timeline-g&lt;N&gt;.csv</code>.</p>");
+    Ok(())
 }
 
 /// What each switch-over carried, where it was measured: virtiofsd's descriptors on both

@@ -4,6 +4,7 @@
 pub mod charts;
 pub mod classify;
 pub mod compare;
+pub mod fleet;
 pub mod html;
 pub mod migration;
 pub mod outcome;
@@ -20,8 +21,8 @@ pub use migration::{
 };
 pub use outcome::{Expect, RunOutcome, Thresholds};
 pub use result::{
-    BinaryInfo, Bucket, Clock, FaultRecord, HostRecord, JobSummary, Latency, OpSummary, Provenance,
-    RunResult, RunStatus, SpectrumPoint, StreamHealth, TopologyRecord, Verification, Window, WindowKind,
-    SPECTRUM,
+    BinaryInfo, Bucket, Clock, Evacuation, FaultRecord, Fleet, GuestResult, HostRecord, JobSummary, Latency,
+    OpSummary, Provenance, RunResult, RunStatus, SpectrumPoint, Spread, StreamHealth, TopologyRecord,
+    Verification, Window, WindowKind, SPECTRUM,
 };
 pub use timings::{Phase, Timings};

@@ -233,6 +233,9 @@ impl Phases {
 pub struct MigrationRecord {
     /// 1 for the run's first migration.
     pub hop: u32,
+    /// Which guest of the run migrated (from 1; a run of one guest has only guest 1).
+    #[serde(default = "crate::migration::first_guest")]
+    pub guest: u32,
     pub from: String,
     pub to: String,
     #[serde(flatten)]
@@ -319,6 +322,11 @@ pub struct VirtiofsdHeld {
     pub unmeasured: Vec<String>,
 }
 
+/// The guest of a record written before runs had several.
+pub fn first_guest() -> u32 {
+    1
+}
+
 impl MigrationRecord {
     pub fn completed(&self) -> bool {
         self.outcome == Outcome::Completed
@@ -329,6 +337,7 @@ impl MigrationRecord {
     pub(crate) fn sample(outcome: Outcome, started_ms: f64) -> Self {
         MigrationRecord {
             hop: 1,
+            guest: 1,
             from: "c1".into(),
             to: "c2".into(),
             outcome,

@@ -297,6 +297,10 @@ pub struct FaultRecord {
     /// The scenario allowed the run to end without it.
     #[serde(default)]
     pub optional: bool,
+    /// The guest whose hop anchored it (from 1; none for the workload's start, or a fault
+    /// that never fired).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest: Option<u32>,
 }
 
 /// Verification at the end of a run, and during it.
@@ -407,6 +411,101 @@ pub struct RunResult {
     pub verification: Option<Verification>,
     pub stream: StreamHealth,
     pub series: Vec<Bucket>,
+    /// A run of several guests: every guest's own figures (the first's are also the run's
+    /// fields above, so a reader of one guest reads them unchanged) ...
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guests: Vec<GuestResult>,
+    /// ... and what they add up to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<Fleet>,
+}
+
+/// One guest's figures in a run of several: every figure a run of one guest has.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GuestResult {
+    /// Its number, from 1.
+    pub guest: u32,
+    pub vm: String,
+    pub workload: serde_json::Value,
+    pub outcome: Option<crate::outcome::RunOutcome>,
+    pub outcome_why: Vec<String>,
+    pub ops: Vec<OpSummary>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<JobSummary>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<JobSummary>,
+    pub migrations: Vec<MigrationRecord>,
+    pub windows: Vec<Window>,
+    pub verification: Option<Verification>,
+    pub stream: StreamHealth,
+    pub series: Vec<Bucket>,
+}
+
+/// How a figure spread over the guests' migrations: how many, and its quantiles (nearest rank).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Spread {
+    pub n: u32,
+    pub min: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+/// One hop of every guest: the host drained (or filled) by it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Evacuation {
+    pub hop: u32,
+    pub from: String,
+    pub to: String,
+    /// Guests migrated in it, and how many completed.
+    pub guests: u32,
+    pub completed: u32,
+    /// From the first `migrate` sent to the last guest running again (on whichever side).
+    pub evacuation_ms: f64,
+}
+
+/// What the guests of a run add up to.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Fleet {
+    pub guests: u32,
+    /// How many migrated at once.
+    pub parallel: u32,
+    pub evacuations: Vec<Evacuation>,
+    /// QEMU's downtime over every completed migration of every guest.
+    pub qemu_downtime_ms: Option<Spread>,
+    /// The limit each was given (QEMU's 300 ms when the scenario gives none), and how many
+    /// completed migrations exceeded it.
+    pub downtime_limit_ms: u64,
+    pub over_limit: u32,
+    /// Each phase of the migrations (`setup`, `precopy`, `switchover`, `device_state`, `total`)
+    /// across guests, as kube-burner reports its phases.
+    pub phases: Vec<(String, Spread)>,
+    /// The guests' worst heartbeat gap and I/O stall in each migration's window.
+    pub heartbeat_gap_ms: Option<Spread>,
+    pub io_stall_ms: Option<Spread>,
+}
+
+impl Spread {
+    /// The spread of `values` (None when there are none).
+    pub fn of(values: &[f64]) -> Option<Spread> {
+        let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let rank = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+        Some(Spread {
+            n: v.len() as u32,
+            min: v[0],
+            p50: rank(0.5),
+            p90: rank(0.9),
+            p99: rank(0.99),
+            max: v[v.len() - 1],
+            mean: v.iter().sum::<f64>() / v.len() as f64,
+        })
+    }
 }
 
 impl RunResult {
@@ -438,6 +537,8 @@ impl RunResult {
             verification: None,
             stream: StreamHealth::default(),
             series: Vec::new(),
+            guests: Vec::new(),
+            fleet: None,
         }
     }
 

@@ -35,15 +35,27 @@ pub struct Figures {
     /// The longest the source's QEMU left `query-migrate` unanswered (its main loop blocked,
     /// e.g. saving virtiofsd's state).
     pub source_blocked_ms: Option<f64>,
+    /// A run of several guests: the first hop's evacuation (first `migrate` to last guest
+    /// running), and QEMU's downtime over every guest's migrations (median and worst).
+    pub evacuation_ms: Option<f64>,
+    pub guests_downtime_p50_ms: Option<f64>,
+    pub guests_downtime_max_ms: Option<f64>,
 }
 
 /// The figures of a run's first migration (follow-ups aside).
 pub fn figures(r: &RunResult) -> Figures {
-    r.migrations
+    let mut f = r
+        .migrations
         .iter()
         .find(|m| !m.follow_up)
         .map(|m| hop_figures(r, m))
-        .unwrap_or_else(|| Figures { p99_us: busiest_p99(r), ..Figures::default() })
+        .unwrap_or_else(|| Figures { p99_us: busiest_p99(r), ..Figures::default() });
+    if let Some(fleet) = &r.fleet {
+        f.evacuation_ms = fleet.evacuations.first().map(|e| e.evacuation_ms);
+        f.guests_downtime_p50_ms = fleet.qemu_downtime_ms.map(|d| d.p50);
+        f.guests_downtime_max_ms = fleet.qemu_downtime_ms.map(|d| d.max);
+    }
+    f
 }
 
 /// The busiest workload op kind's p99 (guest clock), µs.
@@ -68,6 +80,9 @@ pub fn hop_figures(r: &RunResult, m: &crate::MigrationRecord) -> Figures {
         device_state_ms: m.phases.device_state_ms(),
         expected_downtime_ms: m.expected_downtime_ms.map(|d| d as f64),
         source_blocked_ms: m.longest_qmp_wait_ms,
+        evacuation_ms: None,
+        guests_downtime_p50_ms: None,
+        guests_downtime_max_ms: None,
         window_ops_per_s: w.and_then(|w| {
             let inside: Vec<&crate::Bucket> = r
                 .series
@@ -131,6 +146,9 @@ pub fn csv(reps: &[Rep]) -> Result<Vec<u8>, csv::Error> {
         "device_state_ms",
         "expected_downtime_ms",
         "source_blocked_ms",
+        "evacuation_ms",
+        "guests_downtime_p50_ms",
+        "guests_downtime_max_ms",
     ])?;
     let o = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_default();
     for r in reps {
@@ -149,6 +167,9 @@ pub fn csv(reps: &[Rep]) -> Result<Vec<u8>, csv::Error> {
             o(f.device_state_ms),
             o(f.expected_downtime_ms),
             o(f.source_blocked_ms),
+            o(f.evacuation_ms),
+            o(f.guests_downtime_p50_ms),
+            o(f.guests_downtime_max_ms),
         ])?;
     }
     w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
@@ -462,6 +483,26 @@ pub fn report(scenario: &str, reps: &[Rep]) -> Result<String, ChartError> {
             ("heartbeat gap (guest-visible)", |f| f.heartbeat_gap_ms),
         ],
     )?);
+    if reps.iter().any(|r| r.result.fleet.is_some()) {
+        h.push_str("<h2>Guests</h2>");
+        h.push_str(&strips(
+            reps,
+            &names,
+            "Evacuating the host (first migrate → last guest running), every repetition",
+            "ms",
+            &[("evacuation", |f| f.evacuation_ms)],
+        )?);
+        h.push_str(&strips(
+            reps,
+            &names,
+            "QEMU downtime over every guest's migrations: median and worst, every repetition",
+            "ms",
+            &[
+                ("median over guests", |f| f.guests_downtime_p50_ms),
+                ("worst guest", |f| f.guests_downtime_max_ms),
+            ],
+        )?);
+    }
     if let Some(key) = scale_axis(&names) {
         let _ = write!(h, "<h2>Scaling with {}</h2>", esc(&key));
         h.push_str(&scale_table(reps, &key));

@@ -15,9 +15,28 @@ pub fn problems(r: &RunResult) -> Vec<String> {
     p
 }
 
+/// `f`'s lines for each guest of `r`, each said of its guest when there are several.
+fn per_guest(r: &RunResult, f: fn(&RunResult) -> Vec<String>) -> Vec<String> {
+    crate::fleet::views(r)
+        .iter()
+        .flat_map(|(g, v)| f(v).into_iter().map(|l| crate::fleet::whose(*g, &l)).collect::<Vec<_>>())
+        .collect()
+}
+
 /// What went wrong that an outcome can explain (and a scenario can expect): a migration that
-/// failed, ops that failed or never ran, a guest no longer heard, a verify pass cut short.
+/// failed, ops that failed or never ran, a guest no longer heard, a verify pass cut short —
+/// of any guest.
 pub fn outcome_problems(r: &RunResult) -> Vec<String> {
+    per_guest(r, outcome_problems_of)
+}
+
+/// What no outcome excuses, of any guest: data lost or corrupted, and figures that miss what
+/// happened.
+pub fn integrity_problems(r: &RunResult) -> Vec<String> {
+    per_guest(r, integrity_problems_of)
+}
+
+fn outcome_problems_of(r: &RunResult) -> Vec<String> {
     let mut p = Vec::new();
     for m in &r.migrations {
         if let Some(e) = &m.cleanup_error {
@@ -81,8 +100,7 @@ pub fn outcome_problems(r: &RunResult) -> Vec<String> {
     p
 }
 
-/// What no outcome excuses: data lost or corrupted, and figures that miss what happened.
-pub fn integrity_problems(r: &RunResult) -> Vec<String> {
+fn integrity_problems_of(r: &RunResult) -> Vec<String> {
     let mut p = Vec::new();
     let s = &r.stream;
     if s.bad_frames > 0 {
@@ -188,6 +206,25 @@ mod tests {
     #[test]
     fn a_sound_run_has_no_problem() {
         assert_eq!(problems(&sound()), Vec::<String>::new());
+    }
+
+    /// Of three guests, the third lost a block: the run says so, of guest 3, even though the
+    /// run's own fields (guest 1's) are sound.
+    #[test]
+    fn a_guest_that_lost_data_fails_the_run_whichever_it_is() {
+        let mut r = sound();
+        r.guests = (1..=3).map(|g| crate::fleet::guest_of(&sound(), g, &format!("x-1-g{g}"))).collect();
+        assert_eq!(problems(&r), Vec::<String>::new());
+        r.guests[2].verification =
+            Some(Verification { blocks: 10, mismatched: 1, ..Verification::default() });
+        assert_eq!(
+            integrity_problems(&r),
+            vec!["guest 3: verification: 1 of 10 blocks mismatched, 0 missing"]
+        );
+        r.expected = Some(crate::outcome::Expect(vec![RunOutcome::Completed]));
+        r.outcome = Some(RunOutcome::Completed);
+        let (p, status) = judge(&r, &RunEnd::default());
+        assert_eq!(status, RunStatus::Failed, "{p:?}");
     }
 
     /// A run whose every op failed, with its block missing, ended `completed` before.

@@ -733,7 +733,7 @@ impl StateJob {
     }
 
     /// Where the job's tree and I/O files go: `directory`, else `miglab/<name>`.
-    fn base(&self) -> String {
+    pub fn base(&self) -> String {
         self.directory.clone().unwrap_or_else(|| format!("miglab/{}", self.name))
     }
 
@@ -1012,6 +1012,30 @@ impl Workload {
         }
     }
 
+    /// The same workload for guest `i` of several (from 1): its files in a directory of its own
+    /// (`g<i>` below where they would be), so that guests on one CephFS never share a file.
+    pub fn for_guest(&self, i: u32) -> Workload {
+        let own = |dir: String| format!("{dir}/g{i}");
+        let fio = |j: &FioJob| FioJob { directory: Some(own(j.dir())), ..j.clone() };
+        match self {
+            Workload::Fio(j) => Workload::Fio(fio(j)),
+            Workload::FioFile(f) => {
+                Workload::FioFile(FioFile { jobs: f.jobs.iter().map(fio).collect(), ..f.clone() })
+            }
+            Workload::Metadata(j) => {
+                Workload::Metadata(MetadataJob { directory: Some(own(j.dir())), ..j.clone() })
+            }
+            Workload::State(j) => Workload::State(StateJob { directory: Some(own(j.base())), ..j.clone() }),
+            Workload::ReadLoop(j) => {
+                let p = std::path::Path::new(&j.path);
+                let parent = p.parent().map(|d| d.display().to_string()).unwrap_or_default();
+                let file = p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+                let dir = if parent.is_empty() { format!("g{i}") } else { own(parent) };
+                Workload::ReadLoop(ReadLoopJob { path: format!("{dir}/{file}"), ..j.clone() })
+            }
+        }
+    }
+
     /// Memory the engine keeps per tracked item (a block's generations, a live file's name),
     /// for checking that a workload fits the guest.
     pub fn tracked_bytes(&self) -> u64 {
@@ -1104,6 +1128,37 @@ mod tests {
         assert_eq!(j.depth(), 1);
         j.iodepth = 32;
         assert_eq!(j.depth(), 1, "a synchronous engine has one request in flight");
+    }
+
+    #[test]
+    fn each_guest_gets_files_of_its_own() {
+        let mut shared = FioJob::new("s", Rw::Randwrite);
+        shared.filename = Some("one".into());
+        let kinds = [
+            Workload::ReadLoop(ReadLoopJob::default()),
+            Workload::ReadLoop(ReadLoopJob { path: "top".into(), ..ReadLoopJob::default() }),
+            Workload::Fio(FioJob::new("w", Rw::Randwrite)),
+            Workload::Fio(shared),
+            Workload::Metadata(
+                serde_json::from_str(r#"{"mix":{"create":1,"stat":1,"rename":0,"unlink":1}}"#)
+                    .expect("metadata"),
+            ),
+            Workload::State(serde_json::from_str(r#"{"files":300}"#).expect("state")),
+        ];
+        for w in kinds {
+            let (a, b) = (w.for_guest(1), w.for_guest(2));
+            for g in [&a, &b] {
+                assert_eq!(g.validate(), Ok(()), "{g:?}");
+            }
+            let place = |w: &Workload| match w {
+                Workload::ReadLoop(j) => j.path.clone(),
+                Workload::Metadata(j) => j.dir(),
+                Workload::State(j) => format!("{} {}", j.dir(), j.io_job().dir()),
+                w => w.fio_jobs().iter().map(FioJob::dir).collect::<Vec<_>>().join(" "),
+            };
+            assert_ne!(place(&a), place(&b), "{w:?}");
+            assert!(place(&b).contains("g2") && !place(&a).contains("g2"), "{}", place(&b));
+        }
     }
 
     #[test]

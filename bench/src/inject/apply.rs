@@ -67,12 +67,12 @@ fn instance(topo: &dyn Topology, vm: &str, side: Side) -> Result<VmRecord, Apply
 fn host_of(topo: &dyn Topology, ctx: &Context, h: &HostRef) -> Result<String, ApplyError> {
     match h {
         HostRef::Named(n) => Ok(n.clone()),
-        HostRef::Source => instance(topo, &ctx.vm, Side::Source).map(|r| r.id.host.clone()),
-        HostRef::Destination => match instance(topo, &ctx.vm, Side::Destination) {
+        HostRef::Source => instance(topo, &ctx.target, Side::Source).map(|r| r.id.host.clone()),
+        HostRef::Destination => match instance(topo, &ctx.target, Side::Destination) {
             Ok(r) => Ok(r.id.host.clone()),
             // Outside a hop: the host the next hop goes to.
             Err(_) => {
-                let src = instance(topo, &ctx.vm, Side::Source)?.id.host;
+                let src = instance(topo, &ctx.target, Side::Source)?.id.host;
                 Ok(miglab_infra::topology::next_host(&ctx.hosts, &src))
             }
         },
@@ -199,14 +199,14 @@ pub(super) fn apply(
         }
         Fault::VirtiofsdKill { side, restart } => virtiofsd_kill(topo, ctx, *side, *restart)?,
         Fault::VirtiofsdFreeze { side, .. } => {
-            let r = instance(topo.as_ref(), &ctx.vm, *side)?;
+            let r = instance(topo.as_ref(), &ctx.target, *side)?;
             let p = recorded(topo.as_ref(), &r.virtiofsd_name())?;
             j.step(Undo::Resume { process: p.clone() })?;
             topo.signal(&p, Signal::SIGSTOP)?;
             Applied::on(format!("virtiofsd of {}", r.id))
         }
         Fault::QemuKill { side } => {
-            let r = instance(topo.as_ref(), &ctx.vm, *side)?;
+            let r = instance(topo.as_ref(), &ctx.target, *side)?;
             let p = recorded(topo.as_ref(), &r.qemu_name())?;
             topo.signal(&p, Signal::SIGKILL)?;
             Applied::on(format!("QEMU of {}", r.id))
@@ -217,8 +217,12 @@ pub(super) fn apply(
                 .anchor
                 .hop()
                 .ok_or(ApplyError::NotInjected("migrate-cancel fires during a hop"))?;
-            ctx.cancel.ask(hop).map_err(ApplyError::NotThere)?;
-            Applied::on(format!("hop {hop}"))
+            ctx.cancel.ask(hop, ctx.target_guest).map_err(ApplyError::NotThere)?;
+            Applied::on(if ctx.guests.len() > 1 {
+                format!("guest {}'s hop {hop}", ctx.target_guest)
+            } else {
+                format!("hop {hop}")
+            })
         }
         Fault::ThirdPartyRename { host, replace, .. } => {
             let act = if *replace { ThirdParty::Replace } else { ThirdParty::RenameAway };
@@ -240,7 +244,7 @@ fn virtiofsd_kill(
     side: Side,
     restart: bool,
 ) -> Result<Applied, ApplyError> {
-    let r = instance(topo.as_ref(), &ctx.vm, side)?;
+    let r = instance(topo.as_ref(), &ctx.target, side)?;
     let p = recorded(topo.as_ref(), &r.virtiofsd_name())?;
     topo.signal(&p, Signal::SIGKILL)?;
     let mut applied = Applied::on(format!("virtiofsd of {}", r.id));

@@ -80,6 +80,22 @@ fn nonsense_is_refused_with_line_field_and_fix() {
         ("[lab]\nname = \"Not Valid\"\n", "lab.name"),
         ("[migration]\nmultifd_channels = 0\n", "migration.multifd_channels"),
         ("[run]\nlayout_timeout_s = -3\n", "run.layout_timeout_s"),
+        ("[guests]\ncount = 0\n", "s.toml:6: guests.count: 0 must be between 1 and 32"),
+        ("[guests]\ncount = 33\n", "guests.count: 33"),
+        ("[migration]\nparallel = 0\n", "migration.parallel: 0: give 1 or more"),
+        (
+            "[guests]\ncount = 2\n[[guests.override]]\nguests = [3]\nmemory_mib = 256\n",
+            "guests.override: guest 3 is not one of the 2 guests",
+        ),
+        ("[guests]\ncount = 2\n[[guests.override]]\nguests = [2]\n", "guests.override: changes nothing"),
+        (
+            "[guests]\ncount = 2\n[[guests.override]]\nguests = [2]\nworkload = { kind = \"fio\", rw = \"read\", directory = \"/x\" }\n",
+            "guests.override: workload:",
+        ),
+        (
+            "[guests]\ncount = 2\n[[fault]]\nkind = \"mds-fail\"\ntrigger = { at = \"hop-start\", guest = 3 }\n",
+            "names guest 3, but the run has 2 guest(s)",
+        ),
     ];
     for (extra, want) in cases {
         let text =
@@ -299,4 +315,19 @@ fn expect_takes_one_outcome_or_any_of_several() {
         let err = Scenario::parse(&format!("name = \"x\"\n{bad}\n{w}"), p).expect_err(bad).to_string();
         assert!(err.contains("x.toml"), "{bad}: {err}");
     }
+}
+
+/// `[guests]`: each guest's memory and workload, its override's where one names it.
+#[test]
+fn guests_take_their_overrides() {
+    let text = "name = \"x\"\n[workload]\nkind = \"read-loop\"\n[guests]\ncount = 4\n[[guests.override]]\nguests = [2, 4]\nworkload = { kind = \"fio\", rw = \"randwrite\" }\n[[guests.override]]\nguests = [4]\nmemory_mib = 256\n[migration]\nparallel = 9\n";
+    let s = Scenario::parse(text, Path::new("s.toml")).expect("parses");
+    let w = s.workload.clone().expect("inline");
+    let kinds: Vec<&str> = (1..=4)
+        .map(|i| if matches!(s.guests.workload(&w, i), Workload::Fio(_)) { "fio" } else { "read" })
+        .collect();
+    assert_eq!(kinds, ["read", "fio", "read", "fio"], "each field from the last override that sets it");
+    assert_eq!((1..=4).map(|i| s.guests.memory_mib(&s.guest, i)).collect::<Vec<_>>(), [512, 512, 512, 256]);
+    assert_eq!(s.in_flight(), 4, "more than the guests is all at once");
+    assert_eq!(s.guests.peak_memory_mib(&s.guest, 1), 512 * 3 + 256 + 512);
 }

@@ -345,3 +345,31 @@ fn the_guest_image_is_part_of_what_must_agree() {
     let o = Options { variables: vec!["image".into()], ..Options::default() };
     assert!(compare(&a, &b, &o).is_ok());
 }
+
+/// A run of several guests: guest 1's figures as a single guest's, each other guest's with
+/// `.gN`, and the fleet's; their kinds and units are the single guest's.
+#[test]
+fn a_run_of_guests_has_each_guests_figures_and_the_fleets() {
+    let mut hop = crate::MigrationRecord::sample(crate::Outcome::Completed, 1000.0);
+    hop.downtime_ms = Some(40);
+    hop.wall_ms = 900.0;
+    let guest = |g: u32, downtime: u64| {
+        let mut m = hop.clone();
+        (m.guest, m.downtime_ms) = (g, Some(downtime));
+        crate::GuestResult { guest: g, migrations: vec![m], ..crate::GuestResult::default() }
+    };
+    let mut r = RunResult::new("s", 1, 1);
+    r.guests = vec![guest(1, 40), guest(2, 70), guest(3, 400)];
+    r.migrations = r.guests[0].migrations.clone();
+    r.fleet = Some(crate::fleet::summarize(&r.guests, 3));
+    let h = headline(&r);
+    assert_eq!(h.get("qemu_downtime_ms"), Some(&40.0));
+    assert_eq!(h.get("qemu_downtime_ms.g2"), Some(&70.0));
+    assert_eq!(h.get("qemu_downtime_ms.g3"), Some(&400.0));
+    assert_eq!(h.get("fleet.qemu_downtime_ms.max"), Some(&400.0));
+    assert_eq!(h.get("fleet.over_limit"), Some(&1.0));
+    assert_eq!(h.get("fleet.evacuation_ms"), Some(&900.0));
+    assert_eq!(kind("qemu_downtime_ms.hop2.g3"), "qemu_downtime_ms");
+    assert_eq!(metric("p99_us.read.g2").unit, "µs");
+    assert_eq!(metric("fleet.evacuation_ms.hop2").floor, 20.0);
+}
