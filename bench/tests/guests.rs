@@ -93,6 +93,10 @@ fn three_guests_migrate_at_once_each_verified_with_a_figure_set_of_its_own() {
     for f in ["timeline-g2.csv", "events-g3.csv", "latency-g3.hlog", "report.html"] {
         assert!(dir.join(f).exists(), "{f}");
     }
+    let html = std::fs::read_to_string(dir.join("report.html")).expect("report");
+    for want in ["id=\"guests\"", "migrations over the run", "osd.0 (at guest 3&#39;s hop)", "g3 "] {
+        assert!(html.contains(want) || html.contains(&want.replace("&#39;", "'")), "the report has {want}");
+    }
 
     // One at a time: guest 2's hop starts after guest 1's has ended.
     let one = ScenarioFile::new("one-at-a-time").with(

@@ -339,6 +339,7 @@ fn figures_section(h: &mut String, r: &RunResult) {
                 Outcome::Completed => "completed".to_string(),
                 Outcome::Failed { error, .. } => format!("failed: {error}"),
                 Outcome::TimedOut { after_ms, .. } => format!("timed out after {after_ms} ms"),
+                Outcome::Unsupported { error } => format!("refused: {error}"),
             };
             vec![
                 format!("{}{} {} → {}", m.hop, if m.follow_up { " (follow-up)" } else { "" }, m.from, m.to),
@@ -498,10 +499,29 @@ fn faults_section(h: &mut String, r: &RunResult) {
             .faults
             .iter()
             .map(|f| {
-                let w = r.windows.iter().find(|w| w.name == format!("fault {}", f.index + 1));
+                let name = format!("fault {}", f.index + 1);
+                let w = r.windows.iter().find(|w| w.name == name);
+                // Several guests: each guest's window of the fault, so whose I/O stalled shows.
+                let each = |g: &dyn Fn(&crate::Window) -> Option<f64>| {
+                    if r.guests.is_empty() {
+                        return opt(w.and_then(g));
+                    }
+                    r.guests
+                        .iter()
+                        .map(|x| {
+                            let v = x.windows.iter().find(|w| w.name == name).and_then(g);
+                            format!("g{} {}", x.guest, opt(v))
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" · ")
+                };
+                let on = match (f.guest, r.guests.is_empty()) {
+                    (Some(g), false) => format!("{} (at guest {g}'s hop)", f.target),
+                    _ => f.target.clone(),
+                };
                 vec![
                     f.name.clone(),
-                    f.target.clone(),
+                    on,
                     f.trigger.clone(),
                     match (f.began_ms, f.injected_ms) {
                         (Some(b), Some(i)) if i - b >= 10.0 => format!("{i:.0} (began {b:.0})"),
@@ -509,8 +529,8 @@ fn faults_section(h: &mut String, r: &RunResult) {
                     },
                     opt(f.cleared_ms),
                     f.undo.clone(),
-                    opt(w.and_then(|w| w.io_stall_ms)),
-                    opt(w.and_then(|w| w.recovered_after_ms)),
+                    each(&|w| w.io_stall_ms),
+                    each(&|w| w.recovered_after_ms),
                     opt(f.healthy_after_ms),
                     f.error.clone().unwrap_or_default(),
                 ]
