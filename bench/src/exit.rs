@@ -214,7 +214,9 @@ impl Classify for MigrationError {
             MigrationError::Topology(e) => e.exit(),
             MigrationError::SameHost(_) => Exit::BadInput,
             MigrationError::Cleanup { error, .. } => error.exit(),
-            MigrationError::Qmp { .. } | MigrationError::Records(_) => Exit::Failed,
+            MigrationError::Qmp { .. } | MigrationError::Records(_) | MigrationError::Refused { .. } => {
+                Exit::Failed
+            }
         }
     }
 }

@@ -39,6 +39,10 @@ pub enum MigrationError {
     Records(#[from] crate::stream::StreamError),
     #[error("{error}; cleaning up also failed: {cleanup}")]
     Cleanup { error: Box<MigrationError>, cleanup: String },
+    /// QEMU refused a capability the hop asked for: an outcome of the hop, not a fault of
+    /// miglab's.
+    #[error("{side:?} QEMU refused {capability}: {error}")]
+    Refused { side: Side, capability: &'static str, error: String },
 }
 
 fn qmp_err(side: Side) -> impl FnOnce(QmpError) -> MigrationError {
@@ -168,17 +172,33 @@ pub async fn migrate(
     Ok(record)
 }
 
-async fn set_capabilities(vm: &Vm, side: Side, multifd: bool, pause: bool) -> Result<(), MigrationError> {
+async fn set_capabilities(
+    vm: &Vm,
+    side: Side,
+    p: &MigrationParams,
+    pause: bool,
+) -> Result<(), MigrationError> {
     use qmp::{MigrationCapability as C, MigrationCapabilityStatus as S};
     let mut caps =
         vec![S { capability: C::events, state: true }, S { capability: C::return_path, state: true }];
-    if multifd {
+    if p.multifd_channels.is_some() {
         caps.push(S { capability: C::multifd, state: true });
     }
     if pause {
         caps.push(S { capability: C::pause_before_switchover, state: true });
     }
     vm.qmp.execute(qmp::migrate_set_capabilities { capabilities: caps }).await.map_err(qmp_err(side))?;
+    // Postcopy apart: a refusal of it (a vhost-user back end without the PAGEFAULT feature) is
+    // the hop's outcome, told apart from any other error.
+    if p.postcopy {
+        let caps = vec![S { capability: C::postcopy_ram, state: true }];
+        vm.qmp.execute(qmp::migrate_set_capabilities { capabilities: caps }).await.map_err(|e| match e {
+            QmpError::Command { error, .. } => {
+                MigrationError::Refused { side, capability: "postcopy-ram", error }
+            }
+            e => qmp_err(side)(e),
+        })?;
+    }
     Ok(())
 }
 
@@ -251,7 +271,11 @@ async fn drive(
     opts: &MigrationOptions,
 ) -> Result<MigrationRecord, MigrationError> {
     let hold = hop.gate.filter(|g| g.holds(hop.number, hop.guest));
-    let listen = prepare(hop, src, dst, opts, hold.is_some() || opts.device_phase).await?;
+    let listen = match prepare(hop, src, dst, opts, hold.is_some() || opts.device_phase).await {
+        Ok(l) => l,
+        Err(e @ MigrationError::Refused { .. }) => return Ok(refused(hop, src, dst, opts, e.to_string())),
+        Err(e) => return Err(e),
+    };
     let mut held = miglab_reports::VirtiofsdHeld::default();
     match open_files(hop.site, src).await {
         Ok(o) => held.source = Some(o),
@@ -275,6 +299,10 @@ async fn drive(
         .execute(qmp::migrate { uri: Some(uri.clone()), channels: None, detach: None, resume: None })
         .await
         .map_err(qmp_err(Side::Source))?;
+    // Accepted: the switch to postcopy as soon as QEMU can make it (it waits for `active`).
+    if opts.params.postcopy {
+        src.qmp.execute(qmp::migrate_start_postcopy {}).await.map_err(qmp_err(Side::Source))?;
+    }
     let watched = watch(hop, src, dst, opts, hold, &mut tl, t0).await?;
     // The hop ends when the guest runs again: on the destination after success (its RESUME),
     // on the source otherwise. Past the deadline (or on Ctrl-C) it ends as it is: the
@@ -365,8 +393,8 @@ async fn prepare(
     hold: bool,
 ) -> Result<SocketAddr, MigrationError> {
     let multifd = opts.params.multifd_channels.is_some();
-    set_capabilities(src, Side::Source, multifd, hold).await?;
-    set_capabilities(dst, Side::Destination, multifd, false).await?;
+    set_capabilities(src, Side::Source, &opts.params, hold).await?;
+    set_capabilities(dst, Side::Destination, &opts.params, false).await?;
     set_parameters(src, Side::Source, &opts.params).await?;
     if multifd {
         set_parameters(dst, Side::Destination, &opts.params).await?;
@@ -543,6 +571,38 @@ fn ended(status: Option<MigrationStatus>, desc: Option<String>) -> Option<Outcom
     }
 }
 
+/// The record of a hop QEMU refused before it began: the guest never left the source.
+fn refused(hop: &Hop<'_>, src: &Vm, dst: &Vm, opts: &MigrationOptions, error: String) -> MigrationRecord {
+    let outcome = Outcome::Unsupported { error };
+    hop.bus.publish(Observed::HopEnded { guest: hop.guest, hop: hop.number, outcome: outcome.clone() });
+    MigrationRecord {
+        hop: hop.number,
+        guest: hop.guest,
+        from: src.host().into(),
+        to: dst.host().into(),
+        outcome,
+        params: opts.params.clone(),
+        uri: String::new(),
+        started_ms: hop.bus.clock().now_ms(),
+        total_time_ms: None,
+        downtime_ms: None,
+        setup_time_ms: None,
+        transferred_bytes: None,
+        ram_total_bytes: None,
+        dirty_sync_count: None,
+        mbps: None,
+        wall_ms: 0.0,
+        longest_qmp_wait_ms: None,
+        phases: Phases::default(),
+        timeline: Vec::new(),
+        follow_up: false,
+        cleanup_error: None,
+        expected_downtime_ms: None,
+        bytes_after_stop: None,
+        virtiofsd: None,
+    }
+}
+
 /// The hop's outcome once the guest should run again: what the source said, checked against
 /// where the guest runs. A source that completed while the destination never resumed failed.
 fn reconcile(outcome: Outcome, source_running: bool, dst_resumed: bool) -> Outcome {
@@ -554,6 +614,7 @@ fn reconcile(outcome: Outcome, source_running: bool, dst_resumed: bool) -> Outco
         Outcome::Completed => Outcome::Completed,
         Outcome::Failed { error, .. } => Outcome::Failed { error, source_running },
         Outcome::TimedOut { after_ms, .. } => Outcome::TimedOut { after_ms, source_running },
+        refused @ Outcome::Unsupported { .. } => refused,
     }
 }
 

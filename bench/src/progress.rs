@@ -50,6 +50,7 @@ fn outcome(o: &Outcome) -> String {
             )
         }
         Outcome::TimedOut { after_ms, .. } => format!("TIMED OUT after {after_ms} ms, cancelled"),
+        Outcome::Unsupported { error } => format!("REFUSED by QEMU ({error}); the guest stays"),
     }
 }
 

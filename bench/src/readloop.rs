@@ -92,6 +92,7 @@ impl HopSeen {
             Outcome::Completed => {}
             Outcome::Failed { error, .. } => p.push(format!("hop {n}: migration failed: {error}")),
             Outcome::TimedOut { after_ms, .. } => p.push(format!("hop {n}: cancelled after {after_ms} ms")),
+            Outcome::Unsupported { error } => p.push(format!("hop {n}: refused by QEMU: {error}")),
         }
         p
     }

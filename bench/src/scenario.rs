@@ -214,6 +214,10 @@ pub struct MigrationPlan {
     /// bytes after the guest stopped are known. Costs one QMP round trip of downtime.
     #[serde(default)]
     pub device_phase: bool,
+    /// Ask for postcopy (`postcopy-ram` on both sides, then `migrate-start-postcopy`). With a
+    /// vhost-user-fs device QEMU refuses it: the hop's outcome is `unsupported`, with QEMU's text.
+    #[serde(default)]
+    pub postcopy: bool,
     /// With several guests: how many migrate at once (a new one starts when one ends); all of
     /// them when left out (or when it is guests.count or more).
     #[serde(default)]
@@ -241,6 +245,7 @@ impl MigrationPlan {
             downtime_limit_ms: self.downtime_limit_ms,
             max_bandwidth: self.max_bandwidth,
             multifd_channels: self.multifd_channels,
+            postcopy: self.postcopy,
         }
     }
 }
@@ -258,6 +263,7 @@ impl Default for MigrationPlan {
             follow_up: true,
             switchover_hold_s: Self::default_switchover_hold(),
             device_phase: false,
+            postcopy: false,
             parallel: None,
         }
     }

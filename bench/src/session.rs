@@ -422,7 +422,11 @@ fn guest_summary(r: &RunResult) {
             m.hop,
             m.from,
             m.to,
-            if m.completed() { "completed" } else { "NOT COMPLETED" },
+            match m.outcome {
+                _ if m.completed() => "completed",
+                miglab_reports::Outcome::Unsupported { .. } => "REFUSED by QEMU (unsupported)",
+                _ => "NOT COMPLETED",
+            },
             ms(m.downtime_ms.map(|d| d as f64)),
             ms(m.total_time_ms.map(|d| d as f64)),
             w.map(window_line).unwrap_or_else(|| "no window".into())

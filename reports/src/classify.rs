@@ -44,6 +44,10 @@ pub fn classify(r: &RunResult, t: &Thresholds) -> (RunOutcome, Vec<String>) {
     let mut failed: Option<RunOutcome> = None;
     for m in &r.migrations {
         match &m.outcome {
+            Outcome::Unsupported { error } => {
+                why.push(format!("migration {} was refused: {error}", m.hop));
+                failed = Some(failed.map_or(RunOutcome::Unsupported, |f| f.min(RunOutcome::Unsupported)));
+            }
             Outcome::TimedOut { after_ms, .. } => {
                 why.push(format!("migration {} timed out after {after_ms} ms", m.hop));
                 return (RunOutcome::Timeout, why);
@@ -142,6 +146,16 @@ mod tests {
         assert_eq!(classify(&r, &t).0, RunOutcome::FailedSourcePaused, "the worse failure wins");
         r.migrations.push(hop(Outcome::TimedOut { after_ms: 5, source_running: true }));
         assert_eq!(classify(&r, &t).0, RunOutcome::Timeout);
+
+        // QEMU refused postcopy: its own class, and a failed hop beside it is still worse.
+        let mut r = base();
+        r.migrations.push(hop(Outcome::Unsupported { error: "Postcopy is not supported".into() }));
+        let (o, why) = classify(&r, &t);
+        assert_eq!(o, RunOutcome::Unsupported);
+        assert!(why[0].contains("refused: Postcopy is not supported"), "{why:?}");
+        r.migrations.push(hop(Outcome::Failed { error: "y".into(), source_running: true }));
+        assert_eq!(classify(&r, &t).0, RunOutcome::FailedSourceRunning);
+        assert_eq!("unsupported".parse::<RunOutcome>(), Ok(RunOutcome::Unsupported));
 
         let mut r = base();
         r.stream.longest_io_stall_ms = Some(10_000.0);

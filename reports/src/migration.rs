@@ -158,6 +158,11 @@ pub enum Outcome {
         #[serde(default)]
         source_running: bool,
     },
+    /// QEMU refused what the hop asked of it before it began (a capability: postcopy with a
+    /// vhost-user-fs device), with QEMU's text; the guest never left the source.
+    Unsupported {
+        error: String,
+    },
 }
 
 /// The migration parameters that were set.
@@ -167,6 +172,9 @@ pub struct MigrationParams {
     /// Bytes per second.
     pub max_bandwidth: Option<u64>,
     pub multifd_channels: Option<u8>,
+    /// Postcopy asked for (`postcopy-ram` on both sides, then `migrate-start-postcopy`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub postcopy: bool,
 }
 
 /// The phases derived from the timeline, on the run clock.

@@ -19,6 +19,9 @@ pub enum RunOutcome {
     FailedSourcePaused,
     /// A migration failed; the source runs the guest on.
     FailedSourceRunning,
+    /// QEMU refused what a migration asked for (postcopy with virtiofsd) before it began; the
+    /// guest ran on where it was.
+    Unsupported,
     /// Ceph was not healthy again within its deadline after a fault.
     InfraNotRecovered,
     /// Every migration completed, but the guest saw errors or a stall over the threshold.
@@ -27,12 +30,13 @@ pub enum RunOutcome {
 }
 
 impl RunOutcome {
-    pub const ALL: [RunOutcome; 8] = [
+    pub const ALL: [RunOutcome; 9] = [
         Self::GuestLost,
         Self::FsHung,
         Self::Timeout,
         Self::FailedSourcePaused,
         Self::FailedSourceRunning,
+        Self::Unsupported,
         Self::InfraNotRecovered,
         Self::CompletedDegraded,
         Self::Completed,
@@ -45,6 +49,7 @@ impl RunOutcome {
             Self::Timeout => "timeout",
             Self::FailedSourcePaused => "failed-source-paused",
             Self::FailedSourceRunning => "failed-source-running",
+            Self::Unsupported => "unsupported",
             Self::InfraNotRecovered => "infra-not-recovered",
             Self::CompletedDegraded => "completed-degraded",
             Self::Completed => "completed",

@@ -45,6 +45,9 @@ fn outcome_problems_of(r: &RunResult) -> Vec<String> {
         match &m.outcome {
             Outcome::Completed => {}
             Outcome::Failed { error, .. } => p.push(format!("migration {} failed: {error}", m.hop)),
+            Outcome::Unsupported { error } => {
+                p.push(format!("migration {} was refused by QEMU: {error}", m.hop))
+            }
             Outcome::TimedOut { after_ms, .. } => {
                 p.push(format!("migration {} did not finish within {after_ms} ms and was cancelled", m.hop))
             }

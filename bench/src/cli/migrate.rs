@@ -22,6 +22,7 @@ pub(super) fn migrate_cmd(m: MigrateArgs) -> Result<Finished, CliError> {
             downtime_limit_ms: m.downtime_limit_ms,
             max_bandwidth: m.max_bandwidth,
             multifd_channels: m.multifd_channels,
+            postcopy: false,
         },
         timeout: Duration::from_secs(m.timeout),
         ..MigrationOptions::default()
@@ -77,6 +78,7 @@ pub fn hop_row(r: &MigrationRecord, reads: u64, continuity: &Result<(), String>)
         Outcome::Completed => "completed",
         Outcome::Failed { .. } => "FAILED",
         Outcome::TimedOut { .. } => "TIMED OUT",
+        Outcome::Unsupported { .. } => "REFUSED",
     };
     format!(
         "{:>3}  {:<9} {:<10} {:>8} {:>9} {:>9} {:>8.0} {:>8.1} {:>6} {:>9}  {}",
