@@ -12,7 +12,7 @@ use miglab_infra::paths;
 use miglab_reports::result::{event_rows, events_csv, timeline_csv, write_atomic};
 use miglab_reports::sweep::Rep;
 use miglab_reports::{
-    verdict, Clock, JobSummary, OpSummary, Provenance, RunResult, StreamHealth, Verification,
+    verdict, Clock, JobSummary, MemoryResult, OpSummary, Provenance, RunResult, StreamHealth, Verification,
 };
 use miglab_workloads::job::Workload;
 use miglab_workloads::verify::VerifyReport;
@@ -227,6 +227,7 @@ fn guest_figures(
         let empty = VerifyReport::default();
         r.verification = Some(verification(&empty, inline, "", g.verify_incomplete));
     }
+    r.memory = plan.dirty.map(|spec| MemoryResult { spec: Some(spec), checks: g.memory.clone() });
     let (o, why) = miglab_reports::classify::classify(&r, &plan.thresholds);
     // A run that failed before any op completed says nothing about the migration: it has no
     // outcome to match (and must not read `completed`).

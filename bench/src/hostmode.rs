@@ -135,6 +135,7 @@ pub fn execute(
                 verify_host: report.as_ref().map(|_| plan.start_host.clone()),
                 verify: report,
                 agent: None,
+                memory: Vec::new(),
             });
             if interrupt::requested() {
                 ex.error = Some(ExecError::Interrupted);

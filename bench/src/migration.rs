@@ -17,7 +17,8 @@ use miglab_infra::topology::{Site, TopologyError};
 use miglab_infra::vm::{ledger, Vm, VmError};
 use miglab_infra::wait;
 use miglab_reports::{
-    MigrationParams, MigrationRecord, MigrationStatus, Outcome, Phases, QmpEvent, Side, TimelineEvent,
+    Convergence, MigrationParams, MigrationRecord, MigrationStatus, Outcome, Pass, Phases, QmpEvent, Side,
+    TimelineEvent,
 };
 use qapi::qmp;
 use std::net::SocketAddr;
@@ -68,6 +69,8 @@ pub struct MigrationOptions {
     /// Pause before the switch-over even without faults there, to mark the device-state
     /// phase and count the bytes sent after the guest stopped.
     pub device_phase: bool,
+    /// Measure the source's dirty rate (`calc-dirty-rate`) over this long before `migrate`.
+    pub dirty_rate_window: Option<Duration>,
 }
 
 impl Default for MigrationOptions {
@@ -81,6 +84,7 @@ impl Default for MigrationOptions {
             link: MigrationLink::Direct,
             hold: Duration::from_secs(30),
             device_phase: false,
+            dirty_rate_window: None,
         }
     }
 }
@@ -188,18 +192,34 @@ async fn set_capabilities(
         caps.push(S { capability: C::pause_before_switchover, state: true });
     }
     vm.qmp.execute(qmp::migrate_set_capabilities { capabilities: caps }).await.map_err(qmp_err(side))?;
-    // Postcopy apart: a refusal of it (a vhost-user back end without the PAGEFAULT feature) is
-    // the hop's outcome, told apart from any other error.
-    if p.postcopy {
-        let caps = vec![S { capability: C::postcopy_ram, state: true }];
-        vm.qmp.execute(qmp::migrate_set_capabilities { capabilities: caps }).await.map_err(|e| match e {
-            QmpError::Command { error, .. } => {
-                MigrationError::Refused { side, capability: "postcopy-ram", error }
-            }
-            e => qmp_err(side)(e),
-        })?;
+    // The knobs one at a time: QEMU's refusal of one (postcopy with a vhost-user back end
+    // without the PAGEFAULT feature, dirty-limit without KVM's dirty ring) is the hop's
+    // outcome, told apart from any other error, and names the knob.
+    let t = &p.tuning;
+    let source = side == Side::Source;
+    let knobs = [
+        (p.postcopy, C::postcopy_ram, "postcopy-ram"),
+        (t.xbzrle_cache_mib.is_some(), C::xbzrle, "xbzrle"),
+        (source && t.auto_converge.is_some(), C::auto_converge, "auto-converge"),
+        (source && t.dirty_limit_mib_s.is_some(), C::dirty_limit, "dirty-limit"),
+    ];
+    for (_, capability, name) in knobs.into_iter().filter(|k| k.0) {
+        let caps = vec![S { capability, state: true }];
+        vm.qmp
+            .execute(qmp::migrate_set_capabilities { capabilities: caps })
+            .await
+            .map_err(refusal(side, name))?;
     }
     Ok(())
+}
+
+/// A knob QEMU refused (a command error) is [`MigrationError::Refused`]; anything else is an
+/// error of the hop.
+fn refusal(side: Side, capability: &'static str) -> impl FnOnce(QmpError) -> MigrationError {
+    move |e| match e {
+        QmpError::Command { error, .. } => MigrationError::Refused { side, capability, error },
+        e => qmp_err(side)(e),
+    }
 }
 
 async fn set_parameters(vm: &Vm, side: Side, p: &MigrationParams) -> Result<(), MigrationError> {
@@ -215,11 +235,37 @@ async fn set_parameters(vm: &Vm, side: Side, p: &MigrationParams) -> Result<(), 
     if let Some(c) = p.multifd_channels {
         v.insert("multifd-channels".into(), c.into());
     }
-    let params: qmp::MigrateSetParameters = serde_json::from_value(v.into()).map_err(|e| {
-        qmp_err(side)(QmpError::Command { command: "migrate-set-parameters", error: e.to_string() })
-    })?;
-    vm.qmp.execute(qmp::migrate_set_parameters(params)).await.map_err(qmp_err(side))?;
+    execute_parameters(vm, v).await.map_err(qmp_err(side))?;
+    // The tuning's parameters apart: a value this QEMU does not take (a compression it was
+    // built without) is a refusal, the hop's outcome.
+    let t = &p.tuning;
+    let mut v = serde_json::Map::new();
+    if let Some(z) = &t.multifd_compression {
+        v.insert("multifd-compression".into(), z.as_str().into());
+    }
+    if let Some(mib) = t.xbzrle_cache_mib.filter(|_| side == Side::Source) {
+        v.insert("xbzrle-cache-size".into(), (mib << 20).into());
+    }
+    if let Some(a) = t.auto_converge.filter(|_| side == Side::Source) {
+        v.insert("cpu-throttle-initial".into(), a.initial_pct.into());
+        v.insert("cpu-throttle-increment".into(), a.increment_pct.into());
+    }
+    if let Some(b) = t.avail_switchover_bandwidth.filter(|_| side == Side::Source) {
+        v.insert("avail-switchover-bandwidth".into(), b.into());
+    }
+    if let Some(d) = t.dirty_limit_mib_s.filter(|_| side == Side::Source) {
+        v.insert("vcpu-dirty-limit".into(), d.into());
+    }
+    if !v.is_empty() {
+        execute_parameters(vm, v).await.map_err(refusal(side, "migration parameters"))?;
+    }
     Ok(())
+}
+
+async fn execute_parameters(vm: &Vm, v: serde_json::Map<String, serde_json::Value>) -> Result<(), QmpError> {
+    let params: qmp::MigrateSetParameters = serde_json::from_value(v.into())
+        .map_err(|e| QmpError::Command { command: "migrate-set-parameters", error: e.to_string() })?;
+    vm.qmp.execute(qmp::migrate_set_parameters(params)).await.map(|_| ())
 }
 
 /// The hop's timeline as it is built, and its publication on the bus.
@@ -284,6 +330,11 @@ async fn drive(
     let mut tl = Timeline { hop, events: Vec::new() };
     tl.drain(src, dst);
     let uri = opts.link.source_uri(listen);
+    // Before the hop: how fast the guest dirties its memory, as QEMU samples it.
+    let dirty_rate = match opts.dirty_rate_window {
+        Some(w) => dirty_rate(src, w).await,
+        None => None,
+    };
     let t0 = Instant::now();
     let started_ms = hop.bus.clock().ms(t0);
     hop.bus.publish_at(
@@ -371,6 +422,7 @@ async fn drive(
         expected_downtime_ms: watched.expected_downtime,
         bytes_after_stop,
         virtiofsd: Some(held),
+        convergence: Convergence { dirty_rate_mib_s: dirty_rate, ..watched.convergence },
     })
 }
 
@@ -422,6 +474,8 @@ struct Watched {
     expected_downtime: Option<u64>,
     /// QEMU's bytes sent, read at the pause before the switch-over.
     sent_at_pause: Option<u64>,
+    /// One sample per pre-copy pass, and the highest throttle.
+    convergence: Convergence,
 }
 
 /// Both sides' events onto the timeline, figures polled and published, the hold at the
@@ -444,6 +498,7 @@ async fn watch(
         longest_wait: None,
         expected_downtime: None,
         sent_at_pause: None,
+        convergence: Convergence::default(),
     };
     let timed_out = Outcome::TimedOut { after_ms: opts.timeout.as_millis() as u64, source_running: false };
     w.outcome = loop {
@@ -486,6 +541,7 @@ async fn watch(
                 if f.status == Some(MigrationStatus::Active) {
                     w.expected_downtime = f.expected_downtime_ms.or(w.expected_downtime);
                 }
+                sample_pass(&mut w.convergence, &f, i.cpu_throttle_percentage, hop.bus.clock().now_ms());
                 hop.bus.publish(Observed::Figures { guest: hop.guest, hop: hop.number, figures: f.clone() });
                 let ended = ended(f.status, i.error_desc.clone());
                 w.info = Some(i);
@@ -495,7 +551,7 @@ async fn watch(
             }
             _ = tokio::time::sleep_until(deadline) => {
                 cancel_and_settle(src).await;
-                break timed_out;
+                break not_converged(w.info.as_ref(), opts.timeout).unwrap_or(timed_out);
             }
         }
     };
@@ -554,6 +610,44 @@ async fn cancel_and_settle(src: &mut Vm) {
     .await;
 }
 
+/// A pass's figures at its first answer (a new `dirty-sync-count`), and the highest throttle.
+fn sample_pass(c: &mut Convergence, f: &Figures, throttle: Option<i64>, t_ms: f64) {
+    let throttle = throttle.map(|t| t.max(0) as u64);
+    if let Some(t) = throttle {
+        c.max_throttle_pct = Some(c.max_throttle_pct.map_or(t, |m| m.max(t)));
+    }
+    let Some(sync) = f.dirty_sync_count else { return };
+    if c.passes.last().is_some_and(|p| p.dirty_sync_count == sync)
+        || f.status != Some(MigrationStatus::Active)
+    {
+        return;
+    }
+    c.passes.push(Pass {
+        t_ms,
+        dirty_sync_count: sync,
+        remaining_bytes: f.remaining_bytes,
+        dirty_pages_rate: f.dirty_pages_rate,
+        expected_downtime_ms: f.expected_downtime_ms,
+        mbps: f.mbps,
+        throttle_pct: throttle,
+    });
+}
+
+/// At the deadline: a migration still iterating pre-copy (it synced the dirty log again
+/// after the first pass) did not converge; one that never got through its first pass (or is
+/// past pre-copy) merely timed out.
+fn not_converged(last: Option<&qmp::MigrationInfo>, timeout: Duration) -> Option<Outcome> {
+    let i = last?;
+    let ram = i.ram.as_ref()?;
+    let active = i.status.as_ref().and_then(status_of) == Some(MigrationStatus::Active);
+    (active && ram.dirty_sync_count >= 2).then_some(Outcome::NotConverged {
+        after_ms: timeout.as_millis() as u64,
+        source_running: false,
+        passes: ram.dirty_sync_count as u64,
+        remaining_bytes: ram.remaining as u64,
+    })
+}
+
 /// The outcome a `query-migrate` status ends the hop with, if it ends it.
 fn ended(status: Option<MigrationStatus>, desc: Option<String>) -> Option<Outcome> {
     match status {
@@ -600,7 +694,35 @@ fn refused(hop: &Hop<'_>, src: &Vm, dst: &Vm, opts: &MigrationOptions, error: St
         expected_downtime_ms: None,
         bytes_after_stop: None,
         virtiofsd: None,
+        convergence: Convergence::default(),
     }
+}
+
+/// The source's dirty rate in MiB/s by `calc-dirty-rate` (page sampling) over `window`; None
+/// when QEMU cannot say (the figure is then unmeasured, the hop goes on).
+async fn dirty_rate(src: &Vm, window: Duration) -> Option<f64> {
+    use qmp::{DirtyRateMeasureMode, DirtyRateStatus, TimeUnit};
+    let ms = window.as_millis() as i64;
+    let asked = qmp::calc_dirty_rate {
+        calc_time: ms,
+        calc_time_unit: Some(TimeUnit::millisecond),
+        mode: Some(DirtyRateMeasureMode::page_sampling),
+        sample_pages: None,
+    };
+    src.qmp.execute(asked).await.ok()?;
+    let measured = async || {
+        let i = src.qmp.execute(qmp::query_dirty_rate { calc_time_unit: Some(TimeUnit::millisecond) }).await;
+        Ok::<_, std::convert::Infallible>(match i {
+            Ok(i) if i.status == DirtyRateStatus::measured => Some(i.dirty_rate),
+            _ => None,
+        })
+    };
+    // QEMU's MB/s are MiB/s (it divides by 1 << 20).
+    wait::until_async("the dirty rate", window + Duration::from_secs(5), Duration::from_millis(100), measured)
+        .await
+        .ok()
+        .flatten()
+        .map(|r| r as f64)
 }
 
 /// The hop's outcome once the guest should run again: what the source said, checked against
@@ -614,6 +736,9 @@ fn reconcile(outcome: Outcome, source_running: bool, dst_resumed: bool) -> Outco
         Outcome::Completed => Outcome::Completed,
         Outcome::Failed { error, .. } => Outcome::Failed { error, source_running },
         Outcome::TimedOut { after_ms, .. } => Outcome::TimedOut { after_ms, source_running },
+        Outcome::NotConverged { after_ms, passes, remaining_bytes, .. } => {
+            Outcome::NotConverged { after_ms, source_running, passes, remaining_bytes }
+        }
         refused @ Outcome::Unsupported { .. } => refused,
     }
 }

@@ -80,6 +80,9 @@ pub struct MigrationSettings {
     /// How many guests migrate at once (all when None).
     #[serde(default)]
     pub parallel: Option<u32>,
+    /// Seconds of `calc-dirty-rate` before each hop, if any.
+    #[serde(default)]
+    pub calc_dirty_rate_s: Option<f64>,
 }
 
 /// Everything one repetition does.
@@ -107,6 +110,9 @@ pub struct Plan {
     #[serde(skip)]
     pub image: Option<std::path::PathBuf>,
     pub workload: Workload,
+    /// The memory-dirtying load beside it, in every guest.
+    #[serde(default)]
+    pub dirty: Option<miglab_workloads::dirty::DirtySpec>,
     /// The host the guest boots on.
     pub start_host: String,
     pub hops: Vec<HopPlan>,
@@ -177,6 +183,7 @@ impl Plan {
             binaries: s.binaries.clone(),
             image: None,
             workload: workload.clone(),
+            dirty: s.dirty,
             start_host: start,
             hops,
             migration: MigrationSettings {
@@ -188,6 +195,7 @@ impl Plan {
                 switchover_hold_s: s.migration.switchover_hold_s,
                 device_phase: s.migration.device_phase,
                 parallel: s.migration.parallel,
+                calc_dirty_rate_s: s.migration.dirty_rate_window(s.dirty.is_some()),
             },
             run: s.run.clone(),
             faults,

@@ -82,6 +82,16 @@ impl Loaded {
         }
     }
 
+    /// Whether any run of it has a memory-dirtying load.
+    pub fn dirties(&self) -> bool {
+        match &self.what {
+            What::Derive { scenario, cells, .. } => {
+                scenario.dirty.is_some() || cells.iter().any(|c| c.scenario.dirty.is_some())
+            }
+            What::Replay(p) => p.dirty.is_some(),
+        }
+    }
+
     /// One line on what a valid scenario does (`miglab check`'s answer).
     pub fn summary(&self) -> String {
         match &self.what {

@@ -24,7 +24,37 @@ pub fn state_line(m: &miglab_reports::MigrationRecord) -> Option<String> {
     if let Some(e) = m.expected_downtime_ms {
         parts.push(format!("QEMU expected {e} ms (limit {} ms)", m.params.downtime_limit_ms.unwrap_or(300)));
     }
+    let c = &m.convergence;
+    if let Some(d) = c.dirty_rate_mib_s {
+        parts.push(format!("dirty rate before it {d:.0} MiB/s"));
+    }
+    if !c.passes.is_empty() {
+        parts.push(format!("{} pre-copy passes", c.passes.len()));
+    }
+    if let Some(t) = c.max_throttle_pct.filter(|t| *t > 0) {
+        parts.push(format!("vCPUs throttled up to {t} %"));
+    }
     (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+/// One line for a dirtying load's pages over the hops.
+pub fn memory_line(m: &miglab_reports::MemoryResult) -> Option<String> {
+    let spec = m.spec?;
+    let checked: Vec<_> = m.checks.iter().filter_map(|h| h.check.as_ref()).collect();
+    let (stale, corrupt): (u64, u64) = checked.iter().fold((0, 0), |(s, c), k| (s + k.stale, c + k.corrupt));
+    let pages = checked.first().map_or(0, |c| c.pages);
+    let speed = m
+        .median_ms_per_gib()
+        .map(|s| format!("; the guest updates memory at {s:.0} ms/GiB"))
+        .unwrap_or_default();
+    Some(format!(
+        "{} MiB dirtied at {} MiB/s; {} pages read back after {} of {} hops: {stale} stale, {corrupt} corrupt{speed}",
+        spec.size_mib,
+        spec.rate_mib_s,
+        pages,
+        checked.len(),
+        m.checks.len(),
+    ))
 }
 
 /// One line for a window's figures.
@@ -51,6 +81,10 @@ fn outcome(o: &Outcome) -> String {
         }
         Outcome::TimedOut { after_ms, .. } => format!("TIMED OUT after {after_ms} ms, cancelled"),
         Outcome::Unsupported { error } => format!("REFUSED by QEMU ({error}); the guest stays"),
+        Outcome::NotConverged { after_ms, passes, remaining_bytes, .. } => format!(
+            "NOT CONVERGED after {after_ms} ms ({passes} passes, {:.1} MiB left), cancelled",
+            *remaining_bytes as f64 / 1048576.0
+        ),
     }
 }
 

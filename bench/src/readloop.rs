@@ -93,6 +93,9 @@ impl HopSeen {
             Outcome::Failed { error, .. } => p.push(format!("hop {n}: migration failed: {error}")),
             Outcome::TimedOut { after_ms, .. } => p.push(format!("hop {n}: cancelled after {after_ms} ms")),
             Outcome::Unsupported { error } => p.push(format!("hop {n}: refused by QEMU: {error}")),
+            Outcome::NotConverged { after_ms, .. } => {
+                p.push(format!("hop {n}: not converged, cancelled after {after_ms} ms"))
+            }
         }
         p
     }

@@ -74,6 +74,8 @@ pub struct GuestRun {
     pub verify_incomplete: bool,
     /// The agent's counters at the end.
     pub agent: Option<Status>,
+    /// The dirtying load's pages after each hop.
+    pub memory: Vec<miglab_reports::HopMemory>,
 }
 
 /// What one repetition did, as it happened.
@@ -507,6 +509,17 @@ async fn start_workloads(
             say(&format!("workload '{name}' running"));
         }
     }
+    if let Some(spec) = plan.dirty {
+        for g in &mut held.guests {
+            let number = g.plan.number;
+            let cmd = Command::Dirty { spec, nonce: ex.nonce };
+            match g.vm()?.control.request(cmd, MEMORY_DEADLINE).await? {
+                Message::Ok { .. } => {}
+                m => return Err(ExecError::Workload(format!("guest {number}'s dirtying load: {m:?}"))),
+            }
+        }
+        say(&format!("dirtying {} MiB at {} MiB/s beside it", spec.size_mib, spec.rate_mib_s));
+    }
     bus.publish(Observed::WorkloadStarted);
     let warmup = Duration::from_secs_f64(plan.migration.warmup_s);
     let streams = held.streams();
@@ -546,6 +559,7 @@ async fn hops(
         timeout: Duration::from_secs_f64(plan.migration.timeout_s),
         hold: Duration::from_secs_f64(plan.migration.switchover_hold_s),
         device_phase: plan.migration.device_phase,
+        dirty_rate_window: plan.migration.calc_dirty_rate_s.map(Duration::from_secs_f64),
         ..MigrationOptions::default()
     };
     let in_flight = plan.in_flight() as usize;
@@ -616,6 +630,9 @@ async fn hops(
             return Err(e);
         }
         pause(Duration::from_secs_f64(plan.migration.settle_s)).await?;
+        if plan.dirty.is_some() {
+            check_memory(&mut held.guests, ex, number, &moved, say).await?;
+        }
         for guest in moved {
             bus.publish(Observed::Settled { guest, hop: number });
         }
@@ -628,6 +645,45 @@ async fn hops(
             After::Stop => {
                 say(&format!("migration {number} did not complete: the remaining hops are skipped"));
             }
+        }
+    }
+    Ok(())
+}
+
+/// The dirtying load's pages of every guest that moved, read back where the hop left it. A
+/// guest that does not answer leaves its check unmeasured (the run says so), not the run
+/// failed: the figures of the hop stand.
+async fn check_memory(
+    guests: &mut [Guest],
+    ex: &mut Execution,
+    hop: u32,
+    moved: &[u32],
+    say: &dyn Fn(&str),
+) -> Result<(), ExecError> {
+    for g in guests.iter_mut().filter(|g| moved.contains(&g.plan.number)) {
+        let number = g.plan.number;
+        let vm = g.vm()?;
+        let host = vm.host().to_string();
+        let mut h = miglab_reports::HopMemory { hop, host, ..Default::default() };
+        let answer = unless_interrupted(async {
+            Ok::<_, ExecError>(vm.control.request(Command::MemoryCheck, MEMORY_DEADLINE).await)
+        })
+        .await?;
+        match answer {
+            Ok(Message::Memory(c)) => {
+                if !c.clean() {
+                    say(&format!(
+                        "guest {number}: after migration {hop}, {} of {} pages stale, {} corrupt",
+                        c.stale, c.pages, c.corrupt
+                    ));
+                }
+                h.check = Some(c);
+            }
+            Ok(m) => h.error = Some(format!("the agent answered {m:?}")),
+            Err(e) => h.error = Some(e.to_string()),
+        }
+        if let Some(run) = ex.guests.get_mut(number as usize - 1) {
+            run.memory.push(h);
         }
     }
     Ok(())
@@ -713,6 +769,9 @@ async fn remove_through(site: &Arc<dyn Site>, host: &str, dir: &str, say: &dyn F
     }
 }
 
+/// How long the agent may take to fill, or read back, a dirtying load's working set (TCG reads
+/// ~1 GiB/s).
+const MEMORY_DEADLINE: Duration = Duration::from_secs(120);
 /// How long the host-side preparation of a workload may take on a mount.
 const PREPARE_DEADLINE: Duration = Duration::from_secs(60);
 /// How long a state job's tree may take on a mount (~3 ms a file on the lab).

@@ -11,7 +11,7 @@ use miglab_infra::accel::AccelWish;
 pub use miglab_infra::diagnostics::{line_col, line_of, Problem, Problems};
 use miglab_infra::topology::ceph::ObjectStore;
 use miglab_infra::vm::spec::FsCache;
-use miglab_reports::{Expect, MigrationParams, Thresholds};
+use miglab_reports::{Expect, MigrationParams, Thresholds, Tuning};
 use miglab_workloads::job::Workload;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -222,6 +222,14 @@ pub struct MigrationPlan {
     /// them when left out (or when it is guests.count or more).
     #[serde(default)]
     pub parallel: Option<u32>,
+    /// The other knobs: auto-converge, XBZRLE, multifd compression, dirty-limit, ...
+    #[serde(default)]
+    pub tuning: Tuning,
+    /// Before each hop, the source's dirty rate measured with `calc-dirty-rate` (page
+    /// sampling) over this long. Default: 1 s with a dirtying load (`[dirty]`), else none; 0:
+    /// never.
+    #[serde(default)]
+    pub calc_dirty_rate_s: Option<f64>,
 }
 
 impl MigrationPlan {
@@ -244,8 +252,18 @@ impl MigrationPlan {
         MigrationParams {
             downtime_limit_ms: self.downtime_limit_ms,
             max_bandwidth: self.max_bandwidth,
-            multifd_channels: self.multifd_channels,
+            multifd_channels: self.tuning.multifd_channels.or(self.multifd_channels),
             postcopy: self.postcopy,
+            tuning: Tuning { multifd_channels: None, ..self.tuning.clone() },
+        }
+    }
+
+    /// How long to measure the dirty rate before each hop, if at all.
+    pub fn dirty_rate_window(&self, dirtying: bool) -> Option<f64> {
+        match self.calc_dirty_rate_s {
+            Some(s) if s > 0.0 => Some(s),
+            Some(_) => None,
+            None => dirtying.then_some(1.0),
         }
     }
 }
@@ -265,6 +283,8 @@ impl Default for MigrationPlan {
             device_phase: false,
             postcopy: false,
             parallel: None,
+            tuning: Tuning::default(),
+            calc_dirty_rate_s: None,
         }
     }
 }
@@ -339,6 +359,10 @@ pub struct Scenario {
     /// Faults, each with its trigger (`[[fault]]`).
     #[serde(default, rename = "fault")]
     pub faults: Vec<FaultEntry>,
+    /// A memory-dirtying load beside the workload, in every guest (`[dirty]`): its pages are
+    /// verified after every hop.
+    #[serde(default)]
+    pub dirty: Option<miglab_workloads::dirty::DirtySpec>,
     /// The outcome this scenario expects: the run passes when it happens (and loses no data).
     #[serde(default)]
     pub expect: Option<Expect>,
@@ -574,6 +598,7 @@ impl Scenario {
         if m.multifd_channels == Some(0) {
             c.add("migration", "multifd_channels", "must be 1 or more (leave it out for no multifd)".into());
         }
+        self.check_tuning(c);
         for (key, v) in [
             ("degraded_stall_ms", self.outcome.degraded_stall_ms),
             ("fs_hung_ms", self.outcome.fs_hung_ms),
@@ -633,8 +658,92 @@ impl Scenario {
         Ok((s, text, w))
     }
 
-    /// Every guest's memory must hold what the engine tracks per block of its workload.
+    /// The knobs of `[migration.tuning]`, the dirty-rate window and the dirtying load.
+    fn check_tuning(&self, c: &mut Checker<'_>) {
+        let (m, t) = (&self.migration, &self.migration.tuning);
+        let at = "migration.tuning";
+        if t.multifd_channels.is_some() && m.multifd_channels.is_some() {
+            c.add(at, "multifd_channels", "set multifd channels in one place: here or in [migration]".into());
+        }
+        if t.multifd_channels == Some(0) {
+            c.add(at, "multifd_channels", "must be 1 or more (leave it out for no multifd)".into());
+        }
+        if let Some(z) = &t.multifd_compression {
+            if !Tuning::COMPRESSIONS.contains(&z.as_str()) {
+                c.add(
+                    at,
+                    "multifd_compression",
+                    format!("'{z}': use one of {}", Tuning::COMPRESSIONS.join(", ")),
+                );
+            } else if m.params().multifd_channels.is_none() {
+                c.add(
+                    at,
+                    "multifd_compression",
+                    "compresses multifd channels: give multifd_channels too".into(),
+                );
+            }
+        }
+        if let Some(a) = &t.auto_converge {
+            if !(1..=99).contains(&a.initial_pct) || !(1..=100).contains(&a.increment_pct) {
+                c.add(
+                    at,
+                    "auto_converge",
+                    format!(
+                        "initial_pct {} and increment_pct {}: give 1-99 and 1-100 (QEMU's defaults: 20, 10)",
+                        a.initial_pct, a.increment_pct
+                    ),
+                );
+            }
+        }
+        for (key, v) in [
+            ("xbzrle_cache_mib", t.xbzrle_cache_mib),
+            ("avail_switchover_bandwidth", t.avail_switchover_bandwidth),
+            ("dirty_limit_mib_s", t.dirty_limit_mib_s),
+        ] {
+            if v == Some(0) {
+                c.add(at, key, "must be more than 0 (leave it out for QEMU's default)".into());
+            }
+        }
+        if let Some(w) = m.calc_dirty_rate_s {
+            if !(w.is_finite() && (w == 0.0 || (0.1..=60.0).contains(&w))) {
+                c.add(
+                    "migration",
+                    "calc_dirty_rate_s",
+                    format!("{w}: give 0.1 to 60 seconds, or 0 for never"),
+                );
+            }
+        }
+        if let Some(d) = &self.dirty {
+            if d.size_mib == 0 {
+                c.add("dirty", "size_mib", "must be 1 or more MiB".into());
+            }
+            if !(d.rate_mib_s.is_finite() && d.rate_mib_s >= 0.0) {
+                c.add(
+                    "dirty",
+                    "rate_mib_s",
+                    format!("{}: give MiB/s, 0 for as fast as the guest can", d.rate_mib_s),
+                );
+            }
+        }
+    }
+
+    /// Every guest's memory must hold what the engine tracks per block of its workload, and
+    /// the dirtying load's working set.
     fn check_workload_fits(&self, w: &Workload, c: &mut Checker<'_>) {
+        if let Some(d) = &self.dirty {
+            let least =
+                (1..=self.guests.count).map(|i| self.guests.memory_mib(&self.guest, i)).min().unwrap_or(0);
+            if d.size_mib > least / 2 {
+                c.add(
+                    "dirty",
+                    "size_mib",
+                    format!(
+                        "{} MiB is more than half of the smallest guest's {least} MiB: the guest's kernel, page cache and workload need the rest; use a smaller size_mib or more guest.memory_mib",
+                        d.size_mib
+                    ),
+                );
+            }
+        }
         for i in 1..=self.guests.count {
             let memory = self.guests.memory_mib(&self.guest, i);
             let need = self.guests.workload(w, i).tracked_bytes();

@@ -101,6 +101,11 @@ pub fn run(opts: &RunOptions) -> Result<Vec<PathBuf>, RunError> {
             "--host-mode runs one instance of the workload on this machine's mount: not a scenario of several guests".into(),
         ));
     }
+    if opts.host_mode.is_some() && loaded.dirties() {
+        return Err(RunError::NotHere(
+            "--host-mode has no guest whose memory could be dirtied: leave [dirty] out, or run without --host-mode".into(),
+        ));
+    }
     if opts.topology.is_some() && opts.host_mode.is_some() {
         return Err(RunError::NotHere(
             "--host-mode runs the workload on this machine's mount: not with --topology".into(),
@@ -462,6 +467,11 @@ fn guest_summary(r: &RunResult) {
                 "  verify: {} names {} now, not the guest's file ({} of {} blocks not as the guest wrote them): a third party's doing, not lost data",
                 p.path, p.now, p.blocks_differ, p.blocks
             );
+        }
+    }
+    if let Some(m) = &r.memory {
+        if let Some(line) = crate::progress::memory_line(m) {
+            println!("  memory: {line}");
         }
     }
 }

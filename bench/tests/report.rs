@@ -126,6 +126,40 @@ fn the_run_report_has_its_sections_charts_and_axes() {
     snapshot("report-structure.txt", &s);
 }
 
+fn convergence_example() -> RunResult {
+    let p = repo().join("docs/example/convergence/result.json");
+    serde_json::from_slice(&std::fs::read(&p).expect("docs/example/convergence/result.json"))
+        .expect("a result")
+}
+
+/// A run with a dirtying load (`scenarios/auto-converge.toml`): the Convergence section names
+/// the knobs, the dirty rate QEMU measured, the throttle, every pass and the pages read back.
+#[test]
+fn the_convergence_section_has_the_knobs_every_pass_and_the_pages() {
+    if !font_or_skip("the_convergence_section_has_the_knobs_every_pass_and_the_pages") {
+        return;
+    }
+    let r = convergence_example();
+    let m = &r.migrations[0];
+    let html = run_report(&r).expect("render");
+    assert!(structure(&html).contains("section: Convergence\n"));
+    for want in [
+        "cap 16 MiB/s, auto-converge 60+20 %".to_string(),
+        format!(
+            "{} pages on c2: 0 stale, 0 corrupt",
+            r.memory.as_ref().and_then(|m| m.checks[0].check.as_ref()).expect("the pages were checked").pages
+        ),
+        format!("<td>{}</td>", m.convergence.passes.len()),
+        format!("<td>{}</td>", m.convergence.max_throttle_pct.expect("auto-converge throttled")),
+        "every pre-copy pass".into(),
+        "48 MiB at 32 MiB/s".into(),
+    ] {
+        assert!(html.contains(&want), "the report lacks {want:?}");
+    }
+    // A run without a dirtying load or its figures has no such section.
+    assert!(!structure(&run_report(&example()).expect("render")).contains("section: Convergence"));
+}
+
 #[test]
 fn the_sweep_report_has_its_sections_charts_and_axes() {
     if !font_or_skip("the_sweep_report_has_its_sections_charts_and_axes") {
@@ -336,6 +370,8 @@ fn the_reports_open_cleanly_in_chromium() {
     let r = example();
     let run = tmp.path().join("report.html");
     std::fs::write(&run, run_report(&r).expect("render")).expect("write");
+    let converging = tmp.path().join("convergence.html");
+    std::fs::write(&converging, run_report(&convergence_example()).expect("render")).expect("write");
     let sweep = tmp.path().join("sweep.html");
     std::fs::write(&sweep, miglab_reports::sweep::report("example", &example_sweep()).expect("render"))
         .expect("write");
@@ -343,7 +379,7 @@ fn the_reports_open_cleanly_in_chromium() {
     std::fs::write(&scaled, miglab_reports::sweep::report("state", &scaling_sweep()).expect("render"))
         .expect("write");
     let more = compare_and_trend_pages(tmp.path());
-    for page in [&run, &sweep, &scaled].into_iter().chain(&more) {
+    for page in [&run, &converging, &sweep, &scaled].into_iter().chain(&more) {
         let html = std::fs::read_to_string(page).expect("read");
         let o = open_in_chromium(page);
         assert!(o.console.is_empty(), "{}: console says {:?}", page.display(), o.console);

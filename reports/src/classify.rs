@@ -52,6 +52,14 @@ pub fn classify(r: &RunResult, t: &Thresholds) -> (RunOutcome, Vec<String>) {
                 why.push(format!("migration {} timed out after {after_ms} ms", m.hop));
                 return (RunOutcome::Timeout, why);
             }
+            Outcome::NotConverged { after_ms, passes, remaining_bytes, .. } => {
+                why.push(format!(
+                    "migration {} did not converge in {after_ms} ms: {passes} passes, {:.1} MiB still to send",
+                    m.hop,
+                    *remaining_bytes as f64 / 1048576.0
+                ));
+                return (RunOutcome::NotConverged, why);
+            }
             Outcome::Failed { error, source_running } => {
                 why.push(format!("migration {} failed: {error}", m.hop));
                 let o = if *source_running {
@@ -146,6 +154,16 @@ mod tests {
         assert_eq!(classify(&r, &t).0, RunOutcome::FailedSourcePaused, "the worse failure wins");
         r.migrations.push(hop(Outcome::TimedOut { after_ms: 5, source_running: true }));
         assert_eq!(classify(&r, &t).0, RunOutcome::Timeout);
+        let mut r = base();
+        r.migrations.push(hop(Outcome::NotConverged {
+            after_ms: 30000,
+            source_running: true,
+            passes: 12,
+            remaining_bytes: 3 << 20,
+        }));
+        let (o, why) = classify(&r, &t);
+        assert_eq!(o, RunOutcome::NotConverged);
+        assert!(why[0].contains("did not converge in 30000 ms: 12 passes, 3.0 MiB"), "{why:?}");
 
         // QEMU refused postcopy: its own class, and a failed hop beside it is still worse.
         let mut r = base();

@@ -59,6 +59,7 @@ pub fn guest_of(r: &RunResult, guest: u32, vm: &str) -> GuestResult {
         migrations: r.migrations.clone(),
         windows: r.windows.clone(),
         verification: r.verification.clone(),
+        memory: r.memory.clone(),
         stream: r.stream.clone(),
         series: r.series.clone(),
     }

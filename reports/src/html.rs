@@ -117,6 +117,7 @@ pub fn run_report(r: &RunResult) -> Result<String, ChartError> {
     outcome_section(&mut h, r);
     guests_section(&mut h, r)?;
     figures_section(&mut h, r);
+    convergence_section(&mut h, r);
     jobs_section(&mut h, r);
     over_time_section(&mut h, r)?;
     faults_section(&mut h, r);
@@ -327,6 +328,123 @@ fn switch_over_table(h: &mut String, r: &RunResult) {
     h.push_str("<p class=\"sub\">virtiofsd's descriptors: the source's before <code>migrate</code>, the destination's after RESUME (virtiofsd keeps inodes as file handles where it can, so these count mostly open files); the device-state phase runs from QEMU's <code>device</code> status to the destination's RESUME (with <code>device_phase</code>); QEMU's expectation is its last <code>expected-downtime</code> before the guest stopped</p>");
 }
 
+/// Pre-copy against the guest's dirtying: per hop, the knobs, QEMU's dirty rate before it, its
+/// passes and throttle, and the dirtying load's pages read back after it; then every pass.
+fn convergence_section(h: &mut String, r: &RunResult) {
+    let shown = r.memory.is_some() || r.migrations.iter().any(|m| !m.convergence.is_empty());
+    if !shown {
+        return;
+    }
+    h.push_str("<h2>Convergence</h2>");
+    let mib =
+        |b: Option<u64>| b.map(|b| format!("{:.1}", b as f64 / 1048576.0)).unwrap_or_else(|| "—".into());
+    let checks = r.memory.as_ref().map(|m| m.checks.as_slice()).unwrap_or_default();
+    let rows: Vec<Vec<String>> = r
+        .migrations
+        .iter()
+        .map(|m| {
+            let c = &m.convergence;
+            let t = &m.params.tuning;
+            let mut knobs = Vec::new();
+            if let Some(b) = m.params.max_bandwidth {
+                knobs.push(format!("cap {:.0} MiB/s", b as f64 / 1048576.0));
+            }
+            if let Some(n) = m.params.multifd_channels {
+                knobs.push(format!("multifd {n}"));
+            }
+            if let Some(z) = &t.multifd_compression {
+                knobs.push(z.clone());
+            }
+            if let Some(a) = t.auto_converge {
+                knobs.push(format!("auto-converge {}+{} %", a.initial_pct, a.increment_pct));
+            }
+            if let Some(x) = t.xbzrle_cache_mib {
+                knobs.push(format!("xbzrle {x} MiB"));
+            }
+            if let Some(d) = t.dirty_limit_mib_s {
+                knobs.push(format!("dirty-limit {d} MiB/s"));
+            }
+            let memory = match checks.iter().find(|h| h.hop == m.hop && m.guest == 1) {
+                Some(crate::HopMemory { check: Some(k), host, .. }) => {
+                    format!("{} pages on {host}: {} stale, {} corrupt", k.pages, k.stale, k.corrupt)
+                }
+                Some(crate::HopMemory { error: Some(e), .. }) => format!("not checked: {e}"),
+                _ => "—".into(),
+            };
+            vec![
+                format!("{} {} → {}", m.hop, m.from, m.to),
+                if knobs.is_empty() { "defaults".into() } else { knobs.join(", ") },
+                opt(c.dirty_rate_mib_s),
+                c.passes.len().to_string(),
+                c.max_throttle_pct.map(|t| t.to_string()).unwrap_or_else(|| "—".into()),
+                mib(c.passes.last().and_then(|p| p.remaining_bytes)),
+                opt(m.total_time_ms.map(|d| d as f64)),
+                opt(m.downtime_ms.map(|d| d as f64)),
+                memory,
+            ]
+        })
+        .collect();
+    h.push_str(&table(
+        &[
+            "migration",
+            "knobs",
+            "dirty rate before, MiB/s",
+            "passes",
+            "max throttle %",
+            "left at the last pass, MiB",
+            "total ms",
+            "QEMU downtime ms",
+            "dirtied memory after it",
+        ],
+        &rows,
+    ));
+    if let Some(m) = &r.memory {
+        let speed =
+            m.median_ms_per_gib().map(|s| format!("{s:.0} ms/GiB")).unwrap_or_else(|| "unmeasured".into());
+        let spec =
+            m.spec.map(|s| format!("{} MiB at {} MiB/s", s.size_mib, s.rate_mib_s)).unwrap_or_default();
+        let _ = write!(
+            h,
+            "<p class=\"sub\">dirtying load: {spec}, every page stamped with its index, generation and the run's nonce and read back after each hop; the guest updates its memory at {speed} (median of its seconds)</p>"
+        );
+    }
+    let passes: Vec<Vec<String>> = r
+        .migrations
+        .iter()
+        .flat_map(|m| {
+            m.convergence.passes.iter().map(move |p| {
+                vec![
+                    m.hop.to_string(),
+                    format!("{:.0}", p.t_ms),
+                    p.dirty_sync_count.to_string(),
+                    mib(p.remaining_bytes),
+                    p.dirty_pages_rate.map(|d| d.to_string()).unwrap_or_else(|| "—".into()),
+                    opt(p.expected_downtime_ms.map(|d| d as f64)),
+                    opt(p.mbps),
+                    p.throttle_pct.map(|t| t.to_string()).unwrap_or_else(|| "—".into()),
+                ]
+            })
+        })
+        .collect();
+    if !passes.is_empty() {
+        h.push_str("<details><summary>every pre-copy pass</summary>");
+        h.push_str(&table(
+            &[
+                "migration",
+                "t ms",
+                "dirty sync",
+                "left MiB",
+                "dirty pages/s",
+                "QEMU expected ms",
+                "Mbit/s",
+                "throttle %",
+            ],
+            &passes,
+        ));
+        h.push_str("</details>");
+    }
+}
+
 /// Each migration's figures and each op kind's.
 fn figures_section(h: &mut String, r: &RunResult) {
     h.push_str("<h2>Figures</h2>");
@@ -340,6 +458,9 @@ fn figures_section(h: &mut String, r: &RunResult) {
                 Outcome::Failed { error, .. } => format!("failed: {error}"),
                 Outcome::TimedOut { after_ms, .. } => format!("timed out after {after_ms} ms"),
                 Outcome::Unsupported { error } => format!("refused: {error}"),
+                Outcome::NotConverged { after_ms, passes, .. } => {
+                    format!("not converged after {after_ms} ms ({passes} passes)")
+                }
             };
             vec![
                 format!("{}{} {} → {}", m.hop, if m.follow_up { " (follow-up)" } else { "" }, m.from, m.to),

@@ -16,13 +16,13 @@ pub mod trend;
 pub mod verdict;
 
 pub use migration::{
-    MigrationParams, MigrationRecord, MigrationStatus, OpenFiles, Outcome, Phases, QmpEvent, Side,
-    TimelineEvent, VirtiofsdHeld,
+    AutoConverge, Convergence, MigrationParams, MigrationRecord, MigrationStatus, OpenFiles, Outcome, Pass,
+    Phases, QmpEvent, Side, TimelineEvent, Tuning, VirtiofsdHeld,
 };
 pub use outcome::{Expect, RunOutcome, Thresholds};
 pub use result::{
-    BinaryInfo, Bucket, Clock, Evacuation, FaultRecord, Fleet, GuestResult, HostRecord, JobSummary, Latency,
-    OpSummary, Provenance, RunResult, RunStatus, SpectrumPoint, Spread, StreamHealth, TopologyRecord,
-    Verification, Window, WindowKind, SPECTRUM,
+    BinaryInfo, Bucket, Clock, Evacuation, FaultRecord, Fleet, GuestResult, HopMemory, HostRecord,
+    JobSummary, Latency, MemoryResult, OpSummary, Provenance, RunResult, RunStatus, SpectrumPoint, Spread,
+    StreamHealth, TopologyRecord, Verification, Window, WindowKind, SPECTRUM,
 };
 pub use timings::{Phase, Timings};

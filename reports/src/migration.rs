@@ -163,6 +163,108 @@ pub enum Outcome {
     Unsupported {
         error: String,
     },
+    /// The deadline passed while pre-copy still iterated (it had synced the dirty log again,
+    /// yet never got what was left below what the downtime limit allows): the guest dirtied
+    /// memory faster than the link sent it. Cancelled.
+    NotConverged {
+        after_ms: u64,
+        #[serde(default)]
+        source_running: bool,
+        /// Dirty-log syncs (pre-copy passes) made, and what was left to send at the end.
+        passes: u64,
+        remaining_bytes: u64,
+    },
+}
+
+/// How pre-copy went against the guest's dirtying: the dirty rate QEMU measured just before
+/// the hop, and one sample per pass (each dirty-log sync).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Convergence {
+    /// `calc-dirty-rate` (page-sampling) on the source just before `migrate`, in MiB/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dirty_rate_mib_s: Option<f64>,
+    /// The highest `cpu-throttle-percentage` auto-converge reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_throttle_pct: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub passes: Vec<Pass>,
+}
+
+impl Convergence {
+    pub fn is_empty(&self) -> bool {
+        *self == Convergence::default()
+    }
+}
+
+/// `query-migrate` at the first answer of a new pass (a new `dirty-sync-count`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Pass {
+    pub t_ms: f64,
+    pub dirty_sync_count: u64,
+    pub remaining_bytes: Option<u64>,
+    /// Pages dirtied per second in the last pass, as QEMU counted them.
+    pub dirty_pages_rate: Option<u64>,
+    pub expected_downtime_ms: Option<u64>,
+    pub mbps: Option<f64>,
+    pub throttle_pct: Option<u64>,
+}
+
+/// Migration knobs beyond the basic three, each left at QEMU's default unless set. Swept as
+/// one table (`"migration.tuning" = [{ name = "plain" }, { name = "ac", auto_converge = {} }]`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tuning {
+    /// A label for sweeps and reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Auto-converge: QEMU throttles the guest's vCPUs while pre-copy does not converge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_converge: Option<AutoConverge>,
+    /// XBZRLE: pages sent as deltas against a cache of this many MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xbzrle_cache_mib: Option<u64>,
+    /// Multifd channels (the same as `migration.multifd_channels`; set it in one place).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multifd_channels: Option<u8>,
+    /// `none`, `zlib`, `zstd`, `qpl` or `uadk`: what this QEMU was built with decides which
+    /// it accepts (a refusal is the hop's outcome, `unsupported`). Needs multifd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multifd_compression: Option<String>,
+    /// Bytes/s QEMU may assume for the switch-over when it decides whether it fits the
+    /// downtime limit (`avail-switchover-bandwidth`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avail_switchover_bandwidth: Option<u64>,
+    /// Dirty-limit (`dirty-limit` capability, `vcpu-dirty-limit` MiB/s): KVM with a dirty ring
+    /// only; QEMU refuses it otherwise (the hop's outcome, `unsupported`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dirty_limit_mib_s: Option<u64>,
+}
+
+impl Tuning {
+    pub fn is_plain(&self) -> bool {
+        *self == Tuning::default()
+    }
+
+    pub const COMPRESSIONS: [&'static str; 5] = ["none", "zlib", "zstd", "qpl", "uadk"];
+}
+
+/// QEMU's defaults: 20 % at first, 10 % more each pass that does not converge.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoConverge {
+    #[serde(default = "AutoConverge::default_initial")]
+    pub initial_pct: u8,
+    #[serde(default = "AutoConverge::default_increment")]
+    pub increment_pct: u8,
+}
+
+impl AutoConverge {
+    fn default_initial() -> u8 {
+        20
+    }
+    fn default_increment() -> u8 {
+        10
+    }
 }
 
 /// The migration parameters that were set.
@@ -175,6 +277,9 @@ pub struct MigrationParams {
     /// Postcopy asked for (`postcopy-ram` on both sides, then `migrate-start-postcopy`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub postcopy: bool,
+    /// The other knobs (multifd channels are in `multifd_channels`).
+    #[serde(default, skip_serializing_if = "Tuning::is_plain")]
+    pub tuning: Tuning,
 }
 
 /// The phases derived from the timeline, on the run clock.
@@ -290,6 +395,8 @@ pub struct MigrationRecord {
     /// after the guest resumed there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub virtiofsd: Option<VirtiofsdHeld>,
+    #[serde(default, skip_serializing_if = "Convergence::is_empty")]
+    pub convergence: Convergence,
 }
 
 /// A process's open descriptors, as `/proc/<pid>/fdinfo` lists them.
@@ -368,6 +475,7 @@ impl MigrationRecord {
             expected_downtime_ms: None,
             bytes_after_stop: None,
             virtiofsd: None,
+            convergence: Convergence::default(),
         }
     }
 }
@@ -375,6 +483,28 @@ impl MigrationRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every outcome round-trips inside a record: the outcome is flattened into it, so no
+    /// variant's field may share a name with the record's own (`dirty_sync_count` did).
+    #[test]
+    fn every_outcome_round_trips_flattened_into_its_record() {
+        let outcomes = [
+            Outcome::Completed,
+            Outcome::Failed { error: "e".into(), source_running: true },
+            Outcome::TimedOut { after_ms: 5, source_running: true },
+            Outcome::Unsupported { error: "Postcopy is not supported".into() },
+            Outcome::NotConverged { after_ms: 9, source_running: true, passes: 4, remaining_bytes: 7 },
+        ];
+        for o in outcomes {
+            let mut m = MigrationRecord::sample(o, 1.0);
+            m.dirty_sync_count = Some(3);
+            m.params.tuning.auto_converge = Some(AutoConverge { initial_pct: 60, increment_pct: 20 });
+            m.convergence.passes.push(Pass { dirty_sync_count: 2, ..Pass::default() });
+            let back: MigrationRecord =
+                serde_json::from_str(&serde_json::to_string(&m).expect("serializes")).expect("parses back");
+            assert_eq!(back, m);
+        }
+    }
 
     #[test]
     fn descriptors_are_told_apart_by_o_path() {

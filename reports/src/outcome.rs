@@ -15,6 +15,9 @@ pub enum RunOutcome {
     FsHung,
     /// A migration did not finish by its deadline and was cancelled.
     Timeout,
+    /// A migration still iterated pre-copy at its deadline: the guest dirtied memory faster
+    /// than it was sent. Cancelled.
+    NotConverged,
     /// A migration failed and the source did not run the guest again.
     FailedSourcePaused,
     /// A migration failed; the source runs the guest on.
@@ -30,10 +33,11 @@ pub enum RunOutcome {
 }
 
 impl RunOutcome {
-    pub const ALL: [RunOutcome; 9] = [
+    pub const ALL: [RunOutcome; 10] = [
         Self::GuestLost,
         Self::FsHung,
         Self::Timeout,
+        Self::NotConverged,
         Self::FailedSourcePaused,
         Self::FailedSourceRunning,
         Self::Unsupported,
@@ -47,6 +51,7 @@ impl RunOutcome {
             Self::GuestLost => "guest-lost",
             Self::FsHung => "fs-hung",
             Self::Timeout => "timeout",
+            Self::NotConverged => "not-converged",
             Self::FailedSourcePaused => "failed-source-paused",
             Self::FailedSourceRunning => "failed-source-running",
             Self::Unsupported => "unsupported",

@@ -409,6 +409,9 @@ pub struct RunResult {
     #[serde(default)]
     pub expected: Option<crate::outcome::Expect>,
     pub verification: Option<Verification>,
+    /// The memory-dirtying load's pages, verified after every hop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryResult>,
     pub stream: StreamHealth,
     pub series: Vec<Bucket>,
     /// A run of several guests: every guest's own figures (the first's are also the run's
@@ -437,8 +440,44 @@ pub struct GuestResult {
     pub migrations: Vec<MigrationRecord>,
     pub windows: Vec<Window>,
     pub verification: Option<Verification>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryResult>,
     pub stream: StreamHealth,
     pub series: Vec<Bucket>,
+}
+
+/// A memory-dirtying load and its pages read back after each hop.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MemoryResult {
+    pub spec: Option<miglab_workloads::dirty::DirtySpec>,
+    pub checks: Vec<HopMemory>,
+}
+
+/// The pages after one hop (the guest where the hop left it), or why they were not checked.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HopMemory {
+    pub hop: u32,
+    /// Where the guest ran when its pages were read.
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<miglab_workloads::dirty::MemoryCheck>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl MemoryResult {
+    /// The guest's memory-update speed over the run, ms/GiB (median of the writer's seconds).
+    pub fn median_ms_per_gib(&self) -> Option<f64> {
+        let mut v: Vec<f64> = self
+            .checks
+            .iter()
+            .filter_map(|c| c.check.as_ref())
+            .flat_map(|c| c.speed.iter().map(|s| s.ms_per_gib))
+            .filter(|v| *v > 0.0)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
+    }
 }
 
 /// How a figure spread over the guests' migrations: how many, and its quantiles (nearest rank).
@@ -535,6 +574,7 @@ impl RunResult {
             outcome_why: Vec::new(),
             expected: None,
             verification: None,
+            memory: None,
             stream: StreamHealth::default(),
             series: Vec::new(),
             guests: Vec::new(),

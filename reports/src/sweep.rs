@@ -40,6 +40,12 @@ pub struct Figures {
     pub evacuation_ms: Option<f64>,
     pub guests_downtime_p50_ms: Option<f64>,
     pub guests_downtime_max_ms: Option<f64>,
+    /// Pre-copy against the guest's dirtying: QEMU's dirty rate before the hop, the rate the
+    /// link achieved (bytes sent over the total time), the passes, the highest throttle.
+    pub dirty_rate_mib_s: Option<f64>,
+    pub achieved_mib_s: Option<f64>,
+    pub passes: Option<f64>,
+    pub throttle_pct: Option<f64>,
 }
 
 /// The figures of a run's first migration (follow-ups aside).
@@ -83,6 +89,13 @@ pub fn hop_figures(r: &RunResult, m: &crate::MigrationRecord) -> Figures {
         evacuation_ms: None,
         guests_downtime_p50_ms: None,
         guests_downtime_max_ms: None,
+        dirty_rate_mib_s: m.convergence.dirty_rate_mib_s,
+        achieved_mib_s: m
+            .transferred_bytes
+            .zip(m.total_time_ms.filter(|t| *t > 0))
+            .map(|(b, t)| b as f64 / 1048576.0 / (t as f64 / 1000.0)),
+        passes: (!m.convergence.passes.is_empty()).then_some(m.convergence.passes.len() as f64),
+        throttle_pct: m.convergence.max_throttle_pct.map(|t| t as f64),
         window_ops_per_s: w.and_then(|w| {
             let inside: Vec<&crate::Bucket> = r
                 .series
@@ -149,6 +162,10 @@ pub fn csv(reps: &[Rep]) -> Result<Vec<u8>, csv::Error> {
         "evacuation_ms",
         "guests_downtime_p50_ms",
         "guests_downtime_max_ms",
+        "dirty_rate_mib_s",
+        "achieved_mib_s",
+        "passes",
+        "throttle_pct",
     ])?;
     let o = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_default();
     for r in reps {
@@ -170,6 +187,10 @@ pub fn csv(reps: &[Rep]) -> Result<Vec<u8>, csv::Error> {
             o(f.evacuation_ms),
             o(f.guests_downtime_p50_ms),
             o(f.guests_downtime_max_ms),
+            o(f.dirty_rate_mib_s),
+            o(f.achieved_mib_s),
+            o(f.passes),
+            o(f.throttle_pct),
         ])?;
     }
     w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
@@ -536,6 +557,23 @@ pub fn report(scenario: &str, reps: &[Rep]) -> Result<String, ChartError> {
         "MB",
         &[("MB sent", |f| f.mb_sent)],
     )?);
+    if reps.iter().any(|r| figures(&r.result).passes.is_some()) {
+        h.push_str("<h2>Convergence</h2>");
+        h.push_str(&strips(
+            reps,
+            &names,
+            "The guest's dirty rate (QEMU's calc-dirty-rate before the hop) and the rate the link achieved",
+            "MiB/s",
+            &[("dirty rate", |f| f.dirty_rate_mib_s), ("achieved", |f| f.achieved_mib_s)],
+        )?);
+        h.push_str(&strips(
+            reps,
+            &names,
+            "Pre-copy passes and the highest vCPU throttle (auto-converge), every repetition",
+            "passes / %",
+            &[("passes", |f| f.passes), ("throttle %", |f| f.throttle_pct)],
+        )?);
+    }
     h.push_str("<h2>Latency spectra</h2>");
     h.push_str(&spectra(reps, &names)?);
     h.push_str("<h2>Every repetition</h2>");

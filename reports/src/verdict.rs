@@ -51,6 +51,10 @@ fn outcome_problems_of(r: &RunResult) -> Vec<String> {
             Outcome::TimedOut { after_ms, .. } => {
                 p.push(format!("migration {} did not finish within {after_ms} ms and was cancelled", m.hop))
             }
+            Outcome::NotConverged { after_ms, .. } => p.push(format!(
+                "migration {} had not converged within {after_ms} ms and was cancelled",
+                m.hop
+            )),
         }
     }
     let workload: Vec<_> = r.ops.iter().filter(|o| !NOT_WORKLOAD.contains(&o.op.as_str())).collect();
@@ -89,6 +93,13 @@ fn outcome_problems_of(r: &RunResult) -> Vec<String> {
     if r.verification.as_ref().is_some_and(|v| v.incomplete) {
         p.push("verification was cut short".into());
     }
+    for h in r.memory.iter().flat_map(|m| &m.checks).filter(|h| h.check.is_none()) {
+        p.push(format!(
+            "the dirtying load's memory after migration {} was not verified: {}",
+            h.hop,
+            h.error.as_deref().unwrap_or("no check")
+        ));
+    }
     if let Some(v) = r.verification.as_ref().filter(|v| v.counts.unreadable > 0) {
         p.push(format!(
             "verification could not read {} of {} blocks: they are neither verified nor known to be lost",
@@ -124,6 +135,17 @@ fn integrity_problems_of(r: &RunResult) -> Vec<String> {
         }
         if v.inline_mismatches > 0 {
             p.push(format!("{} reads during the run returned data that did not verify", v.inline_mismatches));
+        }
+    }
+    if let Some(m) = &r.memory {
+        for h in &m.checks {
+            match (&h.check, &h.error) {
+                (Some(c), _) if !c.clean() => p.push(format!(
+                    "memory after migration {}: {} of {} pages stale (lost dirty pages), {} corrupt",
+                    h.hop, c.stale, c.pages, c.corrupt
+                )),
+                _ => {}
+            }
         }
     }
     p

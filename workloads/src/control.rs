@@ -2,6 +2,7 @@
 //! sends [`Command`]s, the agent answers with [`Message`]s. Every command gets exactly one
 //! answer; the agent also sends a `Hello` by itself once it has booted.
 
+use crate::dirty::{DirtySpec, MemoryCheck};
 use crate::job::Workload;
 use crate::verify::VerifyReport;
 use serde::{Deserialize, Serialize};
@@ -32,6 +33,15 @@ pub enum Command {
         #[serde(default)]
         nonce: u64,
     },
+    /// Starts the memory-dirtying load beside the workload (answered with `Ok` once its
+    /// working set is filled).
+    Dirty {
+        spec: DirtySpec,
+        #[serde(default)]
+        nonce: u64,
+    },
+    /// Reads every page of the dirtying load back (answered with `Memory`).
+    MemoryCheck,
     /// Stops the workload, then reads back everything it wrote (answered with `Verify`).
     Verify,
     /// Stops the running workload (answered with the final `Status`).
@@ -46,6 +56,8 @@ impl Command {
             Command::Hello => "hello",
             Command::Status => "status",
             Command::Start { .. } => "start",
+            Command::Dirty { .. } => "dirty",
+            Command::MemoryCheck => "memory-check",
             Command::Verify => "verify",
             Command::Stop => "stop",
             Command::Poweroff => "poweroff",
@@ -54,7 +66,7 @@ impl Command {
 }
 
 /// The control protocol's version: bumped when a message changes shape.
-pub const PROTOCOL: u32 = 2;
+pub const PROTOCOL: u32 = 3;
 
 /// The agent's build: a hash of this crate's sources (see `build.rs`), the same in the agent and
 /// in the miglab built from the same tree.
@@ -137,6 +149,7 @@ pub enum Message {
     Hello(Hello),
     Status(Status),
     Verify(VerifyReport),
+    Memory(MemoryCheck),
     Ok { cmd: String },
     Error { cmd: Option<String>, error: String },
 }
@@ -161,6 +174,8 @@ mod tests {
             Command::Hello,
             Command::Status,
             Command::Start { workload: Workload::ReadLoop(ReadLoopJob::default()), seed: 3, nonce: 9 },
+            Command::Dirty { spec: DirtySpec { size_mib: 64, rate_mib_s: 32.0 }, nonce: 9 },
+            Command::MemoryCheck,
             Command::Verify,
             Command::Stop,
             Command::Poweroff,

@@ -5,6 +5,7 @@
 //! This crate knows nothing of QEMU or Ceph: the host side only needs [`control`].
 
 pub mod control;
+pub mod dirty;
 pub mod engine;
 pub mod fio;
 pub mod job;

@@ -23,6 +23,7 @@ pub(super) fn migrate_cmd(m: MigrateArgs) -> Result<Finished, CliError> {
             max_bandwidth: m.max_bandwidth,
             multifd_channels: m.multifd_channels,
             postcopy: false,
+            tuning: Default::default(),
         },
         timeout: Duration::from_secs(m.timeout),
         ..MigrationOptions::default()
@@ -79,6 +80,7 @@ pub fn hop_row(r: &MigrationRecord, reads: u64, continuity: &Result<(), String>)
         Outcome::Failed { .. } => "FAILED",
         Outcome::TimedOut { .. } => "TIMED OUT",
         Outcome::Unsupported { .. } => "REFUSED",
+        Outcome::NotConverged { .. } => "NOT CONVERGED",
     };
     format!(
         "{:>3}  {:<9} {:<10} {:>8} {:>9} {:>9} {:>8.0} {:>8.1} {:>6} {:>9}  {}",

@@ -6,6 +6,7 @@
 //! reports their counters. PID 1 must never exit, so every failure is reported, not fatal.
 
 use miglab_workloads::control::{self, Command, Hello, Message, Status};
+use miglab_workloads::dirty::Dirtier;
 use miglab_workloads::engine::{self, RecordBuffer, Running};
 use miglab_workloads::record::Record;
 use miglab_workloads::verify::RunTag;
@@ -126,6 +127,7 @@ struct Agent {
     hello: Hello,
     records: Arc<RecordBuffer>,
     workload: Option<Running>,
+    dirtier: Option<Dirtier>,
 }
 
 impl Agent {
@@ -181,8 +183,27 @@ impl Agent {
                     Err(e) => Message::Error { cmd: Some("start".into()), error: e },
                 }
             }
+            Command::Dirty { spec, nonce } => {
+                if let Some(mut d) = self.dirtier.take() {
+                    d.stop();
+                }
+                match Dirtier::start(spec, nonce) {
+                    Ok(d) => {
+                        self.dirtier = Some(d);
+                        Message::Ok { cmd: "dirty".into() }
+                    }
+                    Err(e) => Message::Error { cmd: Some("dirty".into()), error: e },
+                }
+            }
+            Command::MemoryCheck => match &self.dirtier {
+                Some(d) => Message::Memory(d.check()),
+                None => {
+                    Message::Error { cmd: Some("memory-check".into()), error: "no dirtying load runs".into() }
+                }
+            },
             Command::Verify => match &mut self.workload {
                 Some(w) => {
+                    self.dirtier = None;
                     w.stop();
                     // The host gives up on a verify pass by stopping the guest.
                     Message::Verify(w.verify(self.records.as_ref(), &|| false))
@@ -190,6 +211,7 @@ impl Agent {
                 None => Message::Error { cmd: Some("verify".into()), error: "no workload has run".into() },
             },
             Command::Stop => {
+                self.dirtier = None;
                 if let Some(w) = &mut self.workload {
                     w.stop();
                 }
@@ -316,7 +338,7 @@ fn main() {
         Some(Err(e)) => log(&format!("open the records port: {e}")),
         None => log("no records port: op records are not streamed"),
     }
-    let mut agent = Agent { hello, records, workload: None };
+    let mut agent = Agent { hello, records, workload: None, dirtier: None };
     let mut line = String::new();
     loop {
         line.clear();
