@@ -1,7 +1,8 @@
-//! Migration knobs on the real lab: postcopy asked for with a vhost-user-fs device is refused
-//! by QEMU, and that refusal is the hop's own outcome (`unsupported`, with QEMU's text), the
-//! guest running on where it was with nothing lost. Ignored by a plain `cargo test`; `ci/test`
-//! runs it.
+//! Migration knobs on the real lab: postcopy asked for with a vhost-user-fs device (and
+//! dirty-limit under TCG) is refused by QEMU, and that refusal is the hop's own outcome
+//! (`unsupported`, with QEMU's text), the guest running on where it was with nothing lost; a
+//! guest dirtying memory beside its I/O, verified page by page, converging or not. Ignored by a
+//! plain `cargo test`; `ci/test` runs it.
 
 mod common;
 
@@ -10,7 +11,7 @@ use miglab_reports::{Outcome, RunOutcome, RunStatus};
 
 #[test]
 #[ignore = "needs the lab (root, Ceph, QEMU): cargo test -- --include-ignored"]
-fn postcopy_with_virtiofsd_is_refused_and_that_is_the_outcome() {
+fn postcopy_with_virtiofsd_and_dirty_limit_under_tcg_are_refused_and_that_is_the_outcome() {
     let t = TestLab::up("tknobs");
     let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/postcopy-refused.toml");
     let text = std::fs::read_to_string(&shipped).expect("the shipped scenario");
@@ -29,6 +30,19 @@ fn postcopy_with_virtiofsd_is_refused_and_that_is_the_outcome() {
     assert!(m.params.postcopy && m.downtime_ms.is_none(), "{m:?}");
     let v = r.verification.as_ref().expect("verified");
     assert!(v.read_through == "c1" && v.mismatched == 0 && v.missing == 0, "the guest stayed on c1: {v:?}");
+
+    // dirty-limit needs KVM with a dirty ring: under TCG the source refuses it, and that is the
+    // hop's outcome too, with QEMU's reason (on KVM the hop may go through).
+    let r = t.run(&ScenarioFile::new("dirtylimit").with(
+        "[workload]\nkind = \"read-loop\"\n[migration]\nwarmup_s = 1.0\nfollow_up = false\n[migration.tuning]\ndirty_limit_mib_s = 8\n",
+    ));
+    let m = &r.migrations[0];
+    assert_eq!(m.params.tuning.dirty_limit_mib_s, Some(8), "recorded with the hop");
+    if r.provenance.accelerator == "tcg" {
+        assert_eq!(r.outcome, Some(RunOutcome::Unsupported), "{:?}", r.outcome_why);
+        let Outcome::Unsupported { error } = &m.outcome else { panic!("{m:?}") };
+        assert!(error.contains("Source QEMU refused dirty-limit") && error.contains("KVM"), "{error}");
+    }
     t.down_clean();
 }
 
