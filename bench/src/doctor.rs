@@ -163,6 +163,49 @@ impl Drop for ScratchNs {
 }
 
 /// Runs every check, of the chosen builds where `binaries` chooses them.
+/// The multifd compressions `qemu` was built with. Each is asked of a QEMU started without a
+/// machine (`-global migration.multifd-compression=...`), which refuses one it lacks at once
+/// and otherwise quits when told to on QMP.
+pub fn multifd_compressions(qemu: &Path) -> Result<Vec<&'static str>, String> {
+    let mut have = vec!["none"];
+    for z in ["zlib", "zstd", "qpl", "uadk"] {
+        if qemu_takes_compression(qemu, z)? {
+            have.push(z);
+        }
+    }
+    Ok(have)
+}
+
+fn qemu_takes_compression(qemu: &Path, z: &str) -> Result<bool, String> {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let global = format!("migration.multifd-compression={z}");
+    let mut child = Command::new(qemu)
+        .args(["-machine", "none", "-nodefaults", "-display", "none", "-monitor", "none", "-S"])
+        .args(["-qmp", "stdio", "-global", &global])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", qemu.display()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A QEMU that refused the value has exited already: its closed pipe says nothing more.
+        let _ = stdin.write_all(b"{\"execute\":\"qmp_capabilities\"}\n{\"execute\":\"quit\"}\n");
+    }
+    let ended =
+        miglab_infra::wait::until("QEMU to quit", Duration::from_secs(10), Duration::from_millis(20), || {
+            child.try_wait()
+        });
+    match ended {
+        Ok(status) => Ok(status.success()),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(format!("{}: {e}", qemu.display()))
+        }
+    }
+}
+
 pub fn run(binaries: &BinaryChoice) -> Report {
     let mut checks = Vec::new();
     let root = nix::unistd::geteuid().is_root();
@@ -181,6 +224,12 @@ pub fn run(binaries: &BinaryChoice) -> Report {
             None => tool_version("qemu-system-x86_64", "--version", "version", Some(QEMU_MIN)),
         },
         "QEMU >= 8.2 migrates vhost-user-fs; on Debian 12 `ci/setup` installs it from bookworm-backports",
+    ));
+    let qemu = binaries.qemu.clone().unwrap_or_else(|| "qemu-system-x86_64".into());
+    checks.push(warning(
+        "multifd compression",
+        multifd_compressions(&qemu).map(|v| v.join(", ")),
+        "a scenario's migration.tuning.multifd_compression must be one of these (`miglab check` says so)",
     ));
     checks.push(check(
         "virtiofsd",

@@ -378,7 +378,33 @@ pub fn check(path: &Path) -> Result<String, PreflightError> {
     let loaded = load(&Source::Scenario(path.into()), &Overrides::default())?;
     let plans = plans(&loaded, &Ground::fresh_lab())?;
     image_agent()?;
+    compressions_available(&plans)?;
     Ok(format!("{} ({} runs planned)", loaded.summary(), plans.len()))
+}
+
+/// Every multifd compression the plans ask for is one their QEMU was built with (a run would
+/// end `unsupported`; `check` says which it has).
+fn compressions_available(plans: &[Plan]) -> Result<(), PreflightError> {
+    let mut asked: Vec<(PathBuf, &str)> = Vec::new();
+    for p in plans {
+        if let Some(z) = p.migration.params.tuning.multifd_compression.as_deref() {
+            let qemu = p.binaries.qemu.clone().unwrap_or_else(|| "qemu-system-x86_64".into());
+            if !asked.iter().any(|(q, a)| *q == qemu && *a == z) {
+                asked.push((qemu, z));
+            }
+        }
+    }
+    for (qemu, z) in asked {
+        let have = crate::doctor::multifd_compressions(&qemu).map_err(PreflightError::NotHere)?;
+        if !have.contains(&z) {
+            return Err(PreflightError::NotHere(format!(
+                "migration.tuning.multifd_compression = \"{z}\": {} was built with {} only",
+                qemu.display(),
+                have.join(", ")
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

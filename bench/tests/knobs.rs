@@ -132,3 +132,36 @@ fn a_dirtying_guest_is_verified_each_hop_and_converges_only_when_throttled() {
     }
     t.down_clean();
 }
+
+/// `miglab check` asks this QEMU which multifd compressions it was built with: a scenario naming
+/// one it lacks is refused up front, naming those it has; one it has passes.
+#[test]
+#[ignore = "needs QEMU and the guest image (ci/setup): cargo test -- --include-ignored"]
+fn check_names_the_multifd_compressions_this_qemu_has() {
+    let have = miglab::doctor::multifd_compressions(std::path::Path::new("qemu-system-x86_64"))
+        .expect("QEMU answers");
+    assert_eq!(have[0], "none");
+    let dir = tempfile::tempdir().expect("tmp");
+    let body = |z: &str| {
+        format!(
+            "[workload]\nkind = \"read-loop\"\n[migration.tuning]\nmultifd_channels = 2\nmultifd_compression = \"{z}\"\n"
+        )
+    };
+    let check = |name: &str, z: &str| {
+        let file = ScenarioFile::new(name).with(&body(z)).write(dir.path());
+        std::process::Command::new(env!("CARGO_BIN_EXE_miglab"))
+            .arg("check")
+            .arg(&file)
+            .output()
+            .expect("miglab check")
+    };
+    let lacking = ["zlib", "zstd", "qpl", "uadk"].into_iter().find(|z| !have.contains(z));
+    if let Some(z) = lacking {
+        let out = check("lacks", z);
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "refused as bad input: {e}");
+        assert!(e.contains(&format!("\"{z}\"")) && e.contains(&have.join(", ")), "{e}");
+    }
+    let out = check("has", have[have.len() - 1]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
