@@ -669,33 +669,15 @@ fn ended(status: Option<MigrationStatus>, desc: Option<String>) -> Option<Outcom
 fn refused(hop: &Hop<'_>, src: &Vm, dst: &Vm, opts: &MigrationOptions, error: String) -> MigrationRecord {
     let outcome = Outcome::Unsupported { error };
     hop.bus.publish(Observed::HopEnded { guest: hop.guest, hop: hop.number, outcome: outcome.clone() });
-    MigrationRecord {
-        hop: hop.number,
-        guest: hop.guest,
-        from: src.host().into(),
-        to: dst.host().into(),
+    MigrationRecord::unmeasured(
+        hop.number,
+        hop.guest,
+        src.host(),
+        dst.host(),
         outcome,
-        params: opts.params.clone(),
-        uri: String::new(),
-        started_ms: hop.bus.clock().now_ms(),
-        total_time_ms: None,
-        downtime_ms: None,
-        setup_time_ms: None,
-        transferred_bytes: None,
-        ram_total_bytes: None,
-        dirty_sync_count: None,
-        mbps: None,
-        wall_ms: 0.0,
-        longest_qmp_wait_ms: None,
-        phases: Phases::default(),
-        timeline: Vec::new(),
-        follow_up: false,
-        cleanup_error: None,
-        expected_downtime_ms: None,
-        bytes_after_stop: None,
-        virtiofsd: None,
-        convergence: Convergence::default(),
-    }
+        opts.params.clone(),
+        hop.bus.clock().now_ms(),
+    )
 }
 
 /// The source's dirty rate in MiB/s by `calc-dirty-rate` (page sampling) over `window`; None

@@ -450,14 +450,29 @@ impl MigrationRecord {
     /// Hop 1, c1 → c2, started at `started_ms`, with nothing measured: for the crate's tests.
     #[cfg(test)]
     pub(crate) fn sample(outcome: Outcome, started_ms: f64) -> Self {
+        let mut m = Self::unmeasured(1, 1, "c1", "c2", outcome, MigrationParams::default(), started_ms);
+        m.uri = "tcp:10.77.0.12:4444".into();
+        m
+    }
+
+    /// A hop with its outcome and nothing measured (one QEMU refused before it began, say).
+    pub fn unmeasured(
+        hop: u32,
+        guest: u32,
+        from: &str,
+        to: &str,
+        outcome: Outcome,
+        params: MigrationParams,
+        started_ms: f64,
+    ) -> Self {
         MigrationRecord {
-            hop: 1,
-            guest: 1,
-            from: "c1".into(),
-            to: "c2".into(),
+            hop,
+            guest,
+            from: from.into(),
+            to: to.into(),
             outcome,
-            params: MigrationParams::default(),
-            uri: "tcp:10.77.0.12:4444".into(),
+            params,
+            uri: String::new(),
             started_ms,
             total_time_ms: None,
             downtime_ms: None,
