@@ -88,8 +88,10 @@ fn a_dirtying_guest_is_verified_each_hop_and_converges_only_when_throttled() {
         assert!(c.pages == 12288 && c.clean() && c.written > 0, "every page, each hop: {c:?}");
     }
     assert!(m.median_ms_per_gib().is_some_and(|s| s > 0.0), "the update speed is measured");
+    // Measured before each hop; page sampling may read a 4 MiB/s rewriter as 0 MiB/s (QEMU
+    // rounds to whole MiB/s), so only that it was measured is asserted here.
     for mig in &r.migrations {
-        assert!(mig.convergence.dirty_rate_mib_s.is_some_and(|d| d > 0.0), "QEMU's dirty rate: {mig:?}");
+        assert!(mig.convergence.dirty_rate_mib_s.is_some(), "QEMU's dirty rate: {mig:?}");
         assert!(!mig.convergence.passes.is_empty(), "{mig:?}");
     }
     let single = achieved(&r.migrations[0], "single");
@@ -102,6 +104,8 @@ fn a_dirtying_guest_is_verified_each_hop_and_converges_only_when_throttled() {
         panic!("{:?}", r.migrations[0].outcome)
     };
     assert!(passes >= 2 && remaining_bytes > 0 && source_running, "{:?}", r.migrations[0].outcome);
+    let rate = r.migrations[0].convergence.dirty_rate_mib_s;
+    assert!(rate.is_some_and(|d| d > 0.0), "QEMU saw a 32 MiB/s rewriter dirty memory: {rate:?}");
     let c = r.memory.as_ref().and_then(|m| m.checks[0].check.as_ref()).expect("checked on the source");
     assert!(c.clean() && r.memory.as_ref().is_some_and(|m| m.checks[0].host == "c1"), "{c:?}");
 
