@@ -225,7 +225,7 @@ pub fn run(binaries: &BinaryChoice) -> Report {
         },
         "QEMU >= 8.2 migrates vhost-user-fs; on Debian 12 `ci/setup` installs it from bookworm-backports",
     ));
-    let qemu = binaries.qemu.clone().unwrap_or_else(|| "qemu-system-x86_64".into());
+    let qemu = binaries.qemu_path();
     checks.push(warning(
         "multifd compression",
         multifd_compressions(&qemu).map(|v| v.join(", ")),

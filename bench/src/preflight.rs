@@ -388,7 +388,7 @@ fn compressions_available(plans: &[Plan]) -> Result<(), PreflightError> {
     let mut asked: Vec<(PathBuf, &str)> = Vec::new();
     for p in plans {
         if let Some(z) = p.migration.params.tuning.multifd_compression.as_deref() {
-            let qemu = p.binaries.qemu.clone().unwrap_or_else(|| "qemu-system-x86_64".into());
+            let qemu = p.binaries.qemu_path();
             if !asked.iter().any(|(q, a)| *q == qemu && *a == z) {
                 asked.push((qemu, z));
             }
