@@ -31,9 +31,20 @@ pub struct Metric {
     pub floor: f64,
 }
 
-/// The metrics every run has (and `p99_us.<op>` per op kind; `.hopN` for the N-th migration).
-pub const METRIC_KINDS: [&str; 5] =
-    ["qemu_downtime_ms", "heartbeat_gap_ms", "io_stall_ms", "total_ms", "ops_per_s"];
+/// The metrics every run has (and `p99_us.<op>` per op kind; `.hopN` for the N-th migration),
+/// then pre-copy's, where QEMU reported them: the dirty rate it measured before the hop, the
+/// rate the link achieved, the passes and the highest auto-converge throttle.
+pub const METRIC_KINDS: [&str; 9] = [
+    "qemu_downtime_ms",
+    "heartbeat_gap_ms",
+    "io_stall_ms",
+    "total_ms",
+    "ops_per_s",
+    "dirty_rate_mib_s",
+    "achieved_mib_s",
+    "precopy_passes",
+    "throttle_pct",
+];
 
 /// What two sides can differ in.
 pub const VARIABLES: [&str; 10] =
@@ -53,7 +64,10 @@ pub fn kind(key: &str) -> &str {
 }
 
 /// The default floors: a downtime or stall moves by 2 ms before it counts, a total migration
-/// time by 20 ms, a p99 by 50 µs, a throughput by 1 op/s.
+/// time by 20 ms, a p99 by 50 µs, a throughput by 1 op/s; QEMU's dirty rate (whole MiB/s) by
+/// 2 MiB/s, the achieved rate by 1 MiB/s, the passes by 1, the throttle by one of
+/// auto-converge's default 10 % steps. A higher dirty rate counts as worse: the same guest
+/// load dirtying more is what makes pre-copy fail to converge.
 pub fn metric(key: &str) -> Metric {
     let (unit, higher_is_better, floor) = match kind(key) {
         "qemu_downtime_ms" | "heartbeat_gap_ms" | "io_stall_ms" => ("ms", false, 2.0),
@@ -61,6 +75,10 @@ pub fn metric(key: &str) -> Metric {
         "total_ms" | "fleet.evacuation_ms" => ("ms", false, 20.0),
         "fleet.over_limit" => ("migrations", false, 1.0),
         "ops_per_s" => ("ops/s", true, 1.0),
+        "dirty_rate_mib_s" => ("MiB/s", false, 2.0),
+        "achieved_mib_s" => ("MiB/s", true, 1.0),
+        "precopy_passes" => ("passes", false, 1.0),
+        "throttle_pct" => ("%", false, 10.0),
         _ => ("µs", false, 50.0),
     };
     Metric { key: key.into(), unit, higher_is_better, floor }
@@ -103,6 +121,10 @@ fn guest_headline(r: &RunResult) -> BTreeMap<String, f64> {
             ("io_stall_ms", f.io_stall_ms),
             ("total_ms", f.total_ms),
             ("ops_per_s", f.window_ops_per_s),
+            ("dirty_rate_mib_s", f.dirty_rate_mib_s),
+            ("achieved_mib_s", f.achieved_mib_s),
+            ("precopy_passes", f.passes),
+            ("throttle_pct", f.throttle_pct),
         ] {
             if let Some(v) = v.filter(|v| v.is_finite()) {
                 m.insert(format!("{k}{suffix}"), v);

@@ -373,3 +373,35 @@ fn a_run_of_guests_has_each_guests_figures_and_the_fleets() {
     assert_eq!(metric("p99_us.read.g2").unit, "µs");
     assert_eq!(metric("fleet.evacuation_ms.hop2").floor, 20.0);
 }
+
+/// Pre-copy's figures are compared like the others: a candidate whose guest dirtied more, whose
+/// link achieved less and that needed more passes and throttle is worse on each.
+#[test]
+fn pre_copy_figures_are_headline_metrics_with_their_directions() {
+    let run = |rep: u32, dirty: f64, bytes: u64, passes: usize, throttle: u64| {
+        let mut r = result("s", rep, 10_000, "q");
+        let m = &mut r.migrations[0];
+        m.transferred_bytes = Some(bytes);
+        m.convergence.dirty_rate_mib_s = Some(dirty);
+        m.convergence.max_throttle_pct = Some(throttle);
+        m.convergence.passes = vec![crate::migration::Pass::default(); passes];
+        r
+    };
+    let h = headline(&run(1, 24.0, 320 << 20, 13, 0));
+    assert_eq!(h.get("dirty_rate_mib_s"), Some(&24.0));
+    assert_eq!(h.get("achieved_mib_s"), Some(&32.0), "320 MiB over 10 s");
+    assert_eq!(h.get("precopy_passes"), Some(&13.0));
+    assert_eq!(h.get("throttle_pct"), Some(&0.0));
+    let side = |dirty: f64, mib: u64, passes: usize, throttle: u64| Side {
+        runs: (1..=8)
+            .map(|i| run(i, dirty + f64::from(i % 2), (mib + u64::from(i % 3)) << 20, passes, throttle))
+            .collect(),
+        skipped: Vec::new(),
+    };
+    let c = compare(&side(10.0, 320, 5, 0), &side(40.0, 160, 15, 60), &Options::default()).expect("compare");
+    let call = |k: &str| c.rows.iter().find(|r| r.metric.key == k).map(|r| r.call);
+    for k in ["dirty_rate_mib_s", "achieved_mib_s", "precopy_passes", "throttle_pct"] {
+        assert_eq!(call(k), Some(Call::Regression), "{k}");
+    }
+    assert_eq!(metric("achieved_mib_s.hop2.g3").unit, "MiB/s");
+}
