@@ -162,7 +162,6 @@ impl Drop for ScratchNs {
     }
 }
 
-/// Runs every check, of the chosen builds where `binaries` chooses them.
 /// The multifd compressions `qemu` was built with. Each is asked of a QEMU started without a
 /// machine (`-global migration.multifd-compression=...`), which refuses one it lacks at once
 /// and otherwise quits when told to on QMP.
@@ -206,6 +205,7 @@ fn qemu_takes_compression(qemu: &Path, z: &str) -> Result<bool, String> {
     }
 }
 
+/// Runs every check, of the chosen builds where `binaries` chooses them.
 pub fn run(binaries: &BinaryChoice) -> Report {
     let mut checks = Vec::new();
     let root = nix::unistd::geteuid().is_root();

@@ -142,8 +142,8 @@ fn a_dirtying_guest_is_verified_each_hop_and_converges_only_when_throttled() {
 #[test]
 #[ignore = "needs QEMU and the guest image (ci/setup): cargo test -- --include-ignored"]
 fn check_names_the_multifd_compressions_this_qemu_has() {
-    let have = miglab::doctor::multifd_compressions(std::path::Path::new("qemu-system-x86_64"))
-        .expect("QEMU answers");
+    let qemu = miglab_infra::binaries::BinaryChoice::default().qemu_path();
+    let have = miglab::doctor::multifd_compressions(&qemu).expect("QEMU answers");
     assert_eq!(have[0], "none");
     let dir = tempfile::tempdir().expect("tmp");
     let body = |z: &str| {
