@@ -31,6 +31,14 @@ pub struct Metric {
     pub floor: f64,
 }
 
+/// Whether a shift counts as a change against `band`, the smallest shift that does. Reaching
+/// the band is enough: metrics that move in whole steps (a migration over its limit, a pre-copy
+/// pass, a 10 % throttle step) shift by exactly their floor, and a consistent step must be
+/// callable. `unchanged` is its complement: an interval strictly inside the band.
+pub fn reaches(shift: f64, band: f64) -> bool {
+    shift.abs() >= band
+}
+
 /// The metrics every run has (and `p99_us.<op>` per op kind; `.hopN` for the N-th migration),
 /// then pre-copy's, where QEMU reported them: the dirty rate it measured before the hop, the
 /// rate the link achieved, the passes and the highest auto-converge throttle.
@@ -79,6 +87,8 @@ pub fn metric(key: &str) -> Metric {
         "achieved_mib_s" => ("MiB/s", true, 1.0),
         "precopy_passes" => ("passes", false, 1.0),
         "throttle_pct" => ("%", false, 10.0),
+        // A job's completed ops in the same time: more is better.
+        k if k.starts_with("ops.") => ("ops", true, 1.0),
         _ => ("µs", false, 50.0),
     };
     Metric { key: key.into(), unit, higher_is_better, floor }
@@ -176,11 +186,10 @@ impl Class {
     }
 }
 
-/// The class of one run: lost data first (whatever else happened), then its status.
+/// The class of one run: lost data first (of any guest, blocks or memory pages; whatever else
+/// happened), then its status.
 pub fn class(r: &RunResult) -> Class {
-    let lost =
-        r.verification.as_ref().is_some_and(|v| v.mismatched > 0 || v.missing > 0 || v.inline_mismatches > 0);
-    if lost {
+    if crate::verdict::lost_data(r) {
         Class::LostData
     } else if r.status != RunStatus::Completed {
         Class::Failed
@@ -702,9 +711,9 @@ pub fn judge(group: &str, metric: Metric, base: Vec<f64>, cand: Vec<f64>, o: &Op
     };
     let (call, why) = if !enough || est.is_nan() {
         (Call::Inconclusive, format!("{n} against {m} completed runs cannot reach p < {}{resolve}", o.alpha))
-    } else if p < o.alpha && est.abs() > band {
+    } else if p < o.alpha && reaches(est, band) {
         (if worse { Call::Regression } else { Call::Improvement }, String::new())
-    } else if lo >= -band && hi <= band {
+    } else if !reaches(lo, band) && !reaches(hi, band) {
         (Call::Unchanged, format!("the shift's interval [{}, {}] is inside {band_text}", num(lo), num(hi)))
     } else {
         let test = if p < o.alpha {

@@ -20,6 +20,7 @@ pub fn view(r: &RunResult, g: &GuestResult) -> RunResult {
         migrations: g.migrations.clone(),
         windows: g.windows.clone(),
         verification: g.verification.clone(),
+        memory: g.memory.clone(),
         stream: g.stream.clone(),
         series: g.series.clone(),
         guests: Vec::new(),

@@ -129,7 +129,7 @@ pub fn regressions(all: &[Series], threshold: f64) -> Vec<Regression> {
             let m = metric(&s.metric);
             let band = (threshold * b.abs()).max(m.floor);
             let worse = if m.higher_is_better { b - a } else { a - b };
-            (worse > band).then(|| Regression {
+            (worse > 0.0 && crate::compare::reaches(worse, band)).then(|| Regression {
                 group: s.group.clone(),
                 metric: s.metric.clone(),
                 night: k,

@@ -114,6 +114,15 @@ fn outcome_problems_of(r: &RunResult) -> Vec<String> {
     p
 }
 
+/// Whether any guest of `r` lost data: blocks mismatched or missing, reads that did not verify
+/// during the run, or memory pages stale or corrupt after a hop.
+pub fn lost_data(r: &RunResult) -> bool {
+    crate::fleet::views(r).iter().any(|(_, v)| {
+        v.verification.as_ref().is_some_and(|v| v.mismatched > 0 || v.missing > 0 || v.inline_mismatches > 0)
+            || v.memory.iter().flat_map(|m| &m.checks).any(|h| h.check.as_ref().is_some_and(|c| !c.clean()))
+    })
+}
+
 fn integrity_problems_of(r: &RunResult) -> Vec<String> {
     let mut p = Vec::new();
     let s = &r.stream;
@@ -250,6 +259,33 @@ mod tests {
         r.outcome = Some(RunOutcome::Completed);
         let (p, status) = judge(&r, &RunEnd::default());
         assert_eq!(status, RunStatus::Failed, "{p:?}");
+    }
+
+    /// Guest 2's stale pages fail the run and are said of guest 2, though guest 1's memory (the
+    /// run's own field) is clean; they count as lost data.
+    #[test]
+    fn a_guest_whose_pages_went_stale_fails_the_run_whichever_it_is() {
+        use crate::result::{HopMemory, MemoryResult};
+        use miglab_workloads::dirty::MemoryCheck;
+        let clean = MemoryCheck { pages: 100, ..MemoryCheck::default() };
+        let memory = |c: MemoryCheck| {
+            Some(MemoryResult {
+                spec: None,
+                checks: vec![HopMemory { hop: 1, check: Some(c), ..HopMemory::default() }],
+            })
+        };
+        let mut one = sound();
+        one.memory = memory(clean.clone());
+        let mut r = one.clone();
+        r.guests = (1..=2).map(|g| crate::fleet::guest_of(&one, g, &format!("x-1-g{g}"))).collect();
+        assert!(problems(&r).is_empty() && !lost_data(&r), "{:?}", problems(&r));
+        r.guests[1].memory = memory(MemoryCheck { stale: 3, ..clean });
+        assert_eq!(
+            integrity_problems(&r),
+            vec!["guest 2: memory after migration 1: 3 of 100 pages stale (lost dirty pages), 0 corrupt"]
+        );
+        assert!(lost_data(&r));
+        assert_eq!(judge(&r, &RunEnd::default()).1, RunStatus::Failed);
     }
 
     /// A run whose every op failed, with its block missing, ended `completed` before.

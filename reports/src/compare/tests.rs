@@ -405,3 +405,76 @@ fn pre_copy_figures_are_headline_metrics_with_their_directions() {
     }
     assert_eq!(metric("achieved_mib_s.hop2.g3").unit, "MiB/s");
 }
+
+/// Stale memory pages and guest 2's lost blocks are lost data: compare saw only guest 1's
+/// block verification, so both were at most "failed" (and inconclusive beside a failure).
+#[test]
+fn memory_loss_and_any_guests_loss_are_lost_data() {
+    use crate::result::{HopMemory, MemoryResult};
+    use miglab_workloads::dirty::MemoryCheck;
+    let stale = MemoryResult {
+        spec: None,
+        checks: vec![HopMemory {
+            hop: 1,
+            check: Some(MemoryCheck { pages: 10, stale: 1, ..Default::default() }),
+            ..Default::default()
+        }],
+    };
+    let mut r = result("s", 1, 1000, "q");
+    assert_eq!(class(&r), Class::Completed);
+    r.memory = Some(stale.clone());
+    r.status = RunStatus::Failed;
+    assert_eq!(class(&r), Class::LostData);
+
+    let mut r = result("s", 1, 1000, "q");
+    r.guests = (1..=2).map(|g| crate::fleet::guest_of(&r, g, "vm")).collect();
+    assert_eq!(class(&r), Class::Completed);
+    r.guests[1].verification = Some(crate::Verification { blocks: 4, missing: 1, ..Default::default() });
+    assert_eq!(class(&r), Class::LostData);
+    r.guests[1].verification = None;
+    r.guests[1].memory = Some(stale);
+    assert_eq!(class(&r), Class::LostData);
+
+    // Against a baseline with one failure, the candidate's lost pages are still a finding.
+    let mut base = side("s", &[1000, 1010, 990, 1005, 995], "q");
+    base.runs[0].status = RunStatus::Failed;
+    let mut cand = side("s", &[1000, 1010, 990, 1005, 995], "q");
+    cand.runs[1] = r.clone();
+    cand.runs[1].status = RunStatus::Failed;
+    let c = compare(&base, &cand, &Options::default()).expect("compared");
+    assert_eq!(c.outcomes[0].call, Call::NewFailures, "{:?}", c.outcomes[0]);
+}
+
+/// A job's op count is a throughput: more ops is better, not a regression.
+#[test]
+fn more_ops_of_a_job_is_an_improvement() {
+    let m = metric("ops.reader.read");
+    assert!(m.higher_is_better && m.unit == "ops", "{m:?}");
+    assert!(metric("ops.reader.read.g2").higher_is_better);
+    let row = judge(
+        "g",
+        m,
+        vec![1000.0, 1002.0, 998.0, 1001.0, 999.0],
+        vec![1100.0, 1102.0, 1098.0, 1101.0, 1099.0],
+        &Options::default(),
+        1,
+    );
+    assert_eq!(row.call, Call::Improvement, "{row:?}");
+}
+
+/// A metric that moves in whole steps, consistently by exactly its floor, is called: one more
+/// migration over its limit in 5 of 5 runs, one more pre-copy pass, one more throttle step.
+/// An interval that only touches the band is not `unchanged`.
+#[test]
+fn a_consistent_whole_step_at_the_floor_is_called() {
+    for (key, base, step) in
+        [("fleet.over_limit", 0.0, 1.0), ("precopy_passes", 12.0, 1.0), ("throttle_pct", 0.0, 10.0)]
+    {
+        let o = Options { threshold: 0.0, ..Options::default() };
+        let row = judge("g", metric(key), vec![base; 5], vec![base + step; 5], &o, 3);
+        assert_eq!(row.call, Call::Regression, "{key}: {row:?}");
+        let same = judge("g", metric(key), vec![base; 5], vec![base; 5], &o, 3);
+        assert_eq!(same.call, Call::Unchanged, "{key}: {same:?}");
+    }
+    assert!(reaches(1.0, 1.0) && reaches(-1.0, 1.0) && !reaches(0.99, 1.0));
+}
