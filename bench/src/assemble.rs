@@ -105,6 +105,7 @@ fn verification(v: &VerifyReport, inline: u64, through: &str, incomplete: bool) 
         incomplete,
         bad: v.bad.iter().filter_map(|b| serde_json::to_value(b).ok()).collect(),
         replaced: v.replaced.clone(),
+        unverified_files: v.unverified_files,
     }
 }
 

@@ -47,8 +47,15 @@ pub fn memory_line(m: &miglab_reports::MemoryResult) -> Option<String> {
         .median_ms_per_gib()
         .map(|s| format!("; the guest updates memory at {s:.0} ms/GiB"))
         .unwrap_or_default();
+    let coverage: Vec<f64> = checked.iter().filter_map(|k| k.coverage()).collect();
+    let coverage = match coverage.iter().copied().reduce(f64::min) {
+        Some(c) if coverage.len() == checked.len() => {
+            format!("; coverage of the switch-overs ≥ {:.0} %", c * 100.0)
+        }
+        _ => format!("; coverage counted after {} of {} checks", coverage.len(), checked.len()),
+    };
     Some(format!(
-        "{} MiB dirtied at {} MiB/s; {} pages read back after {} of {} hops: {stale} stale, {corrupt} corrupt{speed}",
+        "{} MiB dirtied at {} MiB/s; {} pages read back after {} of {} hops: {stale} stale, {corrupt} corrupt{coverage}{speed}",
         spec.size_mib,
         spec.rate_mib_s,
         pages,

@@ -563,6 +563,7 @@ async fn hops(
         ..MigrationOptions::default()
     };
     let in_flight = plan.in_flight() as usize;
+    let dirty = plan.dirty.is_some();
     let injector = held.injector.as_ref();
     let mut schedule = Schedule::new(plan);
     while let Some((id, to)) = schedule.next_hop() {
@@ -570,57 +571,71 @@ async fn hops(
         let movers: Vec<&mut Guest> =
             held.guests.iter_mut().filter(|g| g.vm.as_ref().is_some_and(|v| v.host() != to)).collect();
         let moved: Vec<u32> = movers.iter().map(|g| g.plan.number).collect();
-        let ended: Vec<Result<(MigrationRecord, bool), ExecError>> = unless_interrupted(async {
-            use futures::StreamExt;
-            Ok::<_, ExecError>(
-                futures::stream::iter(movers.into_iter().map(|g| {
-                    let (base, to) = (&base, &to);
-                    async move {
-                        let mut opts = MigrationOptions { port: g.plan.port, ..base.clone() };
-                        let guest = g.plan.number;
-                        if let Some(inj) = injector {
-                            let dst = std::net::SocketAddr::new(site.migration_address(to)?, opts.port);
-                            opts.link = inj
-                                .link_for_hop(number, guest, site.proxy_address(), dst)
-                                .await
-                                .map_err(ExecError::Faults)?;
+        let ended: Vec<Result<(MigrationRecord, bool, Option<String>), ExecError>> =
+            unless_interrupted(async {
+                use futures::StreamExt;
+                Ok::<_, ExecError>(
+                    futures::stream::iter(movers.into_iter().map(|g| {
+                        let (base, to) = (&base, &to);
+                        async move {
+                            let mut opts = MigrationOptions { port: g.plan.port, ..base.clone() };
+                            let guest = g.plan.number;
+                            if let Some(inj) = injector {
+                                let dst = std::net::SocketAddr::new(site.migration_address(to)?, opts.port);
+                                opts.link = inj
+                                    .link_for_hop(number, guest, site.proxy_address(), dst)
+                                    .await
+                                    .map_err(ExecError::Faults)?;
+                            }
+                            let hop = Hop {
+                                site,
+                                bus,
+                                records: g.stream.as_ref(),
+                                number,
+                                guest,
+                                gate: Some(faults.gate),
+                                cancel: Some(faults.cancel),
+                            };
+                            let vm = g.vm.as_mut().ok_or(ExecError::Interrupted)?;
+                            // No hang watchdog here: a guest paused for a long switch-over is not lost,
+                            // and the hop has its own deadline.
+                            let migrated = migration::migrate(&hop, vm, to, &opts).await;
+                            if let Some(inj) = injector {
+                                inj.end_link(number, guest);
+                            }
+                            let mut record = migrated?;
+                            record.follow_up = id.is_follow_up();
+                            // The switch-over is behind: from here the dirtying load counts what it
+                            // rewrites (each page verified first), so the check can say it covered all.
+                            let unmarked = match (dirty && record.completed(), g.vm.as_mut()) {
+                                (true, Some(vm)) => vm
+                                    .control
+                                    .request(Command::MemoryMark, MARK_DEADLINE)
+                                    .await
+                                    .err()
+                                    .map(|e| e.to_string()),
+                                _ => None,
+                            };
+                            let stayed = g.vm.as_ref().is_some_and(|v| v.host() == record.from);
+                            Ok::<_, ExecError>((record, stayed, unmarked))
                         }
-                        let hop = Hop {
-                            site,
-                            bus,
-                            records: g.stream.as_ref(),
-                            number,
-                            guest,
-                            gate: Some(faults.gate),
-                            cancel: Some(faults.cancel),
-                        };
-                        let vm = g.vm.as_mut().ok_or(ExecError::Interrupted)?;
-                        // No hang watchdog here: a guest paused for a long switch-over is not lost,
-                        // and the hop has its own deadline.
-                        let migrated = migration::migrate(&hop, vm, to, &opts).await;
-                        if let Some(inj) = injector {
-                            inj.end_link(number, guest);
-                        }
-                        let mut record = migrated?;
-                        record.follow_up = id.is_follow_up();
-                        let stayed = g.vm.as_ref().is_some_and(|v| v.host() == record.from);
-                        Ok::<_, ExecError>((record, stayed))
-                    }
-                }))
-                .buffer_unordered(in_flight)
-                .collect()
-                .await,
-            )
-        })
-        .await?;
+                    }))
+                    .buffer_unordered(in_flight)
+                    .collect()
+                    .await,
+                )
+            })
+            .await?;
         let (mut completed, mut stayed, mut error) = (true, true, None);
+        let mut unmarked = Vec::new();
         for r in ended {
             match r {
-                Ok((record, on_source)) => {
+                Ok((record, on_source, why)) => {
                     if !record.completed() {
                         completed = false;
                         stayed &= on_source;
                     }
+                    unmarked.extend(why.map(|w| (record.guest, w)));
                     ex.migrations.push(record);
                 }
                 Err(e) => error = error.or(Some(e)),
@@ -631,7 +646,7 @@ async fn hops(
         }
         pause(Duration::from_secs_f64(plan.migration.settle_s)).await?;
         if plan.dirty.is_some() {
-            check_memory(&mut held.guests, ex, number, &moved, say).await?;
+            check_memory(&mut held.guests, ex, number, &moved, &unmarked, say).await?;
         }
         for guest in moved {
             bus.publish(Observed::Settled { guest, hop: number });
@@ -658,13 +673,15 @@ async fn check_memory(
     ex: &mut Execution,
     hop: u32,
     moved: &[u32],
+    unmarked: &[(u32, String)],
     say: &dyn Fn(&str),
 ) -> Result<(), ExecError> {
     for g in guests.iter_mut().filter(|g| moved.contains(&g.plan.number)) {
         let number = g.plan.number;
         let vm = g.vm()?;
         let host = vm.host().to_string();
-        let mut h = miglab_reports::HopMemory { hop, host, ..Default::default() };
+        let unmarked = unmarked.iter().find(|(n, _)| *n == number).map(|(_, why)| why.clone());
+        let mut h = miglab_reports::HopMemory { hop, host, unmarked, ..Default::default() };
         let answer = unless_interrupted(async {
             Ok::<_, ExecError>(vm.control.request(Command::MemoryCheck, MEMORY_DEADLINE).await)
         })
@@ -772,6 +789,8 @@ async fn remove_through(site: &Arc<dyn Site>, host: &str, dir: &str, say: &dyn F
 /// How long the agent may take to fill, or read back, a dirtying load's working set (TCG reads
 /// ~1 GiB/s).
 const MEMORY_DEADLINE: Duration = Duration::from_secs(120);
+/// How long the agent may take to note a switch-over (a lock and a counter).
+const MARK_DEADLINE: Duration = Duration::from_secs(10);
 /// How long the host-side preparation of a workload may take on a mount.
 const PREPARE_DEADLINE: Duration = Duration::from_secs(60);
 /// How long a state job's tree may take on a mount (~3 ms a file on the lab).

@@ -462,6 +462,9 @@ fn guest_summary(r: &RunResult) {
             v.errored_write_landed,
             v.inline_mismatches
         );
+        if v.unverified_files > 0 {
+            println!("  verify: {} files not read back: their jobs say verify = false", v.unverified_files);
+        }
         for p in &v.replaced {
             println!(
                 "  verify: {} names {} now, not the guest's file ({} of {} blocks not as the guest wrote them): a third party's doing, not lost data",

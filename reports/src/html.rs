@@ -364,13 +364,10 @@ fn convergence_section(h: &mut String, r: &RunResult) {
             if let Some(d) = t.dirty_limit_mib_s {
                 knobs.push(format!("dirty-limit {d} MiB/s"));
             }
-            let memory = match checks.iter().find(|h| h.hop == m.hop && m.guest == 1) {
-                Some(crate::HopMemory { check: Some(k), host, .. }) => {
-                    format!("{} pages on {host}: {} stale, {} corrupt", k.pages, k.stale, k.corrupt)
-                }
-                Some(crate::HopMemory { error: Some(e), .. }) => format!("not checked: {e}"),
-                _ => "—".into(),
-            };
+            let memory = checks
+                .iter()
+                .find(|h| h.hop == m.hop && m.guest == 1)
+                .map_or_else(|| "—".into(), |h| h.summary());
             vec![
                 format!("{} {} → {}", m.hop, m.from, m.to),
                 if knobs.is_empty() { "defaults".into() } else { knobs.join(", ") },

@@ -328,6 +328,9 @@ pub struct Verification {
     /// handles; these say what the paths hold now (not lost data).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replaced: Vec<miglab_workloads::verify::ReplacedPath>,
+    /// Files the pass did not read back because their jobs say `verify = false`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unverified_files: u64,
 }
 
 /// The guest's record stream as the host received it.
@@ -463,6 +466,36 @@ pub struct HopMemory {
     pub check: Option<miglab_workloads::dirty::MemoryCheck>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Why the switch-over could not be marked in the guest (then the check cannot say how
+    /// many pages were rewritten since; each was still verified before its rewrite).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unmarked: Option<String>,
+}
+
+impl HopMemory {
+    /// One phrase: what the check found, and how much of the memory at the switch-over was
+    /// verified (by the read-back, or by the writer before a rewrite).
+    pub fn summary(&self) -> String {
+        let Some(k) = &self.check else {
+            return format!("not checked: {}", self.error.as_deref().unwrap_or("no check"));
+        };
+        let mut s = format!("{} pages on {}: {} stale, {} corrupt", k.pages, self.host, k.stale, k.corrupt);
+        if k.found_by_writer > 0 {
+            s.push_str(&format!(" ({} found by the writer before rewriting)", k.found_by_writer));
+        }
+        match (k.coverage(), k.rewritten_since_mark) {
+            (Some(c), Some(n)) => s.push_str(&format!(
+                "; {n} rewritten since the switch-over, {} verified first: coverage {:.0} %",
+                k.verified_since_mark.unwrap_or(0),
+                c * 100.0
+            )),
+            _ => s.push_str(&format!(
+                "; coverage not counted ({})",
+                self.unmarked.as_deref().unwrap_or("the switch-over was not marked")
+            )),
+        }
+        s
+    }
 }
 
 impl MemoryResult {

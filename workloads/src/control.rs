@@ -40,6 +40,9 @@ pub enum Command {
         #[serde(default)]
         nonce: u64,
     },
+    /// A switch-over is behind: the dirtying load counts its rewrites from here (answered with
+    /// `Ok`).
+    MemoryMark,
     /// Reads every page of the dirtying load back (answered with `Memory`).
     MemoryCheck,
     /// Stops the workload, then reads back everything it wrote (answered with `Verify`).
@@ -57,6 +60,7 @@ impl Command {
             Command::Status => "status",
             Command::Start { .. } => "start",
             Command::Dirty { .. } => "dirty",
+            Command::MemoryMark => "memory-mark",
             Command::MemoryCheck => "memory-check",
             Command::Verify => "verify",
             Command::Stop => "stop",
@@ -66,7 +70,7 @@ impl Command {
 }
 
 /// The control protocol's version: bumped when a message changes shape.
-pub const PROTOCOL: u32 = 3;
+pub const PROTOCOL: u32 = 4;
 
 /// The agent's build: a hash of this crate's sources (see `build.rs`), the same in the agent and
 /// in the miglab built from the same tree.
@@ -175,6 +179,7 @@ mod tests {
             Command::Status,
             Command::Start { workload: Workload::ReadLoop(ReadLoopJob::default()), seed: 3, nonce: 9 },
             Command::Dirty { spec: DirtySpec { size_mib: 64, rate_mib_s: 32.0 }, nonce: 9 },
+            Command::MemoryMark,
             Command::MemoryCheck,
             Command::Verify,
             Command::Stop,

@@ -1,8 +1,14 @@
 //! A memory-dirtying load beside any I/O workload: a working set of `size_mib` MiB whose pages
 //! are rewritten in order at `rate_mib_s` (0: as fast as the guest can), each page stamped with
-//! its index, its generation and the run's nonce, the rest of it filled from them. After a hop
-//! the host asks for a [`MemoryCheck`]: the writer pauses, every page is read back against the
-//! generation it must hold — a page that holds an older one is a dirty page the migration lost.
+//! its index, its generation and the run's nonce, the rest of it filled from them.
+//!
+//! Every page is checked by construction, whatever the writer does after a switch-over: the
+//! writer verifies a page's generation **before it rewrites it** (as fio verifies before it
+//! overwrites), and after a hop the host asks for a [`MemoryCheck`] that reads every page back
+//! against the generation it must hold. A page that holds an older one is a dirty page the
+//! migration lost, whether the writer or the check found it. The host marks the switch-over
+//! ([`Dirtier::mark`]) so each check can say how many pages were rewritten since — the pages a
+//! read-back alone could no longer have judged — and how many of those were verified first.
 //! Like QEMU's own migration test, it also measures how fast the guest updates its memory
 //! (guestperf's ms/GiB): pre-copy converges only when it outruns that.
 
@@ -64,7 +70,20 @@ pub struct MemoryCheck {
     pub stale: u64,
     /// Pages whose stamp or contents are not any generation's.
     pub corrupt: u64,
+    /// Of `stale` and `corrupt`, those the writer found before rewriting them (since the
+    /// previous check); the rest were found by the read-back.
+    #[serde(default)]
+    pub found_by_writer: u64,
     pub bad: Vec<BadPage>,
+    /// Pages the read-back verified (every page: it reads them all).
+    #[serde(default)]
+    pub checked: u64,
+    /// Distinct pages the writer rewrote since the host's mark of the switch-over (None: no
+    /// mark since the previous check), and how many of them it verified before rewriting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewritten_since_mark: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_since_mark: Option<u64>,
     /// How long the read-back took (the writer paused meanwhile).
     pub check_ms: f64,
     /// The writer's seconds since the previous check.
@@ -74,6 +93,25 @@ pub struct MemoryCheck {
 impl MemoryCheck {
     pub fn clean(&self) -> bool {
         self.stale == 0 && self.corrupt == 0
+    }
+
+    /// The share of pages whose contents at the mark were verified: those not rewritten since,
+    /// by the read-back; those rewritten, by the writer before it rewrote them. None without a
+    /// mark (or from an agent that did not count).
+    pub fn coverage(&self) -> Option<f64> {
+        let (rewritten, verified) = (self.rewritten_since_mark?, self.verified_since_mark?);
+        if self.pages == 0 {
+            return None;
+        }
+        let untouched_checked = self.checked.min(self.pages.saturating_sub(rewritten));
+        Some((untouched_checked + verified.min(rewritten)) as f64 / self.pages as f64)
+    }
+
+    /// What a read-back alone would have covered: the pages not rewritten since the mark (the
+    /// check before the writer verified its pages).
+    pub fn readback_coverage(&self) -> Option<f64> {
+        let rewritten = self.rewritten_since_mark?;
+        (self.pages > 0).then(|| self.pages.saturating_sub(rewritten) as f64 / self.pages as f64)
     }
 }
 
@@ -136,6 +174,42 @@ struct Region {
     cursor: u64,
     written: u64,
     samples: Vec<SpeedSample>,
+    /// What the writer found wrong before rewriting, since the previous check.
+    found: Found,
+    /// Writes, and writes verified first, since the host's last mark (None: no mark since the
+    /// previous check).
+    since_mark: Option<(u64, u64)>,
+}
+
+#[derive(Default)]
+struct Found {
+    stale: u64,
+    corrupt: u64,
+    bad: Vec<BadPage>,
+}
+
+impl Found {
+    /// Page `page` should hold `want` and holds `got` (a `read` result): counted if it does not.
+    fn judge(&mut self, page: u64, want: u64, got: Result<u64, Option<u64>>) {
+        let found = match got {
+            Ok(g) if g == want => return,
+            Ok(g) if g < want => {
+                self.stale += 1;
+                Some(g)
+            }
+            Ok(g) => {
+                self.corrupt += 1;
+                Some(g)
+            }
+            Err(g) => {
+                self.corrupt += 1;
+                g
+            }
+        };
+        if self.bad.len() < MAX_LISTED {
+            self.bad.push(BadPage { page, expected: want, found });
+        }
+    }
 }
 
 impl Region {
@@ -149,6 +223,8 @@ impl Region {
             cursor: 0,
             written: 0,
             samples: Vec::new(),
+            found: Found::default(),
+            since_mark: None,
         };
         // Generation 0 everywhere: every page is the guest's (touched) before the timed part.
         for i in 0..pages {
@@ -162,9 +238,16 @@ impl Region {
         &mut self.words[at..at + WORDS]
     }
 
+    /// Verifies the next page holds its current generation, then rewrites it with the next.
     fn write_next(&mut self) {
         let (i, generation, nonce) = (self.cursor, self.sweep + 1, self.nonce);
+        let held = read(self.page_mut(i), i, nonce);
+        self.found.judge(i, self.sweep, held);
         fill(self.page_mut(i), i, generation, nonce);
+        if let Some((writes, verified)) = &mut self.since_mark {
+            *writes += 1;
+            *verified += 1;
+        }
         self.written += 1;
         self.cursor += 1;
         if self.cursor == self.pages {
@@ -181,39 +264,37 @@ impl Region {
         }
     }
 
+    /// The switch-over is behind: count the writes from here.
+    fn mark(&mut self) {
+        self.since_mark = Some((0, 0));
+    }
+
     fn check(&mut self) -> MemoryCheck {
         let t = now_ns();
-        let mut c = MemoryCheck {
+        let by_writer = std::mem::take(&mut self.found);
+        let found_by_writer = by_writer.stale + by_writer.corrupt;
+        let mut f = by_writer;
+        for i in 0..self.pages {
+            let at = i as usize * WORDS;
+            f.judge(i, self.expected(i), read(&self.words[at..at + WORDS], i, self.nonce));
+        }
+        // Writes are in page order, so the distinct pages are the writes, up to the whole set.
+        let distinct = |n: u64| n.min(self.pages);
+        let since = self.since_mark.take();
+        MemoryCheck {
             pages: self.pages,
             written: self.written,
             sweeps: self.sweep,
-            ..Default::default()
-        };
-        for i in 0..self.pages {
-            let want = self.expected(i);
-            let at = i as usize * WORDS;
-            let found = match read(&self.words[at..at + WORDS], i, self.nonce) {
-                Ok(g) if g == want => continue,
-                Ok(g) if g < want => {
-                    c.stale += 1;
-                    Some(g)
-                }
-                Ok(g) => {
-                    c.corrupt += 1;
-                    Some(g)
-                }
-                Err(g) => {
-                    c.corrupt += 1;
-                    g
-                }
-            };
-            if c.bad.len() < MAX_LISTED {
-                c.bad.push(BadPage { page: i, expected: want, found });
-            }
+            stale: f.stale,
+            corrupt: f.corrupt,
+            found_by_writer,
+            bad: f.bad,
+            checked: self.pages,
+            rewritten_since_mark: since.map(|(w, _)| distinct(w)),
+            verified_since_mark: since.map(|(_, v)| distinct(v)),
+            check_ms: (now_ns() - t) as f64 / 1e6,
+            speed: std::mem::take(&mut self.samples),
         }
-        c.check_ms = (now_ns() - t) as f64 / 1e6;
-        c.speed = std::mem::take(&mut self.samples);
-        c
     }
 }
 
@@ -238,6 +319,12 @@ impl Dirtier {
             .spawn(move || write_loop(&r, &s, spec.rate_mib_s))
             .map_err(|e| format!("the dirtying thread: {e}"))?;
         Ok(Dirtier { region, stop, thread: Some(thread) })
+    }
+
+    /// The host's word that a switch-over is behind: the next check counts the pages
+    /// rewritten from here.
+    pub fn mark(&self) {
+        self.region.lock().unwrap_or_else(|e| e.into_inner()).mark();
     }
 
     /// Pauses the writer (for at most one slice), reads every page back, resumes it.
@@ -336,6 +423,42 @@ mod tests {
         // Another run's page (another nonce) is not this run's.
         fill(r.page_mut(7), 7, 3, 78);
         assert_eq!(r.check().corrupt, 2);
+    }
+
+    /// A page the migration lost and the writer then rewrote is still found: the writer
+    /// verifies it first. Before, the read-back saw only the new generation and passed. Each
+    /// check says how many pages were rewritten since the mark and that all were verified.
+    #[test]
+    fn a_lost_page_the_writer_rewrites_is_found_before_it_is_overwritten() {
+        let mut r = Region::new(&DirtySpec { size_mib: 1, rate_mib_s: 0.0 }, 9);
+        for _ in 0..300 {
+            r.write_next();
+        }
+        assert!(r.check().clean());
+        // The switch-over: page 50 (cursor at 44, sweep 1: it holds 1) comes back at 0.
+        fill(r.page_mut(50), 50, 0, 9);
+        r.mark();
+        for _ in 0..100 {
+            r.write_next(); // rewrites pages 44..144, page 50 among them
+        }
+        let c = r.check();
+        assert_eq!((c.stale, c.corrupt, c.found_by_writer), (1, 0, 1), "{c:?}");
+        assert_eq!(c.bad[0], BadPage { page: 50, expected: 1, found: Some(0) });
+        assert_eq!((c.checked, c.rewritten_since_mark, c.verified_since_mark), (256, Some(100), Some(100)));
+        assert_eq!(c.coverage(), Some(1.0));
+        assert_eq!(c.readback_coverage(), Some(156.0 / 256.0));
+        // Faster than the set: every page rewritten, all verified; no mark, no figure.
+        r.mark();
+        for _ in 0..1000 {
+            r.write_next();
+        }
+        let c = r.check();
+        assert!(c.clean(), "{c:?}");
+        assert_eq!(
+            (c.rewritten_since_mark, c.coverage(), c.readback_coverage()),
+            (Some(256), Some(1.0), Some(0.0))
+        );
+        assert_eq!(r.check().coverage(), None);
     }
 
     /// The writer holds its rate (within a loose bound: this is a correctness check, not a

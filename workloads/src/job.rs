@@ -917,6 +917,33 @@ impl FioFile {
             .collect()
     }
 
+    /// Every file the jobs name, once, in the order first named: its path below the share,
+    /// the verification unit of the jobs sharing it (the gcd of theirs: a unit is what every
+    /// job writes whole) and whether it is verified (only if every job naming it verifies: a
+    /// job that does not would write what no header describes).
+    pub fn files(&self) -> Vec<SharedFile> {
+        let mut out: Vec<SharedFile> = Vec::new();
+        for (j, n) in self.instances() {
+            let job = &self.jobs[j];
+            for name in job.file_names(n) {
+                let path = format!("{}/{name}", job.dir());
+                match out.iter_mut().find(|f| f.path == path) {
+                    Some(f) => {
+                        f.unit = crate::pattern::gcd(f.unit, job.unit());
+                        f.verified &= job.verify;
+                        if !f.jobs.contains(&j) {
+                            f.jobs.push(j);
+                        }
+                    }
+                    None => {
+                        out.push(SharedFile { path, unit: job.unit(), verified: job.verify, jobs: vec![j] })
+                    }
+                }
+            }
+        }
+        out
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.jobs.is_empty() {
             return Err("the job file has no jobs".into());
@@ -938,8 +965,34 @@ impl FioFile {
                 "{clones} clones in all (numjobs summed over the jobs): at most {MAX_CLONES}"
             ));
         }
+        for f in self.files().iter().filter(|f| f.verified && f.unit < crate::verify::HEADER_LEN as u64) {
+            let names: Vec<String> = f
+                .jobs
+                .iter()
+                .map(|&j| format!("'{}' (bs {})", self.jobs[j].name, self.jobs[j].describe_bs()))
+                .collect();
+            return Err(format!(
+                "jobs {} share {}: a unit all of them write whole is {} bytes, smaller than a verify header ({} \
+                 bytes): give them block sizes with a larger common divisor, separate files, or verify = false",
+                names.join(" and "),
+                f.path,
+                f.unit,
+                crate::verify::HEADER_LEN
+            ));
+        }
         Ok(())
     }
+}
+
+/// A file of a job file, as its jobs share it ([`FioFile::files`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedFile {
+    /// Below the share: `<dir>/<name>`.
+    pub path: String,
+    pub unit: u64,
+    pub verified: bool,
+    /// The jobs naming it, by index.
+    pub jobs: Vec<usize>,
 }
 
 /// What a guest runs.
@@ -1184,5 +1237,31 @@ mod tests {
         assert_eq!(Rw::Randread.read_percent(10), 100);
         assert_eq!(Rw::Write.read_percent(90), 0);
         assert_eq!(Rw::Randrw.read_percent(70), 70);
+    }
+
+    /// Two jobs on one file with bs 4000 and 4k share units of 32 bytes: the agent's layout
+    /// panicked on a unit smaller than its header and the run failed at the layout deadline.
+    /// The file is refused up front, naming both jobs and the file; without verify it runs.
+    #[test]
+    fn jobs_sharing_a_file_with_too_small_a_common_unit_are_refused() {
+        let job = |name: &str, bs: u64, verify: bool| {
+            let mut j = FioJob::new(name, Rw::Randwrite);
+            (j.bs, j.size, j.filename, j.verify) = (Size(bs), Size(1 << 20), Some("shared".into()), verify);
+            j
+        };
+        let f = FioFile { name: "f".into(), jobs: vec![job("a", 4000, true), job("b", 4096, true)] };
+        let files = f.files();
+        assert_eq!(files.len(), 1);
+        assert_eq!((files[0].path.as_str(), files[0].unit, files[0].verified), ("miglab/shared", 32, true));
+        let e = f.validate().expect_err("a 32-byte unit");
+        assert!(
+            e.contains("'a' (bs 4000) and 'b' (bs 4k)")
+                && e.contains("miglab/shared")
+                && e.contains("32 bytes"),
+            "{e}"
+        );
+        let f = FioFile { name: "f".into(), jobs: vec![job("a", 4000, false), job("b", 4096, true)] };
+        assert!(!f.files()[0].verified);
+        assert_eq!(f.validate(), Ok(()));
     }
 }

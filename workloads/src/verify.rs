@@ -280,6 +280,13 @@ pub struct VerifyReport {
     /// How the blocks were read: `O_DIRECT`, or why not.
     #[serde(default)]
     pub read_mode: String,
+    /// Files not read back: their jobs say `verify = false`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unverified_files: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A path that names something else than the guest's file at the verify pass.
@@ -309,6 +316,7 @@ impl VerifyReport {
         let room = Self::LIST_LIMIT.saturating_sub(self.bad.len());
         self.bad.extend(other.bad.into_iter().take(room));
         self.replaced.extend(other.replaced);
+        self.unverified_files += other.unverified_files;
     }
 
     pub fn mismatched(&self) -> u64 {

@@ -195,6 +195,15 @@ impl Agent {
                     Err(e) => Message::Error { cmd: Some("dirty".into()), error: e },
                 }
             }
+            Command::MemoryMark => match &self.dirtier {
+                Some(d) => {
+                    d.mark();
+                    Message::Ok { cmd: "memory-mark".into() }
+                }
+                None => {
+                    Message::Error { cmd: Some("memory-mark".into()), error: "no dirtying load runs".into() }
+                }
+            },
             Command::MemoryCheck => match &self.dirtier {
                 Some(d) => Message::Memory(d.check()),
                 None => {

@@ -96,37 +96,35 @@ type CloneFiles = Vec<(usize, Region)>;
 /// The files of every job: one state per path, whoever names it (numbered in the order they
 /// are first named), and each clone's files with its region in each.
 fn plan_files(file: &FioFile, root: &Path, seed: u64) -> (Vec<Arc<FileState>>, Vec<CloneFiles>) {
-    // Each path's number, and per number (path, unit, size).
-    let mut number: BTreeMap<PathBuf, usize> = BTreeMap::new();
-    let mut wanted: Vec<(PathBuf, u64, u64)> = Vec::new();
+    // Each path's number (as `files` numbers them), its unit and verification, and its size.
+    let shared = file.files();
+    let number: BTreeMap<&str, usize> =
+        shared.iter().enumerate().map(|(i, f)| (f.path.as_str(), i)).collect();
+    let mut size = vec![0u64; shared.len()];
     let mut rng = Rng::new(seed ^ 0xf11e);
     let regions = file
         .instances()
         .into_iter()
         .map(|(j, n)| {
             let job = &file.jobs[j];
-            let dir = root.join(job.dir());
             job.file_names(n)
                 .into_iter()
                 .map(|name| {
-                    let path = dir.join(name);
                     let len = job.file_size_with(rng.next_u64());
-                    let i = *number.entry(path.clone()).or_insert_with(|| {
-                        wanted.push((path, job.unit(), 0));
-                        wanted.len() - 1
-                    });
-                    let w = &mut wanted[i];
-                    w.1 = crate::pattern::gcd(w.1, job.unit());
-                    w.2 = w.2.max(job.offset.0 + len);
+                    let i = number[format!("{}/{name}", job.dir()).as_str()];
+                    size[i] = size[i].max(job.offset.0 + len);
                     (i, Region { start: job.offset.0, len })
                 })
                 .collect()
         })
         .collect();
-    let states = wanted
-        .into_iter()
+    let states = shared
+        .iter()
+        .zip(size)
         .enumerate()
-        .map(|(i, (path, unit, size))| Arc::new(FileState::new(path, i as u32, unit, size - size % unit)))
+        .map(|(i, (f, size))| {
+            Arc::new(FileState::new(root.join(&f.path), i as u32, f.unit, size - size % f.unit, f.verified))
+        })
         .collect();
     (states, regions)
 }
@@ -237,7 +235,7 @@ impl Worker {
         let per_chunk = (LAYOUT_CHUNK / unit).max(1);
         let mut buf = vec![0u8; (per_chunk * unit) as usize];
         let mut rng = Rng::new(self.tag.seed ^ u64::from(file.number));
-        if !self.job.verify {
+        if !file.verified {
             buf.iter_mut().for_each(|b| *b = rng.next_u64() as u8);
         }
         let path = &file.path;
@@ -249,7 +247,7 @@ impl Worker {
         while u < file.units() && !self.stop.load(Ordering::Relaxed) {
             let n = per_chunk.min(file.units() - u);
             let chunk = &mut buf[..(n * unit) as usize];
-            if self.job.verify {
+            if file.verified {
                 file.fill(chunk, u * unit, self.tag);
             }
             match fh.write_all_at(chunk, u * unit) {
@@ -436,7 +434,7 @@ impl Worker {
     /// Whether a read found something other than what the run last wrote (a missing unit
     /// too); an errored write that landed is the verify pass's to report.
     fn inline_mismatch(&self, buf: &[u8], n: usize, next: &Next) -> bool {
-        self.job.verify
+        self.files[next.file].verified
             && !matches!(
                 self.files[next.file].check(buf, n, next.off, self.tag),
                 Ok(()) | Err(Problem::ErroredWriteLanded { .. })
@@ -445,7 +443,7 @@ impl Worker {
 
     fn write(&self, c: &Ctx, fh: &File, next: &Next, buf: &mut [u8]) {
         let f = &self.files[next.file];
-        if self.job.verify {
+        if f.verified {
             f.fill(buf, next.off, self.tag);
         }
         let submit = now_ns();
@@ -533,6 +531,11 @@ impl Verifier {
         // Said as the read mode when no file could be opened at all.
         let mut unopened = None;
         for (i, file) in self.files.iter().enumerate() {
+            // verify = false: nothing in the file says what it should hold.
+            if !file.verified {
+                report.unverified_files += 1;
+                continue;
+            }
             let path = &file.path;
             let rel = path.strip_prefix(&self.root).unwrap_or(path).display().to_string();
             // The truth about the guest's data is the file it holds open (reopened through
@@ -700,6 +703,24 @@ mod tests {
         assert_eq!(report.bad[0].offset, 5 * 4096);
         assert_eq!(report.bad[0].problem, Problem::Corrupt);
         assert_eq!((report.mismatched(), report.missing()), (1, 0));
+    }
+
+    /// verify = false is off: the random 4k writes of the new user's job (`bs = 4k`, `size =
+    /// 8m`) said "1328 of 2048 blocks mismatched, 720 missing" and failed the run. Now nothing
+    /// is read back, and the report says which files were not.
+    #[test]
+    fn a_job_without_verify_is_not_verified() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut j = FioJob::new("nv", Rw::Randwrite);
+        j.bs = Size(4096);
+        j.size = Size(512 << 10);
+        j.nrfiles = 2;
+        j.verify = false;
+        let (r, buf) = run_for(&Workload::Fio(j), dir.path(), 200);
+        assert!(collect(&buf).iter().any(|o| o.op == Op::Write));
+        let report = r.verify(buf.as_ref(), &never);
+        assert_eq!((report.blocks, report.unverified_files), (0, 2), "{report:?}");
+        assert!(report.clean(), "{:?}", report.bad);
     }
 
     /// A third party replaces a file the guest holds open (a copy renamed over it) while the

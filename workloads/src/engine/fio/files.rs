@@ -21,6 +21,9 @@ pub(super) struct FileState {
     pub unit: u64,
     /// Bytes laid out.
     pub size: u64,
+    /// Its units carry verify headers and the verify pass reads them back (every job naming
+    /// it has `verify`); otherwise its contents are whatever the jobs wrote, judged by no one.
+    pub verified: bool,
     /// Generation of the last acknowledged write, per unit.
     acked: Vec<AtomicU32>,
     /// Generation of the last write that returned an error, per unit (0: none).
@@ -32,7 +35,7 @@ pub(super) struct FileState {
 }
 
 impl FileState {
-    pub fn new(path: PathBuf, number: u32, unit: u64, size: u64) -> Self {
+    pub fn new(path: PathBuf, number: u32, unit: u64, size: u64, verified: bool) -> Self {
         let units = (size / unit) as usize;
         let zeros = || (0..units).map(|_| AtomicU32::new(0)).collect::<Vec<_>>();
         Self {
@@ -40,6 +43,7 @@ impl FileState {
             number,
             unit,
             size,
+            verified,
             acked: zeros(),
             errored: zeros(),
             lock: zeros(),
@@ -172,7 +176,7 @@ mod tests {
 
     #[test]
     fn a_write_holds_its_units_alone_and_reads_share() {
-        let f = FileState::new("x".into(), 0, 4096, 16 * 4096);
+        let f = FileState::new("x".into(), 0, 4096, 16 * 4096, true);
         assert!(f.claim(0, 8192, true));
         assert!(!f.claim(4096, 4096, false), "a read of a unit being written waits");
         assert!(!f.claim(4096, 8192, true));
@@ -192,7 +196,7 @@ mod tests {
     #[test]
     fn units_of_one_op_carry_their_own_generations() {
         let tag = RunTag { seed: 1, nonce: 2 };
-        let f = FileState::new("x".into(), 3, 512, 8 * 512);
+        let f = FileState::new("x".into(), 3, 512, 8 * 512, true);
         f.set_generation(0, 8 * 512, 1);
         f.written(1024, 512, true);
         let mut buf = vec![0u8; 2048];
