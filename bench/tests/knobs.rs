@@ -86,6 +86,9 @@ fn a_dirtying_guest_is_verified_each_hop_and_converges_only_when_throttled() {
         let c = h.check.as_ref().unwrap_or_else(|| panic!("hop {} unchecked: {:?}", h.hop, h.error));
         assert_eq!(h.host, host);
         assert!(c.pages == 12288 && c.clean() && c.written > 0, "every page, each hop: {c:?}");
+        // Every page's contents at the switch-over verified: by the read-back, or by the
+        // writer before it rewrote the page.
+        assert!(c.rewritten_since_mark.is_some() && c.coverage() == Some(1.0), "{h:?}");
     }
     assert!(m.median_ms_per_gib().is_some_and(|s| s > 0.0), "the update speed is measured");
     // Measured before each hop; page sampling may read a 4 MiB/s rewriter as 0 MiB/s (QEMU
@@ -96,6 +99,27 @@ fn a_dirtying_guest_is_verified_each_hop_and_converges_only_when_throttled() {
     }
     let single = achieved(&r.migrations[0], "single");
     assert!(single > 0.5 && single <= 1.1, "without multifd the cap holds: {single:.2} × cap");
+
+    // As fast as the guest can, over a small set: by the read-back every page holds a newer
+    // generation than at the switch-over (the old check could judge none of them); the writer
+    // verified each before rewriting it.
+    let r = t.run(
+        &ScenarioFile::new("rate0").with(
+            &base("count = 1\ntimeout_s = 60\n")
+                .replace("size_mib = 48", "size_mib = 16")
+                .replace("rate_mib_s = 32", "rate_mib_s = 0"),
+        ),
+    );
+    assert_eq!(r.status, RunStatus::Completed, "{:?} {:?}", r.problems, r.error);
+    let h = &r.memory.as_ref().expect("memory").checks[0];
+    let c = h.check.as_ref().expect("checked");
+    eprintln!(
+        "rate 0: {} of {} pages rewritten since the switch-over",
+        c.rewritten_since_mark.unwrap_or(0),
+        c.pages
+    );
+    assert!(c.clean() && c.coverage() == Some(1.0), "{h:?}");
+    assert!(c.readback_coverage().is_some_and(|b| b < 0.5), "the writer outran the read-back: {h:?}");
 
     let r = t.run(&ScenarioFile::new("nc").with(&base(&format!("count = 1\n{capped}timeout_s = 12\n"))));
     assert_eq!(r.outcome, Some(RunOutcome::NotConverged), "{:?}", r.outcome_why);
