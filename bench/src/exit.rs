@@ -292,6 +292,7 @@ impl Classify for RunError {
             RunError::Io { .. }
             | RunError::Runtime(_)
             | RunError::Failed { .. }
+            | RunError::UndoFailed { .. }
             | RunError::LabUnhealthy { .. } => Exit::Failed,
         }
     }

@@ -322,7 +322,10 @@ async fn one(
     if let Some(d) = ctx.workload_dirs.get(ctx.target_guest as usize - 1) {
         ctx.workload_dir = d.clone();
     }
-    let id = format!("{}:{}:{}", std::process::id(), ctx.vm, f.index);
+    // Unique in this process: sweep cells of one repetition share a VM name and fault indexes.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let id = format!("{}:{}:{}:{seq}", std::process::id(), ctx.vm, f.index);
     let (t, c, planned, jid) = (topo.clone(), ctx.clone(), f.clone(), id.clone());
     rec.began_ms = Some(clock.now_ms());
     // The journal entry is opened before the first change, and each change's undo written

@@ -35,6 +35,9 @@ pub enum RunError {
     LabIncomplete { lab: String, daemons: Vec<String> },
     #[error("lab '{lab}' is not as a run needs it: {}. Fix that, or `miglab lab down --name {lab}` and let the run bring it up", .what.join("; "))]
     LabAltered { lab: String, what: Vec<String> },
+    /// A fault's undo failed in a repetition: the ones after it would run on a changed ground.
+    #[error("a fault's undo failed, so the session stopped after {done} of {total} runs rather than measure a changed lab or cluster: {}. `miglab lab down` (`lab down --topology FILE` for real hosts) reverts the fault journal", .what.join("; "))]
+    UndoFailed { done: usize, total: usize, what: Vec<String> },
     #[error("lab '{lab}' did not become healthy within {secs} s ({summary}); see `miglab lab status --name {lab}`, or `miglab lab down --name {lab}` and let the run bring it up")]
     LabUnhealthy { lab: String, secs: u64, summary: String },
     #[error(transparent)]
@@ -274,6 +277,13 @@ fn run_all(
                 tally.stopped = Some(e);
                 break;
             }
+        }
+        // Every fault of the repetition is reverted by now: what is left of ours did not undo.
+        let left = unreverted_of_mine(&topo.journal());
+        if !left.is_empty() {
+            let done = tally.completed.len() + tally.failed.len();
+            tally.stopped = Some(RunError::UndoFailed { done, total: list.len(), what: left });
+            break;
         }
     }
     bar.finish_and_clear();
@@ -568,6 +578,19 @@ fn undo_leftovers(topo: &dyn Topology, scenario: &str) -> Vec<String> {
     altered
 }
 
+/// This miglab's journal entries that still hold undos: faults whose undo failed.
+fn unreverted_of_mine(journal: &[miglab_infra::topology::journal::Entry]) -> Vec<String> {
+    let me = miglab_infra::topology::journal::me();
+    journal
+        .iter()
+        .filter(|e| e.owner.pid == me.pid && e.owner.start_ticks == me.start_ticks && !e.steps.is_empty())
+        .map(|e| {
+            let steps: Vec<String> = e.steps.iter().map(ToString::to_string).collect();
+            format!("'{}' still needs: {}", e.fault, steps.join(", "))
+        })
+        .collect()
+}
+
 /// How long a reused lab may take to be healthy before a run refuses it.
 const LAB_HEALTHY: Duration = Duration::from_secs(60);
 
@@ -620,4 +643,24 @@ fn lab_ready(lab: &Lab, topo: &Arc<dyn Topology>, name: &str, scenario: &str) ->
         std::thread::sleep(Duration::from_millis(250));
     }
     Err(RunError::LabUnhealthy { lab: name.into(), secs: LAB_HEALTHY.as_secs(), summary })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use miglab_infra::topology::journal::{me, Entry, Undo};
+
+    /// A repetition whose fault could not be undone left its entry: the session stops there
+    /// (before, the remaining repetitions ran on the changed lab and read `completed`). Entries
+    /// of a gone miglab are the readiness check's; empty entries undo nothing.
+    #[test]
+    fn an_undo_that_failed_is_found_in_the_journal() {
+        let entry = |owner, steps: Vec<Undo>| Entry { id: "x".into(), fault: "rename".into(), owner, steps };
+        let step = Undo::RenameBack { away: "/m/w.miglab-away".into(), back: "/m/w".into() };
+        let mut gone = me();
+        gone.start_ticks += 1;
+        assert!(unreverted_of_mine(&[entry(me(), vec![]), entry(gone, vec![step.clone()])]).is_empty());
+        let left = unreverted_of_mine(&[entry(me(), vec![step])]);
+        assert_eq!(left, vec!["'rename' still needs: rename /m/w.miglab-away back to /m/w"]);
+    }
 }

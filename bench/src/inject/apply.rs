@@ -288,12 +288,12 @@ fn third_party(
         }
         match act {
             ThirdParty::Replace => {
-                let copy = p.with_extension("miglab-copy");
+                let copy = beside(&p, "miglab-copy")?;
                 std::fs::copy(&p, &copy).map_err(io("copy", &p))?;
                 std::fs::rename(&copy, &p).map_err(io("replace", &p))?;
             }
             ThirdParty::RenameAway => {
-                let away = p.with_extension("miglab-away");
+                let away = beside(&p, "miglab-away")?;
                 j.step(Undo::RenameBack { away: away.clone(), back: p.clone() })?;
                 std::fs::rename(&p, &away).map_err(io("rename", &p))?;
             }
@@ -313,12 +313,46 @@ fn third_party(
     )))
 }
 
+/// `p` with `.<suffix>` added to its whole name (`w.0.1` → `w.0.1.miglab-away`: replacing the
+/// extension mapped `w.0.0` and `w.0.1` to one name, and the second rename destroyed the first
+/// file). A name already taken is refused rather than overwritten.
+fn beside(p: &Path, suffix: &str) -> Result<PathBuf, ApplyError> {
+    let mut name = p.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{suffix}"));
+    let to = p.with_file_name(name);
+    if to.symlink_metadata().is_ok() {
+        return Err(ApplyError::NotThere(format!(
+            "{} exists already: the third party would overwrite it",
+            to.display()
+        )));
+    }
+    Ok(to)
+}
+
 /// A new virtiofsd on the killed one's socket (QEMU does not reconnect to it).
 fn restart_virtiofsd(topo: &Arc<dyn Topology>, r: &VmRecord) -> Result<(), ApplyError> {
     let h = topo.host(r.host())?;
     let socket = r.files.virtiofsd();
     h.remove_all(&socket).map_err(io("remove the socket", &socket))?;
-    let spec = miglab_infra::vm::virtiofsd_spec(h, r, format!("{}.restarted", r.virtiofsd_name()));
+    let spec = miglab_infra::vm::virtiofsd_spec(h, r, r.restarted_virtiofsd_name());
     topo.spawn(r.host(), spec)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two files of one job, `w.0.0` and `w.0.1`, renamed away: before, both went to
+    /// `w.0.miglab-away` and the second destroyed the first.
+    #[test]
+    fn files_renamed_away_keep_their_whole_name_and_never_overwrite() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (a, b) = (dir.path().join("w.0.0"), dir.path().join("w.0.1"));
+        let (away_a, away_b) = (beside(&a, "miglab-away").expect("a"), beside(&b, "miglab-away").expect("b"));
+        assert_ne!(away_a, away_b);
+        assert_eq!(away_b.file_name().and_then(|n| n.to_str()), Some("w.0.1.miglab-away"));
+        std::fs::write(&away_a, "x").expect("write");
+        assert!(matches!(beside(&a, "miglab-away"), Err(ApplyError::NotThere(_))), "taken: refused");
+    }
 }

@@ -58,6 +58,54 @@ impl fmt::Display for Undo {
     }
 }
 
+impl Undo {
+    /// The setting this undo puts back, if it is one: whose (a daemon, or `client.<host>`) and
+    /// which key. Two faults on one setting share its baseline ([`Journal::step`]).
+    fn setting(&self) -> Option<(String, &str)> {
+        match self {
+            Undo::Config { daemon, key, .. } => Some((daemon.to_string(), key)),
+            Undo::ClientConfig { host, key, .. } => Some((format!("client.{host}"), key)),
+            _ => None,
+        }
+    }
+
+    /// This undo, putting back `baseline`'s value instead of its own.
+    fn with_value(&self, baseline: &Undo) -> Undo {
+        let (Undo::Config { value: base, .. } | Undo::ClientConfig { value: base, .. }) = baseline else {
+            return self.clone();
+        };
+        let mut u = self.clone();
+        if let Undo::Config { value, .. } | Undo::ClientConfig { value, .. } = &mut u {
+            value.clone_from(base);
+        }
+        u
+    }
+}
+
+/// The step of another entry than `id` that holds the same setting as `u`: the value from
+/// before the first of the faults that changed it.
+fn baseline<'j>(journal: &'j [Entry], id: &str, u: &Undo) -> Option<&'j Undo> {
+    let setting = u.setting()?;
+    journal
+        .iter()
+        .filter(|e| e.id != id)
+        .flat_map(|e| &e.steps)
+        .find(|o| o.setting().as_ref() == Some(&setting))
+}
+
+/// Adds `undo` to entry `id` (false: there is none), with the baseline of its setting if
+/// another entry holds one.
+fn add_step(journal: &mut [Entry], id: &str, undo: &Undo) -> bool {
+    let u = baseline(journal, id, undo).map_or_else(|| undo.clone(), |b| undo.with_value(b));
+    match journal.iter_mut().find(|e| e.id == id) {
+        Some(e) => {
+            e.steps.push(u);
+            true
+        }
+        None => false,
+    }
+}
+
 /// One fault's changes, newest last.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
@@ -98,24 +146,41 @@ pub struct Journal<'a> {
 }
 
 impl<'a> Journal<'a> {
-    /// Opens the entry `id` for `fault` (an entry with no step undoes nothing).
+    /// Opens the entry `id` for `fault` (an entry with no step undoes nothing). An entry of
+    /// that id that still has steps is never replaced: its changes would be lost to every undo.
     pub fn begin(topo: &'a dyn Topology, id: String, fault: &str) -> Result<Self, TopologyError> {
         let entry = Entry { id: id.clone(), fault: fault.into(), owner: me(), steps: Vec::new() };
-        topo.journal_update(&mut |j| {
-            j.retain(|e| e.id != entry.id);
-            j.push(entry.clone());
+        let mut clash = None;
+        topo.journal_update(&mut |j| match j.iter().find(|e| e.id == entry.id && !e.steps.is_empty()) {
+            Some(e) => clash = Some(e.fault.clone()),
+            None => {
+                j.retain(|e| e.id != entry.id);
+                j.push(entry.clone());
+            }
         })?;
-        Ok(Self { topo, id })
+        match clash {
+            Some(other) => Err(TopologyError::Journal(format!(
+                "the journal entry {id} still holds undos of '{other}': not reused (run `miglab lab down` to revert it)"
+            ))),
+            None => Ok(Self { topo, id }),
+        }
     }
 
-    /// Writes down `undo` — call it before making the change it undoes.
+    /// Writes down `undo` — call it before making the change it undoes. A setting another
+    /// fault has changed and not yet put back is journaled with that fault's value from before
+    /// (one baseline per setting): whichever of them ends last restores it, the others leave
+    /// it to that one ([`revert`]), in whatever order they end or are recovered.
     pub fn step(&self, undo: Undo) -> Result<(), TopologyError> {
         let id = &self.id;
-        self.topo.journal_update(&mut |j| {
-            if let Some(e) = j.iter_mut().find(|e| e.id == *id) {
-                e.steps.push(undo.clone());
-            }
-        })
+        let mut found = false;
+        self.topo.journal_update(&mut |j| found = add_step(j, id, &undo))?;
+        if found {
+            Ok(())
+        } else {
+            Err(TopologyError::Journal(format!(
+                "the journal has no entry {id} (removed by another miglab?): '{undo}' was not written, so the change is not made"
+            )))
+        }
     }
 
     pub fn id(&self) -> &str {
@@ -201,7 +266,17 @@ pub fn revert(topo: &dyn Topology, id: &str) -> Reverted {
     };
     let mut left = Vec::new();
     for step in entry.steps.iter().rev() {
-        match undo(topo, step) {
+        // Another fault still holds this setting: it puts the baseline back when it ends.
+        let held = baseline(&topo.journal(), id, step).is_some();
+        let result = if held {
+            Ok(format!(
+                "{} left to another fault still changing it (it restores the value from before both)",
+                step.setting().map(|(w, k)| format!("{k} on {w}")).unwrap_or_default()
+            ))
+        } else {
+            undo(topo, step)
+        };
+        match result {
             Ok(said) => {
                 r.done.push(said);
                 let _ = topo.journal_update(&mut |j| {
@@ -250,6 +325,39 @@ mod tests {
         let mut gone = mine.clone();
         gone.owner.start_ticks += 1;
         assert!(gone.orphaned(), "a pid with another start time is somebody else");
+    }
+
+    /// Two delays on one OSD setting, overlapping: A read 1.0 and set 0.05, B read 0.05 and
+    /// set 0.2. B's undo is journaled with A's 1.0 (one baseline); while either is in the
+    /// journal the other's revert leaves the setting alone, so whichever ends last — or is
+    /// recovered last after a crash — restores 1.0. Before, A restored 1.0 and B then 0.05,
+    /// and the delay stayed on.
+    #[test]
+    fn overlapping_changes_of_one_setting_share_the_value_from_before_the_first() {
+        let entry = |id: &str| Entry { id: id.into(), fault: id.into(), owner: me(), steps: Vec::new() };
+        let set = |d: &str, v: &str| Undo::Config {
+            daemon: d.parse().expect("id"),
+            key: "ms_inject_delay_max".into(),
+            value: v.into(),
+        };
+        let mut j = vec![entry("a"), entry("b")];
+        assert!(add_step(&mut j, "a", &set("osd.0", "1.0")));
+        assert!(add_step(&mut j, "b", &set("osd.0", "0.05")));
+        assert!(add_step(&mut j, "b", &set("osd.1", "0.05")), "another daemon: its own value");
+        assert_eq!(j[1].steps, vec![set("osd.0", "1.0"), set("osd.1", "0.05")]);
+        // A ends first: B holds osd.0's setting, so A's revert leaves it; B's restores 1.0.
+        assert!(baseline(&j, "a", &j[0].steps[0]).is_some());
+        assert!(baseline(&j, "b", &j[1].steps[1]).is_none());
+        j.remove(0);
+        assert!(baseline(&j, "b", &j[0].steps[0]).is_none(), "the last one restores");
+        assert!(!add_step(&mut j, "gone", &set("osd.0", "1.0")), "no entry: not written");
+        // Another kind of step has no setting; a client's setting is its own.
+        assert_eq!(Undo::Heal { host: "c1".into() }.setting(), None);
+        let c = Undo::ClientConfig { host: "c1".into(), key: "k".into(), value: "0".into() };
+        assert_eq!(
+            c.with_value(&set("osd.0", "9")),
+            Undo::ClientConfig { host: "c1".into(), key: "k".into(), value: "9".into() }
+        );
     }
 
     #[test]

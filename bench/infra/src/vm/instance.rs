@@ -392,9 +392,10 @@ impl Vm {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.qmp.execute(qmp::quit {})).await;
         let (site, q, v, id) =
             (self.site.clone(), self.qemu.clone(), self.virtiofsd.clone(), self.record.id.clone());
+        let restarted = self.site.process(&self.record.restarted_virtiofsd_name());
         let local_dir = self.local_dir.clone();
         blocking(move || -> Result<(), VmError> {
-            let stopped = site.stop(&q).and(site.stop(&v));
+            let stopped = site.stop(&q).and(site.stop(&v)).and(restarted.map_or(Ok(()), |r| site.stop(&r)));
             site.unreach(&local_dir);
             site.forget_instance(&id.to_string())?;
             Ok(stopped?)
@@ -409,7 +410,8 @@ impl Drop for Vm {
         if self.stopped {
             return;
         }
-        for p in [&self.qemu, &self.virtiofsd] {
+        let restarted = self.site.process(&self.record.restarted_virtiofsd_name());
+        for p in [&self.qemu, &self.virtiofsd].into_iter().chain(restarted.as_ref()) {
             let _ = self.site.signal(p, Signal::SIGKILL);
         }
         let (site, q, v, id) =
@@ -417,7 +419,7 @@ impl Drop for Vm {
         let local_dir = self.local_dir.clone();
         let cleanup = move || {
             site.unreach(&local_dir);
-            for p in [&q, &v] {
+            for p in [&q, &v].into_iter().chain(restarted.as_ref()) {
                 if let Err(e) = site.stop(p) {
                     eprintln!("miglab: stopping {} of an abandoned VM: {e}", p.name);
                 }

@@ -164,6 +164,11 @@ impl VmRecord {
     pub fn virtiofsd_name(&self) -> String {
         self.id.process_name("virtiofsd")
     }
+    /// A virtiofsd a fault started on the killed one's socket: the instance's too, stopped
+    /// with it.
+    pub fn restarted_virtiofsd_name(&self) -> String {
+        format!("{}.restarted", self.virtiofsd_name())
+    }
 }
 
 #[cfg(test)]
