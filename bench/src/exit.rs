@@ -176,8 +176,11 @@ impl Classify for ExternalError {
     fn exit(&self) -> Exit {
         use ExternalError as E;
         match self {
-            E::File(_) | E::NoHost(_) | E::Refused { .. } | E::Busy { .. } => Exit::BadInput,
+            E::File(_) | E::NoHost(_) | E::Refused { .. } | E::Busy { .. } | E::InUse { .. } => {
+                Exit::BadInput
+            }
             E::Ssh(_)
+            | E::State(_)
             | E::Remote { .. }
             | E::ConnectionLost { .. }
             | E::HostLacks { .. }

@@ -174,6 +174,23 @@ fault_test!(
             .map(|i| lab.config_get(&format!("osd.{i}").parse().expect("id"), "ms_inject_delay_max").expect("get"))
             .collect();
         assert_eq!(after, before, "ms_inject_delay_max back to what it was");
+
+        // Two delays on every OSD, overlapping, the first ending first: each journaled the
+        // value it read, so the second restored the first's 0.05 and the delay stayed on.
+        let settings = || -> Vec<String> {
+            (0..3)
+                .flat_map(|i| ["ms_inject_delay_max", "ms_inject_delay_probability"].map(move |k| (i, k)))
+                .map(|(i, k)| lab.config_get(&format!("osd.{i}").parse().expect("id"), k).expect("get"))
+                .collect()
+        };
+        let before = settings();
+        let delay = |max: u64, secs: u64, at: u64| format!("[[fault]]\nkind = \"storage-delay\"\ntarget = \"osds\"\nmax_ms = {max}\nprobability = 0.5\nduration_ms = {}\ntrigger = {{ at = \"workload-start\", offset_ms = {at} }}\n", secs * 1000);
+        let t = format!("{RD}[migration]\ncount = 0\nwarmup_s = 12.0\n[run]\ncooldown_s = 1.0\n{}{}", delay(50, 4, 500), delay(200, 8, 2500));
+        let res = scenario(root, lab.layout().name.as_str(), "f-delay-overlap", &t);
+        completed(&res);
+        assert_eq!(settings(), before, "every OSD's delay settings as before the first fault");
+        let again = scenario(root, lab.layout().name.as_str(), "f-delay-after", &format!("{RD}{NO_HOP}"));
+        completed(&again);
     }
 );
 
@@ -275,6 +292,21 @@ fault_test!(
         assert!(follow.completed(), "the guest can still move: {:?}", follow.outcome);
         assert_eq!(res.outcome, Some(RunOutcome::FailedSourceRunning));
         completed(&res);
+
+        // Restarted on its socket: the new virtiofsd was nobody's to stop, and outlived the run.
+        let restarted = format!("expect = \"failed-source-running\"\n{RANDRW}{ONE_HOP}[[fault]]\nkind = \"virtiofsd-kill\"\nside = \"destination\"\nrestart = true\ntrigger = {{ at = \"status\", status = \"active\", hop = 1 }}\n");
+        let res = scenario(root, lab.layout().name.as_str(), "f-vfsd-restart", &restarted);
+        assert!(fault(&res).target.contains("restarted"), "{:?}", fault(&res));
+        completed(&res);
+        let left: Vec<String> = lab
+            .state()
+            .processes
+            .into_iter()
+            .filter(|p| p.name.contains("virtiofsd") && miglab_infra::topology::lab::process_state(p) == "running")
+            .map(|p| p.name)
+            .collect();
+        assert!(left.is_empty(), "no virtiofsd outlives its run: {left:?}");
+        completed(&scenario(root, lab.layout().name.as_str(), "f-vfsd-after", &format!("{RD}{NO_HOP}")));
     }
 );
 
@@ -324,6 +356,16 @@ fault_test!(
         assert!(fault(&res).undo.contains("renamed back"), "{:?}", fault(&res));
         assert!(fault(&res).target.starts_with("1 file in"), "the job's one file: {:?}", fault(&res));
         assert!(lab.host("c1").expect("c1").mount_point().join("miglab/rw/rw.0.0").exists());
+
+        // A job of two files, `rw.0.0` and `rw.0.1`: both were renamed to `rw.0.miglab-away`,
+        // the second destroying the first, and every later run on the lab was refused.
+        let two = format!("{}nrfiles = 2\n{NO_HOP}[[fault]]\nkind = \"third-party-rename\"\nhost = \"c2\"\nreplace = false\nduration_ms = 1000\ntrigger = {{ at = \"workload-start\", offset_ms = 1000 }}\n", RANDRW.replace("name = \"rw\"", "name = \"two\""));
+        let res = scenario(root, lab.layout().name.as_str(), "f-rename-two", &two);
+        assert!(fault(&res).target.starts_with("2 files in"), "{:?}", fault(&res));
+        completed(&res);
+        let dir = lab.host("c1").expect("c1").mount_point().join("miglab/two");
+        assert!(dir.join("two.0.0").exists() && dir.join("two.0.1").exists(), "both files back");
+        completed(&scenario(root, lab.layout().name.as_str(), "f-rename-after", &format!("{RD}{NO_HOP}")));
     }
 );
 

@@ -39,6 +39,10 @@ pub enum ExternalError {
     NoHost(String),
     #[error("the topology {} still has processes from an earlier run ({}): `miglab lab down --topology {}` ends them", .file.display(), .what.join(", "), .file.display())]
     Busy { file: PathBuf, what: Vec<String> },
+    #[error("the topology {} is in use by miglab pid {pid}: wait for it, or stop it first", .file.display())]
+    InUse { file: PathBuf, pid: i32 },
+    #[error(transparent)]
+    State(#[from] crate::topology::state::StateError),
     #[error("refused on an external topology: {what}: {why}")]
     Refused { what: String, why: String },
     #[error("not built yet: {0}")]

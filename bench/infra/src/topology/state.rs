@@ -4,11 +4,14 @@
 //!
 //! Several miglab commands may work on one lab at once (`lab daemon osd.1 restart` during a
 //! `run`): every change takes an exclusive lock on `state.lock`, re-reads the file, applies
-//! itself and writes, so no command loses another's records.
+//! itself and writes (fsynced, then renamed, then the directory fsynced), so no command loses
+//! another's records and a crash leaves the old file or the new one. The same [`Locked`] file
+//! keeps an external topology's state and fault journal.
 
 use super::ceph::ClusterSpec;
 use super::layout::LabLayout;
 use crate::process::{Ledger, LedgerError, ProcRecord};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -23,13 +26,13 @@ const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Error)]
 pub enum StateError {
-    #[error("could not read the lab state {path}: {source}")]
+    #[error("could not read the state file {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("the lab state {path} is damaged ({source}); remove the lab by hand or fix the file")]
+    #[error("the state file {path} is damaged ({source}); what it records (processes, fault undos) must be cleaned by hand: fix the file, or remove it once that is done")]
     Parse { path: PathBuf, source: serde_json::Error },
-    #[error("could not write the lab state {path}: {source}")]
+    #[error("could not write the state file {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
-    #[error("could not lock the lab state {path} within {timeout:.0?}: another miglab holds it ({source})")]
+    #[error("could not lock the state file {path} within {timeout:.0?}: another miglab holds it ({source})")]
     Lock { path: PathBuf, timeout: Duration, source: std::io::Error },
 }
 
@@ -98,23 +101,26 @@ impl LabState {
     }
 }
 
-/// The state, shared by every command working on the lab, saved on every change.
+/// A state shared by every command working on it, saved on every change under a lock.
 #[derive(Debug)]
-pub struct StateFile {
+pub struct Locked<S> {
     path: PathBuf,
     /// The last state read or written, for when the file is gone (the lab was torn down).
-    last: Mutex<LabState>,
+    last: Mutex<S>,
 }
 
-/// An exclusive `flock` on the lab's lock file, released when dropped.
-type Locked = nix::fcntl::Flock<File>;
+/// The lab's state file.
+pub type StateFile = Locked<LabState>;
 
-impl StateFile {
+/// An exclusive `flock` on the lock file beside the state, released when dropped.
+type Flocked = nix::fcntl::Flock<File>;
+
+impl<S: Serialize + DeserializeOwned + Clone> Locked<S> {
     fn lock_path(path: &Path) -> PathBuf {
         path.with_extension("lock")
     }
 
-    fn lock(path: &Path) -> Result<Locked, StateError> {
+    fn lock(path: &Path) -> Result<Flocked, StateError> {
         use nix::fcntl::{Flock, FlockArg};
         let lock = Self::lock_path(path);
         let err = |source| StateError::Lock { path: lock.clone(), timeout: LOCK_TIMEOUT, source };
@@ -132,20 +138,20 @@ impl StateFile {
         }
     }
 
-    /// Creates the file for a new lab.
-    pub fn create(path: PathBuf, state: LabState) -> Result<Self, StateError> {
+    /// Creates the file (a new lab's).
+    pub fn create(path: PathBuf, state: S) -> Result<Self, StateError> {
         let _l = Self::lock(&path)?;
         write_atomic(&path, &state)?;
         Ok(Self { path, last: Mutex::new(state) })
     }
 
-    pub fn load(path: &Path) -> Result<LabState, StateError> {
+    pub fn load(path: &Path) -> Result<S, StateError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| StateError::Read { path: path.into(), source })?;
         serde_json::from_str(&text).map_err(|source| StateError::Parse { path: path.into(), source })
     }
 
-    /// Takes over the state of an existing lab.
+    /// Takes over an existing state (a lab's).
     pub fn open(path: &Path) -> Result<Self, StateError> {
         Ok(Self { path: path.into(), last: Mutex::new(Self::load(path)?) })
     }
@@ -154,12 +160,12 @@ impl StateFile {
         &self.path
     }
 
-    fn last(&self) -> std::sync::MutexGuard<'_, LabState> {
+    fn last(&self) -> std::sync::MutexGuard<'_, S> {
         self.last.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The state as it is on disk now (as it last was, if the file is gone).
-    pub fn snapshot(&self) -> LabState {
+    pub fn snapshot(&self) -> S {
         match Self::load(&self.path) {
             Ok(s) => {
                 *self.last() = s.clone();
@@ -170,7 +176,7 @@ impl StateFile {
     }
 
     /// Locks, re-reads, applies `f` and saves; the change is on disk before this returns.
-    pub fn update(&self, f: impl FnOnce(&mut LabState)) -> Result<(), StateError> {
+    pub fn update<R>(&self, f: impl FnOnce(&mut S) -> R) -> Result<R, StateError> {
         let mut last = self.last();
         let _l = Self::lock(&self.path)?;
         let mut s = match Self::load(&self.path) {
@@ -179,14 +185,14 @@ impl StateFile {
             Err(StateError::Read { .. }) => last.clone(),
             Err(e) => return Err(e),
         };
-        f(&mut s);
+        let r = f(&mut s);
         write_atomic(&self.path, &s)?;
         *last = s;
-        Ok(())
+        Ok(r)
     }
 }
 
-fn write_atomic(path: &Path, state: &LabState) -> Result<(), StateError> {
+fn write_atomic<S: Serialize>(path: &Path, state: &S) -> Result<(), StateError> {
     let err = |source| StateError::Write { path: path.into(), source };
     let text = serde_json::to_vec_pretty(state).map_err(|e| err(std::io::Error::other(e)))?;
     miglab_reports::result::write_atomic(path, &text).map_err(err)

@@ -18,7 +18,7 @@ use super::{ExternalError, TopologySpec};
 use crate::accel::{self, Accel, AccelChoice};
 use crate::process::{ProcRecord, ProcessSpec};
 use crate::topology::ceph::Status;
-use crate::topology::state::Instance;
+use crate::topology::state::{Instance, Locked, StateError};
 use crate::topology::{DaemonAction, DaemonId, DaemonKind, Host, LinkShape, Site, Topology, TopologyError};
 use miglab_faults::Fault;
 use miglab_reports::{BinaryInfo, HostRecord, TopologyRecord};
@@ -26,13 +26,16 @@ use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Duration;
 
-/// What `down --topology` needs, written on every change.
+/// What `down --topology` needs, written on every change (under the state file's lock, as
+/// the lab's: [`Locked`]).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct SiteState {
     topology: PathBuf,
+    /// The miglab running on the topology: while it lives, no other opens it.
+    #[serde(default)]
+    owner: Option<ProcRecord>,
     processes: Vec<RemoteProc>,
     instances: Vec<Instance>,
     /// Forwarded sockets: host, local path, remote path.
@@ -77,7 +80,7 @@ pub struct ExternalSite {
     hosts: Vec<RemoteHost>,
     records: Vec<HostRecord>,
     accel: AccelChoice,
-    state: Mutex<SiteState>,
+    state: Locked<SiteState>,
     daemons: Vec<DaemonId>,
     ceph_version: Option<String>,
     grace: Duration,
@@ -187,15 +190,9 @@ impl ExternalSite {
     pub fn open(file: &Path, root: &Path) -> Result<Self, ExternalError> {
         let spec = TopologySpec::load(file)?;
         let dir = state_dir(root, file);
-        let state_file = dir.join("state.json");
-        if let Ok(text) = std::fs::read_to_string(&state_file) {
-            let st: SiteState = serde_json::from_str(&text).unwrap_or_default();
-            if !st.processes.is_empty() || !st.instances.is_empty() {
-                return Err(ExternalError::Busy {
-                    file: file.into(),
-                    what: st.processes.iter().map(|p| format!("{} on {}", p.rec.name, p.host)).collect(),
-                });
-            }
+        // Refused early if busy (again under the lock when claimed, below).
+        if let Some(st) = saved(&dir)? {
+            busy(file, &st)?;
         }
         if spec.ceph.mount.is_none() && spec.hosts.iter().any(|h| h.mount.is_none()) {
             return Err(ExternalError::Unsupported(
@@ -312,8 +309,19 @@ impl ExternalSite {
                 QUICK,
             )?;
         }
-        // A killed run's fault journal is kept: the run reverts it before it starts.
-        let journal = saved(&dir).journal;
+        // A killed run's fault journal is kept: the run reverts it before it starts. Two runs
+        // started together both passed the check above; only one claims the topology here.
+        let path = dir.join("state.json");
+        let state = match saved(&dir)? {
+            Some(_) => Locked::open(&path)?,
+            None => Locked::create(path, SiteState { topology: file.into(), ..SiteState::default() })?,
+        };
+        state.update(|s| {
+            busy(file, s)?;
+            s.owner = Some(crate::topology::journal::me());
+            s.topology = file.into();
+            Ok::<_, ExternalError>(())
+        })??;
         let mut site = Self {
             file: file.into(),
             spec,
@@ -321,12 +329,11 @@ impl ExternalSite {
             hosts,
             records,
             accel,
-            state: Mutex::new(SiteState { topology: file.into(), journal, ..SiteState::default() }),
+            state,
             daemons: Vec::new(),
             ceph_version: None,
             grace: Duration::from_secs(5),
         };
-        site.save()?;
         site.ceph_version = site.ceph("version").ok().map(|s| s.trim().to_string());
         site.daemons = site.list_daemons()?;
         Ok(site)
@@ -346,27 +353,23 @@ impl ExternalSite {
         self.hosts.iter().filter(|h| !h.connected()).map(|h| h.name.clone()).collect()
     }
 
-    fn save(&self) -> Result<(), ExternalError> {
-        let st = self.state.lock().map(|s| s.clone()).unwrap_or_default();
-        save_state(&self.dir, &st)
+    /// The state as on disk now.
+    fn read(&self) -> SiteState {
+        self.state.snapshot()
     }
 
     fn update(&self, f: impl FnOnce(&mut SiteState)) -> Result<(), ExternalError> {
-        let st = {
-            let mut g =
-                self.state.lock().map_err(|_| ExternalError::Unsupported("a poisoned state".into()))?;
-            f(&mut g);
-            g.clone()
-        };
-        save_state(&self.dir, &st)
+        Ok(self.state.update(f)?)
     }
 
     fn host_of(&self, rec: &ProcRecord) -> Result<&RemoteHost, ExternalError> {
         let host = self
-            .state
-            .lock()
-            .ok()
-            .and_then(|s| s.processes.iter().rev().find(|p| p.rec.name == rec.name).map(|p| p.host.clone()))
+            .read()
+            .processes
+            .iter()
+            .rev()
+            .find(|p| p.rec.name == rec.name)
+            .map(|p| p.host.clone())
             .ok_or_else(|| ExternalError::NoHost(format!("(of process {})", rec.name)))?;
         self.remote_host(&host)
     }
@@ -414,28 +417,39 @@ impl ExternalSite {
 
     /// Closes every connection (the hosts' processes are `stop`ped before).
     pub fn close(&self) {
+        let me = crate::topology::journal::me();
+        let _ = self.update(|s| {
+            if s.owner.as_ref().is_some_and(|o| o.pid == me.pid && o.start_ticks == me.start_ticks) {
+                s.owner = None;
+            }
+        });
         self.hosts.iter().for_each(RemoteHost::disconnect);
         let _ = std::fs::remove_dir_all(control_dir(&self.file));
     }
 }
 
-/// The state saved in `dir` (empty if there is none).
-fn saved(dir: &Path) -> SiteState {
-    std::fs::read_to_string(dir.join("state.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default()
+/// The state saved in `dir`: None if there is none; a damaged file is an error, never read as
+/// empty (its fault undos would be lost).
+fn saved(dir: &Path) -> Result<Option<SiteState>, ExternalError> {
+    match Locked::<SiteState>::load(&dir.join("state.json")) {
+        Ok(s) => Ok(Some(s)),
+        Err(StateError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
-fn save_state(dir: &Path, st: &SiteState) -> Result<(), ExternalError> {
-    let path = dir.join("state.json");
-    let tmp = dir.join("state.json.tmp");
-    let text = serde_json::to_vec_pretty(st).map_err(|e| ExternalError::Io {
-        what: "encode the topology state".into(),
-        source: std::io::Error::other(e),
-    })?;
-    std::fs::write(&tmp, text).map_err(io(format!("write {}", tmp.display())))?;
-    std::fs::rename(&tmp, &path).map_err(io(format!("write {}", path.display())))
+/// Refuses a topology another miglab runs on, or one with processes left by an earlier run.
+fn busy(file: &Path, st: &SiteState) -> Result<(), ExternalError> {
+    if let Some(o) = st.owner.as_ref().filter(|o| crate::process::is_alive(o)) {
+        return Err(ExternalError::InUse { file: file.into(), pid: o.pid });
+    }
+    if !st.processes.is_empty() || !st.instances.is_empty() {
+        return Err(ExternalError::Busy {
+            file: file.into(),
+            what: st.processes.iter().map(|p| format!("{} on {}", p.rec.name, p.host)).collect(),
+        });
+    }
+    Ok(())
 }
 
 /// Ends every SSH master whose control socket is below `dir` (`ssh -O exit`).
@@ -487,6 +501,9 @@ fn revert_cluster(
                         .map(|_| ())
                 }
                 Undo::OsdIn { osd } => ceph_on(host, spec, &format!("osd in {osd}")).map(|_| ()),
+                // A process of the run frozen (a virtiofsd): `down` ends the run's processes on
+                // every host right after this, frozen or not.
+                Undo::Resume { .. } => Ok(()),
                 _ => Err(ExternalError::Unsupported(format!("{step}: not a cluster change"))),
             };
             match r {
@@ -517,19 +534,25 @@ pub fn down(file: &Path, root: &Path) -> Result<Vec<String>, ExternalError> {
     let mut said = Vec::new();
     let mut failed = None;
     // First what faults changed on the cluster (a killed run's journal), then the processes.
+    // A miglab still running there keeps its own: nothing of it is reverted or ended.
     let state_file = dir.join("state.json");
-    let mut st = saved(&dir);
+    let st = saved(&dir)?.unwrap_or_default();
+    if let Some(o) = st.owner.as_ref().filter(|o| crate::process::is_alive(o)) {
+        return Err(ExternalError::InUse { file: file.into(), pid: o.pid });
+    }
+    if let Some(e) = st.journal.iter().find(|e| !e.orphaned()) {
+        return Err(ExternalError::InUse { file: file.into(), pid: e.owner.pid });
+    }
     let mut journal_left = false;
     if !st.journal.is_empty() {
+        let mut journal = st.journal.clone();
         if let (Some(h), Some((ctl, _))) = (spec.hosts.first(), links.first()) {
             let r = bare_host(h, ctl.clone(), config.clone(), &name);
-            said.extend(
-                revert_cluster(&r, &spec, &mut st.journal).into_iter().map(|l| format!("reverted {l}")),
-            );
+            said.extend(revert_cluster(&r, &spec, &mut journal).into_iter().map(|l| format!("reverted {l}")));
         }
-        journal_left = !st.journal.is_empty();
-        if journal_left {
-            let _ = save_state(&dir, &st);
+        journal_left = !journal.is_empty();
+        if journal_left && state_file.exists() {
+            Locked::<SiteState>::open(&state_file)?.update(|s| s.journal = journal)?;
         }
     }
     for (h, (ctl, _)) in spec.hosts.iter().zip(links) {
@@ -623,8 +646,7 @@ impl Site for ExternalSite {
     }
 
     fn process(&self, name: &str) -> Option<ProcRecord> {
-        let s = self.state.lock().ok()?;
-        s.processes.iter().rev().find(|p| p.rec.name == name).map(|p| p.rec.clone())
+        self.read().processes.iter().rev().find(|p| p.rec.name == name).map(|p| p.rec.clone())
     }
 
     fn record_instance(&self, id: &str, record: serde_json::Value) -> Result<(), TopologyError> {
@@ -639,7 +661,7 @@ impl Site for ExternalSite {
     }
 
     fn instances(&self) -> Vec<Instance> {
-        self.state.lock().map(|s| s.instances.clone()).unwrap_or_default()
+        self.read().instances
     }
 
     fn instances_dir(&self) -> PathBuf {
@@ -675,11 +697,8 @@ impl Site for ExternalSite {
     }
 
     fn unreach(&self, local_dir: &Path) {
-        let gone: Vec<(String, PathBuf, PathBuf)> = self
-            .state
-            .lock()
-            .map(|s| s.forwards.iter().filter(|f| f.1.starts_with(local_dir)).cloned().collect())
-            .unwrap_or_default();
+        let gone: Vec<(String, PathBuf, PathBuf)> =
+            self.read().forwards.into_iter().filter(|f| f.1.starts_with(local_dir)).collect();
         for (host, local, remote) in &gone {
             if let Ok(h) = self.remote_host(host) {
                 let _ = h.forward(local, remote, true);
@@ -807,7 +826,7 @@ impl Topology for ExternalSite {
     }
 
     fn journal(&self) -> Vec<crate::topology::journal::Entry> {
-        self.state.lock().map(|s| s.journal.clone()).unwrap_or_default()
+        self.read().journal
     }
 
     fn journal_update(
@@ -900,5 +919,38 @@ mod tests {
             None,
             "cancelling a migration changes no cluster"
         );
+    }
+
+    /// The external topology keeps its state as the lab does: a damaged file is an error (it
+    /// read as empty, and its fault undos were lost); two runs opening it together cannot both
+    /// claim it (both passed the busy check and erased each other's journal steps).
+    #[test]
+    fn the_state_is_locked_claimed_once_and_never_read_as_empty() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = Path::new("/t/topology.toml");
+        assert!(saved(dir.path()).expect("none").is_none());
+        std::fs::write(dir.path().join("state.json"), "{ nope").expect("write");
+        let e = saved(dir.path()).expect_err("damaged");
+        assert!(e.to_string().contains("damaged"), "{e}");
+
+        let path = dir.path().join("state.json");
+        let a = Locked::create(path.clone(), SiteState::default()).expect("create");
+        let b = Locked::<SiteState>::open(&path).expect("open");
+        let claim = |l: &Locked<SiteState>| {
+            l.update(|s| {
+                busy(file, s)?;
+                s.owner = Some(crate::topology::journal::me());
+                Ok::<_, ExternalError>(())
+            })
+            .expect("locked")
+        };
+        assert!(claim(&a).is_ok());
+        assert!(matches!(claim(&b), Err(ExternalError::InUse { .. })), "the second run is refused");
+        // Its owner gone, the topology is free again; a process left is still busy.
+        let mut st = b.snapshot();
+        st.owner.as_mut().expect("owner").start_ticks += 1;
+        assert!(busy(file, &st).is_ok());
+        st.processes.push(RemoteProc { host: "h1".into(), rec: crate::topology::journal::me() });
+        assert!(matches!(busy(file, &st), Err(ExternalError::Busy { .. })));
     }
 }
