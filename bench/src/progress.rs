@@ -29,7 +29,7 @@ pub fn state_line(m: &miglab_reports::MigrationRecord) -> Option<String> {
         parts.push(format!("dirty rate before it {d:.0} MiB/s"));
     }
     if !c.passes.is_empty() {
-        parts.push(format!("{} pre-copy passes", c.passes.len()));
+        parts.push(format!("{} pre-copy passes sampled while active", c.passes.len()));
     }
     if let Some(t) = c.max_throttle_pct.filter(|t| *t > 0) {
         parts.push(format!("vCPUs throttled up to {t} %"));

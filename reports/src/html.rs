@@ -116,14 +116,34 @@ pub fn run_report(r: &RunResult) -> Result<String, ChartError> {
     let mut h = String::new();
     outcome_section(&mut h, r);
     guests_section(&mut h, r)?;
-    figures_section(&mut h, r);
-    convergence_section(&mut h, r);
-    jobs_section(&mut h, r);
-    over_time_section(&mut h, r)?;
+    each_guest(&mut h, r, true)?;
     faults_section(&mut h, r);
-    verification_section(&mut h, r);
     provenance_section(&mut h, r);
     Ok(h)
+}
+
+/// Every guest's own sections (figures, convergence and memory, jobs, charts, verification),
+/// each under its guest's heading when there are several: guest 1's alone hid the others'
+/// lost pages and blocks.
+fn each_guest(h: &mut String, r: &RunResult, charts: bool) -> Result<(), ChartError> {
+    for (g, v) in crate::fleet::views(r) {
+        if let Some(g) = g {
+            let vm = r.guests.iter().find(|x| x.guest == g).map(|x| x.vm.as_str()).unwrap_or_default();
+            let _ = write!(
+                h,
+                "<h2 class=\"guest\" id=\"guest-{g}\">Guest {g} <span class=\"sub\">{}</span></h2>",
+                esc(vm)
+            );
+        }
+        figures_section(h, &v);
+        convergence_section(h, &v);
+        jobs_section(h, &v);
+        if charts {
+            over_time_section(h, &v)?;
+        }
+        verification_section(h, &v);
+    }
+    Ok(())
 }
 
 /// The page's head, the headline and the outcome with every problem.
@@ -386,7 +406,7 @@ fn convergence_section(h: &mut String, r: &RunResult) {
             "migration",
             "knobs",
             "dirty rate before, MiB/s",
-            "passes",
+            "pre-copy passes sampled while active",
             "max throttle %",
             "left at the last pass, MiB",
             "total ms",
@@ -483,7 +503,7 @@ fn figures_section(h: &mut String, r: &RunResult) {
             "I/O stall ms",
             "total ms",
             "MB sent",
-            "passes",
+            "dirty-log syncs (QEMU's pass events)",
             "longest QMP wait ms",
         ],
         &mig,
@@ -801,6 +821,36 @@ pub fn external_references(html: &str) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::outcome::{Expect, RunOutcome};
+
+    /// The report showed guest 1's figures, memory and verification only: guest 2's stale
+    /// pages and lost blocks were in result.json alone.
+    #[test]
+    fn every_guest_has_its_own_figures_memory_and_verification() {
+        use crate::result::{HopMemory, MemoryResult};
+        let mut r = RunResult::new("s", 1, 1);
+        r.migrations.push(crate::MigrationRecord::sample(crate::Outcome::Completed, 1000.0));
+        r.verification = Some(crate::Verification { blocks: 10, ..Default::default() });
+        r.memory = Some(MemoryResult {
+            spec: None,
+            checks: vec![HopMemory {
+                hop: 1,
+                host: "c2".into(),
+                check: Some(Default::default()),
+                ..Default::default()
+            }],
+        });
+        r.guests = (1..=2).map(|g| crate::fleet::guest_of(&r, g, &format!("s-1-g{g}"))).collect();
+        let g2 = &mut r.guests[1];
+        g2.verification = Some(crate::Verification { blocks: 10, missing: 4, ..Default::default() });
+        g2.memory.as_mut().expect("memory").checks[0].check =
+            Some(miglab_workloads::dirty::MemoryCheck { pages: 77, stale: 5, ..Default::default() });
+        let mut h = String::new();
+        each_guest(&mut h, &r, false).expect("no charts");
+        let at = h.find("Guest 2").expect("guest 2's heading");
+        assert!(h[..at].contains("Guest 1") && h[at..].contains("s-1-g2"), "{h}");
+        assert!(h[at..].contains("77 pages on c2: 5 stale"), "guest 2's memory: {h}");
+        assert!(h[at..].contains("4 missing") || h[at..].contains(">4<"), "guest 2's verification: {h}");
+    }
 
     #[test]
     fn what_a_switch_over_carried_is_tabled_only_where_measured() {
