@@ -228,7 +228,8 @@ pub struct Injector {
     stop: watch::Sender<Phase>,
     task: tokio::task::JoinHandle<Ended>,
     faults: Vec<Resolved>,
-    links: Mutex<Vec<(u32, FaultRecord, Proxy)>>,
+    /// Each hop's migration-link fault: its record and its proxy (None: the proxy failed).
+    links: Mutex<Vec<(u32, FaultRecord, Option<Proxy>)>>,
     clock: RunClock,
     bus: Bus,
     topo: Arc<dyn Topology>,
@@ -490,7 +491,19 @@ impl Injector {
             jitter: Duration::from_millis(jitter_ms),
             rate: rate_kbit.map(|k| k * 1000 / 8),
         };
-        let p = proxy::start(proxy_ip, dst, shape).await.map_err(|e| format!("the migration proxy: {e}"))?;
+        let p = match proxy::start(proxy_ip, dst, shape).await {
+            Ok(p) => p,
+            Err(e) => {
+                // Its own record: the hop started, the proxy did not (not "never started").
+                let why = format!("the migration proxy: {e}");
+                let mut rec = record_of(f);
+                rec.guest = Some(guest);
+                rec.began_ms = Some(self.clock.now_ms());
+                rec.error = Some(format!("not injected: {why}"));
+                self.links.lock().unwrap_or_else(|e| e.into_inner()).push((hop, rec, None));
+                return Err(why);
+            }
+        };
         let mut rec = record_of(f);
         rec.injected_ms = Some(self.clock.now_ms());
         rec.anchor_ms = rec.injected_ms;
@@ -504,7 +517,7 @@ impl Injector {
         );
         self.bus.publish(Observed::FaultInjected { index: f.index, name: f.name.clone() });
         let via = p.listen;
-        self.links.lock().unwrap_or_else(|e| e.into_inner()).push((hop, rec, p));
+        self.links.lock().unwrap_or_else(|e| e.into_inner()).push((hop, rec, Some(p)));
         Ok(MigrationLink::Proxied { via })
     }
 
@@ -512,6 +525,7 @@ impl Injector {
     pub fn end_link(&self, hop: u32, guest: u32) {
         let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
         for (h, rec, p) in links.iter_mut() {
+            let Some(p) = p else { continue };
             if *h == hop && rec.guest == Some(guest) && rec.cleared_ms.is_none() {
                 rec.cleared_ms = Some(self.clock.now_ms());
                 rec.undo = format!("the proxy on {} stopped", p.listen);
@@ -533,7 +547,7 @@ impl Injector {
         };
         let links = std::mem::take(&mut *self.links.lock().unwrap_or_else(|e| e.into_inner()));
         for (_, mut rec, p) in links {
-            if rec.cleared_ms.is_none() {
+            if let (None, Some(p)) = (rec.cleared_ms, p) {
                 rec.cleared_ms = Some(self.clock.now_ms());
                 rec.undo = format!("the proxy on {} stopped", p.listen);
             }
@@ -544,7 +558,9 @@ impl Injector {
         let left: Vec<journal::Entry> =
             self.topo.journal().into_iter().filter(|e| e.id.starts_with(&self.journal_prefix)).collect();
         for e in left {
-            let index = e.id[self.journal_prefix.len()..].parse::<u32>().ok();
+            // `<prefix><index>:<seq>`
+            let index =
+                e.id[self.journal_prefix.len()..].split(':').next().and_then(|i| i.parse::<u32>().ok());
             let mut undone = FaultRecord::default();
             revert_into(&self.topo, e.id.clone(), &mut undone, "left in the journal, undone at the end: ")
                 .await;

@@ -184,16 +184,20 @@ impl Worker {
                 }
             }
         }
-        // Nothing may complete into a buffer after the queue is gone: drain what is left.
+        // Nothing may complete into a buffer after the queue is gone: drain what is left, each
+        // completion accounted as in the loop (a write that landed is the generation the verify
+        // pass must find; skipping `written` made it read as lost).
         while q.in_flight() > 0 && ring.submit_and_wait(1).is_ok() {
-            let done: Vec<u64> = ring.completion().map(|cqe| cqe.user_data()).collect();
-            for slot in done {
-                if let Some(s) = q.slots.get_mut(slot as usize) {
-                    if let Some(r) = s.take() {
-                        self.files[r.next.file].release(r.next.off, r.next.len, !r.next.read);
-                        q.free.push(slot as usize);
-                    }
-                }
+            let done: Vec<(u64, i32)> =
+                ring.completion().map(|cqe| (cqe.user_data(), cqe.result())).collect();
+            let complete_ns = now_ns();
+            for (slot, res) in done {
+                let slot = slot as usize;
+                let Some(r) = q.slots.get_mut(slot).and_then(Option::take) else { continue };
+                let buf = &mut q.bufs[slot].as_mut()[..r.next.len as usize];
+                self.completed(&c, &r, res, buf, complete_ns);
+                self.files[r.next.file].release(r.next.off, r.next.len, !r.next.read);
+                q.free.push(slot);
             }
         }
         self.close(&c, handles);
