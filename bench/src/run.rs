@@ -571,61 +571,60 @@ async fn hops(
         let movers: Vec<&mut Guest> =
             held.guests.iter_mut().filter(|g| g.vm.as_ref().is_some_and(|v| v.host() != to)).collect();
         let moved: Vec<u32> = movers.iter().map(|g| g.plan.number).collect();
-        let ended: Vec<Result<(MigrationRecord, bool, Option<String>), ExecError>> =
-            unless_interrupted(async {
-                use futures::StreamExt;
-                Ok::<_, ExecError>(
-                    futures::stream::iter(movers.into_iter().map(|g| {
-                        let (base, to) = (&base, &to);
-                        async move {
-                            let mut opts = MigrationOptions { port: g.plan.port, ..base.clone() };
-                            let guest = g.plan.number;
-                            if let Some(inj) = injector {
-                                let dst = std::net::SocketAddr::new(site.migration_address(to)?, opts.port);
-                                opts.link = inj
-                                    .link_for_hop(number, guest, site.proxy_address(), dst)
-                                    .await
-                                    .map_err(ExecError::Faults)?;
-                            }
-                            let hop = Hop {
-                                site,
-                                bus,
-                                records: g.stream.as_ref(),
-                                number,
-                                guest,
-                                gate: Some(faults.gate),
-                                cancel: Some(faults.cancel),
-                            };
-                            let vm = g.vm.as_mut().ok_or(ExecError::Interrupted)?;
-                            // No hang watchdog here: a guest paused for a long switch-over is not lost,
-                            // and the hop has its own deadline.
-                            let migrated = migration::migrate(&hop, vm, to, &opts).await;
-                            if let Some(inj) = injector {
-                                inj.end_link(number, guest);
-                            }
-                            let mut record = migrated?;
-                            record.follow_up = id.is_follow_up();
-                            // The switch-over is behind: from here the dirtying load counts what it
-                            // rewrites (each page verified first), so the check can say it covered all.
-                            let unmarked = match (dirty && record.completed(), g.vm.as_mut()) {
-                                (true, Some(vm)) => vm
-                                    .control
-                                    .request(Command::MemoryMark, MARK_DEADLINE)
-                                    .await
-                                    .err()
-                                    .map(|e| e.to_string()),
-                                _ => None,
-                            };
-                            let stayed = g.vm.as_ref().is_some_and(|v| v.host() == record.from);
-                            Ok::<_, ExecError>((record, stayed, unmarked))
+        let ended: Vec<Result<HopEnd, ExecError>> = unless_interrupted(async {
+            use futures::StreamExt;
+            Ok::<_, ExecError>(
+                futures::stream::iter(movers.into_iter().map(|g| {
+                    let (base, to) = (&base, &to);
+                    async move {
+                        let mut opts = MigrationOptions { port: g.plan.port, ..base.clone() };
+                        let guest = g.plan.number;
+                        if let Some(inj) = injector {
+                            let dst = std::net::SocketAddr::new(site.migration_address(to)?, opts.port);
+                            opts.link = inj
+                                .link_for_hop(number, guest, site.proxy_address(), dst)
+                                .await
+                                .map_err(ExecError::Faults)?;
                         }
-                    }))
-                    .buffer_unordered(in_flight)
-                    .collect()
-                    .await,
-                )
-            })
-            .await?;
+                        let hop = Hop {
+                            site,
+                            bus,
+                            records: g.stream.as_ref(),
+                            number,
+                            guest,
+                            gate: Some(faults.gate),
+                            cancel: Some(faults.cancel),
+                        };
+                        let vm = g.vm.as_mut().ok_or(ExecError::Interrupted)?;
+                        // No hang watchdog here: a guest paused for a long switch-over is not lost,
+                        // and the hop has its own deadline.
+                        let migrated = migration::migrate(&hop, vm, to, &opts).await;
+                        if let Some(inj) = injector {
+                            inj.end_link(number, guest);
+                        }
+                        let mut record = migrated?;
+                        record.follow_up = id.is_follow_up();
+                        // The switch-over is behind: from here the dirtying load counts what it
+                        // rewrites (each page verified first), so the check can say it covered all.
+                        let unmarked = match (dirty && record.completed(), g.vm.as_mut()) {
+                            (true, Some(vm)) => vm
+                                .control
+                                .request(Command::MemoryMark, MARK_DEADLINE)
+                                .await
+                                .err()
+                                .map(|e| e.to_string()),
+                            _ => None,
+                        };
+                        let stayed = g.vm.as_ref().is_some_and(|v| v.host() == record.from);
+                        Ok::<_, ExecError>((record, stayed, unmarked))
+                    }
+                }))
+                .buffer_unordered(in_flight)
+                .collect()
+                .await,
+            )
+        })
+        .await?;
         let (mut completed, mut stayed, mut error) = (true, true, None);
         let mut unmarked = Vec::new();
         for r in ended {
@@ -664,6 +663,10 @@ async fn hops(
     }
     Ok(())
 }
+
+/// A guest's hop as it ended: its record, whether the guest is still on the source, and why
+/// its switch-over could not be marked for the dirtying load (if it could not).
+type HopEnd = (MigrationRecord, bool, Option<String>);
 
 /// The dirtying load's pages of every guest that moved, read back where the hop left it. A
 /// guest that does not answer leaves its check unmeasured (the run says so), not the run

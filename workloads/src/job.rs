@@ -965,7 +965,8 @@ impl FioFile {
                 "{clones} clones in all (numjobs summed over the jobs): at most {MAX_CLONES}"
             ));
         }
-        for f in self.files().iter().filter(|f| f.verified && f.unit < crate::verify::HEADER_LEN as u64) {
+        if let Some(f) = self.files().iter().find(|f| f.verified && f.unit < crate::verify::HEADER_LEN as u64)
+        {
             let names: Vec<String> = f
                 .jobs
                 .iter()
