@@ -9,6 +9,7 @@
 pub mod accel;
 pub mod binaries;
 pub mod control;
+pub mod cpu;
 pub mod diagnostics;
 pub mod image;
 pub mod interrupt;
