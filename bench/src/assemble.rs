@@ -248,8 +248,13 @@ pub fn assemble(mut r: RunResult, plan: &Plan, ex: &Execution, duration_ms: f64)
     };
     r.nonce = format!("{:016x}", ex.nonce);
     r.duration_ms = duration_ms;
-    r.faults = ex.faults.clone();
     r.error = ex.error.as_ref().map(|e| e.to_string());
+    // The injector accounts for every planned fault; none at all means it never started.
+    r.faults = if ex.faults.is_empty() && !plan.faults.is_empty() {
+        crate::inject::never_started(&plan.faults, r.error.as_deref().unwrap_or("no error recorded"))
+    } else {
+        ex.faults.clone()
+    };
     let none = GuestRun::default();
     let runs: Vec<&GuestRun> = if ex.guests.is_empty() { vec![&none] } else { ex.guests.iter().collect() };
     let mut views: Vec<RunResult> = runs

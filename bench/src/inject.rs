@@ -280,6 +280,18 @@ fn account(planned: &[Resolved], mut ended: Ended, why_missing: &str) -> Vec<Fau
     ended.records
 }
 
+/// The records of a run that ended before its injector started: every planned fault, not
+/// injected, and why (before, such a run had no fault records at all).
+pub fn never_started(planned: &[Resolved], why: &str) -> Vec<FaultRecord> {
+    planned
+        .iter()
+        .map(|f| FaultRecord {
+            error: Some(format!("not injected: the run ended before its faults could fire ({why})")),
+            ..record_of(f)
+        })
+        .collect()
+}
+
 fn record_of(f: &Resolved) -> FaultRecord {
     FaultRecord {
         index: f.index,
@@ -611,6 +623,18 @@ mod tests {
         named.trigger.guest = Some(3);
         let gate = Gate::new(&[named]);
         assert!(gate.holds(1, 3) && !gate.holds(1, 2));
+    }
+
+    #[test]
+    fn a_run_that_ended_before_its_injector_has_a_record_per_fault() {
+        let planned = vec![resolved(0, Anchor::WorkloadStart), resolved(1, Anchor::HopEnd { hop: 1 })];
+        let r = never_started(&planned, "the guest never booted");
+        assert_eq!(r.len(), 2);
+        assert!(r.iter().all(|r| r.injected_ms.is_none()
+            && r.error
+                .as_deref()
+                .is_some_and(|e| e.contains("before its faults could fire (the guest never booted)"))));
+        assert_eq!((r[0].index, r[1].index), (0, 1));
     }
 
     /// Every planned fault ends with one record: fired ones keep theirs; one whose offset had

@@ -281,9 +281,8 @@ fn third_party(
         ctx.workload_dir.as_deref().ok_or(ApplyError::NotThere("the workload has no directory".into()))?,
     );
     let mut n = 0;
-    for e in std::fs::read_dir(&dir).map_err(io("read", &dir))?.flatten() {
-        let p = e.path();
-        if !p.is_file() || p.extension().is_some_and(|x| x == "miglab-away" || x == "miglab-copy") {
+    for p in files_in(&dir, MOUNT_DEADLINE)? {
+        if p.extension().is_some_and(|x| x == "miglab-away" || x == "miglab-copy") {
             continue;
         }
         match act {
@@ -311,6 +310,33 @@ fn third_party(
             ThirdParty::Delete => "deleted",
         }
     )))
+}
+
+/// How long a host's CephFS mount may take to list the workload's directory.
+const MOUNT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// The regular files in `dir`, listed within `deadline`: a mount that does not answer (its
+/// client partitioned or evicted) is an error of the fault, not a hung injector. The listing
+/// thread is left to the kernel if it never returns.
+fn files_in(dir: &Path, deadline: std::time::Duration) -> Result<Vec<PathBuf>, ApplyError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let d = dir.to_path_buf();
+    std::thread::Builder::new()
+        .name("third-party-ls".into())
+        .spawn(move || {
+            let listed = std::fs::read_dir(&d)
+                .map(|it| it.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect::<Vec<_>>());
+            let _ = tx.send(listed);
+        })
+        .map_err(io("list", dir))?;
+    match rx.recv_timeout(deadline) {
+        Ok(listed) => listed.map_err(io("read", dir)),
+        Err(_) => Err(ApplyError::NotThere(format!(
+            "{} did not answer within {} s (is its client cut off?)",
+            dir.display(),
+            deadline.as_secs()
+        ))),
+    }
 }
 
 /// `p` with `.<suffix>` added to its whole name (`w.0.1` → `w.0.1.miglab-away`: replacing the
@@ -354,5 +380,18 @@ mod tests {
         assert_eq!(away_b.file_name().and_then(|n| n.to_str()), Some("w.0.1.miglab-away"));
         std::fs::write(&away_a, "x").expect("write");
         assert!(matches!(beside(&a, "miglab-away"), Err(ApplyError::NotThere(_))), "taken: refused");
+    }
+
+    #[test]
+    fn the_workload_directory_is_listed_within_a_deadline() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(dir.path().join("f"), "x").expect("write");
+        std::fs::create_dir(dir.path().join("sub")).expect("dir");
+        let files = files_in(dir.path(), std::time::Duration::from_secs(5)).expect("listed");
+        assert_eq!(files, vec![dir.path().join("f")], "files only");
+        assert!(matches!(
+            files_in(&dir.path().join("none"), std::time::Duration::from_secs(5)),
+            Err(ApplyError::Io { .. })
+        ));
     }
 }
