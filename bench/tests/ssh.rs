@@ -187,6 +187,7 @@ fn master_of(state_dir: &std::path::Path, host: &str) -> Option<i32> {
 #[ignore = "needs the lab (root, Ceph, sshd): cargo test -- --include-ignored"]
 fn scenarios_run_over_ssh_and_down_cleans_both_hosts() {
     const LAB: &str = "t-sshrun";
+    let load = MachineLoad::start();
     let root = lab_root();
     let _down = DownOnDrop { name: LAB, root: root.path() };
     let (dir, topo, _) = up_with_ssh(root.path(), LAB);
@@ -265,11 +266,17 @@ fn scenarios_run_over_ssh_and_down_cleans_both_hosts() {
         v.sort_unstable();
         v.get(v.len() / 2).copied().unwrap_or(0)
     };
+    // The scenario delays half the OSDs' messages by up to 20 ms: a quarter of them by over
+    // 10 ms, so the window's p99 op waits near the maximum. Asserted with a margin: the p99
+    // rises by at least a quarter of the maximum delay (measured: +10.1 ms on a machine losing
+    // 11.6 % of its CPU to steal, where "doubles" failed at 1.91×).
+    let max_us = 20_000;
     assert!(
-        p99(true) > 2 * p99(false),
-        "a delay of up to 20 ms: p99 {} us before, {} us during",
+        p99(true) >= p99(false) + max_us / 4,
+        "a delay of up to 20 ms: p99 {} us before, {} us during; {}",
         p99(false),
-        p99(true)
+        p99(true),
+        load.said()
     );
 
     // Without allow_destructive nothing changes someone else's cluster.

@@ -50,6 +50,31 @@ pub fn assert_nothing_left(state: &LabState) {
     assert!(!state.layout.dir.exists(), "lab directory {} left", state.layout.dir.display());
 }
 
+/// What the machine did while a test ran, said beside an assertion about the size of an
+/// effect, so a reader can tell a defect from a starved machine (these machines are virtual:
+/// the hypervisor steals CPU at times).
+pub struct MachineLoad {
+    start: Option<miglab_infra::cpu::CpuTimes>,
+}
+
+impl MachineLoad {
+    pub fn start() -> Self {
+        Self { start: miglab_infra::cpu::CpuTimes::now() }
+    }
+
+    /// `CPU stolen since the test began: 3.2 %; load average 1.52 1.10 0.80`.
+    pub fn said(&self) -> String {
+        let steal = self
+            .start
+            .zip(miglab_infra::cpu::CpuTimes::now())
+            .and_then(|(a, b)| a.steal_pct(&b))
+            .map_or_else(|| "unknown".into(), |p| format!("{p:.1} %"));
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        let load: Vec<&str> = load.split_whitespace().take(3).collect();
+        format!("CPU stolen by the hypervisor since the test began: {steal}; load average {}", load.join(" "))
+    }
+}
+
 /// Polls `cond` until it holds or `timeout` passes.
 pub fn eventually(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
