@@ -66,12 +66,13 @@ fn window(r: &RunResult) -> &miglab_reports::Window {
         .unwrap_or_else(|| panic!("{}: no fault window", r.scenario))
 }
 
-/// Brings up lab `name`, runs `f` on it, then checks that the cluster is healthy, every daemon
-/// runs, no link is cut or shaped and no fault is left in the journal, and tears it down.
-fn on_lab(name: &str, f: impl FnOnce(&Lab, &Path)) {
-    let t = TestLab::up(name);
+/// Runs `f` on the binary's leased lab, then checks that the cluster is healthy, every daemon
+/// runs, no link is cut or shaped, no fault is left in the journal and no guest runs; the next
+/// test gets the lab only then (a failed check tears it down).
+fn on_lab(_name: &str, f: impl FnOnce(&Lab, &Path)) {
+    let t = TestLab::lease();
     f(t.lab(), t.root());
-    t.down_clean();
+    t.release_clean();
 }
 
 /// One fault kind: its lab, its scenario, its checks.

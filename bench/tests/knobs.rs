@@ -12,7 +12,7 @@ use miglab_reports::{Outcome, RunOutcome, RunStatus};
 #[test]
 #[ignore = "needs the lab (root, Ceph, QEMU): cargo test -- --include-ignored"]
 fn postcopy_with_virtiofsd_and_dirty_limit_under_tcg_are_refused_and_that_is_the_outcome() {
-    let t = TestLab::up("tknobs");
+    let t = TestLab::lease();
     let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/postcopy-refused.toml");
     let text = std::fs::read_to_string(&shipped).expect("the shipped scenario");
     let body: String = text
@@ -43,7 +43,7 @@ fn postcopy_with_virtiofsd_and_dirty_limit_under_tcg_are_refused_and_that_is_the
         let Outcome::Unsupported { error } = &m.outcome else { panic!("{m:?}") };
         assert!(error.contains("Source QEMU refused dirty-limit") && error.contains("KVM"), "{error}");
     }
-    t.down_clean();
+    t.release_clean();
 }
 
 /// A guest dirtying memory beside its file I/O, on the real lab:
@@ -57,7 +57,7 @@ fn postcopy_with_virtiofsd_and_dirty_limit_under_tcg_are_refused_and_that_is_the
 #[test]
 #[ignore = "needs the lab (root, Ceph, QEMU): cargo test -- --include-ignored"]
 fn a_dirtying_guest_is_verified_each_hop_and_converges_only_when_throttled() {
-    let t = TestLab::up("tdirty");
+    let t = TestLab::lease();
     let base = |extra: &str| {
         format!(
             "[workload]\nkind = \"read-loop\"\n[dirty]\nsize_mib = 48\nrate_mib_s = 32\n[migration]\nwarmup_s = 1.0\nsettle_s = 0.5\nfollow_up = false\n{extra}"
@@ -158,7 +158,7 @@ fn a_dirtying_guest_is_verified_each_hop_and_converges_only_when_throttled() {
         let ratio = achieved(&r.migrations[0], &name);
         assert!(ratio > 0.5, "multifd {ch}: {ratio:.2} × cap");
     }
-    t.down_clean();
+    t.release_clean();
 }
 
 /// `miglab check` asks this QEMU which multifd compressions it was built with: a scenario naming

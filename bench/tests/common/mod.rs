@@ -220,6 +220,9 @@ pub fn read_result(dir: &Path) -> RunResult {
 pub fn run_scenario(root: &Path, lab: &str, s: &ScenarioFile) -> RunResult {
     let file = s.write(&root.join("scenarios"));
     let out = root.join("results");
+    // A leased lab's root is shared by the tests of a binary: no earlier result may be read
+    // for this run's.
+    let _ = std::fs::remove_dir_all(out.join(s.name()));
     if let Err(e) = miglab::session::run(&run_options(Source::Scenario(file), &out, root, lab)) {
         eprintln!("{}: {e}", s.name());
     }
@@ -260,21 +263,145 @@ impl TestLab {
         run_scenario(self.root(), &self.name, s)
     }
 
-    /// Checks that the cluster is healthy again, every daemon runs, no link is cut or shaped
-    /// and no fault is left in the journal; then tears the lab down and checks nothing is left.
+    /// What is not as a fresh lab has it, after waiting up to 90 s for Ceph to be healthy
+    /// again: a daemon not running, a link left cut or shaped, a fault left in the journal, a
+    /// guest left running, a mount that does not answer. Empty when the lab is clean.
+    pub fn unclean(&self) -> Vec<String> {
+        let lab = self.lab();
+        let start = Instant::now();
+        let mut health = String::new();
+        while start.elapsed() < Duration::from_secs(90) {
+            match lab.health() {
+                Ok((true, _)) => {
+                    health.clear();
+                    break;
+                }
+                Ok((false, s)) => health = s,
+                Err(e) => health = e.to_string(),
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let mut p = Vec::new();
+        if !health.is_empty() {
+            p.push(format!("Ceph not healthy within 90 s after the run: {health}"));
+        }
+        match miglab_infra::topology::lab::status(&self.name, self.root()) {
+            Ok(st) => {
+                let dead: Vec<_> =
+                    st.processes.iter().filter(|p| p.state != "running").map(|p| p.name.clone()).collect();
+                if !dead.is_empty() {
+                    p.push(format!("{dead:?} not running after the run"));
+                }
+            }
+            Err(e) => p.push(format!("status: {e}")),
+        }
+        match lab.altered_links() {
+            Ok(l) if l.is_empty() => {}
+            Ok(l) => p.push(format!("links left cut or shaped: {l:?}")),
+            Err(e) => p.push(format!("links: {e}")),
+        }
+        if !lab.journal().is_empty() {
+            p.push(format!("left in the fault journal: {:?}", lab.journal()));
+        }
+        let vms = miglab_infra::vm::ledger::all(lab);
+        if !vms.is_empty() {
+            p.push(format!(
+                "guests left running: {:?}",
+                vms.iter().map(|r| r.id.to_string()).collect::<Vec<_>>()
+            ));
+        }
+        for h in ["c1", "c2"] {
+            match lab.ensure_mount(h, Duration::from_secs(10)) {
+                Ok(false) => {}
+                Ok(true) => p.push(format!("{h}'s CephFS mount did not answer and was mounted again")),
+                Err(e) => p.push(format!("{h}'s CephFS mount: {e}")),
+            }
+        }
+        p
+    }
+
+    /// Checks that the lab is clean ([`TestLab::unclean`]); then tears it down and checks
+    /// nothing is left.
     pub fn down_clean(mut self) {
+        let unclean = self.unclean();
+        assert!(unclean.is_empty(), "the lab after the test: {unclean:?}");
         let lab = self.lab.take().expect("the lab is up");
-        eventually("Ceph healthy after the run", Duration::from_secs(90), || {
-            lab.health().is_ok_and(|(ok, _)| ok)
-        });
-        let st = miglab_infra::topology::lab::status(&self.name, self.root()).expect("status");
-        let dead: Vec<_> = st.processes.iter().filter(|p| p.state != "running").map(|p| &p.name).collect();
-        assert!(dead.is_empty(), "{dead:?} not running after the run");
-        assert!(lab.altered_links().expect("links").is_empty(), "a link left cut or shaped");
-        assert!(lab.journal().is_empty(), "left in the fault journal: {:?}", lab.journal());
         let state = lab.state();
         lab.down().unwrap_or_else(|e| panic!("lab down: {e}"));
         assert_nothing_left(&state);
+    }
+
+    /// The lab of this test binary, for one test at a time: the lab the previous test left
+    /// clean, or a new one. Tests that must own a fresh lab (its life cycle, a miglab killed
+    /// mid-fault) use [`TestLab::up`]. Brought up once instead of once a test, a binary of
+    /// twenty lab tests spends its time on the tests.
+    pub fn lease() -> Lease {
+        let mut g = LEASED.lock().unwrap_or_else(|e| e.into_inner());
+        if g.is_none() {
+            static AT_EXIT: std::sync::Once = std::sync::Once::new();
+            // libtest has no hook after the last test: the lab goes when the process exits.
+            AT_EXIT.call_once(|| unsafe {
+                libc::atexit(release_at_exit);
+            });
+            *g = Some(TestLab::up(&lease_name()));
+        }
+        Lease { guard: g, clean: false }
+    }
+}
+
+/// The lab [`TestLab::lease`] hands out, between tests.
+static LEASED: std::sync::Mutex<Option<TestLab>> = std::sync::Mutex::new(None);
+
+extern "C" fn release_at_exit() {
+    if let Ok(mut g) = LEASED.try_lock() {
+        if let Some(t) = g.take() {
+            let state = t.lab().state();
+            drop(t);
+            let left = leftovers(&state);
+            if !left.is_empty() {
+                eprintln!("the leased lab {} left {left:?}", state.layout.name);
+            }
+        }
+    }
+}
+
+/// `l-<test binary>`: one name per binary, so two binaries never share a lab.
+fn lease_name() -> String {
+    let exe = std::env::current_exe().ok();
+    let stem = exe.as_ref().and_then(|e| e.file_stem()).and_then(|s| s.to_str()).unwrap_or("tests");
+    let base = stem.split('-').next().unwrap_or("tests");
+    format!("l-{}", &base[..base.len().min(10)])
+}
+
+/// One test's hold on the binary's lab: [`Lease::release_clean`] hands it to the next test
+/// after the checks `down_clean` makes; a test that fails, or leaves the lab unclean, has it
+/// torn down, and the next test gets a new one — no test sees another's leftovers.
+pub struct Lease {
+    guard: std::sync::MutexGuard<'static, Option<TestLab>>,
+    clean: bool,
+}
+
+impl std::ops::Deref for Lease {
+    type Target = TestLab;
+    fn deref(&self) -> &TestLab {
+        self.guard.as_ref().expect("leased")
+    }
+}
+
+impl Lease {
+    /// Checks the lab clean and hands it on; if it is not, tears it down and fails the test.
+    pub fn release_clean(mut self) {
+        let unclean = self.unclean();
+        self.clean = unclean.is_empty();
+        assert!(unclean.is_empty(), "the leased lab after the test: {unclean:?}");
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if !self.clean || std::thread::panicking() {
+            drop(self.guard.take());
+        }
     }
 }
 
