@@ -54,7 +54,8 @@ fn stolen<T>(f: impl FnOnce() -> T) -> (T, f64) {
 
 /// The engine's rounds of one figure against fio's, judged as compare judges two builds.
 pub fn parity(key: &str, higher_is_better: bool, fio: Vec<f64>, ours: Vec<f64>) -> compare::Row {
-    let metric = Metric { key: key.into(), unit: "", higher_is_better, floor: 0.0 };
+    let unit = if higher_is_better { "IOPS" } else { "µs" };
+    let metric = Metric { key: key.into(), unit, higher_is_better, floor: 0.0 };
     let o = Options { threshold: PARITY_BAND, family: false, ..Options::default() };
     compare::judge("engine vs fio", metric, fio, ours, &o, 1)
 }
