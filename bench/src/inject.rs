@@ -506,12 +506,8 @@ impl Injector {
         let p = match proxy::start(proxy_ip, dst, shape).await {
             Ok(p) => p,
             Err(e) => {
-                // Its own record: the hop started, the proxy did not (not "never started").
                 let why = format!("the migration proxy: {e}");
-                let mut rec = record_of(f);
-                rec.guest = Some(guest);
-                rec.began_ms = Some(self.clock.now_ms());
-                rec.error = Some(format!("not injected: {why}"));
+                let rec = proxy_failed(f, guest, self.clock.now_ms(), &why);
                 self.links.lock().unwrap_or_else(|e| e.into_inner()).push((hop, rec, None));
                 return Err(why);
             }
@@ -558,13 +554,8 @@ impl Injector {
             ),
         };
         let links = std::mem::take(&mut *self.links.lock().unwrap_or_else(|e| e.into_inner()));
-        for (_, mut rec, p) in links {
-            if let (None, Some(p)) = (rec.cleared_ms, p) {
-                rec.cleared_ms = Some(self.clock.now_ms());
-                rec.undo = format!("the proxy on {} stopped", p.listen);
-            }
-            ended.records.push(rec);
-        }
+        let now = self.clock.now_ms();
+        ended.records.extend(links.into_iter().map(|(_, rec, p)| link_closed(rec, p.map(|p| p.listen), now)));
         let mut records = account(&self.faults, ended, &why);
         // A fault task that panicked left its changes in the journal: undone here, the same way.
         let left: Vec<journal::Entry> =
@@ -587,10 +578,49 @@ impl Injector {
     }
 }
 
+/// A migration-link fault whose proxy did not start: its own record, for the hop started (it
+/// is not "its hop never started").
+fn proxy_failed(f: &Resolved, guest: u32, now_ms: f64, why: &str) -> FaultRecord {
+    let mut rec = record_of(f);
+    rec.guest = Some(guest);
+    rec.began_ms = Some(now_ms);
+    rec.error = Some(format!("not injected: {why}"));
+    rec
+}
+
+/// A hop's link record at the end of the run: a proxy still up (listening on `listen`) is
+/// stopped now; a failed one's record stays as it is.
+fn link_closed(mut rec: FaultRecord, listen: Option<SocketAddr>, now_ms: f64) -> FaultRecord {
+    if let (None, Some(l)) = (rec.cleared_ms, listen) {
+        rec.cleared_ms = Some(now_ms);
+        rec.undo = format!("the proxy on {l} stopped");
+    }
+    rec
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use miglab_faults::{Anchor, Trigger};
+
+    /// A link fault whose proxy failed keeps its own record through the end of the run; before,
+    /// it had none and `account` called it "its hop never started".
+    #[test]
+    fn a_failed_proxy_is_its_own_record() {
+        let mut link = resolved(0, Anchor::HopStart { hop: 1 });
+        link.fault = Fault::MigrationLink { latency_ms: 10, jitter_ms: 0, rate_kbit: None };
+        let planned = vec![link];
+        let rec = proxy_failed(&planned[0], 2, 1500.0, "the migration proxy: bind 10.0.0.9:0: Cannot assign");
+        let ended = Ended { records: vec![link_closed(rec, None, 9000.0)], ..Ended::default() };
+        let r = account(&planned, ended, "it panicked");
+        assert_eq!(r.len(), 1);
+        let e = r[0].error.clone().unwrap_or_default();
+        assert!(e.contains("the migration proxy: bind") && !e.contains("never started"), "{e}");
+        assert_eq!((r[0].guest, r[0].began_ms, r[0].cleared_ms), (Some(2), Some(1500.0), None));
+        // A proxy that ran is stopped at the end, its record says where it listened.
+        let up = link_closed(record_of(&planned[0]), Some("10.77.0.1:4444".parse().expect("addr")), 9000.0);
+        assert_eq!((up.cleared_ms, up.undo.as_str()), (Some(9000.0), "the proxy on 10.77.0.1:4444 stopped"));
+    }
 
     fn resolved(index: u32, anchor: Anchor) -> Resolved {
         Resolved {

@@ -191,7 +191,16 @@ fn ready(ground: &Ground, topo: &Arc<dyn Topology>, loaded: &preflight::Loaded) 
     match ground {
         Ground::Lab { lab, .. } => lab_ready(lab, topo, &loaded.lab.name, name)?,
         Ground::External(_) => {
-            let left = undo_leftovers(topo.as_ref(), name);
+            let mut left = undo_leftovers(topo.as_ref(), name);
+            if left.is_empty() {
+                // A shared cluster's clients are not miglab's to read (their admin sockets are
+                // on hosts it does not run); an OSD that does not answer is the health check's.
+                let (on, unread) = injections_left_on(topo.as_ref(), false);
+                left.extend(on);
+                for u in unread {
+                    say(name, 0, &format!("warning: could not read {u}"));
+                }
+            }
             if !left.is_empty() {
                 return Err(RunError::NotHere(format!(
                     "the cluster is not as a run needs it: {}; `miglab lab down --topology FILE` reverts the journal",
@@ -578,6 +587,58 @@ fn undo_leftovers(topo: &dyn Topology, scenario: &str) -> Vec<String> {
     altered
 }
 
+/// The messenger settings miglab's storage faults change; 0 is off. A run starts only with all
+/// of them off, as the lab makes them and as a real cluster runs.
+const INJECTIONS: [&str; 2] = ["ms_inject_delay_probability", "ms_inject_socket_failures"];
+
+/// Every OSD's (and, with `clients`, every host's CephFS client's) messenger injection that is
+/// on, each with its fix; and the settings that could not be read.
+fn injections_left_on(topo: &dyn Topology, clients: bool) -> (Vec<String>, Vec<String>) {
+    let mut reads: Vec<(String, &str, Result<String, String>)> = Vec::new();
+    for d in topo.daemons().iter().filter(|d| d.kind == miglab_infra::topology::DaemonKind::Osd) {
+        for k in INJECTIONS {
+            reads.push((d.to_string(), k, topo.config_get(d, k).map_err(|e| e.to_string())));
+        }
+    }
+    if clients {
+        for h in topo.host_names() {
+            for k in INJECTIONS {
+                reads.push((
+                    format!("client.{h}"),
+                    k,
+                    topo.client_config_get(&h, k).map_err(|e| e.to_string()),
+                ));
+            }
+        }
+    }
+    let mut on = Vec::new();
+    let mut unread = Vec::new();
+    for (who, key, value) in reads {
+        match value {
+            Ok(v) => on.extend(injection_on(&who, key, &v)),
+            Err(e) => unread.push(format!("{who}'s {key}: {e}")),
+        }
+    }
+    (on, unread)
+}
+
+/// `who`'s messenger injection `key` read as `value`, if it is on: what it does and its fix.
+fn injection_on(who: &str, key: &str, value: &str) -> Option<String> {
+    let off = value.trim().parse::<f64>().map(|v| v == 0.0).unwrap_or(false);
+    if off {
+        return None;
+    }
+    let fix = if let Some(host) = who.strip_prefix("client.") {
+        format!("ceph --admin-daemon <{host}'s client.{host}.asok> config set {key} 0")
+    } else {
+        format!("ceph tell {who} config set {key} 0")
+    };
+    Some(format!(
+        "{who} has {key} = {} (a storage fault left on, not by a running miglab; `{fix}`)",
+        value.trim()
+    ))
+}
+
 /// This miglab's journal entries that still hold undos: faults whose undo failed.
 fn unreverted_of_mine(journal: &[miglab_infra::topology::journal::Entry]) -> Vec<String> {
     let me = miglab_infra::topology::journal::me();
@@ -627,6 +688,13 @@ fn lab_ready(lab: &Lab, topo: &Arc<dyn Topology>, name: &str, scenario: &str) ->
     if !down.is_empty() {
         return Err(RunError::LabIncomplete { lab: name.into(), daemons: down });
     }
+    // A messenger injection set by hand (or by a tool miglab does not know) is not in the
+    // journal: the run would measure a delayed or failing cluster and call it the baseline.
+    let (mut on, unread) = injections_left_on(topo.as_ref(), true);
+    on.extend(unread.into_iter().map(|u| format!("could not read {u}")));
+    if !on.is_empty() {
+        return Err(RunError::LabAltered { lab: name.into(), what: on });
+    }
     // An OSD left out, PGs still recovering from the last run's fault: the baseline would run
     // on a degraded cluster.
     let t = Instant::now();
@@ -649,6 +717,21 @@ fn lab_ready(lab: &Lab, topo: &Arc<dyn Topology>, name: &str, scenario: &str) ->
 mod tests {
     use super::*;
     use miglab_infra::topology::journal::{me, Entry, Undo};
+
+    /// A delay or socket failures set by hand are not in the journal; before, the readiness
+    /// check did not look and the run measured a delayed cluster as its baseline.
+    #[test]
+    fn an_injection_left_on_is_named_with_its_fix() {
+        assert_eq!(injection_on("osd.1", "ms_inject_delay_probability", "0.000000"), None);
+        assert_eq!(injection_on("client.c1", "ms_inject_socket_failures", "0"), None);
+        let on = injection_on("osd.1", "ms_inject_delay_probability", "0.500000").expect("on");
+        assert!(on.contains("osd.1 has ms_inject_delay_probability = 0.500000"), "{on}");
+        assert!(on.contains("`ceph tell osd.1 config set ms_inject_delay_probability 0`"), "{on}");
+        let on = injection_on("client.c2", "ms_inject_socket_failures", "20").expect("on");
+        assert!(on.contains("client.c2.asok"), "{on}");
+        // What cannot be read as a number is not taken for off.
+        assert!(injection_on("osd.0", "ms_inject_socket_failures", "garbage").is_some());
+    }
 
     /// A repetition whose fault could not be undone left its entry: the session stops there
     /// (before, the remaining repetitions ran on the changed lab and read `completed`). Entries

@@ -196,6 +196,16 @@ fault_test!(
         assert_eq!(settings(), before, "every OSD's delay settings as before the first fault");
         let again = scenario(root, lab.layout().name.as_str(), "f-delay-after", &format!("{RD}{NO_HOP}"));
         completed(&again);
+
+        // A delay set by hand is in no journal: the run is refused, naming it and its fix.
+        let osd1: miglab_infra::topology::DaemonId = "osd.1".parse().expect("id");
+        lab.config_set(&osd1, "ms_inject_delay_probability", "0.5").expect("set");
+        let file = ScenarioFile::new("f-delay-by-hand").with(&format!("{RD}{NO_HOP}")).write(&root.join("scenarios"));
+        let out = root.join("results");
+        let refused = run(&run_options(Source::Scenario(file), &out, root, &lab.layout().name));
+        lab.config_set(&osd1, "ms_inject_delay_probability", "0").expect("reset");
+        let e = refused.expect_err("a run on a lab with a delay left on").to_string();
+        assert!(e.contains("osd.1 has ms_inject_delay_probability = 0.5") && e.contains("config set"), "{e}");
     }
 );
 

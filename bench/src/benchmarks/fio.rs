@@ -68,14 +68,14 @@ fn verdict_text(r: &compare::Row) -> String {
         _ => "inconclusive",
     };
     let ratio = |x: f64| format!("{:.2}", 1.0 + x);
-    let mut s = format!(
-        "{word}: {} of fio's ({} interval {}–{}, band ±{:.0} %)",
-        ratio(r.change),
-        "95 %",
-        ratio(r.ci.0),
-        ratio(r.ci.1),
-        PARITY_BAND * 100.0
-    );
+    // Too few rounds have no finite interval: say so rather than print "-inf–inf".
+    let interval = if r.ci.0.is_finite() && r.ci.1.is_finite() {
+        format!("95 % interval {}–{}", ratio(r.ci.0), ratio(r.ci.1))
+    } else {
+        "too few rounds for an interval".to_string()
+    };
+    let mut s =
+        format!("{word}: {} of fio's ({interval}, band ±{:.0} %)", ratio(r.change), PARITY_BAND * 100.0);
     if r.call == Call::Inconclusive {
         s.push_str(&format!("; {}", r.why));
     }
@@ -282,5 +282,9 @@ mod tests {
         let slower: Vec<f64> = fio.iter().map(|x| x * 0.65).collect();
         let r = parity("IOPS", true, fio, slower);
         assert!(matches!(r.call, Call::Regression) && verdict_text(&r).starts_with("differs: 0.65"), "{r:?}");
+        // Three rounds have no finite interval; before, the line read "interval -inf–inf".
+        let r = parity("p99", false, vec![309.0, 300.0, 320.0], vec![334.0, 330.0, 340.0]);
+        let t = verdict_text(&r);
+        assert!(t.contains("too few rounds for an interval") && !t.contains("inf"), "{t}");
     }
 }

@@ -14,6 +14,22 @@ use super::{errno, now_ns, Aligned, Ctx, MinRate, Next, Op, Worker};
 use io_uring::{opcode, types, IoUring};
 use std::os::unix::io::AsRawFd;
 
+/// A test's way to have `io_uring_enter` fail with requests in flight, which the kernel gives
+/// no way to provoke: the job named [`enter_fails::JOB`] has its 20th enter fail after it
+/// submitted.
+#[cfg(test)]
+pub(super) mod enter_fails {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    pub const JOB: &str = "uring-enter-fails";
+    static ENTERS: AtomicU32 = AtomicU32::new(0);
+    pub fn check(job: &str, n: usize) -> std::io::Result<usize> {
+        if job == JOB && ENTERS.fetch_add(1, Ordering::Relaxed) == 19 {
+            return Err(std::io::Error::from_raw_os_error(libc::EIO));
+        }
+        Ok(n)
+    }
+}
+
 /// One request in flight.
 #[derive(Debug, Clone, Copy)]
 struct InFlight {
@@ -143,7 +159,10 @@ impl Worker {
             let ending = rate_failed || (pending.is_none() && !self.more(&c, &pick));
             let reap = q.free.is_empty() || pending.is_some() || ending || queued == 0;
             let want = if reap { complete_min.min(in_flight) } else { 0 };
-            if let Err(e) = ring.submit_and_wait(want) {
+            let entered = ring.submit_and_wait(want);
+            #[cfg(test)]
+            let entered = entered.and_then(|n| enter_fails::check(&j.name, n));
+            if let Err(e) = entered {
                 if e.raw_os_error() == Some(libc::EINTR) {
                     continue;
                 }

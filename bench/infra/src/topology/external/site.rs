@@ -921,6 +921,35 @@ mod tests {
         );
     }
 
+    /// A virtiofsd frozen when miglab was killed: `down --topology` resolves its resume (the
+    /// hosts' cleaning ends the process, frozen or not) and drops the entry. Before, the step
+    /// failed as "not a cluster change", stayed in the journal, and every later `run` and `down`
+    /// was refused until state.json was edited by hand. Asks nothing of the cluster, so the host
+    /// is never reached.
+    #[test]
+    fn down_resolves_a_frozen_virtiofsd_of_a_killed_run() {
+        use crate::topology::journal::{Entry, Undo};
+        let spec_text = "[[host]]\nname = \"h1\"\nssh = \"h1\"\n[[host]]\nname = \"h2\"\nssh = \"h2\"\n[ceph]\nkind = \"existing\"\nmount = \"/mnt/cephfs\"\n";
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join("topology.toml");
+        std::fs::write(&file, spec_text).expect("write");
+        let spec = TopologySpec::load(&file).expect("spec");
+        let host = bare_host(&spec.hosts[0], dir.path().join("ctl"), None, "t");
+        let mut frozen = crate::topology::journal::me();
+        frozen.name = "virtiofsd.c2".into();
+        let mut gone = crate::topology::journal::me();
+        gone.start_ticks += 1;
+        let mut entries = vec![Entry {
+            id: "1:vm:0:1".into(),
+            fault: "virtiofsd-freeze".into(),
+            owner: gone,
+            steps: vec![Undo::Resume { process: frozen }],
+        }];
+        let said = revert_cluster(&host, &spec, &mut entries);
+        assert!(entries.is_empty(), "the entry is resolved: {entries:?} ({said:?})");
+        assert!(said.iter().all(|l| !l.contains("could not")), "{said:?}");
+    }
+
     /// The external topology keeps its state as the lab does: a damaged file is an error (it
     /// read as empty, and its fault undos were lost); two runs opening it together cannot both
     /// claim it (both passed the busy check and erased each other's journal steps).
