@@ -133,6 +133,10 @@ pub enum BenchCmd {
         /// job, instead of each job on its own.
         #[arg(long, requires = "job")]
         whole: bool,
+        /// The engine skips its check of every block it reads (header and checksum), which fio,
+        /// verifying nothing, does not do: what miglab's verification costs, measured.
+        #[arg(long)]
+        no_verify: bool,
     },
     /// The collector's memory over a long run at a high op rate (synthetic stream, no lab).
     Collector {

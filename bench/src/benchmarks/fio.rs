@@ -9,7 +9,7 @@
 
 use super::median;
 use crate::clock::RunClock;
-use crate::hostmode::{self, Figures, HostModeError, Sides};
+use crate::hostmode::{self, Figures, HostModeError, Sides, Watch};
 use miglab_infra::cpu::CpuTimes;
 use miglab_reports::compare::{self, Call, Metric, Options};
 use miglab_workloads::job::{FioFile, FioJob, Rw, Size, Workload};
@@ -203,7 +203,9 @@ pub fn run_files(files: Vec<FioFile>, mount: &Path, secs: u64, rounds: u32) -> R
             std::fs::create_dir_all(&root)
                 .map_err(|e| HostModeError::FioOutput(format!("create {}: {e}", root.display())))?;
             let w = Workload::FioFile(file.clone());
-            let (ran, s) = stolen(|| hostmode::run(&w, &root, duration, tag, false, RunClock::start(), &say));
+            let (ran, s) = stolen(|| {
+                hostmode::run(&w, &root, duration, tag, Watch::figures_only(), RunClock::start(), &say)
+            });
             let (c, _) = ran?;
             steal.0.push(s);
             let ours = hostmode::engine_file_figures(&c, &file, secs as f64);
@@ -246,8 +248,9 @@ pub fn run(jobs: Vec<FioJob>, mount: &Path, secs: u64, rounds: u32) -> Result<()
             let say = |m: &str| eprintln!("  [{} round {round}/{rounds}] {m}", job.name);
             let tag = RunTag { seed: u64::from(round), nonce: rand::random() };
             let w = Workload::Fio(job.clone());
-            let (ran, s) =
-                stolen(|| hostmode::run(&w, mount, with_ramp, tag, false, RunClock::start(), &say));
+            let (ran, s) = stolen(|| {
+                hostmode::run(&w, mount, with_ramp, tag, Watch::figures_only(), RunClock::start(), &say)
+            });
             let (c, _) = ran?;
             steal.0.push(s);
             let ours = hostmode::engine_figures(&c, &job, secs as f64);

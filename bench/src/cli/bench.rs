@@ -10,7 +10,7 @@ use miglab_infra::vm::VmSpec;
 
 pub(super) fn bench_cmd(cmd: BenchCmd) -> Result<Finished, CliError> {
     match cmd {
-        BenchCmd::Fio { lab, host, secs, rounds, job, whole } => {
+        BenchCmd::Fio { lab, host, secs, rounds, job, whole, no_verify } => {
             let l = Lab::open(&lab.name, &lab.root())?;
             let mount = l.host(&host)?.mount_point();
             let mut files = Vec::new();
@@ -20,6 +20,9 @@ pub(super) fn bench_cmd(cmd: BenchCmd) -> Result<Finished, CliError> {
                     import.map_err(|e| CliError::FioFile { path: f.clone(), message: e.to_string() })?.file,
                 );
             }
+            for j in files.iter_mut().flat_map(|f| f.jobs.iter_mut()) {
+                j.verify = !no_verify;
+            }
             if whole {
                 benchmarks::fio::run_files(files, &mount, secs, rounds)
                     .map_err(|e| CliError::FioBench(e.to_string()))?;
@@ -28,6 +31,7 @@ pub(super) fn bench_cmd(cmd: BenchCmd) -> Result<Finished, CliError> {
             let mut jobs: Vec<_> = files.into_iter().flat_map(|f| f.jobs).collect();
             if jobs.is_empty() {
                 jobs = benchmarks::fio::default_jobs();
+                jobs.iter_mut().for_each(|j| j.verify = !no_verify);
             }
             benchmarks::fio::run(jobs, &mount, secs, rounds)
                 .map_err(|e| CliError::FioBench(e.to_string()))?;
