@@ -1,11 +1,12 @@
 //! `miglab bench ...`: figures measured on the real lab, printed, never asserted. The rooms:
 //! [`fio`] (the engine against fio, same jobs), [`boot`] (QEMU start → agent hello),
-//! [`collector`] (the collector's memory over a long run), [`report`] (a long run's report:
+//! [`lab`] (`lab up` and `lab down`), [`collector`] (the collector's memory over a long run), [`report`] (a long run's report:
 //! render time and size). The criterion benches live in `benches/`.
 
 pub mod boot;
 pub mod collector;
 pub mod fio;
+pub mod lab;
 pub mod report;
 
 /// The median of `v` (the upper one for an even count); 0 for none.

@@ -138,6 +138,18 @@ pub enum BenchCmd {
         #[arg(long)]
         no_verify: bool,
     },
+    /// `lab up` and `lab down` timed over several cycles of a lab of its own (refused if that
+    /// lab exists).
+    Lab {
+        /// The lab brought up and down (not the default one: a running lab stays as it is).
+        #[arg(long, default_value = "bench-lab")]
+        name: String,
+        /// Parent of the lab directory [default: $MIGLAB_LAB_ROOT or /var/lib/miglab].
+        #[arg(long)]
+        root: Option<PathBuf>,
+        #[arg(long, default_value_t = 5)]
+        count: u32,
+    },
     /// The collector's memory over a long run at a high op rate (synthetic stream, no lab).
     Collector {
         #[arg(long, default_value_t = 10)]

@@ -37,6 +37,15 @@ pub(super) fn bench_cmd(cmd: BenchCmd) -> Result<Finished, CliError> {
                 .map_err(|e| CliError::FioBench(e.to_string()))?;
             Ok(Finished::Clean)
         }
+        BenchCmd::Lab { name, root, count } => {
+            let opts = miglab_infra::topology::lab::LabOptions {
+                name,
+                root: root.unwrap_or_else(miglab_infra::paths::lab_root),
+                ..Default::default()
+            };
+            benchmarks::lab::run(&opts, count)?;
+            Ok(Finished::Clean)
+        }
         BenchCmd::Collector { minutes, rate } => {
             benchmarks::collector::run(minutes, rate);
             Ok(Finished::Clean)
