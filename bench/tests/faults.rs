@@ -70,6 +70,7 @@ fn window(r: &RunResult) -> &miglab_reports::Window {
 /// runs, no link is cut or shaped, no fault is left in the journal and no guest runs; the next
 /// test gets the lab only then (a failed check tears it down).
 fn on_lab(_name: &str, f: impl FnOnce(&Lab, &Path)) {
+    MachineLoad::test_begins();
     let t = TestLab::lease();
     f(t.lab(), t.root());
     t.release_clean();
@@ -105,7 +106,7 @@ fault_test!(
         assert!(f.cleared_ms.expect("cleared") - f.injected_ms.expect("injected") >= 3000.0, "{f:?}");
         assert!(f.healthy_after_ms.is_some() && !f.infra_not_recovered, "{f:?}");
         // Measured 143-359 ms (median 145, 3 runs), where a run without the fault stalls ~15 ms.
-        assert!(stall(&res) > 100.0, "a killed OSD stalls the writes to it: {:?}", window(&res));
+        assert!(stall(&res) > 100.0, "a killed OSD stalls the writes to it: {:?} ({})", window(&res), MachineLoad::of_test().said());
         completed(&res);
     }
 );
@@ -129,7 +130,7 @@ fault_test!(
         let f = fault(&res);
         assert!(f.target.starts_with("mds."), "{f:?}");
         assert!(f.healthy_after_ms.is_some(), "the failover completed and the killed one came back: {f:?}");
-        assert!(stall(&res) > 1000.0, "metadata ops wait for the failover: {:?}", window(&res));
+        assert!(stall(&res) > 1000.0, "metadata ops wait for the failover: {:?} ({})", window(&res), MachineLoad::of_test().said());
     }
 );
 
@@ -140,7 +141,7 @@ fault_test!(
         let res = scenario(root, lab.layout().name.as_str(), "f-mds-freeze", &t);
         let f = fault(&res);
         assert!(f.undo.ends_with("resumed"), "{f:?}");
-        assert!(stall(&res) >= 2000.0, "metadata ops wait for a hung MDS: {:?}", window(&res));
+        assert!(stall(&res) >= 2000.0, "metadata ops wait for a hung MDS: {:?} ({})", window(&res), MachineLoad::of_test().said());
     }
 );
 
@@ -246,7 +247,7 @@ fault_test!(
         let t = format!("{RANDRW}{NO_HOP}[[fault]]\nkind = \"partition\"\nhost = \"c1\"\nduration_ms = 4000\ntrigger = {{ at = \"workload-start\", offset_ms = 1000 }}\n");
         let res = scenario(root, lab.layout().name.as_str(), "f-partition", &t);
         let w = window(&res);
-        assert!(stall(&res) >= 3000.0, "no I/O while cut off: {w:?}");
+        assert!(stall(&res) >= 3000.0, "no I/O while cut off: {w:?} ({})", MachineLoad::of_test().said());
         assert!(w.recovered_after_ms.is_some(), "I/O resumed after the heal: {w:?}");
         assert!(fault(&res).undo.starts_with("c1's link healed"), "{:?}", fault(&res));
     }
@@ -268,7 +269,8 @@ fault_test!(
             let took = m.total_time_ms.expect("total") as f64;
             assert!(
                 took >= 0.85 * predicted && took <= 1.6 * predicted + 1000.0,
-                "{n}: a 100 Mbit/s cap: {took} ms for {predicted:.0} ms of bytes"
+                "{n}: a 100 Mbit/s cap: {took} ms for {predicted:.0} ms of bytes ({})",
+                MachineLoad::of_test().said()
             );
             m
         };
@@ -287,9 +289,10 @@ fault_test!(
             // against 422-1190 with four; the deep queue had given 3287 and 5446 ms.
             assert!(
                 down(proxy) <= 2.0 * down(real) + 500.0,
-                "{what}: QEMU downtime {} ms through the proxy, {} ms through tbf at the same rate",
+                "{what}: QEMU downtime {} ms through the proxy, {} ms through tbf at the same rate ({})",
                 down(proxy),
-                down(real)
+                down(real),
+                MachineLoad::of_test().said()
             );
         }
     }
@@ -344,7 +347,7 @@ fault_test!(
     virtiofsd_freeze, "tf-vfrz", |lab, root| {
         let t = format!("{RANDRW}{NO_HOP}[[fault]]\nkind = \"virtiofsd-freeze\"\nside = \"source\"\nduration_ms = 2000\ntrigger = {{ at = \"workload-start\", offset_ms = 1000 }}\n");
         let res = scenario(root, lab.layout().name.as_str(), "f-vfsd-freeze", &t);
-        assert!(stall(&res) >= 1500.0, "{:?}", window(&res));
+        assert!(stall(&res) >= 1500.0, "{:?} ({})", window(&res), MachineLoad::of_test().said());
         assert!(fault(&res).undo.ends_with("resumed"), "{:?}", fault(&res));
         completed(&res);
     }
@@ -468,7 +471,11 @@ fn at_the_switchover(lab: &Lab, root: &Path) {
     // Frozen inside the switch-over, the OSD holds the device-state phase: QEMU's downtime
     // grows by about the freeze.
     let downtime = m.downtime_ms.expect("downtime") as f64;
-    assert!(downtime >= 0.75 * 2000.0, "a 2 s freeze at the switch-over: QEMU downtime {downtime} ms");
+    assert!(
+        downtime >= 0.75 * 2000.0,
+        "a 2 s freeze at the switch-over: QEMU downtime {downtime} ms ({})",
+        MachineLoad::of_test().said()
+    );
     // Replay: the same OSD.
     let again = root.join("again");
     let _ =

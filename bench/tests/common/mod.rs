@@ -57,9 +57,24 @@ pub struct MachineLoad {
     start: Option<miglab_infra::cpu::CpuTimes>,
 }
 
+thread_local! {
+    /// When the running test began (cargo runs each test on a thread of its own).
+    static TEST_BEGAN: std::cell::Cell<Option<miglab_infra::cpu::CpuTimes>> = const { std::cell::Cell::new(None) };
+}
+
 impl MachineLoad {
     pub fn start() -> Self {
         Self { start: miglab_infra::cpu::CpuTimes::now() }
+    }
+
+    /// Marks the running test's beginning, for [`MachineLoad::of_test`].
+    pub fn test_begins() {
+        TEST_BEGAN.with(|t| t.set(miglab_infra::cpu::CpuTimes::now()));
+    }
+
+    /// Since the running test began ([`MachineLoad::test_begins`]), or since now if it never said.
+    pub fn of_test() -> Self {
+        Self { start: TEST_BEGAN.with(|t| t.get()).or_else(miglab_infra::cpu::CpuTimes::now) }
     }
 
     /// `CPU stolen since the test began: 3.2 %; load average 1.52 1.10 0.80`.
