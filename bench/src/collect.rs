@@ -460,9 +460,11 @@ impl Collector {
         (self.last_completion, self.ring.back().map(|(_, h)| *h))
     }
 
-    /// Heartbeats and successful ops so far.
+    /// Heartbeats and successful ops so far, the ops still held for the next heartbeat
+    /// included (the fuzz target found an op that `finish` counted and this did not).
     pub fn progress(&self) -> (u64, u64) {
-        (self.heartbeats, self.ops.values().map(|s| s.count).sum())
+        let held = self.pending.iter().filter(|(o, _)| !o.failed()).count() as u64;
+        (self.heartbeats, self.ops.values().map(|s| s.count).sum::<u64>() + held)
     }
 
     pub fn finish(mut self, end: Instant) -> Collected {

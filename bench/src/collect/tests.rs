@@ -177,6 +177,17 @@ fn a_window_with_nothing_to_measure_says_so_instead_of_zero() {
     assert_eq!(r.first_heartbeat_ms, None);
 }
 
+/// An op with no heartbeat after it is held until the end; progress counts it as `finish`
+/// does (before, it was missing from progress: the `collect` fuzz target's first finding).
+#[test]
+fn progress_counts_the_ops_held_for_the_next_heartbeat() {
+    let (mut c, g) = guest();
+    c.feed(&[hb(0, 1), op(1500, 2000), op_with(2000, 2500, FLAG_ERROR)].concat(), g.at(2));
+    assert_eq!(c.progress(), (1, 1));
+    let r = c.finish(g.at(3));
+    assert_eq!(r.ops.iter().map(|o| o.count).sum::<u64>(), 1);
+}
+
 #[test]
 fn lost_heartbeats_and_bad_frames_are_counted() {
     let (mut c, g) = guest();
