@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The workspace's crates, lowest layer first: a crate may use only crates before it.
-const LAYERS: &[&str] = &["miglab-workloads", "miglab-reports", "miglab-faults", "miglab-infra", "miglab"];
+const LAYERS: &[&str] =
+    &["miglab-workloads", "miglab-reports", "miglab-faults", "miglab-infra", "miglab", "miglab-fuzz"];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
