@@ -1,7 +1,7 @@
 //! `miglab bench ...`: figures measured on the real lab, printed, never asserted. The rooms:
-//! [`fio`] (the engine against fio, same jobs), [`boot`] (QEMU start → agent hello),
-//! [`lab`] (`lab up` and `lab down`), [`collector`] (the collector's memory over a long run), [`report`] (a long run's report:
-//! render time and size). The criterion benches live in `benches/`.
+//! [`fio`] (the engine against fio, same jobs), [`boot`] (QEMU start → agent hello), [`lab`]
+//! (`lab up` and `lab down`), [`collector`] (the collector's memory over a long run), [`report`]
+//! (a long run's report: render time and size). The criterion benches live in `benches/`.
 
 pub mod boot;
 pub mod collector;

@@ -557,8 +557,8 @@ mod tests {
         assert!(c.heartbeats > 100, "{} heartbeats", c.heartbeats);
         assert!(report.expect("verified").clean());
         let f = engine_figures(&c, &j, 0.3);
-        let (r, w_) = (f.read.expect("read"), f.write.expect("write"));
-        assert!(r.iops > 0.0 && r.p50_us > 0.0 && w_.iops > 0.0);
+        let (rd, wr) = (f.read.expect("read"), f.write.expect("write"));
+        assert!(rd.iops > 0.0 && rd.p50_us > 0.0 && wr.iops > 0.0);
         // Against fio the collector is fed rarely: a few heartbeats, the ops all there.
         let (c, report) =
             run(&w, dir.path(), ms300, tag, Watch::figures_only(), RunClock::start(), &|_| {}).expect("run");

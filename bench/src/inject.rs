@@ -5,6 +5,7 @@
 //! the cluster to be healthy again. Each fault leaves a [`FaultRecord`] on the run clock.
 
 mod apply;
+pub(crate) use apply::{DELAY_PROBABILITY, SOCKET_FAILURES};
 
 use crate::clock::RunClock;
 use crate::observe::{Bus, Observed};

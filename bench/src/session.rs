@@ -587,9 +587,9 @@ fn undo_leftovers(topo: &dyn Topology, scenario: &str) -> Vec<String> {
     altered
 }
 
-/// The messenger settings miglab's storage faults change; 0 is off. A run starts only with all
-/// of them off, as the lab makes them and as a real cluster runs.
-const INJECTIONS: [&str; 2] = ["ms_inject_delay_probability", "ms_inject_socket_failures"];
+/// The messenger settings miglab's storage faults turn on. A run starts only with all of them
+/// off, as the lab makes them and as a real cluster runs.
+const INJECTIONS: [&str; 2] = [crate::inject::DELAY_PROBABILITY, crate::inject::SOCKET_FAILURES];
 
 /// Every OSD's (and, with `clients`, every host's CephFS client's) messenger injection that is
 /// on, each with its fix; and the settings that could not be read.
@@ -609,12 +609,13 @@ fn injections_left_on(topo: &dyn Topology, clients: bool) -> (Vec<String>, Vec<S
             let handles: Vec<_> = pairs
                 .iter()
                 .map(|&(h, k)| {
-                    s.spawn(move || {
-                        (format!("client.{h}"), k, topo.client_config_get(h, k).map_err(|e| e.to_string()))
-                    })
+                    (h, k, s.spawn(move || topo.client_config_get(h, k).map_err(|e| e.to_string())))
                 })
                 .collect();
-            reads.extend(handles.into_iter().filter_map(|h| h.join().ok()));
+            for (h, k, t) in handles {
+                let read = t.join().unwrap_or_else(|_| Err("its read panicked".into()));
+                reads.push((format!("client.{h}"), k, read));
+            }
         });
     }
     let mut on = Vec::new();

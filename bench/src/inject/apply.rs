@@ -125,6 +125,11 @@ fn messenger_set(
     }
 }
 
+/// The messenger settings that turn a storage fault on (0 is off): a storage delay's chance per
+/// message, and socket failures' one-in-N.
+pub(crate) const DELAY_PROBABILITY: &str = "ms_inject_delay_probability";
+pub(crate) const SOCKET_FAILURES: &str = "ms_inject_socket_failures";
+
 /// The entity types whose messages `target`'s messenger delays (the lab's ceph.conf sets the
 /// same; a real cluster has none set, and then `ms_inject_delay_*` delays nothing).
 fn delay_types(target: &StorageTarget) -> &'static str {
@@ -175,16 +180,11 @@ pub(super) fn apply(
             messenger_set(topo, ctx, j, target, "ms_inject_delay_type", delay_types(target))?;
             messenger_set(topo, ctx, j, target, "ms_inject_delay_max", &max)?;
             let p = probability.to_string();
-            Applied::on(messenger_set(topo, ctx, j, target, "ms_inject_delay_probability", &p)?)
+            Applied::on(messenger_set(topo, ctx, j, target, DELAY_PROBABILITY, &p)?)
         }
-        Fault::SocketFailures { target, one_in, .. } => Applied::on(messenger_set(
-            topo,
-            ctx,
-            j,
-            target,
-            "ms_inject_socket_failures",
-            &one_in.to_string(),
-        )?),
+        Fault::SocketFailures { target, one_in, .. } => {
+            Applied::on(messenger_set(topo, ctx, j, target, SOCKET_FAILURES, &one_in.to_string())?)
+        }
         Fault::LinkRate { host, rate_kbit, .. } => {
             let h = host_of(topo.as_ref(), ctx, host)?;
             j.step(Undo::Unshape { host: h.clone() })?;

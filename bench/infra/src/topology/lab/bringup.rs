@@ -266,18 +266,14 @@ impl Lab {
         }
         self.connect_admin()?;
         // devicehealth (an always-on mgr module) creates a pool of its own on the first OSD map:
-        // a 17th PG that peers while the lab waits for readiness (`lab up` took 3.2-4.3 s
-        // instead of ~2 s whenever it came first) or, coming later, during the first run. Module
-        // options live in the monitor's config database (ceph.conf is not read for them; the monitor
-        // knows no module option before a mgr reported it, hence `force`): set
-        // before the mgr starts, so that it never sees them unset.
-        {
-            let mut admin = self.admin()?;
-            admin.as_mut().ok_or(AdminError::NoPipes)?.mon(
-                "config set",
-                json!({ "who": "mgr", "name": "mgr/devicehealth/enable_monitoring", "value": "false", "force": true }),
-            )?;
-        }
+        // a 17th PG that peers while the lab waits for readiness (`lab up` took 3.2-4.3 s instead
+        // of ~2 s whenever it came first) or, coming later, during the first run. Module options
+        // live in the monitor's config database, not ceph.conf, and the monitor knows none before
+        // a mgr reported it (hence `force`): set before the mgr starts, it is never seen unset.
+        self.mon_command(
+            "config set",
+            json!({ "who": "mgr", "name": "mgr/devicehealth/enable_monitoring", "value": "false", "force": true }),
+        )?;
         self.sup.spawn(&self.daemon_spec(&DaemonId::new(DaemonKind::Mgr, MGR_ID)))?;
         self.mark("mon", t);
         Ok(t_daemons)
