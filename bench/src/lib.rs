@@ -10,6 +10,7 @@ pub mod cli;
 pub mod clock;
 pub mod collect;
 pub mod doctor;
+pub(crate) mod downtime;
 pub(crate) mod exit;
 pub(crate) mod hostmode;
 pub(crate) mod inject;

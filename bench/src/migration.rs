@@ -392,6 +392,14 @@ async fn drive(
         }
     }
     let info = watched.info.unwrap_or_else(empty_info);
+    // Where the downtime went: QEMU's tracepoints, once the guest runs on the destination.
+    let (downtime_parts, downtime_parts_problem) = if outcome == Outcome::Completed {
+        let zero = hop.bus.clock().wall_zero().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let began = zero.as_micros() as i64 + (started_ms * 1e3) as i64;
+        crate::downtime::parts(hop.site, src, dst, began, info.downtime.map(|v| v as u64)).await
+    } else {
+        (None, None)
+    };
     let ram = info.ram.as_ref();
     let bytes_after_stop = match (watched.sent_at_pause, ram) {
         (Some(p), Some(r)) if outcome == Outcome::Completed => Some((r.transferred as u64).saturating_sub(p)),
@@ -423,6 +431,8 @@ async fn drive(
         bytes_after_stop,
         virtiofsd: Some(held),
         convergence: Convergence { dirty_rate_mib_s: dirty_rate, ..watched.convergence },
+        downtime_parts,
+        downtime_parts_problem,
     })
 }
 

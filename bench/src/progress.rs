@@ -37,6 +37,27 @@ pub fn state_line(m: &miglab_reports::MigrationRecord) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("; "))
 }
 
+/// Where QEMU's downtime went (its tracepoints), part by part, with virtiofsd's state blob
+/// and how far behind the destination was; or why a completed hop has no parts.
+pub fn downtime_line(m: &miglab_reports::MigrationRecord) -> Option<String> {
+    use miglab_reports::downtime::VHOST_USER_FS;
+    let Some(p) = &m.downtime_parts else {
+        return m.downtime_parts_problem.as_ref().map(|e| format!("downtime unattributed: {e}"));
+    };
+    let parts: Vec<String> =
+        p.parts.iter().map(|x| format!("{} {:.1}", x.part.as_str().replace('_', " "), x.ms)).collect();
+    let mut also = Vec::new();
+    if let (Some(all), Some(s)) = (p.vhost_user_fs_ms, p.device_ms(VHOST_USER_FS, false)) {
+        also.push(format!("virtiofsd's state {all:.1} ms from its save to its load (saving {s:.1})"));
+    }
+    if let Some(b) = p.destination_behind_ms.filter(|b| *b >= 1.0) {
+        also.push(format!("the destination was {b:.1} ms behind in the stream"));
+    }
+    also.extend(m.downtime_parts_problem.clone());
+    let also: String = also.iter().map(|a| format!("; {a}")).collect();
+    Some(format!("downtime parts (ms): {} = {:.1} traced{also}", parts.join(", "), p.traced_ms))
+}
+
 /// One line for a dirtying load's pages over the hops.
 pub fn memory_line(m: &miglab_reports::MemoryResult) -> Option<String> {
     let spec = m.spec?;

@@ -881,7 +881,7 @@ pub fn copy_logs(site: &dyn Site, vm: &str, dir: &Path) {
             let from = site.instances_dir_on(host).join(vm).join(&name);
             let to = dir.join("logs").join(&name);
             let _ = std::fs::create_dir_all(&to);
-            for f in ["console.log", "qemu.log", "virtiofsd.log"] {
+            for f in ["console.log", "qemu.log", "qemu-trace.log", "virtiofsd.log"] {
                 if let Ok(bytes) = h.read(&from.join(f)) {
                     let _ = std::fs::write(to.join(f), bytes);
                 }

@@ -458,6 +458,9 @@ fn guest_summary(r: &RunResult) {
         if let Some(line) = crate::progress::state_line(m) {
             println!("    {line}");
         }
+        if let Some(line) = crate::progress::downtime_line(m) {
+            println!("    {line}");
+        }
         // A QEMU that took seconds to answer was blocked (in a vhost-user call, typically).
         if let Some(q) = m.longest_qmp_wait_ms.filter(|q| *q >= 1000.0) {
             println!("    the source QEMU's QMP went unanswered for {q:.0} ms during it");

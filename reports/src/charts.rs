@@ -84,6 +84,22 @@ pub(crate) const PALETTE: [RGBColor; 6] = [
     RGBColor(214, 39, 40),
 ];
 
+/// QEMU's downtime parts, in [`crate::PartName::ALL`]'s order: the source's in blues, the
+/// hand-over in orange, the destination's in greens.
+const PARTS: [RGBColor; 7] = [
+    RGBColor(158, 202, 225),
+    RGBColor(200, 200, 200),
+    RGBColor(66, 146, 198),
+    RGBColor(8, 69, 148),
+    RGBColor(253, 141, 60),
+    RGBColor(65, 171, 93),
+    RGBColor(0, 90, 50),
+];
+
+fn part_colour(p: crate::PartName) -> RGBColor {
+    PARTS[crate::PartName::ALL.iter().position(|x| *x == p).unwrap_or(0)]
+}
+
 /// Draws the series' labels, boxed, at `pos`.
 pub(crate) fn legend<'a, X, Y>(
     c: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
@@ -449,8 +465,9 @@ pub fn spectrum(r: &RunResult) -> Result<String, ChartError> {
     )
 }
 
-/// Per migration: QEMU's downtime, the guest-visible pause (heartbeat gap), the part of it the
-/// guest's clock stood still, and the I/O stall.
+/// Per migration: QEMU's downtime (stacked by its parts where its tracepoints split it), the
+/// guest-visible pause (heartbeat gap), the part of it the guest's clock stood still, and the
+/// I/O stall.
 pub fn downtime(r: &RunResult) -> Result<String, ChartError> {
     let rows: Vec<(String, [Option<f64>; 4])> = r
         .migrations
@@ -472,9 +489,20 @@ pub fn downtime(r: &RunResult) -> Result<String, ChartError> {
     let n = rows.len().max(1) as f64;
     let names =
         ["QEMU downtime", "heartbeat gap (guest-visible pause)", "guest clock stood still", "I/O stall"];
-    svg(960, 320, |root| {
-        let items: Vec<(&str, Swatch)> =
+    let split = r.migrations.iter().any(|m| m.downtime_parts.is_some());
+    let part_names: Vec<String> =
+        crate::PartName::ALL.iter().map(|p| format!("  {}", p.as_str().replace('_', " "))).collect();
+    svg(960, if split { 400 } else { 320 }, |root| {
+        let mut items: Vec<(&str, Swatch)> =
             names.iter().enumerate().map(|(k, n)| (*n, Swatch::Bar(PALETTE[k]))).collect();
+        if split {
+            items.extend(
+                crate::PartName::ALL
+                    .iter()
+                    .zip(&part_names)
+                    .map(|(p, n)| (n.as_str(), Swatch::Bar(part_colour(*p)))),
+            );
+        }
         let plot = side_legend(root, 250, &items)?;
         let mut c = ChartBuilder::on(&plot)
             .caption("Downtime decomposition per migration", ("sans-serif", 17))
@@ -502,6 +530,23 @@ pub fn downtime(r: &RunResult) -> Result<String, ChartError> {
                 Some(Rectangle::new([(x0, 0.0), (x0 + 0.18, val)], col.filled()))
             });
             c.draw_series(bars).map_err(draw)?;
+            // QEMU's downtime split: its parts stacked over the plain bar, bottom up in order.
+            if k == 0 {
+                for (i, m) in r.migrations.iter().enumerate() {
+                    let Some(p) = &m.downtime_parts else { continue };
+                    let x0 = i as f64 + 0.1;
+                    let mut y = 0.0;
+                    let stack = p.parts.iter().map(|part| {
+                        let bar = Rectangle::new(
+                            [(x0, y), (x0 + 0.18, y + part.ms)],
+                            part_colour(part.part).filled(),
+                        );
+                        y += part.ms;
+                        bar
+                    });
+                    c.draw_series(stack.collect::<Vec<_>>()).map_err(draw)?;
+                }
+            }
             let values = rows.iter().enumerate().filter_map(|(i, (_, v))| {
                 let val = v[k]?;
                 let x0 = i as f64 + 0.1 + k as f64 * 0.2;

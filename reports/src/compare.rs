@@ -71,6 +71,17 @@ pub fn kind(key: &str) -> &str {
     }
 }
 
+/// Whether `kind` is a part of QEMU's downtime (`downtime.<part>_ms`, virtiofsd's state
+/// `downtime.vhost_user_fs_save_ms` / `_load_ms`).
+pub fn is_downtime_part(kind: &str) -> bool {
+    let Some(name) = kind.strip_prefix("downtime.").and_then(|k| k.strip_suffix("_ms")) else {
+        return false;
+    };
+    crate::PartName::ALL.iter().any(|p| p.as_str() == name)
+        || name == "vhost_user_fs_save"
+        || name == "vhost_user_fs_load"
+}
+
 /// The default floors: a downtime or stall moves by 2 ms before it counts, a total migration
 /// time by 20 ms, a p99 by 50 µs, a throughput by 1 op/s; QEMU's dirty rate (whole MiB/s) by
 /// 2 MiB/s, the achieved rate by 1 MiB/s, the passes by 1, the throttle by one of
@@ -89,6 +100,8 @@ pub fn metric(key: &str) -> Metric {
         "throttle_pct" => ("%", false, 10.0),
         // A job's completed ops in the same time: more is better.
         k if k.starts_with("ops.") => ("ops", true, 1.0),
+        // A part of the downtime moves by half a millisecond before it counts.
+        k if is_downtime_part(k) => ("ms", false, 0.5),
         _ => ("µs", false, 50.0),
     };
     Metric { key: key.into(), unit, higher_is_better, floor }
@@ -139,6 +152,9 @@ fn guest_headline(r: &RunResult) -> BTreeMap<String, f64> {
             if let Some(v) = v.filter(|v| v.is_finite()) {
                 m.insert(format!("{k}{suffix}"), v);
             }
+        }
+        for (k, v) in mig.downtime_parts.iter().flat_map(|p| p.figures()) {
+            m.insert(format!("{k}{suffix}"), v);
         }
     }
     for o in r.ops.iter().filter(|o| o.op != "verify" && o.count > 0) {

@@ -348,6 +348,67 @@ fn switch_over_table(h: &mut String, r: &RunResult) {
     h.push_str("<p class=\"sub\">virtiofsd's descriptors: the source's before <code>migrate</code>, the destination's after RESUME (virtiofsd keeps inodes as file handles where it can, so these count mostly open files); the device-state phase runs from QEMU's <code>device</code> status to the destination's RESUME (with <code>device_phase</code>); QEMU's expectation is its last <code>expected-downtime</code> before the guest stopped</p>");
 }
 
+/// Where QEMU's downtime went, per hop: each part between two of its checkpoints, virtiofsd's
+/// state saved and loaded, what the parts add up to against QEMU's figure; or why a hop has no
+/// parts.
+fn downtime_parts_table(h: &mut String, r: &RunResult) {
+    use crate::downtime::VHOST_USER_FS;
+    let shown: Vec<&crate::MigrationRecord> = r
+        .migrations
+        .iter()
+        .filter(|m| m.downtime_parts.is_some() || m.downtime_parts_problem.is_some())
+        .collect();
+    if shown.is_empty() {
+        return;
+    }
+    let mut head: Vec<String> = vec!["migration".into()];
+    head.extend(crate::PartName::ALL.iter().map(|p| format!("{} ms", p.as_str().replace('_', " "))));
+    head.extend(
+        [
+            "virtiofsd's state ms",
+            "vhost-user-fs save ms",
+            "vhost-user-fs load ms",
+            "destination behind ms",
+            "sum ms",
+            "QEMU downtime ms",
+            "clocks / problem",
+        ]
+        .map(String::from),
+    );
+    let rows: Vec<Vec<String>> = shown
+        .iter()
+        .map(|m| {
+            let mut row = vec![format!("{} {} → {}", m.hop, m.from, m.to)];
+            let p = m.downtime_parts.as_ref();
+            let f = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "—".into());
+            row.extend(crate::PartName::ALL.iter().map(|n| f(p.and_then(|p| p.part(*n)))));
+            row.push(f(p.and_then(|p| p.vhost_user_fs_ms)));
+            row.push(f(p.and_then(|p| p.device_ms(VHOST_USER_FS, false))));
+            row.push(f(p.and_then(|p| p.device_ms(VHOST_USER_FS, true))));
+            row.push(f(p.and_then(|p| p.destination_behind_ms)));
+            row.push(f(p.map(|p| p.traced_ms)));
+            row.push(opt(m.downtime_ms.map(|d| d as f64)));
+            let clocks = p.map(|p| match p.clocks {
+                crate::downtime::Clocks::OneHost => "one host's clock".to_string(),
+                crate::downtime::Clocks::Offset { destination_minus_source_ms, rtt_ms } => {
+                    format!("destination {destination_minus_source_ms:+.2} ms (±{:.2})", rtt_ms / 2.0)
+                }
+            });
+            row.push(
+                [clocks, m.downtime_parts_problem.clone()]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            );
+            row
+        })
+        .collect();
+    let head: Vec<&str> = head.iter().map(String::as_str).collect();
+    h.push_str(&table(&head, &rows));
+    h.push_str("<p class=\"sub\">QEMU's own downtime tracepoints on both sides (<code>vmstate_downtime_checkpoint</code>, <code>_save</code>, <code>_load</code>): stop = <code>src-downtime-start</code> → <code>src-vm-stopped</code>; held = the pause before the switch-over, until QEMU's <code>device</code> state; RAM final pass → <code>src-iterable-saved</code>; device save → <code>src-non-iterable-saved</code>; transfer and load → the destination's <code>dst-precopy-loadvm-completed</code>; resume → <code>dst-precopy-bh-vm-started</code>; completion → the source's <code>src-downtime-end</code>. The parts add up to the traced downtime exactly; it agrees with QEMU's whole-millisecond figure within 1.5 ms. virtiofsd's state runs from vhost-user-fs's save beginning on the source to its load ending on the destination; its load alone includes the wait for the source's save (the stream is pipelined), so save and load overlap; the destination was <em>behind</em> by the time from the source beginning its final RAM section to the destination beginning to load it (still loading pre-copy's stream; inside transfer and load).</p>");
+}
+
 /// Pre-copy against the guest's dirtying: per hop, the knobs, QEMU's dirty rate before it, its
 /// passes and throttle, and the dirtying load's pages read back after it; then every pass.
 fn convergence_section(h: &mut String, r: &RunResult) {
@@ -624,6 +685,7 @@ fn over_time_section(h: &mut String, r: &RunResult) -> Result<(), ChartError> {
     if !r.migrations.is_empty() {
         h.push_str("<h2>Downtime decomposition</h2>");
         h.push_str(&charts::downtime(r)?);
+        downtime_parts_table(h, r);
     }
 
     Ok(())

@@ -4,6 +4,7 @@
 pub mod charts;
 pub mod classify;
 pub mod compare;
+pub mod downtime;
 pub mod fleet;
 pub mod html;
 pub mod migration;
@@ -15,6 +16,7 @@ pub mod timings;
 pub mod trend;
 pub mod verdict;
 
+pub use downtime::{DowntimePart, DowntimeParts, PartName};
 pub use migration::{
     AutoConverge, Convergence, MigrationParams, MigrationRecord, MigrationStatus, OpenFiles, Outcome, Pass,
     Phases, QmpEvent, Side, TimelineEvent, Tuning, VirtiofsdHeld,

@@ -397,6 +397,13 @@ pub struct MigrationRecord {
     pub virtiofsd: Option<VirtiofsdHeld>,
     #[serde(default, skip_serializing_if = "Convergence::is_empty")]
     pub convergence: Convergence,
+    /// Where QEMU's downtime went, from its own tracepoints on both sides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downtime_parts: Option<crate::DowntimeParts>,
+    /// Why a completed hop has no parts (a trace unreadable, a checkpoint missing), or why its
+    /// parts are not QEMU's downtime (they add up to another figure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downtime_parts_problem: Option<String>,
 }
 
 /// A process's open descriptors, as `/proc/<pid>/fdinfo` lists them.
@@ -491,6 +498,8 @@ impl MigrationRecord {
             bytes_after_stop: None,
             virtiofsd: None,
             convergence: Convergence::default(),
+            downtime_parts: None,
+            downtime_parts_problem: None,
         }
     }
 }

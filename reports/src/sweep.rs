@@ -30,6 +30,9 @@ pub struct Figures {
     pub window_ops_per_s: Option<f64>,
     /// From the source's `device` status to the destination's RESUME (with `device_phase`).
     pub device_state_ms: Option<f64>,
+    /// virtiofsd's state inside QEMU's downtime: from the source beginning to save
+    /// vhost-user-fs to the destination having loaded it (QEMU's tracepoints).
+    pub virtiofsd_state_ms: Option<f64>,
     /// QEMU's `expected-downtime` before the guest stopped.
     pub expected_downtime_ms: Option<f64>,
     /// The longest the source's QEMU left `query-migrate` unanswered (its main loop blocked,
@@ -84,6 +87,7 @@ pub fn hop_figures(r: &RunResult, m: &crate::MigrationRecord) -> Figures {
         mb_sent: m.transferred_bytes.map(|b| b as f64 / 1e6),
         p99_us: busiest_p99(r),
         device_state_ms: m.phases.device_state_ms(),
+        virtiofsd_state_ms: m.downtime_parts.as_ref().and_then(|p| p.vhost_user_fs_ms),
         expected_downtime_ms: m.expected_downtime_ms.map(|d| d as f64),
         source_blocked_ms: m.longest_qmp_wait_ms,
         evacuation_ms: None,
@@ -157,6 +161,7 @@ pub fn csv(reps: &[Rep]) -> Result<Vec<u8>, csv::Error> {
         "mb_sent",
         "p99_us",
         "device_state_ms",
+        "virtiofsd_state_ms",
         "expected_downtime_ms",
         "source_blocked_ms",
         "evacuation_ms",
@@ -182,6 +187,7 @@ pub fn csv(reps: &[Rep]) -> Result<Vec<u8>, csv::Error> {
             o(f.mb_sent),
             o(f.p99_us),
             o(f.device_state_ms),
+            o(f.virtiofsd_state_ms),
             o(f.expected_downtime_ms),
             o(f.source_blocked_ms),
             o(f.evacuation_ms),
@@ -400,6 +406,7 @@ fn scale_table(reps: &[Rep], key: &str) -> String {
     };
     let downtime = scale_points(reps, key, |f| f.qemu_downtime_ms);
     let device = scale_points(reps, key, |f| f.device_state_ms);
+    let state = scale_points(reps, key, |f| f.virtiofsd_state_ms);
     let blocked = scale_points(reps, key, |f| f.source_blocked_ms);
     let fit_of = |lines: &[(String, Vec<(f64, f64)>)], line: &str| {
         lines.iter().find(|(l, _)| l == line).and_then(|(_, p)| crate::stats::linear_fit(p, 0.95))
@@ -413,6 +420,7 @@ fn scale_table(reps: &[Rep], key: &str) -> String {
                 pts.len().to_string(),
                 fmt(fit),
                 fmt(fit_of(&device, line)),
+                fmt(fit_of(&state, line)),
                 fmt(fit_of(&blocked, line)),
                 // How many units cost QEMU's default 300 ms downtime limit by themselves.
                 fit.filter(|f| f.slope > 0.0)
@@ -436,13 +444,14 @@ fn scale_table(reps: &[Rep], key: &str) -> String {
             "runs",
             &format!("QEMU downtime, µs per unit of {key}"),
             &format!("device state, µs per unit of {key}"),
+            &format!("virtiofsd's state (vhost-user-fs save → load), µs per unit of {key}"),
             &format!("source QEMU blocked, µs per unit of {key}"),
             &format!("{key} costing 300 ms"),
         ],
         &rows,
     );
     h.push_str(
-        "<p class=\"sub\">least-squares line through every repetition; 95 % interval of the slope (Student's t); the source's QEMU blocked is the longest it left <code>query-migrate</code> unanswered (polled every 50 ms: its main loop saving the device state); the last column is how many units add QEMU's default 300 ms downtime limit by themselves (300 ms over the slope, with the slope's interval)</p>"
+        "<p class=\"sub\">least-squares line through every repetition; 95 % interval of the slope (Student's t); virtiofsd's state runs from vhost-user-fs's save beginning on the source to its load ending on the destination (QEMU's downtime tracepoints); the source's QEMU blocked is the longest it left <code>query-migrate</code> unanswered (polled every 50 ms: its main loop saving the device state); the last column is how many units add QEMU's default 300 ms downtime limit by themselves (300 ms over the slope, with the slope's interval)</p>"
     );
     h
 }

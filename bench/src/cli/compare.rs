@@ -12,13 +12,15 @@ fn pairs(flag: &str, v: &[String]) -> Result<BTreeMap<String, f64>, CliError> {
         .map(|s| {
             let bad = || {
                 CliError::Args(format!(
-                    "--{flag} {s}: give METRIC=NUMBER, METRIC one of {} (p99_us.<op> per op kind; a .hopN suffix for the N-th migration alone)",
+                    "--{flag} {s}: give METRIC=NUMBER, METRIC one of {} (p99_us.<op> per op kind; downtime.<part>_ms per downtime part; a .hopN suffix for the N-th migration alone)",
                     METRIC_KINDS.join(", ")
                 ))
             };
             let (k, n) = s.split_once('=').ok_or_else(bad)?;
             let n: f64 = n.trim().parse().map_err(|_| bad())?;
-            let known = METRIC_KINDS.contains(&compare::kind(k)) || k.starts_with("p99_us.");
+            let known = METRIC_KINDS.contains(&compare::kind(k))
+                || k.starts_with("p99_us.")
+                || compare::is_downtime_part(compare::kind(k));
             if !known || !n.is_finite() || n < 0.0 {
                 return Err(bad());
             }

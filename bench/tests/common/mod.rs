@@ -241,7 +241,28 @@ pub fn run_scenario(root: &Path, lab: &str, s: &ScenarioFile) -> RunResult {
     if let Err(e) = miglab::session::run(&run_options(Source::Scenario(file), &out, root, lab)) {
         eprintln!("{}: {e}", s.name());
     }
-    read_result(&out.join(s.name()).join("1"))
+    let r = read_result(&out.join(s.name()).join("1"));
+    every_completed_hop_is_attributed(&r);
+    r
+}
+
+/// Every completed hop of every guest has its downtime split by QEMU's tracepoints (whatever
+/// the test is about). Whether the parts add up to QEMU's whole-millisecond figure is said, not
+/// asserted here: a loaded machine may preempt QEMU between its trace and its clock read.
+pub fn every_completed_hop_is_attributed(r: &RunResult) {
+    let hops = r.migrations.iter().chain(r.guests.iter().flat_map(|g| &g.migrations));
+    for m in hops.filter(|m| m.completed()) {
+        assert!(
+            m.downtime_parts.is_some(),
+            "guest {} hop {}: no downtime parts: {:?}",
+            m.guest,
+            m.hop,
+            m.downtime_parts_problem
+        );
+        if let Some(p) = &m.downtime_parts_problem {
+            eprintln!("guest {} hop {}: {p}", m.guest, m.hop);
+        }
+    }
 }
 
 /// A lab of a test's own, in a private root: brought up by [`TestLab::up`], checked and torn

@@ -478,3 +478,46 @@ fn a_consistent_whole_step_at_the_floor_is_called() {
     }
     assert!(reaches(1.0, 1.0) && reaches(-1.0, 1.0) && !reaches(0.99, 1.0));
 }
+
+/// QEMU's downtime parts are headline figures of their hop (so compare and trend see each), in
+/// ms with their own floor; virtiofsd's state blob by name.
+#[test]
+fn downtime_parts_are_figures_of_their_hop() {
+    use crate::downtime::{Clocks, DeviceTime, DowntimePart, PartClock};
+    let part = |part: crate::PartName, ms: f64| DowntimePart {
+        part,
+        ms,
+        from: "a".into(),
+        to: "b".into(),
+        clock: PartClock::Source,
+    };
+    let parts = crate::DowntimeParts {
+        parts: vec![part(crate::PartName::Stop, 1.5), part(crate::PartName::DeviceSave, 2.5)],
+        traced_ms: 4.0,
+        saves: vec![DeviceTime {
+            device: "0000:00:01.0/vhost-user-fs".into(),
+            instance: 0,
+            iterable: false,
+            ms: 1.25,
+        }],
+        loads: vec![],
+        destination_behind_ms: None,
+        vhost_user_fs_ms: None,
+        clocks: Clocks::OneHost,
+    };
+    let mut first = crate::MigrationRecord::sample(crate::Outcome::Completed, 1000.0);
+    first.downtime_ms = Some(4);
+    let mut second = first.clone();
+    second.hop = 2;
+    second.downtime_parts = Some(parts);
+    let mut r = RunResult::new("s", 1, 1);
+    r.migrations = vec![first, second];
+    let h = headline(&r);
+    assert_eq!(h.get("downtime.device_save_ms.hop2"), Some(&2.5));
+    assert_eq!(h.get("downtime.vhost_user_fs_save_ms.hop2"), Some(&1.25));
+    assert!(!h.contains_key("downtime.stop_ms"), "hop 1 had no parts");
+    assert!(!h.contains_key("downtime.vhost_user_fs_load_ms.hop2"), "no load was traced");
+    let m = metric("downtime.stop_ms.hop2");
+    assert_eq!((m.unit, m.higher_is_better, m.floor), ("ms", false, 0.5));
+    assert!(is_downtime_part("downtime.resume_ms") && !is_downtime_part("downtime.bogus_ms"));
+}

@@ -6,6 +6,7 @@ use crate::accel::Accel;
 use crate::binaries::{parse_version, version_line, QEMU_MIN};
 use crate::process::{ProcessSpec, Tier};
 use crate::topology::Host;
+use miglab_reports::downtime::TRACE_EVENTS;
 use miglab_workloads::control::{CONTROL_PORT, FS_TAG, RECORDS_PORT};
 use std::path::{Path, PathBuf};
 
@@ -91,7 +92,16 @@ pub fn qemu_args(
         format!("virtserialport,id=recordsport,bus=vser0.0,chardev=records,name={RECORDS_PORT}"),
         "-qmp".into(),
         format!("unix:{},server=on,wait=off", p(files.qmp())),
+        // QEMU's own account of each downtime (checkpoints, each device's save and load time),
+        // stamped with the wall clock, in a log of its own.
+        "-msg".into(),
+        "timestamp=on".into(),
+        "-D".into(),
+        p(files.qemu_trace()),
     ]);
+    for event in TRACE_EVENTS {
+        a.extend(["-trace".into(), format!("enable={event}")]);
+    }
     if incoming {
         a.extend(["-incoming".into(), "defer".into()]);
     }

@@ -141,6 +141,10 @@ impl VmFiles {
     pub fn virtiofsd_log(&self) -> PathBuf {
         self.dir.join("virtiofsd.log")
     }
+    /// QEMU's trace log: its migration downtime tracepoints, one line per event.
+    pub fn qemu_trace(&self) -> PathBuf {
+        self.dir.join("qemu-trace.log")
+    }
 }
 
 /// One VM instance as a site's ledger remembers it.
