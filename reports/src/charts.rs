@@ -85,15 +85,15 @@ pub(crate) const PALETTE: [RGBColor; 6] = [
 ];
 
 /// QEMU's downtime parts, in [`crate::PartName::ALL`]'s order: the source's in blues, the
-/// hand-over in orange, the destination's in greens.
+/// hand-over in gold, the destination's in teals (apart from the guest-side bars' colours).
 const PARTS: [RGBColor; 7] = [
     RGBColor(158, 202, 225),
     RGBColor(200, 200, 200),
     RGBColor(66, 146, 198),
     RGBColor(8, 69, 148),
-    RGBColor(253, 141, 60),
-    RGBColor(65, 171, 93),
-    RGBColor(0, 90, 50),
+    RGBColor(240, 200, 40),
+    RGBColor(102, 194, 165),
+    RGBColor(0, 109, 119),
 ];
 
 fn part_colour(p: crate::PartName) -> RGBColor {
