@@ -6,6 +6,7 @@ mod compare;
 mod image;
 mod lab;
 mod migrate;
+mod noise;
 mod run;
 mod vm;
 
@@ -105,6 +106,11 @@ pub enum Cmd {
         #[arg(long, default_value_t = 10.0)]
         threshold: f64,
     },
+    /// The noise budget of a scenario's repetitions: per figure its median, a robust spread,
+    /// the smallest shift `compare` could call at 5, 10 and 20 runs per side, and which
+    /// recorded covariate carries its variance. Runs the scenario (TOML) N times, or reads the
+    /// results already under a directory; writes noise.json beside them.
+    Noise(NoiseArgs),
     /// Figures: measured on the real lab, printed, never asserted.
     Bench {
         #[command(subcommand)]
@@ -315,6 +321,27 @@ pub struct RunArgs {
     pub topology: Option<PathBuf>,
     #[command(flatten)]
     pub binaries: BinaryArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct NoiseArgs {
+    /// A scenario (TOML) to run, or a directory of results (`results/smoke`) to read.
+    pub target: PathBuf,
+    /// Repetitions to run (a scenario only).
+    #[arg(long, default_value_t = 20)]
+    pub repetitions: u32,
+    /// Results go to <out>/<scenario>/<repetition>/ (a scenario only).
+    #[arg(long, default_value = "results")]
+    pub out: PathBuf,
+    /// Run on this lab instead of the scenario's (a running one is reused).
+    #[arg(long)]
+    pub lab: Option<String>,
+    /// Parent of lab directories [default: $MIGLAB_LAB_ROOT or /var/lib/miglab].
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// The level the detectable shifts are quoted at (compare's default).
+    #[arg(long, default_value_t = 0.01)]
+    pub alpha: f64,
 }
 
 /// The builds under test, over the scenario's `[binaries]` (default: the installed ones).
@@ -554,6 +581,7 @@ fn dispatch(args: Args) -> Result<Finished, CliError> {
             Ok(Finished::Clean)
         }
         Cmd::Run(a) => run::run_cmd(a),
+        Cmd::Noise(a) => noise::noise_cmd(a),
         Cmd::Compare(a) => compare::compare_cmd(a),
         Cmd::Trend { dir, out, threshold } => compare::trend_cmd(&dir, out, threshold / 100.0),
     }

@@ -335,6 +335,7 @@ async fn drive(
         Some(w) => dirty_rate(src, w).await,
         None => None,
     };
+    let cpu_before = miglab_infra::cpu::CpuTimes::now();
     let t0 = Instant::now();
     let started_ms = hop.bus.clock().ms(t0);
     hop.bus.publish_at(
@@ -375,6 +376,9 @@ async fn drive(
         runs_again,
     )
     .await;
+    let host_cpu = cpu_before.zip(miglab_infra::cpu::CpuTimes::now()).and_then(|(a, b)| {
+        Some(miglab_reports::HostCpu { busy_pct: a.busy_pct(&b)?, steal_pct: a.steal_pct(&b)? })
+    });
     let source_running = src.qmp.running().await.unwrap_or(false);
     let dst_resumed =
         tl.saw(Side::Destination, &QmpEvent::Resume) || dst.qmp.running().await.unwrap_or(false);
@@ -433,6 +437,7 @@ async fn drive(
         convergence: Convergence { dirty_rate_mib_s: dirty_rate, ..watched.convergence },
         downtime_parts,
         downtime_parts_problem,
+        host_cpu,
     })
 }
 

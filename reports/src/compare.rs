@@ -78,8 +78,7 @@ pub fn is_downtime_part(kind: &str) -> bool {
         return false;
     };
     crate::PartName::ALL.iter().any(|p| p.as_str() == name)
-        || name == "vhost_user_fs_save"
-        || name == "vhost_user_fs_load"
+        || ["vhost_user_fs", "vhost_user_fs_save", "vhost_user_fs_load", "destination_behind"].contains(&name)
 }
 
 /// The default floors: a downtime or stall moves by 2 ms before it counts, a total migration

@@ -8,6 +8,7 @@ pub mod downtime;
 pub mod fleet;
 pub mod html;
 pub mod migration;
+pub mod noise;
 pub mod outcome;
 pub mod result;
 pub mod stats;
@@ -18,8 +19,8 @@ pub mod verdict;
 
 pub use downtime::{DowntimePart, DowntimeParts, PartName};
 pub use migration::{
-    AutoConverge, Convergence, MigrationParams, MigrationRecord, MigrationStatus, OpenFiles, Outcome, Pass,
-    Phases, QmpEvent, Side, TimelineEvent, Tuning, VirtiofsdHeld,
+    AutoConverge, Convergence, HostCpu, MigrationParams, MigrationRecord, MigrationStatus, OpenFiles,
+    Outcome, Pass, Phases, QmpEvent, Side, TimelineEvent, Tuning, VirtiofsdHeld,
 };
 pub use outcome::{Expect, RunOutcome, Thresholds};
 pub use result::{

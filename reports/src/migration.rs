@@ -397,6 +397,10 @@ pub struct MigrationRecord {
     pub virtiofsd: Option<VirtiofsdHeld>,
     #[serde(default, skip_serializing_if = "Convergence::is_empty")]
     pub convergence: Convergence,
+    /// miglab's machine's CPUs from `migrate` to the guest running again (a covariate of
+    /// the hop's figures: these machines are shared and virtual).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_cpu: Option<HostCpu>,
     /// Where QEMU's downtime went, from its own tracepoints on both sides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub downtime_parts: Option<crate::DowntimeParts>,
@@ -404,6 +408,15 @@ pub struct MigrationRecord {
     /// parts are not QEMU's downtime (they add up to another figure).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub downtime_parts_problem: Option<String>,
+}
+
+/// How busy miglab's machine was over a window, from `/proc/stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct HostCpu {
+    /// CPU time spent running anything (not idle, not stolen), %.
+    pub busy_pct: f64,
+    /// CPU time the hypervisor took (a vCPU ready but not run), %.
+    pub steal_pct: f64,
 }
 
 /// A process's open descriptors, as `/proc/<pid>/fdinfo` lists them.
@@ -500,6 +513,7 @@ impl MigrationRecord {
             convergence: Convergence::default(),
             downtime_parts: None,
             downtime_parts_problem: None,
+            host_cpu: None,
         }
     }
 }

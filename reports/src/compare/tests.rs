@@ -520,4 +520,7 @@ fn downtime_parts_are_figures_of_their_hop() {
     let m = metric("downtime.stop_ms.hop2");
     assert_eq!((m.unit, m.higher_is_better, m.floor), ("ms", false, 0.5));
     assert!(is_downtime_part("downtime.resume_ms") && !is_downtime_part("downtime.bogus_ms"));
+    for k in ["downtime.vhost_user_fs_ms", "downtime.destination_behind_ms.hop2"] {
+        assert_eq!(metric(k).unit, "ms", "{k}");
+    }
 }
