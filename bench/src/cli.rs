@@ -1,5 +1,6 @@
 //! The `miglab` command line: argument definitions and their dispatch to the library.
 
+mod ab;
 mod bench;
 mod check;
 mod compare;
@@ -111,6 +112,10 @@ pub enum Cmd {
     /// recorded covariate carries its variance. Runs the scenario (TOML) N times, or reads the
     /// results already under a directory; writes noise.json beside them.
     Noise(NoiseArgs),
+    /// A/B until it is known: baseline and candidate runs interleaved on one lab, pair after
+    /// pair, until a sequential test (valid however often it looks) calls regression,
+    /// improvement or unchanged, or the budget ends it inconclusive. Exit 1 on a regression.
+    Ab(AbArgs),
     /// Figures: measured on the real lab, printed, never asserted.
     Bench {
         #[command(subcommand)]
@@ -321,6 +326,52 @@ pub struct RunArgs {
     pub topology: Option<PathBuf>,
     #[command(flatten)]
     pub binaries: BinaryArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AbArgs {
+    /// The baseline's scenario (TOML).
+    pub baseline: PathBuf,
+    /// The candidate's scenario, when it is a variant (default: the baseline's, with the
+    /// candidate's builds).
+    pub candidate: Option<PathBuf>,
+    /// The baseline's builds (default: the installed ones, or the scenario's [binaries]).
+    #[command(flatten)]
+    pub binaries: BinaryArgs,
+    /// The candidate's QEMU.
+    #[arg(long, value_name = "PATH")]
+    pub candidate_qemu: Option<PathBuf>,
+    /// The candidate's virtiofsd.
+    #[arg(long, value_name = "PATH")]
+    pub candidate_virtiofsd: Option<PathBuf>,
+    /// The candidate's guest kernel (an unpacked kernel package).
+    #[arg(long, value_name = "DIR")]
+    pub candidate_kernel: Option<PathBuf>,
+    /// The figure that decides (any `compare` metric of the runs, e.g. total_ms,
+    /// qemu_downtime_ms, downtime.vhost_user_fs_ms).
+    #[arg(long, default_value = "total_ms")]
+    pub metric: String,
+    /// The band, percent: a change smaller than this is `unchanged`.
+    #[arg(long, default_value_t = 10.0)]
+    pub band: f64,
+    /// The false-call rate over the whole sequence, however often it looks.
+    #[arg(long, default_value_t = 0.05)]
+    pub alpha: f64,
+    /// Stop inconclusive after this many pairs.
+    #[arg(long, default_value_t = 30)]
+    pub max_pairs: u32,
+    /// Stop inconclusive after this many minutes (checked between pairs).
+    #[arg(long, default_value_t = 30.0)]
+    pub max_minutes: f64,
+    /// Results go to <out>/baseline/<pair>/ and <out>/candidate/<pair>/, with ab.json.
+    #[arg(long, default_value = "results/ab")]
+    pub out: PathBuf,
+    /// Run on this lab instead of the scenario's (brought up once if it is not running).
+    #[arg(long)]
+    pub lab: Option<String>,
+    /// Parent of lab directories [default: $MIGLAB_LAB_ROOT or /var/lib/miglab].
+    #[arg(long)]
+    pub root: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -582,6 +633,7 @@ fn dispatch(args: Args) -> Result<Finished, CliError> {
         }
         Cmd::Run(a) => run::run_cmd(a),
         Cmd::Noise(a) => noise::noise_cmd(a),
+        Cmd::Ab(a) => ab::ab_cmd(a),
         Cmd::Compare(a) => compare::compare_cmd(a),
         Cmd::Trend { dir, out, threshold } => compare::trend_cmd(&dir, out, threshold / 100.0),
     }

@@ -1,5 +1,6 @@
 //! `miglab compare` on real result sets, and the builds under test as a choice: the same
-//! scenario twice, interleaved (once with a copy of QEMU chosen with --qemu) → no new failure and at most
+//! scenario twice, interleaved by `miglab ab` (its candidate a copy of QEMU chosen with
+//! --candidate-qemu; five pairs: inconclusive at its budget) → no new failure and at most
 //! one chance call (α = 0.01 over ~8 metrics: a true chance call must not fail CI); the same
 //! scenario with the migration bandwidth capped → refused until the difference is declared,
 //! then a regression in total migration time, exit 1; a candidate of which 2 of 5 runs
@@ -71,23 +72,45 @@ fn compare_calls_a_capped_migration_a_regression_and_equal_sets_nothing() {
     let qemu = root.path().join("qemu-copy");
     std::fs::copy(miglab_infra::paths::tool("qemu-system-x86_64"), &qemu).expect("copy qemu");
 
-    let (a, b, c) = (root.path().join("a"), root.path().join("b"), root.path().join("c"));
-    // The two sets of the same build interleaved, one run each in turn: a lab's first minutes
-    // (or anything else that drifts on a shared machine) must land on both sides, not on one.
-    // Run back to back, a fresh lab once made the first set's downtime 150 ms against 41 ms
-    // for the second, every run apart: a true difference, but not the builds'.
-    // The candidate's guest kernel is chosen by its package directory (the installed one: the
-    // same image).
+    // The two sets of the same build interleaved by `miglab ab`, pair after pair (the first
+    // side alternating): a lab's first minutes (or anything else that drifts on a shared
+    // machine) must land on both sides, not on one. Run back to back, a fresh lab once made
+    // the first set's downtime 150 ms against 41 ms for the second, every run apart: a true
+    // difference, but not the builds'. The candidate's guest kernel is chosen by its package
+    // directory (the installed one: the same image).
     let kernel = miglab_infra::paths::guest_kernel_dir();
-    let candidate = ["--qemu", qemu.to_str().expect("utf8"), "--kernel", kernel.to_str().expect("utf8")];
-    for i in 1..=5 {
-        let one = ["--repetitions", "1"];
-        run(root.path(), &plain, &a.join(format!("r{i}")), &one);
-        run(root.path(), &plain, &b.join(format!("r{i}")), &[&one[..], &candidate[..]].concat());
-    }
+    let pairs = root.path().join("pairs");
+    let o = miglab()
+        .args(["ab", "--lab", LAB, "--root"])
+        .arg(root.path())
+        .arg("--out")
+        .arg(&pairs)
+        .args(["--max-pairs", "5", "--candidate-qemu"])
+        .arg(&qemu)
+        .arg("--candidate-kernel")
+        .arg(&kernel)
+        .arg(&plain)
+        .output()
+        .expect("miglab ab");
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{said}\n{}", String::from_utf8_lossy(&o.stderr));
+    // Five pairs cannot bound a median at α = 0.05 (seven can): inconclusive at the budget,
+    // every pair recorded with its two figures.
+    assert!(said.contains("INCONCLUSIVE after 5 pairs") && said.contains("the budget of 5 pairs"), "{said}");
+    let ab: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(pairs.join("ab.json")).expect("ab.json")).expect("json");
+    assert_eq!(ab["verdict"], "inconclusive");
+    let recorded = ab["pairs"].as_array().expect("pairs");
+    assert_eq!(recorded.len(), 5);
+    assert!(recorded.iter().all(|p| p["baseline"].is_number() && p["candidate"].is_number()), "{ab}");
+    assert_eq!(
+        (recorded[0]["first"].as_str(), recorded[1]["first"].as_str()),
+        (Some("baseline"), Some("candidate"))
+    );
+    let (a, b, c) = (pairs.join("baseline"), pairs.join("candidate"), root.path().join("c"));
     run(root.path(), &capped, &c, &[]);
 
-    let r: RunResult = read_result(&b.join("r1/cmp/1"));
+    let r: RunResult = read_result(&b.join("1/cmp/1"));
     let q = r.provenance.binaries.iter().find(|x| x.role == "qemu").expect("qemu recorded");
     assert_eq!(Path::new(&q.path), qemu.as_path(), "{q:?}");
     assert!(q.sha256.as_ref().is_some_and(|s| s.len() == 64) && q.version.is_some(), "{q:?}");

@@ -1,6 +1,7 @@
 //! miglab-reports: the result schema shared by every run, its writers, and the judgement of a
 //! result. It knows nothing of QEMU or Ceph processes: it reads and writes data.
 
+pub mod ab;
 pub mod charts;
 pub mod classify;
 pub mod compare;

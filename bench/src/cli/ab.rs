@@ -1,0 +1,308 @@
+//! `miglab ab`: baseline and candidate interleaved on one lab until the sequential test knows.
+
+use super::{AbArgs, CliError};
+use crate::exit::Finished;
+use crate::preflight::{self, Overrides};
+use crate::session::{self, RunOptions, Source};
+use miglab_infra::binaries::BinaryChoice;
+use miglab_infra::paths;
+use miglab_infra::topology::lab::{Lab, LabOptions};
+use miglab_infra::topology::state::{Phase, StateFile};
+use miglab_reports::ab::{Sequential, Verdict};
+use miglab_reports::compare::{headline, metric};
+use miglab_reports::{RunResult, RunStatus};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// One side of the comparison.
+struct Side {
+    name: &'static str,
+    scenario: PathBuf,
+    binaries: BinaryChoice,
+}
+
+/// A pair's two figures (absent when the run failed or did not measure it).
+#[derive(Debug, Serialize)]
+struct Pair {
+    pair: u32,
+    /// Which side ran first (they alternate, so a drift over the session falls on both).
+    first: &'static str,
+    baseline: Option<f64>,
+    candidate: Option<f64>,
+    baseline_status: String,
+    candidate_status: String,
+    /// The interval after this pair (relative shift, candidate / baseline − 1).
+    interval: (f64, f64),
+    verdict: Verdict,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    metric: String,
+    band_pct: f64,
+    alpha: f64,
+    verdict: Verdict,
+    /// Why it stopped: decided, or which budget ended it.
+    stopped: String,
+    pairs: Vec<Pair>,
+    interval: (f64, f64),
+    estimate: Option<f64>,
+    /// A shift these pairs would have called (the interval's width).
+    detectable: f64,
+    seconds: f64,
+    baseline: String,
+    candidate: String,
+}
+
+pub(super) fn ab_cmd(a: AbArgs) -> Result<Finished, CliError> {
+    if !(a.alpha > 0.0 && a.alpha < 0.5) {
+        return Err(CliError::Args(format!(
+            "--alpha {}: give a false-call rate between 0 and 0.5, e.g. 0.05",
+            a.alpha
+        )));
+    }
+    if !(a.band > 0.0 && a.band < 100.0) {
+        return Err(CliError::Args(format!(
+            "--band {}: give a percentage between 0 and 100, e.g. 10",
+            a.band
+        )));
+    }
+    if a.max_pairs == 0 || a.max_minutes.is_nan() || a.max_minutes <= 0.0 {
+        return Err(CliError::Args("--max-pairs and --max-minutes: give more than 0".into()));
+    }
+    let known = miglab_reports::compare::METRIC_KINDS.contains(&miglab_reports::compare::kind(&a.metric))
+        || a.metric.starts_with("p99_us.")
+        || miglab_reports::compare::is_downtime_part(miglab_reports::compare::kind(&a.metric));
+    if !known {
+        return Err(CliError::Args(format!(
+            "--metric {}: not a figure compare knows (one of {}, p99_us.<op>, downtime.<part>_ms)",
+            a.metric,
+            miglab_reports::compare::METRIC_KINDS.join(", ")
+        )));
+    }
+    let baseline = Side { name: "baseline", scenario: a.baseline.clone(), binaries: a.binaries.choice() };
+    let abs = |p: &Option<PathBuf>| p.as_ref().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()));
+    let cand_bins = BinaryChoice {
+        qemu: abs(&a.candidate_qemu).or(baseline.binaries.qemu.clone()),
+        virtiofsd: abs(&a.candidate_virtiofsd).or(baseline.binaries.virtiofsd.clone()),
+        kernel: abs(&a.candidate_kernel).or(baseline.binaries.kernel.clone()),
+    };
+    let candidate = Side {
+        name: "candidate",
+        scenario: a.candidate.clone().unwrap_or_else(|| a.baseline.clone()),
+        binaries: cand_bins,
+    };
+    // Both sides checked completely before anything runs.
+    let mut lab_name = a.lab.clone();
+    for side in [&baseline, &candidate] {
+        let loaded = preflight::load(
+            &Source::Scenario(side.scenario.clone()),
+            &Overrides { binaries: side.binaries.clone(), repetitions: Some(1), lab_name: a.lab.clone() },
+        )?;
+        lab_name.get_or_insert(loaded.lab.name.clone());
+    }
+    let lab_name = lab_name.unwrap_or_else(|| "default".into());
+    let root = a.root.clone().unwrap_or_else(paths::lab_root);
+    let same = baseline.scenario == candidate.scenario && baseline.binaries == candidate.binaries;
+    let describe = |s: &Side| {
+        let mut d = s.scenario.display().to_string();
+        for (what, p) in
+            [("qemu", &s.binaries.qemu), ("virtiofsd", &s.binaries.virtiofsd), ("kernel", &s.binaries.kernel)]
+        {
+            if let Some(p) = p {
+                d.push_str(&format!(" --{what} {}", p.display()));
+            }
+        }
+        d
+    };
+    println!(
+        "ab: {} against {}{} on lab '{lab_name}', deciding on {} (band ±{} %, α = {}, at most {} pairs or {} min)",
+        describe(&candidate),
+        describe(&baseline),
+        if same { " (the same: a check of the test itself)" } else { "" },
+        a.metric,
+        a.band,
+        a.alpha,
+        a.max_pairs,
+        a.max_minutes
+    );
+    // One lab for every pair: brought up here if it is not running, and taken down after.
+    let state = root.join(&lab_name).join("state.json");
+    let ours = if StateFile::load(&state).is_ok_and(|s| s.phase == Phase::Up) {
+        None
+    } else {
+        println!("ab: bringing up lab '{lab_name}'");
+        Some(Lab::up(&LabOptions { name: lab_name.clone(), root: root.clone(), ..LabOptions::default() })?)
+    };
+    let outcome = pairs(&a, &baseline, &candidate, &lab_name, &root);
+    if let Some(lab) = ours {
+        if let Err(e) = lab.down() {
+            eprintln!("miglab: taking down lab '{lab_name}': {e}");
+        }
+    }
+    let mut report = outcome?;
+    report.baseline = describe(&baseline);
+    report.candidate = describe(&candidate);
+    let file = a.out.join("ab.json");
+    let json = serde_json::to_vec_pretty(&report).map_err(|e| CliError::Args(e.to_string()))?;
+    std::fs::create_dir_all(&a.out).map_err(|source| CliError::Unwritable { path: a.out.clone(), source })?;
+    std::fs::write(&file, json).map_err(|source| CliError::Unwritable { path: file.clone(), source })?;
+    let pct = |v: f64| if v.is_finite() { format!("{:+.1} %", v * 100.0) } else { "∞".into() };
+    println!(
+        "ab: {} after {} pairs ({:.0} s; {}): {} → interval {}, median shift {}; a shift of {} would have been called",
+        report.verdict.as_str().to_uppercase(),
+        report.pairs.len(),
+        report.seconds,
+        report.stopped,
+        a.metric,
+        interval_text(report.interval),
+        report.estimate.map(pct).unwrap_or_else(|| "—".into()),
+        pct(report.detectable).trim_start_matches('+'),
+    );
+    println!(
+        "ab: every figure of the same runs, judged after the fact (not sequentially): miglab compare {} {}",
+        a.out.join("baseline").display(),
+        a.out.join("candidate").display()
+    );
+    println!("→ {}", file.display());
+    Ok(if report.verdict == Verdict::Regression { Finished::Found } else { Finished::Clean })
+}
+
+/// An interval of relative shifts; a bound the pairs do not give yet is open.
+fn interval_text((lo, hi): (f64, f64)) -> String {
+    let b = |v: f64, open: &str| {
+        if v.is_finite() && v > -1.0 {
+            format!("{:+.1} %", v * 100.0)
+        } else {
+            open.into()
+        }
+    };
+    format!("[{}, {}]", b(lo, "open"), b(hi, "open"))
+}
+
+/// Runs pairs until the test decides or a budget ends it.
+fn pairs(a: &AbArgs, baseline: &Side, candidate: &Side, lab: &str, root: &Path) -> Result<Report, CliError> {
+    let m = metric(&a.metric);
+    let mut test = Sequential::new(a.band / 100.0, a.alpha, m.higher_is_better);
+    let start = Instant::now();
+    let budget = Duration::from_secs_f64(a.max_minutes * 60.0);
+    let mut done = Vec::new();
+    let mut failed = (0u32, 0u32);
+    let stopped = loop {
+        let k = done.len() as u32 + 1;
+        if k > a.max_pairs {
+            break format!("the budget of {} pairs", a.max_pairs);
+        }
+        if start.elapsed() >= budget {
+            break format!("the budget of {} min", a.max_minutes);
+        }
+        // ABBA: the first side alternates, so a drift over the session falls on both.
+        let order = if k % 2 == 1 { [baseline, candidate] } else { [candidate, baseline] };
+        let mut got: [Option<RunResult>; 2] = [None, None];
+        for side in order {
+            let r = run_once(a, side, k, lab, root)?;
+            got[usize::from(side.name == "candidate")] = Some(r);
+            if miglab_infra::interrupt::requested() {
+                return Err(CliError::Args("interrupted: the pairs so far are in their directories".into()));
+            }
+        }
+        let [b, c] = got.map(|r| r.expect("both sides ran"));
+        let figure = |r: &RunResult| {
+            (r.status == RunStatus::Completed).then(|| headline(r).get(&a.metric).copied()).flatten()
+        };
+        let (fb, fc) = (figure(&b), figure(&c));
+        failed.0 += u32::from(b.status != RunStatus::Completed);
+        failed.1 += u32::from(c.status != RunStatus::Completed);
+        if let (Some(x), Some(y)) = (fb, fc) {
+            test.push(x, y);
+        }
+        let verdict = test.verdict();
+        let p = Pair {
+            pair: k,
+            first: order[0].name,
+            baseline: fb,
+            candidate: fc,
+            baseline_status: format!("{:?}", b.status).to_lowercase(),
+            candidate_status: format!("{:?}", c.status).to_lowercase(),
+            interval: test.interval(),
+            verdict,
+        };
+        let show = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "—".into());
+        println!(
+            "ab: pair {k}: baseline {} / candidate {} {} → {} {}",
+            show(fb),
+            show(fc),
+            m.unit,
+            interval_text(p.interval),
+            verdict.as_str()
+        );
+        done.push(p);
+        if verdict != Verdict::Undecided {
+            break "decided".to_string();
+        }
+        // A side that keeps failing has its answer in its outcomes, not in a figure.
+        if failed.0 >= 3 || failed.1 >= 3 {
+            break format!("{} failed baseline and {} failed candidate runs", failed.0, failed.1);
+        }
+    };
+    Ok(Report {
+        metric: a.metric.clone(),
+        band_pct: a.band,
+        alpha: a.alpha,
+        verdict: test.verdict(),
+        stopped,
+        interval: test.interval(),
+        estimate: test.estimate(),
+        detectable: test.detectable(),
+        pairs: done,
+        seconds: start.elapsed().as_secs_f64(),
+        baseline: String::new(),
+        candidate: String::new(),
+    })
+}
+
+/// One run of `side` for pair `k`: its result (a run that ended in error is read as it was
+/// written; one that wrote nothing is the command's error).
+fn run_once(a: &AbArgs, side: &Side, k: u32, lab: &str, root: &Path) -> Result<RunResult, CliError> {
+    let out = a.out.join(side.name).join(k.to_string());
+    let _ = std::fs::remove_dir_all(&out);
+    let opts = RunOptions {
+        source: Source::Scenario(side.scenario.clone()),
+        out: out.clone(),
+        lab_root: root.to_path_buf(),
+        repetitions: Some(1),
+        lab_name: Some(lab.to_string()),
+        host_mode: None,
+        binaries: side.binaries.clone(),
+        topology: None,
+    };
+    let dirs = match session::run(&opts) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("ab: {} run {k}: {e}", side.name);
+            Vec::new()
+        }
+    };
+    let dir = dirs.first().cloned().or_else(|| find_result(&out)).ok_or_else(|| {
+        CliError::Args(format!("the {} run of pair {k} wrote no result under {}", side.name, out.display()))
+    })?;
+    let f = dir.join("result.json");
+    let bytes =
+        std::fs::read(&f).map_err(|source| CliError::Unreadable { path: f.clone(), source, hint: "" })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| CliError::Args(format!("{}: not a miglab result: {e}", f.display())))
+}
+
+/// The one result directory below `out` (a run that failed after writing its result).
+fn find_result(out: &Path) -> Option<PathBuf> {
+    let side = miglab_reports::compare::load(out).ok()?;
+    side.runs.first()?;
+    std::fs::read_dir(out).ok()?.flatten().find_map(|scenario| {
+        std::fs::read_dir(scenario.path())
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.join("result.json").is_file())
+    })
+}
