@@ -22,7 +22,7 @@ pub fn state_line(m: &miglab_reports::MigrationRecord) -> Option<String> {
         parts.push(format!("{:.1} MiB after STOP", b as f64 / 1048576.0));
     }
     if let Some(e) = m.expected_downtime_ms {
-        parts.push(format!("QEMU expected {e} ms (limit {} ms)", m.params.downtime_limit_ms.unwrap_or(300)));
+        parts.push(format!("QEMU expected {e} ms (limit {} ms)", m.params.downtime_limit()));
     }
     let c = &m.convergence;
     if let Some(d) = c.dirty_rate_mib_s {

@@ -5,8 +5,7 @@
 use crate::result::{Evacuation, Fleet, GuestResult, RunResult, Spread};
 use crate::{MigrationRecord, Outcome};
 
-/// QEMU's `downtime-limit` when none is set.
-pub const QEMU_DEFAULT_DOWNTIME_LIMIT_MS: u64 = 300;
+pub use crate::migration::QEMU_DEFAULT_DOWNTIME_LIMIT_MS;
 
 /// `r` as guest `g`'s own run: its figures in the run's fields, nothing of the other guests.
 pub fn view(r: &RunResult, g: &GuestResult) -> RunResult {
@@ -67,7 +66,7 @@ pub fn guest_of(r: &RunResult, guest: u32, vm: &str) -> GuestResult {
 }
 
 fn downtime_limit(m: &MigrationRecord) -> u64 {
-    m.params.downtime_limit_ms.unwrap_or(QEMU_DEFAULT_DOWNTIME_LIMIT_MS)
+    m.params.downtime_limit()
 }
 
 /// What the guests add up to, `parallel` of them migrating at once.

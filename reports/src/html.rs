@@ -327,7 +327,7 @@ fn switch_over_table(h: &mut String, r: &RunResult) {
                 opt(m.phases.device_state_ms()),
                 m.bytes_after_stop.map(|b| format!("{:.2}", b as f64 / 1e6)).unwrap_or_else(|| "—".into()),
                 opt(m.expected_downtime_ms.map(|d| d as f64)),
-                m.params.downtime_limit_ms.unwrap_or(300).to_string(),
+                m.params.downtime_limit().to_string(),
                 opt(m.downtime_ms.map(|d| d as f64)),
             ]
         })

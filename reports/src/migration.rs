@@ -267,6 +267,9 @@ impl AutoConverge {
     }
 }
 
+/// QEMU's `downtime-limit` when none is set.
+pub const QEMU_DEFAULT_DOWNTIME_LIMIT_MS: u64 = 300;
+
 /// The migration parameters that were set.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MigrationParams {
@@ -280,6 +283,13 @@ pub struct MigrationParams {
     /// The other knobs (multifd channels are in `multifd_channels`).
     #[serde(default, skip_serializing_if = "Tuning::is_plain")]
     pub tuning: Tuning,
+}
+
+impl MigrationParams {
+    /// The downtime limit QEMU worked to: the one set, or its default.
+    pub fn downtime_limit(&self) -> u64 {
+        self.downtime_limit_ms.unwrap_or(QEMU_DEFAULT_DOWNTIME_LIMIT_MS)
+    }
 }
 
 /// The phases derived from the timeline, on the run clock.

@@ -389,6 +389,9 @@ fn scale_chart(
     })
 }
 
+/// QEMU's default downtime limit, ms: what the scale table prices a unit against.
+const LIMIT: f64 = crate::migration::QEMU_DEFAULT_DOWNTIME_LIMIT_MS as f64;
+
 /// The fitted cost per unit of the scale axis, per line: µs per unit, with its 95 % interval.
 fn scale_table(reps: &[Rep], key: &str) -> String {
     // Rounded before printing, so that a slope of -0.3 µs reads 0, not "-0".
@@ -427,7 +430,7 @@ fn scale_table(reps: &[Rep], key: &str) -> String {
                     .map(|f| {
                         let at = |slope: f64| {
                             if slope > 0.0 {
-                                format!("{:.0}", 300.0 / slope)
+                                format!("{:.0}", LIMIT / slope)
                             } else {
                                 "∞".into()
                             }
@@ -446,12 +449,12 @@ fn scale_table(reps: &[Rep], key: &str) -> String {
             &format!("device state, µs per unit of {key}"),
             &format!("virtiofsd's state (vhost-user-fs save → load), µs per unit of {key}"),
             &format!("source QEMU blocked, µs per unit of {key}"),
-            &format!("{key} costing 300 ms"),
+            &format!("{key} costing {LIMIT} ms"),
         ],
         &rows,
     );
     h.push_str(
-        "<p class=\"sub\">least-squares line through every repetition; 95 % interval of the slope (Student's t); virtiofsd's state runs from vhost-user-fs's save beginning on the source to its load ending on the destination (QEMU's downtime tracepoints); the source's QEMU blocked is the longest it left <code>query-migrate</code> unanswered (polled every 50 ms: its main loop saving the device state); the last column is how many units add QEMU's default 300 ms downtime limit by themselves (300 ms over the slope, with the slope's interval)</p>"
+        "<p class=\"sub\">least-squares line through every repetition; 95 % interval of the slope (Student's t); virtiofsd's state runs from vhost-user-fs's save beginning on the source to its load ending on the destination (QEMU's downtime tracepoints); the source's QEMU blocked is the longest it left <code>query-migrate</code> unanswered (polled every 50 ms: its main loop saving the device state); the last column is how many units add QEMU's default downtime limit by themselves (the limit over the slope, with the slope's interval)</p>"
     );
     h
 }
