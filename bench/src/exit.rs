@@ -205,7 +205,8 @@ impl Classify for VmError {
             | VmError::VirtiofsdNoSocket { .. }
             | VmError::QemuDied { .. }
             | VmError::NeverBooted { .. }
-            | VmError::Io { .. } => Exit::Failed,
+            | VmError::Io { .. }
+            | VmError::Renice(_) => Exit::Failed,
         }
     }
 }

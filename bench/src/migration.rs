@@ -71,6 +71,8 @@ pub struct MigrationOptions {
     pub device_phase: bool,
     /// Measure the source's dirty rate (`calc-dirty-rate`) over this long before `migrate`.
     pub dirty_rate_window: Option<Duration>,
+    /// Renice the destination's QEMU to this from its start.
+    pub destination_nice: Option<i32>,
 }
 
 impl Default for MigrationOptions {
@@ -85,6 +87,7 @@ impl Default for MigrationOptions {
             hold: Duration::from_secs(30),
             device_phase: false,
             dirty_rate_window: None,
+            destination_nice: None,
         }
     }
 }
@@ -134,6 +137,12 @@ pub async fn migrate(
     }
     let generation = ledger::next_generation(hop.site.as_ref(), &current.record.spec.name);
     let mut dst = Vm::start(hop.site, &current.record.spec, to, generation, true).await?;
+    if let Some(n) = opts.destination_nice {
+        if let Err(e) = dst.renice(n).await {
+            let _ = dst.stop().await;
+            return Err(e.into());
+        }
+    }
     if let Some(c) = hop.cancel {
         c.running(hop.guest, Some(hop.number));
     }

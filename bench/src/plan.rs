@@ -83,6 +83,9 @@ pub struct MigrationSettings {
     /// Seconds of `calc-dirty-rate` before each hop, if any.
     #[serde(default)]
     pub calc_dirty_rate_s: Option<f64>,
+    /// The destination QEMU's niceness, if set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_nice: Option<i32>,
 }
 
 /// Everything one repetition does.
@@ -196,6 +199,7 @@ impl Plan {
                 device_phase: s.migration.device_phase,
                 parallel: s.migration.parallel,
                 calc_dirty_rate_s: s.migration.dirty_rate_window(s.dirty.is_some()),
+                destination_nice: s.migration.destination_nice,
             },
             run: s.run.clone(),
             faults,

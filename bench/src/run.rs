@@ -560,6 +560,7 @@ async fn hops(
         hold: Duration::from_secs_f64(plan.migration.switchover_hold_s),
         device_phase: plan.migration.device_phase,
         dirty_rate_window: plan.migration.calc_dirty_rate_s.map(Duration::from_secs_f64),
+        destination_nice: plan.migration.destination_nice,
         ..MigrationOptions::default()
     };
     let in_flight = plan.in_flight() as usize;

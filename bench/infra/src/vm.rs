@@ -50,6 +50,12 @@ pub enum VmError {
         "the guest {instance} runs another miglab's agent ({why}): run `miglab image build` with this miglab"
     )]
     AgentMismatch { instance: String, why: String },
+    /// The destination's niceness (`[migration] destination_nice`) could not be set: a
+    /// niceness below 0 needs root (or CAP_SYS_NICE) on that host.
+    #[error(
+        "could not set the QEMU's niceness: {0}; leave [migration] destination_nice out, or run as root"
+    )]
+    Renice(String),
     #[error("no VM '{0}' in this lab: start one with `miglab vm up`")]
     NoVm(String),
     #[error("VM '{0}' already runs in this lab: `miglab vm down` first, or choose another --vm")]

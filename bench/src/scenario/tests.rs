@@ -83,6 +83,7 @@ fn nonsense_is_refused_with_line_field_and_fix() {
         ("[guests]\ncount = 0\n", "s.toml:6: guests.count: 0 must be between 1 and 32"),
         ("[guests]\ncount = 33\n", "guests.count: 33"),
         ("[migration]\nparallel = 0\n", "migration.parallel: 0: give 1 or more"),
+        ("[migration]\ndestination_nice = -21\n", "migration.destination_nice: -21: give a niceness from -20 to 19"),
         (
             "[guests]\ncount = 2\n[[guests.override]]\nguests = [3]\nmemory_mib = 256\n",
             "guests.override: guest 3 is not one of the 2 guests",

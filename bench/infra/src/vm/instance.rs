@@ -381,6 +381,29 @@ impl Vm {
 
     /// Leaves the instance running for a later command (`miglab vm up`): nothing stops it
     /// when this handle goes; the site's ledger still knows it, so `vm down` and `lab down` do.
+    /// Sets the niceness of this instance's QEMU (its main thread, where an incoming
+    /// migration is loaded), through its host: `renice` runs there like every host command.
+    pub async fn renice(&self, nice: i32) -> Result<(), VmError> {
+        let (site, host, pid) = (self.site.clone(), self.host().to_string(), self.qemu.pid);
+        blocking(move || {
+            let h = site.host(&host)?;
+            let out = h
+                .command("renice")
+                .args(["-n", &nice.to_string(), "-p", &pid.to_string()])
+                .output()
+                .map_err(|e| VmError::Renice(format!("renice on {host}: {e}")))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(VmError::Renice(format!(
+                    "renice -n {nice} -p {pid} on {host}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )))
+            }
+        })
+        .await
+    }
+
     pub fn release(mut self) {
         self.stopped = true;
     }
