@@ -345,6 +345,8 @@ async fn drive(
         None => None,
     };
     let cpu_before = miglab_infra::cpu::CpuTimes::now();
+    let cluster = hop.site.cluster_processes();
+    let ceph_before = miglab_infra::process::cpu_ms(&cluster);
     let t0 = Instant::now();
     let started_ms = hop.bus.clock().ms(t0);
     hop.bus.publish_at(
@@ -385,8 +387,9 @@ async fn drive(
         runs_again,
     )
     .await;
+    let ceph_cpu_ms = ceph_before.zip(miglab_infra::process::cpu_ms(&cluster)).map(|(a, b)| (b - a).max(0.0));
     let host_cpu = cpu_before.zip(miglab_infra::cpu::CpuTimes::now()).and_then(|(a, b)| {
-        Some(miglab_reports::HostCpu { busy_pct: a.busy_pct(&b)?, steal_pct: a.steal_pct(&b)? })
+        Some(miglab_reports::HostCpu { busy_pct: a.busy_pct(&b)?, steal_pct: a.steal_pct(&b)?, ceph_cpu_ms })
     });
     let source_running = src.qmp.running().await.unwrap_or(false);
     let dst_resumed =

@@ -427,6 +427,10 @@ pub struct HostCpu {
     pub busy_pct: f64,
     /// CPU time the hypervisor took (a vCPU ready but not run), %.
     pub steal_pct: f64,
+    /// CPU time the cluster's processes on this machine used in the window (the lab's Ceph
+    /// daemons and ceph-fuse clients), ms; absent where the cluster runs elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ceph_cpu_ms: Option<f64>,
 }
 
 /// A process's open descriptors, as `/proc/<pid>/fdinfo` lists them.

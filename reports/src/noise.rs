@@ -178,6 +178,7 @@ fn hop_covariates(m: &MigrationRecord) -> BTreeMap<String, f64> {
     put("qemu_unanswered_ms", m.longest_qmp_wait_ms);
     put("host_busy_pct", m.host_cpu.map(|h| h.busy_pct));
     put("host_steal_pct", m.host_cpu.map(|h| h.steal_pct));
+    put("ceph_cpu_ms", m.host_cpu.and_then(|h| h.ceph_cpu_ms));
     c
 }
 
@@ -319,7 +320,8 @@ mod tests {
             vhost_user_fs_ms: None,
             clocks: Clocks::OneHost,
         });
-        m.host_cpu = Some(crate::HostCpu { busy_pct: 50.0 + load_ms, steal_pct: (rep % 3) as f64 });
+        m.host_cpu =
+            Some(crate::HostCpu { busy_pct: 50.0 + load_ms, steal_pct: (rep % 3) as f64, ceph_cpu_ms: None });
         let mut r = RunResult::new("smoke", rep, 1);
         r.status = RunStatus::Completed;
         r.migrations = vec![m];

@@ -386,6 +386,8 @@ pub struct ProcStat {
     pub state: char,
     pub pgrp: i32,
     pub start_ticks: u64,
+    /// CPU time used, user and system, in clock ticks (`utime` + `stime`).
+    pub cpu_ticks: u64,
 }
 
 pub fn parse_stat(text: &str) -> Option<ProcStat> {
@@ -396,11 +398,26 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
         state: fields.first()?.chars().next()?,
         pgrp: fields.get(2)?.parse().ok()?,
         start_ticks: fields.get(19)?.parse().ok()?,
+        cpu_ticks: fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?,
     })
 }
 
 pub fn proc_stat(pid: i32) -> Option<ProcStat> {
     parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The CPU time the processes of `recs` that are still themselves have used, in ms (None when
+/// none could be read).
+pub fn cpu_ms(recs: &[ProcRecord]) -> Option<f64> {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = if hz > 0 { hz as f64 } else { 100.0 };
+    let ticks: Vec<u64> = recs
+        .iter()
+        .filter_map(|r| proc_stat(r.pid).filter(|s| r.start_ticks == 0 || s.start_ticks == r.start_ticks))
+        .map(|s| s.cpu_ticks)
+        .collect();
+    (!ticks.is_empty()).then(|| ticks.iter().sum::<u64>() as f64 * 1e3 / hz)
 }
 
 /// Whether the process `rec` names still exists (zombies count as gone).
@@ -472,7 +489,7 @@ mod tests {
     fn parses_stat_with_a_hostile_command_name() {
         let line = "4242 (a) b (c)) S 1 4240 4240 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
         let s = parse_stat(line).expect("parses");
-        assert_eq!(s, ProcStat { state: 'S', pgrp: 4240, start_ticks: 987654 });
+        assert_eq!(s, ProcStat { state: 'S', pgrp: 4240, start_ticks: 987654, cpu_ticks: 3 });
     }
 
     #[test]

@@ -272,6 +272,11 @@ pub trait Site: Send + Sync + fmt::Debug {
     fn accel(&self, wish: crate::accel::AccelWish) -> crate::accel::Accel {
         wish.resolve()
     }
+    /// The cluster's processes this machine runs (the lab's Ceph daemons and clients), whose
+    /// CPU time a hop records; none for a site whose cluster runs elsewhere.
+    fn cluster_processes(&self) -> Vec<crate::process::ProcRecord> {
+        Vec::new()
+    }
     /// The hosts whose connection is gone (none for the lab).
     fn connections_lost(&self) -> Vec<String> {
         Vec::new()

@@ -449,6 +449,11 @@ impl Site for Lab {
         self.state.snapshot().process(name).cloned()
     }
 
+    fn cluster_processes(&self) -> Vec<ProcRecord> {
+        let s = self.state.snapshot();
+        s.processes.iter().filter(|p| p.tier != crate::process::Tier::Guest).cloned().collect()
+    }
+
     fn record_instance(&self, id: &str, record: serde_json::Value) -> Result<(), TopologyError> {
         self.state
             .update(|s| {
