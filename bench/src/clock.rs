@@ -41,6 +41,12 @@ impl RunClock {
         self.wall
     }
 
+    /// `ms` on this clock as µs since the epoch (the wall clock of its zero, plus `ms`).
+    pub fn unix_us(&self, ms: f64) -> i64 {
+        let zero = self.wall.duration_since(UNIX_EPOCH).unwrap_or_default();
+        zero.as_micros() as i64 + (ms * 1e3) as i64
+    }
+
     pub fn unix_ms(&self) -> u64 {
         self.wall.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
     }

@@ -410,8 +410,7 @@ async fn drive(
     let info = watched.info.unwrap_or_else(empty_info);
     // Where the downtime went: QEMU's tracepoints, once the guest runs on the destination.
     let (downtime_parts, downtime_parts_problem) = if outcome == Outcome::Completed {
-        let zero = hop.bus.clock().wall_zero().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        let began = zero.as_micros() as i64 + (started_ms * 1e3) as i64;
+        let began = hop.bus.clock().unix_us(started_ms);
         crate::downtime::parts(hop.site, src, dst, began, info.downtime.map(|v| v as u64)).await
     } else {
         (None, None)

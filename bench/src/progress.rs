@@ -44,8 +44,7 @@ pub fn downtime_line(m: &miglab_reports::MigrationRecord) -> Option<String> {
     let Some(p) = &m.downtime_parts else {
         return m.downtime_parts_problem.as_ref().map(|e| format!("downtime unattributed: {e}"));
     };
-    let parts: Vec<String> =
-        p.parts.iter().map(|x| format!("{} {:.1}", x.part.as_str().replace('_', " "), x.ms)).collect();
+    let parts: Vec<String> = p.parts.iter().map(|x| format!("{} {:.1}", x.part.label(), x.ms)).collect();
     let mut also = Vec::new();
     if let (Some(all), Some(s)) = (p.vhost_user_fs_ms, p.device_ms(VHOST_USER_FS, false)) {
         also.push(format!("virtiofsd's state {all:.1} ms from its save to its load (saving {s:.1})"));

@@ -149,37 +149,25 @@ fn interval(ratios: &[f64], alpha: f64) -> (f64, f64) {
     let mut s = ratios.to_vec();
     s.sort_by(f64::total_cmp);
     let n = s.len();
-    let kept = |above: usize, below: usize| wealth(above, below) < 1.0 / alpha;
-    // Candidates in increasing order: the gap below s[0], s[0], the gap above it, ... each
-    // with its counts and the bound it gives (a gap's infimum or supremum is a value beside it).
+    // Candidates in increasing order — the gap below s[0], s[0], the gap above it, ... — each
+    // with its counts (above, below) and the infimum and supremum of the medians it stands for.
     let at = |j: usize| (s.iter().filter(|&&v| v > s[j]).count(), s.iter().filter(|&&v| v < s[j]).count());
-    let gap = |j: usize| (n - j, j); // between s[j - 1] and s[j]: j values below
-    let mut lo = f64::INFINITY;
-    for k in 0..=2 * n {
-        let (counts, bound) = if k % 2 == 0 {
-            let j = k / 2;
-            (gap(j), if j == 0 { f64::NEG_INFINITY } else { s[j - 1] })
+    let candidates = (0..=2 * n).map(|k| {
+        let j = k / 2;
+        if k % 2 == 0 {
+            let inf = if j == 0 { f64::NEG_INFINITY } else { s[j - 1] };
+            let sup = if j == n { f64::INFINITY } else { s[j] };
+            ((n - j, j), inf, sup)
         } else {
-            (at(k / 2), s[k / 2])
-        };
-        if kept(counts.0, counts.1) {
-            lo = bound;
-            break;
+            (at(j), s[j], s[j])
         }
-    }
-    let mut hi = f64::NEG_INFINITY;
-    for k in (0..=2 * n).rev() {
-        let (counts, bound) = if k % 2 == 0 {
-            let j = k / 2;
-            (gap(j), if j == n { f64::INFINITY } else { s[j] })
-        } else {
-            (at(k / 2), s[k / 2])
-        };
-        if kept(counts.0, counts.1) {
-            hi = bound;
-            break;
-        }
-    }
+    });
+    let kept: Vec<(f64, f64)> = candidates
+        .filter(|((above, below), _, _)| wealth(*above, *below) < 1.0 / alpha)
+        .map(|(_, inf, sup)| (inf, sup))
+        .collect();
+    let lo = kept.first().map_or(f64::INFINITY, |k| k.0);
+    let hi = kept.last().map_or(f64::NEG_INFINITY, |k| k.1);
     (lo, hi)
 }
 

@@ -490,8 +490,7 @@ pub fn downtime(r: &RunResult) -> Result<String, ChartError> {
     let names =
         ["QEMU downtime", "heartbeat gap (guest-visible pause)", "guest clock stood still", "I/O stall"];
     let split = r.migrations.iter().any(|m| m.downtime_parts.is_some());
-    let part_names: Vec<String> =
-        crate::PartName::ALL.iter().map(|p| format!("  {}", p.as_str().replace('_', " "))).collect();
+    let part_names: Vec<String> = crate::PartName::ALL.iter().map(|p| format!("  {}", p.label())).collect();
     svg(960, if split { 400 } else { 320 }, |root| {
         let mut items: Vec<(&str, Swatch)> =
             names.iter().enumerate().map(|(k, n)| (*n, Swatch::Bar(PALETTE[k]))).collect();

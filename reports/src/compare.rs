@@ -61,14 +61,26 @@ pub const VARIABLES: [&str; 10] =
 /// A metric key without its guest and migration suffixes: `qemu_downtime_ms.hop2.g3` →
 /// `qemu_downtime_ms`.
 pub fn kind(key: &str) -> &str {
-    let key = match key.rsplit_once(".g") {
-        Some((k, n)) if n.parse::<u32>().is_ok() => k,
-        _ => key,
+    split_key(key).0
+}
+
+/// A metric key's kind, migration and guest: `qemu_downtime_ms.hop2.g3` →
+/// (`qemu_downtime_ms`, 2, 3); a suffix left out is the first (hop 1, guest 1).
+pub fn split_key(key: &str) -> (&str, u32, u32) {
+    let (key, guest) = match key.rsplit_once(".g").map(|(k, n)| (k, n.parse::<u32>())) {
+        Some((k, Ok(g))) => (k, g),
+        _ => (key, 1),
     };
-    match key.rsplit_once(".hop") {
-        Some((k, n)) if n.parse::<u32>().is_ok() => k,
-        _ => key,
+    match key.rsplit_once(".hop").map(|(k, n)| (k, n.parse::<u32>())) {
+        Some((k, Ok(h))) => (k, h, guest),
+        _ => (key, 1, guest),
     }
+}
+
+/// Whether `key` names a figure compare judges: one of [`METRIC_KINDS`], a p99 per op kind, or
+/// a part of QEMU's downtime (any with its `.hopN` / `.gN` suffixes).
+pub fn is_metric(key: &str) -> bool {
+    METRIC_KINDS.contains(&kind(key)) || key.starts_with("p99_us.") || is_downtime_part(kind(key))
 }
 
 /// Whether `kind` is a part of QEMU's downtime (`downtime.<part>_ms`, virtiofsd's state

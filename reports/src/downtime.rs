@@ -8,7 +8,6 @@
 //! whole-millisecond rounding ([`AGREEMENT_MS`]).
 
 use serde::{Deserialize, Serialize};
-use std::fmt;
 
 /// The tracepoints a guest's QEMU enables (`-trace enable=…`): the downtime checkpoints and
 /// per-device times, and the migration's state changes (the `device` state ends a hold before
@@ -143,9 +142,15 @@ impl PartName {
     }
 }
 
-impl fmt::Display for PartName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+impl PartName {
+    /// Its name for people: `ram final pass`.
+    pub fn label(self) -> String {
+        self.as_str().replace('_', " ")
+    }
+
+    /// Its headline figure's name: `downtime.<part>_ms`.
+    pub fn figure(self) -> String {
+        format!("downtime.{}_ms", self.as_str())
     }
 }
 
@@ -244,8 +249,7 @@ impl DowntimeParts {
     /// destination was (`downtime.destination_behind_ms`), and virtiofsd's state
     /// (`downtime.vhost_user_fs_ms` from save to load, `_save_ms`, `_load_ms`).
     pub fn figures(&self) -> Vec<(String, f64)> {
-        let mut f: Vec<(String, f64)> =
-            self.parts.iter().map(|p| (format!("downtime.{}_ms", p.part), p.ms)).collect();
+        let mut f: Vec<(String, f64)> = self.parts.iter().map(|p| (p.part.figure(), p.ms)).collect();
         if let Some(b) = self.destination_behind_ms {
             f.push(("downtime.destination_behind_ms".into(), b));
         }
@@ -286,35 +290,29 @@ pub fn attribute(
         .find(|e| matches!(&e.what, Traced::Checkpoint(c) if c == "src-downtime-start"))
         .map(|e| e.unix_us)
         .ok_or("the source's trace has no src-downtime-start for this hop")?;
-    let need =
-        |at: Option<i64>, name: &str, side: &str| at.ok_or(format!("the {side}'s trace has no {name}"));
-    let stopped = need(checkpoint(&src, "src-vm-stopped", start), "src-vm-stopped", "source")?;
+    // The first `name` at or after `after`, or which side's trace lacks it.
+    let need = |events: &[&TraceEvent], name: &str, after: i64, side: &str| {
+        checkpoint(events, name, after).ok_or(format!("the {side}'s trace has no {name}"))
+    };
+    let stopped = need(&src, "src-vm-stopped", start, "source")?;
     // The hold ends when the source enters `device` (only a hop paused before its switch-over).
     let device = src
         .iter()
         .find(|e| e.unix_us >= stopped && matches!(&e.what, Traced::State(s) if s == "device"))
         .map(|e| e.unix_us);
-    let iterable = need(checkpoint(&src, "src-iterable-saved", stopped), "src-iterable-saved", "source")?;
-    let saved =
-        need(checkpoint(&src, "src-non-iterable-saved", iterable), "src-non-iterable-saved", "source")?;
-    let end = need(checkpoint(&src, "src-downtime-end", saved), "src-downtime-end", "source")?;
+    let iterable = need(&src, "src-iterable-saved", stopped, "source")?;
+    let held_until = device.filter(|&d| d < iterable);
+    let saved = need(&src, "src-non-iterable-saved", iterable, "source")?;
+    let end = need(&src, "src-downtime-end", saved, "source")?;
     let shift = clocks.destination_minus_source_us();
     let dst: Vec<TraceEvent> =
         destination.iter().map(|e| TraceEvent { unix_us: e.unix_us - shift, what: e.what.clone() }).collect();
     let dst: Vec<&TraceEvent> = dst.iter().collect();
-    let loaded = need(
-        checkpoint(&dst, "dst-precopy-loadvm-completed", i64::MIN),
-        "dst-precopy-loadvm-completed",
-        "destination",
-    )?;
-    let started = need(
-        checkpoint(&dst, "dst-precopy-bh-vm-started", loaded),
-        "dst-precopy-bh-vm-started",
-        "destination",
-    )?;
+    let loaded = need(&dst, "dst-precopy-loadvm-completed", i64::MIN, "destination")?;
+    let started = need(&dst, "dst-precopy-bh-vm-started", loaded, "destination")?;
     let mut bounds: Vec<(i64, &str)> = vec![(start, "src-downtime-start"), (stopped, "src-vm-stopped")];
     let mut names = vec![PartName::Stop];
-    if let Some(d) = device.filter(|&d| d < iterable) {
+    if let Some(d) = held_until {
         bounds.push((d, "migrate_set_state device"));
         names.push(PartName::Held);
     }
@@ -352,15 +350,13 @@ pub fn attribute(
             })
             .collect()
     };
-    // The destination's final RAM section began its load `downtime` µs before its stamp.
+    // A device's save or load began its `downtime` before its stamp.
+    let began = |e: &TraceEvent, t: &DeviceTime| e.unix_us - (t.ms * 1e3).round() as i64;
     let final_ram_loaded = dst.iter().find_map(|e| match &e.what {
-        Traced::Device { load: true, time } if time.iterable => {
-            Some(e.unix_us - (time.ms * 1e3).round() as i64)
-        }
+        Traced::Device { load: true, time } if time.iterable => Some(began(e, time)),
         _ => None,
     });
-    let sent_from = device.filter(|&d| d < iterable).unwrap_or(stopped);
-    let began = |e: &TraceEvent, t: &DeviceTime| e.unix_us - (t.ms * 1e3).round() as i64;
+    let sent_from = held_until.unwrap_or(stopped);
     let fs_saved_from =
         src.iter().filter(|e| e.unix_us >= start && e.unix_us <= end).find_map(|e| match &e.what {
             Traced::Device { load: false, time } if time.kind() == VHOST_USER_FS => Some(began(e, time)),

@@ -362,7 +362,7 @@ fn downtime_parts_table(h: &mut String, r: &RunResult) {
         return;
     }
     let mut head: Vec<String> = vec!["migration".into()];
-    head.extend(crate::PartName::ALL.iter().map(|p| format!("{} ms", p.as_str().replace('_', " "))));
+    head.extend(crate::PartName::ALL.iter().map(|p| format!("{} ms", p.label())));
     head.extend(
         [
             "virtiofsd's state ms",

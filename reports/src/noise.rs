@@ -110,9 +110,8 @@ pub fn budget(runs: &[RunResult], alpha: f64) -> Budget {
                 return None;
             }
             let x: Vec<f64> = pairs.iter().map(|p| p.1).collect();
-            let spread =
-                1.4826 * stats::median(&x.iter().map(|v| (v - stats::median(&x)).abs()).collect::<Vec<_>>());
             let med = stats::median(&x);
+            let spread = 1.4826 * stats::median(&x.iter().map(|v| (v - med).abs()).collect::<Vec<_>>());
             let covs: Vec<BTreeMap<String, f64>> =
                 pairs.iter().map(|(i, _)| covariates_of(done[*i], &key)).collect();
             Some(FigureNoise {
@@ -165,7 +164,7 @@ fn hop_covariates(m: &MigrationRecord) -> BTreeMap<String, f64> {
     };
     if let Some(p) = &m.downtime_parts {
         for part in &p.parts {
-            put(&format!("downtime.{}_ms", part.part), Some(part.ms));
+            put(&part.part.figure(), Some(part.ms));
         }
         put("downtime.vhost_user_fs_ms", p.vhost_user_fs_ms);
         put("downtime.destination_behind_ms", p.destination_behind_ms);
@@ -184,20 +183,13 @@ fn hop_covariates(m: &MigrationRecord) -> BTreeMap<String, f64> {
 
 /// The migration record a headline key belongs to.
 fn hop_of<'a>(r: &'a RunResult, key: &str) -> Option<&'a MigrationRecord> {
-    let (rest, guest) = match key.rsplit_once(".g") {
-        Some((k, n)) if n.parse::<u32>().is_ok() => (k, n.parse::<u32>().ok()?),
-        _ => (key, 1),
-    };
-    let hop = match rest.rsplit_once(".hop") {
-        Some((_, n)) if n.parse::<usize>().is_ok() => n.parse::<usize>().ok()?,
-        _ => 1,
-    };
+    let (_, hop, guest) = crate::compare::split_key(key);
     let migrations = match r.guests.iter().find(|g| g.guest == guest) {
         Some(g) => &g.migrations,
         None if guest == 1 => &r.migrations,
         None => return None,
     };
-    migrations.iter().filter(|m| !m.follow_up).nth(hop.checked_sub(1)?)
+    migrations.iter().filter(|m| !m.follow_up).nth((hop as usize).checked_sub(1)?)
 }
 
 /// Which covariates carry `x`'s variance: QEMU's downtime by its additive parts, anything
@@ -217,7 +209,7 @@ fn explain(key: &str, x: &[f64], covs: &[BTreeMap<String, f64>]) -> Vec<Covariat
             if a.len() < 3 {
                 return None;
             }
-            let part = additive && PART_NAMES.iter().any(|p| name == p);
+            let part = additive && crate::PartName::ALL.iter().any(|p| *name == p.figure());
             if part {
                 let v = variance(&a);
                 (v > 0.0).then(|| Covariate {
@@ -243,17 +235,6 @@ fn explain(key: &str, x: &[f64], covs: &[BTreeMap<String, f64>]) -> Vec<Covariat
     out.truncate(SHOWN);
     out
 }
-
-/// The parts' figure names (the additive decomposition of QEMU's downtime).
-const PART_NAMES: [&str; 7] = [
-    "downtime.stop_ms",
-    "downtime.held_ms",
-    "downtime.ram_final_pass_ms",
-    "downtime.device_save_ms",
-    "downtime.transfer_and_load_ms",
-    "downtime.resume_ms",
-    "downtime.completion_ms",
-];
 
 fn mean(x: &[f64]) -> f64 {
     x.iter().sum::<f64>() / x.len() as f64

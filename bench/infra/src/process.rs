@@ -412,20 +412,18 @@ pub fn cpu_ms(recs: &[ProcRecord]) -> Option<f64> {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     let hz = if hz > 0 { hz as f64 } else { 100.0 };
-    let ticks: Vec<u64> = recs
-        .iter()
-        .filter_map(|r| proc_stat(r.pid).filter(|s| r.start_ticks == 0 || s.start_ticks == r.start_ticks))
-        .map(|s| s.cpu_ticks)
-        .collect();
+    let ticks: Vec<u64> = recs.iter().filter_map(own_stat).map(|s| s.cpu_ticks).collect();
     (!ticks.is_empty()).then(|| ticks.iter().sum::<u64>() as f64 * 1e3 / hz)
+}
+
+/// The stat of the process `rec` names, if its pid is still that process (not a reused pid).
+fn own_stat(rec: &ProcRecord) -> Option<ProcStat> {
+    proc_stat(rec.pid).filter(|s| rec.start_ticks == 0 || s.start_ticks == rec.start_ticks)
 }
 
 /// Whether the process `rec` names still exists (zombies count as gone).
 pub fn is_alive(rec: &ProcRecord) -> bool {
-    match proc_stat(rec.pid) {
-        Some(s) => s.state != 'Z' && (rec.start_ticks == 0 || s.start_ticks == rec.start_ticks),
-        None => false,
-    }
+    own_stat(rec).is_some_and(|s| s.state != 'Z')
 }
 
 /// Whether any live process is in group `pgid`. `kill(-pgid, 0)` is exact where a scan of

@@ -1,6 +1,6 @@
 //! `miglab ab`: baseline and candidate interleaved on one lab until the sequential test knows.
 
-use super::{AbArgs, CliError};
+use super::{AbArgs, BinaryArgs, CliError};
 use crate::exit::Finished;
 use crate::preflight::{self, Overrides};
 use crate::session::{self, RunOptions, Source};
@@ -9,7 +9,7 @@ use miglab_infra::paths;
 use miglab_infra::topology::lab::{Lab, LabOptions};
 use miglab_infra::topology::state::{Phase, StateFile};
 use miglab_reports::ab::{Sequential, Verdict};
-use miglab_reports::compare::{headline, metric};
+use miglab_reports::compare::{self, headline, metric};
 use miglab_reports::{RunResult, RunStatus};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -71,22 +71,25 @@ pub(super) fn ab_cmd(a: AbArgs) -> Result<Finished, CliError> {
     if a.max_pairs == 0 || a.max_minutes.is_nan() || a.max_minutes <= 0.0 {
         return Err(CliError::Args("--max-pairs and --max-minutes: give more than 0".into()));
     }
-    let known = miglab_reports::compare::METRIC_KINDS.contains(&miglab_reports::compare::kind(&a.metric))
-        || a.metric.starts_with("p99_us.")
-        || miglab_reports::compare::is_downtime_part(miglab_reports::compare::kind(&a.metric));
-    if !known {
+    if !compare::is_metric(&a.metric) {
         return Err(CliError::Args(format!(
             "--metric {}: not a figure compare knows (one of {}, p99_us.<op>, downtime.<part>_ms)",
             a.metric,
-            miglab_reports::compare::METRIC_KINDS.join(", ")
+            compare::METRIC_KINDS.join(", ")
         )));
     }
     let baseline = Side { name: "baseline", scenario: a.baseline.clone(), binaries: a.binaries.choice() };
-    let abs = |p: &Option<PathBuf>| p.as_ref().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()));
+    // The candidate's builds: its own where given, the baseline's otherwise.
+    let own = BinaryArgs {
+        qemu: a.candidate_qemu.clone(),
+        virtiofsd: a.candidate_virtiofsd.clone(),
+        kernel: a.candidate_kernel.clone(),
+    }
+    .choice();
     let cand_bins = BinaryChoice {
-        qemu: abs(&a.candidate_qemu).or(baseline.binaries.qemu.clone()),
-        virtiofsd: abs(&a.candidate_virtiofsd).or(baseline.binaries.virtiofsd.clone()),
-        kernel: abs(&a.candidate_kernel).or(baseline.binaries.kernel.clone()),
+        qemu: own.qemu.or(baseline.binaries.qemu.clone()),
+        virtiofsd: own.virtiofsd.or(baseline.binaries.virtiofsd.clone()),
+        kernel: own.kernel.or(baseline.binaries.kernel.clone()),
     };
     let candidate = Side {
         name: "candidate",
@@ -277,32 +280,12 @@ fn run_once(a: &AbArgs, side: &Side, k: u32, lab: &str, root: &Path) -> Result<R
         binaries: side.binaries.clone(),
         topology: None,
     };
-    let dirs = match session::run(&opts) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("ab: {} run {k}: {e}", side.name);
-            Vec::new()
-        }
-    };
-    let dir = dirs.first().cloned().or_else(|| find_result(&out)).ok_or_else(|| {
+    if let Err(e) = session::run(&opts) {
+        eprintln!("ab: {} run {k}: {e}", side.name);
+    }
+    // The run's one result, whether the run ended well or not (`compare` reads the same way).
+    let loaded = compare::load(&out).ok().and_then(|s| s.runs.into_iter().next());
+    loaded.ok_or_else(|| {
         CliError::Args(format!("the {} run of pair {k} wrote no result under {}", side.name, out.display()))
-    })?;
-    let f = dir.join("result.json");
-    let bytes =
-        std::fs::read(&f).map_err(|source| CliError::Unreadable { path: f.clone(), source, hint: "" })?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| CliError::Args(format!("{}: not a miglab result: {e}", f.display())))
-}
-
-/// The one result directory below `out` (a run that failed after writing its result).
-fn find_result(out: &Path) -> Option<PathBuf> {
-    let side = miglab_reports::compare::load(out).ok()?;
-    side.runs.first()?;
-    std::fs::read_dir(out).ok()?.flatten().find_map(|scenario| {
-        std::fs::read_dir(scenario.path())
-            .ok()?
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.join("result.json").is_file())
     })
 }

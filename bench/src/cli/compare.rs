@@ -18,10 +18,7 @@ fn pairs(flag: &str, v: &[String]) -> Result<BTreeMap<String, f64>, CliError> {
             };
             let (k, n) = s.split_once('=').ok_or_else(bad)?;
             let n: f64 = n.trim().parse().map_err(|_| bad())?;
-            let known = METRIC_KINDS.contains(&compare::kind(k))
-                || k.starts_with("p99_us.")
-                || compare::is_downtime_part(compare::kind(k));
-            if !known || !n.is_finite() || n < 0.0 {
+            if !compare::is_metric(k) || !n.is_finite() || n < 0.0 {
                 return Err(bad());
             }
             Ok((k.to_string(), n))

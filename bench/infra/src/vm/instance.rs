@@ -379,8 +379,6 @@ impl Vm {
         blocking(move || ledger::record(site.as_ref(), &record)).await
     }
 
-    /// Leaves the instance running for a later command (`miglab vm up`): nothing stops it
-    /// when this handle goes; the site's ledger still knows it, so `vm down` and `lab down` do.
     /// Sets the niceness of this instance's QEMU (its main thread, where an incoming
     /// migration is loaded), through its host: `renice` runs there like every host command.
     pub async fn renice(&self, nice: i32) -> Result<(), VmError> {
@@ -404,6 +402,8 @@ impl Vm {
         .await
     }
 
+    /// Leaves the instance running for a later command (`miglab vm up`): nothing stops it
+    /// when this handle goes; the site's ledger still knows it, so `vm down` and `lab down` do.
     pub fn release(mut self) {
         self.stopped = true;
     }
