@@ -15,7 +15,7 @@
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use miglab::session::{self, RunOptions, Source};
 use miglab_infra::topology::lab::{Lab, LabOptions};
-use miglab_reports::{RunResult, WindowKind};
+use miglab_model::{RunResult, WindowKind};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

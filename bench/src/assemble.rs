@@ -9,11 +9,13 @@ use crate::plan::Plan;
 use crate::run::{ExecError, Execution, GuestRun};
 use miglab_infra::binaries::{self, BinaryChoice};
 use miglab_infra::paths;
-use miglab_reports::result::{event_rows, events_csv, timeline_csv, write_atomic};
-use miglab_reports::sweep::Rep;
-use miglab_reports::{
-    verdict, Clock, JobSummary, MemoryResult, OpSummary, Provenance, RunResult, StreamHealth, Verification,
+use miglab_model::result::write_atomic;
+use miglab_model::{
+    Clock, JobSummary, MemoryResult, OpSummary, Provenance, RunResult, StreamHealth, Verification,
 };
+use miglab_reports::sweep::Rep;
+use miglab_reports::tables::{event_rows, events_csv, timeline_csv};
+use miglab_reports::verdict;
 use miglab_workloads::job::Workload;
 use miglab_workloads::verify::VerifyReport;
 use std::path::Path;
@@ -67,7 +69,7 @@ pub fn provenance(
 
 /// A run on an external topology: the builds that ran are the hosts' (the first host's stand
 /// for the run; every host's are in the topology record), and so is the accelerator.
-pub fn on_topology(prov: &mut Provenance, t: miglab_reports::TopologyRecord) {
+pub fn on_topology(prov: &mut Provenance, t: miglab_model::TopologyRecord) {
     if let Some(h) = t.hosts.first() {
         prov.qemu = h.qemu.as_ref().and_then(|b| b.version.clone());
         prov.virtiofsd = h.virtiofsd.as_ref().and_then(|b| b.version.clone());
@@ -192,7 +194,7 @@ fn guest_figures(
     base: &RunResult,
     plan: &Plan,
     g: &GuestRun,
-    migrations: Vec<miglab_reports::MigrationRecord>,
+    migrations: Vec<miglab_model::MigrationRecord>,
 ) -> RunResult {
     let mut r = base.clone();
     r.migrations = migrations;
@@ -279,7 +281,7 @@ pub fn assemble(mut r: RunResult, plan: &Plan, ex: &Execution, duration_ms: f64)
         let worst = outcomes.and_then(|o| o.into_iter().min());
         let why = guests
             .iter()
-            .filter(|g| g.outcome != Some(miglab_reports::RunOutcome::Completed))
+            .filter(|g| g.outcome != Some(miglab_model::RunOutcome::Completed))
             .flat_map(|g| g.outcome_why.iter().map(move |w| format!("guest {}: {w}", g.guest)))
             .collect();
         let fleet = miglab_reports::fleet::summarize(&guests, plan.in_flight());

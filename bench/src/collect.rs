@@ -19,7 +19,7 @@ use crate::clock::RunClock;
 use gaps::{end_trailing, Figure, OpenWindow, Trailing};
 use hdrhistogram::Histogram;
 use hlog::IntervalLog;
-use miglab_reports::{Bucket, Latency, OpSummary, Window, WindowKind};
+use miglab_model::{Bucket, Latency, OpSummary, Window, WindowKind};
 use miglab_workloads::record::{Decoder, Op, OpRecord, Record, FLAG_MISMATCH};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -54,13 +54,13 @@ pub fn latency(h: &Histogram<u64>) -> Latency {
 }
 
 /// The percentile spectrum of an op kind on both clocks.
-fn spectrum(guest: &Histogram<u64>, host: &Histogram<u64>) -> Vec<miglab_reports::SpectrumPoint> {
+fn spectrum(guest: &Histogram<u64>, host: &Histogram<u64>) -> Vec<miglab_model::SpectrumPoint> {
     if guest.is_empty() {
         return Vec::new();
     }
-    miglab_reports::SPECTRUM
+    miglab_model::SPECTRUM
         .iter()
-        .map(|&p| miglab_reports::SpectrumPoint {
+        .map(|&p| miglab_model::SpectrumPoint {
             percentile: p,
             guest_us: guest.value_at_quantile(p / 100.0),
             host_us: host.value_at_quantile(p / 100.0),

@@ -3,8 +3,8 @@
 
 use miglab_infra::topology::Site;
 use miglab_infra::vm::Vm;
-use miglab_reports::downtime::{attribute, parse_trace, Clocks};
-use miglab_reports::{DowntimeParts, TopologyRecord};
+use miglab_model::downtime::{attribute, parse_trace, Clocks};
+use miglab_model::{DowntimeParts, TopologyRecord};
 use std::sync::Arc;
 
 /// How much earlier than the hop's start (on miglab's clock) the source's trace is read from:
@@ -69,7 +69,7 @@ fn clocks(topology: Option<&TopologyRecord>, from: &str, to: &str) -> (Clocks, i
 #[cfg(test)]
 mod tests {
     use super::*;
-    use miglab_reports::HostRecord;
+    use miglab_model::HostRecord;
 
     #[test]
     fn hosts_apart_have_their_offsets_subtracted_and_the_lab_has_one_clock() {

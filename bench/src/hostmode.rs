@@ -179,7 +179,7 @@ pub struct Figures {
 
 impl Figures {
     /// An op kind's figures over `secs`.
-    pub fn of(o: &miglab_reports::OpSummary, secs: f64) -> Self {
+    pub fn of(o: &miglab_model::OpSummary, secs: f64) -> Self {
         Figures {
             iops: o.count as f64 / secs,
             mib_s: o.bytes as f64 / secs / 1048576.0,

@@ -14,7 +14,7 @@ use miglab_faults::{Event, Fault, Machine, Resolved, Unfired};
 use miglab_infra::link::MigrationLink;
 use miglab_infra::proxy::{self, Proxy, Shape};
 use miglab_infra::topology::{journal, Topology};
-use miglab_reports::{FaultRecord, QmpEvent, Side};
+use miglab_model::{FaultRecord, QmpEvent, Side};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -732,7 +732,7 @@ mod tests {
 
     #[test]
     fn observations_become_the_machines_events() {
-        use miglab_reports::MigrationStatus;
+        use miglab_model::MigrationStatus;
         let o = Observed::Qmp {
             guest: 3,
             hop: 1,

@@ -16,7 +16,7 @@ use miglab_infra::qmp::{status_of, QmpError, Stamped};
 use miglab_infra::topology::{Site, TopologyError};
 use miglab_infra::vm::{ledger, Vm, VmError};
 use miglab_infra::wait;
-use miglab_reports::{
+use miglab_model::{
     Convergence, MigrationParams, MigrationRecord, MigrationStatus, Outcome, Pass, Phases, QmpEvent, Side,
     TimelineEvent,
 };
@@ -331,7 +331,7 @@ async fn drive(
         Err(e @ MigrationError::Refused { .. }) => return Ok(refused(hop, src, dst, opts, e.to_string())),
         Err(e) => return Err(e),
     };
-    let mut held = miglab_reports::VirtiofsdHeld::default();
+    let mut held = miglab_model::VirtiofsdHeld::default();
     match open_files(hop.site, src).await {
         Ok(o) => held.source = Some(o),
         Err(e) => held.unmeasured.push(format!("the source's virtiofsd: {e}")),
@@ -389,7 +389,7 @@ async fn drive(
     .await;
     let ceph_cpu_ms = ceph_before.zip(miglab_infra::process::cpu_ms(&cluster)).map(|(a, b)| (b - a).max(0.0));
     let host_cpu = cpu_before.zip(miglab_infra::cpu::CpuTimes::now()).and_then(|(a, b)| {
-        Some(miglab_reports::HostCpu { busy_pct: a.busy_pct(&b)?, steal_pct: a.steal_pct(&b)?, ceph_cpu_ms })
+        Some(miglab_model::HostCpu { busy_pct: a.busy_pct(&b)?, steal_pct: a.steal_pct(&b)?, ceph_cpu_ms })
     });
     let source_running = src.qmp.running().await.unwrap_or(false);
     let dst_resumed =
@@ -453,7 +453,7 @@ async fn drive(
 }
 
 /// The open descriptors of `vm`'s virtiofsd, counted on its host off the runtime.
-async fn open_files(site: &Arc<dyn Site>, vm: &Vm) -> Result<miglab_reports::OpenFiles, String> {
+async fn open_files(site: &Arc<dyn Site>, vm: &Vm) -> Result<miglab_model::OpenFiles, String> {
     let (site, host, pid) = (site.clone(), vm.host().to_string(), vm.virtiofsd.pid);
     tokio::task::spawn_blocking(move || {
         site.host(&host).map_err(|e| e.to_string())?.open_files(pid).map_err(|e| e.to_string())

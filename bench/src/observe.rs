@@ -6,7 +6,7 @@
 //! slow subscriber cannot delay the timeline it observes.
 
 use crate::clock::RunClock;
-use miglab_reports::{MigrationStatus, Outcome, QmpEvent, Side, Window};
+use miglab_model::{MigrationStatus, Outcome, QmpEvent, Side, Window};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};

@@ -10,7 +10,7 @@ use miglab_faults::schedule::ScheduleError;
 use miglab_faults::Resolved;
 use miglab_infra::binaries::BinaryChoice;
 use miglab_infra::topology::next_host;
-use miglab_reports::{Expect, MigrationParams, Thresholds};
+use miglab_model::{Expect, MigrationParams, Thresholds};
 use miglab_workloads::job::Workload;
 use serde::{Deserialize, Serialize};
 

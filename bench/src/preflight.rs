@@ -19,7 +19,7 @@ use miglab_infra::binaries::{BinariesError, BinaryChoice};
 use miglab_infra::image::{GuestImage, ImageError};
 use miglab_infra::topology::ceph::ClusterSpec;
 use miglab_infra::topology::lab::LabOptions;
-use miglab_reports::RunResult;
+use miglab_model::RunResult;
 use miglab_workloads::job::Workload;
 use std::path::{Path, PathBuf};
 use thiserror::Error;

@@ -1,7 +1,7 @@
 //! The progress line: what a run is doing, as it happens, from the observations on its bus.
 
 use crate::observe::{Bus, Observed};
-use miglab_reports::{Outcome, Window};
+use miglab_model::{Outcome, Window};
 
 /// Formats a figure that may be absent (never as 0).
 pub fn ms(v: Option<f64>) -> String {
@@ -10,7 +10,7 @@ pub fn ms(v: Option<f64>) -> String {
 
 /// What a hop's switch-over carried: virtiofsd's descriptors, the device-state phase, the
 /// bytes after STOP, and what QEMU expected.
-pub fn state_line(m: &miglab_reports::MigrationRecord) -> Option<String> {
+pub fn state_line(m: &miglab_model::MigrationRecord) -> Option<String> {
     let mut parts = Vec::new();
     if let Some(src) = m.virtiofsd.as_ref().and_then(|v| v.source) {
         parts.push(format!("virtiofsd held {} fds ({} O_PATH)", src.total, src.path_only));
@@ -39,8 +39,8 @@ pub fn state_line(m: &miglab_reports::MigrationRecord) -> Option<String> {
 
 /// Where QEMU's downtime went (its tracepoints), part by part, with virtiofsd's state blob
 /// and how far behind the destination was; or why a completed hop has no parts.
-pub fn downtime_line(m: &miglab_reports::MigrationRecord) -> Option<String> {
-    use miglab_reports::downtime::VHOST_USER_FS;
+pub fn downtime_line(m: &miglab_model::MigrationRecord) -> Option<String> {
+    use miglab_model::downtime::VHOST_USER_FS;
     let Some(p) = &m.downtime_parts else {
         return m.downtime_parts_problem.as_ref().map(|e| format!("downtime unattributed: {e}"));
     };
@@ -58,7 +58,7 @@ pub fn downtime_line(m: &miglab_reports::MigrationRecord) -> Option<String> {
 }
 
 /// One line for a dirtying load's pages over the hops.
-pub fn memory_line(m: &miglab_reports::MemoryResult) -> Option<String> {
+pub fn memory_line(m: &miglab_model::MemoryResult) -> Option<String> {
     let spec = m.spec?;
     let checked: Vec<_> = m.checks.iter().filter_map(|h| h.check.as_ref()).collect();
     let (stale, corrupt): (u64, u64) = checked.iter().fold((0, 0), |(s, c), k| (s + k.stale, c + k.corrupt));

@@ -5,7 +5,7 @@ use crate::migration::{self, Hop, MigrationError, MigrationOptions};
 use crate::observe::Bus;
 use miglab_infra::topology::{next_host, Host, Site};
 use miglab_infra::vm::{Vm, VmError};
-use miglab_reports::{MigrationRecord, Outcome};
+use miglab_model::{MigrationRecord, Outcome};
 use miglab_workloads::control::{Command, Status};
 use miglab_workloads::job::{ReadLoopJob, Workload};
 use std::sync::Arc;

@@ -14,7 +14,7 @@ use miglab_infra::control::ControlError;
 use miglab_infra::interrupt;
 use miglab_infra::topology::{Site, Topology, TopologyError};
 use miglab_infra::vm::{Vm, VmError, VmSpec};
-use miglab_reports::{FaultRecord, MigrationRecord};
+use miglab_model::{FaultRecord, MigrationRecord};
 use miglab_workloads::control::{Command, Message, Status};
 use miglab_workloads::job::Workload;
 use miglab_workloads::verify::VerifyReport;
@@ -75,7 +75,7 @@ pub struct GuestRun {
     /// The agent's counters at the end.
     pub agent: Option<Status>,
     /// The dirtying load's pages after each hop.
-    pub memory: Vec<miglab_reports::HopMemory>,
+    pub memory: Vec<miglab_model::HopMemory>,
 }
 
 /// What one repetition did, as it happened.
@@ -685,7 +685,7 @@ async fn check_memory(
         let vm = g.vm()?;
         let host = vm.host().to_string();
         let unmarked = unmarked.iter().find(|(n, _)| *n == number).map(|(_, why)| why.clone());
-        let mut h = miglab_reports::HopMemory { hop, host, unmarked, ..Default::default() };
+        let mut h = miglab_model::HopMemory { hop, host, unmarked, ..Default::default() };
         let answer = unless_interrupted(async {
             Ok::<_, ExecError>(vm.control.request(Command::MemoryCheck, MEMORY_DEADLINE).await)
         })

@@ -11,7 +11,7 @@ use miglab_infra::accel::AccelWish;
 pub use miglab_infra::diagnostics::{line_col, line_of, Problem, Problems};
 use miglab_infra::topology::ceph::ObjectStore;
 use miglab_infra::vm::spec::FsCache;
-use miglab_reports::{Expect, MigrationParams, Thresholds, Tuning};
+use miglab_model::{Expect, MigrationParams, Thresholds, Tuning};
 use miglab_workloads::job::Workload;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};

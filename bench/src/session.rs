@@ -15,7 +15,7 @@ use miglab_infra::binaries::BinaryChoice;
 use miglab_infra::topology::lab::{Lab, LabError, LabOptions};
 use miglab_infra::topology::state::{Phase, StateFile};
 use miglab_infra::topology::{Site, Topology};
-use miglab_reports::{RunResult, RunStatus};
+use miglab_model::{RunResult, RunStatus};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -408,7 +408,7 @@ fn summary(r: &RunResult, dir: &Path) {
 }
 
 /// The fleet's lines: each host's evacuation, the spread of downtime, the limit missed.
-fn fleet_summary(f: &miglab_reports::Fleet) {
+fn fleet_summary(f: &miglab_model::Fleet) {
     println!("{} guests, {} migrating at once:", f.guests, f.parallel);
     for e in &f.evacuations {
         println!(
@@ -416,7 +416,7 @@ fn fleet_summary(f: &miglab_reports::Fleet) {
             e.hop, e.from, e.to, e.completed, e.guests, e.evacuation_ms
         );
     }
-    let spread = |s: &miglab_reports::Spread| {
+    let spread = |s: &miglab_model::Spread| {
         format!("p50 {:.0}, p90 {:.0}, max {:.0} ms (n={})", s.p50, s.p90, s.max, s.n)
     };
     if let Some(d) = &f.qemu_downtime_ms {
@@ -448,7 +448,7 @@ fn guest_summary(r: &RunResult) {
             m.to,
             match m.outcome {
                 _ if m.completed() => "completed",
-                miglab_reports::Outcome::Unsupported { .. } => "REFUSED by QEMU (unsupported)",
+                miglab_model::Outcome::Unsupported { .. } => "REFUSED by QEMU (unsupported)",
                 _ => "NOT COMPLETED",
             },
             ms(m.downtime_ms.map(|d| d as f64)),

@@ -17,7 +17,7 @@
 use crate::clock::RunClock;
 use crate::collect::{Collected, Collector};
 use crate::observe::{Bus, Observed};
-use miglab_reports::WindowKind;
+use miglab_model::WindowKind;
 use std::io::Read;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::UnixStream;

@@ -9,7 +9,7 @@
 mod common;
 
 use common::*;
-use miglab_reports::RunResult;
+use miglab_model::RunResult;
 use std::path::Path;
 
 const LAB: &str = "t-compare";

@@ -11,7 +11,7 @@ use common::*;
 use miglab::session::{run, Source};
 use miglab_infra::topology::lab::Lab;
 use miglab_infra::topology::{Site, Topology};
-use miglab_reports::{FaultRecord, Outcome, RunOutcome, RunResult, RunStatus};
+use miglab_model::{FaultRecord, Outcome, RunOutcome, RunResult, RunStatus};
 use std::path::Path;
 
 /// Runs `toml` (a scenario's tables) as scenario `name` on lab `lab`.
@@ -59,7 +59,7 @@ fn p99_around(res: &RunResult, f: &FaultRecord) -> (u64, u64) {
 }
 
 /// The window of fault 1.
-fn window(r: &RunResult) -> &miglab_reports::Window {
+fn window(r: &RunResult) -> &miglab_model::Window {
     r.windows
         .iter()
         .find(|w| w.name == "fault 1")
@@ -283,7 +283,7 @@ fault_test!(
             m
         };
         let (tbf_one, tbf_four) = (tbf("f-tbf", ""), tbf("f-tbf-4", "multifd_channels = 4\n"));
-        let down = |m: &miglab_reports::MigrationRecord| m.downtime_ms.expect("downtime") as f64;
+        let down = |m: &miglab_model::MigrationRecord| m.downtime_ms.expect("downtime") as f64;
         for (what, proxy, real) in [("one stream", &one, &tbf_one), ("4 multifd channels", &four, &tbf_four)] {
             // Measured (README): 229-297 ms against tbf's 298-348 with one stream, 631-1115
             // against 422-1190 with four; the deep queue had given 3287 and 5446 ms.
@@ -454,9 +454,7 @@ fn at_the_switchover(lab: &Lab, root: &Path) {
         .find(|e| {
             matches!(
                 e.event,
-                miglab_reports::QmpEvent::Migration {
-                    status: miglab_reports::MigrationStatus::PreSwitchover
-                }
+                miglab_model::QmpEvent::Migration { status: miglab_model::MigrationStatus::PreSwitchover }
             )
         })
         .expect("the hop paused before its switch-over");

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use miglab_reports::{MigrationStatus, QmpEvent, RunResult, RunStatus, Side};
+use miglab_model::{MigrationStatus, QmpEvent, RunResult, RunStatus, Side};
 
 /// Each guest's own random-write job, verified; an OSD frozen for 1.5 s when guest 3's first
 /// hop pauses before its switch-over.

@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use miglab_reports::RunStatus;
+use miglab_model::RunStatus;
 
 #[test]
 #[ignore = "needs the lab (root, Ceph, QEMU): cargo test -- --include-ignored"]

@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use miglab_reports::{Outcome, RunOutcome, RunStatus};
+use miglab_model::{Outcome, RunOutcome, RunStatus};
 
 #[test]
 #[ignore = "needs the lab (root, Ceph, QEMU): cargo test -- --include-ignored"]
@@ -72,7 +72,7 @@ fn a_dirtying_guest_is_verified_each_hop_and_converges_only_when_throttled() {
     let slow = |extra: &str| {
         base(&format!("{capped}timeout_s = 60\n{extra}")).replace("rate_mib_s = 32", "rate_mib_s = 4")
     };
-    let achieved = |m: &miglab_reports::MigrationRecord, name: &str| {
+    let achieved = |m: &miglab_model::MigrationRecord, name: &str| {
         let rate =
             m.transferred_bytes.expect("bytes") as f64 / (m.total_time_ms.expect("total") as f64 / 1000.0);
         eprintln!("{name}: {:.1} MiB/s against a cap of {} MiB/s", rate / 1048576.0, cap >> 20);

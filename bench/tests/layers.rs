@@ -8,8 +8,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The workspace's crates, lowest layer first: a crate may use only crates before it.
-const LAYERS: &[&str] =
-    &["miglab-workloads", "miglab-reports", "miglab-faults", "miglab-infra", "miglab", "miglab-fuzz"];
+const LAYERS: &[&str] = &[
+    "miglab-workloads",
+    "miglab-model",
+    "miglab-reports",
+    "miglab-faults",
+    "miglab-infra",
+    "miglab",
+    "miglab-fuzz",
+];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -80,12 +87,21 @@ fn crates_point_down_the_layers_and_architecture_md_draws_them() {
     assert!(arch.contains(&text), "ARCHITECTURE.md must draw the crate graph as it is:\n{text}");
 }
 
-/// A module's path from its file: `topology/lab/bringup.rs` → `topology` (its top-level module).
-fn top_module(src: &Path, file: &Path) -> Option<String> {
+/// A module's path from its file: `topology/lab/bringup.rs` → `["topology", "lab", "bringup"]`,
+/// `x/mod.rs` → `["x"]`, `lib.rs` → `[]`; none for the crate's binaries.
+fn module_path(src: &Path, file: &Path) -> Option<Vec<String>> {
     let rel = file.strip_prefix(src).ok()?;
-    let first = rel.components().next()?.as_os_str().to_str()?;
-    let name = first.strip_suffix(".rs").unwrap_or(first);
-    (!matches!(name, "lib" | "main" | "bin")).then(|| name.to_string())
+    let mut parts: Vec<String> =
+        rel.components().map(|c| c.as_os_str().to_str().map(str::to_string)).collect::<Option<_>>()?;
+    if parts.first().is_some_and(|p| p == "bin") {
+        return None;
+    }
+    let last = parts.pop()?;
+    let stem = last.strip_suffix(".rs")?;
+    if !(parts.is_empty() && matches!(stem, "lib" | "main")) && stem != "mod" {
+        parts.push(stem.to_string());
+    }
+    Some(parts)
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -99,52 +115,94 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Every top-level module named after `crate::` in `text`: `crate::a::b`, `crate::{a, b::c}`.
-fn crate_paths(text: &str) -> BTreeSet<String> {
-    let mut found = BTreeSet::new();
-    let mut rest = text;
-    while let Some(i) = rest.find("crate::") {
-        let before = rest[..i].chars().last();
-        rest = &rest[i + "crate::".len()..];
-        if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
-            continue; // `miglab_crate::` and the like
+fn ident(s: &str) -> String {
+    s.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect()
+}
+
+/// Every path in `text` that starts at the crate, a parent or the module itself (`crate::a::b`,
+/// `super::super::x`, `self::y`, one level of `{a, b::c}`), made absolute for a module at `at`.
+fn module_paths(text: &str, at: &[String]) -> Vec<Vec<String>> {
+    let mut found = Vec::new();
+    for (start, _) in
+        text.match_indices("crate::").chain(text.match_indices("super::")).chain(text.match_indices("self::"))
+    {
+        if text[..start].chars().last().is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
+            continue; // `miglab_crate::`, the second `super::` of a chain, `Self::`
         }
-        if let Some(group) = rest.strip_prefix('{') {
-            let end = group.find('}').unwrap_or(group.len());
-            for item in group[..end].split(',') {
-                let head: String =
-                    item.trim().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
-                if !head.is_empty() {
-                    found.insert(head);
+        let mut base: Vec<String> = at.to_vec();
+        let mut rest = &text[start..];
+        if let Some(r) = rest.strip_prefix("crate::") {
+            base.clear();
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix("self::") {
+            rest = r;
+        } else {
+            while let Some(r) = rest.strip_prefix("super::") {
+                base.pop();
+                rest = r;
+            }
+        }
+        let tails: Vec<&str> = match rest.strip_prefix('{') {
+            Some(group) => group[..group.find('}').unwrap_or(group.len())].split(',').collect(),
+            None => vec![rest],
+        };
+        for tail in tails {
+            let mut p = base.clone();
+            let mut t = tail.trim();
+            loop {
+                let head = ident(t);
+                if head.is_empty() {
+                    break;
+                }
+                t = &t[head.len()..];
+                p.push(head);
+                match t.strip_prefix("::") {
+                    Some(r) if !r.starts_with('{') => t = r,
+                    _ => break,
                 }
             }
-        } else {
-            let head: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
-            if !head.is_empty() {
-                found.insert(head);
-            }
+            found.push(p);
         }
     }
     found
 }
 
-/// Module → the other top-level modules of its crate it names.
-fn module_graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
+/// The module graph of a crate at every level of nesting: for each module (the crate root is
+/// `[]`), its children and which of them name which — a file deep inside child `a` naming
+/// something inside its sibling `b` is the edge `a → b`. A module naming its own ancestors or
+/// descendants is no edge: that is how a module and its parts talk.
+fn module_graph(src: &Path) -> BTreeMap<Vec<String>, BTreeMap<String, BTreeSet<String>>> {
     let mut files = Vec::new();
     rust_files(src, &mut files);
-    let modules: BTreeSet<String> = files.iter().filter_map(|f| top_module(src, f)).collect();
-    let mut g: BTreeMap<String, BTreeSet<String>> =
-        modules.iter().map(|m| (m.clone(), BTreeSet::new())).collect();
-    for f in &files {
-        let Some(m) = top_module(src, f) else { continue };
+    let located: Vec<(PathBuf, Vec<String>)> =
+        files.into_iter().filter_map(|f| module_path(src, &f).map(|m| (f, m))).collect();
+    let modules: BTreeSet<Vec<String>> = located.iter().map(|(_, m)| m.clone()).collect();
+    let mut levels: BTreeMap<Vec<String>, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
+    for m in &modules {
+        if let Some((child, parent)) = m.split_last() {
+            levels.entry(parent.to_vec()).or_default().entry(child.clone()).or_default();
+        }
+    }
+    for (f, m) in &located {
         let text = std::fs::read_to_string(f).expect("source");
-        for t in crate_paths(&text) {
-            if t != m && modules.contains(&t) {
-                g.get_mut(&m).expect("module").insert(t);
+        // A file's own test module is one level down: its `super::` is the file's module.
+        let (body, tests) = text.split_at(text.find("#[cfg(test)]\nmod tests").unwrap_or(text.len()));
+        let mut in_tests = m.clone();
+        in_tests.push("tests".into());
+        let named = module_paths(body, m).into_iter().chain(module_paths(tests, &in_tests));
+        for mut q in named {
+            // The module the path ends in (an item's path names its module).
+            while !q.is_empty() && !modules.contains(&q) {
+                q.pop();
+            }
+            let common = m.iter().zip(&q).take_while(|(a, b)| a == b).count();
+            if common < m.len() && common < q.len() {
+                let level = levels.entry(m[..common].to_vec()).or_default();
+                level.entry(m[common].clone()).or_default().insert(q[common].clone());
             }
         }
     }
-    g
+    levels
 }
 
 /// The strongly connected components with more than one module (Tarjan).
@@ -215,17 +273,63 @@ fn the_circle_finder_finds_circles() {
             .map(|(k, v)| (k.to_string(), v.into_iter().map(str::to_string).collect()))
             .collect();
     assert_eq!(circles(&g), vec![vec!["a".to_string(), "b".into(), "c".into()]]);
+    let at = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     assert_eq!(
-        crate_paths("use crate::{run::X, plan};\nlet _ = crate::vm::Vm; miglab_crate::no"),
-        ["plan", "run", "vm"].iter().map(|s| s.to_string()).collect()
+        module_paths(
+            "use crate::{run::X, plan};\nlet _ = crate::vm::Vm; miglab_crate::no Self::x",
+            &at(&["a"])
+        ),
+        [at(&["run", "X"]), at(&["plan"]), at(&["vm", "Vm"])]
     );
+    assert_eq!(
+        module_paths(
+            "super::super::external::site::down(); super::{remote::R, Spec}; self::y",
+            &at(&["t", "lab", "d"])
+        ),
+        [
+            at(&["t", "external", "site", "down"]),
+            at(&["t", "lab", "remote", "R"]),
+            at(&["t", "lab", "Spec"]),
+            at(&["t", "lab", "d", "y"])
+        ]
+    );
+}
+
+/// Two sub-modules of one module in a circle are found, though their parents are apart: the
+/// circle `topology/external/site.rs` → `topology::lab`, `topology/lab/teardown.rs` →
+/// `external::site` is `external ⇄ lab` inside `topology`.
+#[test]
+fn circles_between_sub_modules_are_found() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |rel: &str, text: &str| {
+        let p = dir.path().join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("dir");
+        std::fs::write(p, text).expect("write");
+    };
+    write("lib.rs", "pub mod topology;");
+    write("topology.rs", "pub mod lab; pub mod external;");
+    write("topology/lab.rs", "mod teardown;");
+    write("topology/lab/teardown.rs", "fn f() { super::super::external::site::down() }");
+    write("topology/external.rs", "mod site;");
+    write(
+        "topology/external/site.rs",
+        "fn g() { crate::topology::lab::config_value() }\n#[cfg(test)]\nmod tests { use super::*; }",
+    );
+    let g = module_graph(dir.path());
+    let topology = &g[&vec!["topology".to_string()]];
+    assert_eq!(circles(topology), vec![vec!["external".to_string(), "lab".into()]]);
+    assert!(circles(&g[&Vec::new()]).is_empty(), "the crate's top level has one module");
 }
 
 #[test]
 fn no_two_modules_of_a_crate_import_each_other() {
     for (name, (_, src)) in crate_graph() {
-        let found = circles(&module_graph(&src));
-        assert!(found.is_empty(), "{name}: modules in a circle (by their `crate::` paths): {found:?}");
+        for (parent, children) in module_graph(&src) {
+            let found = circles(&children);
+            let inside =
+                if parent.is_empty() { String::new() } else { format!(" inside {}", parent.join("::")) };
+            assert!(found.is_empty(), "{name}: modules in a circle{inside} (by their paths): {found:?}");
+        }
     }
 }
 
@@ -234,8 +338,8 @@ fn architecture_md_names_every_module_of_the_running_crates() {
     let arch = std::fs::read_to_string(root().join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
     let graph = crate_graph();
     for c in ["miglab", "miglab-infra"] {
-        let missing: Vec<String> =
-            module_graph(&graph[c].1).into_keys().filter(|m| !arch.contains(&format!("`{m}.rs`"))).collect();
+        let top = module_graph(&graph[c].1).remove(&Vec::new()).unwrap_or_default();
+        let missing: Vec<String> = top.into_keys().filter(|m| !arch.contains(&format!("`{m}.rs`"))).collect();
         assert!(missing.is_empty(), "ARCHITECTURE.md has no room for {c}'s {missing:?}");
     }
 }

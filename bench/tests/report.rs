@@ -6,9 +6,9 @@
 mod common;
 
 use common::miglab;
+use miglab_model::RunResult;
 use miglab_reports::html::{external_references, run_report, structure};
 use miglab_reports::sweep::Rep;
-use miglab_reports::RunResult;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -312,7 +312,7 @@ fn example_side(scale: f64) -> miglab_reports::compare::Side {
         .map(|rep| {
             let mut x = r.clone();
             x.repetition = rep;
-            x.status = miglab_reports::RunStatus::Completed;
+            x.status = miglab_model::RunStatus::Completed;
             for m in &mut x.migrations {
                 m.total_time_ms = m.total_time_ms.map(|t| (t as f64 * scale) as u64 + rep as u64 * 11);
             }

@@ -9,7 +9,7 @@ use miglab::session::{run, RunOptions, Source};
 use miglab_infra::topology::lab::{Lab, LabOptions};
 use miglab_infra::topology::Site;
 use miglab_infra::vm::{Vm, VmSpec};
-use miglab_reports::{RunResult, RunStatus};
+use miglab_model::{RunResult, RunStatus};
 use miglab_workloads::control::{Command, Message};
 use miglab_workloads::job::{FioJob, Rw, Size, Workload};
 use miglab_workloads::verify::Problem;
@@ -42,7 +42,7 @@ fn the_smoke_scenario_measures_the_pause_loses_nothing_and_replays() {
     let dir = &dirs[0];
     let r = result(dir);
     assert_eq!(r.status, RunStatus::Completed, "{:?} {:?}", r.error, r.problems);
-    assert_eq!(r.schema_version, miglab_reports::result::SCHEMA_VERSION);
+    assert_eq!(r.schema_version, miglab_model::result::SCHEMA_VERSION);
     assert!(
         r.provenance.qemu.is_some() && r.provenance.ceph.is_some() && r.provenance.guest_kernel.is_some()
     );

@@ -8,7 +8,7 @@
 mod common;
 
 use common::*;
-use miglab_reports::{RunResult, RunStatus};
+use miglab_model::{RunResult, RunStatus};
 
 fn held(t: &TestLab, files: u32) -> RunResult {
     let s = ScenarioFile::new(&format!("state-{files}"))

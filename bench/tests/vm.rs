@@ -12,7 +12,7 @@ use miglab::stream::RecordStream;
 use miglab_infra::topology::lab::{Lab, LabOptions};
 use miglab_infra::topology::Site;
 use miglab_infra::vm::{ledger, Vm, VmError, VmSpec};
-use miglab_reports::{MigrationParams, MigrationStatus, Outcome, QmpEvent, Side};
+use miglab_model::{MigrationParams, MigrationStatus, Outcome, QmpEvent, Side};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -7,7 +7,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::str::FromStr;
 
-pub use miglab_reports::Side;
+pub use miglab_model::Side;
 
 /// An OSD: a number, or one chosen from the plan's choice seed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

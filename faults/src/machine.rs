@@ -4,7 +4,7 @@
 
 use crate::schedule::Resolved;
 use crate::trigger::Anchor;
-use miglab_reports::{MigrationStatus, Side};
+use miglab_model::{MigrationStatus, Side};
 
 /// What the machine can observe.
 #[derive(Debug, Clone, PartialEq, Eq)]

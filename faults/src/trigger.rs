@@ -2,7 +2,7 @@
 //! migration status of either side, RAM pass N, the pause before the switch-over), plus a fixed
 //! offset, plus a random offset inside a window (from the plan's fault-timing seed).
 
-use miglab_reports::{MigrationStatus, Side};
+use miglab_model::{MigrationStatus, Side};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 

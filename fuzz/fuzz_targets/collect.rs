@@ -6,7 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 use miglab::clock::RunClock;
 use miglab::collect::Collector;
-use miglab_reports::WindowKind;
+use miglab_model::WindowKind;
 use std::time::Duration;
 
 fuzz_target!(|data: &[u8]| {

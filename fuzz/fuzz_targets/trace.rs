@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use miglab_reports::downtime::{attribute, parse_trace, Clocks, PartClock};
+use miglab_model::downtime::{attribute, parse_trace, Clocks, PartClock};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&cut, rest)) = data.split_first() else { return };

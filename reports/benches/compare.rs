@@ -4,7 +4,8 @@
 //! rendering a run's report.html (docs/example's result.json).
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use miglab_reports::{html, stats, RunResult};
+use miglab_model::RunResult;
+use miglab_reports::{html, stats};
 use std::hint::black_box;
 
 fn values(n: usize, mean: f64, k: u64) -> Vec<f64> {

@@ -2,8 +2,8 @@
 //! registered through `ab_glyph` (plotters' default font backend needs system font lookups and
 //! can panic); the SVG itself names `sans-serif`, which every browser has.
 
-use crate::migration::{MigrationRecord, QmpEvent, Side};
-use crate::result::{Bucket, RunResult};
+use miglab_model::migration::{MigrationRecord, QmpEvent, Side};
+use miglab_model::result::{Bucket, RunResult};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::sync::OnceLock;
@@ -84,7 +84,7 @@ pub(crate) const PALETTE: [RGBColor; 6] = [
     RGBColor(214, 39, 40),
 ];
 
-/// QEMU's downtime parts, in [`crate::PartName::ALL`]'s order: the source's in blues, the
+/// QEMU's downtime parts, in [`miglab_model::PartName::ALL`]'s order: the source's in blues, the
 /// hand-over in gold, the destination's in teals (apart from the guest-side bars' colours).
 const PARTS: [RGBColor; 7] = [
     RGBColor(158, 202, 225),
@@ -96,8 +96,8 @@ const PARTS: [RGBColor; 7] = [
     RGBColor(0, 109, 119),
 ];
 
-fn part_colour(p: crate::PartName) -> RGBColor {
-    PARTS[crate::PartName::ALL.iter().position(|x| *x == p).unwrap_or(0)]
+fn part_colour(p: miglab_model::PartName) -> RGBColor {
+    PARTS[miglab_model::PartName::ALL.iter().position(|x| *x == p).unwrap_or(0)]
 }
 
 /// Draws the series' labels, boxed, at `pos`.
@@ -490,13 +490,14 @@ pub fn downtime(r: &RunResult) -> Result<String, ChartError> {
     let names =
         ["QEMU downtime", "heartbeat gap (guest-visible pause)", "guest clock stood still", "I/O stall"];
     let split = r.migrations.iter().any(|m| m.downtime_parts.is_some());
-    let part_names: Vec<String> = crate::PartName::ALL.iter().map(|p| format!("  {}", p.label())).collect();
+    let part_names: Vec<String> =
+        miglab_model::PartName::ALL.iter().map(|p| format!("  {}", p.label())).collect();
     svg(960, if split { 400 } else { 320 }, |root| {
         let mut items: Vec<(&str, Swatch)> =
             names.iter().enumerate().map(|(k, n)| (*n, Swatch::Bar(PALETTE[k]))).collect();
         if split {
             items.extend(
-                crate::PartName::ALL
+                miglab_model::PartName::ALL
                     .iter()
                     .zip(&part_names)
                     .map(|(p, n)| (n.as_str(), Swatch::Bar(part_colour(*p)))),
@@ -632,21 +633,24 @@ pub fn lanes(r: &RunResult) -> Result<String, ChartError> {
 pub fn guest_downtimes(r: &RunResult) -> Result<String, ChartError> {
     let n = r.guests.len().max(1);
     let limit = r.fleet.as_ref().map(|f| f.downtime_limit_ms as f64);
-    let points =
-        |f: &dyn Fn(&crate::MigrationRecord, Option<&crate::Window>) -> Option<f64>| -> Vec<(f64, f64)> {
-            r.guests
-                .iter()
-                .enumerate()
-                .flat_map(|(i, g)| {
-                    g.migrations.iter().enumerate().filter_map(move |(k, m)| {
-                        let w = g.windows.iter().find(|w| w.hop() == Some(m.hop));
-                        f(m, w).map(|v| {
-                            (i as f64 + 0.3 + 0.4 * (k as f64 + 0.5) / g.migrations.len().max(1) as f64, v)
-                        })
+    let points = |f: &dyn Fn(
+        &miglab_model::MigrationRecord,
+        Option<&miglab_model::Window>,
+    ) -> Option<f64>|
+     -> Vec<(f64, f64)> {
+        r.guests
+            .iter()
+            .enumerate()
+            .flat_map(|(i, g)| {
+                g.migrations.iter().enumerate().filter_map(move |(k, m)| {
+                    let w = g.windows.iter().find(|w| w.hop() == Some(m.hop));
+                    f(m, w).map(|v| {
+                        (i as f64 + 0.3 + 0.4 * (k as f64 + 0.5) / g.migrations.len().max(1) as f64, v)
                     })
                 })
-                .collect()
-        };
+            })
+            .collect()
+    };
     let qemu = points(&|m, _| m.downtime_ms.map(|d| d as f64));
     let gap = points(&|_, w| w.and_then(|w| w.heartbeat_gap_ms));
     let ymax = qemu.iter().chain(&gap).map(|p| p.1).chain(limit).fold(1.0, f64::max) * 1.15;

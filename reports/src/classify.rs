@@ -2,9 +2,9 @@
 //! system hung, a hop that timed out or failed, Ceph not healthy again, degraded, completed),
 //! and why. Pure; `run` and `report` classify a result the same way.
 
-use crate::migration::Outcome;
-use crate::outcome::{RunOutcome, Thresholds};
-use crate::result::RunResult;
+use miglab_model::migration::Outcome;
+use miglab_model::outcome::{RunOutcome, Thresholds};
+use miglab_model::result::RunResult;
 
 /// The outcome of `r`, and why.
 pub fn classify(r: &RunResult, t: &Thresholds) -> (RunOutcome, Vec<String>) {
@@ -99,8 +99,8 @@ pub fn classify(r: &RunResult, t: &Thresholds) -> (RunOutcome, Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::migration::MigrationRecord;
-    use crate::result::{Bucket, FaultRecord, OpSummary, StreamHealth, Window, WindowKind};
+    use miglab_model::migration::MigrationRecord;
+    use miglab_model::result::{Bucket, FaultRecord, OpSummary, StreamHealth, Window, WindowKind};
 
     fn base() -> RunResult {
         let mut r = RunResult::new("x", 1, 1);

@@ -12,10 +12,10 @@
 //! when the two sides differ in nothing but what was declared to vary.
 
 use crate::html::esc;
-use crate::result::RunResult;
 use crate::stats;
 use crate::sweep::hop_figures;
-use crate::RunStatus;
+use miglab_model::result::RunResult;
+use miglab_model::RunStatus;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -89,7 +89,7 @@ pub fn is_downtime_part(kind: &str) -> bool {
     let Some(name) = kind.strip_prefix("downtime.").and_then(|k| k.strip_suffix("_ms")) else {
         return false;
     };
-    crate::PartName::ALL.iter().any(|p| p.as_str() == name)
+    miglab_model::PartName::ALL.iter().any(|p| p.as_str() == name)
         || ["vhost_user_fs", "vhost_user_fs_save", "vhost_user_fs_load", "destination_behind"].contains(&name)
 }
 
@@ -220,7 +220,7 @@ pub fn class(r: &RunResult) -> Class {
         Class::LostData
     } else if r.status != RunStatus::Completed {
         Class::Failed
-    } else if r.outcome == Some(crate::outcome::RunOutcome::CompletedDegraded) {
+    } else if r.outcome == Some(miglab_model::outcome::RunOutcome::CompletedDegraded) {
         Class::Degraded
     } else {
         Class::Completed

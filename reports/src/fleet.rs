@@ -2,10 +2,9 @@
 //! draws one guest serves each), and what they add up to — the evacuation of a host, the
 //! spread of downtime, how many migrations missed their limit, each phase's quantiles.
 
-use crate::result::{Evacuation, Fleet, GuestResult, RunResult, Spread};
-use crate::{MigrationRecord, Outcome};
-
-pub use crate::migration::QEMU_DEFAULT_DOWNTIME_LIMIT_MS;
+use miglab_model::migration::QEMU_DEFAULT_DOWNTIME_LIMIT_MS;
+use miglab_model::result::{Evacuation, Fleet, GuestResult, RunResult, Spread};
+use miglab_model::{MigrationRecord, Outcome};
 
 /// `r` as guest `g`'s own run: its figures in the run's fields, nothing of the other guests.
 pub fn view(r: &RunResult, g: &GuestResult) -> RunResult {
@@ -65,10 +64,6 @@ pub fn guest_of(r: &RunResult, guest: u32, vm: &str) -> GuestResult {
     }
 }
 
-fn downtime_limit(m: &MigrationRecord) -> u64 {
-    m.params.downtime_limit()
-}
-
 /// What the guests add up to, `parallel` of them migrating at once.
 pub fn summarize(guests: &[GuestResult], parallel: u32) -> Fleet {
     let all: Vec<&MigrationRecord> = guests.iter().flat_map(|g| &g.migrations).collect();
@@ -94,9 +89,9 @@ pub fn summarize(guests: &[GuestResult], parallel: u32) -> Fleet {
         })
         .collect();
     let downtimes: Vec<f64> = done.iter().filter_map(|m| m.downtime_ms.map(|d| d as f64)).collect();
-    let limit = all.first().map_or(QEMU_DEFAULT_DOWNTIME_LIMIT_MS, |m| downtime_limit(m));
+    let limit = all.first().map_or(QEMU_DEFAULT_DOWNTIME_LIMIT_MS, |m| m.params.downtime_limit());
     let over_limit =
-        done.iter().filter(|m| m.downtime_ms.is_some_and(|d| d > downtime_limit(m))).count() as u32;
+        done.iter().filter(|m| m.downtime_ms.is_some_and(|d| d > m.params.downtime_limit())).count() as u32;
     let phase = |f: &dyn Fn(&MigrationRecord) -> Option<f64>| -> Option<Spread> {
         Spread::of(&done.iter().filter_map(|m| f(m)).collect::<Vec<_>>())
     };
@@ -114,7 +109,7 @@ pub fn summarize(guests: &[GuestResult], parallel: u32) -> Fleet {
     .into_iter()
     .filter_map(|(name, s)| s.map(|s| (name.to_string(), s)))
     .collect();
-    let window = |f: &dyn Fn(&crate::Window) -> Option<f64>| {
+    let window = |f: &dyn Fn(&miglab_model::Window) -> Option<f64>| {
         let v: Vec<f64> =
             guests.iter().flat_map(|g| &g.windows).filter(|w| w.hop().is_some()).filter_map(f).collect();
         Spread::of(&v)
@@ -135,7 +130,7 @@ pub fn summarize(guests: &[GuestResult], parallel: u32) -> Fleet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{MigrationParams, Phases};
+    use miglab_model::{MigrationParams, Phases};
 
     fn hop(hop: u32, guest: u32, started: f64, wall: f64, downtime: u64, ok: bool) -> MigrationRecord {
         let outcome =

@@ -3,8 +3,8 @@
 //! result is embedded, so the one file carries everything.
 
 use crate::charts::{self, ChartError};
-use crate::migration::Outcome;
-use crate::result::{RunResult, RunStatus};
+use miglab_model::migration::Outcome;
+use miglab_model::result::{RunResult, RunStatus};
 use std::fmt::Write as _;
 
 /// Escapes text for HTML.
@@ -86,7 +86,7 @@ fn status_class(s: RunStatus) -> &'static str {
 
 /// The page's headline and its colour: the outcome first, then what the run made of it.
 pub fn headline(r: &RunResult) -> (String, &'static str) {
-    use crate::outcome::RunOutcome;
+    use miglab_model::outcome::RunOutcome;
     let status = match r.status {
         RunStatus::Completed => "",
         RunStatus::Failed => "run failed",
@@ -220,7 +220,7 @@ fn guests_section(h: &mut String, r: &RunResult) -> Result<(), ChartError> {
         &["migration", "guests completed", "evacuation ms (first migrate → last guest running)"],
         &evac,
     ));
-    let spread = |name: &str, s: &crate::Spread| {
+    let spread = |name: &str, s: &miglab_model::Spread| {
         vec![
             name.to_string(),
             s.n.to_string(),
@@ -306,13 +306,13 @@ fn guests_section(h: &mut String, r: &RunResult) -> Result<(), ChartError> {
 /// What each switch-over carried, where it was measured: virtiofsd's descriptors on both
 /// sides, the device-state phase, the bytes after STOP, and what QEMU expected.
 fn switch_over_table(h: &mut String, r: &RunResult) {
-    let measured = |m: &&crate::MigrationRecord| {
+    let measured = |m: &&miglab_model::MigrationRecord| {
         m.virtiofsd.as_ref().is_some_and(|v| v.source.is_some()) || m.phases.device_state_ms().is_some()
     };
     if !r.migrations.iter().any(|m| measured(&m)) {
         return;
     }
-    let fds = |o: Option<crate::OpenFiles>| {
+    let fds = |o: Option<miglab_model::OpenFiles>| {
         o.map(|o| format!("{} ({} O_PATH)", o.total, o.path_only)).unwrap_or_else(|| "—".into())
     };
     let rows: Vec<Vec<String>> = r
@@ -352,8 +352,8 @@ fn switch_over_table(h: &mut String, r: &RunResult) {
 /// state saved and loaded, what the parts add up to against QEMU's figure; or why a hop has no
 /// parts.
 fn downtime_parts_table(h: &mut String, r: &RunResult) {
-    use crate::downtime::VHOST_USER_FS;
-    let shown: Vec<&crate::MigrationRecord> = r
+    use miglab_model::downtime::VHOST_USER_FS;
+    let shown: Vec<&miglab_model::MigrationRecord> = r
         .migrations
         .iter()
         .filter(|m| m.downtime_parts.is_some() || m.downtime_parts_problem.is_some())
@@ -362,7 +362,7 @@ fn downtime_parts_table(h: &mut String, r: &RunResult) {
         return;
     }
     let mut head: Vec<String> = vec!["migration".into()];
-    head.extend(crate::PartName::ALL.iter().map(|p| format!("{} ms", p.label())));
+    head.extend(miglab_model::PartName::ALL.iter().map(|p| format!("{} ms", p.label())));
     head.extend(
         [
             "virtiofsd's state ms",
@@ -381,7 +381,7 @@ fn downtime_parts_table(h: &mut String, r: &RunResult) {
             let mut row = vec![format!("{} {} → {}", m.hop, m.from, m.to)];
             let p = m.downtime_parts.as_ref();
             let f = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "—".into());
-            row.extend(crate::PartName::ALL.iter().map(|n| f(p.and_then(|p| p.part(*n)))));
+            row.extend(miglab_model::PartName::ALL.iter().map(|n| f(p.and_then(|p| p.part(*n)))));
             row.push(f(p.and_then(|p| p.vhost_user_fs_ms)));
             row.push(f(p.and_then(|p| p.device_ms(VHOST_USER_FS, false))));
             row.push(f(p.and_then(|p| p.device_ms(VHOST_USER_FS, true))));
@@ -389,8 +389,8 @@ fn downtime_parts_table(h: &mut String, r: &RunResult) {
             row.push(f(p.map(|p| p.traced_ms)));
             row.push(opt(m.downtime_ms.map(|d| d as f64)));
             let clocks = p.map(|p| match p.clocks {
-                crate::downtime::Clocks::OneHost => "one host's clock".to_string(),
-                crate::downtime::Clocks::Offset { destination_minus_source_ms, rtt_ms } => {
+                miglab_model::downtime::Clocks::OneHost => "one host's clock".to_string(),
+                miglab_model::downtime::Clocks::Offset { destination_minus_source_ms, rtt_ms } => {
                     format!("destination {destination_minus_source_ms:+.2} ms (±{:.2})", rtt_ms / 2.0)
                 }
             });
@@ -625,7 +625,7 @@ fn jobs_section(h: &mut String, r: &RunResult) {
         return;
     }
     h.push_str("<h2>Jobs</h2>");
-    let rows = |list: &[crate::JobSummary]| -> Vec<Vec<String>> {
+    let rows = |list: &[miglab_model::JobSummary]| -> Vec<Vec<String>> {
         list.iter()
             .flat_map(|j| {
                 j.ops.iter().map(move |o| {
@@ -702,7 +702,7 @@ fn faults_section(h: &mut String, r: &RunResult) {
                 let name = format!("fault {}", f.index + 1);
                 let w = r.windows.iter().find(|w| w.name == name);
                 // Several guests: each guest's window of the fault, so whose I/O stalled shows.
-                let each = |g: &dyn Fn(&crate::Window) -> Option<f64>| {
+                let each = |g: &dyn Fn(&miglab_model::Window) -> Option<f64>| {
                     if r.guests.is_empty() {
                         return opt(w.and_then(g));
                     }
@@ -882,16 +882,16 @@ pub fn external_references(html: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outcome::{Expect, RunOutcome};
+    use miglab_model::outcome::{Expect, RunOutcome};
 
     /// The report showed guest 1's figures, memory and verification only: guest 2's stale
     /// pages and lost blocks were in result.json alone.
     #[test]
     fn every_guest_has_its_own_figures_memory_and_verification() {
-        use crate::result::{HopMemory, MemoryResult};
+        use miglab_model::result::{HopMemory, MemoryResult};
         let mut r = RunResult::new("s", 1, 1);
-        r.migrations.push(crate::MigrationRecord::sample(crate::Outcome::Completed, 1000.0));
-        r.verification = Some(crate::Verification { blocks: 10, ..Default::default() });
+        r.migrations.push(miglab_model::MigrationRecord::sample(miglab_model::Outcome::Completed, 1000.0));
+        r.verification = Some(miglab_model::Verification { blocks: 10, ..Default::default() });
         r.memory = Some(MemoryResult {
             spec: None,
             checks: vec![HopMemory {
@@ -903,7 +903,7 @@ mod tests {
         });
         r.guests = (1..=2).map(|g| crate::fleet::guest_of(&r, g, &format!("s-1-g{g}"))).collect();
         let g2 = &mut r.guests[1];
-        g2.verification = Some(crate::Verification { blocks: 10, missing: 4, ..Default::default() });
+        g2.verification = Some(miglab_model::Verification { blocks: 10, missing: 4, ..Default::default() });
         g2.memory.as_mut().expect("memory").checks[0].check =
             Some(miglab_workloads::dirty::MemoryCheck { pages: 77, stale: 5, ..Default::default() });
         let mut h = String::new();
@@ -917,13 +917,13 @@ mod tests {
     #[test]
     fn what_a_switch_over_carried_is_tabled_only_where_measured() {
         let mut r = RunResult::new("s", 1, 1);
-        r.migrations.push(crate::MigrationRecord::sample(crate::Outcome::Completed, 1000.0));
+        r.migrations.push(miglab_model::MigrationRecord::sample(miglab_model::Outcome::Completed, 1000.0));
         let mut h = String::new();
         switch_over_table(&mut h, &r);
         assert!(h.is_empty(), "nothing measured, no table");
         let m = &mut r.migrations[0];
-        m.virtiofsd = Some(crate::VirtiofsdHeld {
-            source: Some(crate::OpenFiles { total: 48, path_only: 2 }),
+        m.virtiofsd = Some(miglab_model::VirtiofsdHeld {
+            source: Some(miglab_model::OpenFiles { total: 48, path_only: 2 }),
             ..Default::default()
         });
         m.phases.device_ms = Some(1500.0);

@@ -4,8 +4,9 @@
 //! what it could have seen.
 
 use crate::compare::{headline, kind, metric};
-use crate::downtime::VHOST_USER_FS;
-use crate::{stats, MigrationRecord, RunResult, RunStatus};
+use crate::stats;
+use miglab_model::downtime::VHOST_USER_FS;
+use miglab_model::{MigrationRecord, RunResult, RunStatus};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -209,7 +210,7 @@ fn explain(key: &str, x: &[f64], covs: &[BTreeMap<String, f64>]) -> Vec<Covariat
             if a.len() < 3 {
                 return None;
             }
-            let part = additive && crate::PartName::ALL.iter().any(|p| *name == p.figure());
+            let part = additive && miglab_model::PartName::ALL.iter().any(|p| *name == p.figure());
             if part {
                 let v = variance(&a);
                 (v > 0.0).then(|| Covariate {
@@ -272,8 +273,8 @@ pub fn spearman(a: &[f64], b: &[f64]) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::downtime::{Clocks, DowntimePart, PartClock};
-    use crate::{DowntimeParts, Outcome, PartName};
+    use miglab_model::downtime::{Clocks, DowntimePart, PartClock};
+    use miglab_model::{DowntimeParts, Outcome, PartName};
 
     /// A smoke-like run: QEMU's downtime is 10 ms of fixed parts plus a transfer-and-load
     /// part that varies, and a host-busy figure that follows it.
@@ -301,8 +302,11 @@ mod tests {
             vhost_user_fs_ms: None,
             clocks: Clocks::OneHost,
         });
-        m.host_cpu =
-            Some(crate::HostCpu { busy_pct: 50.0 + load_ms, steal_pct: (rep % 3) as f64, ceph_cpu_ms: None });
+        m.host_cpu = Some(miglab_model::HostCpu {
+            busy_pct: 50.0 + load_ms,
+            steal_pct: (rep % 3) as f64,
+            ceph_cpu_ms: None,
+        });
         let mut r = RunResult::new("smoke", rep, 1);
         r.status = RunStatus::Completed;
         r.migrations = vec![m];

@@ -5,7 +5,7 @@
 
 use crate::charts::{self, draw, legend, svg, ChartError, Curve};
 use crate::html::{esc, table, STYLE};
-use crate::result::RunResult;
+use miglab_model::result::RunResult;
 use plotters::prelude::*;
 use std::fmt::Write as _;
 
@@ -77,7 +77,7 @@ fn busiest_p99(r: &RunResult) -> Option<f64> {
 }
 
 /// The figures of one migration of a run.
-pub fn hop_figures(r: &RunResult, m: &crate::MigrationRecord) -> Figures {
+pub fn hop_figures(r: &RunResult, m: &miglab_model::MigrationRecord) -> Figures {
     let w = r.migration_window(m.hop);
     Figures {
         qemu_downtime_ms: m.downtime_ms.map(|d| d as f64),
@@ -101,7 +101,7 @@ pub fn hop_figures(r: &RunResult, m: &crate::MigrationRecord) -> Figures {
         passes: (!m.convergence.passes.is_empty()).then_some(m.convergence.passes.len() as f64),
         throttle_pct: m.convergence.max_throttle_pct.map(|t| t as f64),
         window_ops_per_s: w.and_then(|w| {
-            let inside: Vec<&crate::Bucket> = r
+            let inside: Vec<&miglab_model::Bucket> = r
                 .series
                 .iter()
                 .filter(|b| b.t_ms as f64 >= w.start_ms && (b.t_ms as f64) < w.end_ms)
@@ -390,7 +390,7 @@ fn scale_chart(
 }
 
 /// QEMU's default downtime limit, ms: what the scale table prices a unit against.
-const LIMIT: f64 = crate::migration::QEMU_DEFAULT_DOWNTIME_LIMIT_MS as f64;
+const LIMIT: f64 = miglab_model::migration::QEMU_DEFAULT_DOWNTIME_LIMIT_MS as f64;
 
 /// The fitted cost per unit of the scale axis, per line: µs per unit, with its 95 % interval.
 fn scale_table(reps: &[Rep], key: &str) -> String {
@@ -477,7 +477,7 @@ pub fn report(scenario: &str, reps: &[Rep]) -> Result<String, ChartError> {
             let col = |g: fn(&Figures) -> Option<f64>| spread(&f.iter().map(g).collect::<Vec<_>>());
             let done = reps
                 .iter()
-                .filter(|r| r.cell == *n && r.result.status == crate::result::RunStatus::Completed)
+                .filter(|r| r.cell == *n && r.result.status == miglab_model::result::RunStatus::Completed)
                 .count();
             vec![
                 n.clone(),

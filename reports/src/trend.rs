@@ -355,7 +355,7 @@ pub fn page(nights: &[Night], seed: u64) -> Result<(String, Vec<Series>), ChartE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{MigrationRecord, Outcome, RunResult, RunStatus};
+    use miglab_model::{MigrationRecord, Outcome, RunResult, RunStatus};
 
     fn night(name: &str, total: f64) -> Night {
         let runs = (0..5)
@@ -419,8 +419,11 @@ mod tests {
                             m.downtime_ms = Some(rng.gen_range(90..110));
                         }
                         for k in 0..28 {
-                            let mut o =
-                                crate::OpSummary { op: format!("op{k}"), count: 10, ..Default::default() };
+                            let mut o = miglab_model::OpSummary {
+                                op: format!("op{k}"),
+                                count: 10,
+                                ..Default::default()
+                            };
                             o.guest.count = 10;
                             o.guest.p99_us = rng.gen_range(900..1100);
                             r.ops.push(o);

@@ -1,9 +1,9 @@
 //! Whether a run measured what it set out to measure and lost nothing: a pure function of the
 //! result, so that `run`, `report` and `compare` judge a result the same way.
 
-use crate::migration::Outcome;
-use crate::outcome::RunOutcome;
-use crate::result::{RunResult, RunStatus};
+use miglab_model::migration::Outcome;
+use miglab_model::outcome::RunOutcome;
+use miglab_model::result::{RunResult, RunStatus};
 
 /// Op kinds that are not the workload's own (the verify pass's reads).
 const NOT_WORKLOAD: &[&str] = &["verify"];
@@ -221,7 +221,7 @@ pub fn judge(r: &RunResult, end: &RunEnd) -> (Vec<String>, RunStatus) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::result::{OpSummary, StreamHealth, Verification};
+    use miglab_model::result::{OpSummary, StreamHealth, Verification};
 
     fn sound() -> RunResult {
         let mut r = RunResult::new("x", 1, 1);
@@ -255,7 +255,7 @@ mod tests {
             integrity_problems(&r),
             vec!["guest 3: verification: 1 of 10 blocks mismatched, 0 missing"]
         );
-        r.expected = Some(crate::outcome::Expect(vec![RunOutcome::Completed]));
+        r.expected = Some(miglab_model::outcome::Expect(vec![RunOutcome::Completed]));
         r.outcome = Some(RunOutcome::Completed);
         let (p, status) = judge(&r, &RunEnd::default());
         assert_eq!(status, RunStatus::Failed, "{p:?}");
@@ -265,7 +265,7 @@ mod tests {
     /// run's own field) is clean; they count as lost data.
     #[test]
     fn a_guest_whose_pages_went_stale_fails_the_run_whichever_it_is() {
-        use crate::result::{HopMemory, MemoryResult};
+        use miglab_model::result::{HopMemory, MemoryResult};
         use miglab_workloads::dirty::MemoryCheck;
         let clean = MemoryCheck { pages: 100, ..MemoryCheck::default() };
         let memory = |c: MemoryCheck| {
@@ -313,7 +313,7 @@ mod tests {
 
         // A completed hop whose old source would not stop: the record is kept, the run says so.
         let mut r = sound();
-        let mut m = crate::MigrationRecord::sample(Outcome::Completed, 10.0);
+        let mut m = miglab_model::MigrationRecord::sample(Outcome::Completed, 10.0);
         m.cleanup_error = Some("stopping the old source: timed out".into());
         r.migrations.push(m);
         assert!(problems(&r).iter().any(|l| l.contains("clean-up failed: stopping the old source")));
@@ -337,7 +337,7 @@ mod tests {
     /// one fails, a completed outcome never explains an error, and lost data always fails.
     #[test]
     fn an_expected_outcome_passes_only_with_nothing_lost() {
-        use crate::outcome::Expect;
+        use miglab_model::outcome::Expect;
         let hung = |expect: Option<Vec<RunOutcome>>, o: Option<RunOutcome>| {
             let mut r = sound();
             r.expected = expect.map(Expect);

@@ -6,7 +6,7 @@
 use crate::image::{self, GuestImage, ImageError, ImageInputs};
 use crate::paths;
 use crate::process;
-use miglab_reports::BinaryInfo;
+use miglab_model::BinaryInfo;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;

@@ -3,7 +3,7 @@
 //! the moment it arrives (QMP's own timestamps are wall clock).
 
 use futures::StreamExt;
-use miglab_reports::{MigrationStatus, QmpEvent};
+use miglab_model::{MigrationStatus, QmpEvent};
 use qapi::futures::{QapiService, QmpStreamTokio};
 use qapi::qmp;
 use std::path::{Path, PathBuf};

@@ -175,7 +175,7 @@ pub trait Host: Send + Sync {
     }
     /// The open descriptors of process `pid` and its descendants on the host (virtiofsd
     /// serves from a child in its sandbox), told apart by their flags.
-    fn open_files(&self, pid: i32) -> std::io::Result<miglab_reports::OpenFiles> {
+    fn open_files(&self, pid: i32) -> std::io::Result<miglab_model::OpenFiles> {
         let mut flags = Vec::new();
         let mut pids = vec![pid];
         while let Some(p) = pids.pop() {
@@ -190,7 +190,7 @@ pub trait Host: Send + Sync {
                 pids.extend(children.split_whitespace().filter_map(|c| c.parse::<i32>().ok()));
             }
         }
-        Ok(miglab_reports::OpenFiles::from_flags(flags.iter().map(String::as_str)))
+        Ok(miglab_model::OpenFiles::from_flags(flags.iter().map(String::as_str)))
     }
     /// Removes a file or a tree; one that is not there is not an error.
     fn remove_all(&self, path: &Path) -> std::io::Result<()> {
@@ -282,7 +282,7 @@ pub trait Site: Send + Sync + fmt::Debug {
         Vec::new()
     }
     /// Where the site is, for results: None for the local lab.
-    fn record(&self) -> Option<miglab_reports::TopologyRecord> {
+    fn record(&self) -> Option<miglab_model::TopologyRecord> {
         None
     }
 }

@@ -3,7 +3,7 @@
 //! shifted in time), so the charts draw what a long run really holds.
 
 use crate::assemble::ReportError;
-use miglab_reports::result::{RunResult, WindowKind};
+use miglab_model::result::{RunResult, WindowKind};
 use std::path::Path;
 use std::time::Instant;
 

@@ -87,7 +87,7 @@ pub(super) fn compare_cmd(a: CompareArgs) -> Result<Finished, CliError> {
         for (name, body) in
             [("compare.md", compare::markdown(&c)), ("compare.html", html), ("junit.xml", compare::junit(&c))]
         {
-            miglab_reports::result::write_atomic(&dir.join(name), body.as_bytes())
+            miglab_model::result::write_atomic(&dir.join(name), body.as_bytes())
                 .map_err(|source| CliError::Unwritable { path: dir.join(name), source })?;
         }
         println!("written: {0}/compare.md, {0}/compare.html, {0}/junit.xml", dir.display());
@@ -130,7 +130,7 @@ pub(super) fn trend_cmd(
     let (html, series) = miglab_reports::trend::page(&nights, 1)
         .map_err(|e| CliError::Charts { what: "the trend", why: e.to_string() })?;
     let out = out.unwrap_or_else(|| dir.join("trend.html"));
-    miglab_reports::result::write_atomic(&out, html.as_bytes())
+    miglab_model::result::write_atomic(&out, html.as_bytes())
         .map_err(|source| CliError::Unwritable { path: out.clone(), source })?;
     let nights = &nights;
     let changes: Vec<String> = series

@@ -9,7 +9,7 @@ use crate::migration::MigrationOptions;
 use crate::observe::Bus;
 use crate::readloop::{self, HopSeen};
 use miglab_infra::vm::{ledger, Vm, VmError};
-use miglab_reports::{MigrationParams, MigrationRecord, Outcome};
+use miglab_model::{MigrationParams, MigrationRecord, Outcome};
 use std::time::Duration;
 
 pub(super) fn migrate_cmd(m: MigrateArgs) -> Result<Finished, CliError> {

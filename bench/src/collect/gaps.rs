@@ -4,7 +4,7 @@
 //! the reason, never 0. A gap still open when its window closes is measured to the event that
 //! ends it, or marked unended if the stream ends first.
 
-use miglab_reports::{Window, WindowKind};
+use miglab_model::{Window, WindowKind};
 use std::time::{Duration, Instant};
 
 /// The longest gap between consecutive events seen so far.

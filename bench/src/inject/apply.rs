@@ -5,7 +5,7 @@ use miglab_faults::{DaemonAction, Fault, HostRef, LinkShape, Pick, Resolved, Sto
 use miglab_infra::topology::journal::{Journal, Undo};
 use miglab_infra::topology::{DaemonId, DaemonKind, Topology, TopologyError};
 use miglab_infra::vm::{ledger, VmRecord};
-use miglab_reports::Side;
+use miglab_model::Side;
 use nix::sys::signal::Signal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -296,7 +296,7 @@ fn a_sweep_crosses_two_qemu_builds() {
 
 #[test]
 fn expect_takes_one_outcome_or_any_of_several() {
-    use miglab_reports::RunOutcome::{Completed, CompletedDegraded, FsHung};
+    use miglab_model::RunOutcome::{Completed, CompletedDegraded, FsHung};
     let p = Path::new("x.toml");
     let w = "[workload]\nkind = \"read-loop\"\n";
     let one = Scenario::parse(&format!("name = \"x\"\nexpect = \"fs-hung\"\n{w}"), p).expect("one");

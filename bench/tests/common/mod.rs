@@ -8,7 +8,7 @@ use miglab::session::{RunOptions, Source};
 use miglab_infra::topology::lab::{leftovers, Lab, LabOptions};
 use miglab_infra::topology::state::{LabState, StateFile};
 use miglab_infra::topology::Topology;
-use miglab_reports::RunResult;
+use miglab_model::RunResult;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -137,7 +137,7 @@ pub fn hdrh_python() -> PathBuf {
 
 /// Reads `hlog` with PyPI's `hdrhistogram` and checks, per op kind, that its count and
 /// percentiles are the ones `ops` (what result.json says) holds.
-pub fn hlog_agrees_with(hlog: &Path, ops: &[miglab_reports::OpSummary]) {
+pub fn hlog_agrees_with(hlog: &Path, ops: &[miglab_model::OpSummary]) {
     let py = hdrh_python();
     assert!(py.exists(), "{} is missing: run ci/setup", py.display());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/hlog_read.py");

@@ -152,7 +152,7 @@ fn result(scenario: &str, rep: u32, total_ms: u64, qemu: &str) -> RunResult {
     r.status = RunStatus::Completed;
     r.scenario_text = format!("name = \"{scenario}\"\nrepetitions = 5\n");
     r.provenance.qemu = Some(qemu.into());
-    let mut m = crate::MigrationRecord::sample(crate::Outcome::Completed, 1000.0);
+    let mut m = miglab_model::MigrationRecord::sample(miglab_model::Outcome::Completed, 1000.0);
     m.total_time_ms = Some(total_ms);
     r.migrations.push(m);
     r
@@ -216,9 +216,9 @@ fn runs_over_ssh_and_on_the_lab_differ_in_their_topology() {
     let a = side("s", &[1000, 1010, 990, 1005, 995], "q");
     let mut b = side("s", &[1000, 1010, 990, 1005, 995], "q");
     for r in &mut b.runs {
-        r.provenance.topology = Some(crate::TopologyRecord {
+        r.provenance.topology = Some(miglab_model::TopologyRecord {
             file: "/etc/miglab/topo.toml".into(),
-            hosts: vec![crate::HostRecord {
+            hosts: vec![miglab_model::HostRecord {
                 name: "c1".into(),
                 ssh: "root@kvm-a".into(),
                 ..Default::default()
@@ -301,7 +301,8 @@ fn failed_runs_are_compared_not_left_out() {
     let mut base = side("s", &[1000, 1010, 990, 1005, 995], "q");
     base.runs[0].status = RunStatus::Failed;
     let mut cand = side("s", &[1000, 1010, 990, 1005, 995], "q");
-    cand.runs[1].verification = Some(crate::Verification { blocks: 10, missing: 1, ..Default::default() });
+    cand.runs[1].verification =
+        Some(miglab_model::Verification { blocks: 10, missing: 1, ..Default::default() });
     let c = compare(&base, &cand, &Options::default()).expect("compared");
     assert_eq!(c.outcomes[0].call, Call::NewFailures, "{:?}", c.outcomes[0]);
     assert!(c.outcomes[0].why.contains("lost data"));
@@ -320,7 +321,7 @@ fn every_migration_of_a_run_is_compared() {
     let mut b = side("s", &[1000, 1010, 990, 1005, 995], "q");
     for (s, second) in [(&mut a, 1000u64), (&mut b, 2000)] {
         for (i, r) in s.runs.iter_mut().enumerate() {
-            let mut m = crate::MigrationRecord::sample(crate::Outcome::Completed, 1000.0);
+            let mut m = miglab_model::MigrationRecord::sample(miglab_model::Outcome::Completed, 1000.0);
             m.hop = 2;
             m.total_time_ms = Some(second + i as u64 * 5);
             r.migrations.push(m);
@@ -350,13 +351,13 @@ fn the_guest_image_is_part_of_what_must_agree() {
 /// `.gN`, and the fleet's; their kinds and units are the single guest's.
 #[test]
 fn a_run_of_guests_has_each_guests_figures_and_the_fleets() {
-    let mut hop = crate::MigrationRecord::sample(crate::Outcome::Completed, 1000.0);
+    let mut hop = miglab_model::MigrationRecord::sample(miglab_model::Outcome::Completed, 1000.0);
     hop.downtime_ms = Some(40);
     hop.wall_ms = 900.0;
     let guest = |g: u32, downtime: u64| {
         let mut m = hop.clone();
         (m.guest, m.downtime_ms) = (g, Some(downtime));
-        crate::GuestResult { guest: g, migrations: vec![m], ..crate::GuestResult::default() }
+        miglab_model::GuestResult { guest: g, migrations: vec![m], ..miglab_model::GuestResult::default() }
     };
     let mut r = RunResult::new("s", 1, 1);
     r.guests = vec![guest(1, 40), guest(2, 70), guest(3, 400)];
@@ -384,7 +385,7 @@ fn pre_copy_figures_are_headline_metrics_with_their_directions() {
         m.transferred_bytes = Some(bytes);
         m.convergence.dirty_rate_mib_s = Some(dirty);
         m.convergence.max_throttle_pct = Some(throttle);
-        m.convergence.passes = vec![crate::migration::Pass::default(); passes];
+        m.convergence.passes = vec![miglab_model::migration::Pass::default(); passes];
         r
     };
     let h = headline(&run(1, 24.0, 320 << 20, 13, 0));
@@ -410,7 +411,7 @@ fn pre_copy_figures_are_headline_metrics_with_their_directions() {
 /// block verification, so both were at most "failed" (and inconclusive beside a failure).
 #[test]
 fn memory_loss_and_any_guests_loss_are_lost_data() {
-    use crate::result::{HopMemory, MemoryResult};
+    use miglab_model::result::{HopMemory, MemoryResult};
     use miglab_workloads::dirty::MemoryCheck;
     let stale = MemoryResult {
         spec: None,
@@ -429,7 +430,8 @@ fn memory_loss_and_any_guests_loss_are_lost_data() {
     let mut r = result("s", 1, 1000, "q");
     r.guests = (1..=2).map(|g| crate::fleet::guest_of(&r, g, "vm")).collect();
     assert_eq!(class(&r), Class::Completed);
-    r.guests[1].verification = Some(crate::Verification { blocks: 4, missing: 1, ..Default::default() });
+    r.guests[1].verification =
+        Some(miglab_model::Verification { blocks: 4, missing: 1, ..Default::default() });
     assert_eq!(class(&r), Class::LostData);
     r.guests[1].verification = None;
     r.guests[1].memory = Some(stale);
@@ -483,16 +485,16 @@ fn a_consistent_whole_step_at_the_floor_is_called() {
 /// ms with their own floor; virtiofsd's state blob by name.
 #[test]
 fn downtime_parts_are_figures_of_their_hop() {
-    use crate::downtime::{Clocks, DeviceTime, DowntimePart, PartClock};
-    let part = |part: crate::PartName, ms: f64| DowntimePart {
+    use miglab_model::downtime::{Clocks, DeviceTime, DowntimePart, PartClock};
+    let part = |part: miglab_model::PartName, ms: f64| DowntimePart {
         part,
         ms,
         from: "a".into(),
         to: "b".into(),
         clock: PartClock::Source,
     };
-    let parts = crate::DowntimeParts {
-        parts: vec![part(crate::PartName::Stop, 1.5), part(crate::PartName::DeviceSave, 2.5)],
+    let parts = miglab_model::DowntimeParts {
+        parts: vec![part(miglab_model::PartName::Stop, 1.5), part(miglab_model::PartName::DeviceSave, 2.5)],
         traced_ms: 4.0,
         saves: vec![DeviceTime {
             device: "0000:00:01.0/vhost-user-fs".into(),
@@ -505,7 +507,7 @@ fn downtime_parts_are_figures_of_their_hop() {
         vhost_user_fs_ms: None,
         clocks: Clocks::OneHost,
     };
-    let mut first = crate::MigrationRecord::sample(crate::Outcome::Completed, 1000.0);
+    let mut first = miglab_model::MigrationRecord::sample(miglab_model::Outcome::Completed, 1000.0);
     first.downtime_ms = Some(4);
     let mut second = first.clone();
     second.hop = 2;

@@ -463,6 +463,18 @@ impl Status {
     }
 }
 
+/// The value in a `config get` answer: `{"key": "value"}` as JSON, or the bare value.
+pub fn config_value(out: &str, key: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(out.trim()) {
+        Ok(serde_json::Value::Object(m)) => match m.get(key) {
+            Some(serde_json::Value::String(v)) => v.clone(),
+            Some(v) => v.to_string(),
+            None => out.trim().to_string(),
+        },
+        _ => out.trim().to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -602,5 +614,14 @@ mod tests {
         let j = r#"{"health":{"status":"HEALTH_OK"},"osdmap":{"osdmap":{"num_osds":3,"num_up_osds":3,"num_in_osds":3}}}"#;
         let s = Status::parse(j).expect("parses");
         assert!(s.osds_all_up());
+    }
+
+    #[test]
+    fn config_answers_give_their_value() {
+        assert_eq!(
+            config_value("{\"ms_inject_delay_max\":\"1.000000\"}\n", "ms_inject_delay_max"),
+            "1.000000"
+        );
+        assert_eq!(config_value("osd mds\n", "ms_inject_delay_type"), "osd mds");
     }
 }

@@ -11,9 +11,8 @@ mod cluster;
 pub mod sshd;
 mod status;
 mod teardown;
-
 pub use bringup::preflight;
-pub use cluster::config_value;
+
 pub use status::{process_state, status, LabStatus, MountStatus, ProcessStatus};
 pub use teardown::{down, leftovers};
 
@@ -28,7 +27,7 @@ use crate::process::{self, ProcRecord, ProcessError, ProcessSpec, StopPolicy, Su
 use crate::steps::{OnStep, Step};
 use crate::wait::WaitError;
 use miglab_faults::{DaemonAction, LinkShape};
-use miglab_reports::Timings;
+use miglab_model::Timings;
 use nix::sys::signal::Signal;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};

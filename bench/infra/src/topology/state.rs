@@ -195,7 +195,7 @@ impl<S: Serialize + DeserializeOwned + Clone> Locked<S> {
 fn write_atomic<S: Serialize>(path: &Path, state: &S) -> Result<(), StateError> {
     let err = |source| StateError::Write { path: path.into(), source };
     let text = serde_json::to_vec_pretty(state).map_err(|e| err(std::io::Error::other(e)))?;
-    miglab_reports::result::write_atomic(path, &text).map_err(err)
+    miglab_model::result::write_atomic(path, &text).map_err(err)
 }
 
 impl Ledger for StateFile {

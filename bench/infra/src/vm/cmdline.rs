@@ -6,7 +6,7 @@ use crate::accel::Accel;
 use crate::binaries::{parse_version, version_line, QEMU_MIN};
 use crate::process::{ProcessSpec, Tier};
 use crate::topology::Host;
-use miglab_reports::downtime::TRACE_EVENTS;
+use miglab_model::downtime::TRACE_EVENTS;
 use miglab_workloads::control::{CONTROL_PORT, FS_TAG, RECORDS_PORT};
 use std::path::{Path, PathBuf};
 

@@ -259,7 +259,7 @@ impl Host for RemoteHost {
             Err(e) => format!("(no log on {}: {e})", self.name),
         }
     }
-    fn open_files(&self, pid: i32) -> std::io::Result<miglab_reports::OpenFiles> {
+    fn open_files(&self, pid: i32) -> std::io::Result<miglab_model::OpenFiles> {
         // The process and its descendants (virtiofsd serves from a child in its sandbox).
         let script = format!(
             "count() {{ for f in /proc/$1/fdinfo/*; do sed -n 's/^flags:[[:space:]]*//p' \"$f\" 2>/dev/null; done; \
@@ -267,7 +267,7 @@ impl Host for RemoteHost {
              test -d /proc/{pid} && count {pid}"
         );
         let out = self.sh(&script, QUICK).map_err(io_error)?;
-        Ok(miglab_reports::OpenFiles::from_flags(out.stdout.lines()))
+        Ok(miglab_model::OpenFiles::from_flags(out.stdout.lines()))
     }
     fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
         let p = quote(&path.display().to_string());

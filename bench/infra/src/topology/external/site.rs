@@ -21,7 +21,7 @@ use crate::topology::ceph::Status;
 use crate::topology::state::{Instance, Locked, StateError};
 use crate::topology::{DaemonAction, DaemonId, DaemonKind, Host, LinkShape, Site, Topology, TopologyError};
 use miglab_faults::Fault;
-use miglab_reports::{BinaryInfo, HostRecord, TopologyRecord};
+use miglab_model::{BinaryInfo, HostRecord, TopologyRecord};
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr};
@@ -818,7 +818,7 @@ impl Topology for ExternalSite {
 
     fn config_get(&self, id: &DaemonId, key: &str) -> Result<String, TopologyError> {
         let out = self.ceph(&format!("tell {id} config get {} -f json", quote(key)))?;
-        Ok(crate::topology::lab::config_value(&out, key))
+        Ok(super::super::ceph::config_value(&out, key))
     }
 
     fn client_config_get(&self, host: &str, key: &str) -> Result<String, TopologyError> {

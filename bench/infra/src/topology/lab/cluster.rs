@@ -2,7 +2,7 @@
 //! polls, and what can be done to a daemon (stop, freeze, resume, kill, restart, `ceph tell`).
 
 use super::super::admin::{Admin, AdminError};
-use super::super::ceph::Status;
+use super::super::ceph::{config_value, Status};
 use super::super::{DaemonId, Topology};
 use super::{Lab, LabError, POLL};
 use crate::paths;
@@ -231,29 +231,5 @@ impl Lab {
         self.known_daemon(id)?;
         self.tell_cli(id, &["config", "set", key, value])?;
         Ok(())
-    }
-}
-
-/// The value in a `config get` answer: `{"key": "value"}` as JSON, or the bare value.
-pub fn config_value(out: &str, key: &str) -> String {
-    match serde_json::from_str::<serde_json::Value>(out.trim()) {
-        Ok(serde_json::Value::Object(m)) => match m.get(key) {
-            Some(serde_json::Value::String(v)) => v.clone(),
-            Some(v) => v.to_string(),
-            None => out.trim().to_string(),
-        },
-        _ => out.trim().to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn config_answers_give_their_value() {
-        assert_eq!(
-            super::config_value("{\"ms_inject_delay_max\":\"1.000000\"}\n", "ms_inject_delay_max"),
-            "1.000000"
-        );
-        assert_eq!(super::config_value("osd mds\n", "ms_inject_delay_type"), "osd mds");
     }
 }

@@ -481,9 +481,10 @@ impl MigrationRecord {
         self.outcome == Outcome::Completed
     }
 
-    /// Hop 1, c1 → c2, started at `started_ms`, with nothing measured: for the crate's tests.
-    #[cfg(test)]
-    pub(crate) fn sample(outcome: Outcome, started_ms: f64) -> Self {
+    /// Hop 1, c1 → c2, started at `started_ms`, with nothing measured: for tests (this crate's,
+    /// and those of crates that enable the `samples` feature as a dev-dependency).
+    #[cfg(any(test, feature = "samples"))]
+    pub fn sample(outcome: Outcome, started_ms: f64) -> Self {
         let mut m = Self::unmeasured(1, 1, "c1", "c2", outcome, MigrationParams::default(), started_ms);
         m.uri = "tcp:10.77.0.12:4444".into();
         m
