@@ -14,6 +14,7 @@ use miglab_faults::{Event, Fault, Machine, Resolved, Unfired};
 use miglab_infra::link::MigrationLink;
 use miglab_infra::proxy::{self, Proxy, Shape};
 use miglab_infra::topology::{journal, Topology};
+use miglab_infra::wait::{self, WaitError};
 use miglab_model::{FaultRecord, QmpEvent, Side};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -176,16 +177,13 @@ enum Health {
 /// Waits for Ceph to be healthy again.
 fn wait_healthy(topo: &dyn Topology, deadline: Duration) -> Health {
     let t = Instant::now();
-    while t.elapsed() < deadline {
-        if let Ok((true, _)) = topo.health() {
-            return Health::After(t.elapsed().as_secs_f64() * 1e3);
-        }
-        if miglab_infra::interrupt::requested() {
-            return Health::Interrupted;
-        }
-        std::thread::sleep(Duration::from_millis(250));
+    // A health query that fails is asked again: the cluster is what is being waited for.
+    let healthy = || Ok::<_, std::convert::Infallible>(matches!(topo.health(), Ok((true, _))).then_some(()));
+    match wait::until("the cluster's health", deadline, Duration::from_millis(250), healthy) {
+        Ok(()) => Health::After(t.elapsed().as_secs_f64() * 1e3),
+        Err(WaitError::Interrupted(_)) => Health::Interrupted,
+        Err(WaitError::TimedOut(..) | WaitError::Failed(_)) => Health::TimedOut,
     }
-    Health::TimedOut
 }
 
 /// Reverts journal entry `id` off the runtime; says what was done into `rec`.

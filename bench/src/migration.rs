@@ -194,7 +194,7 @@ async fn set_capabilities(
     use qmp::{MigrationCapability as C, MigrationCapabilityStatus as S};
     let mut caps =
         vec![S { capability: C::events, state: true }, S { capability: C::return_path, state: true }];
-    if p.multifd_channels.is_some() {
+    if p.multifd_channels().is_some() {
         caps.push(S { capability: C::multifd, state: true });
     }
     if pause {
@@ -241,7 +241,7 @@ async fn set_parameters(vm: &Vm, side: Side, p: &MigrationParams) -> Result<(), 
             v.insert("max-bandwidth".into(), b.into());
         }
     }
-    if let Some(c) = p.multifd_channels {
+    if let Some(c) = p.multifd_channels() {
         v.insert("multifd-channels".into(), c.into());
     }
     execute_parameters(vm, v).await.map_err(qmp_err(side))?;
@@ -470,7 +470,7 @@ async fn prepare(
     opts: &MigrationOptions,
     hold: bool,
 ) -> Result<SocketAddr, MigrationError> {
-    let multifd = opts.params.multifd_channels.is_some();
+    let multifd = opts.params.multifd_channels().is_some();
     set_capabilities(src, Side::Source, &opts.params, hold).await?;
     set_capabilities(dst, Side::Destination, &opts.params, false).await?;
     set_parameters(src, Side::Source, &opts.params).await?;

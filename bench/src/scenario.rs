@@ -196,8 +196,6 @@ pub struct MigrationPlan {
     pub downtime_limit_ms: Option<u64>,
     #[serde(default)]
     pub max_bandwidth: Option<u64>,
-    #[serde(default)]
-    pub multifd_channels: Option<u8>,
     #[serde(default = "MigrationPlan::default_timeout")]
     pub timeout_s: f64,
     /// After a migration that failed, try once more to the same host (can the guest still
@@ -259,9 +257,8 @@ impl MigrationPlan {
         MigrationParams {
             downtime_limit_ms: self.downtime_limit_ms,
             max_bandwidth: self.max_bandwidth,
-            multifd_channels: self.tuning.multifd_channels.or(self.multifd_channels),
             postcopy: self.postcopy,
-            tuning: Tuning { multifd_channels: None, ..self.tuning.clone() },
+            tuning: self.tuning.clone(),
         }
     }
 
@@ -283,7 +280,6 @@ impl Default for MigrationPlan {
             settle_s: Self::default_settle(),
             downtime_limit_ms: None,
             max_bandwidth: None,
-            multifd_channels: None,
             timeout_s: Self::default_timeout(),
             follow_up: true,
             switchover_hold_s: Self::default_switchover_hold(),
@@ -505,6 +501,11 @@ impl Checker<'_> {
     }
 }
 
+/// Keys that moved, and where they live now: a scenario written before says so, not just
+/// "unknown field".
+const MOVED: &[(&str, &str)] =
+    &[("multifd_channels", "[migration.tuning] multifd_channels (beside its compression)")];
+
 impl Scenario {
     /// What the scenario's faults are resolved against on a cluster of `osds` OSDs: its hops
     /// and how long its run can last after each anchor.
@@ -537,7 +538,10 @@ impl Scenario {
             // The parser gives no words for some errors (a value cut off at the end of the file).
             let message = match e.message().trim() {
                 "" => "a value is missing or cut off here: complete it (a string in quotes, a number, true/false)".into(),
-                m => m.to_string(),
+                m => match MOVED.iter().find(|(key, _)| m.starts_with(&format!("unknown field `{key}`"))) {
+                    Some((_, home)) => format!("{m}; it now lives in {home}"),
+                    None => m.to_string(),
+                },
             };
             ScenarioError::Parse { path: path.into(), line, column, message }
         })?;
@@ -602,9 +606,6 @@ impl Scenario {
                 "max_bandwidth",
                 "must be more than 0 bytes/s (leave it out for QEMU's default)".into(),
             );
-        }
-        if m.multifd_channels == Some(0) {
-            c.add("migration", "multifd_channels", "must be 1 or more (leave it out for no multifd)".into());
         }
         if let Some(n) = m.destination_nice.filter(|n| !(-20..=19).contains(n)) {
             c.add("migration", "destination_nice", format!("{n}: give a niceness from -20 to 19, e.g. -10"));
@@ -673,9 +674,6 @@ impl Scenario {
     fn check_tuning(&self, c: &mut Checker<'_>) {
         let (m, t) = (&self.migration, &self.migration.tuning);
         let at = "migration.tuning";
-        if t.multifd_channels.is_some() && m.multifd_channels.is_some() {
-            c.add(at, "multifd_channels", "set multifd channels in one place: here or in [migration]".into());
-        }
         if t.multifd_channels == Some(0) {
             c.add(at, "multifd_channels", "must be 1 or more (leave it out for no multifd)".into());
         }
@@ -686,7 +684,7 @@ impl Scenario {
                     "multifd_compression",
                     format!("'{z}': use one of {}", Tuning::COMPRESSIONS.join(", ")),
                 );
-            } else if m.params().multifd_channels.is_none() {
+            } else if t.multifd_channels.is_none() {
                 c.add(
                     at,
                     "multifd_compression",

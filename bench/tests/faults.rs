@@ -275,14 +275,14 @@ fault_test!(
             m
         };
         let one = capped("f-link", "");
-        let four = capped("f-link-4", "multifd_channels = 4\n");
+        let four = capped("f-link-4", "[migration.tuning]\nmultifd_channels = 4\n");
         let tbf = |n: &str, extra: &str| {
             let t = format!("{READ_LOOP}[migration]\nwarmup_s = 3.0\nsettle_s = 2.0\n{extra}[[fault]]\nkind = \"link-rate\"\nhost = \"c1\"\nrate_kbit = 100000\nduration_ms = 30000\ntrigger = {{ at = \"workload-start\", offset_ms = 500 }}\n");
             let m = scenario(root, &name, n, &t).migrations[0].clone();
             assert!(m.completed(), "{n}: {:?}", m.outcome);
             m
         };
-        let (tbf_one, tbf_four) = (tbf("f-tbf", ""), tbf("f-tbf-4", "multifd_channels = 4\n"));
+        let (tbf_one, tbf_four) = (tbf("f-tbf", ""), tbf("f-tbf-4", "[migration.tuning]\nmultifd_channels = 4\n"));
         let down = |m: &miglab_model::MigrationRecord| m.downtime_ms.expect("downtime") as f64;
         for (what, proxy, real) in [("one stream", &one, &tbf_one), ("4 multifd channels", &four, &tbf_four)] {
             // Measured (README): 229-297 ms against tbf's 298-348 with one stream, 631-1115

@@ -152,8 +152,10 @@ fn a_dirtying_guest_is_verified_each_hop_and_converges_only_when_throttled() {
 
     for ch in [1, 4] {
         let name = format!("multifd{ch}");
-        let r =
-            t.run(&ScenarioFile::new(&name).with(&slow(&format!("count = 1\nmultifd_channels = {ch}\n"))));
+        let r = t.run(
+            &ScenarioFile::new(&name)
+                .with(&slow(&format!("count = 1\n[migration.tuning]\nmultifd_channels = {ch}\n"))),
+        );
         assert!(r.migrations[0].completed(), "{name}: {:?}", r.outcome_why);
         let ratio = achieved(&r.migrations[0], &name);
         assert!(ratio > 0.5, "multifd {ch}: {ratio:.2} × cap");

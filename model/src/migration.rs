@@ -223,7 +223,7 @@ pub struct Tuning {
     /// XBZRLE: pages sent as deltas against a cache of this many MiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub xbzrle_cache_mib: Option<u64>,
-    /// Multifd channels (the same as `migration.multifd_channels`; set it in one place).
+    /// Multifd channels: none is one stream, no multifd.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multifd_channels: Option<u8>,
     /// `none`, `zlib`, `zstd`, `qpl` or `uadk`: what this QEMU was built with decides which
@@ -272,20 +272,52 @@ pub const QEMU_DEFAULT_DOWNTIME_LIMIT_MS: u64 = 300;
 
 /// The migration parameters that were set.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "ParamsOnDisk")]
 pub struct MigrationParams {
     pub downtime_limit_ms: Option<u64>,
     /// Bytes per second.
     pub max_bandwidth: Option<u64>,
-    pub multifd_channels: Option<u8>,
     /// Postcopy asked for (`postcopy-ram` on both sides, then `migrate-start-postcopy`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub postcopy: bool,
-    /// The other knobs (multifd channels are in `multifd_channels`).
+    /// The other knobs, multifd channels among them.
     #[serde(default, skip_serializing_if = "Tuning::is_plain")]
     pub tuning: Tuning,
 }
 
+/// [`MigrationParams`] as `result.json` may hold them: results written before multifd channels
+/// had their one home in the tuning carry them beside it.
+#[derive(Deserialize)]
+struct ParamsOnDisk {
+    downtime_limit_ms: Option<u64>,
+    max_bandwidth: Option<u64>,
+    #[serde(default)]
+    multifd_channels: Option<u8>,
+    #[serde(default)]
+    postcopy: bool,
+    #[serde(default)]
+    tuning: Tuning,
+}
+
+impl From<ParamsOnDisk> for MigrationParams {
+    fn from(p: ParamsOnDisk) -> Self {
+        let tuning =
+            Tuning { multifd_channels: p.tuning.multifd_channels.or(p.multifd_channels), ..p.tuning };
+        MigrationParams {
+            downtime_limit_ms: p.downtime_limit_ms,
+            max_bandwidth: p.max_bandwidth,
+            postcopy: p.postcopy,
+            tuning,
+        }
+    }
+}
+
 impl MigrationParams {
+    /// Multifd channels, if multifd was asked for.
+    pub fn multifd_channels(&self) -> Option<u8> {
+        self.tuning.multifd_channels
+    }
+
     /// The downtime limit QEMU worked to: the one set, or its default.
     pub fn downtime_limit(&self) -> u64 {
         self.downtime_limit_ms.unwrap_or(QEMU_DEFAULT_DOWNTIME_LIMIT_MS)
@@ -645,5 +677,20 @@ mod tests {
         assert_eq!(j["timeline"][0]["status"], "active");
         let back: MigrationRecord = serde_json::from_value(j).expect("back");
         assert_eq!(back, r);
+    }
+
+    /// Multifd channels have one home, the tuning; a result written when they sat beside it
+    /// reads back with them there.
+    #[test]
+    fn multifd_channels_live_in_the_tuning_and_old_results_read_back() {
+        let old: MigrationParams = serde_json::from_str(
+            r#"{"downtime_limit_ms":null,"max_bandwidth":16777216,"multifd_channels":4,"tuning":{"multifd_compression":"zstd"}}"#,
+        )
+        .expect("an old result's params");
+        assert_eq!(old.multifd_channels(), Some(4));
+        assert_eq!(old.tuning.multifd_compression.as_deref(), Some("zstd"));
+        let j = serde_json::to_value(&old).expect("json");
+        assert!(j.get("multifd_channels").is_none() && j["tuning"]["multifd_channels"] == 4, "{j}");
+        assert_eq!(serde_json::from_value::<MigrationParams>(j).expect("back"), old);
     }
 }

@@ -430,7 +430,7 @@ fn convergence_section(h: &mut String, r: &RunResult) {
             if let Some(b) = m.params.max_bandwidth {
                 knobs.push(format!("cap {:.0} MiB/s", b as f64 / 1048576.0));
             }
-            if let Some(n) = m.params.multifd_channels {
+            if let Some(n) = m.params.multifd_channels() {
                 knobs.push(format!("multifd {n}"));
             }
             if let Some(z) = &t.multifd_compression {

@@ -9,7 +9,7 @@ use crate::migration::MigrationOptions;
 use crate::observe::Bus;
 use crate::readloop::{self, HopSeen};
 use miglab_infra::vm::{ledger, Vm, VmError};
-use miglab_model::{MigrationParams, MigrationRecord, Outcome};
+use miglab_model::{MigrationParams, MigrationRecord, Outcome, Tuning};
 use std::time::Duration;
 
 pub(super) fn migrate_cmd(m: MigrateArgs) -> Result<Finished, CliError> {
@@ -21,9 +21,8 @@ pub(super) fn migrate_cmd(m: MigrateArgs) -> Result<Finished, CliError> {
         params: MigrationParams {
             downtime_limit_ms: m.downtime_limit_ms,
             max_bandwidth: m.max_bandwidth,
-            multifd_channels: m.multifd_channels,
             postcopy: false,
-            tuning: Default::default(),
+            tuning: Tuning { multifd_channels: m.multifd_channels, ..Tuning::default() },
         },
         timeout: Duration::from_secs(m.timeout),
         ..MigrationOptions::default()

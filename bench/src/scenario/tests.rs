@@ -78,7 +78,10 @@ fn nonsense_is_refused_with_line_field_and_fix() {
         // A short option with its value attached is the same option.
         ("[guest]\nvirtiofsd_args = [\"-osource=/\"]\n", "guest.virtiofsd_args: '-o' is set by miglab"),
         ("[lab]\nname = \"Not Valid\"\n", "lab.name"),
-        ("[migration]\nmultifd_channels = 0\n", "migration.multifd_channels"),
+        ("[migration.tuning]\nmultifd_channels = 0\n", "migration.tuning.multifd_channels"),
+        // One home: the tuning, where a sweep's presets set it with its compression.
+        ("[migration]\nmultifd_channels = 4\n", "s.toml:6:1: unknown field `multifd_channels`, expected one of `count`"),
+        ("[migration]\nmultifd_channels = 4\n", "it now lives in [migration.tuning] multifd_channels"),
         ("[run]\nlayout_timeout_s = -3\n", "run.layout_timeout_s"),
         ("[guests]\ncount = 0\n", "s.toml:6: guests.count: 0 must be between 1 and 32"),
         ("[guests]\ncount = 33\n", "guests.count: 33"),

@@ -92,10 +92,9 @@ impl MachineLoad {
 
 /// Polls `cond` until it holds or `timeout` passes.
 pub fn eventually(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
+    let check = || Ok::<_, std::convert::Infallible>(cond().then_some(()));
+    if let Err(e) = miglab_infra::wait::until(what, timeout, Duration::from_millis(50), check) {
+        panic!("{e}");
     }
 }
 
