@@ -4,6 +4,7 @@ mod ab;
 mod bench;
 mod check;
 mod compare;
+mod findings;
 mod image;
 mod lab;
 mod migrate;
@@ -112,6 +113,11 @@ pub enum Cmd {
     /// recorded covariate carries its variance. Runs the scenario (TOML) N times, or reads the
     /// results already under a directory; writes noise.json beside them.
     Noise(NoiseArgs),
+    /// Re-checks the findings: runs every scenario under scenarios/findings/ (each states its
+    /// claim, the builds it was seen with and the bounds on its figures) on one lab with
+    /// today's builds and prints, per finding, holds / no longer holds / could not run.
+    /// Exit 1 unless every one holds.
+    Findings(FindingsArgs),
     /// A/B until it is known: baseline and candidate runs interleaved on one lab, pair after
     /// pair, until a sequential test (valid however often it looks) calls regression,
     /// improvement or unchanged, or the budget ends it inconclusive. Exit 1 on a regression.
@@ -367,6 +373,31 @@ pub struct AbArgs {
     #[arg(long, default_value = "results/ab")]
     pub out: PathBuf,
     /// Run on this lab instead of the scenario's (brought up once if it is not running).
+    #[arg(long)]
+    pub lab: Option<String>,
+    /// Parent of lab directories [default: $MIGLAB_LAB_ROOT or /var/lib/miglab].
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FindingsArgs {
+    /// The findings' scenarios.
+    #[arg(default_value = "scenarios/findings")]
+    pub dir: PathBuf,
+    /// Only this finding (its scenario's name); repeat for more.
+    #[arg(long, value_name = "NAME")]
+    pub only: Vec<String>,
+    /// Repetitions of each (default: each scenario's own).
+    #[arg(long)]
+    pub repetitions: Option<u32>,
+    /// The builds to check them with (default: the installed ones).
+    #[command(flatten)]
+    pub binaries: BinaryArgs,
+    /// Results go to <out>/<finding>/, with findings.json and findings.md.
+    #[arg(long, default_value = "results/findings")]
+    pub out: PathBuf,
+    /// The lab to run on (brought up once if it is not running, and taken down after).
     #[arg(long)]
     pub lab: Option<String>,
     /// Parent of lab directories [default: $MIGLAB_LAB_ROOT or /var/lib/miglab].
@@ -633,6 +664,7 @@ fn dispatch(args: Args) -> Result<Finished, CliError> {
         }
         Cmd::Run(a) => run::run_cmd(a),
         Cmd::Noise(a) => noise::noise_cmd(a),
+        Cmd::Findings(a) => findings::findings_cmd(a),
         Cmd::Ab(a) => ab::ab_cmd(a),
         Cmd::Compare(a) => compare::compare_cmd(a),
         Cmd::Trend { dir, out, threshold } => compare::trend_cmd(&dir, out, threshold / 100.0),

@@ -776,7 +776,7 @@ async fn check_guest(
 
 /// Removes the metadata workload's files through the client that wrote them last: that client
 /// holds their caps, so it is quick, where the next run's guest on the other client would wait
-/// one MDS tick per file (see the README's Findings) and outlast its start deadline. Bounded:
+/// one MDS tick per file (see docs/findings.md) and outlast its start deadline. Bounded:
 /// a file system that hangs leaves the files to the next run.
 async fn remove_through(site: &Arc<dyn Site>, host: &str, dir: &str, say: &dyn Fn(&str)) {
     let Ok(h) = site.host(host) else { return };

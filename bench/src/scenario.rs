@@ -40,6 +40,7 @@ pub struct LabSpec {
     /// An existing lab of this name is used as it is; otherwise one is brought up (and down).
     #[serde(default = "LabSpec::default_name")]
     pub name: String,
+    /// The OSDs' backend: `bluestore` (a sparse file per OSD, the real I/O path) or `memstore`.
     #[serde(default)]
     pub objectstore: ObjectStore,
 }
@@ -59,16 +60,22 @@ impl Default for LabSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GuestSpec {
+    /// Virtual CPUs (1-64).
     #[serde(default = "one")]
     pub vcpus: u32,
+    /// Guest RAM, MiB (at least 128; source and destination hold it at once).
     #[serde(default = "GuestSpec::default_memory")]
     pub memory_mib: u64,
+    /// `auto` (KVM where it works, TCG otherwise; the result says which and why), `kvm` or `tcg`.
     #[serde(default)]
     pub accel: AccelWish,
+    /// virtiofsd's `--cache`: `never` (default: reads go to CephFS, not the guest's page cache), `auto`, `always`, `metadata`.
     #[serde(default)]
     pub fs_cache: FsCache,
+    /// Extra guest kernel command line.
     #[serde(default)]
     pub cmdline: Option<String>,
+    /// Extra virtiofsd options (its migration modes and checks, e.g. `--migration-mode=file-handles`); those miglab sets itself are refused.
     #[serde(default)]
     pub virtiofsd_args: Vec<String>,
 }
@@ -97,6 +104,7 @@ impl Default for GuestSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GuestsSpec {
+    /// How many guests (1-32): each its own QEMU, virtiofsd, agent and files.
     #[serde(default = "one")]
     pub count: u32,
     /// What some guests do differently (`[[guests.override]]`, guests counted from 1).
@@ -108,9 +116,12 @@ pub struct GuestsSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GuestOverride {
+    /// The guests (1-based) this override applies to.
     pub guests: Vec<u32>,
+    /// Their workload instead of the scenario's.
     #[serde(default)]
     pub workload: Option<Workload>,
+    /// Their RAM instead of `[guest]`'s, MiB.
     #[serde(default)]
     pub memory_mib: Option<u64>,
 }
@@ -192,10 +203,13 @@ pub struct MigrationPlan {
     /// Seconds after each migration before the next (and before its window closes).
     #[serde(default = "MigrationPlan::default_settle")]
     pub settle_s: f64,
+    /// QEMU's `downtime-limit`, ms (QEMU's default, 300, when left out).
     #[serde(default)]
     pub downtime_limit_ms: Option<u64>,
+    /// QEMU's `max-bandwidth`, bytes/s (unlimited when left out).
     #[serde(default)]
     pub max_bandwidth: Option<u64>,
+    /// A hop still running after this long is cancelled: `not-converged` if pre-copy was still iterating, else `timeout`.
     #[serde(default = "MigrationPlan::default_timeout")]
     pub timeout_s: f64,
     /// After a migration that failed, try once more to the same host (can the guest still
@@ -329,17 +343,24 @@ impl Default for RunSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
+    /// The scenario's name: its results go to `<out>/<name>/<repetition>/`.
     pub name: String,
+    /// One line for reports and `miglab check`.
     #[serde(default)]
     pub description: String,
+    /// The seed every repetition's plan derives its sub-seeds from (workload, fault timing, choices).
     #[serde(default)]
     pub seed: u64,
+    /// How many times the scenario runs (`--repetitions` overrides it).
     #[serde(default = "one")]
     pub repetitions: u32,
+    /// The lab it runs on (`[lab]`).
     #[serde(default)]
     pub lab: LabSpec,
+    /// The guest (`[guest]`).
     #[serde(default)]
     pub guest: GuestSpec,
+    /// Several guests (`[guests]`).
     #[serde(default)]
     pub guests: GuestsSpec,
     /// The builds under test (default: the installed ones).
@@ -356,8 +377,10 @@ pub struct Scenario {
     /// taken inside the share (`/data1/x` with `fio_mount = "/data1"` is `x`).
     #[serde(default)]
     pub fio_mount: Option<String>,
+    /// The migration plan (`[migration]`).
     #[serde(default)]
     pub migration: MigrationPlan,
+    /// How a run is carried out (`[run]`).
     #[serde(default)]
     pub run: RunSpec,
     /// Faults, each with its trigger (`[[fault]]`).
@@ -373,6 +396,10 @@ pub struct Scenario {
     /// Where the outcome classes' lines are drawn.
     #[serde(default)]
     pub outcome: OutcomeSpec,
+    /// The finding this scenario re-checks (`scenarios/findings/`): its claim and the bounds on
+    /// the figures that make it; `expect` is the claim's outcome. `miglab findings` judges it.
+    #[serde(default)]
+    pub finding: Option<miglab_model::Finding>,
     /// Parameters to sweep: a dotted path into this scenario (`migration.downtime_limit_ms`,
     /// `workload.bs`, `guest.virtiofsd_args`, `fault.0.duration_ms`: lists index from 0) and the values it takes.
     /// Every combination is a cell, run `repetitions` times.
@@ -384,10 +411,13 @@ pub struct Scenario {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutcomeSpec {
+    /// An I/O stall longer than this (ms) makes a completed run `completed-degraded` (so do failed ops).
     #[serde(default = "OutcomeSpec::stall")]
     pub degraded_stall_ms: f64,
+    /// No op completing for this long (ms) while heartbeats arrive is `fs-hung`.
     #[serde(default = "OutcomeSpec::hung")]
     pub fs_hung_ms: f64,
+    /// No heartbeat for this long (ms) is `guest-lost`.
     #[serde(default = "OutcomeSpec::lost")]
     pub guest_lost_ms: f64,
 }
@@ -558,6 +588,9 @@ impl Scenario {
         if let Some(why) = name_problem(&self.name) {
             c.add("", "name", why);
         }
+        if let Some(f) = &self.finding {
+            self.check_finding(f, c);
+        }
         if self.repetitions == 0 || self.repetitions > 10_000 {
             c.add("", "repetitions", format!("{} must be between 1 and 10000", self.repetitions));
         }
@@ -668,6 +701,48 @@ impl Scenario {
             return Err(ScenarioError::Invalid(Problems { path: path.into(), list: c.list }));
         }
         Ok((s, text, w))
+    }
+
+    /// A finding's claim must be one its runs can judge.
+    fn check_finding(&self, f: &miglab_model::Finding, c: &mut Checker<'_>) {
+        if !f.doc.starts_with('#') {
+            c.add(
+                "finding",
+                "doc",
+                format!("'{}': give the heading's anchor in docs/findings.md, '#…'", f.doc),
+            );
+        }
+        if f.holds.is_empty() && self.expect.is_none() {
+            c.add("finding", "holds", "a claim needs a bound on a figure or an `expect` to be judged".into());
+        }
+        for b in &f.holds {
+            if !miglab_reports::findings::is_figure(&b.figure) {
+                c.add(
+                    "finding",
+                    "holds",
+                    format!(
+                        "figure '{}': use one `miglab compare` knows ({}, {}, p99_us.<op>, downtime.<part>_ms) or {}, max_us.<op>",
+                        b.figure,
+                        miglab_reports::compare::METRIC_KINDS.join(", "),
+                        miglab_reports::compare::FLEET_KINDS.join(", "),
+                        miglab_reports::findings::OWN_FIGURES.join(", ")
+                    ),
+                );
+            }
+            let finite = |v: Option<f64>| v.is_none_or(f64::is_finite);
+            let ordered = match (b.at_least, b.at_most) {
+                (Some(lo), Some(hi)) => lo <= hi,
+                (None, None) => false,
+                _ => true,
+            };
+            if !finite(b.at_least) || !finite(b.at_most) || !ordered {
+                c.add(
+                    "finding",
+                    "holds",
+                    format!("figure '{}': give at_least and/or at_most, at_least ≤ at_most", b.figure),
+                );
+            }
+        }
     }
 
     /// The knobs of `[migration.tuning]`, the dirty-rate window and the dirtying load.

@@ -285,7 +285,7 @@ fault_test!(
         let (tbf_one, tbf_four) = (tbf("f-tbf", ""), tbf("f-tbf-4", "[migration.tuning]\nmultifd_channels = 4\n"));
         let down = |m: &miglab_model::MigrationRecord| m.downtime_ms.expect("downtime") as f64;
         for (what, proxy, real) in [("one stream", &one, &tbf_one), ("4 multifd channels", &four, &tbf_four)] {
-            // Measured (README): 229-297 ms against tbf's 298-348 with one stream, 631-1115
+            // Measured (docs/findings.md): 229-297 ms against tbf's 298-348 with one stream, 631-1115
             // against 422-1190 with four; the deep queue had given 3287 and 5446 ms.
             assert!(
                 down(proxy) <= 2.0 * down(real) + 500.0,

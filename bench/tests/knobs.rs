@@ -53,7 +53,7 @@ fn postcopy_with_virtiofsd_and_dirty_limit_under_tcg_are_refused_and_that_is_the
 ///   `not-converged` (not a generic timeout), the guest runs on at the source, its pages intact;
 /// * the same with auto-converge converges: QEMU throttled the vCPUs and the hop completed;
 /// * with 1 and 4 multifd channels the achieved rate is measured against the cap (the
-///   README's Findings say by how much it is exceeded here).
+///   docs/findings.md says by how much it is exceeded here).
 #[test]
 #[ignore = "needs the lab (root, Ceph, QEMU): cargo test -- --include-ignored"]
 fn a_dirtying_guest_is_verified_each_hop_and_converges_only_when_throttled() {

@@ -28,7 +28,7 @@ fn the_device_state_phase_grows_with_the_inodes_the_guest_holds() {
     MachineLoad::test_begins();
     let t = TestLab::up("tstate");
     // 2 000 held inodes show the growth as clearly as 10 000 did, in a fifth of the time (the
-    // 10 000-file measurement is the README's: `miglab run scenarios/sweeps/virtiofsd-state.toml`).
+    // 10 000-file measurement is docs/findings.md's: `miglab run scenarios/sweeps/virtiofsd-state.toml`).
     let (small, large) = (held(&t, 100), held(&t, 2_000));
     let phase = |r: &RunResult| {
         let m = &r.migrations[0];

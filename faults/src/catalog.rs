@@ -356,6 +356,7 @@ pub struct FaultEntry {
     /// A name for reports (default: its kind and number).
     #[serde(default)]
     pub name: Option<String>,
+    /// When it fires: `{ at = …, hop = …, offset_ms = … }` (below).
     pub trigger: Trigger,
     /// The run may end without it (its trigger may not come): then a fault not injected is a
     /// note, not a failed run. Off by default: a planned fault that did not happen fails it.

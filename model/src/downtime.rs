@@ -167,11 +167,15 @@ pub enum PartClock {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DowntimePart {
+    /// stop, held, ram_final_pass, device_save, transfer_and_load, resume or completion.
     pub part: PartName,
+    /// Its length, ms.
     pub ms: f64,
     /// The checkpoints (QEMU's names) that bound it.
     pub from: String,
+    /// The checkpoint it ends at (it starts at `from`).
     pub to: String,
+    /// Whose clock measured it: `source`, `destination` or `both` (the destination's put on the source's).
     pub clock: PartClock,
 }
 

@@ -4,12 +4,14 @@
 //! charts and pages that read it live in `miglab-reports`.
 
 pub mod downtime;
+pub mod finding;
 pub mod migration;
 pub mod outcome;
 pub mod result;
 pub mod timings;
 
 pub use downtime::{DowntimePart, DowntimeParts, PartName};
+pub use finding::{Bound, Finding};
 pub use migration::{
     AutoConverge, Convergence, HostCpu, MigrationParams, MigrationRecord, MigrationStatus, OpenFiles,
     Outcome, Pass, Phases, QmpEvent, Side, TimelineEvent, Tuning, VirtiofsdHeld,

@@ -199,13 +199,19 @@ impl Convergence {
 /// `query-migrate` at the first answer of a new pass (a new `dirty-sync-count`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Pass {
+    /// When QEMU reported it, on the run clock.
     pub t_ms: f64,
+    /// QEMU's `dirty-sync-count`: which pass.
     pub dirty_sync_count: u64,
+    /// RAM still to send, bytes.
     pub remaining_bytes: Option<u64>,
     /// Pages dirtied per second in the last pass, as QEMU counted them.
     pub dirty_pages_rate: Option<u64>,
+    /// QEMU's `expected-downtime` then, ms.
     pub expected_downtime_ms: Option<u64>,
+    /// QEMU's `ram.mbps` then.
     pub mbps: Option<f64>,
+    /// Auto-converge's CPU throttle then, percent.
     pub throttle_pct: Option<u64>,
 }
 
@@ -274,6 +280,7 @@ pub const QEMU_DEFAULT_DOWNTIME_LIMIT_MS: u64 = 300;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(from = "ParamsOnDisk")]
 pub struct MigrationParams {
+    /// QEMU's `downtime-limit` set for the hop, ms (none: QEMU's default, 300).
     pub downtime_limit_ms: Option<u64>,
     /// Bytes per second.
     pub max_bandwidth: Option<u64>,
@@ -339,6 +346,7 @@ pub struct Phases {
     pub end_ms: Option<f64>,
     /// From source STOP to destination RESUME, as the host saw the events arrive.
     pub paused_ms: Option<f64>,
+    /// Pre-copy passes (QEMU's `dirty-sync-count` at the end).
     pub passes: u32,
 }
 
@@ -391,10 +399,13 @@ pub struct MigrationRecord {
     /// Which guest of the run migrated (from 1; a run of one guest has only guest 1).
     #[serde(default = "crate::migration::first_guest")]
     pub guest: u32,
+    /// Source host.
     pub from: String,
+    /// Destination host.
     pub to: String,
     #[serde(flatten)]
     pub outcome: Outcome,
+    /// The migration parameters set for the hop.
     pub params: MigrationParams,
     /// The URI the source sent the stream to (a proxy's address for a shaped link).
     pub uri: String,
@@ -402,12 +413,17 @@ pub struct MigrationRecord {
     pub started_ms: f64,
     /// QEMU's figures from `query-migrate` on the source.
     pub total_time_ms: Option<u64>,
+    /// QEMU's `downtime`, ms: the guest stopped, as QEMU counts it.
     pub downtime_ms: Option<u64>,
+    /// QEMU's `setup-time`, ms.
     pub setup_time_ms: Option<u64>,
+    /// QEMU's `ram.transferred`, bytes.
     pub transferred_bytes: Option<u64>,
+    /// QEMU's `ram.total`, bytes.
     pub ram_total_bytes: Option<u64>,
     /// Dirty-sync passes over RAM.
     pub dirty_sync_count: Option<u64>,
+    /// QEMU's `ram.mbps` at the end.
     pub mbps: Option<f64>,
     /// From `migrate` to the destination's RESUME (or the failure), on the host's clock.
     pub wall_ms: f64,
@@ -416,7 +432,9 @@ pub struct MigrationRecord {
     /// the file system). Absent when no query was answered.
     #[serde(default)]
     pub longest_qmp_wait_ms: Option<f64>,
+    /// The hop's phases from both QEMUs' events.
     pub phases: Phases,
+    /// Both QEMUs' events, on the run clock.
     pub timeline: Vec<TimelineEvent>,
     /// A migration attempted after a failed one, to see whether the guest can still move.
     #[serde(default)]
@@ -437,6 +455,7 @@ pub struct MigrationRecord {
     /// after the guest resumed there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub virtiofsd: Option<VirtiofsdHeld>,
+    /// Pre-copy's passes and the dirty rate measured before the hop.
     #[serde(default, skip_serializing_if = "Convergence::is_empty")]
     pub convergence: Convergence,
     /// miglab's machine's CPUs from `migrate` to the guest running again (a covariate of

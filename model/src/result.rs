@@ -19,7 +19,9 @@ pub const SCHEMA_VERSION: u32 = 2;
 pub struct Clock {
     /// RFC 3339 (UTC, ms) of the run clock's zero.
     pub started_at: String,
+    /// When the run clock's 0 was, ms since the Unix epoch.
     pub started_unix_ms: u64,
+    /// What the run clock counts (ms since the run started, host CLOCK_MONOTONIC).
     pub unit: String,
 }
 
@@ -30,14 +32,23 @@ impl Clock {
 /// Latency percentiles of one op kind, in microseconds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Latency {
+    /// Ops in the histogram.
     pub count: u64,
+    /// Fastest op, µs.
     pub min_us: u64,
+    /// Mean, µs.
     pub mean_us: f64,
+    /// Median, µs.
     pub p50_us: u64,
+    /// 90th percentile, µs.
     pub p90_us: u64,
+    /// 99th percentile, µs.
     pub p99_us: u64,
+    /// 99.9th percentile, µs.
     pub p999_us: u64,
+    /// 99.99th percentile, µs.
     pub p9999_us: u64,
+    /// Slowest op, µs.
     pub max_us: u64,
 }
 
@@ -58,6 +69,7 @@ pub struct JobSummary {
 /// Everything about one op kind.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct OpSummary {
+    /// The op kind: read, write, open, stat, create, … (`verify` is the verify pass's).
     pub op: String,
     /// Ops that completed without error: the only ones in the latencies, IOPS and throughput.
     pub count: u64,
@@ -68,6 +80,7 @@ pub struct OpSummary {
     pub errors: std::collections::BTreeMap<String, u64>,
     /// Reads whose data did not verify.
     pub mismatches: u64,
+    /// Bytes moved by the ops that succeeded.
     pub bytes: u64,
     /// On the guest's clock (which stops while the guest is paused). Absent (`null`) when no
     /// op of the kind succeeded: never a row of zeros.
@@ -109,11 +122,14 @@ pub struct Bucket {
     pub t_ms: u64,
     /// The workload's successful ops and their bytes (the verify pass's apart).
     pub ops: u64,
+    /// Bytes moved by successful ops in the bucket.
     pub bytes: u64,
+    /// Ops that failed in the bucket.
     pub errors: u64,
     /// p99 of the bucket's successful workload op latencies on the guest clock; absent
     /// without ops.
     pub p99_us: Option<u64>,
+    /// Heartbeats that arrived in the bucket (100 in a full one: one a ms).
     pub heartbeats: u32,
     /// Blocks the verify pass checked in this bucket: not the workload's ops.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -166,10 +182,13 @@ pub enum WindowKind {
 /// absent, and `unmeasured` says why — it never reads 0.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Window {
+    /// `migration N` or `fault N`.
     pub name: String,
     #[serde(flatten)]
     pub kind: WindowKind,
+    /// Where it opens, on the run clock (a migration's: its `migrate` command).
     pub start_ms: f64,
+    /// Where it closes, on the run clock (a migration's: after its settle time).
     pub end_ms: f64,
     /// The longest time without a heartbeat arriving at the host: how long the guest made no
     /// visible progress.
@@ -193,6 +212,7 @@ pub struct Window {
     pub recovered_after_ms: Option<f64>,
     /// Successful and failed ops that completed inside the window.
     pub ops: u64,
+    /// Ops that failed inside it.
     pub errors: u64,
 }
 
@@ -208,17 +228,29 @@ impl Window {
 /// What produced the numbers.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Provenance {
+    /// miglab's version.
     pub miglab_version: String,
+    /// The commit miglab was built from.
     pub git_commit: Option<String>,
+    /// `qemu-system-x86_64 --version`, first line.
     pub qemu: Option<String>,
+    /// `virtiofsd --version`.
     pub virtiofsd: Option<String>,
+    /// `ceph --version` of the cluster's daemons.
     pub ceph: Option<String>,
+    /// The guest kernel's release.
     pub guest_kernel: Option<String>,
+    /// The guest image's hash (its kernel, initramfs and agent).
     pub guest_image: Option<String>,
+    /// `kvm` or `tcg`.
     pub accelerator: String,
+    /// Why that accelerator (e.g. a PVM host's `/dev/kvm` cannot run a stock guest kernel).
     pub accelerator_reason: String,
+    /// The host's CPU model.
     pub host_cpu: Option<String>,
+    /// The host's kernel release.
     pub host_kernel: Option<String>,
+    /// The host miglab ran on.
     pub hostname: Option<String>,
     /// The builds that ran the guest: QEMU, virtiofsd, the guest kernel (path, version, hash).
     #[serde(default)]
@@ -251,7 +283,7 @@ pub struct HostRecord {
     pub qemu: Option<BinaryInfo>,
     pub virtiofsd: Option<BinaryInfo>,
     /// The host's clock minus miglab's, ms, and the round trip it was measured over (the
-    /// error is within half of it). Arrival stamps are taken on miglab's clock (see README).
+    /// error is within half of it). Arrival stamps are taken on miglab's clock (see docs/scenarios.md, what a run measures).
     pub clock_offset_ms: f64,
     pub clock_rtt_ms: f64,
 }
@@ -271,7 +303,9 @@ pub struct BinaryInfo {
 pub struct FaultRecord {
     /// Its index in the plan.
     pub index: u32,
+    /// The fault's name (its `name`, or kind and number).
     pub name: String,
+    /// Its kind (`osd-freeze`, …).
     pub kind: String,
     /// When it was to fire, as the scenario said (with the drawn offset).
     pub trigger: String,
@@ -279,6 +313,7 @@ pub struct FaultRecord {
     pub target: String,
     /// When its anchor came, and when it was due.
     pub anchor_ms: Option<f64>,
+    /// When its trigger fired (its anchor plus offset), on the run clock.
     pub due_ms: Option<f64>,
     /// When its action began: a kill is at once, a third party's copy or a Ceph command may
     /// take a while (its effect can start before `injected_ms`).
@@ -290,9 +325,11 @@ pub struct FaultRecord {
     pub cleared_ms: Option<f64>,
     /// What the undo did.
     pub undo: String,
+    /// Why it was not injected, or what failed while it was.
     pub error: Option<String>,
     /// Ceph healthy again (PGs active+clean, an MDS active), ms after the clearance.
     pub healthy_after_ms: Option<f64>,
+    /// The cluster was not healthy again after its revert: the run is `infra-not-recovered`.
     pub infra_not_recovered: bool,
     /// The scenario allowed the run to end without it.
     #[serde(default)]
@@ -306,9 +343,11 @@ pub struct FaultRecord {
 /// Verification at the end of a run, and during it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Verification {
+    /// Blocks the verify pass read back.
     pub blocks: u64,
     /// Blocks holding something other than the last successful write.
     pub mismatched: u64,
+    /// Blocks that were not there (a short file, a deleted one).
     pub missing: u64,
     /// Writes that returned an error to the guest, yet landed.
     pub errored_write_landed: u64,
@@ -336,16 +375,20 @@ pub struct Verification {
 /// The guest's record stream as the host received it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StreamHealth {
+    /// Records received.
     pub records: u64,
+    /// Heartbeats received.
     pub heartbeats: u64,
     /// Gaps in the heartbeats' sequence numbers.
     pub heartbeats_missing: u64,
+    /// Frames that did not decode (a corrupt stream; none in a sound run).
     pub bad_frames: u64,
     /// Records the agent dropped because the port did not keep up; absent when the agent
     /// never reported (it died, or the run ended before it could say).
     pub records_dropped: Option<u64>,
     /// Run clock of the first and last heartbeat.
     pub first_heartbeat_ms: Option<f64>,
+    /// The last heartbeat, on the run clock.
     pub last_heartbeat_ms: Option<f64>,
     /// Run clock of the last successful op.
     #[serde(default)]
@@ -354,6 +397,7 @@ pub struct StreamHealth {
     /// and when it began.
     #[serde(default)]
     pub longest_io_stall_ms: Option<f64>,
+    /// Where the run's longest I/O stall began, on the run clock.
     #[serde(default)]
     pub longest_io_stall_start_ms: Option<f64>,
 }
@@ -373,25 +417,35 @@ pub enum RunStatus {
 /// `result.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunResult {
+    /// This file's schema (2); a reader refuses another.
     pub schema_version: u32,
+    /// The scenario's name.
     pub scenario: String,
+    /// Which repetition (1-based).
     pub repetition: u32,
+    /// The scenario's seed.
     pub seed: u64,
     /// Random per run (hex): it marks this run's blocks, so an earlier run's cannot pass.
     pub nonce: String,
+    /// `completed` (as the scenario expected, nothing lost), `failed` (something went wrong or data was lost: `problems`, `error`) or `aborted` (interrupted).
     pub status: RunStatus,
     /// Why the run failed, one line each (empty when it completed).
     pub problems: Vec<String>,
     /// The error that ended the run early, if one did.
     pub error: Option<String>,
+    /// The run clock every time in this file is on.
     pub clock: Clock,
+    /// Wall time of the run, ms.
     pub duration_ms: f64,
+    /// What produced these figures: builds, versions, accelerator, machine, commit.
     pub provenance: Provenance,
     /// The scenario as it was run (TOML text).
     pub scenario_text: String,
     /// Everything the run did, resolved from the scenario (`miglab run --replay` runs it again).
     pub plan: serde_json::Value,
+    /// The workload as it ran (every fio option resolved).
     pub workload: serde_json::Value,
+    /// Per op kind of the workload: counts, bytes, latencies.
     pub ops: Vec<OpSummary>,
     /// A fio job file's jobs, each apart (its clones together), in the file's order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -399,23 +453,30 @@ pub struct RunResult {
     /// ... and its reporting groups, as fio's `group_reporting` sums them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<JobSummary>,
+    /// Every hop, in order (the first guest's when there are several).
     pub migrations: Vec<MigrationRecord>,
+    /// The windows around each migration and each fault, with the guest-visible figures.
     pub windows: Vec<Window>,
+    /// Every planned fault and what became of it.
     #[serde(default)]
     pub faults: Vec<FaultRecord>,
     /// What happened, as one word ([`crate::outcome`]), and why.
     #[serde(default)]
     pub outcome: Option<crate::outcome::RunOutcome>,
+    /// Why the outcome is what it is, one line each.
     #[serde(default)]
     pub outcome_why: Vec<String>,
     /// The outcome the scenario expects (then the run passes when it happens).
     #[serde(default)]
     pub expected: Option<crate::outcome::Expect>,
+    /// The verify pass: every block the workload wrote, read back after the last hop.
     pub verification: Option<Verification>,
     /// The memory-dirtying load's pages, verified after every hop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<MemoryResult>,
+    /// How the guest's record stream fared.
     pub stream: StreamHealth,
+    /// Throughput, p99 and heartbeats every 100 ms, on the run clock.
     pub series: Vec<Bucket>,
     /// A run of several guests: every guest's own figures (the first's are also the run's
     /// fields above, so a reader of one guest reads them unchanged) ...
@@ -431,28 +492,43 @@ pub struct RunResult {
 pub struct GuestResult {
     /// Its number, from 1.
     pub guest: u32,
+    /// The guest's VM name.
     pub vm: String,
+    /// Its workload as it ran.
     pub workload: serde_json::Value,
+    /// Its own outcome.
     pub outcome: Option<crate::outcome::RunOutcome>,
+    /// Why, one line each.
     pub outcome_why: Vec<String>,
+    /// Per op kind, as the run's.
     pub ops: Vec<OpSummary>,
+    /// Per job of a fio job file.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub jobs: Vec<JobSummary>,
+    /// Per reporting group of a fio job file.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<JobSummary>,
+    /// Its hops.
     pub migrations: Vec<MigrationRecord>,
+    /// Its windows.
     pub windows: Vec<Window>,
+    /// Its verify pass.
     pub verification: Option<Verification>,
+    /// Its dirtying load's checks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<MemoryResult>,
+    /// Its record stream.
     pub stream: StreamHealth,
+    /// Its 100 ms series.
     pub series: Vec<Bucket>,
 }
 
 /// A memory-dirtying load and its pages read back after each hop.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MemoryResult {
+    /// The dirtying load as it ran.
     pub spec: Option<miglab_workloads::dirty::DirtySpec>,
+    /// Every page read back after each hop.
     pub checks: Vec<HopMemory>,
 }
 
@@ -528,11 +604,15 @@ pub struct Spread {
 /// One hop of every guest: the host drained (or filled) by it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Evacuation {
+    /// Which hop.
     pub hop: u32,
+    /// The host emptied.
     pub from: String,
+    /// Where the guests went.
     pub to: String,
     /// Guests migrated in it, and how many completed.
     pub guests: u32,
+    /// Guests whose migration completed.
     pub completed: u32,
     /// From the first `migrate` sent to the last guest running again (on whichever side).
     pub evacuation_ms: f64,
@@ -541,21 +621,25 @@ pub struct Evacuation {
 /// What the guests of a run add up to.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Fleet {
+    /// How many guests.
     pub guests: u32,
     /// How many migrated at once.
     pub parallel: u32,
+    /// Each hop's evacuation of its source host.
     pub evacuations: Vec<Evacuation>,
     /// QEMU's downtime over every completed migration of every guest.
     pub qemu_downtime_ms: Option<Spread>,
     /// The limit each was given (QEMU's 300 ms when the scenario gives none), and how many
     /// completed migrations exceeded it.
     pub downtime_limit_ms: u64,
+    /// Migrations whose QEMU downtime exceeded their downtime limit.
     pub over_limit: u32,
     /// Each phase of the migrations (`setup`, `precopy`, `switchover`, `device_state`, `total`)
     /// across guests, as kube-burner reports its phases.
     pub phases: Vec<(String, Spread)>,
     /// The guests' worst heartbeat gap and I/O stall in each migration's window.
     pub heartbeat_gap_ms: Option<Spread>,
+    /// The guests' I/O stalls, spread (median, worst).
     pub io_stall_ms: Option<Spread>,
 }
 

@@ -54,6 +54,10 @@ pub const METRIC_KINDS: [&str; 9] = [
     "throttle_pct",
 ];
 
+/// A run of several guests' figures (`fleet.evacuation_ms.hop2` for the second hop).
+pub const FLEET_KINDS: [&str; 4] =
+    ["fleet.evacuation_ms", "fleet.qemu_downtime_ms.p50", "fleet.qemu_downtime_ms.max", "fleet.over_limit"];
+
 /// What two sides can differ in.
 pub const VARIABLES: [&str; 10] =
     ["qemu", "virtiofsd", "kernel", "image", "ceph", "miglab", "scenario", "host", "accelerator", "topology"];
@@ -77,10 +81,13 @@ pub fn split_key(key: &str) -> (&str, u32, u32) {
     }
 }
 
-/// Whether `key` names a figure compare judges: one of [`METRIC_KINDS`], a p99 per op kind, or
+/// Whether `key` names a figure compare judges: one of [`METRIC_KINDS`] or [`FLEET_KINDS`], a p99 per op kind, or
 /// a part of QEMU's downtime (any with its `.hopN` / `.gN` suffixes).
 pub fn is_metric(key: &str) -> bool {
-    METRIC_KINDS.contains(&kind(key)) || key.starts_with("p99_us.") || is_downtime_part(kind(key))
+    METRIC_KINDS.contains(&kind(key))
+        || FLEET_KINDS.contains(&kind(key))
+        || key.starts_with("p99_us.")
+        || is_downtime_part(kind(key))
 }
 
 /// Whether `kind` is a part of QEMU's downtime (`downtime.<part>_ms`, virtiofsd's state

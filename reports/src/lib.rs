@@ -6,6 +6,7 @@ pub mod ab;
 pub mod charts;
 pub mod classify;
 pub mod compare;
+pub mod findings;
 pub mod fleet;
 pub mod html;
 pub mod noise;

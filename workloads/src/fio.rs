@@ -38,7 +38,7 @@ pub struct Import {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FioError {
-    #[error("line {line}: option '{option}' is not supported (not an fio option miglab knows; see the README's list)")]
+    #[error("line {line}: option '{option}' is not supported (not an fio option miglab knows; see docs/scenarios.md, Workloads)")]
     Unsupported { line: usize, option: String },
     #[error("line {line}: {option}: {why}")]
     Refused { line: usize, option: String, why: String },

@@ -111,18 +111,24 @@ impl IoEngine {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FioJob {
+    /// fio's `name`: the job's name in reports and figures (`p99_us.<job>.<op>`).
     #[serde(default = "FioJob::default_name")]
     pub name: String,
+    /// fio's `rw`: read, write, randread, randwrite, readwrite, randrw (with `:N` skips).
     pub rw: Rw,
+    /// fio's `bs`: the block size (the reads' with a separate write size).
     #[serde(default = "default_bs")]
     pub bs: Size,
     /// Per job, split evenly across its `nrfiles` files (each rounded down to whole blocks).
     #[serde(default = "default_size")]
     pub size: Size,
+    /// fio's `nrfiles`: files per job, sharing its `size`.
     #[serde(default = "one")]
     pub nrfiles: u32,
+    /// fio's `numjobs`: clones of the job, each a thread in the guest.
     #[serde(default = "one")]
     pub numjobs: u32,
+    /// fio's `ioengine`: psync, sync, pvsync, io_uring, libaio (run on io_uring with libaio's queue semantics).
     #[serde(default)]
     pub ioengine: IoEngine,
     /// Requests in flight per job; a synchronous engine has one, as in fio.
@@ -138,6 +144,7 @@ pub struct FioJob {
     /// fio's default).
     #[serde(default)]
     pub iodepth_batch_complete_max: u32,
+    /// fio's `rwmixread`: percent of reads in a mixed job.
     #[serde(default = "fifty")]
     pub rwmixread: u8,
     /// Seconds after the ramp; absent: until stopped (or one pass, without `time_based`).
@@ -200,6 +207,7 @@ pub struct FioJob {
     /// `bssplit`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bs_read: Option<BlockSizes>,
+    /// The writes' block sizes when they differ from the reads' (`bs=4k,8k`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bs_write: Option<BlockSizes>,
     /// Random offsets are aligned to this (default: the smallest block size).
@@ -208,6 +216,7 @@ pub struct FioJob {
     /// Random offsets may repeat within a pass (no random map).
     #[serde(default)]
     pub norandommap: bool,
+    /// fio's `random_distribution`: random, zipf:θ, pareto:h, normal:σ, zoned.
     #[serde(default)]
     pub random_distribution: Distribution,
     /// Percent of a random job's ops that are random (the rest sequential).
@@ -228,12 +237,14 @@ pub struct FioJob {
     /// Microseconds to sleep after every `thinktime_blocks` ops.
     #[serde(default)]
     pub thinktime_us: u64,
+    /// fio's `thinktime_blocks`: blocks between two think times.
     #[serde(default = "one")]
     pub thinktime_blocks: u32,
     /// The least bytes per second the job must keep up (fio's `rate_min`): below it over a
     /// second, the job says so and ends, as fio's does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_min: Option<Size>,
+    /// fio's `rate_process`: linear or poisson.
     #[serde(default)]
     pub rate_process: RateProcess,
     /// O_SYNC writes (fio's `sync=1`).
@@ -246,8 +257,10 @@ pub struct FioJob {
     /// the same `flow_id`, and how long it sleeps when ahead.
     #[serde(default)]
     pub flow: i64,
+    /// fio's `flow_id`: jobs with the same id share one flow.
     #[serde(default)]
     pub flow_id: u32,
+    /// fio's `flow_sleep`, µs.
     #[serde(default = "flow_sleep")]
     pub flow_sleep_us: u64,
     /// Start after every job before this one has ended (implies `new_group`).
@@ -666,6 +679,7 @@ impl FioJob {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StateJob {
+    /// The job's name in reports.
     #[serde(default = "StateJob::default_name")]
     pub name: String,
     /// The tree's files (N).
@@ -687,6 +701,7 @@ pub struct StateJob {
     /// data), instead of creating it again.
     #[serde(default = "yes")]
     pub reuse: bool,
+    /// Where in the share its tree lives (default: the run's own directory).
     #[serde(default)]
     pub directory: Option<String>,
     /// How many of the held inodes the verify pass reopens and checks (all by default).
@@ -796,20 +811,25 @@ impl StateJob {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetadataJob {
+    /// The job's name in reports.
     #[serde(default = "MetadataJob::default_name")]
     pub name: String,
     /// Files each job keeps around.
     #[serde(default = "MetadataJob::default_files")]
     pub files: u32,
+    /// Threads doing metadata operations, each on its own files.
     #[serde(default = "one")]
     pub numjobs: u32,
+    /// Seconds it runs (default: until miglab stops it, after the last hop and its settle time).
     #[serde(default)]
     pub runtime: Option<f64>,
     /// Relative weights of the operations.
     #[serde(default = "MetadataJob::default_mix")]
     pub mix: MetadataMix,
+    /// Where in the share its tree lives (default: the run's own directory).
     #[serde(default)]
     pub directory: Option<String>,
+    /// Operations per second per thread at most (default: as fast as it can).
     #[serde(default)]
     pub rate_iops: Option<u64>,
 }
@@ -848,8 +868,10 @@ pub struct ReadLoopJob {
     /// What the file holds; the host writes it before the run.
     #[serde(default = "ReadLoopJob::default_content")]
     pub content: String,
+    /// Pause between two reads, µs.
     #[serde(default)]
     pub pause_us: u64,
+    /// Seconds it runs (default: until miglab stops it, after the last hop and its settle time).
     #[serde(default)]
     pub runtime: Option<f64>,
 }

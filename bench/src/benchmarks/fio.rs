@@ -17,7 +17,7 @@ use miglab_workloads::verify::RunTag;
 use std::path::Path;
 use std::time::Duration;
 
-/// The two jobs the README's figures were first taken with (direct=1, as FIELD-NOTES' baselines:
+/// The two jobs docs/figures.md's figures were first taken with (direct=1, as FIELD-NOTES' baselines:
 /// the page cache would measure memory).
 pub fn default_jobs() -> Vec<FioJob> {
     let mut r = FioJob::new("randread-4k", Rw::Randread);

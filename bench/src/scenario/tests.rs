@@ -83,6 +83,18 @@ fn nonsense_is_refused_with_line_field_and_fix() {
         ("[migration]\nmultifd_channels = 4\n", "s.toml:6:1: unknown field `multifd_channels`, expected one of `count`"),
         ("[migration]\nmultifd_channels = 4\n", "it now lives in [migration.tuning] multifd_channels"),
         ("[run]\nlayout_timeout_s = -3\n", "run.layout_timeout_s"),
+        (
+            "[finding]\nclaim = \"c\"\ndoc = \"findings.md\"\nseen_with = \"q\"\nseen_on = \"d\"\n[[finding.holds]]\nfigure = \"downtime_ms\"\nat_least = 1\n",
+            "finding.holds: figure 'downtime_ms': use one `miglab compare` knows",
+        ),
+        (
+            "[finding]\nclaim = \"c\"\ndoc = \"findings.md\"\nseen_with = \"q\"\nseen_on = \"d\"\n",
+            "finding.doc: 'findings.md': give the heading's anchor",
+        ),
+        (
+            "[finding]\nclaim = \"c\"\ndoc = \"#x\"\nseen_with = \"q\"\nseen_on = \"d\"\n[[finding.holds]]\nfigure = \"qemu_downtime_ms\"\nat_least = 9\nat_most = 1\n",
+            "at_least ≤ at_most",
+        ),
         ("[guests]\ncount = 0\n", "s.toml:6: guests.count: 0 must be between 1 and 32"),
         ("[guests]\ncount = 33\n", "guests.count: 33"),
         ("[migration]\nparallel = 0\n", "migration.parallel: 0: give 1 or more"),

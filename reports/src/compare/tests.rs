@@ -43,7 +43,7 @@ fn bound(alpha: f64, seeds: u64) -> usize {
     (e + 3.0 * e.sqrt()).floor() as usize
 }
 
-/// The calibration table of the README and of issue 20's note: false calls on null data at
+/// The calibration table of docs/comparing.md and of issue 20's note: false calls on null data at
 /// three spreads, and how often a 10 % and a 20 % shift are found, 5 against 5 and 5 against
 /// 15 runs, the p-value alone and with the default threshold and floor. 1000 seeds each.
 #[test]

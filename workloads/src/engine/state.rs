@@ -76,7 +76,7 @@ pub(super) fn start(
     if j.io.directory.is_none() && j.io.filename.is_none() {
         // New files (new inodes) every run: the other client may still cache the pages of the
         // last run's files under the same inodes, and a read served from them after the
-        // switch-over is another finding than the one this workload is for (README, Findings).
+        // switch-over is another finding than the one this workload is for (docs/findings.md).
         let _ = std::fs::remove_dir_all(root.join(io.jobs[0].dir()));
     }
     let (mut threads, io) = match super::fio::start(&io, root, sink, stop, counters, tag) {
