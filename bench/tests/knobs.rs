@@ -195,3 +195,60 @@ fn check_names_the_multifd_compressions_this_qemu_has() {
     let out = check("has", have[have.len() - 1]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// `miglab findings` re-checks a finding on the lab: the postcopy refusal holds with this
+/// QEMU and virtiofsd, and says so with its evidence and today's builds.
+#[test]
+#[ignore = "needs the lab (root, Ceph, QEMU): cargo test -- --include-ignored"]
+fn findings_recheck_the_postcopy_refusal_and_it_holds() {
+    let t = TestLab::lease();
+    let out = tempfile::tempdir().expect("tmp");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/findings");
+    let run = miglab()
+        .arg("findings")
+        .arg(&dir)
+        .args(["--only", "postcopy-refused", "--lab", t.name(), "--root"])
+        .arg(t.root())
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .expect("miglab findings");
+    let said = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{said}\n{}", String::from_utf8_lossy(&run.stderr));
+    let rows: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("findings.json")).expect("findings.json"))
+            .expect("json");
+    let row = &rows[0];
+    assert_eq!(row["status"], "holds", "{row}");
+    assert_eq!(row["runs"], 1, "{row}");
+    assert!(
+        row["evidence"][0]
+            .as_str()
+            .is_some_and(|e| e.starts_with("outcome unsupported (expected unsupported): yes")),
+        "{row}"
+    );
+    assert!(
+        row["today"].as_str().is_some_and(|v| v.starts_with("QEMU ") && v.contains("virtiofsd ")),
+        "{row}"
+    );
+    let table = std::fs::read_to_string(out.path().join("findings.md")).expect("findings.md");
+    assert!(table.contains("| [postcopy-refused](docs/findings.md#postcopy-is-refused-with-a-virtio-fs-device) | **holds** |"), "{table}");
+    t.release_clean();
+}
+
+/// Bad input to `miglab findings` is refused before any lab is touched, naming the fix.
+#[test]
+fn findings_refuse_an_unknown_name_and_a_scenario_without_a_finding() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/findings");
+    let out = miglab().arg("findings").arg(&dir).args(["--only", "no-such-finding"]).output().expect("run");
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{e}");
+    assert!(e.contains("--only no-such-finding") && e.contains("postcopy-refused"), "{e}");
+
+    let plain = tempfile::tempdir().expect("tmp");
+    ScenarioFile::new("plain").with("[workload]\nkind = \"read-loop\"\n").write(plain.path());
+    let out = miglab().arg("findings").arg(plain.path()).output().expect("run");
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{e}");
+    assert!(e.contains("no [finding] table"), "{e}");
+}

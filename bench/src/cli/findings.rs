@@ -144,7 +144,7 @@ fn check(a: &FindingsArgs, path: &Path, s: &Scenario, f: &Finding, lab: &str, ro
             judged.evidence = vec![e.to_string()];
         }
     }
-    let today = runs.first().map(|r| versions(r)).unwrap_or_else(|| "—".into());
+    let today = runs.first().map(versions).unwrap_or_else(|| "—".into());
     let row = Row {
         name: s.name.clone(),
         scenario: path.to_path_buf(),
