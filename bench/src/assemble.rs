@@ -405,8 +405,12 @@ pub fn report_sweep_dir(dir: &Path) -> Result<std::path::PathBuf, ReportError> {
     for cell in entries(dir) {
         for rep in entries(&cell) {
             if rep.join("result.json").exists() {
+                let result = read_result(&rep)?;
+                // The cell the run's own plan names (its directory is named after it).
                 let name = cell.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                reps.push(Rep { cell: name, result: read_result(&rep)? });
+                let cell = miglab_model::SweepCell::of_plan(&result.plan)
+                    .unwrap_or_else(|| miglab_model::SweepCell::from_name(&name));
+                reps.push(Rep { cell, result });
             }
         }
     }

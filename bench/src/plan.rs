@@ -93,9 +93,9 @@ pub struct MigrationSettings {
 pub struct Plan {
     pub version: u32,
     pub scenario: String,
-    /// The sweep cell this plan is (`downtime_limit_ms=50,bs=4k`), if the scenario sweeps.
+    /// The sweep cell this plan is (named `downtime_limit_ms=50,bs=4k`), if the scenario sweeps.
     #[serde(default)]
-    pub cell: Option<String>,
+    pub cell: Option<miglab_model::SweepCell>,
     pub repetition: u32,
     pub seed: u64,
     pub seeds: Seeds,
@@ -233,7 +233,7 @@ impl Plan {
                 p.push(format!("{field}: {why}"));
             }
         }
-        if let Some(cell) = &self.cell {
+        if let Some(cell) = self.cell.as_ref().map(|c| c.name()) {
             if cell.contains('/') || cell.contains("..") {
                 p.push(format!("cell: '{cell}' must not name a path"));
             }
@@ -368,6 +368,15 @@ mod tests {
         assert_eq!(p.vm, "p-2");
         let json = serde_json::to_value(&p).expect("json");
         assert_eq!(Plan::from_result(Path::new("r.json"), &json).expect("back"), p);
+        // A sweep cell is typed in the plan; a plan written when it was only a name replays.
+        let mut swept = p.clone();
+        swept.cell = Some(miglab_model::SweepCell::from_name("downtime_limit_ms=20"));
+        let json = serde_json::to_value(&swept).expect("json");
+        assert_eq!(json["cell"]["values"][0]["number"], 20.0);
+        assert_eq!(Plan::from_result(Path::new("r.json"), &json).expect("back"), swept);
+        let mut old = json.clone();
+        old["cell"] = serde_json::Value::String("downtime_limit_ms=20".into());
+        assert_eq!(Plan::from_result(Path::new("r.json"), &old).expect("an older plan").cell, swept.cell);
     }
 
     #[test]

@@ -100,7 +100,7 @@ impl Loaded {
                     0 => String::new(),
                     n => format!(
                         "; a sweep of {n} cells: {}",
-                        cells.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join("; ")
+                        cells.iter().map(|c| c.sweep.name()).collect::<Vec<_>>().join("; ")
                     ),
                 };
                 format!("{}{sweep}", summary(scenario, workload))
@@ -224,7 +224,7 @@ pub fn plans(loaded: &Loaded, ground: &Ground<'_>) -> Result<Vec<Plan>, Prefligh
             for rep in 1..=*repetitions {
                 for c in cells {
                     let mut p = Plan::derive(&c.scenario, &c.workload, rep, &ground.hosts, &ground.osds)?;
-                    p.cell = Some(c.name.clone());
+                    p.cell = Some(c.sweep.clone());
                     list.push(p);
                 }
             }
@@ -263,7 +263,7 @@ fn refused(plan: &Plan, ground: &Ground<'_>) -> Result<(), PreflightError> {
     if let Some((kind, why)) =
         plan.faults.iter().find_map(|f| (ground.refuses)(&f.fault).map(|w| (f.fault.kind(), w)))
     {
-        let cell = plan.cell.as_ref().map(|c| format!(" (cell {c})")).unwrap_or_default();
+        let cell = plan.cell.as_ref().map(|c| format!(" (cell {})", c.name())).unwrap_or_default();
         return Err(PreflightError::NotHere(format!("fault '{kind}'{cell}: {why}")));
     }
     Ok(())
@@ -441,7 +441,8 @@ trigger = { at = "pre-switchover", hop = 1 }
         let p = sweep_file(dir.path());
         let loaded = load(&Source::Scenario(p), &Overrides::default()).expect("loads");
         let list = plans(&loaded, &Ground::fresh_lab()).expect("plans");
-        let order: Vec<(u32, Option<String>)> = list.iter().map(|p| (p.repetition, p.cell.clone())).collect();
+        let order: Vec<(u32, Option<String>)> =
+            list.iter().map(|p| (p.repetition, p.cell.as_ref().map(|c| c.name()))).collect();
         assert_eq!(order.len(), 4);
         assert_eq!((order[0].0, order[1].0, order[2].0), (1, 1, 2), "{order:?}");
         assert_ne!(order[0].1, order[1].1);

@@ -263,7 +263,7 @@ fn run_all(
         let dir_name =
             if opts.host_mode.is_some() { format!("{}-host", plan.scenario) } else { plan.scenario.clone() };
         let dir = match &plan.cell {
-            Some(c) => opts.out.join(dir_name).join(c).join(plan.repetition.to_string()),
+            Some(c) => opts.out.join(dir_name).join(c.name()).join(plan.repetition.to_string()),
             None => opts.out.join(dir_name).join(plan.repetition.to_string()),
         };
         let result = repetition(rt, topo, plan, &loaded.text, &dir, opts.host_mode);

@@ -6,7 +6,7 @@
 mod common;
 
 use common::miglab;
-use miglab_model::RunResult;
+use miglab_model::{RunResult, SweepCell};
 use miglab_reports::html::{external_references, run_report, structure};
 use miglab_reports::sweep::Rep;
 use std::path::{Path, PathBuf};
@@ -57,7 +57,7 @@ fn example_sweep() -> Vec<Rep> {
             for m in &mut x.migrations {
                 m.downtime_ms = m.downtime_ms.map(|d| (d as f64 * scale) as u64 + rep as u64 * 7);
             }
-            reps.push(Rep { cell: cell.into(), result: x });
+            reps.push(Rep { cell: SweepCell::from_name(cell), result: x });
         }
     }
     reps
@@ -81,7 +81,10 @@ fn scaling_sweep() -> Vec<Rep> {
                     m.phases.device_ms = Some(stop + 5.0);
                     m.phases.resume_ms = Some(stop + d);
                 }
-                reps.push(Rep { cell: format!("files={files},virtiofsd_args={args}"), result: x });
+                reps.push(Rep {
+                    cell: SweepCell::from_name(&format!("files={files},virtiofsd_args={args}")),
+                    result: x,
+                });
             }
         }
     }
@@ -205,7 +208,7 @@ fn miglab_report_renders_from_the_files_alone() {
     for (i, rep) in example_sweep().into_iter().enumerate() {
         let mut r = rep.result;
         r.clock.started_unix_ms += i as u64 * 60_000;
-        let d = sweep.join(&rep.cell).join(r.repetition.to_string());
+        let d = sweep.join(rep.cell.name()).join(r.repetition.to_string());
         std::fs::create_dir_all(&d).expect("mkdir");
         std::fs::write(d.join("result.json"), serde_json::to_vec(&r).expect("json")).expect("write");
     }

@@ -3,6 +3,7 @@
 //! its serde form and the few rules that belong to the data itself; the statistics, tables,
 //! charts and pages that read it live in `miglab-reports`.
 
+pub mod cell;
 pub mod downtime;
 pub mod finding;
 pub mod migration;
@@ -10,6 +11,7 @@ pub mod outcome;
 pub mod result;
 pub mod timings;
 
+pub use cell::{CellValue, SweepCell};
 pub use downtime::{DowntimePart, DowntimeParts, PartName};
 pub use finding::{Bound, Finding};
 pub use migration::{

@@ -3,7 +3,7 @@
 
 use crate::compare::{headline, is_metric};
 use crate::stats::median;
-use miglab_model::{Expect, Finding, RunResult, RunStatus};
+use miglab_model::{Expect, Finding, RunResult, RunStatus, SweepCell};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -86,7 +86,7 @@ pub fn judge(finding: &Finding, expect: Option<&Expect>, runs: &[RunResult]) -> 
     let each: Vec<BTreeMap<String, f64>> = runs.iter().map(figures).collect();
     for b in &finding.holds {
         let of_cell = |r: &RunResult| {
-            b.cell.as_deref().is_none_or(|c| r.plan.get("cell").and_then(|v| v.as_str()) == Some(c))
+            b.cell.as_deref().is_none_or(|c| SweepCell::of_plan(&r.plan).is_some_and(|x| x.name() == c))
         };
         let values: Vec<f64> = runs
             .iter()

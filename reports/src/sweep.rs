@@ -6,13 +6,14 @@
 use crate::charts::{self, draw, legend, svg, ChartError, Curve};
 use crate::html::{esc, table, STYLE};
 use miglab_model::result::RunResult;
+use miglab_model::SweepCell;
 use plotters::prelude::*;
 use std::fmt::Write as _;
 
 /// One repetition of one cell.
 #[derive(Debug, Clone)]
 pub struct Rep {
-    pub cell: String,
+    pub cell: SweepCell,
     pub result: RunResult,
 }
 
@@ -112,8 +113,8 @@ pub fn hop_figures(r: &RunResult, m: &miglab_model::MigrationRecord) -> Figures 
     }
 }
 
-fn cells(reps: &[Rep]) -> Vec<String> {
-    let mut v: Vec<String> = Vec::new();
+fn cells(reps: &[Rep]) -> Vec<SweepCell> {
+    let mut v: Vec<SweepCell> = Vec::new();
     for r in reps {
         if !v.contains(&r.cell) {
             v.push(r.cell.clone());
@@ -176,7 +177,7 @@ pub fn csv(reps: &[Rep]) -> Result<Vec<u8>, csv::Error> {
     for r in reps {
         let f = figures(&r.result);
         w.write_record([
-            r.cell.clone(),
+            r.cell.name(),
             r.result.repetition.to_string(),
             format!("{:?}", r.result.status).to_lowercase(),
             r.result.outcome.map(|o| o.to_string()).unwrap_or_default(),
@@ -202,15 +203,13 @@ pub fn csv(reps: &[Rep]) -> Result<Vec<u8>, csv::Error> {
     w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
 }
 
-/// A cell's name as an axis label: its values only (`20 · read-loop` for
-/// `downtime_limit_ms=20,workload=read-loop`); the tables give the full names.
-fn short(cell: &str) -> String {
-    cell.split(',').map(|kv| kv.split_once('=').map_or(kv, |(_, v)| v)).collect::<Vec<_>>().join(" · ")
-}
-
-/// What the values of a cell's label are: `downtime_limit_ms · workload`.
-fn axes(cell: &str) -> String {
-    cell.split(',').map(|kv| kv.split_once('=').map_or("cell", |(k, _)| k)).collect::<Vec<_>>().join(" · ")
+/// A line of the scale chart as its legend names it: its values, or `all`.
+fn line_label(line: &SweepCell) -> String {
+    if line.values.is_empty() {
+        "all".into()
+    } else {
+        line.short()
+    }
 }
 
 /// A figure of a repetition, named for the legend.
@@ -219,7 +218,7 @@ type Figure = (&'static str, fn(&Figures) -> Option<f64>);
 /// Every repetition's `figures`, per cell, side by side so that every one is seen.
 fn strips(
     reps: &[Rep],
-    names: &[String],
+    names: &[SweepCell],
     caption: &str,
     unit: &str,
     shown: &[Figure],
@@ -243,9 +242,9 @@ fn strips(
             .y_label_area_size(62)
             .build_cartesian_2d(0f64..n, 0f64..ymax)
             .map_err(draw)?;
-        let fmt = charts::category_labels(names.iter().map(|n| short(n)).collect());
+        let fmt = charts::category_labels(names.iter().map(SweepCell::short).collect());
         c.configure_mesh()
-            .x_desc(names.first().map(|n| axes(n)).unwrap_or_else(|| "cell".into()))
+            .x_desc(names.first().map(SweepCell::axes).unwrap_or_else(|| "cell".into()))
             .y_desc(unit)
             .y_label_formatter(&|v| format!("{v:.0}"))
             .light_line_style(WHITE)
@@ -275,14 +274,14 @@ fn strips(
 }
 
 /// Each cell's spectrum (its first repetition's busiest op kind) overlaid.
-fn spectra(reps: &[Rep], names: &[String]) -> Result<String, ChartError> {
+fn spectra(reps: &[Rep], names: &[SweepCell]) -> Result<String, ChartError> {
     let curves: Vec<Curve> = names
         .iter()
         .filter_map(|n| reps.iter().find(|r| r.cell == *n).map(|r| (n, &r.result)))
         .filter_map(|(n, r)| {
             let o = r.ops.iter().filter(|o| o.op != "verify").max_by_key(|o| o.count)?;
             Some(Curve {
-                name: n.clone(),
+                name: n.name(),
                 solid: o.spectrum.iter().map(|p| (p.percentile, p.guest_us)).collect(),
                 dashed: None,
             })
@@ -291,13 +290,13 @@ fn spectra(reps: &[Rep], names: &[String]) -> Result<String, ChartError> {
     charts::spectrum_chart("Latency spectra of the cells (busiest op kind, guest clock)", &curves)
 }
 
-/// The axis a sweep scales along: the first whose every value is a number, with at least three
-/// values (`files` of `files=100,virtiofsd_args=none`).
-fn scale_axis(names: &[String]) -> Option<String> {
+/// The axis a sweep scales along: the first whose every value is a positive number, with at
+/// least three values (`files` of `files=100,virtiofsd_args=none`).
+fn scale_axis(names: &[SweepCell]) -> Option<String> {
     let first = names.first()?;
-    first.split(',').filter_map(|kv| kv.split_once('=').map(|(k, _)| k.to_string())).find(|key| {
+    first.values.iter().map(|v| v.key().to_string()).find(|key| {
         let mut values: Vec<f64> = Vec::new();
-        let numeric = names.iter().all(|n| match value_of(n, key).and_then(|v| v.parse::<f64>().ok()) {
+        let numeric = names.iter().all(|n| match n.value(key).and_then(|v| v.number) {
             Some(v) if v > 0.0 => {
                 if !values.contains(&v) {
                     values.push(v);
@@ -310,27 +309,17 @@ fn scale_axis(names: &[String]) -> Option<String> {
     })
 }
 
-fn value_of<'a>(cell: &'a str, key: &str) -> Option<&'a str> {
-    cell.split(',').find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == key).map(|(_, v)| v))
-}
-
-/// A cell without its scale axis: the line its repetitions belong to.
-fn line_of(cell: &str, key: &str) -> String {
-    let rest: Vec<&str> = cell.split(',').filter(|kv| !kv.starts_with(&format!("{key}="))).collect();
-    if rest.is_empty() {
-        "all".into()
-    } else {
-        rest.join(",")
-    }
-}
-
 /// Every repetition's (scale, figure) per line, lines in the order of the cells.
-fn scale_points(reps: &[Rep], key: &str, g: fn(&Figures) -> Option<f64>) -> Vec<(String, Vec<(f64, f64)>)> {
-    let mut lines: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+fn scale_points(
+    reps: &[Rep],
+    key: &str,
+    g: fn(&Figures) -> Option<f64>,
+) -> Vec<(SweepCell, Vec<(f64, f64)>)> {
+    let mut lines: Vec<(SweepCell, Vec<(f64, f64)>)> = Vec::new();
     for r in reps {
-        let Some(x) = value_of(&r.cell, key).and_then(|v| v.parse::<f64>().ok()) else { continue };
+        let Some(x) = r.cell.value(key).and_then(|v| v.number) else { continue };
         let Some(y) = g(&figures(&r.result)) else { continue };
-        let line = line_of(&r.cell, key);
+        let line = r.cell.without(key);
         match lines.iter_mut().find(|(l, _)| *l == line) {
             Some((_, v)) => v.push((x, y)),
             None => lines.push((line, vec![(x, y)])),
@@ -381,7 +370,7 @@ fn scale_chart(
                 .collect();
             c.draw_series(LineSeries::new(medians, col.stroke_width(2)))
                 .map_err(draw)?
-                .label(short(name))
+                .label(line_label(name))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], col.stroke_width(2)));
             c.draw_series(points.iter().map(|p| Circle::new(*p, 4, col.filled()))).map_err(draw)?;
         }
@@ -411,7 +400,7 @@ fn scale_table(reps: &[Rep], key: &str) -> String {
     let device = scale_points(reps, key, |f| f.device_state_ms);
     let state = scale_points(reps, key, |f| f.virtiofsd_state_ms);
     let blocked = scale_points(reps, key, |f| f.source_blocked_ms);
-    let fit_of = |lines: &[(String, Vec<(f64, f64)>)], line: &str| {
+    let fit_of = |lines: &[(SweepCell, Vec<(f64, f64)>)], line: &SweepCell| {
         lines.iter().find(|(l, _)| l == line).and_then(|(_, p)| crate::stats::linear_fit(p, 0.95))
     };
     let rows: Vec<Vec<String>> = downtime
@@ -419,7 +408,7 @@ fn scale_table(reps: &[Rep], key: &str) -> String {
         .map(|(line, pts)| {
             let fit = crate::stats::linear_fit(pts, 0.95);
             vec![
-                line.clone(),
+                if line.values.is_empty() { "all".into() } else { line.name() },
                 pts.len().to_string(),
                 fmt(fit),
                 fmt(fit_of(&device, line)),
@@ -480,7 +469,7 @@ pub fn report(scenario: &str, reps: &[Rep]) -> Result<String, ChartError> {
                 .filter(|r| r.cell == *n && r.result.status == miglab_model::result::RunStatus::Completed)
                 .count();
             vec![
-                n.clone(),
+                n.name(),
                 format!("{done}/{}", f.len()),
                 col(|f| f.qemu_downtime_ms),
                 col(|f| f.heartbeat_gap_ms),
@@ -595,7 +584,7 @@ pub fn report(scenario: &str, reps: &[Rep]) -> Result<String, ChartError> {
             let f = figures(&r.result);
             let o = |v: Option<f64>| v.map(|v| format!("{v:.0}")).unwrap_or_else(|| "—".into());
             vec![
-                r.cell.clone(),
+                r.cell.name(),
                 r.result.repetition.to_string(),
                 format!("{:?}", r.result.status),
                 r.result.outcome.map(|o| o.to_string()).unwrap_or_default(),
@@ -628,22 +617,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_cells_axis_label_is_its_values() {
-        assert_eq!(short("downtime_limit_ms=20,workload=read-loop"), "20 · read-loop");
-        assert_eq!(axes("downtime_limit_ms=20,workload=read-loop"), "downtime_limit_ms · workload");
-    }
-
-    #[test]
     fn a_numeric_axis_with_three_values_is_the_scale() {
-        let names: Vec<String> = ["files=100,args=none", "files=1000,args=none", "files=10000,args=fh"]
+        let names: Vec<SweepCell> = ["files=100,args=none", "files=1000,args=none", "files=10000,args=fh"]
             .iter()
-            .map(|s| s.to_string())
+            .map(|s| SweepCell::from_name(s))
             .collect();
         assert_eq!(scale_axis(&names).as_deref(), Some("files"));
-        assert_eq!(line_of("files=100,args=none", "files"), "args=none");
+        assert_eq!(names[0].without("files").name(), "args=none");
         assert_eq!(scale_axis(&names[..2]), None, "two values are no scale");
-        let limits: Vec<String> = ["limit=20,w=a", "limit=300,w=b"].iter().map(|s| s.to_string()).collect();
+        let limits: Vec<SweepCell> =
+            ["limit=20,w=a", "limit=300,w=b"].iter().map(|s| SweepCell::from_name(s)).collect();
         assert_eq!(scale_axis(&limits), None);
+        assert_eq!(line_label(&SweepCell { values: Vec::new() }), "all");
     }
 
     /// 4 cells of 2 runs were titled "4 cells × 8 runs" (the runs of every cell).

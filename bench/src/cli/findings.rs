@@ -106,7 +106,7 @@ fn scenarios(dir: &Path) -> Result<Vec<(PathBuf, Scenario)>, CliError> {
             )));
         };
         // A bound on a cell names one the sweep has.
-        let cells: Vec<String> = s.cells(&text, &p)?.into_iter().map(|c| c.name).collect();
+        let cells: Vec<String> = s.cells(&text, &p)?.into_iter().map(|c| c.sweep.name()).collect();
         if let Some(c) = f.holds.iter().filter_map(|b| b.cell.as_ref()).find(|c| !cells.contains(c)) {
             return Err(CliError::Args(format!(
                 "{}: finding.holds names cell '{c}', which the sweep does not have (its cells: {})",

@@ -7,7 +7,7 @@ use std::path::Path;
 /// One combination of a sweep: its name (`downtime_limit_ms=50,bs=4k`) and the scenario it is.
 #[derive(Debug, Clone)]
 pub struct Cell {
-    pub name: String,
+    pub sweep: miglab_model::SweepCell,
     pub scenario: Scenario,
     pub workload: Workload,
 }
@@ -98,14 +98,16 @@ impl Scenario {
         }
         let mut out = Vec::new();
         for i in 0..cells {
-            let (mut doc, mut names, mut rest) = (base.clone(), Vec::new(), i);
-            for (key, values) in &axes {
-                let v = values[rest % values.len()].clone();
-                rest /= values.len();
-                names.push(format!("{}={}", key.rsplit('.').next().unwrap_or(key), label(&v)));
+            let (mut doc, mut values, mut rest) = (base.clone(), Vec::new(), i);
+            for (key, all) in &axes {
+                let v = all[rest % all.len()].clone();
+                rest /= all.len();
+                let number = v.as_float().or(v.as_integer().map(|i| i as f64));
+                values.push(miglab_model::CellValue { path: key.clone(), label: label(&v), number });
                 set_path(&mut doc, key, v).map_err(|m| invalid(format!("sweep.{key}"), m))?;
             }
-            let name = names.join(",");
+            let sweep = miglab_model::SweepCell { values };
+            let name = sweep.name();
             let cell_text = toml::to_string(&doc).map_err(|e| invalid("sweep".into(), e.to_string()))?;
             let cell_path = path.with_file_name(format!(
                 "{} [{name}]",
@@ -118,7 +120,7 @@ impl Scenario {
             if !c.list.is_empty() {
                 return Err(ScenarioError::Invalid(Problems { path: cell_path, list: c.list }));
             }
-            out.push(Cell { name, scenario: s, workload: w });
+            out.push(Cell { sweep, scenario: s, workload: w });
         }
         Ok(out)
     }

@@ -259,7 +259,7 @@ fn a_sweep_crosses_its_axes_into_checked_cells() {
     let text = "name = \"sw\"\n[workload]\nkind = \"fio\"\nrw = \"randread\"\n[migration]\ncount = 1\n\n[sweep]\n\"migration.downtime_limit_ms\" = [20, 300]\nworkload.bs = [\"4k\", \"64k\"]\n";
     let s = Scenario::parse(text, Path::new("sw.toml")).expect("parses");
     let cells = s.cells(text, Path::new("sw.toml")).expect("cells");
-    let names: Vec<&str> = cells.iter().map(|c| c.name.as_str()).collect();
+    let names: Vec<String> = cells.iter().map(|c| c.sweep.name()).collect();
     assert_eq!(
         names,
         [
@@ -270,6 +270,10 @@ fn a_sweep_crosses_its_axes_into_checked_cells() {
         ]
     );
     assert_eq!(cells[3].scenario.migration.downtime_limit_ms, Some(300));
+    // Typed: each value keeps its path and, where it is one, its number (nothing parses the name).
+    let limit = cells[3].sweep.value("migration.downtime_limit_ms").expect("the limit");
+    assert_eq!((limit.path.as_str(), limit.number), ("migration.downtime_limit_ms", Some(300.0)));
+    assert_eq!(cells[3].sweep.value("bs").map(|v| (v.label.as_str(), v.number)), Some(("64k", None)));
     let Workload::Fio(j) = &cells[3].workload else { panic!("fio") };
     assert_eq!(j.bs.0, 65536);
     assert!(cells.iter().all(|c| c.scenario.sweep.is_empty()));

@@ -1,6 +1,7 @@
 //! `compare.html`: the table, what the sides differ in, and both sides' runs per metric.
 
-use super::{all_cells, head, summary, Call, Comparison, Row};
+use super::render::{all_cells, head, summary};
+use super::{Call, Comparison, Row};
 use crate::charts::{draw, svg, ChartError, PALETTE};
 use crate::html::{esc, STYLE};
 use plotters::prelude::*;
