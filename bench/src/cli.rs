@@ -686,6 +686,28 @@ fn read_job_file(
     Ok(miglab_workloads::fio::import(&text, &miglab_workloads::fio::file_name(path), ctx))
 }
 
+/// Runs `f` on lab `name` under `root`: the running one, or one brought up for it and taken down
+/// after, whatever `f` returned (a command of many runs shares one lab). `who` prefixes what it
+/// says.
+fn on_lab<T>(who: &str, name: &str, root: &std::path::Path, f: impl FnOnce() -> T) -> Result<T, CliError> {
+    use miglab_infra::topology::lab::{Lab, LabOptions};
+    use miglab_infra::topology::state::{Phase, StateFile};
+    let state = root.join(name).join("state.json");
+    let ours = if StateFile::load(&state).is_ok_and(|s| s.phase == Phase::Up) {
+        None
+    } else {
+        println!("{who}: bringing up lab '{name}'");
+        Some(Lab::up(&LabOptions { name: name.into(), root: root.into(), ..LabOptions::default() })?)
+    };
+    let out = f();
+    if let Some(lab) = ours {
+        if let Err(e) = lab.down() {
+            eprintln!("miglab: taking down lab '{name}': {e}");
+        }
+    }
+    Ok(out)
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     miglab_infra::wait::runtime().map_err(CliError::Runtime)
 }

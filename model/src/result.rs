@@ -217,6 +217,27 @@ pub struct Window {
 }
 
 impl Window {
+    /// Migration `hop`'s window from `start_ms` to `end_ms`, with nothing measured in it: for
+    /// tests (this crate's, and those of crates that enable the `samples` feature).
+    #[cfg(any(test, feature = "samples"))]
+    pub fn sample(hop: u32, start_ms: f64, end_ms: f64) -> Self {
+        Window {
+            name: format!("migration {hop}"),
+            kind: WindowKind::Migration { hop },
+            start_ms,
+            end_ms,
+            heartbeat_gap_ms: None,
+            heartbeat_gap_unended: false,
+            guest_clock_gap_ms: None,
+            io_stall_ms: None,
+            io_stall_unended: false,
+            unmeasured: vec!["no heartbeat before the window opened".into()],
+            recovered_after_ms: None,
+            ops: 0,
+            errors: 0,
+        }
+    }
+
     pub fn hop(&self) -> Option<u32> {
         match self.kind {
             WindowKind::Migration { hop } => Some(hop),
@@ -723,24 +744,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    fn window(hop: u32, start: f64, end: f64) -> Window {
-        Window {
-            name: format!("migration {hop}"),
-            kind: WindowKind::Migration { hop },
-            start_ms: start,
-            end_ms: end,
-            heartbeat_gap_ms: None,
-            heartbeat_gap_unended: false,
-            guest_clock_gap_ms: None,
-            io_stall_ms: None,
-            io_stall_unended: false,
-            unmeasured: vec!["no heartbeat before the window opened".into()],
-            recovered_after_ms: None,
-            ops: 0,
-            errors: 0,
-        }
-    }
-
     #[test]
     fn a_result_round_trips_with_absent_figures_absent() {
         let mut r = RunResult::new("smoke", 1, 42);
@@ -766,7 +769,7 @@ mod tests {
         });
         // An op kind of which nothing succeeded: its latencies are absent, not zeros.
         r.ops.push(OpSummary { op: "write".into(), failed: 4, ..OpSummary::default() });
-        r.windows.push(window(1, 5.0, 900.0));
+        r.windows.push(Window::sample(1, 5.0, 900.0));
         let j = serde_json::to_string(&r).expect("json");
         assert_eq!(serde_json::from_str::<RunResult>(&j).expect("back"), r);
         assert!(j.contains("\"schema_version\":2"));

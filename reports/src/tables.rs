@@ -128,27 +128,7 @@ pub fn events_csv(rows: &[EventRow]) -> Result<Vec<u8>, csv::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use miglab_model::{
-        MigrationRecord, MigrationStatus, Outcome, QmpEvent, Side, TimelineEvent, Window, WindowKind,
-    };
-
-    fn window(hop: u32, start: f64, end: f64) -> Window {
-        Window {
-            name: format!("migration {hop}"),
-            kind: WindowKind::Migration { hop },
-            start_ms: start,
-            end_ms: end,
-            heartbeat_gap_ms: None,
-            heartbeat_gap_unended: false,
-            guest_clock_gap_ms: None,
-            io_stall_ms: None,
-            io_stall_unended: false,
-            unmeasured: vec!["no heartbeat before the window opened".into()],
-            recovered_after_ms: None,
-            ops: 0,
-            errors: 0,
-        }
-    }
+    use miglab_model::{MigrationRecord, MigrationStatus, Outcome, QmpEvent, Side, TimelineEvent, Window};
 
     #[test]
     fn the_timeline_names_the_clock_and_an_empty_bucket_has_no_p99() {
@@ -181,7 +161,7 @@ mod tests {
     #[test]
     fn events_name_the_clock() {
         let mut r = RunResult::new("smoke", 1, 42);
-        r.windows.push(window(1, 5.0, 900.0));
+        r.windows.push(Window::sample(1, 5.0, 900.0));
         let e = String::from_utf8(events_csv(&event_rows(&r)).expect("csv")).expect("utf8");
         assert!(e.starts_with("run_ms,source,side,event,detail\n5.000,migration 1,host,window-open,"), "{e}");
     }
@@ -190,7 +170,7 @@ mod tests {
     #[test]
     fn events_of_migrations_and_windows_interleave_in_time_order() {
         let mut r = RunResult::new("x", 1, 1);
-        r.windows.push(window(1, 1000.5, 1950.0));
+        r.windows.push(Window::sample(1, 1000.5, 1950.0));
         r.migrations.push(MigrationRecord {
             total_time_ms: Some(900),
             downtime_ms: Some(20),

@@ -1,13 +1,11 @@
 //! `miglab ab`: baseline and candidate interleaved on one lab until the sequential test knows.
 
-use super::{AbArgs, BinaryArgs, CliError};
+use super::{on_lab, AbArgs, BinaryArgs, CliError};
 use crate::exit::Finished;
 use crate::preflight::{self, Overrides};
 use crate::session::{self, RunOptions, Source};
 use miglab_infra::binaries::BinaryChoice;
 use miglab_infra::paths;
-use miglab_infra::topology::lab::{Lab, LabOptions};
-use miglab_infra::topology::state::{Phase, StateFile};
 use miglab_model::{RunResult, RunStatus};
 use miglab_reports::ab::{Sequential, Verdict};
 use miglab_reports::compare::{self, headline, metric};
@@ -130,21 +128,8 @@ pub(super) fn ab_cmd(a: AbArgs) -> Result<Finished, CliError> {
         a.max_pairs,
         a.max_minutes
     );
-    // One lab for every pair: brought up here if it is not running, and taken down after.
-    let state = root.join(&lab_name).join("state.json");
-    let ours = if StateFile::load(&state).is_ok_and(|s| s.phase == Phase::Up) {
-        None
-    } else {
-        println!("ab: bringing up lab '{lab_name}'");
-        Some(Lab::up(&LabOptions { name: lab_name.clone(), root: root.clone(), ..LabOptions::default() })?)
-    };
-    let outcome = pairs(&a, &baseline, &candidate, &lab_name, &root);
-    if let Some(lab) = ours {
-        if let Err(e) = lab.down() {
-            eprintln!("miglab: taking down lab '{lab_name}': {e}");
-        }
-    }
-    let mut report = outcome?;
+    // One lab for every pair.
+    let mut report = on_lab("ab", &lab_name, &root, || pairs(&a, &baseline, &candidate, &lab_name, &root))??;
     report.baseline = describe(&baseline);
     report.candidate = describe(&candidate);
     let file = a.out.join("ab.json");

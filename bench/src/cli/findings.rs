@@ -1,13 +1,11 @@
 //! `miglab findings`: every finding's scenario run on one lab with today's builds, and judged
 //! against its claim — holds, no longer holds, or could not run.
 
-use super::{CliError, FindingsArgs};
+use super::{on_lab, CliError, FindingsArgs};
 use crate::exit::Finished;
 use crate::scenario::Scenario;
 use crate::session::{self, RunOptions, Source};
 use miglab_infra::paths;
-use miglab_infra::topology::lab::{Lab, LabOptions};
-use miglab_infra::topology::state::{Phase, StateFile};
 use miglab_model::{Finding, RunResult};
 use miglab_reports::findings::{judge, Status};
 use serde::Serialize;
@@ -48,27 +46,18 @@ pub(super) fn findings_cmd(a: FindingsArgs) -> Result<Finished, CliError> {
     }
     let lab_name = a.lab.clone().unwrap_or_else(|| "default".into());
     let root = a.root.clone().unwrap_or_else(paths::lab_root);
-    let state = root.join(&lab_name).join("state.json");
-    let ours = if StateFile::load(&state).is_ok_and(|s| s.phase == Phase::Up) {
-        None
-    } else {
-        println!("findings: bringing up lab '{lab_name}'");
-        Some(Lab::up(&LabOptions { name: lab_name.clone(), root: root.clone(), ..LabOptions::default() })?)
-    };
-    let mut rows = Vec::new();
-    for (path, s) in &chosen {
-        let finding = s.finding.as_ref().expect("only findings are chosen");
-        println!("findings: {} — {}", s.name, finding.claim);
-        rows.push(check(&a, path, s, finding, &lab_name, &root));
-        if miglab_infra::interrupt::requested() {
-            break;
+    let rows = on_lab("findings", &lab_name, &root, || {
+        let mut rows = Vec::new();
+        for (path, s) in &chosen {
+            let finding = s.finding.as_ref().expect("only findings are chosen");
+            println!("findings: {} — {}", s.name, finding.claim);
+            rows.push(check(&a, path, s, finding, &lab_name, &root));
+            if miglab_infra::interrupt::requested() {
+                break;
+            }
         }
-    }
-    if let Some(lab) = ours {
-        if let Err(e) = lab.down() {
-            eprintln!("miglab: taking down lab '{lab_name}': {e}");
-        }
-    }
+        rows
+    })?;
     print!("{}", table(&rows));
     std::fs::create_dir_all(&a.out).map_err(|source| CliError::Unwritable { path: a.out.clone(), source })?;
     let json = serde_json::to_vec_pretty(&rows).map_err(|e| CliError::Args(e.to_string()))?;
