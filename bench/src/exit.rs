@@ -130,6 +130,7 @@ impl Classify for LabError {
             | LabError::MissingTool { .. }
             | LabError::Exists { .. }
             | LabError::PortBusy { .. }
+            | LabError::Slot(_)
             | LabError::State(_)
             | LabError::Net(_)
             | LabError::Process(_)

@@ -119,6 +119,51 @@ fn memstore_lab_comes_up_and_down() {
     assert_nothing_left(&state);
 }
 
+/// `t-slot` and `t-slot327` hash to one slot (223): brought up at once, in two roots as two test
+/// binaries would, each gets a slot of its own and serves CephFS; down, both slots are free
+/// again. Before slot claims the second failed with a busy port, or worse, raced the first
+/// for its bridge.
+#[test]
+#[ignore = "needs the lab (root, Ceph, namespaces): cargo test -- --include-ignored"]
+fn two_labs_whose_names_share_a_slot_come_up_at_once() {
+    use miglab_infra::topology::layout::{slot, LabLayout};
+    assert_eq!(
+        slot("t-slot"),
+        slot("t-slot327"),
+        "the two names must collide for this test to mean anything"
+    );
+    let (ra, rb) = (lab_root(), lab_root());
+    let _da = DownOnDrop { name: "t-slot", root: ra.path() };
+    let _db = DownOnDrop { name: "t-slot327", root: rb.path() };
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| Lab::up(&options("t-slot", ra.path())));
+        let b = s.spawn(|| Lab::up(&options("t-slot327", rb.path())));
+        (a.join().expect("thread"), b.join().expect("thread"))
+    });
+    let (a, b) =
+        (a.unwrap_or_else(|e| panic!("t-slot: {e}")), b.unwrap_or_else(|e| panic!("t-slot327: {e}")));
+    assert_ne!(a.layout().slot, b.layout().slot);
+    assert_ne!(a.layout().bridge, b.layout().bridge);
+    for lab in [&a, &b] {
+        let m = lab.host("c2").expect("c2").mount_point();
+        std::fs::write(m.join("mine"), lab.layout().name.as_bytes()).expect("write");
+        assert_eq!(std::fs::read(m.join("mine")).expect("read"), lab.layout().name.as_bytes());
+    }
+    // The recorded layout is the truth: a command opening the lab by name finds its slot.
+    let again = Lab::open("t-slot327", rb.path()).expect("open");
+    assert_eq!(again.layout(), b.layout());
+    drop(again);
+    let moved = b.layout().slot;
+    for lab in [a, b] {
+        let state = lab.state();
+        lab.down().expect("down");
+        assert_nothing_left(&state);
+    }
+    let claims = miglab_infra::topology::slots::claims_dir();
+    assert!(!claims.join(moved.to_string()).exists(), "the slot is given back");
+    let fresh = LabLayout::new("t-slot327", rb.path(), None, 2).expect("layout");
+    assert_eq!(fresh.slot, slot("t-slot327"), "a name's preferred slot does not change");
+}
 #[test]
 #[ignore = "needs the lab (root, Ceph, namespaces): cargo test -- --include-ignored"]
 fn lab_up_killed_midway_is_cleaned_by_lab_down() {

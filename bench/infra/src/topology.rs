@@ -18,6 +18,7 @@ pub mod lab;
 pub mod layout;
 pub mod mountinfo;
 pub mod net;
+pub mod slots;
 pub mod state;
 
 use crate::process::{ProcRecord, ProcessError, ProcessSpec};

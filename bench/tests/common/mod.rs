@@ -43,7 +43,9 @@ pub fn assert_nothing_left(state: &LabState) {
     assert!(!mounts.contains(&dir), "a mount under {dir} is left");
     let nft = Command::new("nft").args(["list", "tables"]).output().expect("nft");
     let tables = String::from_utf8_lossy(&nft.stdout);
-    assert!(!tables.contains(&state.layout.nft_table), "nft table left: {tables}");
+    // By whole name: another lab's table may start with this one's.
+    let table = |l: &str| l.split_whitespace().last() == Some(state.layout.nft_table.as_str());
+    assert!(!tables.lines().any(table), "nft table left: {tables}");
     for p in &state.processes {
         assert!(!miglab_infra::process::is_alive(p), "{} (pid {}) still runs", p.name, p.pid);
     }

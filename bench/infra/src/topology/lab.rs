@@ -20,6 +20,7 @@ use super::admin::{Admin, AdminError};
 use super::ceph::ObjectStore;
 use super::layout::{ClientLayout, LabLayout, LayoutError};
 use super::net::{self, NetError};
+use super::slots::SlotError;
 use super::state::{Instance, LabState, StateError, StateFile};
 use super::{ceph, DaemonId, DaemonKind, Host, Site, Topology, TopologyError};
 use crate::paths;
@@ -54,6 +55,8 @@ pub enum LabError {
     NotFound { name: String, dir: PathBuf },
     #[error("port {port} on {addr} is busy (another lab or service uses it): choose another --name, or stop whatever listens there")]
     PortBusy { addr: Ipv4Addr, port: u16 },
+    #[error(transparent)]
+    Slot(#[from] SlotError),
     #[error(transparent)]
     State(#[from] StateError),
     #[error(transparent)]

@@ -54,6 +54,8 @@ pub struct LabLayout {
 
 /// Slots 0 (`default`) to 250.
 const SLOTS: u16 = 251;
+/// The last slot a named lab may take.
+pub const LAST_SLOT: u16 = SLOTS - 1;
 /// Lab ports sit below Linux's default ephemeral range (32768–60999): there an outgoing
 /// connection of any process could hold a daemon's port when the lab starts.
 pub const PORT_BASE: u16 = 20000;
@@ -63,7 +65,8 @@ pub const PORT_LAST: u16 = PORT_BASE + SLOTS * PORTS_PER_LAB - 1;
 const _: () = assert!(PORT_LAST < 32768);
 
 /// Slots map a lab name to a subnet, a bridge and a port range. `default` is slot 0, the
-/// others hash into 1..=250 (a collision is caught at `lab up` as a busy bridge or port).
+/// others hash into 1..=250: the slot a lab prefers; `lab up` takes the next free one when
+/// another lab holds it (`topology::slots`), and the lab's recorded layout keeps it.
 pub fn slot(name: &str) -> u16 {
     if name == "default" {
         return 0;
@@ -99,11 +102,21 @@ pub fn parse_subnet(s: &str) -> Result<(Ipv4Addr, u8), LayoutError> {
 impl LabLayout {
     /// The layout of lab `name` under `root`, on `subnet` if given (else 10.77.<slot>.0/24).
     pub fn new(name: &str, root: &Path, subnet: Option<&str>, clients: usize) -> Result<Self, LayoutError> {
+        Self::on_slot(name, root, subnet, clients, slot(name))
+    }
+
+    /// The same layout on slot `slot` (one `lab up` claimed because the preferred was held).
+    pub fn on_slot(
+        name: &str,
+        root: &Path,
+        subnet: Option<&str>,
+        clients: usize,
+        slot: u16,
+    ) -> Result<Self, LayoutError> {
         validate_name(name)?;
         if !(1..=8).contains(&clients) {
             return Err(LayoutError::BadClientCount(clients));
         }
-        let slot = slot(name);
         let (network, prefix) = match subnet {
             Some(s) => parse_subnet(s)?,
             None => (Ipv4Addr::new(10, 77, slot as u8, 0), 24),

@@ -4,9 +4,10 @@
 
 use super::super::admin::AdminError;
 use super::super::ceph::{self, ClusterSpec, Status, FS_NAME, MGR_ID, MON_ID, PG_PER_POOL};
-use super::super::layout::{ClientLayout, LabLayout};
+use super::super::layout::{ClientLayout, LabLayout, LAST_SLOT};
 use super::super::mountinfo::is_fuse_mounted;
 use super::super::net;
+use super::super::slots;
 use super::super::state::{LabState, Phase, StateFile};
 use super::super::{DaemonId, DaemonKind};
 use super::{down, io, Lab, LabError, LabOptions};
@@ -55,6 +56,23 @@ pub fn preflight() -> Result<(), LabError> {
     Ok(())
 }
 
+/// `layout` on the slot this machine gives the lab (its preferred one unless another lab holds
+/// it), the slot claimed, its ports checked free.
+fn claim_slot(layout: &LabLayout, opts: &LabOptions) -> Result<LabLayout, LabError> {
+    // A bridge of the slot's name is a lab of a build before claims: its slot is not free.
+    let usable = |slot: u16| !Path::new(&format!("/sys/class/net/mlbr{slot}")).exists();
+    let slot = slots::claim(&slots::claims_dir(), layout.slot, LAST_SLOT, &layout.dir, usable)?;
+    let layout = if slot == layout.slot {
+        layout.clone()
+    } else {
+        LabLayout::on_slot(&opts.name, &opts.root, opts.subnet.as_deref(), opts.clients, slot)?
+    };
+    for port in [layout.mon_port, layout.mon_port + 1] {
+        check_port_free(layout.gateway, port)?;
+    }
+    Ok(layout)
+}
+
 fn check_port_free(addr: Ipv4Addr, port: u16) -> Result<(), LabError> {
     // The lab's address does not exist yet; a wildcard listener on the port would still clash.
     TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))
@@ -79,10 +97,16 @@ impl Lab {
             };
             return Err(LabError::Exists { name: layout.name.clone(), dir: layout.dir.clone(), what });
         }
-        for port in [layout.mon_port, layout.mon_port + 1] {
-            check_port_free(layout.gateway, port)?;
-        }
-        for d in [layout.dir.clone(), layout.log_dir(), layout.run_dir()] {
+        std::fs::create_dir_all(&layout.dir).map_err(io(format!("create {}", layout.dir.display())))?;
+        let layout = match claim_slot(&layout, opts) {
+            Ok(l) => l,
+            Err(e) => {
+                slots::release(&slots::claims_dir(), &layout.dir);
+                let _ = std::fs::remove_dir_all(&layout.dir);
+                return Err(e);
+            }
+        };
+        for d in [layout.log_dir(), layout.run_dir()] {
             std::fs::create_dir_all(&d).map_err(io(format!("create {}", d.display())))?;
         }
         // The keyring, the QMP and control sockets of every VM live below: root's alone.

@@ -4,6 +4,7 @@
 use super::super::layout::LabLayout;
 use super::super::mountinfo::{is_fuse_mounted, mounts_under};
 use super::super::net;
+use super::super::slots;
 use super::super::state::{LabState, Phase, StateFile};
 use super::{io, LabError};
 use crate::process::{self, ProcRecord, StopPolicy, Supervisor, Tier};
@@ -74,6 +75,7 @@ pub fn down(name: &str, root: &Path, stop: StopPolicy) -> Result<(), LabError> {
         if layout.dir.exists() {
             // A lab killed before it wrote its state had created nothing but the directory.
             std::fs::remove_dir_all(&layout.dir).map_err(io(format!("remove {}", layout.dir.display())))?;
+            slots::release(&slots::claims_dir(), &layout.dir);
             return Ok(());
         }
         return Err(LabError::NotFound { name: name.into(), dir: layout.dir });
@@ -170,6 +172,8 @@ pub fn down(name: &str, root: &Path, stop: StopPolicy) -> Result<(), LabError> {
     let _ = std::fs::rename(state.layout.log_dir(), &logs);
     std::fs::remove_dir_all(&state.layout.dir)
         .map_err(io(format!("remove {}", state.layout.dir.display())))?;
+    // Only with nothing of the lab left is its slot free for another.
+    slots::release(&slots::claims_dir(), &state.layout.dir);
     Ok(())
 }
 
