@@ -31,6 +31,9 @@ fn fault(r: &RunResult) -> &FaultRecord {
 const RANDRW: &str =
     "[workload]\nkind = \"fio\"\nname = \"rw\"\nrw = \"randrw\"\nbs = \"4k\"\nsize = \"8m\"\ndirect = true\n";
 const NO_HOP: &str = "[migration]\ncount = 0\nwarmup_s = 8.0\n[run]\ncooldown_s = 1.0\n";
+/// For a fault over within 4 s of the workload's start (an MDS's failover, a healed partition
+/// and a delay ending at 6 s keep the longer one): 2 s after it, the ops have resumed.
+const NO_HOP_SHORT: &str = "[migration]\ncount = 0\nwarmup_s = 6.0\n[run]\ncooldown_s = 0.5\n";
 const ONE_HOP: &str = "[migration]\nwarmup_s = 2.0\nsettle_s = 2.0\n";
 
 const RD: &str =
@@ -99,7 +102,7 @@ fn stall(r: &RunResult) -> f64 {
 fault_test!(
     /// The OSD goes away and comes back; the guest's writes to it stall meanwhile.
     osd_kill, "tf-osdkill", |lab, root| {
-        let t = format!("{RANDRW}{NO_HOP}[[fault]]\nkind = \"osd-kill\"\nosd = 1\nrevive_after_ms = 3000\ntrigger = {{ at = \"workload-start\", offset_ms = 1000 }}\n");
+        let t = format!("{RANDRW}{NO_HOP_SHORT}[[fault]]\nkind = \"osd-kill\"\nosd = 1\nrevive_after_ms = 3000\ntrigger = {{ at = \"workload-start\", offset_ms = 1000 }}\n");
         let res = scenario(root, lab.layout().name.as_str(), "f-osd-kill", &t);
         let f = fault(&res);
         assert_eq!((f.target.as_str(), f.undo.as_str()), ("osd.1", "osd.1 restarted"));
@@ -114,7 +117,7 @@ fault_test!(
 fault_test!(
     /// Marked out, data moves; marked in again, the cluster is healthy.
     osd_out, "tf-osdout", |lab, root| {
-        let t = format!("{RANDRW}{NO_HOP}[[fault]]\nkind = \"osd-out\"\nosd = 2\nduration_ms = 2000\ntrigger = {{ at = \"workload-start\", offset_ms = 1000 }}\n");
+        let t = format!("{RANDRW}{NO_HOP_SHORT}[[fault]]\nkind = \"osd-out\"\nosd = 2\nduration_ms = 2000\ntrigger = {{ at = \"workload-start\", offset_ms = 1000 }}\n");
         let res = scenario(root, lab.layout().name.as_str(), "f-osd-out", &t);
         assert_eq!(fault(&res).undo, "osd.2 in");
         assert!(fault(&res).healthy_after_ms.is_some());
@@ -213,7 +216,7 @@ fault_test!(
 fault_test!(
     /// A client's messenger fails its sockets: reconnects in its log, and the setting back at 0.
     socket_failures, "tf-sockets", |lab, root| {
-        let t = format!("{RANDRW}{NO_HOP}[[fault]]\nkind = \"socket-failures\"\ntarget = \"client:c1\"\none_in = 20\nduration_ms = 3000\ntrigger = {{ at = \"workload-start\", offset_ms = 1000 }}\n");
+        let t = format!("{RANDRW}{NO_HOP_SHORT}[[fault]]\nkind = \"socket-failures\"\ntarget = \"client:c1\"\none_in = 20\nduration_ms = 3000\ntrigger = {{ at = \"workload-start\", offset_ms = 1000 }}\n");
         let res = scenario(root, lab.layout().name.as_str(), "f-sockets", &t);
         assert_eq!(fault(&res).target, "client.c1");
         let log = std::fs::read_to_string(root.join(&lab.layout().name).join("logs/client.c1.log")).unwrap_or_default();
@@ -350,7 +353,7 @@ fault_test!(
 fault_test!(
     /// virtiofsd frozen: the guest's file system stalls for the freeze.
     virtiofsd_freeze, "tf-vfrz", |lab, root| {
-        let t = format!("{RANDRW}{NO_HOP}[[fault]]\nkind = \"virtiofsd-freeze\"\nside = \"source\"\nduration_ms = 2000\ntrigger = {{ at = \"workload-start\", offset_ms = 1000 }}\n");
+        let t = format!("{RANDRW}{NO_HOP_SHORT}[[fault]]\nkind = \"virtiofsd-freeze\"\nside = \"source\"\nduration_ms = 2000\ntrigger = {{ at = \"workload-start\", offset_ms = 1000 }}\n");
         let res = scenario(root, lab.layout().name.as_str(), "f-vfsd-freeze", &t);
         assert!(stall(&res) >= 1500.0, "{:?} ({})", window(&res), MachineLoad::of_test().said());
         assert!(fault(&res).undo.ends_with("resumed"), "{:?}", fault(&res));
@@ -374,7 +377,7 @@ fault_test!(
 fault_test!(
     /// A third party renames the guest's files away and back.
     third_party_rename, "tf-rename", |lab, root| {
-        let t = format!("{RANDRW}{NO_HOP}[[fault]]\nkind = \"third-party-rename\"\nhost = \"c2\"\nduration_ms = 1000\ntrigger = {{ at = \"workload-start\", offset_ms = 1000 }}\n");
+        let t = format!("{RANDRW}{NO_HOP_SHORT}[[fault]]\nkind = \"third-party-rename\"\nhost = \"c2\"\nduration_ms = 1000\ntrigger = {{ at = \"workload-start\", offset_ms = 1000 }}\n");
         let res = scenario(root, lab.layout().name.as_str(), "f-rename", &t);
         assert!(fault(&res).undo.contains("renamed back"), "{:?}", fault(&res));
         assert!(fault(&res).target.starts_with("1 file in"), "the job's one file: {:?}", fault(&res));
@@ -382,7 +385,7 @@ fault_test!(
 
         // A job of two files, `rw.0.0` and `rw.0.1`: both were renamed to `rw.0.miglab-away`,
         // the second destroying the first, and every later run on the lab was refused.
-        let two = format!("{}nrfiles = 2\n{NO_HOP}[[fault]]\nkind = \"third-party-rename\"\nhost = \"c2\"\nreplace = false\nduration_ms = 1000\ntrigger = {{ at = \"workload-start\", offset_ms = 1000 }}\n", RANDRW.replace("name = \"rw\"", "name = \"two\""));
+        let two = format!("{}nrfiles = 2\n{NO_HOP_SHORT}[[fault]]\nkind = \"third-party-rename\"\nhost = \"c2\"\nreplace = false\nduration_ms = 1000\ntrigger = {{ at = \"workload-start\", offset_ms = 1000 }}\n", RANDRW.replace("name = \"rw\"", "name = \"two\""));
         let res = scenario(root, lab.layout().name.as_str(), "f-rename-two", &two);
         assert!(fault(&res).target.starts_with("2 files in"), "{:?}", fault(&res));
         completed(&res);
@@ -396,7 +399,7 @@ fault_test!(
     /// A third party deletes the guest's open file: the guest writes on into it (it is still
     /// open); the path names nothing.
     third_party_delete, "tf-delete", |lab, root| {
-        let t = format!("{RANDRW}{NO_HOP}[[fault]]\nkind = \"third-party-delete\"\nhost = \"c2\"\ntrigger = {{ at = \"workload-start\", offset_ms = 1000 }}\n");
+        let t = format!("{RANDRW}{NO_HOP_SHORT}[[fault]]\nkind = \"third-party-delete\"\nhost = \"c2\"\ntrigger = {{ at = \"workload-start\", offset_ms = 1000 }}\n");
         let res = scenario(root, lab.layout().name.as_str(), "f-delete", &t);
         let f = fault(&res);
         assert!(f.target.starts_with("1 file in") && f.target.ends_with("(deleted)"), "{f:?}");
