@@ -40,6 +40,7 @@ pub fn provenance(
     Provenance {
         miglab_version: env!("CARGO_PKG_VERSION").into(),
         git_commit: miglab_infra::image::source_commit(),
+        miglab_binary: std::env::current_exe().ok().map(|p| p.display().to_string()),
         qemu: qemu.version.clone(),
         virtiofsd: virtiofsd.version.clone(),
         ceph: binaries::version(&paths::tool("ceph")),

@@ -353,6 +353,14 @@ pub struct AbArgs {
     /// The candidate's guest kernel (an unpacked kernel package).
     #[arg(long, value_name = "DIR")]
     pub candidate_kernel: Option<PathBuf>,
+    /// Another miglab build that runs the baseline's runs (`PATH run …` for each; its results
+    /// say its own version and commit). Default: this miglab, in this process.
+    #[arg(long, value_name = "PATH")]
+    pub miglab: Option<PathBuf>,
+    /// Another miglab build that runs the candidate's runs, e.g. the build of a change
+    /// against the one before it.
+    #[arg(long, value_name = "PATH")]
+    pub candidate_miglab: Option<PathBuf>,
     /// The figure that decides (any `compare` metric of the runs, e.g. total_ms,
     /// qemu_downtime_ms, downtime.vhost_user_fs_ms).
     #[arg(long, default_value = "total_ms")]

@@ -68,9 +68,12 @@ fn compare_calls_a_capped_migration_a_regression_and_equal_sets_nothing() {
     let capped = dir.join("cmp-capped.toml");
     std::fs::write(&capped, SCENARIO.replace("settle_s = 0.5", "settle_s = 0.5\nmax_bandwidth = 30000000"))
         .expect("write");
-    // The candidate's QEMU is a copy at another path: a build chosen with --qemu.
+    // The candidate's QEMU is a copy at another path: a build chosen with --qemu. Its runs are
+    // made by "another miglab build" (this one, copied): `PATH run …` per run, not in process.
     let qemu = root.path().join("qemu-copy");
     std::fs::copy(miglab_infra::paths::tool("qemu-system-x86_64"), &qemu).expect("copy qemu");
+    let other = root.path().join("miglab-copy");
+    std::fs::copy(env!("CARGO_BIN_EXE_miglab"), &other).expect("copy miglab");
 
     // The two sets of the same build interleaved by `miglab ab`, pair after pair (the first
     // side alternating): a lab's first minutes (or anything else that drifts on a shared
@@ -87,6 +90,8 @@ fn compare_calls_a_capped_migration_a_regression_and_equal_sets_nothing() {
         .arg(&pairs)
         .args(["--max-pairs", "5", "--candidate-qemu"])
         .arg(&qemu)
+        .arg("--candidate-miglab")
+        .arg(&other)
         .arg("--candidate-kernel")
         .arg(&kernel)
         .arg(&plain)
@@ -94,6 +99,11 @@ fn compare_calls_a_capped_migration_a_regression_and_equal_sets_nothing() {
         .expect("miglab ab");
     let said = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{said}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(said.contains(&format!("--miglab {}", other.display())), "the other build is named: {said}");
+    // The other build ran the candidate's runs, this one the baseline's: each result says so.
+    let by = |side: &str| read_result(&pairs.join(side).join("1/cmp/1")).provenance.miglab_binary;
+    assert_eq!(by("candidate").as_deref(), other.to_str());
+    assert_eq!(by("baseline").as_deref(), Some(env!("CARGO_BIN_EXE_miglab")));
     // Five pairs cannot bound a median at α = 0.05 (seven can): inconclusive at the budget,
     // every pair recorded with its two figures.
     assert!(said.contains("INCONCLUSIVE after 5 pairs") && said.contains("the budget of 5 pairs"), "{said}");
@@ -160,4 +170,16 @@ fn compare_calls_a_capped_migration_a_regression_and_equal_sets_nothing() {
     assert_eq!(code, 1, "{text}");
     let outcomes = text.lines().find(|l| l.contains("outcomes (runs)")).unwrap_or_default();
     assert!(outcomes.contains("NEW FAILURES") && outcomes.contains("2 failed"), "{text}");
+}
+
+/// A path that is no miglab is refused before any lab or run, naming it and the fix.
+#[test]
+fn ab_refuses_another_miglab_that_is_none() {
+    let scenario = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/smoke.toml");
+    for not in ["/bin/true", "/nonexistent/miglab"] {
+        let o = miglab().arg("ab").arg(&scenario).args(["--candidate-miglab", not]).output().expect("ab");
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{not}: {e}");
+        assert!(e.contains(not) && e.contains("give a miglab binary"), "{not}: {e}");
+    }
 }

@@ -253,6 +253,10 @@ pub struct Provenance {
     pub miglab_version: String,
     /// The commit miglab was built from.
     pub git_commit: Option<String>,
+    /// The miglab binary that ran (two builds compared by `miglab ab --candidate-miglab` are
+    /// told apart by it; absent in results written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub miglab_binary: Option<String>,
     /// `qemu-system-x86_64 --version`, first line.
     pub qemu: Option<String>,
     /// `virtiofsd --version`.

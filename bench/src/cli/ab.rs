@@ -18,6 +18,8 @@ struct Side {
     name: &'static str,
     scenario: PathBuf,
     binaries: BinaryChoice,
+    /// Another miglab build that runs this side, or None: this one, in this process.
+    miglab: Option<PathBuf>,
 }
 
 /// A pair's two figures (absent when the run failed or did not measure it).
@@ -76,7 +78,15 @@ pub(super) fn ab_cmd(a: AbArgs) -> Result<Finished, CliError> {
             compare::METRIC_KINDS.join(", ")
         )));
     }
-    let baseline = Side { name: "baseline", scenario: a.baseline.clone(), binaries: a.binaries.choice() };
+    for p in [&a.miglab, &a.candidate_miglab].into_iter().flatten() {
+        other_miglab_answers(p)?;
+    }
+    let baseline = Side {
+        name: "baseline",
+        scenario: a.baseline.clone(),
+        binaries: a.binaries.choice(),
+        miglab: a.miglab.clone(),
+    };
     // The candidate's builds: its own where given, the baseline's otherwise.
     let own = BinaryArgs {
         qemu: a.candidate_qemu.clone(),
@@ -93,6 +103,7 @@ pub(super) fn ab_cmd(a: AbArgs) -> Result<Finished, CliError> {
         name: "candidate",
         scenario: a.candidate.clone().unwrap_or_else(|| a.baseline.clone()),
         binaries: cand_bins,
+        miglab: a.candidate_miglab.clone(),
     };
     // Both sides checked completely before anything runs.
     let mut lab_name = a.lab.clone();
@@ -105,12 +116,17 @@ pub(super) fn ab_cmd(a: AbArgs) -> Result<Finished, CliError> {
     }
     let lab_name = lab_name.unwrap_or_else(|| "default".into());
     let root = a.root.clone().unwrap_or_else(paths::lab_root);
-    let same = baseline.scenario == candidate.scenario && baseline.binaries == candidate.binaries;
+    let same = baseline.scenario == candidate.scenario
+        && baseline.binaries == candidate.binaries
+        && baseline.miglab == candidate.miglab;
     let describe = |s: &Side| {
         let mut d = s.scenario.display().to_string();
-        for (what, p) in
-            [("qemu", &s.binaries.qemu), ("virtiofsd", &s.binaries.virtiofsd), ("kernel", &s.binaries.kernel)]
-        {
+        for (what, p) in [
+            ("qemu", &s.binaries.qemu),
+            ("virtiofsd", &s.binaries.virtiofsd),
+            ("kernel", &s.binaries.kernel),
+            ("miglab", &s.miglab),
+        ] {
             if let Some(p) = p {
                 d.push_str(&format!(" --{what} {}", p.display()));
             }
@@ -265,12 +281,61 @@ fn run_once(a: &AbArgs, side: &Side, k: u32, lab: &str, root: &Path) -> Result<R
         binaries: side.binaries.clone(),
         topology: None,
     };
-    if let Err(e) = session::run(&opts) {
-        eprintln!("ab: {} run {k}: {e}", side.name);
+    match &side.miglab {
+        None => {
+            if let Err(e) = session::run(&opts) {
+                eprintln!("ab: {} run {k}: {e}", side.name);
+            }
+        }
+        Some(other) => run_by(other, &opts, side.name, k)?,
     }
     // The run's one result, whether the run ended well or not (`compare` reads the same way).
     let loaded = compare::load(&out).ok().and_then(|s| s.runs.into_iter().next());
     loaded.ok_or_else(|| {
         CliError::Args(format!("the {} run of pair {k} wrote no result under {}", side.name, out.display()))
     })
+}
+
+/// Another build is asked for its version before anything runs: a path that is no miglab is
+/// refused at once, not after the first pair.
+fn other_miglab_answers(p: &Path) -> Result<(), CliError> {
+    let refuse = |why: String| {
+        CliError::Args(format!("--miglab/--candidate-miglab {}: {why}; give a miglab binary (e.g. another checkout's target/release/miglab)", p.display()))
+    };
+    let out = std::process::Command::new(p).arg("--version").output().map_err(|e| refuse(e.to_string()))?;
+    let said = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || !said.starts_with("miglab ") {
+        return Err(refuse(format!("`--version` said {:?}", said.trim())));
+    }
+    Ok(())
+}
+
+/// One run by another miglab build, as its own process with this side's options; what it
+/// prints goes to this one's output. Its exit says nothing the result does not (a failed run
+/// is read from its result like any other).
+fn run_by(miglab: &Path, o: &RunOptions, side: &str, k: u32) -> Result<(), CliError> {
+    let mut c = std::process::Command::new(miglab);
+    c.arg("run").arg("--out").arg(&o.out).arg("--root").arg(&o.lab_root).args(["--repetitions", "1"]);
+    if let Some(l) = &o.lab_name {
+        c.arg("--lab").arg(l);
+    }
+    for (flag, p) in [
+        ("--qemu", &o.binaries.qemu),
+        ("--virtiofsd", &o.binaries.virtiofsd),
+        ("--kernel", &o.binaries.kernel),
+    ] {
+        if let Some(p) = p {
+            c.arg(flag).arg(p);
+        }
+    }
+    let Source::Scenario(scenario) = &o.source else {
+        return Err(CliError::Args("ab runs scenarios".into()));
+    };
+    c.arg(scenario);
+    let status =
+        c.status().map_err(|e| CliError::Args(format!("{} could not start: {e}", miglab.display())))?;
+    if !status.success() {
+        eprintln!("ab: {side} run {k} by {}: {status}", miglab.display());
+    }
+    Ok(())
 }
