@@ -42,6 +42,11 @@ pub struct RemoteHost {
     pub work: PathBuf,
     /// Where guest images are cached on the host, by hash (outlives `down`).
     pub images: PathBuf,
+    /// Set once the master was gone and a new connection failed too: every later command of
+    /// this process fails at once instead of waiting out another connect timeout (a run's
+    /// cleanup of an unreachable host took ~28 s of them; `down --topology` is a new process
+    /// and tries again).
+    pub unreachable: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What a command printed.
@@ -81,6 +86,12 @@ impl RemoteHost {
         input: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<Out, ExternalError> {
+        if self.is_unreachable() {
+            return Err(ExternalError::ConnectionLost {
+                host: self.name.clone(),
+                why: "unreachable earlier in this run (no connection could be made)".into(),
+            });
+        }
         let mut c = self.ssh();
         c.arg(&self.dest).arg("--").arg(format!("sh -c {}", quote(script)));
         match run_tool_with_input(&mut c, input, timeout) {
@@ -94,6 +105,7 @@ impl RemoteHost {
         let what = script.lines().next().unwrap_or_default().chars().take(120).collect::<String>();
         match e {
             ToolError::Failed { status, stderr, .. } if status.contains("255") && !self.connected() => {
+                self.unreachable.store(true, std::sync::atomic::Ordering::SeqCst);
                 ExternalError::ConnectionLost { host: self.name.clone(), why: stderr }
             }
             ToolError::Failed { stderr, status, .. } => {
@@ -103,8 +115,15 @@ impl RemoteHost {
         }
     }
 
+    fn is_unreachable(&self) -> bool {
+        self.unreachable.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Whether the multiplexed connection still runs.
     pub fn connected(&self) -> bool {
+        if self.is_unreachable() {
+            return false;
+        }
         let mut c = self.ssh();
         c.args(["-O", "check"]).arg(&self.dest);
         run_tool_with_input(&mut c, None, Duration::from_secs(5)).is_ok()
@@ -290,5 +309,41 @@ impl Host for RemoteHost {
     fn remove_all(&self, path: &Path) -> std::io::Result<()> {
         let p = quote(&path.display().to_string());
         self.sh(&format!("rm -rf {p}"), Duration::from_secs(60)).map(|_| ()).map_err(io_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A host nothing answers for (a closed port on loopback, no master): the first command
+    /// finds the connection lost, and every later one says so at once, without trying again.
+    #[test]
+    fn a_host_found_unreachable_fails_later_commands_at_once() {
+        if crate::paths::find_tool("ssh").is_none() {
+            eprintln!("skipped: no ssh client on this machine");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tmp");
+        // Port 1 on loopback: refused at once, as a dead host's port would be after a timeout.
+        let h = RemoteHost {
+            name: "gone".into(),
+            dest: "ssh://nobody@127.0.0.1:1".into(),
+            ctl: dir.path().join("master"),
+            config: None,
+            address: std::net::Ipv4Addr::LOCALHOST,
+            mount: PathBuf::new(),
+            qemu: PathBuf::new(),
+            virtiofsd: PathBuf::new(),
+            work: PathBuf::new(),
+            images: PathBuf::new(),
+            unreachable: Default::default(),
+        };
+        let first = h.sh("true", QUICK).expect_err("nothing answers");
+        assert!(matches!(first, ExternalError::ConnectionLost { .. }), "{first}");
+        let clone = h.clone();
+        let again = clone.sh("true", QUICK).expect_err("still gone");
+        assert!(again.to_string().contains("unreachable earlier in this run"), "{again}");
+        assert!(!h.connected());
     }
 }

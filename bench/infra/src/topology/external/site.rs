@@ -129,6 +129,7 @@ fn bare_host(h: &super::HostSpec, ctl: PathBuf, config: Option<PathBuf>, topolog
         virtiofsd: PathBuf::new(),
         work: h.work_dir.join(topology_id),
         images: h.work_dir.join("images"),
+        unreachable: Default::default(),
     }
 }
 
