@@ -220,6 +220,7 @@ fn guest_figures(
             last_op_ms: c.last_op_ms,
             longest_io_stall_ms: c.longest_stall.map(|(_, d)| d),
             longest_io_stall_start_ms: c.longest_stall.map(|(t, _)| t),
+            ended_ms: Some(c.ended_ms),
         };
     }
     let inline = g.collected.as_ref().map_or(0, inline_mismatches);

@@ -157,6 +157,8 @@ pub struct Collected {
     /// The longest time between two successful ops over the whole stream: (start, length) ms.
     pub longest_stall: Option<(f64, f64)>,
     pub arrival_lag: ArrivalLag,
+    /// When the stream was finished, on the run clock.
+    pub ended_ms: f64,
 }
 
 /// The collector; feed it bytes in the guest's order with their arrival time.
@@ -530,6 +532,7 @@ impl Collector {
             last_heartbeat_ms: last_hb.map(|t| self.clock.ms(t)),
             last_op_ms: self.last_completion.map(|t| self.clock.ms(t)),
             longest_stall: self.longest_stall.map(|(t, d)| (self.clock.ms(t), d.as_secs_f64() * 1e3)),
+            ended_ms: self.clock.ms(end),
             arrival_lag: ArrivalLag {
                 p99_us: if self.lag.is_empty() { 0 } else { self.lag.value_at_quantile(0.99) - 1 },
                 max_us: if self.lag.is_empty() { 0 } else { self.lag.max() - 1 },

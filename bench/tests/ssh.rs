@@ -371,6 +371,9 @@ fn scenarios_run_over_ssh_and_down_cleans_both_hosts() {
     let said = text(&failed);
     assert_eq!(failed.status.code(), Some(1), "{said}");
     assert!(said.contains("SSH connection to c1 was lost"), "{said}");
+    // The run gave up on the guest when its heartbeats stopped (they came through the lost
+    // connection); its outcome says so, whatever bucket the series ended in.
+    assert!(said.contains("outcome: guest-lost"), "{said}");
     kill(Pid::from_raw(sshd), Signal::SIGCONT).expect("thaw sshd");
     assert!(pids.iter().all(|p| group_alive(*p)), "the guest outlives the connection: {pids:?}");
     let busy = run(&scenarios.join("smoke.toml"));

@@ -425,6 +425,10 @@ pub struct StreamHealth {
     /// Where the run's longest I/O stall began, on the run clock.
     #[serde(default)]
     pub longest_io_stall_start_ms: Option<f64>,
+    /// When the host finished reading the stream, on the run clock: a silence from the last
+    /// heartbeat to here is the guest's (absent in results written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -18,16 +18,20 @@ pub fn classify(r: &RunResult, t: &Thresholds) -> (RunOutcome, Vec<String>) {
                 .iter()
                 .any(|w| w.heartbeat_gap_unended && w.heartbeat_gap_ms.unwrap_or(0.0) > t.guest_lost_ms)
                 || {
-                    // The stream is finished at the end of the run: a silence before that is the guest's.
-                    let stream_end = r.series.last().map(|b| b.t_ms as f64 + 100.0).unwrap_or(last);
+                    // A silence until the stream was finished is the guest's. Where the result does
+                    // not say when that was, the series' end stands for it (up to a bucket early:
+                    // a watchdog that gave up after 5 s could read as 4.95 s).
+                    let stream_end =
+                        s.ended_ms.or(r.series.last().map(|b| b.t_ms as f64 + 100.0)).unwrap_or(last);
                     stream_end - last > t.guest_lost_ms && end > 0.0
                 }
         }
     };
     if lost {
+        let stream_end = s.ended_ms.or(r.series.last().map(|b| b.t_ms as f64)).unwrap_or(0.0);
         why.push(format!(
             "no heartbeat for the last {:.0} ms of the stream",
-            r.series.last().map(|b| b.t_ms as f64).unwrap_or(0.0) - s.last_heartbeat_ms.unwrap_or(0.0)
+            stream_end - s.last_heartbeat_ms.unwrap_or(0.0)
         ));
         return (RunOutcome::GuestLost, why);
     }
@@ -136,6 +140,24 @@ mod tests {
             ops: 0,
             errors: 0,
         }
+    }
+
+    /// The run gave up on the guest 5.06 s after its last heartbeat and finished the stream
+    /// then; the series' last full bucket ends 4.95 s after it. The stream's own end decides:
+    /// guest lost, as the run said (the series alone read it as completed).
+    #[test]
+    fn a_guest_the_run_gave_up_on_is_lost_whatever_the_series_last_bucket() {
+        let t = Thresholds::default();
+        let mut r = base();
+        r.stream.last_heartbeat_ms = Some(4_000.0);
+        r.series.truncate(89);
+        r.stream.ended_ms = Some(9_060.0);
+        let (outcome, why) = classify(&r, &t);
+        assert_eq!(outcome, RunOutcome::GuestLost, "{why:?}");
+        assert_eq!(why, ["no heartbeat for the last 5060 ms of the stream"]);
+        // A stream finished 4.9 s after the last heartbeat is a guest stopped on purpose.
+        r.stream.ended_ms = Some(8_900.0);
+        assert_eq!(classify(&r, &t).0, RunOutcome::Completed);
     }
 
     #[test]
