@@ -81,11 +81,19 @@ pub(super) fn ab_cmd(a: AbArgs) -> Result<Finished, CliError> {
     for p in [&a.miglab, &a.candidate_miglab].into_iter().flatten() {
         other_miglab_answers(p)?;
     }
+    // A side made by another build runs as its own process; the other side then runs as one
+    // too (this binary), so no difference between a run in this process and one in a fresh
+    // process lands on one side.
+    let this = || std::env::current_exe().ok();
+    let (base_miglab, cand_miglab) = match (&a.miglab, &a.candidate_miglab) {
+        (None, None) => (None, None),
+        (b, c) => (b.clone().or_else(this), c.clone().or_else(this)),
+    };
     let baseline = Side {
         name: "baseline",
         scenario: a.baseline.clone(),
         binaries: a.binaries.choice(),
-        miglab: a.miglab.clone(),
+        miglab: base_miglab,
     };
     // The candidate's builds: its own where given, the baseline's otherwise.
     let own = BinaryArgs {
@@ -103,7 +111,7 @@ pub(super) fn ab_cmd(a: AbArgs) -> Result<Finished, CliError> {
         name: "candidate",
         scenario: a.candidate.clone().unwrap_or_else(|| a.baseline.clone()),
         binaries: cand_bins,
-        miglab: a.candidate_miglab.clone(),
+        miglab: cand_miglab,
     };
     // Both sides checked completely before anything runs.
     let mut lab_name = a.lab.clone();
