@@ -11,6 +11,8 @@ pub fn classify(r: &RunResult, t: &Thresholds) -> (RunOutcome, Vec<String>) {
     let mut why = Vec::new();
     let end = r.duration_ms;
     let s = &r.stream;
+    // When the stream was finished; where the result does not say, the series' last bucket.
+    let series_end = r.series.last().map(|b| b.t_ms as f64);
     let lost = match s.last_heartbeat_ms {
         None => s.records == 0 && r.error.is_none(),
         Some(last) => {
@@ -21,14 +23,13 @@ pub fn classify(r: &RunResult, t: &Thresholds) -> (RunOutcome, Vec<String>) {
                     // A silence until the stream was finished is the guest's. Where the result does
                     // not say when that was, the series' end stands for it (up to a bucket early:
                     // a watchdog that gave up after 5 s could read as 4.95 s).
-                    let stream_end =
-                        s.ended_ms.or(r.series.last().map(|b| b.t_ms as f64 + 100.0)).unwrap_or(last);
+                    let stream_end = s.ended_ms.or(series_end.map(|e| e + 100.0)).unwrap_or(last);
                     stream_end - last > t.guest_lost_ms && end > 0.0
                 }
         }
     };
     if lost {
-        let stream_end = s.ended_ms.or(r.series.last().map(|b| b.t_ms as f64)).unwrap_or(0.0);
+        let stream_end = s.ended_ms.or(series_end).unwrap_or(0.0);
         why.push(format!(
             "no heartbeat for the last {:.0} ms of the stream",
             stream_end - s.last_heartbeat_ms.unwrap_or(0.0)

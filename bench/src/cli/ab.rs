@@ -129,15 +129,10 @@ pub(super) fn ab_cmd(a: AbArgs) -> Result<Finished, CliError> {
         && baseline.miglab == candidate.miglab;
     let describe = |s: &Side| {
         let mut d = s.scenario.display().to_string();
-        for (what, p) in [
-            ("qemu", &s.binaries.qemu),
-            ("virtiofsd", &s.binaries.virtiofsd),
-            ("kernel", &s.binaries.kernel),
-            ("miglab", &s.miglab),
-        ] {
-            if let Some(p) = p {
-                d.push_str(&format!(" --{what} {}", p.display()));
-            }
+        for (flag, p) in
+            build_flags(&s.binaries).into_iter().chain(s.miglab.as_deref().map(|m| ("--miglab", m)))
+        {
+            d.push_str(&format!(" {flag} {}", p.display()));
         }
         d
     };
@@ -327,14 +322,8 @@ fn run_by(miglab: &Path, o: &RunOptions, side: &str, k: u32) -> Result<(), CliEr
     if let Some(l) = &o.lab_name {
         c.arg("--lab").arg(l);
     }
-    for (flag, p) in [
-        ("--qemu", &o.binaries.qemu),
-        ("--virtiofsd", &o.binaries.virtiofsd),
-        ("--kernel", &o.binaries.kernel),
-    ] {
-        if let Some(p) = p {
-            c.arg(flag).arg(p);
-        }
+    for (flag, p) in build_flags(&o.binaries) {
+        c.arg(flag).arg(p);
     }
     let Source::Scenario(scenario) = &o.source else {
         return Err(CliError::Args("ab runs scenarios".into()));
@@ -346,4 +335,12 @@ fn run_by(miglab: &Path, o: &RunOptions, side: &str, k: u32) -> Result<(), CliEr
         eprintln!("ab: {side} run {k} by {}: {status}", miglab.display());
     }
     Ok(())
+}
+
+/// The builds chosen, as `miglab run`'s flags.
+fn build_flags(b: &BinaryChoice) -> Vec<(&'static str, &Path)> {
+    [("--qemu", &b.qemu), ("--virtiofsd", &b.virtiofsd), ("--kernel", &b.kernel)]
+        .into_iter()
+        .filter_map(|(flag, p)| p.as_deref().map(|p| (flag, p)))
+        .collect()
 }

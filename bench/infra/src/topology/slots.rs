@@ -4,10 +4,10 @@
 //! it creates anything: the preferred one, or the next free one; the lab's recorded layout
 //! keeps it, and `lab down` gives it back. Two labs coming up at once never get the same slot.
 
-use nix::fcntl::{Flock, FlockArg};
+use super::state::flock_within;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use thiserror::Error;
 
 /// How long a claimer waits for another's claim (which takes microseconds).
@@ -53,7 +53,11 @@ pub fn claim(
 ) -> Result<u16, SlotError> {
     std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
     // One claimer at a time: a stale claim is replaced only by whoever holds the lock.
-    let _lock = lock(&dir.join(".lock"))?;
+    let lock = dir.join(".lock");
+    let _lock = flock_within(&lock, LOCK_TIMEOUT).map_err(|source| SlotError::Io {
+        what: format!("lock {} within {LOCK_TIMEOUT:?}", lock.display()),
+        source,
+    })?;
     let mut first_holder = None;
     for slot in candidates(preferred, last) {
         let file = dir.join(slot.to_string());
@@ -78,27 +82,6 @@ pub fn claim(
         (0, Some(holder)) => SlotError::Held { slot: 0, holder },
         _ => SlotError::AllHeld { dir: dir.to_path_buf() },
     })
-}
-
-fn lock(path: &Path) -> Result<Flock<std::fs::File>, SlotError> {
-    let what = || format!("lock {} within {LOCK_TIMEOUT:?}", path.display());
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(io(format!("open {}", path.display())))?;
-    let start = Instant::now();
-    loop {
-        match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
-            Ok(l) => return Ok(l),
-            Err((back, nix::Error::EWOULDBLOCK)) if start.elapsed() < LOCK_TIMEOUT => {
-                f = back;
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            Err((_, e)) => return Err(SlotError::Io { what: what(), source: e.into() }),
-        }
-    }
 }
 
 /// Gives back every slot the lab at `lab_dir` holds in `dir`.

@@ -113,7 +113,25 @@ pub struct Locked<S> {
 pub type StateFile = Locked<LabState>;
 
 /// An exclusive `flock` on the lock file beside the state, released when dropped.
-type Flocked = nix::fcntl::Flock<File>;
+pub(crate) type Flocked = nix::fcntl::Flock<File>;
+
+/// An exclusive `flock` on `lock` (created if missing), waited for up to `timeout`: whoever
+/// holds it only reads or writes a small file.
+pub(crate) fn flock_within(lock: &Path, timeout: Duration) -> std::io::Result<Flocked> {
+    use nix::fcntl::{Flock, FlockArg};
+    let mut f = File::options().create(true).truncate(false).write(true).open(lock)?;
+    let start = Instant::now();
+    loop {
+        match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => return Ok(l),
+            Err((back, nix::Error::EWOULDBLOCK)) if start.elapsed() < timeout => {
+                f = back;
+                std::thread::sleep(Duration::from_millis(2))
+            }
+            Err((_, e)) => return Err(e.into()),
+        }
+    }
+}
 
 impl<S: Serialize + DeserializeOwned + Clone> Locked<S> {
     fn lock_path(path: &Path) -> PathBuf {
@@ -121,21 +139,12 @@ impl<S: Serialize + DeserializeOwned + Clone> Locked<S> {
     }
 
     fn lock(path: &Path) -> Result<Flocked, StateError> {
-        use nix::fcntl::{Flock, FlockArg};
         let lock = Self::lock_path(path);
-        let err = |source| StateError::Lock { path: lock.clone(), timeout: LOCK_TIMEOUT, source };
-        let mut f = File::options().create(true).truncate(false).write(true).open(&lock).map_err(err)?;
-        let start = Instant::now();
-        loop {
-            match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
-                Ok(l) => return Ok(l),
-                Err((back, nix::Error::EWOULDBLOCK)) if start.elapsed() < LOCK_TIMEOUT => {
-                    f = back;
-                    std::thread::sleep(Duration::from_millis(2))
-                }
-                Err((_, e)) => return Err(err(std::io::Error::from(e))),
-            }
-        }
+        flock_within(&lock, LOCK_TIMEOUT).map_err(|source| StateError::Lock {
+            path: lock,
+            timeout: LOCK_TIMEOUT,
+            source,
+        })
     }
 
     /// Creates the file (a new lab's).
