@@ -67,7 +67,7 @@ fn compare_calls_a_capped_migration_a_regression_and_equal_sets_nothing() {
     let plain = dir.join("cmp.toml");
     std::fs::write(&plain, SCENARIO).expect("write");
     let capped = dir.join("cmp-capped.toml");
-    std::fs::write(&capped, SCENARIO.replace("settle_s = 0.5", "settle_s = 0.5\nmax_bandwidth = 30000000"))
+    std::fs::write(&capped, SCENARIO.replace("settle_s = 0.5", "settle_s = 0.5\nmax_bandwidth = 10000000"))
         .expect("write");
     // The candidate's QEMU is a copy at another path: a build chosen with --qemu. Its runs are
     // made by "another miglab build" (this one, copied): `PATH run …` per run, not in process.
@@ -151,7 +151,7 @@ fn compare_calls_a_capped_migration_a_regression_and_equal_sets_nothing() {
     // A changed scenario is refused until declared, with the line named.
     let (code, text) = compare(&a, &c, &[]);
     assert_eq!(code, 2, "{text}");
-    assert!(text.contains("max_bandwidth = 30000000") && text.contains("--variable"), "{text}");
+    assert!(text.contains("max_bandwidth = 10000000") && text.contains("--variable"), "{text}");
     let (code, text) = compare(&a, &c, &["--variable", "scenario"]);
     assert_eq!(code, 1, "{text}");
     eprintln!("capped against plain:\n{text}");
