@@ -140,6 +140,7 @@ impl Classify for LabError {
             | LabError::DaemonDied { .. }
             | LabError::NotReady { .. }
             | LabError::MountFailed { .. }
+            | LabError::ClientStatus { .. }
             | LabError::Wait(_)
             | LabError::Leftovers { .. } => Exit::Failed,
         }

@@ -92,6 +92,33 @@ impl Loaded {
         }
     }
 
+    /// Every fault any run of it injects.
+    fn faults(&self) -> Vec<&miglab_faults::Fault> {
+        match &self.what {
+            What::Derive { scenario, cells, .. } => std::iter::once(&**scenario)
+                .chain(cells.iter().map(|c| &c.scenario))
+                .flat_map(|s| s.faults.iter().map(|f| &f.fault))
+                .collect(),
+            What::Replay(p) => p.faults.iter().map(|f| &f.fault).collect(),
+        }
+    }
+
+    /// Whether its runs need the lab's CephFS clients armed for a storage delay, or must not
+    /// have them armed (a fenced client armed can crash: see [`ClientArming`]).
+    pub fn client_arming(&self) -> ClientArming {
+        use miglab_faults::{Fault, StorageTarget};
+        let faults = self.faults();
+        let delays =
+            faults.iter().any(|f| matches!(f, Fault::StorageDelay { target: StorageTarget::Client(_), .. }));
+        let fences =
+            faults.iter().any(|f| matches!(f, Fault::ClientEvict { .. } | Fault::ClientBlocklist { .. }));
+        match (delays, fences) {
+            (true, _) => ClientArming::Armed,
+            (false, true) => ClientArming::Unarmed,
+            (false, false) => ClientArming::Either,
+        }
+    }
+
     /// One line on what a valid scenario does (`miglab check`'s answer).
     pub fn summary(&self) -> String {
         match &self.what {
@@ -108,6 +135,19 @@ impl Loaded {
             What::Replay(p) => format!("{}: ok — the plan of repetition {} again", p.scenario, p.repetition),
         }
     }
+}
+
+/// What a run needs of the lab's CephFS clients' messengers. A storage delay on a client acts
+/// only on connections opened after its `ms_inject_delay_type` was set, so the client must be
+/// mounted armed. But an armed ceph-fuse 16.2.15 whose MDS session is reset by an eviction can
+/// abort (`FAILED ceph_assert(connection->delay_state->ready())` in
+/// `ProtocolV2::handle_server_ident`, seen in the lab): a fenced client must be unarmed, as a
+/// real one is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientArming {
+    Armed,
+    Unarmed,
+    Either,
 }
 
 /// How `run`'s options change what is loaded.
@@ -431,6 +471,27 @@ trigger = { at = "pre-switchover", hop = 1 }
         )
         .expect("write");
         p
+    }
+
+    /// A client storage delay needs the clients armed, a fence needs them unarmed (an armed
+    /// ceph-fuse can abort when its session is reset), anything else takes them as they are.
+    #[test]
+    fn a_scenario_says_how_the_lab_clients_must_be_armed() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let arming = |faults: &str| {
+            let p = dir.path().join("a.toml");
+            std::fs::write(&p, format!("name = \"a\"\n[workload]\nkind = \"read-loop\"\n{faults}"))
+                .expect("write");
+            load(&Source::Scenario(p), &Overrides::default()).expect("loads").client_arming()
+        };
+        let fence = "[[fault]]\nkind = \"client-evict\"\nhost = \"source\"\nduration_ms = 1000\ntrigger = { at = \"workload-start\" }\n";
+        let delay = "[[fault]]\nkind = \"storage-delay\"\ntarget = \"client:c1\"\nmax_ms = 5\nduration_ms = 1000\ntrigger = { at = \"workload-start\" }\n";
+        let osd_delay = delay.replace("client:c1", "osds");
+        assert_eq!(arming(""), ClientArming::Either);
+        assert_eq!(arming(&osd_delay), ClientArming::Either);
+        assert_eq!(arming(fence), ClientArming::Unarmed);
+        assert_eq!(arming(delay), ClientArming::Armed);
+        assert_eq!(arming(&format!("{fence}{delay}")), ClientArming::Armed, "the delay needs it");
     }
 
     /// Every plan of every cell is derived before anything runs, interleaved by repetition,

@@ -189,7 +189,7 @@ fn open_ground(opts: &RunOptions, name: &str, lab_spec: &LabSpec) -> Result<Grou
 fn ready(ground: &Ground, topo: &Arc<dyn Topology>, loaded: &preflight::Loaded) -> Result<(), RunError> {
     let name = &loaded.name;
     match ground {
-        Ground::Lab { lab, .. } => lab_ready(lab, topo, &loaded.lab.name, name)?,
+        Ground::Lab { lab, .. } => lab_ready(lab, topo, &loaded.lab.name, name, loaded.client_arming())?,
         Ground::External(_) => {
             let mut left = undo_leftovers(topo.as_ref(), name);
             if left.is_empty() {
@@ -662,13 +662,22 @@ fn unreverted_of_mine(journal: &[miglab_infra::topology::journal::Entry]) -> Vec
         .collect()
 }
 
+/// How long a reused lab's mount may take to answer before it is mounted again.
+const MOUNT_WHOLE: Duration = Duration::from_secs(3);
+
 /// How long a reused lab may take to be healthy before a run refuses it.
 const LAB_HEALTHY: Duration = Duration::from_secs(60);
 
 /// Makes a reused lab what a run needs, or refuses it: first what the faults of a miglab that
 /// is gone left (from the fault journal, reverted and said), then links left cut or shaped, a
 /// guest left running, a daemon missing, and a cluster that is not healthy.
-fn lab_ready(lab: &Lab, topo: &Arc<dyn Topology>, name: &str, scenario: &str) -> Result<(), RunError> {
+fn lab_ready(
+    lab: &Lab,
+    topo: &Arc<dyn Topology>,
+    name: &str,
+    scenario: &str,
+    arming: preflight::ClientArming,
+) -> Result<(), RunError> {
     // First: a partition left by a killed miglab would hang anything that touches the mount.
     let mut altered = undo_leftovers(topo.as_ref(), scenario);
     altered.extend(lab.altered_links()?);
@@ -704,6 +713,32 @@ fn lab_ready(lab: &Lab, topo: &Arc<dyn Topology>, name: &str, scenario: &str) ->
     on.extend(unread.into_iter().map(|u| format!("could not read {u}")));
     if !on.is_empty() {
         return Err(RunError::LabAltered { lab: name.into(), what: on });
+    }
+    // A client fenced and let back in can keep a request it sent meanwhile unanswered for good
+    // (Ceph 16 does not resend it): the guest's first touch of that path would hang. No guest
+    // runs now, so such a mount is made whole again here, and said.
+    let hosts = topo.host_names();
+    std::thread::scope(|s| {
+        let checks: Vec<_> =
+            hosts.iter().map(|h| (h, s.spawn(move || topo.ensure_mount(h, MOUNT_WHOLE)))).collect();
+        for (h, c) in checks {
+            match c.join() {
+                Ok(Ok(None)) => {}
+                Ok(Ok(Some(why))) => say(scenario, 0, &format!("{h}'s CephFS {why}: mounted again")),
+                Ok(Err(e)) => say(scenario, 0, &format!("warning: {h}'s CephFS mount: {e}")),
+                Err(_) => say(scenario, 0, &format!("warning: the check of {h}'s CephFS mount panicked")),
+            }
+        }
+    });
+    if arming != preflight::ClientArming::Either {
+        let armed = arming == preflight::ClientArming::Armed;
+        for h in &hosts {
+            if lab.arm_client(h, armed)? {
+                let how =
+                    if armed { "armed for a storage delay" } else { "unarmed (this scenario fences it)" };
+                say(scenario, 0, &format!("{h}'s CephFS client mounted again, {how}"));
+            }
+        }
     }
     // An OSD left out, PGs still recovering from the last run's fault: the baseline would run
     // on a degraded cluster.

@@ -409,6 +409,93 @@ fault_test!(
     }
 );
 
+/// The lab's blocklist, as `ceph osd blocklist ls` prints it (one entry a line).
+fn blocklist(lab: &Lab) -> Vec<String> {
+    let l = lab.layout();
+    let out = std::process::Command::new("ceph")
+        .arg("-c")
+        .arg(l.conf())
+        .arg("-k")
+        .arg(l.keyring())
+        .args(["--connect-timeout", "10", "osd", "blocklist", "ls"])
+        .output()
+        .expect("ceph osd blocklist ls");
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
+}
+
+fn failed_with(r: &RunResult, errno: &str) -> u64 {
+    r.ops.iter().filter_map(|o| o.errors.get(errno)).sum()
+}
+
+fault_test!(
+    /// The MDS evicts the guest's host's client: every op of the guest fails with ESHUTDOWN
+    /// until the address is off the blocklist again, then its I/O resumes on the same open
+    /// files, nothing it wrote lost (O_DIRECT: the client held nothing dirty).
+    client_evict, "tf-evict", |lab, root| {
+        let t = format!("{RANDRW}{NO_HOP_SHORT}[[fault]]\nkind = \"client-evict\"\nhost = \"source\"\nduration_ms = 2000\ntrigger = {{ at = \"workload-start\", offset_ms = 1000 }}\n");
+        let res = scenario(root, lab.layout().name.as_str(), "f-evict", &t);
+        let f = fault(&res);
+        assert!(f.target.starts_with("client.c1 (client.") && f.target.contains("evicted by mds."), "{f:?}");
+        assert_eq!(f.undo, "client.c1 off the blocklist, its CephFS answering", "{f:?}");
+        // Measured: ~9000 ops failed in 2 s, every one ESHUTDOWN.
+        let shut = failed_with(&res, "ESHUTDOWN");
+        assert!(shut > 0, "the evicted client's ops fail with ESHUTDOWN: {:?}", res.ops);
+        assert_eq!(shut, res.ops.iter().map(|o| o.failed).sum::<u64>(), "no other error: {:?}", res.ops);
+        assert!(window(&res).recovered_after_ms.is_some(), "I/O resumed after the undo: {:?}", window(&res));
+        let v = res.verification.as_ref().expect("verified");
+        assert_eq!((v.mismatched, v.missing), (0, 0), "{v:?}");
+        assert_eq!(res.outcome, Some(RunOutcome::CompletedDegraded), "{:?}", res.outcome_why);
+        assert!(blocklist(lab).iter().all(|l| !l.contains("10.77.")), "the blocklist after: {:?}", blocklist(lab));
+    }
+);
+
+fault_test!(
+    /// The destination's client blocklisted while the hop runs: its virtiofsd cannot load the
+    /// guest's files, the migration fails and the guest runs on at the source; after the undo
+    /// the next run migrates as ever.
+    client_blocklist, "tf-blocklist", |lab, root| {
+        let t = format!("{RANDRW}[migration]\nwarmup_s = 2.0\nsettle_s = 2.0\nfollow_up = false\n[[fault]]\nkind = \"client-blocklist\"\nhost = \"destination\"\nduration_ms = 2000\ntrigger = {{ at = \"status\", status = \"active\", hop = 1, offset_ms = 200 }}\n");
+        let res = scenario(root, lab.layout().name.as_str(), "f-blocklist", &t);
+        let f = fault(&res);
+        assert!(f.target.starts_with("client.c2 (client.") && f.target.ends_with("blocklisted"), "{f:?}");
+        assert_eq!(res.outcome, Some(RunOutcome::FailedSourceRunning), "{:?}", res.outcome_why);
+        let v = res.verification.as_ref().expect("verified");
+        assert_eq!((v.mismatched, v.missing), (0, 0), "the source kept every block: {v:?}");
+        assert!(blocklist(lab).iter().all(|l| !l.contains("10.77.")), "the blocklist after: {:?}", blocklist(lab));
+        let again = scenario(root, lab.layout().name.as_str(), "f-blocklist-after", &format!("{READ_LOOP}[migration]\nwarmup_s = 1.0\nsettle_s = 1.0\n"));
+        completed(&again);
+        assert_eq!(again.outcome, Some(RunOutcome::Completed), "{:?}", again.outcome_why);
+    }
+);
+
+fault_test!(
+    /// A client whose metadata request was dropped (its messenger blackholed to the MDS for a
+    /// second: the request is never sent again) would hang the guest's first touch of that
+    /// path. The next run finds it and mounts that client again before the guest starts.
+    a_client_with_a_request_never_answered_is_mounted_again_before_a_run, "tf-wedged", |lab, root| {
+        let mount = lab.host("c2").expect("c2").mount_point();
+        lab.client_config_set("c2", "ms_blackhole_mds", "true").expect("blackhole");
+        let probe = mount.join("never-answered");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // A create: it has to ask the MDS, whatever the client has cached.
+            let _ = tx.send(std::fs::write(&probe, b"x"));
+        });
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        lab.client_config_set("c2", "ms_blackhole_mds", "false").expect("lift");
+        std::thread::sleep(std::time::Duration::from_secs(6));
+        let stuck = lab.client_requests("c2").expect("requests");
+        assert!(stuck.iter().any(|r| r.age_s > 5.0), "a request left unanswered: {stuck:?}");
+        let before = lab.client_status("c2").expect("status").id;
+        let res = scenario(root, lab.layout().name.as_str(), "f-wedged", &format!("{READ_LOOP}[migration]\nwarmup_s = 1.0\nsettle_s = 1.0\n"));
+        completed(&res);
+        assert_eq!(lab.client_requests("c2").expect("requests"), vec![], "c2 has no request left");
+        assert_ne!(lab.client_status("c2").expect("status").id, before, "c2 was mounted again: a new session");
+        let hung = rx.recv_timeout(std::time::Duration::from_secs(10));
+        assert!(hung.is_ok(), "the call that hung returned once its mount was replaced");
+    }
+);
+
 fault_test!(
     /// A planned fault the run ends before is not lost: the run fails and says why, unless the
     /// scenario marked it optional.

@@ -222,6 +222,14 @@ pub enum Fault {
         #[serde(default = "destination")]
         host: HostRef,
     },
+    /// The active MDS evicts `host`'s CephFS client (`ceph tell mds.<active> client evict`),
+    /// which also puts its address on the OSD blocklist (Ceph's default). After `duration_ms`
+    /// the address comes off the blocklist and the mount is checked: mounted again if it does
+    /// not answer, or if a request sent while it was fenced never completes.
+    ClientEvict { host: HostRef, duration_ms: u64 },
+    /// `host`'s CephFS client fenced at the OSDs (`ceph osd blocklist add <its address>`; the
+    /// MDS then closes its session too); undone as `client-evict`.
+    ClientBlocklist { host: HostRef, duration_ms: u64 },
 }
 
 impl Fault {
@@ -244,6 +252,8 @@ impl Fault {
             Fault::MigrateCancel {} => "migrate-cancel",
             Fault::ThirdPartyRename { .. } => "third-party-rename",
             Fault::ThirdPartyDelete { .. } => "third-party-delete",
+            Fault::ClientEvict { .. } => "client-evict",
+            Fault::ClientBlocklist { .. } => "client-blocklist",
         }
     }
 
@@ -259,7 +269,9 @@ impl Fault {
             | Fault::LinkRate { duration_ms: d, .. }
             | Fault::Partition { duration_ms: d, .. }
             | Fault::VirtiofsdFreeze { duration_ms: d, .. }
-            | Fault::ThirdPartyRename { duration_ms: d, .. } => Some(*d),
+            | Fault::ThirdPartyRename { duration_ms: d, .. }
+            | Fault::ClientEvict { duration_ms: d, .. }
+            | Fault::ClientBlocklist { duration_ms: d, .. } => Some(*d),
             Fault::MdsFail {}
             | Fault::MigrationLink { .. }
             | Fault::VirtiofsdKill { .. }
@@ -283,6 +295,8 @@ impl Fault {
                 | Fault::StorageDelay { .. }
                 | Fault::SocketFailures { .. }
                 | Fault::Partition { .. }
+                | Fault::ClientEvict { .. }
+                | Fault::ClientBlocklist { .. }
         )
     }
 
@@ -304,7 +318,9 @@ impl Fault {
             | Fault::MdsFreeze { duration_ms: d }
             | Fault::LinkRate { duration_ms: d, .. }
             | Fault::Partition { duration_ms: d, .. }
-            | Fault::VirtiofsdFreeze { duration_ms: d, .. } => time("duration_ms", *d),
+            | Fault::VirtiofsdFreeze { duration_ms: d, .. }
+            | Fault::ClientEvict { duration_ms: d, .. }
+            | Fault::ClientBlocklist { duration_ms: d, .. } => time("duration_ms", *d),
             Fault::StorageDelay { max_ms, probability, duration_ms, .. } => {
                 time("duration_ms", *duration_ms)?;
                 time("max_ms", *max_ms)?;

@@ -294,6 +294,63 @@ pub fn next_host(hosts: &[String], from: &str) -> String {
     hosts[(i + 1) % hosts.len()].clone()
 }
 
+/// A CephFS client's session: its global id (`client.<id>`) and its address with nonce, as
+/// the blocklist names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientSession {
+    pub id: u64,
+    pub addr: String,
+    pub blocklisted: bool,
+}
+
+impl ClientSession {
+    /// From a client's admin-socket `status`.
+    pub fn from_status(json: &str) -> Option<Self> {
+        let v: serde_json::Value = serde_json::from_str(json).ok()?;
+        let addr = v["addr_str"].as_str().or_else(|| v["inst_str"].as_str()?.split_whitespace().nth(1))?;
+        Some(Self {
+            id: v["id"].as_u64()?,
+            // The blocklist takes the address without its protocol prefix.
+            addr: addr.trim_start_matches("v1:").trim_start_matches("v2:").to_string(),
+            blocklisted: v["blocklisted"].as_bool().unwrap_or(false),
+        })
+    }
+}
+
+/// A metadata request a CephFS client sent and has no answer to: its op, path and age.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingRequest {
+    pub op: String,
+    pub path: String,
+    pub age_s: f64,
+}
+
+impl fmt::Display for PendingRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} for {:.0} s", self.op, self.path, self.age_s)
+    }
+}
+
+/// The requests of a client's admin-socket `mds_requests`: an object whose every request is
+/// under the same key (`"request"`), so it is read one object at a time, not as a map.
+pub fn pending_requests(json: &str) -> Vec<PendingRequest> {
+    let mut out = Vec::new();
+    let mut rest = json;
+    while let Some(i) = rest.find("\"request\"") {
+        rest = &rest[i + 9..];
+        let Some(open) = rest.find('{') else { break };
+        let mut de = serde_json::Deserializer::from_str(&rest[open..]).into_iter::<serde_json::Value>();
+        let Some(Ok(v)) = de.next() else { break };
+        rest = &rest[open + de.byte_offset()..];
+        out.push(PendingRequest {
+            op: v["op"].as_str().unwrap_or("?").to_string(),
+            path: v["path"].as_str().unwrap_or("").to_string(),
+            age_s: v["age"].as_f64().unwrap_or(0.0),
+        });
+    }
+    out
+}
+
 /// A site whose cluster and network can be acted on: what fault injection needs.
 pub trait Topology: Site {
     fn daemons(&self) -> Vec<DaemonId>;
@@ -324,9 +381,17 @@ pub trait Topology: Site {
     fn journal(&self) -> Vec<journal::Entry>;
     /// Changes the journal; on disk before this returns.
     fn journal_update(&self, f: &mut dyn FnMut(&mut Vec<journal::Entry>)) -> Result<(), TopologyError>;
-    /// Makes sure `host`'s CephFS mount answers within `timeout`; if it does not (its client
-    /// was evicted), mounts it again and says so (true).
-    fn ensure_mount(&self, host: &str, timeout: std::time::Duration) -> Result<bool, TopologyError>;
+    /// Makes sure `host`'s CephFS mount answers within `timeout` and has no metadata request
+    /// stuck; if not (its client was evicted, or a request sent while it was fenced never
+    /// completes), mounts it again and says why (`Some`).
+    fn ensure_mount(&self, host: &str, timeout: std::time::Duration)
+        -> Result<Option<String>, TopologyError>;
+    /// `host`'s CephFS client as the cluster knows it: what eviction and the blocklist act on.
+    fn client_session(&self, host: &str) -> Result<ClientSession, TopologyError>;
+    /// The MDS `mds` evicts client `id` (which also blocklists its address: Ceph's default).
+    fn evict_client(&self, mds: &DaemonId, id: u64) -> Result<(), TopologyError>;
+    /// Puts a client's address on the OSD blocklist, or takes it off.
+    fn blocklist(&self, addr: &str, add: bool) -> Result<(), TopologyError>;
     /// Someone else's cluster: every fault is followed by a wait for health, not only those
     /// that act on Ceph directly.
     fn shared_cluster(&self) -> bool {
@@ -341,6 +406,28 @@ pub trait Topology: Site {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Read from a Ceph 16 client after a blocklist was lifted: a lookup sent while it was
+    /// fenced, never answered.
+    #[test]
+    fn a_clients_session_and_its_pending_requests_are_read_from_its_admin_socket() {
+        let status = r#"{"metadata": {"entity_id": "c2"}, "id": 4122, "inst_str": "client.4122 10.77.0.12:0/310790904",
+            "addr_str": "10.77.0.12:0/310790904", "blocklisted": true}"#;
+        let s = ClientSession::from_status(status).expect("read");
+        assert_eq!((s.id, s.addr.as_str(), s.blocklisted), (4122, "10.77.0.12:0/310790904", true));
+        let v2 = status.replace("\"addr_str\": \"10", "\"addr_str\": \"v1:10");
+        assert_eq!(ClientSession::from_status(&v2).expect("read").addr, "10.77.0.12:0/310790904");
+        assert_eq!(ClientSession::from_status("{}"), None);
+        let two = r##"{
+    "request": { "tid": 358, "op": "lookup", "path": "#0x1/miglab", "age": 612.25, "mds": 0 },
+    "request": { "tid": 360, "op": "create", "path": "#0x10000000000/bh1", "age": 3.5 }
+}"##;
+        let p = pending_requests(two);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert_eq!(p[0].to_string(), "lookup #0x1/miglab for 612 s");
+        assert_eq!((p[1].op.as_str(), p[1].age_s), ("create", 3.5));
+        assert!(pending_requests("{}").is_empty());
+    }
 
     #[test]
     fn hops_ping_pong_between_hosts() {

@@ -229,6 +229,8 @@ pub(super) fn apply(
             third_party(topo, ctx, j, host, act)?
         }
         Fault::ThirdPartyDelete { host } => third_party(topo, ctx, j, host, ThirdParty::Delete)?,
+        Fault::ClientEvict { host, .. } => fence(topo, ctx, j, host, true)?,
+        Fault::ClientBlocklist { host, .. } => fence(topo, ctx, j, host, false)?,
         Fault::MigrationLink { .. } => {
             return Err(ApplyError::NotInjected("the migration link is set by its hop, not injected"))
         }
@@ -255,6 +257,30 @@ fn virtiofsd_kill(
         }
     }
     Ok(applied)
+}
+
+/// Fences `host`'s CephFS client: evicted by the active MDS (which blocklists its address
+/// too) or its address blocklisted at the OSDs. Either way the undo lifts the blocklist entry,
+/// so it is journaled first, with the address read before the change.
+fn fence(
+    topo: &Arc<dyn Topology>,
+    ctx: &Context,
+    j: &Journal<'_>,
+    host: &HostRef,
+    evict: bool,
+) -> Result<Applied, ApplyError> {
+    let h = host_of(topo.as_ref(), ctx, host)?;
+    let s = topo.client_session(&h)?;
+    j.step(Undo::Unfence { host: h.clone(), addr: s.addr.clone() })?;
+    let how = if evict {
+        let mds = topo.active_mds()?.ok_or_else(|| ApplyError::NotThere("no MDS is active".into()))?;
+        topo.evict_client(&mds, s.id)?;
+        format!("evicted by {mds}")
+    } else {
+        topo.blocklist(&s.addr, true)?;
+        "blocklisted".to_string()
+    };
+    Ok(Applied::on(format!("client.{h} (client.{} at {}), {how}", s.id, s.addr)))
 }
 
 /// What a third party does to the workload's files.

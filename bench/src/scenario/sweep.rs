@@ -61,11 +61,20 @@ fn set_path(doc: &mut toml::Value, path: &str, v: toml::Value) -> Result<(), Str
     Ok(())
 }
 
-/// A value as a cell's name shows it: a table by its `name` or `kind`.
+/// A value as a cell's name shows it: a table by its `name` or `kind`, a trigger by its anchor
+/// (and status).
 fn label(v: &toml::Value) -> String {
     let s = match v {
         toml::Value::String(s) => s.clone(),
-        toml::Value::Table(t) => t.get("name").or(t.get("kind")).map(label).unwrap_or_else(|| "table".into()),
+        toml::Value::Table(t) => t
+            .get("name")
+            .or(t.get("kind"))
+            .map(label)
+            .or_else(|| {
+                let at = label(t.get("at")?);
+                Some(t.get("status").map_or(at.clone(), |s| format!("{at}-{}", label(s))))
+            })
+            .unwrap_or_else(|| "table".into()),
         toml::Value::Array(a) if a.is_empty() => "none".into(),
         toml::Value::Array(a) => a.iter().map(label).collect::<Vec<_>>().join("+"),
         other => other.to_string(),
@@ -123,5 +132,23 @@ impl Scenario {
             out.push(Cell { sweep, scenario: s, workload: w });
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::label;
+
+    /// Cells that sweep a fault's trigger are told apart by its anchor, not all "table".
+    #[test]
+    fn a_swept_table_is_named_by_its_name_kind_or_trigger() {
+        let v = |s: &str| -> toml::Value {
+            toml::from_str::<toml::Table>(&format!("x = {s}")).expect("toml")["x"].clone()
+        };
+        assert_eq!(label(&v(r#"{ name = "plain", x = 1 }"#)), "plain");
+        assert_eq!(label(&v(r#"{ kind = "read-loop" }"#)), "read-loop");
+        assert_eq!(label(&v(r#"{ at = "status", status = "active", hop = 1 }"#)), "status-active");
+        assert_eq!(label(&v(r#"{ at = "pre-switchover", hop = 1 }"#)), "pre-switchover");
+        assert_eq!(label(&v("{ x = 1 }")), "table");
     }
 }

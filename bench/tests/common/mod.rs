@@ -349,8 +349,8 @@ impl TestLab {
         }
         for h in ["c1", "c2"] {
             match lab.ensure_mount(h, Duration::from_secs(10)) {
-                Ok(false) => {}
-                Ok(true) => p.push(format!("{h}'s CephFS mount did not answer and was mounted again")),
+                Ok(None) => {}
+                Ok(Some(why)) => p.push(format!("{h}'s CephFS {why}, and was mounted again")),
                 Err(e) => p.push(format!("{h}'s CephFS mount: {e}")),
             }
         }

@@ -249,7 +249,9 @@ pub fn render_conf(layout: &LabLayout, spec: &ClusterSpec) -> String {
     section(
         &mut out,
         "client",
-        &[("client_mount_timeout", "60".into()), ("ms_inject_delay_type", "osd mds".into())],
+        // A client's arming for the storage-delay fault (`ms_inject_delay_type`) is on its
+        // ceph-fuse's command line: a run that fences a client mounts it unarmed.
+        &[("client_mount_timeout", "60".into())],
     );
     let mut extra: Vec<&str> = Vec::new();
     for o in overrides {

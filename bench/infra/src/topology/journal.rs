@@ -39,6 +39,9 @@ pub enum Undo {
     Resume { process: ProcRecord },
     /// A file a third party renamed away is renamed back.
     RenameBack { away: PathBuf, back: PathBuf },
+    /// A fenced (evicted or blocklisted) client's address taken off the blocklist, and its
+    /// mount checked: mounted again if it does not come back whole.
+    Unfence { host: String, addr: String },
 }
 
 impl fmt::Display for Undo {
@@ -54,6 +57,7 @@ impl fmt::Display for Undo {
             Undo::RenameBack { away, back } => {
                 write!(f, "rename {} back to {}", away.display(), back.display())
             }
+            Undo::Unfence { host, addr } => write!(f, "take client.{host} ({addr}) off the blocklist"),
         }
     }
 }
@@ -219,8 +223,15 @@ pub fn undo(topo: &dyn Topology, u: &Undo) -> Result<String, TopologyError> {
         Undo::Heal { host } => {
             topo.cut_link(host, false)?;
             match topo.ensure_mount(host, MOUNT_DEADLINE)? {
-                true => format!("{host}'s link healed; its client had been evicted: CephFS mounted again"),
-                false => format!("{host}'s link healed"),
+                Some(why) => format!("{host}'s link healed; its CephFS {why}: mounted again"),
+                None => format!("{host}'s link healed"),
+            }
+        }
+        Undo::Unfence { host, addr } => {
+            topo.blocklist(addr, false)?;
+            match topo.ensure_mount(host, MOUNT_DEADLINE)? {
+                Some(why) => format!("client.{host} off the blocklist; its CephFS {why}: mounted again"),
+                None => format!("client.{host} off the blocklist, its CephFS answering"),
             }
         }
         Undo::Resume { process } => {

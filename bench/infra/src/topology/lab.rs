@@ -83,6 +83,9 @@ pub enum LabError {
     UnknownHost(String),
     #[error("no daemon '{0}' in this lab (see `miglab lab status`)")]
     UnknownDaemon(String),
+    /// A CephFS client's admin socket answered something that is not its status.
+    #[error("client.{host}'s status names no session: {said}")]
+    ClientStatus { host: String, said: String },
     #[error("teardown left things behind: {}; see `miglab lab status` and the logs", .0.join("; "))]
     Leftovers(Vec<String>),
 }
@@ -416,8 +419,21 @@ impl Topology for Lab {
         Ok(())
     }
 
-    fn ensure_mount(&self, host: &str, timeout: Duration) -> Result<bool, TopologyError> {
+    fn ensure_mount(&self, host: &str, timeout: Duration) -> Result<Option<String>, TopologyError> {
         Ok(self.remount_if_dead(host, timeout)?)
+    }
+
+    fn client_session(&self, host: &str) -> Result<super::ClientSession, TopologyError> {
+        self.lab_host(host)?;
+        Ok(self.client_status(host)?)
+    }
+
+    fn evict_client(&self, mds: &DaemonId, id: u64) -> Result<(), TopologyError> {
+        Ok(self.client_evict(mds, id)?)
+    }
+
+    fn blocklist(&self, addr: &str, add: bool) -> Result<(), TopologyError> {
+        Ok(self.osd_blocklist(addr, add)?)
     }
 }
 

@@ -776,7 +776,7 @@ mod faults;
 mod tests {
     use super::faults::refusal;
     use super::*;
-    use miglab_faults::{Pick, StorageTarget};
+    use miglab_faults::{HostRef, Pick, StorageTarget};
 
     /// Nothing changes someone else's cluster without `allow_destructive = true`; daemon kills
     /// stay refused even with it (their units cannot be stopped and started yet).
@@ -799,6 +799,13 @@ mod tests {
         }
         let kill = Fault::OsdKill { osd: Pick::Id(0), revive_after_ms: 1 };
         assert!(refusal(&kill, true).is_some(), "still refused");
+        // Fencing needs the client's session, from its admin socket on its host: not reachable.
+        for f in [
+            Fault::ClientEvict { host: HostRef::Source, duration_ms: 1 },
+            Fault::ClientBlocklist { host: HostRef::Destination, duration_ms: 1 },
+        ] {
+            assert!(refusal(&f, true).is_some_and(|w| w.contains("admin socket")), "{f:?}");
+        }
         assert_eq!(
             refusal(&Fault::MigrateCancel {}, false),
             None,

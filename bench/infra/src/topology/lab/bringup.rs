@@ -9,7 +9,7 @@ use super::super::mountinfo::is_fuse_mounted;
 use super::super::net;
 use super::super::slots;
 use super::super::state::{LabState, Phase, StateFile};
-use super::super::{DaemonId, DaemonKind};
+use super::super::{ClientSession, DaemonId, DaemonKind, Topology};
 use super::{down, io, Lab, LabError, LabOptions};
 use crate::paths;
 use crate::process::{self, ProcessSpec, Tier};
@@ -150,7 +150,9 @@ impl Lab {
             .args(self.conf_args())
     }
 
-    fn fuse_spec(&self, host: &ClientLayout) -> ProcessSpec {
+    /// A host's ceph-fuse; `armed`, its messenger can delay what it sends to OSDs and MDSs
+    /// (the storage-delay fault: only connections opened after the type is set are delayed).
+    fn fuse_spec(&self, host: &ClientLayout, armed: bool) -> ProcessSpec {
         ProcessSpec::new(
             format!("ceph-fuse.{}", host.name),
             paths::tool("ceph-fuse"),
@@ -159,8 +161,41 @@ impl Lab {
         .tier(Tier::Client)
         .args(["-f", "-n", &format!("client.{}", host.name)])
         .args(self.conf_args())
+        .arg(format!("--ms_inject_delay_type={}", if armed { CLIENT_DELAY_TYPES } else { "" }))
         .arg(&host.mount)
         .in_netns(Some(net::netns_path(&host.netns)))
+    }
+
+    /// Whether `host`'s ceph-fuse is armed for a storage delay (see [`Lab::fuse_spec`]).
+    fn client_armed(&self, host: &str) -> Option<bool> {
+        self.client_get(host, "ms_inject_delay_type").ok().map(|t| !t.trim().is_empty())
+    }
+
+    /// Mounts `host`'s CephFS again armed or not, if it is not already (true: it was). Only
+    /// between runs: a guest's virtiofsd on the old mount would lose its files.
+    pub fn arm_client(&self, host: &str, armed: bool) -> Result<bool, LabError> {
+        if self.client_armed(host) == Some(armed) {
+            return Ok(false);
+        }
+        let c = self.host_layout(host)?.clone();
+        self.mount_again(&c, armed)?;
+        Ok(true)
+    }
+
+    /// A fresh ceph-fuse on `c`'s mount in place of the one there, its old session ended.
+    fn mount_again(&self, c: &ClientLayout, armed: bool) -> Result<(), LabError> {
+        let old = self.client_status(&c.name).ok();
+        let fuse = format!("ceph-fuse.{}", c.name);
+        if let Some(rec) = self.state.snapshot().process(&fuse).cloned() {
+            self.sup.signal(&rec, nix::sys::signal::Signal::SIGKILL)?;
+            self.sup.stop(&rec)?;
+        }
+        if let Some(old) = old {
+            self.forget_session(&old);
+        }
+        super::teardown::unmount(&c.mount);
+        self.sup.spawn(&self.fuse_spec(c, armed))?;
+        self.wait_mount(c, self.step_timeout)
     }
 
     fn build(&mut self, opts: &LabOptions) -> Result<(), LabError> {
@@ -356,7 +391,7 @@ impl Lab {
         for c in &self.layout.clients {
             std::fs::create_dir_all(&c.mount).map_err(io(format!("create {}", c.mount.display())))?;
             self.state.update(|s| s.mounts.push(c.mount.clone()))?;
-            self.sup.spawn(&self.fuse_spec(c))?;
+            self.sup.spawn(&self.fuse_spec(c, true))?;
         }
         self.wait_ready(opts.ready_timeout, |s| {
             observe(s);
@@ -406,27 +441,95 @@ impl Lab {
         Ok(())
     }
 
-    /// Whether `host`'s mount answers within `timeout`; if not (its client was evicted after a
-    /// partition, or hangs), a fresh ceph-fuse is mounted in its place and this says so (true).
-    pub(super) fn remount_if_dead(&self, host: &str, timeout: Duration) -> Result<bool, LabError> {
+    /// Whether `host`'s mount is whole: it answers within `timeout` and no metadata request
+    /// of its client stays unanswered. If not (its client was evicted after a partition, or a
+    /// request sent while it was fenced is never answered: Ceph 16 does not resend it), a fresh
+    /// ceph-fuse is mounted in its place, and this says why.
+    pub(super) fn remount_if_dead(&self, host: &str, timeout: Duration) -> Result<Option<String>, LabError> {
         let c = self.host_layout(host)?.clone();
-        let probe = c.mount.clone();
+        let deadline = Instant::now() + timeout;
+        let why = match mount_answers(&c.mount, deadline) {
+            Err(why) => why,
+            Ok(()) => match self.requests_stuck(host, deadline) {
+                Some(why) => why,
+                None => return Ok(None),
+            },
+        };
+        let armed = self.client_armed(host).unwrap_or(true);
+        self.mount_again(&c, armed)?;
+        Ok(Some(why))
+    }
+
+    /// Ends a killed client's session at the MDS at once: until it times out
+    /// (`session_timeout`, 60 s) the caps it held keep every other client waiting on those
+    /// files. Eviction blocklists its address, which names nothing alive any more, so that entry
+    /// is lifted too. Best effort: a session already gone needs neither.
+    fn forget_session(&self, old: &ClientSession) {
+        if let Ok(Some(mds)) = self.active_mds() {
+            let _ = self.client_evict(&mds, old.id);
+        }
+        let _ = self.osd_blocklist(&old.addr, false);
+    }
+
+    /// What keeps `host`'s client from being whole at `deadline`: a metadata request older than
+    /// [`STUCK_AFTER_S`] (polled until then: one sent just before a fence was lifted may still
+    /// be answered).
+    fn requests_stuck(&self, host: &str, deadline: Instant) -> Option<String> {
+        loop {
+            let old: Vec<String> = match self.client_requests(host) {
+                Ok(r) => r.iter().filter(|r| r.age_s > STUCK_AFTER_S).map(ToString::to_string).collect(),
+                Err(e) => vec![format!("(its admin socket: {e})")],
+            };
+            if old.is_empty() {
+                return None;
+            }
+            if Instant::now() + POLL_MOUNT >= deadline {
+                return Some(format!(
+                    "had {} metadata request(s) never answered: {}",
+                    old.len(),
+                    old.join(", ")
+                ));
+            }
+            std::thread::sleep(POLL_MOUNT);
+        }
+    }
+}
+
+/// How old an unanswered metadata request may be before a client counts as wedged: a request
+/// in a healthy lab is answered in milliseconds.
+const STUCK_AFTER_S: f64 = 5.0;
+/// The peers whose messages an armed client can delay.
+const CLIENT_DELAY_TYPES: &str = "osd mds";
+const POLL_MOUNT: Duration = Duration::from_millis(200);
+
+/// Whether `mount` answers a listing and a lookup of a name nobody made (a listing can come
+/// from the client's cache; that lookup asks the MDS) before `deadline`. A client that answers
+/// with an error (a fenced one: ESHUTDOWN until the blocklist is lifted and it reconnects) is
+/// asked again until then. Each attempt runs on a thread: a call into a dead FUSE mount can
+/// block until its daemon goes.
+fn mount_answers(mount: &Path, deadline: Instant) -> Result<(), String> {
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
         let (tx, rx) = std::sync::mpsc::channel();
-        // On a thread: a call into a dead FUSE mount can block until its daemon goes.
+        let m = mount.to_path_buf();
+        let probe = m.join(format!(".miglab-probe-{}-{attempt}", std::process::id()));
         std::thread::spawn(move || {
-            let _ = tx.send(std::fs::read_dir(&probe).is_ok());
+            let r = std::fs::read_dir(&m).and_then(|_| match std::fs::symlink_metadata(&probe) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e),
+                Ok(_) => Ok(()),
+            });
+            let _ = tx.send(r);
         });
-        if rx.recv_timeout(timeout).unwrap_or(false) {
-            return Ok(false);
+        let said = match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => format!("answered {e}"),
+            Err(_) => return Err("did not answer".into()),
+        };
+        if Instant::now() + POLL_MOUNT >= deadline {
+            return Err(said);
         }
-        let fuse = format!("ceph-fuse.{host}");
-        if let Some(rec) = self.state.snapshot().process(&fuse).cloned() {
-            self.sup.signal(&rec, nix::sys::signal::Signal::SIGKILL)?;
-            self.sup.stop(&rec)?;
-        }
-        super::teardown::unmount(&c.mount);
-        self.sup.spawn(&self.fuse_spec(&c))?;
-        self.wait_mount(&c, self.step_timeout)?;
-        Ok(true)
+        std::thread::sleep(POLL_MOUNT);
     }
 }

@@ -3,7 +3,7 @@
 
 use super::super::admin::{Admin, AdminError};
 use super::super::ceph::{config_value, Status};
-use super::super::{DaemonId, Topology};
+use super::super::{pending_requests, ClientSession, DaemonId, PendingRequest, Topology};
 use super::{Lab, LabError, POLL};
 use crate::paths;
 use crate::process::{self, ProcRecord};
@@ -167,27 +167,54 @@ impl Lab {
         Ok(())
     }
 
-    /// A setting of `host`'s ceph-fuse, through its admin socket.
-    pub fn client_tell(&self, host: &str, key: &str, value: &str) -> Result<(), LabError> {
+    /// `args` to `host`'s ceph-fuse through its admin socket; its standard output.
+    fn client_asok(&self, host: &str, args: &[&str]) -> Result<String, LabError> {
         let asok = self.layout.run_dir().join(format!("client.{host}.asok"));
-        process::run_tool(
-            Command::new(paths::tool("ceph"))
-                .arg("--admin-daemon")
-                .arg(&asok)
-                .args(["config", "set", key, value]),
+        let out = process::run_tool(
+            Command::new(paths::tool("ceph")).arg("--admin-daemon").arg(&asok).args(args),
             self.step_timeout,
         )?;
+        Ok(out.stdout)
+    }
+
+    /// A setting of `host`'s ceph-fuse, through its admin socket.
+    pub fn client_tell(&self, host: &str, key: &str, value: &str) -> Result<(), LabError> {
+        self.client_asok(host, &["config", "set", key, value])?;
         Ok(())
     }
 
     /// A setting of `host`'s ceph-fuse as it runs, through its admin socket.
     pub fn client_get(&self, host: &str, key: &str) -> Result<String, LabError> {
-        let asok = self.layout.run_dir().join(format!("client.{host}.asok"));
-        let out = process::run_tool(
-            Command::new(paths::tool("ceph")).arg("--admin-daemon").arg(&asok).args(["config", "get", key]),
-            self.step_timeout,
-        )?;
-        Ok(config_value(&out.stdout, key))
+        Ok(config_value(&self.client_asok(host, &["config", "get", key])?, key))
+    }
+
+    /// `host`'s ceph-fuse's session: its id and address (admin socket `status`).
+    pub fn client_status(&self, host: &str) -> Result<ClientSession, LabError> {
+        let out = self.client_asok(host, &["status"])?;
+        ClientSession::from_status(&out).ok_or_else(|| LabError::ClientStatus {
+            host: host.into(),
+            said: out.chars().take(300).collect(),
+        })
+    }
+
+    /// The metadata requests `host`'s ceph-fuse has sent and not had answered.
+    pub fn client_requests(&self, host: &str) -> Result<Vec<PendingRequest>, LabError> {
+        Ok(pending_requests(&self.client_asok(host, &["mds_requests"])?))
+    }
+
+    /// `ceph tell <mds> client evict id=<id>`.
+    pub fn client_evict(&self, mds: &DaemonId, id: u64) -> Result<(), LabError> {
+        self.known_daemon(mds)?;
+        self.tell_cli(mds, &["client", "evict", &format!("id={id}")])?;
+        Ok(())
+    }
+
+    /// `ceph osd blocklist add|rm <addr>`.
+    pub fn osd_blocklist(&self, addr: &str, add: bool) -> Result<(), LabError> {
+        self.mon_command(
+            "osd blocklist",
+            serde_json::json!({ "blocklistop": if add { "add" } else { "rm" }, "addr": addr }),
+        )
     }
 
     /// `ceph tell <id> config get <key>`: what an undo sets back.

@@ -13,6 +13,7 @@ pub(super) fn refusal(fault: &Fault, allow_destructive: bool) -> Option<&'static
         Fault::LinkRate { .. } | Fault::Partition { .. } | Fault::MigrationLink { .. } => Some(NETWORK),
         Fault::StorageDelay { target: StorageTarget::Client(_), .. }
         | Fault::SocketFailures { target: StorageTarget::Client(_), .. } => Some(CLIENT),
+        Fault::ClientEvict { .. } | Fault::ClientBlocklist { .. } => Some(CLIENT),
         Fault::ThirdPartyRename { .. } | Fault::ThirdPartyDelete { .. } => Some(
             "the third party renames through this machine's view of a mount; over SSH it is not built yet",
         ),
@@ -103,14 +104,28 @@ impl Topology for ExternalSite {
         Err(self.refuse(&format!("set {key} on {host}'s CephFS client"), CLIENT))
     }
 
-    fn ensure_mount(&self, host: &str, timeout: Duration) -> Result<bool, TopologyError> {
+    fn client_session(&self, host: &str) -> Result<crate::topology::ClientSession, TopologyError> {
+        Err(self.refuse(&format!("read {host}'s CephFS client's session"), CLIENT))
+    }
+
+    fn evict_client(&self, mds: &DaemonId, id: u64) -> Result<(), TopologyError> {
+        self.ceph(&format!("tell {mds} client evict id={id}"))?;
+        Ok(())
+    }
+
+    fn blocklist(&self, addr: &str, add: bool) -> Result<(), TopologyError> {
+        self.ceph(&format!("osd blocklist {} {}", if add { "add" } else { "rm" }, quote(addr)))?;
+        Ok(())
+    }
+
+    fn ensure_mount(&self, host: &str, timeout: Duration) -> Result<Option<String>, TopologyError> {
         let h = self.remote_host(host)?;
         let secs = timeout.as_secs().max(1);
         h.sh(
             &format!("timeout {secs} stat -t {} >/dev/null", quote(&h.mount.display().to_string())),
             timeout + QUICK,
         )?;
-        Ok(false)
+        Ok(None)
     }
 
     fn shared_cluster(&self) -> bool {
