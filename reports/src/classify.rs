@@ -36,6 +36,16 @@ pub fn classify(r: &RunResult, t: &Thresholds) -> (RunOutcome, Vec<String>) {
         ));
         return (RunOutcome::GuestLost, why);
     }
+    // A run cut short by an error while its guest had gone silent for good: the guest went with
+    // whatever ended the run (its QEMU killed with its host, say), however briefly the stream
+    // outlived its last heartbeat before the run stopped.
+    if r.error.is_some() && r.windows.iter().any(|w| w.heartbeat_gap_unended) {
+        why.push(format!(
+            "the run ended in an error with the guest silent since {:.0} ms, its last heartbeat",
+            s.last_heartbeat_ms.unwrap_or(0.0)
+        ));
+        return (RunOutcome::GuestLost, why);
+    }
     let mut hung =
         r.windows.iter().filter(|w| w.io_stall_unended).filter_map(|w| w.io_stall_ms).fold(0.0, f64::max);
     // Outside any window too: heartbeats went on long after the last successful op.
@@ -94,6 +104,10 @@ pub fn classify(r: &RunResult, t: &Thresholds) -> (RunOutcome, Vec<String>) {
     if stall > t.degraded_stall_ms {
         why.push(format!("an I/O stall of {stall:.0} ms"));
     }
+    // Whatever it measured, a run that ended in an error is not `completed`.
+    if let Some(e) = &r.error {
+        why.push(format!("the run ended in an error: {e}"));
+    }
     if why.is_empty() {
         (RunOutcome::Completed, why)
     } else {
@@ -119,6 +133,25 @@ mod tests {
         r.series = (0..100).map(|i| Bucket { t_ms: i * 100, ops: 10, ..Bucket::default() }).collect();
         r.ops.push(OpSummary { op: "read".into(), count: 1000, ..OpSummary::default() });
         r
+    }
+
+    /// A host lost mid-migration killed the guest's QEMU; the run ended on the QMP error 0.4 s
+    /// later, before any watchdog could call the guest lost, and with no hop record: it read as
+    /// `completed`.
+    #[test]
+    fn a_run_ended_by_an_error_is_never_completed_and_a_silent_guest_in_it_is_lost() {
+        let mut r = base();
+        r.error = Some("Source QEMU: QMP `query-migrate` failed: QAPI stream disconnected".into());
+        let mut w = window(0.0, false);
+        w.heartbeat_gap_ms = Some(357.0);
+        w.heartbeat_gap_unended = true;
+        r.windows.push(w);
+        let (o, why) = classify(&r, &Thresholds::default());
+        assert_eq!(o, RunOutcome::GuestLost, "{why:?}");
+        r.windows[0].heartbeat_gap_unended = false;
+        let (o, why) = classify(&r, &Thresholds::default());
+        assert_eq!(o, RunOutcome::CompletedDegraded, "{why:?}");
+        assert!(why.iter().any(|w| w.contains("QAPI stream disconnected")), "{why:?}");
     }
 
     fn hop(outcome: Outcome) -> MigrationRecord {
