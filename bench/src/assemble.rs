@@ -253,6 +253,7 @@ pub fn assemble(mut r: RunResult, plan: &Plan, ex: &Execution, duration_ms: f64)
     r.nonce = format!("{:016x}", ex.nonce);
     r.duration_ms = duration_ms;
     r.error = ex.error.as_ref().map(|e| e.to_string());
+    r.ceph_settings = ex.ceph_settings.clone();
     // The injector accounts for every planned fault; none at all means it never started.
     r.faults = if ex.faults.is_empty() && !plan.faults.is_empty() {
         crate::inject::never_started(&plan.faults, r.error.as_deref().unwrap_or("no error recorded"))

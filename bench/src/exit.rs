@@ -242,6 +242,7 @@ impl Classify for ExecError {
             | ExecError::FsHung(_)
             | ExecError::GuestLost(_)
             | ExecError::Faults(_)
+            | ExecError::Settings(_)
             | ExecError::ConnectionLost(_)
             | ExecError::MountHung { .. }
             | ExecError::Mount(_) => Exit::Failed,

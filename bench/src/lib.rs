@@ -23,4 +23,5 @@ pub mod readloop;
 pub(crate) mod run;
 pub(crate) mod scenario;
 pub mod session;
+pub(crate) mod settings;
 pub mod stream;

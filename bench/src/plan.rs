@@ -121,6 +121,9 @@ pub struct Plan {
     pub hops: Vec<HopPlan>,
     pub migration: MigrationSettings,
     pub run: RunSpec,
+    /// Ceph settings for the run's duration.
+    #[serde(default)]
+    pub ceph: crate::scenario::CephSettings,
     /// The faults, every choice made and every random offset drawn.
     pub faults: Vec<Resolved>,
     pub expect: Option<Expect>,
@@ -202,6 +205,7 @@ impl Plan {
                 destination_nice: s.migration.destination_nice,
             },
             run: s.run.clone(),
+            ceph: s.ceph.clone(),
             faults,
             expect: s.expect.clone(),
             thresholds: s.outcome.thresholds(),

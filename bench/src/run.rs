@@ -56,6 +56,8 @@ pub enum ExecError {
     MountHung { host: String, secs: u64 },
     #[error("the workload's files on the mount: {0}")]
     Mount(#[from] std::io::Error),
+    #[error("the scenario's [ceph] settings could not be made: {0}")]
+    Settings(String),
 }
 
 /// What one guest of a repetition did: what its stream measured, its verify pass, its agent's
@@ -94,6 +96,8 @@ pub struct Execution {
     pub cleanup: Vec<String>,
     /// Every planned fault: when it fired, what it did, how it was undone.
     pub faults: Vec<FaultRecord>,
+    /// The scenario's `[ceph]` settings as made, each with the value it replaced.
+    pub ceph_settings: Vec<String>,
 }
 
 impl Execution {
@@ -107,6 +111,7 @@ impl Execution {
             error: None,
             cleanup: Vec::new(),
             faults: Vec::new(),
+            ceph_settings: Vec::new(),
         }
     }
 
@@ -287,8 +292,27 @@ pub async fn execute(
     let progress = progress::spawn(&bus, plan.scenario.clone(), plan.repetition, plan.guests.count);
     let mut ex = Execution::new(clock);
     let mut held = Held { guests: Vec::new(), injector: None };
-    if let Err(e) = steps(topo, &site, plan, &bus, &mut held, &mut ex, say).await {
-        ex.error = Some(e);
+    // Unique in this process and on the lab: a sweep's cells share the VM name, but each
+    // repetition sets its settings back before the next begins.
+    let settings =
+        (!plan.ceph.changes().is_empty()).then(|| format!("{}:{}:ceph", std::process::id(), plan.vm));
+    if let Some(id) = &settings {
+        let (t, id, c) = (topo.clone(), id.clone(), plan.ceph.clone());
+        match tokio::task::spawn_blocking(move || crate::settings::apply(t.as_ref(), &id, &c)).await {
+            Ok(Ok(said)) => {
+                for l in &said {
+                    say(&format!("ceph: {l}"));
+                }
+                ex.ceph_settings = said;
+            }
+            Ok(Err(e)) => ex.error = Some(ExecError::Settings(e.to_string())),
+            Err(e) => ex.error = Some(ExecError::Settings(format!("setting them panicked: {e}"))),
+        }
+    }
+    if ex.error.is_none() {
+        if let Err(e) = steps(topo, &site, plan, &bus, &mut held, &mut ex, say).await {
+            ex.error = Some(e);
+        }
     }
     // Every fault undone first (a frozen daemon must not outlive the run), then the streams
     // (they hold what was measured), then the guests.
@@ -313,6 +337,15 @@ pub async fn execute(
         }
         if let Workload::Metadata(j) = &g.plan.workload {
             remove_through(&site, &last_host, &j.dir(), say).await;
+        }
+    }
+    // Last: the guests are gone, so nothing of theirs depends on the settings any more.
+    if let Some(id) = settings {
+        let t = topo.clone();
+        match tokio::task::spawn_blocking(move || crate::settings::revert(t.as_ref(), &id)).await {
+            Ok(r) if r.failed.is_empty() => {}
+            Ok(r) => ex.cleanup.push(format!("the [ceph] settings not set back: {}", r.failed.join("; "))),
+            Err(e) => ex.cleanup.push(format!("setting the [ceph] settings back panicked: {e}")),
         }
     }
     progress.abort();

@@ -307,6 +307,83 @@ impl Default for MigrationPlan {
     }
 }
 
+/// Ceph settings a run changes for its duration (`[ceph]`): each read first, journaled (as a
+/// fault's changes are: a miglab killed mid-run has them reverted by the next run or `lab
+/// down`) and set back when the run ends. What the MDS and the clients do with a session that
+/// went quiet — a host lost, a client fenced — is decided by these.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CephSettings {
+    /// Seconds without a renewal after which the MDS marks a client's session stale, and other
+    /// clients may have the caps it held (the file system's `session_timeout`; Ceph: 60, and
+    /// at least 30).
+    #[serde(default)]
+    pub session_timeout_s: Option<u32>,
+    /// Seconds after which the MDS evicts a session that went stale (`session_autoclose`;
+    /// Ceph: 300).
+    #[serde(default)]
+    pub session_autoclose_s: Option<u32>,
+    /// Seconds the MDS waits for a client to give back a cap it revoked before evicting that
+    /// client (every MDS's `mds_cap_revoke_eviction_timeout`; Ceph: 0, never).
+    #[serde(default)]
+    pub mds_cap_revoke_eviction_timeout_s: Option<f64>,
+    /// Whether a client whose session went stale reconnects (every client's
+    /// `client_reconnect_stale`; Ceph: false).
+    #[serde(default)]
+    pub client_reconnect_stale: Option<bool>,
+}
+
+/// Whose setting a [`CephSettings`] entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettingOf {
+    /// The file system (`ceph fs set`).
+    FileSystem,
+    /// Every MDS (`ceph tell mds.<id> config set`).
+    EveryMds,
+    /// Every host's CephFS client (its admin socket).
+    EveryClient,
+}
+
+impl CephSettings {
+    /// Each setting given, as Ceph names it, with its value.
+    pub fn changes(&self) -> Vec<(SettingOf, &'static str, String)> {
+        let mut v = Vec::new();
+        if let Some(t) = self.session_timeout_s {
+            v.push((SettingOf::FileSystem, "session_timeout", t.to_string()));
+        }
+        if let Some(t) = self.session_autoclose_s {
+            v.push((SettingOf::FileSystem, "session_autoclose", t.to_string()));
+        }
+        if let Some(t) = self.mds_cap_revoke_eviction_timeout_s {
+            v.push((SettingOf::EveryMds, "mds_cap_revoke_eviction_timeout", t.to_string()));
+        }
+        if let Some(b) = self.client_reconnect_stale {
+            v.push((SettingOf::EveryClient, "client_reconnect_stale", b.to_string()));
+        }
+        v
+    }
+
+    /// What is wrong with them: (key, why) each.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut p = Vec::new();
+        // Ceph 16 refuses a session_timeout under 30 s.
+        for (key, v, least) in [
+            ("session_timeout_s", self.session_timeout_s, 30),
+            ("session_autoclose_s", self.session_autoclose_s, 1),
+        ] {
+            if let Some(v) = v.filter(|v| *v < least || *v > 3600) {
+                p.push((key, format!("{v}: give seconds, {least} to 3600")));
+            }
+        }
+        if let Some(t) =
+            self.mds_cap_revoke_eviction_timeout_s.filter(|t| !(t.is_finite() && (0.0..=3600.0).contains(t)))
+        {
+            p.push(("mds_cap_revoke_eviction_timeout_s", format!("{t}: give seconds, 0 (never) to 3600")));
+        }
+        p
+    }
+}
+
 /// What runs after the migrations.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -383,6 +460,9 @@ pub struct Scenario {
     /// How a run is carried out (`[run]`).
     #[serde(default)]
     pub run: RunSpec,
+    /// Ceph settings for the run's duration (`[ceph]`).
+    #[serde(default)]
+    pub ceph: CephSettings,
     /// Faults, each with its trigger (`[[fault]]`).
     #[serde(default, rename = "fault")]
     pub faults: Vec<FaultEntry>,

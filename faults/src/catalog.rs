@@ -230,6 +230,11 @@ pub enum Fault {
     /// `host`'s CephFS client fenced at the OSDs (`ceph osd blocklist add <its address>`; the
     /// MDS then closes its session too); undone as `client-evict`.
     ClientBlocklist { host: HostRef, duration_ms: u64 },
+    /// `host` dies whole: its link cut, then every process of it killed at once (the guests'
+    /// QEMU and virtiofsd there, its CephFS client), its client's session left to the MDS's
+    /// timeouts. After `duration_ms` an operator's recovery: that session evicted (and its
+    /// blocklist entry lifted), the link healed, CephFS mounted again.
+    HostLoss { host: HostRef, duration_ms: u64 },
 }
 
 impl Fault {
@@ -254,6 +259,7 @@ impl Fault {
             Fault::ThirdPartyDelete { .. } => "third-party-delete",
             Fault::ClientEvict { .. } => "client-evict",
             Fault::ClientBlocklist { .. } => "client-blocklist",
+            Fault::HostLoss { .. } => "host-loss",
         }
     }
 
@@ -271,7 +277,8 @@ impl Fault {
             | Fault::VirtiofsdFreeze { duration_ms: d, .. }
             | Fault::ThirdPartyRename { duration_ms: d, .. }
             | Fault::ClientEvict { duration_ms: d, .. }
-            | Fault::ClientBlocklist { duration_ms: d, .. } => Some(*d),
+            | Fault::ClientBlocklist { duration_ms: d, .. }
+            | Fault::HostLoss { duration_ms: d, .. } => Some(*d),
             Fault::MdsFail {}
             | Fault::MigrationLink { .. }
             | Fault::VirtiofsdKill { .. }
@@ -297,6 +304,7 @@ impl Fault {
                 | Fault::Partition { .. }
                 | Fault::ClientEvict { .. }
                 | Fault::ClientBlocklist { .. }
+                | Fault::HostLoss { .. }
         )
     }
 
@@ -320,7 +328,8 @@ impl Fault {
             | Fault::Partition { duration_ms: d, .. }
             | Fault::VirtiofsdFreeze { duration_ms: d, .. }
             | Fault::ClientEvict { duration_ms: d, .. }
-            | Fault::ClientBlocklist { duration_ms: d, .. } => time("duration_ms", *d),
+            | Fault::ClientBlocklist { duration_ms: d, .. }
+            | Fault::HostLoss { duration_ms: d, .. } => time("duration_ms", *d),
             Fault::StorageDelay { max_ms, probability, duration_ms, .. } => {
                 time("duration_ms", *duration_ms)?;
                 time("max_ms", *max_ms)?;

@@ -489,6 +489,10 @@ pub struct RunResult {
     /// Every planned fault and what became of it.
     #[serde(default)]
     pub faults: Vec<FaultRecord>,
+    /// The scenario's `[ceph]` settings as the run made them, each with the value it replaced
+    /// (all set back when it ended).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ceph_settings: Vec<String>,
     /// What happened, as one word ([`crate::outcome`]), and why.
     #[serde(default)]
     pub outcome: Option<crate::outcome::RunOutcome>,
@@ -716,6 +720,7 @@ impl RunResult {
             migrations: Vec::new(),
             windows: Vec::new(),
             faults: Vec::new(),
+            ceph_settings: Vec::new(),
             outcome: None,
             outcome_why: Vec::new(),
             expected: None,

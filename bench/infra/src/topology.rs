@@ -392,6 +392,13 @@ pub trait Topology: Site {
     fn evict_client(&self, mds: &DaemonId, id: u64) -> Result<(), TopologyError>;
     /// Puts a client's address on the OSD blocklist, or takes it off.
     fn blocklist(&self, addr: &str, add: bool) -> Result<(), TopologyError>;
+    /// Kills `host`'s CephFS client (SIGKILL) and waits for it to be gone; its mount stays,
+    /// dead, until [`Topology::ensure_mount`] mounts it again.
+    fn kill_client(&self, host: &str) -> Result<(), TopologyError>;
+    /// A setting of the CephFS file system (`ceph fs get`: its MDS map's field).
+    fn fs_get(&self, key: &str) -> Result<String, TopologyError>;
+    /// `ceph fs set <fs> <key> <value>`.
+    fn fs_set(&self, key: &str, value: &str) -> Result<(), TopologyError>;
     /// Someone else's cluster: every fault is followed by a wait for health, not only those
     /// that act on Ceph directly.
     fn shared_cluster(&self) -> bool {

@@ -231,6 +231,7 @@ pub(super) fn apply(
         Fault::ThirdPartyDelete { host } => third_party(topo, ctx, j, host, ThirdParty::Delete)?,
         Fault::ClientEvict { host, .. } => fence(topo, ctx, j, host, true)?,
         Fault::ClientBlocklist { host, .. } => fence(topo, ctx, j, host, false)?,
+        Fault::HostLoss { host, .. } => host_loss(topo, ctx, j, host)?,
         Fault::MigrationLink { .. } => {
             return Err(ApplyError::NotInjected("the migration link is set by its hop, not injected"))
         }
@@ -281,6 +282,35 @@ fn fence(
         "blocklisted".to_string()
     };
     Ok(Applied::on(format!("client.{h} (client.{} at {}), {how}", s.id, s.addr)))
+}
+
+/// `host` dies whole: its link cut first (nothing of it says goodbye to the cluster), then
+/// every guest process on it and its CephFS client killed. The session that client held is
+/// left to the MDS until the undo, which ends it as an operator would, heals the link and
+/// mounts CephFS again.
+fn host_loss(
+    topo: &Arc<dyn Topology>,
+    ctx: &Context,
+    j: &Journal<'_>,
+    host: &HostRef,
+) -> Result<Applied, ApplyError> {
+    let h = host_of(topo.as_ref(), ctx, host)?;
+    let s = topo.client_session(&h)?;
+    j.step(Undo::Heal { host: h.clone() })?;
+    topo.cut_link(&h, true)?;
+    j.step(Undo::ForgetClient { host: h.clone(), id: s.id, addr: s.addr.clone() })?;
+    let mut killed = Vec::new();
+    for r in ledger::all(topo.as_ref()).iter().filter(|r| r.host() == h) {
+        for name in [r.qemu_name(), r.virtiofsd_name()] {
+            if let Some(p) = topo.process(&name) {
+                topo.signal(&p, Signal::SIGKILL)?;
+                killed.push(name);
+            }
+        }
+    }
+    topo.kill_client(&h)?;
+    killed.push(format!("its CephFS client (client.{})", s.id));
+    Ok(Applied::on(format!("{h}: link cut; killed {}", killed.join(", "))))
 }
 
 /// What a third party does to the workload's files.

@@ -116,6 +116,9 @@ impl Scenario {
             let line = self.fault_line(c.text, index as usize);
             c.list.push(Problem { line, field: format!("fault[{}]", index + 1), message: why });
         }
+        for (key, why) in self.ceph.problems() {
+            c.add("ceph", key, why);
+        }
         c.seconds("run", "cooldown_s", self.run.cooldown_s, false);
         c.seconds("run", "layout_timeout_s", self.run.layout_timeout_s, true);
         match (&self.workload, &self.fio_file) {

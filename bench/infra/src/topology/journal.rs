@@ -39,6 +39,11 @@ pub enum Undo {
     Resume { process: ProcRecord },
     /// A file a third party renamed away is renamed back.
     RenameBack { away: PathBuf, back: PathBuf },
+    /// A killed client's session ended at the MDS (evicted: until it times out its caps keep
+    /// other clients waiting), and the blocklist entry that adds lifted.
+    ForgetClient { host: String, id: u64, addr: String },
+    /// A file system's setting (`ceph fs set`) set back to the value it had.
+    FsSetting { key: String, value: String },
     /// A fenced (evicted or blocklisted) client's address taken off the blocklist, and its
     /// mount checked: mounted again if it does not come back whole.
     Unfence { host: String, addr: String },
@@ -58,6 +63,10 @@ impl fmt::Display for Undo {
                 write!(f, "rename {} back to {}", away.display(), back.display())
             }
             Undo::Unfence { host, addr } => write!(f, "take client.{host} ({addr}) off the blocklist"),
+            Undo::FsSetting { key, value } => write!(f, "set the file system's {key} = '{value}'"),
+            Undo::ForgetClient { host, id, .. } => {
+                write!(f, "evict the session of {host}'s killed client (client.{id})")
+            }
         }
     }
 }
@@ -69,17 +78,23 @@ impl Undo {
         match self {
             Undo::Config { daemon, key, .. } => Some((daemon.to_string(), key)),
             Undo::ClientConfig { host, key, .. } => Some((format!("client.{host}"), key)),
+            Undo::FsSetting { key, .. } => Some(("fs".to_string(), key)),
             _ => None,
         }
     }
 
     /// This undo, putting back `baseline`'s value instead of its own.
     fn with_value(&self, baseline: &Undo) -> Undo {
-        let (Undo::Config { value: base, .. } | Undo::ClientConfig { value: base, .. }) = baseline else {
+        let (Undo::Config { value: base, .. }
+        | Undo::ClientConfig { value: base, .. }
+        | Undo::FsSetting { value: base, .. }) = baseline
+        else {
             return self.clone();
         };
         let mut u = self.clone();
-        if let Undo::Config { value, .. } | Undo::ClientConfig { value, .. } = &mut u {
+        if let Undo::Config { value, .. } | Undo::ClientConfig { value, .. } | Undo::FsSetting { value, .. } =
+            &mut u
+        {
             value.clone_from(base);
         }
         u
@@ -226,6 +241,18 @@ pub fn undo(topo: &dyn Topology, u: &Undo) -> Result<String, TopologyError> {
                 Some(why) => format!("{host}'s link healed; its CephFS {why}: mounted again"),
                 None => format!("{host}'s link healed"),
             }
+        }
+        Undo::ForgetClient { host, id, addr } => {
+            let mds = topo
+                .active_mds()?
+                .ok_or_else(|| TopologyError::Journal("no MDS is active to evict it".into()))?;
+            topo.evict_client(&mds, *id)?;
+            topo.blocklist(addr, false)?;
+            format!("the session of {host}'s killed client evicted")
+        }
+        Undo::FsSetting { key, value } => {
+            topo.fs_set(key, value)?;
+            format!("the file system's {key} = '{value}' again")
         }
         Undo::Unfence { host, addr } => {
             topo.blocklist(addr, false)?;

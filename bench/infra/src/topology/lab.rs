@@ -435,6 +435,26 @@ impl Topology for Lab {
     fn blocklist(&self, addr: &str, add: bool) -> Result<(), TopologyError> {
         Ok(self.osd_blocklist(addr, add)?)
     }
+
+    fn kill_client(&self, host: &str) -> Result<(), TopologyError> {
+        self.lab_host(host)?;
+        let rec = self.state.snapshot().process(&format!("ceph-fuse.{host}")).cloned();
+        let rec = rec.ok_or_else(|| LabError::UnknownDaemon(format!("ceph-fuse.{host}")))?;
+        self.sup.signal(&rec, nix::sys::signal::Signal::SIGKILL).map_err(LabError::from)?;
+        self.sup.stop(&rec).map_err(LabError::from)?;
+        Ok(())
+    }
+
+    fn fs_get(&self, key: &str) -> Result<String, TopologyError> {
+        Ok(self.fs_setting(key)?)
+    }
+
+    fn fs_set(&self, key: &str, value: &str) -> Result<(), TopologyError> {
+        Ok(self.mon_command(
+            "fs set",
+            serde_json::json!({ "fs_name": ceph::FS_NAME, "var": key, "val": value }),
+        )?)
+    }
 }
 
 impl Site for Lab {

@@ -524,6 +524,8 @@ fn mount_answers(mount: &Path, deadline: Instant) -> Result<(), String> {
         });
         let said = match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(Ok(())) => return Ok(()),
+            // Its ceph-fuse is gone: nothing to wait for.
+            Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOTCONN) => return Err(format!("answered {e}")),
             Ok(Err(e)) => format!("answered {e}"),
             Err(_) => return Err("did not answer".into()),
         };

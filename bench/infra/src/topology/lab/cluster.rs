@@ -209,6 +209,21 @@ impl Lab {
         Ok(())
     }
 
+    /// A field of the file system's MDS map (`ceph fs get <fs>`), as text.
+    pub fn fs_setting(&self, key: &str) -> Result<String, LabError> {
+        let mut a = self.admin()?;
+        let out = a.as_mut().ok_or(AdminError::NoPipes)?.command(
+            serde_json::json!({ "prefix": "fs get", "fs_name": super::super::ceph::FS_NAME, "format": "json" }),
+        )?;
+        let v: serde_json::Value = serde_json::from_str(&out)
+            .map_err(|e| LabError::Wait(format!("`ceph fs get` answered no JSON ({e}): {out}")))?;
+        match &v["mdsmap"][key] {
+            serde_json::Value::Null => Err(LabError::Wait(format!("the MDS map has no {key}"))),
+            serde_json::Value::String(s) => Ok(s.clone()),
+            other => Ok(other.to_string()),
+        }
+    }
+
     /// `ceph osd blocklist add|rm <addr>`.
     pub fn osd_blocklist(&self, addr: &str, add: bool) -> Result<(), LabError> {
         self.mon_command(

@@ -10,7 +10,10 @@ pub(super) fn refusal(fault: &Fault, allow_destructive: bool) -> Option<&'static
         Fault::OsdKill { .. } | Fault::OsdFreeze { .. } | Fault::MdsKill { .. } | Fault::MdsFreeze { .. } => {
             Some(DESTRUCTIVE)
         }
-        Fault::LinkRate { .. } | Fault::Partition { .. } | Fault::MigrationLink { .. } => Some(NETWORK),
+        Fault::LinkRate { .. }
+        | Fault::Partition { .. }
+        | Fault::MigrationLink { .. }
+        | Fault::HostLoss { .. } => Some(NETWORK),
         Fault::StorageDelay { target: StorageTarget::Client(_), .. }
         | Fault::SocketFailures { target: StorageTarget::Client(_), .. } => Some(CLIENT),
         Fault::ClientEvict { .. } | Fault::ClientBlocklist { .. } => Some(CLIENT),
@@ -35,6 +38,7 @@ const CHANGES: &str =
     "this fault changes the cluster (an OSD out, an MDS failed over, a messenger setting): on someone else's cluster it needs `allow_destructive = true` in [ceph]; each change is journaled and reverted, and `miglab lab down --topology` reverts what a killed miglab left";
 const NETWORK: &str =
     "network faults shape the local lab's links; on an external topology they are not built yet";
+const SETTINGS: &str = "a scenario's [ceph] settings change the whole file system: on an existing cluster they are not built yet";
 const CLIENT: &str = "a CephFS client's settings on a remote host are not reachable yet (its admin socket)";
 
 impl Topology for ExternalSite {
@@ -116,6 +120,18 @@ impl Topology for ExternalSite {
     fn blocklist(&self, addr: &str, add: bool) -> Result<(), TopologyError> {
         self.ceph(&format!("osd blocklist {} {}", if add { "add" } else { "rm" }, quote(addr)))?;
         Ok(())
+    }
+
+    fn kill_client(&self, host: &str) -> Result<(), TopologyError> {
+        Err(self.refuse(&format!("kill {host}'s CephFS client"), DESTRUCTIVE))
+    }
+
+    fn fs_get(&self, key: &str) -> Result<String, TopologyError> {
+        Err(self.refuse(&format!("read the file system's {key}"), SETTINGS))
+    }
+
+    fn fs_set(&self, key: &str, _value: &str) -> Result<(), TopologyError> {
+        Err(self.refuse(&format!("set the file system's {key}"), SETTINGS))
     }
 
     fn ensure_mount(&self, host: &str, timeout: Duration) -> Result<Option<String>, TopologyError> {
