@@ -73,6 +73,9 @@ pub struct MigrationOptions {
     pub dirty_rate_window: Option<Duration>,
     /// Renice the destination's QEMU to this from its start.
     pub destination_nice: Option<i32>,
+    /// The workload's directory (under the mount) whose files the source's client writes
+    /// back at the pause before the switch-over.
+    pub flush: Option<String>,
 }
 
 impl Default for MigrationOptions {
@@ -88,6 +91,7 @@ impl Default for MigrationOptions {
             device_phase: false,
             dirty_rate_window: None,
             destination_nice: None,
+            flush: None,
         }
     }
 }
@@ -326,11 +330,15 @@ async fn drive(
     opts: &MigrationOptions,
 ) -> Result<MigrationRecord, MigrationError> {
     let hold = hop.gate.filter(|g| g.holds(hop.number, hop.guest));
-    let listen = match prepare(hop, src, dst, opts, hold.is_some() || opts.device_phase).await {
-        Ok(l) => l,
-        Err(e @ MigrationError::Refused { .. }) => return Ok(refused(hop, src, dst, opts, e.to_string())),
-        Err(e) => return Err(e),
-    };
+    let listen =
+        match prepare(hop, src, dst, opts, hold.is_some() || opts.device_phase || opts.flush.is_some()).await
+        {
+            Ok(l) => l,
+            Err(e @ MigrationError::Refused { .. }) => {
+                return Ok(refused(hop, src, dst, opts, e.to_string()))
+            }
+            Err(e) => return Err(e),
+        };
     let mut held = miglab_model::VirtiofsdHeld::default();
     match open_files(hop.site, src).await {
         Ok(o) => held.source = Some(o),
@@ -444,12 +452,56 @@ async fn drive(
         cleanup_error: None,
         expected_downtime_ms: watched.expected_downtime,
         bytes_after_stop,
+        flush: watched.flush,
         virtiofsd: Some(held),
         convergence: Convergence { dirty_rate_mib_s: dirty_rate, ..watched.convergence },
         downtime_parts,
         downtime_parts_problem,
         host_cpu,
     })
+}
+
+/// Every file under `dir` fsynced through `host`'s mount (coreutils' `sync FILE`: the client
+/// writes back what it holds dirty of each), within `within`; what it took, and what failed.
+async fn flush(
+    site: &Arc<dyn Site>,
+    host: &str,
+    dir: &str,
+    within: Duration,
+) -> miglab_model::migration::Flush {
+    let t = Instant::now();
+    let (site, host, dir) = (site.clone(), host.to_string(), dir.to_string());
+    let secs = within.as_secs().clamp(1, 60);
+    let done = tokio::task::spawn_blocking(move || -> Result<u32, String> {
+        let h = site.host(&host).map_err(|e| e.to_string())?;
+        let path = h.mount_point().join(&dir);
+        let out = h
+            .command("timeout")
+            .arg(secs.to_string())
+            .args(["find"])
+            .arg(&path)
+            .args(["-type", "f", "-print", "-exec", "sync", "{}", "+"])
+            .output()
+            .map_err(|e| format!("could not run find/sync on {host}: {e}"))?;
+        let files = String::from_utf8_lossy(&out.stdout).lines().count() as u32;
+        if out.status.success() {
+            Ok(files)
+        } else {
+            Err(format!(
+                "sync of {} on {host} failed ({}): {}",
+                path.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("the flush panicked: {e}")));
+    let ms = t.elapsed().as_secs_f64() * 1000.0;
+    match done {
+        Ok(files) => miglab_model::migration::Flush { ms, files, error: None },
+        Err(e) => miglab_model::migration::Flush { ms, files: 0, error: Some(e) },
+    }
 }
 
 /// The open descriptors of `vm`'s virtiofsd, counted on its host off the runtime.
@@ -502,6 +554,8 @@ struct Watched {
     sent_at_pause: Option<u64>,
     /// One sample per pre-copy pass, and the highest throttle.
     convergence: Convergence,
+    /// The source's client flushed at the pause.
+    flush: Option<miglab_model::migration::Flush>,
 }
 
 /// Both sides' events onto the timeline, figures polled and published, the hold at the
@@ -525,6 +579,7 @@ async fn watch(
         expected_downtime: None,
         sent_at_pause: None,
         convergence: Convergence::default(),
+        flush: None,
     };
     let timed_out = Outcome::TimedOut { after_ms: opts.timeout.as_millis() as u64, source_running: false };
     w.outcome = loop {
@@ -539,6 +594,10 @@ async fn watch(
                         if let Ok(i) = src.qmp.execute_within(qmp::query_migrate {}, left.max(Duration::from_secs(1))).await {
                             w.sent_at_pause = i.ram.as_ref().map(|r| r.transferred as u64);
                         }
+                    }
+                    if let Some(dir) = &opts.flush {
+                        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                        w.flush = Some(flush(hop.site, src.host(), dir, left).await);
                     }
                     if let Some(o) = switch_over(hop, src, hold, opts.hold).await? {
                         break o;

@@ -86,6 +86,9 @@ pub struct MigrationSettings {
     /// The destination QEMU's niceness, if set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination_nice: Option<i32>,
+    /// The source's client flushed at the pause before the switch-over.
+    #[serde(default)]
+    pub flush_before_switchover: bool,
 }
 
 /// Everything one repetition does.
@@ -203,6 +206,7 @@ impl Plan {
                 parallel: s.migration.parallel,
                 calc_dirty_rate_s: s.migration.dirty_rate_window(s.dirty.is_some()),
                 destination_nice: s.migration.destination_nice,
+                flush_before_switchover: s.migration.flush_before_switchover,
             },
             run: s.run.clone(),
             ceph: s.ceph.clone(),

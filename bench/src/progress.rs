@@ -18,6 +18,17 @@ pub fn state_line(m: &miglab_model::MigrationRecord) -> Option<String> {
     if let Some(d) = m.phases.device_state_ms() {
         parts.push(format!("device state → RESUME {d:.0} ms"));
     }
+    if let Some(f) = &m.flush {
+        match &f.error {
+            None => parts.push(format!(
+                "the source's client flushed {} files in {:.0} ms before the switch-over",
+                f.files, f.ms
+            )),
+            Some(e) => {
+                parts.push(format!("the flush before the switch-over failed after {:.0} ms: {e}", f.ms))
+            }
+        }
+    }
     if let Some(b) = m.bytes_after_stop {
         parts.push(format!("{:.1} MiB after STOP", b as f64 / 1048576.0));
     }

@@ -611,7 +611,12 @@ async fn hops(
                 futures::stream::iter(movers.into_iter().map(|g| {
                     let (base, to) = (&base, &to);
                     async move {
-                        let mut opts = MigrationOptions { port: g.plan.port, ..base.clone() };
+                        let flush = plan
+                            .migration
+                            .flush_before_switchover
+                            .then(|| workload_dir(&g.plan.workload))
+                            .flatten();
+                        let mut opts = MigrationOptions { port: g.plan.port, flush, ..base.clone() };
                         let guest = g.plan.number;
                         if let Some(inj) = injector {
                             let dst = std::net::SocketAddr::new(site.migration_address(to)?, opts.port);

@@ -226,6 +226,12 @@ pub struct MigrationPlan {
     /// bytes after the guest stopped are known. Costs one QMP round trip of downtime.
     #[serde(default)]
     pub device_phase: bool,
+    /// At the pause before the switch-over (the guest stopped), the source's CephFS client
+    /// writes back what it holds of the workload's files (each fsynced through its mount), as an
+    /// orchestrator could before fencing that host. Its time is part of the downtime; the hop
+    /// records it (`flush`).
+    #[serde(default)]
+    pub flush_before_switchover: bool,
     /// Ask for postcopy (`postcopy-ram` on both sides, then `migrate-start-postcopy`). With a
     /// vhost-user-fs device QEMU refuses it: the hop's outcome is `unsupported`, with QEMU's text.
     #[serde(default)]
@@ -303,6 +309,7 @@ impl Default for MigrationPlan {
             tuning: Tuning::default(),
             calc_dirty_rate_s: None,
             destination_nice: None,
+            flush_before_switchover: false,
         }
     }
 }

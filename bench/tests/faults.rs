@@ -569,6 +569,24 @@ fault_test!(
 );
 
 fault_test!(
+    /// The source's client flushed at the pause before the switch-over, then evicted there:
+    /// the guest moves and nothing it wrote is lost (unflushed, 4-16 of 2048 blocks were:
+    /// scenarios/findings/evict-source-at-switchover.toml).
+    a_flushed_source_evicted_at_the_switchover_loses_nothing, "tf-flushed", |lab, root| {
+        let wr = RANDRW.replace("direct = true", "direct = false");
+        let t = format!("{wr}[migration]\nwarmup_s = 2.0\nsettle_s = 2.0\nflush_before_switchover = true\n[[fault]]\nkind = \"client-evict\"\nhost = \"source\"\nduration_ms = 2000\ntrigger = {{ at = \"pre-switchover\", hop = 1 }}\n");
+        let res = scenario(root, lab.layout().name.as_str(), "f-flushed", &t);
+        let m = &res.migrations[0];
+        assert!(m.completed(), "{:?}", m.outcome);
+        let f = m.flush.as_ref().expect("the flush is recorded");
+        assert!(f.error.is_none() && f.files >= 1, "{f:?}");
+        let v = res.verification.as_ref().expect("verified");
+        assert_eq!((v.mismatched, v.missing, v.inline_mismatches), (0, 0, 0), "{v:?}");
+        completed(&res);
+    }
+);
+
+fault_test!(
     /// A planned fault the run ends before is not lost: the run fails and says why, unless the
     /// scenario marked it optional.
     a_fault_planned_after_the_end_fails_the_run, "tf-late", |lab, root| {

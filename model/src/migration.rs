@@ -451,6 +451,10 @@ pub struct MigrationRecord {
     /// switch-over against its count at the end (with `device_phase` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_after_stop: Option<u64>,
+    /// The source's client flushed at the pause before the switch-over
+    /// (`flush_before_switchover`): how long it took inside the downtime, and what failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flush: Option<Flush>,
     /// What virtiofsd held: the source's descriptors before `migrate`, the destination's
     /// after the guest resumed there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -527,6 +531,19 @@ pub fn first_guest() -> u32 {
     1
 }
 
+/// The source's CephFS client told to write back what it holds of the guest's files while the
+/// guest is stopped before the switch-over, as an orchestrator could before fencing it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Flush {
+    /// From the pause to the flush's end: part of QEMU's downtime (its `held` part).
+    pub ms: f64,
+    /// Files fsynced through the source's mount.
+    pub files: u32,
+    /// What failed (the switch-over went on regardless).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 impl MigrationRecord {
     pub fn completed(&self) -> bool {
         self.outcome == Outcome::Completed
@@ -575,6 +592,7 @@ impl MigrationRecord {
             cleanup_error: None,
             expected_downtime_ms: None,
             bytes_after_stop: None,
+            flush: None,
             virtiofsd: None,
             convergence: Convergence::default(),
             downtime_parts: None,
