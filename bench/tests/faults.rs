@@ -587,6 +587,25 @@ fault_test!(
 );
 
 fault_test!(
+    /// An OSD's messenger drops what it sends to and gets from its peers for 2 s: the
+    /// replication of the guest's writes stops and is never sent again on its own (seen: slow
+    /// ops for good), so the undo marks the OSD down to rejoin; the guest's I/O stalls for the
+    /// blackhole and that recovery, then resumes, nothing lost.
+    messenger_blackhole, "tf-blackhole", |lab, root| {
+        let t = format!("{RANDRW}{NO_HOP}[[fault]]\nkind = \"messenger-blackhole\"\ntarget = \"osd:1\"\npeers = [\"osd\"]\nduration_ms = 2000\ntrigger = {{ at = \"workload-start\", offset_ms = 1000 }}\n");
+        let res = scenario(root, lab.layout().name.as_str(), "f-blackhole", &t);
+        let f = fault(&res);
+        assert_eq!(f.target, "osd.1 (dropping osd)");
+        assert!(f.undo.contains("ms_blackhole_osd = 'false' on osd.1 again") && f.undo.contains("osd.1 marked down to rejoin"), "{f:?}");
+        // Measured: 11.2 s (the 2 s blackhole, then the rejoin and the mounts' check).
+        assert!(stall(&res) >= 1500.0, "writes stop while replication is dropped: {:?}", window(&res));
+        let v = res.verification.as_ref().expect("verified");
+        assert_eq!((v.mismatched, v.missing), (0, 0), "{v:?}");
+        assert_eq!(lab.config_get(&"osd.1".parse().expect("id"), "ms_blackhole_osd").expect("get"), "false");
+    }
+);
+
+fault_test!(
     /// A planned fault the run ends before is not lost: the run fails and says why, unless the
     /// scenario marked it optional.
     a_fault_planned_after_the_end_fails_the_run, "tf-late", |lab, root| {

@@ -230,6 +230,10 @@ pub enum Fault {
     /// `host`'s CephFS client fenced at the OSDs (`ceph osd blocklist add <its address>`; the
     /// MDS then closes its session too); undone as `client-evict`.
     ClientBlocklist { host: HostRef, duration_ms: u64 },
+    /// `target`'s messenger drops every message to and from the daemons of each type in
+    /// `peers` (`osd`, `mds`, `mon`, `mgr`, `client`: Ceph's `ms_blackhole_<type>`) for
+    /// `duration_ms`, without resetting a connection; set back to the values read before.
+    MessengerBlackhole { target: StorageTarget, peers: Vec<String>, duration_ms: u64 },
     /// `host` dies whole: its link cut, then every process of it killed at once (the guests'
     /// QEMU and virtiofsd there, its CephFS client), its client's session left to the MDS's
     /// timeouts. After `duration_ms` an operator's recovery: that session evicted (and its
@@ -260,6 +264,7 @@ impl Fault {
             Fault::ClientEvict { .. } => "client-evict",
             Fault::ClientBlocklist { .. } => "client-blocklist",
             Fault::HostLoss { .. } => "host-loss",
+            Fault::MessengerBlackhole { .. } => "messenger-blackhole",
         }
     }
 
@@ -278,7 +283,8 @@ impl Fault {
             | Fault::ThirdPartyRename { duration_ms: d, .. }
             | Fault::ClientEvict { duration_ms: d, .. }
             | Fault::ClientBlocklist { duration_ms: d, .. }
-            | Fault::HostLoss { duration_ms: d, .. } => Some(*d),
+            | Fault::HostLoss { duration_ms: d, .. }
+            | Fault::MessengerBlackhole { duration_ms: d, .. } => Some(*d),
             Fault::MdsFail {}
             | Fault::MigrationLink { .. }
             | Fault::VirtiofsdKill { .. }
@@ -305,6 +311,7 @@ impl Fault {
                 | Fault::ClientEvict { .. }
                 | Fault::ClientBlocklist { .. }
                 | Fault::HostLoss { .. }
+                | Fault::MessengerBlackhole { .. }
         )
     }
 
@@ -337,6 +344,22 @@ impl Fault {
                     return Err(format!("probability = {probability}: give a number in (0, 1]"));
                 }
                 Ok(())
+            }
+            Fault::MessengerBlackhole { target, peers, duration_ms } => {
+                time("duration_ms", *duration_ms)?;
+                if !matches!(target, StorageTarget::Client(_)) && peers.iter().any(|p| p == "client") {
+                    // Seen: the OSD applied it and dropped the reply, and then its undo.
+                    return Err(format!(
+                        "peers = [\"client\"] on {target}: the command that sets it back is a client's message too, and would be dropped; blackhole its osd/mon/mgr peers, or a client's osd/mds"
+                    ));
+                }
+                if peers.is_empty() {
+                    return Err("peers = []: give the daemon types whose messages are dropped, e.g. [\"osd\", \"mds\"]".into());
+                }
+                match peers.iter().find(|p| !BLACKHOLE_PEERS.contains(&p.as_str())) {
+                    Some(p) => Err(format!("peers: '{p}' is not one of {}", BLACKHOLE_PEERS.join(", "))),
+                    None => Ok(()),
+                }
             }
             Fault::SocketFailures { one_in, duration_ms, .. } => {
                 time("duration_ms", *duration_ms)?;
@@ -374,6 +397,9 @@ impl Fault {
         }
     }
 }
+
+/// The daemon types a messenger can blackhole (`ms_blackhole_<type>`).
+pub const BLACKHOLE_PEERS: [&str; 5] = ["osd", "mds", "mon", "mgr", "client"];
 
 /// One `[[fault]]` of a scenario: what, and when.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -484,6 +510,24 @@ mod tests {
             probability: p,
             duration_ms: 1000,
         };
+        let blackhole = |peers: &[&str]| Fault::MessengerBlackhole {
+            target: StorageTarget::Client(HostRef::Source),
+            peers: peers.iter().map(|p| p.to_string()).collect(),
+            duration_ms: 1000,
+        };
+        assert!(blackhole(&["osd", "mds"]).check(&start).is_ok());
+        assert!(blackhole(&[]).check(&start).is_err(), "no peers: drops nothing");
+        let osd_drops_clients = Fault::MessengerBlackhole {
+            target: StorageTarget::Osd(Pick::Id(1)),
+            peers: vec!["client".into()],
+            duration_ms: 1000,
+        };
+        assert!(
+            osd_drops_clients.check(&start).is_err_and(|e| e.contains("sets it back")),
+            "its undo would be dropped"
+        );
+        let e = blackhole(&["osds"]).check(&start).expect_err("not a type");
+        assert!(e.contains("'osds'") && e.contains("mgr"), "{e}");
         assert!(
             delay(0.0).check(&start).is_err()
                 && delay(f64::NAN).check(&start).is_err()

@@ -351,6 +351,27 @@ pub fn pending_requests(json: &str) -> Vec<PendingRequest> {
     out
 }
 
+/// The operations of a client's admin-socket `objecter_requests` (its requests to OSDs): a
+/// write dropped on the way (a blackholed messenger) waits there for good.
+pub fn pending_osd_ops(json: &str) -> Vec<PendingRequest> {
+    let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+    v["ops"]
+        .as_array()
+        .map(|ops| {
+            ops.iter()
+                .map(|o| PendingRequest {
+                    op: o["osd_ops"]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", "))
+                        .unwrap_or_else(|| "?".into()),
+                    path: format!("{} at osd.{}", o["object_id"].as_str().unwrap_or("?"), o["osd"]),
+                    age_s: o["age"].as_f64().unwrap_or(0.0),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// A site whose cluster and network can be acted on: what fault injection needs.
 pub trait Topology: Site {
     fn daemons(&self) -> Vec<DaemonId>;
@@ -368,6 +389,8 @@ pub trait Topology: Site {
     fn active_mds(&self) -> Result<Option<DaemonId>, TopologyError>;
     /// Marks an OSD out (data moves off it) or in again.
     fn osd_out(&self, osd: u32, out: bool) -> Result<(), TopologyError>;
+    /// Marks an OSD down: it rejoins at once, and every connection to it starts afresh.
+    fn osd_down(&self, osd: u32) -> Result<(), TopologyError>;
     /// `ceph mds fail`: the MDS gives up its rank (a standby takes it) and respawns.
     fn mds_fail(&self, mds: &DaemonId) -> Result<(), TopologyError>;
     /// Whether the cluster is healthy (every PG active+clean, an MDS active, every OSD up and
@@ -434,6 +457,16 @@ mod tests {
         assert_eq!(p[0].to_string(), "lookup #0x1/miglab for 612 s");
         assert_eq!((p[1].op.as_str(), p[1].age_s), ("create", 3.5));
         assert!(pending_requests("{}").is_empty());
+        // Read from the same client after its messenger dropped what it sent to the OSDs.
+        let osd = r#"{"ops": [{"tid": 1063, "osd": 0, "object_id": "10000000002.00000000", "age": 87.49,
+            "osd_ops": ["write 1568768~4096 [1@-1] in=4096b"]}], "linger_ops": []}"#;
+        let p = pending_osd_ops(osd);
+        assert_eq!(p.len(), 1);
+        assert_eq!(
+            p[0].to_string(),
+            "write 1568768~4096 [1@-1] in=4096b 10000000002.00000000 at osd.0 for 87 s"
+        );
+        assert!(pending_osd_ops(r#"{"ops": []}"#).is_empty() && pending_osd_ops("").is_empty());
     }
 
     #[test]

@@ -232,6 +232,41 @@ pub(super) fn apply(
         Fault::ClientEvict { host, .. } => fence(topo, ctx, j, host, true)?,
         Fault::ClientBlocklist { host, .. } => fence(topo, ctx, j, host, false)?,
         Fault::HostLoss { host, .. } => host_loss(topo, ctx, j, host)?,
+        Fault::MessengerBlackhole { target, peers, .. } => {
+            // A dropped request is never sent again: the mounts are checked last, once the
+            // blackhole is lifted (journaled first, so undone last).
+            // A daemon's dropped messages strand its clients' requests: every mount is checked.
+            let hosts = match target {
+                StorageTarget::Client(h) => vec![host_of(topo.as_ref(), ctx, h)?],
+                _ => topo.host_names(),
+            };
+            for h in hosts {
+                j.step(Undo::CheckMount { host: h })?;
+            }
+            // What an OSD dropped on its lossless links to its peers is never resent either:
+            // once the setting is back, it is marked down to rejoin (before the mounts' check).
+            let osds: Vec<u32> = match target {
+                StorageTarget::Osd(p) => vec![match p {
+                    Pick::Id(n) => *n,
+                    Pick::Random => return Err(ApplyError::Unpicked),
+                }],
+                StorageTarget::AllOsds => topo
+                    .daemons()
+                    .iter()
+                    .filter(|d| d.kind == DaemonKind::Osd)
+                    .filter_map(|d| d.id.parse().ok())
+                    .collect(),
+                StorageTarget::Client(_) => vec![],
+            };
+            for n in osds {
+                j.step(Undo::OsdDown { osd: n })?;
+            }
+            let mut on = String::new();
+            for p in peers {
+                on = messenger_set(topo, ctx, j, target, &format!("ms_blackhole_{p}"), "true")?;
+            }
+            Applied::on(format!("{on} (dropping {})", peers.join(", ")))
+        }
         Fault::MigrationLink { .. } => {
             return Err(ApplyError::NotInjected("the migration link is set by its hop, not injected"))
         }

@@ -42,6 +42,12 @@ pub enum Undo {
     /// A killed client's session ended at the MDS (evicted: until it times out its caps keep
     /// other clients waiting), and the blocklist entry that adds lifted.
     ForgetClient { host: String, id: u64, addr: String },
+    /// An OSD marked down so that it rejoins and its peers and clients send again what its
+    /// messenger dropped (they never would on their own).
+    OsdDown { osd: u32 },
+    /// A host's CephFS mount checked after a fault on its client: mounted again if a request
+    /// the fault dropped is never answered.
+    CheckMount { host: String },
     /// A file system's setting (`ceph fs set`) set back to the value it had.
     FsSetting { key: String, value: String },
     /// A fenced (evicted or blocklisted) client's address taken off the blocklist, and its
@@ -64,6 +70,8 @@ impl fmt::Display for Undo {
             }
             Undo::Unfence { host, addr } => write!(f, "take client.{host} ({addr}) off the blocklist"),
             Undo::FsSetting { key, value } => write!(f, "set the file system's {key} = '{value}'"),
+            Undo::CheckMount { host } => write!(f, "check {host}'s CephFS mount"),
+            Undo::OsdDown { osd } => write!(f, "mark osd.{osd} down (it rejoins)"),
             Undo::ForgetClient { host, id, .. } => {
                 write!(f, "evict the session of {host}'s killed client (client.{id})")
             }
@@ -250,6 +258,14 @@ pub fn undo(topo: &dyn Topology, u: &Undo) -> Result<String, TopologyError> {
             topo.blocklist(addr, false)?;
             format!("the session of {host}'s killed client evicted")
         }
+        Undo::OsdDown { osd } => {
+            topo.osd_down(*osd)?;
+            format!("osd.{osd} marked down to rejoin")
+        }
+        Undo::CheckMount { host } => match topo.ensure_mount(host, MOUNT_DEADLINE)? {
+            Some(why) => format!("{host}'s CephFS {why}: mounted again"),
+            None => format!("{host}'s CephFS whole"),
+        },
         Undo::FsSetting { key, value } => {
             topo.fs_set(key, value)?;
             format!("the file system's {key} = '{value}' again")

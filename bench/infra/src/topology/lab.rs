@@ -386,6 +386,10 @@ impl Topology for Lab {
         )?)
     }
 
+    fn osd_down(&self, osd: u32) -> Result<(), TopologyError> {
+        Ok(self.mon_command("osd down", serde_json::json!({ "ids": [osd.to_string()] }))?)
+    }
+
     fn mds_fail(&self, mds: &DaemonId) -> Result<(), TopologyError> {
         Ok(self.mon_command("mds fail", serde_json::json!({ "role_or_gid": mds.id }))?)
     }

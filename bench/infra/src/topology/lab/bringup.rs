@@ -441,9 +441,10 @@ impl Lab {
         Ok(())
     }
 
-    /// Whether `host`'s mount is whole: it answers within `timeout` and no metadata request
-    /// of its client stays unanswered. If not (its client was evicted after a partition, or a
-    /// request sent while it was fenced is never answered: Ceph 16 does not resend it), a fresh
+    /// Whether `host`'s mount is whole: it answers within `timeout` and no request of its client
+    /// (to the MDS or an OSD) stays unanswered. If not (its client was evicted after a
+    /// partition, or a request sent while it was fenced or dropped by its messenger is never
+    /// answered: Ceph 16 does not resend it), a fresh
     /// ceph-fuse is mounted in its place, and this says why.
     pub(super) fn remount_if_dead(&self, host: &str, timeout: Duration) -> Result<Option<String>, LabError> {
         let c = self.host_layout(host)?.clone();
@@ -471,33 +472,36 @@ impl Lab {
         let _ = self.osd_blocklist(&old.addr, false);
     }
 
-    /// What keeps `host`'s client from being whole at `deadline`: a metadata request older than
-    /// [`STUCK_AFTER_S`] (polled until then: one sent just before a fence was lifted may still
-    /// be answered).
+    /// What keeps `host`'s client from being whole at `deadline`: a request older than
+    /// [`STUCK_AFTER_S`] then. Polled until every request is fresh or the deadline: one sent
+    /// just before a fence was lifted may still be answered, one dropped a second ago is not
+    /// old yet.
     fn requests_stuck(&self, host: &str, deadline: Instant) -> Option<String> {
         loop {
-            let old: Vec<String> = match self.client_requests(host) {
-                Ok(r) => r.iter().filter(|r| r.age_s > STUCK_AFTER_S).map(ToString::to_string).collect(),
-                Err(e) => vec![format!("(its admin socket: {e})")],
+            let pending = match self.client_requests(host) {
+                Ok(r) => r,
+                Err(e) => return Some(format!("has an admin socket that does not answer ({e})")),
             };
-            if old.is_empty() {
+            // Only requests just sent (a workload's own traffic): the client answers.
+            if pending.iter().all(|r| r.age_s < FRESH_S) {
                 return None;
             }
             if Instant::now() + POLL_MOUNT >= deadline {
-                return Some(format!(
-                    "had {} metadata request(s) never answered: {}",
-                    old.len(),
-                    old.join(", ")
-                ));
+                let old: Vec<String> =
+                    pending.iter().filter(|r| r.age_s > STUCK_AFTER_S).map(ToString::to_string).collect();
+                return (!old.is_empty())
+                    .then(|| format!("had {} request(s) never answered: {}", old.len(), old.join(", ")));
             }
             std::thread::sleep(POLL_MOUNT);
         }
     }
 }
 
-/// How old an unanswered metadata request may be before a client counts as wedged: a request
+/// How old an unanswered request may be before a client counts as wedged: a request
 /// in a healthy lab is answered in milliseconds.
 const STUCK_AFTER_S: f64 = 5.0;
+/// A request younger than this is traffic in flight, not a sign of trouble.
+const FRESH_S: f64 = 1.0;
 /// The peers whose messages an armed client can delay.
 const CLIENT_DELAY_TYPES: &str = "osd mds";
 const POLL_MOUNT: Duration = Duration::from_millis(200);

@@ -3,7 +3,7 @@
 
 use super::super::admin::{Admin, AdminError};
 use super::super::ceph::{config_value, Status};
-use super::super::{pending_requests, ClientSession, DaemonId, PendingRequest, Topology};
+use super::super::{pending_osd_ops, pending_requests, ClientSession, DaemonId, PendingRequest, Topology};
 use super::{Lab, LabError, POLL};
 use crate::paths;
 use crate::process::{self, ProcRecord};
@@ -197,9 +197,11 @@ impl Lab {
         })
     }
 
-    /// The metadata requests `host`'s ceph-fuse has sent and not had answered.
+    /// The requests `host`'s ceph-fuse has sent and not had answered: to the MDS, then to OSDs.
     pub fn client_requests(&self, host: &str) -> Result<Vec<PendingRequest>, LabError> {
-        Ok(pending_requests(&self.client_asok(host, &["mds_requests"])?))
+        let mut r = pending_requests(&self.client_asok(host, &["mds_requests"])?);
+        r.extend(pending_osd_ops(&self.client_asok(host, &["objecter_requests"])?));
+        Ok(r)
     }
 
     /// `ceph tell <mds> client evict id=<id>`.

@@ -15,7 +15,8 @@ pub(super) fn refusal(fault: &Fault, allow_destructive: bool) -> Option<&'static
         | Fault::MigrationLink { .. }
         | Fault::HostLoss { .. } => Some(NETWORK),
         Fault::StorageDelay { target: StorageTarget::Client(_), .. }
-        | Fault::SocketFailures { target: StorageTarget::Client(_), .. } => Some(CLIENT),
+        | Fault::SocketFailures { target: StorageTarget::Client(_), .. }
+        | Fault::MessengerBlackhole { target: StorageTarget::Client(_), .. } => Some(CLIENT),
         Fault::ClientEvict { .. } | Fault::ClientBlocklist { .. } => Some(CLIENT),
         Fault::ThirdPartyRename { .. } | Fault::ThirdPartyDelete { .. } => Some(
             "the third party renames through this machine's view of a mount; over SSH it is not built yet",
@@ -24,6 +25,7 @@ pub(super) fn refusal(fault: &Fault, allow_destructive: bool) -> Option<&'static
         | Fault::MdsFail {}
         | Fault::StorageDelay { .. }
         | Fault::SocketFailures { .. }
+        | Fault::MessengerBlackhole { .. }
             if !allow_destructive =>
         {
             Some(CHANGES)
@@ -91,6 +93,11 @@ impl Topology for ExternalSite {
 
     fn osd_out(&self, osd: u32, out: bool) -> Result<(), TopologyError> {
         self.ceph(&format!("osd {} {osd}", if out { "out" } else { "in" }))?;
+        Ok(())
+    }
+
+    fn osd_down(&self, osd: u32) -> Result<(), TopologyError> {
+        self.ceph(&format!("osd down {osd}"))?;
         Ok(())
     }
 
