@@ -342,7 +342,9 @@ pub async fn execute(
     // Last: the guests are gone, so nothing of theirs depends on the settings any more.
     if let Some(id) = settings {
         let t = topo.clone();
-        match tokio::task::spawn_blocking(move || crate::settings::revert(t.as_ref(), &id)).await {
+        match tokio::task::spawn_blocking(move || miglab_infra::topology::journal::revert(t.as_ref(), &id))
+            .await
+        {
             Ok(r) if r.failed.is_empty() => {}
             Ok(r) => ex.cleanup.push(format!("the [ceph] settings not set back: {}", r.failed.join("; "))),
             Err(e) => ex.cleanup.push(format!("setting the [ceph] settings back panicked: {e}")),

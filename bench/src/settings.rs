@@ -1,9 +1,9 @@
 //! A run's Ceph settings (`[ceph]`): each read, journaled and set before the guests start, and
-//! set back when the run ends — the fault journal's way, so a miglab killed mid-run has them
+//! set back when the run ends (`journal::revert` of its entry) — the fault journal's way, so a miglab killed mid-run has them
 //! reverted by the next run's readiness check or `lab down`.
 
 use crate::scenario::{CephSettings, SettingOf};
-use miglab_infra::topology::journal::{self, Journal, Undo};
+use miglab_infra::topology::journal::{Journal, Undo};
 use miglab_infra::topology::{DaemonKind, Topology, TopologyError};
 
 /// Sets `settings` on `topo` under journal entry `id`; says, for each, its value and the one
@@ -38,12 +38,6 @@ pub fn apply(topo: &dyn Topology, id: &str, settings: &CephSettings) -> Result<V
         }
     }
     Ok(said)
-}
-
-/// Sets back what [`apply`] set under `id`: what was done, and what could not be (it stays in
-/// the journal for the next run or `lab down`).
-pub fn revert(topo: &dyn Topology, id: &str) -> journal::Reverted {
-    journal::revert(topo, id)
 }
 
 #[cfg(test)]

@@ -317,6 +317,16 @@ impl ClientSession {
     }
 }
 
+/// Ends a client's session at the active MDS at once (a killed client's caps would keep every
+/// other client waiting on those files until `session_timeout`), and lifts the blocklist entry
+/// the eviction adds: its address names nothing alive any more.
+pub fn end_session(topo: &dyn Topology, id: u64, addr: &str) -> Result<(), TopologyError> {
+    let mds =
+        topo.active_mds()?.ok_or_else(|| TopologyError::Journal("no MDS is active to evict it".into()))?;
+    topo.evict_client(&mds, id)?;
+    topo.blocklist(addr, false)
+}
+
 /// A metadata request a CephFS client sent and has no answer to: its op, path and age.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PendingRequest {

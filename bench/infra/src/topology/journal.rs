@@ -251,11 +251,7 @@ pub fn undo(topo: &dyn Topology, u: &Undo) -> Result<String, TopologyError> {
             }
         }
         Undo::ForgetClient { host, id, addr } => {
-            let mds = topo
-                .active_mds()?
-                .ok_or_else(|| TopologyError::Journal("no MDS is active to evict it".into()))?;
-            topo.evict_client(&mds, *id)?;
-            topo.blocklist(addr, false)?;
+            super::end_session(topo, *id, addr)?;
             format!("the session of {host}'s killed client evicted")
         }
         Undo::OsdDown { osd } => {

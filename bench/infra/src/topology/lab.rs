@@ -442,10 +442,9 @@ impl Topology for Lab {
 
     fn kill_client(&self, host: &str) -> Result<(), TopologyError> {
         self.lab_host(host)?;
-        let rec = self.state.snapshot().process(&format!("ceph-fuse.{host}")).cloned();
-        let rec = rec.ok_or_else(|| LabError::UnknownDaemon(format!("ceph-fuse.{host}")))?;
-        self.sup.signal(&rec, nix::sys::signal::Signal::SIGKILL).map_err(LabError::from)?;
-        self.sup.stop(&rec).map_err(LabError::from)?;
+        if !self.kill_fuse(host)? {
+            return Err(LabError::UnknownDaemon(format!("ceph-fuse.{host}")).into());
+        }
         Ok(())
     }
 

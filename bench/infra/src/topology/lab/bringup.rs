@@ -9,7 +9,7 @@ use super::super::mountinfo::is_fuse_mounted;
 use super::super::net;
 use super::super::slots;
 use super::super::state::{LabState, Phase, StateFile};
-use super::super::{ClientSession, DaemonId, DaemonKind, Topology};
+use super::super::{DaemonId, DaemonKind};
 use super::{down, io, Lab, LabError, LabOptions};
 use crate::paths;
 use crate::process::{self, ProcessSpec, Tier};
@@ -185,13 +185,10 @@ impl Lab {
     /// A fresh ceph-fuse on `c`'s mount in place of the one there, its old session ended.
     fn mount_again(&self, c: &ClientLayout, armed: bool) -> Result<(), LabError> {
         let old = self.client_status(&c.name).ok();
-        let fuse = format!("ceph-fuse.{}", c.name);
-        if let Some(rec) = self.state.snapshot().process(&fuse).cloned() {
-            self.sup.signal(&rec, nix::sys::signal::Signal::SIGKILL)?;
-            self.sup.stop(&rec)?;
-        }
+        self.kill_fuse(&c.name)?;
         if let Some(old) = old {
-            self.forget_session(&old);
+            // Best effort: a session already gone needs no ending.
+            let _ = super::super::end_session(self, old.id, &old.addr);
         }
         super::teardown::unmount(&c.mount);
         self.sup.spawn(&self.fuse_spec(c, armed))?;
@@ -461,15 +458,15 @@ impl Lab {
         Ok(Some(why))
     }
 
-    /// Ends a killed client's session at the MDS at once: until it times out
-    /// (`session_timeout`, 60 s) the caps it held keep every other client waiting on those
-    /// files. Eviction blocklists its address, which names nothing alive any more, so that entry
-    /// is lifted too. Best effort: a session already gone needs neither.
-    fn forget_session(&self, old: &ClientSession) {
-        if let Ok(Some(mds)) = self.active_mds() {
-            let _ = self.client_evict(&mds, old.id);
-        }
-        let _ = self.osd_blocklist(&old.addr, false);
+    /// Kills `host`'s ceph-fuse (SIGKILL) and waits for it to be gone; false if the lab has no
+    /// record of one.
+    pub(super) fn kill_fuse(&self, host: &str) -> Result<bool, LabError> {
+        let Some(rec) = self.state.snapshot().process(&format!("ceph-fuse.{host}")).cloned() else {
+            return Ok(false);
+        };
+        self.sup.signal(&rec, nix::sys::signal::Signal::SIGKILL)?;
+        self.sup.stop(&rec)?;
+        Ok(true)
     }
 
     /// What keeps `host`'s client from being whole at `deadline`: a request older than
